@@ -1,0 +1,120 @@
+import { randomUUID } from 'node:crypto';
+import { keys } from '../storage/keys.ts';
+import type { Store } from '../storage/store.ts';
+import { hashPassword, verifyPassword } from './passwords.ts';
+
+export interface Account {
+  id: string;
+  email: string;
+  name?: string;
+  passwordHash: string;
+  disabled: boolean;
+  createdAt: number;
+}
+
+export class AccountError extends Error {}
+
+const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+
+export function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+export function validatePassword(password: string): void {
+  // NIST SP 800-63B §3.1.1.2: at least 8 characters, allow long passphrases.
+  if (password.length < 8) throw new AccountError('the password needs at least 8 characters');
+  if (password.length > 1024) throw new AccountError('the password may have at most 1024 characters');
+}
+
+export class Accounts {
+  readonly #store: Store;
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  async find(id: string): Promise<Account | undefined> {
+    if (!/^[0-9a-f-]{36}$/.test(id)) return undefined;
+    const raw = await this.#store.get(keys.account(id));
+    return raw ? (JSON.parse(raw) as Account) : undefined;
+  }
+
+  async findByEmail(email: string): Promise<Account | undefined> {
+    const id = await this.#store.get(keys.accountEmail(normalizeEmail(email)));
+    return id ? this.find(id) : undefined;
+  }
+
+  async create(input: { email: string; name?: string; password: string }): Promise<Account> {
+    const email = normalizeEmail(input.email);
+    if (!EMAIL.test(email) || email.length > 254) throw new AccountError(`not an email address: ${JSON.stringify(input.email)}`);
+    validatePassword(input.password);
+    const account: Account = {
+      id: randomUUID(),
+      email,
+      ...(input.name ? { name: input.name } : {}),
+      passwordHash: await hashPassword(input.password),
+      disabled: false,
+      createdAt: Date.now(),
+    };
+    // Claim the email first: of two concurrent creations only one gets it, and nothing is half-written.
+    if (!(await this.#store.set(keys.accountEmail(email), account.id, { ifAbsent: true }))) {
+      throw new AccountError(`an account with email ${email} already exists`);
+    }
+    try {
+      await this.#save(account);
+      await this.#store.setAdd(keys.accounts, account.id);
+    } catch (err) {
+      await this.#store.del(keys.accountEmail(email), keys.account(account.id)).catch(() => {});
+      throw err;
+    }
+    return account;
+  }
+
+  async #save(account: Account) {
+    await this.#store.set(keys.account(account.id), JSON.stringify(account));
+  }
+
+  async list(): Promise<Account[]> {
+    const ids = await this.#store.setMembers(keys.accounts);
+    const accounts = await Promise.all(ids.map((id) => this.find(id)));
+    return accounts.filter((a): a is Account => !!a).sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  async update(id: string, change: (account: Account) => void | Promise<void>): Promise<Account> {
+    const account = await this.find(id);
+    if (!account) throw new AccountError(`no account with id ${id}`);
+    await change(account);
+    await this.#save(account);
+    return account;
+  }
+
+  setPassword(id: string, password: string) {
+    validatePassword(password);
+    return this.update(id, async (a) => {
+      a.passwordHash = await hashPassword(password);
+    });
+  }
+
+  setDisabled(id: string, disabled: boolean) {
+    return this.update(id, (a) => {
+      a.disabled = disabled;
+    });
+  }
+
+  async delete(id: string): Promise<Account> {
+    const account = await this.find(id);
+    if (!account) throw new AccountError(`no account with id ${id}`);
+    await this.#store.del(keys.account(id), keys.accountEmail(account.email));
+    await this.#store.setRemove(keys.accounts, id);
+    return account;
+  }
+
+  /**
+   * Checks an email and password. Unknown, disabled and wrong all answer undefined after the same
+   * argon2id work, so the answer and its timing do not tell which.
+   */
+  async authenticate(email: string, password: string): Promise<Account | undefined> {
+    const account = await this.findByEmail(email);
+    const ok = await verifyPassword(account?.passwordHash, password);
+    return ok && account && !account.disabled ? account : undefined;
+  }
+}

@@ -1,0 +1,206 @@
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Accounts } from '../accounts/accounts.ts';
+import type { Config } from '../config.ts';
+import { createAdapterClass } from '../storage/oidc-adapter.ts';
+import type { Store } from '../storage/store.ts';
+import type { Views } from '../views.ts';
+import { OIDC_SCOPES, secretMatches, type Registry } from './registry.ts';
+import { loadCookieKeys, loadDpopNonceSecret, loadSigningKeys } from './signing-keys.ts';
+import { tagTokenIdsWithGrant } from './token-ids.ts';
+
+/**
+ * The one module that owns oidc-provider's configuration. Every departure from a default says why.
+ */
+export interface ProviderDeps {
+  config: Config;
+  store: Store;
+  accounts: Accounts;
+  registry: Registry;
+  views: Views;
+}
+
+const MINUTE = 60;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+type ResourceAware = { resourceServer?: { accessTokenTTL?: number } };
+
+export async function createProvider({ config, store, accounts, registry, views }: ProviderDeps) {
+  const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
+    loadSigningKeys(store, config.SIGNING_KEYS_FILE),
+    loadCookieKeys(store, config.COOKIE_KEYS),
+    loadDpopNonceSecret(store),
+  ]);
+
+  const configuration: Configuration = {
+    adapter: createAdapterClass(store, { find: (id) => registry.findClient(id) }),
+    // Only the private keys' JWK members; `iat` is our bookkeeping.
+    jwks: { keys: signingKeys.map(({ iat: _iat, ...jwk }) => jwk) as never },
+    cookies: {
+      keys: cookieKeys,
+      long: { httpOnly: true, sameSite: 'lax' },
+      short: { httpOnly: true, sameSite: 'lax' },
+    },
+
+    async findAccount(_ctx, sub) {
+      const account = await accounts.find(sub);
+      if (!account || account.disabled) return undefined;
+      return {
+        accountId: account.id,
+        async claims() {
+          // Accounts are created by an operator, who vouches for the address.
+          return { sub: account.id, email: account.email, email_verified: true, ...(account.name ? { name: account.name } : {}) };
+        },
+      };
+    },
+    scopes: [...OIDC_SCOPES],
+    claims: {
+      openid: ['sub'],
+      profile: ['name'],
+      email: ['email', 'email_verified'],
+    },
+    // The ID token carries the granted profile and email claims, so an app whose access token is
+    // for an API (and so cannot be used at userinfo) still learns who signed in.
+    conformIdTokenClaims: false,
+
+    // Authorization code only (no implicit or hybrid): OAuth 2.0 Security BCP (RFC 9700).
+    responseTypes: ['code'],
+    // PKCE S256 for every client, confidential ones too (RFC 9700 §2.1.1); default: public only.
+    pkce: { required: () => true },
+    // Secrets are stored digested, so client_secret_jwt (which needs the plain secret as HMAC key) is off.
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'none'],
+    enabledJWA: {
+      idTokenSigningAlgValues: ['RS256', 'ES256', 'EdDSA'],
+      userinfoSigningAlgValues: ['RS256', 'ES256', 'EdDSA'],
+      introspectionSigningAlgValues: ['RS256', 'ES256', 'EdDSA'],
+      authorizationSigningAlgValues: ['RS256', 'ES256', 'EdDSA'],
+    },
+    extraClientMetadata: { properties: ['first_party', 'resource_server'] },
+
+    features: {
+      // Default on, and it accepts any password.
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: {
+        enabled: true,
+        // Default lets any confidential client introspect any token.
+        async allowedPolicy(_ctx, client, token) {
+          return tokenBelongsTo(client, token);
+        },
+      },
+      revocation: {
+        enabled: true,
+        // A client revokes its own tokens; an API those issued for it. Anything else answers 200
+        // and changes nothing (RFC 7009 §2.2), so the answer does not reveal that the token exists.
+        async allowedPolicy(_ctx, client, token) {
+          return tokenBelongsTo(client, token);
+        },
+      },
+      userinfo: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx, form) {
+          const client = ctx.oidc.client;
+          views.render(ctx, 'logout', { form, clientName: client?.clientName, title: 'Sign out' }, formTargets(ctx.oidc.params?.post_logout_redirect_uri));
+        },
+        async postLogoutSuccessSource(ctx) {
+          views.render(ctx, 'logged-out', { clientName: ctx.oidc.client?.clientName, title: 'Signed out' });
+        },
+      },
+      resourceIndicators: {
+        enabled: true,
+        // Without `resource`, a request whose scopes belong to exactly one API gets a token for that
+        // API, so ordinary clients need not know RFC 8707. Otherwise: a token for userinfo.
+        async defaultResource(ctx, _client, oneOf) {
+          if (oneOf) return oneOf;
+          const requested = String(ctx.oidc.params?.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
+          const owners = new Set<string>();
+          for (const scope of requested) {
+            const owner = await registry.resourceForScope(scope);
+            if (owner) owners.add(owner);
+          }
+          return owners.size === 1 ? [...owners][0]! : undefined;
+        },
+        async getResourceServerInfo(_ctx, resourceIndicator, client) {
+          const resource = await registry.findResource(resourceIndicator);
+          if (!resource) throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
+          // A client may only get the API scopes it was registered with.
+          const allowed = new Set(String(client.scope ?? '').split(' '));
+          const scope = resource.scopes.filter((s) => allowed.has(s));
+          if (scope.length === 0) throw new errors.InvalidTarget('this client may not request tokens for that resource');
+          return {
+            scope: scope.join(' '),
+            audience: resource.uri,
+            accessTokenTTL: resource.ttl,
+            accessTokenFormat: resource.tokenFormat,
+            // ES256: much faster to sign than RS256, and supported by every JOSE library.
+            ...(resource.tokenFormat === 'jwt' ? { jwt: { sign: { alg: 'ES256' } } } : {}),
+          };
+        },
+        // At the token endpoint, the resource granted at authorization applies without repeating it.
+        async useGrantedResource() {
+          return true;
+        },
+      },
+      // DPoP (RFC 9449) stays on; the nonce secret is shared through storage so every node agrees.
+      dPoP: { enabled: true, nonceSecret: dpopNonceSecret },
+    },
+
+    // Rotate every refresh token on use; reuse of a rotated one revokes the grant (atomic consume).
+    rotateRefreshToken: true,
+    async issueRefreshToken(_ctx, client, code) {
+      return client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access');
+    },
+    // Every TTL set explicitly (a default function logs a notice on first use).
+    ttl: {
+      AccessToken: (_ctx, token) => (token as ResourceAware).resourceServer?.accessTokenTTL ?? HOUR,
+      ClientCredentials: (_ctx, token) => (token as ResourceAware).resourceServer?.accessTokenTTL ?? 10 * MINUTE,
+      AuthorizationCode: MINUTE,
+      IdToken: HOUR,
+      Interaction: HOUR,
+      RefreshToken: 14 * DAY,
+      Session: 14 * DAY,
+      // The absolute lifetime of a sign-in's refresh chain.
+      Grant: 30 * DAY,
+      DeviceCode: 10 * MINUTE,
+      BackchannelAuthenticationRequest: 10 * MINUTE,
+    },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    async renderError(ctx, out) {
+      views.renderError(ctx as never, out);
+    },
+  };
+
+  const provider = new Provider(config.ISSUER, configuration);
+  provider.proxy = config.TRUST_PROXY;
+  tagTokenIdsWithGrant(provider);
+  // Client secrets are stored as digests (registry.ts): compare the digest of what was presented.
+  (provider.Client.prototype as unknown as { compareClientSecret(s: string): boolean }).compareClientSecret = function (
+    this: { clientSecret?: string },
+    presented: string,
+  ) {
+    return secretMatches(this.clientSecret, presented);
+  };
+  return { provider, cookieKeys };
+}
+
+/** A token belongs to the client it was issued to, and to the API it was issued for. */
+function tokenBelongsTo(client: { clientId: string; [key: string]: unknown }, token: { clientId?: string; aud?: unknown }) {
+  if (token.clientId === client.clientId) return true;
+  const api = client.resource_server;
+  if (typeof api !== 'string') return false;
+  const aud = token.aud;
+  return aud === api || (Array.isArray(aud) && aud.includes(api));
+}
+
+/** Where a form on this page may lead: our origin and the client's redirect target (PITFALLS.md). */
+export function formTargets(uri: unknown): string[] {
+  if (typeof uri !== 'string') return [];
+  try {
+    return [new URL(uri).origin];
+  } catch {
+    return [];
+  }
+}
+
+export type { KoaContextWithOIDC };

@@ -1,0 +1,212 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { AdapterPayload, ClientMetadata } from 'oidc-provider';
+import { keys } from '../storage/keys.ts';
+import type { Store } from '../storage/store.ts';
+
+/**
+ * Clients and resource servers (APIs), kept in storage and managed with the CLI.
+ * Client secrets are stored as a SHA-256 digest: they are 256-bit random values, so a fast hash is
+ * enough, and a copy of Redis does not hand out working credentials.
+ */
+export class RegistryError extends Error {}
+
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+export type GrantType = (typeof GRANT_TYPES)[number];
+export const OIDC_SCOPES = new Set(['openid', 'profile', 'email', 'offline_access']);
+
+export interface ResourceServer {
+  uri: string;
+  scopes: string[];
+  tokenFormat: 'opaque' | 'jwt';
+  /** Access token lifetime in seconds. */
+  ttl: number;
+  /** The client that represents the API at the introspection and revocation endpoints. */
+  clientId: string;
+  createdAt: number;
+}
+
+export interface ClientInput {
+  name: string;
+  grants: GrantType[];
+  redirectUris?: string[];
+  postLogoutRedirectUris?: string[];
+  scope: string;
+  public?: boolean;
+  firstParty?: boolean;
+}
+
+export function secretDigest(secret: string): string {
+  return createHash('sha256').update(secret).digest('base64url');
+}
+
+export function secretMatches(storedDigest: string | undefined, presented: string): boolean {
+  if (!storedDigest) return false;
+  const a = Buffer.from(storedDigest);
+  const b = Buffer.from(secretDigest(presented));
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+const newSecret = () => randomBytes(32).toString('base64url');
+const newClientId = () => randomBytes(12).toString('base64url');
+
+export class Registry {
+  readonly #store: Store;
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  // ---- clients ----
+
+  async findClient(clientId: string): Promise<AdapterPayload | undefined> {
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(clientId)) return undefined;
+    const raw = await this.#store.get(keys.client(clientId));
+    return raw ? (JSON.parse(raw) as AdapterPayload) : undefined;
+  }
+
+  /** Builds the oidc-provider metadata of a new client; `validate` (oidc-provider's own schema) may throw. */
+  async createClient(input: ClientInput, validate: (metadata: ClientMetadata) => Promise<void>) {
+    const grants = [...new Set(input.grants)];
+    if (grants.length === 0) throw new RegistryError('--grants needs at least one of ' + GRANT_TYPES.join(', '));
+    for (const g of grants) if (!GRANT_TYPES.includes(g)) throw new RegistryError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
+    if (input.public && grants.includes('client_credentials')) throw new RegistryError('a public client cannot use client_credentials');
+    const interactive = grants.includes('authorization_code');
+    if (grants.includes('refresh_token') && !interactive) throw new RegistryError('refresh_token needs authorization_code');
+    if (interactive && !input.redirectUris?.length) throw new RegistryError('authorization_code needs at least one --redirect-uri');
+    if (!interactive && input.redirectUris?.length) throw new RegistryError('--redirect-uri needs the authorization_code grant');
+    const scopes = input.scope.split(/\s+/).filter(Boolean);
+    await this.#checkScopesExist(scopes);
+
+    const clientId = newClientId();
+    const secret = input.public ? undefined : newSecret();
+    const metadata: ClientMetadata = {
+      client_id: clientId,
+      client_name: input.name,
+      grant_types: grants,
+      response_types: interactive ? ['code'] : [],
+      redirect_uris: input.redirectUris ?? [],
+      post_logout_redirect_uris: input.postLogoutRedirectUris ?? [],
+      scope: scopes.join(' '),
+      token_endpoint_auth_method: input.public ? 'none' : 'client_secret_basic',
+      ...(secret ? { client_secret: secretDigest(secret) } : {}),
+      ...(input.firstParty ? { first_party: true } : {}),
+    };
+    await validate(metadata);
+    await this.#saveClient(metadata);
+    return { clientId, secret, metadata };
+  }
+
+  async #checkScopesExist(scopes: string[]) {
+    for (const scope of scopes) {
+      if (OIDC_SCOPES.has(scope)) continue;
+      if (!(await this.#store.get(keys.scopeOwner(scope)))) {
+        throw new RegistryError(`scope "${scope}" belongs to no API: register it first with "latchkey resource create --uri … --scope ${scope}"`);
+      }
+    }
+  }
+
+  async #saveClient(metadata: ClientMetadata) {
+    await this.#store.set(keys.client(metadata.client_id), JSON.stringify(metadata));
+    await this.#store.setAdd(keys.clients, metadata.client_id);
+  }
+
+  async listClients(): Promise<ClientMetadata[]> {
+    const ids = await this.#store.setMembers(keys.clients);
+    const found = await Promise.all(ids.map((id) => this.findClient(id)));
+    return found.filter((c): c is ClientMetadata => !!c) as ClientMetadata[];
+  }
+
+  async deleteClient(clientId: string): Promise<void> {
+    const client = await this.findClient(clientId);
+    if (!client) throw new RegistryError(`no client with id ${clientId}`);
+    if (client.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(client.resource_server)}: use "latchkey resource delete"`);
+    await this.#store.del(keys.client(clientId));
+    await this.#store.setRemove(keys.clients, clientId);
+  }
+
+  async rotateSecret(clientId: string): Promise<string> {
+    const client = await this.findClient(clientId);
+    if (!client) throw new RegistryError(`no client with id ${clientId}`);
+    if (client.token_endpoint_auth_method === 'none') throw new RegistryError(`client ${clientId} is public and has no secret`);
+    const secret = newSecret();
+    await this.#store.set(keys.client(clientId), JSON.stringify({ ...client, client_secret: secretDigest(secret) }));
+    return secret;
+  }
+
+  // ---- resource servers ----
+
+  async findResource(uri: string): Promise<ResourceServer | undefined> {
+    const raw = await this.#store.get(keys.resource(uri));
+    return raw ? (JSON.parse(raw) as ResourceServer) : undefined;
+  }
+
+  /** The API that owns a scope, if any. */
+  async resourceForScope(scope: string): Promise<string | undefined> {
+    return (await this.#store.get(keys.scopeOwner(scope))) ?? undefined;
+  }
+
+  async createResource(input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number }) {
+    let url: URL;
+    try {
+      url = new URL(input.uri);
+    } catch {
+      throw new RegistryError(`--uri must be an absolute URI, got ${JSON.stringify(input.uri)}`);
+    }
+    if (url.hash) throw new RegistryError('--uri must not have a fragment (RFC 8707)');
+    const uri = input.uri;
+    const scopes = [...new Set(input.scope.split(/\s+/).filter(Boolean))];
+    if (scopes.length === 0) throw new RegistryError('--scope needs at least one scope');
+    for (const s of scopes) {
+      if (OIDC_SCOPES.has(s)) throw new RegistryError(`"${s}" is an OpenID scope and cannot belong to an API`);
+      if (!/^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s)) throw new RegistryError(`"${s}" is not a valid scope token (RFC 6749 §3.3)`);
+    }
+    const ttl = input.ttl ?? 3600;
+    if (!Number.isInteger(ttl) || ttl < 60 || ttl > 86400) throw new RegistryError('--ttl must be a whole number of seconds between 60 and 86400');
+    const tokenFormat = input.tokenFormat ?? 'opaque';
+    if (tokenFormat !== 'opaque' && tokenFormat !== 'jwt') throw new RegistryError('--token-format must be opaque or jwt');
+    if (await this.findResource(uri)) throw new RegistryError(`an API with uri ${uri} already exists`);
+    for (const s of scopes) {
+      const owner = await this.resourceForScope(s);
+      if (owner) throw new RegistryError(`scope "${s}" already belongs to ${owner}`);
+    }
+    // Claim the scopes first, so two APIs can never own one scope; undo on conflict.
+    const claimed: string[] = [];
+    for (const s of scopes) {
+      if (!(await this.#store.set(keys.scopeOwner(s), uri, { ifAbsent: true }))) {
+        await this.#store.del(...claimed.map((c) => keys.scopeOwner(c)));
+        throw new RegistryError(`scope "${s}" already belongs to another API`);
+      }
+      claimed.push(s);
+    }
+    const clientId = newClientId();
+    const secret = newSecret();
+    const resource: ResourceServer = { uri, scopes, tokenFormat, ttl, clientId, createdAt: Date.now() };
+    await this.#store.set(keys.resource(uri), JSON.stringify(resource));
+    await this.#store.setAdd(keys.resources, uri);
+    // The API's own client: it only authenticates at introspection and revocation.
+    await this.#saveClient({
+      client_id: clientId,
+      client_name: `API ${uri}`,
+      client_secret: secretDigest(secret),
+      grant_types: [],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      resource_server: uri,
+    });
+    return { resource, secret };
+  }
+
+  async listResources(): Promise<ResourceServer[]> {
+    const uris = await this.#store.setMembers(keys.resources);
+    const found = await Promise.all(uris.map((u) => this.findResource(u)));
+    return found.filter((r): r is ResourceServer => !!r).sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  async deleteResource(uri: string): Promise<void> {
+    const resource = await this.findResource(uri);
+    if (!resource) throw new RegistryError(`no API with uri ${uri}`);
+    await this.#store.del(keys.resource(uri), keys.client(resource.clientId), ...resource.scopes.map((s) => keys.scopeOwner(s)));
+    await this.#store.setRemove(keys.resources, uri);
+    await this.#store.setRemove(keys.clients, resource.clientId);
+  }
+}

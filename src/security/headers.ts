@@ -1,0 +1,16 @@
+import type { Middleware } from 'koa';
+import { contentSecurityPolicy } from '../views.ts';
+
+/** Security headers on every response; pages may widen `form-action` (views.ts). */
+export function securityHeaders(): Middleware {
+  const csp = contentSecurityPolicy();
+  return async (ctx, next) => {
+    ctx.set('Content-Security-Policy', csp);
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.set('Referrer-Policy', 'no-referrer');
+    ctx.set('X-Frame-Options', 'DENY');
+    ctx.set('Cross-Origin-Opener-Policy', 'same-origin');
+    if (ctx.secure) ctx.set('Strict-Transport-Security', 'max-age=31536000');
+    await next();
+  };
+}

@@ -1,0 +1,61 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * Key names. Rules (DESIGN.md): everything of one grant shares one Redis Cluster hash tag; a bearer
+ * value (token, code, session cookie) never appears in a key name, only a digest of it.
+ */
+// 96 bits: the tag alone names a grant (its index key), so two live grants must never share one.
+const TAG_LENGTH = 16;
+
+export function digest(value: string): string {
+  return createHash('sha256').update(value).digest('base64url').slice(0, 27);
+}
+
+/** The hash tag of a grant: a short digest of its id. Tokens of the grant carry it as their prefix. */
+export function grantTag(grantId: string): string {
+  return digest(grantId).slice(0, TAG_LENGTH);
+}
+
+/** Models whose ids start with their grant's tag (see oidc/token-ids.ts). */
+export const GRANT_BOUND_MODELS = new Set([
+  'AccessToken',
+  'AuthorizationCode',
+  'RefreshToken',
+  'DeviceCode',
+  'BackchannelAuthenticationRequest',
+]);
+
+export function tagFor(model: string, id: string): string {
+  if (model === 'Grant') return grantTag(id);
+  if (GRANT_BOUND_MODELS.has(model) && id.length > TAG_LENGTH) return id.slice(0, TAG_LENGTH);
+  return digest(id).slice(0, TAG_LENGTH);
+}
+
+/** The index of a grant, found from the tag that its tokens' ids start with. */
+export function grantIndexForTag(tag: string): string {
+  return `lk:{${safeTag(tag)}}:grant`;
+}
+
+/** Keeps the tag to the URL-safe alphabet so a crafted token value cannot break out of `{…}`. */
+function safeTag(tag: string): string {
+  return /^[A-Za-z0-9_-]+$/.test(tag) ? tag : digest(tag).slice(0, TAG_LENGTH);
+}
+
+export const keys = {
+  model: (model: string, id: string) => `lk:{${safeTag(tagFor(model, id))}}:${model}:${digest(id)}`,
+  grantIndex: (grantId: string) => grantIndexForTag(grantTag(grantId)),
+  sessionUid: (uid: string) => `lk:{${digest(uid).slice(0, TAG_LENGTH)}}:Session:uid:${digest(uid)}`,
+  userCode: (code: string) => `lk:{${digest(code).slice(0, TAG_LENGTH)}}:user_code:${digest(code)}`,
+  client: (clientId: string) => `lk:client:${clientId}`,
+  clients: 'lk:clients',
+  resource: (uri: string) => `lk:resource:${digest(uri)}`,
+  resources: 'lk:resources',
+  scopeOwner: (scope: string) => `lk:scope:${digest(scope)}`,
+  account: (id: string) => `lk:account:${id}`,
+  accountEmail: (email: string) => `lk:account-email:${digest(email.toLowerCase())}`,
+  accounts: 'lk:accounts',
+  consent: (accountId: string, clientId: string) => `lk:consent:${accountId}:${clientId}`,
+  signingKeys: 'lk:keys:signing',
+  cookieKeys: 'lk:keys:cookies',
+  dpopNonceSecret: 'lk:keys:dpop-nonce',
+};

@@ -1,0 +1,128 @@
+import type { ConsumeResult, Store, StoredModel } from './store.ts';
+
+type Value = string | Set<string> | { p: string; c?: number };
+interface Entry {
+  value: Value;
+  expiresAt?: number;
+}
+
+/**
+ * The embedded store: the same semantics as RedisStore, inside the process. It keeps nothing across
+ * restarts and is not shared between processes, so production refuses it (config.ts).
+ * `now` is injectable so expiry is testable without sleeping.
+ */
+export class MemoryStore implements Store {
+  readonly kind = 'memory';
+  readonly #data = new Map<string, Entry>();
+  readonly #now: () => number;
+  readonly #sweeper: NodeJS.Timeout;
+
+  constructor(options: { now?: () => number } = {}) {
+    this.#now = options.now ?? Date.now;
+    this.#sweeper = setInterval(() => this.#sweep(), 60_000).unref();
+  }
+
+  #sweep() {
+    const now = this.#now();
+    for (const [key, entry] of this.#data) if (entry.expiresAt !== undefined && entry.expiresAt <= now) this.#data.delete(key);
+  }
+
+  #entry(key: string): Entry | undefined {
+    const entry = this.#data.get(key);
+    if (entry?.expiresAt !== undefined && entry.expiresAt <= this.#now()) {
+      this.#data.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  #expiry(ttl?: number) {
+    return ttl ? this.#now() + ttl * 1000 : undefined;
+  }
+
+  async get(key: string) {
+    const value = this.#entry(key)?.value;
+    return typeof value === 'string' ? value : null;
+  }
+
+  async set(key: string, value: string, options: { ttl?: number; ifAbsent?: boolean } = {}) {
+    if (options.ifAbsent && this.#entry(key)) return false;
+    this.#data.set(key, { value, expiresAt: this.#expiry(options.ttl) });
+    return true;
+  }
+
+  async del(...keys: string[]) {
+    let n = 0;
+    for (const key of keys) if (this.#entry(key) && this.#data.delete(key)) n += 1;
+    return n;
+  }
+
+  #set(key: string, create: boolean): Set<string> | undefined {
+    const value = this.#entry(key)?.value;
+    if (value instanceof Set) return value;
+    if (!create) return undefined;
+    const set = new Set<string>();
+    this.#data.set(key, { value: set });
+    return set;
+  }
+
+  async setAdd(key: string, member: string) {
+    this.#set(key, true)!.add(member);
+  }
+
+  async setRemove(key: string, member: string) {
+    const set = this.#set(key, false);
+    set?.delete(member);
+    if (set?.size === 0) this.#data.delete(key);
+  }
+
+  async setMembers(key: string) {
+    return [...(this.#set(key, false) ?? [])];
+  }
+
+  async putModel(key: string, payload: string, ttl: number, indexKey?: string) {
+    const expiresAt = this.#expiry(ttl);
+    this.#data.set(key, { value: { p: payload }, expiresAt });
+    if (indexKey) {
+      const index = this.#set(indexKey, true)!;
+      index.add(key);
+      const entry = this.#data.get(indexKey)!;
+      entry.expiresAt = Math.max(entry.expiresAt ?? 0, expiresAt ?? 0); // an index never outlives what it lists
+    }
+  }
+
+  async getModel(key: string): Promise<StoredModel | null> {
+    const value = this.#entry(key)?.value;
+    if (!value || typeof value === 'string' || value instanceof Set) return null;
+    return value.c === undefined ? { payload: value.p } : { payload: value.p, consumed: value.c };
+  }
+
+  async consumeModel(key: string, indexKey: string | undefined, now: number): Promise<ConsumeResult> {
+    const value = this.#entry(key)?.value;
+    if (!value || typeof value === 'string' || value instanceof Set) return 'missing';
+    if (value.c === undefined) {
+      value.c = now;
+      return 'consumed';
+    }
+    if (indexKey) await this.deleteIndexed(indexKey);
+    return 'reused';
+  }
+
+  async deleteIndexed(indexKey: string) {
+    for (const key of this.#set(indexKey, false) ?? []) this.#data.delete(key);
+    this.#data.delete(indexKey);
+  }
+
+  async ping() {}
+
+  async close() {
+    clearInterval(this.#sweeper);
+    this.#data.clear();
+  }
+
+  /** Test helper: the number of live keys (for "nothing leaks" checks). */
+  size() {
+    this.#sweep();
+    return this.#data.size;
+  }
+}

@@ -1,0 +1,85 @@
+import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import { GRANT_BOUND_MODELS, grantIndexForTag, keys, tagFor } from './keys.ts';
+import type { Store } from './store.ts';
+
+/** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
+const MAX_TTL = 60 * 60 * 24 * 30;
+
+/** Models that are used once; their records carry a "consumed" mark set atomically. */
+const CONSUMABLE = new Set([
+  'AuthorizationCode',
+  'RefreshToken',
+  'DeviceCode',
+  'BackchannelAuthenticationRequest',
+  'PushedAuthorizationRequest',
+]);
+
+/**
+ * The oidc-provider adapter over a Store. Notes:
+ * - Bearer values are only ever digested into key names; opaque token payloads are stored without
+ *   their `jti` (which is the bearer value) and get it back on read.
+ * - Grant-bound records are listed in their grant's index so a revocation deletes them in one step.
+ * - `consume` is atomic: a second consumer gets `invalid_grant` and the whole grant is revoked.
+ */
+export function createAdapterClass(store: Store, clients: { find(id: string): Promise<AdapterPayload | undefined> }) {
+  return class StoreAdapter implements Adapter {
+    readonly name: string;
+    readonly #grantBound: boolean;
+    readonly #keepsJti: boolean;
+
+    constructor(name: string) {
+      this.name = name;
+      this.#grantBound = GRANT_BOUND_MODELS.has(name) || name === 'Grant';
+      // A session is also found by its uid, which does not tell its id, so its payload keeps it.
+      this.#keepsJti = name === 'Session';
+    }
+
+    async upsert(id: string, payload: AdapterPayload, expiresIn: number) {
+      const ttl = Math.min(Math.max(1, Math.ceil(expiresIn || MAX_TTL)), MAX_TTL);
+      const key = keys.model(this.name, id);
+      const grantId = this.name === 'Grant' ? id : payload.grantId;
+      const index = this.#grantBound && grantId ? keys.grantIndex(grantId) : undefined;
+      const { jti: _jti, ...rest } = payload;
+      await store.putModel(key, JSON.stringify(this.#keepsJti ? payload : rest), ttl, index);
+      if (this.name === 'Session' && payload.uid) await store.set(keys.sessionUid(payload.uid), id, { ttl });
+      if (payload.userCode) await store.set(keys.userCode(payload.userCode), id, { ttl });
+    }
+
+    async find(id: string): Promise<AdapterPayload | undefined> {
+      if (this.name === 'Client') return clients.find(id);
+      const stored = await store.getModel(keys.model(this.name, id));
+      if (!stored) return undefined;
+      const payload = JSON.parse(stored.payload) as AdapterPayload;
+      if (!this.#keepsJti) payload.jti = id;
+      if (stored.consumed !== undefined) payload.consumed = stored.consumed;
+      return payload;
+    }
+
+    async findByUid(uid: string) {
+      const id = await store.get(keys.sessionUid(uid));
+      return id ? this.find(id) : undefined;
+    }
+
+    async findByUserCode(userCode: string) {
+      const id = await store.get(keys.userCode(userCode));
+      return id ? this.find(id) : undefined;
+    }
+
+    async consume(id: string) {
+      if (!CONSUMABLE.has(this.name)) return;
+      const index = GRANT_BOUND_MODELS.has(this.name) ? grantIndexForTag(tagFor(this.name, id)) : undefined;
+      const result = await store.consumeModel(keys.model(this.name, id), index, Math.floor(Date.now() / 1000));
+      // Two redemptions raced past oidc-provider's own "already consumed" check: only one may win,
+      // and the grant is revoked as for any reuse (RFC 9700 §4.14, §2.2.2).
+      if (result !== 'consumed') throw new errors.InvalidGrant(`${this.name === 'RefreshToken' ? 'refresh token' : 'grant'} already used`);
+    }
+
+    async destroy(id: string) {
+      await store.del(keys.model(this.name, id));
+    }
+
+    async revokeByGrantId(grantId: string) {
+      await store.deleteIndexed(keys.grantIndex(grantId));
+    }
+  };
+}

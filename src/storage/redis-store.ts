@@ -1,0 +1,172 @@
+import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import { StorageUnavailable, type ConsumeResult, type Store, type StoredModel } from './store.ts';
+
+// All keys of one script call share a hash tag (keys.ts), so each script is Redis Cluster safe.
+const PUT_MODEL = `
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'p', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if KEYS[2] then
+  redis.call('SADD', KEYS[2], KEYS[1])
+  if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+end
+return 1`;
+
+const CONSUME_MODEL = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[1], 'c', ARGV[1]) == 1 then return 1 end
+if KEYS[2] then
+  local members = redis.call('SMEMBERS', KEYS[2])
+  for i = 1, #members do redis.call('DEL', members[i]) end
+  redis.call('DEL', KEYS[2])
+end
+return 2`;
+
+const DELETE_INDEXED = `
+local members = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #members do redis.call('DEL', members[i]) end
+redis.call('DEL', KEYS[1])
+return #members`;
+
+type Client = Redis | Cluster;
+
+interface Scripts {
+  lkPutModel(...args: (string | number)[]): Promise<number>;
+  lkConsumeModel(...args: (string | number)[]): Promise<number>;
+  lkDeleteIndexed(...args: (string | number)[]): Promise<number>;
+}
+
+/** Replies that mean "Redis cannot serve right now", as opposed to a bug in a command. */
+const UNAVAILABLE_REPLY = /^(LOADING|BUSY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|NOREPLICAS|MISCONF)/;
+
+function isUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return true;
+  if (err.name === 'ReplyError') return UNAVAILABLE_REPLY.test(err.message);
+  return true; // connection refused or closed, offline, command timed out, retries exhausted
+}
+
+/** Connection options that fail fast instead of queueing commands while Redis is away (PITFALLS.md). */
+export function redisOptions(timeoutMs: number): RedisOptions {
+  return {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: timeoutMs,
+    connectTimeout: Math.max(timeoutMs, 2000),
+    retryStrategy: (attempt) => Math.min(50 * attempt, 1000),
+    enableAutoPipelining: true,
+  };
+}
+
+export function connectRedis(url: string, timeoutMs: number): Redis {
+  return new Redis(url, redisOptions(timeoutMs));
+}
+
+export class RedisStore implements Store {
+  readonly kind = 'redis';
+  readonly client: Client;
+  readonly #scripts: Scripts;
+
+  constructor(client: Client) {
+    this.client = client;
+    client.defineCommand('lkPutModel', { lua: PUT_MODEL });
+    client.defineCommand('lkConsumeModel', { lua: CONSUME_MODEL });
+    client.defineCommand('lkDeleteIndexed', { lua: DELETE_INDEXED, numberOfKeys: 1 });
+    this.#scripts = client as unknown as Scripts;
+  }
+
+  /** Resolves once connected; rejects with StorageUnavailable after `timeoutMs`. */
+  async ready(timeoutMs: number): Promise<void> {
+    if (this.client.status === 'ready') return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new StorageUnavailable(new Error(`Redis not ready after ${timeoutMs} ms`)));
+      }, timeoutMs);
+      const onReady = () => {
+        cleanup();
+        resolve();
+      };
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.client.off('ready', onReady);
+      };
+      this.client.on('ready', onReady);
+    });
+  }
+
+  async #call<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (isUnavailable(err)) throw new StorageUnavailable(err);
+      throw err;
+    }
+  }
+
+  get(key: string) {
+    return this.#call(() => this.client.get(key));
+  }
+
+  set(key: string, value: string, options: { ttl?: number; ifAbsent?: boolean } = {}) {
+    return this.#call(async () => {
+      const { ttl, ifAbsent } = options;
+      let reply: string | null;
+      if (ttl && ifAbsent) reply = await this.client.set(key, value, 'EX', ttl, 'NX');
+      else if (ttl) reply = await this.client.set(key, value, 'EX', ttl);
+      else if (ifAbsent) reply = await this.client.set(key, value, 'NX');
+      else reply = await this.client.set(key, value);
+      return reply === 'OK';
+    });
+  }
+
+  del(...keys: string[]) {
+    if (keys.length === 0) return Promise.resolve(0);
+    // One DEL per key: keys of different records may live in different cluster slots.
+    return this.#call(async () => (await Promise.all(keys.map((k) => this.client.del(k)))).reduce((a, b) => a + b, 0));
+  }
+
+  setAdd(key: string, member: string) {
+    return this.#call(async () => void (await this.client.sadd(key, member)));
+  }
+
+  setRemove(key: string, member: string) {
+    return this.#call(async () => void (await this.client.srem(key, member)));
+  }
+
+  setMembers(key: string) {
+    return this.#call(() => this.client.smembers(key));
+  }
+
+  putModel(key: string, payload: string, ttl: number, indexKey?: string) {
+    const keys = indexKey ? [key, indexKey] : [key];
+    return this.#call(async () => void (await this.#scripts.lkPutModel(keys.length, ...keys, payload, ttl)));
+  }
+
+  getModel(key: string) {
+    return this.#call(async (): Promise<StoredModel | null> => {
+      const [payload, consumed] = await this.client.hmget(key, 'p', 'c');
+      if (payload == null) return null;
+      return consumed == null ? { payload } : { payload, consumed: Number(consumed) };
+    });
+  }
+
+  consumeModel(key: string, indexKey: string | undefined, now: number) {
+    const keys = indexKey ? [key, indexKey] : [key];
+    return this.#call(async (): Promise<ConsumeResult> => {
+      const reply = await this.#scripts.lkConsumeModel(keys.length, ...keys, now);
+      return reply === 1 ? 'consumed' : reply === 2 ? 'reused' : 'missing';
+    });
+  }
+
+  deleteIndexed(indexKey: string) {
+    return this.#call(async () => void (await this.#scripts.lkDeleteIndexed(indexKey)));
+  }
+
+  ping() {
+    return this.#call(async () => void (await this.client.ping()));
+  }
+
+  async close() {
+    await this.client.quit().catch(() => this.client.disconnect());
+  }
+}

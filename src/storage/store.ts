@@ -1,0 +1,61 @@
+/**
+ * The small storage interface everything else is built on. Two implementations:
+ * `RedisStore` (production, shared by every node) and `MemoryStore` (the embedded store that lets
+ * one command start a working server). Both pass the same contract suite (test/storage.contract.test.ts).
+ *
+ * Keys are chosen by the callers (see keys.ts); a key's `{hash tag}` keeps what must change together
+ * in one Redis Cluster slot, so every multi-key operation here stays inside one slot.
+ */
+export type ConsumeResult = 'consumed' | 'missing' | 'reused';
+
+export interface StoredModel {
+  payload: string;
+  /** Epoch seconds at which it was consumed, when it was. */
+  consumed?: number;
+}
+
+export interface Store {
+  readonly kind: 'redis' | 'memory';
+
+  get(key: string): Promise<string | null>;
+  /** Sets a value; with `ifAbsent` only when the key does not exist. Returns whether it was written. */
+  set(key: string, value: string, options?: { ttl?: number; ifAbsent?: boolean }): Promise<boolean>;
+  del(...keys: string[]): Promise<number>;
+  setAdd(key: string, member: string): Promise<void>;
+  setRemove(key: string, member: string): Promise<void>;
+  setMembers(key: string): Promise<string[]>;
+
+  /** Writes an oidc-provider model record with a TTL; adds it to `indexKey` (its grant) when given. */
+  putModel(key: string, payload: string, ttl: number, indexKey?: string): Promise<void>;
+  getModel(key: string): Promise<StoredModel | null>;
+  /**
+   * Marks a model consumed, atomically. The second consumer of one record gets 'reused', and then
+   * everything listed in `indexKey` (the whole grant) is deleted in the same atomic step.
+   */
+  consumeModel(key: string, indexKey: string | undefined, now: number): Promise<ConsumeResult>;
+  /** Deletes everything listed in an index, and the index. */
+  deleteIndexed(indexKey: string): Promise<void>;
+
+  /** Resolves when the store answers within its deadline; rejects with StorageUnavailable otherwise. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Thrown when the store does not answer in time or is unreachable. It carries an OAuth-shaped error
+ * so that oidc-provider renders it as `503 temporarily_unavailable` instead of a 500; app.ts adds
+ * `Retry-After`. Never a success, never a hang.
+ */
+export class StorageUnavailable extends Error {
+  readonly status = 503;
+  readonly statusCode = 503;
+  readonly expose = true;
+  readonly error = 'temporarily_unavailable';
+  readonly error_description = 'the service is temporarily unavailable, try again shortly';
+  constructor(cause?: unknown) {
+    super('temporarily_unavailable', { cause });
+    this.name = 'StorageUnavailable';
+  }
+}
+
+export const RETRY_AFTER_SECONDS = 2;

@@ -1,0 +1,86 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+
+/** A free TCP port on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface TestRedis {
+  url: string;
+  port: number;
+  /** Stops the server (its data survives in `dir` when persistence is on). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and directory. */
+  restart(): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+async function waitUntilUp(port: number, child: ChildProcess) {
+  for (let i = 0; i < 200; i += 1) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
+    const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    try {
+      await probe.connect();
+      await probe.ping();
+      probe.disconnect();
+      return;
+    } catch {
+      probe.disconnect();
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  throw new Error('redis-server did not start');
+}
+
+/**
+ * A private redis-server on a free port for one test file, torn down after it. Tests never use the
+ * machine's own Redis. With REDIS_URL set, that Redis is used instead (and nothing is started).
+ */
+export async function startRedis(options: { persistence?: boolean; extraArgs?: string[] } = {}): Promise<TestRedis> {
+  if (process.env.REDIS_URL) {
+    const url = process.env.REDIS_URL;
+    return { url, port: Number(new URL(url).port || 6379), stop: async () => {}, restart: async () => {}, dispose: async () => {} };
+  }
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'latchkey-redis-'));
+  const args = [
+    '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
+    '--appendonly', options.persistence ? 'yes' : 'no', '--appendfsync', 'always',
+    ...(options.extraArgs ?? []),
+  ];
+  let child: ChildProcess;
+  const start = async () => {
+    child = spawn('redis-server', args, { stdio: 'ignore' });
+    await waitUntilUp(port, child);
+  };
+  const stop = async () => {
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
+  await start();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    stop,
+    restart: start,
+    dispose: async () => {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,69 @@
+import { createServer, type Server } from 'node:http';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { createApp } from '../../src/app.ts';
+import { loadConfig } from '../../src/config.ts';
+import { MemoryStore } from '../../src/storage/memory-store.ts';
+import { openStore } from '../../src/storage/open.ts';
+import type { Store } from '../../src/storage/store.ts';
+import { freePort } from './redis.ts';
+
+export interface TestServer {
+  issuer: string;
+  port: number;
+  store: Store;
+  app: Awaited<ReturnType<typeof createApp>>;
+  /** Every log line the server wrote, parsed. */
+  logs: Record<string, unknown>[];
+  close(): Promise<void>;
+}
+
+/**
+ * Latchkey in this process on a free port, as `npm start` would build it, on the given Redis (or
+ * the embedded store). The issuer is http://localhost:PORT, served on 127.0.0.1 and ::1 so that a
+ * browser and Node agree on `localhost` whichever address they pick.
+ */
+export async function startServer(options: { redisUrl?: string; store?: Store; env?: Record<string, string> } = {}): Promise<TestServer> {
+  const port = await freePort();
+  const config = loadConfig({
+    PORT: String(port),
+    ISSUER: `http://localhost:${port}`,
+    ...(options.redisUrl ? { REDIS_URL: options.redisUrl } : {}),
+    NODE_ENV: 'test',
+    ...options.env,
+  });
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      for (const line of String(chunk).split('\n')) if (line) logs.push(JSON.parse(line));
+      done();
+    },
+  });
+  const logger = pino({ level: 'info' }, sink);
+  const store = options.store ?? (options.redisUrl ? await openStore(config) : new MemoryStore());
+  const app = await createApp({ config, store, logger });
+  const handler = app.app.callback();
+  const servers: Server[] = [];
+  for (const host of ['127.0.0.1', '::1']) {
+    const server = createServer(handler);
+    const ok = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, host, () => resolve(true));
+    });
+    if (ok) servers.push(server);
+  }
+  return {
+    issuer: config.ISSUER,
+    port,
+    store,
+    app,
+    logs,
+    async close() {
+      for (const s of servers) {
+        s.closeAllConnections();
+        await new Promise((r) => s.close(r));
+      }
+      if (!options.store) await store.close();
+    },
+  };
+}
