@@ -12,7 +12,7 @@ export const configDocs: Record<string, string> = {
   NODE_ENV: '`development`, `production` or `test`. Production enforces the guardrails (Redis required, https issuer).',
   PORT: 'TCP port to listen on.',
   HOST: 'Interface to bind.',
-  ISSUER: 'The public URL of the server (OIDC `iss`). Default `http://localhost:PORT`.',
+  ISSUER: 'The public URL of the server (OIDC `iss`).',
   REDIS_URL: 'Redis to keep everything in (`redis://…` or `rediss://…`). Unset: the embedded in-memory store (development only).',
   LOG_LEVEL: 'pino level: `fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`.',
   TRUST_PROXY: '`true` when behind a TLS-terminating proxy that sets `X-Forwarded-*` (then cookies are `Secure`).',
@@ -26,8 +26,11 @@ const schema = z
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
     PORT: z.coerce.number().int().min(0).max(65535).default(3000),
     HOST: z.string().min(1).default('0.0.0.0'),
-    ISSUER: z.url({ protocol: /^https?$/ }).optional(),
-    REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+    ISSUER: z
+      .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
+      .refine((url) => !/[?#]/.test(url), 'must not have a query or fragment (OIDC Core 1.0 §1.2)')
+      .optional(),
+    REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' }).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     TRUST_PROXY: bool.default(false),
     REDIS_TIMEOUT_MS: z.coerce.number().int().min(10).max(60000).default(1000),
@@ -75,7 +78,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     result.error.issues.map((issue) => {
       const name = issue.path.join('.') || 'configuration';
       const value = typeof issue.path[0] === 'string' && !/KEY|SECRET/.test(issue.path[0]) ? present[issue.path[0]] : undefined;
-      return `${name}: ${issue.message}${value !== undefined ? ` (got "${value}")` : ''}`;
+      // A URL may carry a password (redis://:password@host): never echo what precedes its '@'.
+      const shown = value?.replace(/^([a-z][a-z0-9+.-]*:\/*)?[^@]*@/i, '$1***@');
+      return `${name}: ${issue.message}${shown !== undefined ? ` (got "${shown}")` : ''}`;
     }),
   );
 }

@@ -72,12 +72,12 @@ export function interactionRoutes({ provider, accounts, store, views, csrf }: In
     views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', ...extra }, formTargets(d.params.redirect_uri));
   }
 
-  /** Consent that needs no question: first-party clients, and scopes this person granted before. */
-  async function consentIsKnown(d: Details, firstParty: boolean, missing: string[]) {
-    if (firstParty) return true;
+  /** The scopes to ask about: none for first-party clients, and none this person granted before. */
+  async function scopesToAsk(d: Details, firstParty: boolean, missing: string[]) {
+    if (firstParty) return [];
     const remembered = await store.get(keys.consent(String(d.session?.accountId), String(d.params.client_id)));
     const granted = new Set(remembered ? (JSON.parse(remembered) as string[]) : []);
-    return missing.every((s) => granted.has(s));
+    return missing.filter((s) => !granted.has(s));
   }
 
   function missingScopes(d: Details): string[] {
@@ -108,8 +108,9 @@ export function interactionRoutes({ provider, accounts, store, views, csrf }: In
     if (!client) refuse('unknown client');
     if (d.prompt.name === 'login') return renderLogin(ctx, d, client.clientName);
     if (d.prompt.name === 'consent') {
-      const missing = missingScopes(d);
-      if (await consentIsKnown(d, client.first_party === true, missing)) return grantConsent(ctx, d);
+      // Only the scopes not granted before are listed (README: asked again only for new scopes).
+      const ask = await scopesToAsk(d, client.first_party === true, missingScopes(d));
+      if (ask.length === 0) return grantConsent(ctx, d);
       const account = await accounts.find(String(d.session?.accountId));
       views.render(
         ctx,
@@ -120,7 +121,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf }: In
           title: 'Allow access',
           clientName: client.clientName ?? client.clientId,
           email: account?.email,
-          items: missing.map((s) => SCOPE_WORDS[s] ?? (OIDC_SCOPES.has(s) ? s : `Use the API with permission “${s}”`)),
+          items: ask.map((s) => SCOPE_WORDS[s] ?? (OIDC_SCOPES.has(s) ? s : `Use the API with permission “${s}”`)),
         },
         formTargets(d.params.redirect_uri),
       );
@@ -138,7 +139,8 @@ export function interactionRoutes({ provider, accounts, store, views, csrf }: In
     const account = email && password ? await accounts.authenticate(email, password) : undefined;
     if (!account) {
       const client = await clientOf(d);
-      ctx.status = 401;
+      // 200, not 401: a 401 needs a WWW-Authenticate challenge (RFC 9110 §15.5.2), and browsers log 4xx pages as console errors.
+      ctx.status = 200;
       return renderLogin(ctx, d, client?.clientName, { error: 'Wrong email or password.', email });
     }
     await finish(ctx, { login: { accountId: account.id, amr: ['pwd'] } }, false);

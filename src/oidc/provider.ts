@@ -1,3 +1,4 @@
+import type Koa from 'koa';
 import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
@@ -33,7 +34,7 @@ export async function createProvider({ config, store, accounts, registry, views 
   ]);
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(store, { find: (id) => registry.findClient(id) }),
+    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }),
     // Only the private keys' JWK members; `iat` is our bookkeeping.
     jwks: { keys: signingKeys.map(({ iat: _iat, ...jwk }) => jwk) as never },
     cookies: {
@@ -75,7 +76,7 @@ export async function createProvider({ config, store, accounts, registry, views 
       introspectionSigningAlgValues: ['RS256', 'ES256', 'EdDSA'],
       authorizationSigningAlgValues: ['RS256', 'ES256', 'EdDSA'],
     },
-    extraClientMetadata: { properties: ['first_party', 'resource_server'] },
+    extraClientMetadata: { properties: ['first_party', 'resource_server', 'api_scopes'] },
 
     features: {
       // Default on, and it accepts any password.
@@ -174,6 +175,20 @@ export async function createProvider({ config, store, accounts, registry, views 
   const provider = new Provider(config.ISSUER, configuration);
   provider.proxy = config.TRUST_PROXY;
   tagTokenIdsWithGrant(provider);
+  provider.use(offlineAccessAsksForConsent);
+  provider.use(missingClientAuthIsInvalidClient);
+  // Put a client's API scopes back after oidc-provider validated it (providerClientMetadata), so that its
+  // `scope` allow-list holds every registered scope: OpenID scopes it was not given stay refused.
+  const findClient = provider.Client.find.bind(provider.Client);
+  provider.Client.find = async (id: string) => {
+    const client = await findClient(id);
+    const api = client?.api_scopes;
+    if (client && typeof api === 'string') {
+      const all = new Set([...String(client.scope ?? '').split(' '), ...api.split(' ')].filter(Boolean));
+      Object.assign(client, { scope: [...all].join(' ') });
+    }
+    return client;
+  };
   // Client secrets are stored as digests (registry.ts): compare the digest of what was presented.
   (provider.Client.prototype as unknown as { compareClientSecret(s: string): boolean }).compareClientSecret = function (
     this: { clientSecret?: string },
@@ -182,6 +197,53 @@ export async function createProvider({ config, store, accounts, registry, views 
     return secretMatches(this.clientSecret, presented);
   };
   return { provider, cookieKeys };
+}
+
+/**
+ * A stored client as oidc-provider must see it: its `scope` may only hold the static (OpenID) scopes,
+ * else every request of a client with an API scope fails with invalid_client_metadata. API scopes travel
+ * in `api_scopes` and are put back once the client is built (Client.find above). Validate new clients in this shape too.
+ */
+export function providerClientMetadata<T extends { scope?: unknown }>(stored: T | undefined): T | undefined {
+  if (!stored) return undefined;
+  const { scope, ...rest } = stored;
+  const all = String(scope ?? '').split(' ').filter(Boolean);
+  const openid = all.filter((s) => OIDC_SCOPES.has(s));
+  const api = all.filter((s) => !OIDC_SCOPES.has(s));
+  return { ...rest, ...(openid.length ? { scope: openid.join(' ') } : {}), ...(api.length ? { api_scopes: api.join(' ') } : {}) } as T;
+}
+
+/**
+ * oidc-provider drops `offline_access` unless `prompt=consent` (OIDC Core §11), so an app asking for it
+ * the ordinary way never got a refresh token. Our consent page names offline access and is asked once
+ * per person and client, which is the consent §11 wants: a request for it without `prompt` asks for consent.
+ */
+async function offlineAccessAsksForConsent(ctx: Koa.Context, next: Koa.Next) {
+  if (ctx.method === 'GET' && ctx.path === '/auth') {
+    const { scope, prompt } = ctx.query;
+    if (typeof scope === 'string' && prompt === undefined && scope.split(' ').includes('offline_access')) {
+      ctx.query = { ...ctx.query, prompt: 'consent' };
+    }
+  }
+  await next();
+}
+
+const CLIENT_AUTH_ENDPOINTS = new Set(['/token', '/token/introspection', '/token/revocation']);
+
+/** RFC 6749 §5.2: no client authentication at all is `401 invalid_client`; oidc-provider answers 400 invalid_request. */
+async function missingClientAuthIsInvalidClient(ctx: Koa.Context, next: Koa.Next) {
+  await next();
+  const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
+  if (
+    ctx.status === 400 &&
+    CLIENT_AUTH_ENDPOINTS.has(ctx.path) &&
+    body?.error === 'invalid_request' &&
+    body.error_description === 'no client authentication mechanism provided'
+  ) {
+    ctx.status = 401;
+    ctx.body = { error: 'invalid_client', error_description: 'client authentication is required' };
+    ctx.set('WWW-Authenticate', 'Basic realm="latchkey"');
+  }
 }
 
 /** A token belongs to the client it was issued to, and to the API it was issued for. */

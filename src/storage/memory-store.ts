@@ -108,9 +108,14 @@ export class MemoryStore implements Store {
     return 'reused';
   }
 
-  async deleteIndexed(indexKey: string) {
-    for (const key of this.#set(indexKey, false) ?? []) this.#data.delete(key);
-    this.#data.delete(indexKey);
+  async deleteIndexed(indexKey: string, model?: string) {
+    const index = this.#set(indexKey, false);
+    for (const key of index ?? []) {
+      if (model && !key.includes(`:${model}:`)) continue;
+      this.#data.delete(key);
+      index!.delete(key);
+    }
+    if (index?.size === 0) this.#data.delete(indexKey);
   }
 
   async ping() {}

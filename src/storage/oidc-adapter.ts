@@ -78,8 +78,10 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
       await store.del(keys.model(this.name, id));
     }
 
+    // oidc-provider calls this once per model (AccessToken, RefreshToken, …) and destroys the Grant
+    // itself only when its revokeGrantPolicy says so: delete this model's records of the grant only.
     async revokeByGrantId(grantId: string) {
-      await store.deleteIndexed(keys.grantIndex(grantId));
+      await store.deleteIndexed(keys.grantIndex(grantId), this.name);
     }
   };
 }

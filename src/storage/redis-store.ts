@@ -22,11 +22,19 @@ if KEYS[2] then
 end
 return 2`;
 
+// With ARGV[1], only members whose key names that model (':<Model>:'); the index keeps the rest.
 const DELETE_INDEXED = `
 local members = redis.call('SMEMBERS', KEYS[1])
-for i = 1, #members do redis.call('DEL', members[i]) end
-redis.call('DEL', KEYS[1])
-return #members`;
+local n = 0
+for i = 1, #members do
+  if not ARGV[1] or string.find(members[i], ARGV[1], 1, true) then
+    redis.call('DEL', members[i])
+    redis.call('SREM', KEYS[1], members[i])
+    n = n + 1
+  end
+end
+if redis.call('SCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
+return n`;
 
 type Client = Redis | Cluster;
 
@@ -49,6 +57,10 @@ function isUnavailable(err: unknown): boolean {
 export function redisOptions(timeoutMs: number): RedisOptions {
   return {
     enableOfflineQueue: false,
+    // A command that was in flight when the connection dropped has already failed for its caller
+    // (503, by `commandTimeout`): it must not be replayed behind their back once Redis is back.
+    // ioredis' default resends it, so a "failed" consume or write would still take effect later.
+    autoResendUnfulfilledCommands: false,
     maxRetriesPerRequest: 1,
     commandTimeout: timeoutMs,
     connectTimeout: Math.max(timeoutMs, 2000),
@@ -68,6 +80,9 @@ export class RedisStore implements Store {
 
   constructor(client: Client) {
     this.client = client;
+    // Connection errors reach callers as StorageUnavailable; without a listener ioredis prints every
+    // failed reconnect attempt to stderr ("Unhandled error event"), outside the JSON log.
+    client.on('error', () => {});
     client.defineCommand('lkPutModel', { lua: PUT_MODEL });
     client.defineCommand('lkConsumeModel', { lua: CONSUME_MODEL });
     client.defineCommand('lkDeleteIndexed', { lua: DELETE_INDEXED, numberOfKeys: 1 });
@@ -158,8 +173,9 @@ export class RedisStore implements Store {
     });
   }
 
-  deleteIndexed(indexKey: string) {
-    return this.#call(async () => void (await this.#scripts.lkDeleteIndexed(indexKey)));
+  deleteIndexed(indexKey: string, model?: string) {
+    const args = model ? [indexKey, `:${model}:`] : [indexKey];
+    return this.#call(async () => void (await this.#scripts.lkDeleteIndexed(...args)));
   }
 
   ping() {

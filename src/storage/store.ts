@@ -33,8 +33,8 @@ export interface Store {
    * everything listed in `indexKey` (the whole grant) is deleted in the same atomic step.
    */
   consumeModel(key: string, indexKey: string | undefined, now: number): Promise<ConsumeResult>;
-  /** Deletes everything listed in an index, and the index. */
-  deleteIndexed(indexKey: string): Promise<void>;
+  /** Deletes what an index lists (only the records of `model`, when given), and the index once empty. */
+  deleteIndexed(indexKey: string, model?: string): Promise<void>;
 
   /** Resolves when the store answers within its deadline; rejects with StorageUnavailable otherwise. */
   ping(): Promise<void>;

@@ -1,9 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 
 /** A free TCP port on 127.0.0.1. */
 export async function freePort(): Promise<number> {
@@ -28,19 +27,26 @@ export interface TestRedis {
   dispose(): Promise<void>;
 }
 
+/** One PING over a raw socket: true once the server answers PONG (no client library timers left behind). */
+function pings(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.once('data', (data) => done(String(data).startsWith('+PONG')));
+  });
+}
+
 async function waitUntilUp(port: number, child: ChildProcess) {
   for (let i = 0; i < 200; i += 1) {
     if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-    const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    try {
-      await probe.connect();
-      await probe.ping();
-      probe.disconnect();
-      return;
-    } catch {
-      probe.disconnect();
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    if (await pings(port)) return;
+    await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error('redis-server did not start');
 }
@@ -49,8 +55,9 @@ async function waitUntilUp(port: number, child: ChildProcess) {
  * A private redis-server on a free port for one test file, torn down after it. Tests never use the
  * machine's own Redis. With REDIS_URL set, that Redis is used instead (and nothing is started).
  */
-export async function startRedis(options: { persistence?: boolean; extraArgs?: string[] } = {}): Promise<TestRedis> {
-  if (process.env.REDIS_URL) {
+export async function startRedis(options: { persistence?: boolean; extraArgs?: string[]; ownServer?: boolean } = {}): Promise<TestRedis> {
+  // Fault tests stop and pause their Redis: they always get a server of their own.
+  if (process.env.REDIS_URL && !options.ownServer) {
     const url = process.env.REDIS_URL;
     return { url, port: Number(new URL(url).port || 6379), stop: async () => {}, restart: async () => {}, dispose: async () => {} };
   }

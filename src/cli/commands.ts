@@ -1,0 +1,298 @@
+import type { ParseArgsOptionsConfig } from 'node:util';
+import type { ClientMetadata } from 'oidc-provider';
+import type { Account, Accounts } from '../accounts/accounts.ts';
+import { GRANT_TYPES, type GrantType, type Registry, type ResourceServer } from '../oidc/registry.ts';
+import { loadSigningKeys, rotateSigningKeys, type StoredSigningKey } from '../oidc/signing-keys.ts';
+import { keys } from '../storage/keys.ts';
+import type { Store } from '../storage/store.ts';
+import { validateClientMetadata } from './client-metadata.ts';
+import { CliError, fields, table, type Output } from './output.ts';
+
+export interface Context {
+  store: Store;
+  registry: Registry;
+  accounts: Accounts;
+  signingKeysFile?: string;
+  /** Read from stdin when the command takes `--password-stdin`. */
+  password?: string;
+}
+
+export type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+export interface Command {
+  /** What follows `latchkey <group> <action>`, for usage lines. */
+  usage: string;
+  options?: ParseArgsOptionsConfig;
+  /** Names of the positional arguments, all required. */
+  args?: string[];
+  /** Reads the password from stdin (`--password-stdin` required). */
+  password?: boolean;
+  run(ctx: Context, values: Values, args: string[]): Promise<Output>;
+}
+
+// ---- argument helpers ----
+
+function required(values: Values, name: string): string {
+  const value = values[name];
+  if (typeof value !== 'string' || value.trim() === '') throw new CliError(`--${name} is required`);
+  return value;
+}
+
+function optional(values: Values, name: string): string | undefined {
+  const value = values[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function list(values: Values, name: string): string[] {
+  const value = values[name];
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
+}
+
+function absoluteUris(uris: string[], flag: string): string[] {
+  for (const uri of uris) {
+    if (!URL.canParse(uri)) throw new CliError(`--${flag} must be an absolute URI, got ${JSON.stringify(uri)}`);
+  }
+  return uris;
+}
+
+// ---- views: what is shown of stored things (never a secret, a hash or a private key) ----
+
+function clientView(c: ClientMetadata) {
+  return {
+    client_id: c.client_id,
+    client_name: c.client_name,
+    public: c.token_endpoint_auth_method === 'none',
+    grant_types: c.grant_types ?? [],
+    redirect_uris: c.redirect_uris ?? [],
+    post_logout_redirect_uris: c.post_logout_redirect_uris ?? [],
+    scope: c.scope ?? '',
+    first_party: c.first_party === true,
+    ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
+  };
+}
+
+function resourceView(r: ResourceServer) {
+  return { resource: r.uri, scope: r.scopes.join(' '), token_format: r.tokenFormat, ttl: r.ttl, client_id: r.clientId, created: new Date(r.createdAt).toISOString() };
+}
+
+function userView(a: Account) {
+  return { id: a.id, email: a.email, name: a.name ?? null, disabled: a.disabled, created: new Date(a.createdAt).toISOString() };
+}
+
+function keyView(k: StoredSigningKey, current: boolean) {
+  return { kid: k.kid, alg: k.alg, kty: k.kty, ...(k.crv ? { crv: k.crv } : {}), use: k.use, created: new Date(k.iat * 1000).toISOString(), current };
+}
+
+const SHOWN_ONCE = 'The client secret is shown only now: store it safely.';
+
+// ---- users: by id, or by email for convenience ----
+
+async function findUser(accounts: Accounts, idOrEmail: string): Promise<Account> {
+  const account = idOrEmail.includes('@') ? await accounts.findByEmail(idOrEmail) : await accounts.find(idOrEmail);
+  if (!account) throw new CliError(`no user with ${idOrEmail.includes('@') ? 'email' : 'id'} ${idOrEmail}`);
+  return account;
+}
+
+async function setDisabled(ctx: Context, idOrEmail: string, disabled: boolean): Promise<Output> {
+  const account = await ctx.accounts.setDisabled((await findUser(ctx.accounts, idOrEmail)).id, disabled);
+  const json = { id: account.id, email: account.email, disabled: account.disabled };
+  return { json, text: `${disabled ? 'Disabled' : 'Enabled'} user ${account.email} (${account.id}).` };
+}
+
+// ---- signing keys ----
+
+async function storedKeys(ctx: Context): Promise<StoredSigningKey[]> {
+  if (ctx.signingKeysFile) return loadSigningKeys(ctx.store, ctx.signingKeysFile);
+  return JSON.parse((await ctx.store.get(keys.signingKeys)) ?? '[]') as StoredSigningKey[];
+}
+
+function keyList(all: StoredSigningKey[]) {
+  const newest = Math.max(...all.map((k) => k.iat));
+  return all.map((k) => keyView(k, k.iat === newest));
+}
+
+export const COMMANDS: Record<string, Command> = {
+  'client create': {
+    usage:
+      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public] [--first-party]',
+    options: {
+      name: { type: 'string' },
+      grants: { type: 'string' },
+      'redirect-uri': { type: 'string', multiple: true },
+      'post-logout-redirect-uri': { type: 'string', multiple: true },
+      scope: { type: 'string' },
+      public: { type: 'boolean' },
+      'first-party': { type: 'boolean' },
+    },
+    async run(ctx, values) {
+      const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean);
+      for (const g of grants) {
+        if (!(GRANT_TYPES as readonly string[]).includes(g)) throw new CliError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
+      }
+      const { clientId, secret } = await ctx.registry.createClient(
+        {
+          name: required(values, 'name'),
+          grants: grants as GrantType[],
+          redirectUris: absoluteUris(list(values, 'redirect-uri'), 'redirect-uri'),
+          postLogoutRedirectUris: absoluteUris(list(values, 'post-logout-redirect-uri'), 'post-logout-redirect-uri'),
+          scope: required(values, 'scope'),
+          public: values.public === true,
+          firstParty: values['first-party'] === true,
+        },
+        validateClientMetadata,
+      );
+      const json = { client_id: clientId, ...(secret ? { client_secret: secret } : {}) };
+      return { json, text: fields(json) + (secret ? `\n${SHOWN_ONCE}` : '') };
+    },
+  },
+  'client list': {
+    usage: '',
+    async run(ctx) {
+      const clients = (await ctx.registry.listClients()).map(clientView).sort((a, b) => String(a.client_name).localeCompare(String(b.client_name)));
+      return { json: { clients }, text: table(clients, ['client_id', 'client_name', 'public', 'grant_types', 'scope']) };
+    },
+  },
+  'client show': {
+    usage: 'CLIENT_ID',
+    args: ['CLIENT_ID'],
+    async run(ctx, _values, [id]) {
+      const client = await ctx.registry.findClient(id!);
+      if (!client) throw new CliError(`no client with id ${id}`);
+      const json = clientView(client as ClientMetadata);
+      return { json, text: fields(json) };
+    },
+  },
+  'client delete': {
+    usage: 'CLIENT_ID',
+    args: ['CLIENT_ID'],
+    async run(ctx, _values, [id]) {
+      await ctx.registry.deleteClient(id!);
+      return { json: { client_id: id, deleted: true }, text: `Deleted client ${id}.` };
+    },
+  },
+  'client rotate-secret': {
+    usage: 'CLIENT_ID',
+    args: ['CLIENT_ID'],
+    async run(ctx, _values, [id]) {
+      const json = { client_id: id, client_secret: await ctx.registry.rotateSecret(id!) };
+      return { json, text: `${fields(json)}\nThe old secret no longer works. ${SHOWN_ONCE}` };
+    },
+  },
+
+  'resource create': {
+    usage: '--uri URI --scope "SCOPES" [--token-format opaque|jwt] [--ttl SECONDS]',
+    options: {
+      uri: { type: 'string' },
+      scope: { type: 'string' },
+      'token-format': { type: 'string' },
+      ttl: { type: 'string' },
+    },
+    async run(ctx, values) {
+      const ttl = optional(values, 'ttl');
+      const { resource, secret } = await ctx.registry.createResource({
+        uri: required(values, 'uri'),
+        scope: required(values, 'scope'),
+        tokenFormat: optional(values, 'token-format') as 'opaque' | 'jwt' | undefined,
+        ttl: ttl === undefined ? undefined : /^\d+$/.test(ttl) ? Number(ttl) : NaN,
+      });
+      const json = { resource: resource.uri, client_id: resource.clientId, client_secret: secret };
+      return { json, text: `${fields(json)}\nThe API authenticates with these at introspection and revocation. ${SHOWN_ONCE}` };
+    },
+  },
+  'resource list': {
+    usage: '',
+    async run(ctx) {
+      const resources = (await ctx.registry.listResources()).map(resourceView);
+      return { json: { resources }, text: table(resources, ['resource', 'scope', 'token_format', 'ttl', 'client_id']) };
+    },
+  },
+  'resource delete': {
+    usage: 'URI',
+    args: ['URI'],
+    async run(ctx, _values, [uri]) {
+      await ctx.registry.deleteResource(uri!);
+      return { json: { resource: uri, deleted: true }, text: `Deleted API ${uri} and its client.` };
+    },
+  },
+
+  'user create': {
+    usage: '--email EMAIL [--name NAME] --password-stdin',
+    options: { email: { type: 'string' }, name: { type: 'string' } },
+    password: true,
+    async run(ctx, values) {
+      const name = optional(values, 'name');
+      const account = await ctx.accounts.create({ email: required(values, 'email'), ...(name ? { name } : {}), password: ctx.password! });
+      const json = { id: account.id, email: account.email };
+      return { json, text: fields(json) };
+    },
+  },
+  'user list': {
+    usage: '',
+    async run(ctx) {
+      const users = (await ctx.accounts.list()).map(userView);
+      return { json: { users }, text: table(users, ['id', 'email', 'name', 'disabled', 'created']) };
+    },
+  },
+  'user show': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const json = userView(await findUser(ctx.accounts, id!));
+      return { json, text: fields(json) };
+    },
+  },
+  'user disable': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    run: (ctx, _values, [id]) => setDisabled(ctx, id!, true),
+  },
+  'user enable': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    run: (ctx, _values, [id]) => setDisabled(ctx, id!, false),
+  },
+  'user delete': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const account = await ctx.accounts.delete((await findUser(ctx.accounts, id!)).id);
+      return { json: { id: account.id, email: account.email, deleted: true }, text: `Deleted user ${account.email} (${account.id}).` };
+    },
+  },
+  'user set-password': {
+    usage: 'USER_ID --password-stdin',
+    args: ['USER_ID'],
+    password: true,
+    async run(ctx, _values, [id]) {
+      const account = await ctx.accounts.setPassword((await findUser(ctx.accounts, id!)).id, ctx.password!);
+      return { json: { id: account.id, email: account.email, password_changed: true }, text: `Changed the password of ${account.email}.` };
+    },
+  },
+
+  'keys list': {
+    usage: '',
+    async run(ctx) {
+      const all = keyList(await storedKeys(ctx));
+      const text = all.length ? table(all, ['kid', 'alg', 'kty', 'created', 'current']) : 'No signing keys yet: the server creates them when it first starts.';
+      return { json: { keys: all }, text };
+    },
+  },
+  'keys rotate': {
+    usage: '',
+    async run(ctx) {
+      if (ctx.signingKeysFile) throw new CliError('signing keys come from SIGNING_KEYS_FILE: rotate them in that file');
+      const { current, retired } = await rotateSigningKeys(ctx.store);
+      const all = keyList(current);
+      const json = { keys: all, retired: retired.map((k) => k.kid) };
+      const text = `${table(all, ['kid', 'alg', 'kty', 'created', 'current'])}\nRetired: ${retired.length ? json.retired.join(', ') : 'none'}.\nServers sign with the new keys once restarted.`;
+      return { json, text };
+    },
+  },
+};
+
+export const GROUPS = [...new Set(Object.keys(COMMANDS).map((name) => name.split(' ')[0]!))];
+
+export function usageLine(name: string): string {
+  const usage = COMMANDS[name]?.usage;
+  return `latchkey ${name}${usage ? ` ${usage}` : ''}`;
+}

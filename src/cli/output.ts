@@ -1,0 +1,37 @@
+/** What a command prints: one JSON object (`--json`) or a short text for people. */
+export interface Output {
+  json: Record<string, unknown>;
+  text: string;
+}
+
+/** A failure to report in one line; exit code 2 means "bad input", 1 "could not do it". */
+export class CliError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 2) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+function cell(value: unknown): string {
+  if (value === undefined || value === null || value === '') return '-';
+  if (Array.isArray(value)) return value.length ? value.map(cell).join(',') : '-';
+  if (typeof value === 'boolean') return value ? 'yes' : 'no';
+  return String(value);
+}
+
+/** `key  value` lines, aligned. */
+export function fields(object: Record<string, unknown>): string {
+  const width = Math.max(...Object.keys(object).map((k) => k.length));
+  return Object.entries(object)
+    .map(([k, v]) => `${k.padEnd(width)}  ${cell(v)}`)
+    .join('\n');
+}
+
+/** An aligned table of the given columns. */
+export function table(rows: Record<string, unknown>[], columns: string[]): string {
+  if (rows.length === 0) return '(none)';
+  const lines = [columns.map((c) => c.toUpperCase()), ...rows.map((row) => columns.map((c) => cell(row[c])))];
+  const widths = columns.map((_, i) => Math.max(...lines.map((line) => line[i]!.length)));
+  return lines.map((line) => line.map((c, i) => (i === line.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}

@@ -1,0 +1,282 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { Accounts } from '../src/accounts/accounts.ts';
+import { secretMatches } from '../src/oidc/registry.ts';
+import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
+import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+
+/** The `latchkey` CLI, run as a child process against a private Redis. */
+let redis: TestRedis;
+let db: Redis;
+let store: RedisStore;
+// Unique names, in case REDIS_URL points the tests at a shared Redis.
+const run = randomBytes(4).toString('hex');
+const api = `https://api-${run}.example`;
+const readScope = `api${run}:read`;
+const writeScope = `api${run}:write`;
+
+before(async () => {
+  redis = await startRedis();
+  db = new Redis(redis.url);
+  store = new RedisStore(connectRedis(redis.url, 2000));
+  await store.ready(5000);
+});
+
+after(async () => {
+  db.disconnect();
+  await store.close();
+  await redis.dispose();
+});
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], options: { stdin?: string; env?: Record<string, string>; script?: string } = {}): Promise<Result> {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_')) env[k] = v;
+  Object.assign(env, { REDIS_URL: redis.url }, options.env);
+  if (env.REDIS_URL === '') delete env.REDIS_URL;
+  const child = spawn(process.execPath, [options.script ?? 'src/cli/main.ts', ...args], { env, stdio: 'pipe' });
+  child.stdin.end(options.stdin ?? '');
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+/** Runs a command with --json: exit 0, exactly one JSON object on stdout, nothing on stderr. */
+async function json(args: string[], stdin?: string): Promise<any> {
+  const r = await cli([...args, '--json'], stdin === undefined ? {} : { stdin });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, '');
+  const lines = r.stdout.split('\n');
+  assert.equal(lines.length, 2, `one line of output: ${r.stdout}`);
+  assert.equal(lines[1], '');
+  const parsed = JSON.parse(lines[0]!);
+  assert.equal(typeof parsed, 'object');
+  assert.ok(parsed && !Array.isArray(parsed));
+  return parsed;
+}
+
+/** Runs a command that must fail with one line on stderr and nothing on stdout. */
+async function fails(args: string[], pattern: RegExp, options: { code?: number; stdin?: string; env?: Record<string, string> } = {}) {
+  const r = await cli(args, options);
+  assert.equal(r.code, options.code ?? 2, r.stderr);
+  assert.equal(r.stdout, '');
+  assert.match(r.stderr, /^latchkey: [^\n]+\n$/);
+  assert.match(r.stderr, pattern);
+  return r;
+}
+
+const allKeys = async () => (await db.keys('*')).sort();
+
+test('without REDIS_URL it explains that the embedded store is out of reach', async () => {
+  await fails(['client', 'list'], /embedded store.*inside the server process/, { env: { REDIS_URL: '' } });
+});
+
+test('unreachable Redis: one line, exit 1', async () => {
+  await fails(['user', 'list'], /cannot reach Redis/, { code: 1, env: { REDIS_URL: `redis://127.0.0.1:${await freePort()}` } });
+});
+
+test('unknown commands and flags: exit 2 with a usage hint; --help prints usage', async () => {
+  await Promise.all([
+    fails([], /missing command.*--help/),
+    fails(['frob'], /unknown command "frob".*--help/),
+    fails(['client', 'frob'], /unknown command "client frob"/),
+    fails(['client', 'list', '--bogus'], /Unknown option '--bogus'.*usage: latchkey client list/),
+    fails(['client', 'show'], /missing CLIENT_ID/),
+    fails(['client', 'show', 'a', 'b'], /unexpected argument "b"/),
+    fails(['user', 'create', '--email', 'x@example.org', '--password', 'hunter22'], /Unknown option '--password'/),
+  ]);
+  const help = await cli(['--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /latchkey client create --name NAME/);
+  assert.match(help.stdout, /latchkey keys rotate/);
+});
+
+test('resource create, list and delete; clients may only use scopes an API owns', async () => {
+  const before = await allKeys();
+  await fails(['client', 'create', '--name', 'Job', '--grants', 'client_credentials', '--scope', readScope], /belongs to no API/);
+  assert.deepEqual(await allKeys(), before, 'nothing written');
+
+  const created = await json(['resource', 'create', '--uri', api, '--scope', `${readScope} ${writeScope}`, '--token-format', 'jwt', '--ttl', '600']);
+  assert.equal(created.resource, api);
+  assert.match(created.client_id, /^[\w-]+$/);
+  assert.match(created.client_secret, /^[\w-]{43}$/);
+
+  const other = `https://other-${run}.example`;
+  await json(['resource', 'create', '--uri', other, '--scope', `other${run}:read`]);
+  await Promise.all([
+    fails(['resource', 'create', '--uri', `https://third-${run}.example`, '--scope', readScope], /already belongs/),
+    fails(['resource', 'create', '--uri', 'not a uri', '--scope', `x${run}`], /absolute URI/),
+    fails(['resource', 'create', '--uri', `https://fourth-${run}.example`, '--scope', `y${run}`, '--ttl', 'soon'], /--ttl/),
+    fails(['resource', 'create', '--uri', `https://fifth-${run}.example`, '--scope', `z${run}`, '--token-format', 'paseto'], /--token-format/),
+  ]);
+
+  const { resources } = await json(['resource', 'list']);
+  const mine = resources.find((r: any) => r.resource === api);
+  assert.deepEqual(
+    { scope: mine.scope, token_format: mine.token_format, ttl: mine.ttl, client_id: mine.client_id },
+    { scope: `${readScope} ${writeScope}`, token_format: 'jwt', ttl: 600, client_id: created.client_id },
+  );
+  assert.ok(!JSON.stringify(resources).includes(created.client_secret));
+
+  // The API's client is managed through its resource.
+  await fails(['client', 'delete', created.client_id], /resource delete/);
+  await json(['resource', 'delete', other]);
+  assert.ok(!(await json(['resource', 'list'])).resources.some((r: any) => r.resource === other));
+  await fails(['resource', 'delete', other], /no API/);
+});
+
+test('client create (confidential, public, client_credentials), list, show, rotate-secret, delete', async () => {
+  const [shop, spa, job] = await Promise.all([
+    json([
+      'client', 'create', '--name', 'Shop', '--grants', 'authorization_code,refresh_token',
+      '--redirect-uri', 'https://shop.example/cb', '--redirect-uri', 'https://shop.example/cb2',
+      '--post-logout-redirect-uri', 'https://shop.example/bye',
+      '--scope', `openid profile email offline_access ${readScope}`, '--first-party',
+    ]),
+    json(['client', 'create', '--name', 'SPA', '--grants', 'authorization_code', '--redirect-uri', 'http://localhost:5173/cb', '--scope', 'openid', '--public']),
+    json(['client', 'create', '--name', 'Nightly job', '--grants', 'client_credentials', '--scope', readScope]),
+  ]);
+  assert.deepEqual(Object.keys(shop).sort(), ['client_id', 'client_secret']);
+  assert.deepEqual(Object.keys(spa), ['client_id'], 'a public client has no secret');
+  assert.ok(job.client_secret);
+  // Stored as a digest, never as is.
+  const stored = JSON.parse((await db.get(`lk:client:${shop.client_id}`))!);
+  assert.notEqual(stored.client_secret, shop.client_secret);
+  assert.ok(secretMatches(stored.client_secret, shop.client_secret));
+
+  const list = await cli(['client', 'list', '--json']);
+  const { clients } = JSON.parse(list.stdout);
+  for (const secret of [shop.client_secret, job.client_secret, stored.client_secret]) assert.ok(!list.stdout.includes(secret));
+  assert.ok(clients.every((c: any) => !('client_secret' in c)));
+  const ids = clients.map((c: any) => c.client_id);
+  for (const c of [shop, spa, job]) assert.ok(ids.includes(c.client_id));
+
+  const shown = await json(['client', 'show', shop.client_id]);
+  assert.equal(shown.client_name, 'Shop');
+  assert.deepEqual(shown.redirect_uris, ['https://shop.example/cb', 'https://shop.example/cb2']);
+  assert.deepEqual(shown.post_logout_redirect_uris, ['https://shop.example/bye']);
+  assert.deepEqual(shown.grant_types, ['authorization_code', 'refresh_token']);
+  assert.equal(shown.first_party, true);
+  assert.equal(shown.public, false);
+  assert.ok(!('client_secret' in shown));
+  assert.equal((await json(['client', 'show', spa.client_id])).public, true);
+  const text = await cli(['client', 'show', job.client_id]);
+  assert.equal(text.code, 0);
+  assert.match(text.stdout, /client_name\s+Nightly job/);
+
+  const rotated = await json(['client', 'rotate-secret', job.client_id]);
+  assert.equal(rotated.client_id, job.client_id);
+  assert.notEqual(rotated.client_secret, job.client_secret);
+  const digest = JSON.parse((await db.get(`lk:client:${job.client_id}`))!).client_secret;
+  assert.ok(secretMatches(digest, rotated.client_secret));
+  assert.ok(!secretMatches(digest, job.client_secret), 'the old secret stops working');
+  await fails(['client', 'rotate-secret', spa.client_id], /public/);
+
+  assert.deepEqual(await json(['client', 'delete', spa.client_id]), { client_id: spa.client_id, deleted: true });
+  await fails(['client', 'show', spa.client_id], /no client/);
+  await fails(['client', 'delete', spa.client_id], /no client/);
+  assert.ok(!(await json(['client', 'list'])).clients.some((c: any) => c.client_id === spa.client_id));
+});
+
+test('bad client arguments: exit 2, one line, nothing written', async () => {
+  const listBefore = (await cli(['client', 'list', '--json'])).stdout;
+  const before = await allKeys();
+  await Promise.all([
+    fails(['client', 'create', '--name', 'Shop', '--grants', 'authorization_code', '--scope', 'openid'], /needs at least one --redirect-uri/),
+    fails(['client', 'create', '--name', 'Shop', '--grants', 'authorization_code', '--redirect-uri', 'shop.example/cb', '--scope', 'openid'], /absolute URI/),
+    fails(['client', 'create', '--name', 'Shop', '--grants', 'authorization_code', '--redirect-uri', 'https://shop.example/cb#x', '--scope', 'openid'], /invalid client: redirect_uris must not contain fragments/),
+    fails(['client', 'create', '--name', 'Shop', '--grants', 'implicit', '--redirect-uri', 'https://shop.example/cb', '--scope', 'openid'], /unknown grant "implicit"/),
+    fails(['client', 'create', '--name', 'Shop', '--grants', 'client_credentials', '--scope', readScope, '--public'], /public client cannot use client_credentials/),
+    fails(['client', 'create', '--grants', 'client_credentials', '--scope', readScope], /--name is required/),
+    fails(['client', 'create', '--name', 'Shop', '--grants', 'authorization_code', '--redirect-uri', 'https://shop.example/cb', '--scope', 'openid', '--public=yes'], /does not take an argument/),
+  ]);
+  assert.equal((await cli(['client', 'list', '--json'])).stdout, listBefore);
+  assert.deepEqual(await allKeys(), before);
+});
+
+test('user create, list, show, disable, enable, set-password, delete', async () => {
+  const accounts = new Accounts(store);
+  const email = `ada-${run}@example.org`;
+  const password = 'correct horse battery';
+  const created = await cli(['user', 'create', '--email', email.toUpperCase(), '--name', 'Ada', '--password-stdin', '--json'], { stdin: `${password}\n` });
+  assert.equal(created.code, 0, created.stderr);
+  assert.ok(!created.stdout.includes(password) && !created.stderr.includes(password), 'the password is never echoed');
+  const user = JSON.parse(created.stdout);
+  assert.deepEqual(Object.keys(user).sort(), ['email', 'id']);
+  assert.equal(user.email, email);
+  // One trailing newline is stripped, nothing else.
+  assert.equal((await accounts.authenticate(email, password))?.id, user.id);
+
+  const before = await allKeys();
+  await Promise.all([
+    fails(['user', 'create', '--email', email, '--password-stdin'], /already exists/, { stdin: 'another password' }),
+    fails(['user', 'create', '--email', `bob-${run}@example.org`, '--password-stdin'], /at least 8 characters/, { stdin: 'short\n' }),
+    fails(['user', 'create', '--email', `bob-${run}@example.org`], /--password-stdin is required/, { stdin: 'long enough password' }),
+    fails(['user', 'create', '--email', 'not-an-email', '--password-stdin'], /not an email address/, { stdin: 'long enough password' }),
+  ]);
+  assert.deepEqual(await allKeys(), before, 'nothing written');
+
+  const { users } = await json(['user', 'list']);
+  const listed = users.find((u: any) => u.id === user.id);
+  assert.deepEqual({ email: listed.email, name: listed.name, disabled: listed.disabled }, { email, name: 'Ada', disabled: false });
+  assert.ok(!JSON.stringify(users).includes('argon2'), 'no password hashes');
+  assert.equal((await json(['user', 'show', user.id])).email, email);
+
+  assert.equal((await json(['user', 'disable', user.id])).disabled, true);
+  assert.equal((await json(['user', 'show', user.id])).disabled, true);
+  assert.equal(await accounts.authenticate(email, password), undefined);
+  assert.equal((await json(['user', 'enable', user.id])).disabled, false);
+  assert.equal((await accounts.authenticate(email, password))?.id, user.id);
+
+  const changed = await json(['user', 'set-password', user.id, '--password-stdin'], 'a new pass phrase\r\n');
+  assert.equal(changed.id, user.id);
+  assert.equal(await accounts.authenticate(email, password), undefined);
+  assert.equal((await accounts.authenticate(email, 'a new pass phrase'))?.id, user.id);
+  await fails(['user', 'set-password', user.id, '--password-stdin'], /at least 8/, { stdin: 'short' });
+
+  assert.equal((await json(['user', 'delete', user.id])).deleted, true);
+  await fails(['user', 'show', user.id], /no user/);
+  assert.ok(!(await json(['user', 'list'])).users.some((u: any) => u.id === user.id));
+});
+
+test('keys rotate makes a new generation current and keeps the previous one; keys list shows public parts only', async () => {
+  const first = await json(['keys', 'rotate']);
+  const second = await json(['keys', 'rotate']);
+  const current = second.keys.filter((k: any) => k.current);
+  const previous = second.keys.filter((k: any) => !k.current);
+  assert.deepEqual(current.map((k: any) => k.alg).sort(), ['ES256', 'EdDSA', 'RS256']);
+  const firstKids = first.keys.filter((k: any) => k.current).map((k: any) => k.kid).sort();
+  assert.deepEqual(previous.map((k: any) => k.kid).sort(), firstKids, 'the previous generation is kept');
+  for (const k of current) assert.ok(!firstKids.includes(k.kid), 'new kids');
+
+  const listed = await cli(['keys', 'list', '--json']);
+  assert.deepEqual(JSON.parse(listed.stdout).keys, second.keys);
+  for (const k of JSON.parse(listed.stdout).keys) {
+    for (const member of ['d', 'p', 'q', 'dp', 'dq', 'qi', 'n', 'x', 'y']) assert.ok(!(member in k), `no ${member}`);
+  }
+  // The private exponent of the RSA key appears nowhere in the output.
+  const stored = JSON.parse((await db.get('lk:keys:signing'))!);
+  for (const k of stored) assert.ok(!listed.stdout.includes(k.d));
+  const text = await cli(['keys', 'list']);
+  assert.equal(text.code, 0);
+  assert.match(text.stdout, /KID\s+ALG/);
+  for (const k of stored) assert.ok(!text.stdout.includes(k.d));
+});
+
+test('bin/latchkey.js runs the CLI', async () => {
+  const r = await cli(['resource', 'list', '--json'], { script: 'bin/latchkey.js' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(Array.isArray(JSON.parse(r.stdout).resources));
+  const bad = await cli(['nope'], { script: 'bin/latchkey.js' });
+  assert.equal(bad.code, 2);
+});

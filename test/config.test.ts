@@ -1,0 +1,193 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, configDocs, loadConfig } from '../src/config.ts';
+
+/** The problems loadConfig reports for an environment (fails the test when it accepts it). */
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `threw ${String(err)}`);
+    return err.problems;
+  }
+  assert.fail(`accepted ${JSON.stringify(env)}`);
+}
+
+describe('loadConfig', () => {
+  test('defaults', () => {
+    assert.deepEqual(loadConfig({}), {
+      NODE_ENV: 'development',
+      PORT: 3000,
+      HOST: '0.0.0.0',
+      ISSUER: 'http://localhost:3000',
+      LOG_LEVEL: 'info',
+      TRUST_PROXY: false,
+      REDIS_TIMEOUT_MS: 1000,
+    });
+  });
+
+  test('reads every variable', () => {
+    const config = loadConfig({
+      NODE_ENV: 'test',
+      PORT: '8080',
+      HOST: '127.0.0.1',
+      ISSUER: 'https://id.example.com/',
+      REDIS_URL: 'rediss://:pw@redis.internal:6380/2',
+      LOG_LEVEL: 'warn',
+      TRUST_PROXY: 'true',
+      REDIS_TIMEOUT_MS: '250',
+      SIGNING_KEYS_FILE: '/etc/latchkey/jwks.json',
+      COOKIE_KEYS: `${'a'.repeat(32)}, ${'b'.repeat(40)}`,
+    });
+    assert.equal(config.PORT, 8080);
+    assert.equal(config.ISSUER, 'https://id.example.com', 'a trailing slash is dropped');
+    assert.equal(config.REDIS_URL, 'rediss://:pw@redis.internal:6380/2');
+    assert.equal(config.TRUST_PROXY, true);
+    assert.equal(config.REDIS_TIMEOUT_MS, 250);
+    assert.deepEqual(config.COOKIE_KEYS, ['a'.repeat(32), 'b'.repeat(40)]);
+  });
+
+  test('the default issuer follows PORT', () => {
+    assert.equal(loadConfig({ PORT: '4000' }).ISSUER, 'http://localhost:4000');
+  });
+
+  test('an empty variable counts as unset', () => {
+    assert.deepEqual(loadConfig({ PORT: '', REDIS_URL: '', ISSUER: '', LOG_LEVEL: '' }), loadConfig({}));
+  });
+
+  test('variables outside the schema are ignored', () => {
+    assert.deepEqual(loadConfig({ PATH: '/usr/bin', HOME: '/root', FOO: 'bar' }), loadConfig({}));
+  });
+
+  for (const [name, value] of [
+    ['PORT', 'abc'],
+    ['PORT', '70000'],
+    ['PORT', '80.5'],
+    ['LOG_LEVEL', 'loud'],
+    ['REDIS_URL', 'http://x'],
+    ['REDIS_URL', 'not a url'],
+    ['ISSUER', 'ftp://x'],
+    ['ISSUER', 'https://id.example.com/?tenant=1'],
+    ['TRUST_PROXY', 'maybe'],
+    ['NODE_ENV', 'prod'],
+    ['REDIS_TIMEOUT_MS', '0'],
+  ] as const) {
+    test(`${name}=${value} is one line naming ${name}`, () => {
+      const lines = problems({ [name]: value });
+      assert.equal(lines.length, 1, lines.join('\n'));
+      assert.match(lines[0]!, new RegExp(`^${name}: `));
+      assert.ok(lines[0]!.includes(value), 'the line shows the value it refused');
+      assert.ok(!lines[0]!.includes('\n'));
+    });
+  }
+
+  test('the URL variables say which schemes they take', () => {
+    assert.match(problems({ REDIS_URL: 'http://x' })[0]!, /redis:\/\/ or rediss:\/\//);
+    assert.match(problems({ ISSUER: 'ftp://x' })[0]!, /http:\/\/ or https:\/\//);
+  });
+
+  test('several problems: one line each', () => {
+    const lines = problems({ PORT: 'abc', LOG_LEVEL: 'loud', REDIS_URL: 'http://x', ISSUER: 'ftp://x', TRUST_PROXY: 'maybe' });
+    assert.deepEqual(lines.map((l) => l.split(':')[0]).sort(), ['ISSUER', 'LOG_LEVEL', 'PORT', 'REDIS_URL', 'TRUST_PROXY']);
+  });
+
+  test('secrets are never echoed', () => {
+    const cookie = problems({ COOKIE_KEYS: 'too-short-secret-value' });
+    assert.equal(cookie.length, 1);
+    assert.match(cookie[0]!, /^COOKIE_KEYS/);
+    assert.ok(!cookie[0]!.includes('too-short-secret-value'));
+    // A Redis URL's password, even in a URL refused for its scheme.
+    for (const url of ['http://:hunter2-password@redis.internal:6379', 'redis+tls://admin:hunter2-password@redis.internal']) {
+      const lines = problems({ REDIS_URL: url });
+      assert.equal(lines.length, 1);
+      assert.match(lines[0]!, /^REDIS_URL: /);
+      assert.ok(!lines[0]!.includes('hunter2'), lines[0]);
+      assert.ok(lines[0]!.includes('redis.internal'), 'the rest of the URL is still shown');
+    }
+  });
+
+  describe('production guardrails', () => {
+    test('refuses to start without REDIS_URL', () => {
+      const lines = problems({ NODE_ENV: 'production', ISSUER: 'https://id.example.com' });
+      assert.equal(lines.length, 1);
+      assert.match(lines[0]!, /^REDIS_URL: .*production/);
+    });
+
+    test('refuses an http issuer that is not localhost', () => {
+      const lines = problems({ NODE_ENV: 'production', REDIS_URL: 'redis://r:6379', ISSUER: 'http://example.com' });
+      assert.equal(lines.length, 1);
+      assert.match(lines[0]!, /^ISSUER: .*https/);
+    });
+
+    test('reports both at once', () => {
+      const lines = problems({ NODE_ENV: 'production', ISSUER: 'http://example.com' });
+      assert.deepEqual(lines.map((l) => l.split(':')[0]).sort(), ['ISSUER', 'REDIS_URL']);
+    });
+
+    for (const issuer of ['http://localhost', 'http://localhost:3000', 'http://127.0.0.1:8080', 'http://[::1]:3000', 'https://id.example.com']) {
+      test(`allows ${issuer}`, () => {
+        const config = loadConfig({ NODE_ENV: 'production', REDIS_URL: 'redis://r:6379', ISSUER: issuer });
+        assert.equal(config.NODE_ENV, 'production');
+        assert.equal(config.ISSUER, issuer);
+      });
+    }
+
+    test('the default issuer (http://localhost:PORT) is allowed', () => {
+      assert.equal(loadConfig({ NODE_ENV: 'production', REDIS_URL: 'redis://r:6379' }).ISSUER, 'http://localhost:3000');
+    });
+
+    test('development and test need neither', () => {
+      assert.equal(loadConfig({ NODE_ENV: 'development', ISSUER: 'http://example.com' }).REDIS_URL, undefined);
+      assert.equal(loadConfig({ NODE_ENV: 'test', ISSUER: 'http://example.com' }).ISSUER, 'http://example.com');
+    });
+  });
+
+  test('every variable is documented', () => {
+    for (const [name, doc] of Object.entries(configDocs)) assert.ok(doc.length > 10, name);
+  });
+});
+
+describe('the server refuses a bad configuration at boot', () => {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+
+  /** Runs `node src/main.ts` with only the given configuration variables; kills it after 15 s. */
+  async function boot(vars: Record<string, string>) {
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !(k in configDocs)) env[k] = v;
+    const child = spawn(process.execPath, ['src/main.ts'], { cwd: root, env: { ...env, ...vars }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const started = performance.now();
+    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+    clearTimeout(killer);
+    return { code, stdout, stderr, ms: performance.now() - started };
+  }
+
+  test('PORT=abc: exit code 1, one clear stderr line, quickly', async () => {
+    const run = await boot({ PORT: 'abc' });
+    assert.equal(run.code, 1, run.stderr);
+    const lines = run.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, run.stderr);
+    assert.match(lines[0]!, /^latchkey: configuration: PORT: .*"abc"/);
+    assert.equal(run.stdout, '', 'nothing else was started');
+    assert.ok(run.ms < 10_000, `took ${Math.round(run.ms)} ms`);
+  });
+
+  test('one stderr line per problem', async () => {
+    const run = await boot({ PORT: 'abc', LOG_LEVEL: 'loud', REDIS_URL: 'http://x', ISSUER: 'ftp://x', TRUST_PROXY: 'maybe' });
+    assert.equal(run.code, 1, run.stderr);
+    const lines = run.stderr.trim().split('\n');
+    assert.deepEqual(lines.map((l) => /^latchkey: configuration: ([A-Z_]+): /.exec(l)?.[1]).sort(), ['ISSUER', 'LOG_LEVEL', 'PORT', 'REDIS_URL', 'TRUST_PROXY']);
+  });
+
+  test('production without REDIS_URL refuses to start', async () => {
+    const run = await boot({ NODE_ENV: 'production', ISSUER: 'https://id.example.com', PORT: '0' });
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr.trim(), /^latchkey: configuration: REDIS_URL: .*production[^\n]*$/);
+  });
+});

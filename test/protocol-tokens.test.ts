@@ -1,0 +1,315 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { keys } from '../src/storage/keys.ts';
+import type { RedisStore } from '../src/storage/redis-store.ts';
+import { endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { startServer, type TestServer } from './helpers/server.ts';
+import { API_URI, createWorld, JWT_API_URI, type World } from './helpers/world.ts';
+
+/** Tokens: the code flow with PKCE, ID tokens, APIs, introspection, refresh, replay and revocation. */
+let redis: TestRedis;
+let server: TestServer;
+let world: World;
+let call: ReturnType<typeof endpoints>;
+
+before(async () => {
+  redis = await startRedis();
+  server = await startServer({ redisUrl: redis.url });
+  world = await createWorld(server);
+  call = endpoints(server.issuer);
+});
+
+after(async () => {
+  await server?.close();
+  await redis?.dispose();
+});
+
+const signInShop = (scope: string, params?: Record<string, string | undefined>) =>
+  signInAndRedeem({ issuer: server.issuer, client: world.shop, user: world.user, scope, params });
+
+const inactive = { active: false };
+
+describe('authorization code with PKCE', () => {
+  it('returns code, state and iss (RFC 9207) to the redirect_uri and tokens for the code', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid profile email offline_access api:read' });
+    assert.ok(flow.callback, `did not reach the client: ${flow.page?.html.slice(0, 300)}`);
+    assert.equal(flow.callback.origin + flow.callback.pathname, world.shop.redirectUri);
+    assert.equal(flow.callback.searchParams.get('iss'), server.issuer);
+    assert.equal(flow.callback.searchParams.get('state'), flow.state);
+    assert.ok(flow.code);
+
+    const res = await call.redeem(world.shop, flow.code, flow.verifier);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(res.body.token_type, 'Bearer');
+    assert.equal(typeof res.body.access_token, 'string');
+    assert.equal(typeof res.body.refresh_token, 'string', 'offline_access without prompt=consent still gives a refresh token');
+    assert.equal(typeof res.body.id_token, 'string');
+  });
+
+  it('signs an ID token that verifies against the JWKS and names the person, even when the access token is for an API', async () => {
+    const { flow, tokens } = await signInShop('openid profile email api:read');
+    const jwks = createRemoteJWKSet(new URL('/jwks', server.issuer));
+    const { payload, protectedHeader } = await jwtVerify(tokens.id_token!, jwks, { issuer: server.issuer, audience: world.shop.clientId });
+    assert.equal(protectedHeader.alg, 'RS256');
+    assert.equal(payload.sub, world.user.id);
+    assert.equal(payload.nonce, flow.nonce);
+    assert.equal(payload.email, world.user.email);
+    assert.equal(payload.email_verified, true);
+    assert.equal(payload.name, world.user.name);
+    // …and the access token really is for the API.
+    const seen = await call.introspect(world.api, tokens.access_token);
+    assert.equal(seen.body.active, true);
+  });
+
+  it('leaves profile and email out of the ID token when they were not asked for', async () => {
+    const { tokens } = await signInShop('openid');
+    const { payload } = await jwtVerify(tokens.id_token!, createRemoteJWKSet(new URL('/jwks', server.issuer)));
+    assert.equal(payload.sub, world.user.id);
+    assert.equal(payload.email, undefined);
+    assert.equal(payload.name, undefined);
+  });
+
+  it('serves userinfo for an openid-only access token', async () => {
+    const { tokens } = await signInShop('openid profile email');
+    const res = await fetch(new URL('/me', server.issuer), { headers: { authorization: `Bearer ${tokens.access_token}` } });
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as Record<string, unknown>;
+    assert.equal(body.sub, world.user.id);
+    assert.equal(body.email, world.user.email);
+    assert.equal(body.name, world.user.name);
+  });
+
+  it('refuses a code redeemed with the wrong PKCE verifier', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid' });
+    const res = await call.redeem(world.shop, flow.code!, 'x'.repeat(43));
+    assert.equal(res.status, 400);
+    assert.equal(res.body.error, 'invalid_grant');
+  });
+});
+
+describe('API scopes and introspection', () => {
+  let apiToken: string;
+  let openidToken: string;
+
+  before(async () => {
+    apiToken = (await signInShop('openid api:read')).tokens.access_token;
+    openidToken = (await signInShop('openid')).tokens.access_token;
+  });
+
+  it('issues a token for the API that owns the scope when no resource is named', async () => {
+    const res = await call.introspect(world.api, apiToken);
+    assert.equal(res.status, 200);
+    assert.equal(res.body.active, true);
+    assert.deepEqual([res.body.aud].flat(), [API_URI]);
+    assert.equal(res.body.client_id, world.shop.clientId);
+    assert.equal(res.body.sub, world.user.id);
+    assert.match(String(res.body.scope), /\bapi:read\b/);
+  });
+
+  it('answers exactly {"active":false} to an API introspecting a token that is not for it', async () => {
+    const res = await call.introspect(world.api, openidToken);
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, inactive);
+    // The JWT API has no business with the opaque API's tokens either.
+    assert.deepEqual((await call.introspect(world.jwtApi, apiToken)).body, inactive);
+  });
+
+  it('lets a client introspect its own token, and no other client', async () => {
+    assert.equal((await call.introspect(world.shop, openidToken)).body.active, true);
+    assert.deepEqual((await call.introspect(world.other, openidToken)).body, inactive);
+    assert.deepEqual((await call.introspect(world.other, apiToken)).body, inactive);
+    assert.deepEqual((await call.introspect(world.machine, apiToken)).body, inactive);
+  });
+
+  it('answers {"active":false} for unknown and expired tokens', async () => {
+    assert.deepEqual((await call.introspect(world.api, 'not-a-token')).body, inactive);
+    assert.deepEqual((await call.introspect(world.api, apiToken.slice(0, -2) + 'AA')).body, inactive);
+
+    // Age a stored token past its expiry (what the clock would do in an hour).
+    const expiring = (await signInShop('openid api:read')).tokens.access_token;
+    const redisClient = (server.store as RedisStore).client;
+    const key = keys.model('AccessToken', expiring);
+    const payload = JSON.parse((await redisClient.hget(key, 'p'))!) as Record<string, number>;
+    payload.iat! -= 7200;
+    payload.exp = Math.floor(Date.now() / 1000) - 10;
+    await redisClient.hset(key, 'p', JSON.stringify(payload));
+    assert.deepEqual((await call.introspect(world.api, expiring)).body, inactive);
+    assert.deepEqual((await call.introspect(world.shop, expiring)).body, inactive);
+  });
+
+  it('refuses introspection without client authentication (401 invalid_client)', async () => {
+    const res = await call.introspect({ clientId: 'anonymous' }, apiToken);
+    assert.equal(res.status, 401);
+    assert.equal(res.body.error, 'invalid_client');
+    assert.equal(res.body.active, undefined);
+    const unknownClient = await call.introspect({ clientId: 'no-such-client', secret: 'whatever' }, apiToken);
+    assert.equal(unknownClient.status, 401);
+    assert.equal(unknownClient.body.error, 'invalid_client');
+    const wrong = await call.introspect({ clientId: world.api.clientId, secret: 'wrong-secret' }, apiToken);
+    assert.equal(wrong.status, 401);
+    assert.equal(wrong.body.error, 'invalid_client');
+  });
+
+  it('supports RFC 8707 resource indicators at authorization', async () => {
+    const { tokens } = await signInShop('openid api:read', { resource: API_URI });
+    const res = await call.introspect(world.api, tokens.access_token);
+    assert.equal(res.body.active, true);
+    assert.deepEqual([res.body.aud].flat(), [API_URI]);
+  });
+
+  it('refuses a resource that is not registered (invalid_target)', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid api:read', params: { resource: 'https://unknown.example' } });
+    assert.equal(flow.code, undefined);
+    assert.equal(flow.callback?.searchParams.get('error'), 'invalid_target');
+  });
+
+  it('issues ES256 JWT access tokens with the API as audience for a JWT API', async () => {
+    const { tokens } = await signInShop('openid jwt:read');
+    const header = decodeProtectedHeader(tokens.access_token);
+    assert.equal(header.alg, 'ES256');
+    assert.equal(header.typ, 'at+jwt');
+    const { payload } = await jwtVerify(tokens.access_token, createRemoteJWKSet(new URL('/jwks', server.issuer)), {
+      issuer: server.issuer,
+      audience: JWT_API_URI,
+      typ: 'at+jwt',
+    });
+    assert.equal(payload.sub, world.user.id);
+    assert.equal(payload.client_id, world.shop.clientId);
+    assert.match(String(payload.scope), /\bjwt:read\b/);
+  });
+});
+
+describe('client credentials', () => {
+  it('gives a machine client a token for the API of its scope, which that API can introspect', async () => {
+    const res = await call.token(world.machine, { grant_type: 'client_credentials', scope: 'api:read' });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(res.body.scope, 'api:read');
+    const seen = await call.introspect(world.api, String(res.body.access_token));
+    assert.equal(seen.body.active, true);
+    assert.deepEqual([seen.body.aud].flat(), [API_URI]);
+    assert.equal(seen.body.client_id, world.machine.clientId);
+    assert.deepEqual((await call.introspect(world.jwtApi, String(res.body.access_token))).body, inactive);
+  });
+
+  it('never grants a scope the machine client was not registered with', async () => {
+    const openid = await call.token(world.machine, { grant_type: 'client_credentials', scope: 'openid' });
+    assert.equal(openid.status, 400);
+    assert.equal(openid.body.error, 'invalid_scope');
+    const write = await call.token(world.machine, { grant_type: 'client_credentials', scope: 'api:read api:write' });
+    assert.equal(write.status, 200);
+    assert.equal(write.body.scope, 'api:read');
+    const seen = await call.introspect(world.api, String(write.body.access_token));
+    assert.equal(seen.body.scope, 'api:read');
+  });
+});
+
+describe('refresh tokens', () => {
+  it('rotates the refresh token on every use and refuses the used one', async () => {
+    const { tokens } = await signInShop('openid offline_access api:read');
+    const first = tokens.refresh_token!;
+    assert.ok(first);
+    const r1 = await call.refresh(world.shop, first);
+    assert.equal(r1.status, 200, JSON.stringify(r1.body));
+    assert.equal(r1.headers.get('cache-control'), 'no-store');
+    const second = String(r1.body.refresh_token);
+    assert.ok(second && second !== first, 'a new refresh token on use');
+    assert.equal((await call.introspect(world.api, String(r1.body.access_token))).body.active, true);
+    const r2 = await call.refresh(world.shop, second);
+    assert.equal(r2.status, 200, JSON.stringify(r2.body));
+    assert.notEqual(r2.body.refresh_token, second);
+  });
+
+  it('on reuse of a rotated refresh token refuses it and revokes the newest access and refresh tokens', async () => {
+    const { tokens } = await signInShop('openid offline_access api:read');
+    const rotated = tokens.refresh_token!;
+    const fresh = await call.refresh(world.shop, rotated);
+    assert.equal(fresh.status, 200);
+    const newestAccess = String(fresh.body.access_token);
+    const newestRefresh = String(fresh.body.refresh_token);
+    assert.equal((await call.introspect(world.api, newestAccess)).body.active, true);
+
+    const reuse = await call.refresh(world.shop, rotated);
+    assert.equal(reuse.status, 400);
+    assert.equal(reuse.body.error, 'invalid_grant');
+
+    assert.deepEqual((await call.introspect(world.api, newestAccess)).body, inactive);
+    assert.deepEqual((await call.introspect(world.shop, newestRefresh)).body, inactive);
+    const after = await call.refresh(world.shop, newestRefresh);
+    assert.equal(after.status, 400);
+    assert.equal(after.body.error, 'invalid_grant');
+  });
+
+  it('refuses another client’s refresh token', async () => {
+    const { tokens } = await signInShop('openid offline_access');
+    const res = await call.refresh(world.other, tokens.refresh_token!);
+    assert.equal(res.status, 400);
+    assert.equal(res.body.error, 'invalid_grant');
+  });
+});
+
+describe('authorization code replay', () => {
+  it('refuses a second redemption and revokes the tokens of the first', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid offline_access api:read' });
+    const first = await call.redeem(world.shop, flow.code!, flow.verifier);
+    assert.equal(first.status, 200);
+    assert.equal((await call.introspect(world.api, String(first.body.access_token))).body.active, true);
+
+    const second = await call.redeem(world.shop, flow.code!, flow.verifier);
+    assert.equal(second.status, 400);
+    assert.equal(second.body.error, 'invalid_grant');
+    assert.equal(second.body.access_token, undefined);
+
+    assert.deepEqual((await call.introspect(world.api, String(first.body.access_token))).body, inactive);
+    const refresh = await call.refresh(world.shop, String(first.body.refresh_token));
+    assert.equal(refresh.body.error, 'invalid_grant');
+  });
+
+  it('lets exactly one of many parallel redemptions of one code succeed', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid api:read' });
+    const results = await Promise.all(Array.from({ length: 10 }, () => call.redeem(world.shop, flow.code!, flow.verifier)));
+    const ok = results.filter((r) => r.status === 200);
+    assert.ok(ok.length <= 1, `${ok.length} redemptions succeeded`);
+    for (const r of results) if (r.status !== 200) assert.equal(r.body.error, 'invalid_grant');
+  });
+});
+
+describe('revocation (RFC 7009)', () => {
+  it('lets a client revoke its own access token', async () => {
+    const { tokens } = await signInShop('openid api:read');
+    assert.equal((await call.introspect(world.api, tokens.access_token)).body.active, true);
+    const res = await call.revoke(world.shop, tokens.access_token);
+    assert.equal(res.status, 200);
+    assert.deepEqual((await call.introspect(world.api, tokens.access_token)).body, inactive);
+    assert.deepEqual((await call.introspect(world.shop, tokens.access_token)).body, inactive);
+  });
+
+  it('answers 200 to another client revoking a token and leaves the token alive', async () => {
+    const { tokens } = await signInShop('openid api:read');
+    const res = await call.revoke(world.other, tokens.access_token);
+    assert.equal(res.status, 200);
+    assert.equal((await call.introspect(world.api, tokens.access_token)).body.active, true);
+    // Indistinguishable from revoking a token that does not exist.
+    const unknown = await call.revoke(world.other, 'no-such-token');
+    assert.equal(unknown.status, 200);
+  });
+
+  it('revoking a refresh token kills the access tokens of its grant', async () => {
+    const { tokens } = await signInShop('openid offline_access api:read');
+    const res = await call.revoke(world.shop, tokens.refresh_token!, 'refresh_token');
+    assert.equal(res.status, 200);
+    assert.deepEqual((await call.introspect(world.api, tokens.access_token)).body, inactive);
+    assert.equal((await call.refresh(world.shop, tokens.refresh_token!)).body.error, 'invalid_grant');
+  });
+
+  it('refuses revocation without client authentication', async () => {
+    const { tokens } = await signInShop('openid api:read');
+    const res = await call.revoke({ clientId: 'anonymous' }, tokens.access_token);
+    assert.equal(res.status, 401);
+    assert.equal(res.body.error, 'invalid_client');
+    assert.equal((await call.introspect(world.api, tokens.access_token)).body.active, true);
+  });
+});

@@ -1,0 +1,725 @@
+/**
+ * The storage contract: one suite body, run against the embedded MemoryStore and against RedisStore
+ * on a private redis-server. It covers the Store interface and the oidc-provider adapter on top of it,
+ * then the rules of DESIGN.md that only Redis can show (TTLs, key names, hash slots, outages) and the
+ * expiry of the embedded store under an injected clock.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { AdapterPayload } from 'oidc-provider';
+import { grantTag, keys } from '../src/storage/keys.ts';
+import { MemoryStore } from '../src/storage/memory-store.ts';
+import { createAdapterClass } from '../src/storage/oidc-adapter.ts';
+import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
+import { StorageUnavailable, type Store } from '../src/storage/store.ts';
+import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+
+const DAY = 24 * 60 * 60;
+
+/** A random id shaped like oidc-provider's (base64url of 32 bytes). */
+function randomId(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+/** A token id as oidc-provider generates it once token-ids.ts tags it: the grant's tag, then 256 random bits. */
+function tokenId(grantId: string): string {
+  return grantTag(grantId) + randomId();
+}
+
+function epoch() {
+  return Math.floor(Date.now() / 1000);
+}
+
+function adapters(store: Store) {
+  const Adapter = createAdapterClass(store, { find: async () => undefined });
+  return {
+    Adapter,
+    code: new Adapter('AuthorizationCode'),
+    access: new Adapter('AccessToken'),
+    refresh: new Adapter('RefreshToken'),
+    grant: new Adapter('Grant'),
+    session: new Adapter('Session'),
+    interaction: new Adapter('Interaction'),
+    par: new Adapter('PushedAuthorizationRequest'),
+    device: new Adapter('DeviceCode'),
+  };
+}
+
+interface GrantRecords {
+  grantId: string;
+  codeId: string;
+  accessId: string;
+  refreshId: string;
+}
+
+/** Writes a grant and one record of each grant-bound model, with payloads shaped like oidc-provider's. */
+async function seedGrant(store: Store): Promise<GrantRecords> {
+  const a = adapters(store);
+  const grantId = randomId();
+  const clientId = `client-${randomId().slice(0, 8)}`;
+  const now = epoch();
+  const records = { grantId, codeId: tokenId(grantId), accessId: tokenId(grantId), refreshId: tokenId(grantId) };
+  await a.grant.upsert(grantId, { jti: grantId, kind: 'Grant', iat: now, exp: now + 30 * DAY, accountId: 'acct-1', clientId, openid: { scope: 'openid offline_access' } }, 30 * DAY);
+  await a.code.upsert(records.codeId, {
+    jti: records.codeId, kind: 'AuthorizationCode', iat: now, exp: now + 60, accountId: 'acct-1', clientId, grantId,
+    scope: 'openid offline_access', redirectUri: 'https://app.example/cb', codeChallenge: 'x'.repeat(43), codeChallengeMethod: 'S256',
+  }, 60);
+  await a.access.upsert(records.accessId, {
+    jti: records.accessId, kind: 'AccessToken', iat: now, exp: now + 3600, accountId: 'acct-1', clientId, grantId, scope: 'openid', gty: 'authorization_code',
+  }, 3600);
+  await a.refresh.upsert(records.refreshId, {
+    jti: records.refreshId, kind: 'RefreshToken', iat: now, exp: now + 14 * DAY, accountId: 'acct-1', clientId, grantId, scope: 'openid offline_access', gty: 'authorization_code',
+  }, 14 * DAY);
+  return records;
+}
+
+/** Whether each record of the grant is still found, by model. */
+async function present(store: Store, r: GrantRecords) {
+  const a = adapters(store);
+  return {
+    Grant: (await a.grant.find(r.grantId)) !== undefined,
+    AuthorizationCode: (await a.code.find(r.codeId)) !== undefined,
+    AccessToken: (await a.access.find(r.accessId)) !== undefined,
+    RefreshToken: (await a.refresh.find(r.refreshId)) !== undefined,
+  };
+}
+
+const ALL_PRESENT = { Grant: true, AuthorizationCode: true, AccessToken: true, RefreshToken: true };
+const NONE_PRESENT = { Grant: false, AuthorizationCode: false, AccessToken: false, RefreshToken: false };
+
+function isInvalidGrant(err: unknown) {
+  return (err as { error?: string }).error === 'invalid_grant';
+}
+
+/** The suite body every Store implementation must pass. */
+function storeContract(getStore: () => Store) {
+  const k = (name: string) => `test:${name}:${randomId().slice(0, 10)}`;
+
+  describe('Store', () => {
+    test('set / get / del', async () => {
+      const store = getStore();
+      const key = k('kv');
+      assert.equal(await store.get(key), null);
+      assert.equal(await store.set(key, 'one'), true);
+      assert.equal(await store.get(key), 'one');
+      assert.equal(await store.set(key, 'two'), true);
+      assert.equal(await store.get(key), 'two');
+      assert.equal(await store.del(key, k('never-written')), 1);
+      assert.equal(await store.get(key), null);
+      assert.equal(await store.del(key), 0);
+      assert.equal(await store.del(), 0);
+    });
+
+    test('set with ifAbsent writes only once', async () => {
+      const store = getStore();
+      const key = k('nx');
+      assert.equal(await store.set(key, 'first', { ifAbsent: true }), true);
+      assert.equal(await store.set(key, 'second', { ifAbsent: true }), false);
+      assert.equal(await store.set(key, 'third', { ifAbsent: true, ttl: 60 }), false);
+      assert.equal(await store.get(key), 'first');
+      const other = k('nx-ttl');
+      assert.equal(await store.set(other, 'a', { ifAbsent: true, ttl: 60 }), true);
+      assert.equal(await store.get(other), 'a');
+    });
+
+    test('ifAbsent under contention: exactly one writer wins', async () => {
+      const store = getStore();
+      const key = k('nx-race');
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.set(key, `w${i}`, { ifAbsent: true, ttl: 60 })));
+      assert.equal(results.filter(Boolean).length, 1);
+      assert.equal(await store.get(key), `w${results.indexOf(true)}`);
+    });
+
+    test('set with ttl keeps the value readable', async () => {
+      const store = getStore();
+      const key = k('ttl');
+      assert.equal(await store.set(key, 'v', { ttl: 60 }), true);
+      assert.equal(await store.get(key), 'v');
+    });
+
+    test('sets: add, members, remove', async () => {
+      const store = getStore();
+      const key = k('set');
+      assert.deepEqual(await store.setMembers(key), []);
+      await store.setAdd(key, 'b');
+      await store.setAdd(key, 'a');
+      await store.setAdd(key, 'a');
+      assert.deepEqual((await store.setMembers(key)).sort(), ['a', 'b']);
+      await store.setRemove(key, 'a');
+      await store.setRemove(key, 'not-a-member');
+      assert.deepEqual(await store.setMembers(key), ['b']);
+      await store.setRemove(key, 'b');
+      assert.deepEqual(await store.setMembers(key), []);
+      await store.setRemove(k('missing-set'), 'x');
+    });
+
+    test('putModel / getModel', async () => {
+      const store = getStore();
+      const key = k('model');
+      assert.equal(await store.getModel(key), null);
+      await store.putModel(key, '{"a":1}', 60);
+      assert.deepEqual(await store.getModel(key), { payload: '{"a":1}' });
+      await store.putModel(key, '{"a":2}', 60);
+      assert.deepEqual(await store.getModel(key), { payload: '{"a":2}' });
+    });
+
+    test('consumeModel: consumed once, then reused (which deletes the index), missing when absent', async () => {
+      const store = getStore();
+      const tag = randomId().slice(0, 16);
+      const index = `lk:{${tag}}:grant`;
+      const code = `lk:{${tag}}:AuthorizationCode:${randomId()}`;
+      const sibling = `lk:{${tag}}:AccessToken:${randomId()}`;
+      await store.putModel(code, 'code', 60, index);
+      await store.putModel(sibling, 'at', 3600, index);
+      assert.deepEqual((await store.setMembers(index)).sort(), [code, sibling].sort());
+
+      const now = epoch();
+      assert.equal(await store.consumeModel(code, index, now), 'consumed');
+      assert.deepEqual(await store.getModel(code), { payload: 'code', consumed: now });
+      assert.deepEqual(await store.getModel(sibling), { payload: 'at' }, 'a first consume touches nothing else');
+
+      assert.equal(await store.consumeModel(code, index, now + 1), 'reused');
+      assert.equal(await store.getModel(code), null);
+      assert.equal(await store.getModel(sibling), null);
+      assert.deepEqual(await store.setMembers(index), []);
+
+      assert.equal(await store.consumeModel(code, index, now), 'missing');
+      assert.equal(await store.consumeModel(k('never'), undefined, now), 'missing');
+    });
+
+    test('consumeModel without an index', async () => {
+      const store = getStore();
+      const key = k('par');
+      await store.putModel(key, 'p', 60);
+      assert.equal(await store.consumeModel(key, undefined, 5), 'consumed');
+      assert.equal(await store.consumeModel(key, undefined, 6), 'reused');
+      assert.deepEqual(await store.getModel(key), { payload: 'p', consumed: 5 }, 'the first mark stays');
+    });
+
+    test('deleteIndexed deletes what is listed and the index, nothing else', async () => {
+      const store = getStore();
+      const tag = randomId().slice(0, 16);
+      const index = `lk:{${tag}}:grant`;
+      const listed = [1, 2, 3].map((i) => `lk:{${tag}}:AccessToken:${i}-${randomId()}`);
+      const unlisted = `lk:{${tag}}:AccessToken:other-${randomId()}`;
+      for (const key of listed) await store.putModel(key, key, 60, index);
+      await store.putModel(unlisted, 'u', 60);
+      await store.deleteIndexed(index);
+      for (const key of listed) assert.equal(await store.getModel(key), null);
+      assert.deepEqual(await store.setMembers(index), []);
+      assert.deepEqual(await store.getModel(unlisted), { payload: 'u' });
+      await store.deleteIndexed(index); // again: nothing to do, no error
+    });
+
+    test('ping resolves', async () => {
+      await getStore().ping();
+    });
+  });
+
+  describe('oidc-provider adapter', () => {
+    test('upsert / find round-trips the payload and restores jti', async () => {
+      const { code } = adapters(getStore());
+      const grantId = randomId();
+      const id = tokenId(grantId);
+      const payload: AdapterPayload = {
+        jti: id, kind: 'AuthorizationCode', iat: 1_700_000_000, exp: 1_700_000_060, accountId: 'acct', clientId: 'app', grantId,
+        scope: 'openid', redirectUri: 'https://app.example/cb', claims: { id_token: { acr: { essential: true } } }, resource: ['https://api.example'],
+      };
+      await code.upsert(id, payload, 60);
+      assert.deepEqual(await code.find(id), payload);
+      assert.equal(await code.find(tokenId(grantId)), undefined);
+      assert.equal(await code.find(''), undefined);
+    });
+
+    test('the bearer value (jti) is not stored in a token payload', async () => {
+      const store = getStore();
+      const { access } = adapters(store);
+      const grantId = randomId();
+      const id = tokenId(grantId);
+      await access.upsert(id, { jti: id, kind: 'AccessToken', grantId, clientId: 'app' }, 60);
+      const raw = await store.getModel(keys.model('AccessToken', id));
+      assert.ok(raw);
+      assert.ok(!raw.payload.includes(id.slice(16)), 'the stored payload holds no part of the token value');
+    });
+
+    test('Session: find by id and by uid; destroy', async () => {
+      const { session } = adapters(getStore());
+      const id = randomId();
+      const uid = randomId();
+      const payload: AdapterPayload = { jti: id, uid, kind: 'Session', iat: 1, exp: 2, accountId: 'acct', loginTs: 1, authorizations: { app: { sid: 'sid', grantId: 'g' } } };
+      await session.upsert(id, payload, 3600);
+      assert.deepEqual(await session.find(id), payload);
+      assert.deepEqual(await session.findByUid(uid), payload);
+      assert.equal(await session.findByUid(randomId()), undefined);
+      await session.destroy(id);
+      assert.equal(await session.find(id), undefined);
+      assert.equal(await session.findByUid(uid), undefined);
+    });
+
+    test('DeviceCode: find by user code', async () => {
+      const { device } = adapters(getStore());
+      const id = randomId();
+      const userCode = 'BCDF-GHJK';
+      await device.upsert(id, { jti: id, kind: 'DeviceCode', userCode, clientId: 'tv' }, 600);
+      assert.equal((await device.findByUserCode(userCode))?.jti, id);
+      assert.equal(await device.findByUserCode('ZZZZ-ZZZZ'), undefined);
+    });
+
+    test('Client is looked up through the registry, never the store', async () => {
+      const Adapter = createAdapterClass(getStore(), { find: async (id) => (id === 'app' ? { client_id: 'app' } : undefined) });
+      const clients = new Adapter('Client');
+      assert.deepEqual(await clients.find('app'), { client_id: 'app' });
+      assert.equal(await clients.find('other'), undefined);
+    });
+
+    test('destroy removes one record', async () => {
+      const store = getStore();
+      const r = await seedGrant(store);
+      await adapters(store).access.destroy(r.accessId);
+      assert.deepEqual(await present(store, r), { ...ALL_PRESENT, AccessToken: false });
+    });
+
+    test('revokeByGrantId removes the records of its model in that grant, and nothing of another grant', async () => {
+      const store = getStore();
+      const a = adapters(store);
+      const victim = await seedGrant(store);
+      const bystander = await seedGrant(store);
+      assert.deepEqual(await present(store, victim), ALL_PRESENT);
+      // oidc-provider revokes a grant model by model, then destroys the Grant only if its policy says so
+      // (revoking an access token keeps the Grant, and with it the person's consent).
+      await a.access.revokeByGrantId(victim.grantId);
+      assert.deepEqual(await present(store, victim), { ...ALL_PRESENT, AccessToken: false });
+      await a.refresh.revokeByGrantId(victim.grantId);
+      await a.code.revokeByGrantId(victim.grantId);
+      assert.deepEqual(await present(store, victim), { ...NONE_PRESENT, Grant: true });
+      await a.grant.destroy(victim.grantId);
+      assert.deepEqual(await present(store, victim), NONE_PRESENT);
+      assert.deepEqual(await present(store, bystander), ALL_PRESENT);
+      // Records written to the grant afterwards are revoked by the next revocation too.
+      const late = tokenId(bystander.grantId);
+      await a.access.upsert(late, { jti: late, kind: 'AccessToken', grantId: bystander.grantId }, 60);
+      await a.access.revokeByGrantId(bystander.grantId);
+      assert.equal(await a.access.find(late), undefined);
+      assert.deepEqual(await present(store, bystander), { ...ALL_PRESENT, AccessToken: false });
+    });
+
+    test('consume marks a record consumed; consume of a missing record is invalid_grant', async () => {
+      const store = getStore();
+      const a = adapters(store);
+      const r = await seedGrant(store);
+      const before = epoch();
+      await a.code.consume(r.codeId);
+      const consumed = (await a.code.find(r.codeId))?.consumed;
+      assert.equal(typeof consumed, 'number');
+      assert.ok((consumed as number) >= before && (consumed as number) <= epoch());
+      await assert.rejects(a.code.consume(tokenId(r.grantId)), isInvalidGrant);
+    });
+
+    test('consume of a non-consumable model is a no-op', async () => {
+      const store = getStore();
+      const a = adapters(store);
+      const r = await seedGrant(store);
+      await a.access.consume(r.accessId);
+      await a.access.consume(r.accessId);
+      assert.deepEqual(await present(store, r), ALL_PRESENT);
+    });
+
+    test('PushedAuthorizationRequest: consumed once, then invalid_grant', async () => {
+      const { par } = adapters(getStore());
+      const id = randomId();
+      await par.upsert(id, { jti: id, kind: 'PushedAuthorizationRequest', request: 'eyJ...', dupe: false }, 60);
+      await par.consume(id);
+      await assert.rejects(par.consume(id), isInvalidGrant);
+    });
+
+    for (const model of ['AuthorizationCode', 'RefreshToken'] as const) {
+      test(`20 parallel redemptions of one ${model === 'AuthorizationCode' ? 'authorization code' : 'refresh token'}: exactly one succeeds`, async () => {
+        const store = getStore();
+        const a = adapters(store);
+        const r = await seedGrant(store);
+        const bystander = await seedGrant(store);
+        const id = model === 'AuthorizationCode' ? r.codeId : r.refreshId;
+        const adapter = model === 'AuthorizationCode' ? a.code : a.refresh;
+
+        const results = await Promise.allSettled(Array.from({ length: 20 }, () => adapter.consume(id)));
+        const won = results.filter((s) => s.status === 'fulfilled');
+        const lost = results.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
+        assert.equal(won.length, 1);
+        assert.equal(lost.length, 19);
+        for (const failure of lost) {
+          assert.ok(isInvalidGrant(failure.reason), `rejected with ${String(failure.reason)}`);
+          assert.equal(failure.reason instanceof StorageUnavailable, false);
+        }
+        // Reuse revokes the grant: none of its records survives, another grant's all do.
+        assert.deepEqual(await present(store, r), NONE_PRESENT);
+        assert.deepEqual(await present(store, bystander), ALL_PRESENT);
+        // And a later redemption fails as well.
+        await assert.rejects(adapter.consume(id), isInvalidGrant);
+      });
+    }
+  });
+}
+
+/** The part of a key Redis Cluster hashes: the first non-empty `{…}`, else the whole key. */
+function hashedPart(key: string): string {
+  const open = key.indexOf('{');
+  if (open === -1) return key;
+  const close = key.indexOf('}', open + 1);
+  if (close === -1 || close === open + 1) return key;
+  return key.slice(open + 1, close);
+}
+
+/** CRC16/XMODEM mod 16384, as Redis Cluster computes a key's slot. */
+function keySlot(key: string): number {
+  let crc = 0;
+  for (const byte of Buffer.from(hashedPart(key))) {
+    crc ^= byte << 8;
+    for (let i = 0; i < 8; i += 1) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc % 16384;
+}
+
+describe('MemoryStore', () => {
+  const store = new MemoryStore();
+  after(() => store.close());
+  storeContract(() => store);
+
+  describe('expiry (injected clock)', () => {
+    let t = 1_700_000_000_000;
+    const clocked = new MemoryStore({ now: () => t });
+    after(() => clocked.close());
+
+    test('values, models, indexes and lookups disappear after their TTL, without sleeping', async () => {
+      const a = adapters(clocked);
+      await clocked.set('plain', 'v', { ttl: 10 });
+      await clocked.set('forever', 'v');
+      const r = await seedGrant(clocked);
+      const sessionId = randomId();
+      const uid = randomId();
+      await a.session.upsert(sessionId, { jti: sessionId, uid, kind: 'Session' }, 120);
+      const baseline = clocked.size();
+
+      t += 10_000 - 1;
+      assert.equal(await clocked.get('plain'), 'v');
+      t += 1;
+      assert.equal(await clocked.get('plain'), null);
+      assert.equal(await clocked.set('plain', 'again', { ifAbsent: true }), true, 'an expired key is absent');
+
+      t += 50_000; // 60 s: the authorization code is gone, the rest of the grant is not
+      assert.deepEqual(await present(clocked, r), { ...ALL_PRESENT, AuthorizationCode: false });
+      await assert.rejects(a.code.consume(r.codeId), isInvalidGrant);
+
+      t += 60_000; // 120 s: the session and its uid lookup
+      assert.equal(await a.session.find(sessionId), undefined);
+      assert.equal(await a.session.findByUid(uid), undefined);
+
+      t += 3600_000; // the access token
+      assert.deepEqual(await present(clocked, r), { ...ALL_PRESENT, AuthorizationCode: false, AccessToken: false });
+
+      t += 30 * DAY * 1000; // everything of the grant, and its index
+      assert.deepEqual(await present(clocked, r), NONE_PRESENT);
+      assert.deepEqual(await clocked.setMembers(keys.grantIndex(r.grantId)), []);
+      assert.ok(baseline > 2);
+      assert.equal(clocked.size(), 2, 'only the keys written without a TTL remain');
+      assert.equal(await clocked.get('forever'), 'v');
+    });
+
+    test('an index lives as long as its longest-lived member', async () => {
+      const index = 'lk:{clocktag}:grant';
+      await clocked.putModel('lk:{clocktag}:RefreshToken:1', 'long', 100, index);
+      await clocked.putModel('lk:{clocktag}:AccessToken:1', 'short', 10, index);
+      t += 50_000;
+      assert.deepEqual(await clocked.setMembers(index), ['lk:{clocktag}:RefreshToken:1', 'lk:{clocktag}:AccessToken:1']);
+      await clocked.deleteIndexed(index);
+      assert.equal(await clocked.getModel('lk:{clocktag}:RefreshToken:1'), null);
+      await clocked.putModel('lk:{clocktag}:AccessToken:2', 'short', 10, index);
+      t += 10_000;
+      assert.deepEqual(await clocked.setMembers(index), [], 'the index expires with its last member');
+    });
+  });
+});
+
+describe('RedisStore', () => {
+  let testRedis: TestRedis;
+  let store: RedisStore;
+
+  before(async () => {
+    testRedis = await startRedis();
+    store = new RedisStore(connectRedis(testRedis.url, 1000));
+    await store.ready(5000);
+  });
+  after(async () => {
+    await store?.close();
+    await testRedis?.dispose();
+  });
+
+  storeContract(() => store);
+
+  describe('Redis key rules', () => {
+    interface Written {
+      grants: GrantRecords[];
+      secrets: string[];
+      sessionId: string;
+      uid: string;
+    }
+    let written: Written;
+
+    before(async () => {
+      // A realistic mix: two sign-ins with every grant-bound record, a session, an interaction,
+      // a pushed request, a device code with its user code, and a record without an expiry.
+      const a = adapters(store);
+      const grants = [await seedGrant(store), await seedGrant(store)];
+      const sessionId = randomId();
+      const uid = randomId();
+      await a.session.upsert(sessionId, { jti: sessionId, uid, kind: 'Session', accountId: 'acct-1', authorizations: {} }, 14 * DAY);
+      const interactionId = randomId();
+      await a.interaction.upsert(interactionId, { jti: interactionId, kind: 'Interaction', uid: interactionId, params: { client_id: 'app' } }, 3600);
+      const parId = randomId();
+      await a.par.upsert(parId, { jti: parId, kind: 'PushedAuthorizationRequest', request: 'x' }, 60);
+      const deviceId = randomId();
+      const userCode = 'WXYZ-BCDF';
+      await a.device.upsert(deviceId, { jti: deviceId, kind: 'DeviceCode', userCode, clientId: 'tv' }, 600);
+      const noExpiry = tokenId(grants[0]!.grantId);
+      await a.access.upsert(noExpiry, { jti: noExpiry, kind: 'AccessToken', grantId: grants[0]!.grantId }, 0);
+      const secrets = [
+        ...grants.flatMap((g) => [g.codeId, g.accessId, g.refreshId, g.grantId]),
+        noExpiry, sessionId, uid, interactionId, parId, deviceId, userCode,
+      ];
+      written = { grants, secrets, sessionId, uid };
+    });
+
+    async function allKeys(pattern: string): Promise<string[]> {
+      const found: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, batch] = await store.client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+        cursor = next;
+        found.push(...batch);
+      } while (cursor !== '0');
+      return found;
+    }
+
+    test('every key of an oidc model or an index has a TTL', async () => {
+      const found = await allKeys('lk:{*');
+      assert.ok(found.length >= 20, `found ${found.length} keys`);
+      for (const key of found) {
+        const ttl = await store.client.ttl(key);
+        assert.ok(ttl > 0, `${key} has TTL ${ttl}`);
+      }
+      const session = await store.client.ttl(keys.model('Session', written.sessionId));
+      assert.ok(session > 14 * DAY - 5 && session <= 14 * DAY);
+      assert.ok((await store.client.ttl(keys.sessionUid(written.uid))) > 14 * DAY - 5);
+    });
+
+    test('an index lives as long as its longest-lived member, no shorter, no longer', async () => {
+      for (const g of written.grants) {
+        const index = keys.grantIndex(g.grantId);
+        const members = await store.client.smembers(index);
+        assert.ok(members.length >= 4, `${index} lists ${members.length}`);
+        const indexTtl = await store.client.ttl(index);
+        const memberTtls = await Promise.all(members.map((m) => store.client.ttl(m)));
+        for (const [i, ttl] of memberTtls.entries()) assert.ok(indexTtl >= ttl, `index ${indexTtl} s < ${members[i]} ${ttl} s`);
+        assert.ok(indexTtl <= Math.max(...memberTtls) + 1, 'an index does not outlive what it lists');
+      }
+    });
+
+    test('no key name carries a token, code, session id, uid or user code', async () => {
+      const found = await allKeys('lk:*');
+      for (const key of found) {
+        for (const secret of written.secrets) {
+          assert.ok(!key.includes(secret), `${key} contains ${secret}`);
+          // Nor any long piece of one (a token id's first 16 characters are its grant's public tag).
+          const random = secret.length > 40 ? secret.slice(-32) : secret;
+          for (let i = 0; i + 12 <= random.length; i += 1) assert.ok(!key.includes(random.slice(i, i + 12)), `${key} contains part of a secret`);
+        }
+      }
+    });
+
+    test('all keys of one grant hash to one cluster slot, and grants are spread', async () => {
+      const slots = [];
+      for (const g of written.grants) {
+        const grantKeys = [
+          keys.grantIndex(g.grantId),
+          keys.model('Grant', g.grantId),
+          keys.model('AuthorizationCode', g.codeId),
+          keys.model('AccessToken', g.accessId),
+          keys.model('RefreshToken', g.refreshId),
+          ...(await store.client.smembers(keys.grantIndex(g.grantId))),
+        ];
+        const tags = new Set(grantKeys.map(hashedPart));
+        assert.equal(tags.size, 1, `one hash tag per grant, got ${[...tags].join(', ')}`);
+        assert.equal(new Set(grantKeys.map(keySlot)).size, 1);
+        slots.push(keySlot(grantKeys[0]!));
+      }
+      assert.notEqual(hashedPart(keys.grantIndex(written.grants[0]!.grantId)), hashedPart(keys.grantIndex(written.grants[1]!.grantId)));
+      assert.equal(keySlot('123456789'), 12739, 'the slot function matches Redis Cluster');
+    });
+  });
+});
+
+describe('RedisStore when Redis is away', () => {
+  const timeoutMs = 300;
+
+  /** Runs a call that must fail fast with StorageUnavailable, and says how long it took. */
+  async function failsFast(name: string, call: () => Promise<unknown>) {
+    const started = performance.now();
+    await assert.rejects(call(), (err) => {
+      assert.ok(err instanceof StorageUnavailable, `${name}: rejected with ${String(err)}`);
+      assert.equal(err.error, 'temporarily_unavailable');
+      assert.equal(err.status, 503);
+      return true;
+    });
+    const took = performance.now() - started;
+    assert.ok(took < 2000, `${name} took ${Math.round(took)} ms`);
+  }
+
+  function everyCall(store: Store) {
+    const a = adapters(store);
+    const grantId = randomId();
+    const id = tokenId(grantId);
+    return {
+      get: () => store.get('test:x'),
+      set: () => store.set('test:x', 'v', { ttl: 5 }),
+      setIfAbsent: () => store.set('test:y', 'v', { ifAbsent: true }),
+      del: () => store.del('test:x'),
+      setAdd: () => store.setAdd('test:s', 'm'),
+      setMembers: () => store.setMembers('test:s'),
+      putModel: () => store.putModel(keys.model('AccessToken', id), '{}', 60, keys.grantIndex(grantId)),
+      getModel: () => store.getModel(keys.model('AccessToken', id)),
+      consumeModel: () => store.consumeModel(keys.model('AuthorizationCode', id), keys.grantIndex(grantId), 1),
+      deleteIndexed: () => store.deleteIndexed(keys.grantIndex(grantId)),
+      ping: () => store.ping(),
+      'adapter.upsert': () => a.access.upsert(id, { jti: id, grantId }, 60),
+      'adapter.find': () => a.access.find(id),
+      'adapter.consume': () => a.code.consume(id),
+      'adapter.revokeByGrantId': () => a.grant.revokeByGrantId(grantId),
+    };
+  }
+
+  test('a store whose Redis never answered: ready() and every call reject with StorageUnavailable, quietly', async () => {
+    const port = await freePort(); // nothing listens there
+    const store = new RedisStore(connectRedis(`redis://127.0.0.1:${port}`, timeoutMs));
+    // Connection errors surface through the calls, not as ioredis' "Unhandled error event" on stderr.
+    const printed: string[] = [];
+    const consoleError = console.error;
+    console.error = (...args: unknown[]) => void printed.push(args.map(String).join(' '));
+    try {
+      await failsFast('ready', () => store.ready(500));
+      for (const [name, call] of Object.entries(everyCall(store))) await failsFast(name, call);
+    } finally {
+      console.error = consoleError;
+      await store.close();
+    }
+    assert.deepEqual(printed.filter((line) => line.includes('ioredis')), []);
+  });
+
+  test('a call that failed during an outage is not replayed when Redis comes back', async () => {
+    const redis = await startRedis({ ownServer: true });
+    const store = new RedisStore(connectRedis(redis.url, timeoutMs));
+    const admin = connectRedis(redis.url, 5000);
+    try {
+      await store.ready(5000);
+      await new RedisStore(admin).ready(5000);
+      const a = adapters(store);
+      const grantId = randomId();
+      const codeId = tokenId(grantId);
+      // Redis stops answering with these calls in flight; their callers get StorageUnavailable (a 503)...
+      await admin.call('CLIENT', 'PAUSE', '5000', 'ALL');
+      await failsFast('set', () => store.set('test:ghost', 'v'));
+      await failsFast('upsert', () => a.code.upsert(codeId, { jti: codeId, grantId, kind: 'AuthorizationCode' }, 60));
+      // ...then the connection drops and Redis comes back (empty: no persistence).
+      await redis.stop();
+      await redis.restart();
+      const deadline = Date.now() + 10_000;
+      while (!(await store.ping().then(() => true, () => false))) {
+        if (Date.now() > deadline) throw new Error('the store did not recover within 10 s');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await store.ping(); // a round trip after anything ioredis might have resent on reconnect
+      assert.equal(await store.get('test:ghost'), null, 'a write reported as failed took effect later');
+      assert.equal(await a.code.find(codeId), undefined, 'an upsert reported as failed took effect later');
+    } finally {
+      admin.disconnect();
+      await store.close();
+      await redis.dispose();
+    }
+  });
+
+  test('a store whose Redis stops: fails fast while it is down, recovers by itself after', async () => {
+    const redis = await startRedis({ ownServer: true });
+    const store = new RedisStore(connectRedis(redis.url, timeoutMs));
+    try {
+      await store.ready(5000);
+      const Adapter = createAdapterClass(store, { find: async () => undefined });
+      const grant = new Adapter('Grant');
+      await grant.upsert('g1', { jti: 'g1', kind: 'Grant' }, 60);
+
+      await redis.stop();
+      for (const [name, call] of Object.entries(everyCall(store))) await failsFast(name, call);
+      // Many at once, too: none hangs, none succeeds.
+      const started = performance.now();
+      const settled = await Promise.allSettled(Array.from({ length: 50 }, () => grant.find('g1')));
+      assert.ok(settled.every((s) => s.status === 'rejected' && s.reason instanceof StorageUnavailable));
+      assert.ok(performance.now() - started < 2000);
+
+      await redis.restart();
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        try {
+          await store.ping();
+          break;
+        } catch (err) {
+          assert.ok(err instanceof StorageUnavailable);
+          if (Date.now() > deadline) throw new Error('the store did not recover within 10 s of Redis coming back');
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      // Scripts work again (the restarted server has an empty script cache).
+      const grantId = randomId();
+      const id = tokenId(grantId);
+      const code = new Adapter('AuthorizationCode');
+      await code.upsert(id, { jti: id, grantId, kind: 'AuthorizationCode' }, 60);
+      await code.consume(id);
+      await assert.rejects(code.consume(id), isInvalidGrant);
+    } finally {
+      await store.close();
+      await redis.dispose();
+    }
+  });
+
+  test('a Redis that accepts but does not answer: calls time out with StorageUnavailable', async () => {
+    const redis = await startRedis({ ownServer: true });
+    const store = new RedisStore(connectRedis(redis.url, timeoutMs));
+    const admin = connectRedis(redis.url, 5000);
+    try {
+      await store.ready(5000);
+      await new RedisStore(admin).ready(5000);
+      await store.set('test:paused', 'v');
+      await admin.call('CLIENT', 'PAUSE', '1500', 'ALL');
+      await failsFast('get while paused', () => store.get('test:paused'));
+      await failsFast('consume while paused', () => adapters(store).code.consume(tokenId('g')));
+      // Once Redis answers again, so does the store (late replies do not confuse later calls).
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const value = await store.get('test:paused').catch((err) => {
+          assert.ok(err instanceof StorageUnavailable);
+          return undefined;
+        });
+        if (value !== undefined) {
+          assert.equal(value, 'v');
+          break;
+        }
+        if (Date.now() > deadline) throw new Error('the store did not answer again within 10 s');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(await store.set('test:after', 'w'), true);
+      assert.equal(await store.get('test:after'), 'w');
+      assert.equal(await store.get('test:paused'), 'v');
+    } finally {
+      admin.disconnect();
+      await store.close();
+      await redis.dispose();
+    }
+  });
+});
