@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import type Koa from 'koa';
 import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
+import { keys } from '../storage/keys.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
@@ -175,6 +177,13 @@ export async function createProvider({ config, store, accounts, registry, views 
   const provider = new Provider(config.ISSUER, configuration);
   provider.proxy = config.TRUST_PROXY;
   tagTokenIdsWithGrant(provider);
+  // DPoP proof and client assertion replay: upstream's `unique` is a find then a save, so two nodes
+  // (or two parallel requests) could both accept one proof. One SET NX is atomic, and one round trip.
+  (provider.ReplayDetection as unknown as { unique(iss: string, jti: string, exp: number): Promise<boolean> }).unique = async (iss, jti, exp) => {
+    const id = createHash('sha256').update(`${iss}${jti}`).digest('base64url');
+    const ttl = Math.max(1, Math.ceil(exp - Date.now() / 1000));
+    return store.set(keys.model('ReplayDetection', id), '1', { ttl, ifAbsent: true });
+  };
   provider.use(offlineAccessAsksForConsent);
   provider.use(missingClientAuthIsInvalidClient);
   // Put a client's API scopes back after oidc-provider validated it (providerClientMetadata), so that its
