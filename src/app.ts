@@ -1,13 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import Router from '@koa/router';
-import type { Context, Middleware } from 'koa';
+import Koa, { type Context, type Middleware } from 'koa';
 import { Accounts } from './accounts/accounts.ts';
 import type { Config } from './config.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import type { Logger } from './observability/logger.ts';
+import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
+import { watchProvider } from './observability/provider-events.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
+import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
 import { Csrf } from './security/csrf.ts';
 import { securityHeaders } from './security/headers.ts';
 import { RETRY_AFTER_SECONDS, StorageUnavailable, type Store } from './storage/store.ts';
@@ -23,27 +26,58 @@ export interface AppDeps {
  * Composes the server: oidc-provider is itself a Koa app, and our middleware and routes are
  * mounted in front of its own routes (provider.use), so cookies, keys and proxy trust are shared.
  */
-export async function createApp({ config, store, logger }: AppDeps) {
+export async function createApp({ config, store: rawStore, logger }: AppDeps) {
+  const metrics = new Metrics();
+  if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
+  const store = instrumentStore(rawStore, metrics);
+  watchStorageAvailability(rawStore, logger);
   const accounts = new Accounts(store);
   const registry = new Registry(store);
   const views = new Views();
   const { provider, cookieKeys } = await createProvider({ config, store, accounts, registry, views });
   const csrf = new Csrf(cookieKeys[0]!);
 
-  provider.on('server_error', (ctx: Context, err: Error) => {
-    logger.error({ err, requestId: ctx.state?.requestId, route: ctx.path }, 'server_error');
-  });
+  watchProvider(provider, logger, metrics);
 
-  provider.use(requestContext(logger, views));
+  // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
+  const ops = opsRoutes(store, metrics);
+  const opsApp = new Koa();
+  opsApp.use(ops.routes());
+
+  provider.use(requestContext(logger, views, metrics));
   provider.use(securityHeaders());
-  provider.use(basicRoutes(store).routes());
+  provider.use(staticRoutes().routes());
+  if (config.METRICS_PORT === undefined) provider.use(ops.routes());
   provider.use(interactionRoutes({ provider, accounts, store, views, csrf }).routes());
 
-  return { app: provider, provider, accounts, registry };
+  // The first-run demo app (/demo) and its account: development only, never in production or tests.
+  let demo: DemoSetup | undefined;
+  if (config.NODE_ENV === 'development') {
+    demo = await ensureDemo({ store, registry, accounts, issuer: config.ISSUER });
+    provider.use(demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes());
+  }
+
+  return { app: provider, provider, accounts, registry, metrics, opsApp, demo };
 }
 
-/** Request id, one log line per request, and errors of our own routes turned into clear answers. */
-function requestContext(logger: Logger, views: Views): Middleware {
+/** Logs each storage outage and recovery once, with stable `event` names (not once per failed request). */
+function watchStorageAvailability(store: Store, logger: Logger) {
+  let downSince = 0;
+  store.onAvailabilityChange?.((available, reason) => {
+    if (!available) {
+      downSince = Date.now();
+      logger.error({ event: 'storage_unavailable', reason }, 'storage unavailable: requests that need it answer 503 until it is back');
+    } else {
+      logger.info({ event: 'storage_recovered', downMs: downSince ? Date.now() - downSince : undefined }, 'storage answers again');
+    }
+  });
+}
+
+/**
+ * Request id, one log line per request (route pattern, never the path's ids, the query or the body),
+ * request metrics, and errors of our own routes turned into clear answers.
+ */
+function requestContext(logger: Logger, views: Views, metrics: Metrics): Middleware {
   return async (ctx, next) => {
     const requestId = randomUUID();
     ctx.state.requestId = requestId;
@@ -55,10 +89,15 @@ function requestContext(logger: Logger, views: Views): Middleware {
       renderFailure(ctx, err, views, logger);
     }
     if (ctx.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_SECONDS));
-    logger.info(
-      { requestId, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round((performance.now() - started) * 10) / 10 },
-      'request',
-    );
+    // oidc-provider renders its own 5xx (`server_error`): name the request id there too, as ours do.
+    const body = ctx.body as Record<string, unknown> | null | undefined;
+    if (ctx.status >= 500 && body && typeof body === 'object' && !Buffer.isBuffer(body) && typeof body.error === 'string' && !('request_id' in body)) {
+      ctx.body = { ...body, request_id: requestId };
+    }
+    const ms = performance.now() - started;
+    const route = routeOf(ctx);
+    metrics.observeRequest(ctx, route, ms / 1000);
+    logger.info({ requestId, method: ctx.method, route, status: ctx.status, durationMs: Math.round(ms * 10) / 10 }, 'request');
   };
 }
 
@@ -68,7 +107,8 @@ function renderFailure(ctx: Context, err: unknown, views: Views, logger: Logger)
   let out: { error: string; error_description?: string };
   if (err instanceof StorageUnavailable) {
     out = { error: err.error, error_description: err.error_description };
-    logger.warn({ requestId: ctx.state.requestId }, 'storage unavailable');
+    // The outage itself is logged once (storage_unavailable); each request only at debug level.
+    logger.debug({ requestId: ctx.state.requestId }, 'storage unavailable');
   } else if (status < 500 && e.expose !== false) {
     // oidc-provider errors carry an OAuth code; Koa's ctx.throw only a message.
     out = e.error && e.error !== e.message ? { error: e.error, error_description: e.error_description } : { error: e.error ?? 'invalid_request', error_description: e.error_description ?? e.message };
@@ -83,13 +123,24 @@ function renderFailure(ctx: Context, err: unknown, views: Views, logger: Logger)
   else ctx.body = { ...out, ...(status >= 500 ? { request_id: ctx.state.requestId } : {}) };
 }
 
-function basicRoutes(store: Store) {
+function staticRoutes() {
   const css = readFileSync(new URL('../views/style.css', import.meta.url));
   const router = new Router();
   router.get('/static/style.css', (ctx) => {
     ctx.type = 'text/css';
     ctx.set('Cache-Control', 'public, max-age=3600');
     ctx.body = css;
+  });
+  return router;
+}
+
+/** Liveness, readiness and Prometheus metrics. */
+function opsRoutes(store: Store, metrics: Metrics) {
+  const router = new Router();
+  router.get('/metrics', async (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('Content-Type', metrics.contentType);
+    ctx.body = await metrics.text();
   });
   router.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };

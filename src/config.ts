@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseSecretsKey } from './security/secret-box.ts';
 
 /**
  * The one configuration schema. Every variable, its default and its meaning live here;
@@ -9,17 +10,40 @@ const bool = z
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
 
 export const configDocs: Record<string, string> = {
-  NODE_ENV: '`development`, `production` or `test`. Production enforces the guardrails (Redis required, https issuer).',
+  NODE_ENV: '`development`, `production` or `test`. Production enforces the guardrails (Redis and `SECRETS_KEY` required, https issuer).',
   PORT: 'TCP port to listen on.',
   HOST: 'Interface to bind.',
   ISSUER: 'The public URL of the server (OIDC `iss`).',
   REDIS_URL: 'Redis to keep everything in (`redis://…` or `rediss://…`). Unset: the embedded in-memory store (development only).',
   LOG_LEVEL: 'pino level: `fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`.',
+  LOG_FORMAT: '`json` (one JSON object per line on stdout) or `pretty` (for people; needs the dev dependency `pino-pretty`). Unset: `pretty` in development on a terminal, `json` otherwise.',
+  METRICS_PORT: 'A separate port for `/metrics`, `/healthz` and `/readyz` (then not served on `PORT`). Unset: served on `PORT`.',
   TRUST_PROXY: '`true` when behind a TLS-terminating proxy that sets `X-Forwarded-*` (then cookies are `Secure`).',
   REDIS_TIMEOUT_MS: 'Deadline for one Redis command; past it the request fails with 503.',
+  REDIS_CLUSTER_NODES: 'A Redis Cluster to keep everything in instead: some of its nodes as `host:port,host:port` (the rest are discovered). Only one of `REDIS_URL`, `REDIS_CLUSTER_NODES` and `REDIS_SENTINELS` may be set.',
+  REDIS_SENTINELS: 'A Redis behind Sentinel to keep everything in instead: the Sentinels as `host:port,host:port`; needs `REDIS_SENTINEL_NAME`.',
+  REDIS_SENTINEL_NAME: 'The name of the master the Sentinels monitor (`sentinel monitor <name> …`), e.g. `mymaster`.',
+  REDIS_PASSWORD: 'Password of the Redis Cluster nodes or of the Sentinel-managed Redis (not of the Sentinels); with `REDIS_URL`, for a URL without one.',
   SIGNING_KEYS_FILE: 'A JSON Web Key Set (private keys) to sign with instead of keys generated and kept in storage.',
   COOKIE_KEYS: 'Comma-separated secrets that sign cookies (first one signs) instead of keys generated and kept in storage.',
+  SECRETS_KEY: '32 random bytes, base64 or hex (`openssl rand -base64 32`), that encrypt TOTP secrets at rest (AES-256-GCM). Required in production; unset elsewhere: a key generated and kept in storage.',
+  MFA_POLICY: '`required`: every account signs in with a second factor (enrolling at its next sign-in); `optional`: only accounts that enrolled one.',
 };
+
+/** `host:port,host:port` (IPv6 in brackets): Redis Cluster nodes or Sentinels. */
+const hostPorts = z.string().transform((value, ctx) => {
+  const entries = value.split(',').map((entry) => entry.trim()).filter(Boolean);
+  const parsed = entries.map((entry) => {
+    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+)):(\d{1,5})$/.exec(entry);
+    const port = Number(m?.[3]);
+    return m && port >= 1 && port <= 65535 ? { host: (m[1] ?? m[2])!, port } : undefined;
+  });
+  if (entries.length === 0 || parsed.includes(undefined)) {
+    ctx.addIssue({ code: 'custom', message: 'must be host:port entries separated by commas, e.g. redis-1:6379,redis-2:6379' });
+    return z.NEVER;
+  }
+  return parsed as { host: string; port: number }[];
+});
 
 const schema = z
   .object({
@@ -32,23 +56,58 @@ const schema = z
       .optional(),
     REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' }).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
+    METRICS_PORT: z.coerce.number().int().min(1).max(65535).optional(),
     TRUST_PROXY: bool.default(false),
     REDIS_TIMEOUT_MS: z.coerce.number().int().min(10).max(60000).default(1000),
+    REDIS_CLUSTER_NODES: hostPorts.optional(),
+    REDIS_SENTINELS: hostPorts.optional(),
+    REDIS_SENTINEL_NAME: z.string().regex(/^[A-Za-z0-9._-]+$/, 'must be a Sentinel master name (letters, digits, `.`, `_`, `-`)').optional(),
+    REDIS_PASSWORD: z.string().min(1).optional(),
     SIGNING_KEYS_FILE: z.string().min(1).optional(),
     COOKIE_KEYS: z
       .string()
       .transform((s) => s.split(',').map((k) => k.trim()).filter(Boolean))
       .pipe(z.array(z.string().min(32, 'each cookie key needs at least 32 characters')).min(1))
       .optional(),
+    SECRETS_KEY: z
+      .string()
+      .refine((s) => parseSecretsKey(s) !== undefined, 'must be 32 bytes written as base64 or hex (e.g. `openssl rand -base64 32`)')
+      .optional(),
+    MFA_POLICY: z.enum(['required', 'optional']).default('required'),
   })
   .transform((env) => ({
     ...env,
     ISSUER: (env.ISSUER ?? `http://localhost:${env.PORT}`).replace(/\/+$/, ''),
   }))
   .superRefine((env, ctx) => {
+    if (env.METRICS_PORT !== undefined && env.METRICS_PORT === env.PORT) {
+      ctx.addIssue({ code: 'custom', path: ['METRICS_PORT'], message: 'must differ from PORT (unset it to serve metrics on PORT)' });
+    }
+    // Exactly one way to reach Redis (or none: the embedded store).
+    const redisTargets = (['REDIS_URL', 'REDIS_CLUSTER_NODES', 'REDIS_SENTINELS'] as const).filter((name) => env[name] !== undefined);
+    if (redisTargets.length > 1) {
+      const [first, ...rest] = redisTargets;
+      ctx.addIssue({ code: 'custom', path: [rest.at(-1)!], message: `cannot be combined with ${[first, ...rest.slice(0, -1)].join(' or ')}: set only one of REDIS_URL, REDIS_CLUSTER_NODES and REDIS_SENTINELS` });
+    }
+    if (env.REDIS_SENTINELS && !env.REDIS_SENTINEL_NAME) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_SENTINEL_NAME'], message: 'is required with REDIS_SENTINELS (the name of the master they monitor, e.g. mymaster)' });
+    }
+    if (env.REDIS_SENTINEL_NAME && !env.REDIS_SENTINELS) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_SENTINEL_NAME'], message: 'is used only with REDIS_SENTINELS, which is not set' });
+    }
+    if (env.REDIS_PASSWORD && redisTargets.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_PASSWORD'], message: 'is used only with REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS, and none is set' });
+    }
+    if (env.REDIS_PASSWORD && env.REDIS_URL && new URL(env.REDIS_URL).password) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_PASSWORD'], message: 'REDIS_URL carries a password already: set it in one place' });
+    }
     if (env.NODE_ENV !== 'production') return;
-    if (!env.REDIS_URL) {
-      ctx.addIssue({ code: 'custom', path: ['REDIS_URL'], message: 'is required in production (the embedded store keeps nothing across restarts and is not shared between nodes)' });
+    if (redisTargets.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_URL'], message: 'is required in production, or REDIS_CLUSTER_NODES or REDIS_SENTINELS (the embedded store keeps nothing across restarts and is not shared between nodes)' });
+    }
+    if (!env.SECRETS_KEY) {
+      ctx.addIssue({ code: 'custom', path: ['SECRETS_KEY'], message: 'is required in production (it encrypts TOTP secrets; a generated key would sit in the same storage as what it protects)' });
     }
     const issuer = new URL(env.ISSUER);
     if (issuer.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(issuer.hostname)) {
@@ -77,7 +136,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   throw new ConfigError(
     result.error.issues.map((issue) => {
       const name = issue.path.join('.') || 'configuration';
-      const value = typeof issue.path[0] === 'string' && !/KEY|SECRET/.test(issue.path[0]) ? present[issue.path[0]] : undefined;
+      const value = typeof issue.path[0] === 'string' && !/KEY|SECRET|PASSWORD/.test(issue.path[0]) ? present[issue.path[0]] : undefined;
       // A URL may carry a password (redis://:password@host): never echo what precedes its '@'.
       const shown = value?.replace(/^([a-z][a-z0-9+.-]*:\/*)?[^@]*@/i, '$1***@');
       return `${name}: ${issue.message}${shown !== undefined ? ` (got "${shown}")` : ''}`;

@@ -4,6 +4,8 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, configDocs, loadConfig } from '../src/config.ts';
 
+const SECRETS_KEY = Buffer.alloc(32, 0x5a).toString('base64');
+
 /** The problems loadConfig reports for an environment (fails the test when it accepts it). */
 function problems(env: Record<string, string>): string[] {
   try {
@@ -25,6 +27,7 @@ describe('loadConfig', () => {
       LOG_LEVEL: 'info',
       TRUST_PROXY: false,
       REDIS_TIMEOUT_MS: 1000,
+      MFA_POLICY: 'required',
     });
   });
 
@@ -40,6 +43,8 @@ describe('loadConfig', () => {
       REDIS_TIMEOUT_MS: '250',
       SIGNING_KEYS_FILE: '/etc/latchkey/jwks.json',
       COOKIE_KEYS: `${'a'.repeat(32)}, ${'b'.repeat(40)}`,
+      SECRETS_KEY: SECRETS_KEY,
+      MFA_POLICY: 'optional',
     });
     assert.equal(config.PORT, 8080);
     assert.equal(config.ISSUER, 'https://id.example.com', 'a trailing slash is dropped');
@@ -47,6 +52,21 @@ describe('loadConfig', () => {
     assert.equal(config.TRUST_PROXY, true);
     assert.equal(config.REDIS_TIMEOUT_MS, 250);
     assert.deepEqual(config.COOKIE_KEYS, ['a'.repeat(32), 'b'.repeat(40)]);
+    assert.equal(config.SECRETS_KEY, SECRETS_KEY);
+    assert.equal(config.MFA_POLICY, 'optional');
+  });
+
+  test('SECRETS_KEY: 32 bytes as base64, base64url or hex; anything else is refused without echoing it', () => {
+    const bytes = Buffer.alloc(32, 0xfb);
+    for (const form of [bytes.toString('base64'), bytes.toString('base64url'), bytes.toString('hex'), bytes.toString('hex').toUpperCase()]) {
+      assert.equal(loadConfig({ SECRETS_KEY: form }).SECRETS_KEY, form);
+    }
+    for (const bad of ['too-short-secret-value', Buffer.alloc(31, 7).toString('base64'), Buffer.alloc(33, 7).toString('hex'), `${Buffer.alloc(32, 7).toString('hex').slice(0, 63)}z`]) {
+      const lines = problems({ SECRETS_KEY: bad });
+      assert.equal(lines.length, 1);
+      assert.match(lines[0]!, /^SECRETS_KEY: .*base64 or hex/);
+      assert.ok(!lines[0]!.includes(bad), lines[0]);
+    }
   });
 
   test('the default issuer follows PORT', () => {
@@ -73,6 +93,7 @@ describe('loadConfig', () => {
     ['TRUST_PROXY', 'maybe'],
     ['NODE_ENV', 'prod'],
     ['REDIS_TIMEOUT_MS', '0'],
+    ['MFA_POLICY', 'sometimes'],
   ] as const) {
     test(`${name}=${value} is one line naming ${name}`, () => {
       const lines = problems({ [name]: value });
@@ -110,32 +131,38 @@ describe('loadConfig', () => {
 
   describe('production guardrails', () => {
     test('refuses to start without REDIS_URL', () => {
-      const lines = problems({ NODE_ENV: 'production', ISSUER: 'https://id.example.com' });
+      const lines = problems({ NODE_ENV: 'production', ISSUER: 'https://id.example.com', SECRETS_KEY });
       assert.equal(lines.length, 1);
       assert.match(lines[0]!, /^REDIS_URL: .*production/);
     });
 
+    test('refuses to start without SECRETS_KEY', () => {
+      const lines = problems({ NODE_ENV: 'production', ISSUER: 'https://id.example.com', REDIS_URL: 'redis://r:6379' });
+      assert.equal(lines.length, 1);
+      assert.match(lines[0]!, /^SECRETS_KEY: .*production/);
+    });
+
     test('refuses an http issuer that is not localhost', () => {
-      const lines = problems({ NODE_ENV: 'production', REDIS_URL: 'redis://r:6379', ISSUER: 'http://example.com' });
+      const lines = problems({ NODE_ENV: 'production', REDIS_URL: 'redis://r:6379', ISSUER: 'http://example.com', SECRETS_KEY });
       assert.equal(lines.length, 1);
       assert.match(lines[0]!, /^ISSUER: .*https/);
     });
 
     test('reports both at once', () => {
       const lines = problems({ NODE_ENV: 'production', ISSUER: 'http://example.com' });
-      assert.deepEqual(lines.map((l) => l.split(':')[0]).sort(), ['ISSUER', 'REDIS_URL']);
+      assert.deepEqual(lines.map((l) => l.split(':')[0]).sort(), ['ISSUER', 'REDIS_URL', 'SECRETS_KEY']);
     });
 
     for (const issuer of ['http://localhost', 'http://localhost:3000', 'http://127.0.0.1:8080', 'http://[::1]:3000', 'https://id.example.com']) {
       test(`allows ${issuer}`, () => {
-        const config = loadConfig({ NODE_ENV: 'production', REDIS_URL: 'redis://r:6379', ISSUER: issuer });
+        const config = loadConfig({ NODE_ENV: 'production', REDIS_URL: 'redis://r:6379', ISSUER: issuer, SECRETS_KEY });
         assert.equal(config.NODE_ENV, 'production');
         assert.equal(config.ISSUER, issuer);
       });
     }
 
     test('the default issuer (http://localhost:PORT) is allowed', () => {
-      assert.equal(loadConfig({ NODE_ENV: 'production', REDIS_URL: 'redis://r:6379' }).ISSUER, 'http://localhost:3000');
+      assert.equal(loadConfig({ NODE_ENV: 'production', REDIS_URL: 'redis://r:6379', SECRETS_KEY }).ISSUER, 'http://localhost:3000');
     });
 
     test('development and test need neither', () => {
@@ -186,7 +213,7 @@ describe('the server refuses a bad configuration at boot', () => {
   });
 
   test('production without REDIS_URL refuses to start', async () => {
-    const run = await boot({ NODE_ENV: 'production', ISSUER: 'https://id.example.com', PORT: '0' });
+    const run = await boot({ NODE_ENV: 'production', ISSUER: 'https://id.example.com', PORT: '0', SECRETS_KEY });
     assert.equal(run.code, 1, run.stderr);
     assert.match(run.stderr.trim(), /^latchkey: configuration: REDIS_URL: .*production[^\n]*$/);
   });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { basic, endpoints, signInAndRedeem } from './helpers/flow.ts';
+import { Redis } from 'ioredis';
+import { basic, browse, CookieJar, endpoints, follow, formAction, hiddenField, pkcePair, signInAndRedeem } from './helpers/flow.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { createWorld, type World } from './helpers/world.ts';
@@ -11,7 +12,8 @@ let server: TestServer;
 let world: World;
 
 before(async () => {
-  redis = await startRedis({ persistence: true });
+  // Stopped and restarted below: always a redis-server of its own, never a shared REDIS_URL.
+  redis = await startRedis({ ownServer: true, persistence: true });
   server = await startServer({ redisUrl: redis.url, env: { REDIS_TIMEOUT_MS: '300' } });
   world = await createWorld(server);
 });
@@ -35,8 +37,38 @@ describe('storage outage', () => {
     const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: world.firstParty, user: world.user, scope: 'openid offline_access api:read' });
     assert.equal((await call.introspect(world.api, tokens.access_token)).body.active, true);
 
+    // A person on the sign-in page when Redis goes away.
+    const jar = new CookieJar();
+    const { challenge } = pkcePair();
+    const authUrl = new URL(`/auth?${new URLSearchParams({ client_id: world.shop.clientId, redirect_uri: world.shop.redirectUri, response_type: 'code', scope: 'openid', code_challenge: challenge, code_challenge_method: 'S256', state: 'outage' })}`, server.issuer);
+    const loginPage = (await follow(jar, server.issuer, await browse(jar, authUrl), authUrl)).page!;
+    const loginAction = new URL(formAction(loginPage.html, '/login')!, loginPage.url);
+    const csrf = hiddenField(loginPage.html, '_csrf')!;
+    const cookiesBefore = jar.names().sort();
+
     await redis.stop();
     try {
+      // Each request answers within 2 s, whatever it needs from Redis.
+      const timed = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
+        const t0 = performance.now();
+        const result = await call();
+        const ms = performance.now() - t0;
+        assert.ok(ms < 2000, `${what} took ${Math.round(ms)} ms`);
+        return result;
+      };
+      const login = await timed('sign-in POST', () => browse(jar, loginAction, { form: { _csrf: csrf, email: world.user.email, password: world.user.password } }));
+      assert.equal(login.status, 503, 'a sign-in during the outage is refused');
+      assert.equal(login.headers.get('location'), null, 'and does not continue to the app');
+      assert.ok(Number(login.headers.get('retry-after')) > 0);
+      assert.match(await login.text(), /temporarily unavailable/i);
+      assert.deepEqual(jar.names().sort(), cookiesBefore, 'no session cookie is set');
+      const readyz = await timed('/readyz', () => fetch(new URL('/readyz', server.issuer)));
+      assert.equal(readyz.status, 503, 'readiness follows Redis');
+      assert.equal((await fetch(new URL('/healthz', server.issuer))).status, 200, 'liveness does not');
+      const discovery = await fetch(new URL('/.well-known/openid-configuration', server.issuer));
+      assert.equal(discovery.status, 200, 'what needs no storage still answers');
+      await discovery.body?.cancel();
+
       const started = performance.now();
       assertUnavailable(await call.introspect(world.api, tokens.access_token), 'introspection');
       assertUnavailable(await call.token(world.machine, { grant_type: 'client_credentials', scope: 'api:read' }), 'client_credentials');
@@ -70,5 +102,49 @@ describe('storage outage', () => {
       body: 'grant_type=client_credentials&scope=api:read',
     });
     assert.equal(fresh.status, 200);
+    assert.equal((await fetch(new URL('/readyz', server.issuer))).status, 200);
+
+    // The outage and the recovery are logged once each, not once per failed request.
+    const events = server.logs.map((l) => l.event);
+    assert.equal(events.filter((e) => e === 'storage_unavailable').length, 1, 'one storage_unavailable line');
+    assert.equal(events.filter((e) => e === 'storage_recovered').length, 1, 'one storage_recovered line');
+    assert.ok(events.indexOf('storage_unavailable') < events.indexOf('storage_recovered'));
+    const down = server.logs.find((l) => l.event === 'storage_unavailable')!;
+    assert.equal(down.level, 50, 'an outage is an error');
+    assert.ok(server.logs.filter((l) => l.msg === 'request' && l.status === 503).length >= 8, 'while each failed request has its request line');
+  });
+
+  it('a Redis that stops answering (paused): 503 within 2 s at the default deadline, logged once, then recovers', async () => {
+    // The default REDIS_TIMEOUT_MS (1000 ms): a stalled command must still end the request well within 2 s.
+    const stalled = await startServer({ redisUrl: redis.url });
+    const admin = new Redis(redis.url);
+    try {
+      const call = endpoints(stalled.issuer);
+      const { tokens } = await signInAndRedeem({ issuer: stalled.issuer, client: world.firstParty, user: world.user, scope: 'openid api:read' });
+      await admin.call('CLIENT', 'PAUSE', '3000', 'ALL');
+      for (const [what, request] of [
+        ['introspection', () => call.introspect(world.api, tokens.access_token)],
+        ['client_credentials', () => call.token(world.machine, { grant_type: 'client_credentials', scope: 'api:read' })],
+      ] as const) {
+        const t0 = performance.now();
+        const res = await request();
+        const ms = performance.now() - t0;
+        assertUnavailable(res, what);
+        assert.ok(ms < 2000, `${what} took ${Math.round(ms)} ms`);
+      }
+      let seen: Awaited<ReturnType<typeof call.introspect>> | undefined;
+      for (let i = 0; i < 60; i += 1) {
+        seen = await call.introspect(world.api, tokens.access_token);
+        if (seen.status === 200) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(seen?.body.active, true, 'back by itself once Redis answers');
+      const events = stalled.logs.map((l) => l.event);
+      assert.equal(events.filter((e) => e === 'storage_unavailable').length, 1);
+      assert.equal(events.filter((e) => e === 'storage_recovered').length, 1);
+    } finally {
+      admin.disconnect();
+      await stalled.close();
+    }
   });
 });

@@ -11,9 +11,11 @@ import type { AdapterPayload } from 'oidc-provider';
 import { grantTag, keys } from '../src/storage/keys.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
 import { createAdapterClass } from '../src/storage/oidc-adapter.ts';
-import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
+import { Cluster } from 'ioredis';
+import { connectCluster, connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { StorageUnavailable, type Store } from '../src/storage/store.ts';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+import { startRedisCluster, type TestCluster } from './helpers/redis-cluster.ts';
 
 const DAY = 24 * 60 * 60;
 
@@ -146,12 +148,51 @@ function storeContract(getStore: () => Store) {
       await store.setAdd(key, 'a');
       await store.setAdd(key, 'a');
       assert.deepEqual((await store.setMembers(key)).sort(), ['a', 'b']);
-      await store.setRemove(key, 'a');
-      await store.setRemove(key, 'not-a-member');
+      assert.equal(await store.setRemove(key, 'a'), true);
+      assert.equal(await store.setRemove(key, 'a'), false, 'removing twice: only the first removal counts');
+      assert.equal(await store.setRemove(key, 'not-a-member'), false);
       assert.deepEqual(await store.setMembers(key), ['b']);
-      await store.setRemove(key, 'b');
+      assert.equal(await store.setRemove(key, 'b'), true);
       assert.deepEqual(await store.setMembers(key), []);
-      await store.setRemove(k('missing-set'), 'x');
+      assert.equal(await store.setRemove(k('missing-set'), 'x'), false);
+    });
+
+    test('setRemove under contention: exactly one remover wins (single-use codes)', async () => {
+      const store = getStore();
+      const key = k('set-race');
+      await store.setAdd(key, 'code');
+      await store.setAdd(key, 'other');
+      const results = await Promise.all(Array.from({ length: 20 }, () => store.setRemove(key, 'code')));
+      assert.equal(results.filter(Boolean).length, 1);
+      assert.deepEqual(await store.setMembers(key), ['other']);
+    });
+
+    test('advanceCounter: only ever upwards', async () => {
+      const store = getStore();
+      const key = k('counter');
+      assert.equal(await store.advanceCounter(key, 100, 60), true, 'absent: set');
+      assert.equal(await store.get(key), '100');
+      assert.equal(await store.advanceCounter(key, 100, 60), false, 'the same value again: refused');
+      assert.equal(await store.advanceCounter(key, 99, 60), false, 'a smaller value: refused');
+      assert.equal(await store.get(key), '100');
+      assert.equal(await store.advanceCounter(key, 101, 60), true, 'a larger value: set');
+      assert.equal(await store.get(key), '101');
+      assert.equal(await store.advanceCounter(key, 57_000_000, 60), true, 'numbers compare as numbers, not strings');
+      assert.equal(await store.advanceCounter(key, 9_000_000, 60), false);
+      await assert.rejects(store.advanceCounter(key, 1.5, 60), TypeError);
+      await assert.rejects(store.advanceCounter(key, 200, 0), TypeError);
+    });
+
+    test('advanceCounter under contention: two parallel submissions of one value, exactly one wins', async () => {
+      const store = getStore();
+      for (let round = 0; round < 10; round += 1) {
+        const key = k('counter-race');
+        await store.advanceCounter(key, 10, 60);
+        const pair = await Promise.all([store.advanceCounter(key, 11, 60), store.advanceCounter(key, 11, 60)]);
+        assert.deepEqual(pair.filter(Boolean).length, 1, `round ${round}: ${JSON.stringify(pair)}`);
+        const many = await Promise.all(Array.from({ length: 20 }, () => store.advanceCounter(key, 12, 60)));
+        assert.equal(many.filter(Boolean).length, 1);
+      }
     });
 
     test('putModel / getModel', async () => {
@@ -437,16 +478,36 @@ describe('MemoryStore', () => {
       t += 10_000;
       assert.deepEqual(await clocked.setMembers(index), [], 'the index expires with its last member');
     });
+
+    test('advanceCounter: the counter expires after its TTL, and a write renews it', async () => {
+      assert.equal(await clocked.advanceCounter('counter', 5, 10), true);
+      t += 9_000;
+      assert.equal(await clocked.advanceCounter('counter', 5, 10), false);
+      assert.equal(await clocked.advanceCounter('counter', 6, 10), true, 'renews the TTL');
+      t += 9_000;
+      assert.equal(await clocked.get('counter'), '6');
+      t += 1_000;
+      assert.equal(await clocked.get('counter'), null);
+      assert.equal(await clocked.advanceCounter('counter', 1, 10), true, 'an expired counter is absent');
+    });
   });
 });
 
-describe('RedisStore', () => {
-  let testRedis: TestRedis;
+// The same suite on one redis-server and on a private 3-master Redis Cluster (no CROSSSLOT anywhere).
+for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backend === 'redis-server' ? 'RedisStore' : 'RedisStore on a 3-master Redis Cluster', () => {
+  let testRedis: TestRedis | TestCluster;
   let store: RedisStore;
 
   before(async () => {
-    testRedis = await startRedis();
-    store = new RedisStore(connectRedis(testRedis.url, 1000));
+    if (backend === 'redis-server') {
+      const redis = await startRedis();
+      testRedis = redis;
+      store = new RedisStore(connectRedis(redis.url, 1000));
+    } else {
+      const cluster = await startRedisCluster();
+      testRedis = cluster;
+      store = new RedisStore(connectCluster(cluster.ports.map((port) => ({ host: '127.0.0.1', port })), 1000));
+    }
     await store.ready(5000);
   });
   after(async () => {
@@ -455,6 +516,13 @@ describe('RedisStore', () => {
   });
 
   storeContract(() => store);
+
+  test('advanceCounter sets the TTL it is given', async () => {
+    const key = `test:counter-ttl:${randomId().slice(0, 10)}`;
+    await store.advanceCounter(key, 1, 90);
+    const ttl = await store.client.ttl(key);
+    assert.ok(ttl > 85 && ttl <= 90, `TTL ${ttl}`);
+  });
 
   describe('Redis key rules', () => {
     interface Written {
@@ -491,12 +559,15 @@ describe('RedisStore', () => {
 
     async function allKeys(pattern: string): Promise<string[]> {
       const found: string[] = [];
-      let cursor = '0';
-      do {
-        const [next, batch] = await store.client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-        cursor = next;
-        found.push(...batch);
-      } while (cursor !== '0');
+      // On a cluster each master holds its share of the keys: scan every one.
+      for (const node of store.client instanceof Cluster ? store.client.nodes('master') : [store.client]) {
+        let cursor = '0';
+        do {
+          const [next, batch] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+          cursor = next;
+          found.push(...batch);
+        } while (cursor !== '0');
+      }
       return found;
     }
 
@@ -555,6 +626,18 @@ describe('RedisStore', () => {
       assert.notEqual(hashedPart(keys.grantIndex(written.grants[0]!.grantId)), hashedPart(keys.grantIndex(written.grants[1]!.grantId)));
       assert.equal(keySlot('123456789'), 12739, 'the slot function matches Redis Cluster');
     });
+
+    if (backend === 'Redis Cluster') {
+      test('on the cluster: the slot function agrees with CLUSTER KEYSLOT, and the records are spread over every master', async () => {
+        const cluster = store.client as Cluster;
+        const grantKeys = written.grants.flatMap((g) => [keys.grantIndex(g.grantId), keys.model('RefreshToken', g.refreshId)]);
+        for (const key of grantKeys) assert.equal(await cluster.cluster('KEYSLOT', key), keySlot(key), key);
+        const masters = cluster.nodes('master');
+        assert.equal(masters.length, 3);
+        const sizes = await Promise.all(masters.map((node) => node.dbsize()));
+        assert.ok(sizes.every((n) => n > 0), `keys per master: ${sizes.join(', ')}`);
+      });
+    }
   });
 });
 

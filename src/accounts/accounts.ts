@@ -10,6 +10,17 @@ export interface Account {
   passwordHash: string;
   disabled: boolean;
   createdAt: number;
+  /** The second factor, once enrolled (second-factor.ts). */
+  mfa?: AccountMfa;
+}
+
+export interface AccountMfa {
+  /** The TOTP secret, sealed with SECRETS_KEY (security/secret-box.ts) and bound to the account id. */
+  secretEnc: string;
+  /** Epoch milliseconds. */
+  enrolledAt: number;
+  /** The current set of recovery codes; their salted digests are a set at keys.recoveryCodes(id, generation). */
+  recovery?: { generation: string; salt: string; createdAt: number };
 }
 
 export class AccountError extends Error {}
@@ -103,7 +114,13 @@ export class Accounts {
   async delete(id: string): Promise<Account> {
     const account = await this.find(id);
     if (!account) throw new AccountError(`no account with id ${id}`);
-    await this.#store.del(keys.account(id), keys.accountEmail(account.email));
+    const recovery = account.mfa?.recovery;
+    await this.#store.del(
+      keys.account(id),
+      keys.accountEmail(account.email),
+      keys.totpLastStep(id),
+      ...(recovery ? [keys.recoveryCodes(id, recovery.generation)] : []),
+    );
     await this.#store.setRemove(keys.accounts, id);
     return account;
   }

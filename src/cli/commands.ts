@@ -4,6 +4,7 @@ import type { Account, Accounts } from '../accounts/accounts.ts';
 import { GRANT_TYPES, type GrantType, type Registry, type ResourceServer } from '../oidc/registry.ts';
 import { loadSigningKeys, rotateSigningKeys, type StoredSigningKey } from '../oidc/signing-keys.ts';
 import { keys } from '../storage/keys.ts';
+import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import { validateClientMetadata } from './client-metadata.ts';
 import { CliError, fields, table, type Output } from './output.ts';
@@ -257,6 +258,16 @@ export const COMMANDS: Record<string, Command> = {
     async run(ctx, _values, [id]) {
       const account = await ctx.accounts.delete((await findUser(ctx.accounts, id!)).id);
       return { json: { id: account.id, email: account.email, deleted: true }, text: `Deleted user ${account.email} (${account.id}).` };
+    },
+  },
+  'user revoke-sessions': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const account = await findUser(ctx.accounts, id!);
+      const { sessions, grants } = await revokeAccountSessions(ctx.store, account.id);
+      const json = { id: account.id, email: account.email, sessions_revoked: sessions, grants_revoked: grants };
+      return { json, text: `Signed ${account.email} out everywhere: ${sessions} session(s) ended, ${grants} grant(s) and their tokens revoked.` };
     },
   },
   'user set-password': {

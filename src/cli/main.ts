@@ -2,7 +2,8 @@ import { parseArgs } from 'node:util';
 import { AccountError, Accounts } from '../accounts/accounts.ts';
 import { ConfigError, loadConfig } from '../config.ts';
 import { Registry, RegistryError } from '../oidc/registry.ts';
-import { connectRedis, RedisStore } from '../storage/redis-store.ts';
+import { connectConfiguredRedis, describeRedis, type RedisConfig } from '../storage/open.ts';
+import { RedisStore } from '../storage/redis-store.ts';
 import { StorageUnavailable } from '../storage/store.ts';
 import { COMMANDS, GROUPS, usageLine, type Command, type Context, type Values } from './commands.ts';
 import { CliError, type Output } from './output.ts';
@@ -21,7 +22,7 @@ function help(group?: string): string {
     ...names.map((name) => `  ${usageLine(name)}`),
     '',
     'Every command takes --json (print one JSON object). Passwords are read from stdin only.',
-    'REDIS_URL names the Redis the server uses.',
+    'REDIS_URL (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS and REDIS_SENTINEL_NAME) names the Redis the server uses.',
   ].join('\n');
 }
 
@@ -33,8 +34,9 @@ async function readPassword(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
-async function connect(url: string, timeoutMs: number): Promise<RedisStore> {
-  const store = new RedisStore(connectRedis(url, timeoutMs));
+async function connect(config: RedisConfig): Promise<RedisStore> {
+  const timeoutMs = config.REDIS_TIMEOUT_MS;
+  const store = new RedisStore(connectConfiguredRedis(config)!);
   const { client } = store;
   // Later errors surface as failed commands; without a listener ioredis would also print them.
   client.on('error', () => {});
@@ -54,7 +56,7 @@ async function connect(url: string, timeoutMs: number): Promise<RedisStore> {
     });
   } catch (err) {
     client.disconnect();
-    throw new CliError(`cannot reach Redis at REDIS_URL: ${(err as Error).message}`, 1);
+    throw new CliError(`cannot reach ${describeRedis(config)}: ${(err as Error).message}`, 1);
   }
   return store;
 }
@@ -117,17 +119,17 @@ async function run(argv: string[]): Promise<number> {
   let config;
   try {
     // Only what the CLI uses: the server's other settings need not be valid here.
-    const { REDIS_URL, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE } = process.env;
-    config = loadConfig({ REDIS_URL, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE });
+    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE } = process.env;
+    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE });
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(`configuration: ${err.problems.join('; ')}`);
     throw err;
   }
-  if (!config.REDIS_URL) {
-    throw new CliError('REDIS_URL is not set: without it the server uses its embedded store, which lives inside the server process, so the CLI cannot reach it; set REDIS_URL to the Redis the server uses');
+  if (!describeRedis(config)) {
+    throw new CliError('REDIS_URL is not set: without it the server uses its embedded store, which lives inside the server process, so the CLI cannot reach it; set REDIS_URL (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS) to the Redis the server uses');
   }
 
-  const store = await connect(config.REDIS_URL, config.REDIS_TIMEOUT_MS);
+  const store = await connect(config);
   try {
     const ctx: Context = {
       store,

@@ -1,33 +1,85 @@
-import pino, { type Logger } from 'pino';
+import pino, { type DestinationStream, type Logger } from 'pino';
 
-/** Paths that may hold a secret; they are replaced before a line is written. */
-export const REDACT_PATHS = [
+/** Names of fields that may hold a secret. */
+const SECRET_FIELDS = [
   'password',
-  '*.password',
+  'newPassword',
+  'currentPassword',
   'token',
-  '*.token',
+  'access_token',
+  'refresh_token',
+  'id_token',
+  'logout_token',
   'secret',
-  '*.secret',
   'client_secret',
-  '*.client_secret',
+  'clientSecret',
+  'client_assertion',
   'code',
-  '*.code',
+  'code_verifier',
+  'otp',
+  'totp',
+  'totpSecret',
+  'recoveryCodes',
+  'recovery_code',
   'cookie',
-  '*.cookie',
+  'cookies',
   'authorization',
-  '*.authorization',
-  'req.headers.cookie',
-  'req.headers.authorization',
-  'res.headers["set-cookie"]',
+  'Authorization',
+  'dpop',
+  'DPoP',
+  '_csrf',
 ];
 
-export function createLogger(options: { level: string; pretty?: boolean }): Logger {
-  return pino({
+/** Paths that may hold a secret (top level and one level deep, headers anywhere); replaced before a line is written. */
+export const REDACT_PATHS = [
+  ...SECRET_FIELDS.flatMap((f) => [f, `*.${f}`]),
+  'headers.authorization',
+  'headers.cookie',
+  'headers["set-cookie"]',
+  'headers.dpop',
+  '*.headers.authorization',
+  '*.headers.cookie',
+  '*.headers["set-cookie"]',
+  '*.headers.dpop',
+  // ioredis reply errors carry the command and its arguments (stored payloads).
+  'err.command',
+  '*.command',
+];
+
+export type LogFormat = 'json' | 'pretty';
+
+/** `pretty` when asked for, or in development on a terminal without a choice; JSON otherwise. */
+export function chooseLogFormat(format: LogFormat | undefined, nodeEnv: string, isTTY: boolean | undefined): LogFormat {
+  if (format) return format;
+  return nodeEnv === 'development' && isTTY ? 'pretty' : 'json';
+}
+
+function prettyAvailable(): boolean {
+  try {
+    import.meta.resolve('pino-pretty');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function createLogger(options: { level: string; format?: LogFormat; pretty?: boolean; destination?: DestinationStream }): Logger {
+  let pretty = options.format === 'pretty' || options.pretty === true;
+  // pino-pretty is a dev dependency: a production install has no pretty printer, so JSON it is.
+  const missingPretty = pretty && !prettyAvailable();
+  if (missingPretty) pretty = false;
+  const settings = {
     level: options.level,
     base: { service: 'latchkey' },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-    ...(options.pretty ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
-  });
+  };
+  const logger = pretty
+    ? pino({ ...settings, transport: { target: 'pino-pretty', options: { colorize: true } } })
+    : options.destination
+      ? pino(settings, options.destination)
+      : pino(settings);
+  if (missingPretty) logger.warn('LOG_FORMAT=pretty needs the dev dependency pino-pretty, which is not installed: logging JSON');
+  return logger;
 }
 
 export type { Logger };

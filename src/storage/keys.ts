@@ -55,6 +55,21 @@ export const keys = {
   accountEmail: (email: string) => `lk:account-email:${digest(email.toLowerCase())}`,
   accounts: 'lk:accounts',
   consent: (accountId: string, clientId: string) => `lk:consent:${accountId}:${clientId}`,
+  /** The record keys of an account's sessions (an index: TTL of its longest-lived member). */
+  accountSessions: (accountId: string) => `lk:account-sessions:${digest(accountId)}`,
+  /** The grant index keys of an account's grants (an index: TTL of its longest-lived member). */
+  accountGrants: (accountId: string) => `lk:account-grants:${digest(accountId)}`,
+  /** The development demo app's client id (src/demo). */
+  demoClient: 'lk:demo:client',
+  /** The last TOTP time step accepted for an account (advanceCounter: never accepted twice). */
+  totpLastStep: (accountId: string) => `lk:totp-step:${accountId}`,
+  /** Marks a pending TOTP enrollment (by digest) as used: it activates once. */
+  totpEnrollmentUsed: (pendingDigest: string) => `lk:totp-enrollment:${pendingDigest}`,
+  /** One generation of an account's recovery-code digests; a new generation replaces the key. */
+  recoveryCodes: (accountId: string, generation: string) => `lk:recovery:${accountId}:${generation}`,
+  /** A lockout record of an account or a client IP (subject is already a digest). */
+  lockout: (subject: string) => `lk:lockout:${subject}`,
+  secretsKey: 'lk:keys:secrets',
   signingKeys: 'lk:keys:signing',
   cookieKeys: 'lk:keys:cookies',
   dpopNonceSecret: 'lk:keys:dpop-nonce',

@@ -72,12 +72,22 @@ export class MemoryStore implements Store {
 
   async setRemove(key: string, member: string) {
     const set = this.#set(key, false);
-    set?.delete(member);
+    const removed = set?.delete(member) ?? false;
     if (set?.size === 0) this.#data.delete(key);
+    return removed;
   }
 
   async setMembers(key: string) {
     return [...(this.#set(key, false) ?? [])];
+  }
+
+  async advanceCounter(key: string, value: number, ttl: number) {
+    if (!Number.isSafeInteger(value) || !Number.isInteger(ttl) || ttl <= 0) throw new TypeError('advanceCounter needs an integer value and a positive integer ttl');
+    // No await between the read and the write: atomic within the process, like the Lua script in Redis.
+    const current = this.#entry(key)?.value;
+    if (typeof current === 'string' && Number(current) >= value) return false;
+    this.#data.set(key, { value: String(value), expiresAt: this.#expiry(ttl) });
+    return true;
   }
 
   async putModel(key: string, payload: string, ttl: number, indexKey?: string) {
@@ -89,6 +99,12 @@ export class MemoryStore implements Store {
       const entry = this.#data.get(indexKey)!;
       entry.expiresAt = Math.max(entry.expiresAt ?? 0, expiresAt ?? 0); // an index never outlives what it lists
     }
+  }
+
+  async indexAdd(key: string, member: string, ttl: number) {
+    this.#set(key, true)!.add(member);
+    const entry = this.#data.get(key)!;
+    entry.expiresAt = Math.max(entry.expiresAt ?? 0, this.#expiry(ttl) ?? 0); // as long as its longest-lived member
   }
 
   async getModel(key: string): Promise<StoredModel | null> {

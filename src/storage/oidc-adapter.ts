@@ -15,6 +15,28 @@ const CONSUMABLE = new Set([
 ]);
 
 /**
+ * Signs a person out everywhere: deletes every session of the account and every grant with all of its
+ * tokens (codes, access and refresh tokens). One command per record — a session, a grant's index — since
+ * the account's indexes and what they list live in different cluster slots. Returns the live sessions deleted and the grants revoked.
+ */
+export async function revokeAccountSessions(store: Store, accountId: string): Promise<{ sessions: number; grants: number }> {
+  const sessionIndex = keys.accountSessions(accountId);
+  const grantIndex = keys.accountGrants(accountId);
+  const [sessions, grants] = await Promise.all([store.setMembers(sessionIndex), store.setMembers(grantIndex)]);
+  let deleted = 0;
+  for (const sessionKey of sessions) {
+    deleted += await store.del(sessionKey);
+    await store.setRemove(sessionIndex, sessionKey);
+  }
+  // Members only, not the whole index: a session or grant saved meanwhile stays listed for next time.
+  for (const index of grants) {
+    await store.deleteIndexed(index);
+    await store.setRemove(grantIndex, index);
+  }
+  return { sessions: deleted, grants: grants.length };
+}
+
+/**
  * The oidc-provider adapter over a Store. Notes:
  * - Bearer values are only ever digested into key names; opaque token payloads are stored without
  *   their `jti` (which is the bearer value) and get it back on read.
@@ -42,6 +64,12 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
       const { jti: _jti, ...rest } = payload;
       await store.putModel(key, JSON.stringify(this.#keepsJti ? payload : rest), ttl, index);
       if (this.name === 'Session' && payload.uid) await store.set(keys.sessionUid(payload.uid), id, { ttl });
+      // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
+      // that `latchkey user revoke-sessions` finds every session and grant of a person.
+      if (typeof payload.accountId === 'string') {
+        if (this.name === 'Session') await store.indexAdd(keys.accountSessions(payload.accountId), key, ttl);
+        else if (this.name === 'Grant') await store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl);
+      }
       if (payload.userCode) await store.set(keys.userCode(payload.userCode), id, { ttl });
     }
 

@@ -36,12 +36,27 @@ end
 if redis.call('SCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
 return n`;
 
+// A single key: set it to ARGV[1] (with TTL ARGV[2]) unless it already holds a number >= ARGV[1].
+const ADVANCE_COUNTER = `
+local current = tonumber(redis.call('GET', KEYS[1]))
+if current and current >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1`;
+
+// One key: add a member to an index set and extend its TTL to at least ARGV[2] (never shorten it).
+const INDEX_ADD = `
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 1`;
+
 type Client = Redis | Cluster;
 
 interface Scripts {
   lkPutModel(...args: (string | number)[]): Promise<number>;
   lkConsumeModel(...args: (string | number)[]): Promise<number>;
   lkDeleteIndexed(...args: (string | number)[]): Promise<number>;
+  lkAdvanceCounter(...args: (string | number)[]): Promise<number>;
+  lkIndexAdd(...args: (string | number)[]): Promise<number>;
 }
 
 /** Replies that mean "Redis cannot serve right now", as opposed to a bug in a command. */
@@ -69,14 +84,55 @@ export function redisOptions(timeoutMs: number): RedisOptions {
   };
 }
 
-export function connectRedis(url: string, timeoutMs: number): Redis {
-  return new Redis(url, redisOptions(timeoutMs));
+export function connectRedis(url: string, timeoutMs: number, password?: string): Redis {
+  return new Redis(url, { ...redisOptions(timeoutMs), ...(password ? { password } : {}) });
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/**
+ * A Redis Cluster client with the same fail-fast behaviour: no offline queue at the cluster level (a
+ * command for a slot whose node is not connected fails at once), and the per-connection deadline,
+ * retry and no-replay options of `redisOptions` on every node connection. Every multi-key command
+ * and script of RedisStore stays inside one hash slot (keys.ts), so none is refused with CROSSSLOT.
+ */
+export function connectCluster(nodes: HostPort[], timeoutMs: number, password?: string): Cluster {
+  const { enableOfflineQueue: _queue, retryStrategy, enableAutoPipelining: _pipelining, ...perNode } = redisOptions(timeoutMs);
+  return new Cluster(nodes, {
+    enableOfflineQueue: false,
+    enableAutoPipelining: true,
+    clusterRetryStrategy: (attempt) => retryStrategy?.(attempt) ?? 1000,
+    slotsRefreshTimeout: Math.max(timeoutMs, 1000),
+    redisOptions: { ...perNode, ...(password ? { password } : {}) },
+  });
+}
+
+/**
+ * A client of the master that the Sentinels name `name`; after a failover it reconnects to the new
+ * master (commands meanwhile fail fast, as with a single Redis). `password` is the master's, not
+ * the Sentinels'.
+ */
+export function connectSentinel(sentinels: HostPort[], name: string, timeoutMs: number, password?: string): Redis {
+  return new Redis({
+    ...redisOptions(timeoutMs),
+    sentinels,
+    name,
+    sentinelCommandTimeout: Math.max(timeoutMs, 1000),
+    ...(password ? { password } : {}),
+  });
 }
 
 export class RedisStore implements Store {
   readonly kind = 'redis';
   readonly client: Client;
   readonly #scripts: Scripts;
+  // Availability as seen from the connection and from call outcomes, reported once per transition.
+  #available = true;
+  #closing = false;
+  readonly #availabilityListeners: ((available: boolean, reason?: string) => void)[] = [];
 
   constructor(client: Client) {
     this.client = client;
@@ -86,7 +142,21 @@ export class RedisStore implements Store {
     client.defineCommand('lkPutModel', { lua: PUT_MODEL });
     client.defineCommand('lkConsumeModel', { lua: CONSUME_MODEL });
     client.defineCommand('lkDeleteIndexed', { lua: DELETE_INDEXED, numberOfKeys: 1 });
+    client.defineCommand('lkAdvanceCounter', { lua: ADVANCE_COUNTER, numberOfKeys: 1 });
+    client.defineCommand('lkIndexAdd', { lua: INDEX_ADD, numberOfKeys: 1 });
     this.#scripts = client as unknown as Scripts;
+    client.on('ready', () => this.#setAvailable(true));
+    client.on('close', () => this.#setAvailable(false, 'connection to Redis closed'));
+  }
+
+  onAvailabilityChange(listener: (available: boolean, reason?: string) => void): void {
+    this.#availabilityListeners.push(listener);
+  }
+
+  #setAvailable(available: boolean, reason?: string) {
+    if (this.#closing || available === this.#available) return;
+    this.#available = available;
+    for (const listener of this.#availabilityListeners) listener(available, reason);
   }
 
   /** Resolves once connected; rejects with StorageUnavailable after `timeoutMs`. */
@@ -111,9 +181,14 @@ export class RedisStore implements Store {
 
   async #call<T>(run: () => Promise<T>): Promise<T> {
     try {
-      return await run();
+      const result = await run();
+      if (!this.#available) this.#setAvailable(true);
+      return result;
     } catch (err) {
-      if (isUnavailable(err)) throw new StorageUnavailable(err);
+      if (isUnavailable(err)) {
+        this.#setAvailable(false, err instanceof Error ? err.message : 'Redis is unavailable');
+        throw new StorageUnavailable(err);
+      }
       throw err;
     }
   }
@@ -145,11 +220,18 @@ export class RedisStore implements Store {
   }
 
   setRemove(key: string, member: string) {
-    return this.#call(async () => void (await this.client.srem(key, member)));
+    return this.#call(async () => (await this.client.srem(key, member)) === 1);
   }
 
   setMembers(key: string) {
     return this.#call(() => this.client.smembers(key));
+  }
+
+  advanceCounter(key: string, value: number, ttl: number) {
+    if (!Number.isSafeInteger(value) || !Number.isInteger(ttl) || ttl <= 0) {
+      return Promise.reject(new TypeError('advanceCounter needs an integer value and a positive integer ttl'));
+    }
+    return this.#call(async () => (await this.#scripts.lkAdvanceCounter(key, value, ttl)) === 1);
   }
 
   putModel(key: string, payload: string, ttl: number, indexKey?: string) {
@@ -178,11 +260,17 @@ export class RedisStore implements Store {
     return this.#call(async () => void (await this.#scripts.lkDeleteIndexed(...args)));
   }
 
+  indexAdd(key: string, member: string, ttl: number) {
+    if (!Number.isInteger(ttl) || ttl <= 0) return Promise.reject(new TypeError('indexAdd needs a positive integer ttl'));
+    return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
+  }
+
   ping() {
     return this.#call(async () => void (await this.client.ping()));
   }
 
   async close() {
+    this.#closing = true;
     await this.client.quit().catch(() => this.client.disconnect());
   }
 }

@@ -22,8 +22,15 @@ export interface Store {
   set(key: string, value: string, options?: { ttl?: number; ifAbsent?: boolean }): Promise<boolean>;
   del(...keys: string[]): Promise<number>;
   setAdd(key: string, member: string): Promise<void>;
-  setRemove(key: string, member: string): Promise<void>;
+  /** Removes a member; resolves true only for the one caller that removed it (single use, atomically). */
+  setRemove(key: string, member: string): Promise<boolean>;
   setMembers(key: string): Promise<string[]>;
+  /**
+   * Raises a numeric counter, atomically: sets `key` to `value` (with a TTL in seconds) only when it is
+   * absent or holds a smaller number. Resolves whether it did. Of two callers with the same value, exactly
+   * one wins — e.g. the last accepted TOTP time step, so a code cannot be accepted twice across nodes.
+   */
+  advanceCounter(key: string, value: number, ttl: number): Promise<boolean>;
 
   /** Writes an oidc-provider model record with a TTL; adds it to `indexKey` (its grant) when given. */
   putModel(key: string, payload: string, ttl: number, indexKey?: string): Promise<void>;
@@ -35,6 +42,18 @@ export interface Store {
   consumeModel(key: string, indexKey: string | undefined, now: number): Promise<ConsumeResult>;
   /** Deletes what an index lists (only the records of `model`, when given), and the index once empty. */
   deleteIndexed(indexKey: string, model?: string): Promise<void>;
+  /**
+   * Adds a member to an index set of one key and extends the set's TTL to at least `ttl` seconds, so the
+   * index lives as long as its longest-lived member and no longer (e.g. an account's sessions and grants).
+   */
+  indexAdd(key: string, member: string, ttl: number): Promise<void>;
+
+  /**
+   * Calls `listener` on each change of availability: false when the store stopped answering (a call
+   * failed with StorageUnavailable, or the connection closed), true when it answers again. Once per
+   * transition, never once per call. Stores that cannot become unavailable need not implement it.
+   */
+  onAvailabilityChange?(listener: (available: boolean, reason?: string) => void): void;
 
   /** Resolves when the store answers within its deadline; rejects with StorageUnavailable otherwise. */
   ping(): Promise<void>;

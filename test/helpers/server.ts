@@ -1,10 +1,10 @@
 import { createServer, type Server } from 'node:http';
 import { Writable } from 'node:stream';
-import pino from 'pino';
 import { createApp } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import { MemoryStore } from '../../src/storage/memory-store.ts';
-import { openStore } from '../../src/storage/open.ts';
+import { describeRedis, openStore } from '../../src/storage/open.ts';
 import type { Store } from '../../src/storage/store.ts';
 import { freePort } from './redis.ts';
 
@@ -39,8 +39,10 @@ export async function startServer(options: { redisUrl?: string; store?: Store; e
       done();
     },
   });
-  const logger = pino({ level: 'info' }, sink);
-  const store = options.store ?? (options.redisUrl ? await openStore(config) : new MemoryStore());
+  // The production logger (with its redaction), writing into `logs`.
+  const logger = createLogger({ level: 'info', format: 'json', destination: sink });
+  // A Redis Cluster or Sentinel comes in `env` (a TestCluster's or TestSentinel's `env`).
+  const store = options.store ?? (describeRedis(config) ? await openStore(config) : new MemoryStore());
   const app = await createApp({ config, store, logger });
   const handler = app.app.callback();
   const servers: Server[] = [];
@@ -51,6 +53,12 @@ export async function startServer(options: { redisUrl?: string; store?: Store; e
       server.listen(port, host, () => resolve(true));
     });
     if (ok) servers.push(server);
+  }
+  // METRICS_PORT in `env`: health and metrics on that port, as main.ts does.
+  if (config.METRICS_PORT !== undefined) {
+    const ops = createServer(app.opsApp.callback());
+    await new Promise<void>((resolve) => ops.listen(config.METRICS_PORT, '127.0.0.1', resolve));
+    servers.push(ops);
   }
   return {
     issuer: config.ISSUER,

@@ -1,0 +1,74 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import Provider, { type Configuration } from 'oidc-provider';
+
+/**
+ * Baseline: raw oidc-provider 9 with its default in-memory adapter (no `adapter` option), the same
+ * grants as Latchkey (client_credentials, introspection, revocation, refresh with rotation), devInteractions off.
+ * Static clients: a machine client, an API (resource server) client and an app (a client's `scope` may
+ * only list OpenID scopes; the API scope comes from getResourceServerInfo). Sign-ins need no
+ * password: a tiny interaction handler logs the bench user in and consents to whatever is asked
+ * (so its sign-in is the engine's redirect chain only — no form, no argon2id).
+ * Env: PORT, API_URI, and the client credentials (see bench/run.ts).
+ */
+const port = Number(process.env.PORT);
+const issuer = `http://127.0.0.1:${port}`;
+const env = (name: string) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is required`);
+  return value;
+};
+const apiUri = env('API_URI');
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+
+const configuration: Configuration = {
+  clients: [
+    { client_id: env('MACHINE_ID'), client_secret: env('MACHINE_SECRET'), grant_types: ['client_credentials'], response_types: [], redirect_uris: [] },
+    { client_id: env('API_ID'), client_secret: env('API_SECRET'), grant_types: [], response_types: [], redirect_uris: [] },
+    {
+      client_id: env('APP_ID'),
+      client_secret: env('APP_SECRET'),
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: [env('REDIRECT_URI')],
+      scope: 'openid profile email offline_access',
+    },
+  ],
+  jwks: { keys: [privateKey.export({ format: 'jwk' }) as never] },
+  cookies: { keys: [randomBytes(32).toString('base64url')] },
+  // The scopes Latchkey supports (profile and email come from their claims).
+  claims: { openid: ['sub'], profile: ['name'], email: ['email', 'email_verified'] },
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => apiUri,
+      getResourceServerInfo: () => ({ scope: 'api:read', audience: apiUri, accessTokenTTL: 3600, accessTokenFormat: 'opaque' }),
+      useGrantedResource: () => true,
+    },
+  },
+  rotateRefreshToken: true,
+  interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+};
+
+const provider = new Provider(issuer, configuration);
+provider.use(async (ctx, next) => {
+  if (!ctx.path.startsWith('/interaction/')) return next();
+  const details = await provider.interactionDetails(ctx.req, ctx.res);
+  let result: Record<string, unknown>;
+  if (details.prompt.name === 'login') {
+    result = { login: { accountId: 'bench-user' } };
+  } else {
+    const missing = details.prompt.details as { missingOIDCScope?: string[]; missingResourceScopes?: Record<string, string[]> };
+    const grant = new provider.Grant({ accountId: details.session!.accountId, clientId: String(details.params.client_id) });
+    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
+    result = { consent: { grantId: await grant.save() } };
+  }
+  const to = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: details.prompt.name !== 'login' });
+  ctx.status = 303;
+  ctx.redirect(to);
+});
+provider.listen(port, '127.0.0.1');

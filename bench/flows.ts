@@ -1,0 +1,284 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { browse, CookieJar, follow, formAction, hiddenField, pkcePair, type Followed, type Page } from '../test/helpers/flow.ts';
+import type { Request } from 'autocannon';
+import { basic, FORM, percentile, ROOT, type Load } from './lib.ts';
+
+/**
+ * Traffic that is more than one request: complete sign-ins over HTTP (the way test/helpers/flow.ts
+ * drives the pages, without a browser), and the pools of tokens the load runs use.
+ */
+export interface Creds {
+  id: string;
+  secret: string;
+}
+
+export interface Server {
+  url: string;
+  machine: Creds;
+  api: Creds;
+  app: Creds & { redirectUri: string };
+  users: { email: string; password: string }[];
+  /** oidc-provider only issues refresh tokens with prompt=consent; Latchkey adds it itself. */
+  promptConsent: boolean;
+}
+
+export interface FlowStats {
+  flows: number;
+  httpRequests: number;
+  consentForms: number;
+  status: Record<string, number>;
+}
+
+export const newFlowStats = (): FlowStats => ({ flows: 0, httpRequests: 0, consentForms: 0, status: {} });
+
+function count(stats: FlowStats, followed: Followed) {
+  for (const { status } of followed.chain) {
+    stats.httpRequests += 1;
+    stats.status[status] = (stats.status[status] ?? 0) + 1;
+  }
+}
+
+/**
+ * The second factor is not in the sign-in flow yet. When it lands, this is where the bench answers
+ * the TOTP page: enroll each bench user once (keep its secret), then post otplib's code for the current
+ * step. An account accepts one code per 30 s step, so measuring N sign-ins/s needs about 30·N users.
+ */
+function answerSecondFactor(page: Page): never {
+  throw new Error(`the sign-in asks for a second factor at ${page.url.pathname}: bench/flows.ts answerSecondFactor() does not answer TOTP yet`);
+}
+
+let userTurn = 0;
+
+/** The words of an HTML page, for error messages. */
+const text = (html: string) => html.replace(/<(style|script)[\s\S]*?<\/\1>/g, '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 300);
+
+/** authorize → login form (argon2id) → consent (when asked) → code → token. Returns the token response. */
+export async function signIn(server: Server, stats: FlowStats): Promise<{ access_token: string; refresh_token?: string }> {
+  const user = server.users[userTurn++ % server.users.length]!;
+  const jar = new CookieJar();
+  const { verifier, challenge } = pkcePair();
+  const query = new URLSearchParams({
+    client_id: server.app.id,
+    redirect_uri: server.app.redirectUri,
+    response_type: 'code',
+    scope: 'openid profile email offline_access api:read',
+    state: randomBytes(8).toString('hex'),
+    nonce: randomBytes(8).toString('hex'),
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+    ...(server.promptConsent ? { prompt: 'consent' } : {}),
+  });
+  const authUrl = new URL(`/auth?${query}`, server.url);
+  let followed = await follow(jar, server.url, await browse(jar, authUrl), authUrl);
+  count(stats, followed);
+  for (let step = 0; step < 6 && followed.page; step += 1) {
+    const page = followed.page;
+    const csrf = hiddenField(page.html, '_csrf') ?? '';
+    let action: string | undefined;
+    let form: Record<string, string>;
+    if (/autocomplete="one-time-code"/.test(page.html)) {
+      answerSecondFactor(page);
+    } else if ((action = formAction(page.html, '/login'))) {
+      form = { _csrf: csrf, email: user.email, password: user.password };
+    } else if ((action = formAction(page.html, '/consent'))) {
+      form = { _csrf: csrf };
+      stats.consentForms += 1;
+    } else {
+      throw new Error(`sign-in stopped at ${page.url.pathname} (${page.status}): ${text(page.html)}`);
+    }
+    const url = new URL(action, page.url);
+    followed = await follow(jar, server.url, await browse(jar, url, { form }), url);
+    count(stats, followed);
+  }
+  const code = followed.leftTo?.searchParams.get('code');
+  if (!code) throw new Error(`sign-in did not reach the client: ${followed.page?.status} ${text(followed.page?.html ?? '')}`);
+  const res = await fetch(new URL('/token', server.url), {
+    method: 'POST',
+    headers: { 'content-type': FORM, authorization: basic(server.app.id, server.app.secret) },
+    body: new URLSearchParams({ grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: server.app.redirectUri }),
+  });
+  stats.httpRequests += 1;
+  stats.status[res.status] = (stats.status[res.status] ?? 0) + 1;
+  const body = (await res.json()) as { access_token: string; refresh_token?: string };
+  if (res.status !== 200) throw new Error(`code redemption: ${res.status} ${JSON.stringify(body)}`);
+  stats.flows += 1;
+  return body;
+}
+
+/**
+ * Complete sign-ins for `seconds`: `concurrency` closed loops, or with `rate` an open loop that starts
+ * that many flows per second (at most `concurrency` at once; the rest are counted as skipped).
+ */
+export async function signInLoad(server: Server, options: { seconds: number; concurrency: number; rate?: number; onTokens?: (t: { refresh_token?: string }) => void }) {
+  const stats = newFlowStats();
+  const latencies: number[] = [];
+  let errors = 0;
+  let skipped = 0;
+  let firstError: string | undefined;
+  const started = performance.now();
+  const end = started + options.seconds * 1000;
+  const once = async () => {
+    const t0 = performance.now();
+    try {
+      const tokens = await signIn(server, stats);
+      latencies.push(performance.now() - t0);
+      options.onTokens?.(tokens);
+    } catch (err) {
+      errors += 1;
+      firstError ??= (err as Error).message;
+    }
+  };
+  if (options.rate) {
+    let inFlight = 0;
+    const all: Promise<void>[] = [];
+    for (let i = 0; performance.now() < end; i += 1) {
+      const due = started + (i * 1000) / options.rate;
+      if (due > performance.now()) await new Promise((r) => setTimeout(r, due - performance.now()));
+      if (inFlight >= options.concurrency) {
+        skipped += 1;
+        continue;
+      }
+      inFlight += 1;
+      all.push(once().finally(() => (inFlight -= 1)));
+    }
+    await Promise.all(all);
+  } else {
+    await Promise.all(Array.from({ length: options.concurrency }, async () => {
+      while (performance.now() < end) await once();
+    }));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const non2xx = Object.entries(stats.status).filter(([s]) => !/^[23]/.test(s)).reduce((n, [, c]) => n + c, 0);
+  const load: Load = { count: stats.flows, seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99), non2xx, errors, status: stats.status };
+  return { load, stats, skipped, firstError };
+}
+
+/** Runs `task` `n` times, `concurrency` at a time. */
+export async function times<T>(n: number, concurrency: number, task: () => Promise<T>): Promise<T[]> {
+  const out: T[] = [];
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(n, concurrency) }, async () => {
+    while (next < n) {
+      next += 1;
+      out.push(await task());
+    }
+  }));
+  return out;
+}
+
+export async function clientCredentialsToken(server: Server): Promise<string> {
+  const res = await fetch(new URL('/token', server.url), {
+    method: 'POST',
+    headers: { 'content-type': FORM, authorization: basic(server.machine.id, server.machine.secret) },
+    body: 'grant_type=client_credentials&scope=api%3Aread',
+  });
+  const body = (await res.json()) as { access_token?: string };
+  if (res.status !== 200 || !body.access_token) throw new Error(`client_credentials: ${res.status} ${JSON.stringify(body)}`);
+  return body.access_token;
+}
+
+/** `latchkey …` (the CLI, against the bench's Redis), with --json. */
+export function latchkey(redisUrl: string, args: string[], stdin?: string): Promise<Record<string, string>> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(process.execPath, ['src/cli/main.ts', ...args, '--json'], { cwd: ROOT, env: { ...process.env, REDIS_URL: redisUrl } }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`latchkey ${args.slice(0, 2).join(' ')}: ${stderr || err.message}`));
+      else resolve(JSON.parse(stdout) as Record<string, string>);
+    });
+    child.stdin!.end(stdin ?? '');
+  });
+}
+
+export const API_URI = 'https://api.bench.example';
+export const REDIRECT_URI = 'http://127.0.0.1:9/cb';
+
+/** Registers what the scenarios use in Latchkey's storage: an API, a machine client, an app, `users` people. */
+export async function registerLatchkey(redisUrl: string, options: { users: number; apiTtl?: number }) {
+  const ttl = options.apiTtl ? ['--ttl', String(options.apiTtl)] : [];
+  const api = await latchkey(redisUrl, ['resource', 'create', '--uri', API_URI, '--scope', 'api:read', ...ttl]);
+  const machine = await latchkey(redisUrl, ['client', 'create', '--name', 'Bench machine', '--grants', 'client_credentials', '--scope', 'api:read']);
+  const app = await latchkey(redisUrl, ['client', 'create', '--name', 'Bench app', '--grants', 'authorization_code,refresh_token', '--redirect-uri', REDIRECT_URI, '--scope', 'openid profile email offline_access api:read']);
+  const password = randomBytes(12).toString('base64url');
+  const users = await Promise.all(Array.from({ length: options.users }, async (_, i) => {
+    const email = `bench${i}@example.org`;
+    await latchkey(redisUrl, ['user', 'create', '--email', email, '--name', `Bench ${i}`, '--password-stdin'], password);
+    return { email, password };
+  }));
+  return {
+    machine: { id: machine.client_id!, secret: machine.client_secret! },
+    api: { id: api.client_id!, secret: api.client_secret! },
+    app: { id: app.client_id!, secret: app.client_secret!, redirectUri: REDIRECT_URI },
+    users,
+  };
+}
+
+// ---- request shapes for autocannon ----
+
+const auth = (c: Creds) => ({ 'content-type': FORM, authorization: basic(c.id, c.secret) });
+
+/** client_credentials at /token; `onToken` sees each issued access token. */
+export function tokenRequest(server: Server, onToken?: (token: string) => void): Request {
+  return {
+    method: 'POST',
+    path: '/token',
+    headers: auth(server.machine),
+    body: 'grant_type=client_credentials&scope=api%3Aread',
+    ...(onToken ? { onResponse: (status: number, body: string) => status === 200 && onToken((JSON.parse(body) as { access_token: string }).access_token) } : {}),
+  };
+}
+
+/** Introspection by the API of tokens from `pool`, in turn. */
+export function introspectionRequest(server: Server, pool: string[]): Request {
+  let i = 0;
+  return {
+    method: 'POST',
+    path: '/token/introspection',
+    headers: auth(server.api),
+    setupRequest: (req) => ({ ...req, body: `token=${encodeURIComponent(pool[i++ % pool.length]!)}` }),
+  };
+}
+
+/**
+ * Refresh-token grants on rotating chains: each request takes a live refresh token from the queue and
+ * puts back the one the answer carries, so a chain is used by one request at a time. A request still in
+ * flight when a run stops loses its chain; `topUp` starts new chains with complete sign-ins.
+ */
+export class RefreshChains {
+  readonly tokens: string[] = [];
+  starved = 0;
+  readonly #server: Server;
+  constructor(server: Server) {
+    this.#server = server;
+  }
+
+  async topUp(n: number, stats: FlowStats) {
+    const missing = n - this.tokens.length;
+    if (missing > 0) await times(missing, 8, async () => this.tokens.push((await signIn(this.#server, stats)).refresh_token!));
+  }
+
+  request(): Request {
+    return {
+      method: 'POST',
+      path: '/token',
+      headers: auth(this.#server.app),
+      setupRequest: (req) => {
+        const token = this.tokens.shift();
+        if (!token) this.starved += 1;
+        return { ...req, body: `grant_type=refresh_token&refresh_token=${encodeURIComponent(token ?? 'starved')}` };
+      },
+      onResponse: (status, body) => {
+        if (status === 200) this.tokens.push((JSON.parse(body) as { refresh_token: string }).refresh_token);
+      },
+    };
+  }
+}
+
+/** Revocation by the machine client of its own tokens from `queue` (a made-up token when it is empty). */
+export function revocationRequest(server: Server, queue: string[]): Request {
+  return {
+    method: 'POST',
+    path: '/token/revocation',
+    headers: auth(server.machine),
+    setupRequest: (req) => ({ ...req, body: `token=${encodeURIComponent(queue.shift() ?? randomBytes(32).toString('base64url'))}&token_type_hint=access_token` }),
+  };
+}

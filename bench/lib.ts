@@ -1,0 +1,215 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import autocannon, { type Request } from 'autocannon';
+import type { Redis } from 'ioredis';
+
+/**
+ * The measuring kit: processes under test, their CPU from /proc, Redis counters, and one load run
+ * (autocannon, or any driver that returns a `Load`) turned into a `Sample`.
+ */
+export const ROOT = new URL('..', import.meta.url).pathname;
+const TICK = 100; // USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s on Linux
+
+export interface Proc {
+  name: string;
+  pid: number;
+  url: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** Starts `node <script>` with `env`, stdout to /dev/null, and waits until `readyPath` answers 200. */
+export async function startProc(name: string, script: string, port: number, env: Record<string, string>, readyPath: string): Promise<Proc> {
+  const child = spawn(process.execPath, [script], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: String(port), ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => {
+    stderr = (stderr + String(d)).slice(-4000);
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  for (let i = 0; i < 300; i += 1) {
+    if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}: ${stderr}`);
+    try {
+      const res = await fetch(url + readyPath, { signal: AbortSignal.timeout(1000) });
+      await res.body?.cancel();
+      if (res.status === 200) return { name, pid: child.pid!, url, child, stop };
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+  await stop();
+  throw new Error(`${name} did not become ready: ${stderr}`);
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** CPU seconds (user + system) a process has used so far. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICK;
+}
+
+export function rssBytes(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
+  return Number(line?.split(/\s+/)[1] ?? 0) * 1024;
+}
+
+/** CPU seconds the whole machine has been busy (every core, every process). */
+function machineBusySeconds(): number {
+  const [, user, nice, system, , , irq, softirq, steal] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.split(/\s+/).map(Number);
+  return (user! + nice! + system! + irq! + softirq! + steal!) / TICK;
+}
+
+export async function redisInfo(redis: Redis, section: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const line of (await redis.info(section)).split('\r\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
+  }
+  return out;
+}
+
+/** Calls per command since the start of Redis (commands run inside Lua scripts included). */
+async function commandCalls(redis: Redis): Promise<Map<string, number>> {
+  const calls = new Map<string, number>();
+  for (const [key, value] of Object.entries(await redisInfo(redis, 'commandstats'))) {
+    const cmd = key.replace(/^cmdstat_/, '');
+    if (cmd === 'info') continue; // the bench's own probes
+    calls.set(cmd, Number(/calls=(\d+)/.exec(value)?.[1] ?? 0));
+  }
+  return calls;
+}
+
+export async function usedMemory(redis: Redis): Promise<number> {
+  return Number((await redisInfo(redis, 'memory')).used_memory);
+}
+
+/** What a load driver reports: completed requests (or flows), their time, latency and answers. */
+export interface Load {
+  count: number;
+  seconds: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+  status: Record<string, number>;
+}
+
+export interface Sample extends Load {
+  rps: number;
+  /** Server process CPU per request, µs. */
+  cpuUs: number;
+  redisCpuUs: number;
+  /** Redis commands per request, by command. */
+  redisCmds: Record<string, number>;
+  redisCmdsTotal: number;
+  /** Redis used_memory change per request, bytes. */
+  memPerReq: number;
+  /** CPU the rest of the machine used during the run (other people's tests…), in cores. */
+  otherCores: number;
+}
+
+export interface Watch {
+  pid: number;
+  redis: Redis;
+  redisPid: number;
+}
+
+/** Runs `load` and measures around it: server and Redis CPU, Redis commands and memory, the machine's other load. */
+export async function measure(watch: Watch, load: () => Promise<Load>): Promise<Sample> {
+  const before = { cpu: cpuSeconds(watch.pid), rcpu: cpuSeconds(watch.redisPid), calls: await commandCalls(watch.redis), mem: await usedMemory(watch.redis) };
+  const machine0 = machineBusySeconds();
+  const self0 = process.cpuUsage();
+  const started = performance.now();
+  const result = await load();
+  const wall = (performance.now() - started) / 1000;
+  const self = process.cpuUsage(self0);
+  const machine = machineBusySeconds() - machine0;
+  const cpu = cpuSeconds(watch.pid) - before.cpu;
+  const rcpu = cpuSeconds(watch.redisPid) - before.rcpu;
+  const calls = await commandCalls(watch.redis);
+  const mem = (await usedMemory(watch.redis)) - before.mem;
+  const n = Math.max(1, result.count);
+  const redisCmds: Record<string, number> = {};
+  let redisCmdsTotal = 0;
+  for (const [cmd, total] of calls) {
+    const delta = total - (before.calls.get(cmd) ?? 0);
+    if (delta > 0) {
+      redisCmds[cmd] = delta / n;
+      redisCmdsTotal += delta / n;
+    }
+  }
+  const ours = cpu + rcpu + (self.user + self.system) / 1e6;
+  return {
+    ...result,
+    rps: result.count / result.seconds,
+    cpuUs: (cpu / n) * 1e6,
+    redisCpuUs: (rcpu / n) * 1e6,
+    redisCmds,
+    redisCmdsTotal,
+    memPerReq: mem / n,
+    otherCores: Math.max(0, machine - ours) / wall,
+  };
+}
+
+export interface CannonOptions {
+  connections: number;
+  duration: number;
+  rate?: number;
+}
+
+/** One autocannon run against `url` with one request shape. */
+export async function cannon(url: string, request: Request, options: CannonOptions): Promise<Load> {
+  const r = await autocannon({
+    url,
+    connections: options.connections,
+    duration: options.duration,
+    ...(options.rate ? { overallRate: Math.max(1, Math.round(options.rate)) } : {}),
+    timeout: 10,
+    requests: [request],
+  });
+  const status: Record<string, number> = {};
+  for (const [code, { count }] of Object.entries(r.statusCodeStats)) status[code] = count;
+  return { count: r.requests.total, seconds: r.duration, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors + r.timeouts, status };
+}
+
+/** Latency percentiles (ms) of a list of durations. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length === 0 ? 0 : s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+export function basic(id: string, secret: string): string {
+  return `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
+}
+
+export const FORM = 'application/x-www-form-urlencoded';
+
+/** The kind of a Latchkey key: the model of `lk:{tag}:Model:…`, or the prefix of the others. */
+export function keyType(key: string): string {
+  const tagged = /^lk:\{[^}]*\}:(.+)$/.exec(key);
+  if (!tagged) return key.split(':').slice(0, 2).join(':');
+  const parts = tagged[1]!.split(':');
+  if (parts[0] === 'grant') return 'grant index';
+  return parts[0] === 'Session' && parts[1] === 'uid' ? 'Session uid index' : parts[0]!;
+}

@@ -1,0 +1,296 @@
+import { execSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import {
+  clientCredentialsToken, introspectionRequest, newFlowStats, RefreshChains, signIn, signInLoad, times, tokenRequest,
+  type FlowStats, type Server,
+} from './flows.ts';
+import { cannon, keyType, median, measure, ROOT, usedMemory, type Load, type Proc, type Sample } from './lib.ts';
+import { runSoak } from './soak.ts';
+import { startWorld, type World } from './world.ts';
+
+/**
+ * `npm run bench [-- --duration 5 --rounds 3 --connections 32 --warmup 3]` measures Latchkey against
+ * its baselines, alternately in one run, and writes bench/RESULTS.md.
+ * `npm run bench -- --soak SECONDS` runs mixed traffic instead (bench/soak.ts, bench/SOAK.md).
+ */
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '3' },
+    connections: { type: 'string', default: '32' },
+    warmup: { type: 'string', default: '3' },
+    soak: { type: 'string' },
+  },
+});
+const opts = { duration: Number(values.duration), rounds: Number(values.rounds), connections: Number(values.connections), warmup: Number(values.warmup) };
+for (const [k, v] of Object.entries(opts)) if (!(v > 0)) throw new Error(`--${k} must be a positive number`);
+const command = `${process.env.npm_lifecycle_event === 'bench' ? 'npm run bench' : 'node bench/run.ts'}${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
+
+export function machineLines(): string[] {
+  const cpu = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown';
+  const version = (pkg: string) => (JSON.parse(readFileSync(`${ROOT}node_modules/${pkg}/package.json`, 'utf8')) as { version: string }).version;
+  let git = 'unknown';
+  try {
+    git = execSync('git rev-parse --short HEAD', { cwd: ROOT }).toString().trim();
+    if (execSync('git status --porcelain', { cwd: ROOT }).toString().trim()) git += ' plus uncommitted changes in the work tree';
+  } catch {
+    // not a checkout
+  }
+  return [
+    `- Command: \`${command}\``,
+    `- Date: ${new Date().toISOString()}`,
+    `- Machine: ${availableParallelism()} CPUs (nproc), ${cpu}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM; load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `- Node ${process.version}, oidc-provider ${version('oidc-provider')}, koa ${version('koa')}, ioredis ${version('ioredis')}, autocannon ${version('autocannon')}, ${execSync('redis-server --version').toString().trim().split(' ').slice(0, 3).join(' ')}; code: ${git}`,
+  ];
+}
+
+interface Entry {
+  scenario: string;
+  target: string;
+  latchkey: boolean;
+  proc: Proc;
+  /** Runs before each run, outside the measurement (pools, chains). */
+  prepare?: () => Promise<void>;
+  load: (seconds: number) => Promise<Load>;
+  samples: Sample[];
+  flows?: FlowStats;
+}
+
+interface Notes {
+  inactive: Map<string, { inactive: number }>;
+  chains: Map<string, RefreshChains>;
+}
+
+function entries(world: World, connections: number, notes: Notes): Entry[] {
+  const out: Entry[] = [];
+  const servers: [string, Server & { proc: Proc }][] = [['Latchkey', world.latchkey], ['raw oidc-provider (memory)', world.raw!]];
+  const ac = (url: string, request: Parameters<typeof cannon>[1]) => (duration: number) => cannon(url, request, { connections, duration });
+  for (const [target, server] of servers) {
+    const latchkey = target === 'Latchkey';
+    const base = { target, latchkey, proc: server.proc };
+    out.push({ ...base, samples: [], scenario: 'client_credentials token', load: ac(server.url, tokenRequest(server)) });
+    // A fresh pool before each run: raw oidc-provider's memory adapter keeps only 1,000 records (LRU).
+    const pool: string[] = [];
+    const check = { inactive: 0 };
+    notes.inactive.set(target, check);
+    const introspect = introspectionRequest(server, pool);
+    introspect.onResponse = (status, body) => {
+      if (status === 200 && !body.includes('"active":true')) check.inactive += 1;
+    };
+    out.push({
+      ...base,
+      samples: [],
+      scenario: 'introspection of an active token',
+      prepare: async () => {
+        pool.length = 0;
+        pool.push(...(await times(200, 16, () => clientCredentialsToken(server))));
+      },
+      load: ac(server.url, introspect),
+    });
+    const chains = new RefreshChains(server);
+    notes.chains.set(target, chains);
+    const setupFlows = newFlowStats();
+    out.push({
+      ...base,
+      samples: [],
+      scenario: 'refresh-token grant (rotating)',
+      prepare: async () => {
+        if (!latchkey) chains.tokens.length = 0; // evicted from the LRU by the runs in between
+        await chains.topUp(2 * connections, setupFlows);
+      },
+      load: ac(server.url, chains.request()),
+    });
+    const flows = newFlowStats();
+    out.push({
+      ...base,
+      samples: [],
+      scenario: 'complete sign-in',
+      flows,
+      load: async (seconds) => {
+        const { load, stats, firstError } = await signInLoad(server, { seconds, concurrency: connections });
+        for (const k of ['flows', 'httpRequests', 'consentForms'] as const) flows[k] += stats[k];
+        if (firstError) console.error(`  ${target} sign-in error: ${firstError}`);
+        return load;
+      },
+    });
+  }
+  // A B A B within each scenario: order by scenario, keeping Latchkey first.
+  const order = [...new Set(out.map((e) => e.scenario))];
+  out.sort((a, b) => order.indexOf(a.scenario) - order.indexOf(b.scenario));
+  for (const floor of world.floors) {
+    out.push({ scenario: 'floors', target: floor.name, latchkey: false, proc: floor.proc, samples: [], load: ac(floor.proc.url, { method: floor.method, path: floor.path }) });
+  }
+  return out;
+}
+
+/** Redis memory per stored object, measured on a fresh Latchkey: client-credentials tokens, then sign-ins. */
+async function memoryProbe(world: World) {
+  const { redis, latchkey } = world;
+  const dbsize = () => redis.dbsize();
+  const m0 = await usedMemory(redis);
+  const k0 = await dbsize();
+  const tokens = 5000;
+  await times(tokens, 16, () => clientCredentialsToken(latchkey));
+  const m1 = await usedMemory(redis);
+  const k1 = await dbsize();
+  const signIns = 100;
+  const stats = newFlowStats();
+  await times(signIns, 4, () => signIn(latchkey, stats));
+  const m2 = await usedMemory(redis);
+  const k2 = await dbsize();
+  // MEMORY USAGE of every record, grouped by kind.
+  const byType = new Map<string, { n: number; bytes: number }>();
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', 'lk:*', 'COUNT', 1000);
+    cursor = next;
+    const usage = await Promise.all(found.map((k) => redis.call('MEMORY', 'USAGE', k, 'SAMPLES', '0') as Promise<number | null>));
+    found.forEach((k, i) => {
+      const t = keyType(k);
+      const cur = byType.get(t) ?? { n: 0, bytes: 0 };
+      byType.set(t, { n: cur.n + 1, bytes: cur.bytes + (usage[i] ?? 0) });
+    });
+  } while (cursor !== '0');
+  return { tokens, perToken: (m1 - m0) / tokens, keysPerToken: (k1 - k0) / tokens, signIns, perSignIn: (m2 - m1) / signIns, keysPerSignIn: (k2 - k1) / signIns, byType };
+}
+
+const f0 = (n: number) => Math.round(n).toLocaleString('en-US');
+const f1 = (n: number) => n.toFixed(1);
+const f2 = (n: number) => n.toFixed(2);
+
+function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof memoryProbe>>, notes: Notes, machine: string[]): string {
+  const rps = (e: Entry) => median(e.samples.map((s) => s.rps));
+  const sum = (e: Entry, f: (s: Sample) => number) => e.samples.reduce((n, s) => n + f(s), 0);
+  // Totals over all rounds for per-request figures (CPU, Redis), medians for rates and latency.
+  const perReq = (e: Entry, f: (s: Sample) => number) => sum(e, (s) => f(s) * s.count) / Math.max(1, sum(e, (s) => s.count));
+  const floors = list.filter((e) => e.scenario === 'floors');
+  const raw = (scenario: string) => list.find((e) => e.scenario === scenario && e.target.startsWith('raw'));
+  const lines = [
+    '# Latchkey benchmark results',
+    '',
+    'Written by `npm run bench` (bench/run.ts). Every number below was measured in this run; nothing is copied from elsewhere.',
+    '',
+    ...machine,
+    `- Load: autocannon ${opts.connections} connections from the bench process (sign-ins: ${opts.connections} concurrent flows with fetch), ${opts.warmup} s warm-up per target, then ${opts.rounds} rounds of ${opts.duration} s, targets alternating within each round (A B A B …). Rates, p50 and p99 are medians of the rounds; CPU and Redis figures are totals over all rounds divided by the requests.`,
+    `- Processes: a private redis-server; Latchkey (\`node src/main.ts\`, NODE_ENV=production, REDIS_URL, LOG_LEVEL=info JSON logs to /dev/null, metrics on); raw oidc-provider ${'9'} with its default in-memory adapter (bench/baselines/raw-oidc-provider.ts); Koa + ioredis and bare node:http floors (bench/baselines/). Everything on 127.0.0.1, everything on the same ${availableParallelism()} CPUs as the load generator.`,
+    `- Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}. "other load" is the CPU the rest of the machine used during the runs (other people's tests and builds), in cores: it perturbs every number here.`,
+    '',
+    '## Summary',
+    '',
+    `| scenario | Latchkey /s | raw oidc-provider /s | Latchkey ÷ raw | ${floors.map((f) => `÷ ${f.target}`).join(' | ')} | Latchkey p99 ms |`,
+    `|---|---|---|---|${floors.map(() => '---|').join('')}---|`,
+  ];
+  const scenarios = [...new Set(list.map((e) => e.scenario))].filter((s) => s !== 'floors');
+  for (const scenario of scenarios) {
+    const lk = list.find((e) => e.scenario === scenario && e.latchkey)!;
+    const r = raw(scenario);
+    lines.push(`| ${scenario} | ${f0(rps(lk))} | ${r ? f0(rps(r)) : '–'} | ${r ? f2(rps(lk) / rps(r)) + '×' : '–'} | ${floors.map((fl) => f2(rps(lk) / rps(fl)) + '×').join(' | ')} | ${f1(median(lk.samples.map((s) => s.p99)))} |`);
+  }
+  lines.push('', 'Sign-in rates count complete sign-ins (several HTTP requests each, see below), so their ratios to the single-request floors are not like for like.', '');
+  for (const scenario of [...scenarios, 'floors']) {
+    lines.push(`## ${scenario}`, '');
+    lines.push('| server | /s (median) | rounds /s | p50 ms | p99 ms | server CPU µs/req | Redis CPU µs/req | Redis cmds/req | Redis mem Δ B/req | non-2xx | errors | other load (cores) |');
+    lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const e of list.filter((x) => x.scenario === scenario)) {
+      lines.push(
+        `| ${e.target} | ${f0(rps(e))} | ${e.samples.map((s) => f0(s.rps)).join(', ')} | ${f1(median(e.samples.map((s) => s.p50)))} | ${f1(median(e.samples.map((s) => s.p99)))} | ${f0(perReq(e, (s) => s.cpuUs))} | ${f0(perReq(e, (s) => s.redisCpuUs))} | ${f2(perReq(e, (s) => s.redisCmdsTotal))} | ${f0(perReq(e, (s) => s.memPerReq))} | ${f0(sum(e, (s) => s.non2xx))} | ${f0(sum(e, (s) => s.errors))} | ${f2(median(e.samples.map((s) => s.otherCores)))} |`,
+      );
+    }
+    lines.push('');
+    for (const e of list.filter((x) => x.scenario === scenario && (x.latchkey || x.target.startsWith('Koa')))) {
+      const cmds = new Map<string, number>();
+      for (const s of e.samples) for (const [c, v] of Object.entries(s.redisCmds)) cmds.set(c, (cmds.get(c) ?? 0) + v * s.count);
+      const total = sum(e, (s) => s.count);
+      const text = [...cmds].sort((a, b) => b[1] - a[1]).map(([c, v]) => `${c} ${f2(v / total)}`).join(', ');
+      lines.push(`- Redis commands per request, ${e.target} (commands run inside Lua scripts counted too): ${text || 'none'}`);
+    }
+    const statuses = list.filter((x) => x.scenario === scenario && x.samples.some((s) => s.non2xx > 0));
+    for (const e of statuses) {
+      const merged: Record<string, number> = {};
+      for (const s of e.samples) for (const [code, n] of Object.entries(s.status)) merged[code] = (merged[code] ?? 0) + n;
+      lines.push(`- Status codes, ${e.target}: ${Object.entries(merged).map(([c, n]) => `${c}×${f0(n)}`).join(', ')}`);
+    }
+    if (scenario.startsWith('introspection')) {
+      lines.push(`- Each request introspects the next token of a pool of 200 client-credentials tokens created just before the run, with the API's own credentials. Answers that were not \`"active":true\`: ${[...notes.inactive].map(([t, c]) => `${t} ${c.inactive}`).join(', ')}.`);
+    }
+    if (scenario.startsWith('refresh')) {
+      lines.push(
+        `- Measured with autocannon on rotating chains: before each run, complete sign-ins (not measured) top the queue up to ${2 * opts.connections} live refresh tokens; each request takes one and puts back the rotated token from its answer, so every request is a real single-use refresh. A request in flight when a run ends loses its chain. Requests that found the queue empty (sent with a dead token): ${[...notes.chains].map(([t, c]) => `${t} ${c.starved}`).join(', ')}.`,
+        '- raw oidc-provider\'s memory adapter keeps 1,000 records (LRU): its chains are started afresh before each of its runs. Latchkey keeps every rotated (consumed) refresh token until its own expiry (14 days) to detect reuse, which is what "Redis mem Δ" shows.',
+      );
+    }
+    if (scenario === 'complete sign-in') {
+      for (const e of list.filter((x) => x.scenario === scenario)) {
+        const fl = e.flows!;
+        lines.push(`- ${e.target}: ${f1(fl.httpRequests / Math.max(1, fl.flows))} HTTP requests per sign-in (every redirect followed), consent form posted in ${f0(fl.consentForms)} of ${f0(fl.flows)} sign-ins; latency and CPU are per complete sign-in.`);
+      }
+      lines.push(
+        `- Latchkey: GET /auth → login page → POST email + password (argon2id verify, OWASP parameters) → consent (a person's consent is remembered per app, so after the first sign-in of each of the ${world.latchkey.users.length} bench users the grant is saved without the form) → code → POST /token. Each sign-in starts without cookies (a new session).`,
+        '- The second factor (TOTP) is not in the sign-in flow yet: these numbers are password-only, with MFA_POLICY=optional. `answerSecondFactor()` in bench/flows.ts is the hook that will answer the TOTP step; as one account accepts one code per 30 s step, measuring N sign-ins/s with TOTP needs about 30·N bench users.',
+        '- raw oidc-provider: the same redirect chain, but its bench interaction handler logs in and consents without a page, a form or a password, so the ratio shows what the pages and argon2id cost.',
+      );
+    }
+    lines.push('');
+  }
+  lines.push('## Redis memory per stored object (Latchkey)', '');
+  lines.push(
+    `Measured first, on a fresh Redis: \`INFO memory\` used_memory before and after ${f0(memory.tokens)} client-credentials tokens, then ${f0(memory.signIns)} complete sign-ins (each with its code redeemed).`,
+    '',
+    `- One client-credentials token: **${f0(memory.perToken)} bytes** of used_memory, ${f2(memory.keysPerToken)} keys.`,
+    `- One sign-in (session, grant, refresh and access tokens, the consumed authorization code kept until its 60 s expiry, indexes): **${f0(memory.perSignIn)} bytes**, ${f2(memory.keysPerSignIn)} keys.`,
+    '',
+    '`MEMORY USAGE` of every key afterwards, by kind:',
+    '',
+    '| kind | keys | average bytes |',
+    '|---|---|---|',
+  );
+  for (const [type, { n, bytes }] of [...memory.byType].sort((a, b) => b[1].n - a[1].n)) lines.push(`| ${type} | ${f0(n)} | ${f0(bytes / n)} |`);
+  const avg = (t: string) => {
+    const v = memory.byType.get(t);
+    return v ? v.bytes / v.n : 0;
+  };
+  const grantKinds = ['Session', 'Session uid index', 'Grant', 'grant index', 'AccessToken', 'RefreshToken'];
+  lines.push('', `One person's grant with its refresh and access tokens and session (${grantKinds.join(' + ')}, averages above): **${f0(grantKinds.reduce((n, t) => n + avg(t), 0))} bytes**; plus ${f0(avg('AuthorizationCode'))} bytes for the consumed code during its first minute.`, '');
+  return lines.join('\n');
+}
+
+async function bench() {
+  const machine = machineLines();
+  console.log(`starting Redis, Latchkey and the baselines…`);
+  const world = await startWorld({ baselines: true, users: 4 });
+  const stopOnSignal = () => void world.stop().then(() => process.exit(130));
+  process.once('SIGINT', stopOnSignal);
+  process.once('SIGTERM', stopOnSignal);
+  try {
+    console.log('measuring Redis memory per stored object…');
+    const memory = await memoryProbe(world);
+    const notes: Notes = { inactive: new Map(), chains: new Map() };
+    const list = entries(world, opts.connections, notes);
+    const runOnce = async (e: Entry, seconds: number) => {
+      await e.prepare?.();
+      const s = await measure(world.watch(e.proc), () => e.load(seconds));
+      console.log(`  ${e.scenario} · ${e.target}: ${f0(s.rps)}/s p50 ${f1(s.p50)} ms p99 ${f1(s.p99)} ms, ${f0(s.cpuUs)} µs CPU, ${f2(s.redisCmdsTotal)} Redis cmds, non-2xx ${s.non2xx}`);
+      return s;
+    };
+    console.log(`warm-up (${opts.warmup} s each)…`);
+    for (const e of list) await runOnce(e, opts.warmup);
+    // Counters of the warm-up are not results.
+    for (const c of notes.inactive.values()) c.inactive = 0;
+    for (const c of notes.chains.values()) c.starved = 0;
+    for (const e of list) if (e.flows) Object.assign(e.flows, newFlowStats());
+    for (let round = 1; round <= opts.rounds; round += 1) {
+      console.log(`round ${round} of ${opts.rounds} (${opts.duration} s each)…`);
+      for (const e of list) e.samples.push(await runOnce(e, opts.duration));
+    }
+    const text = report(world, list, memory, notes, machine);
+    writeFileSync(new URL('RESULTS.md', import.meta.url), text);
+    console.log(`\n${text}\nwritten to bench/RESULTS.md`);
+  } finally {
+    await world.stop();
+  }
+}
+
+if (values.soak !== undefined) await runSoak(Number(values.soak), opts.connections, machineLines());
+else await bench();

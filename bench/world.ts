@@ -1,0 +1,89 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { freePort, startRedis } from '../test/helpers/redis.ts';
+import { API_URI, REDIRECT_URI, registerLatchkey, type Server } from './flows.ts';
+import { redisInfo, startProc, type Proc, type Watch } from './lib.ts';
+
+/**
+ * Everything the bench measures, each its own process on 127.0.0.1 and a free port: a private
+ * redis-server, Latchkey (`node src/main.ts`, production mode, normal logging to /dev/null), and with
+ * `baselines` raw oidc-provider (memory adapter), Koa + ioredis floors and bare node:http.
+ */
+export interface World {
+  redisUrl: string;
+  redis: Redis;
+  redisPid: number;
+  latchkey: Server & { proc: Proc };
+  raw?: Server & { proc: Proc };
+  floors: { name: string; proc: Proc; method: string; path: string }[];
+  watch(proc: Proc): Watch;
+  stop(): Promise<void>;
+}
+
+const token = () => randomBytes(18).toString('base64url');
+
+export async function startWorld(options: { baselines: boolean; users: number; apiTtl?: number }): Promise<World> {
+  const redisServer = await startRedis({ ownServer: true });
+  const procs: Proc[] = [];
+  const redis = new Redis(redisServer.url);
+  const stop = async () => {
+    for (const p of procs.reverse()) await p.stop();
+    redis.disconnect();
+    await redisServer.dispose();
+  };
+  try {
+    const redisPid = Number((await redisInfo(redis, 'server')).process_id);
+    const registered = await registerLatchkey(redisServer.url, { users: options.users, apiTtl: options.apiTtl });
+    const port = await freePort();
+    const lk = await startProc('Latchkey', 'src/main.ts', port, {
+      NODE_ENV: 'production',
+      REDIS_URL: redisServer.url,
+      ISSUER: `http://127.0.0.1:${port}`,
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+      LOG_FORMAT: 'json',
+      SECRETS_KEY: randomBytes(32).toString('base64'),
+      // The bench users have no second factor yet (see answerSecondFactor in flows.ts).
+      MFA_POLICY: 'optional',
+    }, '/healthz');
+    procs.push(lk);
+    const world: World = {
+      redisUrl: redisServer.url,
+      redis,
+      redisPid,
+      latchkey: { url: lk.url, proc: lk, ...registered, promptConsent: false },
+      floors: [],
+      watch: (proc) => ({ pid: proc.pid, redis, redisPid }),
+      stop,
+    };
+    if (options.baselines) {
+      const creds = { machine: { id: 'machine', secret: token() }, api: { id: 'api', secret: token() }, app: { id: 'app', secret: token(), redirectUri: REDIRECT_URI } };
+      const rawPort = await freePort();
+      const raw = await startProc('raw oidc-provider', 'bench/baselines/raw-oidc-provider.ts', rawPort, {
+        API_URI,
+        REDIRECT_URI,
+        MACHINE_ID: creds.machine.id,
+        MACHINE_SECRET: creds.machine.secret,
+        API_ID: creds.api.id,
+        API_SECRET: creds.api.secret,
+        APP_ID: creds.app.id,
+        APP_SECRET: creds.app.secret,
+      }, '/.well-known/openid-configuration');
+      procs.push(raw);
+      world.raw = { url: raw.url, proc: raw, ...creds, users: [{ email: 'none', password: 'none' }], promptConsent: true };
+      const koa = await startProc('Koa + ioredis', 'bench/baselines/koa-redis.ts', await freePort(), { REDIS_URL: redisServer.url }, '/get');
+      procs.push(koa);
+      const bare = await startProc('node:http', 'bench/baselines/node-http.ts', await freePort(), {}, '/');
+      procs.push(bare);
+      world.floors.push(
+        { name: 'bare node:http, small JSON', proc: bare, method: 'GET', path: '/' },
+        { name: 'Koa + ioredis, one GET', proc: koa, method: 'GET', path: '/get' },
+        { name: 'Koa + ioredis, one SET … EX', proc: koa, method: 'POST', path: '/set' },
+      );
+    }
+    return world;
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

@@ -1,0 +1,172 @@
+import { randomBytes } from 'node:crypto';
+import { SecretBoxError, type SecretBox } from '../security/secret-box.ts';
+import { digest, keys } from '../storage/keys.ts';
+import type { Store } from '../storage/store.ts';
+import { AccountError, type Account, type AccountMfa, type Accounts } from './accounts.ts';
+import { generateRecoveryCodes, generateRecoverySalt, normalizeRecoveryCode, recoveryCodeDigest } from './recovery-codes.ts';
+import { generateTotpSecret, totpProvisioning, TotpVerifier, type TotpProvisioning } from './totp.ts';
+
+/**
+ * A person's second factor: a TOTP authenticator plus single-use recovery codes.
+ *
+ * - Enrollment is two steps: `startEnrollment` makes a secret and what the page shows (QR code, key as
+ *   text) and a sealed `pending` value for the caller to keep (in the interaction); `enroll` activates
+ *   the factor only after a correct code from the app, and returns the recovery codes to show once.
+ * - The TOTP secret is stored sealed (AES-256-GCM, SECRETS_KEY) and bound to the account id.
+ * - Recovery codes are stored as salted digests in a set per generation; using one removes it atomically,
+ *   regenerating switches the account to a new generation and deletes the old set.
+ *
+ * Who may call what (fresh proof of the current factor before replacing it, lockout around every
+ * verification) is the caller's policy: see security/lockout.ts.
+ */
+export type SecondFactorMethod = 'totp' | 'recovery';
+
+export type SecondFactorResult =
+  | { ok: true; method: SecondFactorMethod; recoveryCodesLeft?: number }
+  | { ok: false; reason: 'not-enrolled' | 'invalid' | 'replayed' };
+
+export type EnrollResult = { ok: true; recoveryCodes: string[] } | { ok: false; reason: 'invalid' | 'replayed' | 'expired' };
+
+export interface Enrollment extends TotpProvisioning {
+  /** The new secret, sealed for this account with an expiry: give it back to `enroll`. */
+  pending: string;
+}
+
+/** An enrollment page left open longer than this has to start again. */
+const ENROLLMENT_TTL_MS = 15 * 60 * 1000;
+
+const secretContext = (accountId: string) => `totp-secret:${accountId}`;
+const enrollmentContext = (accountId: string) => `totp-enrollment:${accountId}`;
+
+export class SecondFactor {
+  readonly #store: Store;
+  readonly #accounts: Accounts;
+  readonly #box: SecretBox;
+  readonly #issuer: string;
+  readonly #now: () => number;
+  readonly #totp: TotpVerifier;
+
+  /** `issuer` is the name authenticator apps show next to the account (e.g. the issuer's host name). */
+  constructor(options: { store: Store; accounts: Accounts; box: SecretBox; issuer: string; now?: () => number }) {
+    this.#store = options.store;
+    this.#accounts = options.accounts;
+    this.#box = options.box;
+    this.#issuer = options.issuer;
+    this.#now = options.now ?? Date.now;
+    this.#totp = new TotpVerifier(options.store, { now: this.#now });
+  }
+
+  static isEnrolled(account: Account): account is Account & { mfa: AccountMfa } {
+    return account.mfa !== undefined;
+  }
+
+  async #account(accountId: string): Promise<Account> {
+    const account = await this.#accounts.find(accountId);
+    if (!account) throw new AccountError(`no account with id ${accountId}`);
+    return account;
+  }
+
+  async startEnrollment(account: Account): Promise<Enrollment> {
+    const secret = generateTotpSecret();
+    const provisioning = await totpProvisioning({ issuer: this.#issuer, accountName: account.email, secret });
+    const pending = this.#box.seal(JSON.stringify({ secret, exp: this.#now() + ENROLLMENT_TTL_MS }), enrollmentContext(account.id));
+    return { ...provisioning, pending };
+  }
+
+  /**
+   * Activates the pending factor when `code` is right (a wrong code changes nothing). Refuses to
+   * replace an enrolled factor unless `replace` is set (the caller has checked a fresh proof of it).
+   * Returns the new recovery codes: the only time they exist in clear.
+   */
+  async enroll(accountId: string, pending: string, code: string, options: { replace?: boolean } = {}): Promise<EnrollResult> {
+    let secret: string;
+    try {
+      const opened = JSON.parse(this.#box.open(pending, enrollmentContext(accountId))) as { secret: string; exp: number };
+      if (opened.exp <= this.#now()) return { ok: false, reason: 'expired' };
+      secret = opened.secret;
+    } catch (err) {
+      if (err instanceof SecretBoxError || err instanceof SyntaxError) return { ok: false, reason: 'expired' };
+      throw err;
+    }
+    const account = await this.#account(accountId);
+    if (account.mfa && !options.replace) throw new AccountError('this account already has a second factor');
+    const step = await this.#totp.check(secret, code);
+    if (step === undefined) return { ok: false, reason: 'invalid' };
+    // A pending enrollment activates once. Its code is checked against the new secret without the
+    // account's last-step guard (when replacing, the old factor's code of this very step was just
+    // accepted as proof); the step is then recorded so the same code cannot also sign in.
+    const claimed = await this.#store.set(keys.totpEnrollmentUsed(digest(pending)), '1', { ifAbsent: true, ttl: ENROLLMENT_TTL_MS / 1000 });
+    if (!claimed) return { ok: false, reason: 'replayed' };
+    await this.#totp.markAccepted(accountId, step);
+
+    const { codes, recovery } = await this.#newRecoverySet(accountId);
+    let previous: AccountMfa['recovery'];
+    await this.#accounts.update(accountId, (a) => {
+      previous = a.mfa?.recovery;
+      a.mfa = { secretEnc: this.#box.seal(secret, secretContext(accountId)), enrolledAt: this.#now(), recovery };
+    });
+    if (previous) await this.#store.del(keys.recoveryCodes(accountId, previous.generation));
+    return { ok: true, recoveryCodes: codes };
+  }
+
+  /** Removes the factor and its recovery codes: the person enrolls again at their next sign-in. */
+  async resetMfa(accountId: string): Promise<boolean> {
+    let previous: AccountMfa | undefined;
+    await this.#accounts.update(accountId, (a) => {
+      previous = a.mfa;
+      delete a.mfa;
+    });
+    if (previous?.recovery) await this.#store.del(keys.recoveryCodes(accountId, previous.recovery.generation));
+    await this.#totp.forget(accountId);
+    return previous !== undefined;
+  }
+
+  /** A new set of recovery codes; the old set stops working at once. Returns the codes to show once. */
+  async regenerateRecoveryCodes(accountId: string): Promise<string[]> {
+    const account = await this.#account(accountId);
+    if (!account.mfa) throw new AccountError('this account has no second factor');
+    const { codes, recovery } = await this.#newRecoverySet(accountId);
+    let previous: AccountMfa['recovery'];
+    await this.#accounts.update(accountId, (a) => {
+      if (!a.mfa) throw new AccountError('this account has no second factor');
+      previous = a.mfa.recovery;
+      a.mfa.recovery = recovery;
+    });
+    if (previous) await this.#store.del(keys.recoveryCodes(accountId, previous.generation));
+    return codes;
+  }
+
+  async recoveryCodesLeft(account: Account): Promise<number> {
+    const recovery = account.mfa?.recovery;
+    return recovery ? (await this.#store.setMembers(keys.recoveryCodes(account.id, recovery.generation))).length : 0;
+  }
+
+  /** Writes a new generation of digests under a new key; the account points at it once the caller saves it. */
+  async #newRecoverySet(accountId: string) {
+    const codes = generateRecoveryCodes();
+    const recovery = { generation: randomBytes(9).toString('base64url'), salt: generateRecoverySalt(), createdAt: this.#now() };
+    const key = keys.recoveryCodes(accountId, recovery.generation);
+    await Promise.all(codes.map((code) => this.#store.setAdd(key, recoveryCodeDigest(recovery.salt, normalizeRecoveryCode(code)!))));
+    return { codes, recovery };
+  }
+
+  /**
+   * Checks a TOTP code or a recovery code. A TOTP code is accepted once (and no older step after it);
+   * a recovery code is used up by the one caller that removes it.
+   */
+  async verifySecondFactor(accountId: string, input: { totp: string } | { recoveryCode: string }): Promise<SecondFactorResult> {
+    const account = await this.#accounts.find(accountId);
+    if (!account?.mfa) return { ok: false, reason: 'not-enrolled' };
+    if ('totp' in input) {
+      const secret = this.#box.open(account.mfa.secretEnc, secretContext(account.id));
+      const checked = await this.#totp.verify(account.id, secret, input.totp);
+      return checked.ok ? { ok: true, method: 'totp' } : { ok: false, reason: checked.reason };
+    }
+    const recovery = account.mfa.recovery;
+    const code = normalizeRecoveryCode(input.recoveryCode);
+    if (!recovery || !code) return { ok: false, reason: 'invalid' };
+    const used = await this.#store.setRemove(keys.recoveryCodes(account.id, recovery.generation), recoveryCodeDigest(recovery.salt, code));
+    if (!used) return { ok: false, reason: 'invalid' };
+    return { ok: true, method: 'recovery', recoveryCodesLeft: await this.recoveryCodesLeft(account) };
+  }
+}

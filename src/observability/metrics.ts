@@ -1,0 +1,184 @@
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import type { Context } from 'koa';
+import { StorageUnavailable, type Store } from '../storage/store.ts';
+
+/**
+ * Prometheus metrics (prom-client), served as text on GET /metrics.
+ *
+ * Labels only ever take values from small fixed sets (route patterns and names, grant types, results):
+ * never a raw path, an id or a token.
+ */
+
+// The process metrics (CPU, memory, event loop, GC) exist once per process; each app instance
+// (tests start several) has a registry of its own for everything else.
+let processRegistry: Registry | undefined;
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
+
+const KNOWN_GRANT_TYPES = new Set(['authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:device_code', 'urn:openid:params:grant-type:ciba']);
+const ISSUED_TOKENS = ['access_token', 'refresh_token', 'id_token'] as const;
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requestDuration = new Histogram({
+    name: 'latchkey_http_request_duration_seconds',
+    help: 'HTTP request latency by route (the matched route pattern or oidc-provider route name), method and status class',
+    labelNames: ['route', 'method', 'status'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly tokensIssued = new Counter({
+    name: 'latchkey_tokens_issued_total',
+    help: 'Tokens issued at the token endpoint, by grant type and token type',
+    labelNames: ['grant_type', 'token'] as const,
+    registers: [this.registry],
+  });
+  readonly introspections = new Counter({
+    name: 'latchkey_introspections_total',
+    help: 'Token introspection requests by result (active, inactive, error)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly revocations = new Counter({
+    name: 'latchkey_revocations_total',
+    help: 'Token revocation requests by result (ok, error)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly clientAuthFailures = new Counter({
+    name: 'latchkey_client_authentication_failures_total',
+    help: 'Requests refused with invalid_client, by oidc-provider route',
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+  });
+  readonly refreshTokenReuse = new Counter({
+    name: 'latchkey_refresh_token_reuse_total',
+    help: 'Reuses of a rotated refresh token detected (the grant was revoked)',
+    registers: [this.registry],
+  });
+  readonly oauthErrors = new Counter({
+    name: 'latchkey_oauth_errors_total',
+    help: 'OAuth error responses by oidc-provider event and error code',
+    labelNames: ['event', 'error'] as const,
+    registers: [this.registry],
+  });
+  readonly redisErrors = new Counter({
+    name: 'latchkey_redis_errors_total',
+    help: 'Redis failures: "unavailable" for operations that failed (timeout, connection), "connection" for client connection errors',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly storeDuration = new Histogram({
+    name: 'latchkey_store_operation_duration_seconds',
+    help: 'Latency of storage operations (one or a few Redis commands or scripts), by operation and outcome',
+    labelNames: ['store', 'operation', 'outcome'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
+  /** The Prometheus text exposition: the process metrics, then Latchkey's. */
+  async text(): Promise<string> {
+    const parts = await Promise.all([processMetrics().metrics(), this.registry.metrics()]);
+    return parts.map((p) => p.trimEnd()).join('\n') + '\n';
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Counts what a finished request tells about introspection and revocation. */
+  observeRequest(ctx: Context, route: string, seconds: number) {
+    this.requestDuration.observe({ route, method: ctx.method, status: statusClass(ctx.status) }, seconds);
+    const oidcRoute = oidcRouteOf(ctx);
+    if (oidcRoute === 'introspection') {
+      const body = ctx.body as { active?: unknown } | string | undefined;
+      const result = ctx.status !== 200 ? 'error' : typeof body === 'object' && body !== null ? (body.active === true ? 'active' : 'inactive') : 'active';
+      this.introspections.inc({ result });
+    } else if (oidcRoute === 'revocation') {
+      this.revocations.inc({ result: ctx.status === 200 ? 'ok' : 'error' });
+    }
+  }
+
+  /** Called on oidc-provider's `grant.success`. */
+  tokenGranted(ctx: Context) {
+    const raw = (ctx.oidc?.params?.grant_type as string | undefined) ?? 'unknown';
+    const grantType = KNOWN_GRANT_TYPES.has(raw) ? raw : 'other';
+    const body = ctx.body as Record<string, unknown> | undefined;
+    for (const token of ISSUED_TOKENS) {
+      if (body && typeof body === 'object' && body[token]) this.tokensIssued.inc({ grant_type: grantType, token });
+    }
+  }
+
+  /** Watches a Redis client's connection errors (ioredis 'error' events). */
+  watchRedisClient(client: { on(event: 'error', listener: (err: Error) => void): unknown }) {
+    client.on('error', () => this.redisErrors.inc({ kind: 'connection' }));
+  }
+}
+
+function statusClass(status: number): string {
+  return `${Math.floor(status / 100)}xx`;
+}
+
+/** oidc-provider's name of the route a request matched, when it was one of its routes. */
+export function oidcRouteOf(ctx: Context): string | undefined {
+  // `ctx.oidc` is defined only by oidc-provider's own routes; reading it elsewhere gives undefined.
+  const name = (ctx as unknown as { _matchedRouteName?: unknown })._matchedRouteName;
+  return Object.hasOwn(ctx, 'oidc') && typeof name === 'string' ? name : undefined;
+}
+
+/**
+ * The route label of a request: oidc-provider's route name (`token`, `authorization`, …), our
+ * router's pattern (`/interaction/:uid/login`), or `unmatched`. Never the raw path.
+ */
+export function routeOf(ctx: Context): string {
+  const oidc = oidcRouteOf(ctx);
+  if (oidc) return oidc;
+  const pattern = (ctx as unknown as { _matchedRoute?: unknown })._matchedRoute;
+  return typeof pattern === 'string' ? pattern : 'unmatched';
+}
+
+/**
+ * The store with every operation timed, and failures counted as Redis errors. A Proxy, so an
+ * operation added to the Store interface later is measured too.
+ */
+export function instrumentStore<S extends Store>(store: S, metrics: Metrics): S {
+  const kind = store.kind;
+  return new Proxy(store, {
+    get(target, prop, _receiver) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== 'function' || typeof prop !== 'string' || prop === 'close' || prop === 'constructor') return value;
+      return (...args: unknown[]) => {
+        const started = performance.now();
+        const done = (outcome: string) =>
+          metrics.storeDuration.observe({ store: kind, operation: prop, outcome }, (performance.now() - started) / 1000);
+        let result: unknown;
+        try {
+          result = (value as (...a: unknown[]) => unknown).apply(target, args);
+        } catch (err) {
+          done('error');
+          throw err;
+        }
+        if (result instanceof Promise) {
+          return result.then(
+            (v) => {
+              done('ok');
+              return v;
+            },
+            (err: unknown) => {
+              done('error');
+              if (err instanceof StorageUnavailable) metrics.redisErrors.inc({ kind: 'unavailable' });
+              throw err;
+            },
+          );
+        }
+        done('ok');
+        return result;
+      };
+    },
+  });
+}

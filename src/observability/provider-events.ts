@@ -1,0 +1,85 @@
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import { StorageUnavailable } from '../storage/store.ts';
+import type { Logger } from './logger.ts';
+import { routeOf, type Metrics } from './metrics.ts';
+
+/**
+ * oidc-provider reports through events; without listeners its errors (an `invalid_client`, a reused
+ * refresh token) say nothing. Every `*.error` is logged with oidc-provider's `error_detail` — which
+ * names what was wrong, never a secret — and counted; a few become audit events with a stable `event`.
+ */
+const ERROR_EVENTS = [
+  'authorization.error',
+  'backchannel.error',
+  'backchannel_authentication.error',
+  'challenge.error',
+  'code_verification.error',
+  'credential.error',
+  'device_authorization.error',
+  'device_resume.error',
+  'discovery.error',
+  'end_session.error',
+  'end_session_confirm.error',
+  'end_session_success.error',
+  'grant.error',
+  'introspection.error',
+  'jwks.error',
+  'pushed_authorization_request.error',
+  'registration_create.error',
+  'registration_delete.error',
+  'registration_read.error',
+  'registration_update.error',
+  'revocation.error',
+  'userinfo.error',
+] as const;
+
+interface OAuthError extends Error {
+  error?: string;
+  error_description?: string;
+  error_detail?: string;
+  status?: number;
+}
+
+/** The client a request authenticated as or named, by id only. */
+function clientIdOf(ctx: Context): string | undefined {
+  if (!Object.hasOwn(ctx, 'oidc')) return undefined;
+  return ctx.oidc?.client?.clientId ?? undefined;
+}
+
+export function watchProvider(provider: Provider, logger: Logger, metrics: Metrics) {
+  provider.on('server_error', (ctx: Context, err: Error) => {
+    logger.error({ err, requestId: ctx.state?.requestId, route: routeOf(ctx) }, 'server_error');
+  });
+
+  provider.on('grant.success', (ctx: Context) => metrics.tokenGranted(ctx));
+
+  for (const event of ERROR_EVENTS) {
+    // Some of these events are missing from @types/oidc-provider's event map.
+    (provider as unknown as { on(e: string, l: (ctx: Context, err: OAuthError) => void): void }).on(event, (ctx, err) => {
+      const error = err?.error ?? 'unknown';
+      metrics.oauthErrors.inc({ event, error: /^[a-z_]{1,40}$/.test(error) ? error : 'other' });
+      const fields = {
+        requestId: ctx?.state?.requestId,
+        route: ctx ? routeOf(ctx) : undefined,
+        oidcEvent: event,
+        error,
+        error_description: err?.error_description,
+        error_detail: err?.error_detail,
+        clientId: ctx ? clientIdOf(ctx) : undefined,
+      };
+      if (err instanceof StorageUnavailable) {
+        // The outage itself is logged once (app.ts: storage_unavailable); each request only at debug level.
+        logger.debug(fields, `${event}: storage unavailable`);
+      } else if (error === 'invalid_client') {
+        metrics.clientAuthFailures.inc({ route: fields.route ?? 'unknown' });
+        logger.warn({ ...fields, event: 'client_authentication_failed' }, 'client authentication failed');
+      } else if (event === 'grant.error' && error === 'invalid_grant' && /refresh token already used/.test(err?.error_detail ?? '')) {
+        metrics.refreshTokenReuse.inc();
+        logger.warn({ ...fields, event: 'refresh_token_reuse_detected' }, 'refresh token reuse detected: grant revoked');
+      } else {
+        logger.info(fields, event);
+      }
+    });
+  }
+}

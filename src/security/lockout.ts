@@ -1,0 +1,220 @@
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract, type RateLimiterStoreAbstract } from 'rate-limiter-flexible';
+import { digest, keys } from '../storage/keys.ts';
+import { RedisStore } from '../storage/redis-store.ts';
+import { StorageUnavailable, type Store } from '../storage/store.ts';
+
+/**
+ * Brute-force protection for sign-in factors.
+ *
+ * - Failures are counted per factor (password, TOTP, recovery code: separate buckets, so many wrong
+ *   codes do not hide behind one right password) and per subject: the account and the client IP.
+ *   The counters are rate-limiter-flexible limiters, in Redis when the store is Redis (shared by every
+ *   node and surviving new sign-in attempts), in memory with the embedded store.
+ * - `maxFailures` consecutive failures lock the subject — every factor of it — for a time that grows
+ *   with each lockout in `historySeconds` (1 min, 5 min, 15 min, 1 h by default). While locked, even the
+ *   right password or code is refused: callers `check` before verifying anything.
+ * - A success resets the account's counter of that factor (not the IP's: an attacker's own account
+ *   must not wash an IP clean).
+ *
+ * The lock records and their growth are ours (kept in the Store, timed by the injected clock, so the
+ * schedule and expiry are tested without sleeping); the counting is the library's.
+ */
+export type Factor = 'password' | 'totp' | 'recovery';
+export const FACTORS: readonly Factor[] = ['password', 'totp', 'recovery'];
+
+export interface Attempt {
+  factor: Factor;
+  /**
+   * Who the attempt is for: one stable name per person at every step. Use the normalized email: it
+   * exists before the account is known, so an unknown account is throttled exactly like a known one.
+   */
+  account: string;
+  /** The client IP, when known. */
+  ip?: string;
+}
+
+export type Verdict = { allowed: true } | { allowed: false; retryAfterSeconds: number };
+
+export type LockoutEventName = 'lockout.started' | 'lockout.ended';
+export interface LockoutEvent {
+  subject: 'account' | 'ip';
+  /** The account name or IP, as the caller gave it (audit logs need to say who). */
+  id: string;
+  /** The factor whose failures started it (started only). */
+  factor?: Factor;
+  /** Which lockout in the current history this is (1, 2, …). */
+  lockouts: number;
+  /** How long it lasts (started only). */
+  seconds?: number;
+  /** Why it ended (ended only): its time ran out, or an operator unlocked it. */
+  reason?: 'expired' | 'unlocked';
+}
+
+export interface Threshold {
+  /** Consecutive failures that start a lockout. */
+  maxFailures: number;
+  /** A failure is forgotten this long after the first one of its run. */
+  windowSeconds: number;
+}
+
+export interface LockoutOptions {
+  now?: () => number;
+  onEvent?: (name: LockoutEventName, data: LockoutEvent) => void;
+  /** 10 in a day: far below the 100 consecutive failures NIST SP 800-63B §5.2.2 allows. */
+  account?: Threshold;
+  /** One IP can be many people (NAT, a company proxy): a higher bar, over a shorter window. It still stops
+   * one source spraying passwords over many accounts, which per-account counting cannot see. */
+  ip?: Threshold;
+  /** Lockout durations in seconds, by how many lockouts came before; the last one repeats. */
+  schedule?: number[];
+  /** How long a lockout counts towards the next one's length, after it ends. */
+  historySeconds?: number;
+}
+
+export const DEFAULT_SCHEDULE = [60, 300, 900, 3600];
+
+interface LockRecord {
+  /** Epoch ms (injected clock). */
+  until: number;
+  lockouts: number;
+}
+
+type Subject = { kind: 'account' | 'ip'; id: string; key: string };
+
+type Limiter = RateLimiterAbstract | RateLimiterStoreAbstract;
+
+export type AttemptResult =
+  | { status: 'ok' }
+  | { status: 'failed' }
+  | { status: 'locked'; retryAfterSeconds: number };
+
+export class Lockout {
+  readonly #store: Store;
+  readonly #now: () => number;
+  readonly #onEvent: NonNullable<LockoutOptions['onEvent']>;
+  readonly #thresholds: Record<Subject['kind'], Threshold>;
+  readonly #schedule: number[];
+  readonly #historyMs: number;
+  readonly #limiters = new Map<string, Limiter>();
+
+  constructor(store: Store, options: LockoutOptions = {}) {
+    this.#store = store;
+    this.#now = options.now ?? Date.now;
+    this.#onEvent = options.onEvent ?? (() => {});
+    this.#thresholds = {
+      account: options.account ?? { maxFailures: 10, windowSeconds: 24 * 60 * 60 },
+      ip: options.ip ?? { maxFailures: 50, windowSeconds: 60 * 60 },
+    };
+    this.#schedule = options.schedule ?? DEFAULT_SCHEDULE;
+    this.#historyMs = (options.historySeconds ?? 24 * 60 * 60) * 1000;
+    if (this.#thresholds.account.maxFailures > 100) throw new RangeError('NIST SP 800-63B caps consecutive failures at 100');
+    if (this.#schedule.length === 0 || this.#schedule.some((s) => !Number.isInteger(s) || s <= 0)) throw new RangeError('the schedule needs positive whole seconds');
+    // One limiter per factor and kind of subject: separate buckets, separate key prefixes.
+    for (const factor of FACTORS) {
+      for (const kind of ['account', 'ip'] as const) {
+        const { maxFailures: points, windowSeconds: duration } = this.#thresholds[kind];
+        const keyPrefix = `lk:failures:${factor}:${kind}`;
+        this.#limiters.set(
+          `${factor}:${kind}`,
+          store instanceof RedisStore ? new RateLimiterRedis({ storeClient: store.client, keyPrefix, points, duration }) : new RateLimiterMemory({ keyPrefix, points, duration }),
+        );
+      }
+    }
+  }
+
+  #subjects(attempt: Pick<Attempt, 'account' | 'ip'>): Subject[] {
+    const subjects: Subject[] = [{ kind: 'account', id: attempt.account, key: `account-${digest(attempt.account)}` }];
+    if (attempt.ip) subjects.push({ kind: 'ip', id: attempt.ip, key: `ip-${digest(attempt.ip)}` });
+    return subjects;
+  }
+
+  /** Library calls reject with a RateLimiterRes when over the limit (never for penalty/delete) or an Error. */
+  async #limit<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof RateLimiterRes || err instanceof StorageUnavailable) throw err;
+      throw new StorageUnavailable(err); // fail closed: no verdict means no sign-in
+    }
+  }
+
+  async #record(subject: Subject): Promise<LockRecord | undefined> {
+    const raw = await this.#store.get(keys.lockout(subject.key));
+    return raw ? (JSON.parse(raw) as LockRecord) : undefined;
+  }
+
+  /** Seconds left of the subject's lockout, or 0; notices (once) that an expired one has ended. */
+  async #lockedFor(subject: Subject): Promise<number> {
+    const record = await this.#record(subject);
+    if (!record) return 0;
+    const left = record.until - this.#now();
+    if (left > 0) return Math.ceil(left / 1000);
+    // Several nodes may notice at once: the end is reported by the one that marks it.
+    const first = await this.#store.set(`${keys.lockout(subject.key)}:ended:${record.until}`, '1', { ifAbsent: true, ttl: Math.ceil(this.#historyMs / 1000) });
+    if (first) this.#onEvent('lockout.ended', { subject: subject.kind, id: subject.id, lockouts: record.lockouts, reason: 'expired' });
+    return 0;
+  }
+
+  /** Whether an attempt may be verified at all. Call it first: a locked subject is refused even when right. */
+  async check(attempt: Pick<Attempt, 'account' | 'ip'>): Promise<Verdict> {
+    const waits = await Promise.all(this.#subjects(attempt).map((s) => this.#lockedFor(s)));
+    const retryAfterSeconds = Math.max(0, ...waits);
+    return retryAfterSeconds > 0 ? { allowed: false, retryAfterSeconds } : { allowed: true };
+  }
+
+  /** Counts a failed attempt; may start a lockout. Answers whether further attempts are allowed now. */
+  async recordFailure(attempt: Attempt): Promise<Verdict> {
+    for (const subject of this.#subjects(attempt)) {
+      const limiter = this.#limiters.get(`${attempt.factor}:${subject.kind}`)!;
+      const counted = await this.#limit(() => limiter.penalty(subject.key, 1));
+      // Each count is seen by one caller only (atomic increment), so exactly one of many parallel failures
+      // starts the lockout. Every multiple, not just the first: should starting one fail (storage away),
+      // the run of failures still ends in a lockout.
+      if (counted.consumedPoints % this.#thresholds[subject.kind].maxFailures === 0) {
+        await this.#startLockout(subject, attempt.factor);
+        // The next run of failures starts from zero once this lockout is over.
+        await this.#limit(() => limiter.delete(subject.key));
+      }
+    }
+    return this.check(attempt);
+  }
+
+  async #startLockout(subject: Subject, factor: Factor) {
+    const now = this.#now();
+    const previous = await this.#record(subject);
+    const lockouts = previous && now - previous.until < this.#historyMs ? previous.lockouts + 1 : 1;
+    const seconds = this.#schedule[Math.min(lockouts, this.#schedule.length) - 1]!;
+    const record: LockRecord = { until: now + seconds * 1000, lockouts };
+    await this.#store.set(keys.lockout(subject.key), JSON.stringify(record), { ttl: seconds + Math.ceil(this.#historyMs / 1000) });
+    this.#onEvent('lockout.started', { subject: subject.kind, id: subject.id, factor, lockouts, seconds });
+  }
+
+  /** A right answer: the account's failures of this factor are forgotten. */
+  async recordSuccess(attempt: Attempt): Promise<void> {
+    const [account] = this.#subjects(attempt);
+    await this.#limit(() => this.#limiters.get(`${attempt.factor}:account`)!.delete(account!.key));
+  }
+
+  /** Check, verify, record: the whole guard around one factor. `verify` is not called while locked. */
+  async attempt(attempt: Attempt, verify: () => Promise<boolean>): Promise<AttemptResult> {
+    const before = await this.check(attempt);
+    if (!before.allowed) return { status: 'locked', retryAfterSeconds: before.retryAfterSeconds };
+    if (await verify()) {
+      await this.recordSuccess(attempt);
+      return { status: 'ok' };
+    }
+    const after = await this.recordFailure(attempt);
+    return after.allowed ? { status: 'failed' } : { status: 'locked', retryAfterSeconds: after.retryAfterSeconds };
+  }
+
+  /** Ends an account's (or IP's) lockout and forgets its failures and history: the operator's `user unlock`. */
+  async unlock(target: { account: string } | { ip: string }): Promise<boolean> {
+    const [subject] = 'account' in target ? this.#subjects({ account: target.account }) : [{ kind: 'ip' as const, id: target.ip, key: `ip-${digest(target.ip)}` }];
+    const record = await this.#record(subject!);
+    await this.#store.del(keys.lockout(subject!.key));
+    for (const factor of FACTORS) await this.#limit(() => this.#limiters.get(`${factor}:${subject!.kind}`)!.delete(subject!.key));
+    const wasLocked = record !== undefined && record.until > this.#now();
+    if (wasLocked) this.#onEvent('lockout.ended', { subject: subject!.kind, id: subject!.id, lockouts: record.lockouts, reason: 'unlocked' });
+    return wasLocked;
+  }
+}
