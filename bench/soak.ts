@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import {
   clientCredentialsToken, introspectionRequest, newFlowStats, RefreshChains, revocationRequest, signInLoad, times, tokenRequest,
 } from './flows.ts';
-import { cannon, keyType, rssBytes, sleep, type Load } from './lib.ts';
+import { cannon, keyType, measure, rssBytes, sleep, usedMemory, type Load } from './lib.ts';
 import { startWorld } from './world.ts';
 
 /**
@@ -11,21 +11,24 @@ import { startWorld } from './world.ts';
  * measured at the start, in time windows, then a wait for the short TTLs to pass. Writes bench/SOAK.md.
  */
 const SHORT_TTL = 60; // the API's access-token lifetime (the CLI's minimum); authorization codes live 60 s too
-const PERSISTENT = /^lk:(client|clients|resource|resources|scope|account|account-email|accounts|keys)$/;
+const PERSISTENT = /^lk:(client|clients|resource|resources|scope|account|account-email|accounts|account-page|keys)$/;
 
 /** Server time shares of the mix; each stream runs at 0.8 × share × its measured maximum. */
 const SHARES = { token: 0.25, introspection: 0.25, refresh: 0.2, revocation: 0.1, signIn: 0.2 };
 
 interface KeyCounts {
   total: number;
+  usedMemory: number;
   byType: Map<string, number>;
   /** Keys with no TTL that are not persistent by design (clients, accounts, keys…). */
   noTtl: number;
   indexMembers: number;
+  /** Members of grant indexes whose record no longer exists (expired). */
+  staleMembers: number;
 }
 
 async function keyCounts(redis: Redis): Promise<KeyCounts> {
-  const out: KeyCounts = { total: 0, byType: new Map(), noTtl: 0, indexMembers: 0 };
+  const out: KeyCounts = { total: 0, usedMemory: await usedMemory(redis), byType: new Map(), noTtl: 0, indexMembers: 0, staleMembers: 0 };
   let cursor = '0';
   do {
     const [next, found] = await redis.scan(cursor, 'COUNT', 1000);
@@ -36,7 +39,11 @@ async function keyCounts(redis: Redis): Promise<KeyCounts> {
       out.total += 1;
       out.byType.set(type, (out.byType.get(type) ?? 0) + 1);
       if (ttls[i] === -1 && !PERSISTENT.test(type)) out.noTtl += 1;
-      if (type === 'grant index') out.indexMembers += await redis.scard(key);
+      if (type === 'grant index') {
+        const members = await redis.smembers(key);
+        out.indexMembers += members.length;
+        out.staleMembers += (await Promise.all(members.map((m) => redis.exists(m)))).filter((e) => e === 0).length;
+      }
     }
   } while (cursor !== '0');
   return out;
@@ -95,24 +102,31 @@ export async function runSoak(seconds: number, connections: number, machine: str
     for (let w = 1; w <= windows; w += 1) {
       await chains.topUp(4 * per, setup);
       const ac = (request: Parameters<typeof cannon>[1], r: number) => cannon(lk.url, request, { connections: per, duration: windowSeconds, rate: r });
-      const [token, introspection, refresh, revocation, signIns] = await Promise.all([
-        ac(tokenRequest(lk, (t) => revokeQueue.length < 50_000 && revokeQueue.push(t)), rate.token),
-        ac(introspectionRequest(lk, pool), rate.introspection),
-        ac(chains.request(), rate.refresh),
-        ac(revocationRequest(lk, revokeQueue), rate.revocation),
-        signInLoad(lk, { seconds: windowSeconds, concurrency: per * 2, rate: rate.signIn }),
-      ]);
+      let all: [Load, Load, Load, Load, Awaited<ReturnType<typeof signInLoad>>] | undefined;
+      // Server CPU per request and the rest of the machine's load, to tell Latchkey slowing down from a busy machine.
+      const sample = await measure(world.watch(lk.proc), async () => {
+        all = await Promise.all([
+          ac(tokenRequest(lk, (t) => revokeQueue.length < 50_000 && revokeQueue.push(t)), rate.token),
+          ac(introspectionRequest(lk, pool), rate.introspection),
+          ac(chains.request(), rate.refresh),
+          ac(revocationRequest(lk, revokeQueue), rate.revocation),
+          signInLoad(lk, { seconds: windowSeconds, concurrency: per * 2, rate: rate.signIn }),
+        ]);
+        const n = all[0].count + all[1].count + all[2].count + all[3].count + all[4].stats.httpRequests;
+        return { count: n, seconds: windowSeconds, p50: 0, p99: 0, non2xx: 0, errors: 0, status: {} };
+      });
+      const [token, introspection, refresh, revocation, signIns] = all!;
       const loads = [token, introspection, refresh, revocation, signIns.load];
       const n5xx = loads.reduce((n, l) => n + fives(l), 0);
       const errors = loads.reduce((n, l) => n + l.errors, 0);
-      const requests = token.count + introspection.count + refresh.count + revocation.count + signIns.stats.httpRequests;
+      const requests = sample.count;
       total5xx += n5xx;
       totalRequests += requests;
       const rss = rssBytes(pid);
       if (w === 1) rssWarm = rss;
       rssMax = Math.max(rssMax, rss);
       const t = Math.round((Date.now() - started) / 1000);
-      const row = `| ${w}${w === 1 ? ' (warm-up)' : ''} | ${t} | ${f0(requests / windowSeconds)} | ${loads.map((l) => f1(l.p99)).join(' | ')} | ${f0(signIns.load.count)} | ${n5xx} | ${errors + signIns.skipped} | ${f1(rss / 2 ** 20)} |`;
+      const row = `| ${w}${w === 1 ? ' (warm-up)' : ''} | ${t} | ${f0(requests / windowSeconds)} | ${loads.map((l) => f1(l.p99)).join(' | ')} | ${f0(signIns.load.count)} | ${n5xx} | ${errors} | ${signIns.skipped} | ${f0(sample.cpuUs)} | ${sample.otherCores.toFixed(2)} | ${f1(rss / 2 ** 20)} |`;
       rows.push(row);
       console.log(row);
       if (signIns.firstError) console.error(`  sign-in error: ${signIns.firstError}`);
@@ -125,6 +139,7 @@ export async function runSoak(seconds: number, connections: number, machine: str
     const after = await keyCounts(redis);
 
     const growth = ((rssEnd - rssWarm) / rssWarm) * 100;
+    const stayed = [...after.byType].filter(([k, n]) => n > (before.byType.get(k) ?? 0)).map(([k]) => k);
     const kinds = [...new Set([...before.byType.keys(), ...atEnd.byType.keys(), ...after.byType.keys()])].sort();
     const text = [
       '# Latchkey soak results',
@@ -140,14 +155,17 @@ export async function runSoak(seconds: number, connections: number, machine: str
       '',
       '## Verdict',
       '',
-      `- 5xx answers: **${total5xx}** of ${f0(totalRequests)} requests (must be 0).`,
-      `- Latchkey RSS: ${f1(rssWarm / 2 ** 20)} MiB after the warm-up window, ${f1(rssEnd / 2 ** 20)} MiB at the end (max ${f1(rssMax / 2 ** 20)} MiB): **${growth >= 0 ? '+' : ''}${f1(growth)} %** growth after warm-up.`,
-      `- Redis keys: ${f0(before.total)} before, ${f0(atEnd.total)} at the end of the traffic, ${f0(after.total)} after waiting ${waitSeconds} s. Keys without a TTL that should have one: ${before.noTtl} / ${atEnd.noTtl} / ${after.noTtl}. Grant index members: ${f0(atEnd.indexMembers)} at the end, ${f0(after.indexMembers)} after the wait.`,
+      `- 5xx answers: **${total5xx}** of ${f0(totalRequests)} requests (target: 0).`,
+      `- Latchkey RSS: ${f1(rssWarm / 2 ** 20)} MiB after the warm-up window, ${f1(rssEnd / 2 ** 20)} MiB at the end (max ${f1(rssMax / 2 ** 20)} MiB): **${growth >= 0 ? '+' : ''}${f1(growth)} %** growth after warm-up (target: under 10 %).`,
+      `- Redis keys: ${f0(before.total)} before, ${f0(atEnd.total)} at the end of the traffic, ${f0(after.total)} after waiting ${waitSeconds} s. Keys without a TTL that should have one: ${before.noTtl} / ${atEnd.noTtl} / ${after.noTtl}. Grant index members: ${f0(atEnd.indexMembers)} at the end (${f0(atEnd.staleMembers)} naming expired records), ${f0(after.indexMembers)} after the wait (${f0(after.staleMembers)} naming expired records). Redis used_memory: ${f1(before.usedMemory / 2 ** 20)} / ${f1(atEnd.usedMemory / 2 ** 20)} / ${f1(after.usedMemory / 2 ** 20)} MiB.`,
+      `- Kinds with more keys after the wait than before: ${stayed.join(', ') || 'none'} (refresh tokens, sessions and grants are expected: their TTLs are days).`,
       '',
       '## p99 over time (ms) per window',
       '',
-      '| window | t (s) | req/s | token p99 | introspection p99 | refresh p99 | revocation p99 | sign-in p99 (whole flow) | sign-ins | 5xx | errors/skipped | RSS MiB |',
-      '|---|---|---|---|---|---|---|---|---|---|---|---|',
+      '"req/s" counts every HTTP request of the window (each sign-in is several); "other load" is the CPU the rest of the machine used meanwhile (other people\'s tests), in cores.',
+      '',
+      '| window | t (s) | req/s | token p99 | introspection p99 | refresh p99 | revocation p99 | sign-in p99 (whole flow) | sign-ins | 5xx | errors | sign-ins skipped (cap) | server CPU µs/req | other load (cores) | RSS MiB |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
       ...rows,
       '',
       '## Redis keys by kind',

@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import Router from '@koa/router';
 import Koa, { type Context, type Middleware } from 'koa';
 import { Accounts } from './accounts/accounts.ts';
+import { SecondFactor } from './accounts/second-factor.ts';
+import { accountRoutes } from './interactions/account-page.ts';
 import type { Config } from './config.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import type { Logger } from './observability/logger.ts';
@@ -11,7 +13,10 @@ import { watchProvider } from './observability/provider-events.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
+import { installClientAuthThrottle } from './security/client-auth-throttle.ts';
 import { Csrf } from './security/csrf.ts';
+import { Lockout, type LockoutEvent, type LockoutEventName } from './security/lockout.ts';
+import { loadSecretBox } from './security/secret-box.ts';
 import { securityHeaders } from './security/headers.ts';
 import { RETRY_AFTER_SECONDS, StorageUnavailable, type Store } from './storage/store.ts';
 import { Views } from './views.ts';
@@ -20,13 +25,15 @@ export interface AppDeps {
   config: Config;
   store: Store;
   logger: Logger;
+  /** The clock of time-based codes (TOTP); tests inject one to sign in many times without waiting. */
+  totpClock?: () => number;
 }
 
 /**
  * Composes the server: oidc-provider is itself a Koa app, and our middleware and routes are
  * mounted in front of its own routes (provider.use), so cookies, keys and proxy trust are shared.
  */
-export async function createApp({ config, store: rawStore, logger }: AppDeps) {
+export async function createApp({ config, store: rawStore, logger, totpClock }: AppDeps) {
   const metrics = new Metrics();
   if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
   const store = instrumentStore(rawStore, metrics);
@@ -36,6 +43,11 @@ export async function createApp({ config, store: rawStore, logger }: AppDeps) {
   const views = new Views();
   const { provider, cookieKeys } = await createProvider({ config, store, accounts, registry, views });
   const csrf = new Csrf(cookieKeys[0]!);
+  const secondFactor = new SecondFactor({ store, accounts, box: await loadSecretBox(store, config.SECRETS_KEY), issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
+  // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
+  // counted apart: a misconfigured service behind an IP must not lock people out from that IP.
+  const lockout = new Lockout(store, { onEvent: auditLockout(logger, metrics, 'signin') });
+  const clientLockout = new Lockout(store, { namespace: 'client', account: { maxFailures: 10, windowSeconds: 60 * 60 }, onEvent: auditLockout(logger, metrics, 'client') });
 
   watchProvider(provider, logger, metrics);
 
@@ -48,7 +60,10 @@ export async function createApp({ config, store: rawStore, logger }: AppDeps) {
   provider.use(securityHeaders());
   provider.use(staticRoutes().routes());
   if (config.METRICS_PORT === undefined) provider.use(ops.routes());
-  provider.use(interactionRoutes({ provider, accounts, store, views, csrf }).routes());
+  provider.use(installClientAuthThrottle(provider, clientLockout));
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger };
+  provider.use(interactionRoutes(signIn).routes());
+  provider.use((await accountRoutes({ ...signIn, registry, issuer: config.ISSUER })).routes());
 
   // The first-run demo app (/demo) and its account: development only, never in production or tests.
   let demo: DemoSetup | undefined;
@@ -57,7 +72,20 @@ export async function createApp({ config, store: rawStore, logger }: AppDeps) {
     provider.use(demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes());
   }
 
-  return { app: provider, provider, accounts, registry, metrics, opsApp, demo };
+  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout };
+}
+
+/** Lockouts and their end as audit events (stable `event` names) and counters. */
+function auditLockout(logger: Logger, metrics: Metrics, scope: 'signin' | 'client') {
+  return (name: LockoutEventName, data: LockoutEvent) => {
+    const fields = { event: name === 'lockout.started' ? 'lockout_started' : 'lockout_ended', scope, ...data };
+    if (name === 'lockout.started') {
+      metrics.lockouts.inc({ scope, subject: data.subject });
+      logger.warn(fields, `${scope === 'client' ? 'client authentication' : 'sign-in'} locked for ${data.seconds} s after repeated failures`);
+    } else {
+      logger.info(fields, `${scope === 'client' ? 'client authentication' : 'sign-in'} lockout ended (${data.reason})`);
+    }
+  };
 }
 
 /** Logs each storage outage and recovery once, with stable `event` names (not once per failed request). */

@@ -98,3 +98,11 @@ async function shutdown(signal: string) {
 }
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('SIGINT', () => void shutdown('SIGINT'));
+// A failure outside any request (a timer, an event handler): logged as one JSON line with its stack, then
+// exit 1 as Node would anyway, so the supervisor restarts a process in a known state.
+for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+  process.on(event, (err: unknown) => {
+    logger.fatal({ err, event: 'process_crashed' }, `${event}: exiting`);
+    process.exit(1);
+  });
+}

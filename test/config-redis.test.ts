@@ -58,7 +58,7 @@ describe('Redis Cluster and Sentinel settings', () => {
 
   test('REDIS_PASSWORD: needs a Redis, is not a second password for a URL, and is never echoed', () => {
     for (const env of [
-      { REDIS_PASSWORD: 'hunter2-password' },
+      { REDIS_PASSWORD: 'hunter2-password' } as Record<string, string>,
       { REDIS_PASSWORD: 'hunter2-password', REDIS_URL: 'redis://:other@r:6379' },
     ]) {
       const lines = problems(env);

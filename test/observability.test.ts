@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { basic, endpoints, signInAndRedeem } from './helpers/flow.ts';
+import { basic, endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { createWorld, type World } from './helpers/world.ts';
@@ -29,6 +29,8 @@ before(async () => {
   world = await createWorld(server);
   const call = endpoints(server.issuer);
   secret('password', world.user.password);
+  secret('TOTP secret', world.user.totpSecret);
+  world.user.recoveryCodes.forEach((code, i) => secret(`recovery code ${i}`, code));
   for (const [name, c] of Object.entries({ shop: world.shop, other: world.other, firstParty: world.firstParty, machine: world.machine, api: world.api, jwtApi: world.jwtApi })) {
     secret(`${name} client_secret`, c.secret);
   }
@@ -47,6 +49,13 @@ before(async () => {
   secret('_csrf', csrf);
   interactionUid = /\/interaction\/([^/]+)/.exec(flow.loginPage?.url.pathname ?? '')?.[1] ?? '';
   assert.ok(interactionUid, 'the flow went through an interaction page');
+
+  // A sign-in with a recovery code, after a wrong one: neither reaches a log line.
+  secret('wrong recovery code', 'zzzzz-zzzzz');
+  const wrongRecovery = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid', secondFactor: { recoveryCode: 'zzzzz-zzzzz' } });
+  assert.equal(wrongRecovery.code, undefined);
+  const recovered = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid', secondFactor: { recoveryCode: world.user.recoveryCodes[0]! } });
+  assert.ok(recovered.code, 'a recovery code signs in');
 
   // Introspection by the API (active), of a garbage token (inactive), and with a wrong secret (invalid_client).
   assert.equal((await call.introspect(world.api, tokens.access_token)).body.active, true);

@@ -104,7 +104,12 @@ test('SIGTERM: stops accepting, finishes the request in flight, closes Redis, ex
   await new Promise((r) => setTimeout(r, 200)); // the server has read the headers and waits for the body
   running.child.kill('SIGTERM');
   await running.waitFor(/shutting down/);
-  assert.equal(await refused(running.port), true, 'no new connection is accepted while draining');
+  let closed = false;
+  for (let i = 0; i < 20 && !closed; i += 1) {
+    closed = await refused(running.port);
+    if (!closed) await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(closed, true, 'no new connection is accepted while draining');
   assert.equal(running.child.exitCode, null, 'it waits for the request in flight');
 
   const response = await slow.finish();

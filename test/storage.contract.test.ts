@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { AdapterPayload } from 'oidc-provider';
 import { grantTag, keys } from '../src/storage/keys.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
-import { createAdapterClass } from '../src/storage/oidc-adapter.ts';
+import { createAdapterClass, revokeAccountSessions } from '../src/storage/oidc-adapter.ts';
 import { Cluster } from 'ioredis';
 import { connectCluster, connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { StorageUnavailable, type Store } from '../src/storage/store.ts';
@@ -256,6 +256,15 @@ function storeContract(getStore: () => Store) {
     test('ping resolves', async () => {
       await getStore().ping();
     });
+
+    test('indexAdd adds members to one index key', async () => {
+      const store = getStore();
+      const index = k('index');
+      await store.indexAdd(index, 'a', 60);
+      await store.indexAdd(index, 'b', 3600);
+      await store.indexAdd(index, 'a', 10);
+      assert.deepEqual((await store.setMembers(index)).sort(), ['a', 'b']);
+    });
   });
 
   describe('oidc-provider adapter', () => {
@@ -296,6 +305,49 @@ function storeContract(getStore: () => Store) {
       await session.destroy(id);
       assert.equal(await session.find(id), undefined);
       assert.equal(await session.findByUid(uid), undefined);
+    });
+
+    test("revokeAccountSessions deletes the account's sessions and grants with their tokens, nothing of another account", async () => {
+      const store = getStore();
+      const a = adapters(store);
+      const mine = `acct-${randomId().slice(0, 8)}`;
+      const theirs = `acct-${randomId().slice(0, 8)}`;
+      const now = epoch();
+      async function grantOf(accountId: string) {
+        const grantId = randomId();
+        const accessId = tokenId(grantId);
+        const refreshId = tokenId(grantId);
+        await a.grant.upsert(grantId, { jti: grantId, kind: 'Grant', iat: now, exp: now + DAY, accountId, clientId: 'app' }, DAY);
+        await a.access.upsert(accessId, { jti: accessId, kind: 'AccessToken', accountId, clientId: 'app', grantId }, 3600);
+        await a.refresh.upsert(refreshId, { jti: refreshId, kind: 'RefreshToken', accountId, clientId: 'app', grantId }, DAY);
+        return { grantId, accessId, refreshId };
+      }
+      async function sessionOf(accountId: string) {
+        const id = randomId();
+        await a.session.upsert(id, { jti: id, uid: randomId(), kind: 'Session', accountId, authorizations: {} }, 3600);
+        await a.session.upsert(id, { jti: id, uid: randomId(), kind: 'Session', accountId, authorizations: {} }, 3600); // saved again: listed once
+        return id;
+      }
+      const myGrants = [await grantOf(mine), await grantOf(mine)];
+      const mySessions = [await sessionOf(mine), await sessionOf(mine)];
+      const gone = await sessionOf(mine);
+      await a.session.destroy(gone); // signed out already: listed, but no longer there
+      const theirGrant = await grantOf(theirs);
+      const theirSession = await sessionOf(theirs);
+
+      assert.deepEqual(await revokeAccountSessions(store, mine), { sessions: 2, grants: 2 });
+      for (const g of myGrants) {
+        assert.equal(await a.grant.find(g.grantId), undefined);
+        assert.equal(await a.access.find(g.accessId), undefined);
+        assert.equal(await a.refresh.find(g.refreshId), undefined);
+      }
+      for (const id of mySessions) assert.equal(await a.session.find(id), undefined);
+      assert.deepEqual(await store.setMembers(keys.accountSessions(mine)), []);
+      assert.deepEqual(await store.setMembers(keys.accountGrants(mine)), []);
+      assert.ok(await a.grant.find(theirGrant.grantId));
+      assert.ok(await a.access.find(theirGrant.accessId));
+      assert.ok(await a.session.find(theirSession));
+      assert.deepEqual(await revokeAccountSessions(store, mine), { sessions: 0, grants: 0 }, 'again: nothing left');
     });
 
     test('DeviceCode: find by user code', async () => {
@@ -595,6 +647,18 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
       }
     });
 
+    test("an account's session and grant indexes live as long as their longest-lived member", async () => {
+      const sessions = keys.accountSessions('acct-1');
+      const grants = keys.accountGrants('acct-1');
+      assert.ok((await store.client.smembers(sessions)).includes(keys.model('Session', written.sessionId)));
+      const listed = await store.client.smembers(grants);
+      for (const g of written.grants) assert.ok(listed.includes(keys.grantIndex(g.grantId)));
+      const sessionTtl = await store.client.ttl(sessions);
+      assert.ok(sessionTtl > 14 * DAY - 5 && sessionTtl <= 14 * DAY + 1, `sessions index TTL ${sessionTtl}`);
+      const grantTtl = await store.client.ttl(grants);
+      assert.ok(grantTtl > 30 * DAY - 5 && grantTtl <= 30 * DAY + 1, `grants index TTL ${grantTtl}`);
+    });
+
     test('no key name carries a token, code, session id, uid or user code', async () => {
       const found = await allKeys('lk:*');
       for (const key of found) {
@@ -799,6 +863,54 @@ describe('RedisStore when Redis is away', () => {
       assert.equal(await store.set('test:after', 'w'), true);
       assert.equal(await store.get('test:after'), 'w');
       assert.equal(await store.get('test:paused'), 'v');
+    } finally {
+      admin.disconnect();
+      await store.close();
+      await redis.dispose();
+    }
+  });
+
+  test('availability transitions are reported once each: a stop and a restart, and a Redis that refuses only writes', async () => {
+    const redis = await startRedis({ ownServer: true });
+    const store = new RedisStore(connectRedis(redis.url, timeoutMs));
+    const admin = connectRedis(redis.url, 5000);
+    const seen: boolean[] = [];
+    store.onAvailabilityChange((available) => seen.push(available));
+    const until = async (what: string, done: () => boolean | Promise<boolean>) => {
+      const deadline = Date.now() + 10_000;
+      while (!(await done())) {
+        if (Date.now() > deadline) throw new Error(`not ${what} within 10 s`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    try {
+      await store.ready(5000);
+      await new RedisStore(admin).ready(5000);
+      assert.deepEqual(seen, []);
+
+      await redis.stop();
+      for (let i = 0; i < 5; i += 1) await assert.rejects(store.get('test:x'), StorageUnavailable);
+      await redis.restart();
+      await until('back', () => store.ping().then(() => true, () => false));
+      for (let i = 0; i < 5; i += 1) await store.get('test:x');
+      assert.deepEqual(seen, [false, true], 'one down, one up');
+
+      // Full under noeviction: writes fail with OOM while reads succeed. That is one outage, not a flap per request.
+      await admin.call('CONFIG', 'SET', 'maxmemory', '1');
+      for (let i = 0; i < 10; i += 1) {
+        await assert.rejects(store.set('test:full', 'v'), StorageUnavailable);
+        await store.get('test:x');
+      }
+      assert.deepEqual(seen, [false, true, false]);
+      await admin.call('CONFIG', 'SET', 'maxmemory', '0');
+      await until('recovered', async () => {
+        await store.set('test:full', 'v').catch(() => {});
+        return seen.length === 4;
+      });
+      assert.deepEqual(seen, [false, true, false, true]);
+
+      await store.close();
+      assert.deepEqual(seen, [false, true, false, true], 'closing on purpose is not an outage');
     } finally {
       admin.disconnect();
       await store.close();

@@ -74,6 +74,21 @@ export class SecondFactor {
   }
 
   /**
+   * What the enrollment page shows again for a pending enrollment (after a wrong code, or a reload),
+   * or undefined when it expired or was not made for this account: start a new one then.
+   */
+  async provisioningOf(account: Account, pending: string): Promise<TotpProvisioning | undefined> {
+    try {
+      const opened = JSON.parse(this.#box.open(pending, enrollmentContext(account.id))) as { secret: string; exp: number };
+      if (opened.exp <= this.#now()) return undefined;
+      return await totpProvisioning({ issuer: this.#issuer, accountName: account.email, secret: opened.secret });
+    } catch (err) {
+      if (err instanceof SecretBoxError || err instanceof SyntaxError) return undefined;
+      throw err;
+    }
+  }
+
+  /**
    * Activates the pending factor when `code` is right (a wrong code changes nothing). Refuses to
    * replace an enrolled factor unless `replace` is set (the caller has checked a fresh proof of it).
    * Returns the new recovery codes: the only time they exist in clear.

@@ -11,7 +11,7 @@ import { CliError } from './output.ts';
  * Loaded on demand, so that other commands do not pay for loading oidc-provider.
  */
 export async function validateClientMetadata(metadata: ClientMetadata): Promise<void> {
-  const [{ default: Provider }, { providerClientMetadata }] = await Promise.all([import('oidc-provider'), import('../oidc/provider.ts')]);
+  const [{ default: Provider }, { providerClientMetadata, CLIENT_PROPERTIES }] = await Promise.all([import('oidc-provider'), import('../oidc/provider.ts')]);
   const algs = ['RS256', 'ES256', 'EdDSA'];
   const provider = new Provider('http://localhost', {
     // Given so that oidc-provider does not warn about its development adapter and keys on stderr.
@@ -26,7 +26,7 @@ export async function validateClientMetadata(metadata: ClientMetadata): Promise<
       introspectionSigningAlgValues: algs as never,
       authorizationSigningAlgValues: algs as never,
     },
-    extraClientMetadata: { properties: ['first_party', 'resource_server', 'api_scopes'] },
+    extraClientMetadata: { properties: CLIENT_PROPERTIES },
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },

@@ -1,6 +1,10 @@
 import type { ParseArgsOptionsConfig } from 'node:util';
 import type { ClientMetadata } from 'oidc-provider';
 import type { Account, Accounts } from '../accounts/accounts.ts';
+import { SecondFactor } from '../accounts/second-factor.ts';
+import { totpCodeAt } from '../accounts/totp.ts';
+import { Lockout } from '../security/lockout.ts';
+import { loadSecretBox } from '../security/secret-box.ts';
 import { GRANT_TYPES, type GrantType, type Registry, type ResourceServer } from '../oidc/registry.ts';
 import { loadSigningKeys, rotateSigningKeys, type StoredSigningKey } from '../oidc/signing-keys.ts';
 import { keys } from '../storage/keys.ts';
@@ -16,6 +20,15 @@ export interface Context {
   signingKeysFile?: string;
   /** Read from stdin when the command takes `--password-stdin`. */
   password?: string;
+  /** SECRETS_KEY, when configured (else the key the server generated and kept in storage). */
+  secretsKey?: string;
+  /** The server's ISSUER: authenticator apps show its host name next to the account. */
+  issuer?: string;
+}
+
+async function secondFactorOf(ctx: Context): Promise<SecondFactor> {
+  const box = await loadSecretBox(ctx.store, ctx.secretsKey);
+  return new SecondFactor({ store: ctx.store, accounts: ctx.accounts, box, issuer: new URL(ctx.issuer ?? 'http://localhost:3000').host });
 }
 
 export type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -68,6 +81,7 @@ function clientView(c: ClientMetadata) {
     post_logout_redirect_uris: c.post_logout_redirect_uris ?? [],
     scope: c.scope ?? '',
     first_party: c.first_party === true,
+    require_mfa: c.require_mfa === true,
     ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
   };
 }
@@ -77,7 +91,7 @@ function resourceView(r: ResourceServer) {
 }
 
 function userView(a: Account) {
-  return { id: a.id, email: a.email, name: a.name ?? null, disabled: a.disabled, created: new Date(a.createdAt).toISOString() };
+  return { id: a.id, email: a.email, name: a.name ?? null, disabled: a.disabled, mfa: a.mfa !== undefined, created: new Date(a.createdAt).toISOString() };
 }
 
 function keyView(k: StoredSigningKey, current: boolean) {
@@ -96,8 +110,10 @@ async function findUser(accounts: Accounts, idOrEmail: string): Promise<Account>
 
 async function setDisabled(ctx: Context, idOrEmail: string, disabled: boolean): Promise<Output> {
   const account = await ctx.accounts.setDisabled((await findUser(ctx.accounts, idOrEmail)).id, disabled);
+  // A disabled person is signed out everywhere too: their sessions end and their tokens die now.
+  if (disabled) await revokeAccountSessions(ctx.store, account.id);
   const json = { id: account.id, email: account.email, disabled: account.disabled };
-  return { json, text: `${disabled ? 'Disabled' : 'Enabled'} user ${account.email} (${account.id}).` };
+  return { json, text: `${disabled ? 'Disabled' : 'Enabled'} user ${account.email} (${account.id})${disabled ? ' and signed them out everywhere' : ''}.` };
 }
 
 // ---- signing keys ----
@@ -115,7 +131,7 @@ function keyList(all: StoredSigningKey[]) {
 export const COMMANDS: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public] [--first-party]',
+      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public] [--first-party] [--require-mfa]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },
@@ -124,6 +140,7 @@ export const COMMANDS: Record<string, Command> = {
       scope: { type: 'string' },
       public: { type: 'boolean' },
       'first-party': { type: 'boolean' },
+      'require-mfa': { type: 'boolean' },
     },
     async run(ctx, values) {
       const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean);
@@ -139,6 +156,7 @@ export const COMMANDS: Record<string, Command> = {
           scope: required(values, 'scope'),
           public: values.public === true,
           firstParty: values['first-party'] === true,
+          requireMfa: values['require-mfa'] === true,
         },
         validateClientMetadata,
       );
@@ -217,14 +235,46 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   'user create': {
-    usage: '--email EMAIL [--name NAME] --password-stdin',
-    options: { email: { type: 'string' }, name: { type: 'string' } },
+    usage: '--email EMAIL [--name NAME] [--totp] --password-stdin',
+    options: { email: { type: 'string' }, name: { type: 'string' }, totp: { type: 'boolean' } },
     password: true,
     async run(ctx, values) {
       const name = optional(values, 'name');
       const account = await ctx.accounts.create({ email: required(values, 'email'), ...(name ? { name } : {}), password: ctx.password! });
-      const json = { id: account.id, email: account.email };
-      return { json, text: fields(json) };
+      if (values.totp !== true) {
+        const json = { id: account.id, email: account.email };
+        return { json, text: fields(json) };
+      }
+      // Provisioning: the factor is active at once (the operator hands the URI to the person's app).
+      const factor = await secondFactorOf(ctx);
+      const started = await factor.startEnrollment(account);
+      // The previous step's code (accepted: ± one step) is what activation records, so the person's first code is not "already used".
+      const enrolled = await factor.enroll(account.id, started.pending, await totpCodeAt(started.secret.replaceAll(' ', ''), Date.now() - 30_000));
+      if (!enrolled.ok) throw new CliError(`could not enroll the second factor (${enrolled.reason})`, 1);
+      const json = { id: account.id, email: account.email, totp_uri: started.uri };
+      const text = `${fields(json)}\nThe TOTP URI holds the secret: give it only to the person (e.g. as a QR code). Recovery codes: the person makes them on /account.`;
+      return { json, text };
+    },
+  },
+  'user reset-mfa': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const account = await findUser(ctx.accounts, id!);
+      const removed = await (await secondFactorOf(ctx)).resetMfa(account.id);
+      const json = { id: account.id, email: account.email, mfa_removed: removed };
+      return { json, text: removed ? `Removed the second factor of ${account.email}: they set up a new one at their next sign-in.` : `${account.email} had no second factor.` };
+    },
+  },
+  'user unlock': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const account = await findUser(ctx.accounts, id!);
+      // The lockout counts by normalized email (unknown accounts too), so that is what is unlocked.
+      const wasLocked = await new Lockout(ctx.store).unlock({ account: account.email });
+      const json = { id: account.id, email: account.email, was_locked: wasLocked };
+      return { json, text: wasLocked ? `Unlocked ${account.email}; their failed attempts are forgotten.` : `${account.email} was not locked; their failed attempts are forgotten.` };
     },
   },
   'user list': {
@@ -256,8 +306,10 @@ export const COMMANDS: Record<string, Command> = {
     usage: 'USER_ID',
     args: ['USER_ID'],
     async run(ctx, _values, [id]) {
-      const account = await ctx.accounts.delete((await findUser(ctx.accounts, id!)).id);
-      return { json: { id: account.id, email: account.email, deleted: true }, text: `Deleted user ${account.email} (${account.id}).` };
+      const found = await findUser(ctx.accounts, id!);
+      await revokeAccountSessions(ctx.store, found.id);
+      const account = await ctx.accounts.delete(found.id);
+      return { json: { id: account.id, email: account.email, deleted: true }, text: `Deleted user ${account.email} (${account.id}) and ended their sessions and grants.` };
     },
   },
   'user revoke-sessions': {

@@ -2,17 +2,25 @@ import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
-import type { Accounts } from '../accounts/accounts.ts';
+import { AccountError, type Account, type Accounts } from '../accounts/accounts.ts';
+import { SecondFactor } from '../accounts/second-factor.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
 import { formTargets } from '../oidc/provider.ts';
 import { OIDC_SCOPES } from '../oidc/registry.ts';
 import type { Csrf } from '../security/csrf.ts';
+import type { Lockout } from '../security/lockout.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
+import { loginResult, mfaDemanded, type MfaPolicy } from './mfa-policy.ts';
+import { FactorChecks } from './factor-checks.ts';
+import { SignInSteps, type SignInStep, type StepName } from './sign-in-steps.ts';
 
 /**
- * The sign-in flow as a small state machine: login → consent → done. Each step reads the
- * interaction from oidc-provider, and every route lists its guards in order.
+ * The sign-in flow as a small state machine (sign-in-steps.ts): login → second-factor (→ enroll →
+ * recovery-codes) → consent → done. Each step reads the interaction from oidc-provider first (its
+ * cookie binds it to this browser), and every route lists its guards in order.
  */
 export interface InteractionDeps {
   provider: Provider;
@@ -20,7 +28,22 @@ export interface InteractionDeps {
   store: Store;
   views: Views;
   csrf: Csrf;
+  secondFactor: SecondFactor;
+  lockout: Lockout;
+  mfaPolicy: MfaPolicy;
+  metrics: Metrics;
+  logger: Logger;
 }
+
+/** What a person reads: the same for a wrong password and an unknown account, locked or not. */
+export const MESSAGES = {
+  wrongPassword: 'Wrong email or password.',
+  locked: 'Too many failed attempts. Try again later.',
+  wrongCode: 'That code is not right. Enter the current code from your authenticator app.',
+  usedCode: 'That code was already used. Wait for the next code in your authenticator app.',
+  wrongRecoveryCode: 'That recovery code is not right, or it was already used.',
+  enrollmentExpired: 'The setup took too long. Scan the new QR code and enter the code it shows.',
+} as const;
 
 const SCOPE_WORDS: Record<string, string> = {
   openid: 'Know who you are',
@@ -33,9 +56,10 @@ const CONSENT_TTL = 365 * 24 * 60 * 60;
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 
-export function interactionRoutes({ provider, accounts, store, views, csrf }: InteractionDeps) {
+export function interactionRoutes({ provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy, metrics, logger }: InteractionDeps) {
   const router = new Router({ prefix: '/interaction/:uid' });
   const form = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
+  const steps = new SignInSteps(store);
 
   /** A 400 that our error handler shows to the person as is. */
   function refuse(message: string): never {
@@ -102,11 +126,96 @@ export function interactionRoutes({ provider, accounts, store, views, csrf }: In
     await finish(ctx, { consent: { grantId } }, true);
   }
 
+  const checks = new FactorChecks({ accounts, secondFactor, lockout, metrics, logger });
+
+  // ---- the steps' pages ----
+
+  function pageData(d: Details, extra: Record<string, unknown>) {
+    return { uid: d.uid, csrf: csrf.token(d.uid), ...extra };
+  }
+
+  /** 429 with Retry-After on the form post; the page says to try again later (RFC 6585 §4). */
+  function locked(ctx: Context, retryAfterSeconds: number) {
+    ctx.status = 429;
+    ctx.set('Retry-After', String(retryAfterSeconds));
+    return MESSAGES.locked;
+  }
+
+  async function renderStep(ctx: Context, d: Details, step: SignInStep, extra: Record<string, unknown> = {}) {
+    const targets = formTargets(d.params.redirect_uri);
+    if (step.name === 'second-factor') {
+      const template = extra.recovery ? 'recovery' : 'second-factor';
+      return views.render(ctx, template, pageData(d, { title: 'Two-step verification', ...extra }), targets);
+    }
+    if (step.name === 'recovery-codes') {
+      // Shown once, in the answer to the enrollment post; a reload only offers to continue.
+      return views.render(ctx, 'recovery-codes', pageData(d, { title: 'Save your recovery codes', codes: undefined, ...extra }), targets);
+    }
+    const account = await accounts.find(step.accountId);
+    if (!account) refuse('this account is gone; start again');
+    let provisioning = await secondFactor.provisioningOf(account, step.pending);
+    if (!provisioning) {
+      // The pending enrollment expired: a new secret, a new QR code.
+      const started = await secondFactor.startEnrollment(account);
+      await steps.set(d.uid, { ...step, pending: started.pending }, d.exp);
+      provisioning = started;
+      extra = { error: MESSAGES.enrollmentExpired, ...extra };
+    }
+    views.render(
+      ctx,
+      'enroll',
+      pageData(d, {
+        title: 'Set up two-step verification',
+        email: account.email,
+        qr: `data:image/svg+xml;base64,${Buffer.from(provisioning.qrSvg).toString('base64')}`,
+        secret: provisioning.secret,
+        ...extra,
+      }),
+      targets,
+    );
+  }
+
+  /** The step of this interaction, when it is the expected one; anything else is a stale form. */
+  async function requireStep<N extends StepName>(d: Details, name: N): Promise<Extract<SignInStep, { name: N }>> {
+    if (d.prompt.name !== 'login') refuse('this sign-in step is already done');
+    const step = await steps.get(d.uid);
+    if (step?.name !== name) refuse('this sign-in step is not the current one; go back to the application and start again');
+    return step as Extract<SignInStep, { name: N }>;
+  }
+
+  // ---- transitions ----
+
+  /** After the password: the second factor, its enrollment, or — when none is needed — done. */
+  async function afterPassword(ctx: Context, d: Details, account: Account) {
+    const subject = account.email;
+    if (SecondFactor.isEnrolled(account)) {
+      await steps.set(d.uid, { name: 'second-factor', accountId: account.id, subject }, d.exp);
+    } else if (mfaDemanded(mfaPolicy, await clientOf(d), d.params)) {
+      const started = await secondFactor.startEnrollment(account);
+      await steps.set(d.uid, { name: 'enroll', accountId: account.id, subject, pending: started.pending }, d.exp);
+    } else {
+      return signedIn(ctx, d, account.id, false);
+    }
+    // Post/redirect/get: a reload shows the step again instead of re-posting the password.
+    ctx.status = 303;
+    ctx.redirect(`/interaction/${d.uid}`);
+  }
+
+  async function signedIn(ctx: Context, d: Details, accountId: string, withSecondFactor: boolean) {
+    await steps.clear(d.uid);
+    await finish(ctx, { login: loginResult(accountId, withSecondFactor) }, false);
+  }
+
+  // ---- routes: each lists its guards in order ----
+
   router.get('/', async (ctx) => {
     const d = await details(ctx);
     const client = await clientOf(d);
     if (!client) refuse('unknown client');
-    if (d.prompt.name === 'login') return renderLogin(ctx, d, client.clientName);
+    if (d.prompt.name === 'login') {
+      const step = await steps.get(d.uid);
+      return step ? renderStep(ctx, d, step) : renderLogin(ctx, d, client.clientName);
+    }
     if (d.prompt.name === 'consent') {
       // Only the scopes not granted before are listed (README: asked again only for new scopes).
       const ask = await scopesToAsk(d, client.first_party === true, missingScopes(d));
@@ -136,15 +245,77 @@ export function interactionRoutes({ provider, accounts, store, views, csrf }: In
     const body = ctx.request.body as Record<string, unknown>;
     const email = typeof body.email === 'string' ? body.email.slice(0, 254) : '';
     const password = typeof body.password === 'string' ? body.password : '';
-    const account = email && password ? await accounts.authenticate(email, password) : undefined;
-    if (!account) {
+    const checked = await checks.password(email, password, ctx.ip);
+    if (checked.status !== 'ok') {
       const client = await clientOf(d);
       // 200, not 401: a 401 needs a WWW-Authenticate challenge (RFC 9110 §15.5.2), and browsers log 4xx pages as console errors.
       ctx.status = 200;
-      return renderLogin(ctx, d, client?.clientName, { error: 'Wrong email or password.', email });
+      const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : MESSAGES.wrongPassword;
+      return renderLogin(ctx, d, client?.clientName, { error, email });
     }
-    await finish(ctx, { login: { accountId: account.id, amr: ['pwd'] } }, false);
+    await afterPassword(ctx, d, checked.account);
   });
+
+  router.get('/recovery', async (ctx) => {
+    const d = await details(ctx);
+    const step = await requireStep(d, 'second-factor');
+    await renderStep(ctx, d, step, { recovery: true });
+  });
+
+  router.post('/mfa', form, requireCsrf, async (ctx) => {
+    const d = await details(ctx);
+    const step = await requireStep(d, 'second-factor');
+    const code = String((ctx.request.body as Record<string, unknown>).code ?? '').slice(0, 64);
+    const checked = await checks.secondFactor({ id: step.accountId, email: step.subject }, { totp: code }, ctx.ip);
+    if (checked.status === 'ok') return signedIn(ctx, d, step.accountId, true);
+    if (checked.status === 'failed' && checked.reason === 'not-enrolled') return restartAfterReset(ctx, d, step.accountId);
+    const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : checked.reason === 'replayed' ? MESSAGES.usedCode : MESSAGES.wrongCode;
+    await renderStep(ctx, d, step, { error });
+  });
+
+  router.post('/recovery', form, requireCsrf, async (ctx) => {
+    const d = await details(ctx);
+    const step = await requireStep(d, 'second-factor');
+    const code = String((ctx.request.body as Record<string, unknown>).recovery_code ?? '').slice(0, 64);
+    const checked = await checks.secondFactor({ id: step.accountId, email: step.subject }, { recoveryCode: code }, ctx.ip);
+    if (checked.status === 'ok') return signedIn(ctx, d, step.accountId, true);
+    if (checked.status === 'failed' && checked.reason === 'not-enrolled') return restartAfterReset(ctx, d, step.accountId);
+    const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : MESSAGES.wrongRecoveryCode;
+    await renderStep(ctx, d, step, { error, recovery: true });
+  });
+
+  router.post('/enroll', form, requireCsrf, async (ctx) => {
+    const d = await details(ctx);
+    const step = await requireStep(d, 'enroll');
+    const code = String((ctx.request.body as Record<string, unknown>).code ?? '').slice(0, 64);
+    let checked;
+    try {
+      checked = await checks.enroll({ id: step.accountId, email: step.subject }, step.pending, code, ctx.ip);
+    } catch (err) {
+      // Enrolled meanwhile (another tab): go on with that factor.
+      if (!(err instanceof AccountError)) throw err;
+      return restartAfterReset(ctx, d, step.accountId);
+    }
+    if (checked.status === 'ok') {
+      await steps.set(d.uid, { name: 'recovery-codes', accountId: step.accountId, subject: step.subject }, d.exp);
+      return renderStep(ctx, d, { name: 'recovery-codes', accountId: step.accountId, subject: step.subject }, { codes: checked.recoveryCodes });
+    }
+    const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? MESSAGES.enrollmentExpired : MESSAGES.wrongCode;
+    await renderStep(ctx, d, step, { error });
+  });
+
+  router.post('/saved', form, requireCsrf, async (ctx) => {
+    const d = await details(ctx);
+    const step = await requireStep(d, 'recovery-codes');
+    await signedIn(ctx, d, step.accountId, true);
+  });
+
+  /** The factor changed under this sign-in (an operator reset it, another tab enrolled): decide again. */
+  async function restartAfterReset(ctx: Context, d: Details, accountId: string) {
+    const account = await accounts.find(accountId);
+    if (!account || account.disabled) refuse('this account cannot sign in; go back to the application and start again');
+    await afterPassword(ctx, d, account);
+  }
 
   router.post('/consent', form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
@@ -153,7 +324,8 @@ export function interactionRoutes({ provider, accounts, store, views, csrf }: In
   });
 
   router.post('/abort', form, requireCsrf, async (ctx) => {
-    await details(ctx);
+    const d = await details(ctx);
+    await steps.clear(d.uid);
     await finish(ctx, { error: 'access_denied', error_description: 'the person declined' }, false);
   });
 

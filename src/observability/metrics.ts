@@ -24,6 +24,8 @@ const KNOWN_GRANT_TYPES = new Set(['authorization_code', 'refresh_token', 'clien
 const ISSUED_TOKENS = ['access_token', 'refresh_token', 'id_token'] as const;
 
 export class Metrics {
+  // Started with the app, not at the first scrape: the process CPU counters count from when they start.
+  readonly #process = processMetrics();
   readonly registry = new Registry();
   readonly requestDuration = new Histogram({
     name: 'latchkey_http_request_duration_seconds',
@@ -73,6 +75,24 @@ export class Metrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
+  readonly signInFailures = new Counter({
+    name: 'latchkey_signin_failures_total',
+    help: 'Refused passwords at sign-in and on the account page: "wrong" (wrong or unknown account), "locked" (refused during a lockout)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly secondFactorFailures = new Counter({
+    name: 'latchkey_second_factor_failures_total',
+    help: 'Refused second-factor codes by method (totp, recovery, enroll) and reason (invalid, replayed, expired, locked)',
+    labelNames: ['method', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly lockouts = new Counter({
+    name: 'latchkey_lockouts_total',
+    help: 'Lockouts started, by what was locked (signin: people and their IPs; client: client authentication) and subject (account, ip)',
+    labelNames: ['scope', 'subject'] as const,
+    registers: [this.registry],
+  });
   readonly storeDuration = new Histogram({
     name: 'latchkey_store_operation_duration_seconds',
     help: 'Latency of storage operations (one or a few Redis commands or scripts), by operation and outcome',
@@ -83,7 +103,7 @@ export class Metrics {
 
   /** The Prometheus text exposition: the process metrics, then Latchkey's. */
   async text(): Promise<string> {
-    const parts = await Promise.all([processMetrics().metrics(), this.registry.metrics()]);
+    const parts = await Promise.all([this.#process.metrics(), this.registry.metrics()]);
     return parts.map((p) => p.trimEnd()).join('\n') + '\n';
   }
 

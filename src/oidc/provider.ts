@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import type Koa from 'koa';
-import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
+import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interactions/mfa-policy.ts';
 import { keys } from '../storage/keys.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
@@ -58,7 +59,8 @@ export async function createProvider({ config, store, accounts, registry, views 
     },
     scopes: [...OIDC_SCOPES],
     claims: {
-      openid: ['sub'],
+      // acr and amr (RFC 8176) in every ID token, not only when requested (PITFALLS.md).
+      openid: ['sub', 'acr', 'amr'],
       profile: ['name'],
       email: ['email', 'email_verified'],
     },
@@ -78,7 +80,9 @@ export async function createProvider({ config, store, accounts, registry, views 
       introspectionSigningAlgValues: ['RS256', 'ES256', 'EdDSA'],
       authorizationSigningAlgValues: ['RS256', 'ES256', 'EdDSA'],
     },
-    extraClientMetadata: { properties: ['first_party', 'resource_server', 'api_scopes'] },
+    extraClientMetadata: { properties: CLIENT_PROPERTIES },
+    // urn:latchkey:mfa: password and second factor; urn:latchkey:pwd: password only (interactions/mfa-policy.ts).
+    acrValues: ACR_VALUES,
 
     features: {
       // Default on, and it accepts any password.
@@ -168,7 +172,7 @@ export async function createProvider({ config, store, accounts, registry, views 
       DeviceCode: 10 * MINUTE,
       BackchannelAuthenticationRequest: 10 * MINUTE,
     },
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: signInPolicy(config.MFA_POLICY) },
     async renderError(ctx, out) {
       views.renderError(ctx as never, out);
     },
@@ -235,6 +239,26 @@ async function offlineAccessAsksForConsent(ctx: Koa.Context, next: Koa.Next) {
     }
   }
   await next();
+}
+
+/** Our client metadata: `require_mfa` makes every sign-in for the client use a second factor (MFA_POLICY=optional). */
+export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa'];
+
+/**
+ * oidc-provider's prompts, plus: a session without a second factor is signed in again when the
+ * policy, the client or the request (`acr_values`) demands one. `acr_values` alone is only a wish to
+ * oidc-provider; with `prompt=none` this answers `login_required`.
+ */
+function signInPolicy(policy: MfaPolicy) {
+  const prompts = interactionPolicy.base();
+  prompts.get('login')!.checks.add(
+    new interactionPolicy.Check('mfa_required', 'a second factor is required', 'login_required', (ctx) => {
+      const { session, client, params } = ctx.oidc;
+      if (!session?.accountId) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      return session.acr !== ACR_MFA && mfaDemanded(policy, client, params ?? {}) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    }),
+  );
+  return prompts;
 }
 
 const CLIENT_AUTH_ENDPOINTS = new Set(['/token', '/token/introspection', '/token/revocation']);

@@ -33,6 +33,8 @@ export interface ClientInput {
   scope: string;
   public?: boolean;
   firstParty?: boolean;
+  /** Every sign-in for this client uses a second factor, even under MFA_POLICY=optional. */
+  requireMfa?: boolean;
 }
 
 export function secretDigest(secret: string): string {
@@ -47,7 +49,13 @@ export function secretMatches(storedDigest: string | undefined, presented: strin
 }
 
 const newSecret = () => randomBytes(32).toString('base64url');
-const newClientId = () => randomBytes(12).toString('base64url');
+/** 96 random bits; never starting with '-' or '_', so an id is never read as a command-line option. */
+function newClientId(): string {
+  for (;;) {
+    const id = randomBytes(12).toString('base64url');
+    if (/^[A-Za-z0-9]/.test(id)) return id;
+  }
+}
 
 export class Registry {
   readonly #store: Store;
@@ -89,6 +97,7 @@ export class Registry {
       token_endpoint_auth_method: input.public ? 'none' : 'client_secret_basic',
       ...(secret ? { client_secret: secretDigest(secret) } : {}),
       ...(input.firstParty ? { first_party: true } : {}),
+      ...(input.requireMfa ? { require_mfa: true } : {}),
     };
     await validate(metadata);
     await this.#saveClient(metadata);

@@ -69,6 +69,12 @@ export interface LockoutOptions {
   schedule?: number[];
   /** How long a lockout counts towards the next one's length, after it ends. */
   historySeconds?: number;
+  /**
+   * Keeps this instance's counters and lock records apart from another's on the same store (e.g.
+   * `client` for client authentication at the token endpoints, whose "account" is a client id): a
+   * misbehaving service behind an IP must not lock people's sign-ins from that IP.
+   */
+  namespace?: string;
 }
 
 export const DEFAULT_SCHEDULE = [60, 300, 900, 3600];
@@ -96,6 +102,7 @@ export class Lockout {
   readonly #schedule: number[];
   readonly #historyMs: number;
   readonly #limiters = new Map<string, Limiter>();
+  readonly #namespace: string;
 
   constructor(store: Store, options: LockoutOptions = {}) {
     this.#store = store;
@@ -107,13 +114,14 @@ export class Lockout {
     };
     this.#schedule = options.schedule ?? DEFAULT_SCHEDULE;
     this.#historyMs = (options.historySeconds ?? 24 * 60 * 60) * 1000;
+    this.#namespace = options.namespace ? `${options.namespace}-` : '';
     if (this.#thresholds.account.maxFailures > 100) throw new RangeError('NIST SP 800-63B caps consecutive failures at 100');
     if (this.#schedule.length === 0 || this.#schedule.some((s) => !Number.isInteger(s) || s <= 0)) throw new RangeError('the schedule needs positive whole seconds');
     // One limiter per factor and kind of subject: separate buckets, separate key prefixes.
     for (const factor of FACTORS) {
       for (const kind of ['account', 'ip'] as const) {
         const { maxFailures: points, windowSeconds: duration } = this.#thresholds[kind];
-        const keyPrefix = `lk:failures:${factor}:${kind}`;
+        const keyPrefix = `lk:failures:${this.#namespace}${factor}:${kind}`;
         this.#limiters.set(
           `${factor}:${kind}`,
           store instanceof RedisStore ? new RateLimiterRedis({ storeClient: store.client, keyPrefix, points, duration }) : new RateLimiterMemory({ keyPrefix, points, duration }),
@@ -123,8 +131,8 @@ export class Lockout {
   }
 
   #subjects(attempt: Pick<Attempt, 'account' | 'ip'>): Subject[] {
-    const subjects: Subject[] = [{ kind: 'account', id: attempt.account, key: `account-${digest(attempt.account)}` }];
-    if (attempt.ip) subjects.push({ kind: 'ip', id: attempt.ip, key: `ip-${digest(attempt.ip)}` });
+    const subjects: Subject[] = [{ kind: 'account', id: attempt.account, key: `${this.#namespace}account-${digest(attempt.account)}` }];
+    if (attempt.ip) subjects.push({ kind: 'ip', id: attempt.ip, key: `${this.#namespace}ip-${digest(attempt.ip)}` });
     return subjects;
   }
 
@@ -209,7 +217,7 @@ export class Lockout {
 
   /** Ends an account's (or IP's) lockout and forgets its failures and history: the operator's `user unlock`. */
   async unlock(target: { account: string } | { ip: string }): Promise<boolean> {
-    const [subject] = 'account' in target ? this.#subjects({ account: target.account }) : [{ kind: 'ip' as const, id: target.ip, key: `ip-${digest(target.ip)}` }];
+    const [subject] = 'account' in target ? this.#subjects({ account: target.account }) : [{ kind: 'ip' as const, id: target.ip, key: `${this.#namespace}ip-${digest(target.ip)}` }];
     const record = await this.#record(subject!);
     await this.#store.del(keys.lockout(subject!.key));
     for (const factor of FACTORS) await this.#limit(() => this.#limiters.get(`${factor}:${subject!.kind}`)!.delete(subject!.key));

@@ -59,6 +59,8 @@ export const keys = {
   accountSessions: (accountId: string) => `lk:account-sessions:${digest(accountId)}`,
   /** The grant index keys of an account's grants (an index: TTL of its longest-lived member). */
   accountGrants: (accountId: string) => `lk:account-grants:${digest(accountId)}`,
+  /** The client id of the account page, which signs people in through the ordinary flow (interactions/account-page.ts). */
+  accountPageClient: 'lk:account-page:client',
   /** The development demo app's client id (src/demo). */
   demoClient: 'lk:demo:client',
   /** The last TOTP time step accepted for an account (advanceCounter: never accepted twice). */
@@ -67,6 +69,8 @@ export const keys = {
   totpEnrollmentUsed: (pendingDigest: string) => `lk:totp-enrollment:${pendingDigest}`,
   /** One generation of an account's recovery-code digests; a new generation replaces the key. */
   recoveryCodes: (accountId: string, generation: string) => `lk:recovery:${accountId}:${generation}`,
+  /** The sign-in step an interaction has reached (interactions/flow-state.ts): lives as long as the interaction. */
+  interactionStep: (uid: string) => `lk:{${digest(uid).slice(0, TAG_LENGTH)}}:InteractionStep:${digest(uid)}`,
   /** A lockout record of an account or a client IP (subject is already a digest). */
   lockout: (subject: string) => `lk:lockout:${subject}`,
   secretsKey: 'lk:keys:secrets',

@@ -2,7 +2,9 @@ import { Redis, Cluster, type RedisOptions } from 'ioredis';
 import { StorageUnavailable, type ConsumeResult, type Store, type StoredModel } from './store.ts';
 
 // All keys of one script call share a hash tag (keys.ts), so each script is Redis Cluster safe.
-const PUT_MODEL = `
+// `#!lua` (Redis 7): a script with flags is refused up front when Redis is out of memory under
+// `noeviction`; without them Redis checks only the first write, here a DEL, and lets it grow past maxmemory.
+const PUT_MODEL = `#!lua
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'p', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -51,6 +53,9 @@ return 1`;
 
 type Client = Redis | Cluster;
 
+/** How long calls must succeed without an availability failure before a recovery is reported (ioredis 'ready' reports one at once). */
+const RECOVERY_HOLD_MS = 2000;
+
 interface Scripts {
   lkPutModel(...args: (string | number)[]): Promise<number>;
   lkConsumeModel(...args: (string | number)[]): Promise<number>;
@@ -59,8 +64,11 @@ interface Scripts {
   lkIndexAdd(...args: (string | number)[]): Promise<number>;
 }
 
-/** Replies that mean "Redis cannot serve right now", as opposed to a bug in a command. */
-const UNAVAILABLE_REPLY = /^(LOADING|BUSY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|NOREPLICAS|MISCONF)/;
+/**
+ * Replies that mean "Redis cannot serve right now", as opposed to a bug in a command. OOM: a full
+ * Redis with `maxmemory-policy noeviction` (README, Scaling) refuses writes rather than evicting grants.
+ */
+const UNAVAILABLE_REPLY = /^(LOADING|BUSY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|NOREPLICAS|MISCONF|OOM)/;
 
 function isUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return true;
@@ -132,6 +140,7 @@ export class RedisStore implements Store {
   // Availability as seen from the connection and from call outcomes, reported once per transition.
   #available = true;
   #closing = false;
+  #lastFailure = 0;
   readonly #availabilityListeners: ((available: boolean, reason?: string) => void)[] = [];
 
   constructor(client: Client) {
@@ -182,10 +191,13 @@ export class RedisStore implements Store {
   async #call<T>(run: () => Promise<T>): Promise<T> {
     try {
       const result = await run();
-      if (!this.#available) this.#setAvailable(true);
+      // Back once calls succeed and none has failed for a while: a Redis that refuses only writes (OOM,
+      // READONLY) while reads succeed stays "down" instead of flapping once per request.
+      if (!this.#available && performance.now() - this.#lastFailure >= RECOVERY_HOLD_MS) this.#setAvailable(true);
       return result;
     } catch (err) {
       if (isUnavailable(err)) {
+        this.#lastFailure = performance.now();
         this.#setAvailable(false, err instanceof Error ? err.message : 'Redis is unavailable');
         throw new StorageUnavailable(err);
       }

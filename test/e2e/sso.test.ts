@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import * as oc from 'openid-client';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { authorize, startFakeApp, type AuthorizeOptions, fillLogin, launchBrowser, newContext, submit, watchProblems } from '../helpers/browser.ts';
+import { authorize, startFakeApp, type AuthorizeOptions, fillLogin, launchBrowser, newContext, passSecondFactor, submit, watchProblems } from '../helpers/browser.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 
@@ -254,6 +254,7 @@ describe('single sign-on with a browser and openid-client', () => {
       // And the right one still works from there.
       await fillLogin(p, EMAIL, PASSWORD);
       await submit(p, p.getByRole('button', { name: 'Sign in' }));
+      await passSecondFactor(p, EMAIL);
       // Consent for `openid` was given in the other session and is remembered.
       const back = new URL(p.url());
       assert.equal(`${back.origin}${back.pathname}`, redirectUri);

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
+import { currentTotpCode, keyFromPage, nextTotpCode, totpSecrets } from './totp.ts';
 
 /**
  * The person, for end-to-end tests: the system Chromium (Debian package `chromium`) driven by
@@ -73,12 +74,15 @@ export async function submit(page: Page, button: Locator): Promise<void> {
   await page.waitForLoadState('load');
 }
 
-export type Step = 'login' | 'consent' | 'callback' | 'other';
+export type Step = 'login' | 'mfa' | 'enroll' | 'recovery-codes' | 'consent' | 'callback' | 'other';
 
 /** Which page the browser shows now. */
 export async function currentStep(page: Page, redirectUri: string): Promise<Step> {
   if (page.url().split(/[?#]/)[0] === redirectUri) return 'callback';
   if (await page.locator('input[autocomplete=username]').count()) return 'login';
+  if (await page.locator('form[action$="/mfa"]').count()) return 'mfa';
+  if (await page.locator('form[action$="/enroll"]').count()) return 'enroll';
+  if (await page.locator('form[action$="/saved"]').count()) return 'recovery-codes';
   if (await page.locator('form[action$="/consent"]').count()) return 'consent';
   return 'other';
 }
@@ -93,6 +97,25 @@ export async function fillLogin(page: Page, email: string, password: string): Pr
   if ((await page.getByLabel('Password').inputValue()) !== password) throw new Error('the "Password" label does not name the password field');
 }
 
+/** On a second-factor, enrollment or recovery-codes page: passes it as `authorize` does, until another page shows. */
+export async function passSecondFactor(page: Page, email: string, totpSecret?: string): Promise<void> {
+  for (let i = 0; i < 3; i += 1) {
+    const step = await currentStep(page, '');
+    if (step === 'mfa') {
+      const secret = totpSecret ?? totpSecrets.get(email.toLowerCase());
+      if (!secret) throw new Error('a second-factor page, and no TOTP secret known');
+      await fillCode(page, await nextTotpCode(new URL(page.url()).origin, secret));
+      await submit(page, page.getByRole('button', { name: 'Verify' }));
+    } else if (step === 'enroll') {
+      totpSecrets.set(email.toLowerCase(), await enrollOnPage(page));
+    } else if (step === 'recovery-codes') {
+      await submit(page, page.getByRole('button', { name: 'I have saved them' }));
+    } else {
+      return;
+    }
+  }
+}
+
 export interface AuthorizeOptions {
   redirectUri: string;
   email?: string;
@@ -100,6 +123,24 @@ export interface AuthorizeOptions {
   /** Called on each page before acting on it (assertions, screenshots). */
   onLogin?: (page: Page) => Promise<void>;
   onConsent?: (page: Page) => Promise<void>;
+  /** The TOTP secret; else the one learned when this helper enrolled the person (helpers/totp.ts). */
+  totpSecret?: string;
+}
+
+/** Types a code into the field found by its label and autofill token, as a person and a password manager would. */
+export async function fillCode(page: Page, code: string): Promise<void> {
+  const field = page.locator('input[autocomplete=one-time-code]');
+  if ((await field.getAttribute('inputmode')) !== 'numeric') throw new Error('the code field is not inputmode=numeric');
+  await page.getByLabel(/code/i).first().fill(code);
+  if ((await field.inputValue()) !== code) throw new Error('the code label does not name the one-time-code field');
+}
+
+/** Enrolls on the enrollment page: reads the key shown as text, enters the current code. Returns the key. */
+export async function enrollOnPage(page: Page): Promise<string> {
+  const secret = keyFromPage(await page.locator('#totp-key').innerText());
+  await fillCode(page, await currentTotpCode(new URL(page.url()).origin, secret));
+  await submit(page, page.getByRole('button', { name: /turn on/i }));
+  return secret;
 }
 
 /**
@@ -108,7 +149,7 @@ export interface AuthorizeOptions {
  */
 export async function authorize(page: Page, authorizationUrl: URL, options: AuthorizeOptions): Promise<URL> {
   await page.goto(authorizationUrl.href);
-  for (let i = 0; i < 5; i += 1) {
+  for (let i = 0; i < 8; i += 1) {
     const step = await currentStep(page, options.redirectUri);
     if (step === 'callback') return new URL(page.url());
     if (step === 'login') {
@@ -116,6 +157,16 @@ export async function authorize(page: Page, authorizationUrl: URL, options: Auth
       await options.onLogin?.(page);
       await fillLogin(page, options.email, options.password);
       await submit(page, page.getByRole('button', { name: 'Sign in' }));
+    } else if (step === 'mfa') {
+      const secret = options.totpSecret ?? (options.email ? totpSecrets.get(options.email.toLowerCase()) : undefined);
+      if (!secret) throw new Error('a second-factor page, and no TOTP secret known');
+      await fillCode(page, await nextTotpCode(new URL(page.url()).origin, secret));
+      await submit(page, page.getByRole('button', { name: 'Verify' }));
+    } else if (step === 'enroll') {
+      const secret = await enrollOnPage(page);
+      if (options.email) totpSecrets.set(options.email.toLowerCase(), secret);
+    } else if (step === 'recovery-codes') {
+      await submit(page, page.getByRole('button', { name: 'I have saved them' }));
     } else if (step === 'consent') {
       await options.onConsent?.(page);
       await submit(page, page.getByRole('button', { name: 'Allow' }));

@@ -1,9 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { currentTotpCode, keyFromPage, nextTotpCode, totpSecrets } from './totp.ts';
 
 /**
  * Drives Latchkey's sign-in pages with plain `fetch` and a small cookie jar, the way a browser
  * without JavaScript would: GET /auth → /interaction/:uid → POST the login form (with its `_csrf`)
- * → the consent form → the redirect to the client's redirect_uri with `code` and `iss`.
+ * → the second factor (a TOTP code; or enrollment: the key read from the page, a code, "I have saved
+ * them") → the consent form → the redirect to the client's redirect_uri with `code` and `iss`.
  */
 
 interface StoredCookie {
@@ -145,8 +147,10 @@ export interface ClientCreds {
 export interface SignInOptions {
   issuer: string;
   client: ClientCreds;
-  /** The person; omit when the jar already holds a session. */
-  user?: { email: string; password: string };
+  /** The person; omit when the jar already holds a session. Their TOTP secret: `totpSecret`, else learned at enrollment. */
+  user?: { email: string; password: string; totpSecret?: string };
+  /** How to pass the second factor: a TOTP code (default), a recovery code, or stop on its page. */
+  secondFactor?: 'totp' | { recoveryCode: string } | 'stop';
   scope: string;
   /** Extra authorization parameters (resource, prompt, nonce…); `undefined` values are left out. */
   params?: Record<string, string | undefined>;
@@ -166,7 +170,23 @@ export interface SignInResult {
   /** The page the flow stopped on, when it did not reach the client. */
   page?: Page;
   loginPage?: Page;
+  /** The second-factor page (TOTP code) and what answering it gave. */
+  mfaPage?: Page;
+  enrollPage?: Page;
+  /** The recovery codes shown after an enrollment. */
+  recoveryCodes?: string[];
   consentPage?: Page;
+}
+
+/** The recovery codes listed on a page. */
+export function recoveryCodesOf(html: string): string[] {
+  return [...html.matchAll(/<li><code>([0-9a-z]{5}-[0-9a-z]{5})<\/code><\/li>/g)].map((m) => m[1]!);
+}
+
+/** The TOTP key shown as text on the enrollment page. */
+export function totpKeyOf(html: string): string | undefined {
+  const text = html.match(/<code class="key" id="totp-key">([^<]+)<\/code>/)?.[1];
+  return text ? keyFromPage(text) : undefined;
 }
 
 /** Runs the authorization code flow with PKCE S256 through the HTML forms. */
@@ -193,16 +213,46 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
   let followed = await follow(jar, options.issuer, await browse(jar, authUrl), authUrl);
   const result: SignInResult = { jar, verifier, state, nonce };
 
-  for (let step = 0; step < 5 && followed.page; step += 1) {
+  const post = async (action: string, page: Page, form: Record<string, string>) => {
+    const url = new URL(action, page.url);
+    return follow(jar, options.issuer, await browse(jar, url, { form }), url);
+  };
+  for (let step = 0; step < 8 && followed.page; step += 1) {
     const page = followed.page;
     const csrf = hiddenField(page.html, '_csrf');
     const login = formAction(page.html, '/login');
+    const mfa = formAction(page.html, '/mfa');
+    const enroll = formAction(page.html, '/enroll');
+    const saved = formAction(page.html, '/saved');
     const consent = formAction(page.html, '/consent');
     if (login && csrf && options.user && !result.loginPage) {
       result.loginPage = page;
-      const url = new URL(login, page.url);
-      const res = await browse(jar, url, { form: { _csrf: csrf, email: options.user.email, password: options.user.password } });
-      followed = await follow(jar, options.issuer, res, url);
+      followed = await post(login, page, { _csrf: csrf, email: options.user.email, password: options.user.password });
+    } else if (mfa && csrf && options.user && !result.mfaPage) {
+      result.mfaPage = page;
+      const how = options.secondFactor ?? 'totp';
+      if (how === 'stop') break;
+      if (typeof how === 'object') {
+        const recovery = new URL(`${new URL(mfa, page.url).pathname.replace(/\/mfa$/, '')}/recovery`, page.url);
+        const recoveryPage = await follow(jar, options.issuer, await browse(jar, recovery), recovery);
+        const action = formAction(recoveryPage.page?.html ?? '', '/recovery');
+        if (!action || !recoveryPage.page) break;
+        followed = await post(action, recoveryPage.page, { _csrf: hiddenField(recoveryPage.page.html, '_csrf')!, recovery_code: how.recoveryCode });
+        continue;
+      }
+      const secret = options.user.totpSecret ?? totpSecrets.get(options.user.email.toLowerCase());
+      if (!secret) throw new Error(`no TOTP secret known for ${options.user.email}`);
+      followed = await post(mfa, page, { _csrf: csrf, code: await nextTotpCode(options.issuer, secret) });
+    } else if (enroll && csrf && options.user && !result.enrollPage) {
+      result.enrollPage = page;
+      if (options.secondFactor === 'stop') break;
+      const secret = totpKeyOf(page.html);
+      if (!secret) throw new Error('the enrollment page shows no key');
+      totpSecrets.set(options.user.email.toLowerCase(), secret);
+      followed = await post(enroll, page, { _csrf: csrf, code: await currentTotpCode(options.issuer, secret) });
+    } else if (saved && csrf && !result.recoveryCodes) {
+      result.recoveryCodes = recoveryCodesOf(page.html);
+      followed = await post(saved, page, { _csrf: csrf });
     } else if (consent && csrf && !result.consentPage) {
       result.consentPage = page;
       if (options.consent === 'stop') break;

@@ -7,6 +7,7 @@ import { MemoryStore } from '../../src/storage/memory-store.ts';
 import { describeRedis, openStore } from '../../src/storage/open.ts';
 import type { Store } from '../../src/storage/store.ts';
 import { freePort } from './redis.ts';
+import { totpClock, useTestClock } from './totp.ts';
 
 export interface TestServer {
   issuer: string;
@@ -43,7 +44,9 @@ export async function startServer(options: { redisUrl?: string; store?: Store; e
   const logger = createLogger({ level: 'info', format: 'json', destination: sink });
   // A Redis Cluster or Sentinel comes in `env` (a TestCluster's or TestSentinel's `env`).
   const store = options.store ?? (describeRedis(config) ? await openStore(config) : new MemoryStore());
-  const app = await createApp({ config, store, logger });
+  // TOTP codes run on the tests' clock (helpers/totp.ts), so a person can sign in many times a minute.
+  const app = await createApp({ config, store, logger, totpClock: totpClock.now });
+  useTestClock(config.ISSUER);
   const handler = app.app.callback();
   const servers: Server[] = [];
   for (const host of ['127.0.0.1', '::1']) {

@@ -1,5 +1,7 @@
 import type { TestServer } from './server.ts';
 import type { ClientCreds } from './flow.ts';
+import { totpCodeAt } from '../../src/accounts/totp.ts';
+import { totpClock, totpSecrets } from './totp.ts';
 
 /**
  * The registrations the protocol tests share: one opaque-token API, one JWT-token API, a third-party
@@ -19,7 +21,8 @@ export interface World {
   other: ClientCreds & { secret: string; name: string };
   firstParty: ClientCreds & { secret: string; name: string };
   machine: { clientId: string; secret: string };
-  user: { email: string; password: string; name: string; id: string };
+  /** Enrolled in TOTP (MFA_POLICY=required is the default): flow.ts signs in with codes of `totpSecret`. */
+  user: { email: string; password: string; name: string; id: string; totpSecret: string; recoveryCodes: string[] };
   /** Registers one more third-party app (fresh consent state). */
   newApp(name: string, scope?: string): Promise<ClientCreds & { secret: string; name: string }>;
 }
@@ -40,6 +43,7 @@ export async function createWorld(server: TestServer): Promise<World> {
   const machine = await registry.createClient({ name: 'Nightly job', grants: ['client_credentials'], scope: 'api:read' }, noValidation);
   const password = 'correct horse battery staple';
   const account = await accounts.create({ email: 'ada@example.org', name: 'Ada Lovelace', password });
+  const { totpSecret, recoveryCodes } = await enrollTotp(server, account);
   return {
     api: { uri: API_URI, clientId: api.resource.clientId, secret: api.secret },
     jwtApi: { uri: JWT_API_URI, clientId: jwtApi.resource.clientId, secret: jwtApi.secret },
@@ -47,7 +51,18 @@ export async function createWorld(server: TestServer): Promise<World> {
     other: await newApp('Other app'),
     firstParty: await newApp('Our own dashboard', undefined, true),
     machine: { clientId: machine.clientId, secret: machine.secret! },
-    user: { email: account.email, password, name: 'Ada Lovelace', id: account.id },
+    user: { email: account.email, password, name: 'Ada Lovelace', id: account.id, totpSecret, recoveryCodes },
     newApp: (name, scope) => newApp(name, scope),
   };
+}
+
+/** Gives an account a TOTP factor, as `latchkey user create --totp` does; remembers its secret for flow.ts. */
+export async function enrollTotp(server: TestServer, account: { id: string; email: string }) {
+  const factor = server.app.secondFactor;
+  const started = await factor.startEnrollment((await server.app.accounts.find(account.id))!);
+  const totpSecret = started.secret.replaceAll(' ', '');
+  const enrolled = await factor.enroll(account.id, started.pending, await totpCodeAt(totpSecret, totpClock.now()));
+  if (!enrolled.ok) throw new Error(`enrollment failed: ${enrolled.reason}`);
+  totpSecrets.set(account.email, totpSecret);
+  return { totpSecret, recoveryCodes: enrolled.recoveryCodes };
 }

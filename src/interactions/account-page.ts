@@ -1,0 +1,245 @@
+import { randomBytes } from 'node:crypto';
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import type { Context } from 'koa';
+import { AccountError, validatePassword, type Account } from '../accounts/accounts.ts';
+import { SecondFactor } from '../accounts/second-factor.ts';
+import type { Registry } from '../oidc/registry.ts';
+import { keys } from '../storage/keys.ts';
+import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
+import { FactorChecks, type Checked } from './factor-checks.ts';
+import { MESSAGES, type InteractionDeps } from './routes.ts';
+
+/**
+ * `/account`: a signed-in person's second factor and recovery codes, and what they can change.
+ *
+ * Who is signed in is oidc-provider's own session (its `_session` cookie, read with Session.get). A
+ * person without one is sent through the ordinary sign-in — password, second factor, enrollment when
+ * needed — as a first-party public client of this server (PKCE, redirect back to /account/callback),
+ * so there is one sign-in flow with one lockout, and nothing here creates sessions by hand. The
+ * callback needs no code redemption: the session the flow created is what this page uses.
+ *
+ * Every change (new recovery codes, another authenticator, a new password) needs the current password
+ * AND a current code, counted by the lockout: a stolen session alone cannot swap the factor. Forms are
+ * plain posts with a CSRF token bound to the session, so the page works without JavaScript.
+ */
+export interface AccountPageDeps extends InteractionDeps {
+  registry: Registry;
+  issuer: string;
+}
+
+const SCOPE = 'openid';
+
+export async function accountRoutes(deps: AccountPageDeps) {
+  const { provider, accounts, store, views, csrf, secondFactor, issuer } = deps;
+  const checks = new FactorChecks(deps);
+  const clientId = await ensureAccountPageClient(deps);
+  const callback = `${issuer}/account/callback`;
+  const router = new Router({ prefix: '/account' });
+  const form = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
+
+  interface Signed {
+    account: Account & { id: string };
+    csrfScope: string;
+  }
+
+  async function signedIn(ctx: Context): Promise<Signed | undefined> {
+    const session = await provider.Session.get(ctx as never);
+    if (!session.accountId) return undefined;
+    const account = await accounts.find(session.accountId);
+    if (!account || account.disabled) return undefined;
+    return { account, csrfScope: `account:${session.uid ?? session.accountId}` };
+  }
+
+  function toSignIn(ctx: Context) {
+    // PKCE is required of every client; the code is never redeemed, so its verifier is not kept.
+    const url = new URL('/auth', issuer);
+    url.search = new URLSearchParams({
+      client_id: clientId,
+      redirect_uri: callback,
+      response_type: 'code',
+      scope: SCOPE,
+      code_challenge: randomBytes(32).toString('base64url'),
+      code_challenge_method: 'S256',
+    }).toString();
+    ctx.status = 303;
+    ctx.redirect(url.href);
+  }
+
+  /** Signed in and the form's CSRF token right, or the answer is already given. */
+  async function guardPost(ctx: Context): Promise<Signed | undefined> {
+    const who = await signedIn(ctx);
+    if (!who) {
+      toSignIn(ctx);
+      return undefined;
+    }
+    const body = ctx.request.body as Record<string, unknown> | undefined;
+    if (!csrf.verify(who.csrfScope, body?._csrf)) {
+      ctx.status = 403;
+      views.renderError(ctx, { error: 'invalid_request', error_description: 'the form expired; open your account page again' });
+      return undefined;
+    }
+    return who;
+  }
+
+  async function renderAccount(ctx: Context, who: Signed, extra: Record<string, unknown> = {}) {
+    const { account } = who;
+    const enrolled = SecondFactor.isEnrolled(account);
+    views.render(ctx, 'account', {
+      title: 'Your account',
+      csrf: csrf.token(who.csrfScope),
+      email: account.email,
+      name: account.name,
+      enrolled,
+      enrolledAt: enrolled ? new Date(account.mfa!.enrolledAt).toISOString().slice(0, 10) : undefined,
+      recoveryLeft: enrolled ? await secondFactor.recoveryCodesLeft(account) : 0,
+      ...extra,
+    });
+  }
+
+  /**
+   * The fresh proof every change needs: the current password and a current code (TOTP or recovery
+   * code). An account without a factor (MFA_POLICY=optional) proves the password only.
+   */
+  async function proof(ctx: Context, who: Signed): Promise<string | undefined> {
+    const body = ctx.request.body as Record<string, unknown>;
+    const password = typeof body.current_password === 'string' ? body.current_password : '';
+    const code = typeof body.code === 'string' ? body.code.slice(0, 64) : '';
+    const pwd = await checks.password(who.account.email, password, ctx.ip);
+    if (pwd.status === 'locked') return lockedMessage(ctx, pwd.retryAfterSeconds);
+    if (pwd.status !== 'ok' || pwd.account.id !== who.account.id) return 'Your current password is not right.';
+    if (!SecondFactor.isEnrolled(who.account)) return undefined;
+    const input = /^[\d\s-]+$/.test(code) ? { totp: code } : { recoveryCode: code };
+    const second: Checked = await checks.secondFactor(who.account, input, ctx.ip);
+    if (second.status === 'locked') return lockedMessage(ctx, second.retryAfterSeconds);
+    if (second.status !== 'ok') return second.reason === 'replayed' ? MESSAGES.usedCode : 'That code is not right. Enter the current code from your authenticator app.';
+    return undefined;
+  }
+
+  function lockedMessage(ctx: Context, retryAfterSeconds: number) {
+    ctx.status = 429;
+    ctx.set('Retry-After', String(retryAfterSeconds));
+    return MESSAGES.locked;
+  }
+
+  async function showRecoveryCodes(ctx: Context, who: Signed, codes: string[]) {
+    views.render(ctx, 'recovery-codes', { title: 'Save your recovery codes', csrf: csrf.token(who.csrfScope), codes, action: '/account/saved' });
+  }
+
+  router.get('/', async (ctx) => {
+    const who = await signedIn(ctx);
+    if (!who) return toSignIn(ctx);
+    await renderAccount(ctx, who);
+  });
+
+  // Back from the sign-in flow: the session exists now (or the person cancelled).
+  router.get('/callback', async (ctx) => {
+    if (typeof ctx.query.error === 'string') {
+      ctx.status = 400;
+      return views.renderError(ctx, { error: ctx.query.error === 'access_denied' ? 'access_denied' : 'invalid_request', error_description: 'the sign-in did not finish' });
+    }
+    ctx.status = 303;
+    ctx.redirect('/account');
+  });
+
+  router.post('/saved', form, async (ctx) => {
+    if (!(await guardPost(ctx))) return;
+    ctx.status = 303;
+    ctx.redirect('/account');
+  });
+
+  router.post('/recovery-codes', form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    if (!SecondFactor.isEnrolled(who.account)) return renderAccount(ctx, who, { error: 'Set up two-step verification first.' });
+    const problem = await proof(ctx, who);
+    if (problem) return renderAccount(ctx, who, { error: problem });
+    await showRecoveryCodes(ctx, who, await secondFactor.regenerateRecoveryCodes(who.account.id));
+  });
+
+  // Replace (or, under MFA_POLICY=optional, set up) the authenticator: proof first, then the new app's code.
+  router.post('/authenticator', form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    const problem = await proof(ctx, who);
+    if (problem) return renderAccount(ctx, who, { error: problem });
+    const started = await secondFactor.startEnrollment(who.account);
+    renderEnroll(ctx, who, started.pending, started);
+  });
+
+  function renderEnroll(ctx: Context, who: Signed, pending: string, provisioning: { qrSvg: string; secret: string }, error?: string) {
+    views.render(ctx, 'enroll', {
+      title: 'Set up two-step verification',
+      csrf: csrf.token(who.csrfScope),
+      email: who.account.email,
+      qr: `data:image/svg+xml;base64,${Buffer.from(provisioning.qrSvg).toString('base64')}`,
+      secret: provisioning.secret,
+      action: '/account/authenticator/confirm',
+      // The pending enrollment is sealed (AES-256-GCM, bound to this account, 15 minutes) and activates once:
+      // holding it is the proof just given. The browser cannot read the secret in it.
+      extraFields: [{ name: 'pending', value: pending }],
+      error,
+    });
+  }
+
+  router.post('/authenticator/confirm', form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    const body = ctx.request.body as Record<string, unknown>;
+    const pending = typeof body.pending === 'string' ? body.pending : '';
+    const code = typeof body.code === 'string' ? body.code.slice(0, 64) : '';
+    const provisioning = await secondFactor.provisioningOf(who.account, pending);
+    if (!provisioning) return renderAccount(ctx, who, { error: 'The setup took too long. Start again.' });
+    let checked;
+    try {
+      checked = await checks.enroll(who.account, pending, code, ctx.ip, { replace: true });
+    } catch (err) {
+      if (err instanceof AccountError) return renderAccount(ctx, who, { error: 'The setup did not finish. Start again.' });
+      throw err;
+    }
+    if (checked.status === 'ok') return showRecoveryCodes(ctx, who, checked.recoveryCodes);
+    const error = checked.status === 'locked' ? lockedMessage(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? 'The setup took too long. Start again.' : MESSAGES.wrongCode;
+    renderEnroll(ctx, who, pending, provisioning, error);
+  });
+
+  router.post('/password', form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    const body = ctx.request.body as Record<string, unknown>;
+    const next = typeof body.new_password === 'string' ? body.new_password : '';
+    try {
+      validatePassword(next);
+    } catch (err) {
+      if (err instanceof AccountError) return renderAccount(ctx, who, { error: `The new password is not accepted: ${err.message}.` });
+      throw err;
+    }
+    const problem = await proof(ctx, who);
+    if (problem) return renderAccount(ctx, who, { error: problem });
+    await accounts.setPassword(who.account.id, next);
+    deps.logger.info({ event: 'password_changed', accountId: who.account.id }, 'password changed on the account page');
+    await renderAccount(ctx, who, { notice: 'Your password was changed.' });
+  });
+
+  router.post('/sign-out-everywhere', form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    const { sessions, grants } = await revokeAccountSessions(store, who.account.id);
+    deps.logger.info({ event: 'sessions_revoked', accountId: who.account.id, sessions, grants, by: 'account_page' }, 'signed out everywhere');
+    views.render(ctx, 'logged-out', { title: 'Signed out', everywhere: true });
+  });
+
+  return router;
+
+  async function ensureAccountPageClient({ store: s, registry: r }: AccountPageDeps): Promise<string> {
+    const id = await s.get(keys.accountPageClient);
+    const existing = id ? await r.findClient(id) : undefined;
+    if (id && existing && ((existing.redirect_uris ?? []) as string[]).includes(`${issuer}/account/callback`)) return id;
+    if (id && existing) await r.deleteClient(id).catch(() => {});
+    const created = await r.createClient(
+      { name: 'Your Latchkey account', grants: ['authorization_code'], redirectUris: [`${issuer}/account/callback`], scope: SCOPE, public: true, firstParty: true },
+      async () => {},
+    );
+    await s.set(keys.accountPageClient, created.clientId);
+    return created.clientId;
+  }
+}

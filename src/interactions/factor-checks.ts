@@ -1,0 +1,84 @@
+import { normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
+import type { SecondFactor } from '../accounts/second-factor.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { Factor, Lockout } from '../security/lockout.ts';
+
+/**
+ * Every check of something a person knows or holds, wrapped in the lockout: asked first (a locked
+ * account or IP is refused even with the right answer, and nothing is verified), counted after, per
+ * factor. The sign-in pages and the account page use these and nothing else, so no path skips it.
+ *
+ * The lockout's account key is the normalized email: it exists before we know whether the account
+ * does, so an unknown account is throttled exactly like a known one.
+ */
+export type Checked<T = object> = ({ status: 'ok' } & T) | { status: 'failed'; reason: string } | { status: 'locked'; retryAfterSeconds: number };
+
+export type SecondFactorInput = { totp: string } | { recoveryCode: string };
+
+export class FactorChecks {
+  readonly #accounts: Accounts;
+  readonly #secondFactor: SecondFactor;
+  readonly #lockout: Lockout;
+  readonly #metrics: Metrics;
+  readonly #logger: Logger;
+
+  constructor(deps: { accounts: Accounts; secondFactor: SecondFactor; lockout: Lockout; metrics: Metrics; logger: Logger }) {
+    this.#accounts = deps.accounts;
+    this.#secondFactor = deps.secondFactor;
+    this.#lockout = deps.lockout;
+    this.#metrics = deps.metrics;
+    this.#logger = deps.logger;
+  }
+
+  /** Email and password. Unknown, disabled and wrong answer alike (accounts.authenticate). */
+  async password(email: string, password: string, ip: string): Promise<Checked<{ account: Account }>> {
+    const subject = normalizeEmail(email);
+    let account: Account | undefined;
+    const result = await this.#lockout.attempt({ factor: 'password', account: subject, ip }, async () => {
+      account = email && password ? await this.#accounts.authenticate(email, password) : undefined;
+      return account !== undefined;
+    });
+    if (result.status === 'ok') return { status: 'ok', account: account! };
+    this.#metrics.signInFailures.inc({ reason: result.status === 'locked' ? 'locked' : 'wrong' });
+    this.#logger.info({ event: 'signin_failed', factor: 'password', reason: result.status === 'locked' ? 'locked' : 'wrong', ip }, 'sign-in refused');
+    return result.status === 'locked' ? result : { status: 'failed', reason: 'wrong' };
+  }
+
+  /** A TOTP code (accepted once) or a recovery code (each works once) of an enrolled account. */
+  async secondFactor(account: Pick<Account, 'id' | 'email'>, input: SecondFactorInput, ip: string): Promise<Checked<{ recoveryCodesLeft?: number }>> {
+    const method = 'totp' in input ? 'totp' : 'recovery';
+    let reason = 'invalid';
+    let left: number | undefined;
+    const result = await this.#lockout.attempt({ factor: method, account: account.email, ip }, async () => {
+      const verified = await this.#secondFactor.verifySecondFactor(account.id, input);
+      if (verified.ok) left = verified.recoveryCodesLeft;
+      else reason = verified.reason;
+      return verified.ok;
+    });
+    return this.#outcome(result, method, account, reason, () => ({ status: 'ok', ...(left !== undefined ? { recoveryCodesLeft: left } : {}) }));
+  }
+
+  /** Activates a pending enrollment with a code from the new authenticator (counted as a TOTP attempt). */
+  async enroll(account: Pick<Account, 'id' | 'email'>, pending: string, code: string, ip: string, options: { replace?: boolean } = {}): Promise<Checked<{ recoveryCodes: string[] }>> {
+    let reason = 'invalid';
+    let codes: string[] = [];
+    const result = await this.#lockout.attempt({ factor: 'totp', account: account.email, ip }, async () => {
+      const enrolled = await this.#secondFactor.enroll(account.id, pending, code, options);
+      if (enrolled.ok) codes = enrolled.recoveryCodes;
+      else reason = enrolled.reason;
+      return enrolled.ok;
+    });
+    const outcome = this.#outcome(result, 'enroll', account, reason, () => ({ status: 'ok' as const, recoveryCodes: codes }));
+    if (outcome.status === 'ok') this.#logger.info({ event: 'second_factor_enrolled', accountId: account.id, replaced: options.replace === true }, 'second factor enrolled');
+    return outcome;
+  }
+
+  #outcome<T extends object>(result: Awaited<ReturnType<Lockout['attempt']>>, method: Factor | 'enroll', account: Pick<Account, 'id'>, reason: string, ok: () => { status: 'ok' } & T): Checked<T> {
+    if (result.status === 'ok') return ok();
+    const why = result.status === 'locked' ? 'locked' : reason;
+    this.#metrics.secondFactorFailures.inc({ method, reason: why });
+    this.#logger.info({ event: 'second_factor_failed', method, reason: why, accountId: account.id }, 'second factor refused');
+    return result.status === 'locked' ? result : { status: 'failed', reason };
+  }
+}

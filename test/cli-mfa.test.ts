@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import { signIn, signInAndRedeem } from './helpers/flow.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { startServer, type TestServer } from './helpers/server.ts';
+import { createWorld, type World } from './helpers/world.ts';
+
+/**
+ * The operator's side of the second factor: `latchkey user create --totp` (provisioning), `user
+ * reset-mfa`, `user unlock` and `client create --require-mfa`, against the Redis a running server uses.
+ */
+let redis: TestRedis;
+let server: TestServer;
+let world: World;
+
+before(async () => {
+  redis = await startRedis();
+  server = await startServer({ redisUrl: redis.url });
+  world = await createWorld(server);
+});
+
+after(async () => {
+  await server?.close();
+  await redis?.dispose();
+});
+
+async function latchkey(args: string[], stdin = ''): Promise<Record<string, unknown>> {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_') && k !== 'SECRETS_KEY') env[k] = v;
+  env.REDIS_URL = redis.url;
+  env.ISSUER = server.issuer;
+  const child = spawn(process.execPath, ['src/cli/main.ts', ...args, '--json'], { env, stdio: 'pipe' });
+  child.stdin.end(stdin);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const code = await new Promise((resolve) => child.on('close', resolve));
+  assert.equal(code, 0, stderr);
+  return JSON.parse(stdout) as Record<string, unknown>;
+}
+
+const PASSWORD = 'correct horse battery staple';
+
+test('user create --totp returns id, email and an otpauth URI that signs in; reset-mfa sends the person through enrollment again', async () => {
+  const created = await latchkey(['user', 'create', '--email', 'Lin@Example.org', '--totp', '--password-stdin'], PASSWORD);
+  assert.deepEqual(Object.keys(created).sort(), ['email', 'id', 'totp_uri']);
+  assert.equal(created.email, 'lin@example.org');
+  const uri = new URL(created.totp_uri as string);
+  assert.equal(uri.protocol, 'otpauth:');
+  assert.equal(uri.host, 'totp');
+  assert.equal(uri.searchParams.get('issuer'), new URL(server.issuer).host);
+  const secret = uri.searchParams.get('secret')!;
+
+  const user = { email: 'lin@example.org', password: PASSWORD, totpSecret: secret };
+  const { flow } = await signInAndRedeem({ issuer: server.issuer, client: world.firstParty, user, scope: 'openid' });
+  assert.ok(flow.mfaPage, 'asked for a code of the provisioned factor');
+  assert.equal(flow.enrollPage, undefined);
+
+  const reset = await latchkey(['user', 'reset-mfa', created.id as string]);
+  assert.equal(reset.mfa_removed, true);
+  const again = await signIn({ issuer: server.issuer, client: world.firstParty, user, scope: 'openid', secondFactor: 'stop' });
+  assert.ok(again.enrollPage, 'enrollment at the next sign-in');
+  const shown = await latchkey(['user', 'show', created.id as string]);
+  assert.equal(shown.mfa, false);
+});
+
+test('user unlock ends a lockout', async () => {
+  const created = await latchkey(['user', 'create', '--email', 'locked@example.org', '--totp', '--password-stdin'], PASSWORD);
+  const secret = new URL(created.totp_uri as string).searchParams.get('secret')!;
+  const user = { email: 'locked@example.org', password: PASSWORD, totpSecret: secret };
+  for (let i = 0; i < 10; i += 1) await signIn({ issuer: server.issuer, client: world.firstParty, user: { ...user, password: 'wrong password' }, scope: 'openid' });
+  const locked = await signIn({ issuer: server.issuer, client: world.firstParty, user, scope: 'openid' });
+  assert.equal(locked.page?.status, 429);
+
+  const unlocked = await latchkey(['user', 'unlock', 'locked@example.org']);
+  assert.equal(unlocked.was_locked, true);
+  const ok = await signIn({ issuer: server.issuer, client: world.firstParty, user, scope: 'openid' });
+  assert.ok(ok.code, 'signs in after the unlock');
+});
+
+test('client create --require-mfa stores require_mfa', async () => {
+  const created = await latchkey(['client', 'create', '--name', 'Payroll', '--grants', 'authorization_code', '--redirect-uri', 'https://payroll.example/cb', '--scope', 'openid', '--require-mfa']);
+  const shown = await latchkey(['client', 'show', created.client_id as string]);
+  assert.equal(shown.require_mfa, true);
+  const plain = await latchkey(['client', 'create', '--name', 'Wiki', '--grants', 'authorization_code', '--redirect-uri', 'https://wiki.example/cb', '--scope', 'openid']);
+  assert.equal((await latchkey(['client', 'show', plain.client_id as string])).require_mfa, false);
+});
