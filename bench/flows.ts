@@ -1,7 +1,10 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { browse, CookieJar, follow, formAction, hiddenField, pkcePair, type Followed, type Page } from '../test/helpers/flow.ts';
+import { browse, CookieJar, follow, formAction, hiddenField, pkcePair, type Followed } from '../test/helpers/flow.ts';
 import type { Request } from 'autocannon';
+import { Accounts } from '../src/accounts/accounts.ts';
+import { totpCodeAt } from '../src/accounts/totp.ts';
+import { openStore } from '../src/storage/open.ts';
 import { basic, FORM, percentile, ROOT, type Load } from './lib.ts';
 
 /**
@@ -18,19 +21,35 @@ export interface Server {
   machine: Creds;
   api: Creds;
   app: Creds & { redirectUri: string };
-  users: { email: string; password: string }[];
+  /** People without a second factor (password only). */
+  users: User[];
+  /** People enrolled in TOTP (empty for the baseline). */
+  totpUsers: User[];
   /** oidc-provider only issues refresh tokens with prompt=consent; Latchkey adds it itself. */
   promptConsent: boolean;
+}
+
+export interface User {
+  email: string;
+  password: string;
+  /** The TOTP secret, once enrolled. */
+  secret?: string;
+  /** The last TOTP step this user answered: an account accepts one code per 30 s step. */
+  lastStep?: number;
 }
 
 export interface FlowStats {
   flows: number;
   httpRequests: number;
   consentForms: number;
+  totpCodes: number;
+  enrollments: number;
+  /** Times every TOTP user had already signed in during the current step, and a flow waited for the next one. */
+  waits: number;
   status: Record<string, number>;
 }
 
-export const newFlowStats = (): FlowStats => ({ flows: 0, httpRequests: 0, consentForms: 0, status: {} });
+export const newFlowStats = (): FlowStats => ({ flows: 0, httpRequests: 0, consentForms: 0, totpCodes: 0, enrollments: 0, waits: 0, status: {} });
 
 function count(stats: FlowStats, followed: Followed) {
   for (const { status } of followed.chain) {
@@ -39,13 +58,32 @@ function count(stats: FlowStats, followed: Followed) {
   }
 }
 
-/**
- * The second factor is not in the sign-in flow yet. When it lands, this is where the bench answers
- * the TOTP page: enroll each bench user once (keep its secret), then post otplib's code for the current
- * step. An account accepts one code per 30 s step, so measuring N sign-ins/s needs about 30·N users.
- */
-function answerSecondFactor(page: Page): never {
-  throw new Error(`the sign-in asks for a second factor at ${page.url.pathname}: bench/flows.ts answerSecondFactor() does not answer TOTP yet`);
+const TOTP_STEP_MS = 30_000;
+const currentStep = () => Math.floor(Date.now() / TOTP_STEP_MS);
+
+/** The code for the current step (as an authenticator app would show it); marks the step used. */
+async function totpCode(user: User): Promise<string> {
+  const now = Date.now();
+  user.lastStep = Math.max(user.lastStep ?? 0, Math.floor(now / TOTP_STEP_MS));
+  return totpCodeAt(user.secret!, now);
+}
+
+let totpTurn = 0;
+
+/** The next enrolled user who has not answered a code in this step yet (waits for the next step if none). */
+export async function nextTotpUser(server: Server, stats: FlowStats): Promise<User> {
+  for (;;) {
+    const step = currentStep();
+    for (let i = 0; i < server.totpUsers.length; i += 1) {
+      const user = server.totpUsers[totpTurn++ % server.totpUsers.length]!;
+      if ((user.lastStep ?? -1) < step) {
+        user.lastStep = step;
+        return user;
+      }
+    }
+    stats.waits += 1;
+    await new Promise((r) => setTimeout(r, (step + 1) * TOTP_STEP_MS - Date.now() + 50));
+  }
 }
 
 let userTurn = 0;
@@ -53,9 +91,11 @@ let userTurn = 0;
 /** The words of an HTML page, for error messages. */
 const text = (html: string) => html.replace(/<(style|script)[\s\S]*?<\/\1>/g, '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 300);
 
-/** authorize → login form (argon2id) → consent (when asked) → code → token. Returns the token response. */
-export async function signIn(server: Server, stats: FlowStats): Promise<{ access_token: string; refresh_token?: string }> {
-  const user = server.users[userTurn++ % server.users.length]!;
+/**
+ * authorize → login form (argon2id) → TOTP code (enrolled users) or enrollment (with `enroll`: key read
+ * from the page, code, recovery codes "saved") → consent (when asked) → code → token. Returns the token response.
+ */
+export async function signIn(server: Server, stats: FlowStats, user: User = server.users[userTurn++ % server.users.length]!, enroll = false): Promise<{ access_token: string; refresh_token?: string }> {
   const jar = new CookieJar();
   const { verifier, challenge } = pkcePair();
   const query = new URLSearchParams({
@@ -68,6 +108,8 @@ export async function signIn(server: Server, stats: FlowStats): Promise<{ access
     code_challenge: challenge,
     code_challenge_method: 'S256',
     ...(server.promptConsent ? { prompt: 'consent' } : {}),
+    // MFA_POLICY=optional: asking for this acr makes a sign-in enroll an account without a factor.
+    ...(enroll ? { acr_values: 'urn:latchkey:mfa' } : {}),
   });
   const authUrl = new URL(`/auth?${query}`, server.url);
   let followed = await follow(jar, server.url, await browse(jar, authUrl), authUrl);
@@ -77,8 +119,17 @@ export async function signIn(server: Server, stats: FlowStats): Promise<{ access
     const csrf = hiddenField(page.html, '_csrf') ?? '';
     let action: string | undefined;
     let form: Record<string, string>;
-    if (/autocomplete="one-time-code"/.test(page.html)) {
-      answerSecondFactor(page);
+    const key = /id="totp-key">([^<]+)</.exec(page.html)?.[1];
+    if (key && (action = formAction(page.html, '/enroll'))) {
+      user.secret = key.replace(/\s/g, '');
+      form = { _csrf: csrf, code: await totpCode(user) };
+      stats.enrollments += 1;
+    } else if ((action = formAction(page.html, '/saved'))) {
+      form = { _csrf: csrf };
+    } else if ((action = formAction(page.html, '/mfa'))) {
+      if (!user.secret || /role="alert"/.test(page.html)) throw new Error(`second factor refused for ${user.email}: ${text(page.html)}`);
+      form = { _csrf: csrf, code: await totpCode(user) };
+      stats.totpCodes += 1;
     } else if ((action = formAction(page.html, '/login'))) {
       form = { _csrf: csrf, email: user.email, password: user.password };
     } else if ((action = formAction(page.html, '/consent'))) {
@@ -110,7 +161,7 @@ export async function signIn(server: Server, stats: FlowStats): Promise<{ access
  * Complete sign-ins for `seconds`: `concurrency` closed loops, or with `rate` an open loop that starts
  * that many flows per second (at most `concurrency` at once; the rest are counted as skipped).
  */
-export async function signInLoad(server: Server, options: { seconds: number; concurrency: number; rate?: number; onTokens?: (t: { refresh_token?: string }) => void }) {
+export async function signInLoad(server: Server, options: { seconds: number; concurrency: number; rate?: number; totp?: boolean; onTokens?: (t: { refresh_token?: string }) => void }) {
   const stats = newFlowStats();
   const latencies: number[] = [];
   let errors = 0;
@@ -119,9 +170,11 @@ export async function signInLoad(server: Server, options: { seconds: number; con
   const started = performance.now();
   const end = started + options.seconds * 1000;
   const once = async () => {
+    // Waiting for a TOTP user who may answer in this step is not the server's latency.
+    const user = options.totp ? await nextTotpUser(server, stats) : undefined;
     const t0 = performance.now();
     try {
-      const tokens = await signIn(server, stats);
+      const tokens = await signIn(server, stats, user);
       latencies.push(performance.now() - t0);
       options.onTokens?.(tokens);
     } catch (err) {
@@ -191,6 +244,30 @@ export function latchkey(redisUrl: string, args: string[], stdin?: string): Prom
 
 export const API_URI = 'https://api.bench.example';
 export const REDIRECT_URI = 'http://127.0.0.1:9/cb';
+
+/**
+ * `n` people enrolled in TOTP: accounts written with src/accounts (the CLI would take a process per
+ * person), then each enrolled through the sign-in pages (acr_values=urn:latchkey:mfa), as a person would.
+ */
+export async function totpUsers(server: Server, redisUrl: string, n: number, stats: FlowStats): Promise<User[]> {
+  const store = await openStore({ REDIS_URL: redisUrl, REDIS_TIMEOUT_MS: 5000 });
+  const accounts = new Accounts(store);
+  const password = randomBytes(12).toString('base64url');
+  const users: User[] = [];
+  try {
+    await times(n, 4, async () => {
+      const email = `totp${users.length}@example.org`;
+      users.push({ email, password });
+      await accounts.create({ email, password });
+    });
+  } finally {
+    await store.close();
+  }
+  let next = 0;
+  await times(n, 4, () => signIn(server, stats, users[next++]!, true));
+  if (users.some((u) => !u.secret)) throw new Error('a bench user was not enrolled in TOTP');
+  return users;
+}
 
 /** Registers what the scenarios use in Latchkey's storage: an API, a machine client, an app, `users` people. */
 export async function registerLatchkey(redisUrl: string, options: { users: number; apiTtl?: number }) {

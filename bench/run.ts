@@ -21,10 +21,11 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     connections: { type: 'string', default: '32' },
     warmup: { type: 'string', default: '3' },
+    'totp-users': { type: 'string', default: '300' },
     soak: { type: 'string' },
   },
 });
-const opts = { duration: Number(values.duration), rounds: Number(values.rounds), connections: Number(values.connections), warmup: Number(values.warmup) };
+const opts = { duration: Number(values.duration), rounds: Number(values.rounds), connections: Number(values.connections), warmup: Number(values.warmup), totpUsers: Number(values['totp-users']) };
 for (const [k, v] of Object.entries(opts)) if (!(v > 0)) throw new Error(`--${k} must be a positive number`);
 const command = `${process.env.npm_lifecycle_event === 'bench' ? 'npm run bench' : 'node bench/run.ts'}${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
 
@@ -45,6 +46,9 @@ export function machineLines(): string[] {
     `- Node ${process.version}, oidc-provider ${version('oidc-provider')}, koa ${version('koa')}, ioredis ${version('ioredis')}, autocannon ${version('autocannon')}, ${execSync('redis-server --version').toString().trim().split(' ').slice(0, 3).join(' ')}; code: ${git}`,
   ];
 }
+
+const SIGN_IN = 'complete sign-in, password only';
+const SIGN_IN_TOTP = 'complete sign-in with TOTP';
 
 interface Entry {
   scenario: string;
@@ -102,19 +106,23 @@ function entries(world: World, connections: number, notes: Notes): Entry[] {
       },
       load: ac(server.url, chains.request()),
     });
-    const flows = newFlowStats();
-    out.push({
-      ...base,
-      samples: [],
-      scenario: 'complete sign-in',
-      flows,
-      load: async (seconds) => {
-        const { load, stats, firstError } = await signInLoad(server, { seconds, concurrency: connections });
-        for (const k of ['flows', 'httpRequests', 'consentForms'] as const) flows[k] += stats[k];
-        if (firstError) console.error(`  ${target} sign-in error: ${firstError}`);
-        return load;
-      },
-    });
+    const signIns = (scenario: string, totp: boolean) => {
+      const flows = newFlowStats();
+      out.push({
+        ...base,
+        samples: [],
+        scenario,
+        flows,
+        load: async (seconds) => {
+          const { load, stats, firstError } = await signInLoad(server, { seconds, concurrency: connections, totp });
+          for (const k of ['flows', 'httpRequests', 'consentForms', 'totpCodes', 'waits'] as const) flows[k] += stats[k];
+          if (firstError) console.error(`  ${target} sign-in error: ${firstError}`);
+          return load;
+        },
+      });
+    };
+    signIns(SIGN_IN, false);
+    if (latchkey) signIns(SIGN_IN_TOTP, true);
   }
   // A B A B within each scenario: order by scenario, keeping Latchkey first.
   const order = [...new Set(out.map((e) => e.scenario))];
@@ -200,7 +208,7 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
     '',
     `- client_credentials ≥ 1.0× raw oidc-provider: ${f2(ratio('client_credentials token'))}× — ${yes(ratio('client_credentials token') >= 1)}; p99 ≤ 10 ms: ${f1(p99('client_credentials token'))} ms — ${yes(p99('client_credentials token') <= 10)}`,
     `- introspection ≥ 1.0× raw oidc-provider: ${f2(ratio('introspection of an active token'))}× — ${yes(ratio('introspection of an active token') >= 1)}; p99 ≤ 10 ms: ${f1(p99('introspection of an active token'))} ms — ${yes(p99('introspection of an active token') <= 10)}`,
-    `- complete sign-ins ≥ 100/s (the issue counts them with TOTP; these are without): ${f1(rps(lkOf('complete sign-in')))}/s — ${yes(rps(lkOf('complete sign-in')) >= 100)}`,
+    `- complete sign-ins with TOTP ≥ 100/s: ${f1(rps(lkOf(SIGN_IN_TOTP)))}/s — ${yes(rps(lkOf(SIGN_IN_TOTP)) >= 100)}`,
     `- ≤ 400 bytes of Redis per client-credentials token: ${f0(memory.perToken)} bytes of used_memory (${f0(ccUsage)} bytes average MEMORY USAGE of its key) — ${yes(memory.perToken <= 400)}`,
     '',
   );
@@ -236,27 +244,35 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
         '- raw oidc-provider\'s memory adapter keeps 1,000 records (LRU): its chains are started afresh before each of its runs. Latchkey keeps every rotated (consumed) refresh token until its own expiry (14 days) to detect reuse, which is what "Redis mem Δ" shows.',
       );
     }
-    if (scenario === 'complete sign-in') {
+    if (scenario === SIGN_IN || scenario === SIGN_IN_TOTP) {
       for (const e of list.filter((x) => x.scenario === scenario)) {
         const fl = e.flows!;
-        lines.push(`- ${e.target}: ${f1(fl.httpRequests / Math.max(1, fl.flows))} HTTP requests per sign-in (every redirect followed), consent form posted in ${f0(fl.consentForms)} of ${f0(fl.flows)} sign-ins; latency and CPU are per complete sign-in.`);
+        const per = (n: number) => f1(n / Math.max(1, fl.flows));
+        lines.push(`- ${e.target}: ${per(fl.httpRequests)} HTTP requests per sign-in (every redirect followed); consent form posted in ${f0(fl.consentForms)} of ${f0(fl.flows)} sign-ins${scenario === SIGN_IN_TOTP ? `; ${per(fl.totpCodes)} TOTP codes per sign-in; ${f0(fl.waits)} waits for a person free to answer in the current 30 s step (not counted in latency)` : ''}. Latency and CPU are per complete sign-in.`);
       }
+    }
+    if (scenario === SIGN_IN) {
       lines.push(
-        `- Latchkey: GET /auth → login page → POST email + password (argon2id verify, OWASP parameters) → consent (a person's consent is remembered per app, so after the first sign-in of each of the ${world.latchkey.users.length} bench users the grant is saved without the form) → code → POST /token. Each sign-in starts without cookies (a new session).`,
-        '- The second factor (TOTP) is not in the sign-in flow yet: these numbers are password-only, with MFA_POLICY=optional. `answerSecondFactor()` in bench/flows.ts is the hook that will answer the TOTP step; as one account accepts one code per 30 s step, measuring N sign-ins/s with TOTP needs about 30·N bench users.',
+        `- Latchkey: GET /auth → login page → POST email + password (argon2id verify, OWASP parameters) → consent (a person's consent is remembered per app, so after the first sign-in of each of the ${world.latchkey.users.length} password-only bench users the grant is saved without the form) → code → POST /token. Each sign-in starts without cookies (a new session). MFA_POLICY=optional, so people without a second factor sign in with a password alone.`,
         '- raw oidc-provider: the same redirect chain, but its bench interaction handler logs in and consents without a page, a form or a password, so the ratio shows what the pages and argon2id cost.',
+      );
+    }
+    if (scenario === SIGN_IN_TOTP) {
+      lines.push(
+        `- Latchkey: as above, plus the TOTP page: the code of the current step, computed from the secret each of ${f0(world.latchkey.totpUsers.length)} bench people got by enrolling through the enrollment page (key read from the page, first code, recovery codes "saved") before the measurements. An account accepts one code per 30 s step, so a person signs in at most once per step: sustaining N sign-ins/s takes about 30·N people (\`--totp-users\`); when all have answered in the current step, a flow waits for the next one.`,
+        '- No baseline: raw oidc-provider has no second factor. Compare with the password-only rows above.',
       );
     }
     lines.push('');
   }
   lines.push('## Redis memory per stored object (Latchkey)', '');
   lines.push(
-    `Measured first, on a fresh Redis: \`INFO memory\` used_memory before and after ${f0(memory.tokens)} client-credentials tokens, then ${f0(memory.signIns)} complete sign-ins (each with its code redeemed).`,
+    `Measured before the load runs (after the registrations and the TOTP enrollments): \`INFO memory\` used_memory before and after ${f0(memory.tokens)} client-credentials tokens, then ${f0(memory.signIns)} complete password sign-ins (each with its code redeemed).`,
     '',
     `- One client-credentials token: **${f0(memory.perToken)} bytes** of used_memory, ${f2(memory.keysPerToken)} keys.`,
     `- One sign-in (session, grant, refresh and access tokens, the consumed authorization code kept until its 60 s expiry, indexes): **${f0(memory.perSignIn)} bytes**, ${f2(memory.keysPerSignIn)} keys.`,
     '',
-    '`MEMORY USAGE` of every key afterwards, by kind:',
+    '`MEMORY USAGE` of every key afterwards, by kind (the sign-in records include those of the TOTP enrollments):',
     '',
     '| kind | keys | average bytes |',
     '|---|---|---|',
@@ -274,7 +290,8 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
 async function bench() {
   const machine = machineLines();
   console.log(`starting Redis, Latchkey and the baselines…`);
-  const world = await startWorld({ baselines: true, users: 4 });
+  console.log(`(and ${opts.totpUsers} people enrolled in TOTP through the sign-in pages)`);
+  const world = await startWorld({ baselines: true, users: 4, totpUsers: opts.totpUsers });
   const stopOnSignal = () => void world.stop().then(() => process.exit(130));
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import {
-  clientCredentialsToken, introspectionRequest, newFlowStats, RefreshChains, revocationRequest, signInLoad, times, tokenRequest,
+  clientCredentialsToken, introspectionRequest, newFlowStats, RefreshChains, revocationRequest, signInLoad, times, tokenRequest, totpUsers,
 } from './flows.ts';
 import { cannon, keyType, measure, rssBytes, sleep, usedMemory, type Load } from './lib.ts';
 import { startWorld } from './world.ts';
@@ -90,6 +90,11 @@ export async function runSoak(seconds: number, connections: number, machine: str
       signIn: 0.8 * SHARES.signIn * max.signIn,
     };
 
+    // Half the sign-ins with TOTP: enough enrolled people that each answers at most once per 30 s step.
+    const totpPeople = Math.ceil((rate.signIn / 2) * 30 * 1.5) + 10;
+    console.log(`enrolling ${totpPeople} people in TOTP…`);
+    lk.totpUsers = await totpUsers(lk, world.redisUrl, totpPeople, setup);
+
     const windowSeconds = Math.max(10, Math.min(30, Math.floor(seconds / 6)));
     const windows = Math.max(2, Math.round(seconds / windowSeconds));
     const revokeQueue: string[] = [];
@@ -102,7 +107,8 @@ export async function runSoak(seconds: number, connections: number, machine: str
     for (let w = 1; w <= windows; w += 1) {
       await chains.topUp(4 * per, setup);
       const ac = (request: Parameters<typeof cannon>[1], r: number) => cannon(lk.url, request, { connections: per, duration: windowSeconds, rate: r });
-      let all: [Load, Load, Load, Load, Awaited<ReturnType<typeof signInLoad>>] | undefined;
+      type SignIns = Awaited<ReturnType<typeof signInLoad>>;
+      let all: [Load, Load, Load, Load, SignIns, SignIns] | undefined;
       // Server CPU per request and the rest of the machine's load, to tell Latchkey slowing down from a busy machine.
       const sample = await measure(world.watch(lk.proc), async () => {
         all = await Promise.all([
@@ -110,13 +116,14 @@ export async function runSoak(seconds: number, connections: number, machine: str
           ac(introspectionRequest(lk, pool), rate.introspection),
           ac(chains.request(), rate.refresh),
           ac(revocationRequest(lk, revokeQueue), rate.revocation),
-          signInLoad(lk, { seconds: windowSeconds, concurrency: per * 2, rate: rate.signIn }),
+          signInLoad(lk, { seconds: windowSeconds, concurrency: per, rate: rate.signIn / 2 }),
+          signInLoad(lk, { seconds: windowSeconds, concurrency: per, rate: rate.signIn / 2, totp: true }),
         ]);
-        const n = all[0].count + all[1].count + all[2].count + all[3].count + all[4].stats.httpRequests;
+        const n = all[0].count + all[1].count + all[2].count + all[3].count + all[4].stats.httpRequests + all[5].stats.httpRequests;
         return { count: n, seconds: windowSeconds, p50: 0, p99: 0, non2xx: 0, errors: 0, status: {} };
       });
-      const [token, introspection, refresh, revocation, signIns] = all!;
-      const loads = [token, introspection, refresh, revocation, signIns.load];
+      const [token, introspection, refresh, revocation, signIns, totpSignIns] = all!;
+      const loads = [token, introspection, refresh, revocation, signIns.load, totpSignIns.load];
       const n5xx = loads.reduce((n, l) => n + fives(l), 0);
       const errors = loads.reduce((n, l) => n + l.errors, 0);
       const requests = sample.count;
@@ -126,10 +133,10 @@ export async function runSoak(seconds: number, connections: number, machine: str
       if (w === 1) rssWarm = rss;
       rssMax = Math.max(rssMax, rss);
       const t = Math.round((Date.now() - started) / 1000);
-      const row = `| ${w}${w === 1 ? ' (warm-up)' : ''} | ${t} | ${f0(requests / windowSeconds)} | ${loads.map((l) => f1(l.p99)).join(' | ')} | ${f0(signIns.load.count)} | ${n5xx} | ${errors} | ${signIns.skipped} | ${f0(sample.cpuUs)} | ${sample.otherCores.toFixed(2)} | ${f1(rss / 2 ** 20)} |`;
+      const row = `| ${w}${w === 1 ? ' (warm-up)' : ''} | ${t} | ${f0(requests / windowSeconds)} | ${loads.map((l) => f1(l.p99)).join(' | ')} | ${f0(signIns.load.count + totpSignIns.load.count)} | ${n5xx} | ${errors} | ${signIns.skipped + totpSignIns.skipped} | ${f0(sample.cpuUs)} | ${sample.otherCores.toFixed(2)} | ${f1(rss / 2 ** 20)} |`;
       rows.push(row);
       console.log(row);
-      if (signIns.firstError) console.error(`  sign-in error: ${signIns.firstError}`);
+      for (const e of [signIns.firstError, totpSignIns.firstError]) if (e) console.error(`  sign-in error: ${e}`);
     }
     const rssEnd = rssBytes(pid);
     const atEnd = await keyCounts(redis);
@@ -149,7 +156,7 @@ export async function runSoak(seconds: number, connections: number, machine: str
       ...machine,
       `- Latchkey alone (\`node src/main.ts\`, NODE_ENV=production, Redis, LOG_LEVEL=info to /dev/null) on a private redis-server, traffic only to 127.0.0.1.`,
       `- Calibration (3 s each at ${connections} connections): client_credentials ${f0(max.token)}/s, introspection ${f0(max.introspection)}/s, refresh ${f0(max.refresh)}/s, complete sign-ins ${f1(max.signIn)}/s.`,
-      `- Mix at about 80 % of that (shares of server time ${JSON.stringify(SHARES)}): tokens ${f0(rate.token)}/s, introspection ${f0(rate.introspection)}/s, refresh ${f0(rate.refresh)}/s, revocation of issued tokens ${f0(rate.revocation)}/s (its cost assumed equal to an introspection's; not calibrated), sign-ins ${f1(rate.signIn)}/s. autocannon ${per} connections per stream at a fixed rate (latency corrected for coordinated omission), sign-ins an open loop of at most ${per * 2} at once.`,
+      `- Mix at about 80 % of that (shares of server time ${JSON.stringify(SHARES)}): tokens ${f0(rate.token)}/s, introspection ${f0(rate.introspection)}/s, refresh ${f0(rate.refresh)}/s, revocation of issued tokens ${f0(rate.revocation)}/s (its cost assumed equal to an introspection's; not calibrated), sign-ins ${f1(rate.signIn)}/s (half password only, half with TOTP by ${totpPeople} enrolled people). autocannon ${per} connections per stream at a fixed rate (latency corrected for coordinated omission), each kind of sign-in an open loop of at most ${per} at once.`,
       `- ${windows} windows of ${windowSeconds} s (${windows * windowSeconds} s of traffic); the first is the warm-up.`,
       `- TTLs: the bench API was created with \`--ttl ${SHORT_TTL}\` (the CLI's minimum), so access and client-credentials tokens expire after ${SHORT_TTL} s, as do authorization codes. Refresh tokens (14 days), sessions (14 days) and grants (30 days) keep their production TTLs and are expected to remain; a rotated refresh token is kept (consumed) until its expiry to detect reuse.`,
       '',
@@ -164,8 +171,8 @@ export async function runSoak(seconds: number, connections: number, machine: str
       '',
       '"req/s" counts every HTTP request of the window (each sign-in is several); "other load" is the CPU the rest of the machine used meanwhile (other people\'s tests), in cores.',
       '',
-      '| window | t (s) | req/s | token p99 | introspection p99 | refresh p99 | revocation p99 | sign-in p99 (whole flow) | sign-ins | 5xx | errors | sign-ins skipped (cap) | server CPU µs/req | other load (cores) | RSS MiB |',
-      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      '| window | t (s) | req/s | token p99 | introspection p99 | refresh p99 | revocation p99 | password sign-in p99 (whole flow) | TOTP sign-in p99 (whole flow) | sign-ins | 5xx | errors | sign-ins skipped (cap) | server CPU µs/req | other load (cores) | RSS MiB |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
       ...rows,
       '',
       '## Redis keys by kind',

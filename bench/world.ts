@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
-import { API_URI, REDIRECT_URI, registerLatchkey, type Server } from './flows.ts';
+import { API_URI, newFlowStats, REDIRECT_URI, registerLatchkey, totpUsers, type Server } from './flows.ts';
 import { redisInfo, startProc, type Proc, type Watch } from './lib.ts';
 
 /**
@@ -22,7 +22,7 @@ export interface World {
 
 const token = () => randomBytes(18).toString('base64url');
 
-export async function startWorld(options: { baselines: boolean; users: number; apiTtl?: number }): Promise<World> {
+export async function startWorld(options: { baselines: boolean; users: number; totpUsers?: number; apiTtl?: number }): Promise<World> {
   const redisServer = await startRedis({ ownServer: true });
   const procs: Proc[] = [];
   const redis = new Redis(redisServer.url);
@@ -43,7 +43,7 @@ export async function startWorld(options: { baselines: boolean; users: number; a
       LOG_LEVEL: 'info',
       LOG_FORMAT: 'json',
       SECRETS_KEY: randomBytes(32).toString('base64'),
-      // The bench users have no second factor yet (see answerSecondFactor in flows.ts).
+      // Password-only and TOTP sign-ins side by side: people without a factor sign in with a password alone.
       MFA_POLICY: 'optional',
     }, '/healthz');
     procs.push(lk);
@@ -51,11 +51,12 @@ export async function startWorld(options: { baselines: boolean; users: number; a
       redisUrl: redisServer.url,
       redis,
       redisPid,
-      latchkey: { url: lk.url, proc: lk, ...registered, promptConsent: false },
+      latchkey: { url: lk.url, proc: lk, ...registered, totpUsers: [], promptConsent: false },
       floors: [],
       watch: (proc) => ({ pid: proc.pid, redis, redisPid }),
       stop,
     };
+    if (options.totpUsers) world.latchkey.totpUsers = await totpUsers(world.latchkey, redisServer.url, options.totpUsers, newFlowStats());
     if (options.baselines) {
       const creds = { machine: { id: 'machine', secret: token() }, api: { id: 'api', secret: token() }, app: { id: 'app', secret: token(), redirectUri: REDIRECT_URI } };
       const rawPort = await freePort();
@@ -70,7 +71,7 @@ export async function startWorld(options: { baselines: boolean; users: number; a
         APP_SECRET: creds.app.secret,
       }, '/.well-known/openid-configuration');
       procs.push(raw);
-      world.raw = { url: raw.url, proc: raw, ...creds, users: [{ email: 'none', password: 'none' }], promptConsent: true };
+      world.raw = { url: raw.url, proc: raw, ...creds, users: [{ email: 'none', password: 'none' }], totpUsers: [], promptConsent: true };
       const koa = await startProc('Koa + ioredis', 'bench/baselines/koa-redis.ts', await freePort(), { REDIS_URL: redisServer.url }, '/get');
       procs.push(koa);
       const bare = await startProc('node:http', 'bench/baselines/node-http.ts', await freePort(), {}, '/');

@@ -7,6 +7,7 @@ import { SecondFactor } from './accounts/second-factor.ts';
 import { accountRoutes } from './interactions/account-page.ts';
 import type { Config } from './config.ts';
 import { interactionRoutes } from './interactions/routes.ts';
+import { audit } from './observability/audit.ts';
 import type { Logger } from './observability/logger.ts';
 import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { watchProvider } from './observability/provider-events.ts';
@@ -39,7 +40,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const store = instrumentStore(rawStore, metrics);
   watchStorageAvailability(rawStore, logger);
   const accounts = new Accounts(store);
-  const registry = new Registry(store);
+  const registry = new Registry(store, { cache: true });
+  const stopWatchingRegistry = await registry.watch();
   const views = new Views();
   const { provider, cookieKeys } = await createProvider({ config, store, accounts, registry, views });
   const csrf = new Csrf(cookieKeys[0]!);
@@ -72,18 +74,20 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
     provider.use(demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes());
   }
 
-  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout };
+  /** Ends what the app holds open besides the store (the registry's change subscription). */
+  const close = () => stopWatchingRegistry();
+  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, close };
 }
 
 /** Lockouts and their end as audit events (stable `event` names) and counters. */
 function auditLockout(logger: Logger, metrics: Metrics, scope: 'signin' | 'client') {
   return (name: LockoutEventName, data: LockoutEvent) => {
-    const fields = { event: name === 'lockout.started' ? 'lockout_started' : 'lockout_ended', scope, ...data };
+    const fields = { scope, ...data };
     if (name === 'lockout.started') {
       metrics.lockouts.inc({ scope, subject: data.subject });
-      logger.warn(fields, `${scope === 'client' ? 'client authentication' : 'sign-in'} locked for ${data.seconds} s after repeated failures`);
+      audit(logger, 'lockout_started', fields, `${scope === 'client' ? 'client authentication' : 'sign-in'} locked for ${data.seconds} s after repeated failures`);
     } else {
-      logger.info(fields, `${scope === 'client' ? 'client authentication' : 'sign-in'} lockout ended (${data.reason})`);
+      audit(logger, 'lockout_ended', fields, `${scope === 'client' ? 'client authentication' : 'sign-in'} lockout ended (${data.reason})`);
     }
   };
 }
@@ -94,9 +98,9 @@ function watchStorageAvailability(store: Store, logger: Logger) {
   store.onAvailabilityChange?.((available, reason) => {
     if (!available) {
       downSince = Date.now();
-      logger.error({ event: 'storage_unavailable', reason }, 'storage unavailable: requests that need it answer 503 until it is back');
+      audit(logger, 'storage_unavailable', { reason }, 'storage unavailable: requests that need it answer 503 until it is back');
     } else {
-      logger.info({ event: 'storage_recovered', downMs: downSince ? Date.now() - downSince : undefined }, 'storage answers again');
+      audit(logger, 'storage_recovered', { downMs: downSince ? Date.now() - downSince : undefined }, 'storage answers again');
     }
   });
 }

@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import { createApp } from './app.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
+import { audit } from './observability/audit.ts';
 import { chooseLogFormat, createLogger } from './observability/logger.ts';
 import { describeRedis, openStore } from './storage/open.ts';
 import type { Store } from './storage/store.ts';
@@ -29,7 +30,7 @@ if (store.kind === 'memory') {
   logger.info(`using ${describeRedis(config)}`);
 }
 
-const { app, opsApp, demo } = await createApp({ config, store, logger });
+const { app, opsApp, demo, close: closeApp } = await createApp({ config, store, logger });
 const server: Server = app.listen(config.PORT, config.HOST, () => {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.PORT;
@@ -87,6 +88,7 @@ async function shutdown(signal: string) {
     clearTimeout(deadline);
     clearInterval(closeIdle);
     try {
+      await closeApp();
       await store.close();
     } catch (err) {
       logger.warn({ err: (err as Error).message }, 'closing the storage connection failed');
@@ -102,7 +104,7 @@ process.on('SIGINT', () => void shutdown('SIGINT'));
 // exit 1 as Node would anyway, so the supervisor restarts a process in a known state.
 for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
   process.on(event, (err: unknown) => {
-    logger.fatal({ err, event: 'process_crashed' }, `${event}: exiting`);
+    audit(logger, 'process_crashed', { err }, `${event}: exiting`);
     process.exit(1);
   });
 }

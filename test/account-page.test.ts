@@ -51,6 +51,11 @@ async function signInToAccount(email: string, password: string, secret: string) 
   return { jar, page };
 }
 
+/** The audit events of one kind the server logged for one account. */
+function audited(event: string, accountId: string) {
+  return server.logs.filter((l) => l.event === event && l.accountId === accountId);
+}
+
 async function person() {
   const email = `acct-${Math.random().toString(36).slice(2)}@example.org`;
   const account = await server.app.accounts.create({ email, password: PASSWORD });
@@ -79,6 +84,8 @@ describe('/account', () => {
     assert.equal((await factor.verifySecondFactor(p.id, { recoveryCode: fresh[0]! })).ok, true, 'the new set works');
     const back = await post(jar, done.page!, '/account/saved', {});
     assert.match(back.page!.html, /9 of 10 unused/);
+    assert.deepEqual(audited('recovery_codes_regenerated', p.id).map((l) => [l.count, l.source]), [[10, 'account_page']], 'audited once');
+    assert.ok(!server.logs.some((l) => fresh.some((code) => JSON.stringify(l).includes(code))), 'no recovery code in a log line');
   });
 
   it('replaces the authenticator only after proof and a code from the new app', async () => {
@@ -95,6 +102,8 @@ describe('/account', () => {
     const factor = server.app.secondFactor;
     assert.equal((await factor.verifySecondFactor(p.id, { totp: await nextTotpCode(server.issuer, p.totpSecret) })).ok, false, 'the old app no longer works');
     assert.equal((await factor.verifySecondFactor(p.id, { totp: await nextTotpCode(server.issuer, key) })).ok, true, 'the new one does');
+    assert.deepEqual(audited('second_factor_removed', p.id).map((l) => [l.reason, l.source]), [['replaced', 'account_page']]);
+    assert.deepEqual(audited('second_factor_enrolled', p.id).map((l) => l.replaced), [true]);
   });
 
   it('changes the password after proof; refuses a form without its CSRF token; signs out everywhere', async () => {
@@ -117,5 +126,7 @@ describe('/account', () => {
       assert.equal(res.status, 303, 'signed out: /account sends to the sign-in again');
       assert.match(res.headers.get('location') ?? '', /\/auth\?/);
     }
+    assert.deepEqual(audited('password_changed', p.id).map((l) => l.source), ['account_page']);
+    assert.deepEqual(audited('sessions_revoked', p.id).map((l) => [l.sessions, l.source]), [[2, 'account_page']]);
   });
 });

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { Accounts } from '../src/accounts/accounts.ts';
+import { AUDIT_EVENTS } from '../src/observability/audit.ts';
 import { secretMatches } from '../src/oidc/registry.ts';
 import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
@@ -51,11 +52,32 @@ function cli(args: string[], options: { stdin?: string; env?: Record<string, str
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
 }
 
-/** Runs a command with --json: exit 0, exactly one JSON object on stdout, nothing on stderr. */
+/**
+ * The audit lines a command wrote on stderr: each one JSON object from pino at level info, with a
+ * known `event` and `"source":"cli"` — and nothing else on stderr.
+ */
+function auditLines(stderr: string): Record<string, unknown>[] {
+  return stderr
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      assert.equal(entry.level, 30, line);
+      assert.equal(entry.source, 'cli', line);
+      assert.ok((AUDIT_EVENTS as readonly string[]).includes(String(entry.event)), `a known audit event: ${line}`);
+      return entry;
+    });
+}
+
+/** Runs a command with --json: exit 0, exactly one JSON object on stdout, at most one audit line (and no secret) on stderr. */
 async function json(args: string[], stdin?: string): Promise<any> {
   const r = await cli([...args, '--json'], stdin === undefined ? {} : { stdin });
   assert.equal(r.code, 0, r.stderr);
-  assert.equal(r.stderr, '');
+  assert.ok(auditLines(r.stderr).length <= 1, r.stderr);
+  if (stdin?.trim()) assert.ok(!r.stderr.includes(stdin.trim()), 'no password on stderr');
+  for (const secret of [/"client_secret":"([^"]+)"/.exec(r.stdout)?.[1], /[?&]secret=([A-Z2-7]+)/.exec(r.stdout)?.[1]]) {
+    if (secret) assert.ok(!r.stderr.includes(secret), 'no secret on stderr');
+  }
   const lines = r.stdout.split('\n');
   assert.equal(lines.length, 2, `one line of output: ${r.stdout}`);
   assert.equal(lines[1], '');
@@ -279,4 +301,87 @@ test('bin/latchkey.js runs the CLI', async () => {
   assert.ok(Array.isArray(JSON.parse(r.stdout).resources));
   const bad = await cli(['nope'], { script: 'bin/latchkey.js' });
   assert.equal(bad.code, 2);
+});
+
+/** Runs a command that changes something: its one audit line on stderr, and stdout as with `json`. */
+async function change(args: string[], stdin?: string): Promise<{ out: any; audit: Record<string, unknown> }> {
+  const r = await cli([...args, '--json'], stdin === undefined ? {} : { stdin });
+  assert.equal(r.code, 0, r.stderr);
+  const audits = auditLines(r.stderr);
+  assert.equal(audits.length, 1, `one audit line: ${r.stderr}`);
+  const out = JSON.parse(r.stdout);
+  assert.equal(r.stdout, `${JSON.stringify(out)}\n`, 'stdout is exactly one JSON object');
+  for (const value of [stdin?.trim(), out.client_secret, out.totp_uri, out.totp_uri && new URL(out.totp_uri).searchParams.get('secret')]) {
+    if (value) assert.ok(!r.stderr.includes(value), `no secret on stderr: ${r.stderr}`);
+  }
+  return { out, audit: audits[0]! };
+}
+
+test('every change writes one audit line on stderr (ids, never a secret); reads write none', async () => {
+  const uri = `https://audited-${run}.example`;
+  const scope = `audited${run}:read`;
+  const resource = await change(['resource', 'create', '--uri', uri, '--scope', scope]);
+  assert.deepEqual(
+    { event: resource.audit.event, resource: resource.audit.resource, clientId: resource.audit.clientId, scope: resource.audit.scope },
+    { event: 'resource_created', resource: uri, clientId: resource.out.client_id, scope },
+  );
+  assert.equal(typeof resource.audit.time, 'number');
+
+  const client = await change(['client', 'create', '--name', 'Audited job', '--grants', 'client_credentials', '--scope', scope]);
+  assert.equal(client.audit.event, 'client_created');
+  assert.equal(client.audit.clientId, client.out.client_id);
+  assert.deepEqual(client.audit.grantTypes, ['client_credentials']);
+  const rotated = await change(['client', 'rotate-secret', client.out.client_id]);
+  assert.deepEqual([rotated.audit.event, rotated.audit.clientId], ['client_secret_rotated', client.out.client_id]);
+  const deleted = await change(['client', 'delete', client.out.client_id]);
+  assert.deepEqual([deleted.audit.event, deleted.audit.clientId], ['client_deleted', client.out.client_id]);
+  assert.deepEqual([(await change(['resource', 'delete', uri])).audit.event], ['resource_deleted']);
+
+  const password = 'audited pass phrase';
+  const user = await change(['user', 'create', '--email', `audited-${run}@example.org`, '--totp', '--password-stdin'], password);
+  assert.deepEqual({ event: user.audit.event, accountId: user.audit.accountId, mfa: user.audit.mfa }, { event: 'user_created', accountId: user.out.id, mfa: true });
+  assert.ok(!JSON.stringify(user.audit).includes('@'), 'accounts are named by id');
+  const id = user.out.id as string;
+  const expected: [string[], string, Record<string, unknown>][] = [
+    [['user', 'reset-mfa', id], 'second_factor_removed', { reason: 'reset' }],
+    [['user', 'unlock', id], 'user_unlocked', { wasLocked: false }],
+    [['user', 'disable', id], 'user_disabled', { sessions: 0, grants: 0 }],
+    [['user', 'enable', id], 'user_enabled', {}],
+    [['user', 'revoke-sessions', id], 'sessions_revoked', { sessions: 0, grants: 0 }],
+  ];
+  for (const [args, event, fields] of expected) {
+    const { audit } = await change(args);
+    assert.equal(audit.event, event, args.join(' '));
+    assert.equal(audit.accountId, id, args.join(' '));
+    for (const [k, v] of Object.entries(fields)) assert.equal(audit[k], v, `${args.join(' ')}: ${k}`);
+  }
+  const pw = await change(['user', 'set-password', id, '--password-stdin'], 'another pass phrase');
+  assert.deepEqual([pw.audit.event, pw.audit.accountId], ['password_changed', id]);
+  // A reset of a factor that is not there changes nothing: no audit line.
+  const noop = await cli(['user', 'reset-mfa', id, '--json']);
+  assert.equal(noop.code, 0, noop.stderr);
+  assert.equal(noop.stderr, '');
+  assert.deepEqual([(await change(['user', 'delete', id])).audit.event], ['user_deleted']);
+
+  const keys = await change(['keys', 'rotate']);
+  assert.equal(keys.audit.event, 'signing_keys_rotated');
+  assert.deepEqual(keys.audit.current, keys.out.keys.filter((k: any) => k.current).map((k: any) => k.kid));
+  const stored = JSON.parse((await db.get('lk:keys:signing'))!) as { d?: string }[];
+  for (const k of stored) if (k.d) assert.ok(!JSON.stringify(keys.audit).includes(k.d));
+
+  // Reads are not audited.
+  for (const args of [['user', 'list'], ['client', 'list'], ['keys', 'list'], ['resource', 'list']]) {
+    const r = await cli([...args, '--json']);
+    assert.equal(r.stderr, '', args.join(' '));
+  }
+  // For people: the text on stdout, the audit line (one JSON line) on stderr.
+  const human = await cli(['client', 'create', '--name', 'Readable', '--grants', 'client_credentials', '--scope', readScope]);
+  assert.equal(human.code, 0, human.stderr);
+  assert.match(human.stdout, /^client_id {6}\S+\nclient_secret {2}\S+\nThe client secret is shown only now/);
+  assert.equal(auditLines(human.stderr).length, 1);
+  assert.equal(human.stderr.split('\n').length, 2, 'one line');
+  // LOG_LEVEL=silent turns the audit line off (as it does the server's log).
+  const quiet = await cli(['client', 'create', '--name', 'Quiet', '--grants', 'client_credentials', '--scope', readScope, '--json'], { env: { LOG_LEVEL: 'silent' } });
+  assert.equal(quiet.code, 0, quiet.stderr);
+  assert.equal(quiet.stderr, '');
 });

@@ -77,7 +77,9 @@ describe('storage outage', () => {
       assert.equal(revoked.status, 503, 'revocation cannot claim success');
       const userinfo = await fetch(new URL('/me', server.issuer), { headers: { authorization: `Bearer ${tokens.access_token}` } });
       assert.equal(userinfo.status, 503);
-      const auth = await fetch(new URL(`/auth?client_id=${world.shop.clientId}&response_type=code&scope=openid`, server.issuer), { redirect: 'manual', headers: { accept: 'text/html' } });
+      // A valid request (clients are cached in process, so an invalid one is refused without storage).
+      const valid = new URLSearchParams({ client_id: world.shop.clientId, redirect_uri: world.shop.redirectUri, response_type: 'code', scope: 'openid', code_challenge: challenge, code_challenge_method: 'S256' });
+      const auth = await fetch(new URL(`/auth?${valid}`, server.issuer), { redirect: 'manual', headers: { accept: 'text/html' } });
       assert.equal(auth.status, 503);
       assert.equal(auth.headers.get('location'), null);
       assert.ok(Number(auth.headers.get('retry-after')) > 0);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { configDocs, loadConfig } from '../src/config.ts';
+import { AUDIT_EVENTS, auditLevel } from '../src/observability/audit.ts';
 
 const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
 
@@ -23,4 +24,10 @@ test('the README configuration table matches the schema: every variable, its def
 test('the README shows the two commands', () => {
   assert.match(readme, /npm ci && npm start/);
   assert.match(readme, /npm test/);
+});
+
+test('the README audit events table lists every event of AUDIT_EVENTS once, with its level', () => {
+  const rows = [...readme.matchAll(/^\| `([a-z_]+)` \| (info|warn|error|fatal) \| (.+) \|$/gm)].map((m) => ({ event: m[1]!, level: m[2]! }));
+  assert.deepEqual(rows.map((r) => r.event), [...AUDIT_EVENTS]);
+  for (const { event, level } of rows) assert.equal(level, auditLevel(event as (typeof AUDIT_EVENTS)[number]), `level of ${event}`);
 });

@@ -238,6 +238,23 @@ function storeContract(getStore: () => Store) {
       assert.deepEqual(await store.getModel(key), { payload: 'p', consumed: 5 }, 'the first mark stays');
     });
 
+    test('publish reaches a subscriber of the channel, and only while it is subscribed', async () => {
+      const store = getStore();
+      const channel = k('channel');
+      const received: string[] = [];
+      let arrived: () => void = () => {};
+      const stop = await store.subscribe(channel, (m) => {
+        received.push(m);
+        arrived();
+      }, () => {});
+      await Promise.all([new Promise<void>((r) => (arrived = r)), store.publish(channel, 'changed')]);
+      await store.publish(k('other-channel'), 'not for us');
+      assert.deepEqual(received, ['changed']);
+      await stop();
+      await store.publish(channel, 'after stop');
+      assert.deepEqual(received, ['changed']);
+    });
+
     test('deleteIndexed deletes what is listed and the index, nothing else', async () => {
       const store = getStore();
       const tag = randomId().slice(0, 16);

@@ -111,9 +111,12 @@ async function findUser(accounts: Accounts, idOrEmail: string): Promise<Account>
 async function setDisabled(ctx: Context, idOrEmail: string, disabled: boolean): Promise<Output> {
   const account = await ctx.accounts.setDisabled((await findUser(ctx.accounts, idOrEmail)).id, disabled);
   // A disabled person is signed out everywhere too: their sessions end and their tokens die now.
-  if (disabled) await revokeAccountSessions(ctx.store, account.id);
+  const revoked = disabled ? await revokeAccountSessions(ctx.store, account.id) : undefined;
   const json = { id: account.id, email: account.email, disabled: account.disabled };
-  return { json, text: `${disabled ? 'Disabled' : 'Enabled'} user ${account.email} (${account.id})${disabled ? ' and signed them out everywhere' : ''}.` };
+  const audit = disabled
+    ? { event: 'user_disabled' as const, fields: { accountId: account.id, sessions: revoked!.sessions, grants: revoked!.grants }, msg: 'user disabled and signed out everywhere' }
+    : { event: 'user_enabled' as const, fields: { accountId: account.id }, msg: 'user enabled' };
+  return { json, text: `${disabled ? 'Disabled' : 'Enabled'} user ${account.email} (${account.id})${disabled ? ' and signed them out everywhere' : ''}.`, audit };
 }
 
 // ---- signing keys ----
@@ -161,7 +164,8 @@ export const COMMANDS: Record<string, Command> = {
         validateClientMetadata,
       );
       const json = { client_id: clientId, ...(secret ? { client_secret: secret } : {}) };
-      return { json, text: fields(json) + (secret ? `\n${SHOWN_ONCE}` : '') };
+      const audit = { clientId, grantTypes: grants, public: values.public === true, firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, scope: required(values, 'scope') };
+      return { json, text: fields(json) + (secret ? `\n${SHOWN_ONCE}` : ''), audit: { event: 'client_created', fields: audit, msg: 'client created' } };
     },
   },
   'client list': {
@@ -186,7 +190,7 @@ export const COMMANDS: Record<string, Command> = {
     args: ['CLIENT_ID'],
     async run(ctx, _values, [id]) {
       await ctx.registry.deleteClient(id!);
-      return { json: { client_id: id, deleted: true }, text: `Deleted client ${id}.` };
+      return { json: { client_id: id, deleted: true }, text: `Deleted client ${id}.`, audit: { event: 'client_deleted', fields: { clientId: id }, msg: 'client deleted' } };
     },
   },
   'client rotate-secret': {
@@ -194,7 +198,7 @@ export const COMMANDS: Record<string, Command> = {
     args: ['CLIENT_ID'],
     async run(ctx, _values, [id]) {
       const json = { client_id: id, client_secret: await ctx.registry.rotateSecret(id!) };
-      return { json, text: `${fields(json)}\nThe old secret no longer works. ${SHOWN_ONCE}` };
+      return { json, text: `${fields(json)}\nThe old secret no longer works. ${SHOWN_ONCE}`, audit: { event: 'client_secret_rotated', fields: { clientId: id }, msg: 'client secret rotated' } };
     },
   },
 
@@ -215,7 +219,8 @@ export const COMMANDS: Record<string, Command> = {
         ttl: ttl === undefined ? undefined : /^\d+$/.test(ttl) ? Number(ttl) : NaN,
       });
       const json = { resource: resource.uri, client_id: resource.clientId, client_secret: secret };
-      return { json, text: `${fields(json)}\nThe API authenticates with these at introspection and revocation. ${SHOWN_ONCE}` };
+      const audit = { resource: resource.uri, clientId: resource.clientId, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl };
+      return { json, text: `${fields(json)}\nThe API authenticates with these at introspection and revocation. ${SHOWN_ONCE}`, audit: { event: 'resource_created', fields: audit, msg: 'API created' } };
     },
   },
   'resource list': {
@@ -230,7 +235,7 @@ export const COMMANDS: Record<string, Command> = {
     args: ['URI'],
     async run(ctx, _values, [uri]) {
       await ctx.registry.deleteResource(uri!);
-      return { json: { resource: uri, deleted: true }, text: `Deleted API ${uri} and its client.` };
+      return { json: { resource: uri, deleted: true }, text: `Deleted API ${uri} and its client.`, audit: { event: 'resource_deleted', fields: { resource: uri }, msg: 'API and its client deleted' } };
     },
   },
 
@@ -241,9 +246,10 @@ export const COMMANDS: Record<string, Command> = {
     async run(ctx, values) {
       const name = optional(values, 'name');
       const account = await ctx.accounts.create({ email: required(values, 'email'), ...(name ? { name } : {}), password: ctx.password! });
+      const created = (totp: boolean) => ({ event: 'user_created' as const, fields: { accountId: account.id, mfa: totp }, msg: 'user created' });
       if (values.totp !== true) {
         const json = { id: account.id, email: account.email };
-        return { json, text: fields(json) };
+        return { json, text: fields(json), audit: created(false) };
       }
       // Provisioning: the factor is active at once (the operator hands the URI to the person's app).
       const factor = await secondFactorOf(ctx);
@@ -253,7 +259,7 @@ export const COMMANDS: Record<string, Command> = {
       if (!enrolled.ok) throw new CliError(`could not enroll the second factor (${enrolled.reason})`, 1);
       const json = { id: account.id, email: account.email, totp_uri: started.uri };
       const text = `${fields(json)}\nThe TOTP URI holds the secret: give it only to the person (e.g. as a QR code). Recovery codes: the person makes them on /account.`;
-      return { json, text };
+      return { json, text, audit: created(true) };
     },
   },
   'user reset-mfa': {
@@ -263,7 +269,9 @@ export const COMMANDS: Record<string, Command> = {
       const account = await findUser(ctx.accounts, id!);
       const removed = await (await secondFactorOf(ctx)).resetMfa(account.id);
       const json = { id: account.id, email: account.email, mfa_removed: removed };
-      return { json, text: removed ? `Removed the second factor of ${account.email}: they set up a new one at their next sign-in.` : `${account.email} had no second factor.` };
+      // Nothing removed, nothing changed: no audit line.
+      const audit = removed ? { event: 'second_factor_removed' as const, fields: { accountId: account.id, reason: 'reset' }, msg: 'second factor and recovery codes removed' } : undefined;
+      return { json, text: removed ? `Removed the second factor of ${account.email}: they set up a new one at their next sign-in.` : `${account.email} had no second factor.`, ...(audit ? { audit } : {}) };
     },
   },
   'user unlock': {
@@ -274,7 +282,8 @@ export const COMMANDS: Record<string, Command> = {
       // The lockout counts by normalized email (unknown accounts too), so that is what is unlocked.
       const wasLocked = await new Lockout(ctx.store).unlock({ account: account.email });
       const json = { id: account.id, email: account.email, was_locked: wasLocked };
-      return { json, text: wasLocked ? `Unlocked ${account.email}; their failed attempts are forgotten.` : `${account.email} was not locked; their failed attempts are forgotten.` };
+      const audit = { event: 'user_unlocked' as const, fields: { accountId: account.id, wasLocked }, msg: 'lockout ended and failed attempts forgotten' };
+      return { json, text: wasLocked ? `Unlocked ${account.email}; their failed attempts are forgotten.` : `${account.email} was not locked; their failed attempts are forgotten.`, audit };
     },
   },
   'user list': {
@@ -307,9 +316,10 @@ export const COMMANDS: Record<string, Command> = {
     args: ['USER_ID'],
     async run(ctx, _values, [id]) {
       const found = await findUser(ctx.accounts, id!);
-      await revokeAccountSessions(ctx.store, found.id);
+      const { sessions, grants } = await revokeAccountSessions(ctx.store, found.id);
       const account = await ctx.accounts.delete(found.id);
-      return { json: { id: account.id, email: account.email, deleted: true }, text: `Deleted user ${account.email} (${account.id}) and ended their sessions and grants.` };
+      const audit = { event: 'user_deleted' as const, fields: { accountId: account.id, sessions, grants }, msg: 'user deleted and signed out everywhere' };
+      return { json: { id: account.id, email: account.email, deleted: true }, text: `Deleted user ${account.email} (${account.id}) and ended their sessions and grants.`, audit };
     },
   },
   'user revoke-sessions': {
@@ -319,7 +329,8 @@ export const COMMANDS: Record<string, Command> = {
       const account = await findUser(ctx.accounts, id!);
       const { sessions, grants } = await revokeAccountSessions(ctx.store, account.id);
       const json = { id: account.id, email: account.email, sessions_revoked: sessions, grants_revoked: grants };
-      return { json, text: `Signed ${account.email} out everywhere: ${sessions} session(s) ended, ${grants} grant(s) and their tokens revoked.` };
+      const audit = { event: 'sessions_revoked' as const, fields: { accountId: account.id, sessions, grants }, msg: 'signed out everywhere' };
+      return { json, text: `Signed ${account.email} out everywhere: ${sessions} session(s) ended, ${grants} grant(s) and their tokens revoked.`, audit };
     },
   },
   'user set-password': {
@@ -328,7 +339,8 @@ export const COMMANDS: Record<string, Command> = {
     password: true,
     async run(ctx, _values, [id]) {
       const account = await ctx.accounts.setPassword((await findUser(ctx.accounts, id!)).id, ctx.password!);
-      return { json: { id: account.id, email: account.email, password_changed: true }, text: `Changed the password of ${account.email}.` };
+      const audit = { event: 'password_changed' as const, fields: { accountId: account.id }, msg: 'password changed' };
+      return { json: { id: account.id, email: account.email, password_changed: true }, text: `Changed the password of ${account.email}.`, audit };
     },
   },
 
@@ -348,7 +360,9 @@ export const COMMANDS: Record<string, Command> = {
       const all = keyList(current);
       const json = { keys: all, retired: retired.map((k) => k.kid) };
       const text = `${table(all, ['kid', 'alg', 'kty', 'created', 'current'])}\nRetired: ${retired.length ? json.retired.join(', ') : 'none'}.\nServers sign with the new keys once restarted.`;
-      return { json, text };
+      // Key ids only: they are public (/jwks).
+      const audit = { event: 'signing_keys_rotated' as const, fields: { current: all.filter((k) => k.current).map((k) => k.kid), retired: json.retired }, msg: 'signing keys rotated' };
+      return { json, text, audit };
     },
   },
 };

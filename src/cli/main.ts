@@ -1,6 +1,10 @@
+import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
+import pino from 'pino';
 import { AccountError, Accounts } from '../accounts/accounts.ts';
 import { ConfigError, loadConfig } from '../config.ts';
+import { audit } from '../observability/audit.ts';
+import { createLogger } from '../observability/logger.ts';
 import { Registry, RegistryError } from '../oidc/registry.ts';
 import { connectConfiguredRedis, describeRedis, type RedisConfig } from '../storage/open.ts';
 import { RedisStore } from '../storage/redis-store.ts';
@@ -11,7 +15,9 @@ import { CliError, type Output } from './output.ts';
 /**
  * `latchkey <group> <action> [options]`: manages clients, APIs, users and signing keys in the
  * server's Redis. `--json` prints exactly one JSON object on stdout; errors are one line on stderr,
- * exit code 2 for bad input and 1 when it could not be done (Redis unreachable).
+ * exit code 2 for bad input and 1 when it could not be done (Redis unreachable). A command that changed
+ * something also writes its audit event as one JSON line on stderr (pino, `"source":"cli"`), so stdout
+ * stays what scripts parse.
  */
 const HINT = 'run "latchkey --help" for usage';
 
@@ -119,8 +125,8 @@ async function run(argv: string[]): Promise<number> {
   let config;
   try {
     // Only what the CLI uses: the server's other settings need not be valid here.
-    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT } = process.env;
-    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT });
+    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL } = process.env;
+    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL });
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(`configuration: ${err.problems.join('; ')}`);
     throw err;
@@ -142,10 +148,22 @@ async function run(argv: string[]): Promise<number> {
       issuer: config.ISSUER,
     };
     const output: Output = await command.run(ctx, values, positionals);
+    if (output.audit) audit(auditLogger(config.LOG_LEVEL), output.audit.event, output.audit.fields, output.audit.msg);
     return print(json ? JSON.stringify(output.json) : output.text);
   } finally {
     await store.close();
   }
+}
+
+/** The server's logger (same redaction) writing synchronously to stderr, naming the CLI and who ran it. */
+function auditLogger(level: string) {
+  let operator: string | undefined;
+  try {
+    operator = userInfo().username;
+  } catch {
+    // A container user without a passwd entry: the line still says it came from the CLI.
+  }
+  return createLogger({ level, format: 'json', destination: pino.destination({ fd: 2, sync: true }) }).child({ source: 'cli', ...(operator ? { operator } : {}) });
 }
 
 function print(text: string): number {

@@ -1,7 +1,13 @@
-/** What a command prints: one JSON object (`--json`) or a short text for people. */
+import type { AuditEvent } from '../observability/audit.ts';
+
+/**
+ * What a command prints: one JSON object (`--json`) or a short text for people; and, for a command that
+ * changed something, the audit event main.ts writes as one JSON line on stderr (ids, never a secret).
+ */
 export interface Output {
   json: Record<string, unknown>;
   text: string;
+  audit?: { event: AuditEvent; fields: Record<string, unknown>; msg: string };
 }
 
 /** A failure to report in one line; exit code 2 means "bad input", 1 "could not do it". */

@@ -4,6 +4,7 @@ import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import { AccountError, validatePassword, type Account } from '../accounts/accounts.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
+import { audit } from '../observability/audit.ts';
 import type { Registry } from '../oidc/registry.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
@@ -154,7 +155,9 @@ export async function accountRoutes(deps: AccountPageDeps) {
     if (!SecondFactor.isEnrolled(who.account)) return renderAccount(ctx, who, { error: 'Set up two-step verification first.' });
     const problem = await proof(ctx, who);
     if (problem) return renderAccount(ctx, who, { error: problem });
-    await showRecoveryCodes(ctx, who, await secondFactor.regenerateRecoveryCodes(who.account.id));
+    const codes = await secondFactor.regenerateRecoveryCodes(who.account.id);
+    audit(deps.logger, 'recovery_codes_regenerated', { accountId: who.account.id, count: codes.length, source: 'account_page' }, 'new recovery codes; the old ones stopped working');
+    await showRecoveryCodes(ctx, who, codes);
   });
 
   // Replace (or, under MFA_POLICY=optional, set up) the authenticator: proof first, then the new app's code.
@@ -197,7 +200,11 @@ export async function accountRoutes(deps: AccountPageDeps) {
       if (err instanceof AccountError) return renderAccount(ctx, who, { error: 'The setup did not finish. Start again.' });
       throw err;
     }
-    if (checked.status === 'ok') return showRecoveryCodes(ctx, who, checked.recoveryCodes);
+    if (checked.status === 'ok') {
+      // The new authenticator replaced the old one (under MFA_POLICY=optional there may have been none).
+      if (SecondFactor.isEnrolled(who.account)) audit(deps.logger, 'second_factor_removed', { accountId: who.account.id, reason: 'replaced', source: 'account_page' }, 'previous authenticator removed');
+      return showRecoveryCodes(ctx, who, checked.recoveryCodes);
+    }
     const error = checked.status === 'locked' ? lockedMessage(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? 'The setup took too long. Start again.' : MESSAGES.wrongCode;
     renderEnroll(ctx, who, pending, provisioning, error);
   });
@@ -216,7 +223,7 @@ export async function accountRoutes(deps: AccountPageDeps) {
     const problem = await proof(ctx, who);
     if (problem) return renderAccount(ctx, who, { error: problem });
     await accounts.setPassword(who.account.id, next);
-    deps.logger.info({ event: 'password_changed', accountId: who.account.id }, 'password changed on the account page');
+    audit(deps.logger, 'password_changed', { accountId: who.account.id, source: 'account_page' }, 'password changed on the account page');
     await renderAccount(ctx, who, { notice: 'Your password was changed.' });
   });
 
@@ -224,7 +231,7 @@ export async function accountRoutes(deps: AccountPageDeps) {
     const who = await guardPost(ctx);
     if (!who) return;
     const { sessions, grants } = await revokeAccountSessions(store, who.account.id);
-    deps.logger.info({ event: 'sessions_revoked', accountId: who.account.id, sessions, grants, by: 'account_page' }, 'signed out everywhere');
+    audit(deps.logger, 'sessions_revoked', { accountId: who.account.id, sessions, grants, source: 'account_page' }, 'signed out everywhere');
     views.render(ctx, 'logged-out', { title: 'Signed out', everywhere: true });
   });
 

@@ -1,5 +1,6 @@
 import { normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
 import type { SecondFactor } from '../accounts/second-factor.ts';
+import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Factor, Lockout } from '../security/lockout.ts';
@@ -41,7 +42,7 @@ export class FactorChecks {
     });
     if (result.status === 'ok') return { status: 'ok', account: account! };
     this.#metrics.signInFailures.inc({ reason: result.status === 'locked' ? 'locked' : 'wrong' });
-    this.#logger.info({ event: 'signin_failed', factor: 'password', reason: result.status === 'locked' ? 'locked' : 'wrong', ip }, 'sign-in refused');
+    audit(this.#logger, 'signin_failed', { factor: 'password', reason: result.status === 'locked' ? 'locked' : 'wrong', ip }, 'sign-in refused');
     return result.status === 'locked' ? result : { status: 'failed', reason: 'wrong' };
   }
 
@@ -56,7 +57,11 @@ export class FactorChecks {
       else reason = verified.reason;
       return verified.ok;
     });
-    return this.#outcome(result, method, account, reason, () => ({ status: 'ok', ...(left !== undefined ? { recoveryCodesLeft: left } : {}) }));
+    const outcome = this.#outcome(result, method, account, reason, () => ({ status: 'ok' as const, ...(left !== undefined ? { recoveryCodesLeft: left } : {}) }));
+    if (outcome.status === 'ok') {
+      audit(this.#logger, 'second_factor_succeeded', { accountId: account.id, method: auditMethod(method), ...(left !== undefined ? { recoveryCodesLeft: left } : {}) }, 'second factor accepted');
+    }
+    return outcome;
   }
 
   /** Activates a pending enrollment with a code from the new authenticator (counted as a TOTP attempt). */
@@ -70,7 +75,7 @@ export class FactorChecks {
       return enrolled.ok;
     });
     const outcome = this.#outcome(result, 'enroll', account, reason, () => ({ status: 'ok' as const, recoveryCodes: codes }));
-    if (outcome.status === 'ok') this.#logger.info({ event: 'second_factor_enrolled', accountId: account.id, replaced: options.replace === true }, 'second factor enrolled');
+    if (outcome.status === 'ok') audit(this.#logger, 'second_factor_enrolled', { accountId: account.id, replaced: options.replace === true }, 'second factor enrolled');
     return outcome;
   }
 
@@ -78,7 +83,12 @@ export class FactorChecks {
     if (result.status === 'ok') return ok();
     const why = result.status === 'locked' ? 'locked' : reason;
     this.#metrics.secondFactorFailures.inc({ method, reason: why });
-    this.#logger.info({ event: 'second_factor_failed', method, reason: why, accountId: account.id }, 'second factor refused');
+    audit(this.#logger, 'second_factor_failed', { accountId: account.id, method: auditMethod(method), reason: why }, 'second factor refused');
     return result.status === 'locked' ? result : { status: 'failed', reason };
   }
+}
+
+/** The method as audit events name it (`recovery_code`); metrics keep their shorter label (`recovery`). */
+function auditMethod(method: Factor | 'enroll'): string {
+  return method === 'recovery' ? 'recovery_code' : method;
 }

@@ -4,6 +4,7 @@ import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import { AccountError, type Account, type Accounts } from '../accounts/accounts.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
+import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { formTargets } from '../oidc/provider.ts';
@@ -109,7 +110,8 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     return [...(det.missingOIDCScope ?? []), ...Object.values(det.missingResourceScopes ?? {}).flat()];
   }
 
-  async function grantConsent(ctx: Context, d: Details) {
+  /** `via`: the person allowed it on the consent page, or it needed no asking (a first-party client, scopes granted before). */
+  async function grantConsent(ctx: Context, d: Details, via: 'consent_page' | 'first_party' | 'remembered') {
     const det = d.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
     const grant = d.grantId
       ? await provider.Grant.find(d.grantId)
@@ -121,9 +123,11 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     const grantId = await grant.save();
     const key = keys.consent(String(d.session!.accountId), String(d.params.client_id));
     const before = await store.get(key);
-    const all = new Set([...(before ? (JSON.parse(before) as string[]) : []), ...missingScopes(d)]);
+    const scopes = missingScopes(d);
+    const all = new Set([...(before ? (JSON.parse(before) as string[]) : []), ...scopes]);
     await store.set(key, JSON.stringify([...all]), { ttl: CONSENT_TTL });
     await finish(ctx, { consent: { grantId } }, true);
+    audit(logger, 'consent_granted', { accountId: String(d.session!.accountId), clientId: String(d.params.client_id), scopes, via }, 'consent granted');
   }
 
   const checks = new FactorChecks({ accounts, secondFactor, lockout, metrics, logger });
@@ -202,8 +206,10 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   }
 
   async function signedIn(ctx: Context, d: Details, accountId: string, withSecondFactor: boolean) {
+    const login = loginResult(accountId, withSecondFactor);
     await steps.clear(d.uid);
-    await finish(ctx, { login: loginResult(accountId, withSecondFactor) }, false);
+    await finish(ctx, { login }, false);
+    audit(logger, 'signin_succeeded', { accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
   }
 
   // ---- routes: each lists its guards in order ----
@@ -219,7 +225,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     if (d.prompt.name === 'consent') {
       // Only the scopes not granted before are listed (README: asked again only for new scopes).
       const ask = await scopesToAsk(d, client.first_party === true, missingScopes(d));
-      if (ask.length === 0) return grantConsent(ctx, d);
+      if (ask.length === 0) return grantConsent(ctx, d, client.first_party === true ? 'first_party' : 'remembered');
       const account = await accounts.find(String(d.session?.accountId));
       views.render(
         ctx,
@@ -320,7 +326,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   router.post('/consent', form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
     if (d.prompt.name !== 'consent') refuse('this sign-in step is already done');
-    await grantConsent(ctx, d);
+    await grantConsent(ctx, d, 'consent_page');
   });
 
   router.post('/abort', form, requireCsrf, async (ctx) => {

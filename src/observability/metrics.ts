@@ -124,14 +124,19 @@ export class Metrics {
     }
   }
 
-  /** Called on oidc-provider's `grant.success`. */
-  tokenGranted(ctx: Context) {
+  /** Called on oidc-provider's `grant.success`; returns what it counted (for the token_issued audit event). */
+  tokenGranted(ctx: Context): { grantType: string; tokens: string[] } {
     const raw = (ctx.oidc?.params?.grant_type as string | undefined) ?? 'unknown';
     const grantType = KNOWN_GRANT_TYPES.has(raw) ? raw : 'other';
     const body = ctx.body as Record<string, unknown> | undefined;
+    const tokens: string[] = [];
     for (const token of ISSUED_TOKENS) {
-      if (body && typeof body === 'object' && body[token]) this.tokensIssued.inc({ grant_type: grantType, token });
+      if (body && typeof body === 'object' && body[token]) {
+        this.tokensIssued.inc({ grant_type: grantType, token });
+        tokens.push(token);
+      }
     }
+    return { grantType, tokens };
   }
 
   /** Watches a Redis client's connection errors (ioredis 'error' events). */

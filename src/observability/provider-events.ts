@@ -1,8 +1,9 @@
 import type { Context } from 'koa';
-import type Provider from 'oidc-provider';
+import Provider from 'oidc-provider';
 import { StorageUnavailable } from '../storage/store.ts';
+import { audit } from './audit.ts';
 import type { Logger } from './logger.ts';
-import { routeOf, type Metrics } from './metrics.ts';
+import { oidcRouteOf, routeOf, type Metrics } from './metrics.ts';
 
 /**
  * oidc-provider reports through events; without listeners its errors (an `invalid_client`, a reused
@@ -41,6 +42,19 @@ interface OAuthError extends Error {
   status?: number;
 }
 
+/** oidc-provider's token models whose destruction at the revocation endpoint is a revocation, by event. */
+const REVOCABLE = [
+  ['access_token.destroyed', 'access_token'],
+  ['refresh_token.destroyed', 'refresh_token'],
+  ['client_credentials.destroyed', 'client_credentials'],
+] as const;
+
+/** The fields of a token model that name who it is for (never its value or its id). */
+interface TokenModel {
+  clientId?: string;
+  accountId?: string;
+}
+
 /** The client a request authenticated as or named, by id only. */
 function clientIdOf(ctx: Context): string | undefined {
   if (!Object.hasOwn(ctx, 'oidc')) return undefined;
@@ -52,7 +66,37 @@ export function watchProvider(provider: Provider, logger: Logger, metrics: Metri
     logger.error({ err, requestId: ctx.state?.requestId, route: routeOf(ctx) }, 'server_error');
   });
 
-  provider.on('grant.success', (ctx: Context) => metrics.tokenGranted(ctx));
+  // The hot path: one counter per token and one log line per response, nothing else.
+  provider.on('grant.success', (ctx: Context) => {
+    const { grantType, tokens } = metrics.tokenGranted(ctx);
+    const body = ctx.body as { scope?: unknown } | undefined;
+    audit(logger, 'token_issued', {
+      requestId: ctx.state?.requestId,
+      clientId: clientIdOf(ctx),
+      accountId: ctx.oidc?.entities?.Grant?.accountId,
+      grantType,
+      tokens,
+      scope: typeof body?.scope === 'string' ? body.scope : undefined,
+    }, 'tokens issued');
+  });
+
+  // A token destroyed while the revocation endpoint answers is a revocation (the refresh grant also
+  // destroys a reused refresh token: that is refresh_token_reuse_detected, not this). oidc-provider then
+  // revokes the other tokens of an access or refresh token's grant (RFC 7009 §2.1).
+  for (const [modelEvent, tokenKind] of REVOCABLE) {
+    (provider as unknown as { on(e: string, l: (token: TokenModel) => void): void }).on(modelEvent, (token) => {
+      const ctx = Provider.ctx as Context | undefined;
+      if (!ctx || oidcRouteOf(ctx) !== 'revocation') return;
+      audit(logger, 'token_revoked', {
+        requestId: ctx.state?.requestId,
+        clientId: clientIdOf(ctx),
+        tokenKind,
+        tokenClientId: token.clientId,
+        accountId: token.accountId,
+        grantTokensRevoked: tokenKind !== 'client_credentials',
+      }, 'token revoked');
+    });
+  }
 
   for (const event of ERROR_EVENTS) {
     // Some of these events are missing from @types/oidc-provider's event map.
@@ -73,10 +117,10 @@ export function watchProvider(provider: Provider, logger: Logger, metrics: Metri
         logger.debug(fields, `${event}: storage unavailable`);
       } else if (error === 'invalid_client') {
         metrics.clientAuthFailures.inc({ route: fields.route ?? 'unknown' });
-        logger.warn({ ...fields, event: 'client_authentication_failed' }, 'client authentication failed');
+        audit(logger, 'client_authentication_failed', fields, 'client authentication failed');
       } else if (event === 'grant.error' && error === 'invalid_grant' && /refresh token already used/.test(err?.error_detail ?? '')) {
         metrics.refreshTokenReuse.inc();
-        logger.warn({ ...fields, event: 'refresh_token_reuse_detected' }, 'refresh token reuse detected: grant revoked');
+        audit(logger, 'refresh_token_reuse_detected', fields, 'refresh token reuse detected: grant revoked');
       } else {
         logger.info(fields, event);
       }

@@ -57,18 +57,68 @@ function newClientId(): string {
   }
 }
 
+/** Where every process announces a change of a client or API, so caches drop what they hold. */
+export const REGISTRY_CHANGES = 'lk:changes:registry';
+/** A safety net under the invalidation messages: nothing cached is older than this. */
+const CACHE_TTL_MS = 60_000;
+const CACHE_MAX_ENTRIES = 10_000;
+
+/**
+ * A read-through cache of the registry for the hot paths (every token and introspection request
+ * looks up its client, and often an API): clients and APIs change rarely, through the CLI, which
+ * announces each change on REGISTRY_CHANGES; every server drops its whole cache on such a message,
+ * and when its subscription was interrupted (messages may have been missed).
+ */
+class ReadCache {
+  readonly #entries = new Map<string, { value: unknown; expires: number }>();
+
+  async get<T>(key: string, load: () => Promise<T>): Promise<T> {
+    const now = Date.now();
+    const hit = this.#entries.get(key);
+    if (hit && hit.expires > now) return hit.value as T;
+    const value = await load();
+    if (this.#entries.size >= CACHE_MAX_ENTRIES) this.#entries.clear();
+    this.#entries.set(key, { value, expires: now + CACHE_TTL_MS });
+    return value;
+  }
+
+  clear() {
+    this.#entries.clear();
+  }
+}
+
 export class Registry {
   readonly #store: Store;
-  constructor(store: Store) {
+  readonly #cache?: ReadCache;
+  /** `cache: true` for the server (call `watch()`); the CLI reads and writes storage directly. */
+  constructor(store: Store, options: { cache?: boolean } = {}) {
     this.#store = store;
+    if (options.cache) this.#cache = new ReadCache();
+  }
+
+  /** Drops the cache whenever any process announces a change. Returns the function that stops it. */
+  watch(): Promise<() => Promise<void>> {
+    const clear = () => this.#cache?.clear();
+    return this.#store.subscribe(REGISTRY_CHANGES, clear, clear);
+  }
+
+  #cached<T>(key: string, load: () => Promise<T>): Promise<T> {
+    return this.#cache ? this.#cache.get(key, load) : load();
+  }
+
+  async #changed() {
+    this.#cache?.clear();
+    await this.#store.publish(REGISTRY_CHANGES, 'changed');
   }
 
   // ---- clients ----
 
   async findClient(clientId: string): Promise<AdapterPayload | undefined> {
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(clientId)) return undefined;
-    const raw = await this.#store.get(keys.client(clientId));
-    return raw ? (JSON.parse(raw) as AdapterPayload) : undefined;
+    return this.#cached(`client:${clientId}`, async () => {
+      const raw = await this.#store.get(keys.client(clientId));
+      return raw ? (JSON.parse(raw) as AdapterPayload) : undefined;
+    });
   }
 
   /** Builds the oidc-provider metadata of a new client; `validate` (oidc-provider's own schema) may throw. */
@@ -116,6 +166,7 @@ export class Registry {
   async #saveClient(metadata: ClientMetadata) {
     await this.#store.set(keys.client(metadata.client_id), JSON.stringify(metadata));
     await this.#store.setAdd(keys.clients, metadata.client_id);
+    await this.#changed();
   }
 
   async listClients(): Promise<ClientMetadata[]> {
@@ -130,6 +181,7 @@ export class Registry {
     if (client.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(client.resource_server)}: use "latchkey resource delete"`);
     await this.#store.del(keys.client(clientId));
     await this.#store.setRemove(keys.clients, clientId);
+    await this.#changed();
   }
 
   async rotateSecret(clientId: string): Promise<string> {
@@ -138,19 +190,22 @@ export class Registry {
     if (client.token_endpoint_auth_method === 'none') throw new RegistryError(`client ${clientId} is public and has no secret`);
     const secret = newSecret();
     await this.#store.set(keys.client(clientId), JSON.stringify({ ...client, client_secret: secretDigest(secret) }));
+    await this.#changed();
     return secret;
   }
 
   // ---- resource servers ----
 
   async findResource(uri: string): Promise<ResourceServer | undefined> {
-    const raw = await this.#store.get(keys.resource(uri));
-    return raw ? (JSON.parse(raw) as ResourceServer) : undefined;
+    return this.#cached(`resource:${uri}`, async () => {
+      const raw = await this.#store.get(keys.resource(uri));
+      return raw ? (JSON.parse(raw) as ResourceServer) : undefined;
+    });
   }
 
   /** The API that owns a scope, if any. */
   async resourceForScope(scope: string): Promise<string | undefined> {
-    return (await this.#store.get(keys.scopeOwner(scope))) ?? undefined;
+    return this.#cached(`scope:${scope}`, async () => (await this.#store.get(keys.scopeOwner(scope))) ?? undefined);
   }
 
   async createResource(input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number }) {
@@ -217,5 +272,6 @@ export class Registry {
     await this.#store.del(keys.resource(uri), keys.client(resource.clientId), ...resource.scopes.map((s) => keys.scopeOwner(s)));
     await this.#store.setRemove(keys.resources, uri);
     await this.#store.setRemove(keys.clients, resource.clientId);
+    await this.#changed();
   }
 }

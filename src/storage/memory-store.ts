@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { ConsumeResult, Store, StoredModel } from './store.ts';
 
 type Value = string | Set<string> | { p: string; c?: number };
@@ -132,6 +133,17 @@ export class MemoryStore implements Store {
       index!.delete(key);
     }
     if (index?.size === 0) this.#data.delete(indexKey);
+  }
+
+  readonly #channels = new EventEmitter();
+
+  async publish(channel: string, message: string) {
+    this.#channels.emit(channel, message);
+  }
+
+  async subscribe(channel: string, onMessage: (message: string) => void, _onReset: () => void) {
+    this.#channels.on(channel, onMessage);
+    return async () => void this.#channels.off(channel, onMessage);
   }
 
   async ping() {}

@@ -277,6 +277,31 @@ export class RedisStore implements Store {
     return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
   }
 
+  publish(channel: string, message: string) {
+    return this.#call(async () => void (await this.client.publish(channel, message)));
+  }
+
+  /** A connection of its own (a subscribed connection can do nothing else); ioredis resubscribes after a reconnect. */
+  async subscribe(channel: string, onMessage: (message: string) => void, onReset: () => void) {
+    // Queue the SUBSCRIBE until connected (the command connection fails fast instead).
+    const subscriber: Client =
+      this.client instanceof Cluster ? this.client.duplicate(undefined, { enableOfflineQueue: true }) : this.client.duplicate({ enableOfflineQueue: true });
+    subscriber.on('error', () => {});
+    let connectedBefore = false;
+    subscriber.on('ready', () => {
+      // Messages published while we were away are lost: whatever was cached may be stale.
+      if (connectedBefore) onReset();
+      connectedBefore = true;
+    });
+    subscriber.on('message', (ch: string, message: string) => {
+      if (ch === channel) onMessage(message);
+    });
+    await this.#call(() => subscriber.subscribe(channel));
+    return async () => {
+      await subscriber.quit().catch(() => subscriber.disconnect());
+    };
+  }
+
   ping() {
     return this.#call(async () => void (await this.client.ping()));
   }

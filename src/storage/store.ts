@@ -55,6 +55,14 @@ export interface Store {
    */
   onAvailabilityChange?(listener: (available: boolean, reason?: string) => void): void;
 
+  /** Tells every process on this store that something changed (e.g. a client), so caches drop it. */
+  publish(channel: string, message: string): Promise<void>;
+  /**
+   * Listens to a channel. `onReset` is called when messages may have been missed (the subscription
+   * connection was lost and is back), so a cache can drop everything. Returns a function that stops.
+   */
+  subscribe(channel: string, onMessage: (message: string) => void, onReset: () => void): Promise<() => Promise<void>>;
+
   /** Resolves when the store answers within its deadline; rejects with StorageUnavailable otherwise. */
   ping(): Promise<void>;
   close(): Promise<void>;

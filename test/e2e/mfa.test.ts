@@ -8,6 +8,7 @@ import { ACR_MFA } from '../../src/interactions/mfa-policy.ts';
 import { MESSAGES } from '../../src/interactions/routes.ts';
 import { currentStep, fillCode, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
+import { HandledSecrets } from '../helpers/secrets.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { keyFromPage, nextTotpCode, totpClock, wrongTotpCode } from '../helpers/totp.ts';
 
@@ -31,6 +32,8 @@ describe('second factor in a browser, with openid-client', () => {
   let fakeApp: Awaited<ReturnType<typeof startFakeApp>>;
   let secret: string;
   let recoveryCodes: string[];
+  /** Every secret handled here; the last test checks that none reached the server's log. */
+  const secrets = new HandledSecrets();
 
   before(async () => {
     redis = await startRedis();
@@ -42,6 +45,8 @@ describe('second factor in a browser, with openid-client', () => {
       async () => {},
     );
     await server.app.accounts.create({ email: EMAIL, password: PASSWORD });
+    secrets.add('password', PASSWORD);
+    secrets.add('client_secret', client.secret);
     rp = await oc.discovery(new URL(server.issuer), client.clientId, undefined, oc.ClientSecretBasic(client.secret!), { execute: [oc.allowInsecureRequests] });
     browser = await launchBrowser();
   });
@@ -56,9 +61,11 @@ describe('second factor in a browser, with openid-client', () => {
   /** A fresh browser session at the authorization endpoint; `finish` exchanges the callback's code. */
   async function start() {
     const context = await newContext(browser);
+    secrets.watch(context);
     const problems = watchProblems(context);
     const page = await context.newPage();
     const verifier = oc.randomPKCECodeVerifier();
+    secrets.add('code_verifier', verifier);
     const state = oc.randomState();
     const nonce = oc.randomNonce();
     const url = oc.buildAuthorizationUrl(rp, {
@@ -73,6 +80,8 @@ describe('second factor in a browser, with openid-client', () => {
     const finish = async () => {
       assert.equal(await currentStep(page, redirectUri), 'callback', `at the app: ${page.url()}`);
       const tokens = await oc.authorizationCodeGrant(rp, new URL(page.url()), { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce, idTokenExpected: true });
+      secrets.add('access_token', tokens.access_token);
+      secrets.add('id_token', tokens.id_token);
       return tokens.claims()!;
     };
     return { context, page, problems, finish };
@@ -165,6 +174,7 @@ describe('second factor in a browser, with openid-client', () => {
 
   test('the account page: sign in from it, see the factor and the recovery codes left', async () => {
     const context = await newContext(browser);
+    secrets.watch(context);
     const problems = watchProblems(context);
     const page = await context.newPage();
     try {
@@ -218,5 +228,18 @@ describe('second factor in a browser, with openid-client', () => {
     } finally {
       await context.close();
     }
+  });
+
+  // Last: everything above has been logged by now.
+  test('no log line holds a secret the test handled: password, TOTP key and codes, recovery codes, tokens, cookies', async () => {
+    secrets.add('TOTP secret', secret);
+    recoveryCodes.forEach((code, i) => secrets.add(`recovery code ${i}`, code));
+    await secrets.settle();
+    const kinds = secrets.kinds();
+    for (const kind of ['password', 'client_secret', 'access_token', 'id_token', 'code_verifier', 'TOTP key shown', 'recovery code shown', 'form field password', 'form field code', 'form field _csrf', 'authorization code in a URL', 'cookie _session', 'cookie _interaction']) {
+      assert.ok(kinds.has(kind), `collected a ${kind}: ${[...kinds].join(', ')}`);
+    }
+    assert.ok(server.logs.some((l) => l.event === 'lockout_started'), 'the flows were logged');
+    assert.deepEqual(await secrets.leaks(server.logs), []);
   });
 });

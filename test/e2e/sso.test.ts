@@ -5,7 +5,9 @@ import * as oc from 'openid-client';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { authorize, startFakeApp, type AuthorizeOptions, fillLogin, launchBrowser, newContext, passSecondFactor, submit, watchProblems } from '../helpers/browser.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
+import { HandledSecrets } from '../helpers/secrets.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
+import { totpSecrets } from '../helpers/totp.ts';
 
 /**
  * Single sign-on end to end: a real Chromium is the person, openid-client v6 is the third-party app,
@@ -30,6 +32,15 @@ describe('single sign-on with a browser and openid-client', () => {
   let loggedOutUri: string;
   let sub: string;
   let fakeApp: Awaited<ReturnType<typeof startFakeApp>>;
+  /** Every secret handled here; the last test checks that none reached the server's log. */
+  const secrets = new HandledSecrets();
+
+  /** What the app holds after a token response. */
+  function rememberTokens(tokens: { access_token: string; refresh_token?: string; id_token?: string }) {
+    secrets.add('access_token', tokens.access_token);
+    secrets.add('refresh_token', tokens.refresh_token);
+    secrets.add('id_token', tokens.id_token);
+  }
 
   /** One authorization through the browser, then the code exchange by the app. */
   async function signIn(scope: string, extra: Record<string, string> = {}, hooks: Pick<AuthorizeOptions, 'onLogin' | 'onConsent'> = {}) {
@@ -45,8 +56,11 @@ describe('single sign-on with a browser and openid-client', () => {
       nonce,
       ...extra,
     });
+    secrets.add('code_verifier', verifier);
     const callback = await authorize(page, url, { redirectUri, email: EMAIL, password: PASSWORD, ...hooks });
-    return oc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce, idTokenExpected: true });
+    const tokens = await oc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce, idTokenExpected: true });
+    rememberTokens(tokens);
+    return tokens;
   }
 
   const introspect = (config: oc.Configuration, token: string) => oc.tokenIntrospection(config, token);
@@ -71,6 +85,9 @@ describe('single sign-on with a browser and openid-client', () => {
       async () => {},
     );
     sub = (await accounts.create({ email: EMAIL, name: NAME, password: PASSWORD })).id;
+    secrets.add('password', PASSWORD);
+    secrets.add('client_secret', client.secret);
+    secrets.add('API client_secret', api.secret);
 
     rp = await oc.discovery(new URL(server.issuer), client.clientId, undefined, oc.ClientSecretBasic(client.secret!), {
       execute: [oc.allowInsecureRequests],
@@ -80,6 +97,7 @@ describe('single sign-on with a browser and openid-client', () => {
 
     browser = await launchBrowser();
     context = await newContext(browser);
+    secrets.watch(context);
     problems = watchProblems(context);
     page = await context.newPage();
   });
@@ -164,6 +182,7 @@ describe('single sign-on with a browser and openid-client', () => {
 
   test('refresh rotates the refresh token; reusing the old one kills the whole grant', async () => {
     const refreshed = await oc.refreshTokenGrant(rp, refreshToken);
+    rememberTokens(refreshed);
     assert.ok(refreshed.refresh_token);
     assert.notEqual(refreshed.refresh_token, refreshToken);
     assert.equal(refreshed.claims()?.sub, sub);
@@ -231,6 +250,7 @@ describe('single sign-on with a browser and openid-client', () => {
 
   test('a wrong password is shown on the page, without console errors or CSP violations', async () => {
     const fresh = await newContext(browser);
+    secrets.watch(fresh);
     const seen = watchProblems(fresh);
     const p = await fresh.newPage();
     try {
@@ -263,5 +283,18 @@ describe('single sign-on with a browser and openid-client', () => {
     } finally {
       await fresh.close();
     }
+  });
+
+  // Last: everything above has been logged by now.
+  test('no log line holds a secret the test handled: passwords, client secrets, tokens, codes, TOTP key and codes, cookies', async () => {
+    secrets.add('TOTP secret', totpSecrets.get(EMAIL.toLowerCase()));
+    await secrets.settle(context);
+    assert.ok(secrets.size >= 30, `collected ${secrets.size} secrets`);
+    const kinds = secrets.kinds();
+    for (const kind of ['password', 'client_secret', 'access_token', 'refresh_token', 'id_token', 'code_verifier', 'TOTP key shown', 'recovery code shown', 'form field password', 'form field code', 'form field _csrf', 'authorization code in a URL', 'cookie _session', 'cookie _interaction']) {
+      assert.ok(kinds.has(kind), `collected a ${kind}: ${[...kinds].join(', ')}`);
+    }
+    assert.ok(server.logs.length >= 50, `the flows were logged (${server.logs.length} lines)`);
+    assert.deepEqual(await secrets.leaks(server.logs), []);
   });
 });

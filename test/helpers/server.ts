@@ -74,6 +74,7 @@ export async function startServer(options: { redisUrl?: string; store?: Store; e
         s.closeAllConnections();
         await new Promise((r) => s.close(r));
       }
+      await app.close();
       if (!options.store) await store.close();
     },
   };

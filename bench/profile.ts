@@ -1,0 +1,70 @@
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { freePort, startRedis } from '../test/helpers/redis.ts';
+import { clientCredentialsToken, introspectionRequest, registerLatchkey, tokenRequest, type Server } from './flows.ts';
+import { cannon, startProc } from './lib.ts';
+
+/**
+ * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
+ * with autocannon, and prints the functions with the most self time (and the files they are in).
+ *   node bench/profile.ts [--scenario token|introspection] [--seconds 10] [--top 30]
+ */
+const { values } = parseArgs({
+  options: { scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, top: { type: 'string', default: '30' } },
+});
+const dir = '/tmp/latchkey-profile';
+rmSync(dir, { recursive: true, force: true });
+
+const redis = await startRedis({ ownServer: true });
+const reg = await registerLatchkey(redis.url, { users: 0 });
+const port = await freePort();
+const proc = await startProc(
+  'latchkey',
+  'src/main.ts',
+  port,
+  {
+    NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}`,
+    REDIS_URL: redis.url,
+    NODE_ENV: 'production',
+    ISSUER: `http://localhost:${port}`,
+    SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
+    LOG_LEVEL: 'info',
+  },
+  '/healthz',
+);
+const server = { ...reg, url: proc.url, users: [] } as unknown as Server;
+const request = values.scenario === 'introspection' ? introspectionRequest(server, await Promise.all(Array.from({ length: 200 }, () => clientCredentialsToken(server)))) : tokenRequest(server);
+const admin = new Redis(redis.url);
+await admin.config('RESETSTAT');
+const load = await cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
+const stats = await admin.info('commandstats');
+admin.disconnect();
+await proc.stop();
+await redis.dispose();
+
+console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s`);
+console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / load.count).toFixed(2)}/req)`).join('\n'));
+
+interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }
+const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))!;
+const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };
+const self = new Map<number, number>();
+profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+const byFunction = new Map<string, number>();
+const byFile = new Map<string, number>();
+let total = 0;
+for (const node of profile.nodes) {
+  const t = self.get(node.id) ?? 0;
+  total += t;
+  const where = node.callFrame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/src\//, 'src/') || '(native)';
+  const name = `${node.callFrame.functionName || '(anonymous)'} ${where}:${node.callFrame.lineNumber + 1}`;
+  byFunction.set(name, (byFunction.get(name) ?? 0) + t);
+  const pkg = where.startsWith('src/') ? where : where.split('/')[0]!.startsWith('@') ? where.split('/').slice(0, 2).join('/') : where.split('/')[0]!;
+  byFile.set(pkg, (byFile.get(pkg) ?? 0) + t);
+}
+const top = (m: Map<string, number>, n: number) =>
+  [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, t]) => `  ${((100 * t) / total).toFixed(1).padStart(5)}%  ${(t / load.count).toFixed(1).padStart(6)} µs/req  ${k}`).join('\n');
+console.log(`\nself time by package or source file (of ${(total / 1e6).toFixed(1)} s sampled):\n${top(byFile, 20)}`);
+console.log(`\nself time by function:\n${top(byFunction, Number(values.top))}`);

@@ -1,0 +1,67 @@
+import type { Logger } from './logger.ts';
+
+/**
+ * Audit events: log lines with a stable `event` field that operators alert and search on. The names
+ * below are a contract (README "Audit events" lists the same ones, checked by test/readme.test.ts);
+ * add one here and there together, never rename one.
+ *
+ * Fields name accounts and clients by id, never by secret: no password, code, token value or token id
+ * (`jti`), no cookie. The logger's redaction is the second line of defence, not the first.
+ */
+export const AUDIT_EVENTS = [
+  'signin_succeeded',
+  'signin_failed',
+  'second_factor_succeeded',
+  'second_factor_failed',
+  'second_factor_enrolled',
+  'second_factor_removed',
+  'recovery_codes_regenerated',
+  'password_changed',
+  'sessions_revoked',
+  'lockout_started',
+  'lockout_ended',
+  'consent_granted',
+  'token_issued',
+  'token_revoked',
+  'refresh_token_reuse_detected',
+  'client_authentication_failed',
+  'client_created',
+  'client_deleted',
+  'client_secret_rotated',
+  'resource_created',
+  'resource_deleted',
+  'user_created',
+  'user_disabled',
+  'user_enabled',
+  'user_deleted',
+  'user_unlocked',
+  'signing_keys_rotated',
+  'storage_unavailable',
+  'storage_recovered',
+  'process_crashed',
+] as const;
+
+export type AuditEvent = (typeof AUDIT_EVENTS)[number];
+
+/** Where a change was made, when more than one place can make it. */
+export type AuditSource = 'signin' | 'account_page' | 'cli';
+
+type Level = 'info' | 'warn' | 'error' | 'fatal';
+
+/** Everything else is `info`: these are what an operator alerts on. */
+const LEVELS: Partial<Record<AuditEvent, Level>> = {
+  lockout_started: 'warn',
+  refresh_token_reuse_detected: 'warn',
+  client_authentication_failed: 'warn',
+  storage_unavailable: 'error',
+  process_crashed: 'fatal',
+};
+
+export function auditLevel(event: AuditEvent): Level {
+  return LEVELS[event] ?? 'info';
+}
+
+/** One log line for one audit event; `msg` is for people, `event` for machines. */
+export function audit(logger: Logger, event: AuditEvent, fields: Record<string, unknown> = {}, msg: string = event): void {
+  logger[auditLevel(event)]({ event, ...fields }, msg);
+}
