@@ -8,7 +8,7 @@ import { accountRoutes } from './interactions/account-page.ts';
 import type { Config } from './config.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { audit } from './observability/audit.ts';
-import type { Logger } from './observability/logger.ts';
+import { withoutRedaction, type Logger } from './observability/logger.ts';
 import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { watchProvider } from './observability/provider-events.ts';
 import { createProvider } from './oidc/provider.ts';
@@ -110,6 +110,8 @@ function watchStorageAvailability(store: Store, logger: Logger) {
  * request metrics, and errors of our own routes turned into clear answers.
  */
 function requestContext(logger: Logger, views: Views, metrics: Metrics): Middleware {
+  // The request line holds fixed fields only (never a query string, body or header).
+  const requestLog = withoutRedaction(logger);
   return async (ctx, next) => {
     const requestId = randomUUID();
     ctx.state.requestId = requestId;
@@ -129,7 +131,7 @@ function requestContext(logger: Logger, views: Views, metrics: Metrics): Middlew
     const ms = performance.now() - started;
     const route = routeOf(ctx);
     metrics.observeRequest(ctx, route, ms / 1000);
-    logger.info({ requestId, method: ctx.method, route, status: ctx.status, durationMs: Math.round(ms * 10) / 10 }, 'request');
+    requestLog.info({ requestId, method: ctx.method, route, status: ctx.status, durationMs: Math.round(ms * 10) / 10 }, 'request');
   };
 }
 

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import Provider from 'oidc-provider';
 import { StorageUnavailable } from '../storage/store.ts';
 import { audit } from './audit.ts';
-import type { Logger } from './logger.ts';
+import { withoutRedaction, type Logger } from './logger.ts';
 import { oidcRouteOf, routeOf, type Metrics } from './metrics.ts';
 
 /**
@@ -70,7 +70,7 @@ export function watchProvider(provider: Provider, logger: Logger, metrics: Metri
   provider.on('grant.success', (ctx: Context) => {
     const { grantType, tokens } = metrics.tokenGranted(ctx);
     const body = ctx.body as { scope?: unknown } | undefined;
-    audit(logger, 'token_issued', {
+    audit(withoutRedaction(logger), 'token_issued', {
       requestId: ctx.state?.requestId,
       clientId: clientIdOf(ctx),
       accountId: ctx.oidc?.entities?.Grant?.accountId,

@@ -5,7 +5,8 @@ import { createHash } from 'node:crypto';
  * value (token, code, session cookie) never appears in a key name, only a digest of it.
  */
 // 96 bits: the tag alone names a grant (its index key), so two live grants must never share one.
-const TAG_LENGTH = 16;
+export const GRANT_TAG_LENGTH = 16;
+const TAG_LENGTH = GRANT_TAG_LENGTH;
 
 export function digest(value: string): string {
   return createHash('sha256').update(value).digest('base64url').slice(0, 27);

@@ -1,5 +1,5 @@
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
-import { GRANT_BOUND_MODELS, grantIndexForTag, keys, tagFor } from './keys.ts';
+import { GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, tagFor } from './keys.ts';
 import type { Store } from './store.ts';
 
 /** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
@@ -36,6 +36,18 @@ export async function revokeAccountSessions(store: Store, accountId: string): Pr
   return { sessions: deleted, grants: grants.length };
 }
 
+/** oidc-provider's opaque ids: 256 random bits (its default `bitsOfOpaqueRandomness`) in base64url. */
+const OPAQUE_ID_LENGTH = 43;
+
+/** Tokens issued within a grant carry its tag in front (oidc/token-ids.ts); client-credentials ids do not. */
+const ISSUED_IN_GRANT = new Set(['AccessToken', 'RefreshToken', 'AuthorizationCode']);
+
+function idFitsModel(model: string, id: string): boolean {
+  if (ISSUED_IN_GRANT.has(model)) return id.length === GRANT_TAG_LENGTH + OPAQUE_ID_LENGTH;
+  if (model === 'ClientCredentials') return id.length === OPAQUE_ID_LENGTH;
+  return true;
+}
+
 /**
  * The oidc-provider adapter over a Store. Notes:
  * - Bearer values are only ever digested into key names; opaque token payloads are stored without
@@ -62,19 +74,24 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
       const grantId = this.name === 'Grant' ? id : payload.grantId;
       const index = this.#grantBound && grantId ? keys.grantIndex(grantId) : undefined;
       const { jti: _jti, ...rest } = payload;
-      await store.putModel(key, JSON.stringify(this.#keepsJti ? payload : rest), ttl, index);
-      if (this.name === 'Session' && payload.uid) await store.set(keys.sessionUid(payload.uid), id, { ttl });
+      // Independent writes, sent together (one round trip with auto-pipelining).
+      const writes: Promise<unknown>[] = [store.putModel(key, JSON.stringify(this.#keepsJti ? payload : rest), ttl, index)];
+      if (this.name === 'Session' && payload.uid) writes.push(store.set(keys.sessionUid(payload.uid), id, { ttl }));
       // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
       // that `latchkey user revoke-sessions` finds every session and grant of a person.
       if (typeof payload.accountId === 'string') {
-        if (this.name === 'Session') await store.indexAdd(keys.accountSessions(payload.accountId), key, ttl);
-        else if (this.name === 'Grant') await store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl);
+        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl));
+        else if (this.name === 'Grant') writes.push(store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl));
       }
-      if (payload.userCode) await store.set(keys.userCode(payload.userCode), id, { ttl });
+      if (payload.userCode) writes.push(store.set(keys.userCode(payload.userCode), id, { ttl }));
+      await Promise.all(writes);
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (this.name === 'Client') return clients.find(id);
+      // oidc-provider looks a presented token up as each kind in turn (introspection, revocation,
+      // userinfo); an id of the wrong shape for this model cannot be stored under it: skip the round trip.
+      if (!idFitsModel(this.name, id)) return undefined;
       const stored = await store.getModel(keys.model(this.name, id));
       if (!stored) return undefined;
       const payload = JSON.parse(stored.payload) as AdapterPayload;

@@ -111,7 +111,9 @@ export function connectCluster(nodes: HostPort[], timeoutMs: number, password?: 
   const { enableOfflineQueue: _queue, retryStrategy, enableAutoPipelining: _pipelining, ...perNode } = redisOptions(timeoutMs);
   return new Cluster(nodes, {
     enableOfflineQueue: false,
-    enableAutoPipelining: true,
+    // Off: ioredis groups auto-pipelined commands by the node of their first key, and mis-groups our
+    // scripts (their first argument is the key count), failing concurrent writes to different slots.
+    enableAutoPipelining: false,
     clusterRetryStrategy: (attempt) => retryStrategy?.(attempt) ?? 1000,
     slotsRefreshTimeout: Math.max(timeoutMs, 1000),
     redisOptions: { ...perNode, ...(password ? { password } : {}) },

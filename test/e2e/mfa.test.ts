@@ -6,7 +6,7 @@ import type { Browser, Page } from 'playwright-core';
 import { totpCodeAt } from '../../src/accounts/totp.ts';
 import { ACR_MFA } from '../../src/interactions/mfa-policy.ts';
 import { MESSAGES } from '../../src/interactions/routes.ts';
-import { currentStep, fillCode, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
+import { SCREENSHOTS, currentStep, fillCode, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { HandledSecrets } from '../helpers/secrets.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
@@ -19,7 +19,6 @@ import { keyFromPage, nextTotpCode, totpClock, wrongTotpCode } from '../helpers/
  * that works once, `amr` and `acr` in the ID token, the lockout after repeated wrong passwords (which
  * then refuses the right one), and the same answer for an account that does not exist.
  */
-const SCREENSHOTS = new URL('../../docs/screenshots/', import.meta.url);
 const EMAIL = 'grace@example.com';
 const PASSWORD = 'correct horse battery staple';
 

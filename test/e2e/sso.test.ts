@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import * as oc from 'openid-client';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { authorize, startFakeApp, type AuthorizeOptions, fillLogin, launchBrowser, newContext, passSecondFactor, submit, watchProblems } from '../helpers/browser.ts';
+import { SCREENSHOTS, authorize, startFakeApp, type AuthorizeOptions, fillLogin, launchBrowser, newContext, passSecondFactor, submit, watchProblems } from '../helpers/browser.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { HandledSecrets } from '../helpers/secrets.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
@@ -13,7 +13,6 @@ import { totpSecrets } from '../helpers/totp.ts';
  * Single sign-on end to end: a real Chromium is the person, openid-client v6 is the third-party app,
  * against Latchkey on a real Redis. The tests run in order and share one browser session.
  */
-const SCREENSHOTS = new URL('../../docs/screenshots/', import.meta.url);
 const API = 'https://notes-api.example.com';
 const EMAIL = 'ada@example.com';
 const NAME = 'Ada Lovelace';
