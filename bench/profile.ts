@@ -28,6 +28,7 @@ const proc = await startProc(
     NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}`,
     REDIS_URL: redis.url,
     NODE_ENV: 'production',
+    WORKERS: '1',
     ISSUER: `http://localhost:${port}`,
     SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
     LOG_LEVEL: 'info',

@@ -67,9 +67,10 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   provider.use(interactionRoutes(signIn).routes());
   provider.use((await accountRoutes({ ...signIn, registry, issuer: config.ISSUER })).routes());
 
-  // The first-run demo app (/demo) and its account: development only, never in production or tests.
+  // The first-run demo app (/demo) and its account: development only, never in production or tests,
+  // and one process only (several workers would race to create it).
   let demo: DemoSetup | undefined;
-  if (config.NODE_ENV === 'development') {
+  if (config.NODE_ENV === 'development' && config.WORKERS === 1) {
     demo = await ensureDemo({ store, registry, accounts, issuer: config.ISSUER });
     provider.use(demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes());
   }

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { parseSecretsKey } from './security/secret-box.ts';
 
@@ -17,6 +18,7 @@ export const configDocs: Record<string, string> = {
   REDIS_URL: 'Redis to keep everything in (`redis://…` or `rediss://…`). Unset: the embedded in-memory store (development only).',
   LOG_LEVEL: 'pino level: `fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`.',
   LOG_FORMAT: '`json` (one JSON object per line on stdout) or `pretty` (for people; needs the dev dependency `pino-pretty`). Unset: `pretty` in development on a terminal, `json` otherwise.',
+  WORKERS: 'Processes serving requests (node:cluster), all on one port and one Redis. Unset: the number of CPUs in production, 1 otherwise.',
   METRICS_PORT: 'A separate port for `/metrics`, `/healthz` and `/readyz` (then not served on `PORT`). Unset: served on `PORT`.',
   TRUST_PROXY: '`true` when behind a TLS-terminating proxy that sets `X-Forwarded-*` (then cookies are `Secure`).',
   REDIS_TIMEOUT_MS: 'Deadline for one Redis command; past it the request fails with 503.',
@@ -75,12 +77,17 @@ const schema = z
       .refine((s) => parseSecretsKey(s) !== undefined, 'must be 32 bytes written as base64 or hex (e.g. `openssl rand -base64 32`)')
       .optional(),
     MFA_POLICY: z.enum(['required', 'optional']).default('required'),
+    WORKERS: z.coerce.number().int().min(1).max(256).optional(),
   })
   .transform((env) => ({
     ...env,
     ISSUER: (env.ISSUER ?? `http://localhost:${env.PORT}`).replace(/\/+$/, ''),
+    WORKERS: env.WORKERS ?? (env.NODE_ENV === 'production' ? availableParallelism() : 1),
   }))
   .superRefine((env, ctx) => {
+    if (env.NODE_ENV !== 'production' && env.WORKERS > 1 && !env.REDIS_URL && !env.REDIS_CLUSTER_NODES && !env.REDIS_SENTINELS) {
+      ctx.addIssue({ code: 'custom', path: ['WORKERS'], message: 'more than 1 needs Redis: the embedded store lives inside one process' });
+    }
     if (env.METRICS_PORT !== undefined && env.METRICS_PORT === env.PORT) {
       ctx.addIssue({ code: 'custom', path: ['METRICS_PORT'], message: 'must differ from PORT (unset it to serve metrics on PORT)' });
     }

@@ -1,11 +1,13 @@
-import type { Server } from 'node:http';
-import { createApp } from './app.ts';
+import cluster from 'node:cluster';
 import { ConfigError, loadConfig, type Config } from './config.ts';
-import { audit } from './observability/audit.ts';
 import { chooseLogFormat, createLogger } from './observability/logger.ts';
-import { describeRedis, openStore } from './storage/open.ts';
-import type { Store } from './storage/store.ts';
+import { serve } from './serve.ts';
 
+/**
+ * Process entry: configuration, then either one serving process (WORKERS=1) or a node:cluster
+ * primary that runs WORKERS serving processes on one port, restarts one that dies, and passes
+ * SIGTERM on so that each drains its requests before the primary exits.
+ */
 let config: Config;
 try {
   config = loadConfig();
@@ -15,96 +17,32 @@ try {
   process.exit(1);
 }
 
-const logger = createLogger({ level: config.LOG_LEVEL, format: chooseLogFormat(config.LOG_FORMAT, config.NODE_ENV, process.stdout.isTTY) });
+if (config.WORKERS > 1 && cluster.isPrimary) supervise(config);
+else await serve(config);
 
-let store: Store;
-try {
-  store = await openStore(config);
-} catch (err) {
-  logger.fatal({ err: (err as Error).message }, `cannot reach ${describeRedis(config)}`);
-  process.exit(1);
-}
-if (store.kind === 'memory') {
-  logger.warn('REDIS_URL is not set: using the embedded in-memory store (development only; nothing survives a restart, and the CLI cannot reach it)');
-} else {
-  logger.info(`using ${describeRedis(config)}`);
-}
-
-const { app, opsApp, demo, close: closeApp } = await createApp({ config, store, logger });
-const server: Server = app.listen(config.PORT, config.HOST, () => {
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.PORT;
-  logger.info({ issuer: config.ISSUER, port }, `Latchkey is listening; discovery at ${config.ISSUER}/.well-known/openid-configuration`);
-  if (demo) printDemo(demo);
-});
-
-/**
- * Where to go on a first run (development only). Plain text on stderr, outside the JSON log: the demo
- * password must never reach a log line, and it is shown only when this start created the account.
- */
-function printDemo({ email, password }: { email: string; password?: string }) {
-  const lines = [
-    '',
-    `  Latchkey is running at ${config.ISSUER}`,
-    `  Try it: open ${config.ISSUER}/demo and sign in as ${email}`,
-    password
-      ? `  with the password ${password}  (shown only now; it is not in any log)`
-      : '  with the password printed when that account was created (reset it with: latchkey user set-password).',
-    '  The demo app and account exist in development only (NODE_ENV=production turns them off).',
-    '',
-  ];
-  process.stderr.write(`${lines.join('\n')}\n`);
-}
-server.keepAliveTimeout = 65_000;
-// While draining, answers tell keep-alive clients to go (a request that arrives on an open connection is still served).
-server.on('request', (_req, res) => {
-  if (stopping) res.setHeader('Connection', 'close');
-});
-
-// METRICS_PORT: /metrics, /healthz and /readyz on a port of their own (not exposed to the world).
-let opsServer: Server | undefined;
-if (config.METRICS_PORT !== undefined) {
-  const metricsPort = config.METRICS_PORT;
-  opsServer = opsApp.listen(metricsPort, config.HOST, () => {
-    logger.info({ port: metricsPort }, 'metrics and health endpoints are listening on METRICS_PORT');
-  });
-}
-
-let stopping = false;
-async function shutdown(signal: string) {
-  if (stopping) return;
-  stopping = true;
-  logger.info({ signal }, 'shutting down: draining requests');
-  const deadline = setTimeout(() => {
-    logger.warn('requests did not finish in 10 s; closing anyway');
-    server.closeAllConnections();
-  }, 10_000).unref();
-  opsServer?.close();
-  opsServer?.closeAllConnections();
-  // server.close() waits for every connection to end, but Node leaves a keep-alive connection open after
-  // its last answer: close connections as soon as they fall idle.
-  const closeIdle = setInterval(() => server.closeIdleConnections(), 100).unref();
-  server.close(async () => {
-    clearTimeout(deadline);
-    clearInterval(closeIdle);
-    try {
-      await closeApp();
-      await store.close();
-    } catch (err) {
-      logger.warn({ err: (err as Error).message }, 'closing the storage connection failed');
+function supervise({ WORKERS, LOG_LEVEL, LOG_FORMAT, NODE_ENV }: Config) {
+  const logger = createLogger({ level: LOG_LEVEL, format: chooseLogFormat(LOG_FORMAT, NODE_ENV, process.stdout.isTTY) });
+  let stopping = false;
+  const start = () => cluster.fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) {
+        logger.info('all workers stopped');
+        process.exit(0);
+      }
+      return;
     }
-    logger.info('stopped');
-    process.exit(0);
+    logger.error({ worker: worker.id, code, signal }, 'a worker died: starting another');
+    setTimeout(start, 500).unref();
   });
-  server.closeIdleConnections();
-}
-process.on('SIGTERM', () => void shutdown('SIGTERM'));
-process.on('SIGINT', () => void shutdown('SIGINT'));
-// A failure outside any request (a timer, an event handler): logged as one JSON line with its stack, then
-// exit 1 as Node would anyway, so the supervisor restarts a process in a known state.
-for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
-  process.on(event, (err: unknown) => {
-    audit(logger, 'process_crashed', { err }, `${event}: exiting`);
-    process.exit(1);
-  });
+  for (let i = 0; i < WORKERS; i += 1) start();
+  logger.info({ workers: WORKERS }, `started ${WORKERS} workers`);
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: asking every worker to drain');
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }

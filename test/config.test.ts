@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -28,7 +29,17 @@ describe('loadConfig', () => {
       TRUST_PROXY: false,
       REDIS_TIMEOUT_MS: 1000,
       MFA_POLICY: 'required',
+      WORKERS: 1,
     });
+  });
+
+  test('WORKERS: every CPU in production, one process otherwise; several need Redis', () => {
+    const production = { NODE_ENV: 'production', REDIS_URL: 'redis://r:6379', ISSUER: 'https://id.example.com', SECRETS_KEY: Buffer.alloc(32).toString('base64') };
+    assert.equal(loadConfig(production).WORKERS, availableParallelism());
+    assert.equal(loadConfig({ ...production, WORKERS: '3' }).WORKERS, 3);
+    assert.equal(loadConfig({ WORKERS: '2', REDIS_URL: 'redis://r:6379' }).WORKERS, 2);
+    assert.throws(() => loadConfig({ WORKERS: '2' }), /WORKERS: more than 1 needs Redis/);
+    assert.throws(() => loadConfig({ WORKERS: '0' }), /WORKERS/);
   });
 
   test('reads every variable', () => {

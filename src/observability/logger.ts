@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import pino, { type DestinationStream, type Logger } from 'pino';
 
 /** Names of fields that may hold a secret. */
@@ -70,7 +71,8 @@ export function createLogger(options: { level: string; format?: LogFormat; prett
   if (missingPretty) pretty = false;
   const settings = {
     level: options.level,
-    base: { service: 'latchkey' },
+    // Under WORKERS > 1, which worker wrote the line.
+    base: { service: 'latchkey', ...(cluster.isWorker ? { worker: cluster.worker!.id } : {}) },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
   };
   const logger = pretty

@@ -1,0 +1,107 @@
+import type { Server } from 'node:http';
+import { createApp } from './app.ts';
+import type { Config } from './config.ts';
+import { audit } from './observability/audit.ts';
+import { chooseLogFormat, createLogger } from './observability/logger.ts';
+import { describeRedis, openStore } from './storage/open.ts';
+import type { Store } from './storage/store.ts';
+
+/**
+ * One serving process: storage, the app, the listener and its graceful shutdown. `main.ts` runs it
+ * directly, or in each node:cluster worker when WORKERS > 1 (the workers share the port).
+ */
+export async function serve(config: Config): Promise<void> {
+  const logger = createLogger({ level: config.LOG_LEVEL, format: chooseLogFormat(config.LOG_FORMAT, config.NODE_ENV, process.stdout.isTTY) });
+
+  let store: Store;
+  try {
+    store = await openStore(config);
+  } catch (err) {
+    logger.fatal({ err: (err as Error).message }, `cannot reach ${describeRedis(config)}`);
+    process.exit(1);
+  }
+  if (store.kind === 'memory') {
+    logger.warn('REDIS_URL is not set: using the embedded in-memory store (development only; nothing survives a restart, and the CLI cannot reach it)');
+  } else {
+    logger.info(`using ${describeRedis(config)}`);
+  }
+
+  const { app, opsApp, demo, close: closeApp } = await createApp({ config, store, logger });
+  const server: Server = app.listen(config.PORT, config.HOST, () => {
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : config.PORT;
+    logger.info({ issuer: config.ISSUER, port }, `Latchkey is listening; discovery at ${config.ISSUER}/.well-known/openid-configuration`);
+    if (demo) printDemo(demo);
+  });
+
+  /**
+   * Where to go on a first run (development only). Plain text on stderr, outside the JSON log: the demo
+   * password must never reach a log line, and it is shown only when this start created the account.
+   */
+  function printDemo({ email, password }: { email: string; password?: string }) {
+    const lines = [
+      '',
+      `  Latchkey is running at ${config.ISSUER}`,
+      `  Try it: open ${config.ISSUER}/demo and sign in as ${email}`,
+      password
+        ? `  with the password ${password}  (shown only now; it is not in any log)`
+        : '  with the password printed when that account was created (reset it with: latchkey user set-password).',
+      '  The demo app and account exist in development only (NODE_ENV=production turns them off).',
+      '',
+    ];
+    process.stderr.write(`${lines.join('\n')}\n`);
+  }
+  server.keepAliveTimeout = 65_000;
+  // While draining, answers tell keep-alive clients to go (a request that arrives on an open connection is still served).
+  server.on('request', (_req, res) => {
+    if (stopping) res.setHeader('Connection', 'close');
+  });
+
+  // METRICS_PORT: /metrics, /healthz and /readyz on a port of their own (not exposed to the world).
+  let opsServer: Server | undefined;
+  if (config.METRICS_PORT !== undefined) {
+    const metricsPort = config.METRICS_PORT;
+    opsServer = opsApp.listen(metricsPort, config.HOST, () => {
+      logger.info({ port: metricsPort }, 'metrics and health endpoints are listening on METRICS_PORT');
+    });
+  }
+
+  let stopping = false;
+  async function shutdown(signal: string) {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: draining requests');
+    const deadline = setTimeout(() => {
+      logger.warn('requests did not finish in 10 s; closing anyway');
+      server.closeAllConnections();
+    }, 10_000).unref();
+    opsServer?.close();
+    opsServer?.closeAllConnections();
+    // server.close() waits for every connection to end, but Node leaves a keep-alive connection open after
+    // its last answer: close connections as soon as they fall idle.
+    const closeIdle = setInterval(() => server.closeIdleConnections(), 100).unref();
+    server.close(async () => {
+      clearTimeout(deadline);
+      clearInterval(closeIdle);
+      try {
+        await closeApp();
+        await store.close();
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, 'closing the storage connection failed');
+      }
+      logger.info('stopped');
+      process.exit(0);
+    });
+    server.closeIdleConnections();
+  }
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  // A failure outside any request (a timer, an event handler): logged as one JSON line with its stack, then
+  // exit 1 as Node would anyway, so the supervisor restarts a process in a known state.
+  for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+    process.on(event, (err: unknown) => {
+      audit(logger, 'process_crashed', { err }, `${event}: exiting`);
+      process.exit(1);
+    });
+  }
+}

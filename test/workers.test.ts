@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import { Registry } from '../src/oidc/registry.ts';
+import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
+import { endpoints } from './helpers/flow.ts';
+import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+
+/**
+ * WORKERS=2: a node:cluster primary runs two serving processes on one port and one Redis; tokens
+ * issued by one are valid at the other; SIGTERM drains both and the primary exits 0.
+ */
+let redis: TestRedis;
+before(async () => {
+  redis = await startRedis();
+});
+after(async () => {
+  await redis.dispose();
+});
+
+test('WORKERS=2 serves from two processes that share the port and the Redis, and stops cleanly', async () => {
+  const store = new RedisStore(connectRedis(redis.url, 2000));
+  await store.ready(5000);
+  const registry = new Registry(store);
+  const api = await registry.createResource({ uri: 'https://workers.example', scope: 'w:read' });
+  const job = await registry.createClient({ name: 'job', grants: ['client_credentials'], scope: 'w:read' }, async () => {});
+  await store.close();
+
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_') && k !== 'NODE_ENV') env[k] = v;
+  Object.assign(env, { PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'test', LOG_FORMAT: 'json', REDIS_URL: redis.url, WORKERS: '2' });
+  const child = spawn(process.execPath, ['src/main.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: { msg?: string; worker?: number }[] = [];
+  let buffered = '';
+  child.stdout!.on('data', (chunk) => {
+    const parts = (buffered + String(chunk)).split('\n');
+    buffered = parts.pop()!;
+    for (const line of parts) if (line.trim()) lines.push(JSON.parse(line));
+  });
+  child.stderr!.resume();
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    for (let i = 0; i < 200 && lines.filter((l) => /is listening/.test(l.msg ?? '')).length < 2; i += 1) await new Promise((r) => setTimeout(r, 50));
+    const listening = lines.filter((l) => /is listening/.test(l.msg ?? ''));
+    assert.equal(listening.length, 2, 'two workers listen');
+    assert.equal(new Set(listening.map((l) => l.worker)).size, 2, 'in two processes');
+
+    const ep = endpoints(`http://127.0.0.1:${port}`);
+    const issued = await Promise.all(Array.from({ length: 20 }, () => ep.token({ clientId: job.clientId, secret: job.secret! }, { grant_type: 'client_credentials', scope: 'w:read' })));
+    assert.deepEqual(new Set(issued.map((r) => r.status)), new Set([200]));
+    const checks = await Promise.all(issued.map((r) => ep.introspect({ clientId: api.resource.clientId, secret: api.secret }, String(r.body.access_token))));
+    assert.ok(checks.every((c) => c.body.active === true), 'every token is active at every worker');
+    const served = new Set(lines.filter((l) => l.msg === 'request').map((l) => l.worker));
+    assert.equal(served.size, 2, 'both workers answered requests');
+  } finally {
+    child.kill('SIGTERM');
+  }
+  assert.equal(await exited, 0);
+  assert.ok(lines.some((l) => l.msg === 'all workers stopped'));
+});
