@@ -60,12 +60,14 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
     readonly name: string;
     readonly #grantBound: boolean;
     readonly #keepsJti: boolean;
+    readonly #consumable: boolean;
 
     constructor(name: string) {
       this.name = name;
       this.#grantBound = GRANT_BOUND_MODELS.has(name) || name === 'Grant';
       // A session is also found by its uid, which does not tell its id, so its payload keeps it.
       this.#keepsJti = name === 'Session';
+      this.#consumable = CONSUMABLE.has(name);
     }
 
     async upsert(id: string, payload: AdapterPayload, expiresIn: number) {
@@ -73,9 +75,11 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
       const key = keys.model(this.name, id);
       const grantId = this.name === 'Grant' ? id : payload.grantId;
       const index = this.#grantBound && grantId ? keys.grantIndex(grantId) : undefined;
-      const { jti: _jti, ...rest } = payload;
+      // `kind` is the model's name, given back on read: stored once per model, not once per record.
+      const { jti: _jti, kind: _kind, ...rest } = payload;
+      const stored = this.#keepsJti ? { ...rest, jti: payload.jti } : rest;
       // Independent writes, sent together (one round trip with auto-pipelining).
-      const writes: Promise<unknown>[] = [store.putModel(key, JSON.stringify(this.#keepsJti ? payload : rest), ttl, index)];
+      const writes: Promise<unknown>[] = [store.putModel(key, JSON.stringify(stored), ttl, index, { consumable: this.#consumable })];
       if (this.name === 'Session' && payload.uid) writes.push(store.set(keys.sessionUid(payload.uid), id, { ttl }));
       // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
       // that `latchkey user revoke-sessions` finds every session and grant of a person.
@@ -92,9 +96,10 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
       // oidc-provider looks a presented token up as each kind in turn (introspection, revocation,
       // userinfo); an id of the wrong shape for this model cannot be stored under it: skip the round trip.
       if (!idFitsModel(this.name, id)) return undefined;
-      const stored = await store.getModel(keys.model(this.name, id));
+      const stored = await store.getModel(keys.model(this.name, id), { consumable: this.#consumable });
       if (!stored) return undefined;
       const payload = JSON.parse(stored.payload) as AdapterPayload;
+      payload.kind = this.name;
       if (!this.#keepsJti) payload.jti = id;
       if (stored.consumed !== undefined) payload.consumed = stored.consumed;
       return payload;

@@ -6,7 +6,7 @@ import { StorageUnavailable, type ConsumeResult, type Store, type StoredModel } 
 // `noeviction`; without them Redis checks only the first write, here a DEL, and lets it grow past maxmemory.
 const PUT_MODEL = `#!lua
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'p', ARGV[1])
+if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], 'p', ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if KEYS[2] then
   redis.call('SADD', KEYS[2], KEYS[1])
@@ -248,13 +248,18 @@ export class RedisStore implements Store {
     return this.#call(async () => (await this.#scripts.lkAdvanceCounter(key, value, ttl)) === 1);
   }
 
-  putModel(key: string, payload: string, ttl: number, indexKey?: string) {
+  putModel(key: string, payload: string, ttl: number, indexKey?: string, options: { consumable?: boolean } = {}) {
     const keys = indexKey ? [key, indexKey] : [key];
-    return this.#call(async () => void (await this.#scripts.lkPutModel(keys.length, ...keys, payload, ttl)));
+    const consumable = options.consumable === false ? '0' : '1';
+    return this.#call(async () => void (await this.#scripts.lkPutModel(keys.length, ...keys, payload, ttl, consumable)));
   }
 
-  getModel(key: string) {
+  getModel(key: string, options: { consumable?: boolean } = {}) {
     return this.#call(async (): Promise<StoredModel | null> => {
+      if (options.consumable === false) {
+        const payload = await this.client.get(key);
+        return payload == null ? null : { payload };
+      }
       const [payload, consumed] = await this.client.hmget(key, 'p', 'c');
       if (payload == null) return null;
       return consumed == null ? { payload } : { payload, consumed: Number(consumed) };
