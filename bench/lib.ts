@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import autocannon, { type Request } from 'autocannon';
 import type { Redis } from 'ioredis';
 
@@ -18,28 +20,43 @@ export interface Proc {
   stop(): Promise<void>;
 }
 
-/** Starts `node <script>` with `env`, stdout to /dev/null, and waits until `readyPath` answers 200. */
+/**
+ * Starts `node <script>` with `env` and waits until `readyPath` answers 200. Its stdout (Latchkey's JSON
+ * log) goes to a file in the temporary directory, deleted when it stops; if it exits on its own, the
+ * tail of that file and of stderr is printed.
+ */
 export async function startProc(name: string, script: string, port: number, env: Record<string, string>, readyPath: string): Promise<Proc> {
+  const logFile = join(tmpdir(), `latchkey-bench-${process.pid}-${port}.log`);
+  const out = openSync(logFile, 'w');
   const child = spawn(process.execPath, [script], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: String(port), ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', out, 'pipe'],
   });
+  closeSync(out);
   let stderr = '';
   child.stderr!.on('data', (d) => {
     stderr = (stderr + String(d)).slice(-4000);
   });
+  let stopping = false;
+  const tail = () => `${stderr}\n${readFileSync(logFile, 'utf8').slice(-3000)}`;
+  child.once('exit', (code, signal) => {
+    if (!stopping) console.error(`${name} exited on its own (${code ?? signal}); last output:\n${tail()}`);
+  });
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
+    stopping = true;
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(logFile, { force: true });
   };
   for (let i = 0; i < 300; i += 1) {
-    if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}: ${stderr}`);
+    if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}: ${tail()}`);
     try {
       const res = await fetch(url + readyPath, { signal: AbortSignal.timeout(1000) });
       await res.body?.cancel();
@@ -50,16 +67,32 @@ export async function startProc(name: string, script: string, port: number, env:
     await sleep(100);
   }
   await stop();
-  throw new Error(`${name} did not become ready: ${stderr}`);
+  throw new Error(`${name} did not become ready: ${tail()}`);
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** CPU seconds (user + system) a process has used so far. */
+function ownCpu(pid: number): { ppid: number; cpu: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { ppid: Number(fields[1]), cpu: (Number(fields[11]) + Number(fields[12])) / TICK };
+  } catch {
+    return undefined; // gone
+  }
+}
+
+/** CPU seconds (user + system) a process and its children (node:cluster workers) have used so far. */
 export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICK;
+  const own = ownCpu(pid);
+  if (!own) throw new Error(`process ${pid} is gone (see its last output above)`);
+  let total = own.cpu;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === pid) continue;
+    const p = ownCpu(Number(entry));
+    if (p?.ppid === pid) total += cpuSeconds(Number(entry));
+  }
+  return total;
 }
 
 export function rssBytes(pid: number): number {
@@ -110,7 +143,7 @@ export interface Load {
 
 export interface Sample extends Load {
   rps: number;
-  /** Server process CPU per request, µs. */
+  /** Server CPU per request (the process and its workers), µs. */
   cpuUs: number;
   redisCpuUs: number;
   /** Redis commands per request, by command. */

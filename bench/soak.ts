@@ -11,7 +11,7 @@ import { startWorld } from './world.ts';
  * measured at the start, in time windows, then a wait for the short TTLs to pass. Writes bench/SOAK.md.
  */
 const SHORT_TTL = 60; // the API's access-token lifetime (the CLI's minimum); authorization codes live 60 s too
-const PERSISTENT = /^lk:(client|clients|resource|resources|scope|account|account-email|accounts|account-page|keys)$/;
+const PERSISTENT = /^lk:(client|clients|resource|resources|scope|account|account-email|accounts|account-page|recovery|keys)$/;
 
 /** Server time shares of the mix; each stream runs at 0.8 × share × its measured maximum. */
 const SHARES = { token: 0.25, introspection: 0.25, refresh: 0.2, revocation: 0.1, signIn: 0.2 };
@@ -20,7 +20,7 @@ interface KeyCounts {
   total: number;
   usedMemory: number;
   byType: Map<string, number>;
-  /** Keys with no TTL that are not persistent by design (clients, accounts, keys…). */
+  /** Keys with no TTL that are not persistent by design (clients, APIs, accounts, recovery codes, keys). */
   noTtl: number;
   indexMembers: number;
   /** Members of grant indexes whose record no longer exists (expired). */
@@ -154,7 +154,7 @@ export async function runSoak(seconds: number, connections: number, machine: str
       'Written by `npm run bench -- --soak SECONDS` (bench/soak.ts). Every number was measured in this run.',
       '',
       ...machine,
-      `- Latchkey alone (\`node src/main.ts\`, NODE_ENV=production, Redis, LOG_LEVEL=info to /dev/null) on a private redis-server, traffic only to 127.0.0.1.`,
+      `- Latchkey alone (\`node src/main.ts\`, NODE_ENV=production, Redis, LOG_LEVEL=info JSON logs to a temporary file) on a private redis-server, traffic only to 127.0.0.1.`,
       `- Calibration (3 s each at ${connections} connections): client_credentials ${f0(max.token)}/s, introspection ${f0(max.introspection)}/s, refresh ${f0(max.refresh)}/s, complete sign-ins ${f1(max.signIn)}/s.`,
       `- Mix at about 80 % of that (shares of server time ${JSON.stringify(SHARES)}): tokens ${f0(rate.token)}/s, introspection ${f0(rate.introspection)}/s, refresh ${f0(rate.refresh)}/s, revocation of issued tokens ${f0(rate.revocation)}/s (its cost assumed equal to an introspection's; not calibrated), sign-ins ${f1(rate.signIn)}/s (half password only, half with TOTP by ${totpPeople} enrolled people). autocannon ${per} connections per stream at a fixed rate (latency corrected for coordinated omission), each kind of sign-in an open loop of at most ${per} at once.`,
       `- ${windows} windows of ${windowSeconds} s (${windows * windowSeconds} s of traffic); the first is the warm-up.`,

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
 import { API_URI, newFlowStats, REDIRECT_URI, registerLatchkey, totpUsers, type Server } from './flows.ts';
@@ -6,14 +7,17 @@ import { redisInfo, startProc, type Proc, type Watch } from './lib.ts';
 
 /**
  * Everything the bench measures, each its own process on 127.0.0.1 and a free port: a private
- * redis-server, Latchkey (`node src/main.ts`, production mode, normal logging to /dev/null), and with
+ * redis-server, Latchkey (`node src/main.ts`, production mode, WORKERS=1 — and with `allCores` a second one with a worker per CPU —, normal logging to a temporary file), and with
  * `baselines` raw oidc-provider (memory adapter), Koa + ioredis floors and bare node:http.
  */
 export interface World {
   redisUrl: string;
   redis: Redis;
   redisPid: number;
+  /** One serving process (WORKERS=1). */
   latchkey: Server & { proc: Proc };
+  /** With `allCores`: a second Latchkey on the same Redis with WORKERS = the number of CPUs (node:cluster). */
+  latchkeyAllCores?: Server & { proc: Proc; workers: number };
   raw?: Server & { proc: Proc };
   floors: { name: string; proc: Proc; method: string; path: string }[];
   watch(proc: Proc): Watch;
@@ -22,7 +26,7 @@ export interface World {
 
 const token = () => randomBytes(18).toString('base64url');
 
-export async function startWorld(options: { baselines: boolean; users: number; totpUsers?: number; apiTtl?: number }): Promise<World> {
+export async function startWorld(options: { baselines: boolean; users: number; totpUsers?: number; apiTtl?: number; allCores?: boolean }): Promise<World> {
   const redisServer = await startRedis({ ownServer: true });
   const procs: Proc[] = [];
   const redis = new Redis(redisServer.url);
@@ -34,19 +38,25 @@ export async function startWorld(options: { baselines: boolean; users: number; t
   try {
     const redisPid = Number((await redisInfo(redis, 'server')).process_id);
     const registered = await registerLatchkey(redisServer.url, { users: options.users, apiTtl: options.apiTtl });
-    const port = await freePort();
-    const lk = await startProc('Latchkey', 'src/main.ts', port, {
-      NODE_ENV: 'production',
-      REDIS_URL: redisServer.url,
-      ISSUER: `http://127.0.0.1:${port}`,
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'info',
-      LOG_FORMAT: 'json',
-      SECRETS_KEY: randomBytes(32).toString('base64'),
-      // Password-only and TOTP sign-ins side by side: people without a factor sign in with a password alone.
-      MFA_POLICY: 'optional',
-    }, '/healthz');
-    procs.push(lk);
+    const secretsKey = randomBytes(32).toString('base64');
+    const startLatchkey = async (workers: number) => {
+      const port = await freePort();
+      const proc = await startProc(`Latchkey (WORKERS=${workers})`, 'src/main.ts', port, {
+        NODE_ENV: 'production',
+        WORKERS: String(workers),
+        REDIS_URL: redisServer.url,
+        ISSUER: `http://127.0.0.1:${port}`,
+        HOST: '127.0.0.1',
+        LOG_LEVEL: 'info',
+        LOG_FORMAT: 'json',
+        SECRETS_KEY: secretsKey,
+        // Password-only and TOTP sign-ins side by side: people without a factor sign in with a password alone.
+        MFA_POLICY: 'optional',
+      }, '/healthz');
+      procs.push(proc);
+      return proc;
+    };
+    const lk = await startLatchkey(1);
     const world: World = {
       redisUrl: redisServer.url,
       redis,
@@ -56,6 +66,11 @@ export async function startWorld(options: { baselines: boolean; users: number; t
       watch: (proc) => ({ pid: proc.pid, redis, redisPid }),
       stop,
     };
+    if (options.allCores) {
+      const workers = availableParallelism();
+      const all = await startLatchkey(workers);
+      world.latchkeyAllCores = { url: all.url, proc: all, ...registered, totpUsers: [], promptConsent: false, workers };
+    }
     if (options.totpUsers) world.latchkey.totpUsers = await totpUsers(world.latchkey, redisServer.url, options.totpUsers, newFlowStats());
     if (options.baselines) {
       const creds = { machine: { id: 'machine', secret: token() }, api: { id: 'api', secret: token() }, app: { id: 'app', secret: token(), redirectUri: REDIRECT_URI } };

@@ -192,13 +192,23 @@ export async function createProvider({ config, store, accounts, registry, views 
   provider.use(missingClientAuthIsInvalidClient);
   // Put a client's API scopes back after oidc-provider validated it (providerClientMetadata), so that its
   // `scope` allow-list holds every registered scope: OpenID scopes it was not given stay refused.
+  // The built clients are kept (every token request finds its client) until the registry changes:
+  // oidc-provider would otherwise re-serialize and hash the metadata on every request.
   const findClient = provider.Client.find.bind(provider.Client);
+  const built = new Map<string, { client: Awaited<ReturnType<typeof findClient>>; expires: number }>();
+  registry.onChange(() => built.clear());
   provider.Client.find = async (id: string) => {
+    const hit = built.get(id);
+    if (hit && hit.expires > Date.now()) return hit.client;
     const client = await findClient(id);
     const api = client?.api_scopes;
     if (client && typeof api === 'string') {
       const all = new Set([...String(client.scope ?? '').split(' '), ...api.split(' ')].filter(Boolean));
       Object.assign(client, { scope: [...all].join(' ') });
+    }
+    if (client) {
+      if (built.size >= 10_000) built.clear();
+      built.set(id, { client, expires: Date.now() + 60_000 });
     }
     return client;
   };

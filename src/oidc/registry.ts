@@ -98,8 +98,19 @@ export class Registry {
 
   /** Drops the cache whenever any process announces a change. Returns the function that stops it. */
   watch(): Promise<() => Promise<void>> {
-    const clear = () => this.#cache?.clear();
-    return this.#store.subscribe(REGISTRY_CHANGES, clear, clear);
+    return this.#store.subscribe(REGISTRY_CHANGES, () => this.#forget(), () => this.#forget());
+  }
+
+  readonly #changeListeners: (() => void)[] = [];
+
+  /** Calls `listener` whenever what was read may have changed (for caches built on top of this one). */
+  onChange(listener: () => void) {
+    this.#changeListeners.push(listener);
+  }
+
+  #forget() {
+    this.#cache?.clear();
+    for (const listener of this.#changeListeners) listener();
   }
 
   #cached<T>(key: string, load: () => Promise<T>): Promise<T> {
@@ -107,7 +118,7 @@ export class Registry {
   }
 
   async #changed() {
-    this.#cache?.clear();
+    this.#forget();
     await this.#store.publish(REGISTRY_CHANGES, 'changed');
   }
 
