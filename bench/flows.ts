@@ -243,6 +243,8 @@ export function latchkey(redisUrl: string, args: string[], stdin?: string): Prom
 }
 
 export const API_URI = 'https://api.bench.example';
+/** An API that takes JWT access tokens (RFC 9068). */
+export const JWT_API_URI = 'https://jwt-api.bench.example';
 export const REDIRECT_URI = 'http://127.0.0.1:9/cb';
 
 /**
@@ -273,7 +275,8 @@ export async function totpUsers(server: Server, redisUrl: string, n: number, sta
 export async function registerLatchkey(redisUrl: string, options: { users: number; apiTtl?: number }) {
   const ttl = options.apiTtl ? ['--ttl', String(options.apiTtl)] : [];
   const api = await latchkey(redisUrl, ['resource', 'create', '--uri', API_URI, '--scope', 'api:read', ...ttl]);
-  const machine = await latchkey(redisUrl, ['client', 'create', '--name', 'Bench machine', '--grants', 'client_credentials', '--scope', 'api:read']);
+  await latchkey(redisUrl, ['resource', 'create', '--uri', JWT_API_URI, '--scope', 'jwt:read', '--token-format', 'jwt', ...ttl]);
+  const machine = await latchkey(redisUrl, ['client', 'create', '--name', 'Bench machine', '--grants', 'client_credentials', '--scope', 'api:read jwt:read']);
   const app = await latchkey(redisUrl, ['client', 'create', '--name', 'Bench app', '--grants', 'authorization_code,refresh_token', '--redirect-uri', REDIRECT_URI, '--scope', 'openid profile email offline_access api:read']);
   const password = randomBytes(12).toString('base64url');
   const users = await Promise.all(Array.from({ length: options.users }, async (_, i) => {
@@ -293,13 +296,13 @@ export async function registerLatchkey(redisUrl: string, options: { users: numbe
 
 const auth = (c: Creds) => ({ 'content-type': FORM, authorization: basic(c.id, c.secret) });
 
-/** client_credentials at /token; `onToken` sees each issued access token. */
-export function tokenRequest(server: Server, onToken?: (token: string) => void): Request {
+/** client_credentials at /token (for the JWT API with `jwt`); `onToken` sees each issued access token. */
+export function tokenRequest(server: Server, onToken?: (token: string) => void, jwt = false): Request {
   return {
     method: 'POST',
     path: '/token',
     headers: auth(server.machine),
-    body: 'grant_type=client_credentials&scope=api%3Aread',
+    body: `grant_type=client_credentials&scope=${jwt ? 'jwt%3Aread' : 'api%3Aread'}`,
     ...(onToken ? { onResponse: (status: number, body: string) => status === 200 && onToken((JSON.parse(body) as { access_token: string }).access_token) } : {}),
   };
 }

@@ -48,6 +48,7 @@ export function machineLines(): string[] {
 }
 
 const SIGN_IN = 'complete sign-in, password only';
+const JWT_TOKEN = 'client_credentials token, JWT access token (Latchkey ES256, raw oidc-provider RS256)';
 const ALL_CORES = (workers: number) => `Latchkey, all cores (WORKERS=${workers})`;
 const SIGN_IN_TOTP = 'complete sign-in with TOTP';
 
@@ -78,6 +79,7 @@ function entries(world: World, connections: number, notes: Notes): Entry[] {
     const base = { target, latchkey, proc: server.proc };
     const allCores = server === all;
     out.push({ ...base, samples: [], scenario: 'client_credentials token', load: ac(server.url, tokenRequest(server)) });
+    if (!allCores) out.push({ ...base, samples: [], scenario: JWT_TOKEN, load: ac(server.url, tokenRequest(server, undefined, true)) });
     // A fresh pool before each run: raw oidc-provider's memory adapter keeps only 1,000 records (LRU).
     const pool: string[] = [];
     const check = { inactive: 0 };

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
-import { API_URI, newFlowStats, REDIRECT_URI, registerLatchkey, totpUsers, type Server } from './flows.ts';
+import { API_URI, JWT_API_URI, newFlowStats, REDIRECT_URI, registerLatchkey, totpUsers, type Server } from './flows.ts';
 import { redisInfo, startProc, type Proc, type Watch } from './lib.ts';
 
 /**
@@ -77,6 +77,7 @@ export async function startWorld(options: { baselines: boolean; users: number; t
       const rawPort = await freePort();
       const raw = await startProc('raw oidc-provider', 'bench/baselines/raw-oidc-provider.ts', rawPort, {
         API_URI,
+        JWT_API_URI,
         REDIRECT_URI,
         MACHINE_ID: creds.machine.id,
         MACHINE_SECRET: creds.machine.secret,

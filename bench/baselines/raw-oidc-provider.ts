@@ -18,6 +18,8 @@ const env = (name: string) => {
   return value;
 };
 const apiUri = env('API_URI');
+const jwtApiUri = env('JWT_API_URI');
+const wantsJwt = (ctx: { oidc?: { params?: Record<string, unknown> } }) => String(ctx.oidc?.params?.scope ?? '').split(' ').includes('jwt:read');
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 
 const configuration: Configuration = {
@@ -44,8 +46,12 @@ const configuration: Configuration = {
     revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      defaultResource: () => apiUri,
-      getResourceServerInfo: () => ({ scope: 'api:read', audience: apiUri, accessTokenTTL: 3600, accessTokenFormat: 'opaque' }),
+      defaultResource: (ctx) => (wantsJwt(ctx) ? jwtApiUri : apiUri),
+      // The JWT scenario: RS256, oidc-provider's default signing algorithm.
+      getResourceServerInfo: (_ctx, indicator) =>
+        indicator === jwtApiUri
+          ? { scope: 'jwt:read', audience: jwtApiUri, accessTokenTTL: 3600, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }
+          : { scope: 'api:read', audience: apiUri, accessTokenTTL: 3600, accessTokenFormat: 'opaque' },
       useGrantedResource: () => true,
     },
   },
