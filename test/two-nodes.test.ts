@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { endpoints, signIn } from './helpers/flow.ts';
 import { startProxy, type TestProxy } from './helpers/proxy.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
@@ -52,4 +53,27 @@ test('single sign-on through the round-robin proxy: every other request on the o
     const problems = node.logs.filter((line) => (line.level as number) >= 50 || (typeof line.status === 'number' && line.status >= 500));
     assert.deepEqual(problems, []);
   }
+});
+
+test('brute-force counts are shared: failures spread over both nodes lock the account and the client on both', async () => {
+  const person = { email: `two-nodes-${Date.now()}@example.org`, password: 'a long enough password' };
+  await nodes[0]!.app.accounts.create(person);
+  const attempt = async (password: string) => {
+    const flow = await signIn({ issuer: proxy.url, client: world.firstParty, user: { email: person.email, password }, scope: 'openid', secondFactor: 'stop' });
+    return flow.page?.status;
+  };
+  // Ten wrong passwords, the proxy alternating nodes request by request: the tenth locks.
+  const statuses: (number | undefined)[] = [];
+  for (let i = 0; i < 10; i += 1) statuses.push(await attempt('wrong password'));
+  assert.equal(statuses.at(-1), 429, `statuses: ${statuses.join(', ')}`);
+  assert.equal(await attempt(person.password), 429, 'the right password is refused too, whichever node answers');
+
+  // The same for client authentication at the token endpoint.
+  const call = endpoints(proxy.url);
+  const wrong: number[] = [];
+  for (let i = 0; i < 10; i += 1) wrong.push((await call.token({ clientId: world.machine.clientId, secret: 'not-the-secret' }, { grant_type: 'client_credentials', scope: 'api:read' })).status);
+  assert.deepEqual(new Set(wrong.slice(0, 9)), new Set([401]));
+  const right = await call.token(world.machine, { grant_type: 'client_credentials', scope: 'api:read' });
+  assert.equal(right.status, 429, 'the right secret is refused while the client is locked');
+  assert.ok(Number(right.headers.get('retry-after')) > 0);
 });
