@@ -255,6 +255,18 @@ function storeContract(getStore: () => Store) {
       assert.deepEqual(received, ['changed']);
     });
 
+    test('a grant index forgets members that expired when the next record of the grant is written', async () => {
+      const store = getStore();
+      const tag = randomId().slice(0, 16);
+      const index = `lk:{${tag}}:grant`;
+      const gone = [1, 2, 3].map((i) => `lk:{${tag}}:AccessToken:gone-${i}-${randomId()}`);
+      for (const key of gone) await store.putModel(key, 'old', 60, index, { consumable: false });
+      await store.del(...gone); // what their expiry would do
+      const live = `lk:{${tag}}:AccessToken:live-${randomId()}`;
+      await store.putModel(live, 'new', 60, index, { consumable: false });
+      assert.deepEqual(await store.setMembers(index), [live]);
+    });
+
     test('deleteIndexed deletes what is listed and the index, nothing else', async () => {
       const store = getStore();
       const tag = randomId().slice(0, 16);

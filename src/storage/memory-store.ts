@@ -96,6 +96,8 @@ export class MemoryStore implements Store {
     this.#data.set(key, { value: { p: payload }, expiresAt });
     if (indexKey) {
       const index = this.#set(indexKey, true)!;
+      // Forget members that expired, as the Redis script does.
+      for (const member of index) if (!this.#entry(member)) index.delete(member);
       index.add(key);
       const entry = this.#data.get(indexKey)!;
       entry.expiresAt = Math.max(entry.expiresAt ?? 0, expiresAt ?? 0); // an index never outlives what it lists

@@ -9,6 +9,12 @@ redis.call('DEL', KEYS[1])
 if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], 'p', ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if KEYS[2] then
+  -- Forget members that expired (each refresh adds two): all of a small index, a sample of a large one.
+  local n = redis.call('SCARD', KEYS[2])
+  local members = n <= 64 and redis.call('SMEMBERS', KEYS[2]) or redis.call('SRANDMEMBER', KEYS[2], 8)
+  for i = 1, #members do
+    if redis.call('EXISTS', members[i]) == 0 then redis.call('SREM', KEYS[2], members[i]) end
+  end
   redis.call('SADD', KEYS[2], KEYS[1])
   if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 end
