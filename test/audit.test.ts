@@ -1,31 +1,20 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { AUDIT_EVENTS } from '../src/observability/audit.ts';
 import { AMR_MFA } from '../src/interactions/mfa-policy.ts';
 import { CookieJar, endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
-import { createWorld, type World } from './helpers/world.ts';
+import type { TestServer } from './helpers/server.ts';
+import { useWorld, type World } from './helpers/world.ts';
 
 /**
  * The audit trail of real flows on a real Redis: each step's events appear once, with the ids that say
  * who and what, and never a secret. (Lockouts: mfa-flow.test.ts; the account page: account-page.test.ts;
  * the CLI: cli.test.ts; client authentication failures and refresh token reuse: observability.test.ts.)
  */
-let redis: TestRedis;
 let server: TestServer;
 let world: World;
 
-before(async () => {
-  redis = await startRedis();
-  server = await startServer({ redisUrl: redis.url });
-  world = await createWorld(server);
-});
-
-after(async () => {
-  await server?.close();
-  await redis?.dispose();
-});
+useWorld((setup) => ({ server, world } = setup));
 
 type Line = Record<string, unknown>;
 

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { signIn, signInAndRedeem } from './helpers/flow.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
-import { createWorld, type World } from './helpers/world.ts';
+import { type TestRedis } from './helpers/redis.ts';
+import type { TestServer } from './helpers/server.ts';
+import { useWorld, type World } from './helpers/world.ts';
 
 /**
  * The operator's side of the second factor: `latchkey user create --totp` (provisioning), `user
@@ -14,16 +14,7 @@ let redis: TestRedis;
 let server: TestServer;
 let world: World;
 
-before(async () => {
-  redis = await startRedis();
-  server = await startServer({ redisUrl: redis.url });
-  world = await createWorld(server);
-});
-
-after(async () => {
-  await server?.close();
-  await redis?.dispose();
-});
+useWorld((setup) => ({ redis, server, world } = setup));
 
 async function latchkey(args: string[], stdin = ''): Promise<Record<string, unknown>> {
   const env: NodeJS.ProcessEnv = {};

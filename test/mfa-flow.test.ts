@@ -4,10 +4,10 @@ import { totpCodeAt } from '../src/accounts/totp.ts';
 import { ACR_MFA, ACR_PASSWORD } from '../src/interactions/mfa-policy.ts';
 import { MESSAGES } from '../src/interactions/routes.ts';
 import { basic, browse, CookieJar, endpoints, follow, formAction, hiddenField, signIn, signInAndRedeem, type Page } from './helpers/flow.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { nextTotpCode, totpClock, totpSecrets, wrongTotpCode } from './helpers/totp.ts';
-import { createWorld, enrollTotp, REDIRECT_URI, type World } from './helpers/world.ts';
+import { enrollTotp, REDIRECT_URI, useWorld, type World } from './helpers/world.ts';
 
 /**
  * The second factor through the sign-in pages, at the protocol level (fetch, no JavaScript), under the
@@ -18,16 +18,7 @@ let server: TestServer;
 let world: World;
 let people = 0;
 
-before(async () => {
-  redis = await startRedis();
-  server = await startServer({ redisUrl: redis.url });
-  world = await createWorld(server);
-});
-
-after(async () => {
-  await server?.close();
-  await redis?.dispose();
-});
+useWorld((setup) => ({ redis, server, world } = setup));
 
 const PASSWORD = 'correct horse battery staple';
 

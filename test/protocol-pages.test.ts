@@ -1,25 +1,14 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { browse, follow, formAction, hiddenField, signIn, signInAndRedeem } from './helpers/flow.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
-import { createWorld, POST_LOGOUT_URI, type World } from './helpers/world.ts';
+import type { TestServer } from './helpers/server.ts';
+import { POST_LOGOUT_URI, useWorld, type World } from './helpers/world.ts';
 
 /** The sign-in, consent and sign-out pages as a browser without JavaScript sees them. */
-let redis: TestRedis;
 let server: TestServer;
 let world: World;
 
-before(async () => {
-  redis = await startRedis();
-  server = await startServer({ redisUrl: redis.url });
-  world = await createWorld(server);
-});
-
-after(async () => {
-  await server?.close();
-  await redis?.dispose();
-});
+useWorld((setup) => ({ server, world } = setup));
 
 /** The message a person reads on the sign-in page after a failed attempt, with the page's status. */
 async function failedSignIn(email: string, password: string) {

@@ -1,25 +1,14 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { basic, browse, CookieJar, follow, hiddenField, pkcePair, signIn } from './helpers/flow.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
-import { createWorld, REDIRECT_URI, type World } from './helpers/world.ts';
+import type { TestServer } from './helpers/server.ts';
+import { REDIRECT_URI, useWorld, type World } from './helpers/world.ts';
 
 /** What the server refuses: PKCE and response types it does not do, bad redirect URIs, malformed input. */
-let redis: TestRedis;
 let server: TestServer;
 let world: World;
 
-before(async () => {
-  redis = await startRedis();
-  server = await startServer({ redisUrl: redis.url });
-  world = await createWorld(server);
-});
-
-after(async () => {
-  await server?.close();
-  await redis?.dispose();
-});
+useWorld((setup) => ({ server, world } = setup));
 
 function authUrl(params: Record<string, string | undefined>): URL {
   const { challenge } = pkcePair();

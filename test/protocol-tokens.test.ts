@@ -1,29 +1,20 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { keys } from '../src/storage/keys.ts';
 import type { RedisStore } from '../src/storage/redis-store.ts';
 import { endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
-import { API_URI, createWorld, JWT_API_URI, type World } from './helpers/world.ts';
+import type { TestServer } from './helpers/server.ts';
+import { API_URI, JWT_API_URI, useWorld, type World } from './helpers/world.ts';
 
 /** Tokens: the code flow with PKCE, ID tokens, APIs, introspection, refresh, replay and revocation. */
-let redis: TestRedis;
 let server: TestServer;
 let world: World;
 let call: ReturnType<typeof endpoints>;
 
-before(async () => {
-  redis = await startRedis();
-  server = await startServer({ redisUrl: redis.url });
-  world = await createWorld(server);
+useWorld((setup) => {
+  ({ server, world } = setup);
   call = endpoints(server.issuer);
-});
-
-after(async () => {
-  await server?.close();
-  await redis?.dispose();
 });
 
 const signInShop = (scope: string, params?: Record<string, string | undefined>) =>

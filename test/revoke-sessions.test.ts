@@ -1,26 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
-import { createWorld, type World } from './helpers/world.ts';
+import { type TestRedis } from './helpers/redis.ts';
+import type { TestServer } from './helpers/server.ts';
+import { useWorld, type World } from './helpers/world.ts';
 
 /** `latchkey user revoke-sessions`: a person is signed out everywhere, and their tokens die. */
 let redis: TestRedis;
 let server: TestServer;
 let world: World;
 
-before(async () => {
-  redis = await startRedis();
-  server = await startServer({ redisUrl: redis.url });
-  world = await createWorld(server);
-});
-
-after(async () => {
-  await server?.close();
-  await redis?.dispose();
-});
+useWorld((setup) => ({ redis, server, world } = setup));
 
 function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const env: NodeJS.ProcessEnv = {};

@@ -1,4 +1,6 @@
-import type { TestServer } from './server.ts';
+import { after, before } from 'node:test';
+import { startRedis, type TestRedis } from './redis.ts';
+import { startServer, type TestServer } from './server.ts';
 import type { ClientCreds } from './flow.ts';
 import { totpCodeAt } from '../../src/accounts/totp.ts';
 import { totpClock, totpSecrets } from './totp.ts';
@@ -65,4 +67,28 @@ export async function enrollTotp(server: TestServer, account: { id: string; emai
   if (!enrolled.ok) throw new Error(`enrollment failed: ${enrolled.reason}`);
   totpSecrets.set(account.email, totpSecret);
   return { totpSecret, recoveryCodes: enrolled.recoveryCodes };
+}
+
+export interface WorldSetup {
+  redis: TestRedis;
+  server: TestServer;
+  world: World;
+}
+
+/**
+ * For a test file: a private Redis, a server on it and the shared registrations, made before the
+ * file's tests (handed to `receive`) and torn down after them.
+ */
+export function useWorld(receive: (setup: WorldSetup) => void): void {
+  let redis: TestRedis | undefined;
+  let server: TestServer | undefined;
+  before(async () => {
+    redis = await startRedis();
+    server = await startServer({ redisUrl: redis.url });
+    receive({ redis, server, world: await createWorld(server) });
+  });
+  after(async () => {
+    await server?.close();
+    await redis?.dispose();
+  });
 }
