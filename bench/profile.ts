@@ -3,13 +3,14 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
-import { clientCredentialsToken, introspectionRequest, registerLatchkey, tokenRequest, type Server } from './flows.ts';
+import { clientCredentialsToken, introspectionRequest, registerLatchkey, signInLoad, tokenRequest, type Server } from './flows.ts';
 import { cannon, startProc } from './lib.ts';
 
 /**
  * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
  * with autocannon, and prints the functions with the most self time (and the files they are in).
- *   node bench/profile.ts [--scenario token|introspection] [--seconds 10] [--top 30]
+ *   node bench/profile.ts [--scenario token|introspection|signin] [--seconds 10] [--top 30]
+ * (`signin`: complete password sign-ins, 32 concurrent flows; per-request figures are per sign-in.)
  */
 const { values } = parseArgs({
   options: { scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, top: { type: 'string', default: '30' } },
@@ -18,7 +19,7 @@ const dir = '/tmp/latchkey-profile';
 rmSync(dir, { recursive: true, force: true });
 
 const redis = await startRedis({ ownServer: true });
-const reg = await registerLatchkey(redis.url, { users: 0 });
+const reg = await registerLatchkey(redis.url, { users: values.scenario === 'signin' ? 4 : 0 });
 const port = await freePort();
 const proc = await startProc(
   'latchkey',
@@ -32,14 +33,21 @@ const proc = await startProc(
     ISSUER: `http://localhost:${port}`,
     SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
     LOG_LEVEL: 'info',
+    MFA_POLICY: 'optional',
   },
   '/healthz',
 );
-const server = { ...reg, url: proc.url, users: [] } as unknown as Server;
-const request = values.scenario === 'introspection' ? introspectionRequest(server, await Promise.all(Array.from({ length: 200 }, () => clientCredentialsToken(server)))) : tokenRequest(server);
+const server = { ...reg, url: proc.url } as unknown as Server;
 const admin = new Redis(redis.url);
-await admin.config('RESETSTAT');
-const load = await cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
+const load = await (async () => {
+  if (values.scenario === 'signin') {
+    await admin.config('RESETSTAT');
+    return (await signInLoad(server, { seconds: Number(values.seconds), concurrency: 32 })).load;
+  }
+  const request = values.scenario === 'introspection' ? introspectionRequest(server, await Promise.all(Array.from({ length: 200 }, () => clientCredentialsToken(server)))) : tokenRequest(server);
+  await admin.config('RESETSTAT');
+  return cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
+})();
 const stats = await admin.info('commandstats');
 admin.disconnect();
 await proc.stop();

@@ -50,6 +50,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   // counted apart: a misconfigured service behind an IP must not lock people out from that IP.
   const lockout = new Lockout(store, { onEvent: auditLockout(logger, metrics, 'signin') });
   const clientLockout = new Lockout(store, { namespace: 'client', account: { maxFailures: 10, windowSeconds: 60 * 60 }, onEvent: auditLockout(logger, metrics, 'client') });
+  const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout]);
 
   watchProvider(provider, logger, metrics);
 
@@ -75,8 +76,11 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
     provider.use(demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes());
   }
 
-  /** Ends what the app holds open besides the store (the registry's change subscription). */
-  const close = () => stopWatchingRegistry();
+  /** Ends what the app holds open besides the store (the change subscriptions). */
+  const close = async () => {
+    await stopWatchingRegistry();
+    await stopWatchingLockouts();
+  };
   return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, close };
 }
 

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Lockout, type Attempt, type LockoutEvent, type LockoutEventName, type LockoutOptions } from '../src/security/lockout.ts';
+import { digest, keys } from '../src/storage/keys.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
 import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { StorageUnavailable, type Store } from '../src/storage/store.ts';
@@ -14,13 +15,17 @@ import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
 
 const MIN = 60_000;
 
-function suite(name: string, getStore: () => Store) {
+/** `watched`: as a server runs it, answering "not locked" from its cache while it listens for lockouts. */
+function suite(name: string, getStore: () => Store, watched = false) {
   describe(name, () => {
+    const stops: (() => Promise<void>)[] = [];
+    after(() => Promise.all(stops.map((stop) => stop())));
     /** A lockout on its own clock, recording its audit events. */
-    function setup(options: LockoutOptions = {}) {
+    async function setup(options: LockoutOptions = {}) {
       const clock = { t: 1_800_000_000_000 };
       const events: [LockoutEventName, LockoutEvent][] = [];
       const lockout = new Lockout(getStore(), { now: () => clock.t, onEvent: (n, d) => events.push([n, d]), ...options });
+      if (watched) stops.push(await Lockout.watch(getStore(), [lockout]));
       const person = `p-${randomBytes(6).toString('hex')}@example.org`;
       const attempt = (factor: Attempt['factor'] = 'password', ip?: string): Attempt => ({ factor, account: person, ...(ip ? { ip } : {}) });
       let verified = 0;
@@ -39,7 +44,7 @@ function suite(name: string, getStore: () => Store) {
     }
 
     test('10 consecutive failures lock the account; while locked even the right password is refused', async () => {
-      const s = setup();
+      const s = await setup();
       const first = await s.fail(9);
       assert.ok(first.every((r) => r.status === 'failed'));
       assert.deepEqual(await s.lockout.check(s.attempt()), { allowed: true });
@@ -63,7 +68,7 @@ function suite(name: string, getStore: () => Store) {
     });
 
     test('repeated lockouts grow: 1 min, 5 min, 15 min, 1 h, then 1 h again', async () => {
-      const s = setup();
+      const s = await setup();
       for (const seconds of [60, 300, 900, 3600, 3600]) {
         const results = await s.fail(10);
         assert.ok(results.slice(0, 9).every((r) => r.status === 'failed'), `before the lockout of ${seconds} s`);
@@ -79,7 +84,7 @@ function suite(name: string, getStore: () => Store) {
     });
 
     test('the growth is forgotten a day after the last lockout ended', async () => {
-      const s = setup();
+      const s = await setup();
       await s.fail(10);
       s.clock.t += MIN;
       await s.fail(10);
@@ -92,7 +97,7 @@ function suite(name: string, getStore: () => Store) {
     });
 
     test('a success resets the account counter of that factor', async () => {
-      const s = setup();
+      const s = await setup();
       await s.fail(9);
       assert.deepEqual(await s.tryOnce(true), { status: 'ok' });
       assert.ok((await s.fail(9)).every((r) => r.status === 'failed'), '9 more after a success do not lock');
@@ -100,7 +105,7 @@ function suite(name: string, getStore: () => Store) {
     });
 
     test('failures are counted per factor: password, TOTP and recovery codes in separate buckets', async () => {
-      const s = setup();
+      const s = await setup();
       await s.fail(9, 'password');
       await s.fail(9, 'totp');
       await s.fail(9, 'recovery');
@@ -113,14 +118,14 @@ function suite(name: string, getStore: () => Store) {
     });
 
     test('an unknown account is throttled like a known one (by the name that was typed)', async () => {
-      const s = setup();
+      const s = await setup();
       const ghost = { factor: 'password' as const, account: `nobody-${randomBytes(4).toString('hex')}@example.org` };
       for (let i = 0; i < 9; i += 1) assert.equal((await s.lockout.recordFailure(ghost)).allowed, true);
       assert.deepEqual(await s.lockout.recordFailure(ghost), { allowed: false, retryAfterSeconds: 60 });
     });
 
     test('per client IP: spraying many accounts from one IP locks the IP, not the accounts', async () => {
-      const s = setup({ ip: { maxFailures: 5, windowSeconds: 3600 } });
+      const s = await setup({ ip: { maxFailures: 5, windowSeconds: 3600 } });
       const ip = `203.0.113.${Math.floor(Math.random() * 250)}`;
       const victims = Array.from({ length: 5 }, (_, i) => `v${i}-${randomBytes(4).toString('hex')}@example.org`);
       for (const account of victims.slice(0, 4)) assert.equal((await s.lockout.recordFailure({ factor: 'password', account, ip })).allowed, true);
@@ -133,7 +138,7 @@ function suite(name: string, getStore: () => Store) {
     });
 
     test('an IP counter is not reset by a success (an own account does not wash an IP clean)', async () => {
-      const s = setup({ ip: { maxFailures: 3, windowSeconds: 3600 } });
+      const s = await setup({ ip: { maxFailures: 3, windowSeconds: 3600 } });
       const ip = `192.0.2.${Math.floor(Math.random() * 250)}`;
       await s.lockout.recordFailure({ factor: 'password', account: 'a@example.org', ip });
       await s.lockout.recordFailure({ factor: 'password', account: 'b@example.org', ip });
@@ -142,7 +147,7 @@ function suite(name: string, getStore: () => Store) {
     });
 
     test('unlock ends a lockout at once and forgets the failures and growth', async () => {
-      const s = setup();
+      const s = await setup();
       await s.fail(10);
       assert.equal(await s.lockout.unlock({ account: s.person }), true);
       assert.deepEqual(s.events.at(-1), ['lockout.ended', { subject: 'account', id: s.person, lockouts: 1, reason: 'unlocked' }]);
@@ -153,7 +158,7 @@ function suite(name: string, getStore: () => Store) {
     });
 
     test('parallel failures: exactly one starts the lockout', async () => {
-      const s = setup();
+      const s = await setup();
       await Promise.all(Array.from({ length: 10 }, () => s.lockout.recordFailure(s.attempt())));
       assert.deepEqual(s.events.map(([n, d]) => [n, d.lockouts]), [['lockout.started', 1]]);
       assert.deepEqual(await s.lockout.check(s.attempt()), { allowed: false, retryAfterSeconds: 60 });
@@ -174,6 +179,7 @@ describe('lockout', () => {
   const memory = new MemoryStore();
   after(() => memory.close());
   suite('on the embedded store', () => memory);
+  suite('on the embedded store, with the cache of a server', () => memory, true);
 
   let redis: TestRedis;
   let store: RedisStore;
@@ -187,6 +193,48 @@ describe('lockout', () => {
     await redis?.dispose();
   });
   suite('on Redis', () => store);
+  suite('on Redis, with the cache of a server', () => store, true);
+
+  test('on Redis, a lockout started by one server reaches the cache of another', async () => {
+    const account = `cached-${randomBytes(4).toString('hex')}@example.org`;
+    const nodeA = new Lockout(store);
+    const storeB = new RedisStore(connectRedis(redis.url, 1000));
+    const nodeB = new Lockout(storeB);
+    const stopA = await Lockout.watch(store, [nodeA]);
+    const stopB = await Lockout.watch(storeB, [nodeB]);
+    try {
+      assert.deepEqual(await nodeB.check({ account, ip: '192.0.2.7' }), { allowed: true }, 'B now holds "not locked" in memory');
+      for (let i = 0; i < 9; i += 1) await nodeA.recordFailure({ factor: 'password', account });
+      assert.deepEqual(await nodeB.check({ account }), { allowed: true }, 'failures short of a lockout change nothing');
+      assert.equal((await nodeA.recordFailure({ factor: 'password', account })).allowed, false, 'A starts the lockout');
+      // The announcement travels over pub/sub; B is told within moments (bounded wait, no fixed sleep).
+      const deadline = Date.now() + 2000;
+      while ((await nodeB.check({ account })).allowed && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+      assert.equal((await nodeB.check({ account })).allowed, false, 'B refuses once told');
+    } finally {
+      await stopA();
+      await stopB();
+      await storeB.close();
+    }
+  });
+
+  test('on Redis, "not locked" is answered from memory, and for at most 30 s should an announcement be lost', async () => {
+    const clock = { t: 1_800_000_000_000 };
+    const lockout = new Lockout(store, { now: () => clock.t });
+    const stop = await Lockout.watch(store, [lockout]);
+    try {
+      const account = `missed-${randomBytes(4).toString('hex')}@example.org`;
+      assert.deepEqual(await lockout.check({ account }), { allowed: true });
+      // A lock record written behind the cache's back, as if its announcement had been lost.
+      const record = { until: clock.t + 3600_000, lockouts: 1 };
+      await store.set(keys.lockout(`account-${digest(account)}`), JSON.stringify(record), { ttl: 3600 });
+      assert.deepEqual(await lockout.check({ account }), { allowed: true }, 'answered from memory: no storage read');
+      clock.t += 30_000;
+      assert.equal((await lockout.check({ account })).allowed, false, 'after 30 s storage is asked again');
+    } finally {
+      await stop();
+    }
+  });
 
   test('on Redis, failures are counted in Redis: another node (another Lockout) sees them', async () => {
     const account = `shared-${randomBytes(4).toString('hex')}@example.org`;

@@ -1,7 +1,7 @@
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
-import type Provider from 'oidc-provider';
+import type { default as Provider, InteractionResults } from 'oidc-provider';
 import { AccountError, type Account, type Accounts } from '../accounts/accounts.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
@@ -83,10 +83,16 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     await next();
   };
 
-  async function finish(ctx: Context, result: Record<string, unknown>, merge: boolean) {
-    const to = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
+  /**
+   * Hands oidc-provider the result of the step and sends the browser back to it. This is
+   * `provider.interactionResult` on the interaction this request already loaded and checked against
+   * its cookie (`details`), saving the two or three reads that it would repeat.
+   */
+  async function finish(ctx: Context, d: Details, result: InteractionResults, merge: boolean) {
+    d.result = merge && !('error' in result) ? { ...d.lastSubmission, ...result } : result;
+    await d.save(d.exp - Math.floor(Date.now() / 1000));
     ctx.status = 303;
-    ctx.redirect(to);
+    ctx.redirect(d.returnTo);
   }
 
   async function clientOf(d: Details) {
@@ -97,12 +103,10 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', ...extra }, formTargets(d.params.redirect_uri));
   }
 
-  /** The scopes to ask about: none for first-party clients, and none this person granted before. */
-  async function scopesToAsk(d: Details, firstParty: boolean, missing: string[]) {
-    if (firstParty) return [];
+  /** What this person allowed this client before (remembered consent). */
+  async function rememberedScopes(d: Details): Promise<string[]> {
     const remembered = await store.get(keys.consent(String(d.session?.accountId), String(d.params.client_id)));
-    const granted = new Set(remembered ? (JSON.parse(remembered) as string[]) : []);
-    return missing.filter((s) => !granted.has(s));
+    return remembered ? (JSON.parse(remembered) as string[]) : [];
   }
 
   function missingScopes(d: Details): string[] {
@@ -111,7 +115,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   }
 
   /** `via`: the person allowed it on the consent page, or it needed no asking (a first-party client, scopes granted before). */
-  async function grantConsent(ctx: Context, d: Details, via: 'consent_page' | 'first_party' | 'remembered') {
+  async function grantConsent(ctx: Context, d: Details, via: 'consent_page' | 'first_party' | 'remembered', remembered?: string[]) {
     const det = d.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
     const grant = d.grantId
       ? await provider.Grant.find(d.grantId)
@@ -120,13 +124,14 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     if (det.missingOIDCScope) grant.addOIDCScope(det.missingOIDCScope.join(' '));
     if (det.missingOIDCClaims) grant.addOIDCClaims(det.missingOIDCClaims);
     for (const [indicator, scopes] of Object.entries(det.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
-    const grantId = await grant.save();
-    const key = keys.consent(String(d.session!.accountId), String(d.params.client_id));
-    const before = await store.get(key);
     const scopes = missingScopes(d);
-    const all = new Set([...(before ? (JSON.parse(before) as string[]) : []), ...scopes]);
-    await store.set(key, JSON.stringify([...all]), { ttl: CONSENT_TTL });
-    await finish(ctx, { consent: { grantId } }, true);
+    const all = new Set([...(remembered ?? (await rememberedScopes(d))), ...scopes]);
+    // The grant and the remembered consent are independent writes: sent together.
+    const [grantId] = await Promise.all([
+      grant.save(),
+      store.set(keys.consent(String(d.session!.accountId), String(d.params.client_id)), JSON.stringify([...all]), { ttl: CONSENT_TTL }),
+    ]);
+    await finish(ctx, d, { consent: { grantId } }, true);
     audit(logger, 'consent_granted', { accountId: String(d.session!.accountId), clientId: String(d.params.client_id), scopes, via }, 'consent granted');
   }
 
@@ -207,8 +212,8 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
 
   async function signedIn(ctx: Context, d: Details, accountId: string, withSecondFactor: boolean) {
     const login = loginResult(accountId, withSecondFactor);
-    await steps.clear(d.uid);
-    await finish(ctx, { login }, false);
+    // The step record and the interaction's result: independent writes, sent together.
+    await Promise.all([steps.clear(d.uid), finish(ctx, d, { login }, false)]);
     audit(logger, 'signin_succeeded', { accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
   }
 
@@ -223,9 +228,11 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
       return step ? renderStep(ctx, d, step) : renderLogin(ctx, d, client.clientName);
     }
     if (d.prompt.name === 'consent') {
-      // Only the scopes not granted before are listed (README: asked again only for new scopes).
-      const ask = await scopesToAsk(d, client.first_party === true, missingScopes(d));
-      if (ask.length === 0) return grantConsent(ctx, d, client.first_party === true ? 'first_party' : 'remembered');
+      // Only the scopes not granted before are listed (README: asked again only for new scopes); none for first-party clients.
+      const firstParty = client.first_party === true;
+      const remembered = firstParty ? [] : await rememberedScopes(d);
+      const ask = firstParty ? [] : missingScopes(d).filter((s) => !remembered.includes(s));
+      if (ask.length === 0) return firstParty ? grantConsent(ctx, d, 'first_party') : grantConsent(ctx, d, 'remembered', remembered);
       const account = await accounts.find(String(d.session?.accountId));
       views.render(
         ctx,
@@ -332,7 +339,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   router.post('/abort', form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
     await steps.clear(d.uid);
-    await finish(ctx, { error: 'access_denied', error_description: 'the person declined' }, false);
+    await finish(ctx, d, { error: 'access_denied', error_description: 'the person declined' }, false);
   });
 
   return router;

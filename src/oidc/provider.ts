@@ -4,6 +4,7 @@ import Provider, { errors, interactionPolicy, type Configuration, type KoaContex
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
 import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interactions/mfa-policy.ts';
+import { CookieKeys } from '../security/cookie-keys.ts';
 import { keys } from '../storage/keys.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
@@ -41,7 +42,8 @@ export async function createProvider({ config, store, accounts, registry, views 
     // Only the private keys' JWK members; `iat` is our bookkeeping.
     jwks: { keys: signingKeys.map(({ iat: _iat, ...jwk }) => jwk) as never },
     cookies: {
-      keys: cookieKeys,
+      // keygrip-compatible signatures, computed with keys prepared once (see CookieKeys).
+      keys: new CookieKeys(cookieKeys) as never,
       long: { httpOnly: true, sameSite: 'lax' },
       short: { httpOnly: true, sameSite: 'lax' },
     },

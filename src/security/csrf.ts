@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 /**
  * CSRF tokens for our forms: an HMAC of the interaction's uid under a server secret. The interaction
@@ -6,9 +6,9 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  * the token nor reuse one from its own interaction.
  */
 export class Csrf {
-  readonly #secret: string;
+  readonly #secret: KeyObject;
   constructor(secret: string) {
-    this.#secret = secret;
+    this.#secret = createSecretKey(Buffer.from(secret));
   }
 
   token(scope: string): string {

@@ -79,6 +79,12 @@ export interface LockoutOptions {
 
 export const DEFAULT_SCHEDULE = [60, 300, 900, 3600];
 
+/** Announces the subject key of each lockout that starts, so that every server drops it from its cache. */
+export const LOCKOUT_CHANGES = 'lk:changes:lockout';
+/** A safety net under the messages: a "not locked" answer is reused for at most this long. */
+const CLEAN_TTL_MS = 30_000;
+const CLEAN_MAX_ENTRIES = 50_000;
+
 interface LockRecord {
   /** Epoch ms (injected clock). */
   until: number;
@@ -103,6 +109,15 @@ export class Lockout {
   readonly #historyMs: number;
   readonly #limiters = new Map<string, Limiter>();
   readonly #namespace: string;
+  /**
+   * Subjects this server saw unlocked, and until when (injected clock) it may say so without asking
+   * storage: the check before every client authentication and sign-in step then costs no round trip.
+   * Kept only while `watch` listens, since a lockout started by another server must reach us.
+   */
+  readonly #clean = new Map<string, number>();
+  #watching = false;
+  /** Bumped by every drop, so that an answer read before a drop is not cached after it. */
+  #generation = 0;
 
   constructor(store: Store, options: LockoutOptions = {}) {
     this.#store = store;
@@ -153,14 +168,49 @@ export class Lockout {
 
   /** Seconds left of the subject's lockout, or 0; notices (once) that an expired one has ended. */
   async #lockedFor(subject: Subject): Promise<number> {
+    if (this.#watching && (this.#clean.get(subject.key) ?? 0) > this.#now()) return 0;
+    const generation = this.#generation;
     const record = await this.#record(subject);
-    if (!record) return 0;
-    const left = record.until - this.#now();
+    const left = record ? record.until - this.#now() : 0;
     if (left > 0) return Math.ceil(left / 1000);
-    // Several nodes may notice at once: the end is reported by the one that marks it.
-    const first = await this.#store.set(`${keys.lockout(subject.key)}:ended:${record.until}`, '1', { ifAbsent: true, ttl: Math.ceil(this.#historyMs / 1000) });
-    if (first) this.#onEvent('lockout.ended', { subject: subject.kind, id: subject.id, lockouts: record.lockouts, reason: 'expired' });
+    if (record) {
+      // Several nodes may notice at once: the end is reported by the one that marks it.
+      const first = await this.#store.set(`${keys.lockout(subject.key)}:ended:${record.until}`, '1', { ifAbsent: true, ttl: Math.ceil(this.#historyMs / 1000) });
+      if (first) this.#onEvent('lockout.ended', { subject: subject.kind, id: subject.id, lockouts: record.lockouts, reason: 'expired' });
+    }
+    if (this.#watching && generation === this.#generation) {
+      if (this.#clean.size >= CLEAN_MAX_ENTRIES) this.#clean.clear();
+      this.#clean.set(subject.key, this.#now() + CLEAN_TTL_MS);
+    }
     return 0;
+  }
+
+  /** Drops one subject (by its key) from the "not locked" cache, or all of them. */
+  forget(subjectKey?: string): void {
+    this.#generation += 1;
+    if (subjectKey === undefined) this.#clean.clear();
+    else this.#clean.delete(subjectKey);
+  }
+
+  /**
+   * Lets the given lockouts answer "not locked" from memory, for as long as this server hears about
+   * every lockout that starts anywhere (LOCKOUT_CHANGES on the store); when the subscription was
+   * interrupted, everything is dropped. Returns a function that stops listening (and caching).
+   */
+  static async watch(store: Store, lockouts: Lockout[]): Promise<() => Promise<void>> {
+    const stop = await store.subscribe(
+      LOCKOUT_CHANGES,
+      (key) => lockouts.forEach((l) => l.forget(key)),
+      () => lockouts.forEach((l) => l.forget()),
+    );
+    for (const l of lockouts) l.#watching = true;
+    return async () => {
+      for (const l of lockouts) {
+        l.#watching = false;
+        l.forget();
+      }
+      await stop();
+    };
   }
 
   /** Whether an attempt may be verified at all. Call it first: a locked subject is refused even when right. */
@@ -194,6 +244,8 @@ export class Lockout {
     const seconds = this.#schedule[Math.min(lockouts, this.#schedule.length) - 1]!;
     const record: LockRecord = { until: now + seconds * 1000, lockouts };
     await this.#store.set(keys.lockout(subject.key), JSON.stringify(record), { ttl: seconds + Math.ceil(this.#historyMs / 1000) });
+    this.forget(subject.key);
+    await this.#store.publish(LOCKOUT_CHANGES, subject.key);
     this.#onEvent('lockout.started', { subject: subject.kind, id: subject.id, factor, lockouts, seconds });
   }
 
@@ -220,6 +272,7 @@ export class Lockout {
     const [subject] = 'account' in target ? this.#subjects({ account: target.account }) : [{ kind: 'ip' as const, id: target.ip, key: `${this.#namespace}ip-${digest(target.ip)}` }];
     const record = await this.#record(subject!);
     await this.#store.del(keys.lockout(subject!.key));
+    this.forget(subject!.key);
     for (const factor of FACTORS) await this.#limit(() => this.#limiters.get(`${factor}:${subject!.kind}`)!.delete(subject!.key));
     const wasLocked = record !== undefined && record.until > this.#now();
     if (wasLocked) this.#onEvent('lockout.ended', { subject: subject!.kind, id: subject!.id, lockouts: record.lockouts, reason: 'unlocked' });
