@@ -178,8 +178,15 @@ function opsRoutes(store: Store, metrics: Metrics) {
   const router = new Router();
   router.get('/metrics', async (ctx) => {
     ctx.set('Cache-Control', 'no-store');
-    ctx.set('Content-Type', metrics.contentType);
-    ctx.body = await metrics.text();
+    try {
+      const text = await metrics.text();
+      ctx.set('Content-Type', metrics.contentType);
+      ctx.body = text;
+    } catch {
+      // With WORKERS>1 the sum comes from the primary; without it, no partial answer.
+      ctx.status = 503;
+      ctx.body = { error: 'temporarily_unavailable', error_description: 'the metrics of every worker could not be gathered' };
+    }
   });
   router.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };

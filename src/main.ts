@@ -1,6 +1,7 @@
 import cluster from 'node:cluster';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { chooseLogFormat, createLogger } from './observability/logger.ts';
+import { serveClusterMetrics } from './observability/metrics.ts';
 import { serve } from './serve.ts';
 
 /**
@@ -35,6 +36,8 @@ function supervise({ WORKERS, LOG_LEVEL, LOG_FORMAT, NODE_ENV }: Config) {
     logger.error({ worker: worker.id, code, signal }, 'a worker died: starting another');
     setTimeout(start, 500).unref();
   });
+  // /metrics, whichever worker answers, reports the sum over all of them (the primary gathers it).
+  serveClusterMetrics();
   for (let i = 0; i < WORKERS; i += 1) start();
   logger.info({ workers: WORKERS }, `started ${WORKERS} workers`);
   const stop = (signal: NodeJS.Signals) => {

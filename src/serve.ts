@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import type { Server } from 'node:http';
 import { createApp } from './app.ts';
 import type { Config } from './config.ts';
@@ -26,7 +27,8 @@ export async function serve(config: Config): Promise<void> {
     logger.info(`using ${describeRedis(config)}`);
   }
 
-  const { app, opsApp, demo, close: closeApp } = await createApp({ config, store, logger });
+  const { app, opsApp, demo, metrics, close: closeApp } = await createApp({ config, store, logger });
+  if (cluster.isWorker) metrics.joinCluster();
   const server: Server = app.listen(config.PORT, config.HOST, () => {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.PORT;

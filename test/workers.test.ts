@@ -8,7 +8,8 @@ import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
 
 /**
  * WORKERS=2: a node:cluster primary runs two serving processes on one port and one Redis; tokens
- * issued by one are valid at the other; SIGTERM drains both and the primary exits 0.
+ * issued by one are valid at the other; /metrics counts what every worker did; SIGTERM drains both and
+ * the primary exits 0.
  */
 let redis: TestRedis;
 before(async () => {
@@ -53,6 +54,16 @@ test('WORKERS=2 serves from two processes that share the port and the Redis, and
     assert.ok(checks.every((c) => c.body.active === true), 'every token is active at every worker');
     const served = new Set(lines.filter((l) => l.msg === 'request').map((l) => l.worker));
     assert.equal(served.size, 2, 'both workers answered requests');
+
+    // Whichever worker answers a scrape, it reports the whole cluster's counts (both issued tokens).
+    const issuers = new Set(lines.filter((l) => l.msg === 'request' && (l as { route?: string }).route === 'token').map((l) => l.worker));
+    assert.equal(issuers.size, 2, 'both workers issued tokens');
+    for (let i = 0; i < 4; i += 1) {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(text, /^latchkey_tokens_issued_total\{grant_type="client_credentials",token="access_token"\} 20$/m, 'tokens issued by both workers');
+      assert.match(text, /^latchkey_introspections_total\{result="active"\} 20$/m, 'introspections answered by both workers');
+      assert.match(text, /^process_resident_memory_bytes \d+/m, 'process metrics too');
+    }
   } finally {
     child.kill('SIGTERM');
   }
