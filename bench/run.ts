@@ -7,6 +7,7 @@ import {
   type FlowStats, type Server,
 } from './flows.ts';
 import { cannon, keyType, median, measure, ROOT, sleep, usedMemory, type Load, type Proc, type Sample } from './lib.ts';
+import { hashPassword, verifyPassword } from '../src/accounts/passwords.ts';
 import { runSoak } from './soak.ts';
 import { startWorld, type World } from './world.ts';
 
@@ -174,7 +175,7 @@ const f0 = (n: number) => Math.round(n).toLocaleString('en-US');
 const f1 = (n: number) => n.toFixed(1);
 const f2 = (n: number) => n.toFixed(2);
 
-function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof memoryProbe>>, notes: Notes, machine: string[]): string {
+function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof memoryProbe>>, notes: Notes, machine: string[], argon2: Awaited<ReturnType<typeof argon2Probe>>): string {
   const rps = (e: Entry) => median(e.samples.map((s) => s.rps));
   const sum = (e: Entry, f: (s: Sample) => number) => e.samples.reduce((n, s) => n + f(s), 0);
   // Totals over all rounds for per-request figures (CPU, Redis), medians for rates and latency.
@@ -221,7 +222,7 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
       const r = rps(a) / rps(raw(sc)!);
       return `- all cores, ${sc} ≥ 1.3× raw oidc-provider: ${a.target} ${f0(rps(a))}/s = ${f2(r)}× — ${yes(r >= 1.3)}`;
     }),
-    `- complete sign-ins with TOTP ≥ 100/s: ${f1(rps(lkOf(SIGN_IN_TOTP)))}/s — ${yes(rps(lkOf(SIGN_IN_TOTP)) >= 100)}`,
+    `- complete sign-ins with TOTP ≥ 100/s: ${f1(rps(lkOf(SIGN_IN_TOTP)))}/s — ${yes(rps(lkOf(SIGN_IN_TOTP)) >= 100)}. One argon2id verify (OWASP parameters, as Latchkey runs it) costs ${f1(argon2.cpuMs)} ms of CPU here (${f1(argon2.wallMs)} ms wall), measured before the load: password hashing alone caps sign-ins at ${f0(argon2.ceiling)}/s on ${availableParallelism()} CPUs, before any HTTP, Redis or the load generator's own work.`,
     `- ≤ 400 bytes of Redis per client-credentials token: ${f0(memory.perToken)} bytes of used_memory (${f0(ccUsage)} bytes average MEMORY USAGE of its key) — ${yes(memory.perToken <= 400)}`,
     '',
   );
@@ -300,6 +301,24 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
   return lines.join('\n');
 }
 
+/**
+ * What one argon2id verify costs here, as Latchkey runs it (src/accounts/passwords.ts: @node-rs/argon2,
+ * OWASP m=19 MiB, t=2, p=1): CPU of this process (its thread pool included) over sequential verifies,
+ * before any load. Every password sign-in pays it once, so it bounds sign-ins/s by itself.
+ */
+async function argon2Probe() {
+  const password = 'correct horse battery staple';
+  const stored = await hashPassword(password);
+  for (let i = 0; i < 5; i += 1) await verifyPassword(stored, password);
+  const n = 40;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let i = 0; i < n; i += 1) await verifyPassword(stored, password);
+  const cpu = process.cpuUsage(cpu0);
+  const cpuMs = (cpu.user + cpu.system) / 1000 / n;
+  return { cpuMs, wallMs: (performance.now() - t0) / n, ceiling: (availableParallelism() * 1000) / cpuMs };
+}
+
 async function bench() {
   const machine = machineLines();
   console.log(`starting Redis, Latchkey and the baselines…`);
@@ -311,6 +330,7 @@ async function bench() {
   try {
     console.log('measuring Redis memory per stored object…');
     const memory = await memoryProbe(world);
+    const argon2 = await argon2Probe();
     const notes: Notes = { inactive: new Map(), chains: new Map() };
     const list = entries(world, opts.connections, notes);
     const runOnce = async (e: Entry, seconds: number) => {
@@ -330,7 +350,7 @@ async function bench() {
       console.log(`round ${round} of ${opts.rounds} (${opts.duration} s each)…`);
       for (const e of list) e.samples.push(await runOnce(e, opts.duration));
     }
-    const text = report(world, list, memory, notes, machine);
+    const text = report(world, list, memory, notes, machine, argon2);
     writeFileSync(new URL('RESULTS.md', import.meta.url), text);
     console.log(`\n${text}\nwritten to bench/RESULTS.md`);
   } finally {

@@ -255,6 +255,8 @@ export class RedisStore implements Store {
   }
 
   putModel(key: string, payload: string, ttl: number, indexKey?: string, options: { consumable?: boolean } = {}) {
+    // A plain record of no grant (a client-credentials token): one SET replaces whatever was there.
+    if (!indexKey && options.consumable === false) return this.#call(async () => void (await this.client.set(key, payload, 'EX', ttl)));
     const keys = indexKey ? [key, indexKey] : [key];
     const consumable = options.consumable === false ? '0' : '1';
     return this.#call(async () => void (await this.#scripts.lkPutModel(keys.length, ...keys, payload, ttl, consumable)));
