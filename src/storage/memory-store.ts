@@ -96,7 +96,7 @@ export class MemoryStore implements Store {
     this.#data.set(key, { value: { p: payload }, expiresAt });
     if (indexKey) {
       const index = this.#set(indexKey, true)!;
-      // Forget members that expired, as the Redis script does.
+      // Forget members that expired (the Redis script checks four at random per write; here all are cheap to check).
       for (const member of index) if (!this.#entry(member)) index.delete(member);
       index.add(key);
       const entry = this.#data.get(indexKey)!;
