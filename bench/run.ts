@@ -36,7 +36,7 @@ export function machineLines(): string[] {
   let git = 'unknown';
   try {
     git = execSync('git rev-parse --short HEAD', { cwd: ROOT }).toString().trim();
-    if (execSync('git status --porcelain', { cwd: ROOT }).toString().trim()) git += ' plus uncommitted changes in the work tree';
+    if (execSync("git status --porcelain -- . ':!bench/RESULTS.md' ':!bench/SOAK.md'", { cwd: ROOT }).toString().trim()) git += ' plus uncommitted changes in the work tree';
   } catch {
     // not a checkout
   }
