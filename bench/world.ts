@@ -72,6 +72,8 @@ export async function startWorld(options: { baselines: boolean; users: number; t
       world.latchkeyAllCores = { url: all.url, proc: all, ...registered, totpUsers: [], promptConsent: false, workers };
     }
     if (options.totpUsers) world.latchkey.totpUsers = await totpUsers(world.latchkey, redisServer.url, options.totpUsers, newFlowStats());
+    // The same people sign in at either server (one Redis): a person's code is used once per step at either.
+    if (world.latchkeyAllCores) world.latchkeyAllCores.totpUsers = world.latchkey.totpUsers;
     if (options.baselines) {
       const creds = { machine: { id: 'machine', secret: token() }, api: { id: 'api', secret: token() }, app: { id: 'app', secret: token(), redirectUri: REDIRECT_URI } };
       const rawPort = await freePort();
