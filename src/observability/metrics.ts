@@ -175,58 +175,6 @@ export function oidcRouteOf(ctx: Context): string | undefined {
  * The route label of a request: oidc-provider's route name (`token`, `authorization`, …), our
  * router's pattern (`/interaction/:uid/login`), or `unmatched`. Never the raw path.
  */
-const CLUSTER_METRICS = 'latchkey:cluster-metrics';
-const CLUSTER_METRICS_TIMEOUT_MS = 5000;
-interface ClusterMetricsMessage {
-  type: typeof CLUSTER_METRICS;
-  id: number;
-  text?: string;
-  error?: string;
-}
-const isClusterMetricsMessage = (m: unknown): m is ClusterMetricsMessage => typeof m === 'object' && m !== null && (m as { type?: unknown }).type === CLUSTER_METRICS;
-
-let askCounter = 0;
-const asked = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void }>();
-
-function askPrimaryForMetrics(): Promise<string> {
-  const id = (askCounter += 1);
-  return new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => settle(new Error('the cluster primary did not send the metrics in time')), CLUSTER_METRICS_TIMEOUT_MS);
-    const settle = (result: string | Error) => {
-      clearTimeout(timer);
-      asked.delete(id);
-      if (result instanceof Error) reject(result);
-      else resolve(result);
-    };
-    asked.set(id, { resolve: settle, reject: settle });
-    process.send!({ type: CLUSTER_METRICS, id } satisfies ClusterMetricsMessage);
-  });
-}
-
-function answerFromPrimary(message: unknown) {
-  if (!isClusterMetricsMessage(message)) return;
-  const waiting = asked.get(message.id);
-  if (!waiting) return;
-  if (message.text !== undefined) waiting.resolve(message.text);
-  else waiting.reject(new Error(message.error ?? 'no metrics'));
-}
-
-/**
- * In the node:cluster primary: answers a worker's request for the metrics of the whole cluster with
- * prom-client's AggregatorRegistry (counters and histograms summed over the workers; the process
- * metrics each by the aggregator prom-client gives it).
- */
-export function serveClusterMetrics(): void {
-  const aggregator = new AggregatorRegistry();
-  cluster.on('message', (worker, message: unknown) => {
-    if (!isClusterMetricsMessage(message) || message.text !== undefined) return;
-    aggregator.clusterMetrics().then(
-      (text) => worker.send({ type: CLUSTER_METRICS, id: message.id, text } satisfies ClusterMetricsMessage),
-      (err: Error) => worker.send({ type: CLUSTER_METRICS, id: message.id, error: err.message } satisfies ClusterMetricsMessage),
-    );
-  });
-}
-
 export function routeOf(ctx: Context): string {
   const oidc = oidcRouteOf(ctx);
   if (oidc) return oidc;
@@ -272,5 +220,57 @@ export function instrumentStore<S extends Store>(store: S, metrics: Metrics): S 
         return result;
       };
     },
+  });
+}
+
+// ---- WORKERS>1: one answer for the whole cluster ----
+
+const CLUSTER_METRICS = 'latchkey:cluster-metrics';
+const CLUSTER_METRICS_TIMEOUT_MS = 5000;
+interface ClusterMetricsMessage {
+  type: typeof CLUSTER_METRICS;
+  id: number;
+  text?: string;
+  error?: string;
+}
+const isClusterMetricsMessage = (m: unknown): m is ClusterMetricsMessage => typeof m === 'object' && m !== null && (m as { type?: unknown }).type === CLUSTER_METRICS;
+
+let askCounter = 0;
+/** Scrapes waiting for the primary's answer, by request id. */
+const asked = new Map<number, (result: string | Error) => void>();
+
+function askPrimaryForMetrics(): Promise<string> {
+  const id = (askCounter += 1);
+  return new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => settle(new Error('the cluster primary did not send the metrics in time')), CLUSTER_METRICS_TIMEOUT_MS);
+    const settle = (result: string | Error) => {
+      clearTimeout(timer);
+      asked.delete(id);
+      if (result instanceof Error) reject(result);
+      else resolve(result);
+    };
+    asked.set(id, settle);
+    process.send!({ type: CLUSTER_METRICS, id } satisfies ClusterMetricsMessage);
+  });
+}
+
+function answerFromPrimary(message: unknown) {
+  if (!isClusterMetricsMessage(message)) return;
+  asked.get(message.id)?.(message.text ?? new Error(message.error ?? 'no metrics'));
+}
+
+/**
+ * In the node:cluster primary: answers a worker's request for the metrics of the whole cluster with
+ * prom-client's AggregatorRegistry (counters and histograms summed over the workers; the process
+ * metrics each by the aggregator prom-client gives it).
+ */
+export function serveClusterMetrics(): void {
+  const aggregator = new AggregatorRegistry();
+  cluster.on('message', (worker, message: unknown) => {
+    if (!isClusterMetricsMessage(message) || message.text !== undefined) return;
+    aggregator.clusterMetrics().then(
+      (text) => worker.send({ type: CLUSTER_METRICS, id: message.id, text } satisfies ClusterMetricsMessage),
+      (err: Error) => worker.send({ type: CLUSTER_METRICS, id: message.id, error: err.message } satisfies ClusterMetricsMessage),
+    );
   });
 }
