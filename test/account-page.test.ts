@@ -1,28 +1,17 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { totpCodeAt } from '../src/accounts/totp.ts';
 import { browse, CookieJar, follow, formAction, hiddenField, recoveryCodesOf, totpKeyOf, type Followed, type Page } from './helpers/flow.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
+import type { TestServer } from './helpers/server.ts';
 import { nextTotpCode, totpClock, wrongTotpCode } from './helpers/totp.ts';
-import { enrollTotp } from './helpers/world.ts';
+import { enrollTotp, useServer } from './helpers/world.ts';
 
 /**
  * /account, as a browser without JavaScript uses it: signing in through the ordinary flow, then each
  * change behind the current password and a current code.
  */
-let redis: TestRedis;
 let server: TestServer;
-
-before(async () => {
-  redis = await startRedis();
-  server = await startServer({ redisUrl: redis.url });
-});
-
-after(async () => {
-  await server?.close();
-  await redis?.dispose();
-});
+useServer((setup) => ({ server } = setup));
 
 const PASSWORD = 'correct horse battery staple';
 

@@ -1,21 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ConfigError, loadConfig } from '../src/config.ts';
+import { loadConfig } from '../src/config.ts';
 import { describeRedis } from '../src/storage/open.ts';
+import { problems, SECRETS_KEY } from './helpers/config.ts';
 
 /** The settings that name a Redis: REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS (+ name, password). */
-const SECRETS_KEY = Buffer.alloc(32, 0x5a).toString('base64');
-
-function problems(env: Record<string, string>): string[] {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `threw ${String(err)}`);
-    return err.problems;
-  }
-  assert.fail(`accepted ${JSON.stringify(env)}`);
-}
-
 describe('Redis Cluster and Sentinel settings', () => {
   test('host:port lists, with spaces, IPv6 in brackets', () => {
     const config = loadConfig({ REDIS_CLUSTER_NODES: 'redis-1:7000, 10.0.0.2:7001,[::1]:7002,' });

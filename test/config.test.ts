@@ -3,20 +3,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, configDocs, loadConfig } from '../src/config.ts';
-
-const SECRETS_KEY = Buffer.alloc(32, 0x5a).toString('base64');
-
-/** The problems loadConfig reports for an environment (fails the test when it accepts it). */
-function problems(env: Record<string, string>): string[] {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `threw ${String(err)}`);
-    return err.problems;
-  }
-  assert.fail(`accepted ${JSON.stringify(env)}`);
-}
+import { configDocs, loadConfig } from '../src/config.ts';
+import { problems, SECRETS_KEY } from './helpers/config.ts';
 
 describe('loadConfig', () => {
   test('defaults', () => {

@@ -3,7 +3,7 @@
  * the failure counters are rate-limiter-flexible's, in memory for the embedded store and in a real
  * Redis for RedisStore — the same suite runs on both.
  */
-import { after, before, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Lockout, type Attempt, type LockoutEvent, type LockoutEventName, type LockoutOptions } from '../src/security/lockout.ts';
@@ -11,7 +11,7 @@ import { digest, keys } from '../src/storage/keys.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
 import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { StorageUnavailable, type Store } from '../src/storage/store.ts';
-import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+import { freePort, useRedisStore, type TestRedis } from './helpers/redis.ts';
 
 const MIN = 60_000;
 
@@ -183,15 +183,7 @@ describe('lockout', () => {
 
   let redis: TestRedis;
   let store: RedisStore;
-  before(async () => {
-    redis = await startRedis();
-    store = new RedisStore(connectRedis(redis.url, 1000));
-    await store.ready(5000);
-  });
-  after(async () => {
-    await store?.close();
-    await redis?.dispose();
-  });
+  useRedisStore((setup) => ({ redis, store } = setup));
   suite('on Redis', () => store);
   suite('on Redis, with the cache of a server', () => store, true);
 

@@ -1,27 +1,17 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { grantTag, keys } from '../src/storage/keys.ts';
-import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
+import type { RedisStore } from '../src/storage/redis-store.ts';
 import { StorageUnavailable } from '../src/storage/store.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { useRedisStore } from './helpers/redis.ts';
 
 /**
  * A full Redis with `maxmemory-policy noeviction` (README, Scaling) refuses writes with OOM instead
  * of evicting grants: the store reports that as StorageUnavailable (503 + Retry-After), and reads go on.
  */
-let redis: TestRedis;
 let store: RedisStore;
 
-before(async () => {
-  redis = await startRedis({ ownServer: true });
-  store = new RedisStore(connectRedis(redis.url, 1000));
-  await store.ready(5000);
-});
-
-after(async () => {
-  await store?.close();
-  await redis?.dispose();
-});
+useRedisStore((setup) => ({ store } = setup), { ownServer: true });
 
 test('a write refused with OOM is StorageUnavailable; reads and revocations still work', async () => {
   await store.set('test:before', 'v');

@@ -1,18 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
+import { test } from 'node:test';
+import type { TestServer } from './helpers/server.ts';
+import { useServer } from './helpers/world.ts';
 
-let redis: TestRedis;
 let server: TestServer;
-before(async () => {
-  redis = await startRedis();
-  server = await startServer({ redisUrl: redis.url });
-});
-after(async () => {
-  await server.close();
-  await redis.dispose();
-});
+useServer((setup) => ({ server } = setup));
 
 test('a DPoP proof or client assertion is accepted once, even by parallel requests on several nodes', async () => {
   const { ReplayDetection } = server.app.provider as unknown as { ReplayDetection: { unique(iss: string, jti: string, exp: number): Promise<boolean> } };

@@ -13,9 +13,9 @@ import { totpCodeAt } from '../src/accounts/totp.ts';
 import { SecretBox } from '../src/security/secret-box.ts';
 import { keys } from '../src/storage/keys.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
-import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
+import type { RedisStore } from '../src/storage/redis-store.ts';
 import type { Store } from '../src/storage/store.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { useRedisStore } from './helpers/redis.ts';
 
 const STEP_START = 1_800_000_000_000 - (1_800_000_000_000 % 30_000);
 
@@ -231,16 +231,7 @@ describe('second factor', () => {
   after(() => memory.close());
   suite('on the embedded store', () => memory);
 
-  let redis: TestRedis;
   let store: RedisStore;
-  before(async () => {
-    redis = await startRedis();
-    store = new RedisStore(connectRedis(redis.url, 1000));
-    await store.ready(5000);
-  });
-  after(async () => {
-    await store?.close();
-    await redis?.dispose();
-  });
+  useRedisStore((setup) => ({ store } = setup));
   suite('on Redis (integration)', () => store);
 });

@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
+import { connectRedis, RedisStore } from '../../src/storage/redis-store.ts';
 
 /** A free TCP port on 127.0.0.1. */
 export async function freePort(): Promise<number> {
@@ -90,4 +92,23 @@ export async function startRedis(options: { persistence?: boolean; extraArgs?: s
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * For a test file or suite: a private Redis (or REDIS_URL) and a RedisStore on it, made before the
+ * tests (handed to `receive`) and closed after them.
+ */
+export function useRedisStore(receive: (setup: { redis: TestRedis; store: RedisStore }) => void, options: Parameters<typeof startRedis>[0] = {}): void {
+  let redis: TestRedis | undefined;
+  let store: RedisStore | undefined;
+  before(async () => {
+    redis = await startRedis(options);
+    store = new RedisStore(connectRedis(redis.url, 1000));
+    await store.ready(5000);
+    receive({ redis, store });
+  });
+  after(async () => {
+    await store?.close();
+    await redis?.dispose();
+  });
 }

@@ -76,19 +76,24 @@ export interface WorldSetup {
 }
 
 /**
- * For a test file: a private Redis, a server on it and the shared registrations, made before the
- * file's tests (handed to `receive`) and torn down after them.
+ * For a test file: a private Redis and a server on it, made before the file's tests (handed to
+ * `receive`, which may go on preparing) and torn down after them.
  */
-export function useWorld(receive: (setup: WorldSetup) => void): void {
+export function useServer(receive: (setup: { redis: TestRedis; server: TestServer }) => unknown): void {
   let redis: TestRedis | undefined;
   let server: TestServer | undefined;
   before(async () => {
     redis = await startRedis();
     server = await startServer({ redisUrl: redis.url });
-    receive({ redis, server, world: await createWorld(server) });
+    await receive({ redis, server });
   });
   after(async () => {
     await server?.close();
     await redis?.dispose();
   });
+}
+
+/** `useServer` plus the shared registrations (`createWorld`). */
+export function useWorld(receive: (setup: WorldSetup) => void): void {
+  useServer(async (setup) => receive({ ...setup, world: await createWorld(setup.server) }));
 }
