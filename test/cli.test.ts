@@ -216,7 +216,7 @@ test('bad client arguments: exit 2, one line, nothing written', async () => {
   await Promise.all([
     fails(['client', 'create', '--name', 'Shop', '--grants', 'authorization_code', '--scope', 'openid'], /needs at least one --redirect-uri/),
     fails(['client', 'create', '--name', 'Shop', '--grants', 'authorization_code', '--redirect-uri', 'shop.example/cb', '--scope', 'openid'], /absolute URI/),
-    fails(['client', 'create', '--name', 'Shop', '--grants', 'authorization_code', '--redirect-uri', 'https://shop.example/cb#x', '--scope', 'openid'], /invalid client: redirect_uris must not contain fragments/),
+    fails(['client', 'create', '--name', 'Shop', '--grants', 'authorization_code', '--redirect-uri', 'https://shop.example/cb#x', '--scope', 'openid'], /--redirect-uri must not have a fragment/),
     fails(['client', 'create', '--name', 'Shop', '--grants', 'implicit', '--redirect-uri', 'https://shop.example/cb', '--scope', 'openid'], /unknown grant "implicit"/),
     fails(['client', 'create', '--name', 'Shop', '--grants', 'client_credentials', '--scope', readScope, '--public'], /public client cannot use client_credentials/),
     fails(['client', 'create', '--grants', 'client_credentials', '--scope', readScope], /--name is required/),
@@ -224,6 +224,47 @@ test('bad client arguments: exit 2, one line, nothing written', async () => {
   ]);
   assert.equal((await cli(['client', 'list', '--json'])).stdout, listBefore);
   assert.deepEqual(await allKeys(), before);
+});
+
+test('redirect URIs: https, plain http to loopback only, private-use schemes only for public apps; no fragments, userinfo or wildcards', async () => {
+  const before = await allKeys();
+  const create = (uri: string, extra: string[] = [], flag = '--redirect-uri') =>
+    flag === '--redirect-uri'
+      ? ['client', 'create', '--name', 'App', '--grants', 'authorization_code', flag, uri, '--scope', 'openid', ...extra]
+      : ['client', 'create', '--name', 'App', '--grants', 'authorization_code', '--redirect-uri', 'https://app.example/cb', flag, uri, '--scope', 'openid', ...extra];
+  const refused: [string[], RegExp][] = [
+    [create('http://evil.example/cb'), /^latchkey: --redirect-uri must use https \(plain http only for 127\.0\.0\.1, \[::1\] or localhost\), got http:\/\/evil\.example\/cb$/m],
+    [create('http://localhost.evil.example/cb', ['--public']), /--redirect-uri must use https/],
+    [create('http://evil.example/bye', [], '--post-logout-redirect-uri'), /--post-logout-redirect-uri must use https/],
+    [create('https://app.example/cb#done'), /--redirect-uri must not have a fragment/],
+    [create('https://ops:hunter22@app.example/cb'), /^latchkey: --redirect-uri must not carry a user name or password$/m],
+    [create('https://@app.example/cb'), /must not carry a user name or password/],
+    [create('https://*.app.example/cb'), /must be exact, without wildcards/],
+    [create('https://app.example/*'), /must be exact, without wildcards/],
+    [create('com.example.app:/cb'), /private-use scheme com\.example\.app: only for a --public \(native\) client/],
+    [create('com.example.app:/bye', [], '--post-logout-redirect-uri'), /--post-logout-redirect-uri may use the private-use scheme/],
+    [create('myapp:/cb', ['--public']), /reverse-DNS private-use scheme/],
+    [create('javascript:alert(1)', ['--public']), /reverse-DNS private-use scheme/],
+    [create('ftp://app.example/cb'), /must use https/],
+    [create('app.example/cb'), /must be an absolute URI/],
+  ];
+  for (const [args, message] of refused) {
+    const r = await fails(args, message);
+    assert.ok(!r.stderr.includes('hunter22'), 'a password in the URI is never echoed');
+  }
+  assert.deepEqual(await allKeys(), before, 'nothing written');
+
+  const accepted: [string[], string[]][] = [
+    [create('https://app.example/cb'), ['https://app.example/cb']],
+    [create('http://127.0.0.1:8080/cb'), ['http://127.0.0.1:8080/cb']],
+    [create('http://[::1]:8080/cb'), ['http://[::1]:8080/cb']],
+    [create('http://localhost/cb', ['--post-logout-redirect-uri', 'http://localhost/bye']), ['http://localhost/cb']],
+    [create('com.example.app:/oauth2redirect', ['--public', '--redirect-uri', 'http://127.0.0.1/cb', '--post-logout-redirect-uri', 'com.example.app:/bye']), ['com.example.app:/oauth2redirect', 'http://127.0.0.1/cb']],
+  ];
+  for (const [args, uris] of accepted) {
+    const { client_id } = await json(args);
+    assert.deepEqual((await json(['client', 'show', client_id])).redirect_uris, uris);
+  }
 });
 
 test('user create, list, show, disable, enable, set-password, delete', async () => {

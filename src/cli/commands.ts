@@ -62,13 +62,6 @@ function list(values: Values, name: string): string[] {
   return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
 }
 
-function absoluteUris(uris: string[], flag: string): string[] {
-  for (const uri of uris) {
-    if (!URL.canParse(uri)) throw new CliError(`--${flag} must be an absolute URI, got ${JSON.stringify(uri)}`);
-  }
-  return uris;
-}
-
 // ---- views: what is shown of stored things (never a secret, a hash or a private key) ----
 
 function clientView(c: ClientMetadata) {
@@ -154,8 +147,8 @@ export const COMMANDS: Record<string, Command> = {
         {
           name: required(values, 'name'),
           grants: grants as GrantType[],
-          redirectUris: absoluteUris(list(values, 'redirect-uri'), 'redirect-uri'),
-          postLogoutRedirectUris: absoluteUris(list(values, 'post-logout-redirect-uri'), 'post-logout-redirect-uri'),
+          redirectUris: list(values, 'redirect-uri'),
+          postLogoutRedirectUris: list(values, 'post-logout-redirect-uri'),
           scope: required(values, 'scope'),
           public: values.public === true,
           firstParty: values['first-party'] === true,

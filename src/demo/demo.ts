@@ -53,6 +53,7 @@ export async function ensureDemo(deps: { store: Store; registry: Registry; accou
         public: true,
       },
       async () => {},
+      { ownOrigin: new URL(issuer).origin },
     );
     clientId = created.clientId;
     await store.set(keys.demoClient, clientId);

@@ -245,6 +245,7 @@ export async function accountRoutes(deps: AccountPageDeps) {
     const created = await r.createClient(
       { name: 'Your Latchkey account', grants: ['authorization_code'], redirectUris: [`${issuer}/account/callback`], scope: SCOPE, public: true, firstParty: true },
       async () => {},
+      { ownOrigin: new URL(issuer).origin },
     );
     await s.set(keys.accountPageClient, created.clientId);
     return created.clientId;

@@ -48,6 +48,32 @@ export function secretMatches(storedDigest: string | undefined, presented: strin
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** RFC 8252 §7.3: the loopback redirect of a native app (or a developer's machine) may be plain http. */
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+/** RFC 8252 §7.1: a private-use scheme is a reverse domain name that the app owns, e.g. com.example.app. */
+const PRIVATE_USE_SCHEME = /^[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+$/;
+
+/**
+ * Where a client may send people back to (redirect and post-logout URIs): https; plain http only to
+ * loopback; a reverse-DNS private-use scheme only for a public (native) client. An http redirect
+ * elsewhere hands codes to anyone on the path. Returns the problem, or undefined when the URI is fine.
+ */
+export function redirectUriProblem(uri: string, flag: string, isPublic: boolean): string | undefined {
+  const url = URL.parse(uri);
+  if (!url) return `--${flag} must be an absolute URI, got ${JSON.stringify(uri)}`;
+  // Not echoed: a user name or password in the URI may be a secret.
+  if (url.username || url.password || /^[^:]+:\/\/[^/?#]*@/.test(uri)) return `--${flag} must not carry a user name or password`;
+  if (uri.includes('#')) return `--${flag} must not have a fragment (RFC 6749 §3.1.2), got ${uri}`;
+  if (uri.includes('*')) return `--${flag} must be exact, without wildcards, got ${uri}`;
+  const scheme = url.protocol.slice(0, -1);
+  if (scheme === 'https') return undefined;
+  if (scheme === 'http') {
+    return LOOPBACK_HOSTS.has(url.hostname) ? undefined : `--${flag} must use https (plain http only for 127.0.0.1, [::1] or localhost), got ${uri}`;
+  }
+  if (!PRIVATE_USE_SCHEME.test(scheme)) return `--${flag} must use https, or a reverse-DNS private-use scheme such as com.example.app: for a --public native app, got ${uri}`;
+  return isPublic ? undefined : `--${flag} may use the private-use scheme ${scheme}: only for a --public (native) client, got ${uri}`;
+}
+
 const newSecret = () => randomBytes(32).toString('base64url');
 /** 96 random bits; never starting with '-' or '_', so an id is never read as a command-line option. */
 function newClientId(): string {
@@ -132,8 +158,11 @@ export class Registry {
     });
   }
 
-  /** Builds the oidc-provider metadata of a new client; `validate` (oidc-provider's own schema) may throw. */
-  async createClient(input: ClientInput, validate: (metadata: ClientMetadata) => Promise<void>) {
+  /**
+   * Builds the oidc-provider metadata of a new client; `validate` (oidc-provider's own schema) may throw.
+   * `ownOrigin`: the server's origin, for the clients of its own pages (their URIs are not input).
+   */
+  async createClient(input: ClientInput, validate: (metadata: ClientMetadata) => Promise<void>, options: { ownOrigin?: string } = {}) {
     const grants = [...new Set(input.grants)];
     if (grants.length === 0) throw new RegistryError('--grants needs at least one of ' + GRANT_TYPES.join(', '));
     for (const g of grants) if (!GRANT_TYPES.includes(g)) throw new RegistryError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
@@ -142,6 +171,18 @@ export class Registry {
     if (grants.includes('refresh_token') && !interactive) throw new RegistryError('refresh_token needs authorization_code');
     if (interactive && !input.redirectUris?.length) throw new RegistryError('authorization_code needs at least one --redirect-uri');
     if (!interactive && input.redirectUris?.length) throw new RegistryError('--redirect-uri needs the authorization_code grant');
+    const targets = [
+      ...(input.redirectUris ?? []).map((uri) => ({ uri, flag: 'redirect-uri' })),
+      ...(input.postLogoutRedirectUris ?? []).map((uri) => ({ uri, flag: 'post-logout-redirect-uri' })),
+    ];
+    for (const { uri, flag } of targets) {
+      // The server's own pages (demo, /account) follow ISSUER, which is https in production.
+      if (options.ownOrigin && URL.parse(uri)?.origin === options.ownOrigin) continue;
+      const problem = redirectUriProblem(uri, flag, input.public === true);
+      if (problem) throw new RegistryError(problem);
+    }
+    // oidc-provider accepts private-use schemes from native clients only.
+    const native = targets.some(({ uri }) => !['http:', 'https:'].includes(URL.parse(uri)!.protocol));
     const scopes = input.scope.split(/\s+/).filter(Boolean);
     await this.#checkScopesExist(scopes);
 
@@ -156,6 +197,7 @@ export class Registry {
       post_logout_redirect_uris: input.postLogoutRedirectUris ?? [],
       scope: scopes.join(' '),
       token_endpoint_auth_method: input.public ? 'none' : 'client_secret_basic',
+      ...(native ? { application_type: 'native' as const } : {}),
       ...(secret ? { client_secret: secretDigest(secret) } : {}),
       ...(input.firstParty ? { first_party: true } : {}),
       ...(input.requireMfa ? { require_mfa: true } : {}),
