@@ -43,7 +43,14 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const registry = new Registry(store, { cache: true });
   const stopWatchingRegistry = await registry.watch();
   const views = new Views();
-  const { provider, cookieKeys } = await createProvider({ config, store, accounts, registry, views });
+  const { provider, cookieKeys, stopFollowingKeys } = await createProvider({
+    config,
+    store,
+    accounts,
+    registry,
+    views,
+    onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
+  });
   const csrf = new Csrf(cookieKeys[0]!);
   const secondFactor = new SecondFactor({ store, accounts, box: await loadSecretBox(store, config.SECRETS_KEY), issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
@@ -80,6 +87,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const close = async () => {
     await stopWatchingRegistry();
     await stopWatchingLockouts();
+    await stopFollowingKeys();
   };
   return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, close };
 }

@@ -6,7 +6,7 @@ import { totpCodeAt } from '../accounts/totp.ts';
 import { Lockout } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
 import { GRANT_TYPES, type GrantType, type Registry, type ResourceServer } from '../oidc/registry.ts';
-import { loadSigningKeys, rotateSigningKeys, type StoredSigningKey } from '../oidc/signing-keys.ts';
+import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
@@ -87,8 +87,12 @@ function userView(a: Account) {
   return { id: a.id, email: a.email, name: a.name ?? null, disabled: a.disabled, mfa: a.mfa !== undefined, created: new Date(a.createdAt).toISOString() };
 }
 
+const isoSeconds = (epochSeconds: number) => new Date(epochSeconds * 1000).toISOString();
+
+/** `state`: current (signs), retired until a date (published, verifies only), or retired at the next rotation (kept by an older version). */
 function keyView(k: StoredSigningKey, current: boolean) {
-  return { kid: k.kid, alg: k.alg, kty: k.kty, ...(k.crv ? { crv: k.crv } : {}), use: k.use, created: new Date(k.iat * 1000).toISOString(), current };
+  const state = current ? 'current' : k.retiredUntil ? `retired until ${isoSeconds(k.retiredUntil)}` : 'retired at the next rotation';
+  return { kid: k.kid, alg: k.alg, kty: k.kty, ...(k.crv ? { crv: k.crv } : {}), use: k.use, created: isoSeconds(k.iat), current, state };
 }
 
 const SHOWN_ONCE = 'The client secret is shown only now: store it safely.';
@@ -121,7 +125,7 @@ async function storedKeys(ctx: Context): Promise<StoredSigningKey[]> {
 
 function keyList(all: StoredSigningKey[]) {
   const newest = Math.max(...all.map((k) => k.iat));
-  return all.map((k) => keyView(k, k.iat === newest));
+  return signingOrder(all).map((k) => keyView(k, k.iat === newest));
 }
 
 export const COMMANDS: Record<string, Command> = {
@@ -341,20 +345,30 @@ export const COMMANDS: Record<string, Command> = {
     usage: '',
     async run(ctx) {
       const all = keyList(await storedKeys(ctx));
-      const text = all.length ? table(all, ['kid', 'alg', 'kty', 'created', 'current']) : 'No signing keys yet: the server creates them when it first starts.';
+      const text = all.length ? table(all, ['kid', 'alg', 'kty', 'created', 'state']) : 'No signing keys yet: the server creates them when it first starts.';
       return { json: { keys: all }, text };
     },
   },
   'keys rotate': {
     usage: '',
     async run(ctx) {
-      if (ctx.signingKeysFile) throw new CliError('signing keys come from SIGNING_KEYS_FILE: rotate them in that file');
-      const { current, retired } = await rotateSigningKeys(ctx.store);
-      const all = keyList(current);
-      const json = { keys: all, retired: retired.map((k) => k.kid) };
-      const text = `${table(all, ['kid', 'alg', 'kty', 'created', 'current'])}\nRetired: ${retired.length ? json.retired.join(', ') : 'none'}.\nServers sign with the new keys once restarted.`;
+      if (ctx.signingKeysFile) throw new CliError('signing keys come from SIGNING_KEYS_FILE: rotate them in that file, then restart the servers');
+      const retentionSeconds = signingKeyRetentionSeconds(await ctx.registry.listResources());
+      const { kept, retired, retiredUntil, removed } = await rotateSigningKeys(ctx.store, { retentionSeconds });
+      const all = keyList(kept);
+      const json = { keys: all, retired: retired.map((k) => k.kid), retired_until: isoSeconds(retiredUntil), removed: removed.map((k) => k.kid) };
+      const text = [
+        table(all, ['kid', 'alg', 'kty', 'created', 'state']),
+        `Retired: ${json.retired.length ? `${json.retired.join(', ')} (published until ${json.retired_until}, when everything they signed has expired)` : 'none'}.`,
+        `No longer published: ${json.removed.length ? json.removed.join(', ') : 'none'}.`,
+        'Every server signs with the new keys within seconds (no restart).',
+      ].join('\n');
       // Key ids only: they are public (/jwks).
-      const audit = { event: 'signing_keys_rotated' as const, fields: { current: all.filter((k) => k.current).map((k) => k.kid), retired: json.retired }, msg: 'signing keys rotated' };
+      const audit = {
+        event: 'signing_keys_rotated' as const,
+        fields: { current: all.filter((k) => k.current).map((k) => k.kid), retired: json.retired, retiredUntil: json.retired_until, removed: json.removed },
+        msg: 'signing keys rotated',
+      };
       return { json, text, audit };
     },
   },

@@ -10,7 +10,8 @@ import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
 import { OIDC_SCOPES, secretMatches, type Registry } from './registry.ts';
-import { loadCookieKeys, loadDpopNonceSecret, loadSigningKeys } from './signing-keys.ts';
+import { replaceSigningKeys } from './live-signing-keys.ts';
+import { followSigningKeys, ID_TOKEN_TTL_SECONDS, loadCookieKeys, loadDpopNonceSecret, loadSigningKeys, type StoredSigningKey } from './signing-keys.ts';
 import { tagTokenIdsWithGrant } from './token-ids.ts';
 
 /**
@@ -22,6 +23,8 @@ export interface ProviderDeps {
   accounts: Accounts;
   registry: Registry;
   views: Views;
+  /** Told when stored signing keys could not be read or used (the server keeps its current ones). */
+  onSigningKeysError?: (reason: string) => void;
 }
 
 const MINUTE = 60;
@@ -30,7 +33,12 @@ const DAY = 24 * HOUR;
 
 type ResourceAware = { resourceServer?: { accessTokenTTL?: number } };
 
-export async function createProvider({ config, store, accounts, registry, views }: ProviderDeps) {
+/** The private keys' JWK members only; `iat` and `retiredUntil` are our bookkeeping. */
+function jwksOf(stored: StoredSigningKey[]) {
+  return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
+}
+
+export async function createProvider({ config, store, accounts, registry, views, onSigningKeysError = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
@@ -39,8 +47,7 @@ export async function createProvider({ config, store, accounts, registry, views 
 
   const configuration: Configuration = {
     adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }),
-    // Only the private keys' JWK members; `iat` is our bookkeeping.
-    jwks: { keys: signingKeys.map(({ iat: _iat, ...jwk }) => jwk) as never },
+    jwks: jwksOf(signingKeys),
     cookies: {
       // keygrip-compatible signatures, computed with keys prepared once (see CookieKeys).
       keys: new CookieKeys(cookieKeys) as never,
@@ -165,7 +172,7 @@ export async function createProvider({ config, store, accounts, registry, views 
       AccessToken: (_ctx, token) => (token as ResourceAware).resourceServer?.accessTokenTTL ?? HOUR,
       ClientCredentials: (_ctx, token) => (token as ResourceAware).resourceServer?.accessTokenTTL ?? 10 * MINUTE,
       AuthorizationCode: MINUTE,
-      IdToken: HOUR,
+      IdToken: ID_TOKEN_TTL_SECONDS,
       Interaction: HOUR,
       RefreshToken: 14 * DAY,
       Session: 14 * DAY,
@@ -183,6 +190,10 @@ export async function createProvider({ config, store, accounts, registry, views 
   const provider = new Provider(config.ISSUER, configuration);
   provider.proxy = config.TRUST_PROXY;
   tagTokenIdsWithGrant(provider);
+  // `keys rotate` takes effect on every server without a restart; a key file changes only with one.
+  const stopFollowingKeys = config.SIGNING_KEYS_FILE
+    ? async () => {}
+    : await followSigningKeys(store, (stored) => replaceSigningKeys(provider, jwksOf(stored)), onSigningKeysError);
   // DPoP proof and client assertion replay: upstream's `unique` is a find then a save, so two nodes
   // (or two parallel requests) could both accept one proof. One SET NX is atomic, and one round trip.
   (provider.ReplayDetection as unknown as { unique(iss: string, jti: string, exp: number): Promise<boolean> }).unique = async (iss, jti, exp) => {
@@ -221,7 +232,7 @@ export async function createProvider({ config, store, accounts, registry, views 
   ) {
     return secretMatches(this.clientSecret, presented);
   };
-  return { provider, cookieKeys };
+  return { provider, cookieKeys, stopFollowingKeys };
 }
 
 /**

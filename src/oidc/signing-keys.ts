@@ -13,6 +13,27 @@ export interface StoredSigningKey extends JsonWebKey {
   use: 'sig';
   /** Epoch seconds; newest first in storage. */
   iat: number;
+  /** Epoch seconds until which a retired key stays published (to verify what it signed); set when retired. */
+  retiredUntil?: number;
+}
+
+/** Where `keys rotate` announces new keys, so every server swaps them in without a restart. */
+export const SIGNING_KEY_CHANGES = 'lk:changes:signing-keys';
+/** Every server re-reads the keys this often, in case it missed a rotation message. */
+export const KEYS_REREAD_SECONDS = 60;
+/** The lifetime of an ID token (oidc-provider `ttl.IdToken`). */
+export const ID_TOKEN_TTL_SECONDS = 60 * 60;
+/** Verifiers accept a token a little past its `exp` (clock skew). */
+const VERIFIER_LEEWAY_SECONDS = 5 * 60;
+
+/**
+ * How long a retired key must stay published: the longest lifetime of anything it signed — ID tokens,
+ * and the JWT access tokens of every API — after the last moment a server may still sign with it
+ * (a server that missed the rotation message learns of it at its next re-read).
+ */
+export function signingKeyRetentionSeconds(apis: { tokenFormat: string; ttl: number }[]): number {
+  const longest = Math.max(ID_TOKEN_TTL_SECONDS, ...apis.filter((api) => api.tokenFormat === 'jwt').map((api) => api.ttl));
+  return longest + KEYS_REREAD_SECONDS + VERIFIER_LEEWAY_SECONDS;
 }
 
 /** RS256 is the OIDC default every client can verify; ES256 and EdDSA are faster to sign. */
@@ -39,7 +60,7 @@ export function generateKeyGeneration(now = Date.now()): StoredSigningKey[] {
   return ALGORITHMS.map((alg) => generateSigningKey(alg, now));
 }
 
-/** The current signing keys (newest generation first), creating the first generation if there is none. */
+/** The published signing keys (current generation first), creating the first generation if there is none. */
 export async function loadSigningKeys(store: Store, file?: string): Promise<StoredSigningKey[]> {
   if (file) {
     const set = JSON.parse(await readFile(file, 'utf8')) as { keys?: StoredSigningKey[] };
@@ -48,21 +69,86 @@ export async function loadSigningKeys(store: Store, file?: string): Promise<Stor
     return set.keys;
   }
   await store.set(keys.signingKeys, JSON.stringify(generateKeyGeneration()), { ifAbsent: true });
-  return JSON.parse((await store.get(keys.signingKeys))!) as StoredSigningKey[];
+  return signingOrder(JSON.parse((await store.get(keys.signingKeys))!) as StoredSigningKey[]);
 }
 
-/** Adds a new generation of keys in front (it signs from now on); keeps the previous generation for
- * verification and retires anything older. Returns the kept keys. */
-export async function rotateSigningKeys(store: Store): Promise<{ current: StoredSigningKey[]; retired: StoredSigningKey[] }> {
+/** The current generation (newest `iat`) first, then retired keys, newest first: oidc-provider signs
+ * with the first key of an algorithm, so only the current generation signs. */
+export function signingOrder(stored: StoredSigningKey[]): StoredSigningKey[] {
+  return [...stored].sort((a, b) => b.iat - a.iat);
+}
+
+/**
+ * Adds a new generation of keys in front (it signs from now on, on every server within seconds);
+ * marks the previous current generation retired until `retentionSeconds` from now, keeps retired keys
+ * until their own date, and drops those whose date has passed. Announces the change.
+ */
+export async function rotateSigningKeys(store: Store, options: { retentionSeconds: number; now?: number }) {
+  const now = options.now ?? Date.now();
+  const nowSeconds = Math.floor(now / 1000);
   const existing = JSON.parse((await store.get(keys.signingKeys)) ?? '[]') as StoredSigningKey[];
-  const generations = [...new Set(existing.map((k) => k.iat))].sort((a, b) => b - a);
-  const keep = new Set(generations.slice(0, 1));
-  const fresh = generateKeyGeneration(Math.max(Date.now(), ((generations[0] ?? 0) + 1) * 1000));
-  const kept = existing.filter((k) => keep.has(k.iat));
-  const retired = existing.filter((k) => !keep.has(k.iat));
-  const current = [...fresh, ...kept];
-  await store.set(keys.signingKeys, JSON.stringify(current));
-  return { current, retired };
+  const newest = Math.max(0, ...existing.map((k) => k.iat));
+  const fresh = generateKeyGeneration(Math.max(now, (newest + 1) * 1000));
+  const retiredUntil = nowSeconds + options.retentionSeconds;
+  const retired = existing.filter((k) => k.retiredUntil === undefined).map((k) => ({ ...k, retiredUntil }));
+  const stillPublished = existing.filter((k) => k.retiredUntil !== undefined && k.retiredUntil > nowSeconds);
+  const removed = existing.filter((k) => k.retiredUntil !== undefined && k.retiredUntil <= nowSeconds);
+  const kept = signingOrder([...fresh, ...retired, ...stillPublished]);
+  await store.set(keys.signingKeys, JSON.stringify(kept));
+  await store.publish(SIGNING_KEY_CHANGES, 'rotated');
+  return { kept, current: fresh, retired, retiredUntil, removed };
+}
+
+/**
+ * Keeps a running server on the stored keys: `apply` gets them (newest generation first) after every
+ * rotation message, after a dropped subscription (messages may have been lost) and every
+ * KEYS_REREAD_SECONDS, whenever they differ from what it last got. Keys it cannot use are reported
+ * to `onError` (a reason without key material) and the server keeps signing with its current ones.
+ * Returns the function that stops.
+ */
+export async function followSigningKeys(
+  store: Store,
+  apply: (stored: StoredSigningKey[]) => void,
+  onError: (reason: string) => void,
+  rereadMs = KEYS_REREAD_SECONDS * 1000,
+): Promise<() => Promise<void>> {
+  let last: string | null = null;
+  let reading = Promise.resolve();
+  const reread = () => {
+    reading = reading.then(async () => {
+      let raw: string | null;
+      try {
+        raw = await store.get(keys.signingKeys);
+      } catch {
+        return; // Storage is down (logged once by the app): try again at the next message or re-read.
+      }
+      if (!raw || raw === last) return;
+      last = raw;
+      let stored: StoredSigningKey[];
+      try {
+        stored = JSON.parse(raw) as StoredSigningKey[];
+      } catch {
+        // Not the parser's message: it quotes the text, which holds private keys.
+        return onError('the stored signing keys are not valid JSON');
+      }
+      try {
+        apply(signingOrder(stored));
+      } catch (err) {
+        // oidc-provider's messages name a key's index and member, never its value.
+        onError((err as Error).message);
+      }
+    });
+  };
+  const unsubscribe = await store.subscribe(SIGNING_KEY_CHANGES, reread, reread);
+  // Once now: a rotation between the server's first read and the subscription is not missed.
+  reread();
+  await reading;
+  const timer = setInterval(reread, rereadMs).unref();
+  return async () => {
+    clearInterval(timer);
+    await unsubscribe();
+    await reading;
+  };
 }
 
 /** Public half of a key: what `keys list` shows and what JWKS would publish. */
