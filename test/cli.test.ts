@@ -312,18 +312,27 @@ test('user create, list, show, disable, enable, set-password, delete', async () 
   assert.ok(!(await json(['user', 'list'])).users.some((u: any) => u.id === user.id));
 });
 
-test('keys rotate makes a new generation current and keeps the previous one; keys list shows public parts only', async () => {
+test('keys rotate makes a new generation current and keeps retired ones until their date; keys list shows each state and public parts only', async () => {
   const first = await json(['keys', 'rotate']);
   const second = await json(['keys', 'rotate']);
-  const current = second.keys.filter((k: any) => k.current);
-  const previous = second.keys.filter((k: any) => !k.current);
+  const third = await json(['keys', 'rotate']);
+  const current = third.keys.filter((k: any) => k.current);
+  const previous = third.keys.filter((k: any) => !k.current);
   assert.deepEqual(current.map((k: any) => k.alg).sort(), ['ES256', 'EdDSA', 'RS256']);
-  const firstKids = first.keys.filter((k: any) => k.current).map((k: any) => k.kid).sort();
-  assert.deepEqual(previous.map((k: any) => k.kid).sort(), firstKids, 'the previous generation is kept');
-  for (const k of current) assert.ok(!firstKids.includes(k.kid), 'new kids');
+  const kidsOf = (out: any) => out.keys.filter((k: any) => k.current).map((k: any) => k.kid);
+  assert.deepEqual(previous.map((k: any) => k.kid), [...kidsOf(second), ...kidsOf(first)], 'both previous generations are kept, newest first');
+  for (const k of current) assert.ok(!kidsOf(second).includes(k.kid), 'new kids');
+  assert.deepEqual(third.retired, kidsOf(second));
+  assert.deepEqual(third.removed, []);
+  // Retired for the life of an ID token (this file's JWT API issues 600 s tokens) plus the re-read interval and leeway.
+  const retiredFor = Date.parse(third.retired_until) - Date.now();
+  assert.ok(retiredFor > 60 * 60 * 1000 && retiredFor < 2 * 60 * 60 * 1000, third.retired_until);
+  for (const k of current) assert.equal(k.state, 'current');
+  for (const k of previous) assert.match(k.state, /^retired until \d{4}-\d\d-\d\dT/);
+  assert.equal(previous.filter((k: any) => k.state === `retired until ${third.retired_until}`).length, 3, 'the generation this rotation retired');
 
   const listed = await cli(['keys', 'list', '--json']);
-  assert.deepEqual(JSON.parse(listed.stdout).keys, second.keys);
+  assert.deepEqual(JSON.parse(listed.stdout).keys, third.keys);
   for (const k of JSON.parse(listed.stdout).keys) {
     for (const member of ['d', 'p', 'q', 'dp', 'dq', 'qi', 'n', 'x', 'y']) assert.ok(!(member in k), `no ${member}`);
   }
@@ -332,7 +341,8 @@ test('keys rotate makes a new generation current and keeps the previous one; key
   for (const k of stored) assert.ok(!listed.stdout.includes(k.d));
   const text = await cli(['keys', 'list']);
   assert.equal(text.code, 0);
-  assert.match(text.stdout, /KID\s+ALG/);
+  assert.match(text.stdout, /KID\s+ALG\s+KTY\s+CREATED\s+STATE/);
+  assert.match(text.stdout, /retired until/);
   for (const k of stored) assert.ok(!text.stdout.includes(k.d));
 });
 
@@ -407,6 +417,7 @@ test('every change writes one audit line on stderr (ids, never a secret); reads 
   const keys = await change(['keys', 'rotate']);
   assert.equal(keys.audit.event, 'signing_keys_rotated');
   assert.deepEqual(keys.audit.current, keys.out.keys.filter((k: any) => k.current).map((k: any) => k.kid));
+  assert.deepEqual([keys.audit.retired, keys.audit.retiredUntil, keys.audit.removed], [keys.out.retired, keys.out.retired_until, keys.out.removed]);
   const stored = JSON.parse((await db.get('lk:keys:signing'))!) as { d?: string }[];
   for (const k of stored) if (k.d) assert.ok(!JSON.stringify(keys.audit).includes(k.d));
 

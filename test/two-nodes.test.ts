@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { endpoints, signIn } from './helpers/flow.ts';
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { Accounts } from '../src/accounts/accounts.ts';
+import { COMMANDS } from '../src/cli/commands.ts';
+import { Registry } from '../src/oidc/registry.ts';
+import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
+import { endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
 import { startProxy, type TestProxy } from './helpers/proxy.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
@@ -52,6 +57,55 @@ test('single sign-on through the round-robin proxy: every other request on the o
     assert.ok(node.logs.some((line) => line.msg === 'request'), 'the node served requests');
     const problems = node.logs.filter((line) => (line.level as number) >= 50 || (typeof line.status === 'number' && line.status >= 500));
     assert.deepEqual(problems, []);
+  }
+});
+
+test('keys rotate, twice in a row, reaches both nodes without a restart: tokens issued before still verify, new ones carry the new kid', async () => {
+  const job = await nodes[0]!.app.registry.createClient({ name: 'JWT job', grants: ['client_credentials'], scope: 'jwt:read' }, async () => {});
+  const call = endpoints(proxy.url);
+  /** An ID token (RS256) and a JWT access token (ES256) from a sign-in, and a client-credentials JWT (ES256). */
+  const issue = async () => {
+    const { tokens } = await signInAndRedeem({ issuer: proxy.url, client: world.firstParty, user: world.user, scope: 'openid jwt:read' });
+    const machine = await call.token({ clientId: job.clientId, secret: job.secret! }, { grant_type: 'client_credentials', scope: 'jwt:read' });
+    assert.equal(machine.status, 200, JSON.stringify(machine.body));
+    return [tokens.id_token!, tokens.access_token, String(machine.body.access_token)];
+  };
+  const jwksOf = async (node: TestServer) => (await (await fetch(`http://127.0.0.1:${node.port}/jwks`)).json()) as { keys: { kid: string; alg: string }[] };
+  // The CLI's command, on a connection of its own as `latchkey keys rotate` would have.
+  const cli = new RedisStore(connectRedis(redis.url, 2000));
+  await cli.ready(5000);
+  const rotate = async () => {
+    const out = await COMMANDS['keys rotate']!.run({ store: cli, registry: new Registry(cli), accounts: new Accounts(cli) }, {}, []);
+    const current = (out.json as { keys: { kid: string; alg: string; current: boolean }[] }).keys.filter((k) => k.current);
+    // Both nodes publish (and so sign with) the new generation within seconds: pub/sub, no restart.
+    for (const node of nodes) {
+      for (let i = 0; i < 100 && !(await jwksOf(node)).keys.some((k) => k.kid === current[0]!.kid); i += 1) await new Promise((r) => setTimeout(r, 50));
+      assert.ok((await jwksOf(node)).keys.some((k) => k.kid === current[0]!.kid), `node on port ${node.port} learned of the rotation`);
+    }
+    return current;
+  };
+
+  try {
+    const before = await issue();
+    await rotate();
+    const between = await issue();
+    const current = await rotate();
+    const after = await issue();
+
+    const kid = (alg: string) => current.find((k) => k.alg === alg)!.kid;
+    assert.deepEqual(after.map((t) => decodeProtectedHeader(t).kid), [kid('RS256'), kid('ES256'), kid('ES256')], 'new tokens carry the new kids');
+    for (const node of nodes) {
+      const jwks = await jwksOf(node);
+      assert.equal(jwks.keys.length, 9, 'three generations published: the current one and both retired ones');
+      const keySet = createLocalJWKSet(jwks as never);
+      for (const token of [...before, ...between, ...after]) {
+        await jwtVerify(token, keySet, { issuer: proxy.url });
+      }
+    }
+    const [a, b] = await Promise.all(nodes.map(async (node) => (await fetch(`http://127.0.0.1:${node.port}/jwks`)).text()));
+    assert.equal(a, b, 'both nodes publish the same set');
+  } finally {
+    await cli.close();
   }
 });
 
