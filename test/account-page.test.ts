@@ -108,6 +108,8 @@ describe('/account', () => {
     assert.ok(await server.app.accounts.authenticate(p.email, 'a brand new passphrase'));
     assert.equal(await server.app.accounts.authenticate(p.email, PASSWORD), undefined);
 
+    // The new password already signed the second browser out; this one stayed.
+    assert.equal((await browse(second.jar, new URL('/account', server.issuer))).status, 303);
     const out = await post(jar, changed.page!, '/account/sign-out-everywhere', {});
     assert.match(out.page!.html, /signed out on every device/);
     for (const j of [jar, second.jar]) {
@@ -115,7 +117,7 @@ describe('/account', () => {
       assert.equal(res.status, 303, 'signed out: /account sends to the sign-in again');
       assert.match(res.headers.get('location') ?? '', /\/auth\?/);
     }
-    assert.deepEqual(audited('password_changed', p.id).map((l) => l.source), ['account_page']);
-    assert.deepEqual(audited('sessions_revoked', p.id).map((l) => [l.sessions, l.source]), [[2, 'account_page']]);
+    assert.deepEqual(audited('password_changed', p.id).map((l) => [l.source, l.sessions]), [['account_page', 1]]);
+    assert.deepEqual(audited('sessions_revoked', p.id).map((l) => [l.sessions, l.source]), [[1, 'account_page']]);
   });
 });

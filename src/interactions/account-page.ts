@@ -41,6 +41,8 @@ export async function accountRoutes(deps: AccountPageDeps) {
 
   interface Signed {
     account: Account & { id: string };
+    /** oidc-provider's session id: the one session a password or authenticator change keeps. */
+    sessionId: string;
     csrfScope: string;
   }
 
@@ -49,7 +51,7 @@ export async function accountRoutes(deps: AccountPageDeps) {
     if (!session.accountId) return undefined;
     const account = await accounts.find(session.accountId);
     if (!account || account.disabled) return undefined;
-    return { account, csrfScope: `account:${session.uid ?? session.accountId}` };
+    return { account, sessionId: session.jti, csrfScope: `account:${session.uid ?? session.accountId}` };
   }
 
   function toSignIn(ctx: Context) {
@@ -201,8 +203,12 @@ export async function accountRoutes(deps: AccountPageDeps) {
       throw err;
     }
     if (checked.status === 'ok') {
-      // The new authenticator replaced the old one (under MFA_POLICY=optional there may have been none).
-      if (SecondFactor.isEnrolled(who.account)) audit(deps.logger, 'second_factor_removed', { accountId: who.account.id, reason: 'replaced', source: 'account_page' }, 'previous authenticator removed');
+      // The new authenticator replaced the old one (under MFA_POLICY=optional there may have been none):
+      // whoever signed in with the old one is signed out, this browser excepted.
+      if (SecondFactor.isEnrolled(who.account)) {
+        const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
+        audit(deps.logger, 'second_factor_removed', { accountId: who.account.id, reason: 'replaced', source: 'account_page', ...ended }, 'previous authenticator removed; other sessions ended');
+      }
       return showRecoveryCodes(ctx, who, checked.recoveryCodes);
     }
     const error = checked.status === 'locked' ? lockedMessage(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? 'The setup took too long. Start again.' : MESSAGES.wrongCode;
@@ -223,8 +229,10 @@ export async function accountRoutes(deps: AccountPageDeps) {
     const problem = await proof(ctx, who);
     if (problem) return renderAccount(ctx, who, { error: problem });
     await accounts.setPassword(who.account.id, next);
-    audit(deps.logger, 'password_changed', { accountId: who.account.id, source: 'account_page' }, 'password changed on the account page');
-    await renderAccount(ctx, who, { notice: 'Your password was changed.' });
+    // Whoever knew the old password is signed out and their tokens die; this browser stays signed in.
+    const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
+    audit(deps.logger, 'password_changed', { accountId: who.account.id, source: 'account_page', ...ended }, 'password changed on the account page; other sessions ended');
+    await renderAccount(ctx, who, { notice: 'Your password was changed. You were signed out everywhere else.' });
   });
 
   router.post('/sign-out-everywhere', form, async (ctx) => {
