@@ -4,7 +4,7 @@ import Router from '@koa/router';
 import Koa, { type Context, type Middleware } from 'koa';
 import { Accounts } from './accounts/accounts.ts';
 import { SecondFactor } from './accounts/second-factor.ts';
-import { accountRoutes } from './interactions/account-page.ts';
+import { accountRoutes, ensureAccountPageClient } from './interactions/account-page.ts';
 import type { Config } from './config.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { audit } from './observability/audit.ts';
@@ -43,7 +43,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const registry = new Registry(store, { cache: true });
   const stopWatchingRegistry = await registry.watch();
   const views = new Views();
-  const { provider, cookieKeys } = await createProvider({ config, store, accounts, registry, views });
+  const accountPageClientId = await ensureAccountPageClient({ store, registry, issuer: config.ISSUER });
+  const { provider, cookieKeys } = await createProvider({ config, store, accounts, registry, views, accountPageClientId });
   const csrf = new Csrf(cookieKeys[0]!);
   const secondFactor = new SecondFactor({ store, accounts, box: await loadSecretBox(store, config.SECRETS_KEY), issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
@@ -66,7 +67,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   provider.use(installClientAuthThrottle(provider, clientLockout));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger };
   provider.use(interactionRoutes(signIn).routes());
-  provider.use((await accountRoutes({ ...signIn, registry, issuer: config.ISSUER })).routes());
+  provider.use(accountRoutes({ ...signIn, issuer: config.ISSUER, clientId: accountPageClientId }).routes());
 
   // The first-run demo app (/demo) and its account: development only, never in production or tests,
   // and one process only (several workers would race to create it).

@@ -9,6 +9,7 @@ import type { Registry } from '../oidc/registry.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import { FactorChecks, type Checked } from './factor-checks.ts';
+import type { Store } from '../storage/store.ts';
 import { MESSAGES, type InteractionDeps } from './routes.ts';
 
 /**
@@ -25,16 +26,16 @@ import { MESSAGES, type InteractionDeps } from './routes.ts';
  * plain posts with a CSRF token bound to the session, so the page works without JavaScript.
  */
 export interface AccountPageDeps extends InteractionDeps {
-  registry: Registry;
   issuer: string;
+  /** The page's own client (ensureAccountPageClient). */
+  clientId: string;
 }
 
 const SCOPE = 'openid';
 
-export async function accountRoutes(deps: AccountPageDeps) {
-  const { provider, accounts, store, views, csrf, secondFactor, issuer } = deps;
+export function accountRoutes(deps: AccountPageDeps) {
+  const { provider, accounts, store, views, csrf, secondFactor, issuer, clientId } = deps;
   const checks = new FactorChecks(deps);
-  const clientId = await ensureAccountPageClient(deps);
   const callback = `${issuer}/account/callback`;
   const router = new Router({ prefix: '/account' });
   const form = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
@@ -244,17 +245,22 @@ export async function accountRoutes(deps: AccountPageDeps) {
   });
 
   return router;
+}
 
-  async function ensureAccountPageClient({ store: s, registry: r }: AccountPageDeps): Promise<string> {
-    const id = await s.get(keys.accountPageClient);
-    const existing = id ? await r.findClient(id) : undefined;
-    if (id && existing && ((existing.redirect_uris ?? []) as string[]).includes(`${issuer}/account/callback`)) return id;
-    if (id && existing) await r.deleteClient(id).catch(() => {});
-    const created = await r.createClient(
-      { name: 'Your Latchkey account', grants: ['authorization_code'], redirectUris: [`${issuer}/account/callback`], scope: SCOPE, public: true, firstParty: true },
-      async () => {},
-    );
-    await s.set(keys.accountPageClient, created.clientId);
-    return created.clientId;
-  }
+/**
+ * Registers the account page's client, once per issuer (every node finds the same one). Called at start,
+ * before the provider is configured: its grants live only as long as the sign-in needs (provider.ts).
+ */
+export async function ensureAccountPageClient({ store, registry, issuer }: { store: Store; registry: Registry; issuer: string }): Promise<string> {
+  const callback = `${issuer}/account/callback`;
+  const id = await store.get(keys.accountPageClient);
+  const existing = id ? await registry.findClient(id) : undefined;
+  if (id && existing && ((existing.redirect_uris ?? []) as string[]).includes(callback)) return id;
+  if (id && existing) await registry.deleteClient(id).catch(() => {});
+  const created = await registry.createClient(
+    { name: 'Your Latchkey account', grants: ['authorization_code'], redirectUris: [callback], scope: SCOPE, public: true, firstParty: true },
+    async () => {},
+  );
+  await store.set(keys.accountPageClient, created.clientId);
+  return created.clientId;
 }

@@ -22,15 +22,19 @@ export interface ProviderDeps {
   accounts: Accounts;
   registry: Registry;
   views: Views;
+  /** The account page's own client (interactions/account-page.ts): its grants need not outlive the sign-in. */
+  accountPageClientId?: string;
 }
 
 const MINUTE = 60;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 
+const ACCOUNT_PAGE_GRANT_TTL = 2 * MINUTE;
+
 type ResourceAware = { resourceServer?: { accessTokenTTL?: number } };
 
-export async function createProvider({ config, store, accounts, registry, views }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, accountPageClientId }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
@@ -169,8 +173,9 @@ export async function createProvider({ config, store, accounts, registry, views 
       Interaction: HOUR,
       RefreshToken: 14 * DAY,
       Session: 14 * DAY,
-      // The absolute lifetime of a sign-in's refresh chain.
-      Grant: 30 * DAY,
+      // The absolute lifetime of a sign-in's refresh chain. The account page never redeems its code
+      // (the session is what it uses), so its grant need only outlive that code.
+      Grant: (_ctx, grant) => ((grant as { clientId?: string }).clientId === accountPageClientId ? ACCOUNT_PAGE_GRANT_TTL : 30 * DAY),
       DeviceCode: 10 * MINUTE,
       BackchannelAuthenticationRequest: 10 * MINUTE,
     },
