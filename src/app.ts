@@ -4,7 +4,7 @@ import Router from '@koa/router';
 import Koa, { type Context, type Middleware } from 'koa';
 import { Accounts } from './accounts/accounts.ts';
 import { SecondFactor } from './accounts/second-factor.ts';
-import { accountRoutes } from './interactions/account-page.ts';
+import { accountRoutes, ensureAccountPageClient } from './interactions/account-page.ts';
 import type { Config } from './config.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { audit } from './observability/audit.ts';
@@ -43,20 +43,34 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const registry = new Registry(store, { cache: true });
   const stopWatchingRegistry = await registry.watch();
   const views = new Views();
+  const accountPageClientId = await ensureAccountPageClient({ store, registry, issuer: config.ISSUER });
   const { provider, cookieKeys, stopFollowingKeys } = await createProvider({
     config,
     store,
     accounts,
     registry,
     views,
+    accountPageClientId,
     onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
   });
   const csrf = new Csrf(cookieKeys[0]!);
-  const secondFactor = new SecondFactor({ store, accounts, box: await loadSecretBox(store, config.SECRETS_KEY), issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
+  const box = await loadSecretBox(store, config.SECRETS_KEY);
+  const secondFactor = new SecondFactor({ store, accounts, box, issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
   // counted apart: a misconfigured service behind an IP must not lock people out from that IP.
-  const lockout = new Lockout(store, { onEvent: auditLockout(logger, metrics, 'signin') });
-  const clientLockout = new Lockout(store, { namespace: 'client', account: { maxFailures: 10, windowSeconds: 60 * 60 }, onEvent: auditLockout(logger, metrics, 'client') });
+  // A lockout's subject is what was typed (people type passwords into the email field): the log names
+  // the account or client by id when it exists, else by a keyed digest of what was typed.
+  const lockout = new Lockout(store, {
+    onEvent: auditLockout(logger, metrics, 'signin', async (typed) => {
+      const account = await accounts.findByEmail(typed).catch(() => undefined);
+      return account ? { accountId: account.id } : { emailDigest: box.digest(typed, 'lockout-email') };
+    }),
+  });
+  const clientLockout = new Lockout(store, {
+    namespace: 'client',
+    account: { maxFailures: 10, windowSeconds: 60 * 60 },
+    onEvent: auditLockout(logger, metrics, 'client', async (typed) => ((await registry.findClient(typed).catch(() => undefined)) ? { clientId: typed } : { clientIdDigest: box.digest(typed, 'lockout-client') })),
+  });
   const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout]);
 
   watchProvider(provider, logger, metrics);
@@ -73,7 +87,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   provider.use(installClientAuthThrottle(provider, clientLockout));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger };
   provider.use(interactionRoutes(signIn).routes());
-  provider.use((await accountRoutes({ ...signIn, registry, issuer: config.ISSUER })).routes());
+  provider.use(accountRoutes({ ...signIn, issuer: config.ISSUER, clientId: accountPageClientId }).routes());
 
   // The first-run demo app (/demo) and its account: development only, never in production or tests,
   // and one process only (several workers would race to create it).
@@ -92,10 +106,14 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, close };
 }
 
-/** Lockouts and their end as audit events (stable `event` names) and counters. */
-function auditLockout(logger: Logger, metrics: Metrics, scope: 'signin' | 'client') {
-  return (name: LockoutEventName, data: LockoutEvent) => {
-    const fields = { scope, ...data };
+/**
+ * Lockouts and their end as audit events (stable `event` names) and counters. `nameOf` says who an
+ * account-kind subject is without repeating what was typed; an IP is logged as it is.
+ */
+function auditLockout(logger: Logger, metrics: Metrics, scope: 'signin' | 'client', nameOf: (typed: string) => Promise<Record<string, string | undefined>>) {
+  return async (name: LockoutEventName, data: LockoutEvent) => {
+    const { id, ...rest } = data;
+    const fields = { scope, ...rest, ...(data.subject === 'ip' ? { ip: id } : await nameOf(id)) };
     if (name === 'lockout.started') {
       metrics.lockouts.inc({ scope, subject: data.subject });
       audit(logger, 'lockout_started', fields, `${scope === 'client' ? 'client authentication' : 'sign-in'} locked for ${data.seconds} s after repeated failures`);

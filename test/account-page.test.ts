@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { RedisStore } from '../src/storage/redis-store.ts';
 import { totpCodeAt } from '../src/accounts/totp.ts';
 import { browse, CookieJar, follow, formAction, hiddenField, recoveryCodesOf, totpKeyOf, type Followed, type Page } from './helpers/flow.ts';
 import type { TestServer } from './helpers/server.ts';
@@ -108,6 +109,8 @@ describe('/account', () => {
     assert.ok(await server.app.accounts.authenticate(p.email, 'a brand new passphrase'));
     assert.equal(await server.app.accounts.authenticate(p.email, PASSWORD), undefined);
 
+    // The new password already signed the second browser out; this one stayed.
+    assert.equal((await browse(second.jar, new URL('/account', server.issuer))).status, 303);
     const out = await post(jar, changed.page!, '/account/sign-out-everywhere', {});
     assert.match(out.page!.html, /signed out on every device/);
     for (const j of [jar, second.jar]) {
@@ -115,7 +118,38 @@ describe('/account', () => {
       assert.equal(res.status, 303, 'signed out: /account sends to the sign-in again');
       assert.match(res.headers.get('location') ?? '', /\/auth\?/);
     }
-    assert.deepEqual(audited('password_changed', p.id).map((l) => l.source), ['account_page']);
-    assert.deepEqual(audited('sessions_revoked', p.id).map((l) => [l.sessions, l.source]), [[2, 'account_page']]);
+    assert.deepEqual(audited('password_changed', p.id).map((l) => [l.source, l.sessions]), [['account_page', 1]]);
+    assert.deepEqual(audited('sessions_revoked', p.id).map((l) => [l.sessions, l.source]), [[1, 'account_page']]);
+  });
+
+  it('a visit without a session leaves nothing that outlives the sign-in', async () => {
+    const p = await person();
+    const redis = (server.store as RedisStore).client;
+    const ttls = async () => {
+      const all = new Map<string, number>();
+      for (const key of await redis.keys('*')) all.set(key, await redis.ttl(key));
+      return all;
+    };
+    const added = (before: Map<string, number>, after: Map<string, number>) => [...after].filter(([key]) => !before.has(key));
+    const HOUR = 3600;
+    const SESSION = 14 * 24 * HOUR;
+
+    const before = await ttls();
+    const jar = new CookieJar();
+    const start = new URL('/account', server.issuer);
+    const login = await follow(jar, server.issuer, await browse(jar, start), start);
+    // Not signed in yet: only the interaction's records, for its hour.
+    for (const [key, ttl] of added(before, await ttls())) assert.ok(ttl > 0 && ttl <= HOUR, `${key} has TTL ${ttl} before the sign-in`);
+
+    const mfa = await post(jar, login.page!, '/login', { email: p.email, password: PASSWORD });
+    const done = await post(jar, mfa.page!, '/mfa', { code: await nextTotpCode(server.issuer, p.totpSecret) });
+    assert.equal(done.page!.url.pathname, '/account');
+    const left = added(before, await ttls());
+    assert.ok(left.some(([key]) => key.includes(':Session:')), 'signed in: a session');
+    for (const [key, ttl] of left) {
+      // The session (and what finds it) lives as long as the sign-in; nothing else of the visit longer than the interaction.
+      const limit = /:Session:|^lk:account-sessions:|^lk:totp-step:/.test(key) ? SESSION : HOUR;
+      assert.ok(ttl > 0 && ttl <= limit, `${key} has TTL ${ttl} after the sign-in (at most ${limit})`);
+    }
   });
 });

@@ -394,7 +394,7 @@ test('every change writes one audit line on stderr (ids, never a secret); reads 
   assert.ok(!JSON.stringify(user.audit).includes('@'), 'accounts are named by id');
   const id = user.out.id as string;
   const expected: [string[], string, Record<string, unknown>][] = [
-    [['user', 'reset-mfa', id], 'second_factor_removed', { reason: 'reset' }],
+    [['user', 'reset-mfa', id], 'second_factor_removed', { reason: 'reset', sessions: 0, grants: 0 }],
     [['user', 'unlock', id], 'user_unlocked', { wasLocked: false }],
     [['user', 'disable', id], 'user_disabled', { sessions: 0, grants: 0 }],
     [['user', 'enable', id], 'user_enabled', {}],
@@ -407,7 +407,7 @@ test('every change writes one audit line on stderr (ids, never a secret); reads 
     for (const [k, v] of Object.entries(fields)) assert.equal(audit[k], v, `${args.join(' ')}: ${k}`);
   }
   const pw = await change(['user', 'set-password', id, '--password-stdin'], 'another pass phrase');
-  assert.deepEqual([pw.audit.event, pw.audit.accountId], ['password_changed', id]);
+  assert.deepEqual([pw.audit.event, pw.audit.accountId, pw.audit.sessions, pw.audit.grants], ['password_changed', id, 0, 0]);
   // A reset of a factor that is not there changes nothing: no audit line.
   const noop = await cli(['user', 'reset-mfa', id, '--json']);
   assert.equal(noop.code, 0, noop.stderr);

@@ -169,11 +169,13 @@ describe('lockout', () => {
     assert.equal(right.message, MESSAGES.locked);
     assert.equal(right.flow.enrollPage, undefined);
 
-    // An audit event and a counter; the log names the account by its (normalized) email, never a password.
-    const started = server.logs.filter((l) => l.event === 'lockout_started' && l.id === person.email);
+    // An audit event and a counter; the log names the account by its id, an unknown one by a keyed digest.
+    const started = server.logs.filter((l) => l.event === 'lockout_started' && l.accountId === person.id);
     assert.equal(started.length, 1, 'one lockout_started event for the account');
     assert.equal(started[0]!.factor, 'password');
-    assert.ok(server.logs.some((l) => l.event === 'lockout_started' && l.id === unknown), 'the unknown account is locked alike');
+    const unknownStarted = server.logs.filter((l) => l.event === 'lockout_started' && l.subject === 'account' && typeof l.emailDigest === 'string');
+    assert.equal(unknownStarted.length, 1, 'the unknown account is locked alike');
+    assert.ok(!server.logs.some((l) => JSON.stringify(l).includes(unknown)), 'what was typed as the email is in no log line');
     const metrics = await (await fetch(new URL('/metrics', server.issuer))).text();
     assert.match(metrics, /latchkey_lockouts_total\{scope="signin",subject="account"\} [2-9]/);
     assert.match(metrics, /latchkey_signin_failures_total\{reason="locked"\} [1-9]/);
@@ -181,7 +183,7 @@ describe('lockout', () => {
 
     // The operator's `latchkey user unlock`.
     assert.equal(await server.app.lockout.unlock({ account: person.email }), true);
-    assert.ok(server.logs.some((l) => l.event === 'lockout_ended' && l.id === person.email && l.reason === 'unlocked'));
+    assert.ok(server.logs.some((l) => l.event === 'lockout_ended' && l.accountId === person.id && l.reason === 'unlocked'));
     const after = await attempt(person.email, person.password);
     assert.ok(after.flow.enrollPage, 'signs in after the unlock');
   });

@@ -57,6 +57,15 @@ before(async () => {
   const recovered = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid', secondFactor: { recoveryCode: world.user.recoveryCodes[0]! } });
   assert.ok(recovered.code, 'a recovery code signs in');
 
+  // A password typed into the email field, again and again until the lockout: it must not reach the log.
+  const typedAsEmail = 'Hunter2-typed-in-the-email-field';
+  secret('password typed as the email', typedAsEmail);
+  secret('password typed as the email, normalized', typedAsEmail.toLowerCase());
+  for (let i = 0; i < 10; i += 1) await signIn({ issuer: server.issuer, client: world.shop, user: { email: typedAsEmail, password: 'anything at all' }, scope: 'openid', secondFactor: 'stop' });
+  assert.ok(server.logs.some((l) => l.event === 'lockout_started' && typeof l.emailDigest === 'string'), 'the lockout was logged');
+  await server.app.lockout.unlock({ account: typedAsEmail.toLowerCase() });
+  assert.ok(server.logs.some((l) => l.event === 'lockout_ended' && typeof l.emailDigest === 'string'), 'and its end');
+
   // Introspection by the API (active), of a garbage token (inactive), and with a wrong secret (invalid_client).
   assert.equal((await call.introspect(world.api, tokens.access_token)).body.active, true);
   assert.equal((await call.introspect(world.api, 'not-a-token-at-all-0123456789')).body.active, false);

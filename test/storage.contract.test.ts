@@ -195,6 +195,36 @@ function storeContract(getStore: () => Store) {
       }
     });
 
+    test('replaceIf: writes only over the value it was given, keeps the TTL', async () => {
+      const store = getStore();
+      const key = k('cas');
+      assert.equal(await store.replaceIf(key, 'anything', 'v1'), false, 'absent: nothing to replace');
+      assert.equal(await store.get(key), null);
+      await store.set(key, 'v1', { ttl: 60 });
+      assert.equal(await store.replaceIf(key, 'v0', 'v2'), false, 'changed since read: refused');
+      assert.equal(await store.get(key), 'v1');
+      assert.equal(await store.replaceIf(key, 'v1', 'v2'), true);
+      assert.equal(await store.get(key), 'v2');
+      if (store instanceof RedisStore) {
+        const ttl = await store.client.ttl(key);
+        assert.ok(ttl > 55 && ttl <= 60, `TTL kept: ${ttl}`);
+      }
+      await store.del(key);
+      assert.equal(await store.replaceIf(key, 'v2', 'v3'), false, 'deleted meanwhile: not brought back');
+      assert.equal(await store.get(key), null);
+    });
+
+    test('replaceIf under contention: of writers that read the same value, exactly one wins', async () => {
+      const store = getStore();
+      for (let round = 0; round < 10; round += 1) {
+        const key = k('cas-race');
+        await store.set(key, 'start');
+        const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.replaceIf(key, 'start', `w${i}`)));
+        assert.equal(results.filter(Boolean).length, 1, `round ${round}`);
+        assert.equal(await store.get(key), `w${results.indexOf(true)}`);
+      }
+    });
+
     test('putModel / getModel', async () => {
       const store = getStore();
       const key = k('model');

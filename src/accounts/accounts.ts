@@ -25,6 +25,9 @@ export interface AccountMfa {
 
 export class AccountError extends Error {}
 
+/** Writers that keep losing the compare-and-set give up eventually instead of spinning. */
+const MAX_UPDATE_ATTEMPTS = 20;
+
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
 export function normalizeEmail(email: string): string {
@@ -90,18 +93,28 @@ export class Accounts {
     return accounts.filter((a): a is Account => !!a).sort((a, b) => a.createdAt - b.createdAt);
   }
 
-  async update(id: string, change: (account: Account) => void | Promise<void>): Promise<Account> {
-    const account = await this.find(id);
-    if (!account) throw new AccountError(`no account with id ${id}`);
-    await change(account);
-    await this.#save(account);
-    return account;
+  /**
+   * Changes an account without losing a concurrent change: `change` is applied to the record as read,
+   * and the write succeeds only if the stored record is still that one (Store.replaceIf); otherwise it
+   * is read again and `change` re-applied. `change` is synchronous — slow work (argon2) happens before.
+   */
+  async update(id: string, change: (account: Account) => void): Promise<Account> {
+    const key = keys.account(id);
+    for (let attempt = 0; attempt < MAX_UPDATE_ATTEMPTS; attempt += 1) {
+      const raw = /^[0-9a-f-]{36}$/.test(id) ? await this.#store.get(key) : null;
+      if (!raw) throw new AccountError(`no account with id ${id}`);
+      const account = JSON.parse(raw) as Account;
+      change(account);
+      if (await this.#store.replaceIf(key, raw, JSON.stringify(account))) return account;
+    }
+    throw new AccountError(`the account ${id} is being changed by someone else: try again`);
   }
 
-  setPassword(id: string, password: string) {
+  async setPassword(id: string, password: string) {
     validatePassword(password);
-    return this.update(id, async (a) => {
-      a.passwordHash = await hashPassword(password);
+    const passwordHash = await hashPassword(password);
+    return this.update(id, (a) => {
+      a.passwordHash = passwordHash;
     });
   }
 

@@ -265,10 +265,13 @@ export const COMMANDS: Record<string, Command> = {
     async run(ctx, _values, [id]) {
       const account = await findUser(ctx.accounts, id!);
       const removed = await (await secondFactorOf(ctx)).resetMfa(account.id);
-      const json = { id: account.id, email: account.email, mfa_removed: removed };
-      // Nothing removed, nothing changed: no audit line.
-      const audit = removed ? { event: 'second_factor_removed' as const, fields: { accountId: account.id, reason: 'reset' }, msg: 'second factor and recovery codes removed' } : undefined;
-      return { json, text: removed ? `Removed the second factor of ${account.email}: they set up a new one at their next sign-in.` : `${account.email} had no second factor.`, ...(audit ? { audit } : {}) };
+      // Nothing removed, nothing changed: no audit line, nobody signed out.
+      if (!removed) return { json: { id: account.id, email: account.email, mfa_removed: false }, text: `${account.email} had no second factor.` };
+      // Sessions signed in with the lost factor end, and their tokens die.
+      const { sessions, grants } = await revokeAccountSessions(ctx.store, account.id);
+      const json = { id: account.id, email: account.email, mfa_removed: true, sessions_revoked: sessions, grants_revoked: grants };
+      const audit = { event: 'second_factor_removed' as const, fields: { accountId: account.id, reason: 'reset', sessions, grants }, msg: 'second factor and recovery codes removed; signed out everywhere' };
+      return { json, text: `Removed the second factor of ${account.email} and signed them out everywhere: they set up a new one at their next sign-in.`, audit };
     },
   },
   'user unlock': {
@@ -336,8 +339,11 @@ export const COMMANDS: Record<string, Command> = {
     password: true,
     async run(ctx, _values, [id]) {
       const account = await ctx.accounts.setPassword((await findUser(ctx.accounts, id!)).id, ctx.password!);
-      const audit = { event: 'password_changed' as const, fields: { accountId: account.id }, msg: 'password changed' };
-      return { json: { id: account.id, email: account.email, password_changed: true }, text: `Changed the password of ${account.email}.`, audit };
+      // Whoever knew the old password is signed out, and their tokens die.
+      const { sessions, grants } = await revokeAccountSessions(ctx.store, account.id);
+      const audit = { event: 'password_changed' as const, fields: { accountId: account.id, sessions, grants }, msg: 'password changed; signed out everywhere' };
+      const json = { id: account.id, email: account.email, password_changed: true, sessions_revoked: sessions, grants_revoked: grants };
+      return { json, text: `Changed the password of ${account.email} and signed them out everywhere.`, audit };
     },
   },
 

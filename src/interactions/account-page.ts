@@ -9,6 +9,7 @@ import type { Registry } from '../oidc/registry.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import { FactorChecks, type Checked } from './factor-checks.ts';
+import type { Store } from '../storage/store.ts';
 import { MESSAGES, type InteractionDeps } from './routes.ts';
 
 /**
@@ -25,22 +26,24 @@ import { MESSAGES, type InteractionDeps } from './routes.ts';
  * plain posts with a CSRF token bound to the session, so the page works without JavaScript.
  */
 export interface AccountPageDeps extends InteractionDeps {
-  registry: Registry;
   issuer: string;
+  /** The page's own client (ensureAccountPageClient). */
+  clientId: string;
 }
 
 const SCOPE = 'openid';
 
-export async function accountRoutes(deps: AccountPageDeps) {
-  const { provider, accounts, store, views, csrf, secondFactor, issuer } = deps;
+export function accountRoutes(deps: AccountPageDeps) {
+  const { provider, accounts, store, views, csrf, secondFactor, issuer, clientId } = deps;
   const checks = new FactorChecks(deps);
-  const clientId = await ensureAccountPageClient(deps);
   const callback = `${issuer}/account/callback`;
   const router = new Router({ prefix: '/account' });
   const form = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
 
   interface Signed {
     account: Account & { id: string };
+    /** oidc-provider's session id: the one session a password or authenticator change keeps. */
+    sessionId: string;
     csrfScope: string;
   }
 
@@ -49,7 +52,7 @@ export async function accountRoutes(deps: AccountPageDeps) {
     if (!session.accountId) return undefined;
     const account = await accounts.find(session.accountId);
     if (!account || account.disabled) return undefined;
-    return { account, csrfScope: `account:${session.uid ?? session.accountId}` };
+    return { account, sessionId: session.jti, csrfScope: `account:${session.uid ?? session.accountId}` };
   }
 
   function toSignIn(ctx: Context) {
@@ -201,8 +204,12 @@ export async function accountRoutes(deps: AccountPageDeps) {
       throw err;
     }
     if (checked.status === 'ok') {
-      // The new authenticator replaced the old one (under MFA_POLICY=optional there may have been none).
-      if (SecondFactor.isEnrolled(who.account)) audit(deps.logger, 'second_factor_removed', { accountId: who.account.id, reason: 'replaced', source: 'account_page' }, 'previous authenticator removed');
+      // The new authenticator replaced the old one (under MFA_POLICY=optional there may have been none):
+      // whoever signed in with the old one is signed out, this browser excepted.
+      if (SecondFactor.isEnrolled(who.account)) {
+        const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
+        audit(deps.logger, 'second_factor_removed', { accountId: who.account.id, reason: 'replaced', source: 'account_page', ...ended }, 'previous authenticator removed; other sessions ended');
+      }
       return showRecoveryCodes(ctx, who, checked.recoveryCodes);
     }
     const error = checked.status === 'locked' ? lockedMessage(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? 'The setup took too long. Start again.' : MESSAGES.wrongCode;
@@ -223,8 +230,10 @@ export async function accountRoutes(deps: AccountPageDeps) {
     const problem = await proof(ctx, who);
     if (problem) return renderAccount(ctx, who, { error: problem });
     await accounts.setPassword(who.account.id, next);
-    audit(deps.logger, 'password_changed', { accountId: who.account.id, source: 'account_page' }, 'password changed on the account page');
-    await renderAccount(ctx, who, { notice: 'Your password was changed.' });
+    // Whoever knew the old password is signed out and their tokens die; this browser stays signed in.
+    const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
+    audit(deps.logger, 'password_changed', { accountId: who.account.id, source: 'account_page', ...ended }, 'password changed on the account page; other sessions ended');
+    await renderAccount(ctx, who, { notice: 'Your password was changed. You were signed out everywhere else.' });
   });
 
   router.post('/sign-out-everywhere', form, async (ctx) => {
@@ -236,18 +245,23 @@ export async function accountRoutes(deps: AccountPageDeps) {
   });
 
   return router;
+}
 
-  async function ensureAccountPageClient({ store: s, registry: r }: AccountPageDeps): Promise<string> {
-    const id = await s.get(keys.accountPageClient);
-    const existing = id ? await r.findClient(id) : undefined;
-    if (id && existing && ((existing.redirect_uris ?? []) as string[]).includes(`${issuer}/account/callback`)) return id;
-    if (id && existing) await r.deleteClient(id).catch(() => {});
-    const created = await r.createClient(
-      { name: 'Your Latchkey account', grants: ['authorization_code'], redirectUris: [`${issuer}/account/callback`], scope: SCOPE, public: true, firstParty: true },
-      async () => {},
-      { ownOrigin: new URL(issuer).origin },
-    );
-    await s.set(keys.accountPageClient, created.clientId);
-    return created.clientId;
-  }
+/**
+ * Registers the account page's client, once per issuer (every node finds the same one). Called at start,
+ * before the provider is configured: its grants live only as long as the sign-in needs (provider.ts).
+ */
+export async function ensureAccountPageClient({ store, registry, issuer }: { store: Store; registry: Registry; issuer: string }): Promise<string> {
+  const callback = `${issuer}/account/callback`;
+  const id = await store.get(keys.accountPageClient);
+  const existing = id ? await registry.findClient(id) : undefined;
+  if (id && existing && ((existing.redirect_uris ?? []) as string[]).includes(callback)) return id;
+  if (id && existing) await registry.deleteClient(id).catch(() => {});
+  const created = await registry.createClient(
+    { name: 'Your Latchkey account', grants: ['authorization_code'], redirectUris: [callback], scope: SCOPE, public: true, firstParty: true },
+    async () => {},
+    { ownOrigin: new URL(issuer).origin },
+  );
+  await store.set(keys.accountPageClient, created.clientId);
+  return created.clientId;
 }

@@ -125,12 +125,14 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     if (det.missingOIDCClaims) grant.addOIDCClaims(det.missingOIDCClaims);
     for (const [indicator, scopes] of Object.entries(det.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
     const scopes = missingScopes(d);
-    const all = new Set([...(remembered ?? (await rememberedScopes(d))), ...scopes]);
-    // The grant and the remembered consent are independent writes: sent together.
-    const [grantId] = await Promise.all([
-      grant.save(),
-      store.set(keys.consent(String(d.session!.accountId), String(d.params.client_id)), JSON.stringify([...all]), { ttl: CONSENT_TTL }),
-    ]);
+    // The grant and the remembered consent are independent writes: sent together. A first-party client
+    // is never asked, so nothing is remembered for it (no year-long record per visit of the account page).
+    const remember = async () => {
+      if (via === 'first_party') return;
+      const all = new Set([...(remembered ?? (await rememberedScopes(d))), ...scopes]);
+      await store.set(keys.consent(String(d.session!.accountId), String(d.params.client_id)), JSON.stringify([...all]), { ttl: CONSENT_TTL });
+    };
+    const [grantId] = await Promise.all([grant.save(), remember()]);
     await finish(ctx, d, { consent: { grantId } }, true);
     audit(logger, 'consent_granted', { accountId: String(d.session!.accountId), clientId: String(d.params.client_id), scopes, via }, 'consent granted');
   }

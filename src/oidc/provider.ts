@@ -25,11 +25,15 @@ export interface ProviderDeps {
   views: Views;
   /** Told when stored signing keys could not be read or used (the server keeps its current ones). */
   onSigningKeysError?: (reason: string) => void;
+  /** The account page's own client (interactions/account-page.ts): its grants need not outlive the sign-in. */
+  accountPageClientId?: string;
 }
 
 const MINUTE = 60;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
+
+const ACCOUNT_PAGE_GRANT_TTL = 2 * MINUTE;
 
 type ResourceAware = { resourceServer?: { accessTokenTTL?: number } };
 
@@ -38,7 +42,7 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, onSigningKeysError = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, accountPageClientId, onSigningKeysError = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
@@ -176,8 +180,9 @@ export async function createProvider({ config, store, accounts, registry, views,
       Interaction: HOUR,
       RefreshToken: 14 * DAY,
       Session: 14 * DAY,
-      // The absolute lifetime of a sign-in's refresh chain.
-      Grant: 30 * DAY,
+      // The absolute lifetime of a sign-in's refresh chain. The account page never redeems its code
+      // (the session is what it uses), so its grant need only outlive that code.
+      Grant: (_ctx, grant) => ((grant as { clientId?: string }).clientId === accountPageClientId ? ACCOUNT_PAGE_GRANT_TTL : 30 * DAY),
       DeviceCode: 10 * MINUTE,
       BackchannelAuthenticationRequest: 10 * MINUTE,
     },

@@ -59,7 +59,8 @@ export interface Threshold {
 
 export interface LockoutOptions {
   now?: () => number;
-  onEvent?: (name: LockoutEventName, data: LockoutEvent) => void;
+  /** Awaited, so the audit line is written before the attempt is answered. */
+  onEvent?: (name: LockoutEventName, data: LockoutEvent) => unknown;
   /** 10 in a day: far below the 100 consecutive failures NIST SP 800-63B §5.2.2 allows. */
   account?: Threshold;
   /** One IP can be many people (NAT, a company proxy): a higher bar, over a shorter window. It still stops
@@ -176,7 +177,7 @@ export class Lockout {
     if (record) {
       // Several nodes may notice at once: the end is reported by the one that marks it.
       const first = await this.#store.set(`${keys.lockout(subject.key)}:ended:${record.until}`, '1', { ifAbsent: true, ttl: Math.ceil(this.#historyMs / 1000) });
-      if (first) this.#onEvent('lockout.ended', { subject: subject.kind, id: subject.id, lockouts: record.lockouts, reason: 'expired' });
+      if (first) await this.#onEvent('lockout.ended', { subject: subject.kind, id: subject.id, lockouts: record.lockouts, reason: 'expired' });
     }
     if (this.#watching && generation === this.#generation) {
       if (this.#clean.size >= CLEAN_MAX_ENTRIES) this.#clean.clear();
@@ -246,7 +247,7 @@ export class Lockout {
     await this.#store.set(keys.lockout(subject.key), JSON.stringify(record), { ttl: seconds + Math.ceil(this.#historyMs / 1000) });
     this.forget(subject.key);
     await this.#store.publish(LOCKOUT_CHANGES, subject.key);
-    this.#onEvent('lockout.started', { subject: subject.kind, id: subject.id, factor, lockouts, seconds });
+    await this.#onEvent('lockout.started', { subject: subject.kind, id: subject.id, factor, lockouts, seconds });
   }
 
   /** A right answer: the account's failures of this factor are forgotten. */
@@ -275,7 +276,7 @@ export class Lockout {
     this.forget(subject!.key);
     for (const factor of FACTORS) await this.#limit(() => this.#limiters.get(`${factor}:${subject!.kind}`)!.delete(subject!.key));
     const wasLocked = record !== undefined && record.until > this.#now();
-    if (wasLocked) this.#onEvent('lockout.ended', { subject: subject!.kind, id: subject!.id, lockouts: record.lockouts, reason: 'unlocked' });
+    if (wasLocked) await this.#onEvent('lockout.ended', { subject: subject!.kind, id: subject!.id, lockouts: record.lockouts, reason: 'unlocked' });
     return wasLocked;
   }
 }

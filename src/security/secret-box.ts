@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 
@@ -25,13 +25,25 @@ export class SecretBoxError extends Error {}
 
 export class SecretBox {
   readonly #key: Buffer;
+  /** A separate key for `digest`, derived from the secrets key (one key, one purpose). */
+  readonly #digestKey: Buffer;
   /** Names the key in every sealed value, so a value sealed under another key fails with a clear error. */
   readonly keyId: string;
 
   constructor(key: Buffer) {
     if (key.length !== SECRETS_KEY_BYTES) throw new SecretBoxError(`the secrets key must be ${SECRETS_KEY_BYTES} bytes`);
     this.#key = Buffer.from(key);
+    this.#digestKey = Buffer.from(hkdfSync('sha256', key, '', 'latchkey digest', 32));
     this.keyId = createHash('sha256').update('latchkey secrets key id').update(key).digest('base64url').slice(0, 8);
+  }
+
+  /**
+   * A keyed digest (HMAC-SHA-256, 128 bits shown) of something that may be a secret, e.g. what was typed
+   * into the email field: stable for one key, so log lines can be matched, and not reversible by
+   * trying a dictionary of passwords without the key, as a plain hash would be.
+   */
+  digest(value: string, context: string): string {
+    return createHmac('sha256', this.#digestKey).update(`${context}\0${value}`).digest('base64url').slice(0, 22);
   }
 
   seal(plaintext: string, context: string): string {

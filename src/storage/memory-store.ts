@@ -91,6 +91,14 @@ export class MemoryStore implements Store {
     return true;
   }
 
+  async replaceIf(key: string, expected: string, value: string) {
+    // No await between the read and the write: atomic within the process, like the Lua script in Redis.
+    const entry = this.#entry(key);
+    if (entry?.value !== expected) return false;
+    entry.value = value;
+    return true;
+  }
+
   async putModel(key: string, payload: string, ttl: number, indexKey?: string) {
     const expiresAt = this.#expiry(ttl);
     this.#data.set(key, { value: { p: payload }, expiresAt });

@@ -17,14 +17,18 @@ const CONSUMABLE = new Set([
 /**
  * Signs a person out everywhere: deletes every session of the account and every grant with all of its
  * tokens (codes, access and refresh tokens). One command per record — a session, a grant's index — since
- * the account's indexes and what they list live in different cluster slots. Returns the live sessions deleted and the grants revoked.
+ * the account's indexes and what they list live in different cluster slots. `keepSessionId`: the session
+ * that asked (a password change on /account) stays signed in; its grants are revoked like the others.
+ * Returns the live sessions deleted and the grants revoked.
  */
-export async function revokeAccountSessions(store: Store, accountId: string): Promise<{ sessions: number; grants: number }> {
+export async function revokeAccountSessions(store: Store, accountId: string, options: { keepSessionId?: string } = {}): Promise<{ sessions: number; grants: number }> {
   const sessionIndex = keys.accountSessions(accountId);
   const grantIndex = keys.accountGrants(accountId);
+  const kept = options.keepSessionId === undefined ? undefined : keys.model('Session', options.keepSessionId);
   const [sessions, grants] = await Promise.all([store.setMembers(sessionIndex), store.setMembers(grantIndex)]);
   let deleted = 0;
   for (const sessionKey of sessions) {
+    if (sessionKey === kept) continue;
     deleted += await store.del(sessionKey);
     await store.setRemove(sessionIndex, sessionKey);
   }

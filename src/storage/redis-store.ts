@@ -52,6 +52,12 @@ if current and current >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1`;
 
+// One key: compare-and-set (GET returns false for a missing key, which never equals a string).
+const REPLACE_IF = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1`;
+
 // One key: add a member to an index set and extend its TTL to at least ARGV[2] (never shorten it).
 const INDEX_ADD = `
 redis.call('SADD', KEYS[1], ARGV[1])
@@ -69,6 +75,7 @@ interface Scripts {
   lkDeleteIndexed(...args: (string | number)[]): Promise<number>;
   lkAdvanceCounter(...args: (string | number)[]): Promise<number>;
   lkIndexAdd(...args: (string | number)[]): Promise<number>;
+  lkReplaceIf(...args: (string | number)[]): Promise<number>;
 }
 
 /**
@@ -162,6 +169,7 @@ export class RedisStore implements Store {
     client.defineCommand('lkDeleteIndexed', { lua: DELETE_INDEXED, numberOfKeys: 1 });
     client.defineCommand('lkAdvanceCounter', { lua: ADVANCE_COUNTER, numberOfKeys: 1 });
     client.defineCommand('lkIndexAdd', { lua: INDEX_ADD, numberOfKeys: 1 });
+    client.defineCommand('lkReplaceIf', { lua: REPLACE_IF, numberOfKeys: 1 });
     this.#scripts = client as unknown as Scripts;
     client.on('ready', () => this.#setAvailable(true));
     client.on('close', () => this.#setAvailable(false, 'connection to Redis closed'));
@@ -253,6 +261,10 @@ export class RedisStore implements Store {
       return Promise.reject(new TypeError('advanceCounter needs an integer value and a positive integer ttl'));
     }
     return this.#call(async () => (await this.#scripts.lkAdvanceCounter(key, value, ttl)) === 1);
+  }
+
+  replaceIf(key: string, expected: string, value: string) {
+    return this.#call(async () => (await this.#scripts.lkReplaceIf(key, expected, value)) === 1);
   }
 
   putModel(key: string, payload: string, ttl: number, indexKey?: string, options: { consumable?: boolean } = {}) {
