@@ -81,6 +81,8 @@ export async function createProvider({ config, store, accounts, registry, views,
     // for an API (and so cannot be used at userinfo) still learns who signed in.
     conformIdTokenClaims: false,
 
+    // OIDC Core §3.1.2.1 requires redirect_uri; default: the sole registered one when it is left out.
+    allowOmittingSingleRegisteredRedirectUri: false,
     // Authorization code only (no implicit or hybrid): OAuth 2.0 Security BCP (RFC 9700).
     responseTypes: ['code'],
     // PKCE S256 for every client, confidential ones too (RFC 9700 §2.1.1); default: public only.

@@ -24,8 +24,9 @@ export interface TestServer {
  * the embedded store). The issuer is http://localhost:PORT, served on 127.0.0.1 and ::1 so that a
  * browser and Node agree on `localhost` whichever address they pick.
  */
-export async function startServer(options: { redisUrl?: string; store?: Store; env?: Record<string, string> } = {}): Promise<TestServer> {
-  const port = await freePort();
+export async function startServer(options: { redisUrl?: string; store?: Store; env?: Record<string, string>; port?: number } = {}): Promise<TestServer> {
+  // `port`: a restart keeps the issuer URL.
+  const port = options.port ?? (await freePort());
   const config = loadConfig({
     PORT: String(port),
     ISSUER: `http://localhost:${port}`,
