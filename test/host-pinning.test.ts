@@ -63,7 +63,7 @@ describe('URLs come from ISSUER, not from the request', () => {
     await redis?.dispose();
   });
 
-  const poisonings = [
+  const poisonings: { name: string; server: () => TestServer; headers: Record<string, string> }[] = [
     { name: 'a poisoned Host', server: () => direct, headers: { host: POISONED } },
     { name: 'a poisoned X-Forwarded-Host and X-Forwarded-Proto (TRUST_PROXY)', server: () => proxied, headers: { host: 'localhost', 'x-forwarded-host': POISONED, 'x-forwarded-proto': 'https' } },
   ];
