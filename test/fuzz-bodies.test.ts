@@ -95,7 +95,7 @@ function send(route: Route, attack: Malformed, cookie: string) {
   });
 }
 
-test('no route answers 5xx, hangs or logs a stack for a malformed request', async () => {
+test('no route answers 5xx, hangs or logs a stack for a malformed request', async (t) => {
   // An interaction (its cookie and CSRF token), and a signed-in session for /account.
   const signedIn = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid' });
   const jar = new CookieJar();
@@ -129,6 +129,7 @@ test('no route answers 5xx, hangs or logs a stack for a malformed request', asyn
   assert.deepEqual(failures, []);
   assert.deepEqual(stacks.map((l) => `${l.msg}: ${JSON.stringify(l.err ?? l).slice(0, 300)}`), []);
   assert.ok(routes.length >= 30, `${routes.length} routes`);
+  t.diagnostic(`${routes.length} routes × ${malformed('').length} malformed requests`);
 });
 
 test('a form whose Content-Encoding does not match its body is a 400 that says so', async () => {
