@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import Router from '@koa/router';
 import Koa, { type Context, type Middleware } from 'koa';
+import type Provider from 'oidc-provider';
 import { Accounts } from './accounts/accounts.ts';
 import { SecondFactor } from './accounts/second-factor.ts';
 import { accountRoutes, ensureAccountPageClient } from './interactions/account-page.ts';
@@ -19,6 +20,8 @@ import { Csrf } from './security/csrf.ts';
 import { Lockout, type LockoutEvent, type LockoutEventName } from './security/lockout.ts';
 import { loadSecretBox } from './security/secret-box.ts';
 import { securityHeaders } from './security/headers.ts';
+import { pinIssuerOrigin } from './security/issuer-origin.ts';
+import { sameOriginForms } from './security/same-origin.ts';
 import { RETRY_AFTER_SECONDS, StorageUnavailable, type Store } from './storage/store.ts';
 import { Views } from './views.ts';
 
@@ -81,13 +84,15 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   opsApp.use(ops.routes());
 
   provider.use(requestContext(logger, views, metrics));
+  provider.use(pinIssuerOrigin(config.ISSUER));
   provider.use(securityHeaders());
   provider.use(staticRoutes().routes());
   if (config.METRICS_PORT === undefined) provider.use(ops.routes());
   provider.use(installClientAuthThrottle(provider, clientLockout));
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger };
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
   provider.use(interactionRoutes(signIn).routes());
-  provider.use(accountRoutes({ ...signIn, issuer: config.ISSUER, clientId: accountPageClientId }).routes());
+  provider.use(accountRoutes({ ...signIn, clientId: accountPageClientId }).routes());
+  provider.use(sameOriginLogout(provider, views, config.ISSUER));
 
   // The first-run demo app (/demo) and its account: development only, never in production or tests,
   // and one process only (several workers would race to create it).
@@ -104,6 +109,13 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
     await stopFollowingKeys();
   };
   return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, close };
+}
+
+/** oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts). */
+function sameOriginLogout(provider: Provider, views: Views, issuer: string): Middleware {
+  const confirm = provider.pathFor('end_session_confirm');
+  const sameOrigin = sameOriginForms(issuer, views, 'the sign-out form expired; sign out from the application again');
+  return (ctx, next) => (ctx.method === 'POST' && ctx.path === confirm ? sameOrigin(ctx, next) : next());
 }
 
 /**

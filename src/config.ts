@@ -6,10 +6,6 @@ import { parseSecretsKey } from './security/secret-box.ts';
  * The one configuration schema. Every variable, its default and its meaning live here;
  * the README's configuration table is checked against `configDocs` by a test.
  */
-const bool = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
-
 export const configDocs: Record<string, string> = {
   NODE_ENV: '`development`, `production` or `test`. Production enforces the guardrails (Redis and `SECRETS_KEY` required, https issuer).',
   PORT: 'TCP port to listen on.',
@@ -20,7 +16,7 @@ export const configDocs: Record<string, string> = {
   LOG_FORMAT: '`json` (one JSON object per line on stdout) or `pretty` (for people; needs the dev dependency `pino-pretty`). Unset: `pretty` in development on a terminal, `json` otherwise.',
   WORKERS: 'Processes serving requests (node:cluster), all on one port and one Redis. Unset: the number of CPUs in production, 1 otherwise.',
   METRICS_PORT: 'A separate port for `/metrics`, `/healthz` and `/readyz` (then not served on `PORT`). Unset: served on `PORT`.',
-  TRUST_PROXY: '`true` when behind a TLS-terminating proxy that sets `X-Forwarded-*` (then cookies are `Secure`).',
+  TRUST_PROXY: 'How many proxies in front append to `X-Forwarded-For`: the client address is the one the outermost of them saw. `true` is 1, `false` is 0 (the socket\'s address). URLs and `Secure` cookies follow `ISSUER`, never a forwarded header.',
   REDIS_TIMEOUT_MS: 'Deadline for one Redis command; past it the request fails with 503.',
   REDIS_CLUSTER_NODES: 'A Redis Cluster to keep everything in instead: some of its nodes as `host:port,host:port` (the rest are discovered). Only one of `REDIS_URL`, `REDIS_CLUSTER_NODES` and `REDIS_SENTINELS` may be set.',
   REDIS_SENTINELS: 'A Redis behind Sentinel to keep everything in instead: the Sentinels as `host:port,host:port`; needs `REDIS_SENTINEL_NAME`.',
@@ -31,6 +27,12 @@ export const configDocs: Record<string, string> = {
   SECRETS_KEY: '32 random bytes, base64 or hex (`openssl rand -base64 32`), that encrypt TOTP secrets at rest (AES-256-GCM). Required in production; unset elsewhere: a key generated and kept in storage.',
   MFA_POLICY: '`required`: every account signs in with a second factor (enrolling at its next sign-in); `optional`: only accounts that enrolled one.',
 };
+
+/** `TRUST_PROXY`: a number of proxy hops; `true`/`yes` mean one, `false`/`no` none. */
+const proxyHops = z
+  .string()
+  .regex(/^(?:true|false|yes|no|\d{1,2})$/, 'must be the number of proxies in front (0, 1, 2…), or true (one) or false (none)')
+  .transform((v) => (v === 'true' || v === 'yes' ? 1 : v === 'false' || v === 'no' ? 0 : Number(v)));
 
 /** `host:port,host:port` (IPv6 in brackets): Redis Cluster nodes or Sentinels. */
 const hostPorts = z.string().transform((value, ctx) => {
@@ -60,7 +62,7 @@ const schema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
     METRICS_PORT: z.coerce.number().int().min(1).max(65535).optional(),
-    TRUST_PROXY: bool.default(false),
+    TRUST_PROXY: proxyHops.default(0),
     REDIS_TIMEOUT_MS: z.coerce.number().int().min(10).max(60000).default(1000),
     REDIS_CLUSTER_NODES: hostPorts.optional(),
     REDIS_SENTINELS: hostPorts.optional(),

@@ -14,7 +14,7 @@ describe('loadConfig', () => {
       HOST: '0.0.0.0',
       ISSUER: 'http://localhost:3000',
       LOG_LEVEL: 'info',
-      TRUST_PROXY: false,
+      TRUST_PROXY: 0,
       REDIS_TIMEOUT_MS: 1000,
       MFA_POLICY: 'required',
       WORKERS: 1,
@@ -48,11 +48,18 @@ describe('loadConfig', () => {
     assert.equal(config.PORT, 8080);
     assert.equal(config.ISSUER, 'https://id.example.com', 'a trailing slash is dropped');
     assert.equal(config.REDIS_URL, 'rediss://:pw@redis.internal:6380/2');
-    assert.equal(config.TRUST_PROXY, true);
+    assert.equal(config.TRUST_PROXY, 1, 'true is one proxy hop');
     assert.equal(config.REDIS_TIMEOUT_MS, 250);
     assert.deepEqual(config.COOKIE_KEYS, ['a'.repeat(32), 'b'.repeat(40)]);
     assert.equal(config.SECRETS_KEY, SECRETS_KEY);
     assert.equal(config.MFA_POLICY, 'optional');
+  });
+
+  test('TRUST_PROXY: a number of proxy hops; true is one, false none', () => {
+    for (const [value, hops] of [['true', 1], ['yes', 1], ['false', 0], ['no', 0], ['0', 0], ['1', 1], ['2', 2]] as const) {
+      assert.equal(loadConfig({ TRUST_PROXY: value }).TRUST_PROXY, hops, value);
+    }
+    for (const bad of ['-1', '1.5', 'maybe', '100']) assert.match(problems({ TRUST_PROXY: bad })[0]!, /^TRUST_PROXY: must be the number of proxies in front/);
   });
 
   test('SECRETS_KEY: 32 bytes as base64, base64url or hex; anything else is refused without echoing it', () => {

@@ -30,7 +30,7 @@ describe('sign-in page', () => {
     assert.match(csp, /default-src 'none'/);
     assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
     assert.equal(page.headers.get('x-content-type-options'), 'nosniff');
-    assert.equal(page.headers.get('referrer-policy'), 'no-referrer');
+    assert.equal(page.headers.get('referrer-policy'), 'same-origin');
     assert.equal(page.headers.get('cache-control'), 'no-store');
     assert.match(page.headers.get('content-type') ?? '', /text\/html/);
   });

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import { AccountError, validatePassword, type Account } from '../accounts/accounts.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
@@ -8,8 +7,10 @@ import { audit } from '../observability/audit.ts';
 import type { Registry } from '../oidc/registry.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
+import { sameOriginForms } from '../security/same-origin.ts';
 import { FactorChecks, type Checked } from './factor-checks.ts';
 import type { Store } from '../storage/store.ts';
+import { formBody } from './form-body.ts';
 import { MESSAGES, type InteractionDeps } from './routes.ts';
 
 /**
@@ -26,7 +27,6 @@ import { MESSAGES, type InteractionDeps } from './routes.ts';
  * plain posts with a CSRF token bound to the session, so the page works without JavaScript.
  */
 export interface AccountPageDeps extends InteractionDeps {
-  issuer: string;
   /** The page's own client (ensureAccountPageClient). */
   clientId: string;
 }
@@ -38,7 +38,9 @@ export function accountRoutes(deps: AccountPageDeps) {
   const checks = new FactorChecks(deps);
   const callback = `${issuer}/account/callback`;
   const router = new Router({ prefix: '/account' });
-  const form = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
+  const form = formBody();
+  const FORM_EXPIRED = 'the form expired; open your account page again';
+  const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
 
   interface Signed {
     account: Account & { id: string };
@@ -80,7 +82,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     const body = ctx.request.body as Record<string, unknown> | undefined;
     if (!csrf.verify(who.csrfScope, body?._csrf)) {
       ctx.status = 403;
-      views.renderError(ctx, { error: 'invalid_request', error_description: 'the form expired; open your account page again' });
+      views.renderError(ctx, { error: 'invalid_request', error_description: FORM_EXPIRED });
       return undefined;
     }
     return who;
@@ -146,13 +148,13 @@ export function accountRoutes(deps: AccountPageDeps) {
     ctx.redirect('/account');
   });
 
-  router.post('/saved', form, async (ctx) => {
+  router.post('/saved', sameOrigin, form, async (ctx) => {
     if (!(await guardPost(ctx))) return;
     ctx.status = 303;
     ctx.redirect('/account');
   });
 
-  router.post('/recovery-codes', form, async (ctx) => {
+  router.post('/recovery-codes', sameOrigin, form, async (ctx) => {
     const who = await guardPost(ctx);
     if (!who) return;
     if (!SecondFactor.isEnrolled(who.account)) return renderAccount(ctx, who, { error: 'Set up two-step verification first.' });
@@ -164,7 +166,7 @@ export function accountRoutes(deps: AccountPageDeps) {
   });
 
   // Replace (or, under MFA_POLICY=optional, set up) the authenticator: proof first, then the new app's code.
-  router.post('/authenticator', form, async (ctx) => {
+  router.post('/authenticator', sameOrigin, form, async (ctx) => {
     const who = await guardPost(ctx);
     if (!who) return;
     const problem = await proof(ctx, who);
@@ -188,7 +190,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     });
   }
 
-  router.post('/authenticator/confirm', form, async (ctx) => {
+  router.post('/authenticator/confirm', sameOrigin, form, async (ctx) => {
     const who = await guardPost(ctx);
     if (!who) return;
     const body = ctx.request.body as Record<string, unknown>;
@@ -216,7 +218,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     renderEnroll(ctx, who, pending, provisioning, error);
   });
 
-  router.post('/password', form, async (ctx) => {
+  router.post('/password', sameOrigin, form, async (ctx) => {
     const who = await guardPost(ctx);
     if (!who) return;
     const body = ctx.request.body as Record<string, unknown>;
@@ -236,7 +238,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     await renderAccount(ctx, who, { notice: 'Your password was changed. You were signed out everywhere else.' });
   });
 
-  router.post('/sign-out-everywhere', form, async (ctx) => {
+  router.post('/sign-out-everywhere', sameOrigin, form, async (ctx) => {
     const who = await guardPost(ctx);
     if (!who) return;
     const { sessions, grants } = await revokeAccountSessions(store, who.account.id);

@@ -1,5 +1,4 @@
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import type { default as Provider, InteractionResults } from 'oidc-provider';
 import { AccountError, type Account, type Accounts } from '../accounts/accounts.ts';
@@ -11,11 +10,13 @@ import { formTargets } from '../oidc/provider.ts';
 import { OIDC_SCOPES } from '../oidc/registry.ts';
 import type { Csrf } from '../security/csrf.ts';
 import type { Lockout } from '../security/lockout.ts';
+import { sameOriginForms } from '../security/same-origin.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
 import { loginResult, mfaDemanded, type MfaPolicy } from './mfa-policy.ts';
 import { FactorChecks } from './factor-checks.ts';
+import { formBody } from './form-body.ts';
 import { SignInSteps, type SignInStep, type StepName } from './sign-in-steps.ts';
 
 /**
@@ -34,6 +35,8 @@ export interface InteractionDeps {
   mfaPolicy: MfaPolicy;
   metrics: Metrics;
   logger: Logger;
+  /** The issuer URL: the one origin our forms may be posted from. */
+  issuer: string;
 }
 
 /** What a person reads: the same for a wrong password and an unknown account, locked or not. */
@@ -57,9 +60,11 @@ const CONSENT_TTL = 365 * 24 * 60 * 60;
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 
-export function interactionRoutes({ provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy, metrics, logger }: InteractionDeps) {
+export function interactionRoutes({ provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy, metrics, logger, issuer }: InteractionDeps) {
   const router = new Router({ prefix: '/interaction/:uid' });
-  const form = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
+  const form = formBody();
+  const FORM_EXPIRED = 'the form expired; go back to the application and start again';
+  const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
   const steps = new SignInSteps(store);
 
   /** A 400 that our error handler shows to the person as is. */
@@ -77,7 +82,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     const body = ctx.request.body as Record<string, unknown> | undefined;
     if (!csrf.verify(ctx.params.uid!, body?._csrf)) {
       ctx.status = 403;
-      views.renderError(ctx, { error: 'invalid_request', error_description: 'the form expired; go back to the application and start again' });
+      views.renderError(ctx, { error: 'invalid_request', error_description: FORM_EXPIRED });
       return;
     }
     await next();
@@ -254,7 +259,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     refuse(`unsupported step ${d.prompt.name}`);
   });
 
-  router.post('/login', form, requireCsrf, async (ctx) => {
+  router.post('/login', sameOrigin, form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
     if (d.prompt.name !== 'login') refuse('this sign-in step is already done');
     const body = ctx.request.body as Record<string, unknown>;
@@ -277,7 +282,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     await renderStep(ctx, d, step, { recovery: true });
   });
 
-  router.post('/mfa', form, requireCsrf, async (ctx) => {
+  router.post('/mfa', sameOrigin, form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
     const step = await requireStep(d, 'second-factor');
     const code = String((ctx.request.body as Record<string, unknown>).code ?? '').slice(0, 64);
@@ -288,7 +293,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     await renderStep(ctx, d, step, { error });
   });
 
-  router.post('/recovery', form, requireCsrf, async (ctx) => {
+  router.post('/recovery', sameOrigin, form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
     const step = await requireStep(d, 'second-factor');
     const code = String((ctx.request.body as Record<string, unknown>).recovery_code ?? '').slice(0, 64);
@@ -299,7 +304,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     await renderStep(ctx, d, step, { error, recovery: true });
   });
 
-  router.post('/enroll', form, requireCsrf, async (ctx) => {
+  router.post('/enroll', sameOrigin, form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
     const step = await requireStep(d, 'enroll');
     const code = String((ctx.request.body as Record<string, unknown>).code ?? '').slice(0, 64);
@@ -319,7 +324,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     await renderStep(ctx, d, step, { error });
   });
 
-  router.post('/saved', form, requireCsrf, async (ctx) => {
+  router.post('/saved', sameOrigin, form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
     const step = await requireStep(d, 'recovery-codes');
     await signedIn(ctx, d, step.accountId, true);
@@ -332,13 +337,13 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     await afterPassword(ctx, d, account);
   }
 
-  router.post('/consent', form, requireCsrf, async (ctx) => {
+  router.post('/consent', sameOrigin, form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
     if (d.prompt.name !== 'consent') refuse('this sign-in step is already done');
     await grantConsent(ctx, d, 'consent_page');
   });
 
-  router.post('/abort', form, requireCsrf, async (ctx) => {
+  router.post('/abort', sameOrigin, form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
     await steps.clear(d.uid);
     await finish(ctx, d, { error: 'access_denied', error_description: 'the person declined' }, false);

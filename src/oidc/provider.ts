@@ -195,7 +195,10 @@ export async function createProvider({ config, store, accounts, registry, views,
   };
 
   const provider = new Provider(config.ISSUER, configuration);
-  provider.proxy = config.TRUST_PROXY;
+  // Only the client address comes from forwarded headers (URLs follow ISSUER: security/issuer-origin.ts).
+  // Koa takes the address the outermost of TRUST_PROXY proxies saw, not what a client wrote before it.
+  provider.proxy = config.TRUST_PROXY > 0;
+  provider.maxIpsCount = config.TRUST_PROXY;
   tagTokenIdsWithGrant(provider);
   // `keys rotate` takes effect on every server without a restart; a key file changes only with one.
   const stopFollowingKeys = config.SIGNING_KEYS_FILE
@@ -209,6 +212,7 @@ export async function createProvider({ config, store, accounts, registry, views,
     return store.set(keys.model('ReplayDetection', id), '1', { ttl, ifAbsent: true });
   };
   provider.use(offlineAccessAsksForConsent);
+  provider.use(cacheablePublicMetadata);
   provider.use(missingClientAuthIsInvalidClient);
   // Put a client's API scopes back after oidc-provider validated it (providerClientMetadata), so that its
   // `scope` allow-list holds every registered scope: OpenID scopes it was not given stay refused.
@@ -269,6 +273,16 @@ async function offlineAccessAsksForConsent(ctx: Koa.Context, next: Koa.Next) {
     }
   }
   await next();
+}
+
+/**
+ * Discovery and the key set change only with the configuration or a key rotation. Five minutes keeps
+ * a new signing key's wait short; JOSE libraries also fetch the set again on an unknown `kid`.
+ */
+async function cacheablePublicMetadata(ctx: Koa.Context, next: Koa.Next) {
+  await next();
+  const route = (ctx as unknown as KoaContextWithOIDC).oidc?.route;
+  if (ctx.status === 200 && (route === 'discovery' || route === 'jwks')) ctx.set('Cache-Control', 'public, max-age=300');
 }
 
 /** Our client metadata: `require_mfa` makes every sign-in for the client use a second factor (MFA_POLICY=optional). */

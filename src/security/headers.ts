@@ -7,7 +7,9 @@ export function securityHeaders(): Middleware {
   return async (ctx, next) => {
     ctx.set('Content-Security-Policy', csp);
     ctx.set('X-Content-Type-Options', 'nosniff');
-    ctx.set('Referrer-Policy', 'no-referrer');
+    // Not `no-referrer`: under it browsers send `Origin: null` on our own form posts, which the
+    // same-origin check (same-origin.ts) must refuse. `same-origin` still tells other sites nothing.
+    ctx.set('Referrer-Policy', 'same-origin');
     ctx.set('X-Frame-Options', 'DENY');
     ctx.set('Cross-Origin-Opener-Policy', 'same-origin');
     if (ctx.secure) ctx.set('Strict-Transport-Security', 'max-age=31536000');

@@ -17,13 +17,21 @@ export interface TestProxy {
   close(): Promise<void>;
 }
 
+export interface ProxyOptions {
+  /** Append the address this proxy saw to `X-Forwarded-For`, as nginx's `$proxy_add_x_forwarded_for` and AWS ALB do. */
+  appendForwardedFor?: boolean;
+  /** The loopback address (127.0.0.0/8) this proxy connects from, so the next hop sees it. */
+  localAddress?: string;
+}
+
 /**
  * A round-robin HTTP reverse proxy on 127.0.0.1 for tests of many nodes: each request goes to the
  * next backend in turn, so consecutive requests of one sign-in land on different nodes. Method, path,
  * headers (cookies, Host) and body pass through unchanged, and so does the answer (Set-Cookie,
- * Location). No X-Forwarded-* is added: the nodes see the proxy's Host, as behind a plain TCP balancer.
+ * Location). By default no X-Forwarded-* is added: the nodes see the proxy's Host, as behind a plain
+ * TCP balancer.
  */
-export async function startProxy(backends: Backend[] = []): Promise<TestProxy> {
+export async function startProxy(backends: Backend[] = [], options: ProxyOptions = {}): Promise<TestProxy> {
   const counts: number[] = [];
   const agent = new Agent({ keepAlive: true });
   let next = 0;
@@ -37,8 +45,13 @@ export async function startProxy(backends: Backend[] = []): Promise<TestProxy> {
     next = index + 1;
     counts[index] = (counts[index] ?? 0) + 1;
     const backend = backends[index]!;
+    const headers = { ...req.headers };
+    if (options.appendForwardedFor) {
+      const seen = req.socket.remoteAddress!;
+      headers['x-forwarded-for'] = headers['x-forwarded-for'] ? `${String(headers['x-forwarded-for'])}, ${seen}` : seen;
+    }
     const upstream = request(
-      { host: backend.host ?? '127.0.0.1', port: backend.port, method: req.method, path: req.url, headers: req.headers, agent },
+      { host: backend.host ?? '127.0.0.1', port: backend.port, method: req.method, path: req.url, headers, agent, localAddress: options.localAddress },
       (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.rawHeaders);
         answer.pipe(res);

@@ -1,0 +1,25 @@
+import type { Middleware } from 'koa';
+
+/** `GET http://other.example/path HTTP/1.1`: a request target in absolute form (RFC 9112 §3.2.2). */
+const ABSOLUTE_FORM = /^https?:\/\//i;
+
+/**
+ * Koa and oidc-provider build every URL they publish or check (discovery, form actions, the `htu`
+ * of DPoP proofs, redirects) from the request's host and protocol. Both are pinned to ISSUER's,
+ * whatever `Host`, `X-Forwarded-Host`, `X-Forwarded-Proto` or an absolute request target say. A
+ * request naming another host is answered with the issuer's URLs rather than refused, so that health
+ * checks on 127.0.0.1 keep working; and cookies are `Secure` exactly when ISSUER is https.
+ */
+export function pinIssuerOrigin(issuer: string): Middleware {
+  const { host, protocol } = new URL(issuer);
+  const pinned = { host: { value: host }, protocol: { value: protocol.slice(0, -1) } };
+  return async (ctx, next) => {
+    Object.defineProperties(ctx.request, pinned);
+    if (ABSOLUTE_FORM.test(ctx.originalUrl)) {
+      const target = URL.parse(ctx.originalUrl);
+      if (!target) return ctx.throw(400, 'the request target is not a valid URL');
+      ctx.url = ctx.originalUrl = ctx.request.originalUrl = target.pathname + target.search;
+    }
+    await next();
+  };
+}

@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { gzipSync } from 'node:zlib';
+import { test } from 'node:test';
+import { browse, CookieJar, follow, hiddenField, pkcePair, signIn } from './helpers/flow.ts';
+import type { TestServer } from './helpers/server.ts';
+import { useWorld, type World } from './helpers/world.ts';
+
+/**
+ * Every route the app serves — our @koa/router routes and oidc-provider's — gets malformed bodies,
+ * encodings, content types and query strings. None may answer 5xx, hang, or log an error with a stack.
+ */
+let server: TestServer;
+let world: World;
+useWorld((setup) => ({ server, world } = setup));
+
+/** oidc-provider's route names (lib/helpers/initialize_app.js); `pathFor` drops those of disabled features. */
+const PROVIDER_ROUTES = [
+  'authorization', 'resume', 'userinfo', 'token', 'jwks', 'discovery', 'openid_credential_issuer', 'credential', 'challenge',
+  'registration', 'client', 'revocation', 'introspection', 'end_session', 'end_session_confirm', 'end_session_success',
+  'device_authorization', 'code_verification', 'device_resume', 'pushed_authorization_request', 'backchannel_authentication',
+];
+
+interface Route {
+  method: string;
+  path: string;
+}
+
+/** Our routers are found in the app's middleware (@koa/router marks its dispatcher); oidc-provider's by name. */
+function everyRoute(uid: string): Route[] {
+  const routes: Route[] = [];
+  for (const middleware of server.app.app.middleware as unknown as { router?: { stack: { path: string; methods: string[] }[] } }[]) {
+    for (const layer of middleware.router?.stack ?? []) {
+      const path = layer.path.replace(':uid', uid);
+      for (const method of layer.methods.filter((m) => m !== 'HEAD')) routes.push({ method, path });
+    }
+  }
+  for (const name of PROVIDER_ROUTES) {
+    let path: string;
+    try {
+      path = server.app.provider.pathFor(name, { uid, clientId: world.shop.clientId } as never);
+    } catch {
+      continue;
+    }
+    for (const method of ['GET', 'POST']) routes.push({ method, path });
+  }
+  return routes;
+}
+
+interface Malformed {
+  name: string;
+  headers: Record<string, string>;
+  body?: Buffer | string;
+  query?: string;
+}
+
+const FORM = 'application/x-www-form-urlencoded';
+
+function malformed(csrf: string): Malformed[] {
+  const plain = `_csrf=${csrf}&email=a%40example.org&password=x&code=123456`;
+  return [
+    { name: 'gzip header, plain body', headers: { 'content-type': FORM, 'content-encoding': 'gzip' }, body: plain },
+    { name: 'deflate header, plain body', headers: { 'content-type': FORM, 'content-encoding': 'deflate' }, body: plain },
+    { name: 'br header, plain body', headers: { 'content-type': FORM, 'content-encoding': 'br' }, body: plain },
+    { name: 'truncated gzip', headers: { 'content-type': FORM, 'content-encoding': 'gzip' }, body: gzipSync(plain).subarray(0, 20) },
+    { name: 'unknown encoding', headers: { 'content-type': FORM, 'content-encoding': 'x-unknown' }, body: plain },
+    { name: 'text/plain', headers: { 'content-type': 'text/plain' }, body: plain },
+    { name: 'JSON', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ _csrf: csrf, email: ['a'], password: { $gt: '' } }) },
+    { name: 'broken JSON', headers: { 'content-type': 'application/json' }, body: '{"_csrf": ' },
+    { name: 'multipart garbage', headers: { 'content-type': 'multipart/form-data; boundary=x' }, body: '--x\r\nbroken' },
+    { name: 'unknown charset', headers: { 'content-type': `${FORM}; charset=x-bogus` }, body: plain },
+    { name: 'huge body', headers: { 'content-type': FORM }, body: `${plain}&pad=${'a'.repeat(1024 * 1024)}` },
+    { name: 'invalid UTF-8', headers: { 'content-type': FORM }, body: Buffer.concat([Buffer.from(`_csrf=${csrf}&email=`), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('&code=\u0000')]) },
+    { name: 'invalid percent-encoding', headers: { 'content-type': FORM }, body: `_csrf=${csrf}&email=%zz%E0%A4%A&password=%&code=%C0%AF`, query: 'a=%zz&%E0%A4%A=1' },
+    { name: 'duplicate params', headers: { 'content-type': FORM }, body: `_csrf=${csrf}&_csrf=${csrf}&email=a&email=b&code=1&code=2`, query: 'client_id=a&client_id=b&scope=openid&scope=openid' },
+    { name: 'array and object params', headers: { 'content-type': FORM }, body: `_csrf=${csrf}&email[]=a&password[x]=b&code[0][1]=c&__proto__[admin]=1`, query: 'client_id[]=a&redirect_uri[x]=b&__proto__[x]=1' },
+    { name: 'empty form body', headers: { 'content-type': FORM }, body: '' },
+    { name: 'no content type', headers: {}, body: plain },
+  ];
+}
+
+function send(route: Route, attack: Malformed, cookie: string) {
+  const path = attack.query ? `${route.path}${route.path.includes('?') ? '&' : '?'}${attack.query}` : route.path;
+  const body = attack.body === undefined ? undefined : Buffer.from(attack.body);
+  const headers = { accept: 'text/html', cookie, ...attack.headers, ...(body ? { 'content-length': String(body.length) } : {}) };
+  return new Promise<number>((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port: server.port, method: route.method, path, headers, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode!));
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('no answer in 10 s')));
+    // The server may answer (413) before it has read a huge body, and close: the answer still counts.
+    req.once('error', reject);
+    req.end(body);
+  });
+}
+
+test('no route answers 5xx, hangs or logs a stack for a malformed request', async (t) => {
+  // An interaction (its cookie and CSRF token), and a signed-in session for /account.
+  const signedIn = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid' });
+  const jar = new CookieJar();
+  const auth = new URL('/auth', server.issuer);
+  auth.search = new URLSearchParams({ client_id: world.shop.clientId, redirect_uri: world.shop.redirectUri, response_type: 'code', scope: 'openid', code_challenge: pkcePair().challenge, code_challenge_method: 'S256' }).toString();
+  const login = (await follow(jar, server.issuer, await browse(jar, auth), auth)).page!;
+  const uid = login.url.pathname.split('/')[2]!;
+  const accountPage = await (await browse(signedIn.jar, new URL('/account', server.issuer))).text();
+
+  const routes = everyRoute(uid);
+  assert.ok(routes.some((r) => r.path === `/interaction/${uid}/login` && r.method === 'POST'), 'our routes were found');
+  assert.ok(routes.some((r) => r.path === '/account/password'), 'the account page routes were found');
+  assert.ok(routes.some((r) => r.path === '/token' && r.method === 'POST'), "oidc-provider's routes were found");
+
+  const failures: string[] = [];
+  const logged = server.logs.length;
+  for (const route of routes) {
+    const url = new URL(route.path, server.issuer);
+    const cookie = [jar.header(url), signedIn.jar.header(url)].filter(Boolean).join('; ');
+    const csrf = route.path.startsWith('/account') ? hiddenField(accountPage, '_csrf')! : hiddenField(login.html, '_csrf')!;
+    for (const attack of malformed(csrf)) {
+      try {
+        const status = await send(route, attack, cookie);
+        if (status >= 500) failures.push(`${route.method} ${route.path}, ${attack.name}: ${status}`);
+      } catch (err) {
+        failures.push(`${route.method} ${route.path}, ${attack.name}: ${(err as Error).message}`);
+      }
+    }
+  }
+  const stacks = server.logs.slice(logged).filter((l) => (l.level as number) >= 50 || JSON.stringify(l).includes('"stack"'));
+  assert.deepEqual(failures, []);
+  assert.deepEqual(stacks.map((l) => `${l.msg}: ${JSON.stringify(l.err ?? l).slice(0, 300)}`), []);
+  assert.ok(routes.length >= 30, `${routes.length} routes`);
+  t.diagnostic(`${routes.length} routes × ${malformed('').length} malformed requests`);
+});
+
+test('a form whose Content-Encoding does not match its body is a 400 that says so', async () => {
+  for (const path of ['/interaction/any-uid/login', '/account/password']) {
+    const res = await fetch(new URL(path, server.issuer), { method: 'POST', headers: { 'content-type': FORM, 'content-encoding': 'gzip', accept: 'text/html' }, body: 'email=a' });
+    assert.equal(res.status, 400, path);
+    assert.match(await res.text(), /the request body could not be decoded/, path);
+  }
+});
