@@ -14,7 +14,7 @@ import { watchProvider } from './observability/provider-events.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
-import { installClientAuthThrottle } from './security/client-auth-throttle.ts';
+import { countFailedClientAuthentication } from './security/client-auth-throttle.ts';
 import { Csrf } from './security/csrf.ts';
 import { Lockout, type LockoutEvent, type LockoutEventName } from './security/lockout.ts';
 import { loadSecretBox } from './security/secret-box.ts';
@@ -43,13 +43,14 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const registry = new Registry(store, { cache: true });
   const stopWatchingRegistry = await registry.watch();
   const views = new Views();
-  const { provider, cookieKeys } = await createProvider({ config, store, accounts, registry, views });
-  const csrf = new Csrf(cookieKeys[0]!);
-  const secondFactor = new SecondFactor({ store, accounts, box: await loadSecretBox(store, config.SECRETS_KEY), issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
   // counted apart: a misconfigured service behind an IP must not lock people out from that IP.
+  // A client's "account" is its id at one IP (client-auth-throttle.ts).
   const lockout = new Lockout(store, { onEvent: auditLockout(logger, metrics, 'signin') });
   const clientLockout = new Lockout(store, { namespace: 'client', account: { maxFailures: 10, windowSeconds: 60 * 60 }, onEvent: auditLockout(logger, metrics, 'client') });
+  const { provider, cookieKeys } = await createProvider({ config, store, accounts, registry, views, clientLockout });
+  const csrf = new Csrf(cookieKeys[0]!);
+  const secondFactor = new SecondFactor({ store, accounts, box: await loadSecretBox(store, config.SECRETS_KEY), issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
   const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout]);
 
   watchProvider(provider, logger, metrics);
@@ -63,7 +64,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   provider.use(securityHeaders());
   provider.use(staticRoutes().routes());
   if (config.METRICS_PORT === undefined) provider.use(ops.routes());
-  provider.use(installClientAuthThrottle(provider, clientLockout));
+  provider.use(countFailedClientAuthentication(clientLockout));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger };
   provider.use(interactionRoutes(signIn).routes());
   provider.use((await accountRoutes({ ...signIn, registry, issuer: config.ISSUER })).routes());
