@@ -15,7 +15,7 @@ import { watchProvider } from './observability/provider-events.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
-import { installClientAuthThrottle } from './security/client-auth-throttle.ts';
+import { countFailedClientAuthentication } from './security/client-auth-throttle.ts';
 import { Csrf } from './security/csrf.ts';
 import { Lockout, type LockoutEvent, type LockoutEventName } from './security/lockout.ts';
 import { loadSecretBox } from './security/secret-box.ts';
@@ -47,18 +47,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const stopWatchingRegistry = await registry.watch();
   const views = new Views();
   const accountPageClientId = await ensureAccountPageClient({ store, registry, issuer: config.ISSUER });
-  const { provider, cookieKeys, stopFollowingKeys } = await createProvider({
-    config,
-    store,
-    accounts,
-    registry,
-    views,
-    accountPageClientId,
-    onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
-  });
-  const csrf = new Csrf(cookieKeys[0]!);
   const box = await loadSecretBox(store, config.SECRETS_KEY);
-  const secondFactor = new SecondFactor({ store, accounts, box, issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
   // counted apart: a misconfigured service behind an IP must not lock people out from that IP.
   // A lockout's subject is what was typed (people type passwords into the email field): the log names
@@ -69,11 +58,28 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
       return account ? { accountId: account.id } : { emailDigest: box.digest(typed, 'lockout-email') };
     }),
   });
+  // A client's "account" is its id at one IP (client-auth-throttle.ts).
   const clientLockout = new Lockout(store, {
     namespace: 'client',
     account: { maxFailures: 10, windowSeconds: 60 * 60 },
-    onEvent: auditLockout(logger, metrics, 'client', async (typed) => ((await registry.findClient(typed).catch(() => undefined)) ? { clientId: typed } : { clientIdDigest: box.digest(typed, 'lockout-client') })),
+    onEvent: auditLockout(logger, metrics, 'client', async (source) => {
+      const at = source.lastIndexOf('@');
+      const [typed, ip] = [source.slice(0, at), source.slice(at + 1)];
+      return (await registry.findClient(typed).catch(() => undefined)) ? { clientId: typed, ip } : { clientIdDigest: box.digest(typed, 'lockout-client'), ip };
+    }),
   });
+  const { provider, cookieKeys, stopFollowingKeys } = await createProvider({
+    config,
+    store,
+    accounts,
+    registry,
+    views,
+    clientLockout,
+    accountPageClientId,
+    onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
+  });
+  const csrf = new Csrf(cookieKeys[0]!);
+  const secondFactor = new SecondFactor({ store, accounts, box, issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
   const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout]);
 
   watchProvider(provider, logger, metrics);
@@ -88,7 +94,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   provider.use(securityHeaders());
   provider.use(staticRoutes().routes());
   if (config.METRICS_PORT === undefined) provider.use(ops.routes());
-  provider.use(installClientAuthThrottle(provider, clientLockout));
+  provider.use(countFailedClientAuthentication(clientLockout));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
   provider.use(interactionRoutes(signIn).routes());
   provider.use(accountRoutes({ ...signIn, clientId: accountPageClientId }).routes());

@@ -5,7 +5,8 @@ import type { Context } from 'koa';
 const VIEWS_DIR = fileURLToPath(new URL('../views/', import.meta.url));
 
 /** The Content-Security-Policy of our pages. `form-action` names the client's origin too, because
- * Chromium applies it to the redirect that follows a sign-in or consent post (PITFALLS.md). */
+ * Chromium applies it to the redirect that follows a sign-in or consent post, so `'self'` alone would
+ * block the way back to the client. */
 export function contentSecurityPolicy(formTargets: string[] = []): string {
   return [
     "default-src 'none'",

@@ -211,7 +211,7 @@ describe('lockout', () => {
 });
 
 describe('client authentication at the token endpoints', () => {
-  it('is throttled per client id: 429 with Retry-After and an RFC 6749 body, then even the right secret', async () => {
+  it('is throttled per source (client id at an IP): 429 with Retry-After and an RFC 6749 body, then even the right secret from there', async () => {
     const app = await world.newApp('Throttled app');
     const token = (secret: string) =>
       fetch(new URL('/token', server.issuer), {

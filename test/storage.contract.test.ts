@@ -1,7 +1,7 @@
 /**
  * The storage contract: one suite body, run against the embedded MemoryStore and against RedisStore
  * on a private redis-server. It covers the Store interface and the oidc-provider adapter on top of it,
- * then the rules of DESIGN.md that only Redis can show (TTLs, key names, hash slots, outages) and the
+ * then the storage rules (docs/architecture.md "Storage") that only Redis can show (TTLs, key names, hash slots, outages) and the
  * expiry of the embedded store under an injected clock.
  */
 import { after, before, describe, test } from 'node:test';
@@ -24,7 +24,7 @@ function randomId(): string {
   return randomBytes(32).toString('base64url');
 }
 
-/** A token id as oidc-provider generates it once token-ids.ts tags it: the grant's tag, then 256 random bits. */
+/** A token id as oidc-provider generates it once provider-internals.ts tags it: the grant's tag, then 256 random bits. */
 function tokenId(grantId: string): string {
   return grantTag(grantId) + randomId();
 }

@@ -78,7 +78,7 @@ export class TotpVerifier {
   async check(secret: string, input: string): Promise<number | undefined> {
     const token = normalizeTotpCode(input);
     if (!token) return undefined;
-    // otplib 13 answers an object: only `.valid` says whether the code is right (PITFALLS.md).
+    // otplib 13 answers an object, which is always truthy: only `.valid` says whether the code is right.
     const result = await verify({
       secret,
       token,

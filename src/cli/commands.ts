@@ -75,6 +75,7 @@ function clientView(c: ClientMetadata) {
     scope: c.scope ?? '',
     first_party: c.first_party === true,
     require_mfa: c.require_mfa === true,
+    require_pushed_authorization_requests: c.require_pushed_authorization_requests === true,
     ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
   };
 }
@@ -131,7 +132,7 @@ function keyList(all: StoredSigningKey[]) {
 export const COMMANDS: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public] [--first-party] [--require-mfa]',
+      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public] [--first-party] [--require-mfa] [--require-par]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },
@@ -141,6 +142,7 @@ export const COMMANDS: Record<string, Command> = {
       public: { type: 'boolean' },
       'first-party': { type: 'boolean' },
       'require-mfa': { type: 'boolean' },
+      'require-par': { type: 'boolean' },
     },
     async run(ctx, values) {
       const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean);
@@ -157,11 +159,12 @@ export const COMMANDS: Record<string, Command> = {
           public: values.public === true,
           firstParty: values['first-party'] === true,
           requireMfa: values['require-mfa'] === true,
+          requirePar: values['require-par'] === true,
         },
         validateClientMetadata,
       );
       const json = { client_id: clientId, ...(secret ? { client_secret: secret } : {}) };
-      const audit = { clientId, grantTypes: grants, public: values.public === true, firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, scope: required(values, 'scope') };
+      const audit = { clientId, grantTypes: grants, public: values.public === true, firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, scope: required(values, 'scope') };
       return { json, text: fields(json) + (secret ? `\n${SHOWN_ONCE}` : ''), audit: { event: 'client_created', fields: audit, msg: 'client created' } };
     },
   },

@@ -1,18 +1,18 @@
-import { createHash } from 'node:crypto';
 import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
 import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interactions/mfa-policy.ts';
+import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
-import { keys } from '../storage/keys.ts';
+import type { Lockout } from '../security/lockout.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
-import { OIDC_SCOPES, secretMatches, type Registry } from './registry.ts';
+import { bendProviderInternals, type InternalsDeps } from './provider-internals.ts';
+import { OIDC_SCOPES, type Registry } from './registry.ts';
 import { replaceSigningKeys } from './live-signing-keys.ts';
 import { followSigningKeys, ID_TOKEN_TTL_SECONDS, loadCookieKeys, loadDpopNonceSecret, loadSigningKeys, type StoredSigningKey } from './signing-keys.ts';
-import { tagTokenIdsWithGrant } from './token-ids.ts';
 
 /**
  * The one module that owns oidc-provider's configuration. Every departure from a default says why.
@@ -23,6 +23,8 @@ export interface ProviderDeps {
   accounts: Accounts;
   registry: Registry;
   views: Views;
+  /** Failed client authentication at the token, introspection, revocation and PAR endpoints. */
+  clientLockout: Lockout;
   /** Told when stored signing keys could not be read or used (the server keeps its current ones). */
   onSigningKeysError?: (reason: string) => void;
   /** The account page's own client (interactions/account-page.ts): its grants need not outlive the sign-in. */
@@ -42,12 +44,30 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, accountPageClientId, onSigningKeysError = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, onSigningKeysError = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
     loadDpopNonceSecret(store),
   ]);
+
+  /** The API a token is for, and the scopes this client may get for it. */
+  const getResourceServerInfo: InternalsDeps['getResourceServerInfo'] = async (_ctx, resourceIndicator, client) => {
+    const resource = await registry.findResource(resourceIndicator);
+    if (!resource) throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
+    // A client may only get the API scopes it was registered with.
+    const allowed = new Set(String(client.scope ?? '').split(' '));
+    const scope = resource.scopes.filter((s) => allowed.has(s));
+    if (scope.length === 0) throw new errors.InvalidTarget('this client may not request tokens for that resource');
+    return {
+      scope: scope.join(' '),
+      audience: resource.uri,
+      accessTokenTTL: resource.ttl,
+      accessTokenFormat: resource.tokenFormat,
+      // ES256: much faster to sign than RS256, and supported by every JOSE library.
+      ...(resource.tokenFormat === 'jwt' ? { jwt: { sign: { alg: 'ES256' } } } : {}),
+    };
+  };
 
   const configuration: Configuration = {
     adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }),
@@ -72,7 +92,7 @@ export async function createProvider({ config, store, accounts, registry, views,
     },
     scopes: [...OIDC_SCOPES],
     claims: {
-      // acr and amr (RFC 8176) in every ID token, not only when requested (PITFALLS.md).
+      // acr and amr (RFC 8176) in every ID token: oidc-provider adds them only when requested or listed here.
       openid: ['sub', 'acr', 'amr'],
       profile: ['name'],
       email: ['email', 'email_verified'],
@@ -143,22 +163,7 @@ export async function createProvider({ config, store, accounts, registry, views,
           }
           return owners.size === 1 ? [...owners][0]! : undefined;
         },
-        async getResourceServerInfo(_ctx, resourceIndicator, client) {
-          const resource = await registry.findResource(resourceIndicator);
-          if (!resource) throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
-          // A client may only get the API scopes it was registered with.
-          const allowed = new Set(String(client.scope ?? '').split(' '));
-          const scope = resource.scopes.filter((s) => allowed.has(s));
-          if (scope.length === 0) throw new errors.InvalidTarget('this client may not request tokens for that resource');
-          return {
-            scope: scope.join(' '),
-            audience: resource.uri,
-            accessTokenTTL: resource.ttl,
-            accessTokenFormat: resource.tokenFormat,
-            // ES256: much faster to sign than RS256, and supported by every JOSE library.
-            ...(resource.tokenFormat === 'jwt' ? { jwt: { sign: { alg: 'ES256' } } } : {}),
-          };
-        },
+        getResourceServerInfo,
         // At the token endpoint, the resource granted at authorization applies without repeating it.
         async useGrantedResource() {
           return true;
@@ -199,57 +204,21 @@ export async function createProvider({ config, store, accounts, registry, views,
   // Koa takes the address the outermost of TRUST_PROXY proxies saw, not what a client wrote before it.
   provider.proxy = config.TRUST_PROXY > 0;
   provider.maxIpsCount = config.TRUST_PROXY;
-  tagTokenIdsWithGrant(provider);
+  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo });
   // `keys rotate` takes effect on every server without a restart; a key file changes only with one.
   const stopFollowingKeys = config.SIGNING_KEYS_FILE
     ? async () => {}
     : await followSigningKeys(store, (stored) => replaceSigningKeys(provider, jwksOf(stored)), onSigningKeysError);
-  // DPoP proof and client assertion replay: upstream's `unique` is a find then a save, so two nodes
-  // (or two parallel requests) could both accept one proof. One SET NX is atomic, and one round trip.
-  (provider.ReplayDetection as unknown as { unique(iss: string, jti: string, exp: number): Promise<boolean> }).unique = async (iss, jti, exp) => {
-    const id = createHash('sha256').update(`${iss}${jti}`).digest('base64url');
-    const ttl = Math.max(1, Math.ceil(exp - Date.now() / 1000));
-    return store.set(keys.model('ReplayDetection', id), '1', { ttl, ifAbsent: true });
-  };
   provider.use(offlineAccessAsksForConsent);
   provider.use(cacheablePublicMetadata);
   provider.use(missingClientAuthIsInvalidClient);
-  // Put a client's API scopes back after oidc-provider validated it (providerClientMetadata), so that its
-  // `scope` allow-list holds every registered scope: OpenID scopes it was not given stay refused.
-  // The built clients are kept (every token request finds its client) until the registry changes:
-  // oidc-provider would otherwise re-serialize and hash the metadata on every request.
-  const findClient = provider.Client.find.bind(provider.Client);
-  const built = new Map<string, { client: Awaited<ReturnType<typeof findClient>>; expires: number }>();
-  registry.onChange(() => built.clear());
-  provider.Client.find = async (id: string) => {
-    const hit = built.get(id);
-    if (hit && hit.expires > Date.now()) return hit.client;
-    const client = await findClient(id);
-    const api = client?.api_scopes;
-    if (client && typeof api === 'string') {
-      const all = new Set([...String(client.scope ?? '').split(' '), ...api.split(' ')].filter(Boolean));
-      Object.assign(client, { scope: [...all].join(' ') });
-    }
-    if (client) {
-      if (built.size >= 10_000) built.clear();
-      built.set(id, { client, expires: Date.now() + 60_000 });
-    }
-    return client;
-  };
-  // Client secrets are stored as digests (registry.ts): compare the digest of what was presented.
-  (provider.Client.prototype as unknown as { compareClientSecret(s: string): boolean }).compareClientSecret = function (
-    this: { clientSecret?: string },
-    presented: string,
-  ) {
-    return secretMatches(this.clientSecret, presented);
-  };
   return { provider, cookieKeys, stopFollowingKeys };
 }
 
 /**
  * A stored client as oidc-provider must see it: its `scope` may only hold the static (OpenID) scopes,
  * else every request of a client with an API scope fails with invalid_client_metadata. API scopes travel
- * in `api_scopes` and are put back once the client is built (Client.find above). Validate new clients in this shape too.
+ * in `api_scopes` and are put back once the client is built (`cachedClientsWithApiScopes` in provider-internals.ts). Validate new clients in this shape too.
  */
 export function providerClientMetadata<T extends { scope?: unknown }>(stored: T | undefined): T | undefined {
   if (!stored) return undefined;
@@ -305,15 +274,13 @@ function signInPolicy(policy: MfaPolicy) {
   return prompts;
 }
 
-const CLIENT_AUTH_ENDPOINTS = new Set(['/token', '/token/introspection', '/token/revocation']);
-
 /** RFC 6749 §5.2: no client authentication at all is `401 invalid_client`; oidc-provider answers 400 invalid_request. */
 async function missingClientAuthIsInvalidClient(ctx: Koa.Context, next: Koa.Next) {
   await next();
   const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
   if (
     ctx.status === 400 &&
-    CLIENT_AUTH_ENDPOINTS.has(ctx.path) &&
+    authenticatesClient(ctx) &&
     body?.error === 'invalid_request' &&
     body.error_description === 'no client authentication mechanism provided'
   ) {
@@ -332,7 +299,10 @@ function tokenBelongsTo(client: { clientId: string; [key: string]: unknown }, to
   return aud === api || (Array.isArray(aud) && aud.includes(api));
 }
 
-/** Where a form on this page may lead: our origin and the client's redirect target (PITFALLS.md). */
+/**
+ * Where a form on this page may lead: our origin and the client's redirect target. Chromium applies
+ * CSP `form-action` to the redirect that follows a form post, so `'self'` alone would block it.
+ */
 export function formTargets(uri: unknown): string[] {
   if (typeof uri !== 'string') return [];
   try {

@@ -35,6 +35,8 @@ export interface ClientInput {
   firstParty?: boolean;
   /** Every sign-in for this client uses a second factor, even under MFA_POLICY=optional. */
   requireMfa?: boolean;
+  /** Authorization requests must be pushed first (RFC 9126 PAR): a plain GET /auth is refused. */
+  requirePar?: boolean;
 }
 
 export function secretDigest(secret: string): string {
@@ -171,6 +173,7 @@ export class Registry {
     if (grants.includes('refresh_token') && !interactive) throw new RegistryError('refresh_token needs authorization_code');
     if (interactive && !input.redirectUris?.length) throw new RegistryError('authorization_code needs at least one --redirect-uri');
     if (!interactive && input.redirectUris?.length) throw new RegistryError('--redirect-uri needs the authorization_code grant');
+    if (!interactive && input.requirePar) throw new RegistryError('--require-par needs the authorization_code grant');
     const targets = [
       ...(input.redirectUris ?? []).map((uri) => ({ uri, flag: 'redirect-uri' })),
       ...(input.postLogoutRedirectUris ?? []).map((uri) => ({ uri, flag: 'post-logout-redirect-uri' })),
@@ -201,6 +204,7 @@ export class Registry {
       ...(secret ? { client_secret: secretDigest(secret) } : {}),
       ...(input.firstParty ? { first_party: true } : {}),
       ...(input.requireMfa ? { require_mfa: true } : {}),
+      ...(input.requirePar ? { require_pushed_authorization_requests: true } : {}),
     };
     await validate(metadata);
     await this.#saveClient(metadata);

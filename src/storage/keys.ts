@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 
 /**
- * Key names. Rules (DESIGN.md): everything of one grant shares one Redis Cluster hash tag; a bearer
+ * Key names. Rules: everything of one grant shares one Redis Cluster hash tag; a bearer
  * value (token, code, session cookie) never appears in a key name, only a digest of it.
  */
 // 96 bits: the tag alone names a grant (its index key), so two live grants must never share one.
@@ -17,7 +17,7 @@ export function grantTag(grantId: string): string {
   return digest(grantId).slice(0, TAG_LENGTH);
 }
 
-/** Models whose ids start with their grant's tag (see oidc/token-ids.ts). */
+/** Models whose ids start with their grant's tag (see `tagTokenIdsWithGrant` in oidc/provider-internals.ts). */
 export const GRANT_BOUND_MODELS = new Set([
   'AccessToken',
   'AuthorizationCode',

@@ -43,7 +43,7 @@ export async function revokeAccountSessions(store: Store, accountId: string, opt
 /** oidc-provider's opaque ids: 256 random bits (its default `bitsOfOpaqueRandomness`) in base64url. */
 const OPAQUE_ID_LENGTH = 43;
 
-/** Tokens issued within a grant carry its tag in front (oidc/token-ids.ts); client-credentials ids do not. */
+/** Tokens issued within a grant carry its tag in front (`tagTokenIdsWithGrant` in oidc/provider-internals.ts); client-credentials ids do not. */
 const ISSUED_IN_GRANT = new Set(['AccessToken', 'RefreshToken', 'AuthorizationCode']);
 
 function idFitsModel(model: string, id: string): boolean {

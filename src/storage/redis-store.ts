@@ -90,7 +90,10 @@ function isUnavailable(err: unknown): boolean {
   return true; // connection refused or closed, offline, command timed out, retries exhausted
 }
 
-/** Connection options that fail fast instead of queueing commands while Redis is away (PITFALLS.md). */
+/**
+ * Connection options that fail fast: ioredis's defaults queue commands while disconnected and retry them,
+ * so a request could hang for many seconds during an outage instead of answering 503.
+ */
 export function redisOptions(timeoutMs: number): RedisOptions {
   return {
     enableOfflineQueue: false,

@@ -5,7 +5,8 @@ import { currentTotpCode, keyFromPage, nextTotpCode, totpSecrets } from './totp.
 
 /**
  * The person, for end-to-end tests: the system Chromium (Debian package `chromium`) driven by
- * playwright-core. Nothing is downloaded (PITFALLS.md).
+ * playwright-core with its `executablePath`: the tests use the browser the machine has, and nothing
+ * is downloaded (playwright's own browser download needs network access the test machines lack).
  */
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 

@@ -1,0 +1,149 @@
+import { createHash } from 'node:crypto';
+import Provider, { errors, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
+import { throttleClientAuthentication } from '../security/client-auth-throttle.ts';
+import type { Lockout } from '../security/lockout.ts';
+import { GRANT_BOUND_MODELS, grantTag, keys } from '../storage/keys.ts';
+import type { Store } from '../storage/store.ts';
+import { secretMatches, type Registry } from './registry.ts';
+
+/**
+ * Every place where Latchkey replaces a method of oidc-provider (a "bend"), rather than configuring
+ * it. Each bend is a small function below, installed by `bendProviderInternals` in a fixed order;
+ * test/provider-internals.test.ts holds a canary for each, so an upgrade that moves what a bend relies
+ * on fails there first. docs/architecture.md "Bends of oidc-provider" lists them with their reasons.
+ */
+export interface InternalsDeps {
+  store: Store;
+  registry: Registry;
+  /** Failed client authentication, counted per source (security/client-auth-throttle.ts). */
+  clientLockout: Lockout;
+  /** The configured `features.resourceIndicators.getResourceServerInfo`. */
+  getResourceServerInfo(ctx: KoaContextWithOIDC, resource: string, client: ClientLike): Promise<ResourceServer>;
+}
+
+type ClientLike = NonNullable<KoaContextWithOIDC['oidc']['client']>;
+
+/**
+ * Installs every bend, once, right after `new Provider`. The order matters where two bends wrap one
+ * method: the later wraps the earlier, so it runs first (the throttle before the client cache).
+ */
+export function bendProviderInternals(provider: Provider, deps: InternalsDeps): void {
+  tagTokenIdsWithGrant(provider);
+  atomicReplayDetection(provider, deps.store);
+  digestedClientSecrets(provider);
+  cachedClientsWithApiScopes(provider, deps.registry);
+  throttledClientAuthentication(provider, deps.clientLockout);
+  targetCheckedBeforeRotation(provider, deps.getResourceServerInfo);
+}
+
+type TokenModel = { prototype: { generateTokenId(): string; grantId?: string; format?: string } };
+
+/**
+ * Why: a token's storage key comes from its id alone (oidc-provider looks tokens up by value), so the
+ * id starts with its grant's tag, which keeps all records of a grant in one Redis Cluster slot.
+ */
+export function tagTokenIdsWithGrant(provider: Provider): void {
+  const models = provider as unknown as Record<string, TokenModel | undefined>;
+  for (const name of GRANT_BOUND_MODELS) {
+    const Model = models[name];
+    if (!Model) throw new Error(`oidc-provider has no ${name} model to tag`);
+    const original = Model.prototype.generateTokenId;
+    Model.prototype.generateTokenId = function generateTokenId() {
+      const id = original.call(this);
+      // JWT access tokens are not stored; their jti is not a storage key. The random part stays upstream's.
+      return this.grantId && this.format !== 'jwt' ? `${grantTag(this.grantId)}${id}` : id;
+    };
+  }
+}
+
+/**
+ * Why: upstream's `unique` (DPoP proofs, client assertions) is a find then a save, so two nodes or two
+ * parallel requests could both accept one proof; one SET NX is atomic, and one round trip.
+ */
+export function atomicReplayDetection(provider: Provider, store: Store): void {
+  const ReplayDetection = provider.ReplayDetection as unknown as { unique(iss: string, jti: string, exp: number): Promise<boolean> };
+  ReplayDetection.unique = async (iss, jti, exp) => {
+    const id = createHash('sha256').update(`${iss}${jti}`).digest('base64url');
+    const ttl = Math.max(1, Math.ceil(exp - Date.now() / 1000));
+    return store.set(keys.model('ReplayDetection', id), '1', { ttl, ifAbsent: true });
+  };
+}
+
+/** Why: client secrets are stored as SHA-256 digests (registry.ts): compare the digest of what was presented. */
+export function digestedClientSecrets(provider: Provider): void {
+  const prototype = provider.Client.prototype as unknown as { compareClientSecret(presented: string): boolean };
+  prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, presented: string) {
+    return secretMatches(this.clientSecret, presented);
+  };
+}
+
+/**
+ * Why: oidc-provider validates a client with its OpenID scopes only (providerClientMetadata), so its API
+ * scopes are put back once built; and the built client is kept until the registry changes (at most 60 s),
+ * since every token request finds its client and building re-serializes and hashes the metadata.
+ */
+export function cachedClientsWithApiScopes(provider: Provider, registry: Registry): void {
+  const find = provider.Client.find.bind(provider.Client);
+  const built = new Map<string, { client: Awaited<ReturnType<typeof find>>; expires: number }>();
+  registry.onChange(() => built.clear());
+  provider.Client.find = async (id: string) => {
+    const hit = built.get(id);
+    if (hit && hit.expires > Date.now()) return hit.client;
+    const client = await find(id);
+    const api = client?.api_scopes;
+    if (client && typeof api === 'string') {
+      const all = new Set([...String(client.scope ?? '').split(' '), ...api.split(' ')].filter(Boolean));
+      Object.assign(client, { scope: [...all].join(' ') });
+    }
+    if (client) {
+      if (built.size >= 10_000) built.clear();
+      built.set(id, { client, expires: Date.now() + 60_000 });
+    }
+    return client;
+  };
+}
+
+/**
+ * Why: the first `Client.find` of a client-authenticating request is its authentication (Basic header or
+ * body `client_id`, which only oidc-provider parses), so that is where a throttled source is refused,
+ * before any secret is compared.
+ */
+export function throttledClientAuthentication(provider: Provider, lockout: Lockout): void {
+  const find = provider.Client.find.bind(provider.Client);
+  provider.Client.find = async (id: string) => {
+    const ctx = Provider.ctx;
+    if (ctx) await throttleClientAuthentication(ctx, id, lockout);
+    return find(id);
+  };
+}
+
+type RotatedToken = { resource?: string | string[]; resourceIndicators: Set<string>; consume(): Promise<void> };
+
+/**
+ * Why: the refresh grant consumes the refresh token before it resolves the access token's resource, so a
+ * refused `resource` burned the token and the client's retry looked like reuse (grant revoked). The same
+ * resolution is checked here first, so a refused request leaves the token usable.
+ */
+export function targetCheckedBeforeRotation(provider: Provider, getResourceServerInfo: InternalsDeps['getResourceServerInfo']): void {
+  const prototype = (provider.RefreshToken as unknown as { prototype: RotatedToken }).prototype;
+  const consume = prototype.consume;
+  prototype.consume = async function consumeAfterTargetCheck(this: RotatedToken) {
+    const ctx = Provider.ctx;
+    if (ctx && ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'refresh_token') {
+      await checkRefreshTarget(ctx, this, getResourceServerInfo);
+    }
+    return consume.call(this);
+  };
+}
+
+/**
+ * What oidc-provider's resolve_resource.js and then `getResourceServerInfo` will decide for the new access
+ * token, for our configuration (`useGrantedResource` is always true, `defaultResource` keeps a list as is).
+ */
+async function checkRefreshTarget(ctx: KoaContextWithOIDC, token: RotatedToken, getResourceServerInfo: InternalsDeps['getResourceServerInfo']) {
+  const resource = (ctx.oidc.params?.resource as string | string[] | undefined) ?? token.resource;
+  if (resource === undefined || (Array.isArray(resource) && resource.length === 0)) return;
+  if (Array.isArray(resource)) throw new errors.InvalidTarget('only a single resource indicator value must be requested/resolved during Access Token Request');
+  if (!token.resourceIndicators.has(resource)) throw new errors.InvalidTarget();
+  await getResourceServerInfo(ctx, resource, ctx.oidc.client!);
+}

@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import Provider from 'oidc-provider';
+import { generateKeyGeneration } from '../src/oidc/signing-keys.ts';
+import { CLIENT_AUTH_ROUTES } from '../src/security/client-auth-throttle.ts';
+import { GRANT_BOUND_MODELS, grantIndexForTag, GRANT_TAG_LENGTH } from '../src/storage/keys.ts';
+import type { RedisStore } from '../src/storage/redis-store.ts';
+import { endpoints, signInAndRedeem } from './helpers/flow.ts';
+import type { TestServer } from './helpers/server.ts';
+import { API_URI, JWT_API_URI, useWorld, type World } from './helpers/world.ts';
+
+/**
+ * Canaries for src/oidc/provider-internals.ts. Each bend replaces a method of oidc-provider; an upgrade
+ * that renames it, changes its arity or stops calling it must fail here, loudly, rather than silently
+ * undo the bend. "Upstream" checks look at a fresh, unbent Provider; "in effect" checks at the server.
+ */
+let server: TestServer;
+let world: World;
+let call: ReturnType<typeof endpoints>;
+
+useWorld((setup) => {
+  ({ server, world } = setup);
+  call = endpoints(server.issuer);
+});
+
+/** A Provider as oidc-provider builds it, with none of our bends. */
+function upstream() {
+  return new Provider('http://localhost', {
+    adapter: class NoStorage {} as never,
+    jwks: { keys: generateKeyGeneration().map(({ iat: _iat, ...jwk }) => jwk) as never },
+    features: { devInteractions: { enabled: false }, introspection: { enabled: true }, revocation: { enabled: true } },
+  });
+}
+
+type Members = Record<string, unknown>;
+/** A model class or an object of the unbent provider, to look at its members. */
+const members = (value: unknown) => value as Members;
+const prototypeOf = (value: unknown) => (value as { prototype: Members }).prototype;
+
+function method(owner: Members, name: string, arity: number) {
+  const fn = owner[name];
+  assert.equal(typeof fn, 'function', `oidc-provider no longer has ${name}`);
+  assert.equal((fn as (...args: unknown[]) => unknown).length, arity, `${name} takes ${(fn as () => unknown).length} arguments now, not ${arity}`);
+}
+
+describe('upstream still has what the bends replace', () => {
+  it('generateTokenId() on every grant-bound model (tagTokenIdsWithGrant)', () => {
+    const provider = members(upstream());
+    for (const name of GRANT_BOUND_MODELS) {
+      assert.ok(provider[name], `model ${name}`);
+      method(prototypeOf(provider[name]), 'generateTokenId', 0);
+    }
+  });
+
+  it('ReplayDetection.unique(iss, jti, exp) (atomicReplayDetection)', () => {
+    method(members(upstream().ReplayDetection), 'unique', 3);
+  });
+
+  it('Client#compareClientSecret(presented) (digestedClientSecrets)', () => {
+    method(prototypeOf(upstream().Client), 'compareClientSecret', 1);
+  });
+
+  it('Client.find(id) and Provider.ctx, the request being served (cachedClientsWithApiScopes, throttledClientAuthentication)', () => {
+    method(members(upstream().Client), 'find', 1);
+    assert.equal(typeof Object.getOwnPropertyDescriptor(Provider, 'ctx')?.get, 'function', 'Provider.ctx');
+  });
+
+  it('RefreshToken#consume() (targetCheckedBeforeRotation)', () => {
+    method(prototypeOf(upstream().RefreshToken), 'consume', 0);
+  });
+
+  it('a route for every client-authenticating route name the throttle watches', () => {
+    const provider = upstream();
+    for (const name of CLIENT_AUTH_ROUTES) assert.doesNotThrow(() => provider.pathFor(name), `route ${name}`);
+  });
+});
+
+describe('the bends are in effect', () => {
+  it('tagTokenIdsWithGrant: the tokens of a grant start with its tag, and the grant index is found by it', async () => {
+    const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid offline_access api:read' });
+    const tag = tokens.access_token.slice(0, GRANT_TAG_LENGTH);
+    assert.equal(tokens.refresh_token!.slice(0, GRANT_TAG_LENGTH), tag);
+    assert.equal(tokens.access_token.length, GRANT_TAG_LENGTH + 43, "the tag, then upstream's 256 random bits");
+    assert.equal(await (server.store as RedisStore).client.exists(grantIndexForTag(tag)), 1);
+  });
+
+  it('atomicReplayDetection: of 20 parallel uses of one proof id exactly one is accepted, in one key with a TTL', async () => {
+    const jti = randomBytes(16).toString('base64url');
+    const exp = Math.floor(Date.now() / 1000) + 60;
+    const replay = server.app.provider.ReplayDetection as unknown as { unique(iss: string, jti: string, exp: number): Promise<boolean> };
+    const results = await Promise.all(Array.from({ length: 20 }, () => replay.unique('client', jti, exp)));
+    assert.equal(results.filter(Boolean).length, 1);
+    const stored = await (server.store as RedisStore).client.keys('lk:*:ReplayDetection:*');
+    assert.ok(stored.length >= 1);
+    assert.ok(!stored.some((k) => k.includes(jti)), 'the proof id appears only digested');
+    for (const key of stored) assert.ok((await (server.store as RedisStore).client.ttl(key)) > 0, `${key} has a TTL`);
+  });
+
+  it('digestedClientSecrets and cachedClientsWithApiScopes: the built client knows its API scopes and its secret', async () => {
+    const { Client } = server.app.provider;
+    const client = await Client.find(world.shop.clientId);
+    assert.ok(client);
+    assert.ok(String(client.scope).split(' ').includes('api:read'), 'API scopes put back');
+    assert.equal(await Client.find(world.shop.clientId), client, 'kept once built');
+    const compare = (client as unknown as { compareClientSecret(s: string): boolean }).compareClientSecret.bind(client);
+    assert.equal(compare(world.shop.secret), true);
+    assert.equal(compare(`${world.shop.secret}x`), false);
+  });
+});
+
+describe('targetCheckedBeforeRotation: a refused refresh leaves the refresh token usable', () => {
+  const refreshWith = (refreshToken: string, extra: Record<string, string> | URLSearchParams) =>
+    fetch(new URL('/token', server.issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${world.shop.clientId}:${world.shop.secret}`).toString('base64')}` },
+      body: new URLSearchParams([['grant_type', 'refresh_token'], ['refresh_token', refreshToken], ...new URLSearchParams(extra)]),
+    });
+
+  async function expectRefusedThenUsable(extra: Record<string, string> | URLSearchParams, error: string) {
+    const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid offline_access api:read' });
+    const logged = server.logs.length;
+    const refused = await refreshWith(tokens.refresh_token!, extra);
+    assert.equal(refused.status, 400);
+    assert.equal(((await refused.json()) as { error: string }).error, error);
+    const retry = await call.refresh(world.shop, tokens.refresh_token!);
+    assert.equal(retry.status, 200, JSON.stringify(retry.body));
+    assert.equal(typeof retry.body.access_token, 'string');
+    assert.notEqual(retry.body.refresh_token, tokens.refresh_token);
+    assert.equal((await call.introspect(world.api, String(retry.body.access_token))).body.active, true);
+    assert.ok(!server.logs.slice(logged).some((l) => l.event === 'refresh_token_reuse_detected'), 'no false reuse alert');
+  }
+
+  it('a resource that was not granted: invalid_target, then the same refresh token without it gives new tokens', async () => {
+    await expectRefusedThenUsable({ resource: JWT_API_URI }, 'invalid_target');
+  });
+
+  it('the other refusals (an unknown resource, two resources at once, a scope not granted) leave it usable too', async () => {
+    await expectRefusedThenUsable({ resource: 'https://unknown.example' }, 'invalid_target');
+    await expectRefusedThenUsable(new URLSearchParams([['resource', API_URI], ['resource', JWT_API_URI]]), 'invalid_target');
+    // Upstream checks scopes before it consumes; kept here so that stays true.
+    await expectRefusedThenUsable({ scope: 'openid api:write' }, 'invalid_scope');
+  });
+
+  it('the granted resource, named again, still works', async () => {
+    const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid offline_access api:read' });
+    const res = await refreshWith(tokens.refresh_token!, { resource: API_URI });
+    assert.equal(res.status, 200);
+    assert.equal((await call.introspect(world.api, String(((await res.json()) as { access_token: string }).access_token))).body.active, true);
+  });
+});
