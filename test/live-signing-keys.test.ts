@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import Provider from 'oidc-provider';
-import { replaceSigningKeys } from '../src/oidc/live-signing-keys.ts';
+import { replaceSigningKeys } from '../src/oidc/provider-internals.ts';
 import { generateKeyGeneration, type StoredSigningKey } from '../src/oidc/signing-keys.ts';
 
 /**

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import Provider, { errors, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
+import Provider, { errors, type JWKS, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
+// @ts-expect-error oidc-provider's internals ship no types; test/live-signing-keys.test.ts guards this import.
+import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 import { throttleClientAuthentication } from '../security/client-auth-throttle.ts';
 import type { Lockout } from '../security/lockout.ts';
 import { GRANT_BOUND_MODELS, grantTag, keys } from '../storage/keys.ts';
@@ -26,6 +28,7 @@ type ClientLike = NonNullable<KoaContextWithOIDC['oidc']['client']>;
 /**
  * Installs every bend, once, right after `new Provider`. The order matters where two bends wrap one
  * method: the later wraps the earlier, so it runs first (the throttle before the client cache).
+ * One more bend is not installed here but called at run time: `replaceSigningKeys` (key rotation).
  */
 export function bendProviderInternals(provider: Provider, deps: InternalsDeps): void {
   tagTokenIdsWithGrant(provider);
@@ -146,4 +149,14 @@ async function checkRefreshTarget(ctx: KoaContextWithOIDC, token: RotatedToken, 
   if (Array.isArray(resource)) throw new errors.InvalidTarget('only a single resource indicator value must be requested/resolved during Access Token Request');
   if (!token.resourceIndicators.has(resource)) throw new errors.InvalidTarget();
   await getResourceServerInfo(ctx, resource, ctx.oidc.client!);
+}
+
+/**
+ * Why: `latchkey keys rotate` must take effect without a restart, and oidc-provider reads
+ * `configuration.jwks` once, at construction, through this same initializer. It validates every key and
+ * only then replaces `instance(provider).keystore` and `.jwks` (a bad key throws and leaves the old set).
+ * ID tokens and JWT access tokens sign with the first key of their algorithm: list the current keys first.
+ */
+export function replaceSigningKeys(provider: Provider, jwks: JWKS): void {
+  (initializeKeystore as (this: Provider, jwks: JWKS) => void).call(provider, jwks);
 }

@@ -11,7 +11,7 @@ import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
 import { bendProviderInternals, type InternalsDeps } from './provider-internals.ts';
 import { OIDC_SCOPES, type Registry } from './registry.ts';
-import { replaceSigningKeys } from './live-signing-keys.ts';
+import { replaceSigningKeys } from './provider-internals.ts';
 import { followSigningKeys, ID_TOKEN_TTL_SECONDS, loadCookieKeys, loadDpopNonceSecret, loadSigningKeys, type StoredSigningKey } from './signing-keys.ts';
 
 /**
