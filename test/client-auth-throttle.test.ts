@@ -81,8 +81,8 @@ describe('client authentication throttling', () => {
 
     const started = server.logs.filter((l) => l.event === 'lockout_started' && l.scope === 'client');
     assert.deepEqual(
-      started.map((l) => [l.subject, l.id]),
-      [['account', `${app.clientId}@${guesser}`]],
+      started.map((l) => [l.subject, l.clientId, l.ip]),
+      [['account', app.clientId, guesser]],
       'one lockout, of the client id at the guessing address',
     );
     assert.ok(!JSON.stringify(server.logs).includes('wrong-'), 'no presented secret in a log line');
