@@ -56,6 +56,16 @@ for (const kind of ['redis', 'memory'] as const) {
     assert.deepEqual(kids(r3.removed), kids(gen0));
     assert.deepEqual(kids(await loadSigningKeys(store)), [...kids(r3.current), ...kids(r2.current), ...kids(r1.current)]);
   });
+
+  test(`${kind}: two rotations at the same moment both land; neither loses the generation the other retired`, async () => {
+    const store: Store = kind === 'redis' ? redisStore : new MemoryStore();
+    await store.del(keys.signingKeys);
+    const gen0 = await loadSigningKeys(store);
+    const [a, b] = await Promise.all([rotateSigningKeys(store, { retentionSeconds: HOUR }), rotateSigningKeys(store, { retentionSeconds: HOUR })]);
+    const stored = kids(await loadSigningKeys(store));
+    for (const k of [...gen0, ...a.current, ...b.current]) assert.ok(stored.includes(k.kid), `key ${k.kid} is still published`);
+    assert.equal(stored.length, 9, 'three generations: the first and one from each rotation');
+  });
 }
 
 test('a server follows rotations: at once by message, by its periodic re-read when the message was lost', async () => {

@@ -86,17 +86,26 @@ export function signingOrder(stored: StoredSigningKey[]): StoredSigningKey[] {
 export async function rotateSigningKeys(store: Store, options: { retentionSeconds: number; now?: number }) {
   const now = options.now ?? Date.now();
   const nowSeconds = Math.floor(now / 1000);
-  const existing = JSON.parse((await store.get(keys.signingKeys)) ?? '[]') as StoredSigningKey[];
-  const newest = Math.max(0, ...existing.map((k) => k.iat));
-  const fresh = generateKeyGeneration(Math.max(now, (newest + 1) * 1000));
-  const retiredUntil = nowSeconds + options.retentionSeconds;
-  const retired = existing.filter((k) => k.retiredUntil === undefined).map((k) => ({ ...k, retiredUntil }));
-  const stillPublished = existing.filter((k) => k.retiredUntil !== undefined && k.retiredUntil > nowSeconds);
-  const removed = existing.filter((k) => k.retiredUntil !== undefined && k.retiredUntil <= nowSeconds);
-  const kept = signingOrder([...fresh, ...retired, ...stillPublished]);
-  await store.set(keys.signingKeys, JSON.stringify(kept));
-  await store.publish(SIGNING_KEY_CHANGES, 'rotated');
-  return { kept, current: fresh, retired, retiredUntil, removed };
+  // Compare-and-set: two operators rotating at the same moment both land (one after the other), neither
+  // drops the generation the other retired.
+  for (let attempt = 0; ; attempt++) {
+    const raw = await store.get(keys.signingKeys);
+    const existing = JSON.parse(raw ?? '[]') as StoredSigningKey[];
+    const newest = Math.max(0, ...existing.map((k) => k.iat));
+    const fresh = generateKeyGeneration(Math.max(now, (newest + 1) * 1000));
+    const retiredUntil = nowSeconds + options.retentionSeconds;
+    const retired = existing.filter((k) => k.retiredUntil === undefined).map((k) => ({ ...k, retiredUntil }));
+    const stillPublished = existing.filter((k) => k.retiredUntil !== undefined && k.retiredUntil > nowSeconds);
+    const removed = existing.filter((k) => k.retiredUntil !== undefined && k.retiredUntil <= nowSeconds);
+    const kept = signingOrder([...fresh, ...retired, ...stillPublished]);
+    const written = raw === null ? await store.set(keys.signingKeys, JSON.stringify(kept), { ifAbsent: true }) : await store.replaceIf(keys.signingKeys, raw, JSON.stringify(kept));
+    if (!written) {
+      if (attempt >= 10) throw new Error('the signing keys kept changing during the rotation; try again');
+      continue;
+    }
+    await store.publish(SIGNING_KEY_CHANGES, 'rotated');
+    return { kept, current: fresh, retired, retiredUntil, removed };
+  }
 }
 
 /**
