@@ -23,7 +23,11 @@ export interface AccountMfa {
   recovery?: { generation: string; salt: string; createdAt: number };
 }
 
-export class AccountError extends Error {}
+/** A refusal a person or operator can act on: the CLI exits 2 with it, a page answers 4xx with it (never 500). */
+export class AccountError extends Error {
+  readonly status = 409;
+  readonly expose = true;
+}
 
 /** Writers that keep losing the compare-and-set give up eventually instead of spinning. */
 const MAX_UPDATE_ATTEMPTS = 20;
