@@ -225,9 +225,9 @@ export class Registry {
     for (const g of grants) if (!GRANT_TYPES.includes(g)) throw new RegistryError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
     // A native app cannot keep a secret (RFC 8252 §8.5): it is a public client.
     const isPublic = input.public === true || input.native === true;
-    if (isPublic && grants.includes('client_credentials')) throw new RegistryError('a public client cannot use client_credentials');
     const interactive = grants.includes('authorization_code');
     if (input.native && !interactive) throw new RegistryError('--native needs the authorization_code grant');
+    if (isPublic && grants.includes('client_credentials')) throw new RegistryError('a public client cannot use client_credentials');
     if (grants.includes('refresh_token') && !interactive) throw new RegistryError('refresh_token needs authorization_code');
     if (interactive && !input.redirectUris?.length) throw new RegistryError('authorization_code needs at least one --redirect-uri');
     if (!interactive && input.redirectUris?.length) throw new RegistryError('--redirect-uri needs the authorization_code grant');
