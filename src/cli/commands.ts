@@ -70,6 +70,7 @@ function clientView(c: ClientMetadata) {
     client_name: c.client_name,
     public: c.token_endpoint_auth_method === 'none',
     native: c.native_app === true,
+    token_endpoint_auth_method: c.token_endpoint_auth_method,
     grant_types: c.grant_types ?? [],
     redirect_uris: c.redirect_uris ?? [],
     post_logout_redirect_uris: c.post_logout_redirect_uris ?? [],
@@ -139,7 +140,7 @@ function keyList(all: StoredSigningKey[]) {
 export const COMMANDS: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional]',
+      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },
@@ -152,6 +153,7 @@ export const COMMANDS: Record<string, Command> = {
       'require-par': { type: 'boolean' },
       native: { type: 'boolean' },
       pkce: { type: 'string' },
+      'secret-in': { type: 'string' },
     },
     async run(ctx, values) {
       const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean);
@@ -171,6 +173,7 @@ export const COMMANDS: Record<string, Command> = {
           requirePar: values['require-par'] === true,
           native: values.native === true,
           pkce: pkceOption(values),
+          secretIn: optional(values, 'secret-in') as 'header' | 'body' | undefined,
         },
         validateClientMetadata,
       );

@@ -41,6 +41,8 @@ export interface ClientInput {
   native?: boolean;
   /** `optional`: a confidential client may leave PKCE out when it sends a nonce (RFC 9700 §2.1.1). */
   pkce?: 'required' | 'optional';
+  /** How a confidential client sends its secret: the Basic header (default), or the body (passport-openidconnect). */
+  secretIn?: 'header' | 'body';
 }
 
 /** What `client update` may change; the id, secret, kind (public, native) and grants stay. */
@@ -60,6 +62,7 @@ export function clientInputOf(c: ClientMetadata): ClientInput {
     requireMfa: c.require_mfa === true,
     requirePar: c.require_pushed_authorization_requests === true,
     pkce: c.pkce_optional === true ? 'optional' : 'required',
+    secretIn: c.token_endpoint_auth_method === 'client_secret_post' ? 'body' : 'header',
   };
 }
 
@@ -236,6 +239,9 @@ export class Registry {
     if (pkce !== 'required' && pkce !== 'optional') throw new RegistryError(`--pkce must be required or optional, got ${JSON.stringify(pkce)}`);
     if (pkce === 'optional' && isPublic) throw new RegistryError('--pkce optional is only for confidential clients: PKCE is what protects the codes of a --public or --native client');
     if (pkce === 'optional' && !interactive) throw new RegistryError('--pkce optional needs the authorization_code grant');
+    const secretIn = input.secretIn ?? 'header';
+    if (secretIn !== 'header' && secretIn !== 'body') throw new RegistryError(`--secret-in must be header or body, got ${JSON.stringify(secretIn)}`);
+    if (secretIn === 'body' && isPublic) throw new RegistryError('--secret-in body is for confidential clients: a --public or --native client has no secret');
     const targets = [
       ...(input.redirectUris ?? []).map((uri) => ({ uri, flag: 'redirect-uri' })),
       ...(input.postLogoutRedirectUris ?? []).map((uri) => ({ uri, flag: 'post-logout-redirect-uri' })),
@@ -260,7 +266,7 @@ export class Registry {
       redirect_uris: input.redirectUris ?? [],
       post_logout_redirect_uris: input.postLogoutRedirectUris ?? [],
       scope: scopes.join(' '),
-      token_endpoint_auth_method: isPublic ? 'none' : 'client_secret_basic',
+      token_endpoint_auth_method: isPublic ? 'none' : secretIn === 'body' ? 'client_secret_post' : 'client_secret_basic',
       ...(native ? { application_type: 'native' as const } : {}),
       ...(input.native ? { native_app: true } : {}),
       ...(input.firstParty ? { first_party: true } : {}),
