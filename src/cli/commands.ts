@@ -69,6 +69,8 @@ function clientView(c: ClientMetadata) {
     client_id: c.client_id,
     client_name: c.client_name,
     public: c.token_endpoint_auth_method === 'none',
+    native: c.native_app === true,
+    token_endpoint_auth_method: c.token_endpoint_auth_method,
     grant_types: c.grant_types ?? [],
     redirect_uris: c.redirect_uris ?? [],
     post_logout_redirect_uris: c.post_logout_redirect_uris ?? [],
@@ -76,6 +78,7 @@ function clientView(c: ClientMetadata) {
     first_party: c.first_party === true,
     require_mfa: c.require_mfa === true,
     require_pushed_authorization_requests: c.require_pushed_authorization_requests === true,
+    pkce: c.pkce_optional === true ? 'optional' : 'required',
     ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
   };
 }
@@ -94,6 +97,11 @@ const isoSeconds = (epochSeconds: number) => new Date(epochSeconds * 1000).toISO
 function keyView(k: StoredSigningKey, current: boolean) {
   const state = current ? 'current' : k.retiredUntil ? `retired until ${isoSeconds(k.retiredUntil)}` : 'retired at the next rotation';
   return { kid: k.kid, alg: k.alg, kty: k.kty, ...(k.crv ? { crv: k.crv } : {}), use: k.use, created: isoSeconds(k.iat), current, state };
+}
+
+/** `--pkce required|optional`, checked by the registry. */
+function pkceOption(values: Values): 'required' | 'optional' | undefined {
+  return optional(values, 'pkce') as 'required' | 'optional' | undefined;
 }
 
 const SHOWN_ONCE = 'The client secret is shown only now: store it safely.';
@@ -132,7 +140,7 @@ function keyList(all: StoredSigningKey[]) {
 export const COMMANDS: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public] [--first-party] [--require-mfa] [--require-par]',
+      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },
@@ -143,6 +151,9 @@ export const COMMANDS: Record<string, Command> = {
       'first-party': { type: 'boolean' },
       'require-mfa': { type: 'boolean' },
       'require-par': { type: 'boolean' },
+      native: { type: 'boolean' },
+      pkce: { type: 'string' },
+      'secret-in': { type: 'string' },
     },
     async run(ctx, values) {
       const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean);
@@ -160,12 +171,53 @@ export const COMMANDS: Record<string, Command> = {
           firstParty: values['first-party'] === true,
           requireMfa: values['require-mfa'] === true,
           requirePar: values['require-par'] === true,
+          native: values.native === true,
+          pkce: pkceOption(values),
+          secretIn: optional(values, 'secret-in') as 'header' | 'body' | undefined,
         },
         validateClientMetadata,
       );
       const json = { client_id: clientId, ...(secret ? { client_secret: secret } : {}) };
-      const audit = { clientId, grantTypes: grants, public: values.public === true, firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, scope: required(values, 'scope') };
+      const audit = { clientId, grantTypes: grants, public: !secret, native: values.native === true, pkce: pkceOption(values) ?? 'required', firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, scope: required(values, 'scope') };
       return { json, text: fields(json) + (secret ? `\n${SHOWN_ONCE}` : ''), audit: { event: 'client_created', fields: audit, msg: 'client created' } };
+    },
+  },
+  'client update': {
+    usage:
+      'CLIENT_ID [--name NAME] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... [--scope "SCOPES"] [--[no-]require-mfa] [--[no-]require-par] [--pkce required|optional]',
+    args: ['CLIENT_ID'],
+    options: {
+      name: { type: 'string' },
+      'redirect-uri': { type: 'string', multiple: true },
+      'post-logout-redirect-uri': { type: 'string', multiple: true },
+      scope: { type: 'string' },
+      'require-mfa': { type: 'boolean' },
+      'require-par': { type: 'boolean' },
+      pkce: { type: 'string' },
+    },
+    async run(ctx, values, [id]) {
+      const name = optional(values, 'name');
+      if (name !== undefined && name.trim() === '') throw new CliError('--name must not be empty');
+      const scope = optional(values, 'scope');
+      if (scope !== undefined && scope.trim() === '') throw new CliError('--scope must not be empty');
+      // A repeated URI option replaces the whole list.
+      const uris = (flag: string) => (values[flag] === undefined ? undefined : list(values, flag));
+      const changes = {
+        name,
+        redirectUris: uris('redirect-uri'),
+        postLogoutRedirectUris: uris('post-logout-redirect-uri'),
+        scope,
+        requireMfa: values['require-mfa'] as boolean | undefined,
+        requirePar: values['require-par'] as boolean | undefined,
+        pkce: pkceOption(values),
+      };
+      if (Object.values(changes).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('client update')}`);
+      const { metadata, changed } = await ctx.registry.updateClient(id!, changes, validateClientMetadata);
+      const json = { ...clientView(metadata), changed };
+      if (!changed.length) return { json, text: `Client ${id} already had these settings: nothing changed.` };
+      const view = clientView(metadata);
+      const audit = { clientId: id, changed, scope: view.scope, requireMfa: view.require_mfa, requirePar: view.require_pushed_authorization_requests, pkce: view.pkce };
+      return { json, text: `${fields(view)}\nUpdated ${changed.join(', ')}; running servers use the new settings within a second.`, audit: { event: 'client_updated', fields: audit, msg: 'client updated' } };
     },
   },
   'client list': {

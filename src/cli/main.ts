@@ -104,6 +104,8 @@ async function run(argv: string[]): Promise<number> {
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: true,
+      // `--no-require-mfa` turns a setting off (client update).
+      allowNegative: true,
       strict: true,
     }));
   } catch (err) {

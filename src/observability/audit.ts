@@ -26,6 +26,7 @@ export const AUDIT_EVENTS = [
   'refresh_token_reuse_detected',
   'client_authentication_failed',
   'client_created',
+  'client_updated',
   'client_deleted',
   'client_secret_rotated',
   'resource_created',

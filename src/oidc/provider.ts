@@ -106,7 +106,7 @@ export async function createProvider({ config, store, accounts, registry, views,
     // Authorization code only (no implicit or hybrid): OAuth 2.0 Security BCP (RFC 9700).
     responseTypes: ['code'],
     // PKCE S256 for every client, confidential ones too (RFC 9700 §2.1.1); default: public only.
-    pkce: { required: () => true },
+    pkce: { required: pkceRequired },
     // Secrets are stored digested, so client_secret_jwt (which needs the plain secret as HMAC key) is off.
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'none'],
     enabledJWA: {
@@ -254,8 +254,22 @@ async function cacheablePublicMetadata(ctx: Koa.Context, next: Koa.Next) {
   if (ctx.status === 200 && (route === 'discovery' || route === 'jwks')) ctx.set('Cache-Control', 'public, max-age=300');
 }
 
-/** Our client metadata: `require_mfa` makes every sign-in for the client use a second factor (MFA_POLICY=optional). */
-export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa'];
+/**
+ * Our client metadata: `require_mfa` makes every sign-in for the client use a second factor (MFA_POLICY=optional);
+ * `pkce_optional` see pkceRequired; `native_app`: created with `--native` (RFC 8252).
+ */
+export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa', 'pkce_optional', 'native_app'];
+
+/**
+ * A `--pkce optional` client (confidential, for libraries without PKCE) may leave PKCE out only with a
+ * `nonce` and `openid`: the nonce in the ID token is then what binds the code to its request (RFC 9700 §2.1.1).
+ */
+function pkceRequired(ctx: KoaContextWithOIDC, client: { [key: string]: unknown }): boolean {
+  if (client.pkce_optional !== true) return true;
+  const params = ctx.oidc.params ?? {};
+  if (typeof params.nonce === 'string' && params.nonce && String(params.scope ?? '').split(' ').includes('openid')) return false;
+  throw new errors.InvalidRequest('this client may leave out PKCE only when it sends a nonce with the openid scope');
+}
 
 /**
  * oidc-provider's prompts, plus: a session without a second factor is signed in again when the

@@ -37,6 +37,33 @@ export interface ClientInput {
   requireMfa?: boolean;
   /** Authorization requests must be pushed first (RFC 9126 PAR): a plain GET /auth is refused. */
   requirePar?: boolean;
+  /** A native app (RFC 8252): public, and its loopback redirect URIs match on any port. */
+  native?: boolean;
+  /** `optional`: a confidential client may leave PKCE out when it sends a nonce (RFC 9700 §2.1.1). */
+  pkce?: 'required' | 'optional';
+  /** How a confidential client sends its secret: the Basic header (default), or the body (passport-openidconnect). */
+  secretIn?: 'header' | 'body';
+}
+
+/** What `client update` may change; the id, secret, kind (public, native) and grants stay. */
+export type ClientChanges = Partial<Pick<ClientInput, 'name' | 'redirectUris' | 'postLogoutRedirectUris' | 'scope' | 'requireMfa' | 'requirePar' | 'pkce'>>;
+
+/** A stored client's settings, as `createClient` took them. */
+export function clientInputOf(c: ClientMetadata): ClientInput {
+  return {
+    name: String(c.client_name ?? ''),
+    grants: (c.grant_types ?? []) as GrantType[],
+    redirectUris: [...(c.redirect_uris ?? [])],
+    postLogoutRedirectUris: [...(c.post_logout_redirect_uris ?? [])],
+    scope: String(c.scope ?? ''),
+    public: c.token_endpoint_auth_method === 'none',
+    native: c.native_app === true,
+    firstParty: c.first_party === true,
+    requireMfa: c.require_mfa === true,
+    requirePar: c.require_pushed_authorization_requests === true,
+    pkce: c.pkce_optional === true ? 'optional' : 'required',
+    secretIn: c.token_endpoint_auth_method === 'client_secret_post' ? 'body' : 'header',
+  };
 }
 
 export function secretDigest(secret: string): string {
@@ -165,15 +192,56 @@ export class Registry {
    * `ownOrigin`: the server's origin, for the clients of its own pages (their URIs are not input).
    */
   async createClient(input: ClientInput, validate: (metadata: ClientMetadata) => Promise<void>, options: { ownOrigin?: string } = {}) {
+    const clientId = newClientId();
+    const secret = input.public || input.native ? undefined : newSecret();
+    const metadata = await this.#clientMetadata(clientId, input, options);
+    if (secret) metadata.client_secret = secretDigest(secret);
+    await validate(metadata);
+    await this.#saveClient(metadata);
+    return { clientId, secret, metadata };
+  }
+
+  /**
+   * Changes an existing client's settings (`changes` left undefined stay as they are) under the same rules
+   * as `createClient`; its id, secret, kind (public, native) and grants stay. Returns the names of the
+   * ClientInput fields whose value changed.
+   */
+  async updateClient(clientId: string, changes: ClientChanges, validate: (metadata: ClientMetadata) => Promise<void>, options: { ownOrigin?: string } = {}) {
+    const stored = (await this.findClient(clientId)) as ClientMetadata | undefined;
+    if (!stored) throw new RegistryError(`no client with id ${clientId}`);
+    if (stored.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(stored.resource_server)}: it has no settings to update`);
+    const before = clientInputOf(stored);
+    const defined = Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined)) as ClientChanges;
+    const after: ClientInput = { ...before, ...defined };
+    const metadata = await this.#clientMetadata(clientId, after, options);
+    if (stored.client_secret) metadata.client_secret = stored.client_secret;
+    await validate(metadata);
+    const changed = (Object.keys(defined) as (keyof ClientChanges)[]).filter((k) => JSON.stringify(before[k] ?? null) !== JSON.stringify(after[k] ?? null));
+    if (changed.length) await this.#saveClient(metadata);
+    return { metadata, changed };
+  }
+
+  /** The one set of rules for a client's settings, at creation and at every update. */
+  async #clientMetadata(clientId: string, input: ClientInput, options: { ownOrigin?: string }): Promise<ClientMetadata> {
     const grants = [...new Set(input.grants)];
     if (grants.length === 0) throw new RegistryError('--grants needs at least one of ' + GRANT_TYPES.join(', '));
     for (const g of grants) if (!GRANT_TYPES.includes(g)) throw new RegistryError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
-    if (input.public && grants.includes('client_credentials')) throw new RegistryError('a public client cannot use client_credentials');
+    // A native app cannot keep a secret (RFC 8252 §8.5): it is a public client.
+    const isPublic = input.public === true || input.native === true;
     const interactive = grants.includes('authorization_code');
+    if (input.native && !interactive) throw new RegistryError('--native needs the authorization_code grant');
+    if (isPublic && grants.includes('client_credentials')) throw new RegistryError('a public client cannot use client_credentials');
     if (grants.includes('refresh_token') && !interactive) throw new RegistryError('refresh_token needs authorization_code');
     if (interactive && !input.redirectUris?.length) throw new RegistryError('authorization_code needs at least one --redirect-uri');
     if (!interactive && input.redirectUris?.length) throw new RegistryError('--redirect-uri needs the authorization_code grant');
     if (!interactive && input.requirePar) throw new RegistryError('--require-par needs the authorization_code grant');
+    const pkce = input.pkce ?? 'required';
+    if (pkce !== 'required' && pkce !== 'optional') throw new RegistryError(`--pkce must be required or optional, got ${JSON.stringify(pkce)}`);
+    if (pkce === 'optional' && isPublic) throw new RegistryError('--pkce optional is only for confidential clients: PKCE is what protects the codes of a --public or --native client');
+    if (pkce === 'optional' && !interactive) throw new RegistryError('--pkce optional needs the authorization_code grant');
+    const secretIn = input.secretIn ?? 'header';
+    if (secretIn !== 'header' && secretIn !== 'body') throw new RegistryError(`--secret-in must be header or body, got ${JSON.stringify(secretIn)}`);
+    if (secretIn === 'body' && isPublic) throw new RegistryError('--secret-in body is for confidential clients: a --public or --native client has no secret');
     const targets = [
       ...(input.redirectUris ?? []).map((uri) => ({ uri, flag: 'redirect-uri' })),
       ...(input.postLogoutRedirectUris ?? []).map((uri) => ({ uri, flag: 'post-logout-redirect-uri' })),
@@ -181,17 +249,16 @@ export class Registry {
     for (const { uri, flag } of targets) {
       // The server's own pages (demo, /account) follow ISSUER, which is https in production.
       if (options.ownOrigin && URL.parse(uri)?.origin === options.ownOrigin) continue;
-      const problem = redirectUriProblem(uri, flag, input.public === true);
+      const problem = redirectUriProblem(uri, flag, isPublic);
       if (problem) throw new RegistryError(problem);
     }
-    // oidc-provider accepts private-use schemes from native clients only.
-    const native = targets.some(({ uri }) => !['http:', 'https:'].includes(URL.parse(uri)!.protocol));
+    // oidc-provider accepts private-use schemes from native clients only; a native client's loopback
+    // redirect URIs match on any port (RFC 8252 §7.3), which oidc-provider does for application_type native.
+    const native = input.native === true || targets.some(({ uri }) => !['http:', 'https:'].includes(URL.parse(uri)!.protocol));
     const scopes = input.scope.split(/\s+/).filter(Boolean);
     await this.#checkScopesExist(scopes);
 
-    const clientId = newClientId();
-    const secret = input.public ? undefined : newSecret();
-    const metadata: ClientMetadata = {
+    return {
       client_id: clientId,
       client_name: input.name,
       grant_types: grants,
@@ -199,16 +266,14 @@ export class Registry {
       redirect_uris: input.redirectUris ?? [],
       post_logout_redirect_uris: input.postLogoutRedirectUris ?? [],
       scope: scopes.join(' '),
-      token_endpoint_auth_method: input.public ? 'none' : 'client_secret_basic',
+      token_endpoint_auth_method: isPublic ? 'none' : secretIn === 'body' ? 'client_secret_post' : 'client_secret_basic',
       ...(native ? { application_type: 'native' as const } : {}),
-      ...(secret ? { client_secret: secretDigest(secret) } : {}),
+      ...(input.native ? { native_app: true } : {}),
       ...(input.firstParty ? { first_party: true } : {}),
       ...(input.requireMfa ? { require_mfa: true } : {}),
       ...(input.requirePar ? { require_pushed_authorization_requests: true } : {}),
+      ...(pkce === 'optional' ? { pkce_optional: true } : {}),
     };
-    await validate(metadata);
-    await this.#saveClient(metadata);
-    return { clientId, secret, metadata };
   }
 
   async #checkScopesExist(scopes: string[]) {

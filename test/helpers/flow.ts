@@ -157,6 +157,8 @@ export interface SignInOptions {
   jar?: CookieJar;
   /** Answer the consent page with Allow (default) — or stop there. */
   consent?: 'allow' | 'stop';
+  /** The authorization request a client library built (its own PKCE, state and nonce): used as is. */
+  authUrl?: URL;
 }
 
 export interface SignInResult {
@@ -209,7 +211,7 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
     if (v === undefined) delete query[k];
     else query[k] = v;
   }
-  const authUrl = new URL(`/auth?${new URLSearchParams(query)}`, options.issuer);
+  const authUrl = options.authUrl ?? new URL(`/auth?${new URLSearchParams(query)}`, options.issuer);
   let followed = await follow(jar, options.issuer, await browse(jar, authUrl), authUrl);
   const result: SignInResult = { jar, verifier, state, nonce };
 
