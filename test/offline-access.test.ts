@@ -138,11 +138,6 @@ describe('prompt=consent', () => {
     const remembered = await server.store.get(`lk:consent:${world.user.id}:${world.firstParty.clientId}`);
     assert.equal(remembered, null);
   });
-
-  it('prompt=none with prompt=consent is refused as oidc-provider does', async () => {
-    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid', params: { prompt: 'none consent' } });
-    assert.equal(flow.callback?.searchParams.get('error'), 'invalid_request');
-  });
 });
 
 describe('POST /auth and POST /session/end: bad bodies', () => {
