@@ -157,6 +157,8 @@ export interface SignInOptions {
   jar?: CookieJar;
   /** Answer the consent page with Allow (default) — or stop there. */
   consent?: 'allow' | 'stop';
+  /** Send the authorization request as a form POST to /auth instead of a GET (OIDC Core §3.1.2.1). */
+  post?: boolean;
 }
 
 export interface SignInResult {
@@ -210,7 +212,8 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
     else query[k] = v;
   }
   const authUrl = new URL(`/auth?${new URLSearchParams(query)}`, options.issuer);
-  let followed = await follow(jar, options.issuer, await browse(jar, authUrl), authUrl);
+  const first = options.post ? await browse(jar, new URL('/auth', options.issuer), { form: query }) : await browse(jar, authUrl);
+  let followed = await follow(jar, options.issuer, first, authUrl);
   const result: SignInResult = { jar, verifier, state, nonce };
 
   const post = async (action: string, page: Page, form: Record<string, string>) => {
