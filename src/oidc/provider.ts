@@ -209,7 +209,6 @@ export async function createProvider({ config, store, accounts, registry, views,
   const stopFollowingKeys = config.SIGNING_KEYS_FILE
     ? async () => {}
     : await followSigningKeys(store, (stored) => replaceSigningKeys(provider, jwksOf(stored)), onSigningKeysError);
-  provider.use(offlineAccessAsksForConsent);
   provider.use(cacheablePublicMetadata);
   provider.use(missingClientAuthIsInvalidClient);
   return { provider, cookieKeys, stopFollowingKeys };
@@ -227,21 +226,6 @@ export function providerClientMetadata<T extends { scope?: unknown }>(stored: T 
   const openid = all.filter((s) => OIDC_SCOPES.has(s));
   const api = all.filter((s) => !OIDC_SCOPES.has(s));
   return { ...rest, ...(openid.length ? { scope: openid.join(' ') } : {}), ...(api.length ? { api_scopes: api.join(' ') } : {}) } as T;
-}
-
-/**
- * oidc-provider drops `offline_access` unless `prompt=consent` (OIDC Core §11), so an app asking for it
- * the ordinary way never got a refresh token. Our consent page names offline access and is asked once
- * per person and client, which is the consent §11 wants: a request for it without `prompt` asks for consent.
- */
-async function offlineAccessAsksForConsent(ctx: Koa.Context, next: Koa.Next) {
-  if (ctx.method === 'GET' && ctx.path === '/auth') {
-    const { scope, prompt } = ctx.query;
-    if (typeof scope === 'string' && prompt === undefined && scope.split(' ').includes('offline_access')) {
-      ctx.query = { ...ctx.query, prompt: 'consent' };
-    }
-  }
-  await next();
 }
 
 /**
@@ -285,7 +269,24 @@ function signInPolicy(policy: MfaPolicy) {
       return session.acr !== ACR_MFA && mfaDemanded(policy, client, params ?? {}) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
     }),
   );
+  // The consent page when the app sent prompt=consent: `params.prompt`, since `prompts.has('consent')` also
+  // answers yes for offline_access (offlineAccessWithoutPromptConsent). Otherwise only missing scopes ask.
+  const consent = prompts.get('consent')!;
+  consent.checks.remove('consent_prompt');
+  consent.checks.add(
+    new interactionPolicy.Check('consent_prompt', 'consent prompt was not resolved', 'consent_required', (ctx) => {
+      const { params, result, route } = ctx.oidc;
+      const asked = appAskedForConsent(params);
+      return asked && !(route.endsWith('resume') && result?.consent) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    }),
+    0,
+  );
   return prompts;
+}
+
+/** Whether the app's own `prompt` parameter (not what oidc-provider derives from it) includes consent. */
+export function appAskedForConsent(params: { prompt?: unknown } | undefined): boolean {
+  return typeof params?.prompt === 'string' && params.prompt.split(' ').includes('consent');
 }
 
 /** RFC 6749 §5.2: no client authentication at all is `401 invalid_client`; oidc-provider answers 400 invalid_request. */
