@@ -45,11 +45,11 @@ export function clearerErrors(provider: Provider, jwts: JwtAccessTokens) {
       ctx.body = { error: 'unauthorized_client', error_description: `this client may not use the grant type ${String((ctx as unknown as KoaContextWithOIDC).oidc.params?.grant_type)}` };
     } else if (route === 'token' && body.error === 'invalid_grant' && detail === 'failed jkt verification') {
       ctx.body = { ...body, error_description: dpopSent ? 'the DPoP proof is not signed by the key this refresh token is bound to' : 'this refresh token is DPoP-bound: send a DPoP proof signed by its key' };
-    } else if (route === 'userinfo' && body.error === 'invalid_token') {
+    } else if (route === 'userinfo' && (body.error === 'invalid_token' || body.error === 'insufficient_scope')) {
       const description = detail === 'failed jkt verification'
-        ? dpopSent ? 'the DPoP proof is not signed by the key this access token is bound to' : 'this access token is DPoP-bound: send it as "Authorization: DPoP" with a DPoP proof of its key'
-        : detail === 'token audience prevents accessing the userinfo endpoint' || (detail === 'access token not found' && (await isJwtForAnApi(ctx, jwts)))
-          ? 'this access token is for an API, not for userinfo: the ID token carries the signed-in person\'s claims'
+        ? dpopSent ? 'the DPoP proof is not signed by the key this access token is bound to' : 'this access token is DPoP-bound: send it as Authorization: DPoP with a DPoP proof of its key'
+        : (await isForAnApi(ctx, jwts))
+          ? "this access token is for an API, not for userinfo: the ID token carries the signed-in person's claims"
           : undefined;
       if (description) {
         ctx.body = { ...body, error_description: description };
@@ -61,12 +61,14 @@ export function clearerErrors(provider: Provider, jwts: JwtAccessTokens) {
   };
 }
 
-async function isJwtForAnApi(ctx: Koa.Context, jwts: JwtAccessTokens): Promise<boolean> {
+/** An opaque token found with an audience, or a JWT access token of ours (not stored, so not found). */
+async function isForAnApi(ctx: Koa.Context, jwts: JwtAccessTokens): Promise<boolean> {
+  const found = (ctx as unknown as KoaContextWithOIDC).oidc.entities.AccessToken;
+  if (found) return found.aud !== undefined;
   const [, value] = /^(?:Bearer|DPoP) +(\S+)$/i.exec(ctx.get('Authorization')) ?? [];
   if (!value) return false;
   return (await jwts.verify(value))?.aud !== undefined;
 }
-
 /**
  * Discovery lists the API scopes (except those of an API created with `--private-scopes`), so clients
  * that check `scopes_supported` before asking (oidc-agent, some SDKs) find them.

@@ -307,6 +307,9 @@ async function missingClientAuthIsInvalidClient(ctx: Koa.Context, next: Koa.Next
   }
 }
 
+// Without the `scope` member oidc-provider would add: RFC 6749 §5.2 names error, error_description and error_uri.
+const invalidScope = (description: string) => new errors.InvalidScope(description, undefined as never);
+
 /**
  * `client_credentials` without `resource`: a machine client that names no scope (Go's clientcredentials
  * without Scopes, a plain curl) gets its registered API scopes when they belong to one API, rather
@@ -317,14 +320,14 @@ async function machineClientResource(ctx: KoaContextWithOIDC, client: { scope?: 
   const registered = String(client.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
   const requested = String(params.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
   for (const scope of requested) {
-    if (!registered.includes(scope)) throw new errors.InvalidScope(`scope "${scope}" is not registered for this client`, scope);
+    if (!registered.includes(scope)) throw invalidScope(`the scope ${scope} is not registered for this client`);
   }
   const owners = new Map<string, string[]>();
   for (const scope of requested.length ? requested : registered) {
     const owner = await registry.resourceForScope(scope);
     if (owner) owners.set(owner, [...(owners.get(owner) ?? []), scope]);
   }
-  if (owners.size > 1) throw new errors.InvalidScope(`${requested.length ? 'these scopes' : "this client's scopes"} belong to several APIs: name the scopes of one (or its resource)`, params.scope ?? '');
+  if (owners.size > 1) throw invalidScope(`${requested.length ? 'these scopes' : "this client's scopes"} belong to several APIs: name the scopes of one (or its resource)`);
   const [only] = owners;
   if (only && !requested.length) params.scope = only[1].join(' ');
   return only?.[0];
