@@ -313,19 +313,22 @@ const invalidScope = (description: string) => new errors.InvalidScope(descriptio
 /**
  * `client_credentials` without `resource`: a machine client that names no scope (Go's clientcredentials
  * without Scopes, a plain curl) gets its registered API scopes when they belong to one API, rather
- * than a token no API accepts; a scope it is not registered for is `invalid_scope`.
+ * than a token no API accepts; a scope no API owns is `invalid_scope`.
  */
 async function machineClientResource(ctx: KoaContextWithOIDC, client: { scope?: string }, registry: Registry): Promise<string | undefined> {
   const params = ctx.oidc.params as { scope?: string };
   const registered = String(client.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
-  const requested = String(params.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
-  for (const scope of requested) {
-    if (!registered.includes(scope)) throw invalidScope(`the scope ${scope} is not registered for this client`);
-  }
+  const named = String(params.scope ?? '').split(' ').filter(Boolean);
+  const requested = named.filter((s) => !OIDC_SCOPES.has(s));
+  // Only OpenID scopes: oidc-provider refuses those it was not registered with, as before.
+  if (named.length && !requested.length) return undefined;
   const owners = new Map<string, string[]>();
   for (const scope of requested.length ? requested : registered) {
     const owner = await registry.resourceForScope(scope);
-    if (owner) owners.set(owner, [...(owners.get(owner) ?? []), scope]);
+    // A known scope the client lacks is left out (RFC 6749 §3.3: the response's `scope` says so).
+    if (!owner && requested.length) throw invalidScope(`the scope ${scope} belongs to no API`);
+    if (!owner) continue;
+    owners.set(owner, [...(owners.get(owner) ?? []), scope]);
   }
   if (owners.size > 1) throw invalidScope(`${requested.length ? 'these scopes' : "this client's scopes"} belong to several APIs: name the scopes of one (or its resource)`);
   const [only] = owners;
