@@ -59,6 +59,8 @@ describe('JWT access tokens at introspection and revocation', () => {
     assert.equal((await call.introspect(world.shop, access_token)).body.active, true, 'its own client');
     assert.deepEqual((await call.introspect(world.api, access_token)).body, inactive, 'another API');
     assert.deepEqual((await call.introspect(world.other, access_token)).body, inactive, 'another client');
+    // Client authentication still comes first.
+    assertOAuthError(await call.introspect({ clientId: world.jwtApi.clientId, secret: 'wrong' }, access_token), 401, 'invalid_client');
   });
 
   it('revokes a JWT access token: 200 {}, then inactive; the jti is remembered under a digest until the token expires', async () => {
@@ -140,11 +142,6 @@ describe('JWT access tokens at introspection and revocation', () => {
     assert.equal((await call.introspect(world.jwtApi, access_token)).body.active, true);
   });
 
-  it('still needs client authentication for a JWT', async () => {
-    const { access_token } = await jwtToken();
-    const res = await call.introspect({ clientId: world.jwtApi.clientId, secret: 'wrong' }, access_token);
-    assertOAuthError(res, 401, 'invalid_client');
-  });
 });
 
 describe('revocation answers JSON', () => {
