@@ -84,7 +84,7 @@ function clientView(c: ClientMetadata) {
 }
 
 function resourceView(r: ResourceServer) {
-  return { resource: r.uri, scope: r.scopes.join(' '), token_format: r.tokenFormat, ttl: r.ttl, client_id: r.clientId, created: new Date(r.createdAt).toISOString() };
+  return { resource: r.uri, scope: r.scopes.join(' '), token_format: r.tokenFormat, ttl: r.ttl, private_scopes: r.privateScopes === true, client_id: r.clientId, created: new Date(r.createdAt).toISOString() };
 }
 
 function userView(a: Account) {
@@ -255,12 +255,13 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   'resource create': {
-    usage: '--uri URI --scope "SCOPES" [--token-format opaque|jwt] [--ttl SECONDS]',
+    usage: '--uri URI --scope "SCOPES" [--token-format opaque|jwt] [--ttl SECONDS] [--private-scopes]',
     options: {
       uri: { type: 'string' },
       scope: { type: 'string' },
       'token-format': { type: 'string' },
       ttl: { type: 'string' },
+      'private-scopes': { type: 'boolean' },
     },
     async run(ctx, values) {
       const ttl = optional(values, 'ttl');
@@ -269,9 +270,10 @@ export const COMMANDS: Record<string, Command> = {
         scope: required(values, 'scope'),
         tokenFormat: optional(values, 'token-format') as 'opaque' | 'jwt' | undefined,
         ttl: ttl === undefined ? undefined : /^\d+$/.test(ttl) ? Number(ttl) : NaN,
+        privateScopes: values['private-scopes'] === true,
       });
       const json = { resource: resource.uri, client_id: resource.clientId, client_secret: secret };
-      const audit = { resource: resource.uri, clientId: resource.clientId, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl };
+      const audit = { resource: resource.uri, clientId: resource.clientId, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl, privateScopes: resource.privateScopes === true };
       return { json, text: `${fields(json)}\nThe API authenticates with these at introspection and revocation. ${SHOWN_ONCE}`, audit: { event: 'resource_created', fields: audit, msg: 'API created' } };
     },
   },
@@ -279,7 +281,7 @@ export const COMMANDS: Record<string, Command> = {
     usage: '',
     async run(ctx) {
       const resources = (await ctx.registry.listResources()).map(resourceView);
-      return { json: { resources }, text: table(resources, ['resource', 'scope', 'token_format', 'ttl', 'client_id']) };
+      return { json: { resources }, text: table(resources, ['resource', 'scope', 'token_format', 'ttl', 'private_scopes', 'client_id']) };
     },
   },
   'resource delete': {
