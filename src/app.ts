@@ -31,13 +31,15 @@ export interface AppDeps {
   logger: Logger;
   /** The clock of time-based codes (TOTP); tests inject one to sign in many times without waiting. */
   totpClock?: () => number;
+  /** The clock of refresh-token grace windows; tests inject one to pass a window without waiting. */
+  clock?: () => number;
 }
 
 /**
  * Composes the server: oidc-provider is itself a Koa app, and our middleware and routes are
  * mounted in front of its own routes (provider.use), so cookies, keys and proxy trust are shared.
  */
-export async function createApp({ config, store: rawStore, logger, totpClock }: AppDeps) {
+export async function createApp({ config, store: rawStore, logger, totpClock, clock }: AppDeps) {
   const metrics = new Metrics();
   if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
   const store = instrumentStore(rawStore, metrics);
@@ -76,6 +78,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
     views,
     clientLockout,
     accountPageClientId,
+    box,
+    ...(clock ? { clock } : {}),
     onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
   });
   const csrf = new Csrf(cookieKeys[0]!);

@@ -2,13 +2,15 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import Provider from 'oidc-provider';
+// @ts-expect-error oidc-provider's internals ship no types: the canary of refreshGraceWindow checks this import.
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { generateKeyGeneration } from '../src/oidc/signing-keys.ts';
 import { CLIENT_AUTH_ROUTES } from '../src/security/client-auth-throttle.ts';
 import { GRANT_BOUND_MODELS, grantIndexForTag, GRANT_TAG_LENGTH } from '../src/storage/keys.ts';
 import type { RedisStore } from '../src/storage/redis-store.ts';
 import { endpoints, signInAndRedeem } from './helpers/flow.ts';
 import type { TestServer } from './helpers/server.ts';
-import { API_URI, JWT_API_URI, useWorld, type World } from './helpers/world.ts';
+import { API_URI, JWT_API_URI, REDIRECT_URI, useWorld, type World } from './helpers/world.ts';
 
 /**
  * Canaries for src/oidc/provider-internals.ts. Each bend replaces a method of oidc-provider; an upgrade
@@ -70,6 +72,12 @@ describe('upstream still has what the bends replace', () => {
     method(prototypeOf(upstream().RefreshToken), 'consume', 0);
   });
 
+  it('the registered refresh_token grant handler, (ctx) => …, in the internal grant handler map (refreshGraceWindow)', () => {
+    const handlers = (instance(upstream()) as { grantTypeHandlers?: Map<string, unknown> }).grantTypeHandlers;
+    assert.ok(handlers instanceof Map, 'grantTypeHandlers');
+    method(Object.fromEntries(handlers), 'refresh_token', 1);
+  });
+
   it('a route for every client-authenticating route name the throttle watches', () => {
     const provider = upstream();
     for (const name of CLIENT_AUTH_ROUTES) assert.doesNotThrow(() => provider.pathFor(name), `route ${name}`);
@@ -106,6 +114,20 @@ describe('the bends are in effect', () => {
     const compare = (client as unknown as { compareClientSecret(s: string): boolean }).compareClientSecret.bind(client);
     assert.equal(compare(world.shop.secret), true);
     assert.equal(compare(`${world.shop.secret}x`), false);
+  });
+});
+
+describe('refreshGraceWindow', () => {
+  it('a refresh token of a client with a grace window, presented twice, gets one response', async () => {
+    const created = await server.app.registry.createClient(
+      { name: 'Grace canary', grants: ['authorization_code', 'refresh_token'], redirectUris: [REDIRECT_URI], scope: 'openid offline_access', refreshGrace: 5 },
+      async () => {},
+    );
+    const app = { clientId: created.clientId, secret: created.secret!, redirectUri: REDIRECT_URI };
+    const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: app, user: world.user, scope: 'openid offline_access' });
+    const [a, b] = await Promise.all([call.refresh(app, tokens.refresh_token!), call.refresh(app, tokens.refresh_token!)]);
+    assert.equal(a.status, 200, JSON.stringify(a.body));
+    assert.deepEqual(b.body, a.body);
   });
 });
 

@@ -76,6 +76,7 @@ function clientView(c: ClientMetadata) {
     first_party: c.first_party === true,
     require_mfa: c.require_mfa === true,
     require_pushed_authorization_requests: c.require_pushed_authorization_requests === true,
+    refresh_grace_seconds: typeof c.refresh_grace_seconds === 'number' ? c.refresh_grace_seconds : 0,
     ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
   };
 }
@@ -132,7 +133,7 @@ function keyList(all: StoredSigningKey[]) {
 export const COMMANDS: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public] [--first-party] [--require-mfa] [--require-par]',
+      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public] [--first-party] [--require-mfa] [--require-par] [--refresh-grace SECONDS]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },
@@ -143,8 +144,10 @@ export const COMMANDS: Record<string, Command> = {
       'first-party': { type: 'boolean' },
       'require-mfa': { type: 'boolean' },
       'require-par': { type: 'boolean' },
+      'refresh-grace': { type: 'string' },
     },
     async run(ctx, values) {
+      const refreshGrace = optional(values, 'refresh-grace');
       const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean);
       for (const g of grants) {
         if (!(GRANT_TYPES as readonly string[]).includes(g)) throw new CliError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
@@ -160,11 +163,12 @@ export const COMMANDS: Record<string, Command> = {
           firstParty: values['first-party'] === true,
           requireMfa: values['require-mfa'] === true,
           requirePar: values['require-par'] === true,
+          ...(refreshGrace === undefined ? {} : { refreshGrace: /^\d+$/.test(refreshGrace) ? Number(refreshGrace) : NaN }),
         },
         validateClientMetadata,
       );
       const json = { client_id: clientId, ...(secret ? { client_secret: secret } : {}) };
-      const audit = { clientId, grantTypes: grants, public: values.public === true, firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, scope: required(values, 'scope') };
+      const audit = { clientId, grantTypes: grants, public: values.public === true, firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, refreshGraceSeconds: refreshGrace === undefined ? 0 : Number(refreshGrace), scope: required(values, 'scope') };
       return { json, text: fields(json) + (secret ? `\n${SHOWN_ONCE}` : ''), audit: { event: 'client_created', fields: audit, msg: 'client created' } };
     },
   },

@@ -6,6 +6,7 @@ import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interaction
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
 import type { Lockout } from '../security/lockout.ts';
+import type { SecretBox } from '../security/secret-box.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
@@ -29,6 +30,10 @@ export interface ProviderDeps {
   onSigningKeysError?: (reason: string) => void;
   /** The account page's own client (interactions/account-page.ts): its grants need not outlive the sign-in. */
   accountPageClientId?: string;
+  /** Seals what must be stored but not read from a copy of Redis (a refresh's response in its grace window). */
+  box: SecretBox;
+  /** The clock of refresh-token grace windows (ms); tests inject one to pass a window without waiting. */
+  clock?: () => number;
 }
 
 const MINUTE = 60;
@@ -44,7 +49,7 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, onSigningKeysError = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, box, clock, onSigningKeysError = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
@@ -70,7 +75,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   };
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }),
+    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock),
     jwks: jwksOf(signingKeys),
     cookies: {
       // keygrip-compatible signatures, computed with keys prepared once (see CookieKeys).
@@ -204,7 +209,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   // Koa takes the address the outermost of TRUST_PROXY proxies saw, not what a client wrote before it.
   provider.proxy = config.TRUST_PROXY > 0;
   provider.maxIpsCount = config.TRUST_PROXY;
-  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo });
+  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo, box });
   // `keys rotate` takes effect on every server without a restart; a key file changes only with one.
   const stopFollowingKeys = config.SIGNING_KEYS_FILE
     ? async () => {}
@@ -254,8 +259,11 @@ async function cacheablePublicMetadata(ctx: Koa.Context, next: Koa.Next) {
   if (ctx.status === 200 && (route === 'discovery' || route === 'jwks')) ctx.set('Cache-Control', 'public, max-age=300');
 }
 
-/** Our client metadata: `require_mfa` makes every sign-in for the client use a second factor (MFA_POLICY=optional). */
-export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa'];
+/**
+ * Our client metadata: `require_mfa` makes every sign-in for the client use a second factor (MFA_POLICY=optional);
+ * `refresh_grace_seconds`: a refresh token presented again within it gets the first use's response (provider-internals.ts).
+ */
+export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa', 'refresh_grace_seconds'];
 
 /**
  * oidc-provider's prompts, plus: a session without a second factor is signed in again when the

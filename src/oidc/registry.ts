@@ -37,7 +37,12 @@ export interface ClientInput {
   requireMfa?: boolean;
   /** Authorization requests must be pushed first (RFC 9126 PAR): a plain GET /auth is refused. */
   requirePar?: boolean;
+  /** Seconds after a refresh token's use in which presenting it again returns the same new tokens (0: reuse revokes at once). */
+  refreshGrace?: number;
 }
+
+/** The longest refresh grace window: a window is for requests racing each other, not for replays. */
+export const MAX_REFRESH_GRACE_SECONDS = 60;
 
 export function secretDigest(secret: string): string {
   return createHash('sha256').update(secret).digest('base64url');
@@ -174,6 +179,11 @@ export class Registry {
     if (interactive && !input.redirectUris?.length) throw new RegistryError('authorization_code needs at least one --redirect-uri');
     if (!interactive && input.redirectUris?.length) throw new RegistryError('--redirect-uri needs the authorization_code grant');
     if (!interactive && input.requirePar) throw new RegistryError('--require-par needs the authorization_code grant');
+    const refreshGrace = input.refreshGrace ?? 0;
+    if (!Number.isInteger(refreshGrace) || refreshGrace < 0 || refreshGrace > MAX_REFRESH_GRACE_SECONDS) {
+      throw new RegistryError(`--refresh-grace must be a whole number of seconds from 0 to ${MAX_REFRESH_GRACE_SECONDS}`);
+    }
+    if (refreshGrace > 0 && !grants.includes('refresh_token')) throw new RegistryError('--refresh-grace needs the refresh_token grant');
     const targets = [
       ...(input.redirectUris ?? []).map((uri) => ({ uri, flag: 'redirect-uri' })),
       ...(input.postLogoutRedirectUris ?? []).map((uri) => ({ uri, flag: 'post-logout-redirect-uri' })),
@@ -205,6 +215,7 @@ export class Registry {
       ...(input.firstParty ? { first_party: true } : {}),
       ...(input.requireMfa ? { require_mfa: true } : {}),
       ...(input.requirePar ? { require_pushed_authorization_requests: true } : {}),
+      ...(refreshGrace > 0 ? { refresh_grace_seconds: refreshGrace } : {}),
     };
     await validate(metadata);
     await this.#saveClient(metadata);

@@ -124,13 +124,14 @@ export class MemoryStore implements Store {
     return value.c === undefined ? { payload: value.p } : { payload: value.p, consumed: value.c };
   }
 
-  async consumeModel(key: string, indexKey: string | undefined, now: number): Promise<ConsumeResult> {
+  async consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0): Promise<ConsumeResult> {
     const value = this.#entry(key)?.value;
     if (!value || typeof value === 'string' || value instanceof Set) return 'missing';
     if (value.c === undefined) {
       value.c = now;
       return 'consumed';
     }
+    if (graceSeconds > 0 && now - value.c <= graceSeconds) return 'repeated';
     if (indexKey) await this.deleteIndexed(indexKey);
     return 'reused';
   }

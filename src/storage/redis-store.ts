@@ -21,9 +21,12 @@ if KEYS[2] then
 end
 return 1`;
 
+// ARGV[2]: the grace window in seconds; a second consumer within it after the first is told so (3).
 const CONSUME_MODEL = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HSETNX', KEYS[1], 'c', ARGV[1]) == 1 then return 1 end
+local grace = tonumber(ARGV[2]) or 0
+if grace > 0 and tonumber(ARGV[1]) - tonumber(redis.call('HGET', KEYS[1], 'c')) <= grace then return 3 end
 if KEYS[2] then
   local members = redis.call('SMEMBERS', KEYS[2])
   for i = 1, #members do redis.call('DEL', members[i]) end
@@ -290,11 +293,11 @@ export class RedisStore implements Store {
     });
   }
 
-  consumeModel(key: string, indexKey: string | undefined, now: number) {
+  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0) {
     const keys = indexKey ? [key, indexKey] : [key];
     return this.#call(async (): Promise<ConsumeResult> => {
-      const reply = await this.#scripts.lkConsumeModel(keys.length, ...keys, now);
-      return reply === 1 ? 'consumed' : reply === 2 ? 'reused' : 'missing';
+      const reply = await this.#scripts.lkConsumeModel(keys.length, ...keys, now, graceSeconds);
+      return reply === 1 ? 'consumed' : reply === 2 ? 'reused' : reply === 3 ? 'repeated' : 'missing';
     });
   }
 
