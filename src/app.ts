@@ -12,6 +12,7 @@ import { audit } from './observability/audit.ts';
 import { withoutRedaction, type Logger } from './observability/logger.ts';
 import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { watchProvider } from './observability/provider-events.ts';
+import { startLogoutDelivery, type LogoutDeliveryOptions } from './oidc/backchannel-logout.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
@@ -33,13 +34,15 @@ export interface AppDeps {
   totpClock?: () => number;
   /** The clock of refresh-token grace windows; tests inject one to pass a window without waiting. */
   clock?: () => number;
+  /** Back-channel logout delivery: deadline and retry waits (defaults 5 s; 1 s, 4 s). */
+  logoutDelivery?: Pick<LogoutDeliveryOptions, 'timeoutMs' | 'retryDelaysMs' | 'pollMs'>;
 }
 
 /**
  * Composes the server: oidc-provider is itself a Koa app, and our middleware and routes are
  * mounted in front of its own routes (provider.use), so cookies, keys and proxy trust are shared.
  */
-export async function createApp({ config, store: rawStore, logger, totpClock, clock }: AppDeps) {
+export async function createApp({ config, store: rawStore, logger, totpClock, clock, logoutDelivery }: AppDeps) {
   const metrics = new Metrics();
   if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
   const store = instrumentStore(rawStore, metrics);
@@ -87,6 +90,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout]);
 
   watchProvider(provider, logger, metrics);
+  const stopLogoutDelivery = await startLogoutDelivery({ provider, store, logger, metrics, ...logoutDelivery });
 
   // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
   const ops = opsRoutes(store, metrics);
@@ -117,6 +121,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     await stopWatchingRegistry();
     await stopWatchingLockouts();
     await stopFollowingKeys();
+    await stopLogoutDelivery();
   };
   return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, close };
 }

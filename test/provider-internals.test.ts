@@ -6,6 +6,7 @@ import Provider from 'oidc-provider';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { generateKeyGeneration } from '../src/oidc/signing-keys.ts';
 import { CLIENT_AUTH_ROUTES } from '../src/security/client-auth-throttle.ts';
+import { LOGOUT_CHANNEL } from '../src/storage/logout-queue.ts';
 import { GRANT_BOUND_MODELS, grantIndexForTag, GRANT_TAG_LENGTH } from '../src/storage/keys.ts';
 import type { RedisStore } from '../src/storage/redis-store.ts';
 import { endpoints, signInAndRedeem } from './helpers/flow.ts';
@@ -78,6 +79,10 @@ describe('upstream still has what the bends replace', () => {
     method(Object.fromEntries(handlers), 'refresh_token', 1);
   });
 
+  it('Client#backchannelLogout(sub, sid) (queuedBackchannelLogout)', () => {
+    method(prototypeOf(upstream().Client), 'backchannelLogout', 2);
+  });
+
   it('a route for every client-authenticating route name the throttle watches', () => {
     const provider = upstream();
     for (const name of CLIENT_AUTH_ROUTES) assert.doesNotThrow(() => provider.pathFor(name), `route ${name}`);
@@ -128,6 +133,21 @@ describe('refreshGraceWindow', () => {
     const [a, b] = await Promise.all([call.refresh(app, tokens.refresh_token!), call.refresh(app, tokens.refresh_token!)]);
     assert.equal(a.status, 200, JSON.stringify(a.body));
     assert.deepEqual(b.body, a.body);
+  });
+});
+
+describe('queuedBackchannelLogout', () => {
+  it('Client#backchannelLogout queues the notice and announces it, sending nothing itself', async () => {
+    let announce: (message: string) => void = () => {};
+    const announced = new Promise<string>((resolve) => (announce = resolve));
+    const stop = await server.store.subscribe(LOGOUT_CHANNEL, (message) => announce(message), () => {});
+    try {
+      const client = await server.app.provider.Client.find(world.shop.clientId);
+      await (client as unknown as { backchannelLogout(sub: string, sid: string): Promise<void> }).backchannelLogout(world.user.id, 'a-sid');
+      assert.equal(await announced, 'queued');
+    } finally {
+      await stop();
+    }
   });
 });
 

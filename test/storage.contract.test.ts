@@ -276,6 +276,18 @@ function storeContract(getStore: () => Store) {
       assert.equal(await store.getModel(sibling), null, 'after the window, reuse deletes the grant');
     });
 
+    test('queuePush and queueTake: oldest first, each item taken once, at most maxLength kept', async () => {
+      const store = getStore();
+      const queue = k('queue');
+      assert.equal(await store.queueTake(queue), null);
+      for (const item of ['a', 'b', 'c', 'd']) await store.queuePush(queue, item, 3, 60);
+      const taken = await Promise.all([1, 2, 3, 4, 5].map(() => store.queueTake(queue)));
+      assert.deepEqual(taken.filter((t) => t !== null).sort(), ['b', 'c', 'd'], 'the oldest went beyond three; none twice');
+      await store.queuePush(queue, 'e', 3, 60);
+      await store.queuePush(queue, 'f', 3, 60);
+      assert.deepEqual([await store.queueTake(queue), await store.queueTake(queue), await store.queueTake(queue)], ['e', 'f', null]);
+    });
+
     test('consumeModel without an index', async () => {
       const store = getStore();
       const key = k('par');

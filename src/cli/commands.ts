@@ -77,6 +77,7 @@ function clientView(c: ClientMetadata) {
     require_mfa: c.require_mfa === true,
     require_pushed_authorization_requests: c.require_pushed_authorization_requests === true,
     refresh_grace_seconds: typeof c.refresh_grace_seconds === 'number' ? c.refresh_grace_seconds : 0,
+    ...(typeof c.backchannel_logout_uri === 'string' ? { backchannel_logout_uri: c.backchannel_logout_uri } : {}),
     ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
   };
 }
@@ -133,7 +134,7 @@ function keyList(all: StoredSigningKey[]) {
 export const COMMANDS: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public] [--first-party] [--require-mfa] [--require-par] [--refresh-grace SECONDS]',
+      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public] [--first-party] [--require-mfa] [--require-par] [--refresh-grace SECONDS] [--backchannel-logout-uri URI]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },
@@ -145,6 +146,7 @@ export const COMMANDS: Record<string, Command> = {
       'require-mfa': { type: 'boolean' },
       'require-par': { type: 'boolean' },
       'refresh-grace': { type: 'string' },
+      'backchannel-logout-uri': { type: 'string' },
     },
     async run(ctx, values) {
       const refreshGrace = optional(values, 'refresh-grace');
@@ -164,11 +166,12 @@ export const COMMANDS: Record<string, Command> = {
           requireMfa: values['require-mfa'] === true,
           requirePar: values['require-par'] === true,
           ...(refreshGrace === undefined ? {} : { refreshGrace: /^\d+$/.test(refreshGrace) ? Number(refreshGrace) : NaN }),
+          ...(values['backchannel-logout-uri'] === undefined ? {} : { backchannelLogoutUri: optional(values, 'backchannel-logout-uri') }),
         },
         validateClientMetadata,
       );
       const json = { client_id: clientId, ...(secret ? { client_secret: secret } : {}) };
-      const audit = { clientId, grantTypes: grants, public: values.public === true, firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, refreshGraceSeconds: refreshGrace === undefined ? 0 : Number(refreshGrace), scope: required(values, 'scope') };
+      const audit = { clientId, grantTypes: grants, public: values.public === true, firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, refreshGraceSeconds: refreshGrace === undefined ? 0 : Number(refreshGrace), backchannelLogout: values['backchannel-logout-uri'] !== undefined, scope: required(values, 'scope') };
       return { json, text: fields(json) + (secret ? `\n${SHOWN_ONCE}` : ''), audit: { event: 'client_created', fields: audit, msg: 'client created' } };
     },
   },

@@ -8,6 +8,7 @@ import { throttleClientAuthentication } from '../security/client-auth-throttle.t
 import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import { GRANT_BOUND_MODELS, grantTag, keys } from '../storage/keys.ts';
+import { enqueueLogouts } from '../storage/logout-queue.ts';
 import { refreshGrace, RepeatedRefresh } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import { secretMatches, type Registry } from './registry.ts';
@@ -44,6 +45,7 @@ export function bendProviderInternals(provider: Provider, deps: InternalsDeps): 
   throttledClientAuthentication(provider, deps.clientLockout);
   targetCheckedBeforeRotation(provider, deps.getResourceServerInfo);
   refreshGraceWindow(provider, deps.store, deps.box);
+  queuedBackchannelLogout(provider, deps.store);
 }
 
 type TokenModel = { prototype: { generateTokenId(): string; grantId?: string; format?: string } };
@@ -214,4 +216,16 @@ async function firstResponse(store: Store, refreshTokenId: string): Promise<stri
     if (performance.now() > deadline) throw new errors.InvalidGrant('refresh token already rotated, and the response to its first use is not available');
     await new Promise((resolve) => setTimeout(resolve, REPEATED_REFRESH_POLL_MS));
   }
+}
+
+/**
+ * Why: oidc-provider's sign-out (end_session) awaits `client.backchannelLogout(sub, sid)` for each app,
+ * once and with its 2.5 s deadline, so a slow app delays the person's sign-out and a failed one is lost.
+ * The notice is queued instead; oidc/backchannel-logout.ts signs and delivers it, with retries.
+ */
+export function queuedBackchannelLogout(provider: Provider, store: Store): void {
+  const prototype = provider.Client.prototype as unknown as { backchannelLogout(sub: string, sid: string): Promise<void> };
+  prototype.backchannelLogout = async function backchannelLogout(this: { clientId: string }, sub: string, sid: string) {
+    await enqueueLogouts(store, [{ clientId: this.clientId, sub, sid }]);
+  };
 }

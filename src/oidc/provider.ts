@@ -144,6 +144,9 @@ export async function createProvider({ config, store, accounts, registry, views,
         },
       },
       userinfo: { enabled: true },
+      // Apps with a `backchannel_logout_uri` learn of every sign-out; delivery is queued, off the request
+      // path (queuedBackchannelLogout, oidc/backchannel-logout.ts). It also puts `sid` in their ID tokens.
+      backchannelLogout: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {

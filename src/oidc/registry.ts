@@ -39,6 +39,8 @@ export interface ClientInput {
   requirePar?: boolean;
   /** Seconds after a refresh token's use in which presenting it again returns the same new tokens (0: reuse revokes at once). */
   refreshGrace?: number;
+  /** Where the app is told, server to server, that a person signed out (OpenID Connect Back-Channel Logout). */
+  backchannelLogoutUri?: string;
 }
 
 /** The longest refresh grace window: a window is for requests racing each other, not for replays. */
@@ -188,6 +190,12 @@ export class Registry {
       ...(input.redirectUris ?? []).map((uri) => ({ uri, flag: 'redirect-uri' })),
       ...(input.postLogoutRedirectUris ?? []).map((uri) => ({ uri, flag: 'post-logout-redirect-uri' })),
     ];
+    if (input.backchannelLogoutUri !== undefined) {
+      if (!interactive) throw new RegistryError('--backchannel-logout-uri needs the authorization_code grant');
+      // Server to server: https, or http to a loopback host (an app on the same machine, in development).
+      const problem = redirectUriProblem(input.backchannelLogoutUri, 'backchannel-logout-uri', false);
+      if (problem) throw new RegistryError(problem);
+    }
     for (const { uri, flag } of targets) {
       // The server's own pages (demo, /account) follow ISSUER, which is https in production.
       if (options.ownOrigin && URL.parse(uri)?.origin === options.ownOrigin) continue;
@@ -216,6 +224,8 @@ export class Registry {
       ...(input.requireMfa ? { require_mfa: true } : {}),
       ...(input.requirePar ? { require_pushed_authorization_requests: true } : {}),
       ...(refreshGrace > 0 ? { refresh_grace_seconds: refreshGrace } : {}),
+      // Every logout token carries `sid` (and every ID token of the app, so it can match them).
+      ...(input.backchannelLogoutUri ? { backchannel_logout_uri: input.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
     };
     await validate(metadata);
     await this.#saveClient(metadata);

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
 import { GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, tagFor } from './keys.ts';
 import type { Store } from './store.ts';
 
@@ -20,6 +21,7 @@ const CONSUMABLE = new Set([
  * tokens (codes, access and refresh tokens). One command per record — a session, a grant's index — since
  * the account's indexes and what they list live in different cluster slots. `keepSessionId`: the session
  * that asked (a password change on /account) stays signed in; its grants are revoked like the others.
+ * Every app signed in to in a deleted session gets a back-channel logout notice (storage/logout-queue.ts).
  * Returns the live sessions deleted and the grants revoked.
  */
 export async function revokeAccountSessions(store: Store, accountId: string, options: { keepSessionId?: string } = {}): Promise<{ sessions: number; grants: number }> {
@@ -28,11 +30,15 @@ export async function revokeAccountSessions(store: Store, accountId: string, opt
   const kept = options.keepSessionId === undefined ? undefined : keys.model('Session', options.keepSessionId);
   const [sessions, grants] = await Promise.all([store.setMembers(sessionIndex), store.setMembers(grantIndex)]);
   let deleted = 0;
+  const notices: LogoutNotice[] = [];
   for (const sessionKey of sessions) {
     if (sessionKey === kept) continue;
+    const stored = await store.getModel(sessionKey, { consumable: false });
+    if (stored) notices.push(...noticesOfSession(stored.payload));
     deleted += await store.del(sessionKey);
     await store.setRemove(sessionIndex, sessionKey);
   }
+  await enqueueLogouts(store, notices);
   // Members only, not the whole index: a session or grant saved meanwhile stays listed for next time.
   for (const index of grants) {
     await store.deleteIndexed(index);

@@ -67,6 +67,13 @@ redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1`;
 
+// One key: push, trim to the newest ARGV[2] items, extend the TTL to at least ARGV[3] (a queue, see Store.queuePush).
+const QUEUE_PUSH = `
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return 1`;
+
 type Client = Redis | Cluster;
 
 /** How long calls must succeed without an availability failure before a recovery is reported (ioredis 'ready' reports one at once). */
@@ -79,6 +86,7 @@ interface Scripts {
   lkAdvanceCounter(...args: (string | number)[]): Promise<number>;
   lkIndexAdd(...args: (string | number)[]): Promise<number>;
   lkReplaceIf(...args: (string | number)[]): Promise<number>;
+  lkQueuePush(...args: (string | number)[]): Promise<number>;
 }
 
 /**
@@ -176,6 +184,7 @@ export class RedisStore implements Store {
     client.defineCommand('lkAdvanceCounter', { lua: ADVANCE_COUNTER, numberOfKeys: 1 });
     client.defineCommand('lkIndexAdd', { lua: INDEX_ADD, numberOfKeys: 1 });
     client.defineCommand('lkReplaceIf', { lua: REPLACE_IF, numberOfKeys: 1 });
+    client.defineCommand('lkQueuePush', { lua: QUEUE_PUSH, numberOfKeys: 1 });
     this.#scripts = client as unknown as Scripts;
     client.on('ready', () => this.#setAvailable(true));
     client.on('close', () => this.#setAvailable(false, 'connection to Redis closed'));
@@ -309,6 +318,14 @@ export class RedisStore implements Store {
   indexAdd(key: string, member: string, ttl: number) {
     if (!Number.isInteger(ttl) || ttl <= 0) return Promise.reject(new TypeError('indexAdd needs a positive integer ttl'));
     return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
+  }
+
+  queuePush(key: string, value: string, maxLength: number, ttl: number) {
+    return this.#call(async () => void (await this.#scripts.lkQueuePush(key, value, maxLength, ttl)));
+  }
+
+  queueTake(key: string) {
+    return this.#call(() => this.client.rpop(key));
   }
 
   publish(channel: string, message: string) {

@@ -68,6 +68,14 @@ export interface Store {
    */
   onAvailabilityChange?(listener: (available: boolean, reason?: string) => void): void;
 
+  /**
+   * Appends to a queue of one key (a list), keeping at most `maxLength` items (the oldest go) and
+   * extending its TTL to `ttl` seconds, so a queue no process drains does not grow without end.
+   */
+  queuePush(key: string, value: string, maxLength: number, ttl: number): Promise<void>;
+  /** Takes the oldest item of a queue; each item goes to exactly one caller, on every node. Null when empty. */
+  queueTake(key: string): Promise<string | null>;
+
   /** Tells every process on this store that something changed (e.g. a client), so caches drop it. */
   publish(channel: string, message: string): Promise<void>;
   /**
