@@ -13,6 +13,7 @@ import { withoutRedaction, type Logger } from './observability/logger.ts';
 import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { watchProvider } from './observability/provider-events.ts';
 import { formPostAsGet } from './oidc/form-post-endpoints.ts';
+import { startLogoutDelivery, type LogoutDeliveryOptions } from './oidc/backchannel-logout.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
@@ -32,13 +33,17 @@ export interface AppDeps {
   logger: Logger;
   /** The clock of time-based codes (TOTP); tests inject one to sign in many times without waiting. */
   totpClock?: () => number;
+  /** The clock of refresh-token grace windows; tests inject one to pass a window without waiting. */
+  clock?: () => number;
+  /** Back-channel logout delivery: deadline and retry waits (defaults 5 s; 1 s, 4 s). */
+  logoutDelivery?: Pick<LogoutDeliveryOptions, 'timeoutMs' | 'retryDelaysMs' | 'pollMs'>;
 }
 
 /**
  * Composes the server: oidc-provider is itself a Koa app, and our middleware and routes are
  * mounted in front of its own routes (provider.use), so cookies, keys and proxy trust are shared.
  */
-export async function createApp({ config, store: rawStore, logger, totpClock }: AppDeps) {
+export async function createApp({ config, store: rawStore, logger, totpClock, clock, logoutDelivery }: AppDeps) {
   const metrics = new Metrics();
   if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
   const store = instrumentStore(rawStore, metrics);
@@ -77,6 +82,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
     views,
     clientLockout,
     accountPageClientId,
+    box,
+    ...(clock ? { clock } : {}),
     onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
   });
   const csrf = new Csrf(cookieKeys[0]!);
@@ -84,6 +91,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout]);
 
   watchProvider(provider, logger, metrics);
+  const stopLogoutDelivery = await startLogoutDelivery({ provider, store, logger, metrics, ...logoutDelivery });
 
   // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
   const ops = opsRoutes(store, metrics);
@@ -115,6 +123,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
     await stopWatchingRegistry();
     await stopWatchingLockouts();
     await stopFollowingKeys();
+    await stopLogoutDelivery();
   };
   return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, close };
 }

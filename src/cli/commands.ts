@@ -79,6 +79,8 @@ function clientView(c: ClientMetadata) {
     require_mfa: c.require_mfa === true,
     require_pushed_authorization_requests: c.require_pushed_authorization_requests === true,
     pkce: c.pkce_optional === true ? 'optional' : 'required',
+    refresh_grace_seconds: typeof c.refresh_grace_seconds === 'number' ? c.refresh_grace_seconds : 0,
+    ...(typeof c.backchannel_logout_uri === 'string' ? { backchannel_logout_uri: c.backchannel_logout_uri } : {}),
     ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
   };
 }
@@ -140,7 +142,7 @@ function keyList(all: StoredSigningKey[]) {
 export const COMMANDS: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body]',
+      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body] [--refresh-grace SECONDS] [--backchannel-logout-uri URI]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },
@@ -154,8 +156,11 @@ export const COMMANDS: Record<string, Command> = {
       native: { type: 'boolean' },
       pkce: { type: 'string' },
       'secret-in': { type: 'string' },
+      'refresh-grace': { type: 'string' },
+      'backchannel-logout-uri': { type: 'string' },
     },
     async run(ctx, values) {
+      const refreshGrace = optional(values, 'refresh-grace');
       const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean);
       for (const g of grants) {
         if (!(GRANT_TYPES as readonly string[]).includes(g)) throw new CliError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
@@ -174,11 +179,13 @@ export const COMMANDS: Record<string, Command> = {
           native: values.native === true,
           pkce: pkceOption(values),
           secretIn: optional(values, 'secret-in') as 'header' | 'body' | undefined,
+          ...(refreshGrace === undefined ? {} : { refreshGrace: /^\d+$/.test(refreshGrace) ? Number(refreshGrace) : NaN }),
+          ...(values['backchannel-logout-uri'] === undefined ? {} : { backchannelLogoutUri: optional(values, 'backchannel-logout-uri') }),
         },
         validateClientMetadata,
       );
       const json = { client_id: clientId, ...(secret ? { client_secret: secret } : {}) };
-      const audit = { clientId, grantTypes: grants, public: !secret, native: values.native === true, pkce: pkceOption(values) ?? 'required', firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, scope: required(values, 'scope') };
+      const audit = { clientId, grantTypes: grants, public: !secret, native: values.native === true, pkce: pkceOption(values) ?? 'required', firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, refreshGraceSeconds: refreshGrace === undefined ? 0 : Number(refreshGrace), backchannelLogout: values['backchannel-logout-uri'] !== undefined, scope: required(values, 'scope') };
       return { json, text: fields(json) + (secret ? `\n${SHOWN_ONCE}` : ''), audit: { event: 'client_created', fields: audit, msg: 'client created' } };
     },
   },

@@ -6,6 +6,7 @@ import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interaction
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
 import type { Lockout } from '../security/lockout.ts';
+import type { SecretBox } from '../security/secret-box.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
@@ -31,6 +32,10 @@ export interface ProviderDeps {
   onSigningKeysError?: (reason: string) => void;
   /** The account page's own client (interactions/account-page.ts): its grants need not outlive the sign-in. */
   accountPageClientId?: string;
+  /** Seals what must be stored but not read from a copy of Redis (a refresh's response in its grace window). */
+  box: SecretBox;
+  /** The clock of refresh-token grace windows (ms); tests inject one to pass a window without waiting. */
+  clock?: () => number;
 }
 
 const MINUTE = 60;
@@ -46,7 +51,7 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, onSigningKeysError = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, box, clock, onSigningKeysError = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
@@ -74,7 +79,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   };
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }),
+    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock),
     jwks: jwksOf(signingKeys),
     cookies: {
       // keygrip-compatible signatures, computed with keys prepared once (see CookieKeys).
@@ -148,6 +153,9 @@ export async function createProvider({ config, store, accounts, registry, views,
         },
       },
       userinfo: { enabled: true },
+      // Apps with a `backchannel_logout_uri` learn of every sign-out; delivery is queued, off the request
+      // path (queuedBackchannelLogout, oidc/backchannel-logout.ts). It also puts `sid` in their ID tokens.
+      backchannelLogout: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
@@ -214,7 +222,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   // Koa takes the address the outermost of TRUST_PROXY proxies saw, not what a client wrote before it.
   provider.proxy = config.TRUST_PROXY > 0;
   provider.maxIpsCount = config.TRUST_PROXY;
-  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo });
+  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo, box });
   // `keys rotate` takes effect on every server without a restart; a key file changes only with one.
   const stopFollowingKeys = config.SIGNING_KEYS_FILE
     ? async () => {}
@@ -257,9 +265,10 @@ async function cacheablePublicMetadata(ctx: Koa.Context, next: Koa.Next) {
 
 /**
  * Our client metadata: `require_mfa` makes every sign-in for the client use a second factor (MFA_POLICY=optional);
- * `pkce_optional` see pkceRequired; `native_app`: created with `--native` (RFC 8252).
+ * `pkce_optional` see pkceRequired; `native_app`: created with `--native` (RFC 8252);
+ * `refresh_grace_seconds`: a refresh token presented again within it gets the first use's response (provider-internals.ts).
  */
-export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa', 'pkce_optional', 'native_app'];
+export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa', 'pkce_optional', 'native_app', 'refresh_grace_seconds'];
 
 /**
  * A `--pkce optional` client (confidential, for libraries without PKCE) may leave PKCE out only with a

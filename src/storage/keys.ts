@@ -45,6 +45,11 @@ function safeTag(tag: string): string {
 export const keys = {
   model: (model: string, id: string) => `lk:{${safeTag(tagFor(model, id))}}:${model}:${digest(id)}`,
   grantIndex: (grantId: string) => grantIndexForTag(grantTag(grantId)),
+  /**
+   * The sealed token response to a refresh token's first use, kept for the client's grace window
+   * (oidc/provider-internals.ts `refreshGraceWindow`); in the token's grant slot and listed in its index.
+   */
+  refreshResponse: (refreshTokenId: string) => `lk:{${safeTag(tagFor('RefreshToken', refreshTokenId))}}:RefreshResponse:${digest(refreshTokenId)}`,
   sessionUid: (uid: string) => `lk:{${digest(uid).slice(0, TAG_LENGTH)}}:Session:uid:${digest(uid)}`,
   userCode: (code: string) => `lk:{${digest(code).slice(0, TAG_LENGTH)}}:user_code:${digest(code)}`,
   client: (clientId: string) => `lk:client:${clientId}`,
