@@ -159,6 +159,8 @@ export interface SignInOptions {
   consent?: 'allow' | 'stop';
   /** The authorization request a client library built (its own PKCE, state and nonce): used as is. */
   authUrl?: URL;
+  /** Where the flow already is (e.g. the device code entered at /device, in `jar`): no authorization request. */
+  start?: Followed;
 }
 
 export interface SignInResult {
@@ -212,7 +214,7 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
     else query[k] = v;
   }
   const authUrl = options.authUrl ?? new URL(`/auth?${new URLSearchParams(query)}`, options.issuer);
-  let followed = await follow(jar, options.issuer, await browse(jar, authUrl), authUrl);
+  let followed = options.start ?? (await follow(jar, options.issuer, await browse(jar, authUrl), authUrl));
   const result: SignInResult = { jar, verifier, state, nonce };
 
   const post = async (action: string, page: Page, form: Record<string, string>) => {
