@@ -88,9 +88,17 @@ export function deviceFlowFeature({ views, lockout, logger, metrics }: DeviceFlo
           return render(ctx, { error: DEVICE_MESSAGES.used });
         case 'AbortedError':
           return denied(ctx);
-        default:
+        default: {
+          const error = out?.error === 'invalid_request' ? DEVICE_MESSAGES.formExpired : DEVICE_MESSAGES.failed;
+          // A post without a session cookie: oidc-provider would try to persist the session it just made
+          // for the new form (a 500). Untouched, it is not saved; the page links to a fresh form instead.
+          if (typeof ctx.oidc.session?.exp !== 'number') {
+            if (ctx.oidc.session) (ctx.oidc.session as unknown as { touched: boolean }).touched = false;
+            return render(ctx, { error, xsrf: undefined, restart: true });
+          }
           // A stale form (xsrf), or storage down (5xx): the status oidc-provider set stays.
-          return render(ctx, { error: out?.error === 'invalid_request' ? DEVICE_MESSAGES.formExpired : DEVICE_MESSAGES.failed });
+          return render(ctx, { error });
+        }
       }
     },
 
@@ -107,12 +115,15 @@ export function deviceFlowFeature({ views, lockout, logger, metrics }: DeviceFlo
     },
   };
 
+  /** Denied on the code entry page (`abort`) or on the consent step, where only the interaction names the code. */
   async function denied(ctx: OidcContext) {
-    const code = ctx.oidc.entities.DeviceCode as { clientId?: string } | undefined;
-    const clientId = code?.clientId ?? ctx.oidc.client?.clientId;
+    const { DeviceCode, Interaction } = ctx.oidc.entities as { DeviceCode?: { clientId?: string }; Interaction?: { deviceCode?: string } };
+    const code = DeviceCode ?? (Interaction?.deviceCode ? await ctx.oidc.provider.DeviceCode.find(Interaction.deviceCode, { ignoreExpiration: true }) : undefined);
+    const clientId = code?.clientId;
+    const client = clientId ? await ctx.oidc.provider.Client.find(clientId) : undefined;
     metrics?.deviceFlow.inc({ outcome: 'denied' });
     audit(logger, 'device_denied', { accountId: ctx.oidc.session?.accountId, clientId, ip: ctx.ip }, 'a device was denied');
-    views.render(ctx, 'device-done', { title: 'Device not connected', approved: false, clientName: ctx.oidc.client?.clientName ?? clientId });
+    views.render(ctx, 'device-done', { title: 'Device not connected', approved: false, clientName: client?.clientName ?? clientId });
   }
 }
 
@@ -121,7 +132,7 @@ export function deviceFlowFeature({ views, lockout, logger, metrics }: DeviceFlo
  * same-origin and lockout checks on the code entry post, the prefilled code of `verification_uri_complete`,
  * `interval` in the device authorization response and `slow_down` for a device that polls too fast.
  */
-export function deviceFlowEdges({ store, views, lockout }: DeviceFlowDeps, issuer: string, verificationPath: string, now: () => number = Date.now): Middleware {
+export function deviceFlowEdges({ store, views, lockout }: DeviceFlowDeps, issuer: string, verificationPath: string, now: () => number = () => Date.now()): Middleware {
   const sameOrigin = sameOriginForms(issuer, views, DEVICE_MESSAGES.formExpired);
   return async (ctx, next) => {
     if (ctx.path === verificationPath && ctx.method === 'POST') {
@@ -133,17 +144,20 @@ export function deviceFlowEdges({ store, views, lockout }: DeviceFlowDeps, issue
         views.render(ctx, 'device', { title: 'Connect a device', error: DEVICE_MESSAGES.locked });
       });
     }
-    if (ctx.path === verificationPath && ctx.method === 'GET' && typeof ctx.query.user_code === 'string') {
+    if (ctx.path === verificationPath && ctx.method === 'GET' && ctx.query.user_code !== undefined) {
       // oidc-provider would answer with an auto-submitting script, which our CSP (no script-src) blocks:
-      // show our own page with the code filled in instead.
+      // show our own page with the code filled in instead (a repeated parameter fills in nothing).
       const { user_code: userCode, ...rest } = ctx.query;
-      (ctx.state as { prefilledUserCode?: string }).prefilledUserCode = userCode.slice(0, 32);
+      if (typeof userCode === 'string') (ctx.state as { prefilledUserCode?: string }).prefilledUserCode = userCode.slice(0, 32);
       ctx.query = rest;
     }
     await next();
     const route = oidcRouteOf(ctx);
     if (route === 'device_authorization' && ctx.status === 200 && isObject(ctx.body)) {
       ctx.body = { ...ctx.body, interval: POLL_INTERVAL_SECONDS };
+    } else if (route === 'device_authorization' && ctx.status === 400 && isObject(ctx.body) && /^\S+ is not allowed for this client$/.test(String(ctx.body.error_description))) {
+      // RFC 8628 §3.2 → RFC 6749 §5.2: a client without the grant is unauthorized_client (oidc-provider: invalid_request).
+      ctx.body = { error: 'unauthorized_client', error_description: 'this client may not use the device authorization grant' };
     } else if (route === 'token' && ctx.status === 400 && isObject(ctx.body) && ctx.body.error === 'authorization_pending') {
       const deviceCode = (ctx as unknown as OidcContext).oidc.params?.device_code;
       if (typeof deviceCode === 'string' && (await pollTooSoon(store, deviceCode, now()))) {
