@@ -5,10 +5,10 @@ import { DEVICE_MESSAGES, POLL_INTERVAL_SECONDS } from '../src/oidc/device-flow.
 import { DEVICE_CODE_GRANT } from '../src/oidc/registry.ts';
 import { keys } from '../src/storage/keys.ts';
 import { withClockAhead } from './conformance/op.ts';
-import { approveDevice, device, enterUserCode, type DeviceClient } from './helpers/device.ts';
+import { approveDevice, device, deviceRoundTrip, enterUserCode, type DeviceClient } from './helpers/device.ts';
 import { browse, CookieJar, endpoints, hiddenField } from './helpers/flow.ts';
-import type { TestServer } from './helpers/server.ts';
-import { useWorld, type World } from './helpers/world.ts';
+import { startServer, type TestServer } from './helpers/server.ts';
+import { createWorld, useWorld, type World } from './helpers/world.ts';
 
 /**
  * The device authorization grant (RFC 8628) over HTTP, on Redis: the device side with plain requests,
@@ -251,3 +251,17 @@ async function enterCodeFrom(from: string, userCode: string): Promise<{ status: 
     req.end(body);
   });
 }
+
+describe('device authorization grant on the embedded store', () => {
+  test('approve, tokens, refresh, replay refused', async () => {
+    const embedded = await startServer();
+    try {
+      assert.equal(embedded.store.kind, 'memory');
+      const people = await createWorld(embedded);
+      const { tokens } = await deviceRoundTrip(embedded.issuer, embedded.app.registry, { email: people.user.email, password: people.user.password });
+      assert.equal(typeof tokens.access_token, 'string');
+    } finally {
+      await embedded.close();
+    }
+  });
+});

@@ -88,3 +88,27 @@ export async function approveDevice(options: {
   }
   return { jar, entryPage, consentPage: flow.consentPage, page: flow.page };
 }
+
+/**
+ * The whole grant once, as on any store: a device client, its code approved by `world`'s person, tokens,
+ * a refresh, and the replayed device code refused (its grant revoked). Returns the tokens.
+ */
+export async function deviceRoundTrip(issuer: string, registry: { createClient: (input: never, validate: () => Promise<void>) => Promise<{ clientId: string }> }, user: { email: string; password: string }) {
+  const { clientId } = await registry.createClient(
+    { name: 'Round-trip TV', grants: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'], scope: 'openid offline_access', public: true } as never,
+    async () => {},
+  );
+  const d = device(issuer, { clientId });
+  const started = await d.start('openid offline_access');
+  const pending = await d.poll(started.device_code);
+  if (pending.body.error !== 'authorization_pending') throw new Error(`expected authorization_pending: ${JSON.stringify(pending.body)}`);
+  const { page } = await approveDevice({ issuer, userCode: started.user_code, user });
+  if (!page?.html.includes('Device connected')) throw new Error(`not approved: ${page?.status} ${page?.html.slice(0, 400)}`);
+  const tokens = await d.poll(started.device_code);
+  if (tokens.status !== 200) throw new Error(`no tokens: ${JSON.stringify(tokens.body)}`);
+  const refreshed = await post(new URL('/token', issuer), { clientId }, { grant_type: 'refresh_token', refresh_token: String(tokens.body.refresh_token) });
+  if (refreshed.status !== 200) throw new Error(`refresh failed: ${JSON.stringify(refreshed.body)}`);
+  const replay = await d.poll(started.device_code);
+  if (replay.body.error !== 'invalid_grant') throw new Error(`replay not refused: ${JSON.stringify(replay.body)}`);
+  return { tokens: tokens.body, refreshed: refreshed.body };
+}
