@@ -101,7 +101,7 @@ describe('device authorization grant in a browser, with oauth4webapi', () => {
       assert.match(text, new RegExp(started.user_code));
       assert.match(text, /See your email address/);
       assert.match(text, /Only allow this if you started it yourself/);
-      assert.match(text, /node|undici/i, 'the device names itself by its user agent');
+      assert.match(text, /oauth4webapi|node/i, 'the device, by the user agent of its request');
       await page.screenshot({ path: new URL('device-allow.png', SCREENSHOTS).pathname, fullPage: true });
       await submit(page, page.getByRole('button', { name: 'Allow' }));
       assert.equal(await page.getByRole('heading', { level: 1 }).innerText(), 'Device connected');
