@@ -97,7 +97,8 @@ describe('device authorization grant', () => {
     const d = device(server.issuer, cli);
     const started = await d.start('openid api:read');
     const { entryPage, page } = await approveDevice({ issuer: server.issuer, userCode: started.user_code, user: person(), prefilled: true });
-    assert.match(entryPage.html, new RegExp(`name="user_code"[^>]*value="${started.user_code}"`), 'the code is filled in');
+    assert.match(entryPage.html, new RegExp(`id="user_code"[^>]*value="${started.user_code}"`), 'the code is filled in, in the visible field');
+    assert.doesNotMatch(entryPage.html, /<script/, 'no script (the CSP would block it)');
     assert.match(page!.html, /Device connected/);
     const tokens = await d.poll(started.device_code);
     assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
