@@ -12,6 +12,8 @@ import { audit } from './observability/audit.ts';
 import { withoutRedaction, type Logger } from './observability/logger.ts';
 import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { watchProvider } from './observability/provider-events.ts';
+import { formPostAsGet } from './oidc/form-post-endpoints.ts';
+import { startLogoutDelivery, type LogoutDeliveryOptions } from './oidc/backchannel-logout.ts';
 import { deviceFlowEdges } from './oidc/device-flow.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
@@ -32,13 +34,17 @@ export interface AppDeps {
   logger: Logger;
   /** The clock of time-based codes (TOTP); tests inject one to sign in many times without waiting. */
   totpClock?: () => number;
+  /** The clock of refresh-token grace windows; tests inject one to pass a window without waiting. */
+  clock?: () => number;
+  /** Back-channel logout delivery: deadline and retry waits (defaults 5 s; 1 s, 4 s). */
+  logoutDelivery?: Pick<LogoutDeliveryOptions, 'timeoutMs' | 'retryDelaysMs' | 'pollMs'>;
 }
 
 /**
  * Composes the server: oidc-provider is itself a Koa app, and our middleware and routes are
  * mounted in front of its own routes (provider.use), so cookies, keys and proxy trust are shared.
  */
-export async function createApp({ config, store: rawStore, logger, totpClock }: AppDeps) {
+export async function createApp({ config, store: rawStore, logger, totpClock, clock, logoutDelivery }: AppDeps) {
   const metrics = new Metrics();
   if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
   const store = instrumentStore(rawStore, metrics);
@@ -83,6 +89,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
     views,
     clientLockout,
     accountPageClientId,
+    box,
+    ...(clock ? { clock } : {}),
     deviceFlow: { lockout: deviceLockout, logger, metrics },
     onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
   });
@@ -91,6 +99,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout, deviceLockout]);
 
   watchProvider(provider, logger, metrics);
+  const stopLogoutDelivery = await startLogoutDelivery({ provider, store, logger, metrics, ...logoutDelivery });
 
   // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
   const ops = opsRoutes(store, metrics);
@@ -108,6 +117,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   provider.use(interactionRoutes(signIn).routes());
   provider.use(accountRoutes({ ...signIn, clientId: accountPageClientId }).routes());
   provider.use(sameOriginLogout(provider, views, config.ISSUER));
+  provider.use(formPostAsGet(provider));
 
   // The first-run demo app (/demo) and its account: development only, never in production or tests,
   // and one process only (several workers would race to create it).
@@ -122,6 +132,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
     await stopWatchingRegistry();
     await stopWatchingLockouts();
     await stopFollowingKeys();
+    await stopLogoutDelivery();
   };
   return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, deviceLockout, close };
 }

@@ -2,13 +2,16 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import Provider from 'oidc-provider';
+// @ts-expect-error oidc-provider's internals ship no types: the canary of refreshGraceWindow checks this import.
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { generateKeyGeneration } from '../src/oidc/signing-keys.ts';
 import { CLIENT_AUTH_ROUTES } from '../src/security/client-auth-throttle.ts';
+import { LOGOUT_CHANNEL } from '../src/storage/logout-queue.ts';
 import { GRANT_BOUND_MODELS, grantIndexForTag, GRANT_TAG_LENGTH } from '../src/storage/keys.ts';
 import type { RedisStore } from '../src/storage/redis-store.ts';
-import { endpoints, signInAndRedeem } from './helpers/flow.ts';
+import { basic, endpoints, pkcePair, signIn, signInAndRedeem } from './helpers/flow.ts';
 import type { TestServer } from './helpers/server.ts';
-import { API_URI, JWT_API_URI, useWorld, type World } from './helpers/world.ts';
+import { API_URI, JWT_API_URI, REDIRECT_URI, useWorld, type World } from './helpers/world.ts';
 
 /**
  * Canaries for src/oidc/provider-internals.ts. Each bend replaces a method of oidc-provider; an upgrade
@@ -70,6 +73,21 @@ describe('upstream still has what the bends replace', () => {
     method(prototypeOf(upstream().RefreshToken), 'consume', 0);
   });
 
+  it('OIDCContext#prompts, a getter (offlineAccessWithoutPromptConsent)', () => {
+    const prototype = prototypeOf(upstream().OIDCContext);
+    assert.equal(typeof Object.getOwnPropertyDescriptor(prototype, 'prompts')?.get, 'function', 'OIDCContext#prompts');
+  });
+
+  it('the registered refresh_token grant handler, (ctx) => …, in the internal grant handler map (refreshGraceWindow)', () => {
+    const handlers = (instance(upstream()) as { grantTypeHandlers?: Map<string, unknown> }).grantTypeHandlers;
+    assert.ok(handlers instanceof Map, 'grantTypeHandlers');
+    method(Object.fromEntries(handlers), 'refresh_token', 1);
+  });
+
+  it('Client#backchannelLogout(sub, sid) (queuedBackchannelLogout)', () => {
+    method(prototypeOf(upstream().Client), 'backchannelLogout', 2);
+  });
+
   it('a route for every client-authenticating route name the throttle watches', () => {
     const provider = upstream();
     for (const name of CLIENT_AUTH_ROUTES) assert.doesNotThrow(() => provider.pathFor(name), `route ${name}`);
@@ -106,6 +124,53 @@ describe('the bends are in effect', () => {
     const compare = (client as unknown as { compareClientSecret(s: string): boolean }).compareClientSecret.bind(client);
     assert.equal(compare(world.shop.secret), true);
     assert.equal(compare(`${world.shop.secret}x`), false);
+  });
+});
+
+describe('offlineAccessWithoutPromptConsent: a pushed request for offline_access without prompt gets a refresh token', () => {
+  it('PAR, then /auth with its request_uri, then the code grant', async () => {
+    const { verifier, challenge } = pkcePair();
+    const pushed = await fetch(new URL('/request', server.issuer), {
+      method: 'POST',
+      headers: { authorization: basic(world.shop.clientId, world.shop.secret), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ client_id: world.shop.clientId, response_type: 'code', redirect_uri: world.shop.redirectUri, scope: 'openid offline_access', state: 'par', code_challenge: challenge, code_challenge_method: 'S256' }),
+    });
+    assert.equal(pushed.status, 201, await pushed.clone().text());
+    const { request_uri } = (await pushed.json()) as { request_uri: string };
+    const only = { redirect_uri: undefined, response_type: undefined, scope: undefined, state: undefined, nonce: undefined, code_challenge: undefined, code_challenge_method: undefined };
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid', params: { ...only, request_uri } });
+    assert.ok(flow.code, `did not reach the app: ${flow.page?.status}`);
+    const tokens = await call.redeem(world.shop, flow.code, verifier);
+    assert.equal(typeof tokens.body.refresh_token, 'string', JSON.stringify(tokens.body));
+  });
+});
+
+describe('refreshGraceWindow', () => {
+  it('a refresh token of a client with a grace window, presented twice, gets one response', async () => {
+    const created = await server.app.registry.createClient(
+      { name: 'Grace canary', grants: ['authorization_code', 'refresh_token'], redirectUris: [REDIRECT_URI], scope: 'openid offline_access', refreshGrace: 5 },
+      async () => {},
+    );
+    const app = { clientId: created.clientId, secret: created.secret!, redirectUri: REDIRECT_URI };
+    const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: app, user: world.user, scope: 'openid offline_access' });
+    const [a, b] = await Promise.all([call.refresh(app, tokens.refresh_token!), call.refresh(app, tokens.refresh_token!)]);
+    assert.equal(a.status, 200, JSON.stringify(a.body));
+    assert.deepEqual(b.body, a.body);
+  });
+});
+
+describe('queuedBackchannelLogout', () => {
+  it('Client#backchannelLogout queues the notice and announces it, sending nothing itself', async () => {
+    let announce: (message: string) => void = () => {};
+    const announced = new Promise<string>((resolve) => (announce = resolve));
+    const stop = await server.store.subscribe(LOGOUT_CHANNEL, (message) => announce(message), () => {});
+    try {
+      const client = await server.app.provider.Client.find(world.shop.clientId);
+      await (client as unknown as { backchannelLogout(sub: string, sid: string): Promise<void> }).backchannelLogout(world.user.id, 'a-sid');
+      assert.equal(await announced, 'queued');
+    } finally {
+      await stop();
+    }
   });
 });
 

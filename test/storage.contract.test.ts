@@ -259,6 +259,35 @@ function storeContract(getStore: () => Store) {
       assert.equal(await store.consumeModel(k('never'), undefined, now), 'missing');
     });
 
+    test('consumeModel with a grace window: repeated (nothing deleted) within it, reused (the grant deleted) after it', async () => {
+      const store = getStore();
+      const tag = randomId().slice(0, 16);
+      const index = `lk:{${tag}}:grant`;
+      const token = `lk:{${tag}}:RefreshToken:${randomId()}`;
+      const sibling = `lk:{${tag}}:AccessToken:${randomId()}`;
+      await store.putModel(token, 'rt', 60, index);
+      await store.putModel(sibling, 'at', 3600, index);
+      assert.equal(await store.consumeModel(token, index, 100, 10), 'consumed');
+      assert.equal(await store.consumeModel(token, index, 100, 10), 'repeated');
+      assert.equal(await store.consumeModel(token, index, 110, 10), 'repeated', 'the window includes its last second');
+      assert.deepEqual(await store.getModel(token), { payload: 'rt', consumed: 100 }, 'the first mark stays');
+      assert.deepEqual(await store.getModel(sibling), { payload: 'at' }, 'nothing of the grant is deleted within the window');
+      assert.equal(await store.consumeModel(token, index, 111, 10), 'reused');
+      assert.equal(await store.getModel(sibling), null, 'after the window, reuse deletes the grant');
+    });
+
+    test('queuePush and queueTake: oldest first, each item taken once, at most maxLength kept', async () => {
+      const store = getStore();
+      const queue = k('queue');
+      assert.equal(await store.queueTake(queue), null);
+      for (const item of ['a', 'b', 'c', 'd']) await store.queuePush(queue, item, 3, 60);
+      const taken = await Promise.all([1, 2, 3, 4, 5].map(() => store.queueTake(queue)));
+      assert.deepEqual(taken.filter((t) => t !== null).sort(), ['b', 'c', 'd'], 'the oldest went beyond three; none twice');
+      await store.queuePush(queue, 'e', 3, 60);
+      await store.queuePush(queue, 'f', 3, 60);
+      assert.deepEqual([await store.queueTake(queue), await store.queueTake(queue), await store.queueTake(queue)], ['e', 'f', null]);
+    });
+
     test('consumeModel without an index', async () => {
       const store = getStore();
       const key = k('par');

@@ -31,6 +31,7 @@ export async function validateClientMetadata(metadata: ClientMetadata): Promise<
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: true },
       deviceFlow: { enabled: true },
     },
   });

@@ -79,12 +79,14 @@ function clientView(c: ClientMetadata) {
     require_mfa: c.require_mfa === true,
     require_pushed_authorization_requests: c.require_pushed_authorization_requests === true,
     pkce: c.pkce_optional === true ? 'optional' : 'required',
+    refresh_grace_seconds: typeof c.refresh_grace_seconds === 'number' ? c.refresh_grace_seconds : 0,
+    ...(typeof c.backchannel_logout_uri === 'string' ? { backchannel_logout_uri: c.backchannel_logout_uri } : {}),
     ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
   };
 }
 
 function resourceView(r: ResourceServer) {
-  return { resource: r.uri, scope: r.scopes.join(' '), token_format: r.tokenFormat, ttl: r.ttl, client_id: r.clientId, created: new Date(r.createdAt).toISOString() };
+  return { resource: r.uri, scope: r.scopes.join(' '), token_format: r.tokenFormat, ttl: r.ttl, private_scopes: r.privateScopes === true, client_id: r.clientId, created: new Date(r.createdAt).toISOString() };
 }
 
 function userView(a: Account) {
@@ -140,7 +142,7 @@ function keyList(all: StoredSigningKey[]) {
 export const COMMANDS: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] (authorization_code, refresh_token, client_credentials, device_code) [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body]',
+      '--name NAME --grants GRANT[,GRANT] (authorization_code, refresh_token, client_credentials, device_code) [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body] [--refresh-grace SECONDS] [--backchannel-logout-uri URI]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },
@@ -154,8 +156,11 @@ export const COMMANDS: Record<string, Command> = {
       native: { type: 'boolean' },
       pkce: { type: 'string' },
       'secret-in': { type: 'string' },
+      'refresh-grace': { type: 'string' },
+      'backchannel-logout-uri': { type: 'string' },
     },
     async run(ctx, values) {
+      const refreshGrace = optional(values, 'refresh-grace');
       const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean).map((g) => GRANT_SHORTHANDS[g] ?? g);
       for (const g of grants) {
         if (!(GRANT_TYPES as readonly string[]).includes(g)) throw new CliError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
@@ -174,11 +179,13 @@ export const COMMANDS: Record<string, Command> = {
           native: values.native === true,
           pkce: pkceOption(values),
           secretIn: optional(values, 'secret-in') as 'header' | 'body' | undefined,
+          ...(refreshGrace === undefined ? {} : { refreshGrace: /^\d+$/.test(refreshGrace) ? Number(refreshGrace) : NaN }),
+          ...(values['backchannel-logout-uri'] === undefined ? {} : { backchannelLogoutUri: optional(values, 'backchannel-logout-uri') }),
         },
         validateClientMetadata,
       );
       const json = { client_id: clientId, ...(secret ? { client_secret: secret } : {}) };
-      const audit = { clientId, grantTypes: grants, public: !secret, native: values.native === true, pkce: pkceOption(values) ?? 'required', firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, scope: required(values, 'scope') };
+      const audit = { clientId, grantTypes: grants, public: !secret, native: values.native === true, pkce: pkceOption(values) ?? 'required', firstParty: values['first-party'] === true, requireMfa: values['require-mfa'] === true, requirePar: values['require-par'] === true, refreshGraceSeconds: refreshGrace === undefined ? 0 : Number(refreshGrace), backchannelLogout: values['backchannel-logout-uri'] !== undefined, scope: required(values, 'scope') };
       return { json, text: fields(json) + (secret ? `\n${SHOWN_ONCE}` : ''), audit: { event: 'client_created', fields: audit, msg: 'client created' } };
     },
   },
@@ -255,12 +262,13 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   'resource create': {
-    usage: '--uri URI --scope "SCOPES" [--token-format opaque|jwt] [--ttl SECONDS]',
+    usage: '--uri URI --scope "SCOPES" [--token-format opaque|jwt] [--ttl SECONDS] [--private-scopes]',
     options: {
       uri: { type: 'string' },
       scope: { type: 'string' },
       'token-format': { type: 'string' },
       ttl: { type: 'string' },
+      'private-scopes': { type: 'boolean' },
     },
     async run(ctx, values) {
       const ttl = optional(values, 'ttl');
@@ -269,9 +277,10 @@ export const COMMANDS: Record<string, Command> = {
         scope: required(values, 'scope'),
         tokenFormat: optional(values, 'token-format') as 'opaque' | 'jwt' | undefined,
         ttl: ttl === undefined ? undefined : /^\d+$/.test(ttl) ? Number(ttl) : NaN,
+        privateScopes: values['private-scopes'] === true,
       });
       const json = { resource: resource.uri, client_id: resource.clientId, client_secret: secret };
-      const audit = { resource: resource.uri, clientId: resource.clientId, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl };
+      const audit = { resource: resource.uri, clientId: resource.clientId, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl, privateScopes: resource.privateScopes === true };
       return { json, text: `${fields(json)}\nThe API authenticates with these at introspection and revocation. ${SHOWN_ONCE}`, audit: { event: 'resource_created', fields: audit, msg: 'API created' } };
     },
   },
@@ -279,7 +288,7 @@ export const COMMANDS: Record<string, Command> = {
     usage: '',
     async run(ctx) {
       const resources = (await ctx.registry.listResources()).map(resourceView);
-      return { json: { resources }, text: table(resources, ['resource', 'scope', 'token_format', 'ttl', 'client_id']) };
+      return { json: { resources }, text: table(resources, ['resource', 'scope', 'token_format', 'ttl', 'private_scopes', 'client_id']) };
     },
   },
   'resource delete': {

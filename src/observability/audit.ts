@@ -26,6 +26,7 @@ export const AUDIT_EVENTS = [
   'token_issued',
   'token_revoked',
   'refresh_token_reuse_detected',
+  'backchannel_logout_failed',
   'client_authentication_failed',
   'client_created',
   'client_updated',
@@ -56,6 +57,7 @@ const LEVELS: Partial<Record<AuditEvent, Level>> = {
   lockout_started: 'warn',
   refresh_token_reuse_detected: 'warn',
   client_authentication_failed: 'warn',
+  backchannel_logout_failed: 'warn',
   storage_unavailable: 'error',
   process_crashed: 'fatal',
 };

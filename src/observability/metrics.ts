@@ -64,6 +64,12 @@ export class Metrics {
     help: 'Reuses of a rotated refresh token detected (the grant was revoked)',
     registers: [this.registry],
   });
+  readonly backchannelLogouts = new Counter({
+    name: 'latchkey_backchannel_logout_total',
+    help: 'Back-channel logout notices by result (delivered, failed after every retry)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly oauthErrors = new Counter({
     name: 'latchkey_oauth_errors_total',
     help: 'OAuth error responses by oidc-provider event and error code',

@@ -2,9 +2,14 @@ import { createHash } from 'node:crypto';
 import Provider, { errors, type JWKS, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 // @ts-expect-error oidc-provider's internals ship no types; test/live-signing-keys.test.ts guards this import.
 import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
+// @ts-expect-error as above; test/provider-internals.test.ts guards this import (refreshGraceWindow).
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { throttleClientAuthentication } from '../security/client-auth-throttle.ts';
 import type { Lockout } from '../security/lockout.ts';
+import type { SecretBox } from '../security/secret-box.ts';
 import { GRANT_BOUND_MODELS, grantTag, keys } from '../storage/keys.ts';
+import { enqueueLogouts } from '../storage/logout-queue.ts';
+import { refreshGrace, RepeatedRefresh } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import { secretMatches, type Registry } from './registry.ts';
 
@@ -21,6 +26,8 @@ export interface InternalsDeps {
   clientLockout: Lockout;
   /** The configured `features.resourceIndicators.getResourceServerInfo`. */
   getResourceServerInfo(ctx: KoaContextWithOIDC, resource: string, client: ClientLike): Promise<ResourceServer>;
+  /** Seals the token response kept for a refresh token's grace window. */
+  box: SecretBox;
 }
 
 type ClientLike = NonNullable<KoaContextWithOIDC['oidc']['client']>;
@@ -37,6 +44,9 @@ export function bendProviderInternals(provider: Provider, deps: InternalsDeps): 
   cachedClientsWithApiScopes(provider, deps.registry);
   throttledClientAuthentication(provider, deps.clientLockout);
   targetCheckedBeforeRotation(provider, deps.getResourceServerInfo);
+  offlineAccessWithoutPromptConsent(provider);
+  refreshGraceWindow(provider, deps.store, deps.box);
+  queuedBackchannelLogout(provider, deps.store);
 }
 
 type TokenModel = { prototype: { generateTokenId(): string; grantId?: string; format?: string } };
@@ -159,4 +169,93 @@ async function checkRefreshTarget(ctx: KoaContextWithOIDC, token: RotatedToken, 
  */
 export function replaceSigningKeys(provider: Provider, jwks: JWKS): void {
   (initializeKeystore as (this: Provider, jwks: JWKS) => void).call(provider, jwks);
+}
+
+/** How long a repeated refresh waits for the first one's response: that request is already past its consume. */
+const REPEATED_REFRESH_WAIT_MS = 5000;
+const REPEATED_REFRESH_POLL_MS = 20;
+
+type GrantHandler = (ctx: KoaContextWithOIDC) => Promise<void>;
+
+/**
+ * Why: apps that refresh from two tabs at once present one refresh token twice, which is reuse and
+ * revokes the grant. For a client with `refresh_grace_seconds`, the refresh grant runs with that window
+ * (`refreshGrace`, read by the adapter): within it, a repeat is decided by the atomic consume script and
+ * answered with the first use's response, kept sealed for the window under the grant's hash tag; the
+ * repeat waits for it when the first use is still running. oidc-provider offers no hook around its
+ * grant handlers, so the registered `refresh_token` handler is wrapped.
+ */
+export function refreshGraceWindow(provider: Provider, store: Store, box: SecretBox): void {
+  const handlers = (instance(provider) as { grantTypeHandlers: Map<string, GrantHandler> }).grantTypeHandlers;
+  const refresh = handlers.get('refresh_token');
+  if (!refresh) throw new Error('oidc-provider has no refresh_token grant handler to wrap');
+  handlers.set('refresh_token', async (ctx) => {
+    const grace = Number(ctx.oidc.client?.['refresh_grace_seconds'] ?? 0);
+    if (!(grace > 0)) return refresh(ctx);
+    const presented = String(ctx.oidc.params?.refresh_token);
+    try {
+      await refreshGrace.run(grace, () => refresh(ctx));
+    } catch (err) {
+      if (!(err instanceof RepeatedRefresh)) throw err;
+      ctx.body = JSON.parse(box.open(await firstResponse(store, presented), keys.refreshResponse(presented)));
+      return;
+    }
+    const rotated = ctx.oidc.entities.RotatedRefreshToken as { jti: string; grantId: string } | undefined;
+    if (!rotated) return;
+    const key = keys.refreshResponse(rotated.jti);
+    await store.putModel(key, box.seal(JSON.stringify(ctx.body), key), Math.ceil(grace), keys.grantIndex(rotated.grantId), { consumable: false });
+  });
+}
+
+/** The sealed response of a refresh token's first use, once that request has saved it (bounded wait). */
+async function firstResponse(store: Store, refreshTokenId: string): Promise<string> {
+  const key = keys.refreshResponse(refreshTokenId);
+  const deadline = performance.now() + REPEATED_REFRESH_WAIT_MS;
+  for (;;) {
+    const stored = await store.getModel(key, { consumable: false });
+    if (stored) return stored.payload;
+    if (performance.now() > deadline) throw new errors.InvalidGrant('refresh token already rotated, and the response to its first use is not available');
+    await new Promise((resolve) => setTimeout(resolve, REPEATED_REFRESH_POLL_MS));
+  }
+}
+
+/**
+ * Why: oidc-provider's sign-out (end_session) awaits `client.backchannelLogout(sub, sid)` for each app,
+ * once and with its 2.5 s deadline, so a slow app delays the person's sign-out and a failed one is lost.
+ * The notice is queued instead; oidc/backchannel-logout.ts signs and delivers it, with retries.
+ */
+export function queuedBackchannelLogout(provider: Provider, store: Store): void {
+  const prototype = provider.Client.prototype as unknown as { backchannelLogout(sub: string, sid: string): Promise<void> };
+  prototype.backchannelLogout = async function backchannelLogout(this: { clientId: string }, sub: string, sid: string) {
+    await enqueueLogouts(store, [{ clientId: this.clientId, sub, sid }]);
+  };
+}
+
+/** What oidc-provider's `checkScope` asks before it keeps `offline_access`: whether `prompt` includes consent. */
+class PromptsKeepingOfflineAccess extends Set<string> {
+  override has(value: string): boolean {
+    return value === 'consent' || super.has(value);
+  }
+}
+
+/**
+ * Why: oidc-provider drops `offline_access` unless `prompt` includes consent (OIDC Core §11), in
+ * `checkScope`, on the resolved parameters of GET and POST /auth, of PAR and of a loaded `request_uri`.
+ * Our consent page names offline access and is asked once per person and client (the consent §11
+ * wants), so when the request asks for it, `prompts.has('consent')` answers yes. Only membership is
+ * bent: iterating the set, and so `params.prompt` (which checkMaxAge rebuilds from it), stay what the
+ * app sent, and the consent prompt's own check reads `params.prompt` (provider.ts `signInPolicy`).
+ */
+export function offlineAccessWithoutPromptConsent(provider: Provider): void {
+  const prototype = (provider.OIDCContext as unknown as { prototype: object }).prototype;
+  const prompts = Object.getOwnPropertyDescriptor(prototype, 'prompts')?.get;
+  if (!prompts) throw new Error('oidc-provider has no OIDCContext#prompts getter to bend');
+  Object.defineProperty(prototype, 'prompts', {
+    configurable: true,
+    get(this: { params?: { scope?: unknown } }) {
+      const sent = prompts.call(this) as Set<string>;
+      const scope = this.params?.scope;
+      return typeof scope === 'string' && scope.split(' ').includes('offline_access') ? new PromptsKeepingOfflineAccess(sent) : sent;
+    },
+  });
 }

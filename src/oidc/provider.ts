@@ -6,9 +6,12 @@ import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interaction
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
 import type { Lockout } from '../security/lockout.ts';
+import type { SecretBox } from '../security/secret-box.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
+import { clearerErrors, discoveryListsApiScopes, revocationAnswersJson } from './client-facing-answers.ts';
+import { JwtAccessTokens, jwtIntrospectionAndRevocation } from './jwt-access-tokens.ts';
 import { DEVICE_CODE_TTL_SECONDS, deviceFlowFeature, type DeviceFlowDeps } from './device-flow.ts';
 import { bendProviderInternals, type InternalsDeps } from './provider-internals.ts';
 import { OIDC_SCOPES, type Registry } from './registry.ts';
@@ -30,6 +33,10 @@ export interface ProviderDeps {
   onSigningKeysError?: (reason: string) => void;
   /** The account page's own client (interactions/account-page.ts): its grants need not outlive the sign-in. */
   accountPageClientId?: string;
+  /** Seals what must be stored but not read from a copy of Redis (a refresh's response in its grace window). */
+  box: SecretBox;
+  /** The clock of refresh-token grace windows (ms); tests inject one to pass a window without waiting. */
+  clock?: () => number;
   /** The device authorization grant's pages and guessing lockout (device-flow.ts). */
   deviceFlow: Omit<DeviceFlowDeps, 'store' | 'views'>;
 }
@@ -47,12 +54,14 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, deviceFlow, onSigningKeysError = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, box, clock, deviceFlow, onSigningKeysError = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
     loadDpopNonceSecret(store),
   ]);
+
+  const jwtAccessTokens = new JwtAccessTokens(store, config.ISSUER, signingKeys);
 
   /** The API a token is for, and the scopes this client may get for it. */
   const getResourceServerInfo: InternalsDeps['getResourceServerInfo'] = async (_ctx, resourceIndicator, client) => {
@@ -73,7 +82,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   };
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }),
+    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock),
     jwks: jwksOf(signingKeys),
     cookies: {
       // keygrip-compatible signatures, computed with keys prepared once (see CookieKeys).
@@ -119,6 +128,11 @@ export async function createProvider({ config, store, accounts, registry, views,
       authorizationSigningAlgValues: ['RS256', 'ES256', 'EdDSA'],
     },
     extraClientMetadata: { properties: CLIENT_PROPERTIES },
+    // Not listed by oidc-provider; libraries read them to pick how to authenticate (same as at /token).
+    discovery: {
+      introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
+      revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
+    },
     // urn:latchkey:mfa: password and second factor; urn:latchkey:pwd: password only (interactions/mfa-policy.ts).
     acrValues: ACR_VALUES,
 
@@ -142,6 +156,9 @@ export async function createProvider({ config, store, accounts, registry, views,
         },
       },
       userinfo: { enabled: true },
+      // Apps with a `backchannel_logout_uri` learn of every sign-out; delivery is queued, off the request
+      // path (queuedBackchannelLogout, oidc/backchannel-logout.ts). It also puts `sid` in their ID tokens.
+      backchannelLogout: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
@@ -156,8 +173,9 @@ export async function createProvider({ config, store, accounts, registry, views,
         enabled: true,
         // Without `resource`, a request whose scopes belong to exactly one API gets a token for that
         // API, so ordinary clients need not know RFC 8707. Otherwise: a token for userinfo.
-        async defaultResource(ctx, _client, oneOf) {
+        async defaultResource(ctx, client, oneOf) {
           if (oneOf) return oneOf;
+          if (ctx.oidc.params?.grant_type === 'client_credentials') return machineClientResource(ctx, client, registry);
           const requested = String(ctx.oidc.params?.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
           const owners = new Set<string>();
           for (const scope of requested) {
@@ -209,14 +227,20 @@ export async function createProvider({ config, store, accounts, registry, views,
   // Koa takes the address the outermost of TRUST_PROXY proxies saw, not what a client wrote before it.
   provider.proxy = config.TRUST_PROXY > 0;
   provider.maxIpsCount = config.TRUST_PROXY;
-  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo });
+  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo, box });
   // `keys rotate` takes effect on every server without a restart; a key file changes only with one.
   const stopFollowingKeys = config.SIGNING_KEYS_FILE
     ? async () => {}
-    : await followSigningKeys(store, (stored) => replaceSigningKeys(provider, jwksOf(stored)), onSigningKeysError);
-  provider.use(offlineAccessAsksForConsent);
+    : await followSigningKeys(store, (stored) => {
+        replaceSigningKeys(provider, jwksOf(stored));
+        jwtAccessTokens.useKeys(stored);
+      }, onSigningKeysError);
   provider.use(cacheablePublicMetadata);
   provider.use(missingClientAuthIsInvalidClient);
+  provider.use(revocationAnswersJson);
+  provider.use(jwtIntrospectionAndRevocation(jwtAccessTokens, tokenBelongsTo));
+  provider.use(clearerErrors(provider, jwtAccessTokens));
+  provider.use(discoveryListsApiScopes(registry));
   return { provider, cookieKeys, stopFollowingKeys };
 }
 
@@ -235,21 +259,6 @@ export function providerClientMetadata<T extends { scope?: unknown }>(stored: T 
 }
 
 /**
- * oidc-provider drops `offline_access` unless `prompt=consent` (OIDC Core §11), so an app asking for it
- * the ordinary way never got a refresh token. Our consent page names offline access and is asked once
- * per person and client, which is the consent §11 wants: a request for it without `prompt` asks for consent.
- */
-async function offlineAccessAsksForConsent(ctx: Koa.Context, next: Koa.Next) {
-  if (ctx.method === 'GET' && ctx.path === '/auth') {
-    const { scope, prompt } = ctx.query;
-    if (typeof scope === 'string' && prompt === undefined && scope.split(' ').includes('offline_access')) {
-      ctx.query = { ...ctx.query, prompt: 'consent' };
-    }
-  }
-  await next();
-}
-
-/**
  * Discovery and the key set change only with the configuration or a key rotation. Five minutes keeps
  * a new signing key's wait short; JOSE libraries also fetch the set again on an unknown `kid`.
  */
@@ -261,9 +270,10 @@ async function cacheablePublicMetadata(ctx: Koa.Context, next: Koa.Next) {
 
 /**
  * Our client metadata: `require_mfa` makes every sign-in for the client use a second factor (MFA_POLICY=optional);
- * `pkce_optional` see pkceRequired; `native_app`: created with `--native` (RFC 8252).
+ * `pkce_optional` see pkceRequired; `native_app`: created with `--native` (RFC 8252);
+ * `refresh_grace_seconds`: a refresh token presented again within it gets the first use's response (provider-internals.ts).
  */
-export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa', 'pkce_optional', 'native_app'];
+export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa', 'pkce_optional', 'native_app', 'refresh_grace_seconds'];
 
 /**
  * A `--pkce optional` client (confidential, for libraries without PKCE) may leave PKCE out only with a
@@ -297,7 +307,24 @@ function signInPolicy(policy: MfaPolicy) {
       return session.acr !== ACR_MFA && mfaDemanded(policy, client, params ?? {}) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
     }),
   );
+  // The consent page when the app sent prompt=consent: `params.prompt`, since `prompts.has('consent')` also
+  // answers yes for offline_access (offlineAccessWithoutPromptConsent). Otherwise only missing scopes ask.
+  const consent = prompts.get('consent')!;
+  consent.checks.remove('consent_prompt');
+  consent.checks.add(
+    new interactionPolicy.Check('consent_prompt', 'consent prompt was not resolved', 'consent_required', (ctx) => {
+      const { params, result, route } = ctx.oidc;
+      const asked = appAskedForConsent(params);
+      return asked && !(route.endsWith('resume') && result?.consent) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    }),
+    0,
+  );
   return prompts;
+}
+
+/** Whether the app's own `prompt` parameter (not what oidc-provider derives from it) includes consent. */
+export function appAskedForConsent(params: { prompt?: unknown } | undefined): boolean {
+  return typeof params?.prompt === 'string' && params.prompt.split(' ').includes('consent');
 }
 
 /** RFC 6749 §5.2: no client authentication at all is `401 invalid_client`; oidc-provider answers 400 invalid_request. */
@@ -314,6 +341,35 @@ async function missingClientAuthIsInvalidClient(ctx: Koa.Context, next: Koa.Next
     ctx.body = { error: 'invalid_client', error_description: 'client authentication is required' };
     ctx.set('WWW-Authenticate', 'Basic realm="latchkey"');
   }
+}
+
+// Without the `scope` member oidc-provider would add: RFC 6749 §5.2 names error, error_description and error_uri.
+const invalidScope = (description: string) => new errors.InvalidScope(description, undefined as never);
+
+/**
+ * `client_credentials` without `resource`: a machine client that names no scope (Go's clientcredentials
+ * without Scopes, a plain curl) gets its registered API scopes when they belong to one API, rather
+ * than a token no API accepts; a scope no API owns is `invalid_scope`.
+ */
+async function machineClientResource(ctx: KoaContextWithOIDC, client: { scope?: string }, registry: Registry): Promise<string | undefined> {
+  const params = ctx.oidc.params as { scope?: string };
+  const registered = String(client.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
+  const named = String(params.scope ?? '').split(' ').filter(Boolean);
+  const requested = named.filter((s) => !OIDC_SCOPES.has(s));
+  // Only OpenID scopes: oidc-provider refuses those it was not registered with, as before.
+  if (named.length && !requested.length) return undefined;
+  const owners = new Map<string, string[]>();
+  for (const scope of requested.length ? requested : registered) {
+    const owner = await registry.resourceForScope(scope);
+    // A known scope the client lacks is left out (RFC 6749 §3.3: the response's `scope` says so).
+    if (!owner && requested.length) throw invalidScope(`the scope ${scope} belongs to no API`);
+    if (!owner) continue;
+    owners.set(owner, [...(owners.get(owner) ?? []), scope]);
+  }
+  if (owners.size > 1) throw invalidScope(`${requested.length ? 'these scopes' : "this client's scopes"} belong to several APIs: name the scopes of one (or its resource)`);
+  const [only] = owners;
+  if (only && !requested.length) params.scope = only[1].join(' ');
+  return only?.[0];
 }
 
 /** A token belongs to the client it was issued to, and to the API it was issued for. */

@@ -26,6 +26,8 @@ export interface ResourceServer {
   /** The client that represents the API at the introspection and revocation endpoints. */
   clientId: string;
   createdAt: number;
+  /** Its scopes are left out of discovery's `scopes_supported` (`resource create --private-scopes`). */
+  privateScopes?: boolean;
 }
 
 export interface ClientInput {
@@ -46,10 +48,14 @@ export interface ClientInput {
   pkce?: 'required' | 'optional';
   /** How a confidential client sends its secret: the Basic header (default), or the body (passport-openidconnect). */
   secretIn?: 'header' | 'body';
+  /** Seconds after a refresh token's use in which presenting it again returns the same new tokens (0: reuse revokes at once). */
+  refreshGrace?: number;
+  /** Where the app is told, server to server, that a person signed out (OpenID Connect Back-Channel Logout). */
+  backchannelLogoutUri?: string;
 }
 
 /** What `client update` may change; the id, secret, kind (public, native) and grants stay. */
-export type ClientChanges = Partial<Pick<ClientInput, 'name' | 'redirectUris' | 'postLogoutRedirectUris' | 'scope' | 'requireMfa' | 'requirePar' | 'pkce'>>;
+export type ClientChanges = Partial<Pick<ClientInput, 'name' | 'redirectUris' | 'postLogoutRedirectUris' | 'scope' | 'requireMfa' | 'requirePar' | 'pkce' | 'refreshGrace' | 'backchannelLogoutUri'>>;
 
 /** A stored client's settings, as `createClient` took them. */
 export function clientInputOf(c: ClientMetadata): ClientInput {
@@ -66,8 +72,13 @@ export function clientInputOf(c: ClientMetadata): ClientInput {
     requirePar: c.require_pushed_authorization_requests === true,
     pkce: c.pkce_optional === true ? 'optional' : 'required',
     secretIn: c.token_endpoint_auth_method === 'client_secret_post' ? 'body' : 'header',
+    refreshGrace: typeof c.refresh_grace_seconds === 'number' ? c.refresh_grace_seconds : 0,
+    ...(typeof c.backchannel_logout_uri === 'string' ? { backchannelLogoutUri: c.backchannel_logout_uri } : {}),
   };
 }
+
+/** The longest refresh grace window: a window is for requests racing each other, not for replays. */
+export const MAX_REFRESH_GRACE_SECONDS = 60;
 
 export function secretDigest(secret: string): string {
   return createHash('sha256').update(secret).digest('base64url');
@@ -246,10 +257,21 @@ export class Registry {
     const secretIn = input.secretIn ?? 'header';
     if (secretIn !== 'header' && secretIn !== 'body') throw new RegistryError(`--secret-in must be header or body, got ${JSON.stringify(secretIn)}`);
     if (secretIn === 'body' && isPublic) throw new RegistryError('--secret-in body is for confidential clients: a --public or --native client has no secret');
+    const refreshGrace = input.refreshGrace ?? 0;
+    if (!Number.isInteger(refreshGrace) || refreshGrace < 0 || refreshGrace > MAX_REFRESH_GRACE_SECONDS) {
+      throw new RegistryError(`--refresh-grace must be a whole number of seconds from 0 to ${MAX_REFRESH_GRACE_SECONDS}`);
+    }
+    if (refreshGrace > 0 && !grants.includes('refresh_token')) throw new RegistryError('--refresh-grace needs the refresh_token grant');
     const targets = [
       ...(input.redirectUris ?? []).map((uri) => ({ uri, flag: 'redirect-uri' })),
       ...(input.postLogoutRedirectUris ?? []).map((uri) => ({ uri, flag: 'post-logout-redirect-uri' })),
     ];
+    if (input.backchannelLogoutUri !== undefined) {
+      if (!interactive) throw new RegistryError('--backchannel-logout-uri needs the authorization_code grant');
+      // Server to server: https, or http to a loopback host (an app on the same machine, in development).
+      const problem = redirectUriProblem(input.backchannelLogoutUri, 'backchannel-logout-uri', false);
+      if (problem) throw new RegistryError(problem);
+    }
     for (const { uri, flag } of targets) {
       // The server's own pages (demo, /account) follow ISSUER, which is https in production.
       if (options.ownOrigin && URL.parse(uri)?.origin === options.ownOrigin) continue;
@@ -277,6 +299,9 @@ export class Registry {
       ...(input.requireMfa ? { require_mfa: true } : {}),
       ...(input.requirePar ? { require_pushed_authorization_requests: true } : {}),
       ...(pkce === 'optional' ? { pkce_optional: true } : {}),
+      ...(refreshGrace > 0 ? { refresh_grace_seconds: refreshGrace } : {}),
+      // Every logout token carries `sid` (and every ID token of the app, so it can match them).
+      ...(input.backchannelLogoutUri ? { backchannel_logout_uri: input.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
     };
   }
 
@@ -334,7 +359,7 @@ export class Registry {
     return this.#cached(`scope:${scope}`, async () => (await this.#store.get(keys.scopeOwner(scope))) ?? undefined);
   }
 
-  async createResource(input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number }) {
+  async createResource(input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number; privateScopes?: boolean }) {
     let url: URL;
     try {
       url = new URL(input.uri);
@@ -369,7 +394,7 @@ export class Registry {
     }
     const clientId = newClientId();
     const secret = newSecret();
-    const resource: ResourceServer = { uri, scopes, tokenFormat, ttl, clientId, createdAt: Date.now() };
+    const resource: ResourceServer = { uri, scopes, tokenFormat, ttl, clientId, createdAt: Date.now(), ...(input.privateScopes ? { privateScopes: true } : {}) };
     await this.#store.set(keys.resource(uri), JSON.stringify(resource));
     await this.#store.setAdd(keys.resources, uri);
     // The API's own client: it only authenticates at introspection and revocation.

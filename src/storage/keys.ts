@@ -43,6 +43,11 @@ function safeTag(tag: string): string {
 export const keys = {
   model: (model: string, id: string) => `lk:{${safeTag(tagFor(model, id))}}:${model}:${digest(id)}`,
   grantIndex: (grantId: string) => grantIndexForTag(grantTag(grantId)),
+  /**
+   * The sealed token response to a refresh token's first use, kept for the client's grace window
+   * (oidc/provider-internals.ts `refreshGraceWindow`); in the token's grant slot and listed in its index.
+   */
+  refreshResponse: (refreshTokenId: string) => `lk:{${safeTag(tagFor('RefreshToken', refreshTokenId))}}:RefreshResponse:${digest(refreshTokenId)}`,
   sessionUid: (uid: string) => `lk:{${digest(uid).slice(0, TAG_LENGTH)}}:Session:uid:${digest(uid)}`,
   userCode: (code: string) => `lk:{${digest(code).slice(0, TAG_LENGTH)}}:user_code:${digest(code)}`,
   /** When a device last polled with a pending device code, and its interval (RFC 8628 §3.5 slow_down). */
@@ -52,6 +57,8 @@ export const keys = {
   resource: (uri: string) => `lk:resource:${digest(uri)}`,
   resources: 'lk:resources',
   scopeOwner: (scope: string) => `lk:scope:${digest(scope)}`,
+  /** A revoked JWT access token, by a digest of its `jti`; lives as long as the token would have. */
+  revokedJwt: (jti: string) => `lk:revoked-jwt:${digest(jti)}`,
   account: (id: string) => `lk:account:${id}`,
   accountEmail: (email: string) => `lk:account-email:${digest(email.toLowerCase())}`,
   accounts: 'lk:accounts',

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { ConsumeResult, Store, StoredModel } from './store.ts';
 
-type Value = string | Set<string> | { p: string; c?: number };
+type Value = string | Set<string> | { p: string; c?: number } | string[];
 interface Entry {
   value: Value;
   expiresAt?: number;
@@ -120,17 +120,18 @@ export class MemoryStore implements Store {
 
   async getModel(key: string): Promise<StoredModel | null> {
     const value = this.#entry(key)?.value;
-    if (!value || typeof value === 'string' || value instanceof Set) return null;
+    if (!value || typeof value === 'string' || value instanceof Set || Array.isArray(value)) return null;
     return value.c === undefined ? { payload: value.p } : { payload: value.p, consumed: value.c };
   }
 
-  async consumeModel(key: string, indexKey: string | undefined, now: number): Promise<ConsumeResult> {
+  async consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0): Promise<ConsumeResult> {
     const value = this.#entry(key)?.value;
-    if (!value || typeof value === 'string' || value instanceof Set) return 'missing';
+    if (!value || typeof value === 'string' || value instanceof Set || Array.isArray(value)) return 'missing';
     if (value.c === undefined) {
       value.c = now;
       return 'consumed';
     }
+    if (graceSeconds > 0 && now - value.c <= graceSeconds) return 'repeated';
     if (indexKey) await this.deleteIndexed(indexKey);
     return 'reused';
   }
@@ -143,6 +144,22 @@ export class MemoryStore implements Store {
       index!.delete(key);
     }
     if (index?.size === 0) this.#data.delete(indexKey);
+  }
+
+  async queuePush(key: string, value: string, maxLength: number, ttl: number) {
+    const entry = this.#entry(key);
+    const queue = Array.isArray(entry?.value) ? entry.value : [];
+    queue.push(value);
+    if (queue.length > maxLength) queue.splice(0, queue.length - maxLength);
+    this.#data.set(key, { value: queue, expiresAt: Math.max(entry?.expiresAt ?? 0, this.#expiry(ttl) ?? 0) });
+  }
+
+  async queueTake(key: string) {
+    const value = this.#entry(key)?.value;
+    if (!Array.isArray(value)) return null;
+    const item = value.shift() ?? null;
+    if (value.length === 0) this.#data.delete(key);
+    return item;
   }
 
   readonly #channels = new EventEmitter();

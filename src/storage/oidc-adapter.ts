@@ -1,4 +1,6 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
 import { GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, tagFor } from './keys.ts';
 import type { Store } from './store.ts';
 
@@ -19,6 +21,7 @@ const CONSUMABLE = new Set([
  * tokens (codes, access and refresh tokens). One command per record — a session, a grant's index — since
  * the account's indexes and what they list live in different cluster slots. `keepSessionId`: the session
  * that asked (a password change on /account) stays signed in; its grants are revoked like the others.
+ * Every app signed in to in a deleted session gets a back-channel logout notice (storage/logout-queue.ts).
  * Returns the live sessions deleted and the grants revoked.
  */
 export async function revokeAccountSessions(store: Store, accountId: string, options: { keepSessionId?: string } = {}): Promise<{ sessions: number; grants: number }> {
@@ -27,17 +30,39 @@ export async function revokeAccountSessions(store: Store, accountId: string, opt
   const kept = options.keepSessionId === undefined ? undefined : keys.model('Session', options.keepSessionId);
   const [sessions, grants] = await Promise.all([store.setMembers(sessionIndex), store.setMembers(grantIndex)]);
   let deleted = 0;
+  const notices: LogoutNotice[] = [];
   for (const sessionKey of sessions) {
     if (sessionKey === kept) continue;
+    const stored = await store.getModel(sessionKey, { consumable: false });
+    if (stored) notices.push(...noticesOfSession(stored.payload));
     deleted += await store.del(sessionKey);
     await store.setRemove(sessionIndex, sessionKey);
   }
+  await enqueueLogouts(store, notices);
   // Members only, not the whole index: a session or grant saved meanwhile stays listed for next time.
   for (const index of grants) {
     await store.deleteIndexed(index);
     await store.setRemove(grantIndex, index);
   }
   return { sessions: deleted, grants: grants.length };
+}
+
+/**
+ * The grace window (seconds) of the client whose refresh request is being handled: set around the
+ * refresh grant by `refreshGraceWindow` (oidc/provider-internals.ts), read by the adapter's `find` and
+ * `consume` of refresh tokens. oidc-provider calls those with the token id only.
+ */
+export const refreshGrace = new AsyncLocalStorage<number>();
+
+/**
+ * A refresh token presented again within its client's grace window, while or after another request
+ * rotated it: that request's response is the answer (provider-internals.ts waits for it). An
+ * `invalid_grant` should it ever escape, and nothing is revoked.
+ */
+export class RepeatedRefresh extends errors.InvalidGrant {
+  constructor() {
+    super('refresh token already rotated within its grace window');
+  }
 }
 
 /** oidc-provider's opaque ids: 256 random bits (its default `bitsOfOpaqueRandomness`) in base64url. */
@@ -59,7 +84,8 @@ function idFitsModel(model: string, id: string): boolean {
  * - Grant-bound records are listed in their grant's index so a revocation deletes them in one step.
  * - `consume` is atomic: a second consumer gets `invalid_grant` and the whole grant is revoked.
  */
-export function createAdapterClass(store: Store, clients: { find(id: string): Promise<AdapterPayload | undefined> }) {
+export function createAdapterClass(store: Store, clients: { find(id: string): Promise<AdapterPayload | undefined> }, clock: () => number = Date.now) {
+  const epoch = () => Math.floor(clock() / 1000);
   return class StoreAdapter implements Adapter {
     readonly name: string;
     readonly #grantBound: boolean;
@@ -105,7 +131,10 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
       const payload = JSON.parse(stored.payload) as AdapterPayload;
       payload.kind = this.name;
       if (!this.#keepsJti) payload.jti = id;
-      if (stored.consumed !== undefined) payload.consumed = stored.consumed;
+      // Within its client's grace window a used refresh token reads as unused, so the grant goes on to
+      // `consume`, whose script decides atomically (a repeat, or reuse once the window has passed).
+      const grace = this.name === 'RefreshToken' ? (refreshGrace.getStore() ?? 0) : 0;
+      if (stored.consumed !== undefined && !(grace > 0 && epoch() - stored.consumed <= grace)) payload.consumed = stored.consumed;
       return payload;
     }
 
@@ -122,7 +151,9 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
     async consume(id: string) {
       if (!CONSUMABLE.has(this.name)) return;
       const index = GRANT_BOUND_MODELS.has(this.name) ? grantIndexForTag(tagFor(this.name, id)) : undefined;
-      const result = await store.consumeModel(keys.model(this.name, id), index, Math.floor(Date.now() / 1000));
+      const grace = this.name === 'RefreshToken' ? (refreshGrace.getStore() ?? 0) : 0;
+      const result = await store.consumeModel(keys.model(this.name, id), index, epoch(), grace);
+      if (result === 'repeated') throw new RepeatedRefresh();
       // Two redemptions raced past oidc-provider's own "already consumed" check: only one may win,
       // and the grant is revoked as for any reuse (RFC 9700 §4.14, §2.2.2).
       if (result !== 'consumed') throw new errors.InvalidGrant(`${this.name === 'RefreshToken' ? 'refresh token' : 'grant'} already used`);

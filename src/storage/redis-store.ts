@@ -21,9 +21,12 @@ if KEYS[2] then
 end
 return 1`;
 
+// ARGV[2]: the grace window in seconds; a second consumer within it after the first is told so (3).
 const CONSUME_MODEL = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HSETNX', KEYS[1], 'c', ARGV[1]) == 1 then return 1 end
+local grace = tonumber(ARGV[2]) or 0
+if grace > 0 and tonumber(ARGV[1]) - tonumber(redis.call('HGET', KEYS[1], 'c')) <= grace then return 3 end
 if KEYS[2] then
   local members = redis.call('SMEMBERS', KEYS[2])
   for i = 1, #members do redis.call('DEL', members[i]) end
@@ -64,6 +67,13 @@ redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1`;
 
+// One key: push, trim to the newest ARGV[2] items, extend the TTL to at least ARGV[3] (a queue, see Store.queuePush).
+const QUEUE_PUSH = `
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return 1`;
+
 type Client = Redis | Cluster;
 
 /** How long calls must succeed without an availability failure before a recovery is reported (ioredis 'ready' reports one at once). */
@@ -76,6 +86,7 @@ interface Scripts {
   lkAdvanceCounter(...args: (string | number)[]): Promise<number>;
   lkIndexAdd(...args: (string | number)[]): Promise<number>;
   lkReplaceIf(...args: (string | number)[]): Promise<number>;
+  lkQueuePush(...args: (string | number)[]): Promise<number>;
 }
 
 /**
@@ -173,6 +184,7 @@ export class RedisStore implements Store {
     client.defineCommand('lkAdvanceCounter', { lua: ADVANCE_COUNTER, numberOfKeys: 1 });
     client.defineCommand('lkIndexAdd', { lua: INDEX_ADD, numberOfKeys: 1 });
     client.defineCommand('lkReplaceIf', { lua: REPLACE_IF, numberOfKeys: 1 });
+    client.defineCommand('lkQueuePush', { lua: QUEUE_PUSH, numberOfKeys: 1 });
     this.#scripts = client as unknown as Scripts;
     client.on('ready', () => this.#setAvailable(true));
     client.on('close', () => this.#setAvailable(false, 'connection to Redis closed'));
@@ -290,11 +302,11 @@ export class RedisStore implements Store {
     });
   }
 
-  consumeModel(key: string, indexKey: string | undefined, now: number) {
+  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0) {
     const keys = indexKey ? [key, indexKey] : [key];
     return this.#call(async (): Promise<ConsumeResult> => {
-      const reply = await this.#scripts.lkConsumeModel(keys.length, ...keys, now);
-      return reply === 1 ? 'consumed' : reply === 2 ? 'reused' : 'missing';
+      const reply = await this.#scripts.lkConsumeModel(keys.length, ...keys, now, graceSeconds);
+      return reply === 1 ? 'consumed' : reply === 2 ? 'reused' : reply === 3 ? 'repeated' : 'missing';
     });
   }
 
@@ -306,6 +318,14 @@ export class RedisStore implements Store {
   indexAdd(key: string, member: string, ttl: number) {
     if (!Number.isInteger(ttl) || ttl <= 0) return Promise.reject(new TypeError('indexAdd needs a positive integer ttl'));
     return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
+  }
+
+  queuePush(key: string, value: string, maxLength: number, ttl: number) {
+    return this.#call(async () => void (await this.#scripts.lkQueuePush(key, value, maxLength, ttl)));
+  }
+
+  queueTake(key: string) {
+    return this.#call(() => this.client.rpop(key));
   }
 
   publish(channel: string, message: string) {

@@ -6,7 +6,8 @@
  * Keys are chosen by the callers (see keys.ts); a key's `{hash tag}` keeps what must change together
  * in one Redis Cluster slot, so every multi-key operation here stays inside one slot.
  */
-export type ConsumeResult = 'consumed' | 'missing' | 'reused';
+/** `repeated`: consumed before, within the grace window given to `consumeModel` (nothing revoked). */
+export type ConsumeResult = 'consumed' | 'missing' | 'reused' | 'repeated';
 
 export interface StoredModel {
   payload: string;
@@ -48,9 +49,10 @@ export interface Store {
   getModel(key: string, options?: { consumable?: boolean }): Promise<StoredModel | null>;
   /**
    * Marks a model consumed, atomically. The second consumer of one record gets 'reused', and then
-   * everything listed in `indexKey` (the whole grant) is deleted in the same atomic step.
+   * everything listed in `indexKey` (the whole grant) is deleted in the same atomic step — unless it
+   * comes within `graceSeconds` of the first consumption: then 'repeated', and nothing is deleted.
    */
-  consumeModel(key: string, indexKey: string | undefined, now: number): Promise<ConsumeResult>;
+  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds?: number): Promise<ConsumeResult>;
   /** Deletes what an index lists (only the records of `model`, when given), and the index once empty. */
   deleteIndexed(indexKey: string, model?: string): Promise<void>;
   /**
@@ -65,6 +67,14 @@ export interface Store {
    * transition, never once per call. Stores that cannot become unavailable need not implement it.
    */
   onAvailabilityChange?(listener: (available: boolean, reason?: string) => void): void;
+
+  /**
+   * Appends to a queue of one key (a list), keeping at most `maxLength` items (the oldest go) and
+   * extending its TTL to `ttl` seconds, so a queue no process drains does not grow without end.
+   */
+  queuePush(key: string, value: string, maxLength: number, ttl: number): Promise<void>;
+  /** Takes the oldest item of a queue; each item goes to exactly one caller, on every node. Null when empty. */
+  queueTake(key: string): Promise<string | null>;
 
   /** Tells every process on this store that something changed (e.g. a client), so caches drop it. */
   publish(channel: string, message: string): Promise<void>;

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { Writable } from 'node:stream';
-import { createApp } from '../../src/app.ts';
+import { createApp, type AppDeps } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { MemoryStore } from '../../src/storage/memory-store.ts';
@@ -24,7 +24,7 @@ export interface TestServer {
  * the embedded store). The issuer is http://localhost:PORT, served on 127.0.0.1 and ::1 so that a
  * browser and Node agree on `localhost` whichever address they pick.
  */
-export async function startServer(options: { redisUrl?: string; store?: Store; env?: Record<string, string>; port?: number } = {}): Promise<TestServer> {
+export async function startServer(options: { redisUrl?: string; store?: Store; env?: Record<string, string>; port?: number; clock?: () => number; logoutDelivery?: AppDeps['logoutDelivery'] } = {}): Promise<TestServer> {
   // `port`: a restart keeps the issuer URL.
   const port = options.port ?? (await freePort());
   const config = loadConfig({
@@ -46,7 +46,8 @@ export async function startServer(options: { redisUrl?: string; store?: Store; e
   // A Redis Cluster or Sentinel comes in `env` (a TestCluster's or TestSentinel's `env`).
   const store = options.store ?? (describeRedis(config) ? await openStore(config) : new MemoryStore());
   // TOTP codes run on the tests' clock (helpers/totp.ts), so a person can sign in many times a minute.
-  const app = await createApp({ config, store, logger, totpClock: totpClock.now });
+  // `clock`: refresh-token grace windows on a test's clock.
+  const app = await createApp({ config, store, logger, totpClock: totpClock.now, ...(options.clock ? { clock: options.clock } : {}), ...(options.logoutDelivery ? { logoutDelivery: options.logoutDelivery } : {}) });
   useTestClock(config.ISSUER);
   const handler = app.app.callback();
   const servers: Server[] = [];
