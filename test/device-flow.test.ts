@@ -125,6 +125,9 @@ describe('device authorization grant', () => {
     assert.equal(denied.status, 400);
     assert.equal(denied.body.error, 'access_denied');
     assert.ok(server.logs.some((l) => l.event === 'device_denied' && l.clientId === tv.clientId));
+    const metrics = await server.app.metrics.text();
+    assert.match(metrics, /latchkey_device_flow_total\{outcome="denied"\} [1-9]/);
+    assert.match(metrics, /latchkey_device_flow_total\{outcome="approved"\} [1-9]/);
   });
 
   test('expiry (clock 10 minutes ahead): expired_token to the device, "expired" to the person', async () => {
