@@ -14,6 +14,7 @@ import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { watchProvider } from './observability/provider-events.ts';
 import { formPostAsGet } from './oidc/form-post-endpoints.ts';
 import { startLogoutDelivery, type LogoutDeliveryOptions } from './oidc/backchannel-logout.ts';
+import { deviceFlowEdges } from './oidc/device-flow.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
@@ -74,6 +75,12 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
       return (await registry.findClient(typed).catch(() => undefined)) ? { clientId: typed, ip } : { clientIdDigest: box.digest(typed, 'lockout-client'), ip };
     }),
   });
+  // Wrong device user codes (RFC 8628 §5.1), per client IP: its "account" is the IP too (device-flow.ts).
+  const deviceLockout = new Lockout(store, {
+    namespace: 'device',
+    account: { maxFailures: 10, windowSeconds: 60 * 60 },
+    onEvent: auditLockout(logger, metrics, 'device', async (source) => ({ ip: source.slice(source.lastIndexOf('@') + 1) })),
+  });
   const { provider, cookieKeys, stopFollowingKeys } = await createProvider({
     config,
     store,
@@ -84,11 +91,12 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     accountPageClientId,
     box,
     ...(clock ? { clock } : {}),
+    deviceFlow: { lockout: deviceLockout, logger, metrics },
     onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
   });
   const csrf = new Csrf(cookieKeys[0]!);
   const secondFactor = new SecondFactor({ store, accounts, box, issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
-  const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout]);
+  const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout, deviceLockout]);
 
   watchProvider(provider, logger, metrics);
   const stopLogoutDelivery = await startLogoutDelivery({ provider, store, logger, metrics, ...logoutDelivery });
@@ -104,6 +112,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   provider.use(staticRoutes().routes());
   if (config.METRICS_PORT === undefined) provider.use(ops.routes());
   provider.use(countFailedClientAuthentication(clientLockout));
+  provider.use(deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
   provider.use(interactionRoutes(signIn).routes());
   provider.use(accountRoutes({ ...signIn, clientId: accountPageClientId }).routes());
@@ -125,7 +134,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     await stopFollowingKeys();
     await stopLogoutDelivery();
   };
-  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, close };
+  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, deviceLockout, close };
 }
 
 /** oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts). */
@@ -139,15 +148,17 @@ function sameOriginLogout(provider: Provider, views: Views, issuer: string): Mid
  * Lockouts and their end as audit events (stable `event` names) and counters. `nameOf` says who an
  * account-kind subject is without repeating what was typed; an IP is logged as it is.
  */
-function auditLockout(logger: Logger, metrics: Metrics, scope: 'signin' | 'client', nameOf: (typed: string) => Promise<Record<string, string | undefined>>) {
+const LOCKED_WHAT = { signin: 'sign-in', client: 'client authentication', device: 'device code entry' } as const;
+
+function auditLockout(logger: Logger, metrics: Metrics, scope: keyof typeof LOCKED_WHAT, nameOf: (typed: string) => Promise<Record<string, string | undefined>>) {
   return async (name: LockoutEventName, data: LockoutEvent) => {
     const { id, ...rest } = data;
     const fields = { scope, ...rest, ...(data.subject === 'ip' ? { ip: id } : await nameOf(id)) };
     if (name === 'lockout.started') {
       metrics.lockouts.inc({ scope, subject: data.subject });
-      audit(logger, 'lockout_started', fields, `${scope === 'client' ? 'client authentication' : 'sign-in'} locked for ${data.seconds} s after repeated failures`);
+      audit(logger, 'lockout_started', fields, `${LOCKED_WHAT[scope]} locked for ${data.seconds} s after repeated failures`);
     } else {
-      audit(logger, 'lockout_ended', fields, `${scope === 'client' ? 'client authentication' : 'sign-in'} lockout ended (${data.reason})`);
+      audit(logger, 'lockout_ended', fields, `${LOCKED_WHAT[scope]} lockout ended (${data.reason})`);
     }
   };
 }

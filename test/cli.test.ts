@@ -214,6 +214,18 @@ test('client create (confidential, public, client_credentials), list, show, rota
   assert.ok(!(await json(['client', 'list'])).clients.some((c: any) => c.client_id === spa.client_id));
 });
 
+test('client create --grants device_code (RFC 8628): public or confidential, no redirect URI, refresh tokens allowed', async () => {
+  const tv = await json(['client', 'create', '--name', 'TV', '--grants', 'device_code,refresh_token', '--scope', 'openid offline_access', '--public']);
+  assert.deepEqual(Object.keys(tv), ['client_id'], 'public: no secret');
+  const shown = await json(['client', 'show', tv.client_id]);
+  assert.deepEqual(shown.grant_types, ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token']);
+  assert.deepEqual(shown.redirect_uris, []);
+  const tool = await json(['client', 'create', '--name', 'Deploy tool', '--grants', 'urn:ietf:params:oauth:grant-type:device_code', '--scope', `openid ${readScope}`]);
+  assert.ok(tool.client_secret, 'confidential: a secret');
+  await fails(['client', 'create', '--name', 'TV', '--grants', 'device_code', '--redirect-uri', 'https://tv.example/cb', '--scope', 'openid'], /--redirect-uri needs the authorization_code grant/);
+  await fails(['client', 'create', '--name', 'TV', '--grants', 'refresh_token', '--scope', 'openid'], /refresh_token needs authorization_code or urn:ietf:params:oauth:grant-type:device_code/);
+});
+
 test('bad client arguments: exit 2, one line, nothing written', async () => {
   const listBefore = (await cli(['client', 'list', '--json'])).stdout;
   const before = await allKeys();

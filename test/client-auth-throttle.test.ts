@@ -54,6 +54,8 @@ function endpointsOf(client: { clientId: string; redirectUri: string }) {
     { name: 'introspection', path: '/token/introspection', form: () => ({ token: 'made-up' }), ok: 200 },
     { name: 'revocation', path: '/token/revocation', form: () => ({ token: 'made-up' }), ok: 200 },
     { name: 'PAR', path: '/request', form: par, ok: 201 },
+    // The app lacks the device grant: an authenticated client hears unauthorized_client.
+    { name: 'device authorization', path: '/device/auth', form: () => ({ scope: 'openid' }), ok: 400 },
   ];
 }
 
@@ -62,7 +64,7 @@ describe('client authentication throttling', () => {
     const app = await world.newApp('Flooded app');
     const endpoints = endpointsOf(app);
     const guesser = '127.0.0.2';
-    // Three wrong secrets at each of the four endpoints: the tenth failure locks the source.
+    // Three wrong secrets at each of the five endpoints: the tenth failure locks the source.
     let last: Answer | undefined;
     for (let round = 0; round < 3; round += 1) {
       for (const e of endpoints) last = await postFrom(guesser, e.path, e.form(), basic(app.clientId, `wrong-${round}`));
@@ -95,5 +97,14 @@ describe('client authentication throttling', () => {
     for (let i = 0; i < 11; i += 1) statuses.push((await postFrom('127.0.0.3', par!.path, par!.form(), basic(app.clientId, 'wrong'))).status);
     assert.deepEqual(statuses, [...Array<number>(10).fill(401), 429]);
     assert.equal((await postFrom('127.0.0.1', par!.path, par!.form(), basic(app.clientId, app.secret))).status, 201);
+  });
+
+  it('counts failures at the device authorization endpoint (/device/auth) like the others', async () => {
+    const app = await world.newApp('Device-guessed app');
+    const device = endpointsOf(app).find((e) => e.path === '/device/auth')!;
+    const statuses: number[] = [];
+    for (let i = 0; i < 11; i += 1) statuses.push((await postFrom('127.0.0.4', device.path, device.form(), basic(app.clientId, 'wrong'))).status);
+    assert.deepEqual(statuses, [...Array<number>(10).fill(401), 429]);
+    assert.equal((await postFrom('127.0.0.1', device.path, device.form(), basic(app.clientId, app.secret))).status, 400);
   });
 });

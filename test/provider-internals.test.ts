@@ -32,7 +32,7 @@ function upstream() {
   return new Provider('http://localhost', {
     adapter: class NoStorage {} as never,
     jwks: { keys: generateKeyGeneration().map(({ iat: _iat, ...jwk }) => jwk) as never },
-    features: { devInteractions: { enabled: false }, introspection: { enabled: true }, revocation: { enabled: true } },
+    features: { devInteractions: { enabled: false }, introspection: { enabled: true }, revocation: { enabled: true }, deviceFlow: { enabled: true } },
   });
 }
 

@@ -5,6 +5,7 @@ import type { Cluster } from 'ioredis';
 import type { RedisStore } from '../src/storage/redis-store.ts';
 import { startRedisCluster, type TestCluster } from './helpers/redis-cluster.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
+import { deviceRoundTrip } from './helpers/device.ts';
 import { ssoRoundTrip } from './helpers/sso-round-trip.ts';
 import { createWorld, type World } from './helpers/world.ts';
 
@@ -42,6 +43,11 @@ test('single sign-on end to end, on the cluster', async () => {
   const masters = (server.store as RedisStore).client as Cluster;
   const sizes = await Promise.all(masters.nodes('master').map((node) => node.dbsize()));
   assert.ok(sizes.every((n) => n > 0), `keys per master: ${sizes.join(', ')}`);
+});
+
+test('the device authorization grant end to end, on the cluster', async () => {
+  // The device code is made before its grant: its records must not mix slots with the grant's.
+  for (let i = 0; i < 3; i += 1) await deviceRoundTrip(server.issuer, server.app.registry, world.user);
 });
 
 test('no request failed and nothing was logged at error level (no CROSSSLOT)', () => {

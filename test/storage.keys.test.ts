@@ -22,7 +22,7 @@ describe('storage keys', () => {
     assert.match(tag, URL_SAFE_TAG);
     const index = keys.grantIndex(grantId);
     assert.equal(index, grantIndexForTag(tag));
-    for (const model of ['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest']) {
+    for (const model of ['AccessToken', 'AuthorizationCode', 'RefreshToken']) {
       assert.equal(hashedPart(keys.model(model, tag + randomId())), hashedPart(index), model);
     }
     assert.equal(hashedPart(keys.model('Grant', grantId)), hashedPart(index));
@@ -30,7 +30,8 @@ describe('storage keys', () => {
   });
 
   test('models that are not grant-bound get a digest tag, not a piece of their id', () => {
-    for (const model of ['Session', 'Interaction', 'PushedAuthorizationRequest', 'ClientCredentials', 'ReplayDetection']) {
+    // A device code exists before its grant: a tag of its own, never a piece of its id.
+    for (const model of ['Session', 'Interaction', 'PushedAuthorizationRequest', 'ClientCredentials', 'ReplayDetection', 'DeviceCode', 'BackchannelAuthenticationRequest']) {
       const id = randomId();
       const key = keys.model(model, id);
       assert.equal(hashedPart(key), digest(id).slice(0, 16));

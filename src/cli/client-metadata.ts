@@ -32,6 +32,7 @@ export async function validateClientMetadata(metadata: ClientMetadata): Promise<
       clientCredentials: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       backchannelLogout: { enabled: true },
+      deviceFlow: { enabled: true },
     },
   });
   try {

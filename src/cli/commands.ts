@@ -5,7 +5,7 @@ import { SecondFactor } from '../accounts/second-factor.ts';
 import { totpCodeAt } from '../accounts/totp.ts';
 import { Lockout } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
-import { GRANT_TYPES, type GrantType, type Registry, type ResourceServer } from '../oidc/registry.ts';
+import { GRANT_SHORTHANDS, GRANT_TYPES, type GrantType, type Registry, type ResourceServer } from '../oidc/registry.ts';
 import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
@@ -142,7 +142,7 @@ function keyList(all: StoredSigningKey[]) {
 export const COMMANDS: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body] [--refresh-grace SECONDS] [--backchannel-logout-uri URI]',
+      '--name NAME --grants GRANT[,GRANT] (authorization_code, refresh_token, client_credentials, device_code) [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body] [--refresh-grace SECONDS] [--backchannel-logout-uri URI]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },
@@ -161,7 +161,7 @@ export const COMMANDS: Record<string, Command> = {
     },
     async run(ctx, values) {
       const refreshGrace = optional(values, 'refresh-grace');
-      const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean);
+      const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean).map((g) => GRANT_SHORTHANDS[g] ?? g);
       for (const g of grants) {
         if (!(GRANT_TYPES as readonly string[]).includes(g)) throw new CliError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
       }

@@ -18,6 +18,7 @@ import { loginResult, mfaDemanded, type MfaPolicy } from './mfa-policy.ts';
 import { FactorChecks } from './factor-checks.ts';
 import { formBody } from './form-body.ts';
 import { SignInSteps, type SignInStep, type StepName } from './sign-in-steps.ts';
+import { renderDeviceRequest } from './device-request.ts';
 
 /**
  * The sign-in flow as a small state machine (sign-in-steps.ts): login → second-factor (→ enroll →
@@ -57,6 +58,11 @@ const SCOPE_WORDS: Record<string, string> = {
 };
 
 const CONSENT_TTL = 365 * 24 * 60 * 60;
+
+/** What each scope lets the app do, in words, for the consent pages. */
+function describeScopes(scopes: string[]): string[] {
+  return scopes.map((s) => SCOPE_WORDS[s] ?? (OIDC_SCOPES.has(s) ? s : `Use the API with permission “${s}”`));
+}
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 
@@ -239,6 +245,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
       const step = await steps.get(d.uid);
       return step ? renderStep(ctx, d, step) : renderLogin(ctx, d, client.clientName);
     }
+    if (d.prompt.name === 'consent' && d.deviceCode) return renderDeviceRequest(ctx, { provider, accounts, views, csrf }, d, client, describeScopes);
     if (d.prompt.name === 'consent') {
       // Only the scopes not granted before are listed (README: asked again only for new scopes); none for
       // first-party clients. prompt=consent from the app shows the page to every client, with every scope asked for.
@@ -256,7 +263,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
           title: 'Allow access',
           clientName: client.clientName ?? client.clientId,
           email: account?.email,
-          items: ask.map((s) => SCOPE_WORDS[s] ?? (OIDC_SCOPES.has(s) ? s : `Use the API with permission “${s}”`)),
+          items: describeScopes(ask),
         },
         formTargets(d.params.redirect_uri),
       );

@@ -21,6 +21,8 @@ export const AUDIT_EVENTS = [
   'lockout_started',
   'lockout_ended',
   'consent_granted',
+  'device_approved',
+  'device_denied',
   'token_issued',
   'token_revoked',
   'refresh_token_reuse_detected',

@@ -96,8 +96,14 @@ export class Metrics {
   });
   readonly lockouts = new Counter({
     name: 'latchkey_lockouts_total',
-    help: 'Lockouts started, by what was locked (signin: people and their IPs; client: client authentication) and subject (account, ip)',
+    help: 'Lockouts started, by what was locked (signin: people and their IPs; client: client authentication; device: user code entry) and subject (account, ip)',
     labelNames: ['scope', 'subject'] as const,
+    registers: [this.registry],
+  });
+  readonly deviceFlow = new Counter({
+    name: 'latchkey_device_flow_total',
+    help: 'The device authorization grant at /device: "approved", "denied", "wrong_code" (a user code that matches nothing)',
+    labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
   readonly storeDuration = new Histogram({

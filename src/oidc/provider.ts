@@ -12,6 +12,7 @@ import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
 import { clearerErrors, discoveryListsApiScopes, revocationAnswersJson } from './client-facing-answers.ts';
 import { JwtAccessTokens, jwtIntrospectionAndRevocation } from './jwt-access-tokens.ts';
+import { DEVICE_CODE_TTL_SECONDS, deviceFlowFeature, type DeviceFlowDeps } from './device-flow.ts';
 import { bendProviderInternals, type InternalsDeps } from './provider-internals.ts';
 import { OIDC_SCOPES, type Registry } from './registry.ts';
 import { replaceSigningKeys } from './provider-internals.ts';
@@ -36,6 +37,8 @@ export interface ProviderDeps {
   box: SecretBox;
   /** The clock of refresh-token grace windows (ms); tests inject one to pass a window without waiting. */
   clock?: () => number;
+  /** The device authorization grant's pages and guessing lockout (device-flow.ts). */
+  deviceFlow: Omit<DeviceFlowDeps, 'store' | 'views'>;
 }
 
 const MINUTE = 60;
@@ -51,7 +54,7 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, box, clock, onSigningKeysError = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, box, clock, deviceFlow, onSigningKeysError = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
@@ -189,6 +192,8 @@ export async function createProvider({ config, store, accounts, registry, views,
       },
       // DPoP (RFC 9449) stays on; the nonce secret is shared through storage so every node agrees.
       dPoP: { enabled: true, nonceSecret: dpopNonceSecret },
+      // RFC 8628: POST /device/auth, the code entry at /device (device-flow.ts).
+      deviceFlow: deviceFlowFeature({ ...deviceFlow, store, views }) as never,
     },
 
     // Rotate every refresh token on use; reuse of a rotated one revokes the grant (atomic consume).
@@ -208,7 +213,7 @@ export async function createProvider({ config, store, accounts, registry, views,
       // The absolute lifetime of a sign-in's refresh chain. The account page never redeems its code
       // (the session is what it uses), so its grant need only outlive that code.
       Grant: (_ctx, grant) => ((grant as { clientId?: string }).clientId === accountPageClientId ? ACCOUNT_PAGE_GRANT_TTL : 30 * DAY),
-      DeviceCode: 10 * MINUTE,
+      DeviceCode: DEVICE_CODE_TTL_SECONDS,
       BackchannelAuthenticationRequest: 10 * MINUTE,
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: signInPolicy(config.MFA_POLICY) },
@@ -288,6 +293,13 @@ function pkceRequired(ctx: KoaContextWithOIDC, client: { [key: string]: unknown 
  */
 function signInPolicy(policy: MfaPolicy) {
   const prompts = interactionPolicy.base();
+  // RFC 8628 §5.4: a device request is shown and allowed every time, signed in or not, remembered or not:
+  // the person must see which app on which device gets in (a code can be sent by a phisher).
+  prompts.get('consent')!.checks.add(
+    new interactionPolicy.Check('device_request', 'a device request is always shown', 'interaction_required', (ctx) =>
+      ctx.oidc.deviceCode && !ctx.oidc.result?.consent ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT,
+    ),
+  );
   prompts.get('login')!.checks.add(
     new interactionPolicy.Check('mfa_required', 'a second factor is required', 'login_required', (ctx) => {
       const { session, client, params } = ctx.oidc;

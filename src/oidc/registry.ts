@@ -10,8 +10,11 @@ import type { Store } from '../storage/store.ts';
  */
 export class RegistryError extends Error {}
 
-export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', DEVICE_CODE_GRANT] as const;
 export type GrantType = (typeof GRANT_TYPES)[number];
+/** Short names the CLI accepts for a grant type (`--grants device_code`). */
+export const GRANT_SHORTHANDS: Readonly<Record<string, GrantType>> = { device_code: DEVICE_CODE_GRANT };
 export const OIDC_SCOPES = new Set(['openid', 'profile', 'email', 'offline_access']);
 
 export interface ResourceServer {
@@ -242,7 +245,8 @@ export class Registry {
     const interactive = grants.includes('authorization_code');
     if (input.native && !interactive) throw new RegistryError('--native needs the authorization_code grant');
     if (isPublic && grants.includes('client_credentials')) throw new RegistryError('a public client cannot use client_credentials');
-    if (grants.includes('refresh_token') && !interactive) throw new RegistryError('refresh_token needs authorization_code');
+    // A device (RFC 8628) signs a person in too, on another screen: it may get refresh tokens.
+    if (grants.includes('refresh_token') && !interactive && !grants.includes(DEVICE_CODE_GRANT)) throw new RegistryError(`refresh_token needs authorization_code or ${DEVICE_CODE_GRANT}`);
     if (interactive && !input.redirectUris?.length) throw new RegistryError('authorization_code needs at least one --redirect-uri');
     if (!interactive && input.redirectUris?.length) throw new RegistryError('--redirect-uri needs the authorization_code grant');
     if (!interactive && input.requirePar) throw new RegistryError('--require-par needs the authorization_code grant');

@@ -16,7 +16,7 @@ import type { Lockout } from './lockout.ts';
  */
 
 /** oidc-provider's routes that authenticate clients (its route names, so paths and mount points do not matter). */
-export const CLIENT_AUTH_ROUTES: ReadonlySet<string> = new Set(['token', 'introspection', 'revocation', 'pushed_authorization_request']);
+export const CLIENT_AUTH_ROUTES: ReadonlySet<string> = new Set(['token', 'introspection', 'revocation', 'pushed_authorization_request', 'device_authorization']);
 
 /** Whether the request is one of oidc-provider's client-authenticating routes. */
 export function authenticatesClient(ctx: Context): boolean {

@@ -17,14 +17,12 @@ export function grantTag(grantId: string): string {
   return digest(grantId).slice(0, TAG_LENGTH);
 }
 
-/** Models whose ids start with their grant's tag (see `tagTokenIdsWithGrant` in oidc/provider-internals.ts). */
-export const GRANT_BOUND_MODELS = new Set([
-  'AccessToken',
-  'AuthorizationCode',
-  'RefreshToken',
-  'DeviceCode',
-  'BackchannelAuthenticationRequest',
-]);
+/**
+ * Models whose ids start with their grant's tag (see `tagTokenIdsWithGrant` in oidc/provider-internals.ts).
+ * Not DeviceCode (nor CIBA's request): its id is made before the person approves, so before its grant exists;
+ * it gets a digest tag like any other record and is never listed in a grant's index (another slot).
+ */
+export const GRANT_BOUND_MODELS = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken']);
 
 export function tagFor(model: string, id: string): string {
   if (model === 'Grant') return grantTag(id);
@@ -52,6 +50,8 @@ export const keys = {
   refreshResponse: (refreshTokenId: string) => `lk:{${safeTag(tagFor('RefreshToken', refreshTokenId))}}:RefreshResponse:${digest(refreshTokenId)}`,
   sessionUid: (uid: string) => `lk:{${digest(uid).slice(0, TAG_LENGTH)}}:Session:uid:${digest(uid)}`,
   userCode: (code: string) => `lk:{${digest(code).slice(0, TAG_LENGTH)}}:user_code:${digest(code)}`,
+  /** When a device last polled with a pending device code, and its interval (RFC 8628 §3.5 slow_down). */
+  devicePoll: (deviceCode: string) => `lk:{${digest(deviceCode).slice(0, TAG_LENGTH)}}:DevicePoll:${digest(deviceCode)}`,
   client: (clientId: string) => `lk:client:${clientId}`,
   clients: 'lk:clients',
   resource: (uri: string) => `lk:resource:${digest(uri)}`,

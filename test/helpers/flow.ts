@@ -161,6 +161,8 @@ export interface SignInOptions {
   authUrl?: URL;
   /** Send the authorization request as a form POST to /auth instead of a GET (OIDC Core §3.1.2.1). */
   post?: boolean;
+  /** Where the flow already is (e.g. the device code entered at /device, in `jar`): no authorization request. */
+  start?: Followed;
 }
 
 export interface SignInResult {
@@ -214,8 +216,8 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
     else query[k] = v;
   }
   const authUrl = options.authUrl ?? new URL(`/auth?${new URLSearchParams(query)}`, options.issuer);
-  const first = options.post ? await browse(jar, new URL('/auth', options.issuer), { form: query }) : await browse(jar, authUrl);
-  let followed = await follow(jar, options.issuer, first, authUrl);
+  const first = options.start ? undefined : options.post ? await browse(jar, new URL('/auth', options.issuer), { form: query }) : await browse(jar, authUrl);
+  let followed = options.start ?? (await follow(jar, options.issuer, first!, authUrl));
   const result: SignInResult = { jar, verifier, state, nonce };
 
   const post = async (action: string, page: Page, form: Record<string, string>) => {
