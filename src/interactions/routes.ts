@@ -1,7 +1,7 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { default as Provider, InteractionResults } from 'oidc-provider';
-import { AccountError, type Account, type Accounts } from '../accounts/accounts.ts';
+import { AccountError, normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -14,15 +14,17 @@ import { sameOriginForms } from '../security/same-origin.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
-import { loginResult, mfaDemanded, type MfaPolicy } from './mfa-policy.ts';
+import { mfaDemanded, type MfaPolicy } from './mfa-policy.ts';
 import { FactorChecks } from './factor-checks.ts';
 import { formBody } from './form-body.ts';
-import { SignInSteps, type SignInStep, type StepName } from './sign-in-steps.ts';
+import { guard, REFUSALS, transition, type AccountFacts, type EventType, type SignInEvent, type SignInState } from './sign-in-machine.ts';
+import { SignInSteps, type SignInStep } from './sign-in-steps.ts';
 
 /**
- * The sign-in flow as a small state machine (sign-in-steps.ts): login → second-factor (→ enroll →
- * recovery-codes) → consent → done. Each step reads the interaction from oidc-provider first (its
- * cookie binds it to this browser), and every route lists its guards in order.
+ * The sign-in pages. The transitions are the pure state machine of sign-in-machine.ts; these routes
+ * only turn a request into an event (after verifying what the person sent) and the outcome into an
+ * answer. Each reads the interaction from oidc-provider first (its cookie binds it to this browser),
+ * and every route lists its guards in order.
  */
 export interface InteractionDeps {
   provider: Provider;
@@ -73,9 +75,8 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   }
 
   async function details(ctx: Context): Promise<Details> {
-    const found = await provider.interactionDetails(ctx.req, ctx.res);
-    if (found.uid !== ctx.params.uid) refuse('interaction mismatch');
-    return found;
+    // The interaction the browser's cookie holds; the machine's guard checks it is the one the path names.
+    return provider.interactionDetails(ctx.req, ctx.res);
   }
 
   const requireCsrf = async (ctx: Context, next: () => Promise<unknown>) => {
@@ -169,13 +170,13 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     }
     const account = await accounts.find(step.accountId);
     if (!account) refuse('this account is gone; start again');
-    let provisioning = await secondFactor.provisioningOf(account, step.pending);
+    let provisioning = step.pending ? await secondFactor.provisioningOf(account, step.pending) : undefined;
     if (!provisioning) {
-      // The pending enrollment expired: a new secret, a new QR code.
+      // The first view of the step, or the pending enrollment expired: a new secret, a new QR code.
       const started = await secondFactor.startEnrollment(account);
       await steps.set(d.uid, { ...step, pending: started.pending }, d.exp);
+      if (step.pending) extra = { error: MESSAGES.enrollmentExpired, ...extra };
       provisioning = started;
-      extra = { error: MESSAGES.enrollmentExpired, ...extra };
     }
     views.render(
       ctx,
@@ -191,43 +192,69 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     );
   }
 
-  /** The step of this interaction, when it is the expected one; anything else is a stale form. */
-  async function requireStep<N extends StepName>(d: Details, name: N): Promise<Extract<SignInStep, { name: N }>> {
-    if (d.prompt.name !== 'login') refuse('this sign-in step is already done');
-    const step = await steps.get(d.uid);
-    if (step?.name !== name) refuse('this sign-in step is not the current one; go back to the application and start again');
-    return step as Extract<SignInStep, { name: N }>;
+  // ---- the state machine (sign-in-machine.ts): requests become events, outcomes become answers ----
+
+  function machineInput(ctx: Context, d: Details, state: SignInState) {
+    return { interaction: { uid: d.uid, prompt: d.prompt.name, expiresAt: d.exp }, postedFor: String(ctx.params.uid), now: Date.now() / 1000, state };
   }
 
-  // ---- transitions ----
+  /** The interaction and its state, when it takes `event` now; anything else is refused before anything is verified. */
+  async function at<T extends EventType>(ctx: Context, event: T): Promise<{ d: Details; state: SignInState }> {
+    const d = await details(ctx);
+    const state: SignInState = (await steps.get(d.uid)) ?? { name: 'login' };
+    const refused = guard(machineInput(ctx, d, state), event);
+    if (refused) refuse(REFUSALS[refused]);
+    return { d, state };
+  }
 
-  /** After the password: the second factor, its enrollment, or — when none is needed — done. */
-  async function afterPassword(ctx: Context, d: Details, account: Account) {
-    const subject = account.email;
-    if (SecondFactor.isEnrolled(account)) {
-      await steps.set(d.uid, { name: 'second-factor', accountId: account.id, subject }, d.exp);
-    } else if (mfaDemanded(mfaPolicy, await clientOf(d), d.params)) {
-      const started = await secondFactor.startEnrollment(account);
-      await steps.set(d.uid, { name: 'enroll', accountId: account.id, subject, pending: started.pending }, d.exp);
-    } else {
-      return signedIn(ctx, d, account.id, false);
+  /** The state as a step record, when it is the one `event` needs (`at` has checked the name). */
+  function stepOf<N extends SignInStep['name']>(state: SignInState, name: N): Extract<SignInStep, { name: N }> {
+    if (state.name !== name) refuse(REFUSALS['out-of-order']);
+    return state as Extract<SignInStep, { name: N }>;
+  }
+
+  /**
+   * Carries out the machine's outcome: a new step (303 to it, post/redirect/get, or — recovery codes —
+   * shown in this answer, the only time they exist), the finished sign-in, or the cancellation.
+   */
+  async function apply(ctx: Context, d: Details, state: SignInState, event: SignInEvent, shown: { recoveryCodes?: string[] } = {}) {
+    const outcome = transition({ ...machineInput(ctx, d, state), event });
+    if (outcome.kind === 'refused') refuse(REFUSALS[outcome.reason]);
+    if (outcome.kind === 'cancelled') {
+      await steps.clear(d.uid);
+      return finish(ctx, d, { error: 'access_denied', error_description: 'the person declined' }, false);
     }
-    // Post/redirect/get: a reload shows the step again instead of re-posting the password.
+    if (outcome.kind === 'signed-in') {
+      const { login } = outcome;
+      // The step record and the interaction's result: independent writes, sent together.
+      await Promise.all([steps.clear(d.uid), finish(ctx, d, { login }, false)]);
+      audit(logger, 'signin_succeeded', { accountId: login.accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
+      return;
+    }
+    await steps.set(d.uid, outcome.step, d.exp);
+    if (outcome.step.name === 'recovery-codes' && shown.recoveryCodes) return renderStep(ctx, d, outcome.step, { codes: shown.recoveryCodes });
     ctx.status = 303;
     ctx.redirect(`/interaction/${d.uid}`);
   }
 
-  async function signedIn(ctx: Context, d: Details, accountId: string, withSecondFactor: boolean) {
-    const login = loginResult(accountId, withSecondFactor);
-    // The step record and the interaction's result: independent writes, sent together.
-    await Promise.all([steps.clear(d.uid), finish(ctx, d, { login }, false)]);
-    audit(logger, 'signin_succeeded', { accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
+  /** What the machine needs to know about an account after its password (or when its factors changed). */
+  async function factsOf(d: Details, account: Account): Promise<{ account: AccountFacts; factorDemanded: boolean }> {
+    const facts = { id: account.id, subject: normalizeEmail(account.email), hasTotp: SecondFactor.isEnrolled(account), hasPasskey: false };
+    return { account: facts, factorDemanded: !facts.hasTotp && mfaDemanded(mfaPolicy, await clientOf(d), d.params) };
+  }
+
+  /** The factor changed under this sign-in (an operator reset it, another tab enrolled): decide again. */
+  async function factorChanged(ctx: Context, d: Details, state: SignInState, accountId: string) {
+    const account = await accounts.find(accountId);
+    if (!account || account.disabled) refuse('this account cannot sign in; go back to the application and start again');
+    await apply(ctx, d, state, { type: 'factor-changed', ...(await factsOf(d, account)) });
   }
 
   // ---- routes: each lists its guards in order ----
 
   router.get('/', async (ctx) => {
     const d = await details(ctx);
+    if (d.uid !== ctx.params.uid) refuse(REFUSALS['other-interaction']);
     const client = await clientOf(d);
     if (!client) refuse('unknown client');
     if (d.prompt.name === 'login') {
@@ -260,8 +287,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   });
 
   router.post('/login', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    if (d.prompt.name !== 'login') refuse('this sign-in step is already done');
+    const { d, state } = await at(ctx, 'password-ok');
     const body = ctx.request.body as Record<string, unknown>;
     const email = typeof body.email === 'string' ? body.email.slice(0, 254) : '';
     const password = typeof body.password === 'string' ? body.password : '';
@@ -273,80 +299,68 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
       const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : MESSAGES.wrongPassword;
       return renderLogin(ctx, d, client?.clientName, { error, email });
     }
-    await afterPassword(ctx, d, checked.account);
+    await apply(ctx, d, state, { type: 'password-ok', ...(await factsOf(d, checked.account)) });
   });
 
   router.get('/recovery', async (ctx) => {
-    const d = await details(ctx);
-    const step = await requireStep(d, 'second-factor');
-    await renderStep(ctx, d, step, { recovery: true });
+    const { d, state } = await at(ctx, 'code-ok');
+    await renderStep(ctx, d, stepOf(state, 'second-factor'), { recovery: true });
   });
 
   router.post('/mfa', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    const step = await requireStep(d, 'second-factor');
+    const { d, state } = await at(ctx, 'code-ok');
+    const step = stepOf(state, 'second-factor');
     const code = String((ctx.request.body as Record<string, unknown>).code ?? '').slice(0, 64);
     const checked = await checks.secondFactor({ id: step.accountId, email: step.subject }, { totp: code }, ctx.ip);
-    if (checked.status === 'ok') return signedIn(ctx, d, step.accountId, true);
-    if (checked.status === 'failed' && checked.reason === 'not-enrolled') return restartAfterReset(ctx, d, step.accountId);
+    if (checked.status === 'ok') return apply(ctx, d, state, { type: 'code-ok', accountId: step.accountId });
+    if (checked.status === 'failed' && checked.reason === 'not-enrolled') return factorChanged(ctx, d, state, step.accountId);
     const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : checked.reason === 'replayed' ? MESSAGES.usedCode : MESSAGES.wrongCode;
     await renderStep(ctx, d, step, { error });
   });
 
   router.post('/recovery', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    const step = await requireStep(d, 'second-factor');
+    const { d, state } = await at(ctx, 'code-ok');
+    const step = stepOf(state, 'second-factor');
     const code = String((ctx.request.body as Record<string, unknown>).recovery_code ?? '').slice(0, 64);
     const checked = await checks.secondFactor({ id: step.accountId, email: step.subject }, { recoveryCode: code }, ctx.ip);
-    if (checked.status === 'ok') return signedIn(ctx, d, step.accountId, true);
-    if (checked.status === 'failed' && checked.reason === 'not-enrolled') return restartAfterReset(ctx, d, step.accountId);
+    if (checked.status === 'ok') return apply(ctx, d, state, { type: 'code-ok', accountId: step.accountId });
+    if (checked.status === 'failed' && checked.reason === 'not-enrolled') return factorChanged(ctx, d, state, step.accountId);
     const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : MESSAGES.wrongRecoveryCode;
     await renderStep(ctx, d, step, { error, recovery: true });
   });
 
   router.post('/enroll', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    const step = await requireStep(d, 'enroll');
+    const { d, state } = await at(ctx, 'totp-enrolled');
+    const step = stepOf(state, 'enroll');
     const code = String((ctx.request.body as Record<string, unknown>).code ?? '').slice(0, 64);
     let checked;
     try {
-      checked = await checks.enroll({ id: step.accountId, email: step.subject }, step.pending, code, ctx.ip);
+      checked = await checks.enroll({ id: step.accountId, email: step.subject }, step.pending ?? '', code, ctx.ip);
     } catch (err) {
       // Enrolled meanwhile (another tab): go on with that factor.
       if (!(err instanceof AccountError)) throw err;
-      return restartAfterReset(ctx, d, step.accountId);
+      return factorChanged(ctx, d, state, step.accountId);
     }
-    if (checked.status === 'ok') {
-      await steps.set(d.uid, { name: 'recovery-codes', accountId: step.accountId, subject: step.subject }, d.exp);
-      return renderStep(ctx, d, { name: 'recovery-codes', accountId: step.accountId, subject: step.subject }, { codes: checked.recoveryCodes });
-    }
+    if (checked.status === 'ok') return apply(ctx, d, state, { type: 'totp-enrolled', accountId: step.accountId }, { recoveryCodes: checked.recoveryCodes });
     const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? MESSAGES.enrollmentExpired : MESSAGES.wrongCode;
     await renderStep(ctx, d, step, { error });
   });
 
   router.post('/saved', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    const step = await requireStep(d, 'recovery-codes');
-    await signedIn(ctx, d, step.accountId, true);
+    const { d, state } = await at(ctx, 'codes-saved');
+    await apply(ctx, d, state, { type: 'codes-saved' });
   });
-
-  /** The factor changed under this sign-in (an operator reset it, another tab enrolled): decide again. */
-  async function restartAfterReset(ctx: Context, d: Details, accountId: string) {
-    const account = await accounts.find(accountId);
-    if (!account || account.disabled) refuse('this account cannot sign in; go back to the application and start again');
-    await afterPassword(ctx, d, account);
-  }
 
   router.post('/consent', sameOrigin, form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
+    if (d.uid !== ctx.params.uid) refuse(REFUSALS['other-interaction']);
     if (d.prompt.name !== 'consent') refuse('this sign-in step is already done');
     await grantConsent(ctx, d, 'consent_page');
   });
 
   router.post('/abort', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    await steps.clear(d.uid);
-    await finish(ctx, d, { error: 'access_denied', error_description: 'the person declined' }, false);
+    const { d, state } = await at(ctx, 'cancel');
+    await apply(ctx, d, state, { type: 'cancel' });
   });
 
   return router;
