@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { default as Provider, InteractionResults } from 'oidc-provider';
 import { AccountError, normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
+import { passkeysOf, type Passkeys } from '../accounts/passkeys.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -14,7 +15,7 @@ import { sameOriginForms } from '../security/same-origin.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
-import { mfaDemanded, type MfaPolicy } from './mfa-policy.ts';
+import { mfaDemanded, passkeyAmr, type MfaPolicy } from './mfa-policy.ts';
 import { FactorChecks } from './factor-checks.ts';
 import { formBody } from './form-body.ts';
 import { guard, REFUSALS, transition, type AccountFacts, type EventType, type SignInEvent, type SignInState } from './sign-in-machine.ts';
@@ -33,6 +34,9 @@ export interface InteractionDeps {
   views: Views;
   csrf: Csrf;
   secondFactor: SecondFactor;
+  passkeys: Passkeys;
+  /** PASSKEYS: `off` offers none; `preferred` puts the passkey first. */
+  passkeyMode: 'off' | 'optional' | 'preferred';
   lockout: Lockout;
   mfaPolicy: MfaPolicy;
   metrics: Metrics;
@@ -49,6 +53,9 @@ export const MESSAGES = {
   usedCode: 'That code was already used. Wait for the next code in your authenticator app.',
   wrongRecoveryCode: 'That recovery code is not right, or it was already used.',
   enrollmentExpired: 'The setup took too long. Scan the new QR code and enter the code it shows.',
+  passkeyRefused: 'That passkey was not accepted. Try again, or use another way to sign in.',
+  passkeyNotVerified: 'Your passkey did not check it was you (no screen lock, PIN or fingerprint). Sign in with your password instead.',
+  passkeyNotCreated: 'The passkey was not created. Try again, or use an authenticator app.',
 } as const;
 
 const SCOPE_WORDS: Record<string, string> = {
@@ -62,7 +69,7 @@ const CONSENT_TTL = 365 * 24 * 60 * 60;
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 
-export function interactionRoutes({ provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy, metrics, logger, issuer }: InteractionDeps) {
+export function interactionRoutes({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer }: InteractionDeps) {
   const router = new Router({ prefix: '/interaction/:uid' });
   const form = formBody();
   const FORM_EXPIRED = 'the form expired; go back to the application and start again';
@@ -105,8 +112,12 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     return provider.Client.find(String(d.params.client_id));
   }
 
-  function renderLogin(ctx: Context, d: Details, clientName: string | undefined, extra: Record<string, unknown> = {}) {
-    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', ...extra }, formTargets(d.params.redirect_uri));
+  async function renderLogin(ctx: Context, d: Details, clientName: string | undefined, extra: Record<string, unknown> = {}) {
+    // A passwordless sign-in: any passkey of this site, its challenge bound to this interaction.
+    const passkey = passkeyMode === 'off'
+      ? undefined
+      : { kind: 'sign-in', action: `/interaction/${d.uid}/passkey`, options: await passkeys.authenticationOptions(d.uid), autofill: true, label: 'Sign in with a passkey', secondary: passkeyMode !== 'preferred' };
+    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', passkey, ...extra }, formTargets(d.params.redirect_uri));
   }
 
   /** What this person allowed this client before (remembered consent). */
@@ -143,7 +154,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     audit(logger, 'consent_granted', { accountId: String(d.session!.accountId), clientId: String(d.params.client_id), scopes, via }, 'consent granted');
   }
 
-  const checks = new FactorChecks({ accounts, secondFactor, lockout, metrics, logger });
+  const checks = new FactorChecks({ accounts, secondFactor, passkeys, lockout, metrics, logger });
 
   // ---- the steps' pages ----
 
@@ -161,8 +172,13 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   async function renderStep(ctx: Context, d: Details, step: SignInStep, extra: Record<string, unknown> = {}) {
     const targets = formTargets(d.params.redirect_uri);
     if (step.name === 'second-factor') {
-      const template = extra.recovery ? 'recovery' : 'second-factor';
-      return views.render(ctx, template, pageData(d, { title: 'Two-step verification', ...extra }), targets);
+      if (extra.recovery) return views.render(ctx, 'recovery', pageData(d, { title: 'Two-step verification', ...extra }), targets);
+      const account = await accounts.find(step.accountId);
+      if (!account) refuse('this account is gone; start again');
+      const passkey = usesPasskeys(account)
+        ? { kind: 'verify', action: `/interaction/${d.uid}/mfa/passkey`, options: await passkeys.authenticationOptions(d.uid, account), label: 'Use your passkey' }
+        : undefined;
+      return views.render(ctx, 'second-factor', pageData(d, { title: 'Two-step verification', totp: SecondFactor.isEnrolled(account), passkey, ...extra }), targets);
     }
     if (step.name === 'recovery-codes') {
       // Shown once, in the answer to the enrollment post; a reload only offers to continue.
@@ -178,12 +194,16 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
       if (step.pending) extra = { error: MESSAGES.enrollmentExpired, ...extra };
       provisioning = started;
     }
+    const passkey = passkeyMode === 'off'
+      ? undefined
+      : { kind: 'register', action: `/interaction/${d.uid}/enroll/passkey`, options: await passkeys.registrationOptions(account, d.uid), label: 'Create a passkey' };
     views.render(
       ctx,
       'enroll',
       pageData(d, {
         title: 'Set up two-step verification',
         email: account.email,
+        passkey,
         qr: `data:image/svg+xml;base64,${Buffer.from(provisioning.qrSvg).toString('base64')}`,
         secret: provisioning.secret,
         ...extra,
@@ -237,9 +257,14 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     ctx.redirect(`/interaction/${d.uid}`);
   }
 
+  /** Whether this account's passkeys are offered (none while PASSKEYS=off). */
+  function usesPasskeys(account: Account): boolean {
+    return passkeyMode !== 'off' && passkeysOf(account).length > 0;
+  }
+
   /** What the machine needs to know about an account after its password (or when its factors changed). */
   async function factsOf(d: Details, account: Account): Promise<{ account: AccountFacts; factorDemanded: boolean }> {
-    const facts = { id: account.id, subject: normalizeEmail(account.email), hasTotp: SecondFactor.isEnrolled(account), hasPasskey: false };
+    const facts = { id: account.id, subject: normalizeEmail(account.email), hasTotp: SecondFactor.isEnrolled(account), hasPasskey: usesPasskeys(account) };
     return { account: facts, factorDemanded: !facts.hasTotp && mfaDemanded(mfaPolicy, await clientOf(d), d.params) };
   }
 
@@ -300,6 +325,46 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
       return renderLogin(ctx, d, client?.clientName, { error, email });
     }
     await apply(ctx, d, state, { type: 'password-ok', ...(await factsOf(d, checked.account)) });
+  });
+
+  /** Passkey routes exist only while PASSKEYS is not `off`. */
+  const passkeysOn = async (ctx: Context, next: () => Promise<unknown>) => {
+    if (passkeyMode === 'off') refuse('passkeys are turned off on this server');
+    await next();
+  };
+
+  // A passwordless sign-in: a discoverable passkey with user verification, nothing else.
+  router.post('/passkey', passkeysOn, sameOrigin, form, requireCsrf, async (ctx) => {
+    const { d, state } = await at(ctx, 'passkey-signed-in');
+    const checked = await checks.passkey(d.uid, (ctx.request.body as Record<string, unknown>).response, ctx.ip);
+    if (checked.status === 'ok') return apply(ctx, d, state, { type: 'passkey-signed-in', accountId: checked.account.id, amr: passkeyAmr({ deviceType: checked.passkey.deviceType, userVerified: checked.userVerified }) });
+    const client = await clientOf(d);
+    const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : checked.reason === 'not-verified' ? MESSAGES.passkeyNotVerified : MESSAGES.passkeyRefused;
+    await renderLogin(ctx, d, client?.clientName, { error });
+  });
+
+  router.post('/mfa/passkey', passkeysOn, sameOrigin, form, requireCsrf, async (ctx) => {
+    const { d, state } = await at(ctx, 'passkey-ok');
+    const step = stepOf(state, 'second-factor');
+    const checked = await checks.passkey(d.uid, (ctx.request.body as Record<string, unknown>).response, ctx.ip, { id: step.accountId, email: step.subject });
+    if (checked.status === 'ok') return apply(ctx, d, state, { type: 'passkey-ok', accountId: checked.account.id, amr: passkeyAmr({ deviceType: checked.passkey.deviceType, userVerified: checked.userVerified }, true) });
+    const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : MESSAGES.passkeyRefused;
+    await renderStep(ctx, d, step, { error });
+  });
+
+  router.post('/enroll/passkey', passkeysOn, sameOrigin, form, requireCsrf, async (ctx) => {
+    const { d, state } = await at(ctx, 'passkey-enrolled');
+    const step = stepOf(state, 'enroll');
+    const body = ctx.request.body as Record<string, unknown>;
+    const checked = await checks.registerPasskey({ id: step.accountId, email: step.subject }, d.uid, body.response, body.name, ctx.ip, 'signin');
+    if (checked.status !== 'ok') {
+      const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : MESSAGES.passkeyNotCreated;
+      return renderStep(ctx, d, step, { error });
+    }
+    // The first factor: its recovery codes, shown once in this answer.
+    const recoveryCodes = await secondFactor.issueRecoveryCodesIfNone(step.accountId);
+    const amr = passkeyAmr({ deviceType: checked.passkey.deviceType, userVerified: checked.userVerified }, true);
+    await apply(ctx, d, state, { type: 'passkey-enrolled', accountId: step.accountId, amr }, { recoveryCodes });
   });
 
   router.get('/recovery', async (ctx) => {
