@@ -121,7 +121,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     if (pwd.status !== 'ok' || pwd.account.id !== who.account.id) return 'Your current password is not right.';
     // Passkeys only: the proof is a recovery code (there is no app to take a code from).
     if (!hasFactor(who.account)) return undefined;
-    const input = /^[\d\s-]+$/.test(code) ? { totp: code } : { recoveryCode: code };
+    const input = who.account.mfa && /^[\d\s-]+$/.test(code) ? { totp: code } : { recoveryCode: code };
     const second: Checked = await checks.secondFactor(who.account, input, ctx.ip);
     if (second.status === 'locked') return lockedMessage(ctx, second.retryAfterSeconds);
     if (second.status !== 'ok') return second.reason === 'replayed' ? MESSAGES.usedCode : 'That code is not right. Enter the current code from your authenticator app.';

@@ -86,7 +86,7 @@ export type Step = 'login' | 'mfa' | 'enroll' | 'recovery-codes' | 'consent' | '
 /** Which page the browser shows now. */
 export async function currentStep(page: Page, redirectUri: string): Promise<Step> {
   if (page.url().split(/[?#]/)[0] === redirectUri) return 'callback';
-  if (await page.locator('input[autocomplete=username]').count()) return 'login';
+  if (await page.locator('input[autocomplete~=username]').count()) return 'login';
   if (await page.locator('form[action$="/mfa"]').count()) return 'mfa';
   if (await page.locator('form[action$="/enroll"]').count()) return 'enroll';
   if (await page.locator('form[action$="/saved"]').count()) return 'recovery-codes';
@@ -96,7 +96,7 @@ export async function currentStep(page: Page, redirectUri: string): Promise<Step
 
 export async function fillLogin(page: Page, email: string, password: string): Promise<void> {
   // Found the way a password manager and a screen reader find them: autofill token and label.
-  const user = page.locator('input[autocomplete=username]');
+  const user = page.locator('input[autocomplete~=username]');
   const pass = page.locator('input[autocomplete=current-password]');
   await page.getByLabel('Email').fill(email);
   await pass.fill(password);
