@@ -163,7 +163,7 @@ export async function authorize(page: Page, authorizationUrl: URL, options: Auth
       if (!options.email || !options.password) throw new Error('unexpected sign-in page');
       await options.onLogin?.(page);
       await fillLogin(page, options.email, options.password);
-      await submit(page, page.getByRole('button', { name: 'Sign in' }));
+      await submit(page, page.getByRole('button', { name: 'Sign in', exact: true }));
     } else if (step === 'mfa') {
       const secret = options.totpSecret ?? (options.email ? totpSecrets.get(options.email.toLowerCase()) : undefined);
       if (!secret) throw new Error('a second-factor page, and no TOTP secret known');
