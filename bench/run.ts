@@ -77,7 +77,7 @@ interface Notes {
 function entries(world: World, connections: number, notes: Notes): Entry[] {
   const out: Entry[] = [];
   const all = world.latchkeyAllCores;
-  const servers: [string, Server & { proc: Proc }][] = [['Latchkey', world.latchkey], ['raw oidc-provider (memory)', world.raw!], ...(all ? [[ALL_CORES(all.workers), all] as [string, Server & { proc: Proc }]] : [])];
+  const servers: [string, Server & { proc: Proc }][] = [['Latchkey', world.latchkey], ...(world.raw ? [['raw oidc-provider (memory)', world.raw] as [string, Server & { proc: Proc }]] : []), ...(all ? [[ALL_CORES(all.workers), all] as [string, Server & { proc: Proc }]] : [])];
   const ac = (url: string, request: Parameters<typeof cannon>[1]) => (duration: number) => cannon(url, request, { connections, duration });
   for (const [target, server] of servers) {
     const latchkey = target.startsWith('Latchkey');
