@@ -5,6 +5,7 @@ import type { Request } from 'autocannon';
 import { Accounts } from '../src/accounts/accounts.ts';
 import { totpCodeAt } from '../src/accounts/totp.ts';
 import { openStore } from '../src/storage/open.ts';
+import { SoftAuthenticator } from '../test/helpers/soft-authenticator.ts';
 import { basic, FORM, percentile, ROOT, type Load } from './lib.ts';
 
 /**
@@ -25,6 +26,9 @@ export interface Server {
   users: User[];
   /** People enrolled in TOTP (empty for the baseline). */
   totpUsers: User[];
+  /** People who enrolled a passkey (held by `passkeyDevice`, a software authenticator) and sign in with it alone. */
+  passkeyUsers?: User[];
+  passkeyDevice?: SoftAuthenticator;
   /** oidc-provider only issues refresh tokens with prompt=consent; Latchkey adds it itself. */
   promptConsent: boolean;
 }
@@ -36,10 +40,21 @@ export interface User {
   secret?: string;
   /** The last TOTP step this user answered: an account accepts one code per 30 s step. */
   lastStep?: number;
+  /** The credential id of the user's passkey, once enrolled. */
+  passkey?: string;
+}
+
+const unescapeHtml = (t: string) => t.replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&amp;', '&');
+
+/** The WebAuthn options of the passkey form posting to `…suffix`, and its action. */
+function passkeyForm(html: string, suffix: string): { action: string; options: never } | undefined {
+  for (const m of html.matchAll(/<form[^>]*action="([^"]+)"[^>]*data-options="([^"]*)"/g)) if (m[1]!.endsWith(suffix)) return { action: m[1]!, options: JSON.parse(unescapeHtml(m[2]!)) as never };
+  return undefined;
 }
 
 export interface FlowStats {
   flows: number;
+  passkeyAssertions: number;
   httpRequests: number;
   consentForms: number;
   totpCodes: number;
@@ -49,7 +64,7 @@ export interface FlowStats {
   status: Record<string, number>;
 }
 
-export const newFlowStats = (): FlowStats => ({ flows: 0, httpRequests: 0, consentForms: 0, totpCodes: 0, enrollments: 0, waits: 0, status: {} });
+export const newFlowStats = (): FlowStats => ({ flows: 0, passkeyAssertions: 0, httpRequests: 0, consentForms: 0, totpCodes: 0, enrollments: 0, waits: 0, status: {} });
 
 function count(stats: FlowStats, followed: Followed) {
   for (const { status } of followed.chain) {
@@ -92,10 +107,12 @@ let userTurn = 0;
 const text = (html: string) => html.replace(/<(style|script)[\s\S]*?<\/\1>/g, '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 300);
 
 /**
- * authorize → login form (argon2id) → TOTP code (enrolled users) or enrollment (with `enroll`: key read
- * from the page, code, recovery codes "saved") → consent (when asked) → code → token. Returns the token response.
+ * authorize → login form (argon2id), or the passkey alone for a user who has one (no argon2) → TOTP code
+ * (enrolled users) or enrollment (with `enroll`: key read from the page, code — or, `enroll: 'passkey'`,
+ * a passkey made by the server's software authenticator — recovery codes "saved") → consent (when
+ * asked) → code → token. Returns the token response.
  */
-export async function signIn(server: Server, stats: FlowStats, user: User = server.users[userTurn++ % server.users.length]!, enroll = false): Promise<{ access_token: string; refresh_token?: string }> {
+export async function signIn(server: Server, stats: FlowStats, user: User = server.users[userTurn++ % server.users.length]!, enroll: boolean | 'passkey' = false): Promise<{ access_token: string; refresh_token?: string }> {
   const jar = new CookieJar();
   const { verifier, challenge } = pkcePair();
   const query = new URLSearchParams({
@@ -120,7 +137,20 @@ export async function signIn(server: Server, stats: FlowStats, user: User = serv
     let action: string | undefined;
     let form: Record<string, string>;
     const key = /id="totp-key">([^<]+)</.exec(page.html)?.[1];
-    if (key && (action = formAction(page.html, '/enroll'))) {
+    const passkeyEnroll = enroll === 'passkey' ? passkeyForm(page.html, '/enroll/passkey') : undefined;
+    const passkeySignIn = user.passkey ? passkeyForm(page.html, '/passkey') : undefined;
+    if (passkeyEnroll) {
+      const response = server.passkeyDevice!.create(passkeyEnroll.options);
+      user.passkey = response.id;
+      action = passkeyEnroll.action;
+      form = { _csrf: csrf, response: JSON.stringify(response) };
+      stats.enrollments += 1;
+    } else if (passkeySignIn && formAction(page.html, '/login')) {
+      if (/role="alert">[^<]/.test(page.html)) throw new Error(`passkey refused for ${user.email}: ${text(page.html)}`);
+      action = passkeySignIn.action;
+      form = { _csrf: csrf, response: JSON.stringify(server.passkeyDevice!.get(passkeySignIn.options, { keyId: user.passkey! })) };
+      stats.passkeyAssertions += 1;
+    } else if (key && (action = formAction(page.html, '/enroll'))) {
       user.secret = key.replace(/\s/g, '');
       form = { _csrf: csrf, code: await totpCode(user) };
       stats.enrollments += 1;
@@ -161,7 +191,9 @@ export async function signIn(server: Server, stats: FlowStats, user: User = serv
  * Complete sign-ins for `seconds`: `concurrency` closed loops, or with `rate` an open loop that starts
  * that many flows per second (at most `concurrency` at once; the rest are counted as skipped).
  */
-export async function signInLoad(server: Server, options: { seconds: number; concurrency: number; rate?: number; totp?: boolean; onTokens?: (t: { refresh_token?: string }) => void }) {
+let passkeyTurn = 0;
+
+export async function signInLoad(server: Server, options: { seconds: number; concurrency: number; rate?: number; totp?: boolean; passkey?: boolean; onTokens?: (t: { refresh_token?: string }) => void }) {
   const stats = newFlowStats();
   const latencies: number[] = [];
   let errors = 0;
@@ -171,7 +203,7 @@ export async function signInLoad(server: Server, options: { seconds: number; con
   const end = started + options.seconds * 1000;
   const once = async () => {
     // Waiting for a TOTP user who may answer in this step is not the server's latency.
-    const user = options.totp ? await nextTotpUser(server, stats) : undefined;
+    const user = options.totp ? await nextTotpUser(server, stats) : options.passkey ? server.passkeyUsers![passkeyTurn++ % server.passkeyUsers!.length] : undefined;
     const t0 = performance.now();
     try {
       const tokens = await signIn(server, stats, user);
@@ -268,6 +300,32 @@ export async function totpUsers(server: Server, redisUrl: string, n: number, sta
   let next = 0;
   await times(n, 4, () => signIn(server, stats, users[next++]!, true));
   if (users.some((u) => !u.secret)) throw new Error('a bench user was not enrolled in TOTP');
+  return users;
+}
+
+/**
+ * `n` people with a passkey: accounts written with src/accounts, then each enrolled through the sign-in
+ * pages (acr_values=urn:latchkey:mfa) choosing a passkey, made by one software authenticator (real
+ * ES256 keys and signatures, verified by the server as a device's would be).
+ */
+export async function passkeyUsers(server: Server, redisUrl: string, n: number, stats: FlowStats): Promise<User[]> {
+  server.passkeyDevice ??= new SoftAuthenticator({ origin: new URL(server.url).origin });
+  const store = await openStore({ REDIS_URL: redisUrl, REDIS_TIMEOUT_MS: 5000 });
+  const accounts = new Accounts(store);
+  const password = randomBytes(12).toString('base64url');
+  const users: User[] = [];
+  try {
+    await times(n, 4, async () => {
+      const email = `passkey${users.length}@example.org`;
+      users.push({ email, password });
+      await accounts.create({ email, password });
+    });
+  } finally {
+    await store.close();
+  }
+  let next = 0;
+  await times(n, 4, () => signIn(server, stats, users[next++]!, 'passkey'));
+  if (users.some((u) => !u.passkey)) throw new Error('a bench user did not enrol a passkey');
   return users;
 }
 

@@ -23,10 +23,13 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '32' },
     warmup: { type: 'string', default: '3' },
     'totp-users': { type: 'string', default: '600' },
+    'passkey-users': { type: 'string', default: '50' },
+    /** Only the scenarios whose name contains this (no baselines, no all-cores target, no RESULTS.md): e.g. `--only "complete sign-in with"`. */
+    only: { type: 'string' },
     soak: { type: 'string' },
   },
 });
-const opts = { duration: Number(values.duration), rounds: Number(values.rounds), connections: Number(values.connections), warmup: Number(values.warmup), totpUsers: Number(values['totp-users']) };
+const opts = { duration: Number(values.duration), rounds: Number(values.rounds), connections: Number(values.connections), warmup: Number(values.warmup), totpUsers: Number(values['totp-users']), passkeyUsers: Number(values['passkey-users']) };
 for (const [k, v] of Object.entries(opts)) if (!(v > 0)) throw new Error(`--${k} must be a positive number`);
 const command = `${process.env.npm_lifecycle_event === 'bench' ? 'npm run bench' : 'node bench/run.ts'}${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
 
@@ -52,6 +55,7 @@ const SIGN_IN = 'complete sign-in, password only';
 const JWT_TOKEN = 'client_credentials token, JWT access token (Latchkey ES256, raw oidc-provider RS256)';
 const ALL_CORES = (workers: number) => `Latchkey, all cores (WORKERS=${workers})`;
 const SIGN_IN_TOTP = 'complete sign-in with TOTP';
+const SIGN_IN_PASSKEY = 'complete sign-in with a passkey alone';
 
 interface Entry {
   scenario: string;
@@ -73,7 +77,7 @@ interface Notes {
 function entries(world: World, connections: number, notes: Notes): Entry[] {
   const out: Entry[] = [];
   const all = world.latchkeyAllCores;
-  const servers: [string, Server & { proc: Proc }][] = [['Latchkey', world.latchkey], ['raw oidc-provider (memory)', world.raw!], ...(all ? [[ALL_CORES(all.workers), all] as [string, Server & { proc: Proc }]] : [])];
+  const servers: [string, Server & { proc: Proc }][] = [['Latchkey', world.latchkey], ...(world.raw ? [['raw oidc-provider (memory)', world.raw] as [string, Server & { proc: Proc }]] : []), ...(all ? [[ALL_CORES(all.workers), all] as [string, Server & { proc: Proc }]] : [])];
   const ac = (url: string, request: Parameters<typeof cannon>[1]) => (duration: number) => cannon(url, request, { connections, duration });
   for (const [target, server] of servers) {
     const latchkey = target.startsWith('Latchkey');
@@ -99,7 +103,7 @@ function entries(world: World, connections: number, notes: Notes): Entry[] {
       },
       load: ac(server.url, introspect),
     });
-    const signIns = (scenario: string, totp: boolean) => {
+    const signIns = (scenario: string, mode: 'password' | 'totp' | 'passkey') => {
       const flows = newFlowStats();
       out.push({
         ...base,
@@ -107,7 +111,7 @@ function entries(world: World, connections: number, notes: Notes): Entry[] {
         scenario,
         flows,
         load: async (seconds) => {
-          const { load, stats, firstError } = await signInLoad(server, { seconds, concurrency: connections, totp });
+          const { load, stats, firstError } = await signInLoad(server, { seconds, concurrency: connections, totp: mode === 'totp', passkey: mode === 'passkey' });
           for (const k of ['flows', 'httpRequests', 'consentForms', 'totpCodes', 'waits'] as const) flows[k] += stats[k];
           if (firstError) console.error(`  ${target} sign-in error: ${firstError}`);
           return load;
@@ -117,7 +121,7 @@ function entries(world: World, connections: number, notes: Notes): Entry[] {
     if (allCores) {
       // The all-cores target of issue 5 is for tokens and introspection; sign-ins are shown beside them
       // because production runs a worker per CPU.
-      signIns(SIGN_IN_TOTP, true);
+      signIns(SIGN_IN_TOTP, 'totp');
       continue;
     }
     const chains = new RefreshChains(server);
@@ -133,8 +137,9 @@ function entries(world: World, connections: number, notes: Notes): Entry[] {
       },
       load: ac(server.url, chains.request()),
     });
-    signIns(SIGN_IN, false);
-    if (latchkey) signIns(SIGN_IN_TOTP, true);
+    signIns(SIGN_IN, 'password');
+    if (latchkey) signIns(SIGN_IN_TOTP, 'totp');
+    if (latchkey) signIns(SIGN_IN_PASSKEY, 'passkey');
   }
   // A B A B within each scenario: order by scenario, keeping Latchkey first.
   const order = [...new Set(out.map((e) => e.scenario))];
@@ -228,6 +233,7 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
       return `- all cores, ${sc} ≥ 1.3× raw oidc-provider: ${a.target} ${f0(rps(a))}/s = ${f2(r)}× — ${yes(r >= 1.3)}`;
     }),
     `- complete sign-ins with TOTP ≥ 100/s: ${f1(rps(lkOf(SIGN_IN_TOTP)))}/s${allOf(SIGN_IN_TOTP) ? ` (all cores: ${f1(rps(allOf(SIGN_IN_TOTP)!))}/s)` : ''} — ${yes(Math.max(rps(lkOf(SIGN_IN_TOTP)), allOf(SIGN_IN_TOTP) ? rps(allOf(SIGN_IN_TOTP)!) : 0) >= 100)}. One argon2id verify (OWASP parameters, as Latchkey runs it) costs ${f1(argon2.cpuMs)} ms of CPU here (${f1(argon2.wallMs)} ms wall), measured before the load: password hashing alone caps sign-ins at ${f0(argon2.ceiling)}/s on ${availableParallelism()} CPUs, before any HTTP, Redis or the load generator's own work.`,
+    `- complete sign-ins with a passkey alone ≥ 3× those with TOTP, in the same run: ${f1(rps(lkOf(SIGN_IN_PASSKEY)))}/s, ${f1(rps(lkOf(SIGN_IN_PASSKEY)) / rps(lkOf(SIGN_IN_TOTP)))}× — ${yes(rps(lkOf(SIGN_IN_PASSKEY)) >= 3 * rps(lkOf(SIGN_IN_TOTP)))}. No argon2 on that path: the sign-in page, one ES256 signature verified, the code, the token.`,
     `- ≤ 400 bytes of Redis per client-credentials token: ${f0(memory.perToken)} bytes of used_memory (${f0(ccUsage)} bytes average MEMORY USAGE of its key) — ${yes(memory.perToken <= 400)}`,
     '',
   );
@@ -263,7 +269,7 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
         '- raw oidc-provider\'s memory adapter keeps 1,000 records (LRU): its chains are started afresh before each of its runs. Latchkey keeps every rotated (consumed) refresh token until its own expiry (14 days) to detect reuse, which is what "Redis mem Δ" shows.',
       );
     }
-    if (scenario === SIGN_IN || scenario === SIGN_IN_TOTP) {
+    if (scenario === SIGN_IN || scenario === SIGN_IN_TOTP || scenario === SIGN_IN_PASSKEY) {
       for (const e of list.filter((x) => x.scenario === scenario)) {
         const fl = e.flows!;
         const per = (n: number) => f1(n / Math.max(1, fl.flows));
@@ -280,6 +286,12 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
       lines.push(
         `- Latchkey (and all cores, with the same people): as above, plus the TOTP page: the code of the current step, computed from the secret each of ${f0(world.latchkey.totpUsers.length)} bench people got by enrolling through the enrollment page (key read from the page, first code, recovery codes "saved") before the measurements. An account accepts one code per 30 s step, so a person signs in at most once per step: sustaining N sign-ins/s takes about 30·N people (\`--totp-users\`); when all have answered in the current step, a flow waits for the next one.`,
         '- No baseline: raw oidc-provider has no second factor. Compare with the password-only rows above.',
+      );
+    }
+    if (scenario === SIGN_IN_PASSKEY) {
+      lines.push(
+        `- Latchkey: GET /auth → login page (its passkey form carries a challenge bound to the interaction) → POST the assertion of a discoverable passkey with user verification (no password, no argon2) → consent (remembered) → code → POST /token. The ${f0(world.latchkey.passkeyUsers?.length ?? 0)} bench people enrolled a passkey through the enrolment page before the measurements; their device is a software authenticator in the bench process (test/helpers/soft-authenticator.ts: P-256 keys, real signatures), whose signing is load-generator work. A person may sign in with a passkey any number of times a minute, so no waits.`,
+        '- No baseline: raw oidc-provider has no passkeys. Compare with the TOTP row above, in the same run.',
       );
     }
     lines.push('');
@@ -328,16 +340,17 @@ async function bench() {
   const machine = machineLines();
   console.log(`starting Redis, Latchkey and the baselines…`);
   console.log(`(and ${opts.totpUsers} people enrolled in TOTP through the sign-in pages)`);
-  const world = await startWorld({ baselines: true, users: 4, totpUsers: opts.totpUsers, allCores: true });
+  const only = values.only;
+  console.log(`(and ${opts.passkeyUsers} people who enrolled a passkey the same way)`);
+  const world = await startWorld({ baselines: !only, users: 4, totpUsers: opts.totpUsers, passkeyUsers: opts.passkeyUsers, allCores: !only });
   const stopOnSignal = () => void world.stop().then(() => process.exit(130));
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);
   try {
-    console.log('measuring Redis memory per stored object…');
-    const memory = await memoryProbe(world);
+    const memory = only ? undefined : (console.log('measuring Redis memory per stored object…'), await memoryProbe(world));
     const argon2 = await argon2Probe();
     const notes: Notes = { inactive: new Map(), chains: new Map() };
-    const list = entries(world, opts.connections, notes);
+    const list = entries(world, opts.connections, notes).filter((e) => !only || e.scenario.includes(only));
     const runOnce = async (e: Entry, seconds: number) => {
       await e.prepare?.();
       await sleep(500); // let the previous run's last requests finish outside this measurement
@@ -354,6 +367,13 @@ async function bench() {
     for (let round = 1; round <= opts.rounds; round += 1) {
       console.log(`round ${round} of ${opts.rounds} (${opts.duration} s each)…`);
       for (const e of list) e.samples.push(await runOnce(e, opts.duration));
+    }
+    if (!memory) {
+      // A partial run: the medians and the passkey/TOTP ratio on stdout; RESULTS.md keeps the full run.
+      const rate = (scenario: string) => median(list.find((e) => e.scenario === scenario && e.target === 'Latchkey')?.samples.map((x) => x.rps) ?? [0]);
+      for (const scenario of new Set(list.map((e) => e.scenario))) console.log(`${scenario}: ${f1(rate(scenario))}/s (median of ${opts.rounds} rounds)`);
+      console.log(`passkey alone / TOTP: ${f1(rate(SIGN_IN_PASSKEY) / rate(SIGN_IN_TOTP))}×`);
+      return;
     }
     const text = report(world, list, memory, notes, machine, argon2);
     writeFileSync(new URL('RESULTS.md', import.meta.url), text);

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
-import { API_URI, JWT_API_URI, newFlowStats, REDIRECT_URI, registerLatchkey, totpUsers, type Server } from './flows.ts';
+import { API_URI, JWT_API_URI, newFlowStats, passkeyUsers, REDIRECT_URI, registerLatchkey, totpUsers, type Server } from './flows.ts';
 import { redisInfo, startProc, type Proc, type Watch } from './lib.ts';
 
 /**
@@ -26,7 +26,7 @@ export interface World {
 
 const token = () => randomBytes(18).toString('base64url');
 
-export async function startWorld(options: { baselines: boolean; users: number; totpUsers?: number; apiTtl?: number; allCores?: boolean }): Promise<World> {
+export async function startWorld(options: { baselines: boolean; users: number; totpUsers?: number; passkeyUsers?: number; apiTtl?: number; allCores?: boolean }): Promise<World> {
   const redisServer = await startRedis({ ownServer: true });
   const procs: Proc[] = [];
   const redis = new Redis(redisServer.url);
@@ -72,6 +72,7 @@ export async function startWorld(options: { baselines: boolean; users: number; t
       world.latchkeyAllCores = { url: all.url, proc: all, ...registered, totpUsers: [], promptConsent: false, workers };
     }
     if (options.totpUsers) world.latchkey.totpUsers = await totpUsers(world.latchkey, redisServer.url, options.totpUsers, newFlowStats());
+    if (options.passkeyUsers) world.latchkey.passkeyUsers = await passkeyUsers(world.latchkey, redisServer.url, options.passkeyUsers, newFlowStats());
     // The same people sign in at either server (one Redis): a person's code is used once per step at either.
     if (world.latchkeyAllCores) world.latchkeyAllCores.totpUsers = world.latchkey.totpUsers;
     if (options.baselines) {

@@ -4,6 +4,7 @@ import Router from '@koa/router';
 import Koa, { type Context, type Middleware } from 'koa';
 import type Provider from 'oidc-provider';
 import { Accounts } from './accounts/accounts.ts';
+import { Passkeys } from './accounts/passkeys.ts';
 import { SecondFactor } from './accounts/second-factor.ts';
 import { accountRoutes, ensureAccountPageClient } from './interactions/account-page.ts';
 import type { Config } from './config.ts';
@@ -96,6 +97,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   });
   const csrf = new Csrf(cookieKeys[0]!);
   const secondFactor = new SecondFactor({ store, accounts, box, issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
+  const passkeys = new Passkeys({ store, accounts, rpId: config.WEBAUTHN_RP_ID, rpName: new URL(config.ISSUER).host, origins: config.WEBAUTHN_ORIGINS });
   const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout, deviceLockout]);
 
   watchProvider(provider, logger, metrics);
@@ -113,7 +115,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   if (config.METRICS_PORT === undefined) provider.use(ops.routes());
   provider.use(countFailedClientAuthentication(clientLockout));
   provider.use(deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')));
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
   provider.use(interactionRoutes(signIn).routes());
   provider.use(accountRoutes({ ...signIn, clientId: accountPageClientId }).routes());
   provider.use(sameOriginLogout(provider, views, config.ISSUER));
@@ -134,7 +136,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     await stopFollowingKeys();
     await stopLogoutDelivery();
   };
-  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, lockout, clientLockout, deviceLockout, close };
+  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, passkeys, lockout, clientLockout, deviceLockout, close };
 }
 
 /** oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts). */
@@ -228,14 +230,22 @@ function renderFailure(ctx: Context, err: unknown, views: Views, logger: Logger)
   else ctx.body = { ...out, ...(status >= 500 ? { request_id: ctx.state.requestId } : {}) };
 }
 
+/** Our stylesheet and the two scripts of the passkey forms (read once; served from here, never a CDN). */
 function staticRoutes() {
-  const css = readFileSync(new URL('../views/style.css', import.meta.url));
+  const files: [string, string, URL][] = [
+    ['/static/style.css', 'text/css', new URL('../views/style.css', import.meta.url)],
+    ['/static/passkey.js', 'text/javascript', new URL('../views/passkey.js', import.meta.url)],
+    ['/static/webauthn.js', 'text/javascript', new URL('../dist/bundle/index.umd.min.js', import.meta.resolve('@simplewebauthn/browser'))],
+  ];
   const router = new Router();
-  router.get('/static/style.css', (ctx) => {
-    ctx.type = 'text/css';
-    ctx.set('Cache-Control', 'public, max-age=3600');
-    ctx.body = css;
-  });
+  for (const [path, type, file] of files) {
+    const body = readFileSync(file);
+    router.get(path, (ctx) => {
+      ctx.type = type;
+      ctx.set('Cache-Control', 'public, max-age=3600');
+      ctx.body = body;
+    });
+  }
   return router;
 }
 

@@ -26,6 +26,9 @@ export const configDocs: Record<string, string> = {
   COOKIE_KEYS: 'Comma-separated secrets that sign cookies (first one signs) instead of keys generated and kept in storage.',
   SECRETS_KEY: '32 random bytes, base64 or hex (`openssl rand -base64 32`), that encrypt TOTP secrets at rest (AES-256-GCM). Required in production; unset elsewhere: a key generated and kept in storage.',
   MFA_POLICY: '`required`: every account signs in with a second factor (enrolling at its next sign-in); `optional`: only accounts that enrolled one.',
+  PASSKEYS: '`off`: no passkeys offered (existing ones are kept but not used); `optional`: offered beside the password and the authenticator app; `preferred`: as `optional`, with "Sign in with a passkey" styled as the main button of the sign-in page.',
+  WEBAUTHN_RP_ID: 'The WebAuthn relying party id passkeys are bound to: the issuer\'s host name or a registrable suffix of it. Unset: the issuer\'s host name. Changing it orphans existing passkeys.',
+  WEBAUTHN_ORIGINS: 'Comma-separated origins a passkey ceremony may come from (`https://login.example.com`). Unset: the issuer\'s origin.',
 };
 
 /** `TRUST_PROXY`: a number of proxy hops; `true`/`yes` mean one, `false`/`no` none. */
@@ -79,11 +82,20 @@ const schema = z
       .refine((s) => parseSecretsKey(s) !== undefined, 'must be 32 bytes written as base64 or hex (e.g. `openssl rand -base64 32`)')
       .optional(),
     MFA_POLICY: z.enum(['required', 'optional']).default('required'),
+    PASSKEYS: z.enum(['off', 'optional', 'preferred']).default('optional'),
+    WEBAUTHN_RP_ID: z.string().regex(/^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'must be a lower-case host name, e.g. example.com').optional(),
+    WEBAUTHN_ORIGINS: z
+      .string()
+      .transform((s) => s.split(',').map((o) => o.trim()).filter(Boolean))
+      .pipe(z.array(z.url({ protocol: /^https?$/, error: 'each must be an http:// or https:// origin' }).refine((o) => new URL(o).origin === o, 'each must be an origin: scheme, host and port, no path')).min(1))
+      .optional(),
     WORKERS: z.coerce.number().int().min(1).max(256).optional(),
   })
   .transform((env) => ({
     ...env,
     ISSUER: (env.ISSUER ?? `http://localhost:${env.PORT}`).replace(/\/+$/, ''),
+    WEBAUTHN_RP_ID: env.WEBAUTHN_RP_ID ?? new URL(env.ISSUER ?? `http://localhost:${env.PORT}`).hostname,
+    WEBAUTHN_ORIGINS: env.WEBAUTHN_ORIGINS ?? [new URL(env.ISSUER ?? `http://localhost:${env.PORT}`).origin],
     WORKERS: env.WORKERS ?? (env.NODE_ENV === 'production' ? availableParallelism() : 1),
   }))
   .superRefine((env, ctx) => {
@@ -110,6 +122,11 @@ const schema = z
     }
     if (env.REDIS_PASSWORD && env.REDIS_URL && new URL(env.REDIS_URL).password) {
       ctx.addIssue({ code: 'custom', path: ['REDIS_PASSWORD'], message: 'REDIS_URL carries a password already: set it in one place' });
+    }
+    // WebAuthn binds a passkey to the RP id: it must be the issuer's host or a registrable suffix of it.
+    const issuerHost = new URL(env.ISSUER).hostname;
+    if (issuerHost !== env.WEBAUTHN_RP_ID && !issuerHost.endsWith(`.${env.WEBAUTHN_RP_ID}`)) {
+      ctx.addIssue({ code: 'custom', path: ['WEBAUTHN_RP_ID'], message: `must be the issuer's host name (${issuerHost}) or a suffix of it` });
     }
     if (env.NODE_ENV !== 'production') return;
     if (redisTargets.length === 0) {

@@ -10,6 +10,8 @@ const VIEWS_DIR = fileURLToPath(new URL('../views/', import.meta.url));
 export function contentSecurityPolicy(formTargets: string[] = []): string {
   return [
     "default-src 'none'",
+    // Our two files only (the passkey ceremonies): no inline script.
+    "script-src 'self'",
     "style-src 'self'",
     "img-src 'self' data:",
     `form-action 'self'${formTargets.map((t) => ` ${t}`).join('')}`,

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { signIn, signInAndRedeem } from './helpers/flow.ts';
 import { type TestRedis } from './helpers/redis.ts';
 import type { TestServer } from './helpers/server.ts';
+import { SoftAuthenticator } from './helpers/soft-authenticator.ts';
 import { useWorld, type World } from './helpers/world.ts';
 
 /**
@@ -77,4 +78,21 @@ test('client create --require-mfa stores require_mfa', async () => {
   assert.equal(shown.require_mfa, true);
   const plain = await latchkey(['client', 'create', '--name', 'Wiki', '--grants', 'authorization_code', '--redirect-uri', 'https://wiki.example/cb', '--scope', 'openid']);
   assert.equal((await latchkey(['client', 'show', plain.client_id as string])).require_mfa, false);
+});
+
+test('user show lists the person’s factors, passkeys by name; reset-mfa removes the passkeys too', async () => {
+  const account = await server.app.accounts.create({ email: 'pia@example.org', password: PASSWORD });
+  const device = new SoftAuthenticator({ origin: server.issuer });
+  const options = await server.app.passkeys.registrationOptions(account, 'cli-test');
+  const registered = await server.app.passkeys.register(account.id, 'cli-test', device.create(options), 'Pia’s phone');
+  assert.ok(registered.ok);
+  const shown = await latchkey(['user', 'show', account.id]);
+  const factors = shown.factors as { type: string; name: string; last_used: string | null }[];
+  assert.deepEqual(factors.map((f) => [f.type, f.name, f.last_used]), [['passkey', 'Pia’s phone', null]]);
+
+  const reset = await latchkey(['user', 'reset-mfa', account.id]);
+  assert.equal(reset.mfa_removed, true);
+  assert.equal(reset.passkeys_removed, 1);
+  assert.equal((await server.app.passkeys.ownerOf(registered.passkey.id)), undefined, 'the credential index entry is gone');
+  assert.deepEqual((await latchkey(['user', 'show', account.id])).factors, []);
 });

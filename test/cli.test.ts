@@ -410,7 +410,7 @@ test('every change writes one audit line on stderr (ids, never a secret); reads 
   assert.ok(!JSON.stringify(user.audit).includes('@'), 'accounts are named by id');
   const id = user.out.id as string;
   const expected: [string[], string, Record<string, unknown>][] = [
-    [['user', 'reset-mfa', id], 'second_factor_removed', { reason: 'reset', sessions: 0, grants: 0 }],
+    [['user', 'reset-mfa', id], 'second_factor_removed', { reason: 'reset', passkeys: 0, sessions: 0, grants: 0 }],
     [['user', 'unlock', id], 'user_unlocked', { wasLocked: false }],
     [['user', 'disable', id], 'user_disabled', { sessions: 0, grants: 0 }],
     [['user', 'enable', id], 'user_enabled', {}],

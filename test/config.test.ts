@@ -17,8 +17,23 @@ describe('loadConfig', () => {
       TRUST_PROXY: 0,
       REDIS_TIMEOUT_MS: 1000,
       MFA_POLICY: 'required',
+      PASSKEYS: 'optional',
+      WEBAUTHN_RP_ID: 'localhost',
+      WEBAUTHN_ORIGINS: ['http://localhost:3000'],
       WORKERS: 1,
     });
+  });
+
+  test('passkeys: RP id and origins default to the issuer; an RP id must be its host or a suffix of it', () => {
+    const issuer = { ISSUER: 'https://login.example.com' };
+    assert.equal(loadConfig(issuer).WEBAUTHN_RP_ID, 'login.example.com');
+    assert.deepEqual(loadConfig(issuer).WEBAUTHN_ORIGINS, ['https://login.example.com']);
+    assert.equal(loadConfig({ ...issuer, WEBAUTHN_RP_ID: 'example.com' }).WEBAUTHN_RP_ID, 'example.com');
+    assert.throws(() => loadConfig({ ...issuer, WEBAUTHN_RP_ID: 'other.com' }), /WEBAUTHN_RP_ID: must be the issuer's host name \(login.example.com\) or a suffix of it/);
+    assert.throws(() => loadConfig({ ...issuer, WEBAUTHN_RP_ID: 'Example.com/x' }), /WEBAUTHN_RP_ID: must be a lower-case host name/);
+    assert.deepEqual(loadConfig({ ...issuer, WEBAUTHN_ORIGINS: 'https://login.example.com, https://app.example.com:8443' }).WEBAUTHN_ORIGINS, ['https://login.example.com', 'https://app.example.com:8443']);
+    assert.throws(() => loadConfig({ ...issuer, WEBAUTHN_ORIGINS: 'https://login.example.com/path' }), /WEBAUTHN_ORIGINS[.0-9]*: each must be an origin/);
+    assert.throws(() => loadConfig({ PASSKEYS: 'always' }), /PASSKEYS/);
   });
 
   test('WORKERS: every CPU in production, one process otherwise; several need Redis', () => {

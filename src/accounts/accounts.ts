@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
+import type { StoredPasskey } from './passkeys.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
 
 export interface Account {
@@ -10,8 +11,18 @@ export interface Account {
   passwordHash: string;
   disabled: boolean;
   createdAt: number;
-  /** The second factor, once enrolled (second-factor.ts). */
+  /** The authenticator app, once enrolled (second-factor.ts), with the recovery codes. */
   mfa?: AccountMfa;
+  /** Passkeys (passkeys.ts). */
+  passkeys?: StoredPasskey[];
+  /** The recovery codes of an account whose first factor was a passkey (with an app, they are `mfa.recovery`). */
+  recovery?: RecoverySet;
+}
+
+export interface RecoverySet {
+  generation: string;
+  salt: string;
+  createdAt: number;
 }
 
 export interface AccountMfa {
@@ -20,7 +31,17 @@ export interface AccountMfa {
   /** Epoch milliseconds. */
   enrolledAt: number;
   /** The current set of recovery codes; their salted digests are a set at keys.recoveryCodes(id, generation). */
-  recovery?: { generation: string; salt: string; createdAt: number };
+  recovery?: RecoverySet;
+}
+
+/** The account's recovery codes, wherever its first factor put them. */
+export function recoveryOf(account: Account): RecoverySet | undefined {
+  return account.mfa?.recovery ?? account.recovery;
+}
+
+/** Whether the account has a second factor: an authenticator app or a passkey. */
+export function hasFactor(account: Account): boolean {
+  return account.mfa !== undefined || (account.passkeys?.length ?? 0) > 0;
 }
 
 /** A refusal a person or operator can act on: the CLI exits 2 with it, a page answers 4xx with it (never 500). */
@@ -131,12 +152,13 @@ export class Accounts {
   async delete(id: string): Promise<Account> {
     const account = await this.find(id);
     if (!account) throw new AccountError(`no account with id ${id}`);
-    const recovery = account.mfa?.recovery;
+    const recovery = recoveryOf(account);
     await this.#store.del(
       keys.account(id),
       keys.accountEmail(account.email),
       keys.totpLastStep(id),
       ...(recovery ? [keys.recoveryCodes(id, recovery.generation)] : []),
+      ...(account.passkeys ?? []).map((p) => keys.passkeyCredential(p.id)),
     );
     await this.#store.setRemove(keys.accounts, id);
     return account;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { SecretBoxError, type SecretBox } from '../security/secret-box.ts';
 import { digest, keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
-import { AccountError, type Account, type AccountMfa, type Accounts } from './accounts.ts';
+import { AccountError, hasFactor, recoveryOf, type Account, type AccountMfa, type Accounts, type RecoverySet } from './accounts.ts';
 import { generateRecoveryCodes, generateRecoverySalt, normalizeRecoveryCode, recoveryCodeDigest } from './recovery-codes.ts';
 import { generateTotpSecret, totpProvisioning, TotpVerifier, type TotpProvisioning } from './totp.ts';
 
@@ -114,45 +114,80 @@ export class SecondFactor {
     if (!claimed) return { ok: false, reason: 'replayed' };
     await this.#totp.markAccepted(accountId, step);
 
-    const { codes, recovery } = await this.#newRecoverySet(accountId);
-    let previous: AccountMfa['recovery'];
+    // Recovery codes are issued with the first factor; replacing the app issues new ones (as before passkeys),
+    // adding an app beside passkeys keeps theirs.
+    const keep = !account.mfa && account.recovery ? account.recovery : undefined;
+    const fresh = keep ? undefined : await this.#newRecoverySet(accountId);
+    let previous: RecoverySet | undefined;
     await this.#accounts.update(accountId, (a) => {
-      previous = a.mfa?.recovery;
-      a.mfa = { secretEnc: this.#box.seal(secret, secretContext(accountId)), enrolledAt: this.#now(), recovery };
+      previous = fresh ? recoveryOf(a) : undefined;
+      a.mfa = { secretEnc: this.#box.seal(secret, secretContext(accountId)), enrolledAt: this.#now(), recovery: fresh?.recovery ?? a.recovery ?? keep };
+      delete a.recovery;
     });
     if (previous) await this.#store.del(keys.recoveryCodes(accountId, previous.generation));
-    return { ok: true, recoveryCodes: codes };
+    return { ok: true, recoveryCodes: fresh?.codes ?? [] };
   }
 
-  /** Removes the factor and its recovery codes: the person enrolls again at their next sign-in. */
-  async resetMfa(accountId: string): Promise<boolean> {
-    let previous: AccountMfa | undefined;
+  /**
+   * The recovery codes of a first factor that is not an app (a passkey): a new set when the account has
+   * none, else nothing — codes are issued once, when the first factor is set up.
+   */
+  async issueRecoveryCodesIfNone(accountId: string): Promise<string[]> {
+    if (recoveryOf(await this.#account(accountId))) return [];
+    const { codes, recovery } = await this.#newRecoverySet(accountId);
+    let issued = false;
     await this.#accounts.update(accountId, (a) => {
-      previous = a.mfa;
-      delete a.mfa;
+      issued = !recoveryOf(a);
+      if (issued) a.recovery = recovery;
     });
-    if (previous?.recovery) await this.#store.del(keys.recoveryCodes(accountId, previous.recovery.generation));
+    if (!issued) await this.#store.del(keys.recoveryCodes(accountId, recovery.generation));
+    return issued ? codes : [];
+  }
+
+  /** Drops the recovery codes of an account left without any factor (its last passkey removed). */
+  async dropRecoveryCodesWithoutFactor(accountId: string): Promise<void> {
+    let dropped: RecoverySet | undefined;
+    await this.#accounts.update(accountId, (a) => {
+      if (hasFactor(a)) return;
+      dropped = a.recovery;
+      delete a.recovery;
+    });
+    if (dropped) await this.#store.del(keys.recoveryCodes(accountId, dropped.generation));
+  }
+
+  /** Removes every factor (the app, the passkeys) and the recovery codes: the person enrolls again at their next sign-in. */
+  async resetMfa(accountId: string): Promise<boolean> {
+    let previous: Account | undefined;
+    await this.#accounts.update(accountId, (a) => {
+      previous = structuredClone(a);
+      delete a.mfa;
+      delete a.passkeys;
+      delete a.recovery;
+    });
+    const recovery = previous && recoveryOf(previous);
+    await this.#store.del(...(recovery ? [keys.recoveryCodes(accountId, recovery.generation)] : []), ...(previous?.passkeys ?? []).map((p) => keys.passkeyCredential(p.id)));
     await this.#totp.forget(accountId);
-    return previous !== undefined;
+    return previous !== undefined && hasFactor(previous);
   }
 
   /** A new set of recovery codes; the old set stops working at once. Returns the codes to show once. */
   async regenerateRecoveryCodes(accountId: string): Promise<string[]> {
     const account = await this.#account(accountId);
-    if (!account.mfa) throw new AccountError('this account has no second factor');
+    if (!hasFactor(account)) throw new AccountError('this account has no second factor');
     const { codes, recovery } = await this.#newRecoverySet(accountId);
-    let previous: AccountMfa['recovery'];
+    let previous: RecoverySet | undefined;
     await this.#accounts.update(accountId, (a) => {
-      if (!a.mfa) throw new AccountError('this account has no second factor');
-      previous = a.mfa.recovery;
-      a.mfa.recovery = recovery;
+      if (!hasFactor(a)) throw new AccountError('this account has no second factor');
+      previous = recoveryOf(a);
+      if (a.mfa) a.mfa.recovery = recovery;
+      else a.recovery = recovery;
     });
     if (previous) await this.#store.del(keys.recoveryCodes(accountId, previous.generation));
     return codes;
   }
 
   async recoveryCodesLeft(account: Account): Promise<number> {
-    const recovery = account.mfa?.recovery;
+    const recovery = recoveryOf(account);
     return recovery ? (await this.#store.setMembers(keys.recoveryCodes(account.id, recovery.generation))).length : 0;
   }
 
@@ -171,13 +206,15 @@ export class SecondFactor {
    */
   async verifySecondFactor(accountId: string, input: { totp: string } | { recoveryCode: string }): Promise<SecondFactorResult> {
     const account = await this.#accounts.find(accountId);
-    if (!account?.mfa) return { ok: false, reason: 'not-enrolled' };
+    if (!account || !hasFactor(account)) return { ok: false, reason: 'not-enrolled' };
     if ('totp' in input) {
+      // Passkeys only: no app to take a code from.
+      if (!account.mfa) return { ok: false, reason: 'invalid' };
       const secret = this.#box.open(account.mfa.secretEnc, secretContext(account.id));
       const checked = await this.#totp.verify(account.id, secret, input.totp);
       return checked.ok ? { ok: true, method: 'totp' } : { ok: false, reason: checked.reason };
     }
-    const recovery = account.mfa.recovery;
+    const recovery = recoveryOf(account);
     const code = normalizeRecoveryCode(input.recoveryCode);
     if (!recovery || !code) return { ok: false, reason: 'invalid' };
     const used = await this.#store.setRemove(keys.recoveryCodes(account.id, recovery.generation), recoveryCodeDigest(recovery.salt, code));

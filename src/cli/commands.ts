@@ -1,6 +1,7 @@
 import type { ParseArgsOptionsConfig } from 'node:util';
 import type { ClientMetadata } from 'oidc-provider';
 import type { Account, Accounts } from '../accounts/accounts.ts';
+import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { totpCodeAt } from '../accounts/totp.ts';
 import { Lockout } from '../security/lockout.ts';
@@ -328,14 +329,15 @@ export const COMMANDS: Record<string, Command> = {
     args: ['USER_ID'],
     async run(ctx, _values, [id]) {
       const account = await findUser(ctx.accounts, id!);
+      const passkeys = passkeysOf(account).length;
       const removed = await (await secondFactorOf(ctx)).resetMfa(account.id);
       // Nothing removed, nothing changed: no audit line, nobody signed out.
       if (!removed) return { json: { id: account.id, email: account.email, mfa_removed: false }, text: `${account.email} had no second factor.` };
       // Sessions signed in with the lost factor end, and their tokens die.
       const { sessions, grants } = await revokeAccountSessions(ctx.store, account.id);
-      const json = { id: account.id, email: account.email, mfa_removed: true, sessions_revoked: sessions, grants_revoked: grants };
-      const audit = { event: 'second_factor_removed' as const, fields: { accountId: account.id, reason: 'reset', sessions, grants }, msg: 'second factor and recovery codes removed; signed out everywhere' };
-      return { json, text: `Removed the second factor of ${account.email} and signed them out everywhere: they set up a new one at their next sign-in.`, audit };
+      const json = { id: account.id, email: account.email, mfa_removed: true, passkeys_removed: passkeys, sessions_revoked: sessions, grants_revoked: grants };
+      const audit = { event: 'second_factor_removed' as const, fields: { accountId: account.id, reason: 'reset', passkeys, sessions, grants }, msg: 'second factor, passkeys and recovery codes removed; signed out everywhere' };
+      return { json, text: `Removed the second factor${passkeys ? ` and ${passkeys} passkey${passkeys > 1 ? 's' : ''}` : ''} of ${account.email} and signed them out everywhere: they set up a new one at their next sign-in.`, audit };
     },
   },
   'user unlock': {
@@ -361,8 +363,21 @@ export const COMMANDS: Record<string, Command> = {
     usage: 'USER_ID',
     args: ['USER_ID'],
     async run(ctx, _values, [id]) {
-      const json = userView(await findUser(ctx.accounts, id!));
-      return { json, text: fields(json) };
+      const account = await findUser(ctx.accounts, id!);
+      const view = userView(account);
+      // The person's factors, as an operator helping them needs to see them (names and dates, never key material).
+      const factors = [
+        ...(account.mfa ? [{ type: 'totp', name: 'Authenticator app', created: new Date(account.mfa.enrolledAt).toISOString() }] : []),
+        ...passkeysOf(account).map((p) => ({
+          type: 'passkey',
+          name: p.name,
+          authenticator: authenticatorName(p.aaguid) ?? null,
+          created: new Date(p.createdAt).toISOString(),
+          last_used: p.lastUsedAt ? new Date(p.lastUsedAt).toISOString() : null,
+        })),
+      ];
+      const lines = factors.map((f) => `  ${f.type === 'totp' ? 'authenticator app' : `passkey "${f.name}"`}, created ${f.created}${'last_used' in f ? `, last used ${f.last_used ?? 'never'}` : ''}`);
+      return { json: { ...view, factors }, text: `${fields(view)}\nfactors:${lines.length ? `\n${lines.join('\n')}` : ' none'}` };
     },
   },
   'user disable': {

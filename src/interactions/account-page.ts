@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { AccountError, validatePassword, type Account } from '../accounts/accounts.ts';
+import { AccountError, hasFactor, validatePassword, type Account } from '../accounts/accounts.ts';
+import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
 import type { Registry } from '../oidc/registry.ts';
@@ -34,7 +35,7 @@ export interface AccountPageDeps extends InteractionDeps {
 const SCOPE = 'openid';
 
 export function accountRoutes(deps: AccountPageDeps) {
-  const { provider, accounts, store, views, csrf, secondFactor, issuer, clientId } = deps;
+  const { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, mfaPolicy, issuer, clientId } = deps;
   const checks = new FactorChecks(deps);
   const callback = `${issuer}/account/callback`;
   const router = new Router({ prefix: '/account' });
@@ -91,14 +92,18 @@ export function accountRoutes(deps: AccountPageDeps) {
   async function renderAccount(ctx: Context, who: Signed, extra: Record<string, unknown> = {}) {
     const { account } = who;
     const enrolled = SecondFactor.isEnrolled(account);
+    const day = (ms: number | undefined) => (ms ? new Date(ms).toISOString().slice(0, 10) : undefined);
     views.render(ctx, 'account', {
       title: 'Your account',
       csrf: csrf.token(who.csrfScope),
       email: account.email,
       name: account.name,
       enrolled,
-      enrolledAt: enrolled ? new Date(account.mfa!.enrolledAt).toISOString().slice(0, 10) : undefined,
-      recoveryLeft: enrolled ? await secondFactor.recoveryCodesLeft(account) : 0,
+      hasFactor: hasFactor(account),
+      enrolledAt: enrolled ? day(account.mfa!.enrolledAt) : undefined,
+      recoveryLeft: hasFactor(account) ? await secondFactor.recoveryCodesLeft(account) : 0,
+      passkeysOn: passkeyMode !== 'off',
+      passkeys: passkeysOf(account).map((p) => ({ id: p.id, name: p.name, authenticator: authenticatorName(p.aaguid), created: day(p.createdAt), lastUsed: day(p.lastUsedAt) })),
       ...extra,
     });
   }
@@ -114,8 +119,9 @@ export function accountRoutes(deps: AccountPageDeps) {
     const pwd = await checks.password(who.account.email, password, ctx.ip);
     if (pwd.status === 'locked') return lockedMessage(ctx, pwd.retryAfterSeconds);
     if (pwd.status !== 'ok' || pwd.account.id !== who.account.id) return 'Your current password is not right.';
-    if (!SecondFactor.isEnrolled(who.account)) return undefined;
-    const input = /^[\d\s-]+$/.test(code) ? { totp: code } : { recoveryCode: code };
+    // Passkeys only: the proof is a recovery code (there is no app to take a code from).
+    if (!hasFactor(who.account)) return undefined;
+    const input = who.account.mfa && /^[\d\s-]+$/.test(code) ? { totp: code } : { recoveryCode: code };
     const second: Checked = await checks.secondFactor(who.account, input, ctx.ip);
     if (second.status === 'locked') return lockedMessage(ctx, second.retryAfterSeconds);
     if (second.status !== 'ok') return second.reason === 'replayed' ? MESSAGES.usedCode : 'That code is not right. Enter the current code from your authenticator app.';
@@ -157,7 +163,7 @@ export function accountRoutes(deps: AccountPageDeps) {
   router.post('/recovery-codes', sameOrigin, form, async (ctx) => {
     const who = await guardPost(ctx);
     if (!who) return;
-    if (!SecondFactor.isEnrolled(who.account)) return renderAccount(ctx, who, { error: 'Set up two-step verification first.' });
+    if (!hasFactor(who.account)) return renderAccount(ctx, who, { error: 'Set up two-step verification first.' });
     const problem = await proof(ctx, who);
     if (problem) return renderAccount(ctx, who, { error: problem });
     const codes = await secondFactor.regenerateRecoveryCodes(who.account.id);
@@ -216,6 +222,70 @@ export function accountRoutes(deps: AccountPageDeps) {
     }
     const error = checked.status === 'locked' ? lockedMessage(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? 'The setup took too long. Start again.' : MESSAGES.wrongCode;
     renderEnroll(ctx, who, pending, provisioning, error);
+  });
+
+  // ---- passkeys: proof first, as for every change ----
+
+  router.post('/passkeys', sameOrigin, form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    if (passkeyMode === 'off') return renderAccount(ctx, who, { error: 'Passkeys are turned off on this server.' });
+    const problem = await proof(ctx, who);
+    if (problem) return renderAccount(ctx, who, { error: problem });
+    // The challenge is issued only after the proof, for this session, once: holding it is the proof just given.
+    const options = await passkeys.registrationOptions(who.account, who.csrfScope);
+    views.render(ctx, 'passkey-add', {
+      title: 'Add a passkey',
+      csrf: csrf.token(who.csrfScope),
+      email: who.account.email,
+      passkey: { kind: 'register', action: '/account/passkeys/confirm', options, label: 'Create a passkey' },
+    });
+  });
+
+  router.post('/passkeys/confirm', sameOrigin, form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    const body = ctx.request.body as Record<string, unknown>;
+    const checked = await checks.registerPasskey(who.account, who.csrfScope, body.response, body.name, ctx.ip, 'account_page');
+    if (checked.status !== 'ok') {
+      const error = checked.status === 'locked' ? lockedMessage(ctx, checked.retryAfterSeconds) : 'The passkey was not created. Start again.';
+      return renderAccount(ctx, who, { error });
+    }
+    const codes = await secondFactor.issueRecoveryCodesIfNone(who.account.id);
+    if (codes.length) return showRecoveryCodes(ctx, who, codes);
+    await renderAccount(ctx, { ...who, account: (await accounts.find(who.account.id))! }, { notice: `Your passkey “${checked.passkey.name}” was added.` });
+  });
+
+  router.post('/passkeys/rename', sameOrigin, form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    const body = ctx.request.body as Record<string, unknown>;
+    const target = passkeysOf(who.account).find((p) => p.id === body.passkey_id);
+    if (!target) return renderAccount(ctx, who, { error: 'That passkey is not yours, or it was removed.' });
+    const problem = await proof(ctx, who);
+    if (problem) return renderAccount(ctx, who, { error: problem });
+    const renamed = await passkeys.rename(who.account.id, target.id, String(body.name ?? ''));
+    audit(deps.logger, 'passkey_renamed', { accountId: who.account.id, source: 'account_page' }, 'passkey renamed');
+    await renderAccount(ctx, { ...who, account: (await accounts.find(who.account.id))! }, { notice: `Renamed to “${renamed.name}”.` });
+  });
+
+  router.post('/passkeys/remove', sameOrigin, form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    const body = ctx.request.body as Record<string, unknown>;
+    const target = passkeysOf(who.account).find((p) => p.id === body.passkey_id);
+    if (!target) return renderAccount(ctx, who, { error: 'That passkey is not yours, or it was removed.' });
+    const last = !SecondFactor.isEnrolled(who.account) && passkeysOf(who.account).length === 1;
+    if (last && mfaPolicy === 'required') return renderAccount(ctx, who, { error: 'This is your only second factor, and this server requires one: add another passkey or an authenticator app first.' });
+    const problem = await proof(ctx, who);
+    if (problem) return renderAccount(ctx, who, { error: problem });
+    await passkeys.remove(who.account.id, target.id);
+    if (last) await secondFactor.dropRecoveryCodesWithoutFactor(who.account.id);
+    // Whoever signed in with it is signed out; this browser stays.
+    const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
+    deps.metrics.passkeys.inc({ event: 'removed', detail: 'account_page' });
+    audit(deps.logger, 'passkey_removed', { accountId: who.account.id, count: 1, source: 'account_page', ...ended }, 'passkey removed; other sessions ended');
+    await renderAccount(ctx, { ...who, account: (await accounts.find(who.account.id))! }, { notice: `The passkey “${target.name}” was removed. You were signed out everywhere else.` });
   });
 
   router.post('/password', sameOrigin, form, async (ctx) => {

@@ -1,9 +1,12 @@
+import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
 import { normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
+import { parseCredentialResponse, type PasskeyRegistration, type PasskeyUse, type Passkeys, type StoredPasskey } from '../accounts/passkeys.ts';
 import type { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Factor, Lockout } from '../security/lockout.ts';
+import { digest } from '../storage/keys.ts';
 
 /**
  * Every check of something a person knows or holds, wrapped in the lockout: asked first (a locked
@@ -23,9 +26,11 @@ export class FactorChecks {
   readonly #lockout: Lockout;
   readonly #metrics: Metrics;
   readonly #logger: Logger;
+  readonly #passkeys: Passkeys;
 
-  constructor(deps: { accounts: Accounts; secondFactor: SecondFactor; lockout: Lockout; metrics: Metrics; logger: Logger }) {
+  constructor(deps: { accounts: Accounts; secondFactor: SecondFactor; passkeys: Passkeys; lockout: Lockout; metrics: Metrics; logger: Logger }) {
     this.#accounts = deps.accounts;
+    this.#passkeys = deps.passkeys;
     this.#secondFactor = deps.secondFactor;
     this.#lockout = deps.lockout;
     this.#metrics = deps.metrics;
@@ -77,6 +82,53 @@ export class FactorChecks {
     const outcome = this.#outcome(result, 'enroll', account, reason, () => ({ status: 'ok' as const, recoveryCodes: codes }));
     if (outcome.status === 'ok') audit(this.#logger, 'second_factor_enrolled', { accountId: account.id, replaced: options.replace === true }, 'second factor enrolled');
     return outcome;
+  }
+
+  /**
+   * A passkey assertion answering a challenge issued for `scope`, counted as the `passkey` factor of the
+   * passkey's owner (found from the credential id; an unknown credential is its own subject) and of the
+   * IP. `account`: a second factor, only that account's passkeys count; without it, a passwordless
+   * sign-in, which needs user verification.
+   */
+  async passkey(scope: string, raw: unknown, ip: string, account?: Pick<Account, 'id' | 'email'>): Promise<Checked<{ account: Account; passkey: StoredPasskey; userVerified: boolean }>> {
+    const response = parseCredentialResponse<AuthenticationResponseJSON>(raw);
+    const owner = account ?? (response ? await this.#passkeys.ownerOf(response.id) : undefined);
+    const subject = owner ? normalizeEmail(owner.email) : `passkey:${digest(response?.id ?? `malformed:${ip}`)}`;
+    let used = { ok: false, reason: 'malformed' } as PasskeyUse;
+    const result = await this.#lockout.attempt({ factor: 'passkey', account: subject, ip }, async () => {
+      if (response) used = await this.#passkeys.authenticate(scope, response, { ...(account ? { accountId: account.id } : {}), requireUserVerification: !account });
+      return used.ok;
+    });
+    const how = account ? 'second_factor' : 'passwordless';
+    if (result.status === 'ok' && used.ok) {
+      this.#metrics.passkeys.inc({ event: 'used', detail: how });
+      audit(this.#logger, 'passkey_used', { accountId: used.account.id, as: how, userVerified: used.userVerified, ip }, 'signed in with a passkey');
+      return { status: 'ok', account: used.account, passkey: used.passkey, userVerified: used.userVerified };
+    }
+    const reason = result.status === 'locked' ? 'locked' : used.ok ? 'invalid' : used.reason;
+    this.#metrics.passkeys.inc({ event: 'failed', detail: reason });
+    if (account) audit(this.#logger, 'second_factor_failed', { accountId: account.id, method: 'passkey', reason }, 'second factor refused');
+    else audit(this.#logger, 'signin_failed', { factor: 'passkey', reason, ip, ...(owner ? { accountId: owner.id } : {}) }, 'sign-in refused');
+    return result.status === 'locked' ? result : { status: 'failed', reason };
+  }
+
+  /** A new passkey for `account` (its response to a challenge issued for `scope`), counted as a passkey attempt. */
+  async registerPasskey(account: Pick<Account, 'id' | 'email'>, scope: string, raw: unknown, name: unknown, ip: string, source: 'signin' | 'account_page'): Promise<Checked<{ passkey: StoredPasskey; userVerified: boolean }>> {
+    const response = parseCredentialResponse<RegistrationResponseJSON>(raw);
+    let registered = { ok: false, reason: 'malformed' } as PasskeyRegistration;
+    const result = await this.#lockout.attempt({ factor: 'passkey', account: normalizeEmail(account.email), ip }, async () => {
+      if (response) registered = await this.#passkeys.register(account.id, scope, response, typeof name === 'string' ? name : '');
+      return registered.ok;
+    });
+    if (result.status === 'ok' && registered.ok) {
+      this.#metrics.passkeys.inc({ event: 'registered', detail: source });
+      audit(this.#logger, 'passkey_registered', { accountId: account.id, source, deviceType: registered.passkey.deviceType, userVerified: registered.userVerified }, 'passkey registered');
+      return { status: 'ok', passkey: registered.passkey, userVerified: registered.userVerified };
+    }
+    const reason = result.status === 'locked' ? 'locked' : registered.ok ? 'invalid' : registered.reason;
+    this.#metrics.passkeys.inc({ event: 'failed', detail: reason });
+    audit(this.#logger, 'second_factor_failed', { accountId: account.id, method: 'passkey_registration', reason }, 'passkey registration refused');
+    return result.status === 'locked' ? result : { status: 'failed', reason };
   }
 
   #outcome<T extends object>(result: Awaited<ReturnType<Lockout['attempt']>>, method: Factor | 'enroll', account: Pick<Account, 'id'>, reason: string, ok: () => { status: 'ok' } & T): Checked<T> {

@@ -6,9 +6,12 @@
  *   `--require-mfa` (client metadata `require_mfa`), or when the request asks for it with
  *   `acr_values=urn:latchkey:mfa`.
  *
- * `acr` (OIDC Core §2): `urn:latchkey:mfa` after a password and a second factor, `urn:latchkey:pwd`
- * after a password alone. `amr` (RFC 8176): `pwd`, plus `otp` and `mfa` when a TOTP or recovery code
- * (a one-time password too) was also given.
+ * `acr` (OIDC Core §2): `urn:latchkey:mfa` when `amr` has `mfa` — a password and a second factor, or a
+ * passkey with user verification — and `urn:latchkey:pwd` after a password alone. `amr` (RFC 8176):
+ * `pwd`; `otp` for a TOTP or recovery code (a one-time password too); for a passkey `hwk` (a
+ * device-bound key) or `swk` (a synced passkey) and `user` (the authenticator tested presence); `mfa`
+ * when two factors were proven. WebAuthn reports that the person was verified, not how (PIN or
+ * fingerprint), so neither `pin` nor `fpt` is claimed.
  */
 export type MfaPolicy = 'required' | 'optional';
 
@@ -17,7 +20,11 @@ export const ACR_PASSWORD = 'urn:latchkey:pwd';
 export const ACR_VALUES = [ACR_PASSWORD, ACR_MFA];
 
 export const AMR_PASSWORD = ['pwd'];
-export const AMR_MFA = ['pwd', 'otp', 'mfa'];
+/** After the password: a TOTP or recovery code. */
+export const AMR_TOTP = ['otp', 'mfa'];
+export const AMR_MFA = [...AMR_PASSWORD, ...AMR_TOTP];
+
+export type LoginResult = { accountId: string; acr: string; amr: string[] };
 
 /** Whether the client or the request demands a second factor, whatever the account has. */
 export function mfaDemanded(policy: MfaPolicy, client: object | undefined, params: { acr_values?: unknown }): boolean {
@@ -27,7 +34,16 @@ export function mfaDemanded(policy: MfaPolicy, client: object | undefined, param
   return acrValues.includes(ACR_MFA);
 }
 
-/** The login result of a finished sign-in. */
-export function loginResult(accountId: string, withSecondFactor: boolean) {
-  return withSecondFactor ? { accountId, acr: ACR_MFA, amr: AMR_MFA } : { accountId, acr: ACR_PASSWORD, amr: AMR_PASSWORD };
+/** The login result of a finished sign-in: `acr` follows from the methods in `amr`. */
+export function loginResult(accountId: string, amr: string[]): LoginResult {
+  return { accountId, acr: amr.includes('mfa') ? ACR_MFA : ACR_PASSWORD, amr };
+}
+
+/**
+ * The `amr` of a passkey assertion. With user verification it proves two factors (the key, and the
+ * PIN or biometric that unlocked it); `withPassword`, the password was the other one.
+ */
+export function passkeyAmr(info: { deviceType: 'singleDevice' | 'multiDevice'; userVerified: boolean }, withPassword = false): string[] {
+  const key = info.deviceType === 'singleDevice' ? 'hwk' : 'swk';
+  return [...(withPassword ? AMR_PASSWORD : []), key, 'user', ...(info.userVerified || withPassword ? ['mfa'] : [])];
 }

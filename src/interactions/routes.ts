@@ -1,7 +1,8 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { default as Provider, InteractionResults } from 'oidc-provider';
-import { AccountError, type Account, type Accounts } from '../accounts/accounts.ts';
+import { AccountError, normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
+import { passkeysOf, type Passkeys } from '../accounts/passkeys.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -14,16 +15,18 @@ import { sameOriginForms } from '../security/same-origin.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
-import { loginResult, mfaDemanded, type MfaPolicy } from './mfa-policy.ts';
+import { mfaDemanded, passkeyAmr, type MfaPolicy } from './mfa-policy.ts';
 import { FactorChecks } from './factor-checks.ts';
 import { formBody } from './form-body.ts';
-import { SignInSteps, type SignInStep, type StepName } from './sign-in-steps.ts';
+import { guard, REFUSALS, transition, type AccountFacts, type EventType, type SignInEvent, type SignInState } from './sign-in-machine.ts';
+import { SignInSteps, type SignInStep } from './sign-in-steps.ts';
 import { renderDeviceRequest } from './device-request.ts';
 
 /**
- * The sign-in flow as a small state machine (sign-in-steps.ts): login → second-factor (→ enroll →
- * recovery-codes) → consent → done. Each step reads the interaction from oidc-provider first (its
- * cookie binds it to this browser), and every route lists its guards in order.
+ * The sign-in pages. The transitions are the pure state machine of sign-in-machine.ts; these routes
+ * only turn a request into an event (after verifying what the person sent) and the outcome into an
+ * answer. Each reads the interaction from oidc-provider first (its cookie binds it to this browser),
+ * and every route lists its guards in order.
  */
 export interface InteractionDeps {
   provider: Provider;
@@ -32,6 +35,9 @@ export interface InteractionDeps {
   views: Views;
   csrf: Csrf;
   secondFactor: SecondFactor;
+  passkeys: Passkeys;
+  /** PASSKEYS: `off` offers none; `preferred` puts the passkey first. */
+  passkeyMode: 'off' | 'optional' | 'preferred';
   lockout: Lockout;
   mfaPolicy: MfaPolicy;
   metrics: Metrics;
@@ -48,6 +54,9 @@ export const MESSAGES = {
   usedCode: 'That code was already used. Wait for the next code in your authenticator app.',
   wrongRecoveryCode: 'That recovery code is not right, or it was already used.',
   enrollmentExpired: 'The setup took too long. Scan the new QR code and enter the code it shows.',
+  passkeyRefused: 'That passkey was not accepted. Try again, or use another way to sign in.',
+  passkeyNotVerified: 'Your passkey did not check it was you (no screen lock, PIN or fingerprint). Sign in with your password instead.',
+  passkeyNotCreated: 'The passkey was not created. Try again, or use an authenticator app.',
 } as const;
 
 const SCOPE_WORDS: Record<string, string> = {
@@ -66,7 +75,7 @@ function describeScopes(scopes: string[]): string[] {
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 
-export function interactionRoutes({ provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy, metrics, logger, issuer }: InteractionDeps) {
+export function interactionRoutes({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer }: InteractionDeps) {
   const router = new Router({ prefix: '/interaction/:uid' });
   const form = formBody();
   const FORM_EXPIRED = 'the form expired; go back to the application and start again';
@@ -79,9 +88,8 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   }
 
   async function details(ctx: Context): Promise<Details> {
-    const found = await provider.interactionDetails(ctx.req, ctx.res);
-    if (found.uid !== ctx.params.uid) refuse('interaction mismatch');
-    return found;
+    // The interaction the browser's cookie holds; the machine's guard checks it is the one the path names.
+    return provider.interactionDetails(ctx.req, ctx.res);
   }
 
   const requireCsrf = async (ctx: Context, next: () => Promise<unknown>) => {
@@ -110,8 +118,12 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     return provider.Client.find(String(d.params.client_id));
   }
 
-  function renderLogin(ctx: Context, d: Details, clientName: string | undefined, extra: Record<string, unknown> = {}) {
-    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', ...extra }, formTargets(d.params.redirect_uri));
+  async function renderLogin(ctx: Context, d: Details, clientName: string | undefined, extra: Record<string, unknown> = {}) {
+    // A passwordless sign-in: any passkey of this site, its challenge bound to this interaction.
+    const passkey = passkeyMode === 'off'
+      ? undefined
+      : { kind: 'sign-in', action: `/interaction/${d.uid}/passkey`, options: await passkeys.authenticationOptions(d.uid), autofill: true, label: 'Sign in with a passkey', secondary: passkeyMode !== 'preferred' };
+    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', passkey, ...extra }, formTargets(d.params.redirect_uri));
   }
 
   /** What this person allowed this client before (remembered consent). */
@@ -153,7 +165,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     audit(logger, 'consent_granted', { accountId: String(d.session!.accountId), clientId: String(d.params.client_id), scopes, via }, 'consent granted');
   }
 
-  const checks = new FactorChecks({ accounts, secondFactor, lockout, metrics, logger });
+  const checks = new FactorChecks({ accounts, secondFactor, passkeys, lockout, metrics, logger });
 
   // ---- the steps' pages ----
 
@@ -171,8 +183,13 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   async function renderStep(ctx: Context, d: Details, step: SignInStep, extra: Record<string, unknown> = {}) {
     const targets = formTargets(d.params.redirect_uri);
     if (step.name === 'second-factor') {
-      const template = extra.recovery ? 'recovery' : 'second-factor';
-      return views.render(ctx, template, pageData(d, { title: 'Two-step verification', ...extra }), targets);
+      if (extra.recovery) return views.render(ctx, 'recovery', pageData(d, { title: 'Two-step verification', ...extra }), targets);
+      const account = await accounts.find(step.accountId);
+      if (!account) refuse('this account is gone; start again');
+      const passkey = usesPasskeys(account)
+        ? { kind: 'verify', action: `/interaction/${d.uid}/mfa/passkey`, options: await passkeys.authenticationOptions(d.uid, account), label: 'Use your passkey' }
+        : undefined;
+      return views.render(ctx, 'second-factor', pageData(d, { title: 'Two-step verification', totp: SecondFactor.isEnrolled(account), passkey, ...extra }), targets);
     }
     if (step.name === 'recovery-codes') {
       // Shown once, in the answer to the enrollment post; a reload only offers to continue.
@@ -180,20 +197,24 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     }
     const account = await accounts.find(step.accountId);
     if (!account) refuse('this account is gone; start again');
-    let provisioning = await secondFactor.provisioningOf(account, step.pending);
+    let provisioning = step.pending ? await secondFactor.provisioningOf(account, step.pending) : undefined;
     if (!provisioning) {
-      // The pending enrollment expired: a new secret, a new QR code.
+      // The first view of the step, or the pending enrollment expired: a new secret, a new QR code.
       const started = await secondFactor.startEnrollment(account);
       await steps.set(d.uid, { ...step, pending: started.pending }, d.exp);
+      if (step.pending) extra = { error: MESSAGES.enrollmentExpired, ...extra };
       provisioning = started;
-      extra = { error: MESSAGES.enrollmentExpired, ...extra };
     }
+    const passkey = passkeyMode === 'off'
+      ? undefined
+      : { kind: 'register', action: `/interaction/${d.uid}/enroll/passkey`, options: await passkeys.registrationOptions(account, d.uid), label: 'Create a passkey' };
     views.render(
       ctx,
       'enroll',
       pageData(d, {
         title: 'Set up two-step verification',
         email: account.email,
+        passkey,
         qr: `data:image/svg+xml;base64,${Buffer.from(provisioning.qrSvg).toString('base64')}`,
         secret: provisioning.secret,
         ...extra,
@@ -202,43 +223,74 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     );
   }
 
-  /** The step of this interaction, when it is the expected one; anything else is a stale form. */
-  async function requireStep<N extends StepName>(d: Details, name: N): Promise<Extract<SignInStep, { name: N }>> {
-    if (d.prompt.name !== 'login') refuse('this sign-in step is already done');
-    const step = await steps.get(d.uid);
-    if (step?.name !== name) refuse('this sign-in step is not the current one; go back to the application and start again');
-    return step as Extract<SignInStep, { name: N }>;
+  // ---- the state machine (sign-in-machine.ts): requests become events, outcomes become answers ----
+
+  function machineInput(ctx: Context, d: Details, state: SignInState) {
+    return { interaction: { uid: d.uid, prompt: d.prompt.name, expiresAt: d.exp }, postedFor: String(ctx.params.uid), now: Date.now() / 1000, state };
   }
 
-  // ---- transitions ----
+  /** The interaction and its state, when it takes `event` now; anything else is refused before anything is verified. */
+  async function at<T extends EventType>(ctx: Context, event: T): Promise<{ d: Details; state: SignInState }> {
+    const d = await details(ctx);
+    const state: SignInState = (await steps.get(d.uid)) ?? { name: 'login' };
+    const refused = guard(machineInput(ctx, d, state), event);
+    if (refused) refuse(REFUSALS[refused]);
+    return { d, state };
+  }
 
-  /** After the password: the second factor, its enrollment, or — when none is needed — done. */
-  async function afterPassword(ctx: Context, d: Details, account: Account) {
-    const subject = account.email;
-    if (SecondFactor.isEnrolled(account)) {
-      await steps.set(d.uid, { name: 'second-factor', accountId: account.id, subject }, d.exp);
-    } else if (mfaDemanded(mfaPolicy, await clientOf(d), d.params)) {
-      const started = await secondFactor.startEnrollment(account);
-      await steps.set(d.uid, { name: 'enroll', accountId: account.id, subject, pending: started.pending }, d.exp);
-    } else {
-      return signedIn(ctx, d, account.id, false);
+  /** The state as a step record, when it is the one `event` needs (`at` has checked the name). */
+  function stepOf<N extends SignInStep['name']>(state: SignInState, name: N): Extract<SignInStep, { name: N }> {
+    if (state.name !== name) refuse(REFUSALS['out-of-order']);
+    return state as Extract<SignInStep, { name: N }>;
+  }
+
+  /**
+   * Carries out the machine's outcome: a new step (303 to it, post/redirect/get, or — recovery codes —
+   * shown in this answer, the only time they exist), the finished sign-in, or the cancellation.
+   */
+  async function apply(ctx: Context, d: Details, state: SignInState, event: SignInEvent, shown: { recoveryCodes?: string[] } = {}) {
+    const outcome = transition({ ...machineInput(ctx, d, state), event });
+    if (outcome.kind === 'refused') refuse(REFUSALS[outcome.reason]);
+    if (outcome.kind === 'cancelled') {
+      await steps.clear(d.uid);
+      return finish(ctx, d, { error: 'access_denied', error_description: 'the person declined' }, false);
     }
-    // Post/redirect/get: a reload shows the step again instead of re-posting the password.
+    if (outcome.kind === 'signed-in') {
+      const { login } = outcome;
+      // The step record and the interaction's result: independent writes, sent together.
+      await Promise.all([steps.clear(d.uid), finish(ctx, d, { login }, false)]);
+      audit(logger, 'signin_succeeded', { accountId: login.accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
+      return;
+    }
+    await steps.set(d.uid, outcome.step, d.exp);
+    if (outcome.step.name === 'recovery-codes' && shown.recoveryCodes) return renderStep(ctx, d, outcome.step, { codes: shown.recoveryCodes });
     ctx.status = 303;
     ctx.redirect(`/interaction/${d.uid}`);
   }
 
-  async function signedIn(ctx: Context, d: Details, accountId: string, withSecondFactor: boolean) {
-    const login = loginResult(accountId, withSecondFactor);
-    // The step record and the interaction's result: independent writes, sent together.
-    await Promise.all([steps.clear(d.uid), finish(ctx, d, { login }, false)]);
-    audit(logger, 'signin_succeeded', { accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
+  /** Whether this account's passkeys are offered (none while PASSKEYS=off). */
+  function usesPasskeys(account: Account): boolean {
+    return passkeyMode !== 'off' && passkeysOf(account).length > 0;
+  }
+
+  /** What the machine needs to know about an account after its password (or when its factors changed). */
+  async function factsOf(d: Details, account: Account): Promise<{ account: AccountFacts; factorDemanded: boolean }> {
+    const facts = { id: account.id, subject: normalizeEmail(account.email), hasTotp: SecondFactor.isEnrolled(account), hasPasskey: usesPasskeys(account) };
+    return { account: facts, factorDemanded: !facts.hasTotp && mfaDemanded(mfaPolicy, await clientOf(d), d.params) };
+  }
+
+  /** The factor changed under this sign-in (an operator reset it, another tab enrolled): decide again. */
+  async function factorChanged(ctx: Context, d: Details, state: SignInState, accountId: string) {
+    const account = await accounts.find(accountId);
+    if (!account || account.disabled) refuse('this account cannot sign in; go back to the application and start again');
+    await apply(ctx, d, state, { type: 'factor-changed', ...(await factsOf(d, account)) });
   }
 
   // ---- routes: each lists its guards in order ----
 
   router.get('/', async (ctx) => {
     const d = await details(ctx);
+    if (d.uid !== ctx.params.uid) refuse(REFUSALS['other-interaction']);
     const client = await clientOf(d);
     if (!client) refuse('unknown client');
     if (d.prompt.name === 'login') {
@@ -273,8 +325,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   });
 
   router.post('/login', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    if (d.prompt.name !== 'login') refuse('this sign-in step is already done');
+    const { d, state } = await at(ctx, 'password-ok');
     const body = ctx.request.body as Record<string, unknown>;
     const email = typeof body.email === 'string' ? body.email.slice(0, 254) : '';
     const password = typeof body.password === 'string' ? body.password : '';
@@ -286,80 +337,108 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
       const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : MESSAGES.wrongPassword;
       return renderLogin(ctx, d, client?.clientName, { error, email });
     }
-    await afterPassword(ctx, d, checked.account);
+    await apply(ctx, d, state, { type: 'password-ok', ...(await factsOf(d, checked.account)) });
+  });
+
+  /** Passkey routes exist only while PASSKEYS is not `off`. */
+  const passkeysOn = async (ctx: Context, next: () => Promise<unknown>) => {
+    if (passkeyMode === 'off') refuse('passkeys are turned off on this server');
+    await next();
+  };
+
+  // A passwordless sign-in: a discoverable passkey with user verification, nothing else.
+  router.post('/passkey', passkeysOn, sameOrigin, form, requireCsrf, async (ctx) => {
+    const { d, state } = await at(ctx, 'passkey-signed-in');
+    const checked = await checks.passkey(d.uid, (ctx.request.body as Record<string, unknown>).response, ctx.ip);
+    if (checked.status === 'ok') return apply(ctx, d, state, { type: 'passkey-signed-in', accountId: checked.account.id, amr: passkeyAmr({ deviceType: checked.passkey.deviceType, userVerified: checked.userVerified }) });
+    const client = await clientOf(d);
+    const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : checked.reason === 'not-verified' ? MESSAGES.passkeyNotVerified : MESSAGES.passkeyRefused;
+    await renderLogin(ctx, d, client?.clientName, { error });
+  });
+
+  router.post('/mfa/passkey', passkeysOn, sameOrigin, form, requireCsrf, async (ctx) => {
+    const { d, state } = await at(ctx, 'passkey-ok');
+    const step = stepOf(state, 'second-factor');
+    const checked = await checks.passkey(d.uid, (ctx.request.body as Record<string, unknown>).response, ctx.ip, { id: step.accountId, email: step.subject });
+    if (checked.status === 'ok') return apply(ctx, d, state, { type: 'passkey-ok', accountId: checked.account.id, amr: passkeyAmr({ deviceType: checked.passkey.deviceType, userVerified: checked.userVerified }, true) });
+    const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : MESSAGES.passkeyRefused;
+    await renderStep(ctx, d, step, { error });
+  });
+
+  router.post('/enroll/passkey', passkeysOn, sameOrigin, form, requireCsrf, async (ctx) => {
+    const { d, state } = await at(ctx, 'passkey-enrolled');
+    const step = stepOf(state, 'enroll');
+    const body = ctx.request.body as Record<string, unknown>;
+    const checked = await checks.registerPasskey({ id: step.accountId, email: step.subject }, d.uid, body.response, body.name, ctx.ip, 'signin');
+    if (checked.status !== 'ok') {
+      const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : MESSAGES.passkeyNotCreated;
+      return renderStep(ctx, d, step, { error });
+    }
+    // The first factor: its recovery codes, shown once in this answer.
+    const recoveryCodes = await secondFactor.issueRecoveryCodesIfNone(step.accountId);
+    const amr = passkeyAmr({ deviceType: checked.passkey.deviceType, userVerified: checked.userVerified }, true);
+    await apply(ctx, d, state, { type: 'passkey-enrolled', accountId: step.accountId, amr }, { recoveryCodes });
   });
 
   router.get('/recovery', async (ctx) => {
-    const d = await details(ctx);
-    const step = await requireStep(d, 'second-factor');
-    await renderStep(ctx, d, step, { recovery: true });
+    const { d, state } = await at(ctx, 'code-ok');
+    await renderStep(ctx, d, stepOf(state, 'second-factor'), { recovery: true });
   });
 
   router.post('/mfa', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    const step = await requireStep(d, 'second-factor');
+    const { d, state } = await at(ctx, 'code-ok');
+    const step = stepOf(state, 'second-factor');
     const code = String((ctx.request.body as Record<string, unknown>).code ?? '').slice(0, 64);
     const checked = await checks.secondFactor({ id: step.accountId, email: step.subject }, { totp: code }, ctx.ip);
-    if (checked.status === 'ok') return signedIn(ctx, d, step.accountId, true);
-    if (checked.status === 'failed' && checked.reason === 'not-enrolled') return restartAfterReset(ctx, d, step.accountId);
+    if (checked.status === 'ok') return apply(ctx, d, state, { type: 'code-ok', accountId: step.accountId });
+    if (checked.status === 'failed' && checked.reason === 'not-enrolled') return factorChanged(ctx, d, state, step.accountId);
     const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : checked.reason === 'replayed' ? MESSAGES.usedCode : MESSAGES.wrongCode;
     await renderStep(ctx, d, step, { error });
   });
 
   router.post('/recovery', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    const step = await requireStep(d, 'second-factor');
+    const { d, state } = await at(ctx, 'code-ok');
+    const step = stepOf(state, 'second-factor');
     const code = String((ctx.request.body as Record<string, unknown>).recovery_code ?? '').slice(0, 64);
     const checked = await checks.secondFactor({ id: step.accountId, email: step.subject }, { recoveryCode: code }, ctx.ip);
-    if (checked.status === 'ok') return signedIn(ctx, d, step.accountId, true);
-    if (checked.status === 'failed' && checked.reason === 'not-enrolled') return restartAfterReset(ctx, d, step.accountId);
+    if (checked.status === 'ok') return apply(ctx, d, state, { type: 'code-ok', accountId: step.accountId });
+    if (checked.status === 'failed' && checked.reason === 'not-enrolled') return factorChanged(ctx, d, state, step.accountId);
     const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : MESSAGES.wrongRecoveryCode;
     await renderStep(ctx, d, step, { error, recovery: true });
   });
 
   router.post('/enroll', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    const step = await requireStep(d, 'enroll');
+    const { d, state } = await at(ctx, 'totp-enrolled');
+    const step = stepOf(state, 'enroll');
     const code = String((ctx.request.body as Record<string, unknown>).code ?? '').slice(0, 64);
     let checked;
     try {
-      checked = await checks.enroll({ id: step.accountId, email: step.subject }, step.pending, code, ctx.ip);
+      checked = await checks.enroll({ id: step.accountId, email: step.subject }, step.pending ?? '', code, ctx.ip);
     } catch (err) {
       // Enrolled meanwhile (another tab): go on with that factor.
       if (!(err instanceof AccountError)) throw err;
-      return restartAfterReset(ctx, d, step.accountId);
+      return factorChanged(ctx, d, state, step.accountId);
     }
-    if (checked.status === 'ok') {
-      await steps.set(d.uid, { name: 'recovery-codes', accountId: step.accountId, subject: step.subject }, d.exp);
-      return renderStep(ctx, d, { name: 'recovery-codes', accountId: step.accountId, subject: step.subject }, { codes: checked.recoveryCodes });
-    }
+    if (checked.status === 'ok') return apply(ctx, d, state, { type: 'totp-enrolled', accountId: step.accountId }, { recoveryCodes: checked.recoveryCodes });
     const error = checked.status === 'locked' ? locked(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? MESSAGES.enrollmentExpired : MESSAGES.wrongCode;
     await renderStep(ctx, d, step, { error });
   });
 
   router.post('/saved', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    const step = await requireStep(d, 'recovery-codes');
-    await signedIn(ctx, d, step.accountId, true);
+    const { d, state } = await at(ctx, 'codes-saved');
+    await apply(ctx, d, state, { type: 'codes-saved' });
   });
-
-  /** The factor changed under this sign-in (an operator reset it, another tab enrolled): decide again. */
-  async function restartAfterReset(ctx: Context, d: Details, accountId: string) {
-    const account = await accounts.find(accountId);
-    if (!account || account.disabled) refuse('this account cannot sign in; go back to the application and start again');
-    await afterPassword(ctx, d, account);
-  }
 
   router.post('/consent', sameOrigin, form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
+    if (d.uid !== ctx.params.uid) refuse(REFUSALS['other-interaction']);
     if (d.prompt.name !== 'consent') refuse('this sign-in step is already done');
     await grantConsent(ctx, d, 'consent_page', undefined, (await clientOf(d))?.first_party === true);
   });
 
   router.post('/abort', sameOrigin, form, requireCsrf, async (ctx) => {
-    const d = await details(ctx);
-    await steps.clear(d.uid);
-    await finish(ctx, d, { error: 'access_denied', error_description: 'the person declined' }, false);
+    const { d, state } = await at(ctx, 'cancel');
+    await apply(ctx, d, state, { type: 'cancel' });
   });
 
   return router;

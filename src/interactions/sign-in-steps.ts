@@ -2,16 +2,10 @@ import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 
 /**
- * The sign-in as a small state machine, with named steps:
- *
- *   login ──password ok──► second-factor ──code ok──────────────────────► done (login result)
- *     │                        └─"Use a recovery code"─► (same step) ─┘
- *     ├──no factor, one needed──► enroll ──code ok──► recovery-codes ──"I have saved them"──► done
- *     └──no factor, none needed (MFA_POLICY=optional)──────────────────────────────────────► done
- *
- * then oidc-provider's consent prompt (our consent page, or nothing for first-party clients), then the
- * redirect to the client. `login` is the absence of a step record; "done" hands oidc-provider the
- * login result (interactions/mfa-policy.ts: `acr`, `amr`) and deletes the record.
+ * The steps of a sign-in (the transitions between them: sign-in-machine.ts), then oidc-provider's
+ * consent prompt (our consent page, or nothing for first-party clients), then the redirect to the
+ * client. `login` is the absence of a step record; "done" hands oidc-provider the login result
+ * (interactions/mfa-policy.ts: `acr`, `amr`) and deletes the record.
  *
  * Where the state lives: one Store record per interaction (key from its uid, digested), expiring with
  * the interaction. oidc-provider's Interaction only persists its own fields, and `interactionResult`
@@ -21,8 +15,10 @@ import type { Store } from '../storage/store.ts';
  */
 export type SignInStep =
   | { name: 'second-factor'; accountId: string; subject: string }
-  | { name: 'enroll'; accountId: string; subject: string; pending: string }
-  | { name: 'recovery-codes'; accountId: string; subject: string };
+  /** `pending`: the TOTP enrolment the page offers (sealed), made when the page is first shown. */
+  | { name: 'enroll'; accountId: string; subject: string; pending?: string }
+  /** `amr`: how the factor just set up signs this sign-in in, once the codes are saved. */
+  | { name: 'recovery-codes'; accountId: string; subject: string; amr?: string[] };
 
 export type StepName = SignInStep['name'];
 

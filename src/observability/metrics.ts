@@ -94,6 +94,12 @@ export class Metrics {
     labelNames: ['method', 'reason'] as const,
     registers: [this.registry],
   });
+  readonly passkeys = new Counter({
+    name: 'latchkey_passkey_events_total',
+    help: 'Passkeys registered, used (passwordless or second_factor) and removed, and assertions or registrations refused (failed, by reason)',
+    labelNames: ['event', 'detail'] as const,
+    registers: [this.registry],
+  });
   readonly lockouts = new Counter({
     name: 'latchkey_lockouts_total',
     help: 'Lockouts started, by what was locked (signin: people and their IPs; client: client authentication; device: user code entry) and subject (account, ip)',

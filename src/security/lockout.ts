@@ -19,8 +19,8 @@ import { StorageUnavailable, type Store } from '../storage/store.ts';
  * The lock records and their growth are ours (kept in the Store, timed by the injected clock, so the
  * schedule and expiry are tested without sleeping); the counting is the library's.
  */
-export type Factor = 'password' | 'totp' | 'recovery';
-export const FACTORS: readonly Factor[] = ['password', 'totp', 'recovery'];
+export type Factor = 'password' | 'totp' | 'recovery' | 'passkey';
+export const FACTORS: readonly Factor[] = ['password', 'totp', 'recovery', 'passkey'];
 
 export interface Attempt {
   factor: Factor;

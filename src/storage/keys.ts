@@ -79,6 +79,10 @@ export const keys = {
   recoveryCodes: (accountId: string, generation: string) => `lk:recovery:${accountId}:${generation}`,
   /** The sign-in step an interaction has reached (interactions/flow-state.ts): lives as long as the interaction. */
   interactionStep: (uid: string) => `lk:{${digest(uid).slice(0, TAG_LENGTH)}}:InteractionStep:${digest(uid)}`,
+  /** The account a passkey (by its credential id) belongs to: one lookup at a passwordless sign-in. */
+  passkeyCredential: (credentialId: string) => `lk:passkey-credential:${digest(credentialId)}`,
+  /** Unused WebAuthn challenges of one interaction or account-page session (a set, 5 minutes); each is removed when used. */
+  passkeyChallenges: (scope: string) => `lk:passkey-challenge:${digest(scope)}`,
   /** A lockout record of an account or a client IP (subject is already a digest). */
   lockout: (subject: string) => `lk:lockout:${subject}`,
   secretsKey: 'lk:keys:secrets',

@@ -36,7 +36,7 @@ describe('the /demo app (development only)', () => {
       await submit(page, page.getByRole('link', { name: 'Sign in with Latchkey' }));
 
       await fillLogin(page, demo.email, demo.password);
-      await submit(page, page.getByRole('button', { name: 'Sign in' }));
+      await submit(page, page.getByRole('button', { name: 'Sign in', exact: true }));
       // The demo app is an ordinary (third-party) client: the person allows it.
       if (await page.locator('form[action$="/consent"]').count()) await submit(page, page.getByRole('button', { name: 'Allow' }));
 

@@ -88,7 +88,7 @@ describe('second factor in a browser, with openid-client', () => {
 
   async function signInWithPassword(page: Page, email: string, password: string) {
     await fillLogin(page, email, password);
-    await submit(page, page.getByRole('button', { name: 'Sign in' }));
+    await submit(page, page.getByRole('button', { name: 'Sign in', exact: true }));
   }
 
   test('enrollment right after the password: QR code and key, a wrong code refused, recovery codes shown once', async () => {

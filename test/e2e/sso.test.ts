@@ -263,7 +263,7 @@ describe('single sign-on with a browser and openid-client', () => {
       await p.goto(url.href);
       const loginUrl = p.url();
       await fillLogin(p, EMAIL, 'not the password');
-      await submit(p, p.getByRole('button', { name: 'Sign in' }));
+      await submit(p, p.getByRole('button', { name: 'Sign in', exact: true }));
 
       assert.equal(p.url(), `${loginUrl}/login`, 'no redirect: the sign-in page again');
       assert.equal(await p.getByRole('alert').innerText(), 'Wrong email or password.');
@@ -272,7 +272,7 @@ describe('single sign-on with a browser and openid-client', () => {
 
       // And the right one still works from there.
       await fillLogin(p, EMAIL, PASSWORD);
-      await submit(p, p.getByRole('button', { name: 'Sign in' }));
+      await submit(p, p.getByRole('button', { name: 'Sign in', exact: true }));
       await passSecondFactor(p, EMAIL);
       // Consent for `openid` was given in the other session and is remembered.
       const back = new URL(p.url());

@@ -86,7 +86,7 @@ export type Step = 'login' | 'mfa' | 'enroll' | 'recovery-codes' | 'consent' | '
 /** Which page the browser shows now. */
 export async function currentStep(page: Page, redirectUri: string): Promise<Step> {
   if (page.url().split(/[?#]/)[0] === redirectUri) return 'callback';
-  if (await page.locator('input[autocomplete=username]').count()) return 'login';
+  if (await page.locator('input[autocomplete~=username]').count()) return 'login';
   if (await page.locator('form[action$="/mfa"]').count()) return 'mfa';
   if (await page.locator('form[action$="/enroll"]').count()) return 'enroll';
   if (await page.locator('form[action$="/saved"]').count()) return 'recovery-codes';
@@ -96,7 +96,7 @@ export async function currentStep(page: Page, redirectUri: string): Promise<Step
 
 export async function fillLogin(page: Page, email: string, password: string): Promise<void> {
   // Found the way a password manager and a screen reader find them: autofill token and label.
-  const user = page.locator('input[autocomplete=username]');
+  const user = page.locator('input[autocomplete~=username]');
   const pass = page.locator('input[autocomplete=current-password]');
   await page.getByLabel('Email').fill(email);
   await pass.fill(password);
@@ -163,7 +163,7 @@ export async function authorize(page: Page, authorizationUrl: URL, options: Auth
       if (!options.email || !options.password) throw new Error('unexpected sign-in page');
       await options.onLogin?.(page);
       await fillLogin(page, options.email, options.password);
-      await submit(page, page.getByRole('button', { name: 'Sign in' }));
+      await submit(page, page.getByRole('button', { name: 'Sign in', exact: true }));
     } else if (step === 'mfa') {
       const secret = options.totpSecret ?? (options.email ? totpSecrets.get(options.email.toLowerCase()) : undefined);
       if (!secret) throw new Error('a second-factor page, and no TOTP secret known');
