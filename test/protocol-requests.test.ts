@@ -251,7 +251,7 @@ describe('discovery and keys', () => {
     assert.equal(d.introspection_endpoint, `${server.issuer}/token/introspection`);
     assert.equal(d.revocation_endpoint, `${server.issuer}/token/revocation`);
     assert.equal(d.end_session_endpoint, `${server.issuer}/session/end`);
-    assert.deepEqual([...(d.grant_types_supported as string[])].sort(), ['authorization_code', 'client_credentials', 'refresh_token']);
+    assert.deepEqual([...(d.grant_types_supported as string[])].sort(), ['authorization_code', 'client_credentials', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code']);
     assert.ok(!(d.token_endpoint_auth_methods_supported as string[]).includes('client_secret_jwt'));
     assert.ok((d.token_endpoint_auth_methods_supported as string[]).includes('client_secret_basic'));
     assert.equal(d.registration_endpoint, undefined);

@@ -1,3 +1,4 @@
+import { StorageUnavailable } from '../storage/store.ts';
 import type Koa from 'koa';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
@@ -74,12 +75,18 @@ async function isForAnApi(ctx: Koa.Context, jwts: JwtAccessTokens): Promise<bool
  * that check `scopes_supported` before asking (oidc-agent, some SDKs) find them.
  */
 export function discoveryListsApiScopes(registry: Registry) {
+  // Discovery needs no storage otherwise: during an outage it still answers, with the API scopes last read.
+  let lastKnown: string[] = [];
   return async function apiScopesInDiscovery(ctx: Koa.Context, next: Koa.Next) {
     await next();
     const body = ctx.body as { scopes_supported?: unknown } | undefined;
     if (oidcRoute(ctx) !== 'discovery' || ctx.status !== 200 || !Array.isArray(body?.scopes_supported)) return;
-    const apis = await registry.listResources();
-    const apiScopes = apis.filter((api) => !api.privateScopes).flatMap((api) => api.scopes);
-    body.scopes_supported = [...new Set([...body.scopes_supported, ...apiScopes])];
+    try {
+      const apis = await registry.listResources();
+      lastKnown = apis.filter((api) => !api.privateScopes).flatMap((api) => api.scopes);
+    } catch (err) {
+      if (!(err instanceof StorageUnavailable)) throw err;
+    }
+    body.scopes_supported = [...new Set([...body.scopes_supported, ...lastKnown])];
   };
 }

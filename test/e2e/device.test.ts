@@ -74,7 +74,7 @@ describe('device authorization grant in a browser, with oauth4webapi', () => {
   async function signIn(page: Page) {
     assert.equal(await currentStep(page, ''), 'login');
     await fillLogin(page, EMAIL, PASSWORD);
-    await submit(page, page.getByRole('button', { name: 'Sign in' }));
+    await submit(page, page.getByRole('button', { name: 'Sign in', exact: true }));
     await passSecondFactor(page, EMAIL);
   }
 
