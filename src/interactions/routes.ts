@@ -2,21 +2,21 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { default as Provider, InteractionResults } from 'oidc-provider';
 import { AccountError, type Account, type Accounts } from '../accounts/accounts.ts';
+import { readConsent, rememberConsent, type Consent } from '../accounts/connected-apps.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { appAskedForConsent, formTargets } from '../oidc/provider.ts';
-import { OIDC_SCOPES } from '../oidc/registry.ts';
 import type { Csrf } from '../security/csrf.ts';
 import type { Lockout } from '../security/lockout.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
-import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
 import { loginResult, mfaDemanded, type MfaPolicy } from './mfa-policy.ts';
 import { FactorChecks } from './factor-checks.ts';
 import { formBody } from './form-body.ts';
+import { scopeInWords } from './scope-words.ts';
 import { SignInSteps, type SignInStep, type StepName } from './sign-in-steps.ts';
 
 /**
@@ -48,15 +48,6 @@ export const MESSAGES = {
   wrongRecoveryCode: 'That recovery code is not right, or it was already used.',
   enrollmentExpired: 'The setup took too long. Scan the new QR code and enter the code it shows.',
 } as const;
-
-const SCOPE_WORDS: Record<string, string> = {
-  openid: 'Know who you are',
-  profile: 'See your name',
-  email: 'See your email address',
-  offline_access: 'Stay connected while you are away, until you sign out or revoke it',
-};
-
-const CONSENT_TTL = 365 * 24 * 60 * 60;
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 
@@ -109,9 +100,8 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   }
 
   /** What this person allowed this client before (remembered consent). */
-  async function rememberedScopes(d: Details): Promise<string[]> {
-    const remembered = await store.get(keys.consent(String(d.session?.accountId), String(d.params.client_id)));
-    return remembered ? (JSON.parse(remembered) as string[]) : [];
+  async function rememberedConsent(d: Details): Promise<Consent | undefined> {
+    return readConsent(store, String(d.session?.accountId), String(d.params.client_id));
   }
 
   /** Every scope of the request (oidc-provider keeps only those the client may ask for). */
@@ -125,7 +115,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   }
 
   /** `via`: the person allowed it on the consent page, or it needed no asking (a first-party client, scopes granted before). */
-  async function grantConsent(ctx: Context, d: Details, via: 'consent_page' | 'first_party' | 'remembered', remembered?: string[], firstParty = via === 'first_party') {
+  async function grantConsent(ctx: Context, d: Details, via: 'consent_page' | 'first_party' | 'remembered', remembered?: Consent, firstParty = via === 'first_party') {
     const det = d.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
     const grant = d.grantId
       ? await provider.Grant.find(d.grantId)
@@ -137,10 +127,10 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     const scopes = missingScopes(d);
     // The grant and the remembered consent are independent writes: sent together. A first-party client
     // is never asked, so nothing is remembered for it (no year-long record per visit of the account page).
+    // Listed on /account as a connected app (accounts/connected-apps.ts), used now.
     const remember = async () => {
       if (firstParty) return;
-      const all = new Set([...(remembered ?? (await rememberedScopes(d))), ...scopes]);
-      await store.set(keys.consent(String(d.session!.accountId), String(d.params.client_id)), JSON.stringify([...all]), { ttl: CONSENT_TTL });
+      await rememberConsent(store, String(d.session!.accountId), String(d.params.client_id), remembered ?? (await rememberedConsent(d)), scopes);
     };
     const [grantId] = await Promise.all([grant.save(), remember()]);
     await finish(ctx, d, { consent: { grantId } }, true);
@@ -243,8 +233,8 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
       // Only the scopes not granted before are listed (README: asked again only for new scopes); none for
       // first-party clients. prompt=consent from the app shows the page to every client, with every scope asked for.
       const firstParty = client.first_party === true;
-      const remembered = firstParty ? [] : await rememberedScopes(d);
-      const ask = appAskedForConsent(d.params) ? requestedScopes(d) : firstParty ? [] : missingScopes(d).filter((s) => !remembered.includes(s));
+      const remembered = firstParty ? undefined : await rememberedConsent(d);
+      const ask = appAskedForConsent(d.params) ? requestedScopes(d) : firstParty ? [] : missingScopes(d).filter((s) => !remembered?.scopes.includes(s));
       if (ask.length === 0) return firstParty ? grantConsent(ctx, d, 'first_party') : grantConsent(ctx, d, 'remembered', remembered);
       const account = await accounts.find(String(d.session?.accountId));
       views.render(
@@ -256,7 +246,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
           title: 'Allow access',
           clientName: client.clientName ?? client.clientId,
           email: account?.email,
-          items: ask.map((s) => SCOPE_WORDS[s] ?? (OIDC_SCOPES.has(s) ? s : `Use the API with permission “${s}”`)),
+          items: ask.map(scopeInWords),
         },
         formTargets(d.params.redirect_uri),
       );

@@ -21,6 +21,7 @@ export const AUDIT_EVENTS = [
   'lockout_started',
   'lockout_ended',
   'consent_granted',
+  'consent_revoked',
   'token_issued',
   'token_revoked',
   'refresh_token_reuse_detected',
