@@ -8,8 +8,7 @@ import { keys } from '../src/storage/keys.ts';
 import { browse, CookieJar, endpoints, follow, formAction, hiddenField, signIn, signInAndRedeem, type Followed, type Page } from './helpers/flow.ts';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
-import { nextTotpCode } from './helpers/totp.ts';
-import { API_URI, createWorld, POST_LOGOUT_URI, REDIRECT_URI, type World } from './helpers/world.ts';
+import { API_URI, createWorld, enrollTotp, POST_LOGOUT_URI, REDIRECT_URI, type World } from './helpers/world.ts';
 
 /**
  * Connected apps (issue 13 item 1): the apps a person allowed, listed on /account and by
@@ -98,7 +97,6 @@ function suite(storeKind: 'redis' | 'memory') {
     const email = `person-${apps}-${Math.random().toString(36).slice(2)}@example.org`;
     const password = 'correct horse battery staple';
     const account = await server.app.accounts.create({ email, password });
-    const { enrollTotp } = await import('./helpers/world.ts');
     const { totpSecret } = await enrollTotp(server, account);
     return { app: { clientId: created.clientId, secret: created.secret!, redirectUri: REDIRECT_URI, name: `Notes ${apps}` }, user: { id: account.id, email, password, totpSecret } };
   }
@@ -231,10 +229,10 @@ function suite(storeKind: 'redis' | 'memory') {
       assert.equal(res.status, 200);
       return res.body.refresh_token as string;
     };
-    let token = await refresh(session.refreshToken);
+    const token = await refresh(session.refreshToken);
     assert.equal(await lastUsed(), granted.lastUsedAt, 'within the minute: not written again');
     ahead += 120_000;
-    token = await refresh(token);
+    await refresh(token);
     for (let i = 0; i < 100 && (await lastUsed()) === granted.lastUsedAt; i += 1) await new Promise((r) => setTimeout(r, 10));
     const bumped = (await lastUsed())!;
     assert.ok(bumped >= granted.lastUsedAt! + 120_000, 'a refresh two minutes later is a use');
