@@ -5,6 +5,7 @@ import Koa, { type Context, type Middleware } from 'koa';
 import type Provider from 'oidc-provider';
 import { Accounts } from './accounts/accounts.ts';
 import { Passkeys } from './accounts/passkeys.ts';
+import { watchAppUse } from './accounts/connected-apps.ts';
 import { SecondFactor } from './accounts/second-factor.ts';
 import { accountRoutes, ensureAccountPageClient } from './interactions/account-page.ts';
 import type { Config } from './config.ts';
@@ -101,6 +102,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout, deviceLockout]);
 
   watchProvider(provider, logger, metrics);
+  // "Last used" of connected apps (/account); a failure only leaves that date older.
+  watchAppUse(provider, store, (err) => logger.debug({ err }, 'could not record when an app was last used'), clock);
   const stopLogoutDelivery = await startLogoutDelivery({ provider, store, logger, metrics, ...logoutDelivery });
 
   // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
@@ -117,7 +120,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   provider.use(deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
   provider.use(interactionRoutes(signIn).routes());
-  provider.use(accountRoutes({ ...signIn, clientId: accountPageClientId }).routes());
+  provider.use(accountRoutes({ ...signIn, registry, clientId: accountPageClientId }).routes());
   provider.use(sameOriginLogout(provider, views, config.ISSUER));
   provider.use(formPostAsGet(provider));
 

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import type { Cluster } from 'ioredis';
+import { listConnectedApps, revokeConnectedApp } from '../src/accounts/connected-apps.ts';
 import type { RedisStore } from '../src/storage/redis-store.ts';
+import { endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
 import { startRedisCluster, type TestCluster } from './helpers/redis-cluster.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { deviceRoundTrip } from './helpers/device.ts';
@@ -48,6 +50,18 @@ test('single sign-on end to end, on the cluster', async () => {
 test('the device authorization grant end to end, on the cluster', async () => {
   // The device code is made before its grant: its records must not mix slots with the grant's.
   for (let i = 0; i < 3; i += 1) await deviceRoundTrip(server.issuer, server.app.registry, world.user);
+});
+
+test('connected apps on the cluster: listed, and removing one revokes its grant and asks for consent again', async () => {
+  const app = await world.newApp('Cluster notes');
+  const { tokens, flow } = await signInAndRedeem({ issuer: server.issuer, client: app, user: world.user, scope: 'openid offline_access' });
+  assert.ok(flow.consentPage);
+  assert.ok((await listConnectedApps(server.store, server.app.registry, world.user.id)).some((a) => a.clientId === app.clientId));
+  const revoked = await revokeConnectedApp(server.store, world.user.id, app.clientId);
+  assert.deepEqual(revoked, { clientId: app.clientId, grants: 1, sessions: 1 });
+  assert.equal((await endpoints(server.issuer).refresh(app, tokens.refresh_token!)).body.error, 'invalid_grant');
+  assert.ok((await signIn({ issuer: server.issuer, client: app, scope: 'openid', jar: flow.jar, consent: 'stop' })).consentPage, 'consent is asked again');
+  assert.ok(!(await listConnectedApps(server.store, server.app.registry, world.user.id)).some((a) => a.clientId === app.clientId));
 });
 
 test('no request failed and nothing was logged at error level (no CROSSSLOT)', () => {

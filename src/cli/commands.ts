@@ -2,6 +2,7 @@ import type { ParseArgsOptionsConfig } from 'node:util';
 import type { ClientMetadata } from 'oidc-provider';
 import type { Account, Accounts } from '../accounts/accounts.ts';
 import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
+import { consentRevokedEvent, listConnectedApps, revokeConnectedApp } from '../accounts/connected-apps.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { totpCodeAt } from '../accounts/totp.ts';
 import { Lockout } from '../security/lockout.ts';
@@ -410,6 +411,34 @@ export const COMMANDS: Record<string, Command> = {
       const json = { id: account.id, email: account.email, sessions_revoked: sessions, grants_revoked: grants };
       const audit = { event: 'sessions_revoked' as const, fields: { accountId: account.id, sessions, grants }, msg: 'signed out everywhere' };
       return { json, text: `Signed ${account.email} out everywhere: ${sessions} session(s) ended, ${grants} grant(s) and their tokens revoked.`, audit };
+    },
+  },
+  'user apps': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const account = await findUser(ctx.accounts, id!);
+      const apps = (await listConnectedApps(ctx.store, ctx.registry, account.id)).map((a) => ({
+        client_id: a.clientId,
+        name: a.name,
+        scope: a.scopes.join(' '),
+        granted: a.grantedAt === undefined ? null : new Date(a.grantedAt).toISOString(),
+        last_used: a.lastUsedAt === undefined ? null : new Date(a.lastUsedAt).toISOString(),
+      }));
+      const text = apps.length ? table(apps, ['client_id', 'name', 'scope', 'granted', 'last_used']) : `No apps have access to ${account.email}'s account.`;
+      return { json: { id: account.id, email: account.email, apps }, text };
+    },
+  },
+  'user revoke-app': {
+    usage: 'USER_ID CLIENT_ID',
+    args: ['USER_ID', 'CLIENT_ID'],
+    async run(ctx, _values, [id, clientId]) {
+      const account = await findUser(ctx.accounts, id!);
+      const revoked = await revokeConnectedApp(ctx.store, account.id, clientId!);
+      if (!revoked) throw new CliError(`${account.email} has not granted ${clientId} access (no remembered consent); see "latchkey user apps ${id}"`);
+      const json = { id: account.id, email: account.email, client_id: clientId, consent_revoked: true, grants_revoked: revoked.grants, sessions_ended: revoked.sessions };
+      const text = `Removed the access of ${clientId} to ${account.email}'s account: consent forgotten, ${revoked.grants} grant(s) and their tokens revoked, signed out of it in ${revoked.sessions} session(s). It asks for consent again at their next sign-in.`;
+      return { json, text, audit: consentRevokedEvent(account.id, revoked) };
     },
   },
   'user set-password': {

@@ -3,6 +3,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { AccountError, hasFactor, validatePassword, type Account } from '../accounts/accounts.ts';
 import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
+import { consentRevokedEvent, listConnectedApps, revokeConnectedApp, type ConnectedApp } from '../accounts/connected-apps.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
 import type { Registry } from '../oidc/registry.ts';
@@ -13,6 +14,7 @@ import { FactorChecks, type Checked } from './factor-checks.ts';
 import type { Store } from '../storage/store.ts';
 import { formBody } from './form-body.ts';
 import { MESSAGES, type InteractionDeps } from './routes.ts';
+import { scopeInWords } from './scope-words.ts';
 
 /**
  * `/account`: a signed-in person's second factor and recovery codes, and what they can change.
@@ -30,9 +32,18 @@ import { MESSAGES, type InteractionDeps } from './routes.ts';
 export interface AccountPageDeps extends InteractionDeps {
   /** The page's own client (ensureAccountPageClient). */
   clientId: string;
+  /** Names the connected apps. */
+  registry: Pick<Registry, 'findClient'>;
 }
 
 const SCOPE = 'openid';
+
+const day = (epochMs: number | undefined) => (epochMs === undefined ? 'unknown' : new Date(epochMs).toISOString().slice(0, 10));
+
+/** A connected app as the page shows it: its scopes in the consent page's words. */
+function appView(app: ConnectedApp) {
+  return { clientId: app.clientId, name: app.name, scopes: app.scopes.map(scopeInWords), grantedAt: day(app.grantedAt), lastUsedAt: day(app.lastUsedAt) };
+}
 
 export function accountRoutes(deps: AccountPageDeps) {
   const { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, mfaPolicy, issuer, clientId } = deps;
@@ -104,6 +115,7 @@ export function accountRoutes(deps: AccountPageDeps) {
       recoveryLeft: hasFactor(account) ? await secondFactor.recoveryCodesLeft(account) : 0,
       passkeysOn: passkeyMode !== 'off',
       passkeys: passkeysOf(account).map((p) => ({ id: p.id, name: p.name, authenticator: authenticatorName(p.aaguid), created: day(p.createdAt), lastUsed: day(p.lastUsedAt) })),
+      apps: (await listConnectedApps(store, deps.registry, account.id)).map(appView),
       ...extra,
     });
   }
@@ -306,6 +318,22 @@ export function accountRoutes(deps: AccountPageDeps) {
     const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
     audit(deps.logger, 'password_changed', { accountId: who.account.id, source: 'account_page', ...ended }, 'password changed on the account page; other sessions ended');
     await renderAccount(ctx, who, { notice: 'Your password was changed. You were signed out everywhere else.' });
+  });
+
+  // Taking an app's access back needs no fresh proof: it only ever removes access.
+  router.post('/apps/remove', sameOrigin, form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    const clientId = (ctx.request.body as Record<string, unknown>).client_id;
+    const revoked = typeof clientId === 'string' && clientId.length <= 200 ? await revokeConnectedApp(store, who.account.id, clientId) : undefined;
+    if (!revoked) {
+      ctx.status = 400;
+      return renderAccount(ctx, who, { error: 'That app has no access to your account.' });
+    }
+    const name = (await deps.registry.findClient(revoked.clientId))?.client_name;
+    const { event, fields, msg } = consentRevokedEvent(who.account.id, revoked, 'account_page');
+    audit(deps.logger, event, fields, msg);
+    await renderAccount(ctx, who, { notice: `${typeof name === 'string' && name ? name : revoked.clientId} no longer has access to your account; it asks again if you sign in to it.` });
   });
 
   router.post('/sign-out-everywhere', sameOrigin, form, async (ctx) => {

@@ -3,16 +3,15 @@ import type { Context } from 'koa';
 import type { default as Provider, InteractionResults } from 'oidc-provider';
 import { AccountError, normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
 import { passkeysOf, type Passkeys } from '../accounts/passkeys.ts';
+import { readConsent, rememberConsent, type Consent } from '../accounts/connected-apps.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { appAskedForConsent, formTargets } from '../oidc/provider.ts';
-import { OIDC_SCOPES } from '../oidc/registry.ts';
 import type { Csrf } from '../security/csrf.ts';
 import type { Lockout } from '../security/lockout.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
-import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
 import { mfaDemanded, passkeyAmr, type MfaPolicy } from './mfa-policy.ts';
@@ -21,6 +20,7 @@ import { formBody } from './form-body.ts';
 import { guard, REFUSALS, transition, type AccountFacts, type EventType, type SignInEvent, type SignInState } from './sign-in-machine.ts';
 import { SignInSteps, type SignInStep } from './sign-in-steps.ts';
 import { renderDeviceRequest } from './device-request.ts';
+import { scopeInWords } from './scope-words.ts';
 
 /**
  * The sign-in pages. The transitions are the pure state machine of sign-in-machine.ts; these routes
@@ -59,18 +59,9 @@ export const MESSAGES = {
   passkeyNotCreated: 'The passkey was not created. Try again, or use an authenticator app.',
 } as const;
 
-const SCOPE_WORDS: Record<string, string> = {
-  openid: 'Know who you are',
-  profile: 'See your name',
-  email: 'See your email address',
-  offline_access: 'Stay connected while you are away, until you sign out or revoke it',
-};
-
-const CONSENT_TTL = 365 * 24 * 60 * 60;
-
 /** What each scope lets the app do, in words, for the consent pages. */
 function describeScopes(scopes: string[]): string[] {
-  return scopes.map((s) => SCOPE_WORDS[s] ?? (OIDC_SCOPES.has(s) ? s : `Use the API with permission “${s}”`));
+  return scopes.map(scopeInWords);
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -127,9 +118,8 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   }
 
   /** What this person allowed this client before (remembered consent). */
-  async function rememberedScopes(d: Details): Promise<string[]> {
-    const remembered = await store.get(keys.consent(String(d.session?.accountId), String(d.params.client_id)));
-    return remembered ? (JSON.parse(remembered) as string[]) : [];
+  async function rememberedConsent(d: Details): Promise<Consent | undefined> {
+    return readConsent(store, String(d.session?.accountId), String(d.params.client_id));
   }
 
   /** Every scope of the request (oidc-provider keeps only those the client may ask for). */
@@ -143,7 +133,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   }
 
   /** `via`: the person allowed it on the consent page, or it needed no asking (a first-party client, scopes granted before). */
-  async function grantConsent(ctx: Context, d: Details, via: 'consent_page' | 'first_party' | 'remembered', remembered?: string[], firstParty = via === 'first_party') {
+  async function grantConsent(ctx: Context, d: Details, via: 'consent_page' | 'first_party' | 'remembered', remembered?: Consent, firstParty = via === 'first_party') {
     const det = d.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
     const grant = d.grantId
       ? await provider.Grant.find(d.grantId)
@@ -155,10 +145,10 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     const scopes = missingScopes(d);
     // The grant and the remembered consent are independent writes: sent together. A first-party client
     // is never asked, so nothing is remembered for it (no year-long record per visit of the account page).
+    // Listed on /account as a connected app (accounts/connected-apps.ts), used now.
     const remember = async () => {
       if (firstParty) return;
-      const all = new Set([...(remembered ?? (await rememberedScopes(d))), ...scopes]);
-      await store.set(keys.consent(String(d.session!.accountId), String(d.params.client_id)), JSON.stringify([...all]), { ttl: CONSENT_TTL });
+      await rememberConsent(store, String(d.session!.accountId), String(d.params.client_id), remembered ?? (await rememberedConsent(d)), scopes);
     };
     const [grantId] = await Promise.all([grant.save(), remember()]);
     await finish(ctx, d, { consent: { grantId } }, true);
@@ -302,8 +292,8 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
       // Only the scopes not granted before are listed (README: asked again only for new scopes); none for
       // first-party clients. prompt=consent from the app shows the page to every client, with every scope asked for.
       const firstParty = client.first_party === true;
-      const remembered = firstParty ? [] : await rememberedScopes(d);
-      const ask = appAskedForConsent(d.params) ? requestedScopes(d) : firstParty ? [] : missingScopes(d).filter((s) => !remembered.includes(s));
+      const remembered = firstParty ? undefined : await rememberedConsent(d);
+      const ask = appAskedForConsent(d.params) ? requestedScopes(d) : firstParty ? [] : missingScopes(d).filter((s) => !remembered?.scopes.includes(s));
       if (ask.length === 0) return firstParty ? grantConsent(ctx, d, 'first_party') : grantConsent(ctx, d, 'remembered', remembered);
       const account = await accounts.find(String(d.session?.accountId));
       views.render(
@@ -315,7 +305,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
           title: 'Allow access',
           clientName: client.clientName ?? client.clientId,
           email: account?.email,
-          items: describeScopes(ask),
+          items: ask.map(scopeInWords),
         },
         formTargets(d.params.redirect_uri),
       );

@@ -27,6 +27,7 @@ export const AUDIT_EVENTS = [
   'consent_granted',
   'device_approved',
   'device_denied',
+  'consent_revoked',
   'token_issued',
   'token_revoked',
   'refresh_token_reuse_detected',

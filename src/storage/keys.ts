@@ -63,6 +63,8 @@ export const keys = {
   accountEmail: (email: string) => `lk:account-email:${digest(email.toLowerCase())}`,
   accounts: 'lk:accounts',
   consent: (accountId: string, clientId: string) => `lk:consent:${accountId}:${clientId}`,
+  /** The client ids an account has a remembered consent for (an index: TTL of its longest-lived member). */
+  accountConsents: (accountId: string) => `lk:account-consents:${digest(accountId)}`,
   /** The record keys of an account's sessions (an index: TTL of its longest-lived member). */
   accountSessions: (accountId: string) => `lk:account-sessions:${digest(accountId)}`,
   /** The grant index keys of an account's grants (an index: TTL of its longest-lived member). */
