@@ -26,6 +26,7 @@ export const configDocs: Record<string, string> = {
   COOKIE_KEYS: 'Comma-separated secrets that sign cookies (first one signs) instead of keys generated and kept in storage.',
   SECRETS_KEY: '32 random bytes, base64 or hex (`openssl rand -base64 32`), that encrypt TOTP secrets at rest (AES-256-GCM). Required in production; unset elsewhere: a key generated and kept in storage.',
   MFA_POLICY: '`required`: every account signs in with a second factor (enrolling at its next sign-in); `optional`: only accounts that enrolled one.',
+  ADMIN_ACTIVITY_MAX: 'How many audit events the activity log (admin API) keeps in Redis, about: the oldest are dropped beyond it. Every event is logged either way.',
 };
 
 /** `TRUST_PROXY`: a number of proxy hops; `true`/`yes` mean one, `false`/`no` none. */
@@ -80,6 +81,7 @@ const schema = z
       .optional(),
     MFA_POLICY: z.enum(['required', 'optional']).default('required'),
     WORKERS: z.coerce.number().int().min(1).max(256).optional(),
+    ADMIN_ACTIVITY_MAX: z.coerce.number().int().min(10).max(10_000_000).default(100_000),
   })
   .transform((env) => ({
     ...env,

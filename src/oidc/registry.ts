@@ -288,6 +288,7 @@ export class Registry {
   async #saveClient(metadata: ClientMetadata) {
     await this.#store.set(keys.client(metadata.client_id), JSON.stringify(metadata));
     await this.#store.setAdd(keys.clients, metadata.client_id);
+    await this.#store.sortedAdd(keys.clientsById, metadata.client_id);
     await this.#changed();
   }
 
@@ -303,6 +304,7 @@ export class Registry {
     if (client.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(client.resource_server)}: use "latchkey resource delete"`);
     await this.#store.del(keys.client(clientId));
     await this.#store.setRemove(keys.clients, clientId);
+    await this.#store.sortedRemove(keys.clientsById, clientId);
     await this.#changed();
   }
 
@@ -394,6 +396,39 @@ export class Registry {
     await this.#store.del(keys.resource(uri), keys.client(resource.clientId), ...resource.scopes.map((s) => keys.scopeOwner(s)));
     await this.#store.setRemove(keys.resources, uri);
     await this.#store.setRemove(keys.clients, resource.clientId);
+    await this.#store.sortedRemove(keys.clientsById, resource.clientId);
     await this.#changed();
+  }
+
+  /** Changes an API's token lifetime or format under the creation rules; its URI and scopes stay. Returns what changed. */
+  async updateResource(uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number }) {
+    const resource = await this.findResource(uri);
+    if (!resource) throw new RegistryError(`no API with uri ${uri}`);
+    const ttl = changes.ttl ?? resource.ttl;
+    if (!Number.isInteger(ttl) || ttl < 60 || ttl > 86400) throw new RegistryError('--ttl must be a whole number of seconds between 60 and 86400');
+    const tokenFormat = changes.tokenFormat ?? resource.tokenFormat;
+    if (tokenFormat !== 'opaque' && tokenFormat !== 'jwt') throw new RegistryError('--token-format must be opaque or jwt');
+    const updated: ResourceServer = { ...resource, ttl, tokenFormat };
+    const changed = (['ttl', 'tokenFormat'] as const).filter((k) => updated[k] !== resource[k]);
+    if (changed.length) {
+      await this.#store.set(keys.resource(uri), JSON.stringify(updated));
+      await this.#changed();
+    }
+    return { resource: updated, changed };
+  }
+
+  /** One page of clients in id order, after the cursor (the last id of the previous page). */
+  async clientPage(options: { after?: string; limit: number }): Promise<{ clients: ClientMetadata[]; last?: string }> {
+    const ids = await this.#store.sortedRangeByLex(keys.clientsById, { after: options.after, limit: options.limit });
+    const found = await Promise.all(ids.map((id) => this.findClient(id)));
+    return { clients: found.filter((c): c is ClientMetadata => !!c) as ClientMetadata[], last: ids.length === options.limit ? ids.at(-1) : undefined };
+  }
+
+  /** Indexes clients written before the index existed (at start: only when the index has fewer entries than the set). */
+  async backfillIndex(): Promise<number> {
+    if ((await this.#store.sortedCount(keys.clientsById)) >= (await this.#store.setCount(keys.clients))) return 0;
+    const ids = await this.#store.setMembers(keys.clients);
+    for (const id of ids) await this.#store.sortedAdd(keys.clientsById, id);
+    return ids.length;
   }
 }
