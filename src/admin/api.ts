@@ -3,7 +3,7 @@ import { bodyParser } from '@koa/bodyparser';
 import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import type Provider from 'oidc-provider';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract, type RateLimiterStoreAbstract } from 'rate-limiter-flexible';
 import { z } from 'zod';
 import { AccountError, type Accounts } from '../accounts/accounts.ts';
 import { CliError } from '../cli/output.ts';
@@ -275,11 +275,11 @@ export interface AdminApiDeps {
   ops: Operations;
   activity: ActivityLog;
   issuer: string;
-  /** Requests per minute: per client IP before authentication, per token after it. */
+  /** Per minute: failed authentications per client IP (token guessing), requests per token. */
   limits?: { perIpPerMinute?: number; perTokenPerMinute?: number };
 }
 
-function challenge(ctx: Context, status: 401 | 403, error: string | undefined, description: string, scope?: string) {
+function challenge(ctx: Context, status: 401 | 403, error: string | undefined, description: string, scope?: string): never {
   const params = [`realm="${REALM}"`, ...(error ? [`error="${error}"`, `error_description="${description}"`] : []), ...(scope ? [`scope="${scope}"`] : [])];
   ctx.set('WWW-Authenticate', `Bearer ${params.join(', ')}`);
   throw new Problem(status, description, error ? { error } : {});
@@ -294,7 +294,7 @@ async function authenticate(ctx: Context, deps: AdminApiDeps, audience: string):
   const value = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i.exec(header)?.[1];
   if (!value || value.length > 512) challenge(ctx, 401, 'invalid_token', 'the access token is malformed');
   const { AccessToken, ClientCredentials } = deps.provider;
-  const token = ((await AccessToken.find(value!)) ?? (await ClientCredentials.find(value!))) as TokenLike | undefined;
+  const token = ((await AccessToken.find(value!)) ?? (await ClientCredentials.find(value!))) as unknown as TokenLike | undefined;
   if (!token || token.isExpired) challenge(ctx, 401, 'invalid_token', 'the access token is unknown, expired or revoked');
   const aud = [token!.aud ?? []].flat();
   if (!aud.includes(audience)) challenge(ctx, 401, 'invalid_token', 'the access token is not for this API');
@@ -308,12 +308,12 @@ async function authenticate(ctx: Context, deps: AdminApiDeps, audience: string):
   return { actor: { kind: 'client', clientId: String(token!.clientId) }, scopes };
 }
 
-function limiter(store: Store, keyPrefix: string, points: number): RateLimiterAbstract {
+function limiter(store: Store, keyPrefix: string, points: number): RateLimiterAbstract | RateLimiterStoreAbstract {
   const options = { keyPrefix, points, duration: 60 };
   return store instanceof RedisStore ? new RateLimiterRedis({ storeClient: store.client, ...options }) : new RateLimiterMemory(options);
 }
 
-async function consume(ctx: Context, rateLimiter: RateLimiterAbstract, key: string) {
+async function consume(ctx: Context, rateLimiter: RateLimiterAbstract | RateLimiterStoreAbstract, key: string) {
   try {
     await rateLimiter.consume(key);
   } catch (err) {
@@ -327,7 +327,7 @@ async function consume(ctx: Context, rateLimiter: RateLimiterAbstract, key: stri
 export function adminApiRoutes(deps: AdminApiDeps) {
   const audience = adminApiUri(deps.issuer);
   const specs = routes(deps.ops, deps.activity);
-  const byIp = limiter(deps.store, 'lk:admin-rate:ip', deps.limits?.perIpPerMinute ?? 600);
+  const byIp = limiter(deps.store, 'lk:admin-rate:ip', deps.limits?.perIpPerMinute ?? 60);
   const byToken = limiter(deps.store, 'lk:admin-rate:token', deps.limits?.perTokenPerMinute ?? 1200);
   const json = bodyParser({ enableTypes: ['json'], jsonLimit: '64kb', encoding: 'utf-8' });
   const router = new Router({ prefix: PREFIX });
@@ -356,8 +356,16 @@ export function adminApiRoutes(deps: AdminApiDeps) {
 
   for (const spec of specs) {
     const handler: Middleware = async (ctx) => {
-      await consume(ctx, byIp, ctx.ip);
-      const caller = await authenticate(ctx, deps, audience);
+      // An IP that keeps presenting bad tokens is refused before any lookup; good tokens are limited by token.
+      const failures = await byIp.get(ctx.ip).catch((err: unknown) => Promise.reject(new StorageUnavailable(err)));
+      if (failures && failures.remainingPoints <= 0) await consume(ctx, byIp, ctx.ip);
+      let caller: Caller;
+      try {
+        caller = await authenticate(ctx, deps, audience);
+      } catch (err) {
+        if (err instanceof Problem && err.status === 401) await consume(ctx, byIp, ctx.ip);
+        throw err;
+      }
       await consume(ctx, byToken, digest(ctx.get('authorization')));
       if (!caller.scopes.has(ADMIN_SCOPE) && (spec.write || !caller.scopes.has(ADMIN_READ_SCOPE))) {
         challenge(ctx, 403, 'insufficient_scope', `this needs scope ${spec.write ? ADMIN_SCOPE : `${ADMIN_SCOPE} or ${ADMIN_READ_SCOPE}`}`, spec.write ? ADMIN_SCOPE : ADMIN_READ_SCOPE);
@@ -365,6 +373,8 @@ export function adminApiRoutes(deps: AdminApiDeps) {
       const query = (spec.query ?? noQuery).safeParse(ctx.query);
       if (!query.success) throw invalid('query', query.error);
       let body: unknown;
+      // An endpoint without a body refuses one, rather than act as if it had not been sent.
+      if (!spec.body && ((ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding'))) throw new Problem(400, 'this endpoint takes no request body');
       if (spec.body) {
         if (!ctx.is('application/json')) throw new Problem(415, 'send the body as application/json');
         await json(ctx, async () => {});
@@ -377,7 +387,7 @@ export function adminApiRoutes(deps: AdminApiDeps) {
       ctx.status = spec.status ?? 200;
       ctx.body = result;
     };
-    router[spec.method](`/v1${spec.path}`, problems, handler);
+    (router[spec.method] as (path: string, ...middleware: Middleware[]) => unknown).call(router, `/v1${spec.path}`, problems, handler);
   }
   return router;
 }
