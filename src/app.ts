@@ -16,6 +16,7 @@ import { audit } from './observability/audit.ts';
 import { withoutRedaction, type Logger } from './observability/logger.ts';
 import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { watchProvider } from './observability/provider-events.ts';
+import { formPostAsGet } from './oidc/form-post-endpoints.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
@@ -97,20 +98,21 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   watchProvider(provider, logger, metrics);
 
   // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
-  const ops = opsRoutes(store, metrics);
+  const opsRouter = opsRoutes(store, metrics);
   const opsApp = new Koa();
-  opsApp.use(ops.routes());
+  opsApp.use(opsRouter.routes());
 
   provider.use(requestContext(logger, views, metrics));
   provider.use(pinIssuerOrigin(config.ISSUER));
   provider.use(securityHeaders());
   provider.use(staticRoutes().routes());
-  if (config.METRICS_PORT === undefined) provider.use(ops.routes());
+  if (config.METRICS_PORT === undefined) provider.use(opsRouter.routes());
   provider.use(countFailedClientAuthentication(clientLockout));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
   provider.use(interactionRoutes(signIn).routes());
   provider.use(accountRoutes({ ...signIn, clientId: accountPageClientId }).routes());
   provider.use(sameOriginLogout(provider, views, config.ISSUER));
+  provider.use(formPostAsGet(provider));
 
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   const ops = new Operations({

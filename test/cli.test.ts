@@ -143,8 +143,12 @@ test('resource create, list and delete; clients may only use scopes an API owns'
     fails(['resource', 'create', '--uri', `https://fifth-${run}.example`, '--scope', `z${run}`, '--token-format', 'paseto'], /--token-format/),
   ]);
 
+  const internal = `https://internal-${run}.example`;
+  await json(['resource', 'create', '--uri', internal, '--scope', `internal${run}:admin`, '--private-scopes']);
   const { resources } = await json(['resource', 'list']);
   const mine = resources.find((r: any) => r.resource === api);
+  assert.equal(resources.find((r: any) => r.resource === internal).private_scopes, true);
+  assert.equal(mine.private_scopes, false);
   assert.deepEqual(
     { scope: mine.scope, token_format: mine.token_format, ttl: mine.ttl, client_id: mine.client_id },
     { scope: `${readScope} ${writeScope}`, token_format: 'jwt', ttl: 600, client_id: created.client_id },

@@ -6,7 +6,7 @@ import { generateKeyGeneration } from '../src/oidc/signing-keys.ts';
 import { CLIENT_AUTH_ROUTES } from '../src/security/client-auth-throttle.ts';
 import { GRANT_BOUND_MODELS, grantIndexForTag, GRANT_TAG_LENGTH } from '../src/storage/keys.ts';
 import type { RedisStore } from '../src/storage/redis-store.ts';
-import { endpoints, signInAndRedeem } from './helpers/flow.ts';
+import { basic, endpoints, pkcePair, signIn, signInAndRedeem } from './helpers/flow.ts';
 import type { TestServer } from './helpers/server.ts';
 import { API_URI, JWT_API_URI, useWorld, type World } from './helpers/world.ts';
 
@@ -70,6 +70,11 @@ describe('upstream still has what the bends replace', () => {
     method(prototypeOf(upstream().RefreshToken), 'consume', 0);
   });
 
+  it('OIDCContext#prompts, a getter (offlineAccessWithoutPromptConsent)', () => {
+    const prototype = prototypeOf(upstream().OIDCContext);
+    assert.equal(typeof Object.getOwnPropertyDescriptor(prototype, 'prompts')?.get, 'function', 'OIDCContext#prompts');
+  });
+
   it('a route for every client-authenticating route name the throttle watches', () => {
     const provider = upstream();
     for (const name of CLIENT_AUTH_ROUTES) assert.doesNotThrow(() => provider.pathFor(name), `route ${name}`);
@@ -106,6 +111,24 @@ describe('the bends are in effect', () => {
     const compare = (client as unknown as { compareClientSecret(s: string): boolean }).compareClientSecret.bind(client);
     assert.equal(compare(world.shop.secret), true);
     assert.equal(compare(`${world.shop.secret}x`), false);
+  });
+});
+
+describe('offlineAccessWithoutPromptConsent: a pushed request for offline_access without prompt gets a refresh token', () => {
+  it('PAR, then /auth with its request_uri, then the code grant', async () => {
+    const { verifier, challenge } = pkcePair();
+    const pushed = await fetch(new URL('/request', server.issuer), {
+      method: 'POST',
+      headers: { authorization: basic(world.shop.clientId, world.shop.secret), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ client_id: world.shop.clientId, response_type: 'code', redirect_uri: world.shop.redirectUri, scope: 'openid offline_access', state: 'par', code_challenge: challenge, code_challenge_method: 'S256' }),
+    });
+    assert.equal(pushed.status, 201, await pushed.clone().text());
+    const { request_uri } = (await pushed.json()) as { request_uri: string };
+    const only = { redirect_uri: undefined, response_type: undefined, scope: undefined, state: undefined, nonce: undefined, code_challenge: undefined, code_challenge_method: undefined };
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid', params: { ...only, request_uri } });
+    assert.ok(flow.code, `did not reach the app: ${flow.page?.status}`);
+    const tokens = await call.redeem(world.shop, flow.code, verifier);
+    assert.equal(typeof tokens.body.refresh_token, 'string', JSON.stringify(tokens.body));
   });
 });
 

@@ -66,7 +66,7 @@ export function clientView(c: ClientMetadata) {
 }
 
 export function resourceView(r: ResourceServer) {
-  return { resource: r.uri, scope: r.scopes.join(' '), token_format: r.tokenFormat, ttl: r.ttl, client_id: r.clientId, created: new Date(r.createdAt).toISOString() };
+  return { resource: r.uri, scope: r.scopes.join(' '), token_format: r.tokenFormat, ttl: r.ttl, private_scopes: r.privateScopes === true, client_id: r.clientId, created: new Date(r.createdAt).toISOString() };
 }
 
 export function userView(a: Account) {
@@ -156,10 +156,10 @@ export class Operations {
 
   // ---- APIs (resource servers) ----
 
-  async createResource(actor: Actor, input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number }) {
+  async createResource(actor: Actor, input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number; privateScopes?: boolean }) {
     if (await this.#d.registry.findResource(input.uri)) throw new OperationError(409, `an API with uri ${input.uri} already exists`);
     const { resource, secret } = await this.#d.registry.createResource(input);
-    this.#audit(actor, 'resource_created', { resource: resource.uri, clientId: resource.clientId, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl }, 'API created');
+    this.#audit(actor, 'resource_created', { resource: resource.uri, clientId: resource.clientId, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl, privateScopes: resource.privateScopes === true }, 'API created');
     return { resource: resourceView(resource), client_secret: secret };
   }
 

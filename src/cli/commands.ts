@@ -199,12 +199,13 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   'resource create': {
-    usage: '--uri URI --scope "SCOPES" [--token-format opaque|jwt] [--ttl SECONDS]',
+    usage: '--uri URI --scope "SCOPES" [--token-format opaque|jwt] [--ttl SECONDS] [--private-scopes]',
     options: {
       uri: { type: 'string' },
       scope: { type: 'string' },
       'token-format': { type: 'string' },
       ttl: { type: 'string' },
+      'private-scopes': { type: 'boolean' },
     },
     async run(ctx, values) {
       const ttl = optional(values, 'ttl');
@@ -213,6 +214,7 @@ export const COMMANDS: Record<string, Command> = {
         scope: required(values, 'scope'),
         tokenFormat: optional(values, 'token-format') as 'opaque' | 'jwt' | undefined,
         ttl: ttl === undefined ? undefined : /^\d+$/.test(ttl) ? Number(ttl) : NaN,
+        privateScopes: values['private-scopes'] === true,
       });
       const json = { resource: resource.resource, client_id: resource.client_id, client_secret: secret };
       return { json, text: `${fields(json)}\nThe API authenticates with these at introspection and revocation. ${SHOWN_ONCE}` };
@@ -222,7 +224,7 @@ export const COMMANDS: Record<string, Command> = {
     usage: '',
     async run(ctx) {
       const resources = await ctx.ops.resources();
-      return { json: { resources }, text: table(resources, ['resource', 'scope', 'token_format', 'ttl', 'client_id']) };
+      return { json: { resources }, text: table(resources, ['resource', 'scope', 'token_format', 'ttl', 'private_scopes', 'client_id']) };
     },
   },
   'resource delete': {

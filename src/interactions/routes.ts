@@ -6,7 +6,7 @@ import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { formTargets } from '../oidc/provider.ts';
+import { appAskedForConsent, formTargets } from '../oidc/provider.ts';
 import { OIDC_SCOPES } from '../oidc/registry.ts';
 import type { Csrf } from '../security/csrf.ts';
 import type { Lockout } from '../security/lockout.ts';
@@ -114,13 +114,18 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     return remembered ? (JSON.parse(remembered) as string[]) : [];
   }
 
+  /** Every scope of the request (oidc-provider keeps only those the client may ask for). */
+  function requestedScopes(d: Details): string[] {
+    return [...new Set(String(d.params.scope ?? '').split(' ').filter(Boolean))];
+  }
+
   function missingScopes(d: Details): string[] {
     const det = d.prompt.details as { missingOIDCScope?: string[]; missingResourceScopes?: Record<string, string[]> };
     return [...(det.missingOIDCScope ?? []), ...Object.values(det.missingResourceScopes ?? {}).flat()];
   }
 
   /** `via`: the person allowed it on the consent page, or it needed no asking (a first-party client, scopes granted before). */
-  async function grantConsent(ctx: Context, d: Details, via: 'consent_page' | 'first_party' | 'remembered', remembered?: string[]) {
+  async function grantConsent(ctx: Context, d: Details, via: 'consent_page' | 'first_party' | 'remembered', remembered?: string[], firstParty = via === 'first_party') {
     const det = d.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
     const grant = d.grantId
       ? await provider.Grant.find(d.grantId)
@@ -133,7 +138,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     // The grant and the remembered consent are independent writes: sent together. A first-party client
     // is never asked, so nothing is remembered for it (no year-long record per visit of the account page).
     const remember = async () => {
-      if (via === 'first_party') return;
+      if (firstParty) return;
       const all = new Set([...(remembered ?? (await rememberedScopes(d))), ...scopes]);
       await store.set(keys.consent(String(d.session!.accountId), String(d.params.client_id)), JSON.stringify([...all]), { ttl: CONSENT_TTL });
     };
@@ -235,10 +240,11 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
       return step ? renderStep(ctx, d, step) : renderLogin(ctx, d, client.clientName);
     }
     if (d.prompt.name === 'consent') {
-      // Only the scopes not granted before are listed (README: asked again only for new scopes); none for first-party clients.
+      // Only the scopes not granted before are listed (README: asked again only for new scopes); none for
+      // first-party clients. prompt=consent from the app shows the page to every client, with every scope asked for.
       const firstParty = client.first_party === true;
       const remembered = firstParty ? [] : await rememberedScopes(d);
-      const ask = firstParty ? [] : missingScopes(d).filter((s) => !remembered.includes(s));
+      const ask = appAskedForConsent(d.params) ? requestedScopes(d) : firstParty ? [] : missingScopes(d).filter((s) => !remembered.includes(s));
       if (ask.length === 0) return firstParty ? grantConsent(ctx, d, 'first_party') : grantConsent(ctx, d, 'remembered', remembered);
       const account = await accounts.find(String(d.session?.accountId));
       views.render(
@@ -340,7 +346,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
   router.post('/consent', sameOrigin, form, requireCsrf, async (ctx) => {
     const d = await details(ctx);
     if (d.prompt.name !== 'consent') refuse('this sign-in step is already done');
-    await grantConsent(ctx, d, 'consent_page');
+    await grantConsent(ctx, d, 'consent_page', undefined, (await clientOf(d))?.first_party === true);
   });
 
   router.post('/abort', sameOrigin, form, requireCsrf, async (ctx) => {

@@ -37,6 +37,7 @@ export function bendProviderInternals(provider: Provider, deps: InternalsDeps): 
   cachedClientsWithApiScopes(provider, deps.registry);
   throttledClientAuthentication(provider, deps.clientLockout);
   targetCheckedBeforeRotation(provider, deps.getResourceServerInfo);
+  offlineAccessWithoutPromptConsent(provider);
 }
 
 type TokenModel = { prototype: { generateTokenId(): string; grantId?: string; format?: string } };
@@ -159,4 +160,33 @@ async function checkRefreshTarget(ctx: KoaContextWithOIDC, token: RotatedToken, 
  */
 export function replaceSigningKeys(provider: Provider, jwks: JWKS): void {
   (initializeKeystore as (this: Provider, jwks: JWKS) => void).call(provider, jwks);
+}
+
+/** What oidc-provider's `checkScope` asks before it keeps `offline_access`: whether `prompt` includes consent. */
+class PromptsKeepingOfflineAccess extends Set<string> {
+  override has(value: string): boolean {
+    return value === 'consent' || super.has(value);
+  }
+}
+
+/**
+ * Why: oidc-provider drops `offline_access` unless `prompt` includes consent (OIDC Core §11), in
+ * `checkScope`, on the resolved parameters of GET and POST /auth, of PAR and of a loaded `request_uri`.
+ * Our consent page names offline access and is asked once per person and client (the consent §11
+ * wants), so when the request asks for it, `prompts.has('consent')` answers yes. Only membership is
+ * bent: iterating the set, and so `params.prompt` (which checkMaxAge rebuilds from it), stay what the
+ * app sent, and the consent prompt's own check reads `params.prompt` (provider.ts `signInPolicy`).
+ */
+export function offlineAccessWithoutPromptConsent(provider: Provider): void {
+  const prototype = (provider.OIDCContext as unknown as { prototype: object }).prototype;
+  const prompts = Object.getOwnPropertyDescriptor(prototype, 'prompts')?.get;
+  if (!prompts) throw new Error('oidc-provider has no OIDCContext#prompts getter to bend');
+  Object.defineProperty(prototype, 'prompts', {
+    configurable: true,
+    get(this: { params?: { scope?: unknown } }) {
+      const sent = prompts.call(this) as Set<string>;
+      const scope = this.params?.scope;
+      return typeof scope === 'string' && scope.split(' ').includes('offline_access') ? new PromptsKeepingOfflineAccess(sent) : sent;
+    },
+  });
 }

@@ -9,6 +9,8 @@ import type { Lockout } from '../security/lockout.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
+import { clearerErrors, discoveryListsApiScopes, revocationAnswersJson } from './client-facing-answers.ts';
+import { JwtAccessTokens, jwtIntrospectionAndRevocation } from './jwt-access-tokens.ts';
 import { bendProviderInternals, type InternalsDeps } from './provider-internals.ts';
 import { OIDC_SCOPES, type Registry } from './registry.ts';
 import { replaceSigningKeys } from './provider-internals.ts';
@@ -50,6 +52,8 @@ export async function createProvider({ config, store, accounts, registry, views,
     loadCookieKeys(store, config.COOKIE_KEYS),
     loadDpopNonceSecret(store),
   ]);
+
+  const jwtAccessTokens = new JwtAccessTokens(store, config.ISSUER, signingKeys);
 
   /** The API a token is for, and the scopes this client may get for it. */
   const getResourceServerInfo: InternalsDeps['getResourceServerInfo'] = async (_ctx, resourceIndicator, client) => {
@@ -116,6 +120,11 @@ export async function createProvider({ config, store, accounts, registry, views,
       authorizationSigningAlgValues: ['RS256', 'ES256', 'EdDSA'],
     },
     extraClientMetadata: { properties: CLIENT_PROPERTIES },
+    // Not listed by oidc-provider; libraries read them to pick how to authenticate (same as at /token).
+    discovery: {
+      introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
+      revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
+    },
     // urn:latchkey:mfa: password and second factor; urn:latchkey:pwd: password only (interactions/mfa-policy.ts).
     acrValues: ACR_VALUES,
 
@@ -153,8 +162,9 @@ export async function createProvider({ config, store, accounts, registry, views,
         enabled: true,
         // Without `resource`, a request whose scopes belong to exactly one API gets a token for that
         // API, so ordinary clients need not know RFC 8707. Otherwise: a token for userinfo.
-        async defaultResource(ctx, _client, oneOf) {
+        async defaultResource(ctx, client, oneOf) {
           if (oneOf) return oneOf;
+          if (ctx.oidc.params?.grant_type === 'client_credentials') return machineClientResource(ctx, client, registry);
           const requested = String(ctx.oidc.params?.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
           const owners = new Set<string>();
           for (const scope of requested) {
@@ -208,10 +218,16 @@ export async function createProvider({ config, store, accounts, registry, views,
   // `keys rotate` takes effect on every server without a restart; a key file changes only with one.
   const stopFollowingKeys = config.SIGNING_KEYS_FILE
     ? async () => {}
-    : await followSigningKeys(store, (stored) => replaceSigningKeys(provider, jwksOf(stored)), onSigningKeysError);
-  provider.use(offlineAccessAsksForConsent);
+    : await followSigningKeys(store, (stored) => {
+        replaceSigningKeys(provider, jwksOf(stored));
+        jwtAccessTokens.useKeys(stored);
+      }, onSigningKeysError);
   provider.use(cacheablePublicMetadata);
   provider.use(missingClientAuthIsInvalidClient);
+  provider.use(revocationAnswersJson);
+  provider.use(jwtIntrospectionAndRevocation(jwtAccessTokens, tokenBelongsTo));
+  provider.use(clearerErrors(provider, jwtAccessTokens));
+  provider.use(discoveryListsApiScopes(registry));
   return { provider, cookieKeys, stopFollowingKeys };
 }
 
@@ -227,21 +243,6 @@ export function providerClientMetadata<T extends { scope?: unknown }>(stored: T 
   const openid = all.filter((s) => OIDC_SCOPES.has(s));
   const api = all.filter((s) => !OIDC_SCOPES.has(s));
   return { ...rest, ...(openid.length ? { scope: openid.join(' ') } : {}), ...(api.length ? { api_scopes: api.join(' ') } : {}) } as T;
-}
-
-/**
- * oidc-provider drops `offline_access` unless `prompt=consent` (OIDC Core §11), so an app asking for it
- * the ordinary way never got a refresh token. Our consent page names offline access and is asked once
- * per person and client, which is the consent §11 wants: a request for it without `prompt` asks for consent.
- */
-async function offlineAccessAsksForConsent(ctx: Koa.Context, next: Koa.Next) {
-  if (ctx.method === 'GET' && ctx.path === '/auth') {
-    const { scope, prompt } = ctx.query;
-    if (typeof scope === 'string' && prompt === undefined && scope.split(' ').includes('offline_access')) {
-      ctx.query = { ...ctx.query, prompt: 'consent' };
-    }
-  }
-  await next();
 }
 
 /**
@@ -285,7 +286,24 @@ function signInPolicy(policy: MfaPolicy) {
       return session.acr !== ACR_MFA && mfaDemanded(policy, client, params ?? {}) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
     }),
   );
+  // The consent page when the app sent prompt=consent: `params.prompt`, since `prompts.has('consent')` also
+  // answers yes for offline_access (offlineAccessWithoutPromptConsent). Otherwise only missing scopes ask.
+  const consent = prompts.get('consent')!;
+  consent.checks.remove('consent_prompt');
+  consent.checks.add(
+    new interactionPolicy.Check('consent_prompt', 'consent prompt was not resolved', 'consent_required', (ctx) => {
+      const { params, result, route } = ctx.oidc;
+      const asked = appAskedForConsent(params);
+      return asked && !(route.endsWith('resume') && result?.consent) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    }),
+    0,
+  );
   return prompts;
+}
+
+/** Whether the app's own `prompt` parameter (not what oidc-provider derives from it) includes consent. */
+export function appAskedForConsent(params: { prompt?: unknown } | undefined): boolean {
+  return typeof params?.prompt === 'string' && params.prompt.split(' ').includes('consent');
 }
 
 /** RFC 6749 §5.2: no client authentication at all is `401 invalid_client`; oidc-provider answers 400 invalid_request. */
@@ -302,6 +320,35 @@ async function missingClientAuthIsInvalidClient(ctx: Koa.Context, next: Koa.Next
     ctx.body = { error: 'invalid_client', error_description: 'client authentication is required' };
     ctx.set('WWW-Authenticate', 'Basic realm="latchkey"');
   }
+}
+
+// Without the `scope` member oidc-provider would add: RFC 6749 §5.2 names error, error_description and error_uri.
+const invalidScope = (description: string) => new errors.InvalidScope(description, undefined as never);
+
+/**
+ * `client_credentials` without `resource`: a machine client that names no scope (Go's clientcredentials
+ * without Scopes, a plain curl) gets its registered API scopes when they belong to one API, rather
+ * than a token no API accepts; a scope no API owns is `invalid_scope`.
+ */
+async function machineClientResource(ctx: KoaContextWithOIDC, client: { scope?: string }, registry: Registry): Promise<string | undefined> {
+  const params = ctx.oidc.params as { scope?: string };
+  const registered = String(client.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
+  const named = String(params.scope ?? '').split(' ').filter(Boolean);
+  const requested = named.filter((s) => !OIDC_SCOPES.has(s));
+  // Only OpenID scopes: oidc-provider refuses those it was not registered with, as before.
+  if (named.length && !requested.length) return undefined;
+  const owners = new Map<string, string[]>();
+  for (const scope of requested.length ? requested : registered) {
+    const owner = await registry.resourceForScope(scope);
+    // A known scope the client lacks is left out (RFC 6749 §3.3: the response's `scope` says so).
+    if (!owner && requested.length) throw invalidScope(`the scope ${scope} belongs to no API`);
+    if (!owner) continue;
+    owners.set(owner, [...(owners.get(owner) ?? []), scope]);
+  }
+  if (owners.size > 1) throw invalidScope(`${requested.length ? 'these scopes' : "this client's scopes"} belong to several APIs: name the scopes of one (or its resource)`);
+  const [only] = owners;
+  if (only && !requested.length) params.scope = only[1].join(' ');
+  return only?.[0];
 }
 
 /** A token belongs to the client it was issued to, and to the API it was issued for. */

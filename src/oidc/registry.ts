@@ -23,6 +23,8 @@ export interface ResourceServer {
   /** The client that represents the API at the introspection and revocation endpoints. */
   clientId: string;
   createdAt: number;
+  /** Its scopes are left out of discovery's `scopes_supported` (`resource create --private-scopes`). */
+  privateScopes?: boolean;
 }
 
 export interface ClientInput {
@@ -332,7 +334,7 @@ export class Registry {
     return this.#cached(`scope:${scope}`, async () => (await this.#store.get(keys.scopeOwner(scope))) ?? undefined);
   }
 
-  async createResource(input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number }) {
+  async createResource(input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number; privateScopes?: boolean }) {
     let url: URL;
     try {
       url = new URL(input.uri);
@@ -367,7 +369,7 @@ export class Registry {
     }
     const clientId = newClientId();
     const secret = newSecret();
-    const resource: ResourceServer = { uri, scopes, tokenFormat, ttl, clientId, createdAt: Date.now() };
+    const resource: ResourceServer = { uri, scopes, tokenFormat, ttl, clientId, createdAt: Date.now(), ...(input.privateScopes ? { privateScopes: true } : {}) };
     await this.#store.set(keys.resource(uri), JSON.stringify(resource));
     await this.#store.setAdd(keys.resources, uri);
     // The API's own client: it only authenticates at introspection and revocation.

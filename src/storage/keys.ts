@@ -52,6 +52,8 @@ export const keys = {
   resource: (uri: string) => `lk:resource:${digest(uri)}`,
   resources: 'lk:resources',
   scopeOwner: (scope: string) => `lk:scope:${digest(scope)}`,
+  /** A revoked JWT access token, by a digest of its `jti`; lives as long as the token would have. */
+  revokedJwt: (jti: string) => `lk:revoked-jwt:${digest(jti)}`,
   account: (id: string) => `lk:account:${id}`,
   accountEmail: (email: string) => `lk:account-email:${digest(email.toLowerCase())}`,
   accounts: 'lk:accounts',

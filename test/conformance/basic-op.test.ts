@@ -371,6 +371,27 @@ describe('Basic OP (oidcc-basic-certification-test-plan)', () => {
     await assert.rejects(oc.refreshTokenGrant(otherRp, refreshed.refresh_token), (err: oc.ResponseBodyError) => err.error === 'invalid_grant');
   });
 
+  test('oidcc-ensure-post-request-succeeds', async (t) => {
+    const { flow, claims } = await authorize(rp, { issuer: server.issuer, client: world.shop, user: world.user, scope: OPENID, post: true });
+    assert.equal(flow.loginPage?.url.pathname.startsWith('/interaction/'), true);
+    assert.equal(claims.sub, world.user.id);
+    note(t, 'a form POST to /auth is answered with a 303 to the GET of the same parameters (SameSite=Lax cookies ride it)');
+  });
+
+  test('oidcc-prompt-consent', async (t) => {
+    // Consent is remembered per person and client; prompt=consent from the app asks again all the same.
+    const app = await world.newApp('Consent again', 'openid email');
+    const appRp = await relyingParty(server.issuer, app);
+    const first = await authorize(appRp, { issuer: server.issuer, client: app, user: world.user, scope: 'openid email' });
+    assert.ok(first.flow.consentPage, 'asked the first time');
+    const remembered = await authorize(appRp, { issuer: server.issuer, client: app, user: world.user, scope: 'openid email', jar: first.flow.jar });
+    assert.equal(remembered.flow.consentPage, undefined, 'remembered');
+    const asked = await authorize(appRp, { issuer: server.issuer, client: app, user: world.user, scope: 'openid email', jar: first.flow.jar, params: { prompt: 'consent' } });
+    assert.ok(asked.flow.consentPage, 'prompt=consent shows the consent page');
+    assert.equal(asked.claims.sub, world.user.id);
+    note(t, "Latchkey's own check: prompt=consent shows the consent page even when consent was remembered (OIDC Core §3.1.2.1 SHOULD)");
+  });
+
   test('oidcc-ensure-redirect-uri-in-authorization-request', async () => {
     // The shop app has one registered redirect_uri: it must still be named (OIDC Core §3.1.2.1).
     assert.match(await errorPageWithoutRedirect({ redirect_uri: undefined }), /redirect_uri/);

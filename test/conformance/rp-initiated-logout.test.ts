@@ -5,7 +5,7 @@ import type * as oc from 'openid-client';
 import { browse, CookieJar, follow, hiddenField, signIn, type Page } from '../helpers/flow.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { POST_LOGOUT_URI, useWorld, type World } from '../helpers/world.ts';
-import { authorize, jwtHeader, relyingParty } from './op.ts';
+import { authorize, jwtHeader, note, relyingParty } from './op.ts';
 
 /**
  * The suite's RP-Initiated Logout plan (oidcc-rp-initiated-logout-certification-test-plan), one test
@@ -36,9 +36,10 @@ interface LogoutOutcome {
 }
 
 /** The browser at the end_session_endpoint: confirms "sign out" when asked, follows what comes back. */
-async function logout(jar: CookieJar, params: Record<string, string>): Promise<LogoutOutcome> {
+async function logout(jar: CookieJar, params: Record<string, string>, how: 'get' | 'post' = 'get'): Promise<LogoutOutcome> {
   const start = new URL(`/session/end?${new URLSearchParams(params)}`, server.issuer);
-  const first = await follow(jar, server.issuer, await browse(jar, start), start);
+  const sent = how === 'post' ? await browse(jar, new URL('/session/end', server.issuer), { form: params }) : await browse(jar, start);
+  const first = await follow(jar, server.issuer, sent, start);
   const html = first.page?.html ?? '';
   const action = html.match(/<form[^>]*id="op.logoutForm"[^>]*action="([^"]+)"/)?.[1] ?? html.match(/<form[^>]*action="([^"]+)"[^>]*id="op.logoutForm"/)?.[1];
   if (first.page?.status !== 200 || !action) return { page: first.page, leftTo: first.leftTo };
@@ -100,6 +101,16 @@ describe('RP-Initiated Logout (oidcc-rp-initiated-logout-certification-test-plan
     assert.equal(outcome.leftTo.origin + outcome.leftTo.pathname, POST_LOGOUT_URI);
     assert.equal(outcome.leftTo.searchParams.get('state'), 'bye-state');
     assert.equal(await stillSignedIn(jar), false);
+  });
+
+  test('oidcc-rp-initiated-logout[post]', async (t) => {
+    const { jar, idToken } = await signedIn();
+    const outcome = await logout(jar, { id_token_hint: idToken, post_logout_redirect_uri: POST_LOGOUT_URI, state: 'bye-state' }, 'post');
+    assert.ok(outcome.confirmation);
+    assert.equal(outcome.leftTo?.origin + outcome.leftTo!.pathname, POST_LOGOUT_URI);
+    assert.equal(outcome.leftTo?.searchParams.get('state'), 'bye-state');
+    assert.equal(await stillSignedIn(jar), false);
+    note(t, 'the same logout sent as a form POST (RP-Initiated Logout §2): a 303 to the GET of the same parameters');
   });
 
   test('oidcc-rp-initiated-logout-bad-post-logout-redirect-uri', async () => {

@@ -159,6 +159,8 @@ export interface SignInOptions {
   consent?: 'allow' | 'stop';
   /** The authorization request a client library built (its own PKCE, state and nonce): used as is. */
   authUrl?: URL;
+  /** Send the authorization request as a form POST to /auth instead of a GET (OIDC Core §3.1.2.1). */
+  post?: boolean;
 }
 
 export interface SignInResult {
@@ -212,7 +214,8 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
     else query[k] = v;
   }
   const authUrl = options.authUrl ?? new URL(`/auth?${new URLSearchParams(query)}`, options.issuer);
-  let followed = await follow(jar, options.issuer, await browse(jar, authUrl), authUrl);
+  const first = options.post ? await browse(jar, new URL('/auth', options.issuer), { form: query }) : await browse(jar, authUrl);
+  let followed = await follow(jar, options.issuer, first, authUrl);
   const result: SignInResult = { jar, verifier, state, nonce };
 
   const post = async (action: string, page: Page, form: Record<string, string>) => {
