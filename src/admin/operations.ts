@@ -89,7 +89,13 @@ function keyList(all: StoredSigningKey[]) {
 /** Paging cursors are opaque to callers: the index position, base64url. */
 export const cursor = {
   encode: (position: string | undefined) => (position === undefined ? undefined : Buffer.from(position).toString('base64url')),
-  decode: (value: string | undefined) => (value === undefined ? undefined : Buffer.from(value, 'base64url').toString('utf8')),
+  decode(value: string | undefined): string | undefined {
+    if (value === undefined) return undefined;
+    const position = Buffer.from(value, 'base64url').toString('utf8');
+    // Ours encode printable text exactly; anything else was made up or cut short.
+    if (!position || cursor.encode(position) !== value || /[\p{Cc}\uFFFD]/u.test(position)) throw new OperationError(400, 'not a cursor from this API');
+    return position;
+  },
 };
 
 export class Operations {
