@@ -58,7 +58,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const stopWatchingRegistry = await registry.watch();
   const views = new Views();
   const accountPageClientId = await ensureAccountPageClient({ store, registry, issuer: config.ISSUER });
-  await ensureAdminApi({ registry, issuer: config.ISSUER });
+  await ensureAdminApi({ store, registry, issuer: config.ISSUER });
   const box = await loadSecretBox(store, config.SECRETS_KEY);
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
   // counted apart: a misconfigured service behind an IP must not lock people out from that IP.

@@ -5,8 +5,8 @@ import Koa from 'koa';
 import { adminApiRoutes, adminApiUri } from '../src/admin/api.ts';
 import { keys } from '../src/storage/keys.ts';
 import { endpoints, signInAndRedeem } from './helpers/flow.ts';
-import { freePort } from './helpers/redis.ts';
-import type { TestServer } from './helpers/server.ts';
+import { freePort, startRedis } from './helpers/redis.ts';
+import { startServer, type TestServer } from './helpers/server.ts';
 import { useWorld, type World } from './helpers/world.ts';
 
 /**
@@ -365,5 +365,71 @@ test('admin endpoints are rate limited per token: 429 problem+json with Retry-Af
   } finally {
     http.closeAllConnections();
     await new Promise((r) => http.close(r));
+  }
+});
+
+test('an API\'s scopes change through PATCH: added ones are claimed, removed ones given up, another API\'s refused', async () => {
+  const { token } = await adminToken();
+  const call = (method: string, path: string, body?: unknown) => api(token, method, path, body);
+  const uri = 'https://reports.example';
+  const path = `/v1/resources/${encodeURIComponent(uri)}`;
+  assert.equal((await call('POST', '/v1/resources', { uri, scope: 'reports:read' })).status, 201);
+  const widened = await call('PATCH', path, { scope: 'reports:read reports:write' });
+  assert.equal(widened.status, 200, JSON.stringify(widened.body));
+  assert.deepEqual(widened.body.changed, ['scopes']);
+  assert.equal(widened.body.resource.scope, 'reports:read reports:write');
+  assert.deepEqual((await call('PATCH', path, { scope: 'reports:write reports:read' })).body.changed, [], 'the same scopes in another order change nothing');
+  // A machine client gets a token with the added scope for this API.
+  const machine = await server.app.registry.createClient({ name: 'reporter', grants: ['client_credentials'], scope: 'reports:write' }, noValidation);
+  const issued = await endpoints(server.issuer).token({ clientId: machine.clientId, secret: machine.secret! }, { grant_type: 'client_credentials', scope: 'reports:write', resource: uri });
+  assert.equal(issued.status, 200, JSON.stringify(issued.body));
+  // A scope another API owns is refused and nothing changes; one this API gave up can be claimed by another.
+  isProblem(await call('PATCH', path, { scope: 'reports:read latchkey:admin' }), 409);
+  assert.equal((await call('GET', '/v1/resources')).body.resources.find((r: { resource: string }) => r.resource === uri).scope, 'reports:read reports:write');
+  assert.equal(await server.app.registry.resourceForScope('latchkey:admin'), adminApiUri(server.issuer));
+  assert.deepEqual((await call('PATCH', path, { scope: 'reports:read' })).body.changed, ['scopes']);
+  assert.equal(await server.app.registry.resourceForScope('reports:write'), undefined);
+  assert.equal((await call('POST', '/v1/resources', { uri: 'https://reports2.example', scope: 'reports:write' })).status, 201);
+  isProblem(await call('PATCH', path, { scope: 'openid' }), 400);
+  // Discovery lists an API's scopes unless they are private; the admin API's are.
+  const discovered = async () => ((await (await fetch(`${server.issuer}/.well-known/openid-configuration`)).json()) as { scopes_supported: string[] }).scopes_supported;
+  assert.ok((await discovered()).includes('reports:read'));
+  assert.ok(!(await discovered()).includes('latchkey:admin'), 'the admin API\'s scopes are private');
+  assert.deepEqual((await call('PATCH', path, { private_scopes: true })).body.changed, ['privateScopes']);
+  assert.ok(!(await discovered()).includes('reports:read'));
+  const events = (await call('GET', `/v1/activity?event=resource_updated`)).body.events;
+  assert.equal(events[0].resource, uri);
+  assert.deepEqual(events[0].changed, ['privateScopes']);
+  // The admin API itself stays reachable: not deleted, not switched to JWTs.
+  const admin = `/v1/resources/${encodeURIComponent(adminApiUri(server.issuer))}`;
+  isProblem(await call('DELETE', admin), 409);
+  isProblem(await call('PATCH', admin, { token_format: 'jwt' }), 409);
+  assert.equal((await call('GET', '/v1/keys')).status, 200);
+});
+
+test('a small ADMIN_ACTIVITY_MAX caps the activity log: the oldest events of real requests are dropped', async () => {
+  const redis = await startRedis({ ownServer: true });
+  const small = await startServer({ redisUrl: redis.url, env: { ADMIN_ACTIVITY_MAX: '50' } });
+  try {
+    const scope = 'latchkey:admin';
+    const c = await small.app.registry.createClient({ name: 'ops', grants: ['client_credentials'], scope }, noValidation);
+    const tokenRequest = () => endpoints(small.issuer).token({ clientId: c.clientId, secret: c.secret! }, { grant_type: 'client_credentials', scope, resource: adminApiUri(small.issuer) });
+    const first = await tokenRequest();
+    assert.equal(first.status, 200);
+    await small.app.activity.flush();
+    const firstEvent = (await small.store.streamRevRange(keys.activity, '+', '-', 1))[0]!.id;
+    // 300 token_issued events: Redis trims in whole blocks of 100 entries (MAXLEN ~), so at most 150 stay.
+    for (let i = 0; i < 299; i += 1) assert.equal((await tokenRequest()).status, 200);
+    await small.app.activity.flush();
+    const length = await small.store.streamLength(keys.activity);
+    assert.ok(length >= 50 && length <= 150, `the stream holds ${length} events`);
+    const exported = await fetch(`${small.issuer}/admin/api/v1/activity.jsonl`, { headers: { authorization: `Bearer ${String(first.body.access_token)}` } });
+    assert.equal(exported.status, 200);
+    const ids = (await exported.text()).trim().split('\n').map((line) => (JSON.parse(line) as { id: string }).id);
+    assert.ok(ids.length <= 150 && ids.length >= 50, `exported ${ids.length}`);
+    assert.ok(!ids.includes(firstEvent), 'the oldest event was dropped');
+  } finally {
+    await small.close();
+    await redis.dispose();
   }
 });

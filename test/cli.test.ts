@@ -155,6 +155,13 @@ test('resource create, list and delete; clients may only use scopes an API owns'
   );
   assert.ok(!JSON.stringify(resources).includes(created.client_secret));
 
+  // resource update: the scope list given replaces the list (another API's scope refused), settings change.
+  await fails(['resource', 'update', internal, '--scope', readScope], /already belongs/);
+  const updated = await json(['resource', 'update', internal, '--scope', `internal${run}:admin internal${run}:read`, '--no-private-scopes', '--ttl', '900']);
+  assert.deepEqual(updated.changed, ['ttl', 'scopes', 'privateScopes']);
+  assert.deepEqual({ scope: updated.scope, ttl: updated.ttl, private_scopes: updated.private_scopes }, { scope: `internal${run}:admin internal${run}:read`, ttl: 900, private_scopes: false });
+  await fails(['resource', 'update', internal], /nothing to change/);
+
   // The API's client is managed through its resource.
   await fails(['client', 'delete', created.client_id], /resource delete/);
   await json(['resource', 'delete', other]);

@@ -9,10 +9,10 @@ import { AccountError, type Accounts } from '../accounts/accounts.ts';
 import { CliError } from '../cli/output.ts';
 import type { ActivityLog } from '../observability/activity.ts';
 import { GRANT_TYPES, RegistryError, type Registry } from '../oidc/registry.ts';
-import { digest } from '../storage/keys.ts';
+import { digest, keys } from '../storage/keys.ts';
 import { RedisStore } from '../storage/redis-store.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
-import { OperationError, type Actor, type Operations } from './operations.ts';
+import { adminApiUri, OperationError, type Actor, type Operations } from './operations.ts';
 
 /**
  * The admin API (`/admin/api/v1`, JSON): what the CLI does, and what only a server can show (sessions,
@@ -23,7 +23,7 @@ import { OperationError, type Actor, type Operations } from './operations.ts';
  */
 export const ADMIN_SCOPE = 'latchkey:admin';
 export const ADMIN_READ_SCOPE = 'latchkey:admin:read';
-export const adminApiUri = (issuer: string) => `${issuer}/admin/api`;
+export { adminApiUri };
 const PREFIX = '/admin/api';
 const REALM = 'latchkey-admin';
 /** Admin tokens live 15 minutes: long enough for a console visit, short for a leaked one. */
@@ -34,16 +34,23 @@ const ADMIN_TOKEN_TTL = 15 * 60;
  * latchkey:admin can get tokens for it. Every node finds the same one; an API left by an earlier
  * ISSUER gives its scopes up.
  */
-export async function ensureAdminApi({ registry, issuer }: { registry: Registry; issuer: string }): Promise<string> {
+export async function ensureAdminApi({ store, registry, issuer }: { store: Store; registry: Registry; issuer: string }): Promise<string> {
   const uri = adminApiUri(issuer);
-  if (await registry.findResource(uri)) return uri;
+  const existing = await registry.findResource(uri);
+  // Its scopes are for this server's operators, not for discovery's list.
+  if (existing && !existing.privateScopes) await registry.updateResource(uri, { privateScopes: true });
+  if (existing) return uri;
   const previous = await registry.resourceForScope(ADMIN_SCOPE);
   if (previous && previous !== uri) await registry.deleteResource(previous).catch(() => {});
   try {
-    await registry.createResource({ uri, scope: `${ADMIN_SCOPE} ${ADMIN_READ_SCOPE}`, ttl: ADMIN_TOKEN_TTL });
+    await registry.createResource({ uri, scope: `${ADMIN_SCOPE} ${ADMIN_READ_SCOPE}`, ttl: ADMIN_TOKEN_TTL, privateScopes: true });
   } catch (err) {
-    // Another node registered it at the same moment.
-    if (!(err instanceof RegistryError) || !(await registry.findResource(uri))) throw err;
+    if (!(err instanceof RegistryError)) throw err;
+    // Another node is registering it at the same moment: its record follows its scope claim (read past the cache).
+    for (let tries = 0; !(await store.get(keys.resource(uri))); tries += 1) {
+      if (tries === 50) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
   return uri;
 }
@@ -126,9 +133,15 @@ const resourceCreate = z.strictObject({
   scope: z.string().trim().min(1).max(2000),
   token_format: z.enum(['opaque', 'jwt']).optional(),
   ttl: z.number().int().min(60).max(86400).optional(),
+  private_scopes: z.boolean().optional(),
 });
 const resourceUpdate = z
-  .strictObject({ token_format: z.enum(['opaque', 'jwt']).optional(), ttl: z.number().int().min(60).max(86400).optional() })
+  .strictObject({
+    scope: z.string().trim().min(1).max(2000).optional(),
+    token_format: z.enum(['opaque', 'jwt']).optional(),
+    ttl: z.number().int().min(60).max(86400).optional(),
+    private_scopes: z.boolean().optional(),
+  })
   .refine((v) => Object.keys(v).length > 0, 'name at least one setting to change');
 const userCreate = z.strictObject({
   email: z.string().min(3).max(254),
@@ -203,11 +216,11 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
     route({ method: 'get', path: '/resources', summary: 'List APIs', write: false, run: async () => ({ resources: await ops.resources() }) }),
     route({
       method: 'post', path: '/resources', summary: 'Register an API; its client secret (introspection) is in this answer only', write: true, body: resourceCreate, status: 201,
-      run: ({ body, actor }) => ops.createResource(actor, { uri: body.uri, scope: body.scope, tokenFormat: body.token_format, ttl: body.ttl }),
+      run: ({ body, actor }) => ops.createResource(actor, { uri: body.uri, scope: body.scope, tokenFormat: body.token_format, ttl: body.ttl, privateScopes: body.private_scopes }),
     }),
     route({
-      method: 'patch', path: '/resources/:uri', summary: 'Change an API\'s token format or lifetime (the URI, percent-encoded, names it); idempotent', write: true, body: resourceUpdate,
-      run: ({ params, body, actor }) => ops.updateResource(actor, params.uri!, { tokenFormat: body.token_format, ttl: body.ttl }),
+      method: 'patch', path: '/resources/:uri', summary: 'Change an API\'s scopes (the list given replaces the list), token format, lifetime or discovery listing (the URI, percent-encoded, names it); idempotent', write: true, body: resourceUpdate,
+      run: ({ params, body, actor }) => ops.updateResource(actor, params.uri!, { scope: body.scope, tokenFormat: body.token_format, ttl: body.ttl, privateScopes: body.private_scopes }),
     }),
     route({ method: 'delete', path: '/resources/:uri', summary: 'Delete an API and its client', write: true, run: ({ params, actor }) => ops.deleteResource(actor, params.uri!) }),
 

@@ -21,6 +21,9 @@ import type { Store } from '../storage/store.ts';
  */
 export type Actor = { kind: 'cli'; operator?: string } | { kind: 'account'; accountId: string } | { kind: 'client'; clientId: string };
 
+/** The admin API's resource URI: it follows ISSUER. */
+export const adminApiUri = (issuer: string) => `${issuer}/admin/api`;
+
 /** A refusal with the HTTP status it means (the CLI exits 2 with its message). */
 export class OperationError extends Error {
   readonly status: 400 | 404 | 409;
@@ -180,15 +183,21 @@ export class Operations {
     return resource;
   }
 
-  async updateResource(actor: Actor, uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number }) {
+  /** `scope` replaces the API's scopes: those added are claimed (409 when another API owns one), those removed given up. */
+  async updateResource(actor: Actor, uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number; scope?: string; privateScopes?: boolean }) {
     await this.resource(uri);
+    // The admin API reads its tokens by lookup: a JWT would lock every caller out.
+    if (uri === adminApiUri(this.#d.issuer) && changes.tokenFormat === 'jwt') throw new OperationError(409, 'the admin API takes opaque access tokens only');
     const { resource, changed } = await this.#d.registry.updateResource(uri, changes);
-    if (changed.length) this.#audit(actor, 'resource_updated', { resource: uri, changed, tokenFormat: resource.tokenFormat, ttl: resource.ttl }, 'API updated');
+    if (changed.length) {
+      this.#audit(actor, 'resource_updated', { resource: uri, changed, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl, privateScopes: resource.privateScopes === true }, 'API updated');
+    }
     return { resource: resourceView(resource), changed };
   }
 
   async deleteResource(actor: Actor, uri: string) {
     await this.resource(uri);
+    if (uri === adminApiUri(this.#d.issuer)) throw new OperationError(409, 'the admin API cannot be deleted (every server registers it again at start)');
     await this.#d.registry.deleteResource(uri);
     this.#audit(actor, 'resource_deleted', { resource: uri }, 'API and its client deleted');
     return { resource: uri, deleted: true };

@@ -220,6 +220,32 @@ export const COMMANDS: Record<string, Command> = {
       return { json, text: `${fields(json)}\nThe API authenticates with these at introspection and revocation. ${SHOWN_ONCE}` };
     },
   },
+  'resource update': {
+    usage: 'URI [--scope "SCOPES"] [--token-format opaque|jwt] [--ttl SECONDS] [--[no-]private-scopes]',
+    args: ['URI'],
+    options: {
+      scope: { type: 'string' },
+      'token-format': { type: 'string' },
+      ttl: { type: 'string' },
+      'private-scopes': { type: 'boolean' },
+    },
+    async run(ctx, values, [uri]) {
+      const ttl = optional(values, 'ttl');
+      const scope = optional(values, 'scope');
+      if (scope !== undefined && scope.trim() === '') throw new CliError('--scope must not be empty');
+      const changes = {
+        scope,
+        tokenFormat: optional(values, 'token-format') as 'opaque' | 'jwt' | undefined,
+        ttl: ttl === undefined ? undefined : /^\d+$/.test(ttl) ? Number(ttl) : NaN,
+        privateScopes: values['private-scopes'] as boolean | undefined,
+      };
+      if (Object.values(changes).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('resource update')}`);
+      const { resource, changed } = await ctx.ops.updateResource(ctx.actor, uri!, changes);
+      const json = { ...resource, changed };
+      if (!changed.length) return { json, text: `API ${uri} already had these settings: nothing changed.` };
+      return { json, text: `${fields(resource)}\nUpdated ${changed.join(', ')}; running servers use the new settings within a second.` };
+    },
+  },
   'resource list': {
     usage: '',
     async run(ctx) {
