@@ -210,6 +210,13 @@ test('a person\'s token: only an enabled admin account gets in, and its changes 
     assert.equal(events[0].accountId, allowed.body.user.id);
     assert.deepEqual(events[0].actor, { kind: 'account', accountId: world.user.id });
     assert.equal(events[0].source, 'admin_api');
+    // A disabled admin's token stops working at once (the account is read on every request).
+    await server.app.accounts.setDisabled(world.user.id, true);
+    try {
+      isProblem(await api(asPerson, 'GET', '/v1/users'), 401);
+    } finally {
+      await server.app.accounts.setDisabled(world.user.id, false);
+    }
   } finally {
     await server.app.accounts.setAdmin(world.user.id, false);
   }
