@@ -6,6 +6,10 @@ import type Provider from 'oidc-provider';
 import { Accounts } from './accounts/accounts.ts';
 import { Passkeys } from './accounts/passkeys.ts';
 import { watchAppUse } from './accounts/connected-apps.ts';
+import { adminApiNotFound, adminApiRoutes, ensureAdminApi } from './admin/api.ts';
+import { Operations } from './admin/operations.ts';
+import { validateClientMetadata } from './cli/client-metadata.ts';
+import { ActivityLog, recordActivity } from './observability/activity.ts';
 import { SecondFactor } from './accounts/second-factor.ts';
 import { accountRoutes, ensureAccountPageClient } from './interactions/account-page.ts';
 import type { Config } from './config.ts';
@@ -51,31 +55,39 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
   const store = instrumentStore(rawStore, metrics);
   watchStorageAvailability(rawStore, logger);
+  // Every audit event also goes to the activity log (admin API), without the request waiting for it.
+  const activity = new ActivityLog(store, { maxEvents: config.ADMIN_ACTIVITY_MAX, onAppendFailure: () => metrics.activityAppendFailures.inc() });
+  recordActivity(logger, activity);
   const accounts = new Accounts(store);
   const registry = new Registry(store, { cache: true });
+  // Records written before the paging indexes existed (a no-op once they are complete).
+  await accounts.backfillIndex();
+  await registry.backfillIndex();
   const stopWatchingRegistry = await registry.watch();
   const views = new Views();
   const accountPageClientId = await ensureAccountPageClient({ store, registry, issuer: config.ISSUER });
+  await ensureAdminApi({ store, registry, issuer: config.ISSUER });
   const box = await loadSecretBox(store, config.SECRETS_KEY);
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
   // counted apart: a misconfigured service behind an IP must not lock people out from that IP.
   // A lockout's subject is what was typed (people type passwords into the email field): the log names
   // the account or client by id when it exists, else by a keyed digest of what was typed.
-  const lockout = new Lockout(store, {
-    onEvent: auditLockout(logger, metrics, 'signin', async (typed) => {
-      const account = await accounts.findByEmail(typed).catch(() => undefined);
-      return account ? { accountId: account.id } : { emailDigest: box.digest(typed, 'lockout-email') };
-    }),
-  });
+  const personOf = async (typed: string) => {
+    const account = await accounts.findByEmail(typed).catch(() => undefined);
+    return account ? { accountId: account.id } : { emailDigest: box.digest(typed, 'lockout-email') };
+  };
+  const lockout = new Lockout(store, { onEvent: auditLockout(logger, metrics, 'signin', personOf), describe: personOf });
   // A client's "account" is its id at one IP (client-auth-throttle.ts).
+  const clientSourceOf = async (source: string) => {
+    const at = source.lastIndexOf('@');
+    const [typed, ip] = [source.slice(0, at), source.slice(at + 1)];
+    return (await registry.findClient(typed).catch(() => undefined)) ? { clientId: typed, ip } : { clientIdDigest: box.digest(typed, 'lockout-client'), ip };
+  };
   const clientLockout = new Lockout(store, {
     namespace: 'client',
     account: { maxFailures: 10, windowSeconds: 60 * 60 },
-    onEvent: auditLockout(logger, metrics, 'client', async (source) => {
-      const at = source.lastIndexOf('@');
-      const [typed, ip] = [source.slice(0, at), source.slice(at + 1)];
-      return (await registry.findClient(typed).catch(() => undefined)) ? { clientId: typed, ip } : { clientIdDigest: box.digest(typed, 'lockout-client'), ip };
-    }),
+    onEvent: auditLockout(logger, metrics, 'client', clientSourceOf),
+    describe: clientSourceOf,
   });
   // Wrong device user codes (RFC 8628 §5.1), per client IP: its "account" is the IP too (device-flow.ts).
   const deviceLockout = new Lockout(store, {
@@ -107,15 +119,15 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const stopLogoutDelivery = await startLogoutDelivery({ provider, store, logger, metrics, ...logoutDelivery });
 
   // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
-  const ops = opsRoutes(store, metrics);
+  const opsRouter = opsRoutes(store, metrics);
   const opsApp = new Koa();
-  opsApp.use(ops.routes());
+  opsApp.use(opsRouter.routes());
 
   provider.use(requestContext(logger, views, metrics));
   provider.use(pinIssuerOrigin(config.ISSUER));
   provider.use(securityHeaders());
   provider.use(staticRoutes().routes());
-  if (config.METRICS_PORT === undefined) provider.use(ops.routes());
+  if (config.METRICS_PORT === undefined) provider.use(opsRouter.routes());
   provider.use(countFailedClientAuthentication(clientLockout));
   provider.use(deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
@@ -123,6 +135,15 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   provider.use(accountRoutes({ ...signIn, registry, clientId: accountPageClientId }).routes());
   provider.use(sameOriginLogout(provider, views, config.ISSUER));
   provider.use(formPostAsGet(provider));
+
+  // The admin API: the same operations as the CLI, behind this server's own access tokens.
+  const ops = new Operations({
+    store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER,
+    ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
+    ...(config.SIGNING_KEYS_FILE ? { signingKeysFile: config.SIGNING_KEYS_FILE } : {}),
+  });
+  provider.use(adminApiRoutes({ provider, store, accounts, ops, activity, issuer: config.ISSUER }).routes());
+  provider.use(adminApiNotFound);
 
   // The first-run demo app (/demo) and its account: development only, never in production or tests,
   // and one process only (several workers would race to create it).
@@ -139,7 +160,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     await stopFollowingKeys();
     await stopLogoutDelivery();
   };
-  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, passkeys, lockout, clientLockout, deviceLockout, close };
+  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, close };
 }
 
 /** oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts). */

@@ -29,6 +29,7 @@ export const configDocs: Record<string, string> = {
   PASSKEYS: '`off`: no passkeys offered (existing ones are kept but not used); `optional`: offered beside the password and the authenticator app; `preferred`: as `optional`, with "Sign in with a passkey" styled as the main button of the sign-in page.',
   WEBAUTHN_RP_ID: 'The WebAuthn relying party id passkeys are bound to: the issuer\'s host name or a registrable suffix of it. Unset: the issuer\'s host name. Changing it orphans existing passkeys.',
   WEBAUTHN_ORIGINS: 'Comma-separated origins a passkey ceremony may come from (`https://login.example.com`). Unset: the issuer\'s origin.',
+  ADMIN_ACTIVITY_MAX: 'How many audit events the activity log (admin API) keeps in Redis, about: the oldest are dropped beyond it. Every event is logged either way.',
 };
 
 /** `TRUST_PROXY`: a number of proxy hops; `true`/`yes` mean one, `false`/`no` none. */
@@ -90,6 +91,7 @@ const schema = z
       .pipe(z.array(z.url({ protocol: /^https?$/, error: 'each must be an http:// or https:// origin' }).refine((o) => new URL(o).origin === o, 'each must be an origin: scheme, host and port, no path')).min(1))
       .optional(),
     WORKERS: z.coerce.number().int().min(1).max(256).optional(),
+    ADMIN_ACTIVITY_MAX: z.coerce.number().int().min(10).max(10_000_000).default(100_000),
   })
   .transform((env) => ({
     ...env,

@@ -1,9 +1,10 @@
+import { createLogger } from '../src/observability/logger.ts';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { Accounts } from '../src/accounts/accounts.ts';
-import { COMMANDS } from '../src/cli/commands.ts';
+import { COMMANDS, commandContext } from '../src/cli/commands.ts';
 import { Registry, RegistryError } from '../src/oidc/registry.ts';
 import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { browse, CookieJar, follow, formAction, hiddenField, signInAndRedeem, type ClientCreds, type Followed, type Page } from './helpers/flow.ts';
@@ -136,7 +137,7 @@ function suite(storeKind: 'redis' | 'memory') {
     const cli = new RedisStore(connectRedis(redis!.url, 2000));
     await cli.ready(5000);
     try {
-      await COMMANDS['user revoke-sessions']!.run({ store: cli, registry: new Registry(cli), accounts: new Accounts(cli) }, {}, [world.user.id]);
+      await COMMANDS['user revoke-sessions']!.run(commandContext({ store: cli, registry: new Registry(cli), accounts: new Accounts(cli), logger: createLogger({ level: 'silent' }), validateClient: async () => {}, issuer: server.issuer, actor: { kind: 'cli', operator: 'test' } }), {}, [world.user.id]);
     } finally {
       await cli.close();
     }

@@ -7,6 +7,7 @@ import { Accounts } from '../src/accounts/accounts.ts';
 import { AUDIT_EVENTS } from '../src/observability/audit.ts';
 import { secretMatches } from '../src/oidc/registry.ts';
 import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
+import { keys } from '../src/storage/keys.ts';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
 
 /** The `latchkey` CLI, run as a child process against a private Redis. */
@@ -153,6 +154,13 @@ test('resource create, list and delete; clients may only use scopes an API owns'
     { scope: `${readScope} ${writeScope}`, token_format: 'jwt', ttl: 600, client_id: created.client_id },
   );
   assert.ok(!JSON.stringify(resources).includes(created.client_secret));
+
+  // resource update: the scope list given replaces the list (another API's scope refused), settings change.
+  await fails(['resource', 'update', internal, '--scope', readScope], /already belongs/);
+  const updated = await json(['resource', 'update', internal, '--scope', `internal${run}:admin internal${run}:read`, '--no-private-scopes', '--ttl', '900']);
+  assert.deepEqual(updated.changed, ['ttl', 'scopes', 'privateScopes']);
+  assert.deepEqual({ scope: updated.scope, ttl: updated.ttl, private_scopes: updated.private_scopes }, { scope: `internal${run}:admin internal${run}:read`, ttl: 900, private_scopes: false });
+  await fails(['resource', 'update', internal], /nothing to change/);
 
   // The API's client is managed through its resource.
   await fails(['client', 'delete', created.client_id], /resource delete/);
@@ -452,4 +460,21 @@ test('every change writes one audit line on stderr (ids, never a secret); reads 
   const quiet = await cli(['client', 'create', '--name', 'Quiet', '--grants', 'client_credentials', '--scope', readScope, '--json'], { env: { LOG_LEVEL: 'silent' } });
   assert.equal(quiet.code, 0, quiet.stderr);
   assert.equal(quiet.stderr, '');
+});
+
+test('user create --admin, revoke-admin, grant-admin; the CLI\'s changes reach the activity log naming the operator', async () => {
+  const email = `admin-${run}@example.org`;
+  const created = await json(['user', 'create', '--email', email, '--admin', '--password-stdin'], 'a long passphrase');
+  assert.equal(created.admin, true);
+  assert.equal((await json(['user', 'revoke-admin', email])).admin, false);
+  assert.equal((await json(['user', 'grant-admin', created.id])).admin, true);
+  assert.equal((await json(['user', 'show', created.id])).admin, true);
+  const entries = (await store.streamRevRange(keys.activity, '+', '-', 50)).map((e) => JSON.parse(e.entry) as Record<string, any>);
+  const mine = entries.filter((e) => e.accountId === created.id).map((e) => e.event);
+  assert.deepEqual(mine, ['admin_granted', 'admin_revoked', 'user_created']);
+  for (const e of entries.filter((x) => x.accountId === created.id)) {
+    assert.equal(e.actor.kind, 'cli');
+    assert.equal(e.source, 'cli');
+  }
+  assert.ok(!JSON.stringify(entries).includes('a long passphrase'));
 });

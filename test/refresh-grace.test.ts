@@ -1,8 +1,9 @@
+import { createLogger } from '../src/observability/logger.ts';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Accounts } from '../src/accounts/accounts.ts';
-import { COMMANDS } from '../src/cli/commands.ts';
+import { COMMANDS, commandContext } from '../src/cli/commands.ts';
 import { CliError } from '../src/cli/output.ts';
 import { Registry, RegistryError } from '../src/oidc/registry.ts';
 import { GRANT_TAG_LENGTH } from '../src/storage/keys.ts';
@@ -120,13 +121,13 @@ describe('--refresh-grace', () => {
     await redis.dispose();
   });
   const create = (values: Record<string, string | boolean | string[]>) =>
-    COMMANDS['client create']!.run({ store, registry, accounts: new Accounts(store) }, { name: 'App', 'redirect-uri': [REDIRECT_URI], scope: 'openid offline_access', ...values }, []);
+    COMMANDS['client create']!.run(commandContext({ store, registry, accounts: new Accounts(store), logger: createLogger({ level: 'silent' }), validateClient: async () => {}, issuer: 'http://localhost', actor: { kind: 'cli', operator: 'test' } }), { name: 'App', 'redirect-uri': [REDIRECT_URI], scope: 'openid offline_access', ...values }, []);
 
   it('is stored and shown; the default is 0', async () => {
     const out = await create({ grants: 'authorization_code,refresh_token', 'refresh-grace': '30' });
     const id = String((out.json as { client_id: string }).client_id);
     assert.equal((await registry.findClient(id))?.refresh_grace_seconds, 30);
-    const shown = await COMMANDS['client show']!.run({ store, registry, accounts: new Accounts(store) }, {}, [id]);
+    const shown = await COMMANDS['client show']!.run(commandContext({ store, registry, accounts: new Accounts(store), logger: createLogger({ level: 'silent' }), validateClient: async () => {}, issuer: 'http://localhost', actor: { kind: 'cli', operator: 'test' } }), {}, [id]);
     assert.equal((shown.json as { refresh_grace_seconds: number }).refresh_grace_seconds, 30);
     const plain = await create({ grants: 'authorization_code,refresh_token' });
     const plainId = String((plain.json as { client_id: string }).client_id);

@@ -345,6 +345,61 @@ function storeContract(getStore: () => Store) {
       await getStore().ping();
     });
 
+    test('sorted sets: lexical pages after a cursor, prefix search in UTF-8 byte order, counts', async () => {
+      const store = getStore();
+      const index = k('zlex');
+      const members = ['bob@b.example', 'ada@a.example', 'adam@a.example', 'zoe@z.example', 'élodie@e.example', 'ad@x.example'];
+      for (const m of members) await store.sortedAdd(index, m);
+      await store.sortedAdd(index, 'ada@a.example');
+      assert.equal(await store.sortedCount(index), members.length);
+      const all = [...members].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+      assert.deepEqual(await store.sortedRangeByLex(index, { limit: 100 }), all);
+      assert.deepEqual(await store.sortedRangeByLex(index, { limit: 2 }), all.slice(0, 2));
+      assert.deepEqual(await store.sortedRangeByLex(index, { after: all[1], limit: 2 }), all.slice(2, 4));
+      assert.deepEqual(await store.sortedRangeByLex(index, { prefix: 'ada', limit: 10 }), ['ada@a.example', 'adam@a.example']);
+      assert.deepEqual(await store.sortedRangeByLex(index, { prefix: 'ada', after: 'ada@a.example', limit: 10 }), ['adam@a.example']);
+      assert.deepEqual(await store.sortedRangeByLex(index, { prefix: 'é', limit: 10 }), ['élodie@e.example']);
+      assert.deepEqual(await store.sortedRangeByLex(index, { prefix: 'q', limit: 10 }), []);
+      assert.equal(await store.sortedRemove(index, 'bob@b.example'), true);
+      assert.equal(await store.sortedRemove(index, 'bob@b.example'), false);
+      assert.equal(await store.sortedCount(index), members.length - 1);
+    });
+
+    test('sorted sets by score: from a minimum, lowest first; remove up to a maximum', async () => {
+      const store = getStore();
+      const index = k('zscore');
+      await store.sortedAdd(index, 'late', 300);
+      await store.sortedAdd(index, 'early', 100);
+      await store.sortedAdd(index, 'mid', 200);
+      assert.deepEqual(await store.sortedRangeByScore(index, 150, 10), ['mid', 'late']);
+      assert.deepEqual(await store.sortedRangeByScore(index, 0, 2), ['early', 'mid']);
+      await store.sortedRemoveByScore(index, 200);
+      assert.deepEqual(await store.sortedRangeByScore(index, 0, 10), ['late']);
+    });
+
+    test('streams: appended in order, read newest first between ids, capped', async () => {
+      const store = getStore();
+      const stream = k('stream');
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i += 1) ids.push(await store.streamAdd(stream, `e${i}`, 1000));
+      const parts = ids.map((id) => id.split('-').map(Number) as [number, number]);
+      for (let i = 1; i < parts.length; i += 1) assert.ok(parts[i]![0] > parts[i - 1]![0] || (parts[i]![0] === parts[i - 1]![0] && parts[i]![1] > parts[i - 1]![1]), 'ids increase');
+      const newest = await store.streamRevRange(stream, '+', '-', 2);
+      assert.deepEqual(newest.map((e) => e.entry), ['e4', 'e3']);
+      const next = await store.streamRevRange(stream, `(${newest[1]!.id}`, '-', 10);
+      assert.deepEqual(next.map((e) => e.entry), ['e2', 'e1', 'e0']);
+      const between = await store.streamRevRange(stream, ids[3]!, ids[1]!, 10);
+      assert.deepEqual(between.map((e) => e.entry), ['e3', 'e2', 'e1']);
+      assert.equal(await store.streamLength(stream), 5);
+      assert.deepEqual(await store.streamRevRange(k('none'), '+', '-', 10), []);
+      // The cap: Redis trims whole nodes of 100 entries (MAXLEN ~), so it holds at most ~100 more.
+      const capped = k('capped');
+      for (let i = 0; i < 400; i += 1) await store.streamAdd(capped, `c${i}`, 50);
+      const length = await store.streamLength(capped);
+      assert.ok(length >= 50 && length <= 150, `capped at about 50, holds ${length}`);
+      assert.equal((await store.streamRevRange(capped, '+', '-', 1))[0]!.entry, 'c399');
+    });
+
     test('indexAdd adds members to one index key', async () => {
       const store = getStore();
       const index = k('index');

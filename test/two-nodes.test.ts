@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { Accounts } from '../src/accounts/accounts.ts';
-import { COMMANDS } from '../src/cli/commands.ts';
+import { COMMANDS, commandContext } from '../src/cli/commands.ts';
 import { Registry } from '../src/oidc/registry.ts';
+import { createLogger } from '../src/observability/logger.ts';
 import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
 import { startProxy, type TestProxy } from './helpers/proxy.ts';
@@ -75,7 +76,8 @@ test('keys rotate, twice in a row, reaches both nodes without a restart: tokens 
   const cli = new RedisStore(connectRedis(redis.url, 2000));
   await cli.ready(5000);
   const rotate = async () => {
-    const out = await COMMANDS['keys rotate']!.run({ store: cli, registry: new Registry(cli), accounts: new Accounts(cli) }, {}, []);
+    const ctx = commandContext({ store: cli, registry: new Registry(cli), accounts: new Accounts(cli), logger: createLogger({ level: 'silent' }), validateClient: async () => {}, issuer: proxy.url, actor: { kind: 'cli' } });
+    const out = await COMMANDS['keys rotate']!.run(ctx, {}, []);
     const current = (out.json as { keys: { kid: string; alg: string; current: boolean }[] }).keys.filter((k) => k.current);
     // Both nodes publish (and so sign with) the new generation within seconds: pub/sub, no restart.
     for (const node of nodes) {

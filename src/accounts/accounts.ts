@@ -13,6 +13,8 @@ export interface Account {
   createdAt: number;
   /** The authenticator app, once enrolled (second-factor.ts), with the recovery codes. */
   mfa?: AccountMfa;
+  /** May use the admin console and get tokens for the admin API (admin/). */
+  admin?: boolean;
   /** Passkeys (passkeys.ts). */
   passkeys?: StoredPasskey[];
   /** The recovery codes of an account whose first factor was a passkey (with an app, they are `mfa.recovery`). */
@@ -65,6 +67,11 @@ export function validatePassword(password: string): void {
   if (password.length > 1024) throw new AccountError('the password may have at most 1024 characters');
 }
 
+/** An account's entry in the email-ordered index: emails never hold a space, so the id follows one. */
+function indexEntry(account: Pick<Account, 'email' | 'id'>): string {
+  return `${account.email} ${account.id}`;
+}
+
 export class Accounts {
   readonly #store: Store;
   constructor(store: Store) {
@@ -82,7 +89,7 @@ export class Accounts {
     return id ? this.find(id) : undefined;
   }
 
-  async create(input: { email: string; name?: string; password: string }): Promise<Account> {
+  async create(input: { email: string; name?: string; password: string; admin?: boolean }): Promise<Account> {
     const email = normalizeEmail(input.email);
     if (!EMAIL.test(email) || email.length > 254) throw new AccountError(`not an email address: ${JSON.stringify(input.email)}`);
     validatePassword(input.password);
@@ -93,6 +100,7 @@ export class Accounts {
       passwordHash: await hashPassword(input.password),
       disabled: false,
       createdAt: Date.now(),
+      ...(input.admin ? { admin: true } : {}),
     };
     // Claim the email first: of two concurrent creations only one gets it, and nothing is half-written.
     if (!(await this.#store.set(keys.accountEmail(email), account.id, { ifAbsent: true }))) {
@@ -101,6 +109,7 @@ export class Accounts {
     try {
       await this.#save(account);
       await this.#store.setAdd(keys.accounts, account.id);
+      await this.#store.sortedAdd(keys.accountsByEmail, indexEntry(account));
     } catch (err) {
       await this.#store.del(keys.accountEmail(email), keys.account(account.id)).catch(() => {});
       throw err;
@@ -110,6 +119,31 @@ export class Accounts {
 
   async #save(account: Account) {
     await this.#store.set(keys.account(account.id), JSON.stringify(account));
+  }
+
+  /**
+   * One page of accounts in email order, after the cursor (the last entry of the previous page), only
+   * emails starting with `emailPrefix` when given. Reads `limit` index entries and their records, never more.
+   */
+  async page(options: { after?: string; emailPrefix?: string; limit: number }): Promise<{ accounts: Account[]; last?: string }> {
+    const prefix = options.emailPrefix === undefined ? undefined : normalizeEmail(options.emailPrefix);
+    const entries = await this.#store.sortedRangeByLex(keys.accountsByEmail, { after: options.after, prefix, limit: options.limit });
+    const found = await Promise.all(entries.map((entry) => this.find(entry.slice(entry.lastIndexOf(' ') + 1))));
+    return { accounts: found.filter((a): a is Account => !!a), last: entries.length === options.limit ? entries.at(-1) : undefined };
+  }
+
+  /** Indexes accounts written before the index existed (at start: only when the index has fewer entries than the set). */
+  async backfillIndex(): Promise<number> {
+    if ((await this.#store.sortedCount(keys.accountsByEmail)) >= (await this.#store.setCount(keys.accounts))) return 0;
+    let added = 0;
+    for (const id of await this.#store.setMembers(keys.accounts)) {
+      const account = await this.find(id);
+      if (account) {
+        await this.#store.sortedAdd(keys.accountsByEmail, indexEntry(account));
+        added += 1;
+      }
+    }
+    return added;
   }
 
   async list(): Promise<Account[]> {
@@ -149,6 +183,13 @@ export class Accounts {
     });
   }
 
+  setAdmin(id: string, admin: boolean) {
+    return this.update(id, (a) => {
+      if (admin) a.admin = true;
+      else delete a.admin;
+    });
+  }
+
   async delete(id: string): Promise<Account> {
     const account = await this.find(id);
     if (!account) throw new AccountError(`no account with id ${id}`);
@@ -161,6 +202,7 @@ export class Accounts {
       ...(account.passkeys ?? []).map((p) => keys.passkeyCredential(p.id)),
     );
     await this.#store.setRemove(keys.accounts, id);
+    await this.#store.sortedRemove(keys.accountsByEmail, indexEntry(account));
     return account;
   }
 

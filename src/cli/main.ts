@@ -9,7 +9,10 @@ import { Registry, RegistryError } from '../oidc/registry.ts';
 import { connectConfiguredRedis, describeRedis, type RedisConfig } from '../storage/open.ts';
 import { RedisStore } from '../storage/redis-store.ts';
 import { StorageUnavailable } from '../storage/store.ts';
-import { COMMANDS, GROUPS, usageLine, type Command, type Context, type Values } from './commands.ts';
+import { OperationError } from '../admin/operations.ts';
+import { ActivityLog, recordActivity } from '../observability/activity.ts';
+import { COMMANDS, commandContext, GROUPS, usageLine, type Command, type Values } from './commands.ts';
+import { validateClientMetadata } from './client-metadata.ts';
 import { CliError, type Output } from './output.ts';
 
 /**
@@ -127,8 +130,8 @@ async function run(argv: string[]): Promise<number> {
   let config;
   try {
     // Only what the CLI uses: the server's other settings need not be valid here.
-    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL } = process.env;
-    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL });
+    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX } = process.env;
+    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX });
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(`configuration: ${err.problems.join('; ')}`);
     throw err;
@@ -138,21 +141,29 @@ async function run(argv: string[]): Promise<number> {
   }
 
   const store = await connect(config);
+  // The CLI's audit events reach the activity log too, like the server's.
+  const activity = new ActivityLog(store, { maxEvents: config.ADMIN_ACTIVITY_MAX });
   try {
-    const ctx: Context = {
+    const { logger, operator } = auditLogger(config.LOG_LEVEL);
+    recordActivity(logger, activity);
+    const ctx = commandContext({
       store,
       registry: new Registry(store),
       accounts: new Accounts(store),
+      logger,
+      validateClient: validateClientMetadata,
+      actor: { kind: 'cli', ...(operator ? { operator } : {}) },
       ...(config.SIGNING_KEYS_FILE ? { signingKeysFile: config.SIGNING_KEYS_FILE } : {}),
       ...(password !== undefined ? { password } : {}),
       // TOTP: the same key and issuer name as the server (`user create --totp`).
       ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
       issuer: config.ISSUER,
-    };
+    });
     const output: Output = await command.run(ctx, values, positionals);
-    if (output.audit) audit(auditLogger(config.LOG_LEVEL), output.audit.event, output.audit.fields, output.audit.msg);
+    if (output.audit) audit(logger, output.audit.event, output.audit.fields, output.audit.msg);
     return print(json ? JSON.stringify(output.json) : output.text);
   } finally {
+    await activity.flush();
     await store.close();
   }
 }
@@ -165,7 +176,8 @@ function auditLogger(level: string) {
   } catch {
     // A container user without a passwd entry: the line still says it came from the CLI.
   }
-  return createLogger({ level, format: 'json', destination: pino.destination({ fd: 2, sync: true }) }).child({ source: 'cli', ...(operator ? { operator } : {}) });
+  const logger = createLogger({ level, format: 'json', destination: pino.destination({ fd: 2, sync: true }) }).child({ source: 'cli', ...(operator ? { operator } : {}) });
+  return { logger, operator };
 }
 
 function print(text: string): number {
@@ -185,7 +197,7 @@ try {
   if (err instanceof CliError) {
     code = err.exitCode;
     message = err.message;
-  } else if (err instanceof RegistryError || err instanceof AccountError) {
+  } else if (err instanceof RegistryError || err instanceof AccountError || err instanceof OperationError) {
     code = 2;
     message = err.message;
   } else if (err instanceof StorageUnavailable) {

@@ -60,7 +60,8 @@ export async function ensureDemo(deps: { store: Store; registry: Registry; accou
   }
   if (await accounts.findByEmail(DEMO_EMAIL)) return { clientId: clientId!, email: DEMO_EMAIL };
   const password = randomBytes(12).toString('base64url');
-  await accounts.create({ email: DEMO_EMAIL, name: 'Demo Person', password });
+  // An admin, so that the console can be tried at once (development only).
+  await accounts.create({ email: DEMO_EMAIL, name: 'Demo Person', password, admin: true });
   return { clientId: clientId!, email: DEMO_EMAIL, password };
 }
 

@@ -1,3 +1,4 @@
+import { activityOf } from './activity.ts';
 import type { Logger } from './logger.ts';
 
 /**
@@ -45,6 +46,9 @@ export const AUDIT_EVENTS = [
   'user_deleted',
   'user_unlocked',
   'signing_keys_rotated',
+  'resource_updated',
+  'admin_granted',
+  'admin_revoked',
   'storage_unavailable',
   'storage_recovered',
   'process_crashed',
@@ -53,7 +57,7 @@ export const AUDIT_EVENTS = [
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
 
 /** Where a change was made, when more than one place can make it. */
-export type AuditSource = 'signin' | 'account_page' | 'cli';
+export type AuditSource = 'signin' | 'account_page' | 'cli' | 'admin_api';
 
 type Level = 'info' | 'warn' | 'error' | 'fatal';
 
@@ -71,7 +75,8 @@ export function auditLevel(event: AuditEvent): Level {
   return LEVELS[event] ?? 'info';
 }
 
-/** One log line for one audit event; `msg` is for people, `event` for machines. */
+/** One log line for one audit event (`msg` is for people, `event` for machines), and its entry in the activity log. */
 export function audit(logger: Logger, event: AuditEvent, fields: Record<string, unknown> = {}, msg: string = event): void {
   logger[auditLevel(event)]({ event, ...fields }, msg);
+  activityOf(logger)?.append(event, fields, msg);
 }

@@ -2,7 +2,7 @@ import cluster from 'node:cluster';
 import pino, { type DestinationStream, type Logger } from 'pino';
 
 /** Names of fields that may hold a secret. */
-const SECRET_FIELDS = [
+export const SECRET_FIELDS = [
   'password',
   'newPassword',
   'currentPassword',

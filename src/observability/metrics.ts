@@ -76,6 +76,11 @@ export class Metrics {
     labelNames: ['event', 'error'] as const,
     registers: [this.registry],
   });
+  readonly activityAppendFailures = new Counter({
+    name: 'latchkey_activity_append_failures_total',
+    help: 'Audit events that could not be added to the activity log (they were still logged)',
+    registers: [this.registry],
+  });
   readonly redisErrors = new Counter({
     name: 'latchkey_redis_errors_total',
     help: 'Redis failures: "unavailable" for operations that failed (timeout, connection), "connection" for client connection errors',

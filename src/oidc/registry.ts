@@ -156,6 +156,17 @@ class ReadCache {
   }
 }
 
+/** An API's scopes as given (`--scope "a b"`): at least one, valid tokens, none of OpenID's. */
+function apiScopes(scope: string): string[] {
+  const scopes = [...new Set(scope.split(/\s+/).filter(Boolean))];
+  if (scopes.length === 0) throw new RegistryError('--scope needs at least one scope');
+  for (const s of scopes) {
+    if (OIDC_SCOPES.has(s)) throw new RegistryError(`"${s}" is an OpenID scope and cannot belong to an API`);
+    if (!/^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s)) throw new RegistryError(`"${s}" is not a valid scope token (RFC 6749 §3.3)`);
+  }
+  return scopes;
+}
+
 export class Registry {
   readonly #store: Store;
   readonly #cache?: ReadCache;
@@ -317,6 +328,7 @@ export class Registry {
   async #saveClient(metadata: ClientMetadata) {
     await this.#store.set(keys.client(metadata.client_id), JSON.stringify(metadata));
     await this.#store.setAdd(keys.clients, metadata.client_id);
+    await this.#store.sortedAdd(keys.clientsById, metadata.client_id);
     await this.#changed();
   }
 
@@ -332,6 +344,7 @@ export class Registry {
     if (client.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(client.resource_server)}: use "latchkey resource delete"`);
     await this.#store.del(keys.client(clientId));
     await this.#store.setRemove(keys.clients, clientId);
+    await this.#store.sortedRemove(keys.clientsById, clientId);
     await this.#changed();
   }
 
@@ -368,12 +381,7 @@ export class Registry {
     }
     if (url.hash) throw new RegistryError('--uri must not have a fragment (RFC 8707)');
     const uri = input.uri;
-    const scopes = [...new Set(input.scope.split(/\s+/).filter(Boolean))];
-    if (scopes.length === 0) throw new RegistryError('--scope needs at least one scope');
-    for (const s of scopes) {
-      if (OIDC_SCOPES.has(s)) throw new RegistryError(`"${s}" is an OpenID scope and cannot belong to an API`);
-      if (!/^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s)) throw new RegistryError(`"${s}" is not a valid scope token (RFC 6749 §3.3)`);
-    }
+    const scopes = apiScopes(input.scope);
     const ttl = input.ttl ?? 3600;
     if (!Number.isInteger(ttl) || ttl < 60 || ttl > 86400) throw new RegistryError('--ttl must be a whole number of seconds between 60 and 86400');
     const tokenFormat = input.tokenFormat ?? 'opaque';
@@ -384,14 +392,7 @@ export class Registry {
       if (owner) throw new RegistryError(`scope "${s}" already belongs to ${owner}`);
     }
     // Claim the scopes first, so two APIs can never own one scope; undo on conflict.
-    const claimed: string[] = [];
-    for (const s of scopes) {
-      if (!(await this.#store.set(keys.scopeOwner(s), uri, { ifAbsent: true }))) {
-        await this.#store.del(...claimed.map((c) => keys.scopeOwner(c)));
-        throw new RegistryError(`scope "${s}" already belongs to another API`);
-      }
-      claimed.push(s);
-    }
+    await this.#claimScopes(uri, scopes);
     const clientId = newClientId();
     const secret = newSecret();
     const resource: ResourceServer = { uri, scopes, tokenFormat, ttl, clientId, createdAt: Date.now(), ...(input.privateScopes ? { privateScopes: true } : {}) };
@@ -423,6 +424,72 @@ export class Registry {
     await this.#store.del(keys.resource(uri), keys.client(resource.clientId), ...resource.scopes.map((s) => keys.scopeOwner(s)));
     await this.#store.setRemove(keys.resources, uri);
     await this.#store.setRemove(keys.clients, resource.clientId);
+    await this.#store.sortedRemove(keys.clientsById, resource.clientId);
     await this.#changed();
+  }
+
+  /**
+   * Changes an API's token lifetime or format, its scopes (the list given replaces the list) or whether
+   * discovery lists them, under the creation rules; its URI and client stay. A scope added is claimed as
+   * at creation (never one another API owns); the record is written only if nobody changed it meanwhile,
+   * and a removed scope is given up after that. Returns what changed.
+   */
+  async updateResource(uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number; scope?: string; privateScopes?: boolean }) {
+    const raw = await this.#store.get(keys.resource(uri));
+    if (!raw) throw new RegistryError(`no API with uri ${uri}`);
+    const resource = JSON.parse(raw) as ResourceServer;
+    const ttl = changes.ttl ?? resource.ttl;
+    if (!Number.isInteger(ttl) || ttl < 60 || ttl > 86400) throw new RegistryError('--ttl must be a whole number of seconds between 60 and 86400');
+    const tokenFormat = changes.tokenFormat ?? resource.tokenFormat;
+    if (tokenFormat !== 'opaque' && tokenFormat !== 'jwt') throw new RegistryError('--token-format must be opaque or jwt');
+    const scopes = changes.scope === undefined ? resource.scopes : apiScopes(changes.scope);
+    const privateScopes = changes.privateScopes ?? resource.privateScopes === true;
+    const { privateScopes: _was, ...rest } = resource;
+    const updated: ResourceServer = { ...rest, ttl, tokenFormat, scopes, ...(privateScopes ? { privateScopes: true } : {}) };
+    const added = scopes.filter((s) => !resource.scopes.includes(s));
+    const removed = resource.scopes.filter((s) => !scopes.includes(s));
+    const changed = [
+      ...(['ttl', 'tokenFormat'] as const).filter((k) => updated[k] !== resource[k]),
+      ...(added.length || removed.length ? ['scopes'] : []),
+      ...(privateScopes !== (resource.privateScopes === true) ? ['privateScopes'] : []),
+    ];
+    if (!changed.length) return { resource, changed };
+    const claimed = await this.#claimScopes(uri, added);
+    if (!(await this.#store.replaceIf(keys.resource(uri), raw, JSON.stringify(updated)))) {
+      await this.#store.del(...claimed.map((c) => keys.scopeOwner(c)));
+      throw new RegistryError(`API ${uri} is being changed by someone else: try again`);
+    }
+    if (removed.length) await this.#store.del(...removed.map((s) => keys.scopeOwner(s)));
+    await this.#changed();
+    return { resource: updated, changed };
+  }
+
+  /** Claims scopes for an API, all or none: two APIs can never own one scope. */
+  async #claimScopes(uri: string, scopes: string[]): Promise<string[]> {
+    const claimed: string[] = [];
+    for (const s of scopes) {
+      if (!(await this.#store.set(keys.scopeOwner(s), uri, { ifAbsent: true }))) {
+        if (claimed.length) await this.#store.del(...claimed.map((c) => keys.scopeOwner(c)));
+        const owner = await this.#store.get(keys.scopeOwner(s));
+        throw new RegistryError(owner === uri ? `API ${uri} is being changed by someone else: try again` : `scope "${s}" already belongs to ${owner ?? 'another API'}`);
+      }
+      claimed.push(s);
+    }
+    return claimed;
+  }
+
+  /** One page of clients in id order, after the cursor (the last id of the previous page). */
+  async clientPage(options: { after?: string; limit: number }): Promise<{ clients: ClientMetadata[]; last?: string }> {
+    const ids = await this.#store.sortedRangeByLex(keys.clientsById, { after: options.after, limit: options.limit });
+    const found = await Promise.all(ids.map((id) => this.findClient(id)));
+    return { clients: found.filter((c): c is ClientMetadata => !!c) as ClientMetadata[], last: ids.length === options.limit ? ids.at(-1) : undefined };
+  }
+
+  /** Indexes clients written before the index existed (at start: only when the index has fewer entries than the set). */
+  async backfillIndex(): Promise<number> {
+    if ((await this.#store.sortedCount(keys.clientsById)) >= (await this.#store.setCount(keys.clients))) return 0;
+    const ids = await this.#store.setMembers(keys.clients);
+    for (const id of ids) await this.#store.sortedAdd(keys.clientsById, id);
+    return ids.length;
   }
 }

@@ -76,6 +76,22 @@ export interface LockoutOptions {
    * misbehaving service behind an IP must not lock people's sign-ins from that IP.
    */
   namespace?: string;
+  /**
+   * Who an account-kind subject is, for the list of current lockouts (admin API): e.g. the account's id,
+   * or a keyed digest of what was typed. Never what was typed itself: people type passwords into the email field.
+   */
+  describe?: (typed: string) => Promise<Record<string, string | undefined>>;
+}
+
+/** A lockout in force, as the admin API lists it (never what was typed: the subject key is a digest). */
+export interface CurrentLockout {
+  /** The subject key: what `Lockout.unlockKey` takes. */
+  key: string;
+  scope: 'signin' | 'client';
+  subject: 'account' | 'ip';
+  until: string;
+  lockouts: number;
+  [who: string]: unknown;
 }
 
 export const DEFAULT_SCHEDULE = [60, 300, 900, 3600];
@@ -90,6 +106,8 @@ interface LockRecord {
   /** Epoch ms (injected clock). */
   until: number;
   lockouts: number;
+  /** Who it is (LockoutOptions.describe, or the IP), for the list of current lockouts. */
+  who?: Record<string, string | undefined>;
 }
 
 type Subject = { kind: 'account' | 'ip'; id: string; key: string };
@@ -110,6 +128,7 @@ export class Lockout {
   readonly #historyMs: number;
   readonly #limiters = new Map<string, Limiter>();
   readonly #namespace: string;
+  readonly #describe?: LockoutOptions['describe'];
   /**
    * Subjects this server saw unlocked, and until when (injected clock) it may say so without asking
    * storage: the check before every client authentication and sign-in step then costs no round trip.
@@ -131,6 +150,7 @@ export class Lockout {
     this.#schedule = options.schedule ?? DEFAULT_SCHEDULE;
     this.#historyMs = (options.historySeconds ?? 24 * 60 * 60) * 1000;
     this.#namespace = options.namespace ? `${options.namespace}-` : '';
+    if (options.describe) this.#describe = options.describe;
     if (this.#thresholds.account.maxFailures > 100) throw new RangeError('NIST SP 800-63B caps consecutive failures at 100');
     if (this.#schedule.length === 0 || this.#schedule.some((s) => !Number.isInteger(s) || s <= 0)) throw new RangeError('the schedule needs positive whole seconds');
     // One limiter per factor and kind of subject: separate buckets, separate key prefixes.
@@ -243,8 +263,10 @@ export class Lockout {
     const previous = await this.#record(subject);
     const lockouts = previous && now - previous.until < this.#historyMs ? previous.lockouts + 1 : 1;
     const seconds = this.#schedule[Math.min(lockouts, this.#schedule.length) - 1]!;
-    const record: LockRecord = { until: now + seconds * 1000, lockouts };
+    const who = subject.kind === 'ip' ? { ip: subject.id } : await this.#describe?.(subject.id).catch(() => undefined);
+    const record: LockRecord = { until: now + seconds * 1000, lockouts, ...(who ? { who } : {}) };
     await this.#store.set(keys.lockout(subject.key), JSON.stringify(record), { ttl: seconds + Math.ceil(this.#historyMs / 1000) });
+    await this.#store.sortedAdd(keys.lockouts, subject.key, record.until);
     this.forget(subject.key);
     await this.#store.publish(LOCKOUT_CHANGES, subject.key);
     await this.#onEvent('lockout.started', { subject: subject.kind, id: subject.id, factor, lockouts, seconds });
@@ -271,12 +293,44 @@ export class Lockout {
   /** Ends an account's (or IP's) lockout and forgets its failures and history: the operator's `user unlock`. */
   async unlock(target: { account: string } | { ip: string }): Promise<boolean> {
     const [subject] = 'account' in target ? this.#subjects({ account: target.account }) : [{ kind: 'ip' as const, id: target.ip, key: `${this.#namespace}ip-${digest(target.ip)}` }];
-    const record = await this.#record(subject!);
-    await this.#store.del(keys.lockout(subject!.key));
-    this.forget(subject!.key);
-    for (const factor of FACTORS) await this.#limit(() => this.#limiters.get(`${factor}:${subject!.kind}`)!.delete(subject!.key));
+    return this.#unlock(subject!);
+  }
+
+  /**
+   * The same, by subject key (from `Lockout.current`): the admin API unlocks what it listed without
+   * knowing what was typed. False when the key is not one of this instance's namespace.
+   */
+  async unlockKey(key: string): Promise<boolean> {
+    const m = new RegExp(`^${this.#namespace}(account|ip)-[A-Za-z0-9_-]{27}$`).exec(key);
+    if (!m) return false;
+    const record = await this.#record({ kind: m[1] as 'account' | 'ip', id: key, key });
+    return this.#unlock({ kind: m[1] as 'account' | 'ip', id: record?.who?.ip ?? record?.who?.accountId ?? key, key });
+  }
+
+  async #unlock(subject: Subject): Promise<boolean> {
+    const record = await this.#record(subject);
+    await this.#store.del(keys.lockout(subject.key));
+    await this.#store.sortedRemove(keys.lockouts, subject.key);
+    this.forget(subject.key);
+    for (const factor of FACTORS) await this.#limit(() => this.#limiters.get(`${factor}:${subject.kind}`)!.delete(subject.key));
     const wasLocked = record !== undefined && record.until > this.#now();
-    if (wasLocked) await this.#onEvent('lockout.ended', { subject: subject!.kind, id: subject!.id, lockouts: record.lockouts, reason: 'unlocked' });
+    if (wasLocked) await this.#onEvent('lockout.ended', { subject: subject.kind, id: subject.id, lockouts: record.lockouts, reason: 'unlocked' });
     return wasLocked;
+  }
+
+  /** Lockouts in force now, of every namespace, soonest to end first (at most `limit`); ended ones leave the list. */
+  static async current(store: Store, options: { now?: number; limit: number }): Promise<CurrentLockout[]> {
+    const now = options.now ?? Date.now();
+    await store.sortedRemoveByScore(keys.lockouts, now);
+    const subjectKeys = await store.sortedRangeByScore(keys.lockouts, now + 1, options.limit);
+    const records = await Promise.all(subjectKeys.map(async (key) => ({ key, raw: await store.get(keys.lockout(key)) })));
+    return records.flatMap(({ key, raw }) => {
+      if (!raw) return [];
+      const record = JSON.parse(raw) as LockRecord;
+      if (record.until <= now) return [];
+      const client = key.startsWith('client-');
+      const subject = /(?:^|-)(account|ip)-/.exec(key)![1] as 'account' | 'ip';
+      return [{ ...record.who, key, scope: client ? 'client' : 'signin', subject, until: new Date(record.until).toISOString(), lockouts: record.lockouts } as CurrentLockout];
+    });
   }
 }

@@ -62,6 +62,14 @@ export const keys = {
   account: (id: string) => `lk:account:${id}`,
   accountEmail: (email: string) => `lk:account-email:${digest(email.toLowerCase())}`,
   accounts: 'lk:accounts',
+  /** Accounts in email order (members `<email> <id>`, score 0): paging and email-prefix search without reading them all. */
+  accountsByEmail: 'lk:idx:accounts',
+  /** Client ids in order (score 0): paging without reading every client. */
+  clientsById: 'lk:idx:clients',
+  /** The activity log: every audit event, a capped stream (observability/activity.ts). */
+  activity: 'lk:activity',
+  /** Current lockouts: subject keys scored by the end of their lockout (epoch ms). */
+  lockouts: 'lk:lockouts',
   consent: (accountId: string, clientId: string) => `lk:consent:${accountId}:${clientId}`,
   /** The client ids an account has a remembered consent for (an index: TTL of its longest-lived member). */
   accountConsents: (accountId: string) => `lk:account-consents:${digest(accountId)}`,

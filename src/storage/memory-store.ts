@@ -1,7 +1,29 @@
 import { EventEmitter } from 'node:events';
 import type { ConsumeResult, Store, StoredModel } from './store.ts';
 
-type Value = string | Set<string> | { p: string; c?: number } | string[];
+/** A sorted set: members with scores; `byLex` is the members in UTF-8 byte order, rebuilt after a change. */
+class SortedSet {
+  readonly scores = new Map<string, number>();
+  byLex?: string[];
+}
+
+/** A stream: entries in id order and the last id's parts. */
+class Stream {
+  readonly entries: { id: string; ms: number; seq: number; entry: string }[] = [];
+}
+
+type Value = string | Set<string> | SortedSet | Stream | { p: string; c?: number } | string[];
+
+const byBytes = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+/** A stream id bound as XREVRANGE takes it: `-`, `+`, `<ms>[-<seq>]`, with `(` for exclusive. */
+function streamBound(bound: string, end: boolean): { ms: number; seq: number; exclusive: boolean } {
+  if (bound === '-') return { ms: -Infinity, seq: 0, exclusive: false };
+  if (bound === '+') return { ms: Infinity, seq: 0, exclusive: false };
+  const exclusive = bound.startsWith('(');
+  const [ms, seq] = bound.replace(/^\(/, '').split('-');
+  return { ms: Number(ms), seq: seq === undefined ? (end ? Infinity : 0) : Number(seq), exclusive };
+}
 interface Entry {
   value: Value;
   expiresAt?: number;
@@ -82,6 +104,110 @@ export class MemoryStore implements Store {
     return [...(this.#set(key, false) ?? [])];
   }
 
+  async setCount(key: string) {
+    return this.#set(key, false)?.size ?? 0;
+  }
+
+  #sorted(key: string, create: boolean): SortedSet | undefined {
+    const value = this.#entry(key)?.value;
+    if (value instanceof SortedSet) return value;
+    if (!create) return undefined;
+    const sorted = new SortedSet();
+    this.#data.set(key, { value: sorted });
+    return sorted;
+  }
+
+  async sortedAdd(key: string, member: string, score = 0) {
+    const sorted = this.#sorted(key, true)!;
+    if (!sorted.scores.has(member)) sorted.byLex = undefined;
+    sorted.scores.set(member, score);
+  }
+
+  async sortedRemove(key: string, member: string) {
+    const sorted = this.#sorted(key, false);
+    const removed = sorted?.scores.delete(member) ?? false;
+    if (removed) sorted!.byLex = undefined;
+    if (sorted?.scores.size === 0) this.#data.delete(key);
+    return removed;
+  }
+
+  async sortedCount(key: string) {
+    return this.#sorted(key, false)?.scores.size ?? 0;
+  }
+
+  async sortedRangeByLex(key: string, options: { after?: string; prefix?: string; limit: number }) {
+    const sorted = this.#sorted(key, false);
+    if (!sorted) return [];
+    sorted.byLex ??= [...sorted.scores.keys()].sort(byBytes);
+    const { after, prefix, limit } = options;
+    const out: string[] = [];
+    for (const member of sorted.byLex) {
+      if (out.length >= limit) break;
+      if (after !== undefined && byBytes(member, after) <= 0) continue;
+      if (prefix !== undefined && byBytes(member, prefix) < 0) continue;
+      if (prefix !== undefined && !member.startsWith(prefix)) break;
+      out.push(member);
+    }
+    return out;
+  }
+
+  async sortedRangeByScore(key: string, min: number, limit: number) {
+    const sorted = this.#sorted(key, false);
+    if (!sorted) return [];
+    return [...sorted.scores]
+      .filter(([, score]) => score >= min)
+      .sort(([a, x], [b, y]) => x - y || byBytes(a, b))
+      .slice(0, limit)
+      .map(([member]) => member);
+  }
+
+  async sortedRemoveByScore(key: string, max: number) {
+    const sorted = this.#sorted(key, false);
+    if (!sorted) return;
+    for (const [member, score] of sorted.scores) if (score <= max) sorted.scores.delete(member);
+    sorted.byLex = undefined;
+    if (sorted.scores.size === 0) this.#data.delete(key);
+  }
+
+  async streamAdd(key: string, entry: string, maxLength: number) {
+    let stream = this.#entry(key)?.value;
+    if (!(stream instanceof Stream)) {
+      stream = new Stream();
+      this.#data.set(key, { value: stream });
+    }
+    const { entries } = stream as Stream;
+    const last = entries.at(-1);
+    const now = this.#now();
+    const ms = last && last.ms >= now ? last.ms : now;
+    const seq = last && last.ms === ms ? last.seq + 1 : 0;
+    entries.push({ id: `${ms}-${seq}`, ms, seq, entry });
+    if (entries.length > maxLength) entries.splice(0, entries.length - maxLength);
+    return `${ms}-${seq}`;
+  }
+
+  async streamRevRange(key: string, end: string, start: string, count: number) {
+    const stream = this.#entry(key)?.value;
+    if (!(stream instanceof Stream)) return [];
+    const hi = streamBound(end, true);
+    const lo = streamBound(start, false);
+    const cmp = (e: { ms: number; seq: number }, b: { ms: number; seq: number }) => e.ms - b.ms || e.seq - b.seq;
+    const out: { id: string; entry: string }[] = [];
+    for (let i = stream.entries.length - 1; i >= 0 && out.length < count; i -= 1) {
+      const e = stream.entries[i]!;
+      const toEnd = cmp(e, hi);
+      if (toEnd > 0 || (hi.exclusive && toEnd === 0)) continue;
+      const toStart = cmp(e, lo);
+      if (toStart < 0 || (lo.exclusive && toStart === 0)) break;
+      out.push({ id: e.id, entry: e.entry });
+    }
+    return out;
+  }
+
+  async streamLength(key: string) {
+    const stream = this.#entry(key)?.value;
+    return stream instanceof Stream ? stream.entries.length : 0;
+  }
+
   async advanceCounter(key: string, value: number, ttl: number) {
     if (!Number.isSafeInteger(value) || !Number.isInteger(ttl) || ttl <= 0) throw new TypeError('advanceCounter needs an integer value and a positive integer ttl');
     // No await between the read and the write: atomic within the process, like the Lua script in Redis.
@@ -120,13 +246,13 @@ export class MemoryStore implements Store {
 
   async getModel(key: string): Promise<StoredModel | null> {
     const value = this.#entry(key)?.value;
-    if (!value || typeof value === 'string' || value instanceof Set || Array.isArray(value)) return null;
+    if (!value || typeof value === 'string' || Array.isArray(value) || value instanceof Set || !('p' in value)) return null;
     return value.c === undefined ? { payload: value.p } : { payload: value.p, consumed: value.c };
   }
 
   async consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0): Promise<ConsumeResult> {
     const value = this.#entry(key)?.value;
-    if (!value || typeof value === 'string' || value instanceof Set || Array.isArray(value)) return 'missing';
+    if (!value || typeof value === 'string' || Array.isArray(value) || value instanceof Set || !('p' in value)) return 'missing';
     if (value.c === undefined) {
       value.c = now;
       return 'consumed';

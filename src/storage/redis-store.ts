@@ -271,6 +271,53 @@ export class RedisStore implements Store {
     return this.#call(() => this.client.smembers(key));
   }
 
+  setCount(key: string) {
+    return this.#call(() => this.client.scard(key));
+  }
+
+  sortedAdd(key: string, member: string, score = 0) {
+    return this.#call(async () => void (await this.client.zadd(key, score, member)));
+  }
+
+  sortedRemove(key: string, member: string) {
+    return this.#call(async () => (await this.client.zrem(key, member)) === 1);
+  }
+
+  sortedCount(key: string) {
+    return this.#call(() => this.client.zcard(key));
+  }
+
+  sortedRangeByLex(key: string, options: { after?: string; prefix?: string; limit: number }) {
+    const { after, prefix, limit } = options;
+    const start = after !== undefined && (prefix === undefined || after >= prefix) ? `(${after}` : prefix !== undefined ? `[${prefix}` : '-';
+    // 0xff never occurs in UTF-8: every member starting with the prefix sorts before prefix + 0xff.
+    const end = prefix !== undefined ? Buffer.concat([Buffer.from(`[${prefix}`), Buffer.from([0xff])]) : '+';
+    return this.#call(() => this.client.zrangebylex(key, start, end, 'LIMIT', 0, limit));
+  }
+
+  sortedRangeByScore(key: string, min: number, limit: number) {
+    return this.#call(() => this.client.zrangebyscore(key, min, '+inf', 'LIMIT', 0, limit));
+  }
+
+  sortedRemoveByScore(key: string, max: number) {
+    return this.#call(async () => void (await this.client.zremrangebyscore(key, '-inf', max)));
+  }
+
+  streamAdd(key: string, entry: string, maxLength: number) {
+    return this.#call(async () => (await this.client.xadd(key, 'MAXLEN', '~', maxLength, '*', 'e', entry))!);
+  }
+
+  streamRevRange(key: string, end: string, start: string, count: number) {
+    return this.#call(async () => {
+      const rows = await this.client.xrevrange(key, end, start, 'COUNT', count);
+      return rows.map(([id, fields]) => ({ id, entry: fields[fields.indexOf('e') + 1] ?? '{}' }));
+    });
+  }
+
+  streamLength(key: string) {
+    return this.#call(() => this.client.xlen(key));
+  }
+
   advanceCounter(key: string, value: number, ttl: number) {
     if (!Number.isSafeInteger(value) || !Number.isInteger(ttl) || ttl <= 0) {
       return Promise.reject(new TypeError('advanceCounter needs an integer value and a positive integer ttl'));

@@ -61,6 +61,40 @@ export interface Store {
    */
   indexAdd(key: string, member: string, ttl: number): Promise<void>;
 
+  /** How many members a set has (SCARD). */
+  setCount(key: string): Promise<number>;
+
+  /**
+   * Sorted sets (one key each, so cluster-safe): the paging indexes of accounts and clients (members
+   * compared as UTF-8 bytes, all with score 0) and the current lockouts (scored by their end, epoch ms).
+   */
+  sortedAdd(key: string, member: string, score?: number): Promise<void>;
+  /** Resolves whether the member was there. */
+  sortedRemove(key: string, member: string): Promise<boolean>;
+  sortedCount(key: string): Promise<number>;
+  /**
+   * Up to `limit` members in byte order (ZRANGE BYLEX), strictly after `after` when given, and only those
+   * starting with `prefix` when given: a page of an index without reading the rest of it.
+   */
+  sortedRangeByLex(key: string, options: { after?: string; prefix?: string; limit: number }): Promise<string[]>;
+  /** Up to `limit` members whose score is at least `min`, lowest score first. */
+  sortedRangeByScore(key: string, min: number, limit: number): Promise<string[]>;
+  /** Removes the members whose score is at most `max` (e.g. lockouts that ended). */
+  sortedRemoveByScore(key: string, max: number): Promise<void>;
+
+  /**
+   * Appends one entry to a stream capped at about `maxLength` entries (XADD MAXLEN ~: Redis trims whole
+   * nodes, so it may hold up to ~100 more; the embedded store trims exactly). Resolves the entry's id
+   * (`<epoch ms>-<sequence>`).
+   */
+  streamAdd(key: string, entry: string, maxLength: number): Promise<string>;
+  /**
+   * Up to `count` entries, newest first, with ids from `end` down to `start` (inclusive; `(id` excludes
+   * it; `+` and `-` are the ends), as XREVRANGE.
+   */
+  streamRevRange(key: string, end: string, start: string, count: number): Promise<{ id: string; entry: string }[]>;
+  streamLength(key: string): Promise<number>;
+
   /**
    * Calls `listener` on each change of availability: false when the store stopped answering (a call
    * failed with StorageUnavailable, or the connection closed), true when it answers again. Once per

@@ -1,0 +1,406 @@
+import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
+import { consentRevokedEvent, listConnectedApps, revokeConnectedApp } from '../accounts/connected-apps.ts';
+import type { ClientMetadata } from 'oidc-provider';
+import type { Account, Accounts } from '../accounts/accounts.ts';
+import { SecondFactor } from '../accounts/second-factor.ts';
+import { totpCodeAt } from '../accounts/totp.ts';
+import { audit, type AuditEvent } from '../observability/audit.ts';
+import type { Logger } from '../observability/logger.ts';
+import { type ClientChanges, type ClientInput, type Registry, type ResourceServer } from '../oidc/registry.ts';
+import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
+import { Lockout } from '../security/lockout.ts';
+import { loadSecretBox } from '../security/secret-box.ts';
+import { keys } from '../storage/keys.ts';
+import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
+import type { Store } from '../storage/store.ts';
+
+/**
+ * What an operator can do to Latchkey, whichever way they ask: the `latchkey` CLI (src/cli/commands.ts
+ * parses, calls one of these, prints) and the admin API (src/admin/api.ts validates, calls, answers).
+ * The rules of what is valid stay where they were (Registry, Accounts); every change writes one audit
+ * event naming its actor. Results are plain JSON: never a secret, except the one returned by a creation
+ * or rotation, shown once.
+ */
+export type Actor = { kind: 'cli'; operator?: string } | { kind: 'account'; accountId: string } | { kind: 'client'; clientId: string };
+
+/** The admin API's resource URI: it follows ISSUER. */
+export const adminApiUri = (issuer: string) => `${issuer}/admin/api`;
+
+/** A refusal with the HTTP status it means (the CLI exits 2 with its message). */
+export class OperationError extends Error {
+  readonly status: 400 | 404 | 409;
+  constructor(status: 400 | 404 | 409, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export interface OperationsDeps {
+  store: Store;
+  registry: Registry;
+  accounts: Accounts;
+  /** Audit events go here (and, through it, to the activity log). */
+  logger: Logger;
+  /** oidc-provider's own client schema (src/cli/client-metadata.ts), so nothing is saved that the server would refuse. */
+  validateClient: (metadata: ClientMetadata) => Promise<void>;
+  /** The server's ISSUER: authenticator apps show its host name next to the account. */
+  issuer: string;
+  secretsKey?: string;
+  signingKeysFile?: string;
+}
+
+// ---- views: what is shown of stored things (never a secret, a hash or a private key) ----
+
+export function clientView(c: ClientMetadata) {
+  return {
+    client_id: c.client_id,
+    client_name: c.client_name,
+    public: c.token_endpoint_auth_method === 'none',
+    native: c.native_app === true,
+    token_endpoint_auth_method: c.token_endpoint_auth_method,
+    grant_types: c.grant_types ?? [],
+    redirect_uris: c.redirect_uris ?? [],
+    post_logout_redirect_uris: c.post_logout_redirect_uris ?? [],
+    scope: c.scope ?? '',
+    first_party: c.first_party === true,
+    require_mfa: c.require_mfa === true,
+    require_pushed_authorization_requests: c.require_pushed_authorization_requests === true,
+    pkce: c.pkce_optional === true ? 'optional' : 'required',
+    refresh_grace_seconds: typeof c.refresh_grace_seconds === 'number' ? c.refresh_grace_seconds : 0,
+    ...(typeof c.backchannel_logout_uri === 'string' ? { backchannel_logout_uri: c.backchannel_logout_uri } : {}),
+    ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
+  };
+}
+
+export function resourceView(r: ResourceServer) {
+  return { resource: r.uri, scope: r.scopes.join(' '), token_format: r.tokenFormat, ttl: r.ttl, private_scopes: r.privateScopes === true, client_id: r.clientId, created: new Date(r.createdAt).toISOString() };
+}
+
+export function userView(a: Account) {
+  return { id: a.id, email: a.email, name: a.name ?? null, disabled: a.disabled, mfa: a.mfa !== undefined, admin: a.admin === true, created: new Date(a.createdAt).toISOString() };
+}
+
+const isoSeconds = (epochSeconds: number) => new Date(epochSeconds * 1000).toISOString();
+
+/** `state`: current (signs), retired until a date (published, verifies only), or retired at the next rotation (kept by an older version). */
+function keyView(k: StoredSigningKey, current: boolean) {
+  const state = current ? 'current' : k.retiredUntil ? `retired until ${isoSeconds(k.retiredUntil)}` : 'retired at the next rotation';
+  return { kid: k.kid, alg: k.alg, kty: k.kty, ...(k.crv ? { crv: k.crv } : {}), use: k.use, created: isoSeconds(k.iat), current, state };
+}
+
+function keyList(all: StoredSigningKey[]) {
+  const newest = Math.max(...all.map((k) => k.iat));
+  return signingOrder(all).map((k) => keyView(k, k.iat === newest));
+}
+
+/** Paging cursors are opaque to callers: the index position, base64url. */
+export const cursor = {
+  encode: (position: string | undefined) => (position === undefined ? undefined : Buffer.from(position).toString('base64url')),
+  decode(value: string | undefined): string | undefined {
+    if (value === undefined) return undefined;
+    const position = Buffer.from(value, 'base64url').toString('utf8');
+    // Ours encode printable text exactly; anything else was made up or cut short.
+    if (!position || cursor.encode(position) !== value || /[\p{Cc}\uFFFD]/u.test(position)) throw new OperationError(400, 'not a cursor from this API');
+    return position;
+  },
+};
+
+export class Operations {
+  readonly #d: OperationsDeps;
+  constructor(deps: OperationsDeps) {
+    this.#d = deps;
+  }
+
+  #audit(actor: Actor, event: AuditEvent, fields: Record<string, unknown>, msg: string) {
+    audit(this.#d.logger, event, { ...fields, actor, source: actor.kind === 'cli' ? 'cli' : 'admin_api' }, msg);
+  }
+
+  async #secondFactor(): Promise<SecondFactor> {
+    const { store, accounts, secretsKey, issuer } = this.#d;
+    return new SecondFactor({ store, accounts, box: await loadSecretBox(store, secretsKey), issuer: new URL(issuer).host });
+  }
+
+  // ---- clients ----
+
+  async createClient(actor: Actor, input: ClientInput) {
+    const { clientId, secret, metadata } = await this.#d.registry.createClient(input, this.#d.validateClient);
+    const view = clientView(metadata);
+    this.#audit(actor, 'client_created', {
+      clientId, grantTypes: view.grant_types, public: !secret, native: view.native, pkce: view.pkce, firstParty: view.first_party, requireMfa: view.require_mfa, requirePar: view.require_pushed_authorization_requests,
+      refreshGraceSeconds: view.refresh_grace_seconds, backchannelLogout: view.backchannel_logout_uri !== undefined, scope: view.scope,
+    }, 'client created');
+    return { client: view, ...(secret ? { client_secret: secret } : {}) };
+  }
+
+  async clientPage(page: { cursor?: string; limit: number }) {
+    const { clients, last } = await this.#d.registry.clientPage({ after: cursor.decode(page.cursor), limit: page.limit });
+    return { clients: clients.map(clientView), next: cursor.encode(last) };
+  }
+
+  async client(clientId: string) {
+    const client = (await this.#d.registry.findClient(clientId)) as ClientMetadata | undefined;
+    if (!client) throw new OperationError(404, `no client with id ${clientId}`);
+    return clientView(client);
+  }
+
+  /** Changes left undefined stay; a URI list given replaces the whole list. Idempotent: the same changes twice change nothing the second time. */
+  async updateClient(actor: Actor, clientId: string, changes: ClientChanges) {
+    await this.client(clientId);
+    const { metadata, changed } = await this.#d.registry.updateClient(clientId, changes, this.#d.validateClient);
+    const view = clientView(metadata);
+    if (changed.length) {
+      this.#audit(actor, 'client_updated', { clientId, changed, scope: view.scope, requireMfa: view.require_mfa, requirePar: view.require_pushed_authorization_requests, pkce: view.pkce }, 'client updated');
+    }
+    return { client: view, changed };
+  }
+
+  async rotateClientSecret(actor: Actor, clientId: string) {
+    await this.client(clientId);
+    const secret = await this.#d.registry.rotateSecret(clientId);
+    this.#audit(actor, 'client_secret_rotated', { clientId }, 'client secret rotated');
+    return { client_id: clientId, client_secret: secret };
+  }
+
+  async deleteClient(actor: Actor, clientId: string) {
+    await this.client(clientId);
+    await this.#d.registry.deleteClient(clientId);
+    this.#audit(actor, 'client_deleted', { clientId }, 'client deleted');
+    return { client_id: clientId, deleted: true };
+  }
+
+  // ---- APIs (resource servers) ----
+
+  async createResource(actor: Actor, input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number; privateScopes?: boolean }) {
+    if (await this.#d.registry.findResource(input.uri)) throw new OperationError(409, `an API with uri ${input.uri} already exists`);
+    const { resource, secret } = await this.#d.registry.createResource(input);
+    this.#audit(actor, 'resource_created', { resource: resource.uri, clientId: resource.clientId, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl, privateScopes: resource.privateScopes === true }, 'API created');
+    return { resource: resourceView(resource), client_secret: secret };
+  }
+
+  /** Every API: there are few (each is a service), unlike clients and people. */
+  async resources() {
+    return (await this.#d.registry.listResources()).map(resourceView);
+  }
+
+  async resource(uri: string) {
+    const resource = await this.#d.registry.findResource(uri);
+    if (!resource) throw new OperationError(404, `no API with uri ${uri}`);
+    return resource;
+  }
+
+  /** `scope` replaces the API's scopes: those added are claimed (409 when another API owns one), those removed given up. */
+  async updateResource(actor: Actor, uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number; scope?: string; privateScopes?: boolean }) {
+    await this.resource(uri);
+    // The admin API reads its tokens by lookup: a JWT would lock every caller out.
+    if (uri === adminApiUri(this.#d.issuer) && changes.tokenFormat === 'jwt') throw new OperationError(409, 'the admin API takes opaque access tokens only');
+    const { resource, changed } = await this.#d.registry.updateResource(uri, changes);
+    if (changed.length) {
+      this.#audit(actor, 'resource_updated', { resource: uri, changed, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl, privateScopes: resource.privateScopes === true }, 'API updated');
+    }
+    return { resource: resourceView(resource), changed };
+  }
+
+  async deleteResource(actor: Actor, uri: string) {
+    await this.resource(uri);
+    if (uri === adminApiUri(this.#d.issuer)) throw new OperationError(409, 'the admin API cannot be deleted (every server registers it again at start)');
+    await this.#d.registry.deleteResource(uri);
+    this.#audit(actor, 'resource_deleted', { resource: uri }, 'API and its client deleted');
+    return { resource: uri, deleted: true };
+  }
+
+  // ---- people ----
+
+  /** By id, or by email for convenience. */
+  async findUser(idOrEmail: string): Promise<Account> {
+    const { accounts } = this.#d;
+    const account = idOrEmail.includes('@') ? await accounts.findByEmail(idOrEmail) : await accounts.find(idOrEmail);
+    if (!account) throw new OperationError(404, `no user with ${idOrEmail.includes('@') ? 'email' : 'id'} ${idOrEmail}`);
+    return account;
+  }
+
+  /** A person and their factors, as an operator helping them needs to see them (names and dates, never key material). */
+  async user(idOrEmail: string) {
+    const account = await this.findUser(idOrEmail);
+    const factors = [
+      ...(account.mfa ? [{ type: 'totp', name: 'Authenticator app', created: new Date(account.mfa.enrolledAt).toISOString() }] : []),
+      ...passkeysOf(account).map((p) => ({
+        type: 'passkey',
+        name: p.name,
+        authenticator: authenticatorName(p.aaguid) ?? null,
+        created: new Date(p.createdAt).toISOString(),
+        last_used: p.lastUsedAt ? new Date(p.lastUsedAt).toISOString() : null,
+      })),
+    ];
+    return { ...userView(account), factors };
+  }
+
+  /** The apps a person granted access to (remembered consent), with their scopes and dates. */
+  async connectedApps(idOrEmail: string) {
+    const account = await this.findUser(idOrEmail);
+    const apps = (await listConnectedApps(this.#d.store, this.#d.registry, account.id)).map((a) => ({
+      client_id: a.clientId,
+      name: a.name,
+      scope: a.scopes.join(' '),
+      granted: a.grantedAt === undefined ? null : new Date(a.grantedAt).toISOString(),
+      last_used: a.lastUsedAt === undefined ? null : new Date(a.lastUsedAt).toISOString(),
+    }));
+    return { id: account.id, email: account.email, apps };
+  }
+
+  /** Forgets the consent, revokes the app's grants with their tokens and ends its sessions (back-channel logout). */
+  async revokeConnectedApp(actor: Actor, idOrEmail: string, clientId: string) {
+    const account = await this.findUser(idOrEmail);
+    const revoked = await revokeConnectedApp(this.#d.store, account.id, clientId);
+    if (!revoked) throw new OperationError(404, `${account.email} has not granted ${clientId} access (no remembered consent)`);
+    const event = consentRevokedEvent(account.id, revoked);
+    this.#audit(actor, event.event, event.fields, event.msg);
+    return { id: account.id, email: account.email, client_id: clientId, consent_revoked: true, grants_revoked: revoked.grants, sessions_ended: revoked.sessions };
+  }
+
+  /** `emailPrefix`: only emails that start with it (a search box). */
+  async userPage(page: { cursor?: string; limit: number; emailPrefix?: string }) {
+    const { accounts, last } = await this.#d.accounts.page({ after: cursor.decode(page.cursor), emailPrefix: page.emailPrefix, limit: page.limit });
+    return { users: accounts.map(userView), next: cursor.encode(last) };
+  }
+
+  /**
+   * `totp`: the second factor is active at once; the answer carries its otpauth:// URI (the secret),
+   * shown once, for the operator to hand to the person's app.
+   */
+  async createUser(actor: Actor, input: { email: string; name?: string; password: string; admin?: boolean; totp?: boolean }) {
+    const account = await this.#d.accounts.create({ email: input.email, password: input.password, ...(input.name ? { name: input.name } : {}), ...(input.admin ? { admin: true } : {}) });
+    let totpUri: string | undefined;
+    if (input.totp) {
+      const factor = await this.#secondFactor();
+      const started = await factor.startEnrollment(account);
+      // The previous step's code (accepted: ± one step) is what activation records, so the person's first code is not "already used".
+      const enrolled = await factor.enroll(account.id, started.pending, await totpCodeAt(started.secret.replaceAll(' ', ''), Date.now() - 30_000));
+      if (!enrolled.ok) throw new Error(`could not enroll the second factor (${enrolled.reason})`);
+      totpUri = started.uri;
+    }
+    this.#audit(actor, 'user_created', { accountId: account.id, mfa: input.totp === true, admin: input.admin === true }, 'user created');
+    const user = userView((await this.#d.accounts.find(account.id)) ?? account);
+    return { user, ...(totpUri ? { totp_uri: totpUri } : {}) };
+  }
+
+  /** Idempotent: disabling a disabled person changes nothing more (their sessions are ended again). */
+  async setUserDisabled(actor: Actor, idOrEmail: string, disabled: boolean) {
+    const account = await this.#d.accounts.setDisabled((await this.findUser(idOrEmail)).id, disabled);
+    if (disabled) {
+      // A disabled person is signed out everywhere too: their sessions end and their tokens die now.
+      const { sessions, grants } = await revokeAccountSessions(this.#d.store, account.id);
+      this.#audit(actor, 'user_disabled', { accountId: account.id, sessions, grants }, 'user disabled and signed out everywhere');
+    } else {
+      this.#audit(actor, 'user_enabled', { accountId: account.id }, 'user enabled');
+    }
+    return userView(account);
+  }
+
+  async setUserAdmin(actor: Actor, idOrEmail: string, admin: boolean) {
+    const before = await this.findUser(idOrEmail);
+    const account = await this.#d.accounts.setAdmin(before.id, admin);
+    if ((before.admin === true) !== admin) {
+      this.#audit(actor, admin ? 'admin_granted' : 'admin_revoked', { accountId: account.id }, admin ? 'admin role granted' : 'admin role revoked');
+    }
+    return { user: userView(account), changed: (before.admin === true) !== admin };
+  }
+
+  async setUserPassword(actor: Actor, idOrEmail: string, password: string) {
+    const account = await this.#d.accounts.setPassword((await this.findUser(idOrEmail)).id, password);
+    // Whoever knew the old password is signed out, and their tokens die.
+    const { sessions, grants } = await revokeAccountSessions(this.#d.store, account.id);
+    this.#audit(actor, 'password_changed', { accountId: account.id, sessions, grants }, 'password changed; signed out everywhere');
+    return { id: account.id, email: account.email, password_changed: true, sessions_revoked: sessions, grants_revoked: grants };
+  }
+
+  async resetUserMfa(actor: Actor, idOrEmail: string) {
+    const account = await this.findUser(idOrEmail);
+    const passkeys = passkeysOf(account).length;
+    const removed = await (await this.#secondFactor()).resetMfa(account.id);
+    // Nothing removed, nothing changed: no audit event, nobody signed out.
+    if (!removed) return { id: account.id, email: account.email, mfa_removed: false };
+    // Sessions signed in with the lost factor end, and their tokens die.
+    const { sessions, grants } = await revokeAccountSessions(this.#d.store, account.id);
+    this.#audit(actor, 'second_factor_removed', { accountId: account.id, reason: 'reset', passkeys, sessions, grants }, 'second factor, passkeys and recovery codes removed; signed out everywhere');
+    return { id: account.id, email: account.email, mfa_removed: true, passkeys_removed: passkeys, sessions_revoked: sessions, grants_revoked: grants };
+  }
+
+  async unlockUser(actor: Actor, idOrEmail: string) {
+    const account = await this.findUser(idOrEmail);
+    // The lockout counts by normalized email (unknown accounts too), so that is what is unlocked.
+    const wasLocked = await new Lockout(this.#d.store).unlock({ account: account.email });
+    this.#audit(actor, 'user_unlocked', { accountId: account.id, wasLocked }, 'lockout ended and failed attempts forgotten');
+    return { id: account.id, email: account.email, was_locked: wasLocked };
+  }
+
+  async revokeUserSessions(actor: Actor, idOrEmail: string) {
+    const account = await this.findUser(idOrEmail);
+    const { sessions, grants } = await revokeAccountSessions(this.#d.store, account.id);
+    this.#audit(actor, 'sessions_revoked', { accountId: account.id, sessions, grants }, 'signed out everywhere');
+    return { id: account.id, email: account.email, sessions_revoked: sessions, grants_revoked: grants };
+  }
+
+  async deleteUser(actor: Actor, idOrEmail: string) {
+    const found = await this.findUser(idOrEmail);
+    const { sessions, grants } = await revokeAccountSessions(this.#d.store, found.id);
+    const account = await this.#d.accounts.delete(found.id);
+    this.#audit(actor, 'user_deleted', { accountId: account.id, sessions, grants }, 'user deleted and signed out everywhere');
+    return { id: account.id, email: account.email, deleted: true };
+  }
+
+  /**
+   * A person's sessions that are still alive: when they signed in, how (acr, amr), until when, and which
+   * apps they used it for. Never the session id (it is the cookie's value).
+   */
+  async userSessions(idOrEmail: string) {
+    const account = await this.findUser(idOrEmail);
+    const sessionKeys = await this.#d.store.setMembers(keys.accountSessions(account.id));
+    const found = await Promise.all(sessionKeys.map((key) => this.#d.store.getModel(key, { consumable: false })));
+    const sessions = found.flatMap((stored) => {
+      if (!stored) return [];
+      const s = JSON.parse(stored.payload) as { accountId?: string; loginTs?: number; exp?: number; acr?: string; amr?: string[]; authorizations?: Record<string, unknown> };
+      if (s.accountId !== account.id) return [];
+      return [{ signed_in: s.loginTs ? isoSeconds(s.loginTs) : null, expires: s.exp ? isoSeconds(s.exp) : null, acr: s.acr ?? null, amr: s.amr ?? [], clients: Object.keys(s.authorizations ?? {}) }];
+    });
+    return { id: account.id, sessions: sessions.sort((a, b) => String(b.signed_in).localeCompare(String(a.signed_in))) };
+  }
+
+  // ---- lockouts ----
+
+  async lockouts(limit = 100) {
+    return Lockout.current(this.#d.store, { limit });
+  }
+
+  /** Ends a listed lockout (sign-in: account or IP; client authentication: client at an IP, or IP) by its key. */
+  async unlockLockout(actor: Actor, key: string) {
+    if (!/^(?:client-)?(?:account|ip)-[A-Za-z0-9_-]{27}$/.test(key)) throw new OperationError(404, 'no lockout with that key');
+    const listed = (await this.lockouts(1000)).find((l) => l.key === key);
+    const lockout = new Lockout(this.#d.store, key.startsWith('client-') ? { namespace: 'client' } : {});
+    const wasLocked = await lockout.unlockKey(key);
+    const { key: _key, until: _until, ...who } = listed ?? { key, until: '' };
+    this.#audit(actor, 'lockout_ended', { ...who, reason: 'unlocked', wasLocked }, 'lockout ended by an operator and failed attempts forgotten');
+    return { key, was_locked: wasLocked };
+  }
+
+  // ---- signing keys ----
+
+  async #storedKeys(): Promise<StoredSigningKey[]> {
+    if (this.#d.signingKeysFile) return loadSigningKeys(this.#d.store, this.#d.signingKeysFile);
+    return JSON.parse((await this.#d.store.get(keys.signingKeys)) ?? '[]') as StoredSigningKey[];
+  }
+
+  async signingKeys() {
+    return keyList(await this.#storedKeys());
+  }
+
+  async rotateSigningKeys(actor: Actor) {
+    if (this.#d.signingKeysFile) throw new OperationError(409, 'signing keys come from SIGNING_KEYS_FILE: rotate them in that file, then restart the servers');
+    const retentionSeconds = signingKeyRetentionSeconds(await this.#d.registry.listResources());
+    const { kept, retired, retiredUntil, removed } = await rotateSigningKeys(this.#d.store, { retentionSeconds });
+    const all = keyList(kept);
+    const result = { keys: all, retired: retired.map((k) => k.kid), retired_until: isoSeconds(retiredUntil), removed: removed.map((k) => k.kid) };
+    // Key ids only: they are public (/jwks).
+    this.#audit(actor, 'signing_keys_rotated', { current: all.filter((k) => k.current).map((k) => k.kid), retired: result.retired, retiredUntil: result.retired_until, removed: result.removed }, 'signing keys rotated');
+    return result;
+  }
+}
