@@ -97,15 +97,15 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   watchProvider(provider, logger, metrics);
 
   // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
-  const ops = opsRoutes(store, metrics);
+  const opsRouter = opsRoutes(store, metrics);
   const opsApp = new Koa();
-  opsApp.use(ops.routes());
+  opsApp.use(opsRouter.routes());
 
   provider.use(requestContext(logger, views, metrics));
   provider.use(pinIssuerOrigin(config.ISSUER));
   provider.use(securityHeaders());
   provider.use(staticRoutes().routes());
-  if (config.METRICS_PORT === undefined) provider.use(ops.routes());
+  if (config.METRICS_PORT === undefined) provider.use(opsRouter.routes());
   provider.use(countFailedClientAuthentication(clientLockout));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
   provider.use(interactionRoutes(signIn).routes());
