@@ -5,6 +5,7 @@ import Koa, { type Context, type Middleware } from 'koa';
 import type Provider from 'oidc-provider';
 import { Accounts } from './accounts/accounts.ts';
 import { adminApiNotFound, adminApiRoutes, ensureAdminApi } from './admin/api.ts';
+import { consoleRoutes, ensureConsoleClient } from './admin/console.ts';
 import { Operations } from './admin/operations.ts';
 import { validateClientMetadata } from './cli/client-metadata.ts';
 import { ActivityLog, recordActivity } from './observability/activity.ts';
@@ -57,6 +58,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   const stopWatchingRegistry = await registry.watch();
   const views = new Views();
   const accountPageClientId = await ensureAccountPageClient({ store, registry, issuer: config.ISSUER });
+  const consoleClientId = await ensureConsoleClient({ store, registry, issuer: config.ISSUER });
   await ensureAdminApi({ registry, issuer: config.ISSUER });
   const box = await loadSecretBox(store, config.SECRETS_KEY);
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
@@ -88,6 +90,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
     views,
     clientLockout,
     accountPageClientId,
+    consoleClientId,
     onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
   });
   const csrf = new Csrf(cookieKeys[0]!);
@@ -120,6 +123,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock }: 
   });
   provider.use(adminApiRoutes({ provider, store, accounts, ops, activity, issuer: config.ISSUER }).routes());
   provider.use(adminApiNotFound);
+  // The console (/admin): pages over the same operations, for admins signed in with a second factor.
+  provider.use(consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId }).routes());
 
   // The first-run demo app (/demo) and its account: development only, never in production or tests,
   // and one process only (several workers would race to create it).
