@@ -5,6 +5,7 @@ import { AxeBuilder } from '@axe-core/playwright';
 import * as oc from 'openid-client';
 import type { Browser, Page } from 'playwright-core';
 import { SCREENSHOTS, authorize, currentStep, enrollOnPage, fillCode, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
+import { keys } from '../../src/storage/keys.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { nextTotpCode } from '../helpers/totp.ts';
@@ -252,6 +253,15 @@ describe('admin console in a browser', () => {
     } finally {
       await context.close();
     }
+  });
+
+  test("the console's grants live no longer than its sign-in needs, as the account page's", async () => {
+    const consoleId = (await server.store.get(keys.adminConsoleClient))!;
+    assert.ok(await server.app.registry.findClient(consoleId), 'registered at start');
+    const { Grant } = server.app.provider;
+    const saved = await new Grant({ clientId: consoleId, accountId: adminId }).save();
+    const grant = (await Grant.find(saved))!;
+    assert.ok(grant.exp! - grant.iat! <= 120, `console grant lives ${grant.exp! - grant.iat!} s`);
   });
 
   test('bad input to every console form: a clear 4xx, never a 5xx', async () => {
