@@ -234,11 +234,18 @@ function renderFailure(ctx: Context, err: unknown, views: Views, logger: Logger)
 
 function staticRoutes() {
   const css = readFileSync(new URL('../views/style.css', import.meta.url));
+  // The console's one script (copy buttons); every page works without it.
+  const consoleJs = readFileSync(new URL('../views/console.js', import.meta.url));
   const router = new Router();
   router.get('/static/style.css', (ctx) => {
     ctx.type = 'text/css';
     ctx.set('Cache-Control', 'public, max-age=3600');
     ctx.body = css;
+  });
+  router.get('/static/console.js', (ctx) => {
+    ctx.type = 'text/javascript';
+    ctx.set('Cache-Control', 'public, max-age=3600');
+    ctx.body = consoleJs;
   });
   return router;
 }

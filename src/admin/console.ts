@@ -15,7 +15,7 @@ import type { Csrf } from '../security/csrf.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
-import type { Views } from '../views.ts';
+import { contentSecurityPolicy, type Views } from '../views.ts';
 import { OperationError, userView, type Actor, type Operations } from './operations.ts';
 
 /**
@@ -80,6 +80,8 @@ export function consoleRoutes(deps: ConsoleDeps) {
 
   function render(ctx: Context, who: Admin, view: string, data: Record<string, unknown>) {
     views.render(ctx, `admin/${view}`, { csrf: csrf.token(who.csrfScope), me: who.account.email, path: ctx.path, ...data });
+    // The page showing a secret loads the copy button's script (same origin only); the others run none.
+    if (view === 'secret') ctx.set('Content-Security-Policy', `${contentSecurityPolicy()}; script-src 'self'`);
   }
 
   function notFound(ctx: Context, what: string) {
@@ -481,7 +483,7 @@ function describeEvent(e: Record<string, unknown>) {
   const by = actor as { accountId?: string; clientId?: string; kind?: string } | undefined;
   return {
     time: String(time).replace('T', ' ').slice(0, 19), event, msg, accountId, clientId,
-    actor: by ? by.accountId ?? by.clientId ?? by.kind : source,
+    actor: by?.accountId ? { href: `/admin/users/${encodeURIComponent(by.accountId)}`, label: 'an admin' } : { label: by ? by.clientId ?? by.kind : source },
     details: Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' '),
   };
 }

@@ -107,6 +107,11 @@ describe('admin console in a browser', () => {
     assert.ok(secret.length >= 32);
     assert.match(await page.getByRole('status').innerText(), /will not be shown again/);
     await check(page, 'app-created');
+    // The copy button (the page's one script, allowed by its CSP as script-src 'self').
+    await admin.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.issuer });
+    await page.getByRole('button', { name: 'Copy secret' }).click();
+    await page.getByRole('button', { name: 'Copied' }).waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
     await submit(page, page.getByRole('link', { name: 'Done' }));
     assert.equal(await heading(page), 'Shop');
     assert.equal(await page.getByLabel('Redirect URIs').inputValue(), redirectUri);
@@ -301,7 +306,7 @@ describe('admin console in a browser', () => {
       const res = await page.request.post(`${server.issuer}${path}`, { form: { _csrf: csrf, confirm: 'yes' }, maxRedirects: 0 });
       assert.equal(res.status(), 404, path);
     }
-    for (const path of ['/admin/apps?cursor=%00%01', '/admin/users?cursor=../../x', '/admin/activity?cursor=abc', '/admin/activity?event=nope', '/admin/activity?to=soon', '/admin/activity.jsonl?person=nobody@example.com', '/admin/apps/nope', '/admin/users/nope', '/admin/apis/nope']) {
+    for (const path of ['/admin/apps?cursor=%00%01', '/admin/users?cursor=../../x', '/admin/activity?cursor=abc', '/admin/activity?event=nope', '/admin/activity?to=soon', '/admin/activity.jsonl?person=nobody@example.com', '/admin/apps/nope', '/admin/users/nope', '/admin/apis/nope', '/admin/apis/%E0%A4%A', '/admin/users/%E0%A4%A', `/admin/apps/${'a'.repeat(3000)}`]) {
       const res = await page.request.get(`${server.issuer}${path}`, { maxRedirects: 0 });
       assert.ok(res.status() >= 400 && res.status() < 500, `${path}: ${res.status()}`);
     }
