@@ -7,6 +7,7 @@ import { Accounts } from './accounts/accounts.ts';
 import { Passkeys } from './accounts/passkeys.ts';
 import { watchAppUse } from './accounts/connected-apps.ts';
 import { adminApiNotFound, adminApiRoutes, ensureAdminApi } from './admin/api.ts';
+import { consoleRoutes, ensureConsoleClient } from './admin/console.ts';
 import { Operations } from './admin/operations.ts';
 import { validateClientMetadata } from './cli/client-metadata.ts';
 import { ActivityLog, recordActivity } from './observability/activity.ts';
@@ -66,6 +67,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const stopWatchingRegistry = await registry.watch();
   const views = new Views();
   const accountPageClientId = await ensureAccountPageClient({ store, registry, issuer: config.ISSUER });
+  const consoleClientId = await ensureConsoleClient({ store, registry, issuer: config.ISSUER });
   await ensureAdminApi({ store, registry, issuer: config.ISSUER });
   const box = await loadSecretBox(store, config.SECRETS_KEY);
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
@@ -106,6 +108,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     box,
     ...(clock ? { clock } : {}),
     deviceFlow: { lockout: deviceLockout, logger, metrics },
+    consoleClientId,
     onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
   });
   const csrf = new Csrf(cookieKeys[0]!);
@@ -144,6 +147,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   });
   provider.use(adminApiRoutes({ provider, store, accounts, ops, activity, issuer: config.ISSUER }).routes());
   provider.use(adminApiNotFound);
+  // The console (/admin): pages over the same operations, for admins signed in with a second factor.
+  provider.use(consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId }).routes());
 
   // The first-run demo app (/demo) and its account: development only, never in production or tests,
   // and one process only (several workers would race to create it).
@@ -259,6 +264,8 @@ function staticRoutes() {
   const files: [string, string, URL][] = [
     ['/static/style.css', 'text/css', new URL('../views/style.css', import.meta.url)],
     ['/static/passkey.js', 'text/javascript', new URL('../views/passkey.js', import.meta.url)],
+    // The console's one script (copy buttons); every page works without it.
+    ['/static/console.js', 'text/javascript', new URL('../views/console.js', import.meta.url)],
     ['/static/webauthn.js', 'text/javascript', new URL('../dist/bundle/index.umd.min.js', import.meta.resolve('@simplewebauthn/browser'))],
   ];
   const router = new Router();

@@ -39,6 +39,8 @@ export interface ProviderDeps {
   clock?: () => number;
   /** The device authorization grant's pages and guessing lockout (device-flow.ts). */
   deviceFlow: Omit<DeviceFlowDeps, 'store' | 'views'>;
+  /** The admin console's own client (admin/console.ts): the same short grants as the account page's. */
+  consoleClientId?: string;
 }
 
 const MINUTE = 60;
@@ -54,7 +56,7 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, box, clock, deviceFlow, onSigningKeysError = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
@@ -212,7 +214,10 @@ export async function createProvider({ config, store, accounts, registry, views,
       Session: 14 * DAY,
       // The absolute lifetime of a sign-in's refresh chain. The account page never redeems its code
       // (the session is what it uses), so its grant need only outlive that code.
-      Grant: (_ctx, grant) => ((grant as { clientId?: string }).clientId === accountPageClientId ? ACCOUNT_PAGE_GRANT_TTL : 30 * DAY),
+      Grant: (_ctx, grant) => {
+        const { clientId } = grant as { clientId?: string };
+        return clientId !== undefined && (clientId === accountPageClientId || clientId === consoleClientId) ? ACCOUNT_PAGE_GRANT_TTL : 30 * DAY;
+      },
       DeviceCode: DEVICE_CODE_TTL_SECONDS,
       BackchannelAuthenticationRequest: 10 * MINUTE,
     },

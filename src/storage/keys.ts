@@ -79,6 +79,8 @@ export const keys = {
   accountGrants: (accountId: string) => `lk:account-grants:${digest(accountId)}`,
   /** The client id of the account page, which signs people in through the ordinary flow (interactions/account-page.ts). */
   accountPageClient: 'lk:account-page:client',
+  /** The client id of the admin console, which signs admins in through the ordinary flow (admin/console.ts). */
+  adminConsoleClient: 'lk:admin-console:client',
   /** The development demo app's client id (src/demo). */
   demoClient: 'lk:demo:client',
   /** The last TOTP time step accepted for an account (advanceCounter: never accepted twice). */

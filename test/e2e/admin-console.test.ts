@@ -1,0 +1,316 @@
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { AxeBuilder } from '@axe-core/playwright';
+import * as oc from 'openid-client';
+import type { Browser, Page } from 'playwright-core';
+import { SCREENSHOTS, authorize, currentStep, enrollOnPage, fillCode, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
+import { keys } from '../../src/storage/keys.ts';
+import { startRedis, type TestRedis } from '../helpers/redis.ts';
+import { startServer, type TestServer } from '../helpers/server.ts';
+import { nextTotpCode } from '../helpers/totp.ts';
+
+/**
+ * The admin console end to end: a real Chromium is the admin, on Latchkey over a real Redis, under
+ * MFA_POLICY=optional so that a password-only session exists to be stepped up. Every screen is checked
+ * with axe (no serious or critical violation) and photographed (docs/screenshots/admin-*.png with
+ * UPDATE_SCREENSHOTS=1).
+ */
+const ADMIN = 'root@example.com';
+const PASSWORD = 'correct horse battery staple';
+
+describe('admin console in a browser', () => {
+  let redis: TestRedis;
+  let server: TestServer;
+  let browser: Browser;
+  let fakeApp: Awaited<ReturnType<typeof startFakeApp>>;
+  let adminId: string;
+  let adminSecret: string;
+  let admin: Awaited<ReturnType<typeof open>>;
+
+  before(async () => {
+    redis = await startRedis();
+    server = await startServer({ redisUrl: redis.url, env: { MFA_POLICY: 'optional' } });
+    fakeApp = await startFakeApp();
+    const created = await server.app.ops.createUser({ kind: 'cli' }, { email: ADMIN, password: PASSWORD, admin: true, totp: true });
+    adminId = created.user.id;
+    adminSecret = new URL(created.totp_uri!).searchParams.get('secret')!;
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await admin?.context.close();
+    await browser?.close();
+    await server?.close();
+    await fakeApp?.close();
+    await redis?.dispose();
+  });
+
+  async function open() {
+    const context = await newContext(browser);
+    // A 4xx answer is what some steps expect; anything else the browser complains of (CSP, scripts) is a problem.
+    const seen = watchProblems(context);
+    const problems = { filter: () => seen.filter((p) => !/Failed to load resource: the server responded with a status of 4\d\d/.test(p)) };
+    return { context, page: await context.newPage(), problems };
+  }
+
+  /** No serious or critical accessibility violation, and the picture for the docs. */
+  async function check(page: Page, name: string) {
+    const { violations } = await new AxeBuilder({ page }).analyze();
+    const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+    assert.deepEqual(bad.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`), [], `axe on ${name}`);
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    await page.screenshot({ path: new URL(`admin-${name}.png`, SCREENSHOTS).pathname, fullPage: true });
+  }
+
+  async function signInWithTotp(page: Page, email: string, secret: string) {
+    await page.goto(`${server.issuer}/admin`);
+    assert.equal(await currentStep(page, ''), 'login', 'the console sends a stranger to sign in');
+    await fillLogin(page, email, PASSWORD);
+    await submit(page, page.getByRole('button', { name: 'Sign in' }));
+    assert.equal(await currentStep(page, ''), 'mfa', 'the console asks for the second factor');
+    await fillCode(page, await nextTotpCode(server.issuer, secret));
+    await submit(page, page.getByRole('button', { name: 'Verify' }));
+  }
+
+  const heading = (page: Page) => page.getByRole('heading', { level: 1 }).innerText();
+
+  test('an admin signs in with TOTP, creates an app (a field error first, then its secret once), and an openid-client RP signs in through it', async () => {
+    admin = await open();
+    const { page, problems } = admin;
+    await signInWithTotp(page, ADMIN, adminSecret);
+    assert.equal(new URL(page.url()).pathname, '/admin');
+    assert.equal(await heading(page), 'Overview');
+    assert.equal(await page.locator('.tile .big').first().innerText(), 'Answering');
+    await check(page, 'overview');
+
+    await submit(page, page.getByRole('navigation', { name: 'Console' }).getByRole('link', { name: 'Applications' }));
+    assert.match(await page.locator('.empty').innerText(), /No applications yet — create one/);
+    await submit(page, page.getByRole('link', { name: 'New application' }));
+    await page.getByLabel('Name').fill('Shop');
+    await page.getByLabel('Redirect URIs').fill('not a url');
+    await page.getByLabel('Scopes').fill('openid email');
+    await submit(page, page.getByRole('button', { name: 'Create application' }));
+    const fieldError = page.locator('#app-redirect-uris-error');
+    assert.match(await fieldError.innerText(), /redirect/i, 'the error is next to the redirect URIs field');
+    assert.equal(await page.getByLabel('Redirect URIs').getAttribute('aria-invalid'), 'true');
+    assert.match((await page.getByLabel('Redirect URIs').getAttribute('aria-describedby')) ?? '', /app-redirect-uris-error/);
+    assert.equal(await page.getByLabel('Name').inputValue(), 'Shop', 'what was typed stays');
+    await check(page, 'app-new');
+
+    const redirectUri = `${fakeApp.origin}/cb`;
+    await page.getByLabel('Redirect URIs').fill(redirectUri);
+    await submit(page, page.getByRole('button', { name: 'Create application' }));
+    assert.equal(await heading(page), 'Shop is ready');
+    const clientId = (await page.locator('#client-id').innerText()).trim();
+    const secret = (await page.locator('#client-secret').innerText()).trim();
+    assert.ok(secret.length >= 32);
+    assert.match(await page.getByRole('status').innerText(), /will not be shown again/);
+    await check(page, 'app-created');
+    // The copy button (the page's one script, allowed by its CSP as script-src 'self').
+    await admin.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.issuer });
+    await page.getByRole('button', { name: 'Copy secret' }).click();
+    await page.getByRole('button', { name: 'Copied' }).waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
+    await submit(page, page.getByRole('link', { name: 'Done' }));
+    assert.equal(await heading(page), 'Shop');
+    assert.equal(await page.getByLabel('Redirect URIs').inputValue(), redirectUri);
+    assert.ok(!(await page.content()).includes(secret), 'the secret is not shown again');
+    await check(page, 'app');
+    await page.goto(`${server.issuer}/admin/apps`);
+    await check(page, 'apps');
+
+    const rp = await oc.discovery(new URL(server.issuer), clientId, undefined, oc.ClientSecretBasic(secret), { execute: [oc.allowInsecureRequests] });
+    const verifier = oc.randomPKCECodeVerifier();
+    const state = oc.randomState();
+    const url = oc.buildAuthorizationUrl(rp, { redirect_uri: redirectUri, scope: 'openid email', code_challenge: await oc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', state });
+    const callback = await authorize(page, url, { redirectUri, email: ADMIN, password: PASSWORD, totpSecret: adminSecret });
+    const tokens = await oc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: verifier, expectedState: state, idTokenExpected: true });
+    assert.equal(tokens.claims()!.sub, adminId);
+    assert.equal(tokens.claims()!.email, ADMIN);
+
+    const created = server.logs.find((l) => l.event === 'client_created' && l.clientId === clientId);
+    assert.deepEqual(created?.actor, { kind: 'account', accountId: adminId }, 'the actor is the signed-in admin');
+    assert.ok(!JSON.stringify(server.logs).includes(secret), 'the client secret reached no log line');
+    assert.deepEqual(problems.filter(), []);
+  });
+
+  test('APIs, Users, Activity and Keys: each screen works, with its actions', async () => {
+    const { page, problems } = admin;
+    await page.goto(`${server.issuer}/admin/apis`);
+    // The admin API itself is registered at start.
+    assert.ok(await page.getByRole('link', { name: `${server.issuer}/admin/api` }).count());
+    await check(page, 'apis');
+    await submit(page, page.getByRole('link', { name: 'New API' }));
+    await page.getByLabel('Identifier').fill('https://orders.example.com');
+    await page.getByLabel('Scopes').fill('openid');
+    await submit(page, page.getByRole('button', { name: 'Create API' }));
+    assert.match(await page.locator('#api-scope-error').innerText(), /OpenID scope/);
+    await check(page, 'api-new');
+    await page.getByLabel('Scopes').fill('orders:read orders:write');
+    await submit(page, page.getByRole('button', { name: 'Create API' }));
+    assert.equal(await heading(page), 'https://orders.example.com is ready');
+    await submit(page, page.getByRole('link', { name: 'Done' }));
+    assert.equal(await heading(page), 'https://orders.example.com');
+    await check(page, 'api');
+    await submit(page, page.getByRole('button', { name: 'Delete API' }));
+    assert.match(await page.locator('#confirm-delete-error').innerText(), /Tick the box/);
+    assert.ok(await server.app.registry.findResource('https://orders.example.com'), 'not deleted without the box');
+    await page.getByLabel('Yes, delete https://orders.example.com').check();
+    await submit(page, page.getByRole('button', { name: 'Delete API' }));
+    assert.equal(new URL(page.url()).pathname, '/admin/apis');
+    assert.equal(await server.app.registry.findResource('https://orders.example.com'), undefined);
+
+    const other = await server.app.accounts.create({ email: 'bob@example.com', password: PASSWORD });
+    await page.goto(`${server.issuer}/admin/users`);
+    await page.getByLabel('Search by email').fill('bob@');
+    await submit(page, page.getByRole('button', { name: 'Search' }));
+    assert.deepEqual(await page.locator('table.list tbody a').allInnerTexts(), ['bob@example.com']);
+    await check(page, 'users');
+    await submit(page, page.getByRole('link', { name: 'bob@example.com' }));
+    assert.equal(await heading(page), 'bob@example.com');
+    await page.getByLabel('Yes, make bob@example.com an admin').check();
+    await submit(page, page.getByRole('button', { name: 'Grant admin' }));
+    assert.equal(await page.getByRole('status').innerText(), 'Now an admin.');
+    assert.equal((await server.app.accounts.find(other.id))!.admin, true);
+    await page.getByLabel('New password').fill('short');
+    await submit(page, page.getByRole('button', { name: 'Set password' }));
+    assert.match(await page.locator('#new-password-error').innerText(), /password/i);
+    await page.getByLabel('Yes, disable bob@example.com').check();
+    await submit(page, page.getByRole('button', { name: 'Disable' }));
+    assert.equal((await server.app.accounts.find(other.id))!.disabled, true);
+    await check(page, 'user');
+    // Their own account: the admin cannot disable themself by mistake.
+    await page.goto(`${server.issuer}/admin/users/${adminId}`);
+    await page.getByLabel(`Yes, disable ${ADMIN}`).check();
+    await submit(page, page.getByRole('button', { name: 'Disable' }));
+    assert.match(await page.locator('#confirm-disable-error').innerText(), /another admin/);
+    assert.equal((await server.app.accounts.find(adminId))!.disabled, false);
+
+    await server.app.activity.flush();
+    await page.goto(`${server.issuer}/admin/activity`);
+    await page.getByLabel('Event').selectOption('admin_granted');
+    await submit(page, page.getByRole('button', { name: 'Filter' }));
+    assert.equal(await page.locator('table.list tbody tr').count(), 1);
+    assert.match(await page.locator('table.list tbody').innerText(), /admin role granted/);
+    await check(page, 'activity');
+    const exported = await page.request.get(`${server.issuer}/admin/activity.jsonl?event=admin_granted`);
+    assert.equal(exported.status(), 200);
+    const lines = (await exported.text()).trim().split('\n').map((l) => JSON.parse(l) as { event: string; accountId: string });
+    assert.deepEqual(lines.map((l) => [l.event, l.accountId]), [['admin_granted', other.id]]);
+    await page.goto(`${server.issuer}/admin/activity?from=yesterday`);
+    assert.match(await page.locator('#f-from-error').innerText(), /date and time/);
+
+    await page.goto(`${server.issuer}/admin/keys`);
+    const before = await page.locator('table.list tbody tr').count();
+    assert.ok(before >= 1);
+    await check(page, 'keys');
+    await page.getByLabel('Yes, rotate the signing keys').check();
+    await submit(page, page.getByRole('button', { name: 'Rotate keys' }));
+    assert.match(await page.getByRole('status').innerText(), /Rotated/);
+    assert.ok((await page.locator('table.list tbody tr').count()) > before);
+    assert.deepEqual(problems.filter(), []);
+  });
+
+  test('a non-admin who signed in is refused with a clear 403 page', async () => {
+    await server.app.ops.createUser({ kind: 'cli' }, { email: 'carol@example.com', password: PASSWORD, totp: false });
+    const { context, page, problems } = await open();
+    try {
+      await page.goto(`${server.issuer}/admin`);
+      await fillLogin(page, 'carol@example.com', PASSWORD);
+      await submit(page, page.getByRole('button', { name: 'Sign in' }));
+      // The console asks for a second factor: carol has none, so she sets one up first.
+      assert.equal(await currentStep(page, ''), 'enroll');
+      await enrollOnPage(page);
+      await submit(page, page.getByRole('button', { name: 'I have saved them' }));
+      const response = await page.goto(`${server.issuer}/admin/apps`);
+      assert.equal(response!.status(), 403);
+      assert.equal(await heading(page), 'Not an admin');
+      assert.match(await page.locator('main').innerText(), /carol@example\.com.*does not have the admin role/s);
+      await check(page, 'forbidden');
+      assert.deepEqual(problems.filter(), []);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('an admin whose session has only a password is stepped up to a second factor', async () => {
+    await server.app.accounts.create({ email: 'dave@example.com', password: PASSWORD, admin: true });
+    const { context, page, problems } = await open();
+    try {
+      // The account page signs dave in with his password alone (MFA_POLICY=optional, no factor).
+      await page.goto(`${server.issuer}/account`);
+      await fillLogin(page, 'dave@example.com', PASSWORD);
+      await submit(page, page.getByRole('button', { name: 'Sign in' }));
+      assert.equal(await heading(page), 'Your account');
+      await page.goto(`${server.issuer}/admin`);
+      assert.equal(await currentStep(page, ''), 'login', 'sign in again (prompt=login) rather than the console');
+      assert.equal(new URL(page.url()).pathname.startsWith('/interaction/'), true);
+      await fillLogin(page, 'dave@example.com', PASSWORD);
+      await submit(page, page.getByRole('button', { name: 'Sign in' }));
+      assert.equal(await currentStep(page, ''), 'enroll', 'the second factor is demanded');
+      await enrollOnPage(page);
+      await submit(page, page.getByRole('button', { name: 'I have saved them' }));
+      assert.equal(new URL(page.url()).pathname, '/admin');
+      assert.equal(await heading(page), 'Overview');
+      assert.ok(server.logs.some((l) => l.event === 'second_factor_enrolled'));
+      assert.deepEqual(problems.filter(), []);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test("the console's grants live no longer than its sign-in needs, as the account page's", async () => {
+    const consoleId = (await server.store.get(keys.adminConsoleClient))!;
+    assert.ok(await server.app.registry.findClient(consoleId), 'registered at start');
+    const { Grant } = server.app.provider;
+    const saved = await new Grant({ clientId: consoleId, accountId: adminId }).save();
+    const grant = (await Grant.find(saved))!;
+    assert.ok(grant.exp! - grant.iat! <= 120, `console grant lives ${grant.exp! - grant.iat!} s`);
+  });
+
+  test('bad input to every console form: a clear 4xx, never a 5xx', async () => {
+    const { page } = admin;
+    await page.goto(`${server.issuer}/admin/apps/new`);
+    const csrf = await page.locator('input[name=_csrf]').first().inputValue();
+    const client = (await server.app.ops.clientPage({ limit: 100 })).clients.find((c) => c.client_name === 'Shop')!;
+    const posts = [
+      '/admin/apps', `/admin/apps/${client.client_id}/redirect-uris`, `/admin/apps/${client.client_id}/secret`, `/admin/apps/${client.client_id}/delete`,
+      '/admin/apis', `/admin/apis/${encodeURIComponent('https://nothing.example')}/delete`,
+      // (`unlock` asks nothing: any post with a CSRF token is a valid one; it is in the CSRF checks below.)
+      ...['disable', 'enable', 'reset-mfa', 'revoke-sessions', 'grant-admin', 'revoke-admin', 'password'].map((a) => `/admin/users/${adminId}/${a}`),
+      '/admin/keys/rotate',
+    ];
+    const garbage: Record<string, string>[] = [
+      {},
+      { _csrf: csrf },
+      { _csrf: csrf, name: '', kind: 'spaceship', redirect_uris: 'x'.repeat(3000), scope: '', uri: 'relative', ttl: '-1', token_format: 'xml', password: '', confirm: 'no' },
+      { _csrf: csrf, name: 'X', kind: 'web', redirect_uris: 'javascript:alert(1)', scope: 'openid nothing:here', uri: 'https://a.example#frag', ttl: '99999999999', token_format: 'jwt', password: 'x' },
+    ];
+    const statuses = new Map<string, number[]>();
+    for (const path of posts) {
+      for (const form of garbage) {
+        const res = await page.request.post(`${server.issuer}${path}`, { form, maxRedirects: 0 });
+        statuses.set(path, [...(statuses.get(path) ?? []), res.status()]);
+        assert.ok(res.status() >= 400 && res.status() < 500, `${path} ${JSON.stringify(form).slice(0, 80)}: ${res.status()}`);
+      }
+      // Sent by another site: refused before anything else.
+      const foreign = await page.request.post(`${server.issuer}${path}`, { form: { _csrf: csrf, confirm: 'yes' }, headers: { origin: 'https://evil.example' }, maxRedirects: 0 });
+      assert.equal(foreign.status(), 403, path);
+    }
+    for (const path of posts) assert.equal(statuses.get(path)![0], 403, `${path}: no CSRF token, 403`);
+    const unlock = await page.request.post(`${server.issuer}/admin/users/${adminId}/unlock`, { form: { _csrf: 'forged' }, maxRedirects: 0 });
+    assert.equal(unlock.status(), 403);
+    // Unknown things and unknown actions, and hostile paging links.
+    for (const path of [`/admin/apps/nope/delete`, `/admin/users/nope/unlock`, `/admin/users/${adminId}/explode`]) {
+      const res = await page.request.post(`${server.issuer}${path}`, { form: { _csrf: csrf, confirm: 'yes' }, maxRedirects: 0 });
+      assert.equal(res.status(), 404, path);
+    }
+    for (const path of ['/admin/apps?cursor=%00%01', '/admin/users?cursor=../../x', '/admin/activity?cursor=abc', '/admin/activity?event=nope', '/admin/activity?to=soon', '/admin/activity.jsonl?person=nobody@example.com', '/admin/apps/nope', '/admin/users/nope', '/admin/apis/nope', '/admin/apis/%E0%A4%A', '/admin/users/%E0%A4%A', `/admin/apps/${'a'.repeat(3000)}`]) {
+      const res = await page.request.get(`${server.issuer}${path}`, { maxRedirects: 0 });
+      assert.ok(res.status() >= 400 && res.status() < 500, `${path}: ${res.status()}`);
+    }
+    assert.equal((await server.app.accounts.find(adminId))!.disabled, false, 'nothing happened to the admin');
+    assert.equal(server.logs.filter((l) => Number(l.level) >= 50).length, 0, 'no error logged');
+  });
+});
