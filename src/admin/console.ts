@@ -349,8 +349,8 @@ export function consoleRoutes(deps: ConsoleDeps) {
       SecondFactor.isEnrolled(account) ? deps.secondFactor.recoveryCodesLeft(account) : Promise.resolve(0),
       ops.lockouts(),
     ]);
-    const connected = [...new Set(sessions.flatMap((s) => s.clients))];
-    const apps = await Promise.all(connected.map((id) => ops.client(id).then((c) => ({ id, name: c.client_name ?? id }), () => ({ id, name: id }))));
+    // Connected apps: the apps this person granted access to (remembered consent), as on their account page.
+    const apps = (await ops.connectedApps(account.id)).apps.map((a) => ({ id: a.client_id, name: a.name ?? a.client_id, scope: a.scope, granted: (a.granted ?? '').slice(0, 10), lastUsed: (a.last_used ?? '').slice(0, 10) }));
     render(ctx, whoOf(ctx), 'user', {
       title: account.email, user: userView(account), self: account.id === whoOf(ctx).account.id,
       enrolledAt: account.mfa ? new Date(account.mfa.enrolledAt).toISOString().slice(0, 10) : undefined, recoveryLeft,
@@ -370,6 +370,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
     'grant-admin': { confirm: true, run: (a, id) => ops.setUserAdmin(a, id, true), done: 'Now an admin.' },
     'revoke-admin': { confirm: true, run: (a, id) => ops.setUserAdmin(a, id, false), done: 'No longer an admin.' },
     password: { confirm: false, run: (a, id, body) => ops.setUserPassword(a, id, text(body, 'password', 1024)), done: 'Password set; they were signed out everywhere.' },
+    'revoke-app': { confirm: false, run: (a, id, body) => ops.revokeConnectedApp(a, id, text(body, 'client_id', 200)), done: 'Access removed: the app\'s tokens were revoked and it asks for consent at the next sign-in.' },
   };
 
   router.post('/users/:id/:action', ...post, async (ctx) => {
