@@ -55,10 +55,11 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const metrics = new Metrics();
   if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
   const store = instrumentStore(rawStore, metrics);
-  watchStorageAvailability(rawStore, logger);
   // Every audit event also goes to the activity log (admin API), without the request waiting for it.
   const activity = new ActivityLog(store, { maxEvents: config.ADMIN_ACTIVITY_MAX, onAppendFailure: () => metrics.activityAppendFailures.inc() });
   recordActivity(logger, activity);
+  // After the activity log's own listener, so the outage's first line is not sent to the Redis that is away.
+  watchStorageAvailability(rawStore, logger);
   const accounts = new Accounts(store);
   const registry = new Registry(store, { cache: true });
   // Records written before the paging indexes existed (a no-op once they are complete).

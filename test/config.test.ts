@@ -21,6 +21,7 @@ describe('loadConfig', () => {
       WEBAUTHN_RP_ID: 'localhost',
       WEBAUTHN_ORIGINS: ['http://localhost:3000'],
       WORKERS: 1,
+      ADMIN_ACTIVITY_MAX: 100000,
     });
   });
 

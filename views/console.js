@@ -1,4 +1,4 @@
-/* global document, navigator */
+/* global navigator */
 // The console's copy buttons: shown only where scripts run; without them the secret is plain text to select.
 for (const button of document.querySelectorAll('button[data-copy]')) {
   button.hidden = false;

@@ -15,7 +15,7 @@ import type { Csrf } from '../security/csrf.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
-import { contentSecurityPolicy, type Views } from '../views.ts';
+import type { Views } from '../views.ts';
 import { OperationError, userView, type Actor, type Operations } from './operations.ts';
 
 /**
@@ -79,9 +79,8 @@ export function consoleRoutes(deps: ConsoleDeps) {
   const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
 
   function render(ctx: Context, who: Admin, view: string, data: Record<string, unknown>) {
+    // The page showing a secret loads the copy button's script (same origin only, as every page's CSP allows).
     views.render(ctx, `admin/${view}`, { csrf: csrf.token(who.csrfScope), me: who.account.email, path: ctx.path, ...data });
-    // The page showing a secret loads the copy button's script (same origin only); the others run none.
-    if (view === 'secret') ctx.set('Content-Security-Policy', `${contentSecurityPolicy()}; script-src 'self'`);
   }
 
   function notFound(ctx: Context, what: string) {

@@ -57,15 +57,24 @@ export class ActivityLog {
   readonly #maxEvents: number;
   readonly #onAppendFailure: () => void;
   readonly #pending = new Set<Promise<unknown>>();
+  #storageDown = false;
   failures = 0;
 
   constructor(store: Store, options: { maxEvents: number; onAppendFailure?: () => void }) {
     this.#store = store;
     this.#maxEvents = options.maxEvents;
     this.#onAppendFailure = options.onAppendFailure ?? (() => {});
+    // During an outage appends are dropped (and counted), not sent: each would hold the connection for a
+    // whole command deadline in front of the requests that are being answered 503.
+    store.onAvailabilityChange?.((available) => (this.#storageDown = !available));
   }
 
   append(event: AuditEvent, fields: Record<string, unknown>, msg: string): void {
+    if (this.#storageDown) {
+      this.failures += 1;
+      this.#onAppendFailure();
+      return;
+    }
     const entry: Record<string, unknown> = { event, msg };
     for (const [name, value] of Object.entries(fields)) entry[name] = SECRET_NAMES.has(name) ? '[redacted]' : clean(value);
     const write = this.#store

@@ -67,7 +67,7 @@ describe('admin console in a browser', () => {
     await page.goto(`${server.issuer}/admin`);
     assert.equal(await currentStep(page, ''), 'login', 'the console sends a stranger to sign in');
     await fillLogin(page, email, PASSWORD);
-    await submit(page, page.getByRole('button', { name: 'Sign in' }));
+    await submit(page, page.getByRole('button', { name: 'Sign in', exact: true }));
     assert.equal(await currentStep(page, ''), 'mfa', 'the console asks for the second factor');
     await fillCode(page, await nextTotpCode(server.issuer, secret));
     await submit(page, page.getByRole('button', { name: 'Verify' }));
@@ -218,7 +218,7 @@ describe('admin console in a browser', () => {
     try {
       await page.goto(`${server.issuer}/admin`);
       await fillLogin(page, 'carol@example.com', PASSWORD);
-      await submit(page, page.getByRole('button', { name: 'Sign in' }));
+      await submit(page, page.getByRole('button', { name: 'Sign in', exact: true }));
       // The console asks for a second factor: carol has none, so she sets one up first.
       assert.equal(await currentStep(page, ''), 'enroll');
       await enrollOnPage(page);
@@ -241,13 +241,13 @@ describe('admin console in a browser', () => {
       // The account page signs dave in with his password alone (MFA_POLICY=optional, no factor).
       await page.goto(`${server.issuer}/account`);
       await fillLogin(page, 'dave@example.com', PASSWORD);
-      await submit(page, page.getByRole('button', { name: 'Sign in' }));
+      await submit(page, page.getByRole('button', { name: 'Sign in', exact: true }));
       assert.equal(await heading(page), 'Your account');
       await page.goto(`${server.issuer}/admin`);
       assert.equal(await currentStep(page, ''), 'login', 'sign in again (prompt=login) rather than the console');
       assert.equal(new URL(page.url()).pathname.startsWith('/interaction/'), true);
       await fillLogin(page, 'dave@example.com', PASSWORD);
-      await submit(page, page.getByRole('button', { name: 'Sign in' }));
+      await submit(page, page.getByRole('button', { name: 'Sign in', exact: true }));
       assert.equal(await currentStep(page, ''), 'enroll', 'the second factor is demanded');
       await enrollOnPage(page);
       await submit(page, page.getByRole('button', { name: 'I have saved them' }));
