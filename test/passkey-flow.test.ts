@@ -197,3 +197,78 @@ describe('passkeys at sign-in', () => {
     }
   });
 });
+
+describe('a passkey as the account page’s proof', () => {
+  const NOT_ACCEPTED = 'The passkey was not accepted. Try again, or use your password and code.';
+
+  /** The WebAuthn options of the passkey-proof button in the form posting to `…suffix`. */
+  function proofOptionsOf(html: string, suffix: string) {
+    for (const m of html.matchAll(/<form[^>]*action="([^"]+)"[^>]*>([\s\S]*?)<\/form>/g)) {
+      const options = m[2]!.match(/data-passkey-proof data-options="([^"]*)"/)?.[1];
+      if (m[1]!.endsWith(suffix) && options) return JSON.parse(unescapeHtml(options));
+    }
+    return undefined;
+  }
+
+  /** A passkey-only person (enrolled with a passkey at sign-in) on /account, with that sign-in's session. */
+  async function onAccountPage(device?: SoftAuthenticator) {
+    const enrolled = await enrolledWithPasskey(device);
+    const url = new URL('/account', server.issuer);
+    const { page } = await follow(enrolled.flow.jar, server.issuer, await browse(enrolled.flow.jar, url), url);
+    assert.equal(page!.url.pathname, '/account');
+    return { ...enrolled, jar: enrolled.flow.jar, page: page! };
+  }
+
+  const recoveryLeft = async (id: string) => server.app.secondFactor.recoveryCodesLeft((await server.app.accounts.find(id))!);
+
+  test('a passkey-only person changes the password with a passkey: no password, no recovery code used; a replay is refused', async () => {
+    const { person, device, jar, page } = await onAccountPage();
+    const options = proofOptionsOf(page.html, '/account/password');
+    assert.ok(options, 'the password form offers a passkey proof');
+    assert.equal(options.userVerification, 'required');
+    assert.deepEqual(options.allowCredentials.map((c: { id: string }) => c.id), [...device.keys.keys()]);
+    const before = await recoveryLeft(person.id);
+    const response = JSON.stringify(device.get(options));
+    const changed = await postForm(jar, page, '/account/password', { new_password: 'a brand new passphrase', passkey_response: response });
+    assert.equal(errorOf(changed.page!.html), undefined);
+    assert.match(changed.page!.html, /Your password was changed/);
+    assert.ok(await server.app.accounts.authenticate(person.email, 'a brand new passphrase'), 'the new password works');
+    assert.equal(await recoveryLeft(person.id), before, 'no recovery code used');
+    assert.ok(server.logs.some((l) => l.event === 'passkey_used' && l.accountId === person.id && l.as === 'proof' && l.userVerified === true));
+
+    const replay = await postForm(jar, changed.page!, '/account/password', { new_password: 'yet another passphrase', passkey_response: response });
+    assert.equal(errorOf(replay.page!.html), NOT_ACCEPTED);
+    assert.equal(await server.app.accounts.authenticate(person.email, 'yet another passphrase'), undefined, 'the replay changed nothing');
+  });
+
+  test('another person’s passkey, and one without user verification, do not prove who you are', async () => {
+    const { person, jar, page } = await onAccountPage();
+    const other = await enrolledWithPasskey();
+    const options = proofOptionsOf(page.html, '/account/password');
+    const theirs = await postForm(jar, page, '/account/password', { new_password: 'a brand new passphrase', passkey_response: JSON.stringify(other.device.get(options, { keyId: [...other.device.keys.keys()][0] })) });
+    assert.equal(errorOf(theirs.page!.html), NOT_ACCEPTED);
+    assert.ok(server.logs.some((l) => l.event === 'second_factor_failed' && l.accountId === person.id && l.method === 'passkey' && l.reason === 'unknown'));
+
+    const unverified = await onAccountPage(new SoftAuthenticator({ origin: server.issuer, userVerification: false }));
+    const refused = await postForm(unverified.jar, unverified.page, '/account/password', {
+      new_password: 'a brand new passphrase',
+      passkey_response: JSON.stringify(unverified.device.get(proofOptionsOf(unverified.page.html, '/account/password'))),
+    });
+    assert.equal(errorOf(refused.page!.html), NOT_ACCEPTED);
+    for (const who of [person, other.person, unverified.person]) assert.equal(await server.app.accounts.authenticate(who.email, 'a brand new passphrase'), undefined);
+  });
+
+  test('bad passkey proofs count in the lockout: then even a good one is refused (429)', async () => {
+    const { person, device, jar, page: first } = await onAccountPage();
+    let page = first;
+    for (let i = 0; i < 10; i += 1) {
+      const bad = device.get(proofOptionsOf(page.html, '/account/password'), { origin: 'http://evil.example' });
+      page = (await postForm(jar, page, '/account/password', { new_password: 'a brand new passphrase', passkey_response: JSON.stringify(bad) })).page!;
+    }
+    const good = await postForm(jar, page, '/account/password', { new_password: 'a brand new passphrase', passkey_response: JSON.stringify(device.get(proofOptionsOf(page.html, '/account/password'))) });
+    assert.equal(good.page!.status, 429);
+    assert.equal(errorOf(good.page!.html), MESSAGES.locked);
+    assert.ok(server.logs.some((l) => l.event === 'lockout_started' && l.accountId === person.id && l.factor === 'passkey'));
+    await server.app.lockout.unlock({ account: person.email });
+  });
+});

@@ -33,4 +33,32 @@
       });
     }
   }
+
+  // The account page's proof: a passkey instead of password and code, in the form that needs it.
+  for (const button of document.querySelectorAll('button[data-passkey-proof]')) {
+    const form = button.form;
+    const options = JSON.parse(button.dataset.options);
+    const error = form.querySelector('.passkey-error');
+    const proofFields = form.querySelectorAll('[data-proof]');
+    const needProofFields = (yes) => proofFields.forEach((field) => (field.required = yes));
+    button.hidden = false;
+    button.addEventListener('click', () => {
+      error.hidden = true;
+      // The form's other fields (a new password, a name) are still checked; the password and code are not needed.
+      needProofFields(false);
+      if (!form.reportValidity()) return needProofFields(true);
+      startAuthentication({ optionsJSON: options }).then(
+        (response) => {
+          form.elements.passkey_response.value = JSON.stringify(response);
+          form.submit();
+        },
+        (err) => {
+          needProofFields(true);
+          if (err && err.name === 'AbortError') return;
+          error.textContent = 'The passkey was not used. Try again, or use your password and code.';
+          error.hidden = false;
+        },
+      );
+    });
+  }
 })();

@@ -191,12 +191,13 @@ export class Passkeys {
 
   /**
    * Options to sign in with a passkey. Without `account`: any discoverable passkey of this site, user
-   * verification required (a passwordless sign-in); with one: that account's passkeys (a second factor).
+   * verification required (a passwordless sign-in); with one: that account's passkeys (a second factor,
+   * user verification preferred, unless `userVerification` says required).
    */
-  async authenticationOptions(scope: string, account?: Account): Promise<PublicKeyCredentialRequestOptionsJSON> {
+  async authenticationOptions(scope: string, account?: Account, userVerification: 'required' | 'preferred' = account ? 'preferred' : 'required'): Promise<PublicKeyCredentialRequestOptionsJSON> {
     const options = await generateAuthenticationOptions({
       rpID: this.#rpId,
-      userVerification: account ? 'preferred' : 'required',
+      userVerification,
       timeout: CHALLENGE_TTL_SECONDS * 1000,
       ...(account ? { allowCredentials: passkeysOf(account).map((p) => ({ id: p.id, ...(p.transports ? { transports: p.transports } : {}) })) } : {}),
     });

@@ -26,7 +26,8 @@ import { scopeInWords } from './scope-words.ts';
  * callback needs no code redemption: the session the flow created is what this page uses.
  *
  * Every change (new recovery codes, another authenticator, a new password) needs the current password
- * AND a current code, counted by the lockout: a stolen session alone cannot swap the factor. Forms are
+ * AND a current code, or one of the person's passkeys with user verification, counted by the lockout:
+ * a stolen session alone cannot swap the factor. Forms are
  * plain posts with a CSRF token bound to the session, so the page works without JavaScript.
  */
 export interface AccountPageDeps extends InteractionDeps {
@@ -52,6 +53,7 @@ export function accountRoutes(deps: AccountPageDeps) {
   const router = new Router({ prefix: '/account' });
   const form = formBody();
   const FORM_EXPIRED = 'the form expired; open your account page again';
+  const PASSKEY_NOT_ACCEPTED = 'The passkey was not accepted. Try again, or use your password and code.';
   const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
 
   interface Signed {
@@ -116,16 +118,32 @@ export function accountRoutes(deps: AccountPageDeps) {
       passkeysOn: passkeyMode !== 'off',
       passkeys: passkeysOf(account).map((p) => ({ id: p.id, name: p.name, authenticator: authenticatorName(p.aaguid), created: day(p.createdAt), lastUsed: day(p.lastUsedAt) })),
       apps: (await listConnectedApps(store, deps.registry, account.id)).map(appView),
+      // One challenge per render, for this session, used up by whichever form a passkey proves first.
+      passkeyProof: passkeyProves(account) ? await passkeys.authenticationOptions(who.csrfScope, account, 'required') : undefined,
+      passkeyScript: passkeyProves(account),
       ...extra,
     });
   }
 
+  /** Whether a passkey assertion can stand in for password and code: one of the person's own passkeys. */
+  function passkeyProves(account: Account): boolean {
+    return passkeyMode !== 'off' && passkeysOf(account).length > 0;
+  }
+
   /**
    * The fresh proof every change needs: the current password and a current code (TOTP or recovery
-   * code). An account without a factor (MFA_POLICY=optional) proves the password only.
+   * code), or instead an assertion of one of the person's passkeys with user verification (something
+   * held and something known or are, at once). An account without a factor (MFA_POLICY=optional)
+   * proves the password only.
    */
   async function proof(ctx: Context, who: Signed): Promise<string | undefined> {
     const body = ctx.request.body as Record<string, unknown>;
+    if (typeof body.passkey_response === 'string' && body.passkey_response !== '') {
+      if (!passkeyProves(who.account)) return PASSKEY_NOT_ACCEPTED;
+      const checked = await checks.passkey(who.csrfScope, body.passkey_response, ctx.ip, who.account, 'proof');
+      if (checked.status === 'locked') return lockedMessage(ctx, checked.retryAfterSeconds);
+      return checked.status === 'ok' ? undefined : PASSKEY_NOT_ACCEPTED;
+    }
     const password = typeof body.current_password === 'string' ? body.current_password : '';
     const code = typeof body.code === 'string' ? body.code.slice(0, 64) : '';
     const pwd = await checks.password(who.account.email, password, ctx.ip);

@@ -87,22 +87,23 @@ export class FactorChecks {
   /**
    * A passkey assertion answering a challenge issued for `scope`, counted as the `passkey` factor of the
    * passkey's owner (found from the credential id; an unknown credential is its own subject) and of the
-   * IP. `account`: a second factor, only that account's passkeys count; without it, a passwordless
-   * sign-in, which needs user verification.
+   * IP. `account`: only that account's passkeys count — a second factor, or (`as: 'proof'`) the account
+   * page's proof, which replaces password and code and so needs user verification; without it, a
+   * passwordless sign-in, which needs user verification too.
    */
-  async passkey(scope: string, raw: unknown, ip: string, account?: Pick<Account, 'id' | 'email'>): Promise<Checked<{ account: Account; passkey: StoredPasskey; userVerified: boolean }>> {
+  async passkey(scope: string, raw: unknown, ip: string, account?: Pick<Account, 'id' | 'email'>, as: 'second_factor' | 'proof' = 'second_factor'): Promise<Checked<{ account: Account; passkey: StoredPasskey; userVerified: boolean }>> {
     const response = parseCredentialResponse<AuthenticationResponseJSON>(raw);
     const owner = account ?? (response ? await this.#passkeys.ownerOf(response.id) : undefined);
     const subject = owner ? normalizeEmail(owner.email) : `passkey:${digest(response?.id ?? `malformed:${ip}`)}`;
     let used = { ok: false, reason: 'malformed' } as PasskeyUse;
     const result = await this.#lockout.attempt({ factor: 'passkey', account: subject, ip }, async () => {
-      if (response) used = await this.#passkeys.authenticate(scope, response, { ...(account ? { accountId: account.id } : {}), requireUserVerification: !account });
+      if (response) used = await this.#passkeys.authenticate(scope, response, { ...(account ? { accountId: account.id } : {}), requireUserVerification: !account || as === 'proof' });
       return used.ok;
     });
-    const how = account ? 'second_factor' : 'passwordless';
+    const how = account ? as : 'passwordless';
     if (result.status === 'ok' && used.ok) {
       this.#metrics.passkeys.inc({ event: 'used', detail: how });
-      audit(this.#logger, 'passkey_used', { accountId: used.account.id, as: how, userVerified: used.userVerified, ip }, 'signed in with a passkey');
+      audit(this.#logger, 'passkey_used', { accountId: used.account.id, as: how, userVerified: used.userVerified, ip }, how === 'proof' ? 'proved who they are with a passkey' : 'signed in with a passkey');
       return { status: 'ok', account: used.account, passkey: used.passkey, userVerified: used.userVerified };
     }
     const reason = result.status === 'locked' ? 'locked' : used.ok ? 'invalid' : used.reason;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import * as oc from 'openid-client';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { ACR_MFA } from '../../src/interactions/mfa-policy.ts';
 import { MESSAGES } from '../../src/interactions/routes.ts';
 import { SCREENSHOTS, currentStep, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
@@ -112,8 +112,8 @@ describe('passkeys in Chromium, with openid-client', () => {
   }
 
   /** Clicks a passkey button: the ceremony runs on the virtual authenticator, then the form posts. */
-  async function usePasskey(on: Page, name: RegExp) {
-    const button = on.getByRole('button', { name });
+  async function usePasskey(on: Page, name: RegExp | Locator) {
+    const button = name instanceof RegExp ? on.getByRole('button', { name }) : name;
     await button.waitFor({ state: 'visible' });
     await submit(on, button);
   }
@@ -204,7 +204,7 @@ describe('passkeys in Chromium, with openid-client', () => {
     }
   });
 
-  test('the account page lists, renames and removes a passkey; a removed passkey no longer signs in', async () => {
+  test('the account page lists, renames (proved with the passkey) and removes (password + code) a passkey; a removed passkey no longer signs in', async () => {
     await context.clearCookies();
     await page.goto(new URL('/account', server.issuer).href);
     await usePasskey(page, /sign in with a passkey/i);
@@ -214,15 +214,16 @@ describe('passkeys in Chromium, with openid-client', () => {
     await page.getByText('Rename or remove “Kim’s laptop”').click();
     await page.screenshot({ path: new URL('account-passkeys.png', SCREENSHOTS).pathname, fullPage: true });
 
+    // The passkey proves who this is: no password, no recovery code used up.
     await page.getByLabel('New name').fill('Old laptop');
-    await page.locator('#rename-0-password').fill(PASSWORD);
-    await page.locator('#rename-0-code').fill(recoveryCodes[0]!);
-    await submit(page, page.getByRole('button', { name: 'Rename' }));
+    const rename = page.locator('form[action="/account/passkeys/rename"]');
+    await usePasskey(page, rename.getByRole('button', { name: 'Use a passkey instead' }));
     assert.match(await page.getByRole('status').innerText(), /Renamed to “Old laptop”/);
+    assert.ok(server.logs.some((l) => l.event === 'passkey_used' && l.as === 'proof'));
 
     await page.getByText('Rename or remove “Old laptop”').click();
     await page.locator('#remove-0-password').fill(PASSWORD);
-    await page.locator('#remove-0-code').fill(recoveryCodes[1]!);
+    await page.locator('#remove-0-code').fill(recoveryCodes[0]!);
     await submit(page, page.getByRole('button', { name: 'Remove this passkey' }));
     assert.match(await page.getByRole('status').innerText(), /was removed/);
     assert.equal((await server.app.accounts.findByEmail(EMAIL))!.passkeys, undefined);
