@@ -10,7 +10,7 @@ import { formBody } from '../interactions/form-body.ts';
 import { ACR_MFA } from '../interactions/mfa-policy.ts';
 import type { ActivityFilter, ActivityLog } from '../observability/activity.ts';
 import { AUDIT_EVENTS } from '../observability/audit.ts';
-import { RegistryError, type GrantType, type Registry } from '../oidc/registry.ts';
+import { ensureOwnClient, RegistryError, type GrantType, type Registry } from '../oidc/registry.ts';
 import type { Csrf } from '../security/csrf.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
 import { keys } from '../storage/keys.ts';
@@ -525,21 +525,7 @@ async function recentCounts(activity: ActivityLog) {
   };
 }
 
-/**
- * Registers the console's client, once per issuer (every node finds the same one). Called at start,
- * before the provider is configured: its grants live only as long as the sign-in needs (provider.ts).
- */
-export async function ensureConsoleClient({ store, registry, issuer }: { store: Store; registry: Registry; issuer: string }): Promise<string> {
-  const callback = `${issuer}/admin/callback`;
-  const id = await store.get(keys.adminConsoleClient);
-  const existing = id ? await registry.findClient(id) : undefined;
-  if (id && existing && ((existing.redirect_uris ?? []) as string[]).includes(callback)) return id;
-  if (id && existing) await registry.deleteClient(id).catch(() => {});
-  const created = await registry.createClient(
-    { name: 'Latchkey console', grants: ['authorization_code'], redirectUris: [callback], scope: SCOPE, public: true, firstParty: true },
-    async () => {},
-    { ownOrigin: new URL(issuer).origin },
-  );
-  await store.set(keys.adminConsoleClient, created.clientId);
-  return created.clientId;
+/** The page's own client (registry.ts `ensureOwnClient`). */
+export function ensureConsoleClient(deps: { store: Store; registry: Registry; issuer: string }): Promise<string> {
+  return ensureOwnClient(deps, { key: keys.adminConsoleClient, name: 'Latchkey console', callbackPath: '/admin/callback' });
 }

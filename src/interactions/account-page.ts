@@ -6,7 +6,7 @@ import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
 import { consentRevokedEvent, listConnectedApps, revokeConnectedApp, type ConnectedApp } from '../accounts/connected-apps.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
-import type { Registry } from '../oidc/registry.ts';
+import { ensureOwnClient, type Registry } from '../oidc/registry.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
@@ -365,21 +365,7 @@ export function accountRoutes(deps: AccountPageDeps) {
   return router;
 }
 
-/**
- * Registers the account page's client, once per issuer (every node finds the same one). Called at start,
- * before the provider is configured: its grants live only as long as the sign-in needs (provider.ts).
- */
-export async function ensureAccountPageClient({ store, registry, issuer }: { store: Store; registry: Registry; issuer: string }): Promise<string> {
-  const callback = `${issuer}/account/callback`;
-  const id = await store.get(keys.accountPageClient);
-  const existing = id ? await registry.findClient(id) : undefined;
-  if (id && existing && ((existing.redirect_uris ?? []) as string[]).includes(callback)) return id;
-  if (id && existing) await registry.deleteClient(id).catch(() => {});
-  const created = await registry.createClient(
-    { name: 'Your Latchkey account', grants: ['authorization_code'], redirectUris: [callback], scope: SCOPE, public: true, firstParty: true },
-    async () => {},
-    { ownOrigin: new URL(issuer).origin },
-  );
-  await store.set(keys.accountPageClient, created.clientId);
-  return created.clientId;
+/** The page's own client (registry.ts `ensureOwnClient`). */
+export function ensureAccountPageClient(deps: { store: Store; registry: Registry; issuer: string }): Promise<string> {
+  return ensureOwnClient(deps, { key: keys.accountPageClient, name: 'Your Latchkey account', callbackPath: '/account/callback' });
 }

@@ -493,3 +493,26 @@ export class Registry {
     return ids.length;
   }
 }
+
+/**
+ * Registers one of the server's own first-party public clients (the account page, the console) once per
+ * issuer, so every node finds the same one; registered again when the issuer's callback changed.
+ * Called at start, before the provider is configured: their grants live only as long as a sign-in needs.
+ */
+export async function ensureOwnClient(
+  { store, registry, issuer }: { store: Store; registry: Registry; issuer: string },
+  own: { key: string; name: string; callbackPath: string },
+): Promise<string> {
+  const callback = `${issuer}${own.callbackPath}`;
+  const id = await store.get(own.key);
+  const existing = id ? await registry.findClient(id) : undefined;
+  if (id && existing && ((existing.redirect_uris ?? []) as string[]).includes(callback)) return id;
+  if (id && existing) await registry.deleteClient(id).catch(() => {});
+  const created = await registry.createClient(
+    { name: own.name, grants: ['authorization_code'], redirectUris: [callback], scope: 'openid', public: true, firstParty: true },
+    async () => {},
+    { ownOrigin: new URL(issuer).origin },
+  );
+  await store.set(own.key, created.clientId);
+  return created.clientId;
+}
