@@ -32,11 +32,17 @@ export function keyFromPage(text: string): string {
   return text.replace(/\s+/g, '').toUpperCase();
 }
 
+/** The test-clock time of the last code handed out: the next one must be at least one step later. */
+let lastCodeAt = -Infinity;
+
 /** A code a server will accept now, newer than any code of this secret accepted before. */
 export async function nextTotpCode(issuer: string, secret: string): Promise<string> {
   if (onTestClock.has(new URL(issuer).origin)) {
     totpClock.offsetMs += STEP_MS;
-    return totpCodeAt(secret, totpClock.now());
+    // A test that moved Date ahead (mock timers) and back could otherwise land in the step it used last.
+    if (totpClock.now() < lastCodeAt + STEP_MS) totpClock.offsetMs += lastCodeAt + STEP_MS - totpClock.now();
+    lastCodeAt = totpClock.now();
+    return totpCodeAt(secret, lastCodeAt);
   }
   const now = Date.now();
   return totpCodeAt(secret, STEP_MS - (now % STEP_MS) < 2000 ? now + STEP_MS : now);
@@ -44,7 +50,10 @@ export async function nextTotpCode(issuer: string, secret: string): Promise<stri
 
 /** A code for the current step (enrollment: nothing was accepted before). */
 export async function currentTotpCode(issuer: string, secret: string): Promise<string> {
-  if (onTestClock.has(new URL(issuer).origin)) return totpCodeAt(secret, totpClock.now());
+  if (onTestClock.has(new URL(issuer).origin)) {
+    lastCodeAt = Math.max(lastCodeAt, totpClock.now());
+    return totpCodeAt(secret, totpClock.now());
+  }
   return nextTotpCode(issuer, secret);
 }
 
