@@ -1,6 +1,5 @@
 import { createLogger } from '../src/observability/logger.ts';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { Accounts } from '../src/accounts/accounts.ts';
@@ -8,7 +7,8 @@ import { COMMANDS, commandContext } from '../src/cli/commands.ts';
 import { Registry, RegistryError } from '../src/oidc/registry.ts';
 import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { browse, CookieJar, follow, formAction, hiddenField, signInAndRedeem, type ClientCreds, type Followed, type Page } from './helpers/flow.ts';
-import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+import { startLogoutReceiver, type LogoutReceiver } from './helpers/logout-receiver.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { nextTotpCode } from './helpers/totp.ts';
 import { createWorld, POST_LOGOUT_URI, REDIRECT_URI, type World } from './helpers/world.ts';
@@ -19,36 +19,6 @@ import { createWorld, POST_LOGOUT_URI, REDIRECT_URI, type World } from './helper
  */
 const EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 const SCOPE = 'openid offline_access';
-
-/** A relying party's back-channel logout endpoint: collects the `logout_token`s posted to it. */
-async function startRelyingParty(behaviour: 'answer' | 'hang' = 'answer') {
-  const received: string[] = [];
-  const server: Server = createServer((req, res) => {
-    let body = '';
-    req.on('data', (chunk) => (body += chunk));
-    req.on('end', () => {
-      const token = new URLSearchParams(body).get('logout_token');
-      if (token) received.push(token);
-      if (behaviour === 'answer') res.end();
-    });
-  });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return {
-    uri: `http://127.0.0.1:${port}/backchannel-logout`,
-    received,
-    /** Waits (bounded) until `count` tokens arrived: delivery is asynchronous by design. */
-    async waitFor(count: number) {
-      for (let i = 0; i < 250 && received.length < count; i += 1) await new Promise((r) => setTimeout(r, 20));
-      assert.ok(received.length >= count, `${received.length} logout token(s) received, expected ${count}`);
-      return received.slice(0, count);
-    },
-    async close() {
-      server.closeAllConnections();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
 
 /** The browser at the end_session_endpoint: confirms "sign out", follows what comes back. */
 async function rpInitiatedLogout(issuer: string, jar: CookieJar, idToken: string) {
@@ -65,7 +35,7 @@ function suite(storeKind: 'redis' | 'memory') {
   let redis: TestRedis | undefined;
   let server: TestServer;
   let world: World;
-  let rp: Awaited<ReturnType<typeof startRelyingParty>>;
+  let rp: LogoutReceiver;
   let app: ClientCreds & { secret: string };
   let jwks: ReturnType<typeof createRemoteJWKSet>;
 
@@ -73,7 +43,7 @@ function suite(storeKind: 'redis' | 'memory') {
     if (storeKind === 'redis') redis = await startRedis();
     server = await startServer({ ...(redis ? { redisUrl: redis.url } : {}), logoutDelivery: { timeoutMs: 400, retryDelaysMs: [20, 20], pollMs: 200 } });
     world = await createWorld(server);
-    rp = await startRelyingParty();
+    rp = await startLogoutReceiver();
     app = await newApp(rp.uri);
     jwks = createRemoteJWKSet(new URL('/jwks', server.issuer));
   });
@@ -191,7 +161,7 @@ function suite(storeKind: 'redis' | 'memory') {
   });
 
   it('an app that does not answer does not hold up the sign-out; the failure is retried, then logged and counted', async () => {
-    const down = await startRelyingParty('hang');
+    const down = await startLogoutReceiver('hang');
     const saved = app;
     try {
       app = await newApp(down.uri);

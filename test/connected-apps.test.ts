@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer, type Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { listConnectedApps, markAppUsed, readConsent, rememberConsent, revokeConnectedApp } from '../src/accounts/connected-apps.ts';
 import { keys } from '../src/storage/keys.ts';
 import { browse, CookieJar, endpoints, follow, formAction, hiddenField, signIn, signInAndRedeem, type Followed, type Page } from './helpers/flow.ts';
-import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+import { startLogoutReceiver, type LogoutReceiver } from './helpers/logout-receiver.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { API_URI, createWorld, enrollTotp, POST_LOGOUT_URI, REDIRECT_URI, type World } from './helpers/world.ts';
 
@@ -18,36 +18,6 @@ import { API_URI, createWorld, enrollTotp, POST_LOGOUT_URI, REDIRECT_URI, type W
  */
 const SCOPE = 'openid profile offline_access api:read';
 const DAY = new Date().toISOString().slice(0, 10);
-
-/** The app's back-channel logout endpoint: collects the `logout_token`s posted to it. */
-async function startRelyingParty() {
-  const received: string[] = [];
-  const server: Server = createServer((req, res) => {
-    let body = '';
-    req.on('data', (chunk) => (body += chunk));
-    req.on('end', () => {
-      const token = new URLSearchParams(body).get('logout_token');
-      if (token) received.push(token);
-      res.end();
-    });
-  });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return {
-    uri: `http://127.0.0.1:${port}/backchannel-logout`,
-    received,
-    /** Waits (bounded) until `count` tokens arrived: delivery is asynchronous by design. */
-    async waitFor(count: number) {
-      for (let i = 0; i < 250 && received.length < count; i += 1) await new Promise((r) => setTimeout(r, 20));
-      assert.ok(received.length >= count, `${received.length} logout token(s) received, expected ${count}`);
-      return received.slice(0, count);
-    },
-    async close() {
-      server.closeAllConnections();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
 
 /** The `latchkey` CLI as a child process against the test's Redis. */
 function cli(redisUrl: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -67,7 +37,7 @@ function suite(storeKind: 'redis' | 'memory') {
   let redis: TestRedis | undefined;
   let server: TestServer;
   let world: World;
-  let rp: Awaited<ReturnType<typeof startRelyingParty>>;
+  let rp: LogoutReceiver;
   let jwks: ReturnType<typeof createRemoteJWKSet>;
   /** The server's clock runs this far ahead of the wall clock ("last used" resolution is a minute). */
   let ahead = 0;
@@ -77,7 +47,7 @@ function suite(storeKind: 'redis' | 'memory') {
     if (storeKind === 'redis') redis = await startRedis();
     server = await startServer({ ...(redis ? { redisUrl: redis.url } : {}), clock, logoutDelivery: { timeoutMs: 400, retryDelaysMs: [20, 20], pollMs: 200 } });
     world = await createWorld(server);
-    rp = await startRelyingParty();
+    rp = await startLogoutReceiver();
     jwks = createRemoteJWKSet(new URL('/jwks', server.issuer));
   });
   after(async () => {

@@ -256,7 +256,7 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
       run: async ({ query, ctx }) => {
         ctx.type = 'application/jsonl';
         ctx.set('Content-Disposition', 'attachment; filename="latchkey-activity.jsonl"');
-        return Readable.from(exportLines(activity, activityFilter(query)));
+        return Readable.from(activity.exportLines(activityFilter(query)));
       },
     }),
   ];
@@ -270,15 +270,6 @@ function activityFilter(query: { event?: string; account_id?: string; client_id?
     ...(query.from !== undefined ? { from: query.from } : {}),
     ...(query.to !== undefined ? { to: query.to } : {}),
   };
-}
-
-async function* exportLines(activity: ActivityLog, filter: ReturnType<typeof activityFilter>) {
-  let cursor: string | undefined;
-  do {
-    const page = await activity.query(filter, { cursor, limit: 100 });
-    if (page.events.length) yield page.events.map((e) => `${JSON.stringify(e)}\n`).join('');
-    cursor = page.next;
-  } while (cursor);
 }
 
 // ---- authentication (RFC 6750) and rate limits ----

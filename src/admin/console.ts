@@ -448,7 +448,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
     ctx.set('Cache-Control', 'no-store');
     ctx.type = 'application/jsonl';
     ctx.set('Content-Disposition', 'attachment; filename="latchkey-activity.jsonl"');
-    ctx.body = Readable.from(exportLines(activity, filter));
+    ctx.body = Readable.from(activity.exportLines(filter));
   });
 
   // ---- Keys ----
@@ -486,15 +486,6 @@ function describeEvent(e: Record<string, unknown>) {
     actor: by?.accountId ? { href: `/admin/users/${encodeURIComponent(by.accountId)}`, label: 'an admin' } : { label: by ? by.clientId ?? by.kind : source },
     details: Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' '),
   };
-}
-
-async function* exportLines(activity: ActivityLog, filter: ActivityFilter) {
-  let cursor: string | undefined;
-  do {
-    const page = await activity.query(filter, { cursor, limit: 100 });
-    if (page.events.length) yield page.events.map((e) => `${JSON.stringify(e)}\n`).join('');
-    cursor = page.next;
-  } while (cursor);
 }
 
 /** The Overview's numbers, counted from the activity log's last hour. */

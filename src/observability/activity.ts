@@ -92,6 +92,16 @@ export class ActivityLog {
     await Promise.all([...this.#pending]);
   }
 
+  /** Every event the filter matches, newest first, as JSON lines a page at a time (an export streams them). */
+  async *exportLines(filter: ActivityFilter): AsyncGenerator<string> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.query(filter, { cursor, limit: 100 });
+      if (page.events.length) yield page.events.map((e) => `${JSON.stringify(e)}\n`).join('');
+      cursor = page.next;
+    } while (cursor);
+  }
+
   /**
    * Newest first, after `cursor` (an id from the previous page). `next` is where to go on: present while
    * older entries may match, including when a page stopped after scanning MAX_SCANNED_PER_PAGE entries.

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
 import { after, describe, test } from 'node:test';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import type * as oc from 'openid-client';
 import { browse, follow, hiddenField } from '../helpers/flow.ts';
-import { freePort } from '../helpers/redis.ts';
+import { startLogoutReceiver, type LogoutReceiver } from '../helpers/logout-receiver.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { POST_LOGOUT_URI, REDIRECT_URI, useWorld, type World } from '../helpers/world.ts';
 import { authorize, note, relyingParty } from './op.ts';
@@ -18,24 +17,13 @@ let server: TestServer;
 let world: World;
 let app: { clientId: string; secret: string; redirectUri: string };
 let rp: oc.Configuration;
-let endpoint: Server;
-const received: string[] = [];
+let endpoint: LogoutReceiver;
 let backchannelUri: string;
 
 useWorld(async (setup) => {
   ({ server, world } = setup);
-  endpoint = createServer((req, res) => {
-    let body = '';
-    req.on('data', (chunk) => (body += chunk));
-    req.on('end', () => {
-      const token = new URLSearchParams(body).get('logout_token');
-      if (token) received.push(token);
-      res.end();
-    });
-  });
-  const port = await freePort();
-  await new Promise<void>((resolve) => endpoint.listen(port, '127.0.0.1', resolve));
-  backchannelUri = `http://127.0.0.1:${port}/backchannel`;
+  endpoint = await startLogoutReceiver();
+  backchannelUri = endpoint.uri;
   const created = await server.app.registry.createClient(
     { name: 'Conformance RP', grants: ['authorization_code'], redirectUris: [REDIRECT_URI], postLogoutRedirectUris: [POST_LOGOUT_URI], scope: 'openid', backchannelLogoutUri: backchannelUri },
     async () => {},
@@ -45,8 +33,7 @@ useWorld(async (setup) => {
 });
 
 after(async () => {
-  endpoint?.closeAllConnections();
-  await new Promise((r) => endpoint?.close(r));
+  await endpoint?.close();
 });
 
 describe('Back-Channel Logout (oidcc-backchannel-rp-initiated-logout-certification-test-plan)', () => {
@@ -70,9 +57,9 @@ describe('Back-Channel Logout (oidcc-backchannel-rp-initiated-logout-certificati
     assert.equal(`${done.leftTo?.origin}${done.leftTo?.pathname}`, POST_LOGOUT_URI);
 
     // Delivered off the request path: wait for it, bounded.
-    for (let i = 0; i < 250 && received.length === 0; i += 1) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(received.length, 1, 'one logout token');
-    const { payload, protectedHeader } = await jwtVerify(received[0]!, createRemoteJWKSet(new URL('/jwks', server.issuer)), { issuer: server.issuer, audience: app.clientId, typ: 'logout+jwt' });
+    const [token] = await endpoint.waitFor(1);
+    assert.equal(endpoint.received.length, 1, 'one logout token');
+    const { payload, protectedHeader } = await jwtVerify(token!, createRemoteJWKSet(new URL('/jwks', server.issuer)), { issuer: server.issuer, audience: app.clientId, typ: 'logout+jwt' });
     assert.equal(protectedHeader.typ, 'logout+jwt');
     assert.equal(payload.sub, claims.sub);
     assert.equal(payload.sid, claims.sid);
