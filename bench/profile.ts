@@ -3,59 +3,74 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
-import { clientCredentialsToken, introspectionRequest, registerLatchkey, signInLoad, tokenRequest, type Server } from './flows.ts';
-import { cannon, startProc } from './lib.ts';
+import { clientCredentialsToken, introspectionRequest, newFlowStats, passkeyUsers, registerLatchkey, signInLoad, tokenRequest, totpUsers, type Server } from './flows.ts';
+import { cannon, cpuSeconds, startProc } from './lib.ts';
 
 /**
  * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
  * with autocannon, and prints the functions with the most self time (and the files they are in).
- *   node bench/profile.ts [--scenario token|introspection|signin] [--seconds 10] [--top 30]
- * (`signin`: complete password sign-ins, 32 concurrent flows; per-request figures are per sign-in.)
+ *   node bench/profile.ts [--scenario token|introspection|signin|totp|passkey] [--seconds 10] [--top 30]
+ * With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
+ * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
+ * concurrent flows; per-request figures are per sign-in, and the load generator's own CPU is printed too.)
  */
 const { values } = parseArgs({
-  options: { scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, top: { type: 'string', default: '30' } },
+  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, top: { type: 'string', default: '30' } },
 });
 const dir = '/tmp/latchkey-profile';
 rmSync(dir, { recursive: true, force: true });
 
 const redis = await startRedis({ ownServer: true });
-const reg = await registerLatchkey(redis.url, { users: values.scenario === 'signin' ? 4 : 0 });
+const signIn = ['signin', 'totp', 'passkey'].includes(values.scenario);
+const reg = await registerLatchkey(redis.url, { users: signIn ? 4 : 0 });
 const port = await freePort();
 const proc = await startProc(
   'latchkey',
   'src/main.ts',
   port,
   {
-    NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}`,
+    ...(values.plain ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}` }),
     REDIS_URL: redis.url,
     NODE_ENV: 'production',
     WORKERS: '1',
-    ISSUER: `http://localhost:${port}`,
+    ISSUER: `http://127.0.0.1:${port}`,
     SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
     LOG_LEVEL: 'info',
     MFA_POLICY: 'optional',
   },
   '/healthz',
 );
-const server = { ...reg, url: proc.url } as unknown as Server;
+const server = { ...reg, url: proc.url, totpUsers: [] } as unknown as Server;
+if (values.scenario === 'totp') server.totpUsers = await totpUsers(server, redis.url, 300, newFlowStats());
+if (values.scenario === 'passkey') server.passkeyUsers = await passkeyUsers(server, redis.url, 50, newFlowStats());
 const admin = new Redis(redis.url);
+let generatorCpu = 0;
+const serverCpuBefore = cpuSeconds(proc.pid);
 const load = await (async () => {
-  if (values.scenario === 'signin') {
+  if (signIn) {
     await admin.config('RESETSTAT');
-    return (await signInLoad(server, { seconds: Number(values.seconds), concurrency: 32 })).load;
+    const before = process.cpuUsage();
+    const { load } = await signInLoad(server, { seconds: Number(values.seconds), concurrency: 32, totp: values.scenario === 'totp', passkey: values.scenario === 'passkey' });
+    const used = process.cpuUsage(before);
+    generatorCpu = used.user + used.system;
+    return load;
   }
   const request = values.scenario === 'introspection' ? introspectionRequest(server, await Promise.all(Array.from({ length: 200 }, () => clientCredentialsToken(server)))) : tokenRequest(server);
   await admin.config('RESETSTAT');
   return cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
 })();
+const serverCpu = cpuSeconds(proc.pid) - serverCpuBefore;
 const stats = await admin.info('commandstats');
 admin.disconnect();
 await proc.stop();
 await redis.dispose();
 
 console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s`);
+console.log(`server CPU: ${Math.round((serverCpu * 1e6) / load.count)} µs/req`);
+if (generatorCpu) console.log(`load generator (this process) CPU: ${Math.round(generatorCpu / load.count)} µs/req`);
 console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / load.count).toFixed(2)}/req)`).join('\n'));
 
+if (values.plain) process.exit(0);
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }
 const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))!;
 const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };

@@ -111,6 +111,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     deviceFlow: { lockout: deviceLockout, logger, metrics },
     consoleClientId,
     onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
+    onConsentGranted: (event) => audit(logger, 'consent_granted', { ...event }, 'consent granted'),
   });
   const csrf = new Csrf(cookieKeys[0]!);
   const secondFactor = new SecondFactor({ store, accounts, box, issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });

@@ -51,6 +51,20 @@ function accountContract(getStore: () => Store) {
     }
   });
 
+  test('an update from the record as the caller read it: applied on what is stored now when that changed since', async () => {
+    const a = accounts();
+    const account = await fresh();
+    const asRead = (await a.find(account.id))!;
+    await a.setDisabled(account.id, true);
+    await a.update(account.id, (x) => void (x.name = 'Ada'), asRead);
+    assert.deepEqual({ name: (await a.find(account.id))!.name, disabled: (await a.find(account.id))!.disabled }, { name: 'Ada', disabled: true }, 'the disable made in between holds');
+    const current = (await a.find(account.id))!;
+    await a.update(account.id, (x) => void (x.name = 'Ada L.'), current);
+    assert.equal((await a.find(account.id))!.name, 'Ada L.');
+    await a.update(account.id, (x) => void (x.name = 'Ada Lovelace'), { ...current, id: crypto.randomUUID(), email: 'someone@example.org' });
+    assert.deepEqual({ ...(await a.find(account.id))! }, { ...current, name: 'Ada Lovelace' }, "another account's record is never taken for this one");
+  });
+
   test('an account stored as a JSON string by an earlier version is updated in place, concurrently too', async () => {
     const store = getStore();
     const legacy: Account = { id: crypto.randomUUID(), email: 'legacy@example.org', passwordHash: (await fresh()).passwordHash, disabled: false, createdAt: 1 };

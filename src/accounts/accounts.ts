@@ -156,11 +156,13 @@ export class Accounts {
    * Changes an account without losing a concurrent change: `change` is applied to the record as read,
    * and the write succeeds only if the stored record is still that one (Store.replaceIf); otherwise it
    * is read again and `change` re-applied. `change` is synchronous — slow work (argon2) happens before.
+   * `asRead`: the record as the caller just read it, tried first without reading it again (a record
+   * changed since only costs the read).
    */
-  async update(id: string, change: (account: Account) => void): Promise<Account> {
+  async update(id: string, change: (account: Account) => void, asRead?: Account): Promise<Account> {
     const key = keys.account(id);
     for (let attempt = 0; attempt < MAX_UPDATE_ATTEMPTS; attempt += 1) {
-      const raw = /^[0-9a-f-]{36}$/.test(id) ? await this.#store.get(key) : null;
+      const raw = attempt === 0 && asRead?.id === id ? JSON.stringify(asRead) : /^[0-9a-f-]{36}$/.test(id) ? await this.#store.get(key) : null;
       if (!raw) throw new AccountError(`no account with id ${id}`);
       const account = JSON.parse(raw) as Account;
       change(account);

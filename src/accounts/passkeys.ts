@@ -214,11 +214,12 @@ export class Passkeys {
   /**
    * Checks an assertion against the challenge issued for `scope` and the stored public key; moves the
    * counter forward and dates the use. `accountId`: only that account's passkeys count (a second factor).
+   * `owner`: the credential's owner as the caller just read it (`ownerOf`), not read again.
    */
-  async authenticate(scope: string, response: AuthenticationResponseJSON, expect: { accountId?: string; requireUserVerification: boolean }): Promise<PasskeyUse> {
-    const challenge = await this.#consume(scope, response);
+  async authenticate(scope: string, response: AuthenticationResponseJSON, expect: { accountId?: string; owner?: Account; requireUserVerification: boolean }): Promise<PasskeyUse> {
+    // Independent reads, sent together; a spent or unknown challenge ends it before anything is verified.
+    const [challenge, account] = await Promise.all([this.#consume(scope, response), expect.owner ?? this.ownerOf(response.id)]);
     if (!challenge) return { ok: false, reason: 'challenge' };
-    const account = await this.ownerOf(response.id);
     const stored = account && passkeysOf(account).find((p) => p.id === response.id);
     if (!account || !stored || account.disabled || (expect.accountId && account.id !== expect.accountId)) return { ok: false, reason: 'unknown' };
     let info;
@@ -243,14 +244,14 @@ export class Passkeys {
     try {
       await this.#accounts.update(account.id, (a) => {
         const current = passkeysOf(a).find((p) => p.id === stored.id);
-        if (!current) throw new AccountError('the passkey was removed');
+        if (!current || a.disabled) throw new AccountError('the passkey was removed');
         // Checked again on the record being written: two uses of one counter value cannot both pass.
         if ((current.counter > 0 || info.newCounter > 0) && info.newCounter <= current.counter) throw new CounterWentBack();
         current.counter = info.newCounter;
         current.lastUsedAt = this.#now();
         current.backedUp = info.credentialBackedUp;
         used = current;
-      });
+      }, account);
     } catch (err) {
       if (err instanceof CounterWentBack) return { ok: false, reason: 'counter' };
       if (err instanceof AccountError) return { ok: false, reason: 'unknown' };

@@ -93,11 +93,12 @@ export class FactorChecks {
    */
   async passkey(scope: string, raw: unknown, ip: string, account?: Pick<Account, 'id' | 'email'>, as: 'second_factor' | 'proof' = 'second_factor'): Promise<Checked<{ account: Account; passkey: StoredPasskey; userVerified: boolean }>> {
     const response = parseCredentialResponse<AuthenticationResponseJSON>(raw);
-    const owner = account ?? (response ? await this.#passkeys.ownerOf(response.id) : undefined);
+    const found = !account && response ? await this.#passkeys.ownerOf(response.id) : undefined;
+    const owner = account ?? found;
     const subject = owner ? normalizeEmail(owner.email) : `passkey:${digest(response?.id ?? `malformed:${ip}`)}`;
     let used = { ok: false, reason: 'malformed' } as PasskeyUse;
     const result = await this.#lockout.attempt({ factor: 'passkey', account: subject, ip }, async () => {
-      if (response) used = await this.#passkeys.authenticate(scope, response, { ...(account ? { accountId: account.id } : {}), requireUserVerification: !account || as === 'proof' });
+      if (response) used = await this.#passkeys.authenticate(scope, response, { ...(account ? { accountId: account.id } : {}), ...(found ? { owner: found } : {}), requireUserVerification: !account || as === 'proof' });
       return used.ok;
     });
     const how = account ? as : 'passwordless';

@@ -2,6 +2,7 @@ import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
+import { consentWithoutAsking, type ConsentGranted } from '../interactions/consent-without-asking.ts';
 import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interactions/mfa-policy.ts';
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
@@ -41,6 +42,8 @@ export interface ProviderDeps {
   deviceFlow: Omit<DeviceFlowDeps, 'store' | 'views'>;
   /** The admin console's own client (admin/console.ts): the same short grants as the account page's. */
   consoleClientId?: string;
+  /** A grant made without the consent page: a first-party client, or consent remembered (the audit event). */
+  onConsentGranted?: (event: ConsentGranted) => void;
 }
 
 const MINUTE = 60;
@@ -56,7 +59,7 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {}, onConsentGranted = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
@@ -222,6 +225,9 @@ export async function createProvider({ config, store, accounts, registry, views,
       BackchannelAuthenticationRequest: 10 * MINUTE,
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: signInPolicy(config.MFA_POLICY) },
+    // A first-party client, or scopes allowed before: the grant is made here and the code issued without
+    // the consent interaction (two redirects fewer); anything to ask goes to the consent page.
+    loadExistingGrant: consentWithoutAsking(store, onConsentGranted, clock),
     async renderError(ctx, out) {
       views.renderError(ctx as never, out);
     },

@@ -182,6 +182,8 @@ export interface SignInResult {
   /** The recovery codes shown after an enrollment. */
   recoveryCodes?: string[];
   consentPage?: Page;
+  /** Every URL the flow requested on the issuer, in order (redirects followed). */
+  visited: URL[];
 }
 
 /** The recovery codes listed on a page. */
@@ -217,12 +219,16 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
   }
   const authUrl = options.authUrl ?? new URL(`/auth?${new URLSearchParams(query)}`, options.issuer);
   const first = options.start ? undefined : options.post ? await browse(jar, new URL('/auth', options.issuer), { form: query }) : await browse(jar, authUrl);
-  let followed = options.start ?? (await follow(jar, options.issuer, first!, authUrl));
-  const result: SignInResult = { jar, verifier, state, nonce };
+  const result: SignInResult = { jar, verifier, state, nonce, visited: [] };
+  const traced = (f: Followed) => {
+    result.visited.push(...f.chain.map((c) => c.url));
+    return f;
+  };
+  let followed = options.start ?? traced(await follow(jar, options.issuer, first!, authUrl));
 
   const post = async (action: string, page: Page, form: Record<string, string>) => {
     const url = new URL(action, page.url);
-    return follow(jar, options.issuer, await browse(jar, url, { form }), url);
+    return traced(await follow(jar, options.issuer, await browse(jar, url, { form }), url));
   };
   for (let step = 0; step < 8 && followed.page; step += 1) {
     const page = followed.page;
@@ -241,7 +247,7 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
       if (how === 'stop') break;
       if (typeof how === 'object') {
         const recovery = new URL(`${new URL(mfa, page.url).pathname.replace(/\/mfa$/, '')}/recovery`, page.url);
-        const recoveryPage = await follow(jar, options.issuer, await browse(jar, recovery), recovery);
+        const recoveryPage = traced(await follow(jar, options.issuer, await browse(jar, recovery), recovery));
         const action = formAction(recoveryPage.page?.html ?? '', '/recovery');
         if (!action || !recoveryPage.page) break;
         followed = await post(action, recoveryPage.page, { _csrf: hiddenField(recoveryPage.page.html, '_csrf')!, recovery_code: how.recoveryCode });
@@ -265,7 +271,7 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
       if (options.consent === 'stop') break;
       const url = new URL(consent, page.url);
       const res = await browse(jar, url, { form: { _csrf: csrf } });
-      followed = await follow(jar, options.issuer, res, url);
+      followed = traced(await follow(jar, options.issuer, res, url));
     } else {
       break;
     }

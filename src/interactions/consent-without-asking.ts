@@ -1,0 +1,57 @@
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import { readConsent, rememberConsent } from '../accounts/connected-apps.ts';
+import { appAskedForConsent } from '../oidc/provider.ts';
+import type { Store } from '../storage/store.ts';
+
+/** Claims every ID token may carry whatever was granted (oidc-provider never asks consent for them). */
+const ALWAYS_ALLOWED_CLAIMS = new Set(['sub', 'sid', 'auth_time', 'acr', 'amr', 'iss']);
+/** A remembered consent's `lastUsedAt` (and its year-long TTL) is renewed at most this often per person and app. */
+const RENEW_AFTER_MS = 60_000;
+
+export interface ConsentGranted {
+  accountId: string;
+  clientId: string;
+  scopes: string[];
+  via: 'first_party' | 'remembered';
+}
+
+/**
+ * oidc-provider's `loadExistingGrant`. Its default finds the session's grant for the client; without one,
+ * a request that needs no asking — a first-party client, or only scopes this person allowed this app
+ * before — gets a new grant holding exactly what it asks for. oidc-provider then issues the code straight
+ * away, instead of a consent interaction that would grant the same thing two redirects later.
+ * Whatever needs asking is left to the consent page as before: the app sent `prompt=consent`, a device
+ * request (always shown), a native app (oidc-provider always asks), `authorization_details`, or a scope
+ * the person never allowed.
+ */
+export function consentWithoutAsking(store: Store, onGranted: (event: ConsentGranted) => void, clock: () => number = Date.now) {
+  return async function loadExistingGrant(ctx: KoaContextWithOIDC) {
+    const { oidc } = ctx;
+    const client = oidc.client!;
+    const existing = oidc.result?.consent?.grantId || oidc.session!.grantIdFor(client.clientId);
+    if (existing) return oidc.provider.Grant.find(existing);
+    const accountId = oidc.session!.accountId;
+    const params = oidc.params ?? {};
+    if (!accountId || appAskedForConsent(params) || oidc.deviceCode || client.applicationType === 'native' || params.authorization_details) return undefined;
+
+    const oidcScopes = [...oidc.requestParamOIDCScopes];
+    const claims = [...oidc.requestParamClaims].filter((c) => !ALWAYS_ALLOWED_CLAIMS.has(c));
+    const resourceScopes = Object.entries(oidc.resourceServers ?? {}).map(([indicator, server]) => [indicator, [...oidc.requestParamScopes].filter((s) => server.scopes.has(s))] as const);
+    const scopes = [...new Set([...oidcScopes, ...resourceScopes.flatMap(([, s]) => s)])];
+
+    const firstParty = client.first_party === true;
+    const remembered = firstParty ? undefined : await readConsent(store, accountId, client.clientId);
+    if (!firstParty && !(remembered && scopes.every((s) => remembered.scopes.includes(s)))) return undefined;
+
+    const grant = new oidc.provider.Grant({ accountId, clientId: client.clientId });
+    if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
+    if (claims.length) grant.addOIDCClaims(claims);
+    for (const [indicator, granted] of resourceScopes) if (granted.length) grant.addResourceScope(indicator, granted.join(' '));
+    // Remembered consent lasts a year from its last use: renewed with the grant (independent writes, sent together).
+    const now = clock();
+    const renew = remembered && !(remembered.lastUsedAt !== undefined && now - remembered.lastUsedAt < RENEW_AFTER_MS);
+    await Promise.all([grant.save(), renew ? rememberConsent(store, accountId, client.clientId, remembered, [], now) : undefined]);
+    onGranted({ accountId, clientId: client.clientId, scopes, via: firstParty ? 'first_party' : 'remembered' });
+    return grant;
+  };
+}
