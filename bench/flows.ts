@@ -1,16 +1,18 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { browse, CookieJar, follow, formAction, hiddenField, pkcePair, type Followed } from '../test/helpers/flow.ts';
+import { CookieJar, formAction, hiddenField, pkcePair } from '../test/helpers/flow.ts';
 import type { Request } from 'autocannon';
 import { Accounts } from '../src/accounts/accounts.ts';
 import { totpCodeAt } from '../src/accounts/totp.ts';
 import { openStore } from '../src/storage/open.ts';
 import { SoftAuthenticator } from '../test/helpers/soft-authenticator.ts';
+import { send, walk, type Walked } from './http.ts';
 import { basic, FORM, percentile, ROOT, type Load } from './lib.ts';
 
 /**
  * Traffic that is more than one request: complete sign-ins over HTTP (the way test/helpers/flow.ts
- * drives the pages, without a browser), and the pools of tokens the load runs use.
+ * drives the pages, without a browser, but with the leaner client of bench/http.ts), and the pools of
+ * tokens the load runs use.
  */
 export interface Creds {
   id: string;
@@ -66,8 +68,8 @@ export interface FlowStats {
 
 export const newFlowStats = (): FlowStats => ({ flows: 0, passkeyAssertions: 0, httpRequests: 0, consentForms: 0, totpCodes: 0, enrollments: 0, waits: 0, status: {} });
 
-function count(stats: FlowStats, followed: Followed) {
-  for (const { status } of followed.chain) {
+function count(stats: FlowStats, followed: Walked) {
+  for (const status of followed.statuses) {
     stats.httpRequests += 1;
     stats.status[status] = (stats.status[status] ?? 0) + 1;
   }
@@ -128,8 +130,8 @@ export async function signIn(server: Server, stats: FlowStats, user: User = serv
     // MFA_POLICY=optional: asking for this acr makes a sign-in enroll an account without a factor.
     ...(enroll ? { acr_values: 'urn:latchkey:mfa' } : {}),
   });
-  const authUrl = new URL(`/auth?${query}`, server.url);
-  let followed = await follow(jar, server.url, await browse(jar, authUrl), authUrl);
+  const origin = new URL(server.url).origin;
+  let followed = await walk(jar, origin, new URL(`/auth?${query}`, server.url));
   count(stats, followed);
   for (let step = 0; step < 6 && followed.page; step += 1) {
     const page = followed.page;
@@ -168,21 +170,19 @@ export async function signIn(server: Server, stats: FlowStats, user: User = serv
     } else {
       throw new Error(`sign-in stopped at ${page.url.pathname} (${page.status}): ${text(page.html)}`);
     }
-    const url = new URL(action, page.url);
-    followed = await follow(jar, server.url, await browse(jar, url, { form }), url);
+    followed = await walk(jar, origin, new URL(action, page.url), { form });
     count(stats, followed);
   }
   const code = followed.leftTo?.searchParams.get('code');
   if (!code) throw new Error(`sign-in did not reach the client: ${followed.page?.status} ${text(followed.page?.html ?? '')}`);
-  const res = await fetch(new URL('/token', server.url), {
-    method: 'POST',
-    headers: { 'content-type': FORM, authorization: basic(server.app.id, server.app.secret) },
-    body: new URLSearchParams({ grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: server.app.redirectUri }),
+  const res = await send(undefined, new URL('/token', server.url), {
+    headers: { accept: 'application/json', authorization: basic(server.app.id, server.app.secret) },
+    form: { grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: server.app.redirectUri },
   });
   stats.httpRequests += 1;
   stats.status[res.status] = (stats.status[res.status] ?? 0) + 1;
-  const body = (await res.json()) as { access_token: string; refresh_token?: string };
-  if (res.status !== 200) throw new Error(`code redemption: ${res.status} ${JSON.stringify(body)}`);
+  if (res.status !== 200) throw new Error(`code redemption: ${res.status} ${res.body}`);
+  const body = JSON.parse(res.body) as { access_token: string; refresh_token?: string };
   stats.flows += 1;
   return body;
 }

@@ -14,6 +14,13 @@ import { cannon, cpuSeconds, startProc } from './lib.ts';
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
  * concurrent flows; per-request figures are per sign-in, and the load generator's own CPU is printed too.)
  */
+/** CPU seconds of a process's main thread alone (its JavaScript; not libuv's pool nor V8's helpers). */
+function mainThreadCpu(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 const { values } = parseArgs({
   options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, top: { type: 'string', default: '30' } },
 });
@@ -29,7 +36,7 @@ const proc = await startProc(
   'src/main.ts',
   port,
   {
-    ...(values.plain ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}` }),
+    ...(values.plain ? (process.env.SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.SERVER_NODE_OPTIONS } : {}) : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}` }),
     REDIS_URL: redis.url,
     NODE_ENV: 'production',
     WORKERS: '1',
@@ -46,6 +53,7 @@ if (values.scenario === 'passkey') server.passkeyUsers = await passkeyUsers(serv
 const admin = new Redis(redis.url);
 let generatorCpu = 0;
 const serverCpuBefore = cpuSeconds(proc.pid);
+const mainThreadBefore = mainThreadCpu(proc.pid);
 const load = await (async () => {
   if (signIn) {
     await admin.config('RESETSTAT');
@@ -60,13 +68,14 @@ const load = await (async () => {
   return cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
 })();
 const serverCpu = cpuSeconds(proc.pid) - serverCpuBefore;
+const serverMainThread = mainThreadCpu(proc.pid) - mainThreadBefore;
 const stats = await admin.info('commandstats');
 admin.disconnect();
 await proc.stop();
 await redis.dispose();
 
 console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s`);
-console.log(`server CPU: ${Math.round((serverCpu * 1e6) / load.count)} µs/req`);
+console.log(`server CPU: ${Math.round((serverCpu * 1e6) / load.count)} µs/req, of which its main thread (JavaScript) ${Math.round((serverMainThread * 1e6) / load.count)}`);
 if (generatorCpu) console.log(`load generator (this process) CPU: ${Math.round(generatorCpu / load.count)} µs/req`);
 console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / load.count).toFixed(2)}/req)`).join('\n'));
 

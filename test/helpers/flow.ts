@@ -24,7 +24,12 @@ export class CookieJar {
   readonly setCookieLines: string[] = [];
 
   store(res: Response): void {
-    for (const line of res.headers.getSetCookie()) {
+    this.storeLines(res.headers.getSetCookie());
+  }
+
+  /** `Set-Cookie` header lines, however they were received. */
+  storeLines(lines: string[]): void {
+    for (const line of lines) {
       this.setCookieLines.push(line);
       const [pair, ...attrs] = line.split(';').map((s) => s.trim());
       const eq = pair!.indexOf('=');
