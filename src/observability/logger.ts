@@ -64,6 +64,16 @@ function prettyAvailable(): boolean {
   }
 }
 
+/**
+ * Standard output, written off the event loop: a line is handed to libuv's pool, and lines logged while
+ * a write is in flight go out together in the next one (the request path makes no write system call).
+ * Each write holds whole lines and at most 4 kB, so lines of several workers on one pipe never mix
+ * (PIPE_BUF); pino writes what is left synchronously when the process exits, a crash included.
+ */
+function stdout(): DestinationStream {
+  return pino.destination({ dest: 1, sync: false, maxWrite: 4096 });
+}
+
 export function createLogger(options: { level: string; format?: LogFormat; pretty?: boolean; destination?: DestinationStream }): Logger {
   let pretty = options.format === 'pretty' || options.pretty === true;
   // pino-pretty is a dev dependency: a production install has no pretty printer, so JSON it is.
@@ -77,9 +87,7 @@ export function createLogger(options: { level: string; format?: LogFormat; prett
   };
   const logger = pretty
     ? pino({ ...settings, transport: { target: 'pino-pretty', options: { colorize: true } } })
-    : options.destination
-      ? pino(settings, options.destination)
-      : pino(settings);
+    : pino(settings, options.destination ?? stdout());
   if (missingPretty) logger.warn('LOG_FORMAT=pretty needs the dev dependency pino-pretty, which is not installed: logging JSON');
   return logger;
 }
