@@ -5,6 +5,7 @@ import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { createWorld, type World } from './helpers/world.ts';
 import { createLogger } from '../src/observability/logger.ts';
+import { audit } from '../src/observability/audit.ts';
 
 /**
  * Logs and metrics of a real server on a real Redis: one sign-in, the token endpoint, introspection,
@@ -231,5 +232,18 @@ describe('logger redaction', () => {
     assert.equal(lines.length, 1);
     for (const v of values) assert.ok(!lines[0]!.includes(v), `${v} redacted in ${lines[0]}`);
     assert.match(lines[0]!, /\[redacted\]/);
+  });
+
+  it('audit lines: flat fields pass as they are, a secret-named or nested field is still redacted', () => {
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'info', format: 'json', destination: { write: (s: string) => void lines.push(s) } });
+    audit(logger, 'signin_succeeded', { accountId: 'a-1', amr: ['hwk', 'user'], ip: '127.0.0.1' });
+    audit(logger, 'signin_failed', { reason: 'invalid', password: 'pw-0123456789' });
+    audit(logger, 'signin_failed', { reason: 'invalid', detail: { token: 'at-0123456789' } });
+    assert.equal(lines.length, 3);
+    const [flat, named, nested] = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual({ accountId: flat!.accountId, amr: flat!.amr, ip: flat!.ip }, { accountId: 'a-1', amr: ['hwk', 'user'], ip: '127.0.0.1' });
+    assert.equal(named!.password, '[redacted]');
+    assert.deepEqual(nested!.detail, { token: '[redacted]' });
   });
 });
