@@ -150,7 +150,7 @@ export async function signIn(server: Server, stats: FlowStats, user: User = serv
     } else if (passkeySignIn && formAction(page.html, '/login')) {
       if (/role="alert">[^<]/.test(page.html)) throw new Error(`passkey refused for ${user.email}: ${text(page.html)}`);
       action = passkeySignIn.action;
-      form = { _csrf: csrf, response: JSON.stringify(server.passkeyDevice!.get(passkeySignIn.options, { keyId: user.passkey! })) };
+      form = { _csrf: csrf, response: JSON.stringify(server.passkeyDevice!.get(passkeySignIn.options, { keyId: user.passkey!, origin })) };
       stats.passkeyAssertions += 1;
     } else if (key && (action = formAction(page.html, '/enroll'))) {
       user.secret = key.replace(/\s/g, '');

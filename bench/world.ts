@@ -74,7 +74,12 @@ export async function startWorld(options: { baselines: boolean; users: number; t
     if (options.totpUsers) world.latchkey.totpUsers = await totpUsers(world.latchkey, redisServer.url, options.totpUsers, newFlowStats());
     if (options.passkeyUsers) world.latchkey.passkeyUsers = await passkeyUsers(world.latchkey, redisServer.url, options.passkeyUsers, newFlowStats());
     // The same people sign in at either server (one Redis): a person's code is used once per step at either.
-    if (world.latchkeyAllCores) world.latchkeyAllCores.totpUsers = world.latchkey.totpUsers;
+    if (world.latchkeyAllCores) {
+      world.latchkeyAllCores.totpUsers = world.latchkey.totpUsers;
+      // A passkey is bound to the RP ID (127.0.0.1), not the port: the same device signs in at either server.
+      world.latchkeyAllCores.passkeyUsers = world.latchkey.passkeyUsers;
+      world.latchkeyAllCores.passkeyDevice = world.latchkey.passkeyDevice;
+    }
     if (options.baselines) {
       const creds = { machine: { id: 'machine', secret: token() }, api: { id: 'api', secret: token() }, app: { id: 'app', secret: token(), redirectUri: REDIRECT_URI } };
       const rawPort = await freePort();
