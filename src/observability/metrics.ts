@@ -206,44 +206,61 @@ export function routeOf(ctx: Context): string {
 }
 
 /**
- * The store with every operation timed, and failures counted as Redis errors. A Proxy, so an
- * operation added to the Store interface later is measured too.
+ * The store with every operation timed, and failures counted as Redis errors. Every method the store
+ * has (its class's and their parents'), so an operation added to the Store interface later is measured
+ * too. Wrapped once, here, with the histogram's children prepared: a Proxy cost about 1 ms of the event
+ * loop per passkey sign-in (35 store calls), more than the sign-in's pages.
  */
 export function instrumentStore<S extends Store>(store: S, metrics: Metrics): S {
   const kind = store.kind;
-  return new Proxy(store, {
-    get(target, prop, _receiver) {
-      const value = Reflect.get(target, prop, target) as unknown;
-      if (typeof value !== 'function' || typeof prop !== 'string' || prop === 'close' || prop === 'constructor') return value;
-      return (...args: unknown[]) => {
-        const started = performance.now();
-        const done = (outcome: string) =>
-          metrics.storeDuration.observe({ store: kind, operation: prop, outcome }, (performance.now() - started) / 1000);
-        let result: unknown;
-        try {
-          result = (value as (...a: unknown[]) => unknown).apply(target, args);
-        } catch (err) {
-          done('error');
-          throw err;
-        }
-        if (result instanceof Promise) {
-          return result.then(
-            (v) => {
-              done('ok');
-              return v;
-            },
-            (err: unknown) => {
-              done('error');
-              if (err instanceof StorageUnavailable) metrics.redisErrors.inc({ kind: 'unavailable' });
-              throw err;
-            },
-          );
-        }
-        done('ok');
+  // Everything else (fields such as `kind`) is read from the store itself, its prototype here.
+  const timed = Object.create(store) as Record<string, unknown>;
+  for (const name of methodNames(store)) {
+    if (name === 'constructor') continue;
+    const method = (store as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!;
+    if (name === 'close') {
+      timed[name] = method.bind(store);
+      continue;
+    }
+    const ok = metrics.storeDuration.labels({ store: kind, operation: name, outcome: 'ok' });
+    const failed = metrics.storeDuration.labels({ store: kind, operation: name, outcome: 'error' });
+    timed[name] = (...args: unknown[]) => {
+      const started = performance.now();
+      const seconds = () => (performance.now() - started) / 1000;
+      let result: unknown;
+      try {
+        result = method.apply(store, args);
+      } catch (err) {
+        failed.observe(seconds());
+        throw err;
+      }
+      if (!(result instanceof Promise)) {
+        ok.observe(seconds());
         return result;
-      };
-    },
-  });
+      }
+      // Observed beside the caller's own await, which gets the store's promise as it is.
+      result.then(
+        () => ok.observe(seconds()),
+        (err: unknown) => {
+          failed.observe(seconds());
+          if (err instanceof StorageUnavailable) metrics.redisErrors.inc({ kind: 'unavailable' });
+        },
+      );
+      return result;
+    };
+  }
+  return timed as unknown as S;
+}
+
+/** The names of an object's methods, its own and inherited (not Object's). */
+function methodNames(object: object): Set<string> {
+  const names = new Set<string>();
+  for (let o: object | null = object; o && o !== Object.prototype; o = Object.getPrototypeOf(o) as object | null) {
+    for (const name of Object.getOwnPropertyNames(o)) {
+      if (typeof Object.getOwnPropertyDescriptor(o, name)?.value === 'function') names.add(name);
+    }
+  }
+  return names;
 }
 
 // ---- WORKERS>1: one answer for the whole cluster ----
