@@ -242,13 +242,14 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     const outcome = transition({ ...machineInput(ctx, d, state), event });
     if (outcome.kind === 'refused') refuse(REFUSALS[outcome.reason]);
     if (outcome.kind === 'cancelled') {
-      await steps.clear(d.uid);
+      // `login` is the state of an interaction without a step record: nothing to clear.
+      if (state.name !== 'login') await steps.clear(d.uid);
       return finish(ctx, d, { error: 'access_denied', error_description: 'the person declined' }, false);
     }
     if (outcome.kind === 'signed-in') {
       const { login } = outcome;
       // The step record and the interaction's result: independent writes, sent together.
-      await Promise.all([steps.clear(d.uid), finish(ctx, d, { login }, false)]);
+      await Promise.all([state.name === 'login' ? undefined : steps.clear(d.uid), finish(ctx, d, { login }, false)]);
       audit(logger, 'signin_succeeded', { accountId: login.accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
       return;
     }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /**
  * Key names. Rules: everything of one grant shares one Redis Cluster hash tag; a bearer
@@ -9,7 +9,7 @@ export const GRANT_TAG_LENGTH = 16;
 const TAG_LENGTH = GRANT_TAG_LENGTH;
 
 export function digest(value: string): string {
-  return createHash('sha256').update(value).digest('base64url').slice(0, 27);
+  return hash('sha256', value, 'base64url').slice(0, 27);
 }
 
 /** The hash tag of a grant: a short digest of its id. Tokens of the grant carry it as their prefix. */
