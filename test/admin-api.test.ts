@@ -81,6 +81,22 @@ test('client credentials with latchkey:admin: clients, APIs, users, keys and loc
   const refused = await call('PATCH', `/v1/clients/${id}`, { redirect_uris: ['http://evil.example/cb'] });
   isProblem(refused, 400);
   assert.match(refused.body.detail, /redirect_uri must use https/);
+  // Refresh grace and back-channel logout, set at creation and changed or removed (null) later.
+  const tabs = await call('POST', '/v1/clients', { name: 'Tabs', grants: ['authorization_code', 'refresh_token'], redirect_uris: ['https://tabs.example/cb'], scope: 'openid', refresh_grace_seconds: 5, backchannel_logout_uri: 'https://tabs.example/bc' });
+  assert.equal(tabs.status, 201, JSON.stringify(tabs.body));
+  const tabsId = tabs.body.client.client_id as string;
+  assert.deepEqual([tabs.body.client.refresh_grace_seconds, tabs.body.client.backchannel_logout_uri], [5, 'https://tabs.example/bc']);
+  isProblem(await call('PATCH', `/v1/clients/${tabsId}`, { refresh_grace_seconds: 61 }), 400);
+  isProblem(await call('PATCH', `/v1/clients/${tabsId}`, { refresh_grace_seconds: 'soon' }), 400);
+  const plainHttp = await call('PATCH', `/v1/clients/${tabsId}`, { backchannel_logout_uri: 'http://tabs.example/bc' });
+  isProblem(plainHttp, 400);
+  assert.match(plainHttp.body.detail, /backchannel.logout.uri must use https/);
+  const cleared = await call('PATCH', `/v1/clients/${tabsId}`, { refresh_grace_seconds: 0, backchannel_logout_uri: null });
+  assert.equal(cleared.status, 200, JSON.stringify(cleared.body));
+  assert.deepEqual(cleared.body.changed.sort(), ['backchannelLogoutUri', 'refreshGrace']);
+  assert.deepEqual([cleared.body.client.refresh_grace_seconds, cleared.body.client.backchannel_logout_uri], [0, undefined]);
+  assert.equal((await call('DELETE', `/v1/clients/${tabsId}`)).status, 200);
+
   assert.equal((await call('DELETE', `/v1/clients/${id}`)).status, 200);
   isProblem(await call('GET', `/v1/clients/${id}`), 404);
   isProblem(await call('DELETE', `/v1/clients/${id}`), 404);

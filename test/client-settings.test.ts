@@ -202,3 +202,30 @@ test('client update changes settings under the rules of client create, keeps id 
   assert.deepEqual(same.json.changed, []);
   assert.deepEqual(same.audit, [], 'nothing changed, nothing audited');
 });
+
+test('client update sets and removes the refresh grace window and the back-channel logout URI, under the create rules', async () => {
+  const created = await succeeds('client', 'create', '--name', 'Tabs app', '--grants', 'authorization_code,refresh_token', '--scope', 'openid', '--redirect-uri', 'http://127.0.0.1:9/cb');
+  const id = created.json.client_id;
+  const machine = (await succeeds('client', 'create', '--name', 'Batch', '--grants', 'client_credentials', '--scope', 'api:read')).json.client_id;
+  const before = await server.store.get(clientKey(id));
+  await refused(/--refresh-grace must be a whole number of seconds from 0 to 60/, 'client', 'update', id, '--refresh-grace', '61');
+  await refused(/--refresh-grace must be a whole number/, 'client', 'update', id, '--refresh-grace', 'soon');
+  await refused(/--refresh-grace needs the refresh_token grant/, 'client', 'update', machine, '--refresh-grace', '5');
+  await refused(/--backchannel-logout-uri must use https/, 'client', 'update', id, '--backchannel-logout-uri', 'http://shop.example/bc');
+  await refused(/--backchannel-logout-uri needs the authorization_code grant/, 'client', 'update', machine, '--backchannel-logout-uri', 'https://batch.example/bc');
+  await refused(/give one of them/, 'client', 'update', id, '--backchannel-logout-uri', 'https://shop.example/bc', '--no-backchannel-logout');
+  await refused(/--backchannel-logout takes no value/, 'client', 'update', id, '--backchannel-logout');
+  assert.equal(await server.store.get(clientKey(id)), before, 'nothing written');
+
+  const set = await succeeds('client', 'update', id, '--refresh-grace', '10', '--backchannel-logout-uri', 'https://shop.example/bc');
+  assert.deepEqual(set.json.changed, ['refreshGrace', 'backchannelLogoutUri']);
+  assert.deepEqual([set.audit[0]!.refreshGraceSeconds, set.audit[0]!.backchannelLogout], [10, true]);
+  const shown = (await succeeds('client', 'show', id)).json;
+  assert.deepEqual([shown.refresh_grace_seconds, shown.backchannel_logout_uri], [10, 'https://shop.example/bc']);
+
+  const removed = await succeeds('client', 'update', id, '--no-backchannel-logout', '--refresh-grace', '0');
+  assert.deepEqual(removed.json.changed, ['refreshGrace', 'backchannelLogoutUri']);
+  const after = (await succeeds('client', 'show', id)).json;
+  assert.deepEqual([after.refresh_grace_seconds, after.backchannel_logout_uri], [0, undefined]);
+  assert.deepEqual((await succeeds('client', 'update', id, '--no-backchannel-logout')).json.changed, [], 'already without one');
+});

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { AccountError, type Accounts } from '../accounts/accounts.ts';
 import { CliError } from '../cli/output.ts';
 import type { ActivityLog } from '../observability/activity.ts';
-import { GRANT_TYPES, RegistryError, type Registry } from '../oidc/registry.ts';
+import { GRANT_TYPES, MAX_REFRESH_GRACE_SECONDS, RegistryError, type Registry } from '../oidc/registry.ts';
 import { digest, keys } from '../storage/keys.ts';
 import { RedisStore } from '../storage/redis-store.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
@@ -116,6 +116,8 @@ const clientCreate = z.strictObject({
   require_par: z.boolean().optional(),
   pkce: z.enum(['required', 'optional']).optional(),
   secret_in: z.enum(['header', 'body']).optional(),
+  refresh_grace_seconds: z.number().int().min(0).max(MAX_REFRESH_GRACE_SECONDS).optional(),
+  backchannel_logout_uri: z.string().min(1).max(2000).optional(),
 });
 const clientUpdate = z
   .strictObject({
@@ -126,6 +128,9 @@ const clientUpdate = z
     require_mfa: z.boolean().optional(),
     require_par: z.boolean().optional(),
     pkce: z.enum(['required', 'optional']).optional(),
+    refresh_grace_seconds: z.number().int().min(0).max(MAX_REFRESH_GRACE_SECONDS).optional(),
+    // null removes it.
+    backchannel_logout_uri: z.string().min(1).max(2000).nullable().optional(),
   })
   .refine((v) => Object.keys(v).length > 0, 'name at least one setting to change');
 const resourceCreate = z.strictObject({
@@ -200,14 +205,16 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
         ops.createClient(actor, {
           name: body.name, grants: body.grants, redirectUris: body.redirect_uris, postLogoutRedirectUris: body.post_logout_redirect_uris, scope: body.scope,
           public: body.public, native: body.native, firstParty: body.first_party, requireMfa: body.require_mfa, requirePar: body.require_par, pkce: body.pkce, secretIn: body.secret_in,
+          refreshGrace: body.refresh_grace_seconds, backchannelLogoutUri: body.backchannel_logout_uri,
         }),
     }),
     route({ method: 'get', path: '/clients/:clientId', summary: 'Show a client', write: false, run: ({ params }) => ops.client(params.clientId!) }),
     route({
-      method: 'patch', path: '/clients/:clientId', summary: 'Change a client\'s name, redirect URIs or scope (a list given replaces the list); idempotent', write: true, body: clientUpdate,
+      method: 'patch', path: '/clients/:clientId', summary: 'Change a client\'s name, redirect URIs, scope (a list given replaces the list), MFA, PAR, PKCE, refresh grace or back-channel logout URI (null removes it); idempotent', write: true, body: clientUpdate,
       run: ({ params, body, actor }) =>
         ops.updateClient(actor, params.clientId!, {
           name: body.name, redirectUris: body.redirect_uris, postLogoutRedirectUris: body.post_logout_redirect_uris, scope: body.scope, requireMfa: body.require_mfa, requirePar: body.require_par, pkce: body.pkce,
+          refreshGrace: body.refresh_grace_seconds, backchannelLogoutUri: body.backchannel_logout_uri,
         }),
     }),
     route({ method: 'post', path: '/clients/:clientId/secret', summary: 'Rotate a client\'s secret; the new one is in this answer only', write: true, run: ({ params, actor }) => ops.rotateClientSecret(actor, params.clientId!) }),

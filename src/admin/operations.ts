@@ -151,7 +151,10 @@ export class Operations {
     const { metadata, changed } = await this.#d.registry.updateClient(clientId, changes, this.#d.validateClient);
     const view = clientView(metadata);
     if (changed.length) {
-      this.#audit(actor, 'client_updated', { clientId, changed, scope: view.scope, requireMfa: view.require_mfa, requirePar: view.require_pushed_authorization_requests, pkce: view.pkce }, 'client updated');
+      this.#audit(actor, 'client_updated', {
+        clientId, changed, scope: view.scope, requireMfa: view.require_mfa, requirePar: view.require_pushed_authorization_requests, pkce: view.pkce,
+        refreshGraceSeconds: view.refresh_grace_seconds, backchannelLogout: view.backchannel_logout_uri !== undefined,
+      }, 'client updated');
     }
     return { client: view, changed };
   }

@@ -59,6 +59,21 @@ function pkceOption(values: Values): 'required' | 'optional' | undefined {
   return optional(values, 'pkce') as 'required' | 'optional' | undefined;
 }
 
+/** `--refresh-grace SECONDS`: a whole number (the registry says which range), or NaN, which it refuses clearly. */
+function refreshGraceOption(values: Values): number | undefined {
+  const given = optional(values, 'refresh-grace');
+  return given === undefined ? undefined : /^\d+$/.test(given) ? Number(given) : NaN;
+}
+
+/** `--backchannel-logout-uri URI` sets it, `--no-backchannel-logout` removes it (null), neither leaves it. */
+function backchannelLogoutOption(values: Values): string | null | undefined {
+  const uri = optional(values, 'backchannel-logout-uri');
+  const flag = values['backchannel-logout'];
+  if (flag === true) throw new CliError('--backchannel-logout takes no value: give --backchannel-logout-uri URI, or --no-backchannel-logout to remove it');
+  if (flag === false && uri !== undefined) throw new CliError('--backchannel-logout-uri and --no-backchannel-logout: give one of them');
+  return flag === false ? null : uri;
+}
+
 const SHOWN_ONCE = 'The client secret is shown only now: store it safely.';
 
 /** Every page of a paged listing: the CLI prints them all. */
@@ -107,7 +122,6 @@ export const COMMANDS: Record<string, Command> = {
       'backchannel-logout-uri': { type: 'string' },
     },
     async run(ctx, values) {
-      const refreshGrace = optional(values, 'refresh-grace');
       const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean).map((g) => GRANT_SHORTHANDS[g] ?? g);
       for (const g of grants) {
         if (!(GRANT_TYPES as readonly string[]).includes(g)) throw new CliError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
@@ -125,7 +139,7 @@ export const COMMANDS: Record<string, Command> = {
         native: values.native === true,
         pkce: pkceOption(values),
         secretIn: optional(values, 'secret-in') as 'header' | 'body' | undefined,
-        ...(refreshGrace === undefined ? {} : { refreshGrace: /^\d+$/.test(refreshGrace) ? Number(refreshGrace) : NaN }),
+        refreshGrace: refreshGraceOption(values),
         ...(values['backchannel-logout-uri'] === undefined ? {} : { backchannelLogoutUri: optional(values, 'backchannel-logout-uri') }),
       });
       const json = { client_id: client.client_id, ...(secret ? { client_secret: secret } : {}) };
@@ -134,7 +148,7 @@ export const COMMANDS: Record<string, Command> = {
   },
   'client update': {
     usage:
-      'CLIENT_ID [--name NAME] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... [--scope "SCOPES"] [--[no-]require-mfa] [--[no-]require-par] [--pkce required|optional]',
+      'CLIENT_ID [--name NAME] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... [--scope "SCOPES"] [--[no-]require-mfa] [--[no-]require-par] [--pkce required|optional] [--refresh-grace SECONDS] [--backchannel-logout-uri URI | --no-backchannel-logout]',
     args: ['CLIENT_ID'],
     options: {
       name: { type: 'string' },
@@ -144,6 +158,9 @@ export const COMMANDS: Record<string, Command> = {
       'require-mfa': { type: 'boolean' },
       'require-par': { type: 'boolean' },
       pkce: { type: 'string' },
+      'refresh-grace': { type: 'string' },
+      'backchannel-logout-uri': { type: 'string' },
+      'backchannel-logout': { type: 'boolean' },
     },
     async run(ctx, values, [id]) {
       const name = optional(values, 'name');
@@ -160,6 +177,8 @@ export const COMMANDS: Record<string, Command> = {
         requireMfa: values['require-mfa'] as boolean | undefined,
         requirePar: values['require-par'] as boolean | undefined,
         pkce: pkceOption(values),
+        refreshGrace: refreshGraceOption(values),
+        backchannelLogoutUri: backchannelLogoutOption(values),
       };
       if (Object.values(changes).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('client update')}`);
       const { client: view, changed } = await ctx.ops.updateClient(ctx.actor, id!, changes);

@@ -54,8 +54,8 @@ export interface ClientInput {
   backchannelLogoutUri?: string;
 }
 
-/** What `client update` may change; the id, secret, kind (public, native) and grants stay. */
-export type ClientChanges = Partial<Pick<ClientInput, 'name' | 'redirectUris' | 'postLogoutRedirectUris' | 'scope' | 'requireMfa' | 'requirePar' | 'pkce' | 'refreshGrace' | 'backchannelLogoutUri'>>;
+/** What `client update` may change; the id, secret, kind (public, native) and grants stay. `backchannelLogoutUri: null` removes it. */
+export type ClientChanges = Partial<Pick<ClientInput, 'name' | 'redirectUris' | 'postLogoutRedirectUris' | 'scope' | 'requireMfa' | 'requirePar' | 'pkce' | 'refreshGrace'>> & { backchannelLogoutUri?: string | null };
 
 /** A stored client's settings, as `createClient` took them. */
 export function clientInputOf(c: ClientMetadata): ClientInput {
@@ -237,7 +237,10 @@ export class Registry {
     if (stored.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(stored.resource_server)}: it has no settings to update`);
     const before = clientInputOf(stored);
     const defined = Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined)) as ClientChanges;
-    const after: ClientInput = { ...before, ...defined };
+    const { backchannelLogoutUri, ...rest } = defined;
+    const after: ClientInput = { ...before, ...rest };
+    if (backchannelLogoutUri === null) delete after.backchannelLogoutUri;
+    else if (backchannelLogoutUri !== undefined) after.backchannelLogoutUri = backchannelLogoutUri;
     const metadata = await this.#clientMetadata(clientId, after, options);
     if (stored.client_secret) metadata.client_secret = stored.client_secret;
     await validate(metadata);
