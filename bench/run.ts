@@ -205,7 +205,7 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
     'Written by `npm run bench` (bench/run.ts). Every number below was measured in this run; nothing is copied from elsewhere.',
     '',
     ...machine,
-    `- Load: autocannon ${opts.connections} connections from the bench process (sign-ins: ${opts.connections} concurrent flows with fetch), ${opts.warmup} s warm-up per target, then ${opts.rounds} rounds of ${opts.duration} s, targets alternating within each round (A B A B …). Rates, p50 and p99 are medians of the rounds; CPU and Redis figures are totals over all rounds divided by the requests.`,
+    `- Load: autocannon ${opts.connections} connections from the bench process (sign-ins: ${opts.connections} concurrent flows over node:http keep-alive connections), ${opts.warmup} s warm-up per target, then ${opts.rounds} rounds of ${opts.duration} s, targets alternating within each round (A B A B …). Rates, p50 and p99 are medians of the rounds; CPU and Redis figures are totals over all rounds divided by the requests.`,
     `- Processes: a private redis-server; Latchkey (\`node src/main.ts\`, NODE_ENV=production, REDIS_URL, LOG_LEVEL=info JSON logs to a temporary file, metrics on); raw oidc-provider 9 with its default in-memory adapter (bench/baselines/raw-oidc-provider.ts); Koa + ioredis and bare node:http floors (bench/baselines/). Everything on 127.0.0.1, everything on the same ${availableParallelism()} CPUs as the load generator.`,
     `- Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}. "other load" is the CPU the rest of the machine used during the runs (other people's tests and builds), in cores: it perturbs every number here.`,
     '',
