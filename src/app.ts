@@ -112,6 +112,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     consoleClientId,
     onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
     onConsentGranted: (event) => audit(logger, 'consent_granted', { ...event }, 'consent granted'),
+    // Only its jti is remembered until it expires: the other tokens of its grant stay.
+    onJwtRevoked: (event) => audit(logger, 'token_revoked', { ...event, grantTokensRevoked: false }, 'token revoked'),
   });
   const csrf = new Csrf(cookieKeys[0]!);
   const secondFactor = new SecondFactor({ store, accounts, box, issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });

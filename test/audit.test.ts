@@ -106,6 +106,22 @@ describe('audit events', () => {
     assert.equal((await call().introspect(world.shop, tokens.access_token)).body.active, false, 'the grant’s access token went with it');
   });
 
+  it('a JWT access token revoked: token_revoked for it alone (its jti is remembered), nothing for another client', async () => {
+    const { tokens: jwt } = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid jwt:read', params: { resource: world.jwtApi.uri } });
+    assert.equal(jwt.access_token.split('.').length, 3, 'a JWT');
+    const other = await audited(() => call().revoke(world.other, jwt.access_token));
+    assert.equal(other.events.get('token_revoked'), undefined, 'another client’s token is not revoked, and not audited');
+    const { result, events, lines } = await audited(() => call().revoke(world.shop, jwt.access_token));
+    assert.equal(result.status, 200);
+    const revoked = once(events, 'token_revoked');
+    assert.deepEqual(
+      { clientId: revoked.clientId, tokenClientId: revoked.tokenClientId, accountId: revoked.accountId, tokenKind: revoked.tokenKind, grantTokensRevoked: revoked.grantTokensRevoked },
+      { clientId: world.shop.clientId, tokenClientId: world.shop.clientId, accountId: world.user.id, tokenKind: 'access_token', grantTokensRevoked: false },
+    );
+    assertNoSecret(lines, [jwt.access_token]);
+    assert.equal((await call().introspect(world.jwtApi, jwt.access_token)).body.active, false);
+  });
+
   it('client credentials: token_issued without an account, then token_revoked', async () => {
     const { result, events } = await audited(() => call().token(world.machine, { grant_type: 'client_credentials', scope: 'api:read' }));
     assert.equal(result.status, 200, JSON.stringify(result.body));

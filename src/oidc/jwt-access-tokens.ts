@@ -85,7 +85,7 @@ type Owner = (client: { clientId: string; [key: string]: unknown }, token: { cli
  * first and only then refuses a JWT with `unsupported_token_type`; that answer, with its authenticated
  * client, is replaced here, so every client authentication rule stays oidc-provider's.
  */
-export function jwtIntrospectionAndRevocation(jwts: JwtAccessTokens, belongsTo: Owner) {
+export function jwtIntrospectionAndRevocation(jwts: JwtAccessTokens, belongsTo: Owner, onRevoked: (ctx: KoaContextWithOIDC, token: JwtAccessToken) => void = () => {}) {
   return async function jwtAccessTokenEndpoints(koa: Koa.Context, next: Koa.Next) {
     await next();
     const ctx = koa as unknown as KoaContextWithOIDC;
@@ -103,7 +103,10 @@ export function jwtIntrospectionAndRevocation(jwts: JwtAccessTokens, belongsTo: 
       ctx.body = owned ? introspectionOf(token) : { active: false };
     } else {
       // RFC 7009 §2.2: 200 whether or not there was anything to revoke.
-      if (owned) await jwts.revoke(token);
+      if (owned) {
+        await jwts.revoke(token);
+        onRevoked(ctx, token);
+      }
       ctx.body = {};
     }
   };

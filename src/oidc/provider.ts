@@ -44,6 +44,16 @@ export interface ProviderDeps {
   consoleClientId?: string;
   /** A grant made without the consent page: a first-party client, or consent remembered (the audit event). */
   onConsentGranted?: (event: ConsentGranted) => void;
+  /** A JWT access token revoked at the revocation endpoint (opaque ones are oidc-provider's events). */
+  onJwtRevoked?: (event: JwtRevoked) => void;
+}
+
+export interface JwtRevoked {
+  requestId?: string;
+  clientId: string;
+  tokenClientId?: string;
+  accountId?: string;
+  tokenKind: 'access_token' | 'client_credentials';
 }
 
 const MINUTE = 60;
@@ -59,7 +69,7 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {}, onConsentGranted = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {}, onConsentGranted = () => {}, onJwtRevoked = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
@@ -249,7 +259,19 @@ export async function createProvider({ config, store, accounts, registry, views,
   provider.use(cacheablePublicMetadata);
   provider.use(missingClientAuthIsInvalidClient);
   provider.use(revocationAnswersJson);
-  provider.use(jwtIntrospectionAndRevocation(jwtAccessTokens, tokenBelongsTo));
+  provider.use(
+    jwtIntrospectionAndRevocation(jwtAccessTokens, tokenBelongsTo, (ctx, token) => {
+      // A client-credentials JWT names its client as the subject; a person's names their account.
+      const machine = token.sub === token.client_id;
+      onJwtRevoked({
+        requestId: (ctx.state as { requestId?: string }).requestId,
+        clientId: ctx.oidc.entities.Client!.clientId,
+        tokenClientId: token.client_id,
+        ...(machine ? {} : { accountId: token.sub }),
+        tokenKind: machine ? 'client_credentials' : 'access_token',
+      });
+    }),
+  );
   provider.use(clearerErrors(provider, jwtAccessTokens));
   provider.use(discoveryListsApiScopes(registry));
   return { provider, cookieKeys, stopFollowingKeys };
