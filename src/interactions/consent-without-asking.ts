@@ -1,12 +1,16 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { readConsent, rememberConsent } from '../accounts/connected-apps.ts';
-import { appAskedForConsent } from '../oidc/provider.ts';
 import type { Store } from '../storage/store.ts';
 
 /** Claims every ID token may carry whatever was granted (oidc-provider never asks consent for them). */
 const ALWAYS_ALLOWED_CLAIMS = new Set(['sub', 'sid', 'auth_time', 'acr', 'amr', 'iss']);
 /** A remembered consent's `lastUsedAt` (and its year-long TTL) is renewed at most this often per person and app. */
 const RENEW_AFTER_MS = 60_000;
+
+/** Whether the app's own `prompt` parameter (not what oidc-provider derives from it) includes consent. */
+export function appAskedForConsent(params: { prompt?: unknown } | undefined): boolean {
+  return typeof params?.prompt === 'string' && params.prompt.split(' ').includes('consent');
+}
 
 export interface ConsentGranted {
   accountId: string;

@@ -2,7 +2,7 @@ import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
-import { consentWithoutAsking, type ConsentGranted } from '../interactions/consent-without-asking.ts';
+import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../interactions/consent-without-asking.ts';
 import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interactions/mfa-policy.ts';
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
@@ -353,11 +353,6 @@ function signInPolicy(policy: MfaPolicy) {
     0,
   );
   return prompts;
-}
-
-/** Whether the app's own `prompt` parameter (not what oidc-provider derives from it) includes consent. */
-export function appAskedForConsent(params: { prompt?: unknown } | undefined): boolean {
-  return typeof params?.prompt === 'string' && params.prompt.split(' ').includes('consent');
 }
 
 /** RFC 6749 §5.2: no client authentication at all is `401 invalid_client`; oidc-provider answers 400 invalid_request. */
