@@ -232,21 +232,43 @@ export class Registry {
    * ClientInput fields whose value changed.
    */
   async updateClient(clientId: string, changes: ClientChanges, validate: (metadata: ClientMetadata) => Promise<void>, options: { ownOrigin?: string } = {}) {
-    const stored = (await this.findClient(clientId)) as ClientMetadata | undefined;
-    if (!stored) throw new RegistryError(`no client with id ${clientId}`);
-    if (stored.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(stored.resource_server)}: it has no settings to update`);
-    const before = clientInputOf(stored);
     const defined = Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined)) as ClientChanges;
-    const { backchannelLogoutUri, ...rest } = defined;
-    const after: ClientInput = { ...before, ...rest };
-    if (backchannelLogoutUri === null) delete after.backchannelLogoutUri;
-    else if (backchannelLogoutUri !== undefined) after.backchannelLogoutUri = backchannelLogoutUri;
-    const metadata = await this.#clientMetadata(clientId, after, options);
-    if (stored.client_secret) metadata.client_secret = stored.client_secret;
-    await validate(metadata);
-    const changed = (Object.keys(defined) as (keyof ClientChanges)[]).filter((k) => JSON.stringify(before[k] ?? null) !== JSON.stringify(after[k] ?? null));
-    if (changed.length) await this.#saveClient(metadata);
+    let changed: (keyof ClientChanges)[] = [];
+    const metadata = await this.#changeClient(clientId, async (stored) => {
+      if (stored.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(stored.resource_server)}: it has no settings to update`);
+      const before = clientInputOf(stored);
+      const { backchannelLogoutUri, ...rest } = defined;
+      const after: ClientInput = { ...before, ...rest };
+      if (backchannelLogoutUri === null) delete after.backchannelLogoutUri;
+      else if (backchannelLogoutUri !== undefined) after.backchannelLogoutUri = backchannelLogoutUri;
+      const next = await this.#clientMetadata(clientId, after, options);
+      if (stored.client_secret) next.client_secret = stored.client_secret;
+      await validate(next);
+      changed = (Object.keys(defined) as (keyof ClientChanges)[]).filter((k) => JSON.stringify(before[k] ?? null) !== JSON.stringify(after[k] ?? null));
+      return changed.length ? next : undefined;
+    });
     return { metadata, changed };
+  }
+
+  /**
+   * Changes a stored client by compare-and-set on the record as stored now, never a cached copy: a
+   * change made meanwhile (an update, a secret rotation, from another process) is read again and
+   * `change` applied to it, not overwritten. `change` answers the new record, or undefined for none.
+   */
+  async #changeClient(clientId: string, change: (stored: ClientMetadata) => Promise<ClientMetadata | undefined>): Promise<ClientMetadata> {
+    const key = keys.client(clientId);
+    for (let attempt = 0; attempt < 20; attempt += 1) {
+      const raw = /^[A-Za-z0-9_-]{1,64}$/.test(clientId) ? await this.#store.get(key) : null;
+      if (!raw) throw new RegistryError(`no client with id ${clientId}`);
+      const stored = JSON.parse(raw) as ClientMetadata;
+      const next = await change(stored);
+      if (!next) return stored;
+      if (await this.#store.replaceIf(key, raw, JSON.stringify(next))) {
+        await this.#changed();
+        return next;
+      }
+    }
+    throw new RegistryError(`the client ${clientId} is being changed by someone else: try again`);
   }
 
   /** The one set of rules for a client's settings, at creation and at every update. */
@@ -352,12 +374,11 @@ export class Registry {
   }
 
   async rotateSecret(clientId: string): Promise<string> {
-    const client = await this.findClient(clientId);
-    if (!client) throw new RegistryError(`no client with id ${clientId}`);
-    if (client.token_endpoint_auth_method === 'none') throw new RegistryError(`client ${clientId} is public and has no secret`);
     const secret = newSecret();
-    await this.#store.set(keys.client(clientId), JSON.stringify({ ...client, client_secret: secretDigest(secret) }));
-    await this.#changed();
+    await this.#changeClient(clientId, async (client) => {
+      if (client.token_endpoint_auth_method === 'none') throw new RegistryError(`client ${clientId} is public and has no secret`);
+      return { ...client, client_secret: secretDigest(secret) };
+    });
     return secret;
   }
 
