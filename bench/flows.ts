@@ -280,17 +280,19 @@ export const JWT_API_URI = 'https://jwt-api.bench.example';
 export const REDIRECT_URI = 'http://127.0.0.1:9/cb';
 
 /**
- * `n` people enrolled in TOTP: accounts written with src/accounts (the CLI would take a process per
- * person), then each enrolled through the sign-in pages (acr_values=urn:latchkey:mfa), as a person would.
+ * `n` people with a second factor: accounts written with src/accounts (the CLI would take a process per
+ * person), then each enrolled through the sign-in pages (acr_values=urn:latchkey:mfa), as a person would,
+ * choosing an authenticator app (`totp`: key read from the page) or a passkey made by one software
+ * authenticator (real ES256 keys and signatures, verified by the server as a device's would be).
  */
-export async function totpUsers(server: Server, redisUrl: string, n: number, stats: FlowStats): Promise<User[]> {
+async function enrolledUsers(server: Server, redisUrl: string, n: number, stats: FlowStats, factor: 'totp' | 'passkey'): Promise<User[]> {
   const store = await openStore({ REDIS_URL: redisUrl, REDIS_TIMEOUT_MS: 5000 });
   const accounts = new Accounts(store);
   const password = randomBytes(12).toString('base64url');
   const users: User[] = [];
   try {
     await times(n, 4, async () => {
-      const email = `totp${users.length}@example.org`;
+      const email = `${factor}${users.length}@example.org`;
       users.push({ email, password });
       await accounts.create({ email, password });
     });
@@ -298,35 +300,16 @@ export async function totpUsers(server: Server, redisUrl: string, n: number, sta
     await store.close();
   }
   let next = 0;
-  await times(n, 4, () => signIn(server, stats, users[next++]!, true));
-  if (users.some((u) => !u.secret)) throw new Error('a bench user was not enrolled in TOTP');
+  await times(n, 4, () => signIn(server, stats, users[next++]!, factor === 'totp' ? true : 'passkey'));
+  if (users.some((u) => !(factor === 'totp' ? u.secret : u.passkey))) throw new Error(`a bench user was not enrolled (${factor})`);
   return users;
 }
 
-/**
- * `n` people with a passkey: accounts written with src/accounts, then each enrolled through the sign-in
- * pages (acr_values=urn:latchkey:mfa) choosing a passkey, made by one software authenticator (real
- * ES256 keys and signatures, verified by the server as a device's would be).
- */
-export async function passkeyUsers(server: Server, redisUrl: string, n: number, stats: FlowStats): Promise<User[]> {
+export const totpUsers = (server: Server, redisUrl: string, n: number, stats: FlowStats) => enrolledUsers(server, redisUrl, n, stats, 'totp');
+
+export function passkeyUsers(server: Server, redisUrl: string, n: number, stats: FlowStats): Promise<User[]> {
   server.passkeyDevice ??= new SoftAuthenticator({ origin: new URL(server.url).origin });
-  const store = await openStore({ REDIS_URL: redisUrl, REDIS_TIMEOUT_MS: 5000 });
-  const accounts = new Accounts(store);
-  const password = randomBytes(12).toString('base64url');
-  const users: User[] = [];
-  try {
-    await times(n, 4, async () => {
-      const email = `passkey${users.length}@example.org`;
-      users.push({ email, password });
-      await accounts.create({ email, password });
-    });
-  } finally {
-    await store.close();
-  }
-  let next = 0;
-  await times(n, 4, () => signIn(server, stats, users[next++]!, 'passkey'));
-  if (users.some((u) => !u.passkey)) throw new Error('a bench user did not enrol a passkey');
-  return users;
+  return enrolledUsers(server, redisUrl, n, stats, 'passkey');
 }
 
 /** Registers what the scenarios use in Latchkey's storage: an API, a machine client, an app, `users` people. */

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import { signIn, signInAndRedeem } from './helpers/flow.ts';
 import { type TestRedis } from './helpers/redis.ts';
 import type { TestServer } from './helpers/server.ts';
 import { SoftAuthenticator } from './helpers/soft-authenticator.ts';
 import { useWorld, type World } from './helpers/world.ts';
+import { runCli } from './helpers/cli.ts';
 
 /**
  * The operator's side of the second factor: `latchkey user create --totp` (provisioning), `user
@@ -18,17 +18,7 @@ let world: World;
 useWorld((setup) => ({ redis, server, world } = setup));
 
 async function latchkey(args: string[], stdin = ''): Promise<Record<string, unknown>> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_') && k !== 'SECRETS_KEY') env[k] = v;
-  env.REDIS_URL = redis.url;
-  env.ISSUER = server.issuer;
-  const child = spawn(process.execPath, ['src/cli/main.ts', ...args, '--json'], { env, stdio: 'pipe' });
-  child.stdin.end(stdin);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const code = await new Promise((resolve) => child.on('close', resolve));
+  const { code, stdout, stderr } = await runCli([...args, '--json'], { env: { REDIS_URL: redis.url, ISSUER: server.issuer }, stdin, without: ['SECRETS_KEY'] });
   assert.equal(code, 0, stderr);
   return JSON.parse(stdout) as Record<string, unknown>;
 }

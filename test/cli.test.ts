@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -9,6 +8,7 @@ import { secretMatches } from '../src/oidc/registry.ts';
 import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { keys } from '../src/storage/keys.ts';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+import { runCli } from './helpers/cli.ts';
 
 /** The `latchkey` CLI, run as a child process against a private Redis. */
 let redis: TestRedis;
@@ -40,17 +40,7 @@ interface Result {
 }
 
 function cli(args: string[], options: { stdin?: string; env?: Record<string, string>; script?: string } = {}): Promise<Result> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_')) env[k] = v;
-  Object.assign(env, { REDIS_URL: redis.url }, options.env);
-  if (env.REDIS_URL === '') delete env.REDIS_URL;
-  const child = spawn(process.execPath, [options.script ?? 'src/cli/main.ts', ...args], { env, stdio: 'pipe' });
-  child.stdin.end(options.stdin ?? '');
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+  return runCli(args, { ...options, env: { REDIS_URL: redis.url, ...options.env } });
 }
 
 /**

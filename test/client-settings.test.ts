@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import { secretMatches } from '../src/oidc/registry.ts';
 import { browse, CookieJar, endpoints, pkcePair, signIn, signInAndRedeem } from './helpers/flow.ts';
 import type { TestRedis } from './helpers/redis.ts';
 import type { TestServer } from './helpers/server.ts';
 import { useWorld, type World } from './helpers/world.ts';
+import { runCli } from './helpers/cli.ts';
 
 /**
  * `client create --native` (RFC 8252 loopback redirects on any port), `--pkce optional` (confidential
@@ -26,16 +26,7 @@ interface Run {
 }
 
 async function latchkey(...args: string[]): Promise<Run> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_')) env[k] = v;
-  env.REDIS_URL = redis.url;
-  const child = spawn(process.execPath, ['src/cli/main.ts', ...args, '--json'], { env, stdio: 'pipe' });
-  child.stdin.end();
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const { code, stdout, stderr } = await runCli([...args, '--json'], { env: { REDIS_URL: redis.url } });
   const ok = code === 0;
   return { code, stdout, stderr, json: ok ? JSON.parse(stdout) : undefined, audit: ok ? stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [] };
 }

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { listConnectedApps, markAppUsed, readConsent, rememberConsent, revokeConnectedApp } from '../src/accounts/connected-apps.ts';
@@ -9,6 +8,7 @@ import { startLogoutReceiver, type LogoutReceiver } from './helpers/logout-recei
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { API_URI, createWorld, enrollTotp, POST_LOGOUT_URI, REDIRECT_URI, type World } from './helpers/world.ts';
+import { runCli, type CliRun } from './helpers/cli.ts';
 
 /**
  * Connected apps (issue 13 item 1): the apps a person allowed, listed on /account and by
@@ -20,17 +20,8 @@ const SCOPE = 'openid profile offline_access api:read';
 const DAY = new Date().toISOString().slice(0, 10);
 
 /** The `latchkey` CLI as a child process against the test's Redis. */
-function cli(redisUrl: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_')) env[k] = v;
-  env.REDIS_URL = redisUrl;
-  const child = spawn(process.execPath, ['src/cli/main.ts', ...args], { env, stdio: 'pipe' });
-  child.stdin.end();
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+function cli(redisUrl: string, args: string[]): Promise<CliRun> {
+  return runCli(args, { env: { REDIS_URL: redisUrl } });
 }
 
 function suite(storeKind: 'redis' | 'memory') {

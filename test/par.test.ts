@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { describe, it } from 'node:test';
 import * as oauth from 'oauth4webapi';
 import { signIn } from './helpers/flow.ts';
 import type { TestRedis } from './helpers/redis.ts';
 import type { TestServer } from './helpers/server.ts';
 import { REDIRECT_URI, useWorld, type World } from './helpers/world.ts';
+import { runCli, type CliRun } from './helpers/cli.ts';
 
 /**
  * Pushed authorization requests (RFC 9126, part of FAPI 2.0): the app sends its authorization request
@@ -21,18 +21,8 @@ useWorld((setup) => ({ redis, server, world } = setup));
 
 const insecure = { [oauth.allowInsecureRequests]: true } as const;
 
-async function latchkey(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_')) env[k] = v;
-  env.REDIS_URL = redis.url;
-  const child = spawn(process.execPath, ['src/cli/main.ts', ...args], { env, stdio: 'pipe' });
-  child.stdin.end();
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  return { code, stdout, stderr };
+function latchkey(args: string[]): Promise<CliRun> {
+  return runCli(args, { env: { REDIS_URL: redis.url } });
 }
 
 async function createClient(...flags: string[]) {

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import type { Cluster } from 'ioredis';
 import { listConnectedApps, revokeConnectedApp } from '../src/accounts/connected-apps.ts';
@@ -10,6 +9,7 @@ import { startServer, type TestServer } from './helpers/server.ts';
 import { deviceRoundTrip } from './helpers/device.ts';
 import { ssoRoundTrip } from './helpers/sso-round-trip.ts';
 import { createWorld, type World } from './helpers/world.ts';
+import { runCli } from './helpers/cli.ts';
 
 /**
  * Latchkey on a private 3-master Redis Cluster (REDIS_CLUSTER_NODES): the whole sign-in, token,
@@ -72,15 +72,7 @@ test('no request failed and nothing was logged at error level (no CROSSSLOT)', (
 });
 
 test('the CLI works against the cluster (REDIS_CLUSTER_NODES)', async () => {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_')) env[k] = v;
-  Object.assign(env, cluster.env);
-  const child = spawn(process.execPath, ['src/cli/main.ts', 'client', 'list', '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const code = await new Promise((resolve) => child.on('close', resolve));
+  const { code, stdout, stderr } = await runCli(['client', 'list', '--json'], { env: cluster.env });
   assert.equal(code, 0, stderr);
   const listed = JSON.stringify(JSON.parse(stdout));
   assert.ok(listed.includes(world.shop.clientId), `the CLI sees the server's clients: ${listed.slice(0, 300)}`);

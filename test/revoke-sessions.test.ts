@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import { totpCodeAt } from '../src/accounts/totp.ts';
 import { browse, endpoints, follow, formAction, hiddenField, recoveryCodesOf, signIn, signInAndRedeem, totpKeyOf, type CookieJar, type Followed, type Page } from './helpers/flow.ts';
@@ -7,6 +6,7 @@ import { type TestRedis } from './helpers/redis.ts';
 import type { TestServer } from './helpers/server.ts';
 import { nextTotpCode, totpClock } from './helpers/totp.ts';
 import { enrollTotp, useWorld, type World } from './helpers/world.ts';
+import { runCli, type CliRun } from './helpers/cli.ts';
 
 /**
  * `latchkey user revoke-sessions`: a person is signed out everywhere, and their tokens die. The same
@@ -19,17 +19,8 @@ let world: World;
 
 useWorld((setup) => ({ redis, server, world } = setup));
 
-function cli(args: string[], stdin = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_')) env[k] = v;
-  env.REDIS_URL = redis.url;
-  const child = spawn(process.execPath, ['src/cli/main.ts', ...args], { env, stdio: 'pipe' });
-  child.stdin.end(stdin);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+function cli(args: string[], stdin = ''): Promise<CliRun> {
+  return runCli(args, { env: { REDIS_URL: redis.url }, stdin });
 }
 
 const SCOPE = 'openid profile offline_access api:read';

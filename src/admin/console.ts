@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
@@ -10,7 +9,7 @@ import { formBody } from '../interactions/form-body.ts';
 import { ACR_MFA } from '../interactions/mfa-policy.ts';
 import type { ActivityFilter, ActivityLog } from '../observability/activity.ts';
 import { AUDIT_EVENTS } from '../observability/audit.ts';
-import { ensureOwnClient, RegistryError, type GrantType, type Registry } from '../oidc/registry.ts';
+import { ensureOwnClient, ownSignInUrl, RegistryError, type GrantType, type Registry } from '../oidc/registry.ts';
 import type { Csrf } from '../security/csrf.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
 import { keys } from '../storage/keys.ts';
@@ -42,7 +41,6 @@ export interface ConsoleDeps {
 }
 
 const PAGE = 25;
-const SCOPE = 'openid';
 const FORM_EXPIRED = 'the form expired; open the admin console again';
 const CURSOR = /^[A-Za-z0-9_-]{1,1024}$/;
 const ACTIVITY_CURSOR = /^\d{1,15}-\d{1,15}$/;
@@ -89,20 +87,8 @@ export function consoleRoutes(deps: ConsoleDeps) {
   }
 
   function toSignIn(ctx: Context, stepUp: boolean) {
-    // PKCE is required of every client; the code is never redeemed (the session is what the console uses).
-    const url = new URL('/auth', issuer);
-    url.search = new URLSearchParams({
-      client_id: clientId,
-      redirect_uri: callback,
-      response_type: 'code',
-      scope: SCOPE,
-      code_challenge: randomBytes(32).toString('base64url'),
-      code_challenge_method: 'S256',
-      acr_values: ACR_MFA,
-      ...(stepUp ? { prompt: 'login' } : {}),
-    }).toString();
     ctx.status = 303;
-    ctx.redirect(url.href);
+    ctx.redirect(ownSignInUrl(issuer, clientId, callback, { acr_values: ACR_MFA, ...(stepUp ? { prompt: 'login' } : {}) }));
   }
 
   /** The signed-in admin, or the answer is given: sign in, step up, or 403. */

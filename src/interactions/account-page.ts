@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { AccountError, hasFactor, validatePassword, type Account } from '../accounts/accounts.ts';
@@ -6,7 +5,7 @@ import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
 import { consentRevokedEvent, listConnectedApps, revokeConnectedApp, type ConnectedApp } from '../accounts/connected-apps.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
-import { ensureOwnClient, type Registry } from '../oidc/registry.ts';
+import { ensureOwnClient, ownSignInUrl, type Registry } from '../oidc/registry.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
@@ -36,8 +35,6 @@ export interface AccountPageDeps extends InteractionDeps {
   /** Names the connected apps. */
   registry: Pick<Registry, 'findClient'>;
 }
-
-const SCOPE = 'openid';
 
 const day = (epochMs: number | undefined) => (epochMs === undefined ? 'unknown' : new Date(epochMs).toISOString().slice(0, 10));
 
@@ -72,18 +69,8 @@ export function accountRoutes(deps: AccountPageDeps) {
   }
 
   function toSignIn(ctx: Context) {
-    // PKCE is required of every client; the code is never redeemed, so its verifier is not kept.
-    const url = new URL('/auth', issuer);
-    url.search = new URLSearchParams({
-      client_id: clientId,
-      redirect_uri: callback,
-      response_type: 'code',
-      scope: SCOPE,
-      code_challenge: randomBytes(32).toString('base64url'),
-      code_challenge_method: 'S256',
-    }).toString();
     ctx.status = 303;
-    ctx.redirect(url.href);
+    ctx.redirect(ownSignInUrl(issuer, clientId, callback));
   }
 
   /** Signed in and the form's CSRF token right, or the answer is already given. */

@@ -540,3 +540,22 @@ export async function ensureOwnClient(
   await store.set(own.key, created.clientId);
   return created.clientId;
 }
+
+/**
+ * Where an own client's page sends a visitor it cannot serve yet: `/auth` as that client. PKCE is
+ * required of every client; the code is never redeemed (the session is what the page uses), so the
+ * verifier is not kept. `extra`: more authorization parameters (`acr_values`, `prompt`).
+ */
+export function ownSignInUrl(issuer: string, clientId: string, callback: string, extra: Record<string, string> = {}): string {
+  const url = new URL('/auth', issuer);
+  url.search = new URLSearchParams({
+    client_id: clientId,
+    redirect_uri: callback,
+    response_type: 'code',
+    scope: 'openid',
+    code_challenge: randomBytes(32).toString('base64url'),
+    code_challenge_method: 'S256',
+    ...extra,
+  }).toString();
+  return url.href;
+}
