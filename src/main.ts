@@ -29,7 +29,8 @@ function supervise({ WORKERS, LOG_LEVEL, LOG_FORMAT, NODE_ENV }: Config) {
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) {
         logger.info('all workers stopped');
-        process.exit(0);
+        // The destination is asynchronous: exit once the line is written, not while it is in flight.
+        logger.flush(() => process.exit(0));
       }
       return;
     }

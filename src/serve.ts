@@ -92,7 +92,7 @@ export async function serve(config: Config): Promise<void> {
         logger.warn({ err: (err as Error).message }, 'closing the storage connection failed');
       }
       logger.info('stopped');
-      process.exit(0);
+      logger.flush(() => process.exit(0));
     });
     server.closeIdleConnections();
   }

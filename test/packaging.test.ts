@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../src/config.ts';
@@ -10,7 +10,7 @@ import { startServer } from './helpers/server.ts';
 
 /**
  * The Dockerfile and docker-compose.yml. No Docker engine runs here: the compose file is validated
- * and resolved by Debian's `docker-compose config` (package `docker-compose`, installed by .ci/run),
+ * and resolved by Debian's `docker-compose config` (package `docker-compose`, installed by `npm test` when missing),
  * its YAML read with python3-yaml (a dependency of that package), and the image's HEALTHCHECK command
  * is run against a live server.
  */
@@ -32,7 +32,7 @@ describe('docker-compose.yml', () => {
   it('is valid for `docker-compose config`: Redis 7 with AOF and noeviction on a named volume, Latchkey in production on it', () => {
     const secretsKey = randomBytes(32).toString('base64');
     const result = composeConfig({ SECRETS_KEY: secretsKey });
-    assert.equal(result.error, undefined, 'docker-compose is installed (Debian package docker-compose; .ci/run installs it)');
+    assert.equal(result.error, undefined, 'docker-compose is installed (Debian package docker-compose; scripts/test-prerequisites.sh installs it)');
     assert.equal(result.status, 0, result.stderr);
     const config = yamlToJson(result.stdout);
 
@@ -106,5 +106,34 @@ describe('Dockerfile', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('a fresh machine', () => {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    engines?: unknown;
+    scripts: Record<string, string>;
+    devDependencies: Record<string, string>;
+  };
+  const prerequisites = readFileSync(new URL('../scripts/test-prerequisites.sh', import.meta.url), 'utf8');
+
+  it('`npm test` first installs what the tests spawn: every program a test or helper starts is in scripts/test-prerequisites.sh', () => {
+    assert.equal(pkg.scripts.pretest, 'bash scripts/test-prerequisites.sh');
+    const sources = ['test', 'test/helpers', 'test/e2e'].flatMap((dir) =>
+      readdirSync(new URL(`../${dir}/`, import.meta.url))
+        .filter((f) => f.endsWith('.ts'))
+        .map((f) => readFileSync(new URL(`../${dir}/${f}`, import.meta.url), 'utf8')),
+    );
+    const programs = new Set(sources.flatMap((s) => [...s.matchAll(/(?:spawn|spawnSync|execFileSync|run)\('([a-z][a-z0-9-]+)'/g)].map((m) => m[1]!)));
+    programs.delete('python3'); // comes with docker-compose (python3-yaml is its dependency)
+    assert.ok(programs.has('redis-server') && programs.has('redis-cli') && programs.has('docker-compose'), [...programs].join(' '));
+    for (const program of programs) assert.match(prerequisites, new RegExp(`command -v ${program} `), program);
+    assert.match(prerequisites, /\[ -x \/usr\/bin\/chromium \] \|\| missing\+=\(chromium\)/);
+  });
+
+  it('declares Node 24 as the pinned dev dependency, not as an engine: `npm ci` on an older system Node prints no EBADENGINE warning', () => {
+    assert.equal(pkg.engines, undefined);
+    assert.match(pkg.devDependencies.node ?? '', /^\^24\./);
+    assert.match(pkg.scripts.test ?? '', /^node /, 'npm scripts run the pinned node from node_modules/.bin');
   });
 });
