@@ -63,7 +63,7 @@ describe('MFA_POLICY=required (the default)', () => {
     assert.match(page.html, /<label for="code">/);
 
     const wrong = await post(flow.jar, page, '/enroll', { code: await wrongTotpCode(server.issuer, key) });
-    assert.equal(errorOf(wrong.followed.page!.html), MESSAGES.wrongCode.replaceAll(' ', ' '));
+    assert.equal(errorOf(wrong.followed.page!.html), MESSAGES.wrongCode);
     assert.ok(formAction(wrong.followed.page!.html, '/enroll'), 'the enrollment page again');
     assert.equal((await server.app.accounts.find(person.id))!.mfa, undefined, 'a wrong code does not enroll');
 
