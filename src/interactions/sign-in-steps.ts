@@ -20,8 +20,6 @@ export type SignInStep =
   /** `amr`: how the factor just set up signs this sign-in in, once the codes are saved. */
   | { name: 'recovery-codes'; accountId: string; subject: string; amr?: string[] };
 
-export type StepName = SignInStep['name'];
-
 export class SignInSteps {
   readonly #store: Store;
   constructor(store: Store) {

@@ -21,7 +21,7 @@ function processMetrics(): Registry {
   return processRegistry;
 }
 
-const KNOWN_GRANT_TYPES = new Set(['authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:device_code', 'urn:openid:params:grant-type:ciba']);
+const KNOWN_GRANT_TYPES = new Set(['authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:device_code']);
 const ISSUED_TOKENS = ['access_token', 'refresh_token', 'id_token'] as const;
 
 export class Metrics {

@@ -13,7 +13,6 @@ import { oidcRouteOf, routeOf, type Metrics } from './metrics.ts';
 const ERROR_EVENTS = [
   'authorization.error',
   'backchannel.error',
-  'backchannel_authentication.error',
   'challenge.error',
   'code_verification.error',
   'credential.error',

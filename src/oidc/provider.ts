@@ -232,7 +232,6 @@ export async function createProvider({ config, store, accounts, registry, views,
         return clientId !== undefined && (clientId === accountPageClientId || clientId === consoleClientId) ? ACCOUNT_PAGE_GRANT_TTL : 30 * DAY;
       },
       DeviceCode: DEVICE_CODE_TTL_SECONDS,
-      BackchannelAuthenticationRequest: 10 * MINUTE,
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: signInPolicy(config.MFA_POLICY) },
     // A first-party client, or scopes allowed before: the grant is made here and the code issued without

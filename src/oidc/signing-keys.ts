@@ -160,12 +160,6 @@ export async function followSigningKeys(
   };
 }
 
-/** Public half of a key: what `keys list` shows and what JWKS would publish. */
-export function publicPart(k: StoredSigningKey) {
-  const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...pub } = k;
-  return pub;
-}
-
 async function sharedSecret(store: Store, key: string, bytes: number): Promise<string> {
   await store.set(key, randomBytes(bytes).toString('base64url'), { ifAbsent: true });
   return (await store.get(key))!;

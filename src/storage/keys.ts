@@ -19,7 +19,7 @@ export function grantTag(grantId: string): string {
 
 /**
  * Models whose ids start with their grant's tag (see `tagTokenIdsWithGrant` in oidc/provider-internals.ts).
- * Not DeviceCode (nor CIBA's request): its id is made before the person approves, so before its grant exists;
+ * Not DeviceCode: its id is made before the person approves, so before its grant exists;
  * it gets a digest tag like any other record and is never listed in a grant's index (another slot).
  */
 export const GRANT_BOUND_MODELS = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken']);

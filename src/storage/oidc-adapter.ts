@@ -12,7 +12,6 @@ const CONSUMABLE = new Set([
   'AuthorizationCode',
   'RefreshToken',
   'DeviceCode',
-  'BackchannelAuthenticationRequest',
   'PushedAuthorizationRequest',
 ]);
 
