@@ -6,6 +6,7 @@ import type { TestRedis } from './helpers/redis.ts';
 import type { TestServer } from './helpers/server.ts';
 import { useWorld, type World } from './helpers/world.ts';
 import { runCli } from './helpers/cli.ts';
+import { eventually } from './helpers/eventually.ts';
 
 /**
  * `client create --native` (RFC 8252 loopback redirects on any port), `--pkce optional` (confidential
@@ -62,15 +63,6 @@ async function authorize(clientId: string, redirectUri: string) {
 }
 
 const clientKey = (id: string) => `lk:client:${id}`;
-
-/** Polls (bounded) until `check` holds: a change reaches a running server over pub/sub, asynchronously. */
-async function eventually(check: () => Promise<boolean>, what: string) {
-  for (let i = 0; i < 100; i += 1) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.fail(`never: ${what}`);
-}
 
 test('a --native client is public and its loopback redirect URIs match on any port; path, query and host must match exactly', async () => {
   const created = await succeeds(

@@ -1,6 +1,6 @@
 import { createLogger } from '../src/observability/logger.ts';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawnLatchkey, type LatchkeyProcess } from './helpers/process.ts';
 import { after, before, describe, it } from 'node:test';
 import { Accounts } from '../src/accounts/accounts.ts';
 import { COMMANDS, commandContext } from '../src/cli/commands.ts';
@@ -142,42 +142,15 @@ describe('--refresh-grace', () => {
   });
 });
 
-/** A Latchkey server process of its own (`node src/main.ts`), its JSON log lines collected. */
-async function spawnServer(port: number, env: Record<string, string>) {
-  const childEnv: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_') && k !== 'NODE_ENV') childEnv[k] = v;
-  Object.assign(childEnv, { PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'test', LOG_FORMAT: 'json', WORKERS: '1', ...env });
-  const child: ChildProcess = spawn(process.execPath, ['src/main.ts'], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: { msg?: string; status?: number; route?: string }[] = [];
-  let buffered = '';
-  child.stdout!.on('data', (chunk) => {
-    const parts = (buffered + String(chunk)).split('\n');
-    buffered = parts.pop()!;
-    for (const line of parts) if (line.trim().startsWith('{')) lines.push(JSON.parse(line));
-  });
-  child.stderr!.resume();
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  for (let i = 0; i < 200 && !lines.some((l) => /is listening/.test(l.msg ?? '')); i += 1) await new Promise((r) => setTimeout(r, 50));
-  assert.ok(lines.some((l) => /is listening/.test(l.msg ?? '')), `server on port ${port} started`);
-  return {
-    url: `http://127.0.0.1:${port}`,
-    lines,
-    async stop() {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 describe('two server processes on one Redis', () => {
   let redis: TestRedis;
-  let nodes: Awaited<ReturnType<typeof spawnServer>>[] = [];
+  let nodes: LatchkeyProcess[] = [];
   before(async () => {
     redis = await startRedis();
     const ports = [await freePort(), await freePort()];
     // One issuer for both (the first one's address), as behind a balancer; each is reached at its own address.
     const issuer = `http://127.0.0.1:${ports[0]}`;
-    nodes = await Promise.all(ports.map((port) => spawnServer(port, { REDIS_URL: redis.url, ISSUER: issuer, MFA_POLICY: 'optional' })));
+    nodes = await Promise.all(ports.map((port) => spawnLatchkey({ REDIS_URL: redis.url, ISSUER: issuer, MFA_POLICY: 'optional' }, { port })));
   });
   after(async () => {
     for (const node of nodes) await node.stop();

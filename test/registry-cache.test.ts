@@ -5,6 +5,7 @@ import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { endpoints } from './helpers/flow.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
+import { eventually } from './helpers/eventually.ts';
 
 /**
  * Servers cache clients and APIs in process (they are read on every token request). A change made by
@@ -28,15 +29,6 @@ after(async () => {
 });
 
 const noValidation = async () => {};
-
-/** Polls (bounded) until `check` holds: the change travels over pub/sub, asynchronously. */
-async function eventually(check: () => Promise<boolean>, what: string) {
-  for (let i = 0; i < 100; i += 1) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.fail(`never: ${what}`);
-}
 
 test('a secret rotated or a client deleted by another process takes effect on a running server', async () => {
   const api = await cliRegistry.createResource({ uri: 'https://cache.example', scope: 'cache:read' });

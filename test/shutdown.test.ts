@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
-import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+import { eventually } from './helpers/eventually.ts';
+import { spawnLatchkey } from './helpers/process.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
 
 /**
  * SIGTERM, as `docker stop` sends it, to a real `node src/main.ts`: it stops accepting connections,
@@ -18,71 +19,40 @@ after(async () => {
   await redis?.dispose();
 });
 
-interface Running {
-  child: ChildProcess;
-  port: number;
-  lines: Record<string, unknown>[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
-  waitFor(msg: RegExp, timeoutMs?: number): Promise<void>;
-}
-
-async function startLatchkey(): Promise<Running> {
-  const port = await freePort();
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_') && k !== 'NODE_ENV') env[k] = v;
-  Object.assign(env, { PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'test', LOG_FORMAT: 'json', REDIS_URL: redis.url });
-  const child = spawn(process.execPath, ['src/main.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: (() => void)[] = [];
-  let buffered = '';
-  child.stdout!.on('data', (chunk) => {
-    buffered += String(chunk);
-    const parts = buffered.split('\n');
-    buffered = parts.pop()!;
-    for (const line of parts) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
-    for (const wake of waiters.splice(0)) wake();
-  });
-  child.stderr!.resume();
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal, at: performance.now() })),
-  );
-  const waitFor = async (msg: RegExp, timeoutMs = 10_000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (!lines.some((l) => msg.test(String(l.msg)))) {
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no log line ${msg} (got ${lines.map((l) => l.msg).join(' | ')})`);
-      await new Promise<void>((resolve) => {
-        waiters.push(resolve);
-        setTimeout(resolve, 100);
-      });
-    }
-  };
-  await waitFor(/is listening/);
-  return { child, port, lines, exited, waitFor };
-}
-
-/** A request whose headers are sent and whose body is not: the server has it in flight until we finish it. */
+/**
+ * A request whose headers are sent and whose body is not: the server has it in flight until we finish it.
+ * `Expect: 100-continue` makes the server say when it has read the headers (Node answers `100 Continue`
+ * before it hands the request on), so the test waits for that answer, not for a guessed delay.
+ */
 async function startSlowRequest(port: number): Promise<{ socket: Socket; finish(): Promise<string> }> {
   const body = 'grant_type=client_credentials&scope=api%3Aread';
   const socket = connect(port, '127.0.0.1');
   await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
-  socket.write(
-    'POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n' +
-      `Authorization: Basic ${Buffer.from('nobody:wrong').toString('base64')}\r\nContent-Length: ${body.length}\r\n\r\n` +
-      body.slice(0, 10),
-  );
   let response = '';
-  socket.on('data', (d) => (response += String(d)));
-  const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const arrived: (() => void)[] = [];
+  socket.on('data', (d) => {
+    response += String(d);
+    for (const wake of arrived.splice(0)) wake();
+  });
+  socket.once('close', () => {
+    for (const wake of arrived.splice(0)) wake();
+  });
+  /** Resolves once the response so far matches, or the connection closed. */
+  const until = async (pattern: RegExp) => {
+    while (!pattern.test(response) && !socket.closed) await new Promise<void>((wake) => arrived.push(wake));
+  };
+  socket.write(
+    'POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\n' +
+      `Authorization: Basic ${Buffer.from('nobody:wrong').toString('base64')}\r\nContent-Length: ${body.length}\r\n\r\n`,
+  );
+  await until(/^HTTP\/1\.1 100 Continue\r\n\r\n/);
   return {
     socket,
     async finish() {
-      socket.write(body.slice(10));
+      socket.write(body);
       // Complete once the JSON body has arrived (the server may keep or close the connection).
-      const deadline = Date.now() + 5000;
-      while (!/\r\n\r\n[\s\S]*\}/.test(response) && Date.now() < deadline) {
-        await Promise.race([ended, new Promise((r) => setTimeout(r, 20))]);
-      }
-      return response;
+      await until(/\r\n\r\nHTTP\/1\.1 [\s\S]*\r\n\r\n[\s\S]*\}/);
+      return response.replace(/^HTTP\/1\.1 100 Continue\r\n\r\n/, '');
     },
   };
 }
@@ -99,17 +69,11 @@ function refused(port: number): Promise<boolean> {
 }
 
 test('SIGTERM: stops accepting, finishes the request in flight, closes Redis, exits 0', async () => {
-  const running = await startLatchkey();
+  const running = await spawnLatchkey({ REDIS_URL: redis.url });
   const slow = await startSlowRequest(running.port);
-  await new Promise((r) => setTimeout(r, 200)); // the server has read the headers and waits for the body
   running.child.kill('SIGTERM');
-  await running.waitFor(/shutting down/);
-  let closed = false;
-  for (let i = 0; i < 20 && !closed; i += 1) {
-    closed = await refused(running.port);
-    if (!closed) await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.equal(closed, true, 'no new connection is accepted while draining');
+  await running.waitForLine(/shutting down/);
+  await eventually(() => refused(running.port), 'no new connection is accepted while draining', { timeoutMs: 1000 });
   assert.equal(running.child.exitCode, null, 'it waits for the request in flight');
 
   const response = await slow.finish();
@@ -129,9 +93,8 @@ test('SIGTERM: stops accepting, finishes the request in flight, closes Redis, ex
 });
 
 test('SIGTERM: a request that never finishes is cut off after 10 s, and the process still exits 0', async () => {
-  const running = await startLatchkey();
+  const running = await spawnLatchkey({ REDIS_URL: redis.url });
   const slow = await startSlowRequest(running.port);
-  await new Promise((r) => setTimeout(r, 200));
   const sent = performance.now();
   running.child.kill('SIGTERM');
   const { code, at } = await running.exited;

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { Registry } from '../src/oidc/registry.ts';
 import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { endpoints } from './helpers/flow.ts';
-import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
+import { spawnLatchkey } from './helpers/process.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
 
 /**
  * WORKERS=2: a node:cluster primary runs two serving processes on one port and one Redis; tokens
@@ -27,22 +27,9 @@ test('WORKERS=2 serves from two processes that share the port and the Redis, and
   const job = await registry.createClient({ name: 'job', grants: ['client_credentials'], scope: 'w:read' }, async () => {});
   await store.close();
 
-  const port = await freePort();
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_') && k !== 'NODE_ENV') env[k] = v;
-  Object.assign(env, { PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'test', LOG_FORMAT: 'json', REDIS_URL: redis.url, WORKERS: '2' });
-  const child = spawn(process.execPath, ['src/main.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: { msg?: string; worker?: number }[] = [];
-  let buffered = '';
-  child.stdout!.on('data', (chunk) => {
-    const parts = (buffered + String(chunk)).split('\n');
-    buffered = parts.pop()!;
-    for (const line of parts) if (line.trim()) lines.push(JSON.parse(line));
-  });
-  child.stderr!.resume();
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const server = await spawnLatchkey({ REDIS_URL: redis.url, WORKERS: '2' });
+  const { lines, port } = server;
   try {
-    for (let i = 0; i < 200 && lines.filter((l) => /is listening/.test(l.msg ?? '')).length < 2; i += 1) await new Promise((r) => setTimeout(r, 50));
     const listening = lines.filter((l) => /is listening/.test(l.msg ?? ''));
     assert.equal(listening.length, 2, 'two workers listen');
     assert.equal(new Set(listening.map((l) => l.worker)).size, 2, 'in two processes');
@@ -65,8 +52,8 @@ test('WORKERS=2 serves from two processes that share the port and the Redis, and
       assert.match(text, /^process_resident_memory_bytes \d+/m, 'process metrics too');
     }
   } finally {
-    child.kill('SIGTERM');
+    await server.stop();
   }
-  assert.equal(await exited, 0);
+  assert.equal((await server.exited).code, 0);
   assert.ok(lines.some((l) => l.msg === 'all workers stopped'));
 });
