@@ -79,14 +79,14 @@ export function between(text: string, name: string): string {
   return text.slice(i + start.length, j).replace(/^\n/, '').replace(/\n$/, '');
 }
 
-/** Drops the README's old configuration and audit tables (header, separator and rows). */
+/** Drops the README's old configuration and audit tables: their headers and separators, and such rows wherever a merge left them. */
 export function withoutOldTables(readme: string): string {
   const out: string[] = [];
-  let dropping = false;
+  let inTable = false;
   for (const line of readme.split('\n')) {
-    if (line === CONFIG_HEADER || line === AUDIT_HEADER) dropping = true;
-    else if (dropping && !(SEPARATOR.test(line) || CONFIG_ROW.test(line) || AUDIT_ROW.test(line))) dropping = false;
-    if (!dropping) out.push(line);
+    if (line === CONFIG_HEADER || line === AUDIT_HEADER) inTable = true;
+    else if (inTable && !SEPARATOR.test(line)) inTable = false;
+    if (!inTable && !CONFIG_ROW.test(line) && !AUDIT_ROW.test(line)) out.push(line);
   }
   return out.join('\n');
 }
