@@ -4,7 +4,7 @@ import { parseSecretsKey } from './security/secret-box.ts';
 
 /**
  * The one configuration schema. Every variable, its default and its meaning live here;
- * the README's configuration table is checked against `configDocs` by a test.
+ * docs/configuration.md's table is generated from `configDocs` (`npm run docs`) and checked against it by a test.
  */
 export const configDocs: Record<string, string> = {
   NODE_ENV: '`development`, `production` or `test`. Production enforces the guardrails (Redis and `SECRETS_KEY` required, https issuer).',

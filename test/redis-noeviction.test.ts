@@ -6,7 +6,7 @@ import { StorageUnavailable } from '../src/storage/store.ts';
 import { useRedisStore } from './helpers/redis.ts';
 
 /**
- * A full Redis with `maxmemory-policy noeviction` (README, Scaling) refuses writes with OOM instead
+ * A full Redis with `maxmemory-policy noeviction` (docs/scaling.md) refuses writes with OOM instead
  * of evicting grants: the store reports that as StorageUnavailable (503 + Retry-After), and reads go on.
  */
 let store: RedisStore;

@@ -3,7 +3,7 @@ import { SECRET_FIELDS, withoutRedaction, type Logger } from './logger.ts';
 
 /**
  * Audit events: log lines with a stable `event` field that operators alert and search on. The names
- * below are a contract (README "Audit events" lists the same ones, checked by test/readme.test.ts);
+ * below are a contract (docs/operations.md lists the same ones: `npm run docs`, checked by test/readme.test.ts);
  * add one here and there together, never rename one.
  *
  * Fields name accounts and clients by id, never by secret: no password, code, token value or token id

@@ -91,7 +91,7 @@ interface Scripts {
 
 /**
  * Replies that mean "Redis cannot serve right now", as opposed to a bug in a command. OOM: a full
- * Redis with `maxmemory-policy noeviction` (README, Scaling) refuses writes rather than evicting grants.
+ * Redis with `maxmemory-policy noeviction` (docs/scaling.md) refuses writes rather than evicting grants.
  */
 const UNAVAILABLE_REPLY = /^(LOADING|BUSY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|NOREPLICAS|MISCONF|OOM)/;
 

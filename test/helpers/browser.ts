@@ -21,12 +21,12 @@ export function launchBrowser(): Promise<Browser> {
 }
 
 /**
- * Where the browser tests save their screenshots: docs/screenshots/ (the README's pictures) with
+ * Where the browser tests save their screenshots: docs/screenshots/ (the pictures of the README and docs/) with
  * UPDATE_SCREENSHOTS=1, else test/artifacts/ (ignored), so a test run leaves the work tree clean.
  */
 export const SCREENSHOTS = new URL(process.env.UPDATE_SCREENSHOTS ? '../../docs/screenshots/' : '../artifacts/screenshots/', import.meta.url);
 
-/** A fresh cookie jar, sized for the README screenshots. */
+/** A fresh cookie jar, sized for the screenshots in docs/. */
 export function newContext(browser: Browser): Promise<BrowserContext> {
   return browser.newContext({ viewport: { width: 800, height: 700 }, deviceScaleFactor: 1, locale: 'en-US' });
 }

@@ -8,7 +8,7 @@ import { useWorld, type World } from '../helpers/world.ts';
 import { serveRelyingParty, visitAndSignIn } from './rp.ts';
 
 /**
- * README "Integrating an app", express-openid-connect: its settings as the README gives them
+ * docs/integrating-apps.md, express-openid-connect: its settings as docs/integrating-apps.md gives them
  * (`response_type: 'code'`, which also turns PKCE on; offline_access for a refresh token).
  */
 let server: TestServer;

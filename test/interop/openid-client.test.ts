@@ -9,8 +9,8 @@ import { useWorld, type World } from '../helpers/world.ts';
 import { serveRelyingParty, visitAndSignIn } from './rp.ts';
 
 /**
- * README "Integrating an app", openid-client: an Express app with openid-client 6 as its library, as the
- * README configures it (http issuer in development: allowInsecureRequests; client_secret_basic; PKCE S256;
+ * docs/integrating-apps.md, openid-client: an Express app with openid-client 6 as its library, as
+ * that page configures it (http issuer in development: allowInsecureRequests; client_secret_basic; PKCE S256;
  * who signed in from the ID token's claims, since the access token is for an API).
  */
 let server: TestServer;

@@ -10,7 +10,7 @@ import { useWorld, type World } from '../helpers/world.ts';
 import { serveRelyingParty, visitAndSignIn } from './rp.ts';
 
 /**
- * README "Integrating an app", passport-openidconnect 0.1: no PKCE, so its client is created with
+ * docs/integrating-apps.md, passport-openidconnect 0.1: no PKCE, so its client is created with
  * `--pkce optional` (and `--secret-in body`, where it puts the secret); the strategy sends a nonce.
  */
 let server: TestServer;
