@@ -291,7 +291,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     }
     if (d.prompt.name === 'consent' && d.deviceCode) return renderDeviceRequest(ctx, { provider, accounts, views, csrf }, d, client, describeScopes);
     if (d.prompt.name === 'consent') {
-      // Only the scopes not granted before are listed (docs/sign-in.md: asked again only for new scopes); none for
+      // Only the scopes not granted before are listed (docs/integrating-apps.md: asked again only for new scopes); none for
       // first-party clients. prompt=consent from the app shows the page to every client, with every scope asked for.
       const firstParty = client.first_party === true;
       const remembered = firstParty ? undefined : await rememberedConsent(d);
