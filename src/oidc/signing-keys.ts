@@ -175,7 +175,8 @@ async function sharedSecret(store: Store, key: string, bytes: number): Promise<s
 /**
  * COOKIE_KEYS, or one key generated at first start and kept in storage sealed under SECRETS_KEY (the key
  * name as AAD): a copy of storage alone signs no session cookie. A key an earlier version stored unsealed
- * is sealed in place by the first server to start (compare-and-set: the others read its seal).
+ * is sealed in place by the first server to start (compare-and-set: the others read its seal); one sealed
+ * under another SECRETS_KEY is replaced by a new key the same way (cookies signed before no longer verify).
  */
 export async function loadCookieKeys(store: Store, box: SecretBox, fromEnv?: string[]): Promise<string[]> {
   if (fromEnv?.length) return fromEnv;
@@ -187,7 +188,10 @@ export async function loadCookieKeys(store: Store, box: SecretBox, fromEnv?: str
       try {
         return [box.open(stored, keys.cookieKeys)];
       } catch (err) {
-        throw new SecretBoxError(`the stored cookie key cannot be opened (${(err as Error).message}): set COOKIE_KEYS, or delete ${keys.cookieKeys} to have a new one made (everyone signs in again)`);
+        if (!(err instanceof SecretBoxError)) throw err;
+        // Sealed under another SECRETS_KEY (a development database given one): a new key, people sign in again.
+        await store.replaceIf(keys.cookieKeys, stored, box.seal(randomBytes(32).toString('base64url'), keys.cookieKeys));
+        continue;
       }
     }
     if (await store.replaceIf(keys.cookieKeys, stored, box.seal(stored, keys.cookieKeys))) return [stored];
