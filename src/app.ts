@@ -4,6 +4,7 @@ import Router from '@koa/router';
 import Koa, { type Context, type Middleware } from 'koa';
 import type Provider from 'oidc-provider';
 import { Accounts } from './accounts/accounts.ts';
+import { passwordRuleOf } from './accounts/password-rule.ts';
 import { Passkeys } from './accounts/passkeys.ts';
 import { watchAppUse } from './accounts/connected-apps.ts';
 import { adminApiNotFound, adminApiRoutes, ensureAdminApi } from './admin/api.ts';
@@ -60,7 +61,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   recordActivity(logger, activity);
   // After the activity log's own listener, so the outage's first line is not sent to the Redis that is away.
   watchStorageAvailability(rawStore, logger);
-  const accounts = new Accounts(store);
+  const accounts = new Accounts(store, { passwordRule: passwordRuleOf(config, logger) });
   const registry = new Registry(store, { cache: true });
   // Records written before the paging indexes existed (a no-op once they are complete).
   await accounts.backfillIndex();

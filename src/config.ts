@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
+import { HIBP_URL } from './accounts/password-rule.ts';
 import { parseSecretsKey } from './security/secret-box.ts';
 
 /**
@@ -23,12 +24,14 @@ export const configDocs: Record<string, string> = {
   REDIS_SENTINEL_NAME: 'The name of the master the Sentinels monitor (`sentinel monitor <name> …`), e.g. `mymaster`.',
   REDIS_PASSWORD: 'Password of the Redis Cluster nodes or of the Sentinel-managed Redis (not of the Sentinels); with `REDIS_URL`, for a URL without one.',
   SIGNING_KEYS_FILE: 'A JSON Web Key Set (private keys) to sign with instead of keys generated and kept in storage.',
-  COOKIE_KEYS: 'Comma-separated secrets that sign cookies (first one signs) instead of keys generated and kept in storage.',
-  SECRETS_KEY: '32 random bytes, base64 or hex (`openssl rand -base64 32`), that encrypt TOTP secrets at rest (AES-256-GCM). Required in production; unset elsewhere: a key generated and kept in storage.',
+  COOKIE_KEYS: 'Comma-separated secrets that sign cookies (first one signs) instead of a key generated and kept in storage, sealed under `SECRETS_KEY`.',
+  SECRETS_KEY: '32 random bytes, base64 or hex (`openssl rand -base64 32`), that encrypt TOTP secrets and the stored cookie key at rest (AES-256-GCM). Required in production; unset elsewhere: a key generated and kept in storage.',
   MFA_POLICY: '`required`: every account signs in with a second factor (enrolling at its next sign-in); `optional`: only accounts that enrolled one.',
   PASSKEYS: '`off`: no passkeys offered (existing ones are kept but not used); `optional`: offered beside the password and the authenticator app; `preferred`: as `optional`, with "Sign in with a passkey" styled as the main button of the sign-in page.',
   WEBAUTHN_RP_ID: 'The WebAuthn relying party id passkeys are bound to: the issuer\'s host name or a registrable suffix of it. Unset: the issuer\'s host name. Changing it orphans existing passkeys.',
   WEBAUTHN_ORIGINS: 'Comma-separated origins a passkey ceremony may come from (`https://login.example.com`). Unset: the issuer\'s origin.',
+  PASSWORD_BREACH_CHECK: '`off`: a new password is checked against the list of common passwords shipped with Latchkey (and the email address\'s name) only; `hibp`: also against Have I Been Pwned\'s Pwned Passwords range API, sending only the first 5 hex digits of the password\'s SHA-1. When the API does not answer within 2 s the password is accepted and a warning logged.',
+  PASSWORD_BREACH_CHECK_URL: 'The Pwned Passwords range API that `PASSWORD_BREACH_CHECK=hibp` asks (`<url>/range/<5 hex digits>`), e.g. a mirror inside your network.',
   ADMIN_ACTIVITY_MAX: 'How many audit events the activity log (admin API) keeps in Redis, about: the oldest are dropped beyond it. Every event is logged either way.',
 };
 
@@ -91,6 +94,8 @@ const schema = z
       .pipe(z.array(z.url({ protocol: /^https?$/, error: 'each must be an http:// or https:// origin' }).refine((o) => new URL(o).origin === o, 'each must be an origin: scheme, host and port, no path')).min(1))
       .optional(),
     WORKERS: z.coerce.number().int().min(1).max(256).optional(),
+    PASSWORD_BREACH_CHECK: z.enum(['off', 'hibp']).default('off'),
+    PASSWORD_BREACH_CHECK_URL: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).default(HIBP_URL),
     ADMIN_ACTIVITY_MAX: z.coerce.number().int().min(10).max(10_000_000).default(100_000),
   })
   .transform((env) => ({

@@ -96,6 +96,23 @@ describe('/account', () => {
     assert.deepEqual(audited('second_factor_enrolled', p.id).map((l) => l.replaced), [true]);
   });
 
+  it('refuses a common password and one holding the email’s name, saying why', async () => {
+    const p = await person();
+    const { jar, page } = await signInToAccount(p.email, PASSWORD, p.totpSecret);
+    const name = p.email.slice(0, p.email.indexOf('@'));
+    for (const [weak, why] of [
+      ['password', /among the most common ones; choose another/],
+      ['12345678', /among the most common ones; choose another/],
+      [`My ${name.toUpperCase()} 2026!`, /contains the name of the email address/],
+    ] as const) {
+      const refused = await post(jar, page, '/account/password', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret), new_password: weak });
+      assert.match(errorOf(refused.page!.html) ?? '', why, weak);
+      assert.match(errorOf(refused.page!.html) ?? '', /^The new password is not accepted: /);
+      assert.equal(await server.app.accounts.authenticate(p.email, weak), undefined, `${weak} was not set`);
+    }
+    assert.ok(await server.app.accounts.authenticate(p.email, PASSWORD), 'the password is unchanged');
+  });
+
   it('changes the password after proof; refuses a form without its CSRF token; signs out everywhere', async () => {
     const p = await person();
     const { jar, page } = await signInToAccount(p.email, PASSWORD, p.totpSecret);

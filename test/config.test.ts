@@ -21,6 +21,8 @@ describe('loadConfig', () => {
       WEBAUTHN_RP_ID: 'localhost',
       WEBAUTHN_ORIGINS: ['http://localhost:3000'],
       WORKERS: 1,
+      PASSWORD_BREACH_CHECK: 'off',
+      PASSWORD_BREACH_CHECK_URL: 'https://api.pwnedpasswords.com',
       ADMIN_ACTIVITY_MAX: 100000,
     });
   });

@@ -33,7 +33,7 @@ test('revoke-sessions ends every session and grant of one person, and nobody els
   assert.equal(dashboard.flow.loginPage, undefined, 'the second app used the same session');
   const phone = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: world.user, scope: SCOPE });
   // Someone else, signed in too.
-  const bobUser = { email: 'bob@example.org', password: 'bob has a long passphrase' };
+  const bobUser = { email: 'bob@example.org', password: 'his own long passphrase' };
   await server.app.accounts.create({ ...bobUser, name: 'Bob' });
   const bob = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: bobUser, scope: SCOPE });
 
@@ -75,7 +75,7 @@ test('revoke-sessions ends every session and grant of one person, and nobody els
 test('disabling or deleting a person also signs them out everywhere', async () => {
   const call = endpoints(server.issuer);
   for (const action of ['disable', 'delete'] as const) {
-    const person = { email: `${action}@example.org`, password: `${action} me with a long passphrase` };
+    const person = { email: `${action}@example.org`, password: 'a long passphrase, soon ended' };
     await server.app.accounts.create(person);
     const signedIn = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: person, scope: SCOPE });
     assert.equal((await call.introspect(world.api, signedIn.tokens.access_token)).body.active, true);

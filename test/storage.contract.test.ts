@@ -443,9 +443,23 @@ function storeContract(getStore: () => Store) {
       const payload: AdapterPayload = { jti: id, uid, kind: 'Session', iat: 1, exp: 2, accountId: 'acct', loginTs: 1, authorizations: { app: { sid: 'sid', grantId: 'g' } } };
       await session.upsert(id, payload, 3600);
       assert.deepEqual(await session.find(id), payload);
-      assert.deepEqual(await session.findByUid(uid), payload);
+      // By uid the id is not known (it is stored nowhere): oidc-provider only compares account and grants.
+      const { jti: _jti, ...withoutId } = payload;
+      assert.deepEqual(await session.findByUid(uid), withoutId);
       assert.equal(await session.findByUid(randomId()), undefined);
       await session.destroy(id);
+      assert.equal(await session.find(id), undefined);
+      assert.equal(await session.findByUid(uid), undefined);
+    });
+
+    test('a session written by an earlier version (its id in clear) is not found, by id or by uid', async () => {
+      const store = getStore();
+      const { session } = adapters(store);
+      const id = randomId();
+      const uid = randomId();
+      // What the earlier version wrote: the payload kept `jti`, the uid index held the id itself.
+      await store.putModel(keys.model('Session', id), JSON.stringify({ jti: id, uid, accountId: 'acct', authorizations: {} }), 3600, undefined, { consumable: false });
+      await store.set(keys.sessionUid(uid), id, { ttl: 3600 });
       assert.equal(await session.find(id), undefined);
       assert.equal(await session.findByUid(uid), undefined);
     });
@@ -737,7 +751,8 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
       const uid = randomId();
       await a.session.upsert(sessionId, { jti: sessionId, uid, kind: 'Session', accountId: 'acct-1', authorizations: {} }, 14 * DAY);
       const interactionId = randomId();
-      await a.interaction.upsert(interactionId, { jti: interactionId, kind: 'Interaction', uid: interactionId, params: { client_id: 'app' } }, 3600);
+      // oidc-provider's interaction names the browser's session id as `session.cookie`.
+      await a.interaction.upsert(interactionId, { jti: interactionId, kind: 'Interaction', uid: interactionId, params: { client_id: 'app' }, session: { accountId: 'acct-1', uid, cookie: sessionId } }, 3600);
       const parId = randomId();
       await a.par.upsert(parId, { jti: parId, kind: 'PushedAuthorizationRequest', request: 'x' }, 60);
       const deviceId = randomId();
@@ -813,6 +828,24 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
         }
       }
     });
+
+    test('no stored value holds a session id (the session cookie), whatever its type', async () => {
+      const values = await Promise.all((await allKeys('lk:*')).map((key) => valueOf(key)));
+      assert.ok(values.some((v) => v.includes(keys.model('Session', written.sessionId))), 'the dump reads the indexes');
+      for (const value of values) assert.ok(!value.includes(written.sessionId), `a stored value holds the session id: ${value.slice(0, 200)}`);
+    });
+
+    /** Everything stored under a key, as text: strings, hashes, sets, sorted sets, lists and streams. */
+    async function valueOf(key: string): Promise<string> {
+      const type = await store.client.type(key);
+      if (type === 'string') return (await store.client.get(key)) ?? '';
+      if (type === 'hash') return JSON.stringify(await store.client.hgetall(key));
+      if (type === 'set') return JSON.stringify(await store.client.smembers(key));
+      if (type === 'zset') return JSON.stringify(await store.client.zrange(key, '0', '-1'));
+      if (type === 'list') return JSON.stringify(await store.client.lrange(key, '0', '-1'));
+      if (type === 'stream') return JSON.stringify(await store.client.xrange(key, '-', '+'));
+      return '';
+    }
 
     test('all keys of one grant hash to one cluster slot, and grants are spread', async () => {
       const slots = [];

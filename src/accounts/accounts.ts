@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { StoredPasskey } from './passkeys.ts';
+import { PasswordRule } from './password-rule.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
 
 export interface Account {
@@ -61,12 +62,6 @@ export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
 }
 
-export function validatePassword(password: string): void {
-  // NIST SP 800-63B §3.1.1.2: at least 8 characters, allow long passphrases.
-  if (password.length < 8) throw new AccountError('the password needs at least 8 characters');
-  if (password.length > 1024) throw new AccountError('the password may have at most 1024 characters');
-}
-
 /** An account's entry in the email-ordered index: emails never hold a space, so the id follows one. */
 function indexEntry(account: Pick<Account, 'email' | 'id'>): string {
   return `${account.email} ${account.id}`;
@@ -74,8 +69,17 @@ function indexEntry(account: Pick<Account, 'email' | 'id'>): string {
 
 export class Accounts {
   readonly #store: Store;
-  constructor(store: Store) {
+  readonly #passwordRule: PasswordRule;
+  /** `passwordRule`: the server's and the CLI's come from the configuration (online check); else offline only. */
+  constructor(store: Store, options: { passwordRule?: PasswordRule } = {}) {
     this.#store = store;
+    this.#passwordRule = options.passwordRule ?? new PasswordRule();
+  }
+
+  /** Refuses a password that may not be `email`'s (password-rule.ts): every new password passes here. */
+  async checkPassword(password: string, email: string): Promise<void> {
+    const problem = await this.#passwordRule.problem(password, email);
+    if (problem) throw new AccountError(problem);
   }
 
   async find(id: string): Promise<Account | undefined> {
@@ -92,7 +96,7 @@ export class Accounts {
   async create(input: { email: string; name?: string; password: string; admin?: boolean }): Promise<Account> {
     const email = normalizeEmail(input.email);
     if (!EMAIL.test(email) || email.length > 254) throw new AccountError(`not an email address: ${JSON.stringify(input.email)}`);
-    validatePassword(input.password);
+    await this.checkPassword(input.password, email);
     const account: Account = {
       id: randomUUID(),
       email,
@@ -172,7 +176,9 @@ export class Accounts {
   }
 
   async setPassword(id: string, password: string) {
-    validatePassword(password);
+    const current = await this.find(id);
+    if (!current) throw new AccountError(`no account with id ${id}`);
+    await this.checkPassword(password, current.email);
     const passwordHash = await hashPassword(password);
     return this.update(id, (a) => {
       a.passwordHash = passwordHash;

@@ -2,6 +2,7 @@ import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { AccountError, Accounts } from '../accounts/accounts.ts';
+import { passwordRuleOf } from '../accounts/password-rule.ts';
 import { ConfigError, loadConfig } from '../config.ts';
 import { audit } from '../observability/audit.ts';
 import { createLogger } from '../observability/logger.ts';
@@ -130,8 +131,8 @@ async function run(argv: string[]): Promise<number> {
   let config;
   try {
     // Only what the CLI uses: the server's other settings need not be valid here.
-    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX } = process.env;
-    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX });
+    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL } = process.env;
+    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL });
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(`configuration: ${err.problems.join('; ')}`);
     throw err;
@@ -149,7 +150,7 @@ async function run(argv: string[]): Promise<number> {
     const ctx = commandContext({
       store,
       registry: new Registry(store),
-      accounts: new Accounts(store),
+      accounts: new Accounts(store, { passwordRule: passwordRuleOf(config, logger) }),
       logger,
       validateClient: validateClientMetadata,
       actor: { kind: 'cli', ...(operator ? { operator } : {}) },

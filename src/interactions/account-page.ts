@@ -1,6 +1,6 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { AccountError, hasFactor, validatePassword, type Account } from '../accounts/accounts.ts';
+import { AccountError, hasFactor, type Account } from '../accounts/accounts.ts';
 import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
 import { consentRevokedEvent, listConnectedApps, revokeConnectedApp, type ConnectedApp } from '../accounts/connected-apps.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
@@ -311,7 +311,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     const body = ctx.request.body as Record<string, unknown>;
     const next = typeof body.new_password === 'string' ? body.new_password : '';
     try {
-      validatePassword(next);
+      await accounts.checkPassword(next, who.account.email);
     } catch (err) {
       if (err instanceof AccountError) return renderAccount(ctx, who, { error: `The new password is not accepted: ${err.message}.` });
       throw err;

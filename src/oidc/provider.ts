@@ -72,7 +72,7 @@ function jwksOf(stored: StoredSigningKey[]) {
 export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {}, onConsentGranted = () => {}, onJwtRevoked = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
-    loadCookieKeys(store, config.COOKIE_KEYS),
+    loadCookieKeys(store, box, config.COOKIE_KEYS),
     loadDpopNonceSecret(store),
   ]);
 

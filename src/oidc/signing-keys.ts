@@ -1,5 +1,6 @@
 import { generateKeyPairSync, randomBytes, createHash, type JsonWebKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { SecretBoxError, type SecretBox } from '../security/secret-box.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 
@@ -165,9 +166,31 @@ async function sharedSecret(store: Store, key: string, bytes: number): Promise<s
   return (await store.get(key))!;
 }
 
-export async function loadCookieKeys(store: Store, fromEnv?: string[]): Promise<string[]> {
+/**
+ * COOKIE_KEYS, or one key generated at first start and kept in storage sealed under SECRETS_KEY (the key
+ * name as AAD): a copy of storage alone signs no session cookie. A key an earlier version stored unsealed
+ * is sealed in place by the first server to start (compare-and-set: the others read its seal); one sealed
+ * under another SECRETS_KEY is replaced by a new key the same way (cookies signed before no longer verify).
+ */
+export async function loadCookieKeys(store: Store, box: SecretBox, fromEnv?: string[]): Promise<string[]> {
   if (fromEnv?.length) return fromEnv;
-  return [await sharedSecret(store, keys.cookieKeys, 32)];
+  await store.set(keys.cookieKeys, box.seal(randomBytes(32).toString('base64url'), keys.cookieKeys), { ifAbsent: true });
+  for (let attempt = 0; attempt < 5; attempt += 1) {
+    const stored = (await store.get(keys.cookieKeys))!;
+    // A sealed value starts `v1.`; an unsealed key is base64url, which has no dot.
+    if (stored.startsWith('v1.')) {
+      try {
+        return [box.open(stored, keys.cookieKeys)];
+      } catch (err) {
+        if (!(err instanceof SecretBoxError)) throw err;
+        // Sealed under another SECRETS_KEY (a development database given one): a new key, people sign in again.
+        await store.replaceIf(keys.cookieKeys, stored, box.seal(randomBytes(32).toString('base64url'), keys.cookieKeys));
+        continue;
+      }
+    }
+    if (await store.replaceIf(keys.cookieKeys, stored, box.seal(stored, keys.cookieKeys))) return [stored];
+  }
+  throw new Error('the stored cookie key kept changing while it was being sealed');
 }
 
 /** DPoP nonces must verify on every node, so the secret is shared through storage. */

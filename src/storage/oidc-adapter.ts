@@ -64,6 +64,10 @@ export class RepeatedRefresh extends errors.InvalidGrant {
   }
 }
 
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 /** oidc-provider's opaque ids: 256 random bits (its default `bitsOfOpaqueRandomness`) in base64url. */
 const OPAQUE_ID_LENGTH = 43;
 
@@ -78,8 +82,8 @@ function idFitsModel(model: string, id: string): boolean {
 
 /**
  * The oidc-provider adapter over a Store. Notes:
- * - Bearer values are only ever digested into key names; opaque token payloads are stored without
- *   their `jti` (which is the bearer value) and get it back on read.
+ * - Bearer values are only ever digested into key names; payloads are stored without their `jti`
+ *   (for opaque tokens and sessions, the bearer value or the session cookie's value) and get it back on read.
  * - Grant-bound records are listed in their grant's index so a revocation deletes them in one step.
  * - `consume` is atomic: a second consumer gets `invalid_grant` and the whole grant is revoked.
  */
@@ -88,14 +92,11 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
   return class StoreAdapter implements Adapter {
     readonly name: string;
     readonly #grantBound: boolean;
-    readonly #keepsJti: boolean;
     readonly #consumable: boolean;
 
     constructor(name: string) {
       this.name = name;
       this.#grantBound = GRANT_BOUND_MODELS.has(name) || name === 'Grant';
-      // A session is also found by its uid, which does not tell its id, so its payload keeps it.
-      this.#keepsJti = name === 'Session';
       this.#consumable = CONSUMABLE.has(name);
     }
 
@@ -105,11 +106,17 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
       const grantId = this.name === 'Grant' ? id : payload.grantId;
       const index = this.#grantBound && grantId ? keys.grantIndex(grantId) : undefined;
       // `kind` is the model's name, given back on read: stored once per model, not once per record.
-      const { jti: _jti, kind: _kind, ...rest } = payload;
-      const stored = this.#keepsJti ? { ...rest, jti: payload.jti } : rest;
+      const { jti: _jti, kind: _kind, ...stored } = payload;
+      // An interaction names its browser's session id (`session.cookie`), which nothing reads back: the
+      // session cookie's value is kept nowhere in storage, only digested into its record's key.
+      if (this.name === 'Interaction' && isRecord(stored.session) && 'cookie' in stored.session) {
+        const { cookie: _cookie, ...session } = stored.session;
+        stored.session = session;
+      }
       // Independent writes, sent together (one round trip with auto-pipelining).
       const writes: Promise<unknown>[] = [store.putModel(key, JSON.stringify(stored), ttl, index, { consumable: this.#consumable })];
-      if (this.name === 'Session' && payload.uid) writes.push(store.set(keys.sessionUid(payload.uid), id, { ttl }));
+      // By uid, a session is found through its record's key, never through its id (the cookie's value).
+      if (this.name === 'Session' && payload.uid) writes.push(store.set(keys.sessionUid(payload.uid), key, { ttl }));
       // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
       // that `latchkey user revoke-sessions` finds every session and grant of a person.
       if (typeof payload.accountId === 'string') {
@@ -125,21 +132,35 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
       // oidc-provider looks a presented token up as each kind in turn (introspection, revocation,
       // userinfo); an id of the wrong shape for this model cannot be stored under it: skip the round trip.
       if (!idFitsModel(this.name, id)) return undefined;
-      const stored = await store.getModel(keys.model(this.name, id), { consumable: this.#consumable });
-      if (!stored) return undefined;
-      const payload = JSON.parse(stored.payload) as AdapterPayload;
-      payload.kind = this.name;
-      if (!this.#keepsJti) payload.jti = id;
+      const payload = await this.#read(keys.model(this.name, id));
+      if (!payload) return undefined;
+      payload.jti = id;
       // Within its client's grace window a used refresh token reads as unused, so the grant goes on to
       // `consume`, whose script decides atomically (a repeat, or reuse once the window has passed).
+      return payload;
+    }
+
+    /** The record under `key` without its id; `consumed` as `find` must report it. */
+    async #read(key: string): Promise<AdapterPayload | undefined> {
+      const stored = await store.getModel(key, { consumable: this.#consumable });
+      if (!stored) return undefined;
+      const payload = JSON.parse(stored.payload) as AdapterPayload;
+      // A session written by an earlier version kept its id in clear: not trusted, the person signs in again.
+      if (this.name === 'Session' && payload.jti !== undefined) return undefined;
+      payload.kind = this.name;
       const grace = this.name === 'RefreshToken' ? (refreshGrace.getStore() ?? 0) : 0;
       if (stored.consumed !== undefined && !(grace > 0 && epoch() - stored.consumed <= grace)) payload.consumed = stored.consumed;
       return payload;
     }
 
+    /**
+     * oidc-provider reads a session by uid only to compare its account and grants (interaction details,
+     * tokens bound to a session), never to save it: the record comes back without its id, which is not stored.
+     */
     async findByUid(uid: string) {
-      const id = await store.get(keys.sessionUid(uid));
-      return id ? this.find(id) : undefined;
+      const key = await store.get(keys.sessionUid(uid));
+      // An index entry of an earlier version held the session id itself: such sessions are not found.
+      return key?.startsWith('lk:') ? this.#read(key) : undefined;
     }
 
     async findByUserCode(userCode: string) {

@@ -176,6 +176,13 @@ describe('admin console in a browser', () => {
     await page.getByLabel('New password').fill('short');
     await submit(page, page.getByRole('button', { name: 'Set password' }));
     assert.match(await page.locator('#new-password-error').innerText(), /password/i);
+    // The one password rule: common passwords and the email's own name are refused, saying why.
+    for (const [weak, why] of [['password', /among the most common ones/], ['12345678', /among the most common ones/], ['Bob-is-my-name-2026', /contains the name of the email address/]] as const) {
+      await page.getByLabel('New password').fill(weak);
+      await submit(page, page.getByRole('button', { name: 'Set password' }));
+      assert.match(await page.locator('#new-password-error').innerText(), why);
+      assert.equal(await server.app.accounts.authenticate('bob@example.com', weak), undefined, `${weak} was not set`);
+    }
     await page.getByLabel('Yes, disable bob@example.com').check();
     await submit(page, page.getByRole('button', { name: 'Disable' }));
     assert.equal((await server.app.accounts.find(other.id))!.disabled, true);
