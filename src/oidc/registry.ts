@@ -102,6 +102,9 @@ const PRIVATE_USE_SCHEME = /^[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+$/;
  * elsewhere hands codes to anyone on the path. Returns the problem, or undefined when the URI is fine.
  */
 export function redirectUriProblem(uri: string, flag: string, isPublic: boolean): string | undefined {
+  // Checked on the URI as given: the URL parser drops tabs and line breaks, and the URI is stored as given.
+  // Not echoed: it may carry a password, and its control characters would land in a terminal or a log.
+  if (/[\p{Cc}\s]/u.test(uri)) return `--${flag} must not contain spaces, line breaks or other control characters`;
   const url = URL.parse(uri);
   if (!url) return `--${flag} must be an absolute URI, got ${JSON.stringify(uri)}`;
   // Not echoed: a user name or password in the URI may be a secret.
