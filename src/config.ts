@@ -29,6 +29,7 @@ export const configDocs: Record<string, string> = {
   PASSKEYS: '`off`: no passkeys offered (existing ones are kept but not used); `optional`: offered beside the password and the authenticator app; `preferred`: as `optional`, with "Sign in with a passkey" styled as the main button of the sign-in page.',
   WEBAUTHN_RP_ID: 'The WebAuthn relying party id passkeys are bound to: the issuer\'s host name or a registrable suffix of it. Unset: the issuer\'s host name. Changing it orphans existing passkeys.',
   WEBAUTHN_ORIGINS: 'Comma-separated origins a passkey ceremony may come from (`https://login.example.com`). Unset: the issuer\'s origin.',
+  BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: '`true`: back-channel logout URIs may point at loopback, link-local and private addresses (apps on an internal network). Unset or `false`: refused in production (at registration, and at delivery for the address the name resolves to); elsewhere only link-local addresses are refused. The server\'s own origin is always refused.',
   ADMIN_ACTIVITY_MAX: 'How many audit events the activity log (admin API) keeps in Redis, about: the oldest are dropped beyond it. Every event is logged either way.',
 };
 
@@ -92,6 +93,7 @@ const schema = z
       .optional(),
     WORKERS: z.coerce.number().int().min(1).max(256).optional(),
     ADMIN_ACTIVITY_MAX: z.coerce.number().int().min(10).max(10_000_000).default(100_000),
+    BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false').transform((v) => v === 'true'),
   })
   .transform((env) => ({
     ...env,

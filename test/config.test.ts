@@ -22,7 +22,14 @@ describe('loadConfig', () => {
       WEBAUTHN_ORIGINS: ['http://localhost:3000'],
       WORKERS: 1,
       ADMIN_ACTIVITY_MAX: 100000,
+      BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: false,
     });
+  });
+
+  test('BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: true or false, nothing else', () => {
+    assert.equal(loadConfig({ BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: 'true' }).BACKCHANNEL_LOGOUT_ALLOW_PRIVATE, true);
+    assert.equal(loadConfig({ BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: 'false' }).BACKCHANNEL_LOGOUT_ALLOW_PRIVATE, false);
+    assert.throws(() => loadConfig({ BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: 'sometimes' }), /BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: must be true or false/);
   });
 
   test('passkeys: RP id and origins default to the issuer; an RP id must be its host or a suffix of it', () => {

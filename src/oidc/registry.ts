@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AdapterPayload, ClientMetadata } from 'oidc-provider';
 import { keys } from '../storage/keys.ts';
+import { backchannelTargetProblem, DEVELOPMENT_TARGETS, type BackchannelTargetRules } from './backchannel-targets.ts';
 import type { Store } from '../storage/store.ts';
 
 /**
@@ -173,10 +174,15 @@ function apiScopes(scope: string): string[] {
 export class Registry {
   readonly #store: Store;
   readonly #cache?: ReadCache;
-  /** `cache: true` for the server (call `watch()`); the CLI reads and writes storage directly. */
-  constructor(store: Store, options: { cache?: boolean } = {}) {
+  readonly #targets: BackchannelTargetRules;
+  /**
+   * `cache: true` for the server (call `watch()`); the CLI reads and writes storage directly.
+   * `backchannelTargets`: where back-channel logout URIs may point (the configuration's; development rules when left out).
+   */
+  constructor(store: Store, options: { cache?: boolean; backchannelTargets?: BackchannelTargetRules } = {}) {
     this.#store = store;
     if (options.cache) this.#cache = new ReadCache();
+    this.#targets = options.backchannelTargets ?? DEVELOPMENT_TARGETS;
   }
 
   /** Drops the cache whenever any process announces a change. Returns the function that stops it. */
@@ -308,7 +314,7 @@ export class Registry {
     if (input.backchannelLogoutUri !== undefined) {
       if (!interactive) throw new RegistryError('--backchannel-logout-uri needs the authorization_code grant');
       // Server to server: https, or http to a loopback host (an app on the same machine, in development).
-      const problem = redirectUriProblem(input.backchannelLogoutUri, 'backchannel-logout-uri', false);
+      const problem = redirectUriProblem(input.backchannelLogoutUri, 'backchannel-logout-uri', false) ?? backchannelTargetProblem(input.backchannelLogoutUri, this.#targets);
       if (problem) throw new RegistryError(problem);
     }
     for (const { uri, flag } of targets) {
