@@ -304,6 +304,15 @@ test('redirect, post-logout and back-channel logout URIs with a line break, tab 
   assert.deepEqual((await json(['client', 'show', client_id])).redirect_uris, ['https://app.example/cb'], 'unchanged');
 });
 
+test('client create with NODE_ENV=production refuses a back-channel logout URI on a private address, unless BACKCHANNEL_LOGOUT_ALLOW_PRIVATE=true', async () => {
+  const args = ['client', 'create', '--name', 'Intranet', '--grants', 'authorization_code', '--redirect-uri', 'https://intranet.example/cb', '--scope', 'openid', '--backchannel-logout-uri', 'https://192.168.1.10/bc'];
+  await fails(args, /--backchannel-logout-uri must not point at a private address \(192\.168\.1\.10\) in production; set BACKCHANNEL_LOGOUT_ALLOW_PRIVATE=true/, { env: { NODE_ENV: 'production' } });
+  await fails([...args.slice(0, -1), 'http://localhost:9000/bc'], /loopback address \(localhost\)/, { env: { NODE_ENV: 'production' } });
+  const allowed = await cli([...args, '--json'], { env: { NODE_ENV: 'production', BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: 'true' } });
+  assert.equal(allowed.code, 0, allowed.stderr);
+  assert.equal((await json(['client', 'show', JSON.parse(allowed.stdout).client_id])).backchannel_logout_uri, 'https://192.168.1.10/bc');
+});
+
 test('user create, list, show, disable, enable, set-password, delete', async () => {
   const accounts = new Accounts(store);
   const email = `ada-${run}@example.org`;
