@@ -22,6 +22,7 @@ import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { watchProvider } from './observability/provider-events.ts';
 import { formPostAsGet } from './oidc/form-post-endpoints.ts';
 import { startLogoutDelivery, type LogoutDeliveryOptions } from './oidc/backchannel-logout.ts';
+import { backchannelTargetRules } from './oidc/backchannel-targets.ts';
 import { deviceFlowEdges } from './oidc/device-flow.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
@@ -45,7 +46,7 @@ export interface AppDeps {
   /** The clock of refresh-token grace windows; tests inject one to pass a window without waiting. */
   clock?: () => number;
   /** Back-channel logout delivery: deadline and retry waits (defaults 5 s; 1 s, 4 s). */
-  logoutDelivery?: Pick<LogoutDeliveryOptions, 'timeoutMs' | 'retryDelaysMs' | 'pollMs'>;
+  logoutDelivery?: Pick<LogoutDeliveryOptions, 'timeoutMs' | 'retryDelaysMs' | 'pollMs' | 'resolve'>;
 }
 
 /**
@@ -62,7 +63,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   // After the activity log's own listener, so the outage's first line is not sent to the Redis that is away.
   watchStorageAvailability(rawStore, logger);
   const accounts = new Accounts(store, { passwordRule: passwordRuleOf(config, logger) });
-  const registry = new Registry(store, { cache: true });
+  const backchannelTargets = backchannelTargetRules(config);
+  const registry = new Registry(store, { cache: true, backchannelTargets });
   // Records written before the paging indexes existed (a no-op once they are complete).
   await accounts.backfillIndex();
   await registry.backfillIndex();
@@ -124,7 +126,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   watchProvider(provider, logger, metrics);
   // "Last used" of connected apps (/account); a failure only leaves that date older.
   watchAppUse(provider, store, (err) => logger.debug({ err }, 'could not record when an app was last used'), clock);
-  const stopLogoutDelivery = await startLogoutDelivery({ provider, store, logger, metrics, ...logoutDelivery });
+  const stopLogoutDelivery = await startLogoutDelivery({ provider, store, logger, metrics, targets: backchannelTargets, ...logoutDelivery });
 
   // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
   const opsRouter = opsRoutes(store, metrics);

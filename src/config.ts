@@ -32,6 +32,7 @@ export const configDocs: Record<string, string> = {
   WEBAUTHN_ORIGINS: 'Comma-separated origins a passkey ceremony may come from (`https://login.example.com`). Unset: the issuer\'s origin.',
   PASSWORD_BREACH_CHECK: '`off`: a new password is checked against the list of common passwords shipped with Latchkey (and the email address\'s name) only; `hibp`: also against Have I Been Pwned\'s Pwned Passwords range API, sending only the first 5 hex digits of the password\'s SHA-1. When the API does not answer within 2 s the password is accepted and a warning logged.',
   PASSWORD_BREACH_CHECK_URL: 'The Pwned Passwords range API that `PASSWORD_BREACH_CHECK=hibp` asks (`<url>/range/<5 hex digits>`), e.g. a mirror inside your network.',
+  BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: '`true`: back-channel logout URIs may point at loopback, link-local and private addresses (apps on an internal network). Unset or `false`: refused in production (at registration, and at delivery for the address the name resolves to); elsewhere only link-local addresses are refused. The server\'s own origin is always refused.',
   ADMIN_ACTIVITY_MAX: 'How many audit events the activity log (admin API) keeps in Redis, about: the oldest are dropped beyond it. Every event is logged either way.',
 };
 
@@ -97,6 +98,7 @@ const schema = z
     PASSWORD_BREACH_CHECK: z.enum(['off', 'hibp']).default('off'),
     PASSWORD_BREACH_CHECK_URL: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).default(HIBP_URL),
     ADMIN_ACTIVITY_MAX: z.coerce.number().int().min(10).max(10_000_000).default(100_000),
+    BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false').transform((v) => v === 'true'),
   })
   .transform((env) => ({
     ...env,

@@ -169,6 +169,48 @@ test('a person\'s sessions are listed (never their ids) and a current lockout ca
   isProblem(await api(token, 'DELETE', '/v1/lockouts/not-a-key'), 404);
 });
 
+test('URIs with a line break or other control character: 400 problem+json, nothing stored', async () => {
+  const { token } = await adminToken();
+  const call = (method: string, path: string, body?: unknown) => api(token, method, path, body);
+  const app = { name: 'Ctl', grants: ['authorization_code'], redirect_uris: ['https://ctl.example/cb'], scope: 'openid' };
+  for (const [field, value] of [
+    ['redirect_uris', ['https://ctl.example/cb\r\nLocation: https://evil.example/']],
+    ['redirect_uris', ['https://ctl.example/\tcb']],
+    ['post_logout_redirect_uris', ['https://ctl.example/bye\n']],
+    ['backchannel_logout_uri', 'https://ctl.example/bc\u0000'],
+  ] as const) {
+    const refused = await call('POST', '/v1/clients', { ...app, [field]: value });
+    isProblem(refused, 400);
+    assert.match(refused.body.detail, /must not contain spaces, line breaks or other control characters/);
+  }
+  const created = await call('POST', '/v1/clients', app);
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.client.client_id as string;
+  isProblem(await call('PATCH', `/v1/clients/${id}`, { redirect_uris: ['https://ctl.example/cb\r'] }), 400);
+  assert.deepEqual((await call('GET', `/v1/clients/${id}`)).body.redirect_uris, ['https://ctl.example/cb']);
+  assert.ok(!(await call('GET', '/v1/clients?limit=100')).body.clients.some((c: { client_name: string; client_id: string }) => c.client_name === 'Ctl' && c.client_id !== id), 'no refused client was stored');
+});
+
+test('a device user-code lockout is listed as such and can be ended like the others', async () => {
+  const { token } = await adminToken();
+  // Wrong user codes from one IP, as the device verification page counts them (device-flow.ts).
+  const guesser = { account: 'user-code@198.51.100.7', ip: '198.51.100.7' };
+  for (let i = 0; i < 10; i += 1) await server.app.deviceLockout.recordFailure({ factor: 'password', ...guesser });
+  assert.equal((await server.app.deviceLockout.check(guesser)).allowed, false);
+  const listed = (await api(token, 'GET', '/v1/lockouts')).body.lockouts as { key: string; subject: string; scope: string; ip?: string }[];
+  const device = listed.filter((l) => l.scope === 'device');
+  // Its "account" is the IP's user-code guesses (the IP's own bar, 50, is not reached).
+  assert.deepEqual(device.map((l) => l.subject), ['account'], JSON.stringify(listed));
+  for (const lockout of device) {
+    const ended = await api(token, 'DELETE', `/v1/lockouts/${lockout.key}`);
+    assert.equal(ended.status, 200, JSON.stringify(ended.body));
+    assert.equal(ended.body.was_locked, true);
+  }
+  assert.ok(!(await api(token, 'GET', '/v1/lockouts')).body.lockouts.some((l: { scope: string }) => l.scope === 'device'));
+  assert.equal((await server.app.deviceLockout.check(guesser)).allowed, true, 'the IP may enter user codes again');
+  isProblem(await api(token, 'DELETE', '/v1/lockouts/device-ip-short'), 404);
+});
+
 test('a read-only token reads but cannot write: 403 insufficient_scope naming the scope', async () => {
   const { token } = await adminToken('latchkey:admin:read');
   assert.equal((await api(token, 'GET', '/v1/clients')).status, 200);

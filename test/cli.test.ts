@@ -281,6 +281,38 @@ test('redirect URIs: https, plain http to loopback only, private-use schemes onl
   }
 });
 
+test('redirect, post-logout and back-channel logout URIs with a line break, tab or other control character are refused, not stored cleaned', async () => {
+  const before = await allKeys();
+  const base = ['client', 'create', '--name', 'App', '--grants', 'authorization_code', '--scope', 'openid'];
+  // The URL parser would drop the tab and line breaks and find nothing wrong with what is left.
+  for (const [flag, uri] of [
+    ['--redirect-uri', 'https://app.example/cb\r\nSet-Cookie: x=1'],
+    ['--redirect-uri', 'https://app.example/c\tb'],
+    ['--redirect-uri', 'https://app.example/cb\n'],
+    ['--redirect-uri', 'https://app.example/cb\u0007'],
+    ['--post-logout-redirect-uri', 'https://app.example/bye\r'],
+    ['--backchannel-logout-uri', 'https://app.example/bc\u001b[2J'],
+    ['--backchannel-logout-uri', 'https://app.example/b c'],
+  ] as const) {
+    const args = flag === '--redirect-uri' ? [...base, flag, uri] : [...base, '--redirect-uri', 'https://app.example/cb', flag, uri];
+    const r = await fails(args, new RegExp(`${flag} must not contain spaces, line breaks or other control characters`));
+    assert.ok(!['\r', '\t', '\u0007', '\u001b'].some((c) => r.stderr.includes(c)), 'the control characters are not echoed');
+  }
+  assert.deepEqual(await allKeys(), before, 'nothing written');
+  const { client_id } = await json([...base, '--redirect-uri', 'https://app.example/cb']);
+  await fails(['client', 'update', client_id, '--redirect-uri', 'https://app.example/cb\r\n'], /--redirect-uri must not contain/);
+  assert.deepEqual((await json(['client', 'show', client_id])).redirect_uris, ['https://app.example/cb'], 'unchanged');
+});
+
+test('client create with NODE_ENV=production refuses a back-channel logout URI on a private address, unless BACKCHANNEL_LOGOUT_ALLOW_PRIVATE=true', async () => {
+  const args = ['client', 'create', '--name', 'Intranet', '--grants', 'authorization_code', '--redirect-uri', 'https://intranet.example/cb', '--scope', 'openid', '--backchannel-logout-uri', 'https://192.168.1.10/bc'];
+  await fails(args, /--backchannel-logout-uri must not point at a private address \(192\.168\.1\.10\) in production; set BACKCHANNEL_LOGOUT_ALLOW_PRIVATE=true/, { env: { NODE_ENV: 'production' } });
+  await fails([...args.slice(0, -1), 'http://localhost:9000/bc'], /loopback address \(localhost\)/, { env: { NODE_ENV: 'production' } });
+  const allowed = await cli([...args, '--json'], { env: { NODE_ENV: 'production', BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: 'true' } });
+  assert.equal(allowed.code, 0, allowed.stderr);
+  assert.equal((await json(['client', 'show', JSON.parse(allowed.stdout).client_id])).backchannel_logout_uri, 'https://192.168.1.10/bc');
+});
+
 test('user create, list, show, disable, enable, set-password, delete', async () => {
   const accounts = new Accounts(store);
   const email = `ada-${run}@example.org`;

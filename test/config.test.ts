@@ -24,7 +24,14 @@ describe('loadConfig', () => {
       PASSWORD_BREACH_CHECK: 'off',
       PASSWORD_BREACH_CHECK_URL: 'https://api.pwnedpasswords.com',
       ADMIN_ACTIVITY_MAX: 100000,
+      BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: false,
     });
+  });
+
+  test('BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: true or false, nothing else', () => {
+    assert.equal(loadConfig({ BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: 'true' }).BACKCHANNEL_LOGOUT_ALLOW_PRIVATE, true);
+    assert.equal(loadConfig({ BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: 'false' }).BACKCHANNEL_LOGOUT_ALLOW_PRIVATE, false);
+    assert.throws(() => loadConfig({ BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: 'sometimes' }), /BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: must be true or false/);
   });
 
   test('passkeys: RP id and origins default to the issuer; an RP id must be its host or a suffix of it', () => {

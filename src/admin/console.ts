@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import type Provider from 'oidc-provider';
-import { AccountError, type Account, type Accounts } from '../accounts/accounts.ts';
+import { AccountError, recoveryOf, type Account, type Accounts } from '../accounts/accounts.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { CliError } from '../cli/output.ts';
 import { formBody } from '../interactions/form-body.ts';
@@ -329,16 +329,19 @@ export function consoleRoutes(deps: ConsoleDeps) {
   async function userPage(ctx: Context, id: string, extra: Record<string, unknown> = {}) {
     const account = await accounts.find(id);
     if (!account) return notFound(ctx, 'That user');
-    const [{ sessions }, recoveryLeft, lockouts] = await Promise.all([
+    // Factors as `user show` lists them: the app and every passkey; recovery codes come with either.
+    const [{ sessions }, recoveryLeft, lockouts, { factors }] = await Promise.all([
       ops.userSessions(account.id),
-      SecondFactor.isEnrolled(account) ? deps.secondFactor.recoveryCodesLeft(account) : Promise.resolve(0),
+      deps.secondFactor.recoveryCodesLeft(account),
       ops.lockouts(),
+      ops.user(account.id),
     ]);
     // Connected apps: the apps this person granted access to (remembered consent), as on their account page.
     const apps = (await ops.connectedApps(account.id)).apps.map((a) => ({ id: a.client_id, name: a.name ?? a.client_id, scope: a.scope, granted: (a.granted ?? '').slice(0, 10), lastUsed: (a.last_used ?? '').slice(0, 10) }));
     render(ctx, whoOf(ctx), 'user', {
       title: account.email, user: userView(account), self: account.id === whoOf(ctx).account.id,
-      enrolledAt: account.mfa ? new Date(account.mfa.enrolledAt).toISOString().slice(0, 10) : undefined, recoveryLeft,
+      factors: factors.map((f) => ({ ...f, created: f.created.slice(0, 10), lastUsed: 'last_used' in f && f.last_used ? f.last_used.slice(0, 10) : undefined })),
+      hasRecovery: recoveryOf(account) !== undefined, recoveryLeft,
       sessions, apps, locked: lockouts.some((l) => (l as { accountId?: string }).accountId === account.id), errors: {}, ...extra,
     });
   }

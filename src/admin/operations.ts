@@ -9,7 +9,7 @@ import { audit, type AuditEvent } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import { type ClientChanges, type ClientInput, type Registry, type ResourceServer } from '../oidc/registry.ts';
 import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
-import { Lockout } from '../security/lockout.ts';
+import { Lockout, lockoutNamespace, lockoutScopeOf } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
@@ -376,11 +376,12 @@ export class Operations {
     return Lockout.current(this.#d.store, { limit });
   }
 
-  /** Ends a listed lockout (sign-in: account or IP; client authentication: client at an IP, or IP) by its key. */
+  /** Ends a listed lockout (sign-in: account or IP; client authentication: client at an IP, or IP; device user codes: IP) by its key. */
   async unlockLockout(actor: Actor, key: string) {
-    if (!/^(?:client-)?(?:account|ip)-[A-Za-z0-9_-]{27}$/.test(key)) throw new OperationError(404, 'no lockout with that key');
+    const scope = lockoutScopeOf(key);
+    if (!scope) throw new OperationError(404, 'no lockout with that key');
     const listed = (await this.lockouts(1000)).find((l) => l.key === key);
-    const lockout = new Lockout(this.#d.store, key.startsWith('client-') ? { namespace: 'client' } : {});
+    const lockout = new Lockout(this.#d.store, lockoutNamespace(scope));
     const wasLocked = await lockout.unlockKey(key);
     const { key: _key, until: _until, ...who } = listed ?? { key, until: '' };
     this.#audit(actor, 'lockout_ended', { ...who, reason: 'unlocked', wasLocked }, 'lockout ended by an operator and failed attempts forgotten');

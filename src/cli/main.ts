@@ -14,6 +14,7 @@ import { OperationError } from '../admin/operations.ts';
 import { ActivityLog, recordActivity } from '../observability/activity.ts';
 import { COMMANDS, commandContext, GROUPS, usageLine, type Command, type Values } from './commands.ts';
 import { validateClientMetadata } from './client-metadata.ts';
+import { backchannelTargetRules } from '../oidc/backchannel-targets.ts';
 import { CliError, type Output } from './output.ts';
 
 /**
@@ -131,8 +132,8 @@ async function run(argv: string[]): Promise<number> {
   let config;
   try {
     // Only what the CLI uses: the server's other settings need not be valid here.
-    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL } = process.env;
-    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL });
+    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE } = process.env;
+    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE });
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(`configuration: ${err.problems.join('; ')}`);
     throw err;
@@ -149,7 +150,8 @@ async function run(argv: string[]): Promise<number> {
     recordActivity(logger, activity);
     const ctx = commandContext({
       store,
-      registry: new Registry(store),
+      // NODE_ENV read alone: the server's production guardrails are not the CLI's to enforce.
+      registry: new Registry(store, { backchannelTargets: backchannelTargetRules({ ...config, NODE_ENV: process.env.NODE_ENV ?? 'development' }) }),
       accounts: new Accounts(store, { passwordRule: passwordRuleOf(config, logger) }),
       logger,
       validateClient: validateClientMetadata,

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AdapterPayload, ClientMetadata } from 'oidc-provider';
 import { keys } from '../storage/keys.ts';
+import { backchannelTargetProblem, DEVELOPMENT_TARGETS, type BackchannelTargetRules } from './backchannel-targets.ts';
 import type { Store } from '../storage/store.ts';
 
 /**
@@ -102,6 +103,9 @@ const PRIVATE_USE_SCHEME = /^[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+$/;
  * elsewhere hands codes to anyone on the path. Returns the problem, or undefined when the URI is fine.
  */
 export function redirectUriProblem(uri: string, flag: string, isPublic: boolean): string | undefined {
+  // Checked on the URI as given: the URL parser drops tabs and line breaks, and the URI is stored as given.
+  // Not echoed: it may carry a password, and its control characters would land in a terminal or a log.
+  if (/[\p{Cc}\s]/u.test(uri)) return `--${flag} must not contain spaces, line breaks or other control characters`;
   const url = URL.parse(uri);
   if (!url) return `--${flag} must be an absolute URI, got ${JSON.stringify(uri)}`;
   // Not echoed: a user name or password in the URI may be a secret.
@@ -170,10 +174,15 @@ function apiScopes(scope: string): string[] {
 export class Registry {
   readonly #store: Store;
   readonly #cache?: ReadCache;
-  /** `cache: true` for the server (call `watch()`); the CLI reads and writes storage directly. */
-  constructor(store: Store, options: { cache?: boolean } = {}) {
+  readonly #targets: BackchannelTargetRules;
+  /**
+   * `cache: true` for the server (call `watch()`); the CLI reads and writes storage directly.
+   * `backchannelTargets`: where back-channel logout URIs may point (the configuration's; development rules when left out).
+   */
+  constructor(store: Store, options: { cache?: boolean; backchannelTargets?: BackchannelTargetRules } = {}) {
     this.#store = store;
     if (options.cache) this.#cache = new ReadCache();
+    this.#targets = options.backchannelTargets ?? DEVELOPMENT_TARGETS;
   }
 
   /** Drops the cache whenever any process announces a change. Returns the function that stops it. */
@@ -305,7 +314,7 @@ export class Registry {
     if (input.backchannelLogoutUri !== undefined) {
       if (!interactive) throw new RegistryError('--backchannel-logout-uri needs the authorization_code grant');
       // Server to server: https, or http to a loopback host (an app on the same machine, in development).
-      const problem = redirectUriProblem(input.backchannelLogoutUri, 'backchannel-logout-uri', false);
+      const problem = redirectUriProblem(input.backchannelLogoutUri, 'backchannel-logout-uri', false) ?? backchannelTargetProblem(input.backchannelLogoutUri, this.#targets);
       if (problem) throw new RegistryError(problem);
     }
     for (const { uri, flag } of targets) {

@@ -83,11 +83,30 @@ export interface LockoutOptions {
   describe?: (typed: string) => Promise<Record<string, string | undefined>>;
 }
 
+/**
+ * What a lockout guards, by the namespace of its Lockout: people's sign-ins (none), client authentication
+ * (`client`), device user codes (`device`).
+ */
+export type LockoutScope = 'signin' | 'client' | 'device';
+const SCOPE_NAMESPACES: Record<LockoutScope, string | undefined> = { signin: undefined, client: 'client', device: 'device' };
+
+/** The scope of a subject key (from `Lockout.current`), or undefined when it is not one. */
+export function lockoutScopeOf(key: string): LockoutScope | undefined {
+  const m = /^(?:(client|device)-)?(?:account|ip)-[A-Za-z0-9_-]{27}$/.exec(key);
+  return m ? ((m[1] as LockoutScope | undefined) ?? 'signin') : undefined;
+}
+
+/** The namespace option of the Lockout that owns a scope's keys. */
+export function lockoutNamespace(scope: LockoutScope): Pick<LockoutOptions, 'namespace'> {
+  const namespace = SCOPE_NAMESPACES[scope];
+  return namespace ? { namespace } : {};
+}
+
 /** A lockout in force, as the admin API lists it (never what was typed: the subject key is a digest). */
 export interface CurrentLockout {
   /** The subject key: what `Lockout.unlockKey` takes. */
   key: string;
-  scope: 'signin' | 'client';
+  scope: LockoutScope;
   subject: 'account' | 'ip';
   until: string;
   lockouts: number;
@@ -328,9 +347,10 @@ export class Lockout {
       if (!raw) return [];
       const record = JSON.parse(raw) as LockRecord;
       if (record.until <= now) return [];
-      const client = key.startsWith('client-');
+      const scope = lockoutScopeOf(key);
+      if (!scope) return [];
       const subject = /(?:^|-)(account|ip)-/.exec(key)![1] as 'account' | 'ip';
-      return [{ ...record.who, key, scope: client ? 'client' : 'signin', subject, until: new Date(record.until).toISOString(), lockouts: record.lockouts } as CurrentLockout];
+      return [{ ...record.who, key, scope, subject, until: new Date(record.until).toISOString(), lockouts: record.lockouts } as CurrentLockout];
     });
   }
 }

@@ -7,6 +7,7 @@ import type { Browser, Page } from 'playwright-core';
 import { SCREENSHOTS, authorize, currentStep, enrollOnPage, fillCode, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
 import { keys } from '../../src/storage/keys.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
+import { SoftAuthenticator } from '../helpers/soft-authenticator.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { nextTotpCode } from '../helpers/totp.ts';
 
@@ -217,6 +218,43 @@ describe('admin console in a browser', () => {
     assert.match(await page.getByRole('status').innerText(), /Rotated/);
     assert.ok((await page.locator('table.list tbody tr').count()) > before);
     assert.deepEqual(problems.filter(), []);
+  });
+
+  test('a person with only a passkey: the user page lists the passkey and the recovery codes, not an authenticator app', async () => {
+    const { page, problems } = admin;
+    const pia = await server.app.accounts.create({ email: 'pia@example.com', password: PASSWORD });
+    const device = new SoftAuthenticator({ origin: server.issuer });
+    const registered = await server.app.passkeys.register(pia.id, 'e2e', device.create(await server.app.passkeys.registrationOptions(pia, 'e2e')), 'Pia’s laptop');
+    assert.ok(registered.ok);
+    // Recovery codes come with the first factor, as the sign-in's passkey enrollment issues them.
+    assert.equal((await server.app.secondFactor.issueRecoveryCodesIfNone(pia.id)).length, 10);
+    await page.goto(`${server.issuer}/admin/users/${pia.id}`);
+    const factor = page.locator('dl.facts dd').nth(3);
+    assert.deepEqual(await factor.locator('li').allInnerTexts(), [`Passkey “Pia’s laptop”, added ${new Date().toISOString().slice(0, 10)}, never used`]);
+    const text = await factor.innerText();
+    assert.match(text, /10 of 10 recovery codes unused/);
+    assert.doesNotMatch(text, /Authenticator app|undefined/);
+    assert.ok(await page.getByLabel(/Yes, remove every second factor \(authenticator app, passkeys\)/).count(), 'the reset names the passkeys');
+    await check(page, 'user-passkey');
+    // An authenticator app and a passkey: both listed.
+    await server.app.passkeys.register(adminId, 'e2e-admin', device.create(await server.app.passkeys.registrationOptions((await server.app.accounts.find(adminId))!, 'e2e-admin')), 'Security key');
+    await page.goto(`${server.issuer}/admin/users/${adminId}`);
+    const both = await page.locator('dl.facts dd').nth(3).locator('li').allInnerTexts();
+    assert.equal(both.length, 2);
+    assert.match(both[0]!, /^Authenticator app since \d{4}-\d{2}-\d{2}$/);
+    assert.match(both[1]!, /^Passkey “Security key”, added /);
+    assert.deepEqual(problems.filter(), []);
+  });
+
+  test('redirect URIs with a control character are refused next to the field, and nothing changes', async () => {
+    const { page } = admin;
+    const client = (await server.app.ops.clientPage({ limit: 100 })).clients.find((c) => c.client_name === 'Shop')!;
+    await page.goto(`${server.issuer}/admin/apps/${client.client_id}`);
+    const csrf = await page.locator('input[name=_csrf]').first().inputValue();
+    const res = await page.request.post(`${server.issuer}/admin/apps/${client.client_id}/redirect-uris`, { form: { _csrf: csrf, redirect_uris: `${client.redirect_uris[0]}\u0007` }, maxRedirects: 0 });
+    assert.equal(res.status(), 400);
+    assert.match(await res.text(), /must not contain spaces, line breaks or other control characters/);
+    assert.deepEqual((await server.app.ops.client(client.client_id)).redirect_uris, client.redirect_uris);
   });
 
   test('a non-admin who signed in is refused with a clear 403 page', async () => {
