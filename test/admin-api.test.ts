@@ -252,7 +252,7 @@ const BAD_BODIES: { name: string; body: string; type?: string }[] = [
   { name: 'form encoded', body: 'name=x', type: 'application/x-www-form-urlencoded' },
   { name: 'deep', body: '['.repeat(5000) + ']'.repeat(5000) },
 ];
-const BAD_QUERIES = ['?limit=0', '?limit=101', '?limit=abc', '?cursor=%00', '?cursor=a&cursor=b', '?bogus=1', '?from=yesterday', '?event=DROP%20TABLE', '?q=' + 'x'.repeat(300), '?cursor=999999999999999999-1'];
+const BAD_QUERIES = ['?limit=0', '?limit=101', '?limit=abc', '?cursor=%00', '?cursor=a&cursor=b', '?bogus=1', '?from=yesterday', '?event=DROP%20TABLE', '?q=' + 'x'.repeat(300), '?cursor=999999999999999999-1', '?cursor=0-0', '?from=99999999999999999999', '?to=-000001-01-01T00:00:00Z'];
 
 test('bad input on every endpoint: a 4xx problem+json, never a 5xx', async () => {
   const document = (await api(undefined, 'GET', '/openapi.json')).body as { paths: Record<string, Record<string, unknown>> };

@@ -165,15 +165,16 @@ const userQuery = pageQuery.extend({ q: z.string().trim().min(1).max(254).option
 const time = z
   .string()
   .max(40)
-  .refine((v) => Number.isFinite(/^\d+$/.test(v) ? Number(v) : Date.parse(v)), 'must be an ISO 8601 time or epoch milliseconds')
-  .transform((v) => (/^\d+$/.test(v) ? Number(v) : Date.parse(v)));
+  .transform((v) => (/^\d+$/.test(v) ? Number(v) : Date.parse(v)))
+  // Dates JavaScript can hold from 1970 on: the activity log has nothing earlier, and nothing later can be asked of it.
+  .refine((ms) => Number.isFinite(ms) && ms >= 0 && ms <= 8.64e15, 'must be an ISO 8601 time or epoch milliseconds, from 1970 on');
 const activityQuery = z.strictObject({
   event: z.string().max(500).regex(/^[a-z_]+(,[a-z_]+)*$/, 'one or more event names, separated by commas').optional(),
   account_id: z.string().max(100).optional(),
   client_id: z.string().max(100).optional(),
   from: time.optional(),
   to: time.optional(),
-  cursor: z.string().max(40).regex(/^\d{1,15}-\d{1,15}$/, 'not a cursor from this API').optional(),
+  cursor: z.string().max(40).regex(/^\d{1,15}-\d{1,15}$/, 'not a cursor from this API').refine((v) => !/^0+-0+$/.test(v), 'not a cursor from this API').optional(),
   limit,
 });
 const noQuery = z.strictObject({});
@@ -390,7 +391,14 @@ export function adminApiRoutes(deps: AdminApiDeps) {
       if (!spec.body && ((ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding'))) throw new Problem(400, 'this endpoint takes no request body');
       if (spec.body) {
         if (!ctx.is('application/json')) throw new Problem(415, 'send the body as application/json');
-        await json(ctx, async () => {});
+        try {
+          await json(ctx, async () => {});
+        } catch (err) {
+          // A body its Content-Encoding does not decode (a truncated gzip stream) has no status of its own: still the client's fault.
+          const status = (err as { status?: number }).status;
+          if (status !== undefined && status < 500) throw err;
+          throw new Problem(400, 'the request body could not be decoded');
+        }
         const parsed = spec.body.safeParse(ctx.request.body);
         if (!parsed.success) throw invalid('body', parsed.error);
         body = parsed.data;
