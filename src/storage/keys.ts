@@ -59,6 +59,8 @@ export const keys = {
   scopeOwner: (scope: string) => `lk:scope:${digest(scope)}`,
   /** A revoked JWT access token, by a digest of its `jti`; lives as long as the token would have. */
   revokedJwt: (jti: string) => `lk:revoked-jwt:${digest(jti)}`,
+  /** A DPoP proof already presented at the admin API, by a digest of its key and `jti`; lives while its `iat` is acceptable. */
+  dpopProof: (jkt: string, jti: string) => `lk:dpop-proof:${digest(`${jkt}:${jti}`)}`,
   account: (id: string) => `lk:account:${id}`,
   accountEmail: (email: string) => `lk:account-email:${digest(email.toLowerCase())}`,
   accounts: 'lk:accounts',
