@@ -489,7 +489,7 @@ export function openApiDocument(specs: RouteSpec[], issuer: string) {
       securitySchemes: {
         bearer: {
           type: 'oauth2',
-          description: `Opaque access tokens of this server for the resource ${adminApiUri(issuer)}`,
+          description: `Opaque access tokens of this server for the resource ${adminApiUri(issuer)}; a key-bound (DPoP) token is sent as Authorization: DPoP with a DPoP proof (RFC 9449); a person's token needs a sign-in with a second factor`,
           flows: { clientCredentials: { tokenUrl: `${issuer}/token`, scopes: { [ADMIN_SCOPE]: 'read and change everything', [ADMIN_READ_SCOPE]: 'read only' } } },
         },
       },
