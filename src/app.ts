@@ -152,7 +152,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
     ...(config.SIGNING_KEYS_FILE ? { signingKeysFile: config.SIGNING_KEYS_FILE } : {}),
   });
-  provider.use(adminApiRoutes({ provider, store, accounts, ops, activity, issuer: config.ISSUER }).routes());
+  provider.use(adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER }).routes());
   provider.use(adminApiNotFound);
   // The console (/admin): pages over the same operations, for admins signed in with a second factor.
   provider.use(consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId }).routes());

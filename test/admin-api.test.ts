@@ -7,7 +7,7 @@ import { keys } from '../src/storage/keys.ts';
 import { endpoints, signInAndRedeem } from './helpers/flow.ts';
 import { freePort, startRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
-import { useWorld, type World } from './helpers/world.ts';
+import { enrollTotp, REDIRECT_URI, useWorld, type World } from './helpers/world.ts';
 
 /**
  * The admin API over HTTP, on a real server and Redis: tokens from this server's own token endpoint
@@ -281,6 +281,36 @@ test('a person\'s token: only an enabled admin account gets in, and its changes 
   isProblem(await api(asPerson, 'GET', '/v1/users'), 401);
 });
 
+test('a person\'s token needs a sign-in with a second factor, as the console does, even under MFA_POLICY=optional', async () => {
+  const redis = await startRedis({ ownServer: true });
+  const optional = await startServer({ redisUrl: redis.url, env: { MFA_POLICY: 'optional' } });
+  try {
+    const resource = adminApiUri(optional.issuer);
+    const password = 'a long passphrase for the team';
+    const account = await optional.app.accounts.create({ email: 'ops@example.org', password, admin: true });
+    const app = await optional.app.registry.createClient({ name: 'Ops app', grants: ['authorization_code'], redirectUris: [REDIRECT_URI], scope: 'openid latchkey:admin' }, noValidation);
+    const client = { clientId: app.clientId, secret: app.secret!, redirectUri: REDIRECT_URI };
+    const personToken = async () => (await signInAndRedeem({ issuer: optional.issuer, client, user: { email: account.email, password }, scope: 'openid latchkey:admin', params: { resource } })).tokens.access_token;
+    const users = (token: string) => fetch(`${optional.issuer}/admin/api/v1/users`, { headers: { authorization: `Bearer ${token}` } });
+
+    // A password alone signs this admin in (no factor enrolled, none demanded): the admin API still says no.
+    const passwordOnly = await users(await personToken());
+    assert.equal(passwordOnly.status, 401);
+    assert.match(passwordOnly.headers.get('www-authenticate') ?? '', /error="insufficient_user_authentication".*acr_values="urn:latchkey:mfa"/);
+    assert.match(passwordOnly.headers.get('content-type') ?? '', /^application\/problem\+json/);
+    await passwordOnly.body?.cancel();
+
+    // With an authenticator app the sign-in asks for it, and the token gets in.
+    await enrollTotp(optional, account);
+    const withFactor = await users(await personToken());
+    assert.equal(withFactor.status, 200);
+    await withFactor.body?.cancel();
+  } finally {
+    await optional.close();
+    await redis.dispose();
+  }
+});
+
 /** Bodies, queries and paths that are wrong in every way we can think of. */
 const BAD_BODIES: { name: string; body: string; type?: string }[] = [
   { name: 'not JSON', body: '{"name": ' },
@@ -294,7 +324,7 @@ const BAD_BODIES: { name: string; body: string; type?: string }[] = [
   { name: 'form encoded', body: 'name=x', type: 'application/x-www-form-urlencoded' },
   { name: 'deep', body: '['.repeat(5000) + ']'.repeat(5000) },
 ];
-const BAD_QUERIES = ['?limit=0', '?limit=101', '?limit=abc', '?cursor=%00', '?cursor=a&cursor=b', '?bogus=1', '?from=yesterday', '?event=DROP%20TABLE', '?q=' + 'x'.repeat(300), '?cursor=999999999999999999-1'];
+const BAD_QUERIES = ['?limit=0', '?limit=101', '?limit=abc', '?cursor=%00', '?cursor=a&cursor=b', '?bogus=1', '?from=yesterday', '?event=DROP%20TABLE', '?q=' + 'x'.repeat(300), '?cursor=999999999999999999-1', '?cursor=0-0', '?from=99999999999999999999', '?to=-000001-01-01T00:00:00Z'];
 
 test('bad input on every endpoint: a 4xx problem+json, never a 5xx', async () => {
   const document = (await api(undefined, 'GET', '/openapi.json')).body as { paths: Record<string, Record<string, unknown>> };
@@ -412,9 +442,9 @@ test('the OpenAPI document lists every route of the router, with its input schem
 
 test('admin endpoints are rate limited per token: 429 problem+json with Retry-After', async () => {
   const { token } = await adminToken();
-  const { provider, accounts, ops, activity } = server.app;
+  const { provider, registry, accounts, ops, activity } = server.app;
   const app = new Koa();
-  app.use(adminApiRoutes({ provider, store: server.store, accounts, ops, activity, issuer: server.issuer, limits: { perTokenPerMinute: 3 } }).routes());
+  app.use(adminApiRoutes({ provider, store: server.store, registry, accounts, ops, activity, issuer: server.issuer, limits: { perTokenPerMinute: 3 } }).routes());
   const port = await freePort();
   const http = createServer(app.callback()).listen(port, '127.0.0.1');
   try {

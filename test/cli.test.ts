@@ -206,7 +206,7 @@ test('client create (confidential, public, client_credentials), list, show, rota
   assert.ok(!secretMatches(digest, job.client_secret), 'the old secret stops working');
   await fails(['client', 'rotate-secret', spa.client_id], /public/);
 
-  assert.deepEqual(await json(['client', 'delete', spa.client_id]), { client_id: spa.client_id, deleted: true });
+  assert.deepEqual(await json(['client', 'delete', spa.client_id]), { client_id: spa.client_id, deleted: true, grants_revoked: 0, tokens_revoked: 0 });
   await fails(['client', 'show', spa.client_id], /no client/);
   await fails(['client', 'delete', spa.client_id], /no client/);
   assert.ok(!(await json(['client', 'list'])).clients.some((c: any) => c.client_id === spa.client_id));

@@ -33,8 +33,11 @@ function epoch() {
   return Math.floor(Date.now() / 1000);
 }
 
+/** Clients that exist: every id but `gone` (a deleted client). */
+const CLIENTS = { find: async (id: string) => (id === 'gone' ? undefined : { client_id: id }) };
+
 function adapters(store: Store) {
-  const Adapter = createAdapterClass(store, { find: async () => undefined });
+  const Adapter = createAdapterClass(store, CLIENTS);
   return {
     Adapter,
     code: new Adapter('AuthorizationCode'),
@@ -521,6 +524,20 @@ function storeContract(getStore: () => Store) {
       const clients = new Adapter('Client');
       assert.deepEqual(await clients.find('app'), { client_id: 'app' });
       assert.equal(await clients.find('other'), undefined);
+    });
+
+    test("a token whose client is gone is not found (introspection answers inactive), and the grant's other records still are", async () => {
+      const store = getStore();
+      const a = adapters(store);
+      const grantId = randomId();
+      const kept = tokenId(grantId);
+      const orphan = tokenId(grantId);
+      await a.grant.upsert(grantId, { jti: grantId, kind: 'Grant', clientId: 'gone', accountId: 'acct' }, 60);
+      await a.access.upsert(kept, { jti: kept, kind: 'AccessToken', grantId, clientId: 'app' }, 60);
+      await a.access.upsert(orphan, { jti: orphan, kind: 'AccessToken', grantId, clientId: 'gone' }, 60);
+      assert.equal((await a.access.find(kept))?.jti, kept);
+      assert.equal(await a.access.find(orphan), undefined);
+      assert.ok(await a.grant.find(grantId), 'a grant is not a token: found, for oidc-provider to revoke');
     });
 
     test('destroy removes one record', async () => {

@@ -8,7 +8,9 @@ import { z } from 'zod';
 import { AccountError, type Accounts } from '../accounts/accounts.ts';
 import { CliError } from '../cli/output.ts';
 import type { ActivityLog } from '../observability/activity.ts';
+import { ACR_MFA } from '../interactions/mfa-policy.ts';
 import { GRANT_TYPES, MAX_REFRESH_GRACE_SECONDS, RegistryError, type Registry } from '../oidc/registry.ts';
+import { DPOP_ALGS, DpopProofError, verifyDpopProof } from '../security/dpop-proof.ts';
 import { digest, keys } from '../storage/keys.ts';
 import { RedisStore } from '../storage/redis-store.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
@@ -165,15 +167,16 @@ const userQuery = pageQuery.extend({ q: z.string().trim().min(1).max(254).option
 const time = z
   .string()
   .max(40)
-  .refine((v) => Number.isFinite(/^\d+$/.test(v) ? Number(v) : Date.parse(v)), 'must be an ISO 8601 time or epoch milliseconds')
-  .transform((v) => (/^\d+$/.test(v) ? Number(v) : Date.parse(v)));
+  .transform((v) => (/^\d+$/.test(v) ? Number(v) : Date.parse(v)))
+  // Dates JavaScript can hold from 1970 on: the activity log has nothing earlier, and nothing later can be asked of it.
+  .refine((ms) => Number.isFinite(ms) && ms >= 0 && ms <= 8.64e15, 'must be an ISO 8601 time or epoch milliseconds, from 1970 on');
 const activityQuery = z.strictObject({
   event: z.string().max(500).regex(/^[a-z_]+(,[a-z_]+)*$/, 'one or more event names, separated by commas').optional(),
   account_id: z.string().max(100).optional(),
   client_id: z.string().max(100).optional(),
   from: time.optional(),
   to: time.optional(),
-  cursor: z.string().max(40).regex(/^\d{1,15}-\d{1,15}$/, 'not a cursor from this API').optional(),
+  cursor: z.string().max(40).regex(/^\d{1,15}-\d{1,15}$/, 'not a cursor from this API').refine((v) => !/^0+-0+$/.test(v), 'not a cursor from this API').optional(),
   limit,
 });
 const noQuery = z.strictObject({});
@@ -284,6 +287,7 @@ function activityFilter(query: { event?: string; account_id?: string; client_id?
 export interface AdminApiDeps {
   provider: Provider;
   store: Store;
+  registry: Registry;
   accounts: Accounts;
   ops: Operations;
   activity: ActivityLog;
@@ -292,30 +296,58 @@ export interface AdminApiDeps {
   limits?: { perIpPerMinute?: number; perTokenPerMinute?: number };
 }
 
-function challenge(ctx: Context, status: 401 | 403, error: string | undefined, description: string, scope?: string): never {
-  const params = [`realm="${REALM}"`, ...(error ? [`error="${error}"`, `error_description="${description}"`] : []), ...(scope ? [`scope="${scope}"`] : [])];
+function challenge(ctx: Context, status: 401 | 403, error: string | undefined, description: string, scope?: string, extra: string[] = []): never {
+  const params = [`realm="${REALM}"`, ...(error ? [`error="${error}"`, `error_description="${description}"`] : []), ...(scope ? [`scope="${scope}"`] : []), ...extra];
   ctx.set('WWW-Authenticate', `Bearer ${params.join(', ')}`);
   throw new Problem(status, description, error ? { error } : {});
 }
 
-type TokenLike = { aud?: string | string[]; scope?: string; accountId?: string; clientId?: string; isExpired?: boolean };
+/** RFC 9449 §7.1: a refused key-bound token is answered with the DPoP scheme's challenge. */
+function dpopChallenge(ctx: Context, error: 'invalid_token' | 'invalid_dpop_proof', description: string): never {
+  ctx.set('WWW-Authenticate', `DPoP realm="${REALM}", error="${error}", error_description="${description}", algs="${DPOP_ALGS.join(' ')}"`);
+  throw new Problem(401, description, { error });
+}
+
+type TokenLike = { aud?: string | string[]; scope?: string; accountId?: string; clientId?: string; isExpired?: boolean; jkt?: string; extra?: { acr?: unknown } };
 
 async function authenticate(ctx: Context, deps: AdminApiDeps, audience: string): Promise<Caller> {
   const header = ctx.get('authorization');
   // RFC 6750 §3.1: a request without credentials gets the challenge without an error code.
-  if (!header || !/^bearer\s/i.test(header)) challenge(ctx, 401, undefined, 'this API needs a bearer access token (scope latchkey:admin or latchkey:admin:read)');
-  const value = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i.exec(header)?.[1];
+  if (!header || !/^(bearer|dpop)\s/i.test(header)) challenge(ctx, 401, undefined, 'this API needs a bearer access token (scope latchkey:admin or latchkey:admin:read)');
+  const [, scheme, value] = /^(bearer|dpop) +([A-Za-z0-9\-._~+/]+=*)$/i.exec(header) ?? [];
   if (!value || value.length > 512) challenge(ctx, 401, 'invalid_token', 'the access token is malformed');
   const { AccessToken, ClientCredentials } = deps.provider;
   const token = ((await AccessToken.find(value!)) ?? (await ClientCredentials.find(value!))) as unknown as TokenLike | undefined;
   if (!token || token.isExpired) challenge(ctx, 401, 'invalid_token', 'the access token is unknown, expired or revoked');
+  // A token bound to a key (DPoP) is worth nothing without a proof from that key: a copy of it alone does not get in.
+  if (token!.jkt) {
+    if (scheme!.toLowerCase() !== 'dpop') dpopChallenge(ctx, 'invalid_token', 'the access token is bound to a key: send it as Authorization: DPoP with a DPoP proof');
+    const proof = ctx.get('dpop');
+    if (!proof) dpopChallenge(ctx, 'invalid_dpop_proof', 'a DPoP proof is required with this access token');
+    try {
+      await verifyDpopProof({ proof, method: ctx.method, url: `${new URL(deps.issuer).origin}${ctx.path}`, accessToken: value!, jkt: token!.jkt, store: deps.store });
+    } catch (err) {
+      if (err instanceof DpopProofError) dpopChallenge(ctx, 'invalid_dpop_proof', err.message);
+      throw err;
+    }
+  } else if (scheme!.toLowerCase() === 'dpop') {
+    challenge(ctx, 401, 'invalid_token', 'the access token is not bound to a key: send it as a Bearer token');
+  }
   const aud = [token!.aud ?? []].flat();
   if (!aud.includes(audience)) challenge(ctx, 401, 'invalid_token', 'the access token is not for this API');
-  const scopes = new Set((token!.scope ?? '').split(' ').filter(Boolean));
+  // The client is read on every request: deleted, or no longer allowed an admin scope, its tokens stop working at once.
+  const client = await deps.registry.findClient(String(token!.clientId));
+  if (!client) challenge(ctx, 401, 'invalid_token', 'the access token\'s client no longer exists');
+  const allowed = new Set(String(client!.scope ?? '').split(' '));
+  const scopes = new Set((token!.scope ?? '').split(' ').filter((s) => s && allowed.has(s)));
   if (token!.accountId) {
     // A person's token is worth what their account is now: disabled or no longer an admin, it stops working.
     const account = await deps.accounts.find(token!.accountId);
     if (!account || account.disabled || account.admin !== true) challenge(ctx, 401, 'invalid_token', 'the access token\'s account is not an admin');
+    // The console's rule: a person administers only after a sign-in with a second factor (RFC 9470 step-up).
+    if (token!.extra?.acr !== ACR_MFA) {
+      challenge(ctx, 401, 'insufficient_user_authentication', 'sign in with a second factor to use the admin API', undefined, [`acr_values="${ACR_MFA}"`]);
+    }
     return { actor: { kind: 'account', accountId: account!.id }, scopes };
   }
   return { actor: { kind: 'client', clientId: String(token!.clientId) }, scopes };
@@ -390,7 +422,14 @@ export function adminApiRoutes(deps: AdminApiDeps) {
       if (!spec.body && ((ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding'))) throw new Problem(400, 'this endpoint takes no request body');
       if (spec.body) {
         if (!ctx.is('application/json')) throw new Problem(415, 'send the body as application/json');
-        await json(ctx, async () => {});
+        try {
+          await json(ctx, async () => {});
+        } catch (err) {
+          // A body its Content-Encoding does not decode (a truncated gzip stream) has no status of its own: still the client's fault.
+          const status = (err as { status?: number }).status;
+          if (status !== undefined && status < 500) throw err;
+          throw new Problem(400, 'the request body could not be decoded');
+        }
         const parsed = spec.body.safeParse(ctx.request.body);
         if (!parsed.success) throw invalid('body', parsed.error);
         body = parsed.data;
@@ -450,7 +489,7 @@ export function openApiDocument(specs: RouteSpec[], issuer: string) {
       securitySchemes: {
         bearer: {
           type: 'oauth2',
-          description: `Opaque access tokens of this server for the resource ${adminApiUri(issuer)}`,
+          description: `Opaque access tokens of this server for the resource ${adminApiUri(issuer)}; a key-bound (DPoP) token is sent as Authorization: DPoP with a DPoP proof (RFC 9449); a person's token needs a sign-in with a second factor`,
           flows: { clientCredentials: { tokenUrl: `${issuer}/token`, scopes: { [ADMIN_SCOPE]: 'read and change everything', [ADMIN_READ_SCOPE]: 'read only' } } },
         },
       },

@@ -168,9 +168,9 @@ export class Operations {
 
   async deleteClient(actor: Actor, clientId: string) {
     await this.client(clientId);
-    await this.#d.registry.deleteClient(clientId);
-    this.#audit(actor, 'client_deleted', { clientId }, 'client deleted');
-    return { client_id: clientId, deleted: true };
+    const { grants, tokens } = await this.#d.registry.deleteClient(clientId);
+    this.#audit(actor, 'client_deleted', { clientId, grants, tokens }, 'client deleted; its grants and tokens revoked');
+    return { client_id: clientId, deleted: true, grants_revoked: grants, tokens_revoked: tokens };
   }
 
   // ---- APIs (resource servers) ----

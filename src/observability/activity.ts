@@ -35,6 +35,9 @@ const SECRET_NAMES = new Set(SECRET_FIELDS);
 const BATCH = 200;
 const MAX_SCANNED_PER_PAGE = 5000;
 
+/** The latest time a stream id can name here (epoch ms): JavaScript's last date, far inside Redis' 64 bits. */
+const MAX_TIME = 8.64e15;
+
 const ACTIVITY = Symbol.for('latchkey.activity');
 
 /** Makes `audit(logger, …)` — and audits on the logger's children — append to `activity` too. */
@@ -108,8 +111,13 @@ export class ActivityLog {
    */
   async query(filter: ActivityFilter, page: { cursor?: string; limit: number }): Promise<{ events: ActivityEvent[]; next?: string }> {
     const events: ActivityEvent[] = [];
-    let end = page.cursor ? `(${page.cursor}` : filter.to !== undefined ? String(filter.to) : '+';
-    const start = filter.from !== undefined ? String(filter.from) : '-';
+    // Stream ids are unsigned 64-bit: Redis refuses a bound outside them (or an exclusive `(0-0`) with an error, not an empty range.
+    if (page.cursor !== undefined && !/^\d{1,15}-\d{1,15}$/.test(page.cursor)) return { events };
+    if (page.cursor !== undefined && /^0+-0+$/.test(page.cursor)) return { events };
+    if ((filter.to !== undefined && filter.to < 0) || (filter.from !== undefined && filter.from > MAX_TIME)) return { events };
+    const to = filter.to !== undefined && filter.to <= MAX_TIME ? filter.to : undefined;
+    let end = page.cursor ? `(${page.cursor}` : to !== undefined ? String(Math.floor(to)) : '+';
+    const start = filter.from !== undefined && filter.from > 0 ? String(Math.floor(filter.from)) : '-';
     let scanned = 0;
     for (;;) {
       const batch = await this.#store.streamRevRange(keys.activity, end, start, BATCH);

@@ -96,7 +96,9 @@ export function jwtIntrospectionAndRevocation(jwts: JwtAccessTokens, belongsTo: 
     if ((ctx.body as { error?: unknown })?.error !== 'unsupported_token_type' || !client || typeof value !== 'string') return;
 
     const token = await jwts.verify(value);
-    const owned = token !== undefined && belongsTo(client as never, { clientId: token.client_id, aud: token.aud });
+    // A token whose client was deleted is dead, although its signature still verifies until it expires.
+    const clientLives = token !== undefined && (token.client_id === client.clientId || (await ctx.oidc.provider.Client.find(String(token.client_id))) !== undefined);
+    const owned = token !== undefined && clientLives && belongsTo(client as never, { clientId: token.client_id, aud: token.aud });
     ctx.status = 200;
     if (route === 'introspection') {
       // Like an opaque token: anything not shown to this client is exactly {"active":false}.

@@ -1,5 +1,6 @@
 import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import { adminApiUri } from '../admin/operations.ts';
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
 import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../interactions/consent-without-asking.ts';
@@ -209,6 +210,16 @@ export async function createProvider({ config, store, accounts, registry, views,
       dPoP: { enabled: true, nonceSecret: dpopNonceSecret },
       // RFC 8628: POST /device/auth, the code entry at /device (device-flow.ts).
       deviceFlow: deviceFlowFeature({ ...deviceFlow, store, views }) as never,
+    },
+
+    // A person's admin API token carries the acr of the sign-in it came from: the admin API, like the
+    // console, admits only a sign-in with a second factor (admin/api.ts). Other tokens: nothing extra.
+    async extraTokenClaims(ctx, token) {
+      const { kind, accountId, aud } = token as { kind?: string; accountId?: string; aud?: string | string[] };
+      if (kind !== 'AccessToken' || !accountId || ![aud ?? []].flat().includes(adminApiUri(config.ISSUER))) return undefined;
+      const entities = (ctx as KoaContextWithOIDC | undefined)?.oidc?.entities as Record<string, { acr?: unknown } | undefined> | undefined;
+      const acr = (entities?.AuthorizationCode ?? entities?.RefreshToken ?? entities?.DeviceCode ?? entities?.BackchannelAuthenticationRequest)?.acr;
+      return typeof acr === 'string' ? { acr } : undefined;
     },
 
     // Rotate every refresh token on use; reuse of a rotated one revokes the grant (atomic consume).

@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AdapterPayload, ClientMetadata } from 'oidc-provider';
 import { keys } from '../storage/keys.ts';
 import { backchannelTargetProblem, DEVELOPMENT_TARGETS, type BackchannelTargetRules } from './backchannel-targets.ts';
+import { revokeClientGrants } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 
 /**
@@ -372,7 +373,8 @@ export class Registry {
     return found.filter((c): c is ClientMetadata => !!c) as ClientMetadata[];
   }
 
-  async deleteClient(clientId: string): Promise<void> {
+  /** Deletes a client, then revokes its grants and tokens (none can be issued to it any more by then). Returns how many. */
+  async deleteClient(clientId: string): Promise<{ grants: number; tokens: number }> {
     const client = await this.findClient(clientId);
     if (!client) throw new RegistryError(`no client with id ${clientId}`);
     if (client.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(client.resource_server)}: use "latchkey resource delete"`);
@@ -380,6 +382,7 @@ export class Registry {
     await this.#store.setRemove(keys.clients, clientId);
     await this.#store.sortedRemove(keys.clientsById, clientId);
     await this.#changed();
+    return revokeClientGrants(this.#store, clientId);
   }
 
   async rotateSecret(clientId: string): Promise<string> {

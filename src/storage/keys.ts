@@ -59,6 +59,8 @@ export const keys = {
   scopeOwner: (scope: string) => `lk:scope:${digest(scope)}`,
   /** A revoked JWT access token, by a digest of its `jti`; lives as long as the token would have. */
   revokedJwt: (jti: string) => `lk:revoked-jwt:${digest(jti)}`,
+  /** A DPoP proof already presented at the admin API, by a digest of its key and `jti`; lives while its `iat` is acceptable. */
+  dpopProof: (jkt: string, jti: string) => `lk:dpop-proof:${digest(`${jkt}:${jti}`)}`,
   account: (id: string) => `lk:account:${id}`,
   accountEmail: (email: string) => `lk:account-email:${digest(email.toLowerCase())}`,
   accounts: 'lk:accounts',
@@ -77,6 +79,13 @@ export const keys = {
   accountSessions: (accountId: string) => `lk:account-sessions:${digest(accountId)}`,
   /** The grant index keys of an account's grants (an index: TTL of its longest-lived member). */
   accountGrants: (accountId: string) => `lk:account-grants:${digest(accountId)}`,
+  /**
+   * A client's grants (their grant index keys) and client-credentials tokens (their record keys), one set
+   * per UTC day of issue (`day`: days since the epoch), each with the TTL of its longest-lived member: a
+   * day's set stops growing at its end, so it goes with what it lists. Deleting the client reads them all.
+   */
+  clientGrants: (clientId: string, day: number) => `lk:client-grants:${digest(clientId)}:${day}`,
+  clientTokens: (clientId: string, day: number) => `lk:client-tokens:${digest(clientId)}:${day}`,
   /** The client id of the account page, which signs people in through the ordinary flow (interactions/account-page.ts). */
   accountPageClient: 'lk:account-page:client',
   /** The client id of the admin console, which signs admins in through the ordinary flow (admin/console.ts). */

@@ -46,6 +46,40 @@ export async function revokeAccountSessions(store: Store, accountId: string, opt
   return { sessions: deleted, grants: grants.length };
 }
 
+const DAY_MS = 24 * 60 * 60 * 1000;
+/** The day a client's index set is named after (keys.clientGrants, keys.clientTokens). */
+const dayOf = (ms: number) => Math.floor(ms / DAY_MS);
+
+/**
+ * Revokes everything a client was issued: every grant (with its codes, access and refresh tokens) and
+ * every client-credentials token, read from the client's day-by-day index sets — no SCAN. Every record
+ * is written with a TTL of at most MAX_TTL, so sets older than that list nothing alive and are not read.
+ * One command per record, as the sets and what they list live in different cluster slots. Call it once
+ * the client record is gone (nothing new can be issued to it). Returns the grants and tokens revoked.
+ */
+export async function revokeClientGrants(store: Store, clientId: string, now: number = Date.now()): Promise<{ grants: number; tokens: number }> {
+  const today = dayOf(now);
+  const grants = new Set<string>();
+  let tokens = 0;
+  for (let day = today; day >= today - Math.ceil(MAX_TTL * 1000 / DAY_MS); day -= 1) {
+    const grantSet = keys.clientGrants(clientId, day);
+    const tokenSet = keys.clientTokens(clientId, day);
+    const [grantIndexes, tokenKeys] = await Promise.all([store.setMembers(grantSet), store.setMembers(tokenSet)]);
+    for (const index of grantIndexes) {
+      if (grants.has(index)) continue;
+      grants.add(index);
+      await store.deleteIndexed(index);
+    }
+    for (const key of tokenKeys) tokens += await store.del(key);
+    await store.del(grantSet);
+    await store.del(tokenSet);
+  }
+  return { grants: grants.size, tokens };
+}
+
+/** Token models presented by value (introspection, userinfo, the admin API, refresh): none outlives its client. */
+const ISSUED_TO_CLIENT = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
+
 /**
  * The grace window (seconds) of the client whose refresh request is being handled: set around the
  * refresh grant by `refreshGraceWindow` (oidc/provider-internals.ts), read by the adapter's `find` and
@@ -123,6 +157,11 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
         if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl));
         else if (this.name === 'Grant') writes.push(store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl));
       }
+      // Per-client indexes, so that deleting a client revokes what it was issued (revokeClientGrants).
+      if (typeof payload.clientId === 'string') {
+        if (this.name === 'Grant') writes.push(store.indexAdd(keys.clientGrants(payload.clientId, dayOf(clock())), keys.grantIndex(id), ttl));
+        else if (this.name === 'ClientCredentials') writes.push(store.indexAdd(keys.clientTokens(payload.clientId, dayOf(clock())), key, ttl));
+      }
       if (payload.userCode) writes.push(store.set(keys.userCode(payload.userCode), id, { ttl }));
       await Promise.all(writes);
     }
@@ -134,6 +173,9 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
       if (!idFitsModel(this.name, id)) return undefined;
       const payload = await this.#read(keys.model(this.name, id));
       if (!payload) return undefined;
+      // A token of a deleted client is no token (deletion revokes them; this covers any it could not list),
+      // so introspection answers active: false instead of failing on the missing client.
+      if (ISSUED_TO_CLIENT.has(this.name) && typeof payload.clientId === 'string' && !(await clients.find(payload.clientId))) return undefined;
       payload.jti = id;
       // Within its client's grace window a used refresh token reads as unused, so the grant goes on to
       // `consume`, whose script decides atomically (a repeat, or reuse once the window has passed).
