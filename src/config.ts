@@ -30,6 +30,8 @@ export const configDocs: Record<string, string> = {
   WEBAUTHN_RP_ID: 'The WebAuthn relying party id passkeys are bound to: the issuer\'s host name or a registrable suffix of it. Unset: the issuer\'s host name. Changing it orphans existing passkeys.',
   WEBAUTHN_ORIGINS: 'Comma-separated origins a passkey ceremony may come from (`https://login.example.com`). Unset: the issuer\'s origin.',
   ADMIN_ACTIVITY_MAX: 'How many audit events the activity log (admin API) keeps in Redis, about: the oldest are dropped beyond it. Every event is logged either way.',
+  ADMIN_ACTIVITY_ANONYMOUS_MAX: 'How many entries the activity log keeps, about, of what callers cause without signing in (refused client authentications and sign-ins, one entry per source and minute with a count; lockouts of names nobody has). Kept apart from `ADMIN_ACTIVITY_MAX`, so a flood of them never pushes admin changes or security events out.',
+  INTROSPECTION_INACTIVE_PER_MINUTE: 'How many introspections answering `active: false` one API credential may make per minute; past it such answers become `429` with `Retry-After` until the minute is over. Answers `active: true` are never counted nor refused.',
 };
 
 /** `TRUST_PROXY`: a number of proxy hops; `true`/`yes` mean one, `false`/`no` none. */
@@ -92,6 +94,8 @@ const schema = z
       .optional(),
     WORKERS: z.coerce.number().int().min(1).max(256).optional(),
     ADMIN_ACTIVITY_MAX: z.coerce.number().int().min(10).max(10_000_000).default(100_000),
+    ADMIN_ACTIVITY_ANONYMOUS_MAX: z.coerce.number().int().min(10).max(10_000_000).default(20_000),
+    INTROSPECTION_INACTIVE_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(300),
   })
   .transform((env) => ({
     ...env,
