@@ -6,6 +6,7 @@ import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '.
 import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interactions/mfa-policy.ts';
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
+import { limitInactiveIntrospections } from '../security/introspection-limit.ts';
 import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
@@ -260,6 +261,8 @@ export async function createProvider({ config, store, accounts, registry, views,
       }, onSigningKeysError);
   provider.use(cacheablePublicMetadata);
   provider.use(missingClientAuthIsInvalidClient);
+  // Outside the JWT introspection below, so its answers count too.
+  provider.use(limitInactiveIntrospections(store, config.INTROSPECTION_INACTIVE_PER_MINUTE));
   provider.use(revocationAnswersJson);
   provider.use(
     jwtIntrospectionAndRevocation(jwtAccessTokens, tokenBelongsTo, (ctx, token) => {
