@@ -119,6 +119,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     onConsentGranted: (event) => audit(logger, 'consent_granted', { ...event }, 'consent granted'),
     // Only its jti is remembered until it expires: the other tokens of its grant stay.
     onJwtRevoked: (event) => audit(logger, 'token_revoked', { ...event, grantTokensRevoked: false }, 'token revoked'),
+    onIntrospectionThrottled: (event) => audit(logger, 'introspection_throttled', { ...event }, `introspections of inactive tokens refused for ${event.retryAfterSeconds} s`),
   });
   const csrf = new Csrf(cookieKeys[0]!);
   const secondFactor = new SecondFactor({ store, accounts, box, issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });

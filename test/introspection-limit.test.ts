@@ -54,6 +54,12 @@ test('past INTROSPECTION_INACTIVE_PER_MINUTE inactive answers an API credential 
   assert.equal(stillActive.body.active, true);
   assert.equal(stillActive.body.client_id, world.machine.clientId);
 
+  // Logged once per credential and minute, however many are refused.
+  const logged = server.logs.filter((l) => l.event === 'introspection_throttled');
+  assert.equal(logged.length, 1);
+  assert.equal(logged[0]!.clientId, world.api.clientId);
+  assert.equal(logged[0]!.level, 40);
+
   // Counted per credential: another API's introspection client has its own allowance.
   const other = await call.introspect(world.jwtApi, madeUp(5));
   assert.equal(other.status, 200);

@@ -6,7 +6,7 @@ import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '.
 import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interactions/mfa-policy.ts';
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
-import { limitInactiveIntrospections } from '../security/introspection-limit.ts';
+import { limitInactiveIntrospections, type IntrospectionThrottled } from '../security/introspection-limit.ts';
 import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
@@ -47,6 +47,8 @@ export interface ProviderDeps {
   onConsentGranted?: (event: ConsentGranted) => void;
   /** A JWT access token revoked at the revocation endpoint (opaque ones are oidc-provider's events). */
   onJwtRevoked?: (event: JwtRevoked) => void;
+  /** An API credential's first introspection of the minute refused for too many inactive answers. */
+  onIntrospectionThrottled?: (event: IntrospectionThrottled) => void;
 }
 
 export interface JwtRevoked {
@@ -70,7 +72,7 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {}, onConsentGranted = () => {}, onJwtRevoked = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {}, onConsentGranted = () => {}, onJwtRevoked = () => {}, onIntrospectionThrottled = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, config.COOKIE_KEYS),
@@ -262,7 +264,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   provider.use(cacheablePublicMetadata);
   provider.use(missingClientAuthIsInvalidClient);
   // Outside the JWT introspection below, so its answers count too.
-  provider.use(limitInactiveIntrospections(store, config.INTROSPECTION_INACTIVE_PER_MINUTE));
+  provider.use(limitInactiveIntrospections(store, config.INTROSPECTION_INACTIVE_PER_MINUTE, onIntrospectionThrottled));
   provider.use(revocationAnswersJson);
   provider.use(
     jwtIntrospectionAndRevocation(jwtAccessTokens, tokenBelongsTo, (ctx, token) => {

@@ -12,9 +12,16 @@ import type { Store } from '../storage/store.ts';
  * answers become 429 with `Retry-After` and an RFC 6749 §5.2 body until the minute is over.
  *
  * An API's real traffic is never slowed: an `active: true` answer is never counted and never refused, so
- * the limit is applied to the finished answer, after the lookup.
+ * the limit is applied to the finished answer, after the lookup. The first refusal of a credential in a
+ * minute is reported (`onThrottled`: the audit event), the others only answered.
  */
-export function limitInactiveIntrospections(store: Store, perMinute: number): Koa.Middleware {
+export interface IntrospectionThrottled {
+  clientId: string;
+  retryAfterSeconds: number;
+  requestId?: string;
+}
+
+export function limitInactiveIntrospections(store: Store, perMinute: number, onThrottled: (event: IntrospectionThrottled) => void = () => {}): Koa.Middleware {
   const options = { keyPrefix: 'lk:introspection-inactive', points: perMinute, duration: 60 };
   const limiter: RateLimiterAbstract | RateLimiterStoreAbstract =
     store instanceof RedisStore ? new RateLimiterRedis({ storeClient: store.client, ...options }) : new RateLimiterMemory(options);
@@ -34,6 +41,7 @@ export function limitInactiveIntrospections(store: Store, perMinute: number): Ko
       ctx.set('Retry-After', String(seconds));
       ctx.set('Cache-Control', 'no-store');
       ctx.body = { error: 'invalid_request', error_description: `too many introspections of inactive tokens by this client; try again in ${seconds} s` };
+      if (err.consumedPoints === perMinute + 1) onThrottled({ clientId, retryAfterSeconds: seconds, requestId: (ctx.state as { requestId?: string }).requestId });
     }
   };
 }
