@@ -22,6 +22,8 @@ describe('loadConfig', () => {
       WEBAUTHN_ORIGINS: ['http://localhost:3000'],
       WORKERS: 1,
       ADMIN_ACTIVITY_MAX: 100000,
+      ADMIN_ACTIVITY_ANONYMOUS_MAX: 20000,
+      INTROSPECTION_INACTIVE_PER_MINUTE: 300,
     });
   });
 
