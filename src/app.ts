@@ -58,7 +58,12 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
   const store = instrumentStore(rawStore, metrics);
   // Every audit event also goes to the activity log (admin API), without the request waiting for it.
-  const activity = new ActivityLog(store, { maxEvents: config.ADMIN_ACTIVITY_MAX, onAppendFailure: () => metrics.activityAppendFailures.inc() });
+  const activity = new ActivityLog(store, {
+    maxEvents: config.ADMIN_ACTIVITY_MAX,
+    maxAnonymousEvents: config.ADMIN_ACTIVITY_ANONYMOUS_MAX,
+    onAppendFailure: () => metrics.activityAppendFailures.inc(),
+    ...(clock ? { now: clock } : {}),
+  });
   recordActivity(logger, activity);
   // After the activity log's own listener, so the outage's first line is not sent to the Redis that is away.
   watchStorageAvailability(rawStore, logger);
@@ -117,6 +122,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     onConsentGranted: (event) => audit(logger, 'consent_granted', { ...event }, 'consent granted'),
     // Only its jti is remembered until it expires: the other tokens of its grant stay.
     onJwtRevoked: (event) => audit(logger, 'token_revoked', { ...event, grantTokensRevoked: false }, 'token revoked'),
+    onIntrospectionThrottled: (event) => audit(logger, 'introspection_throttled', { ...event }, `introspections of inactive tokens refused for ${event.retryAfterSeconds} s`),
   });
   const csrf = new Csrf(cookieKeys[0]!);
   const secondFactor = new SecondFactor({ store, accounts, box, issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
@@ -171,6 +177,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     await stopWatchingLockouts();
     await stopFollowingKeys();
     await stopLogoutDelivery();
+    // This minute's aggregated refusals, before the store closes.
+    await activity.flush();
   };
   return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, close };
 }

@@ -34,6 +34,8 @@ export const configDocs: Record<string, string> = {
   PASSWORD_BREACH_CHECK_URL: 'The Pwned Passwords range API that `PASSWORD_BREACH_CHECK=hibp` asks (`<url>/range/<5 hex digits>`), e.g. a mirror inside your network.',
   BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: '`true`: back-channel logout URIs may point at loopback, link-local and private addresses (apps on an internal network). Unset or `false`: refused in production (at registration, and at delivery for the address the name resolves to); elsewhere only link-local addresses are refused. The server\'s own origin is always refused.',
   ADMIN_ACTIVITY_MAX: 'How many audit events the activity log (admin API) keeps in Redis, about: the oldest are dropped beyond it. Every event is logged either way.',
+  ADMIN_ACTIVITY_ANONYMOUS_MAX: 'How many entries the activity log keeps, about, of what callers cause without signing in (refused client authentications and sign-ins, one entry per source and minute with a count; lockouts of names nobody has). Kept apart from `ADMIN_ACTIVITY_MAX`, so a flood of them never pushes admin changes or security events out.',
+  INTROSPECTION_INACTIVE_PER_MINUTE: 'How many introspections answering `active: false` one API credential may make per minute; past it such answers become `429` with `Retry-After` until the minute is over. Answers `active: true` are never counted nor refused.',
 };
 
 /** `TRUST_PROXY`: a number of proxy hops; `true`/`yes` mean one, `false`/`no` none. */
@@ -99,6 +101,8 @@ const schema = z
     PASSWORD_BREACH_CHECK_URL: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).default(HIBP_URL),
     ADMIN_ACTIVITY_MAX: z.coerce.number().int().min(10).max(10_000_000).default(100_000),
     BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false').transform((v) => v === 'true'),
+    ADMIN_ACTIVITY_ANONYMOUS_MAX: z.coerce.number().int().min(10).max(10_000_000).default(20_000),
+    INTROSPECTION_INACTIVE_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(300),
   })
   .transform((env) => ({
     ...env,

@@ -25,6 +25,8 @@ describe('loadConfig', () => {
       PASSWORD_BREACH_CHECK_URL: 'https://api.pwnedpasswords.com',
       ADMIN_ACTIVITY_MAX: 100000,
       BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: false,
+      ADMIN_ACTIVITY_ANONYMOUS_MAX: 20000,
+      INTROSPECTION_INACTIVE_PER_MINUTE: 300,
     });
   });
 

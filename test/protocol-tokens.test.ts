@@ -3,7 +3,7 @@ import { before, describe, it } from 'node:test';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { keys } from '../src/storage/keys.ts';
 import type { RedisStore } from '../src/storage/redis-store.ts';
-import { endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
+import { basic, endpoints, pkcePair, signIn, signInAndRedeem } from './helpers/flow.ts';
 import type { TestServer } from './helpers/server.ts';
 import { API_URI, JWT_API_URI, useWorld, type World } from './helpers/world.ts';
 
@@ -186,17 +186,70 @@ describe('client credentials', () => {
     assert.deepEqual((await call.introspect(world.jwtApi, String(res.body.access_token))).body, inactive);
   });
 
-  it('never grants a scope the machine client was not registered with', async () => {
+  it('refuses a scope the machine client was not registered with (invalid_scope naming it), never leaving it out quietly', async () => {
     const openid = await call.token(world.machine, { grant_type: 'client_credentials', scope: 'openid' });
     assert.equal(openid.status, 400);
     assert.equal(openid.body.error, 'invalid_scope');
-    const write = await call.token(world.machine, { grant_type: 'client_credentials', scope: 'api:read api:write' });
-    assert.equal(write.status, 200);
-    assert.equal(write.body.scope, 'api:read');
-    const seen = await call.introspect(world.api, String(write.body.access_token));
-    assert.equal(seen.body.scope, 'api:read');
+    for (const form of [{ scope: 'api:read api:write' }, { scope: 'api:write' }, { scope: 'api:write', resource: API_URI }] as Record<string, string>[]) {
+      const write = await call.token(world.machine, { grant_type: 'client_credentials', ...form });
+      assert.equal(write.status, 400, JSON.stringify(form));
+      assert.equal(write.body.error, 'invalid_scope');
+      assert.match(String(write.body.error_description), /not registered for the scope api:write/);
+      assert.equal(write.body.access_token, undefined);
+    }
+    const read = await call.token(world.machine, { grant_type: 'client_credentials', scope: 'api:read' });
+    assert.equal(read.body.scope, 'api:read');
   });
 });
+
+describe('a scope the client was not registered for', () => {
+  const unregistered = (description: unknown) => assert.match(String(description), /not registered for the scope api:write/);
+
+  it('is an invalid_scope error redirect at /auth, and a 400 at PAR', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid api:read api:write' });
+    assert.equal(flow.code, undefined);
+    assert.equal(flow.callback?.origin + String(flow.callback?.pathname), world.shop.redirectUri);
+    assert.equal(flow.callback?.searchParams.get("error"), "invalid_scope", String(flow.callback));
+    unregistered(flow.callback?.searchParams.get('error_description'));
+    const par = await fetch(new URL('/request', server.issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(world.shop.clientId, world.shop.secret) },
+      body: new URLSearchParams({ client_id: world.shop.clientId, response_type: 'code', redirect_uri: world.shop.redirectUri, scope: 'openid api:write', code_challenge: pkcePair().challenge, code_challenge_method: 'S256' }),
+    });
+    const body = (await par.json()) as Record<string, unknown>;
+    assert.equal(par.status, 400, JSON.stringify(body));
+    assert.equal(body.error, 'invalid_scope', JSON.stringify(body));
+    unregistered(body.error_description);
+  });
+
+  it('is invalid_scope at a refresh that names it after the client lost it; the scopes it kept still refresh', async () => {
+    const app = await world.newApp('Narrowed later', 'openid offline_access api:read api:write');
+    const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: app, user: world.user, scope: 'openid offline_access api:read api:write' });
+    assert.equal(tokens.scope, 'api:read api:write');
+    await server.app.registry.updateClient(app.clientId, { scope: 'openid offline_access api:read' }, async () => {});
+    const named = await postForm('/token', { grant_type: 'refresh_token', refresh_token: tokens.refresh_token!, scope: 'api:read api:write' }, basic(app.clientId, app.secret));
+    assert.equal(named.status, 400);
+    assert.equal(named.body.error, 'invalid_scope');
+    unregistered(named.body.error_description);
+    const narrower = await postForm('/token', { grant_type: 'refresh_token', refresh_token: tokens.refresh_token!, scope: 'api:read' }, basic(app.clientId, app.secret));
+    assert.equal(narrower.status, 200, JSON.stringify(narrower.body));
+    assert.equal(narrower.body.scope, 'api:read');
+  });
+
+  it('is invalid_scope at device authorization', async () => {
+    const tv = await server.app.registry.createClient({ name: 'Kiosk', grants: ['urn:ietf:params:oauth:grant-type:device_code'], scope: 'openid api:read' }, async () => {});
+    const res = await postForm('/device/auth', { scope: 'openid api:write' }, basic(tv.clientId, tv.secret!));
+    assert.equal(res.status, 400);
+    assert.equal(res.body.error, 'invalid_scope');
+    unregistered(res.body.error_description);
+    assert.equal((await postForm('/device/auth', { scope: 'openid api:read' }, basic(tv.clientId, tv.secret!))).status, 200);
+  });
+});
+
+async function postForm(path: string, form: Record<string, string>, authorization: string) {
+  const res = await fetch(new URL(path, server.issuer), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', authorization }, body: new URLSearchParams(form) });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
 
 describe('refresh tokens', () => {
   it('rotates the refresh token on every use and refuses the used one', async () => {

@@ -60,7 +60,7 @@ describe('upstream still has what the bends replace', () => {
     method(members(upstream().ReplayDetection), 'unique', 3);
   });
 
-  it('Client#compareClientSecret(presented) (digestedClientSecrets)', () => {
+  it('Client#compareClientSecret(presented) (digestedClientSecrets, registeredSecretPlacement)', () => {
     method(prototypeOf(upstream().Client), 'compareClientSecret', 1);
   });
 
@@ -124,6 +124,55 @@ describe('the bends are in effect', () => {
     const compare = (client as unknown as { compareClientSecret(s: string): boolean }).compareClientSecret.bind(client);
     assert.equal(compare(world.shop.secret), true);
     assert.equal(compare(`${world.shop.secret}x`), false);
+  });
+});
+
+describe('registeredSecretPlacement: a client authenticates only the way it was registered with', () => {
+  /** One call of each client-authenticating endpoint, and the status that means "authenticated". */
+  const calls = (redirectUri: string): { path: string; form: Record<string, string>; ok: number }[] => [
+    { path: '/token', form: { grant_type: 'refresh_token', refresh_token: 'made-up' }, ok: 400 },
+    { path: '/token/introspection', form: { token: 'made-up' }, ok: 200 },
+    { path: '/token/revocation', form: { token: 'made-up' }, ok: 200 },
+    { path: '/request', form: { response_type: 'code', redirect_uri: redirectUri, scope: 'openid', code_challenge: pkcePair().challenge, code_challenge_method: 'S256' }, ok: 201 },
+    // The app lacks the device grant: an authenticated client hears unauthorized_client.
+    { path: '/device/auth', form: { scope: 'openid' }, ok: 400 },
+  ];
+  const post = async (path: string, form: Record<string, string>, authorization?: string) => {
+    const res = await fetch(new URL(path, server.issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', ...(authorization ? { authorization } : {}) },
+      body: new URLSearchParams(form),
+    });
+    return { status: res.status, challenge: res.headers.get('www-authenticate'), body: (await res.json().catch(() => ({}))) as Record<string, unknown> };
+  };
+  const register = async (secretIn: 'header' | 'body') => {
+    const c = await server.app.registry.createClient({ name: `Secret in the ${secretIn}`, grants: ['authorization_code', 'refresh_token'], redirectUris: [REDIRECT_URI], scope: 'openid', secretIn }, async () => {});
+    return { id: c.clientId, secret: c.secret! };
+  };
+
+  it('client_secret_basic: the secret in the body is invalid_client at every endpoint; the header works', async () => {
+    const c = await register('header');
+    for (const { path, form, ok } of calls(REDIRECT_URI)) {
+      const wrong = await post(path, { ...form, client_id: c.id, client_secret: c.secret });
+      assert.equal(wrong.status, 401, `${path}: ${JSON.stringify(wrong.body)}`);
+      assert.equal(wrong.body.error, 'invalid_client');
+      assert.match(String(wrong.body.error_description), /registered to send its secret in the Authorization header \(client_secret_basic\)/);
+      const right = await post(path, { ...form, client_id: c.id }, basic(c.id, c.secret));
+      assert.equal(right.status, ok, `${path}: ${JSON.stringify(right.body)}`);
+    }
+  });
+
+  it('client_secret_post: the secret in the Basic header is invalid_client at every endpoint; the body works', async () => {
+    const c = await register('body');
+    for (const { path, form, ok } of calls(REDIRECT_URI)) {
+      const wrong = await post(path, { ...form, client_id: c.id }, basic(c.id, c.secret));
+      assert.equal(wrong.status, 401, `${path}: ${JSON.stringify(wrong.body)}`);
+      assert.equal(wrong.body.error, 'invalid_client');
+      assert.match(String(wrong.body.error_description), /registered to send its secret in the request body \(client_secret_post\)/);
+      assert.match(String(wrong.challenge), /^Basic /, 'a 401 to a Basic header carries its challenge');
+      const right = await post(path, { ...form, client_id: c.id, client_secret: c.secret });
+      assert.equal(right.status, ok, `${path}: ${JSON.stringify(right.body)}`);
+    }
   });
 });
 

@@ -489,7 +489,8 @@ async function recentCounts(activity: ActivityLog) {
     const page = await activity.query({ events: Object.keys(counted), from: now - 60 * 60_000 }, { cursor, limit: 100 });
     for (const e of page.events) {
       const name = e.event as keyof typeof counted;
-      counted[name] += 1;
+      // Refusals are aggregated: one entry per source and minute, with a count (observability/activity.ts).
+      counted[name] += typeof e.count === 'number' ? e.count : 1;
       if ((name === 'token_issued' || name === 'signin_succeeded') && Date.parse(e.time) >= now - 5 * 60_000) lastFive[name] += 1;
     }
     cursor = page.next;

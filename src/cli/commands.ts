@@ -104,7 +104,7 @@ async function setAdmin(ctx: Context, idOrEmail: string, admin: boolean): Promis
 export const COMMANDS: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] (authorization_code, refresh_token, client_credentials, device_code) [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body] [--refresh-grace SECONDS] [--backchannel-logout-uri URI]',
+      '--name NAME --grants GRANT[,GRANT] (authorization_code, refresh_token, client_credentials, device_code) [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body (how its secret must be sent, the only way accepted: the Basic header, the default, or the request body)] [--refresh-grace SECONDS] [--backchannel-logout-uri URI]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },

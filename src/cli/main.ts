@@ -144,7 +144,7 @@ async function run(argv: string[]): Promise<number> {
 
   const store = await connect(config);
   // The CLI's audit events reach the activity log too, like the server's.
-  const activity = new ActivityLog(store, { maxEvents: config.ADMIN_ACTIVITY_MAX });
+  const activity = new ActivityLog(store, { maxEvents: config.ADMIN_ACTIVITY_MAX, maxAnonymousEvents: config.ADMIN_ACTIVITY_ANONYMOUS_MAX });
   try {
     const { logger, operator } = auditLogger(config.LOG_LEVEL);
     recordActivity(logger, activity);

@@ -52,6 +52,7 @@ export const AUDIT_EVENTS = [
   'storage_unavailable',
   'storage_recovered',
   'process_crashed',
+  'introspection_throttled',
 ] as const;
 
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
@@ -67,6 +68,7 @@ const LEVELS: Partial<Record<AuditEvent, Level>> = {
   refresh_token_reuse_detected: 'warn',
   client_authentication_failed: 'warn',
   backchannel_logout_failed: 'warn',
+  introspection_throttled: 'warn',
   storage_unavailable: 'error',
   process_crashed: 'fatal',
 };

@@ -116,7 +116,8 @@ export function watchProvider(provider: Provider, logger: Logger, metrics: Metri
         logger.debug(fields, `${event}: storage unavailable`);
       } else if (error === 'invalid_client') {
         metrics.clientAuthFailures.inc({ route: fields.route ?? 'unknown' });
-        audit(logger, 'client_authentication_failed', fields, 'client authentication failed');
+        // The source (client id as presented, at this address) is what the activity log aggregates by.
+        audit(logger, 'client_authentication_failed', { ...fields, ip: ctx?.ip }, 'client authentication failed');
       } else if (event === 'grant.error' && error === 'invalid_grant' && /refresh token already used/.test(err?.error_detail ?? '')) {
         metrics.refreshTokenReuse.inc();
         audit(logger, 'refresh_token_reuse_detected', fields, 'refresh token reuse detected: grant revoked');

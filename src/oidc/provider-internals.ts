@@ -41,6 +41,7 @@ export function bendProviderInternals(provider: Provider, deps: InternalsDeps): 
   tagTokenIdsWithGrant(provider);
   atomicReplayDetection(provider, deps.store);
   digestedClientSecrets(provider);
+  registeredSecretPlacement(provider);
   cachedClientsWithApiScopes(provider, deps.registry);
   throttledClientAuthentication(provider, deps.clientLockout);
   targetCheckedBeforeRotation(provider, deps.getResourceServerInfo);
@@ -88,6 +89,34 @@ export function digestedClientSecrets(provider: Provider): void {
   prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, presented: string) {
     return secretMatches(this.clientSecret, presented);
   };
+}
+
+/**
+ * Why: oidc-provider accepts a secret in the Basic header or in the body for a client registered with
+ * either method (client_auth.js offers both placements for both), so a `client_secret_basic` client could
+ * post its secret and a `client_secret_post` one send it in the header. The way it was registered with is
+ * the only one accepted, at every client-authenticating endpoint: checked before the secret is compared.
+ */
+export function registeredSecretPlacement(provider: Provider): void {
+  const prototype = provider.Client.prototype as unknown as { compareClientSecret(presented: string): unknown };
+  const compare = prototype.compareClientSecret;
+  prototype.compareClientSecret = function compareClientSecret(this: { clientAuthMethod?: string }, presented: string) {
+    const ctx = Provider.ctx;
+    const registered = this.clientAuthMethod;
+    if (ctx && (registered === 'client_secret_basic' || registered === 'client_secret_post')) {
+      const used = ctx.oidc.params?.client_secret !== undefined ? 'client_secret_post' : 'client_secret_basic';
+      if (used !== registered) throw secretSentTheWrongWay(registered);
+    }
+    return compare.call(this, presented);
+  };
+}
+
+function secretSentTheWrongWay(registered: 'client_secret_basic' | 'client_secret_post') {
+  const description = registered === 'client_secret_basic'
+    ? 'this client is registered to send its secret in the Authorization header (client_secret_basic), not in the request body'
+    : 'this client is registered to send its secret in the request body (client_secret_post), not in the Authorization header';
+  // RFC 6749 §5.2: invalid_client is a 401.
+  return Object.assign(new errors.InvalidClient(description, `client authentication method ${registered} expected`), { status: 401, statusCode: 401 });
 }
 
 /**

@@ -7,6 +7,7 @@ import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '.
 import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interactions/mfa-policy.ts';
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
+import { limitInactiveIntrospections, type IntrospectionThrottled } from '../security/introspection-limit.ts';
 import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
@@ -47,6 +48,8 @@ export interface ProviderDeps {
   onConsentGranted?: (event: ConsentGranted) => void;
   /** A JWT access token revoked at the revocation endpoint (opaque ones are oidc-provider's events). */
   onJwtRevoked?: (event: JwtRevoked) => void;
+  /** An API credential's first introspection of the minute refused for too many inactive answers. */
+  onIntrospectionThrottled?: (event: IntrospectionThrottled) => void;
 }
 
 export interface JwtRevoked {
@@ -70,7 +73,7 @@ function jwksOf(stored: StoredSigningKey[]) {
   return { keys: stored.map(({ iat: _iat, retiredUntil: _retiredUntil, ...jwk }) => jwk) as never };
 }
 
-export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {}, onConsentGranted = () => {}, onJwtRevoked = () => {} }: ProviderDeps) {
+export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {}, onConsentGranted = () => {}, onJwtRevoked = () => {}, onIntrospectionThrottled = () => {} }: ProviderDeps) {
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, box, config.COOKIE_KEYS),
@@ -80,7 +83,8 @@ export async function createProvider({ config, store, accounts, registry, views,
   const jwtAccessTokens = new JwtAccessTokens(store, config.ISSUER, signingKeys);
 
   /** The API a token is for, and the scopes this client may get for it. */
-  const getResourceServerInfo: InternalsDeps['getResourceServerInfo'] = async (_ctx, resourceIndicator, client) => {
+  const getResourceServerInfo: InternalsDeps['getResourceServerInfo'] = async (ctx, resourceIndicator, client) => {
+    await refuseUnregisteredScopes(ctx, client, registry);
     const resource = await registry.findResource(resourceIndicator);
     if (!resource) throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
     // A client may only get the API scopes it was registered with.
@@ -190,6 +194,7 @@ export async function createProvider({ config, store, accounts, registry, views,
         // Without `resource`, a request whose scopes belong to exactly one API gets a token for that
         // API, so ordinary clients need not know RFC 8707. Otherwise: a token for userinfo.
         async defaultResource(ctx, client, oneOf) {
+          await refuseUnregisteredScopes(ctx, client, registry);
           if (oneOf) return oneOf;
           if (ctx.oidc.params?.grant_type === 'client_credentials') return machineClientResource(ctx, client, registry);
           const requested = String(ctx.oidc.params?.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
@@ -268,6 +273,8 @@ export async function createProvider({ config, store, accounts, registry, views,
       }, onSigningKeysError);
   provider.use(cacheablePublicMetadata);
   provider.use(missingClientAuthIsInvalidClient);
+  // Outside the JWT introspection below, so its answers count too.
+  provider.use(limitInactiveIntrospections(store, config.INTROSPECTION_INACTIVE_PER_MINUTE, onIntrospectionThrottled));
   provider.use(revocationAnswersJson);
   provider.use(
     jwtIntrospectionAndRevocation(jwtAccessTokens, tokenBelongsTo, (ctx, token) => {
@@ -385,6 +392,23 @@ async function missingClientAuthIsInvalidClient(ctx: Koa.Context, next: Koa.Next
 const invalidScope = (description: string) => new errors.InvalidScope(description, undefined as never);
 
 /**
+ * An API scope the request names but the client is not registered for is `invalid_scope`, naming it: at
+ * /auth (an error redirect), PAR, device authorization, client credentials and a refresh that names its
+ * scope. Leaving it out quietly gave apps tokens their API refuses, with nothing saying why. Runs where
+ * oidc-provider resolves the request's API (defaultResource, getResourceServerInfo), so every grant
+ * passes here; OpenID scopes are oidc-provider's to check, and a scope no API owns is decided elsewhere.
+ */
+async function refuseUnregisteredScopes(ctx: KoaContextWithOIDC, client: { scope?: string }, registry: Registry): Promise<void> {
+  const named = ctx.oidc.params?.scope;
+  if (typeof named !== 'string' || !named) return;
+  const registered = new Set(String(client.scope ?? '').split(' '));
+  for (const scope of new Set(named.split(' '))) {
+    if (!scope || registered.has(scope) || OIDC_SCOPES.has(scope)) continue;
+    if (await registry.resourceForScope(scope)) throw invalidScope(`this client is not registered for the scope ${scope}`);
+  }
+}
+
+/**
  * `client_credentials` without `resource`: a machine client that names no scope (Go's clientcredentials
  * without Scopes, a plain curl) gets its registered API scopes when they belong to one API, rather
  * than a token no API accepts; a scope no API owns is `invalid_scope`.
@@ -399,7 +423,7 @@ async function machineClientResource(ctx: KoaContextWithOIDC, client: { scope?: 
   const owners = new Map<string, string[]>();
   for (const scope of requested.length ? requested : registered) {
     const owner = await registry.resourceForScope(scope);
-    // A known scope the client lacks is left out (RFC 6749 §3.3: the response's `scope` says so).
+    // A known scope the client lacks was refused before (refuseUnregisteredScopes).
     if (!owner && requested.length) throw invalidScope(`the scope ${scope} belongs to no API`);
     if (!owner) continue;
     owners.set(owner, [...(owners.get(owner) ?? []), scope]);

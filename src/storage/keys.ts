@@ -70,6 +70,8 @@ export const keys = {
   clientsById: 'lk:idx:clients',
   /** The activity log: every audit event, a capped stream (observability/activity.ts). */
   activity: 'lk:activity',
+  /** What anonymous callers can cause (refusals, aggregated per source and minute), capped apart (activity.ts). */
+  activityAnonymous: 'lk:activity:anonymous',
   /** Current lockouts: subject keys scored by the end of their lockout (epoch ms). */
   lockouts: 'lk:lockouts',
   consent: (accountId: string, clientId: string) => `lk:consent:${accountId}:${clientId}`,

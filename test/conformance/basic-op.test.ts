@@ -321,8 +321,11 @@ describe('Basic OP (oidcc-basic-certification-test-plan)', () => {
   });
 
   test('oidcc-server-client-secret-post', async () => {
-    const postRp = await relyingParty(server.issuer, world.shop, oc.ClientSecretPost(world.shop.secret));
-    const { claims } = await authorize(postRp, { issuer: server.issuer, client: world.shop, user: world.user, scope: OPENID });
+    // A client registered for client_secret_post (`--secret-in body`): each client authenticates the one way it was registered with.
+    const created = await server.app.registry.createClient({ name: 'Posts its secret', grants: ['authorization_code'], redirectUris: [REDIRECT_URI], scope: 'openid profile email', secretIn: 'body' }, async () => {});
+    const app = { clientId: created.clientId, secret: created.secret!, redirectUri: REDIRECT_URI, name: 'Posts its secret' };
+    const postRp = await relyingParty(server.issuer, app, oc.ClientSecretPost(app.secret));
+    const { claims } = await authorize(postRp, { issuer: server.issuer, client: app, user: world.user, scope: OPENID });
     assert.equal(claims.sub, world.user.id);
   });
 
