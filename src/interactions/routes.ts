@@ -9,22 +9,23 @@ import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { formTargets } from '../oidc/provider.ts';
-import { appAskedForConsent } from './consent-without-asking.ts';
+import { appAskedForConsent } from '../signin/consent.ts';
 import type { Csrf } from '../security/csrf.ts';
 import type { Lockout } from '../security/lockout.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
-import { mfaDemanded, passkeyAmr, type MfaPolicy } from './mfa-policy.ts';
-import { FactorChecks } from './factor-checks.ts';
-import { formBody } from './form-body.ts';
-import { guard, REFUSALS, transition, type AccountFacts, type EventType, type SignInEvent, type SignInState } from './sign-in-machine.ts';
-import { SignInSteps, type SignInStep } from './sign-in-steps.ts';
+import { mfaDemanded, passkeyAmr, type MfaPolicy } from '../signin/policy.ts';
+import { FactorChecks } from '../signin/factors/factor-checks.ts';
+import { formBody } from '../security/form-body.ts';
+import { guard, transition, type AccountFacts, type EventType, type SignInEvent, type SignInState } from '../signin/machine.ts';
+import { SignInSteps, type SignInStep } from '../signin/steps.ts';
+import { MESSAGES, REFUSALS } from '../signin/messages.ts';
 import { renderDeviceRequest } from './device-request.ts';
-import { scopeInWords } from './scope-words.ts';
+import { scopeInWords } from '../signin/scope-words.ts';
 
 /**
- * The sign-in pages. The transitions are the pure state machine of sign-in-machine.ts; these routes
+ * The sign-in pages. The transitions are the pure state machine of signin/machine.ts; these routes
  * only turn a request into an event (after verifying what the person sent) and the outcome into an
  * answer. Each reads the interaction from oidc-provider first (its cookie binds it to this browser),
  * and every route lists its guards in order.
@@ -46,19 +47,6 @@ export interface InteractionDeps {
   /** The issuer URL: the one origin our forms may be posted from. */
   issuer: string;
 }
-
-/** What a person reads: the same for a wrong password and an unknown account, locked or not. */
-export const MESSAGES = {
-  wrongPassword: 'Wrong email or password.',
-  locked: 'Too many failed attempts. Try again later.',
-  wrongCode: 'That code is not right. Enter the current code from your authenticator app.',
-  usedCode: 'That code was already used. Wait for the next code in your authenticator app.',
-  wrongRecoveryCode: 'That recovery code is not right, or it was already used.',
-  enrollmentExpired: 'The setup took too long. Scan the new QR code and enter the code it shows.',
-  passkeyRefused: 'That passkey was not accepted. Try again, or use another way to sign in.',
-  passkeyNotVerified: 'Your passkey did not check it was you (no screen lock, PIN or fingerprint). Sign in with your password instead.',
-  passkeyNotCreated: 'The passkey was not created. Try again, or use an authenticator app.',
-} as const;
 
 /** What each scope lets the app do, in words, for the consent pages. */
 function describeScopes(scopes: string[]): string[] {
@@ -214,7 +202,7 @@ export function interactionRoutes({ provider, accounts, store, views, csrf, seco
     );
   }
 
-  // ---- the state machine (sign-in-machine.ts): requests become events, outcomes become answers ----
+  // ---- the state machine (signin/machine.ts): requests become events, outcomes become answers ----
 
   function machineInput(ctx: Context, d: Details, state: SignInState) {
     return { interaction: { uid: d.uid, prompt: d.prompt.name, expiresAt: d.exp }, postedFor: String(ctx.params.uid), now: Date.now() / 1000, state };

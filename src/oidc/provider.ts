@@ -2,8 +2,8 @@ import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
-import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../interactions/consent-without-asking.ts';
-import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interactions/mfa-policy.ts';
+import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../signin/consent.ts';
+import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../signin/policy.ts';
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
 import type { Lockout } from '../security/lockout.ts';
@@ -148,7 +148,7 @@ export async function createProvider({ config, store, accounts, registry, views,
       introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
       revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
     },
-    // urn:latchkey:mfa: password and second factor; urn:latchkey:pwd: password only (interactions/mfa-policy.ts).
+    // urn:latchkey:mfa: password and second factor; urn:latchkey:pwd: password only (signin/policy.ts).
     acrValues: ACR_VALUES,
 
     features: {

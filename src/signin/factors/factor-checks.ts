@@ -1,12 +1,12 @@
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
-import { normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
-import { parseCredentialResponse, type PasskeyRegistration, type PasskeyUse, type Passkeys, type StoredPasskey } from '../accounts/passkeys.ts';
-import type { SecondFactor } from '../accounts/second-factor.ts';
-import { audit } from '../observability/audit.ts';
-import type { Logger } from '../observability/logger.ts';
-import type { Metrics } from '../observability/metrics.ts';
-import type { Factor, Lockout } from '../security/lockout.ts';
-import { digest } from '../storage/keys.ts';
+import { normalizeEmail, type Account, type Accounts } from '../../accounts/accounts.ts';
+import { parseCredentialResponse, type PasskeyRegistration, type PasskeyUse, type Passkeys, type StoredPasskey } from '../../accounts/passkeys.ts';
+import type { SecondFactor } from '../../accounts/second-factor.ts';
+import { audit } from '../../observability/audit.ts';
+import type { Logger } from '../../observability/logger.ts';
+import type { Metrics } from '../../observability/metrics.ts';
+import type { Factor, Lockout } from '../../security/lockout.ts';
+import { digest } from '../../storage/keys.ts';
 
 /**
  * Every check of something a person knows or holds, wrapped in the lockout: asked first (a locked

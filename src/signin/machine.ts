@@ -1,5 +1,5 @@
-import { AMR_PASSWORD, AMR_TOTP, loginResult, type LoginResult } from './mfa-policy.ts';
-import type { SignInStep } from './sign-in-steps.ts';
+import { AMR_PASSWORD, AMR_TOTP, loginResult, type LoginResult } from './policy.ts';
+import type { SignInStep } from './steps.ts';
 
 /**
  * The sign-in as a pure state machine: a state (the step record, or `login` when there is none), an
@@ -64,15 +64,6 @@ export interface TransitionInput {
   state: SignInState;
   event: SignInEvent;
 }
-
-/** What a person is told for each refusal (shown as a 400 page). */
-export const REFUSALS: Record<Refusal, string> = {
-  expired: 'this sign-in took too long; go back to the application and start again',
-  'other-interaction': 'interaction mismatch',
-  'not-signing-in': 'this sign-in step is already done',
-  'out-of-order': 'this sign-in step is not the current one; go back to the application and start again',
-  'other-account': 'this sign-in step belongs to another account; go back to the application and start again',
-};
 
 type Handler<S extends SignInState, E extends SignInEvent> = (state: S, event: E) => Outcome;
 type Row<S extends SignInState> = { [E in EventType]?: Handler<S, Extract<SignInEvent, { type: E }>> };
