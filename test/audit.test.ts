@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AUDIT_EVENTS } from '../src/observability/audit.ts';
-import { AMR_MFA } from '../src/interactions/mfa-policy.ts';
+import { AMR_MFA } from '../src/signin/policy.ts';
 import { CookieJar, endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
 import type { TestServer } from './helpers/server.ts';
 import { useWorld, type World } from './helpers/world.ts';

@@ -5,7 +5,7 @@ import type { TestServer } from './helpers/server.ts';
 import { useWorld, type World } from './helpers/world.ts';
 
 /**
- * Consent that needs no page (interactions/consent-without-asking.ts): a first-party app, or scopes the
+ * Consent that needs no page (signin/consent.ts): a first-party app, or scopes the
  * person allowed this app before, get their grant when the sign-in resumes, and the code comes straight
  * after the last factor, without the consent interaction's two redirects. Anything to ask still asks.
  */

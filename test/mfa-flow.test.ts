@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { totpCodeAt } from '../src/accounts/totp.ts';
-import { ACR_MFA, ACR_PASSWORD } from '../src/interactions/mfa-policy.ts';
-import { MESSAGES } from '../src/interactions/routes.ts';
+import { ACR_MFA, ACR_PASSWORD } from '../src/signin/policy.ts';
+import { MESSAGES } from '../src/signin/messages.ts';
 import { basic, browse, CookieJar, endpoints, follow, formAction, hiddenField, signIn, signInAndRedeem, type Page } from './helpers/flow.ts';
 import { type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ACR_MFA } from '../src/interactions/mfa-policy.ts';
-import { MESSAGES } from '../src/interactions/routes.ts';
+import { ACR_MFA } from '../src/signin/policy.ts';
+import { MESSAGES } from '../src/signin/messages.ts';
 import { browse, CookieJar, endpoints, follow, formAction, hiddenField, recoveryCodesOf, signIn, type Page } from './helpers/flow.ts';
 import { SoftAuthenticator } from './helpers/soft-authenticator.ts';
 import type { TestServer } from './helpers/server.ts';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ACR_MFA, ACR_PASSWORD } from '../src/interactions/mfa-policy.ts';
-import { guard, transition, TRANSITIONS, type AccountFacts, type EventType, type Outcome, type SignInEvent, type SignInState, type StateName } from '../src/interactions/sign-in-machine.ts';
+import { ACR_MFA, ACR_PASSWORD } from '../src/signin/policy.ts';
+import { guard, transition, TRANSITIONS, type AccountFacts, type EventType, type Outcome, type SignInEvent, type SignInState, type StateName } from '../src/signin/machine.ts';
 
 /**
  * The sign-in state machine, table-driven: every (state, event) pair — the ones the table takes and

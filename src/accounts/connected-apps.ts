@@ -1,5 +1,4 @@
 import type Provider from 'oidc-provider';
-import type { Registry } from '../oidc/registry.ts';
 import type { AuditEvent, AuditSource } from '../observability/audit.ts';
 import { keys } from '../storage/keys.ts';
 import { enqueueLogouts, type LogoutNotice } from '../storage/logout-queue.ts';
@@ -100,8 +99,13 @@ export function watchAppUse(provider: Provider, store: Store, onError: (err: unk
   });
 }
 
+/** Where the apps' names come from (the client registry), without this room depending on oidc/. */
+export interface ClientNames {
+  findClient(clientId: string): Promise<{ client_name?: unknown } | undefined>;
+}
+
 /** The apps the person granted access to, by name; consents that expired are dropped from the index. */
-export async function listConnectedApps(store: Store, registry: Pick<Registry, 'findClient'>, accountId: string): Promise<ConnectedApp[]> {
+export async function listConnectedApps(store: Store, registry: ClientNames, accountId: string): Promise<ConnectedApp[]> {
   const index = keys.accountConsents(accountId);
   const apps: ConnectedApp[] = [];
   for (const clientId of await store.setMembers(index)) {

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { AccountError, type Accounts } from '../accounts/accounts.ts';
 import { CliError } from '../cli/output.ts';
 import type { ActivityLog } from '../observability/activity.ts';
-import { ACR_MFA } from '../interactions/mfa-policy.ts';
+import { ACR_MFA } from '../signin/policy.ts';
 import { GRANT_TYPES, MAX_REFRESH_GRACE_SECONDS, RegistryError, type Registry } from '../oidc/registry.ts';
 import { DPOP_ALGS, DpopProofError, verifyDpopProof } from '../security/dpop-proof.ts';
 import { digest, keys } from '../storage/keys.ts';

@@ -7,7 +7,7 @@ import { SecondFactor } from '../accounts/second-factor.ts';
 import { totpCodeAt } from '../accounts/totp.ts';
 import { audit, type AuditEvent } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
-import { type ClientChanges, type ClientInput, type Registry, type ResourceServer } from '../oidc/registry.ts';
+import { type ClientChanges, type ClientInput, type Registry, type ResourceServer, adminApiUri } from '../oidc/registry.ts';
 import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
 import { Lockout, lockoutNamespace, lockoutScopeOf } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
@@ -25,7 +25,7 @@ import type { Store } from '../storage/store.ts';
 export type Actor = { kind: 'cli'; operator?: string } | { kind: 'account'; accountId: string } | { kind: 'client'; clientId: string };
 
 /** The admin API's resource URI: it follows ISSUER. */
-export const adminApiUri = (issuer: string) => `${issuer}/admin/api`;
+export { adminApiUri };
 
 /** A refusal with the HTTP status it means (the CLI exits 2 with its message). */
 export class OperationError extends Error {

@@ -9,11 +9,12 @@ import { ensureOwnClient, ownSignInUrl, type Registry } from '../oidc/registry.t
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
-import { FactorChecks, type Checked } from './factor-checks.ts';
+import { FactorChecks, type Checked } from '../signin/factors/factor-checks.ts';
 import type { Store } from '../storage/store.ts';
-import { formBody } from './form-body.ts';
-import { MESSAGES, type InteractionDeps } from './routes.ts';
-import { scopeInWords } from './scope-words.ts';
+import { formBody } from '../security/form-body.ts';
+import { MESSAGES } from '../signin/messages.ts';
+import type { InteractionDeps } from './routes.ts';
+import { scopeInWords } from '../signin/scope-words.ts';
 
 /**
  * `/account`: a signed-in person's second factor and recovery codes, and what they can change.

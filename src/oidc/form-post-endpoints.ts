@@ -1,6 +1,6 @@
 import type { Middleware } from 'koa';
 import type Provider from 'oidc-provider';
-import { formBody } from '../interactions/form-body.ts';
+import { formBody } from '../security/form-body.ts';
 
 /**
  * OIDC Core §3.1.2.1 and RP-Initiated Logout §2: the authorization and end-session endpoints MUST accept

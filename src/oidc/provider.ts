@@ -1,10 +1,9 @@
 import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
-import { adminApiUri } from '../admin/operations.ts';
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
-import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../interactions/consent-without-asking.ts';
-import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../interactions/mfa-policy.ts';
+import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../signin/consent.ts';
+import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../signin/policy.ts';
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
 import { limitInactiveIntrospections, type IntrospectionThrottled } from '../security/introspection-limit.ts';
@@ -17,7 +16,7 @@ import { clearerErrors, discoveryListsApiScopes, revocationAnswersJson } from '.
 import { JwtAccessTokens, jwtIntrospectionAndRevocation } from './jwt-access-tokens.ts';
 import { DEVICE_CODE_TTL_SECONDS, deviceFlowFeature, type DeviceFlowDeps } from './device-flow.ts';
 import { bendProviderInternals, type InternalsDeps } from './provider-internals.ts';
-import { OIDC_SCOPES, type Registry } from './registry.ts';
+import { adminApiUri, OIDC_SCOPES, type Registry } from './registry.ts';
 import { replaceSigningKeys } from './provider-internals.ts';
 import { followSigningKeys, ID_TOKEN_TTL_SECONDS, loadCookieKeys, loadDpopNonceSecret, loadSigningKeys, type StoredSigningKey } from './signing-keys.ts';
 
@@ -153,7 +152,7 @@ export async function createProvider({ config, store, accounts, registry, views,
       introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
       revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
     },
-    // urn:latchkey:mfa: password and second factor; urn:latchkey:pwd: password only (interactions/mfa-policy.ts).
+    // urn:latchkey:mfa: password and second factor; urn:latchkey:pwd: password only (signin/policy.ts).
     acrValues: ACR_VALUES,
 
     features: {

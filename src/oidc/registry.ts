@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AdapterPayload, ClientMetadata } from 'oidc-provider';
+import { OIDC_SCOPES } from '../signin/scope-words.ts';
 import { keys } from '../storage/keys.ts';
 import { backchannelTargetProblem, DEVELOPMENT_TARGETS, type BackchannelTargetRules } from './backchannel-targets.ts';
 import { revokeClientGrants } from '../storage/oidc-adapter.ts';
@@ -17,7 +18,11 @@ export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_crede
 export type GrantType = (typeof GRANT_TYPES)[number];
 /** Short names the CLI accepts for a grant type (`--grants device_code`). */
 export const GRANT_SHORTHANDS: Readonly<Record<string, GrantType>> = { device_code: DEVICE_CODE_GRANT };
-export const OIDC_SCOPES = new Set(['openid', 'profile', 'email', 'offline_access']);
+// Defined in the sign-in core (below oidc/), which words them on the consent page.
+export { OIDC_SCOPES };
+
+/** The admin API's resource indicator (audience) on a server with this issuer. */
+export const adminApiUri = (issuer: string) => `${issuer}/admin/api`;
 
 export interface ResourceServer {
   uri: string;

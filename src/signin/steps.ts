@@ -2,10 +2,10 @@ import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 
 /**
- * The steps of a sign-in (the transitions between them: sign-in-machine.ts), then oidc-provider's
+ * The steps of a sign-in (the transitions between them: machine.ts), then oidc-provider's
  * consent prompt (our consent page, or nothing for first-party clients), then the redirect to the
  * client. `login` is the absence of a step record; "done" hands oidc-provider the login result
- * (interactions/mfa-policy.ts: `acr`, `amr`) and deletes the record.
+ * (policy.ts: `acr`, `amr`) and deletes the record.
  *
  * Where the state lives: one Store record per interaction (key from its uid, digested), expiring with
  * the interaction. oidc-provider's Interaction only persists its own fields, and `interactionResult`

@@ -1,4 +1,5 @@
-import { OIDC_SCOPES } from '../oidc/registry.ts';
+/** The scopes OpenID Connect defines; every other scope belongs to an API (oidc/registry.ts). */
+export const OIDC_SCOPES = new Set(['openid', 'profile', 'email', 'offline_access']);
 
 /** What a scope lets an app do, in the words a person reads on the consent page and /account. */
 const SCOPE_WORDS: Record<string, string> = {
