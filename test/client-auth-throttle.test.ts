@@ -13,7 +13,7 @@ import { useWorld, type World } from './helpers/world.ts';
 let server: TestServer;
 let world: World;
 
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 interface Answer {
   status: number;

@@ -12,7 +12,7 @@ import { useWorld, type World } from './helpers/world.ts';
 describe('consent without asking', () => {
   let server: TestServer;
   let world: World;
-  useWorld((setup) => ({ server, world } = setup));
+  useWorld({}, (setup) => ({ server, world } = setup));
 
   /** The sign-in's interactions (by uid) and resumes (`/auth/:uid`), in the order visited. */
   const interactionsOf = (flow: SignInResult) => new Set(flow.visited.map((u) => /^\/interaction\/([^/]+)$/.exec(u.pathname)?.[1]).filter(Boolean));

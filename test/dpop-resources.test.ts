@@ -15,7 +15,7 @@ import { useWorld, type World } from './helpers/world.ts';
  */
 let server: TestServer;
 let world: World;
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 type Key = { privateKey: CryptoKey; jwk: JWK };
 

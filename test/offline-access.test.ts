@@ -17,7 +17,7 @@ import { REDIRECT_URI, useWorld, type World } from './helpers/world.ts';
 let server: TestServer;
 let world: World;
 
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 /** Only client_id and request_uri travel through the browser after a pushed request. */
 const PUSHED_ONLY = { redirect_uri: undefined, response_type: undefined, scope: undefined, state: undefined, nonce: undefined, code_challenge: undefined, code_challenge_method: undefined };

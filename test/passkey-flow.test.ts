@@ -16,7 +16,7 @@ import { useWorld, type World } from './helpers/world.ts';
 let server: TestServer;
 let world: World;
 let people = 0;
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 const PASSWORD = 'correct horse battery staple';
 

@@ -8,7 +8,7 @@ import { POST_LOGOUT_URI, useWorld, type World } from './helpers/world.ts';
 let server: TestServer;
 let world: World;
 
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 /** The message a person reads on the sign-in page after a failed attempt, with the page's status. */
 async function failedSignIn(email: string, password: string) {

@@ -8,7 +8,7 @@ import { REDIRECT_URI, useWorld, type World } from './helpers/world.ts';
 let server: TestServer;
 let world: World;
 
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 function authUrl(params: Record<string, string | undefined>): URL {
   const { challenge } = pkcePair();

@@ -4,7 +4,7 @@ import type { TestServer } from './helpers/server.ts';
 import { useServer } from './helpers/world.ts';
 
 let server: TestServer;
-useServer((setup) => ({ server } = setup));
+useServer({}, (setup) => ({ server } = setup));
 
 test('a DPoP proof or client assertion is accepted once, even by parallel requests on several nodes', async () => {
   const { ReplayDetection } = server.app.provider as unknown as { ReplayDetection: { unique(iss: string, jti: string, exp: number): Promise<boolean> } };

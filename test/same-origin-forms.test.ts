@@ -11,7 +11,7 @@ import { useWorld, type World } from './helpers/world.ts';
  */
 let server: TestServer;
 let world: World;
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 const FOREIGN: { name: string; headers: Record<string, string> }[] = [
   { name: "another site's Origin", headers: { origin: 'https://attacker.example', 'sec-fetch-site': 'cross-site' } },

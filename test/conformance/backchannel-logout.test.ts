@@ -20,7 +20,7 @@ let rp: oc.Configuration;
 let endpoint: LogoutReceiver;
 let backchannelUri: string;
 
-useWorld(async (setup) => {
+useWorld({}, async (setup) => {
   ({ server, world } = setup);
   endpoint = await startLogoutReceiver();
   backchannelUri = endpoint.uri;

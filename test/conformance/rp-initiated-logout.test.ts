@@ -16,7 +16,7 @@ let server: TestServer;
 let world: World;
 let rp: oc.Configuration;
 
-useWorld(async (setup) => {
+useWorld({}, async (setup) => {
   ({ server, world } = setup);
   rp = await relyingParty(server.issuer, world.shop);
 });

@@ -23,7 +23,7 @@ let site: Server;
 let origin: string;
 let client: { clientId: string; secret: string; redirectUri: string };
 
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 /** The app's site: pages that post a form to the issuer at once, and its callback pages. */
 function appSite(issuer: () => string) {

@@ -1,5 +1,6 @@
 import { after, before } from 'node:test';
 import { startRedis, type TestRedis } from './redis.ts';
+import { startRedisCluster, type TestCluster } from './redis-cluster.ts';
 import { startServer, type TestServer } from './server.ts';
 import type { ClientCreds } from './flow.ts';
 import { totpCodeAt } from '../../src/accounts/totp.ts';
@@ -69,31 +70,74 @@ export async function enrollTotp(server: TestServer, account: { id: string; emai
   return { totpSecret, recoveryCodes: enrolled.recoveryCodes };
 }
 
-export interface WorldSetup {
-  redis: TestRedis;
+/**
+ * Where a suite's server keeps everything: the embedded store, a private Redis, or a private 3-master
+ * Redis Cluster. Suites that do not name one follow `LATCHKEY_TEST_STORE` (default `redis`), so the whole
+ * suite can run against any of the three: `LATCHKEY_TEST_STORE=memory npm test`.
+ */
+export type TestStoreKind = 'memory' | 'redis' | 'cluster';
+const STORE_KINDS: readonly TestStoreKind[] = ['memory', 'redis', 'cluster'];
+
+export function testStoreKind(env: NodeJS.ProcessEnv = process.env): TestStoreKind {
+  const kind = env.LATCHKEY_TEST_STORE ?? 'redis';
+  if (!(STORE_KINDS as readonly string[]).includes(kind)) throw new Error(`LATCHKEY_TEST_STORE must be one of ${STORE_KINDS.join(', ')}`);
+  return kind as TestStoreKind;
+}
+
+export interface ServerSetup<R extends TestRedis | undefined = TestRedis | undefined> {
+  /** The private Redis, for a `redis` store (the CLI and raw-key checks need one); undefined otherwise. */
+  redis: R;
   server: TestServer;
-  world: World;
+  store: TestStoreKind;
+}
+export type WorldSetup<R extends TestRedis | undefined = TestRedis> = ServerSetup<R> & { world: World };
+
+export interface UseServerOptions {
+  store?: TestStoreKind;
+  /** More configuration for the server (e.g. `MFA_POLICY`). */
+  env?: Record<string, string>;
 }
 
 /**
- * For a test file: a private Redis and a server on it, made before the file's tests (handed to
- * `receive`, which may go on preparing) and torn down after them.
+ * For a test file: a server on the chosen store, made before the file's tests (handed to `receive`,
+ * which may go on preparing) and torn down after them. Without options: a private Redis, as every suite
+ * that reads Redis or runs the CLI needs.
  */
-export function useServer(receive: (setup: { redis: TestRedis; server: TestServer }) => unknown): void {
+export function useServer(receive: (setup: ServerSetup<TestRedis>) => unknown): void;
+export function useServer(options: UseServerOptions & { store: 'redis' }, receive: (setup: ServerSetup<TestRedis>) => unknown): void;
+export function useServer(options: UseServerOptions, receive: (setup: ServerSetup) => unknown): void;
+export function useServer(a: UseServerOptions | ((setup: ServerSetup<TestRedis>) => unknown), b?: (setup: ServerSetup<TestRedis>) => unknown): void {
+  const options = typeof a === 'function' ? { store: 'redis' as const } : a;
+  const receive = (typeof a === 'function' ? a : b!) as (setup: ServerSetup) => unknown;
+  const kind = options.store ?? testStoreKind();
   let redis: TestRedis | undefined;
+  let cluster: TestCluster | undefined;
   let server: TestServer | undefined;
   before(async () => {
-    redis = await startRedis();
-    server = await startServer({ redisUrl: redis.url });
-    await receive({ redis, server });
+    if (kind === 'redis') {
+      redis = await startRedis();
+      server = await startServer({ redisUrl: redis.url, ...(options.env ? { env: options.env } : {}) });
+    } else if (kind === 'cluster') {
+      cluster = await startRedisCluster();
+      server = await startServer({ env: { ...cluster.env, ...options.env } });
+    } else {
+      server = await startServer({ ...(options.env ? { env: options.env } : {}) });
+    }
+    await receive({ redis, server, store: kind });
   });
   after(async () => {
     await server?.close();
     await redis?.dispose();
+    await cluster?.dispose();
   });
 }
 
 /** `useServer` plus the shared registrations (`createWorld`). */
-export function useWorld(receive: (setup: WorldSetup) => void): void {
-  useServer(async (setup) => receive({ ...setup, world: await createWorld(setup.server) }));
+export function useWorld(receive: (setup: WorldSetup<TestRedis>) => unknown): void;
+export function useWorld(options: UseServerOptions & { store: 'redis' }, receive: (setup: WorldSetup<TestRedis>) => unknown): void;
+export function useWorld(options: UseServerOptions, receive: (setup: WorldSetup<TestRedis | undefined>) => unknown): void;
+export function useWorld(a: UseServerOptions | ((setup: WorldSetup<TestRedis>) => unknown), b?: (setup: WorldSetup<TestRedis>) => unknown): void {
+  const options = typeof a === 'function' ? { store: 'redis' as const } : a;
+  const receive = (typeof a === 'function' ? a : b!) as (setup: WorldSetup<TestRedis | undefined>) => unknown;
+  useServer(options, async (setup) => receive({ ...setup, world: await createWorld(setup.server) }));
 }

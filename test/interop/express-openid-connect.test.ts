@@ -13,7 +13,7 @@ import { serveRelyingParty, visitAndSignIn } from './rp.ts';
  */
 let server: TestServer;
 let world: World;
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 test('express-openid-connect: code flow with PKCE signs the person in, and offline_access brings a refresh token', async () => {
   const rp = await serveRelyingParty(async (origin) => {

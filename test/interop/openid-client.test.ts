@@ -15,7 +15,7 @@ import { serveRelyingParty, visitAndSignIn } from './rp.ts';
  */
 let server: TestServer;
 let world: World;
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 test('openid-client: code flow with PKCE; the app knows the person from the ID token while its access token is for the API', async () => {
   const rp = await serveRelyingParty(async (origin) => {

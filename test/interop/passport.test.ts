@@ -15,7 +15,7 @@ import { serveRelyingParty, visitAndSignIn } from './rp.ts';
  */
 let server: TestServer;
 let world: World;
-useWorld((setup) => ({ server, world } = setup));
+useWorld({}, (setup) => ({ server, world } = setup));
 
 test('passport-openidconnect: a --pkce optional client signs the person in with a nonce and no PKCE', async () => {
   const rp = await serveRelyingParty(async (origin) => {
