@@ -1,8 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { runLatchkeyToExit } from './helpers/process.ts';
 import { configDocs, loadConfig } from '../src/config.ts';
 import { problems, SECRETS_KEY } from './helpers/config.ts';
 
@@ -210,23 +209,8 @@ describe('loadConfig', () => {
 });
 
 describe('the server refuses a bad configuration at boot', () => {
-  const root = fileURLToPath(new URL('..', import.meta.url));
-
-  /** Runs `node src/main.ts` with only the given configuration variables; kills it after 15 s. */
-  async function boot(vars: Record<string, string>) {
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !(k in configDocs)) env[k] = v;
-    const child = spawn(process.execPath, ['src/main.ts'], { cwd: root, env: { ...env, ...vars }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const started = performance.now();
-    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
-    clearTimeout(killer);
-    return { code, stdout, stderr, ms: performance.now() - started };
-  }
+  /** `node src/main.ts` with only the given configuration variables (none of this process's). */
+  const boot = (vars: Record<string, string>) => runLatchkeyToExit(vars, { dropFromEnv: Object.keys(configDocs) });
 
   test('PORT=abc: exit code 1, one clear stderr line, quickly', async () => {
     const run = await boot({ PORT: 'abc' });

@@ -1,5 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { freePort } from './redis.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /** One JSON log line of the server. */
 export type LogLine = Record<string, unknown> & { msg?: string; event?: string; worker?: number; route?: string; status?: number };
@@ -27,7 +30,7 @@ export async function spawnLatchkey(env: Record<string, string> = {}, options: {
   const childEnv: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REDIS_') && k !== 'NODE_ENV') childEnv[k] = v;
   Object.assign(childEnv, { PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'test', LOG_FORMAT: 'json', WORKERS: '1', ...env });
-  const child = spawn(process.execPath, ['src/main.ts'], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['src/main.ts'], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: LogLine[] = [];
   const listeners = new Set<() => void>();
   let buffered = '';
@@ -78,4 +81,23 @@ export async function spawnLatchkey(env: Record<string, string> = {}, options: {
       await exited;
     },
   };
+}
+
+/**
+ * `node src/main.ts` run to its exit (a boot that is refused): its output and exit code. Killed after
+ * `timeoutMs`. `dropFromEnv`: variables of this process not to hand on (so only `vars` configure it).
+ */
+export async function runLatchkeyToExit(vars: Record<string, string>, { dropFromEnv = [] as string[], timeoutMs = 15_000 } = {}) {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !dropFromEnv.includes(k)) env[k] = v;
+  const child = spawn(process.execPath, ['src/main.ts'], { cwd: ROOT, env: { ...env, ...vars }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += String(d)));
+  child.stderr.on('data', (d) => (stderr += String(d)));
+  const started = performance.now();
+  const killer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+  clearTimeout(killer);
+  return { code, stdout, stderr, ms: performance.now() - started };
 }
