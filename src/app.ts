@@ -29,7 +29,7 @@ import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
 import { countFailedClientAuthentication } from './security/client-auth-throttle.ts';
 import { Csrf } from './security/csrf.ts';
-import { Lockout, type LockoutEvent, type LockoutEventName } from './security/lockout.ts';
+import { Lockout, lockoutOptions, lockoutSettings, type LockoutEvent, type LockoutEventName, type LockoutScope } from './security/lockout.ts';
 import { loadSecretBox } from './security/secret-box.ts';
 import { securityHeaders } from './security/headers.ts';
 import { pinIssuerOrigin } from './security/issuer-origin.ts';
@@ -87,7 +87,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     const account = await accounts.findByEmail(typed).catch(() => undefined);
     return account ? { accountId: account.id } : { emailDigest: box.digest(typed, 'lockout-email') };
   };
-  const lockout = new Lockout(store, { onEvent: auditLockout(logger, metrics, 'signin', personOf), describe: personOf });
+  const lockouts = lockoutSettings(config);
+  const lockout = new Lockout(store, { ...lockoutOptions('signin', lockouts), onEvent: auditLockout(logger, metrics, 'signin', personOf), describe: personOf });
   // A client's "account" is its id at one IP (client-auth-throttle.ts).
   const clientSourceOf = async (source: string) => {
     const at = source.lastIndexOf('@');
@@ -95,15 +96,13 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     return (await registry.findClient(typed).catch(() => undefined)) ? { clientId: typed, ip } : { clientIdDigest: box.digest(typed, 'lockout-client'), ip };
   };
   const clientLockout = new Lockout(store, {
-    namespace: 'client',
-    account: { maxFailures: 10, windowSeconds: 60 * 60 },
+    ...lockoutOptions('client', lockouts),
     onEvent: auditLockout(logger, metrics, 'client', clientSourceOf),
     describe: clientSourceOf,
   });
   // Wrong device user codes (RFC 8628 §5.1), per client IP: its "account" is the IP too (device-flow.ts).
   const deviceLockout = new Lockout(store, {
-    namespace: 'device',
-    account: { maxFailures: 10, windowSeconds: 60 * 60 },
+    ...lockoutOptions('device', lockouts),
     onEvent: auditLockout(logger, metrics, 'device', async (source) => ({ ip: source.slice(source.lastIndexOf('@') + 1) })),
   });
   const { provider, cookieKeys, stopFollowingKeys } = await createProvider({
@@ -154,11 +153,11 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
 
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   const ops = new Operations({
-    store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER,
+    store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER, lockouts,
     ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
     ...(config.SIGNING_KEYS_FILE ? { signingKeysFile: config.SIGNING_KEYS_FILE } : {}),
   });
-  provider.use(adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER }).routes());
+  provider.use(adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER, limits: { perIpPerMinute: config.ADMIN_API_IP_PER_MINUTE, perTokenPerMinute: config.ADMIN_API_TOKEN_PER_MINUTE } }).routes());
   provider.use(adminApiNotFound);
   // The console (/admin): pages over the same operations, for admins signed in with a second factor.
   provider.use(consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId }).routes());
@@ -194,9 +193,9 @@ function sameOriginLogout(provider: Provider, views: Views, issuer: string): Mid
  * Lockouts and their end as audit events (stable `event` names) and counters. `nameOf` says who an
  * account-kind subject is without repeating what was typed; an IP is logged as it is.
  */
-const LOCKED_WHAT = { signin: 'sign-in', client: 'client authentication', device: 'device code entry' } as const;
+const LOCKED_WHAT: Record<LockoutScope, string> = { signin: 'sign-in', client: 'client authentication', device: 'device code entry' };
 
-function auditLockout(logger: Logger, metrics: Metrics, scope: keyof typeof LOCKED_WHAT, nameOf: (typed: string) => Promise<Record<string, string | undefined>>) {
+function auditLockout(logger: Logger, metrics: Metrics, scope: LockoutScope, nameOf: (typed: string) => Promise<Record<string, string | undefined>>) {
   return async (name: LockoutEventName, data: LockoutEvent) => {
     const { id, ...rest } = data;
     const fields = { scope, ...rest, ...(data.subject === 'ip' ? { ip: id } : await nameOf(id)) };
