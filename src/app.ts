@@ -24,12 +24,14 @@ import { formPostAsGet } from './oidc/form-post-endpoints.ts';
 import { startLogoutDelivery, type LogoutDeliveryOptions } from './oidc/backchannel-logout.ts';
 import { backchannelTargetRules } from './oidc/backchannel-targets.ts';
 import { deviceFlowEdges } from './oidc/device-flow.ts';
+import { deviceGrantNotAllowedIsUnauthorizedClient } from './oidc/provider-wording.ts';
+import { installEdge, type EdgeEntry } from './edge.ts';
 import { createProvider } from './oidc/provider.ts';
 import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
-import { countFailedClientAuthentication } from './security/client-auth-throttle.ts';
+import { CLIENT_AUTH_ROUTES, countFailedClientAuthentication } from './security/client-auth-throttle.ts';
 import { Csrf } from './security/csrf.ts';
-import { Lockout, type LockoutEvent, type LockoutEventName } from './security/lockout.ts';
+import { Lockout, lockoutOptions, lockoutSettings, type LockoutEvent, type LockoutEventName, type LockoutScope } from './security/lockout.ts';
 import { loadSecretBox } from './security/secret-box.ts';
 import { securityHeaders } from './security/headers.ts';
 import { pinIssuerOrigin } from './security/issuer-origin.ts';
@@ -87,7 +89,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     const account = await accounts.findByEmail(typed).catch(() => undefined);
     return account ? { accountId: account.id } : { emailDigest: box.digest(typed, 'lockout-email') };
   };
-  const lockout = new Lockout(store, { onEvent: auditLockout(logger, metrics, 'signin', personOf), describe: personOf });
+  const lockouts = lockoutSettings(config);
+  const lockout = new Lockout(store, { ...lockoutOptions('signin', lockouts), onEvent: auditLockout(logger, metrics, 'signin', personOf), describe: personOf });
   // A client's "account" is its id at one IP (client-auth-throttle.ts).
   const clientSourceOf = async (source: string) => {
     const at = source.lastIndexOf('@');
@@ -95,18 +98,16 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     return (await registry.findClient(typed).catch(() => undefined)) ? { clientId: typed, ip } : { clientIdDigest: box.digest(typed, 'lockout-client'), ip };
   };
   const clientLockout = new Lockout(store, {
-    namespace: 'client',
-    account: { maxFailures: 10, windowSeconds: 60 * 60 },
+    ...lockoutOptions('client', lockouts),
     onEvent: auditLockout(logger, metrics, 'client', clientSourceOf),
     describe: clientSourceOf,
   });
   // Wrong device user codes (RFC 8628 §5.1), per client IP: its "account" is the IP too (device-flow.ts).
   const deviceLockout = new Lockout(store, {
-    namespace: 'device',
-    account: { maxFailures: 10, windowSeconds: 60 * 60 },
+    ...lockoutOptions('device', lockouts),
     onEvent: auditLockout(logger, metrics, 'device', async (source) => ({ ip: source.slice(source.lastIndexOf('@') + 1) })),
   });
-  const { provider, cookieKeys, stopFollowingKeys } = await createProvider({
+  const { provider, cookieKeys, stopFollowingKeys, edge: answers } = await createProvider({
     config,
     store,
     accounts,
@@ -139,37 +140,46 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const opsApp = new Koa();
   opsApp.use(opsRouter.routes());
 
-  provider.use(requestContext(logger, views, metrics));
-  provider.use(pinIssuerOrigin(config.ISSUER));
-  provider.use(securityHeaders());
-  provider.use(staticRoutes().routes());
-  if (config.METRICS_PORT === undefined) provider.use(opsRouter.routes());
-  provider.use(countFailedClientAuthentication(clientLockout));
-  provider.use(deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
-  provider.use(interactionRoutes(signIn).routes());
-  provider.use(accountRoutes({ ...signIn, registry, clientId: accountPageClientId }).routes());
-  provider.use(sameOriginLogout(provider, views, config.ISSUER));
-  provider.use(formPostAsGet(provider));
-
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   const ops = new Operations({
-    store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER,
+    store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER, lockouts,
     ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
     ...(config.SIGNING_KEYS_FILE ? { signingKeysFile: config.SIGNING_KEYS_FILE } : {}),
   });
-  provider.use(adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER }).routes());
-  provider.use(adminApiNotFound);
-  // The console (/admin): pages over the same operations, for admins signed in with a second factor.
-  provider.use(consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId }).routes());
-
   // The first-run demo app (/demo) and its account: development only, never in production or tests,
   // and one process only (several workers would race to create it).
-  let demo: DemoSetup | undefined;
-  if (config.NODE_ENV === 'development' && config.WORKERS === 1) {
-    demo = await ensureDemo({ store, registry, accounts, issuer: config.ISSUER });
-    provider.use(demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes());
-  }
+  const demo: DemoSetup | undefined = config.NODE_ENV === 'development' && config.WORKERS === 1 ? await ensureDemo({ store, registry, accounts, issuer: config.ISSUER }) : undefined;
+
+  const only = (...routes: string[]) => new Set(routes);
+  // The edge, in the order a request meets it; oidc-provider's own routes come after the last entry.
+  // The provider's answer rewrites come first, so they run last, after the request line is logged.
+  const edge: EdgeEntry[] = [
+    { name: 'cacheablePublicMetadata', does: 'Cache-Control: public, 5 min on discovery and the key set', oidcRoutes: only('discovery', 'jwks'), middleware: answers.cacheablePublicMetadata },
+    { name: 'missingClientAuthIsInvalidClient', does: "no client authentication at all is 401 invalid_client (recognises oidc-provider's wording)", oidcRoutes: CLIENT_AUTH_ROUTES, middleware: answers.missingClientAuthIsInvalidClient },
+    { name: 'inactiveIntrospectionLimit', does: 'answers active: false per API credential: INTROSPECTION_INACTIVE_PER_MINUTE, then 429', oidcRoutes: only('introspection'), middleware: answers.inactiveIntrospectionLimit },
+    { name: 'revocationAnswersJson', does: 'revocation answers {} rather than an empty body', oidcRoutes: only('revocation'), middleware: answers.revocationAnswersJson },
+    { name: 'jwtIntrospectionAndRevocation', does: 'JWT access tokens introspected and revoked by us, under the same policy', oidcRoutes: only('introspection', 'revocation'), middleware: answers.jwtIntrospectionAndRevocation },
+    { name: 'clearerErrors', does: "unauthorized_client for a grant type the client lacks, DPoP and API-token descriptions (recognises oidc-provider's wording)", oidcRoutes: only('token', 'userinfo'), middleware: answers.clearerErrors },
+    { name: 'discoveryListsApiScopes', does: 'the API scopes (not --private-scopes ones) in scopes_supported', oidcRoutes: only('discovery'), middleware: answers.discoveryListsApiScopes },
+    { name: 'requestContext', does: 'request id, one log line and metrics per request, our errors as clear answers, Retry-After on 503', middleware: requestContext(logger, views, metrics) },
+    { name: 'pinIssuerOrigin', does: "host and protocol pinned to ISSUER's (421 never; another Host is answered)", middleware: pinIssuerOrigin(config.ISSUER) },
+    { name: 'securityHeaders', does: 'security headers on every answer', middleware: securityHeaders() },
+    { name: 'staticRoutes', does: '/static: the stylesheet and the passkey and console scripts', middleware: staticRoutes().routes() },
+    { name: 'opsRoutes', does: '/metrics, /healthz, /readyz (on METRICS_PORT instead when it is set)', middleware: config.METRICS_PORT === undefined ? opsRouter.routes() : undefined },
+    { name: 'countFailedClientAuthentication', does: 'each 401 invalid_client counted per client id at the IP (CLIENT_AUTH_*) and per IP (LOCKOUT_IP_*); the refusal (429) is the throttledClientAuthentication bend', oidcRoutes: CLIENT_AUTH_ROUTES, middleware: countFailedClientAuthentication(clientLockout) },
+    { name: 'deviceFlowEdges', does: 'code entry: same origin, wrong codes per IP (DEVICE_CODE_*, 429); prefilled code; interval and slow_down', oidcRoutes: only('code_verification', 'device_authorization', 'token'), middleware: deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')) },
+    { name: 'deviceGrantNotAllowedIsUnauthorizedClient', does: "a client without the device grant hears unauthorized_client (recognises oidc-provider's wording)", oidcRoutes: only('device_authorization'), middleware: deviceGrantNotAllowedIsUnauthorizedClient },
+    { name: 'interactionRoutes', does: '/interaction/:uid/*: same origin, CSRF, sign-in lockout (LOCKOUT_*) on every factor', middleware: interactionRoutes(signIn).routes() },
+    { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', middleware: accountRoutes({ ...signIn, registry, clientId: accountPageClientId }).routes() },
+    { name: 'sameOriginLogout', does: "oidc-provider's sign-out confirmation refused from another site", oidcRoutes: only('end_session_confirm'), middleware: sameOriginLogout(provider, views, config.ISSUER) },
+    { name: 'formPostAsGet', does: 'POST /auth and /session/end: 303 to the GET of the same parameters', oidcRoutes: only('authorization', 'end_session'), middleware: formPostAsGet(provider) },
+    { name: 'adminApiRoutes', does: '/admin/api/v1: per IP (ADMIN_API_IP_PER_MINUTE), then bearer token, then per token (ADMIN_API_TOKEN_PER_MINUTE); DPoP; MFA sign-in', middleware: adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER, limits: { perIpPerMinute: config.ADMIN_API_IP_PER_MINUTE, perTokenPerMinute: config.ADMIN_API_TOKEN_PER_MINUTE } }).routes() },
+    { name: 'adminApiNotFound', does: 'anything else under /admin/api: problem+json 404', middleware: adminApiNotFound },
+    { name: 'consoleRoutes', does: '/admin: admins signed in with a second factor; same origin, CSRF', middleware: consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId }).routes() },
+    { name: 'demoRoutes', does: '/demo: the first-run app (development only)', middleware: demo ? demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes() : undefined },
+  ];
+  installEdge(provider, edge);
 
   /** Ends what the app holds open besides the store (the change subscriptions). */
   const close = async () => {
@@ -180,7 +190,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     // This minute's aggregated refusals, before the store closes.
     await activity.flush();
   };
-  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, close };
+  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, close };
 }
 
 /** oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts). */
@@ -194,9 +204,9 @@ function sameOriginLogout(provider: Provider, views: Views, issuer: string): Mid
  * Lockouts and their end as audit events (stable `event` names) and counters. `nameOf` says who an
  * account-kind subject is without repeating what was typed; an IP is logged as it is.
  */
-const LOCKED_WHAT = { signin: 'sign-in', client: 'client authentication', device: 'device code entry' } as const;
+const LOCKED_WHAT: Record<LockoutScope, string> = { signin: 'sign-in', client: 'client authentication', device: 'device code entry' };
 
-function auditLockout(logger: Logger, metrics: Metrics, scope: keyof typeof LOCKED_WHAT, nameOf: (typed: string) => Promise<Record<string, string | undefined>>) {
+function auditLockout(logger: Logger, metrics: Metrics, scope: LockoutScope, nameOf: (typed: string) => Promise<Record<string, string | undefined>>) {
   return async (name: LockoutEventName, data: LockoutEvent) => {
     const { id, ...rest } = data;
     const fields = { scope, ...rest, ...(data.subject === 'ip' ? { ip: id } : await nameOf(id)) };

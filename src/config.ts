@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { HIBP_URL } from './accounts/password-rule.ts';
+import { DEFAULT_LOCKOUTS } from './security/lockout.ts';
 import { parseSecretsKey } from './security/secret-box.ts';
 
 /**
@@ -35,6 +36,16 @@ export const configDocs: Record<string, string> = {
   BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: '`true`: back-channel logout URIs may point at loopback, link-local and private addresses (apps on an internal network). Unset or `false`: refused in production (at registration, and at delivery for the address the name resolves to); elsewhere only link-local addresses are refused. The server\'s own origin is always refused.',
   ADMIN_ACTIVITY_MAX: 'How many audit events the activity log (admin API) keeps in Redis, about: the oldest are dropped beyond it. Every event is logged either way.',
   ADMIN_ACTIVITY_ANONYMOUS_MAX: 'How many entries the activity log keeps, about, of what callers cause without signing in (refused client authentications and sign-ins, one entry per source and minute with a count; lockouts of names nobody has). Kept apart from `ADMIN_ACTIVITY_MAX`, so a flood of them never pushes admin changes or security events out.',
+  LOCKOUT_ACCOUNT_MAX_FAILURES: 'Failed sign-in attempts (password, code or passkey, each factor counted apart) of one email address, known or not, that lock its sign-in for 1 min, then 5 min, 15 min and 1 h at each further lockout within a day. At most 100 (NIST SP 800-63B).',
+  LOCKOUT_ACCOUNT_WINDOW_SECONDS: 'How long a failed sign-in attempt of an email address counts towards `LOCKOUT_ACCOUNT_MAX_FAILURES`, from the first of its run. A success forgets them.',
+  LOCKOUT_IP_MAX_FAILURES: 'Failed attempts from one client address that lock it, counted apart for sign-ins, client authentications and device codes (one address can be many people behind a NAT: keep it well above the per-account limits).',
+  LOCKOUT_IP_WINDOW_SECONDS: 'How long a failed attempt counts towards `LOCKOUT_IP_MAX_FAILURES`, from the first of its run.',
+  CLIENT_AUTH_MAX_FAILURES: 'Failed client authentications (`401 invalid_client` at the token, introspection, revocation, pushed authorization and device authorization endpoints) of one client id at one address that make that id at that address wait (`429`). Never per client id alone, so nobody can lock a client out from elsewhere. At most 100.',
+  CLIENT_AUTH_WINDOW_SECONDS: 'How long a failed client authentication counts towards `CLIENT_AUTH_MAX_FAILURES`.',
+  DEVICE_CODE_MAX_FAILURES: 'Device user codes that match nothing, typed from one address, that make the code entry page refuse that address for a while (RFC 8628 §5.1). At most 100.',
+  DEVICE_CODE_WINDOW_SECONDS: 'How long a wrong device user code counts towards `DEVICE_CODE_MAX_FAILURES`.',
+  ADMIN_API_IP_PER_MINUTE: 'Requests to the admin API per minute from one client address, counted before the access token is looked up; past it `429` with `Retry-After`.',
+  ADMIN_API_TOKEN_PER_MINUTE: 'Requests to the admin API per minute with one access token; past it `429` with `Retry-After`.',
   INTROSPECTION_INACTIVE_PER_MINUTE: 'How many introspections answering `active: false` one API credential may make per minute; past it such answers become `429` with `Retry-After` until the minute is over. Answers `active: true` are never counted nor refused.',
 };
 
@@ -58,6 +69,11 @@ const hostPorts = z.string().transform((value, ctx) => {
   }
   return parsed as { host: string; port: number }[];
 });
+
+/** A lockout threshold: whole failures, at most `max` (NIST SP 800-63B caps an account's at 100). */
+const failures = (max: number) => z.coerce.number().int().min(1).max(max);
+/** How long failures count: a second to 30 days. */
+const windowSeconds = z.coerce.number().int().min(1).max(30 * 24 * 60 * 60);
 
 const schema = z
   .object({
@@ -103,6 +119,16 @@ const schema = z
     BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false').transform((v) => v === 'true'),
     ADMIN_ACTIVITY_ANONYMOUS_MAX: z.coerce.number().int().min(10).max(10_000_000).default(20_000),
     INTROSPECTION_INACTIVE_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(300),
+    LOCKOUT_ACCOUNT_MAX_FAILURES: failures(100).default(DEFAULT_LOCKOUTS.signin.account.maxFailures),
+    LOCKOUT_ACCOUNT_WINDOW_SECONDS: windowSeconds.default(DEFAULT_LOCKOUTS.signin.account.windowSeconds),
+    LOCKOUT_IP_MAX_FAILURES: failures(1_000_000).default(DEFAULT_LOCKOUTS.signin.ip.maxFailures),
+    LOCKOUT_IP_WINDOW_SECONDS: windowSeconds.default(DEFAULT_LOCKOUTS.signin.ip.windowSeconds),
+    CLIENT_AUTH_MAX_FAILURES: failures(100).default(DEFAULT_LOCKOUTS.client.account.maxFailures),
+    CLIENT_AUTH_WINDOW_SECONDS: windowSeconds.default(DEFAULT_LOCKOUTS.client.account.windowSeconds),
+    DEVICE_CODE_MAX_FAILURES: failures(100).default(DEFAULT_LOCKOUTS.device.account.maxFailures),
+    DEVICE_CODE_WINDOW_SECONDS: windowSeconds.default(DEFAULT_LOCKOUTS.device.account.windowSeconds),
+    ADMIN_API_IP_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(60),
+    ADMIN_API_TOKEN_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(1200),
   })
   .transform((env) => ({
     ...env,

@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { describe, it } from 'node:test';
 import Provider from 'oidc-provider';
 // @ts-expect-error oidc-provider's internals ship no types: the canary of refreshGraceWindow checks this import.
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
+// @ts-expect-error as above: the canary of the device code entry's re-render errors (provider-wording.ts).
+import * as reRenderErrors from 'oidc-provider/lib/helpers/re_render_errors.js';
+import { UPSTREAM_WORDING } from '../src/oidc/provider-wording.ts';
 import { generateKeyGeneration } from '../src/oidc/signing-keys.ts';
 import { CLIENT_AUTH_ROUTES } from '../src/security/client-auth-throttle.ts';
 import { LOGOUT_CHANNEL } from '../src/storage/logout-queue.ts';
@@ -261,5 +267,89 @@ describe('targetCheckedBeforeRotation: a refused refresh leaves the refresh toke
     const res = await refreshWith(tokens.refresh_token!, { resource: API_URI });
     assert.equal(res.status, 200);
     assert.equal((await call.introspect(world.api, String(((await res.json()) as { access_token: string }).access_token))).body.active, true);
+  });
+});
+
+/**
+ * Canaries of src/oidc/provider-wording.ts: answers rewritten where oidc-provider's own words are
+ * recognised. Each triggers the words on a real oidc-provider; a changed wording fails here by name.
+ */
+describe("oidc-provider still says what the answer rewrites recognise (provider-wording.ts)", () => {
+  /** An unbent provider with one static client that has only the code grant, served on a free port. */
+  async function upstreamServing<T>(run: (url: string, auth: string) => Promise<T>): Promise<T> {
+    const provider = new Provider('http://localhost', {
+      adapter: class NoStorage {} as never,
+      jwks: { keys: generateKeyGeneration().map(({ iat: _iat, ...jwk }) => jwk) as never },
+      clients: [{ client_id: 'app', client_secret: 'a-secret-of-the-app', redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code'], response_types: ['code'] }],
+      features: { devInteractions: { enabled: false }, deviceFlow: { enabled: true } },
+    });
+    const http = createServer(provider.callback());
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    try {
+      return await run(`http://127.0.0.1:${(http.address() as AddressInfo).port}`, basic('app', 'a-secret-of-the-app'));
+    } finally {
+      http.closeAllConnections();
+      await new Promise((resolve) => http.close(resolve));
+    }
+  }
+  const postTo = async (url: string, form: Record<string, string>, authorization?: string) => {
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...(authorization ? { authorization } : {}) }, body: new URLSearchParams(form) });
+    return (await res.json()) as { error?: string; error_description?: string };
+  };
+
+  it('noClientAuthentication (missingClientAuthIsInvalidClient)', async () => {
+    const body = await upstreamServing((url) => postTo(`${url}/token`, { grant_type: 'authorization_code', code: 'x' }));
+    assert.equal(body.error, 'invalid_request');
+    assert.equal(body.error_description, UPSTREAM_WORDING.noClientAuthentication, 'oidc-provider words a missing client authentication differently now');
+  });
+
+  it('grantTypeNotAllowed (clearerErrors)', async () => {
+    const body = await upstreamServing((url, auth) => postTo(`${url}/token`, { grant_type: 'refresh_token', refresh_token: 'x' }, auth));
+    assert.equal(body.error, 'invalid_request');
+    assert.equal(body.error_description, UPSTREAM_WORDING.grantTypeNotAllowed, 'oidc-provider words a grant type the client lacks differently now');
+  });
+
+  it('deviceGrantNotAllowed (deviceGrantNotAllowedIsUnauthorizedClient)', async () => {
+    const body = await upstreamServing((url, auth) => postTo(`${url}/device/auth`, { scope: 'openid' }, auth));
+    assert.equal(body.error, 'invalid_request');
+    assert.match(String(body.error_description), UPSTREAM_WORDING.deviceGrantNotAllowed, 'oidc-provider words a client without the device grant differently now');
+  });
+
+  it('jktMismatch: the error_detail of a DPoP-bound access token used without its proof (clearerErrors)', async () => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    const jwk = await exportJWK(publicKey);
+    const tokenUrl = `${server.issuer}/token`;
+    const dpop = await new SignJWT({ htm: 'POST', htu: tokenUrl, jti: randomUUID(), iat: Math.floor(Date.now() / 1000) })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+      .sign(privateKey);
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid email' });
+    assert.ok(flow.code);
+    const res = await fetch(tokenUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(world.shop.clientId, world.shop.secret), dpop },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: flow.code, code_verifier: flow.verifier, redirect_uri: world.shop.redirectUri }),
+    });
+    const { access_token: token, token_type: type } = (await res.json()) as { access_token: string; token_type: string };
+    assert.equal(type, 'DPoP');
+    const details: string[] = [];
+    const listener = (_ctx: unknown, err: { error_detail?: string }) => details.push(String(err.error_detail));
+    const events = server.app.provider as unknown as { on(e: string, l: typeof listener): void; off(e: string, l: typeof listener): void };
+    events.on('userinfo.error', listener);
+    try {
+      const me = await fetch(`${server.issuer}/me`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(me.status, 401);
+      await me.body?.cancel();
+    } finally {
+      events.off('userinfo.error', listener);
+    }
+    assert.deepEqual(details, [UPSTREAM_WORDING.jktMismatch], 'oidc-provider details a key-bound token without its proof differently now');
+  });
+
+  it("deviceCodeErrors: the code entry's re-render errors keep their names (device-flow.ts)", () => {
+    const classes = reRenderErrors as Record<string, new (...args: unknown[]) => Error>;
+    for (const name of Object.values(UPSTREAM_WORDING.deviceCodeErrors)) {
+      assert.equal(typeof classes[name], 'function', `oidc-provider no longer has ${name}`);
+      assert.equal(new classes[name]!().name, name, `${name} is named differently now`);
+    }
   });
 });

@@ -3,7 +3,7 @@ import { bodyParser } from '@koa/bodyparser';
 import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import type Provider from 'oidc-provider';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract, type RateLimiterStoreAbstract } from 'rate-limiter-flexible';
+import { RateLimiterRes } from 'rate-limiter-flexible';
 import { z } from 'zod';
 import { AccountError, type Accounts } from '../accounts/accounts.ts';
 import { CliError } from '../cli/output.ts';
@@ -12,7 +12,7 @@ import { ACR_MFA } from '../signin/policy.ts';
 import { GRANT_TYPES, MAX_REFRESH_GRACE_SECONDS, RegistryError, type Registry } from '../oidc/registry.ts';
 import { DPOP_ALGS, DpopProofError, verifyDpopProof } from '../security/dpop-proof.ts';
 import { digest, keys } from '../storage/keys.ts';
-import { RedisStore } from '../storage/redis-store.ts';
+import { createLimiter, type Limiter } from '../storage/limiters.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
 import { adminApiUri, OperationError, type Actor, type Operations } from './operations.ts';
 
@@ -353,12 +353,7 @@ async function authenticate(ctx: Context, deps: AdminApiDeps, audience: string):
   return { actor: { kind: 'client', clientId: String(token!.clientId) }, scopes };
 }
 
-function limiter(store: Store, keyPrefix: string, points: number): RateLimiterAbstract | RateLimiterStoreAbstract {
-  const options = { keyPrefix, points, duration: 60 };
-  return store instanceof RedisStore ? new RateLimiterRedis({ storeClient: store.client, ...options }) : new RateLimiterMemory(options);
-}
-
-async function consume(ctx: Context, rateLimiter: RateLimiterAbstract | RateLimiterStoreAbstract, key: string) {
+async function consume(ctx: Context, rateLimiter: Limiter, key: string) {
   try {
     await rateLimiter.consume(key);
   } catch (err) {
@@ -372,8 +367,8 @@ async function consume(ctx: Context, rateLimiter: RateLimiterAbstract | RateLimi
 export function adminApiRoutes(deps: AdminApiDeps) {
   const audience = adminApiUri(deps.issuer);
   const specs = routes(deps.ops, deps.activity);
-  const byIp = limiter(deps.store, 'lk:admin-rate:ip', deps.limits?.perIpPerMinute ?? 60);
-  const byToken = limiter(deps.store, 'lk:admin-rate:token', deps.limits?.perTokenPerMinute ?? 1200);
+  const byIp = createLimiter(deps.store, { keyPrefix: 'lk:admin-rate:ip', points: deps.limits?.perIpPerMinute ?? 60, duration: 60 });
+  const byToken = createLimiter(deps.store, { keyPrefix: 'lk:admin-rate:token', points: deps.limits?.perTokenPerMinute ?? 1200, duration: 60 });
   const json = bodyParser({ enableTypes: ['json'], jsonLimit: '64kb', encoding: 'utf-8' });
   const router = new Router({ prefix: PREFIX });
   const document = openApiDocument(specs, deps.issuer);

@@ -9,7 +9,7 @@ import { audit, type AuditEvent } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import { type ClientChanges, type ClientInput, type Registry, type ResourceServer, adminApiUri } from '../oidc/registry.ts';
 import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
-import { Lockout, lockoutNamespace, lockoutScopeOf } from '../security/lockout.ts';
+import { Lockout, lockoutOptions, lockoutScopeOf, type LockoutSettings } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
@@ -48,6 +48,8 @@ export interface OperationsDeps {
   issuer: string;
   secretsKey?: string;
   signingKeysFile?: string;
+  /** The server's lockout thresholds (`lockoutSettings` of the configuration); unset: the defaults. */
+  lockouts?: LockoutSettings;
 }
 
 // ---- views: what is shown of stored things (never a secret, a hash or a private key) ----
@@ -333,7 +335,7 @@ export class Operations {
   async unlockUser(actor: Actor, idOrEmail: string) {
     const account = await this.findUser(idOrEmail);
     // The lockout counts by normalized email (unknown accounts too), so that is what is unlocked.
-    const wasLocked = await new Lockout(this.#d.store).unlock({ account: account.email });
+    const wasLocked = await new Lockout(this.#d.store, lockoutOptions('signin', this.#d.lockouts)).unlock({ account: account.email });
     this.#audit(actor, 'user_unlocked', { accountId: account.id, wasLocked }, 'lockout ended and failed attempts forgotten');
     return { id: account.id, email: account.email, was_locked: wasLocked };
   }
@@ -381,7 +383,7 @@ export class Operations {
     const scope = lockoutScopeOf(key);
     if (!scope) throw new OperationError(404, 'no lockout with that key');
     const listed = (await this.lockouts(1000)).find((l) => l.key === key);
-    const lockout = new Lockout(this.#d.store, lockoutNamespace(scope));
+    const lockout = new Lockout(this.#d.store, lockoutOptions(scope, this.#d.lockouts));
     const wasLocked = await lockout.unlockKey(key);
     const { key: _key, until: _until, ...who } = listed ?? { key, until: '' };
     this.#audit(actor, 'lockout_ended', { ...who, reason: 'unlocked', wasLocked }, 'lockout ended by an operator and failed attempts forgotten');

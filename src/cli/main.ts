@@ -10,6 +10,7 @@ import { Registry, RegistryError } from '../oidc/registry.ts';
 import { connectConfiguredRedis, describeRedis, type RedisConfig } from '../storage/open.ts';
 import { RedisStore } from '../storage/redis-store.ts';
 import { StorageUnavailable } from '../storage/store.ts';
+import { LOCKOUT_SETTING_NAMES, lockoutSettings } from '../security/lockout.ts';
 import { OperationError } from '../admin/operations.ts';
 import { ActivityLog, recordActivity } from '../observability/activity.ts';
 import { COMMANDS, commandContext, GROUPS, usageLine, type Command, type Values } from './commands.ts';
@@ -133,7 +134,9 @@ async function run(argv: string[]): Promise<number> {
   try {
     // Only what the CLI uses: the server's other settings need not be valid here.
     const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE } = process.env;
-    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE });
+    // The lockout thresholds too: `user unlock` then builds its lockout as the server does.
+    const lockoutEnv = Object.fromEntries(LOCKOUT_SETTING_NAMES.map((name) => [name, process.env[name]]));
+    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE, ...lockoutEnv });
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(`configuration: ${err.problems.join('; ')}`);
     throw err;
@@ -161,6 +164,7 @@ async function run(argv: string[]): Promise<number> {
       // TOTP: the same key and issuer name as the server (`user create --totp`).
       ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
       issuer: config.ISSUER,
+      lockouts: lockoutSettings(config),
     });
     const output: Output = await command.run(ctx, values, positionals);
     if (output.audit) audit(logger, output.audit.event, output.audit.fields, output.audit.msg);

@@ -8,6 +8,7 @@ import { sameOriginForms } from '../security/same-origin.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
+import { UPSTREAM_WORDING } from './provider-wording.ts';
 
 /**
  * The device authorization grant (RFC 8628): what oidc-provider's `features.deviceFlow` leaves to us.
@@ -49,6 +50,8 @@ export interface DeviceFlowDeps {
 }
 
 type OidcContext = KoaContextWithOIDC & Context;
+/** oidc-provider's re-render errors, by name (provider-wording.ts: its canary fails when one is renamed). */
+const REDRAWN = UPSTREAM_WORDING.deviceCodeErrors;
 type ReRender = Error & { userCode?: string };
 
 /** The lockout "account" of code entry: the IP itself (a code belongs to no one until it is found). */
@@ -70,7 +73,7 @@ export function deviceFlowFeature({ views, lockout, logger, metrics }: DeviceFlo
     async userCodeInputSource(ctx: OidcContext, _form: string, out?: { error?: string }, err?: ReRender) {
       if (!err) return render(ctx, { userCode: (ctx.state as { prefilledUserCode?: string }).prefilledUserCode });
       switch (err.name) {
-        case 'NotFoundError': {
+        case REDRAWN.notFound: {
           metrics?.deviceFlow.inc({ outcome: 'wrong_code' });
           const verdict = await lockout.recordFailure({ factor: 'password', ...guesser(ctx.ip) });
           if (!verdict.allowed) {
@@ -80,13 +83,13 @@ export function deviceFlowFeature({ views, lockout, logger, metrics }: DeviceFlo
           }
           return render(ctx, { error: DEVICE_MESSAGES.wrongCode, userCode: err.userCode });
         }
-        case 'NoCodeError':
+        case REDRAWN.noCode:
           return render(ctx, { error: DEVICE_MESSAGES.noCode });
-        case 'ExpiredError':
+        case REDRAWN.expired:
           return render(ctx, { error: DEVICE_MESSAGES.expired });
-        case 'AlreadyUsedError':
+        case REDRAWN.alreadyUsed:
           return render(ctx, { error: DEVICE_MESSAGES.used });
-        case 'AbortedError':
+        case REDRAWN.aborted:
           return denied(ctx);
         default: {
           const error = out?.error === 'invalid_request' ? DEVICE_MESSAGES.formExpired : DEVICE_MESSAGES.failed;
@@ -155,9 +158,6 @@ export function deviceFlowEdges({ store, views, lockout }: DeviceFlowDeps, issue
     const route = oidcRouteOf(ctx);
     if (route === 'device_authorization' && ctx.status === 200 && isObject(ctx.body)) {
       ctx.body = { ...ctx.body, interval: POLL_INTERVAL_SECONDS };
-    } else if (route === 'device_authorization' && ctx.status === 400 && isObject(ctx.body) && /^\S+ is not allowed for this client$/.test(String(ctx.body.error_description))) {
-      // RFC 8628 §3.2 → RFC 6749 §5.2: a client without the grant is unauthorized_client (oidc-provider: invalid_request).
-      ctx.body = { error: 'unauthorized_client', error_description: 'this client may not use the device authorization grant' };
     } else if (route === 'token' && ctx.status === 400 && isObject(ctx.body) && ctx.body.error === 'authorization_pending') {
       const deviceCode = (ctx as unknown as OidcContext).oidc.params?.device_code;
       if (typeof deviceCode === 'string' && (await pollTooSoon(store, deviceCode, now()))) {

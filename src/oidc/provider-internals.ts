@@ -18,6 +18,8 @@ import { secretMatches, type Registry } from './registry.ts';
  * it. Each bend is a small function below, installed by `bendProviderInternals` in a fixed order;
  * test/provider-internals.test.ts holds a canary for each, so an upgrade that moves what a bend relies
  * on fails there first. docs/architecture.md "Bends of oidc-provider" lists them with their reasons.
+ * Their sibling, src/oidc/provider-wording.ts, holds the bends by another name: answers rewritten where
+ * oidc-provider's own wording is recognised (its words in one list, a canary for each in the same test).
  */
 export interface InternalsDeps {
   store: Store;

@@ -4,7 +4,6 @@ import type { Accounts } from '../accounts/accounts.ts';
 import type { Config } from '../config.ts';
 import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../signin/consent.ts';
 import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../signin/policy.ts';
-import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
 import { limitInactiveIntrospections, type IntrospectionThrottled } from '../security/introspection-limit.ts';
 import type { Lockout } from '../security/lockout.ts';
@@ -12,7 +11,8 @@ import type { SecretBox } from '../security/secret-box.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
-import { clearerErrors, discoveryListsApiScopes, revocationAnswersJson } from './client-facing-answers.ts';
+import { discoveryListsApiScopes, revocationAnswersJson } from './client-facing-answers.ts';
+import { clearerErrors, missingClientAuthIsInvalidClient } from './provider-wording.ts';
 import { JwtAccessTokens, jwtIntrospectionAndRevocation } from './jwt-access-tokens.ts';
 import { DEVICE_CODE_TTL_SECONDS, deviceFlowFeature, type DeviceFlowDeps } from './device-flow.ts';
 import { bendProviderInternals, type InternalsDeps } from './provider-internals.ts';
@@ -270,13 +270,13 @@ export async function createProvider({ config, store, accounts, registry, views,
         replaceSigningKeys(provider, jwksOf(stored));
         jwtAccessTokens.useKeys(stored);
       }, onSigningKeysError);
-  provider.use(cacheablePublicMetadata);
-  provider.use(missingClientAuthIsInvalidClient);
-  // Outside the JWT introspection below, so its answers count too.
-  provider.use(limitInactiveIntrospections(store, config.INTROSPECTION_INACTIVE_PER_MINUTE, onIntrospectionThrottled));
-  provider.use(revocationAnswersJson);
-  provider.use(
-    jwtIntrospectionAndRevocation(jwtAccessTokens, tokenBelongsTo, (ctx, token) => {
+  // Not installed here: the edge table (src/app.ts) puts every middleware in front of oidc-provider's routes, in one order.
+  const edge = {
+    cacheablePublicMetadata,
+    missingClientAuthIsInvalidClient,
+    inactiveIntrospectionLimit: limitInactiveIntrospections(store, config.INTROSPECTION_INACTIVE_PER_MINUTE, onIntrospectionThrottled),
+    revocationAnswersJson,
+    jwtIntrospectionAndRevocation: jwtIntrospectionAndRevocation(jwtAccessTokens, tokenBelongsTo, (ctx, token) => {
       // A client-credentials JWT names its client as the subject; a person's names their account.
       const machine = token.sub === token.client_id;
       onJwtRevoked({
@@ -287,10 +287,10 @@ export async function createProvider({ config, store, accounts, registry, views,
         tokenKind: machine ? 'client_credentials' : 'access_token',
       });
     }),
-  );
-  provider.use(clearerErrors(provider, jwtAccessTokens));
-  provider.use(discoveryListsApiScopes(registry));
-  return { provider, cookieKeys, stopFollowingKeys };
+    clearerErrors: clearerErrors(provider, jwtAccessTokens),
+    discoveryListsApiScopes: discoveryListsApiScopes(registry),
+  } satisfies Record<string, Koa.Middleware>;
+  return { provider, cookieKeys, stopFollowingKeys, edge };
 }
 
 /**
@@ -369,22 +369,6 @@ function signInPolicy(policy: MfaPolicy) {
     0,
   );
   return prompts;
-}
-
-/** RFC 6749 §5.2: no client authentication at all is `401 invalid_client`; oidc-provider answers 400 invalid_request. */
-async function missingClientAuthIsInvalidClient(ctx: Koa.Context, next: Koa.Next) {
-  await next();
-  const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
-  if (
-    ctx.status === 400 &&
-    authenticatesClient(ctx) &&
-    body?.error === 'invalid_request' &&
-    body.error_description === 'no client authentication mechanism provided'
-  ) {
-    ctx.status = 401;
-    ctx.body = { error: 'invalid_client', error_description: 'client authentication is required' };
-    ctx.set('WWW-Authenticate', 'Basic realm="latchkey"');
-  }
 }
 
 // Without the `scope` member oidc-provider would add: RFC 6749 §5.2 names error, error_description and error_uri.

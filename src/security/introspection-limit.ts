@@ -1,8 +1,8 @@
 import type Koa from 'koa';
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract, type RateLimiterStoreAbstract } from 'rate-limiter-flexible';
+import { RateLimiterRes } from 'rate-limiter-flexible';
 import { oidcRouteOf } from '../observability/metrics.ts';
-import { RedisStore } from '../storage/redis-store.ts';
+import { createLimiter } from '../storage/limiters.ts';
 import type { Store } from '../storage/store.ts';
 
 /**
@@ -22,9 +22,7 @@ export interface IntrospectionThrottled {
 }
 
 export function limitInactiveIntrospections(store: Store, perMinute: number, onThrottled: (event: IntrospectionThrottled) => void = () => {}): Koa.Middleware {
-  const options = { keyPrefix: 'lk:introspection-inactive', points: perMinute, duration: 60 };
-  const limiter: RateLimiterAbstract | RateLimiterStoreAbstract =
-    store instanceof RedisStore ? new RateLimiterRedis({ storeClient: store.client, ...options }) : new RateLimiterMemory(options);
+  const limiter = createLimiter(store, { keyPrefix: 'lk:introspection-inactive', points: perMinute, duration: 60 });
 
   return async function inactiveIntrospectionLimit(ctx, next) {
     await next();

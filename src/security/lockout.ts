@@ -1,6 +1,7 @@
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract, type RateLimiterStoreAbstract } from 'rate-limiter-flexible';
+import { RateLimiterRes } from 'rate-limiter-flexible';
+import type { Config } from '../config.ts';
 import { digest, keys } from '../storage/keys.ts';
-import { RedisStore } from '../storage/redis-store.ts';
+import { createLimiter, type Limiter } from '../storage/limiters.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
 
 /**
@@ -84,11 +85,41 @@ export interface LockoutOptions {
 }
 
 /**
- * What a lockout guards, by the namespace of its Lockout: people's sign-ins (none), client authentication
- * (`client`), device user codes (`device`).
+ * What a lockout guards: people's sign-ins, client authentication at the token endpoints, device user
+ * codes. Each kind counts apart (its own namespace of counters and lock records): a misbehaving service
+ * behind an IP must not lock people's sign-ins from that IP.
  */
-export type LockoutScope = 'signin' | 'client' | 'device';
+export const LOCKOUT_SCOPES = ['signin', 'client', 'device'] as const;
+export type LockoutScope = (typeof LOCKOUT_SCOPES)[number];
 const SCOPE_NAMESPACES: Record<LockoutScope, string | undefined> = { signin: undefined, client: 'client', device: 'device' };
+
+/** Each kind's thresholds: its "account" (a person, a client id at an IP, a code-entering IP) and the IP. */
+export type LockoutSettings = Record<LockoutScope, { account: Threshold; ip: Threshold }>;
+
+/** The config schema's defaults (src/config.ts); also what a Lockout without thresholds uses. */
+export const DEFAULT_LOCKOUTS: LockoutSettings = {
+  signin: { account: { maxFailures: 10, windowSeconds: 24 * 60 * 60 }, ip: { maxFailures: 50, windowSeconds: 60 * 60 } },
+  client: { account: { maxFailures: 10, windowSeconds: 60 * 60 }, ip: { maxFailures: 50, windowSeconds: 60 * 60 } },
+  device: { account: { maxFailures: 10, windowSeconds: 60 * 60 }, ip: { maxFailures: 50, windowSeconds: 60 * 60 } },
+};
+
+/** The configuration's lockout settings (src/config.ts), by name: the CLI reads these too. */
+export const LOCKOUT_SETTING_NAMES = [
+  'LOCKOUT_ACCOUNT_MAX_FAILURES', 'LOCKOUT_ACCOUNT_WINDOW_SECONDS', 'LOCKOUT_IP_MAX_FAILURES', 'LOCKOUT_IP_WINDOW_SECONDS',
+  'CLIENT_AUTH_MAX_FAILURES', 'CLIENT_AUTH_WINDOW_SECONDS', 'DEVICE_CODE_MAX_FAILURES', 'DEVICE_CODE_WINDOW_SECONDS',
+] as const;
+type LockoutConfig = Pick<Config, (typeof LOCKOUT_SETTING_NAMES)[number]>;
+
+/** The settings of every kind, from the configuration: the server, the CLI and the admin API read the same. */
+export function lockoutSettings(config: LockoutConfig): LockoutSettings {
+  // One IP threshold for every kind, each counted apart.
+  const ip = { maxFailures: config.LOCKOUT_IP_MAX_FAILURES, windowSeconds: config.LOCKOUT_IP_WINDOW_SECONDS };
+  return {
+    signin: { account: { maxFailures: config.LOCKOUT_ACCOUNT_MAX_FAILURES, windowSeconds: config.LOCKOUT_ACCOUNT_WINDOW_SECONDS }, ip },
+    client: { account: { maxFailures: config.CLIENT_AUTH_MAX_FAILURES, windowSeconds: config.CLIENT_AUTH_WINDOW_SECONDS }, ip },
+    device: { account: { maxFailures: config.DEVICE_CODE_MAX_FAILURES, windowSeconds: config.DEVICE_CODE_WINDOW_SECONDS }, ip },
+  };
+}
 
 /** The scope of a subject key (from `Lockout.current`), or undefined when it is not one. */
 export function lockoutScopeOf(key: string): LockoutScope | undefined {
@@ -96,10 +127,13 @@ export function lockoutScopeOf(key: string): LockoutScope | undefined {
   return m ? ((m[1] as LockoutScope | undefined) ?? 'signin') : undefined;
 }
 
-/** The namespace option of the Lockout that owns a scope's keys. */
-export function lockoutNamespace(scope: LockoutScope): Pick<LockoutOptions, 'namespace'> {
+/**
+ * The options of the Lockout that owns a kind's keys: its namespace and thresholds. Every Lockout of one
+ * kind is built from these, so an operator's unlock finds the counters the server counts in.
+ */
+export function lockoutOptions(scope: LockoutScope, settings: LockoutSettings = DEFAULT_LOCKOUTS): Pick<LockoutOptions, 'namespace' | 'account' | 'ip'> {
   const namespace = SCOPE_NAMESPACES[scope];
-  return namespace ? { namespace } : {};
+  return { ...(namespace ? { namespace } : {}), account: settings[scope].account, ip: settings[scope].ip };
 }
 
 /** A lockout in force, as the admin API lists it (never what was typed: the subject key is a digest). */
@@ -131,8 +165,6 @@ interface LockRecord {
 
 type Subject = { kind: 'account' | 'ip'; id: string; key: string };
 
-type Limiter = RateLimiterAbstract | RateLimiterStoreAbstract;
-
 export type AttemptResult =
   | { status: 'ok' }
   | { status: 'failed' }
@@ -163,8 +195,8 @@ export class Lockout {
     this.#now = options.now ?? Date.now;
     this.#onEvent = options.onEvent ?? (() => {});
     this.#thresholds = {
-      account: options.account ?? { maxFailures: 10, windowSeconds: 24 * 60 * 60 },
-      ip: options.ip ?? { maxFailures: 50, windowSeconds: 60 * 60 },
+      account: options.account ?? DEFAULT_LOCKOUTS.signin.account,
+      ip: options.ip ?? DEFAULT_LOCKOUTS.signin.ip,
     };
     this.#schedule = options.schedule ?? DEFAULT_SCHEDULE;
     this.#historyMs = (options.historySeconds ?? 24 * 60 * 60) * 1000;
@@ -177,10 +209,7 @@ export class Lockout {
       for (const kind of ['account', 'ip'] as const) {
         const { maxFailures: points, windowSeconds: duration } = this.#thresholds[kind];
         const keyPrefix = `lk:failures:${this.#namespace}${factor}:${kind}`;
-        this.#limiters.set(
-          `${factor}:${kind}`,
-          store instanceof RedisStore ? new RateLimiterRedis({ storeClient: store.client, keyPrefix, points, duration }) : new RateLimiterMemory({ keyPrefix, points, duration }),
-        );
+        this.#limiters.set(`${factor}:${kind}`, createLimiter(store, { keyPrefix, points, duration }));
       }
     }
   }
