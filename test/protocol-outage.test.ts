@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { basic, browse, CookieJar, endpoints, follow, formAction, hiddenField, pkcePair, signInAndRedeem } from './helpers/flow.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
+import { loadConfig } from '../src/config.ts';
 import { createWorld, type World } from './helpers/world.ts';
 
 /** Redis goes away mid-test: the protocol endpoints fail closed and fast with 503 + Retry-After. */
@@ -118,7 +119,7 @@ describe('storage outage', () => {
 
   it('a Redis that stops answering (paused): 503 within 2 s at the default deadline, logged once, then recovers', async () => {
     // The default REDIS_TIMEOUT_MS (1000 ms): a stalled command must still end the request well within 2 s.
-    const stalled = await startServer({ redisUrl: redis.url });
+    const stalled = await startServer({ redisUrl: redis.url, env: { REDIS_TIMEOUT_MS: String(loadConfig({}).REDIS_TIMEOUT_MS) } });
     const admin = new Redis(redis.url);
     try {
       const call = endpoints(stalled.issuer);

@@ -32,6 +32,9 @@ export async function startServer(options: { redisUrl?: string; store?: Store; e
     ISSUER: `http://localhost:${port}`,
     ...(options.redisUrl ? { REDIS_URL: options.redisUrl } : {}),
     NODE_ENV: 'test',
+    // A loaded test machine can stall a Redis reply past the 1 s default: tests that are about the
+    // deadline set their own.
+    REDIS_TIMEOUT_MS: '5000',
     ...options.env,
   });
   const logs: Record<string, unknown>[] = [];
