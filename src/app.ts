@@ -153,8 +153,12 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
 
   const only = (...routes: string[]) => new Set(routes);
   // The edge, in the order a request meets it; oidc-provider's own routes come after the last entry.
-  // The provider's answer rewrites come first, so they run last, after the request line is logged.
+  // The request context comes first, so the request line, the metrics and the error handling see the
+  // answer the client gets, after every rewrite below.
   const edge: EdgeEntry[] = [
+    { name: 'requestContext', does: 'request id, one log line and metrics per request, our errors as clear answers, Retry-After on 503', middleware: requestContext(logger, views, metrics) },
+    { name: 'pinIssuerOrigin', does: "host and protocol pinned to ISSUER's (421 never; another Host is answered)", middleware: pinIssuerOrigin(config.ISSUER) },
+    { name: 'securityHeaders', does: 'security headers on every answer', middleware: securityHeaders() },
     { name: 'cacheablePublicMetadata', does: 'Cache-Control: public, 5 min on discovery and the key set', oidcRoutes: only('discovery', 'jwks'), middleware: answers.cacheablePublicMetadata },
     { name: 'missingClientAuthIsInvalidClient', does: "no client authentication at all is 401 invalid_client (recognises oidc-provider's wording)", oidcRoutes: CLIENT_AUTH_ROUTES, middleware: answers.missingClientAuthIsInvalidClient },
     { name: 'inactiveIntrospectionLimit', does: 'answers active: false per API credential: INTROSPECTION_INACTIVE_PER_MINUTE, then 429', oidcRoutes: only('introspection'), middleware: answers.inactiveIntrospectionLimit },
@@ -162,9 +166,6 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'jwtIntrospectionAndRevocation', does: 'JWT access tokens introspected and revoked by us, under the same policy', oidcRoutes: only('introspection', 'revocation'), middleware: answers.jwtIntrospectionAndRevocation },
     { name: 'clearerErrors', does: "unauthorized_client for a grant type the client lacks, DPoP and API-token descriptions (recognises oidc-provider's wording)", oidcRoutes: only('token', 'userinfo'), middleware: answers.clearerErrors },
     { name: 'discoveryListsApiScopes', does: 'the API scopes (not --private-scopes ones) in scopes_supported', oidcRoutes: only('discovery'), middleware: answers.discoveryListsApiScopes },
-    { name: 'requestContext', does: 'request id, one log line and metrics per request, our errors as clear answers, Retry-After on 503', middleware: requestContext(logger, views, metrics) },
-    { name: 'pinIssuerOrigin', does: "host and protocol pinned to ISSUER's (421 never; another Host is answered)", middleware: pinIssuerOrigin(config.ISSUER) },
-    { name: 'securityHeaders', does: 'security headers on every answer', middleware: securityHeaders() },
     { name: 'staticRoutes', does: '/static: the stylesheet and the passkey and console scripts', middleware: staticRoutes().routes() },
     { name: 'opsRoutes', does: '/metrics, /healthz, /readyz (on METRICS_PORT instead when it is set)', middleware: config.METRICS_PORT === undefined ? opsRouter.routes() : undefined },
     { name: 'countFailedClientAuthentication', does: 'each 401 invalid_client counted per client id at the IP (CLIENT_AUTH_*) and per IP (LOCKOUT_IP_*); the refusal (429) is the throttledClientAuthentication bend', oidcRoutes: CLIENT_AUTH_ROUTES, middleware: countFailedClientAuthentication(clientLockout) },

@@ -11,6 +11,9 @@ import { REDIRECT_URI } from './helpers/world.ts';
  * oidc-provider's routes is an entry of it, installed in its order. A reordering changes this list.
  */
 const ORDER = [
+  'requestContext',
+  'pinIssuerOrigin',
+  'securityHeaders',
   'cacheablePublicMetadata',
   'missingClientAuthIsInvalidClient',
   'inactiveIntrospectionLimit',
@@ -18,9 +21,6 @@ const ORDER = [
   'jwtIntrospectionAndRevocation',
   'clearerErrors',
   'discoveryListsApiScopes',
-  'requestContext',
-  'pinIssuerOrigin',
-  'securityHeaders',
   'staticRoutes',
   'opsRoutes',
   'countFailedClientAuthentication',
@@ -65,6 +65,16 @@ describe('the edge', () => {
     const stack = (provider as unknown as { middleware: unknown[] }).middleware;
     assert.equal(stack.length, installed.length + 1, "nothing but the table, then oidc-provider's own routes");
     assert.deepEqual(stack.slice(0, installed.length), installed);
+  });
+
+  test('the request line records the status the client got, after the answer rewrites', async () => {
+    // No client authentication at all: oidc-provider says 400 invalid_request, the edge rewrites it to 401 invalid_client.
+    const res = await post('/token', { grant_type: 'client_credentials' });
+    assert.equal(res.status, 401);
+    const requestId = res.headers.get('x-request-id');
+    const line = server.logs.find((l) => l.msg === 'request' && l.requestId === requestId);
+    assert.ok(line, 'one request line for it');
+    assert.equal(line.status, 401);
   });
 
   test('docs/architecture.md lists the same entries in the same order', () => {
