@@ -80,7 +80,7 @@ test('client credentials with latchkey:admin: clients, APIs, users, keys and loc
   // The registry's rules, one copy: an http redirect to a non-loopback host is refused with the rule's words.
   const refused = await call('PATCH', `/v1/clients/${id}`, { redirect_uris: ['http://evil.example/cb'] });
   isProblem(refused, 400);
-  assert.match(refused.body.detail, /redirect_uri must use https/);
+  assert.match(refused.body.detail, /redirect_uris must use https/);
   // Refresh grace and back-channel logout, set at creation and changed or removed (null) later.
   const tabs = await call('POST', '/v1/clients', { name: 'Tabs', grants: ['authorization_code', 'refresh_token'], redirect_uris: ['https://tabs.example/cb'], scope: 'openid', refresh_grace_seconds: 5, backchannel_logout_uri: 'https://tabs.example/bc' });
   assert.equal(tabs.status, 201, JSON.stringify(tabs.body));

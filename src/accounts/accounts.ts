@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Refusal } from '../problems.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { StoredPasskey } from './passkeys.ts';
@@ -47,11 +48,8 @@ export function hasFactor(account: Account): boolean {
   return account.mfa !== undefined || (account.passkeys?.length ?? 0) > 0;
 }
 
-/** A refusal a person or operator can act on: the CLI exits 2 with it, a page answers 4xx with it (never 500). */
-export class AccountError extends Error {
-  readonly status = 409;
-  readonly expose = true;
-}
+/** A refusal a person or operator can act on (src/problems.ts): the CLI exits 2 with it, a page answers 4xx with it (never 500). */
+export class AccountError extends Refusal {}
 
 /** Writers that keep losing the compare-and-set give up eventually instead of spinning. */
 const MAX_UPDATE_ATTEMPTS = 20;
@@ -79,7 +77,7 @@ export class Accounts {
   /** Refuses a password that may not be `email`'s (password-rule.ts): every new password passes here. */
   async checkPassword(password: string, email: string): Promise<void> {
     const problem = await this.#passwordRule.problem(password, email);
-    if (problem) throw new AccountError(problem);
+    if (problem) throw new AccountError('password_refused', { field: 'password', params: { reason: problem } });
   }
 
   async find(id: string): Promise<Account | undefined> {
@@ -95,7 +93,7 @@ export class Accounts {
 
   async create(input: { email: string; name?: string; password: string; admin?: boolean }): Promise<Account> {
     const email = normalizeEmail(input.email);
-    if (!EMAIL.test(email) || email.length > 254) throw new AccountError(`not an email address: ${JSON.stringify(input.email)}`);
+    if (!EMAIL.test(email) || email.length > 254) throw new AccountError('email_invalid', { field: 'email', params: { email: JSON.stringify(input.email) } });
     await this.checkPassword(input.password, email);
     const account: Account = {
       id: randomUUID(),
@@ -108,7 +106,7 @@ export class Accounts {
     };
     // Claim the email first: of two concurrent creations only one gets it, and nothing is half-written.
     if (!(await this.#store.set(keys.accountEmail(email), account.id, { ifAbsent: true }))) {
-      throw new AccountError(`an account with email ${email} already exists`);
+      throw new AccountError('account_exists', { field: 'email', params: { email } });
     }
     try {
       await this.#save(account);
@@ -167,17 +165,17 @@ export class Accounts {
     const key = keys.account(id);
     for (let attempt = 0; attempt < MAX_UPDATE_ATTEMPTS; attempt += 1) {
       const raw = attempt === 0 && asRead?.id === id ? JSON.stringify(asRead) : /^[0-9a-f-]{36}$/.test(id) ? await this.#store.get(key) : null;
-      if (!raw) throw new AccountError(`no account with id ${id}`);
+      if (!raw) throw new AccountError('account_not_found', { params: { id } });
       const account = JSON.parse(raw) as Account;
       change(account);
       if (await this.#store.replaceIf(key, raw, JSON.stringify(account))) return account;
     }
-    throw new AccountError(`the account ${id} is being changed by someone else: try again`);
+    throw new AccountError('account_busy', { params: { id } });
   }
 
   async setPassword(id: string, password: string) {
     const current = await this.find(id);
-    if (!current) throw new AccountError(`no account with id ${id}`);
+    if (!current) throw new AccountError('account_not_found', { params: { id } });
     await this.checkPassword(password, current.email);
     const passwordHash = await hashPassword(password);
     return this.update(id, (a) => {
@@ -200,7 +198,7 @@ export class Accounts {
 
   async delete(id: string): Promise<Account> {
     const account = await this.find(id);
-    if (!account) throw new AccountError(`no account with id ${id}`);
+    if (!account) throw new AccountError('account_not_found', { params: { id } });
     const recovery = recoveryOf(account);
     await this.#store.del(
       keys.account(id),

@@ -244,7 +244,7 @@ export class Passkeys {
     try {
       await this.#accounts.update(account.id, (a) => {
         const current = passkeysOf(a).find((p) => p.id === stored.id);
-        if (!current || a.disabled) throw new AccountError('the passkey was removed');
+        if (!current || a.disabled) throw new AccountError('passkey_removed');
         // Checked again on the record being written: two uses of one counter value cannot both pass.
         if ((current.counter > 0 || info.newCounter > 0) && info.newCounter <= current.counter) throw new CounterWentBack();
         current.counter = info.newCounter;
@@ -264,7 +264,7 @@ export class Passkeys {
     let renamed: StoredPasskey | undefined;
     await this.#accounts.update(accountId, (a) => {
       renamed = passkeysOf(a).find((p) => p.id === credentialId);
-      if (!renamed) throw new AccountError('no such passkey');
+      if (!renamed) throw new AccountError('passkey_not_found');
       renamed.name = passkeyName(name, renamed.name);
     });
     return renamed!;

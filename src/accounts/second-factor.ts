@@ -62,7 +62,7 @@ export class SecondFactor {
 
   async #account(accountId: string): Promise<Account> {
     const account = await this.#accounts.find(accountId);
-    if (!account) throw new AccountError(`no account with id ${accountId}`);
+    if (!account) throw new AccountError('account_not_found', { params: { id: accountId } });
     return account;
   }
 
@@ -104,7 +104,7 @@ export class SecondFactor {
       throw err;
     }
     const account = await this.#account(accountId);
-    if (account.mfa && !options.replace) throw new AccountError('this account already has a second factor');
+    if (account.mfa && !options.replace) throw new AccountError('second_factor_exists');
     const step = await this.#totp.check(secret, code);
     if (step === undefined) return { ok: false, reason: 'invalid' };
     // A pending enrollment activates once. Its code is checked against the new secret without the
@@ -173,11 +173,11 @@ export class SecondFactor {
   /** A new set of recovery codes; the old set stops working at once. Returns the codes to show once. */
   async regenerateRecoveryCodes(accountId: string): Promise<string[]> {
     const account = await this.#account(accountId);
-    if (!hasFactor(account)) throw new AccountError('this account has no second factor');
+    if (!hasFactor(account)) throw new AccountError('second_factor_missing');
     const { codes, recovery } = await this.#newRecoverySet(accountId);
     let previous: RecoverySet | undefined;
     await this.#accounts.update(accountId, (a) => {
-      if (!hasFactor(a)) throw new AccountError('this account has no second factor');
+      if (!hasFactor(a)) throw new AccountError('second_factor_missing');
       previous = recoveryOf(a);
       if (a.mfa) a.mfa.recovery = recovery;
       else a.recovery = recovery;

@@ -5,16 +5,17 @@ import type { Context, Middleware } from 'koa';
 import type Provider from 'oidc-provider';
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import { z } from 'zod';
-import { AccountError, type Accounts } from '../accounts/accounts.ts';
-import { CliError } from '../cli/output.ts';
+import type { Accounts } from '../accounts/accounts.ts';
 import type { ActivityLog } from '../observability/activity.ts';
 import { ACR_MFA } from '../signin/policy.ts';
-import { GRANT_TYPES, MAX_REFRESH_GRACE_SECONDS, RegistryError, type Registry } from '../oidc/registry.ts';
+import { RegistryError, type Registry } from '../oidc/registry.ts';
+import { Refusal } from '../problems.ts';
 import { DPOP_ALGS, DpopProofError, verifyDpopProof } from '../security/dpop-proof.ts';
 import { digest, keys } from '../storage/keys.ts';
 import { createLimiter, type Limiter } from '../storage/limiters.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
-import { adminApiUri, OperationError, type Actor, type Operations } from './operations.ts';
+import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, userCreate } from './inputs.ts';
+import { adminApiUri, type Actor, type Operations } from './operations.ts';
 
 /**
  * The admin API (`/admin/api/v1`, JSON): what the CLI does, and what only a server can show (sessions,
@@ -80,86 +81,17 @@ function sendProblem(ctx: Context, status: number, detail: string, extra: Record
   ctx.type = 'application/problem+json';
 }
 
-/** Where a refusal of the shared rules (Registry, Accounts, oidc-provider's client schema) belongs. */
-function statusOf(err: Error): number {
-  if (/^no (client|API|account|user)\b/.test(err.message)) return 404;
-  if (/already (exists|belongs)|being changed by someone else/.test(err.message)) return 409;
-  return 400;
-}
-
-function refusal(err: unknown): { status: number; detail: string } | undefined {
-  if (err instanceof OperationError) return { status: err.status, detail: err.message };
-  if (err instanceof RegistryError || err instanceof AccountError || err instanceof CliError) {
-    // The rules speak in CLI flags (`--redirect-uri`); the API's fields are snake_case.
-    return { status: statusOf(err), detail: err.message.replace(/--([a-z-]+)/g, (_m, flag: string) => flag.replaceAll('-', '_')) };
-  }
-  return undefined;
-}
 
 /** zod issues as RFC 9457 `errors`: a JSON pointer and a message per field. */
-function invalid(where: 'body' | 'query', error: z.ZodError): Problem {
-  const errors = error.issues.map((issue) => ({ pointer: `#/${issue.path.map((p) => String(p).replaceAll('~', '~0').replaceAll('/', '~1')).join('/')}`, detail: issue.message }));
+function invalid(where: 'query', error: z.ZodError): Problem {
+  const errors = error.issues.map((issue) => ({ code: 'invalid_field', pointer: `#/${issue.path.map((p) => String(p).replaceAll('~', '~0').replaceAll('/', '~1')).join('/')}`, detail: issue.message }));
   return new Problem(400, `the request ${where} is not valid`, { errors });
 }
 
 // ---- input schemas (the OpenAPI document is generated from them) ----
 
-const uriList = z.array(z.string().min(1).max(2000)).max(50);
-const clientCreate = z.strictObject({
-  name: z.string().trim().min(1).max(200),
-  grants: z.array(z.enum(GRANT_TYPES)).min(1).max(GRANT_TYPES.length),
-  redirect_uris: uriList.optional(),
-  post_logout_redirect_uris: uriList.optional(),
-  scope: z.string().trim().min(1).max(2000),
-  public: z.boolean().optional(),
-  native: z.boolean().optional(),
-  first_party: z.boolean().optional(),
-  require_mfa: z.boolean().optional(),
-  require_par: z.boolean().optional(),
-  pkce: z.enum(['required', 'optional']).optional(),
-  secret_in: z.enum(['header', 'body']).optional(),
-  refresh_grace_seconds: z.number().int().min(0).max(MAX_REFRESH_GRACE_SECONDS).optional(),
-  backchannel_logout_uri: z.string().min(1).max(2000).optional(),
-});
-const clientUpdate = z
-  .strictObject({
-    name: z.string().trim().min(1).max(200).optional(),
-    redirect_uris: uriList.optional(),
-    post_logout_redirect_uris: uriList.optional(),
-    scope: z.string().trim().min(1).max(2000).optional(),
-    require_mfa: z.boolean().optional(),
-    require_par: z.boolean().optional(),
-    pkce: z.enum(['required', 'optional']).optional(),
-    refresh_grace_seconds: z.number().int().min(0).max(MAX_REFRESH_GRACE_SECONDS).optional(),
-    // null removes it.
-    backchannel_logout_uri: z.string().min(1).max(2000).nullable().optional(),
-  })
-  .refine((v) => Object.keys(v).length > 0, 'name at least one setting to change');
-const resourceCreate = z.strictObject({
-  uri: z.string().min(1).max(2000),
-  scope: z.string().trim().min(1).max(2000),
-  token_format: z.enum(['opaque', 'jwt']).optional(),
-  ttl: z.number().int().min(60).max(86400).optional(),
-  private_scopes: z.boolean().optional(),
-});
-const resourceUpdate = z
-  .strictObject({
-    scope: z.string().trim().min(1).max(2000).optional(),
-    token_format: z.enum(['opaque', 'jwt']).optional(),
-    ttl: z.number().int().min(60).max(86400).optional(),
-    private_scopes: z.boolean().optional(),
-  })
-  .refine((v) => Object.keys(v).length > 0, 'name at least one setting to change');
-const userCreate = z.strictObject({
-  email: z.string().min(3).max(254),
-  name: z.string().trim().min(1).max(200).optional(),
-  password: z.string().min(8).max(1024),
-  admin: z.boolean().optional(),
-  totp: z.boolean().optional(),
-});
 const disabledBody = z.strictObject({ disabled: z.boolean() });
 const adminBody = z.strictObject({ admin: z.boolean() });
-const passwordBody = z.strictObject({ password: z.string().min(8).max(1024) });
 
 const limit = z.coerce.number().int().min(1).max(100).default(50);
 const pageQuery = z.strictObject({ cursor: z.string().max(1024).regex(/^[A-Za-z0-9_-]+$/, 'not a cursor from this API').optional(), limit });
@@ -204,21 +136,12 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
     route({ method: 'get', path: '/clients', summary: 'List clients (id order), a page at a time', write: false, query: pageQuery, run: ({ query }) => ops.clientPage(query) }),
     route({
       method: 'post', path: '/clients', summary: 'Register a client; its secret is in this answer only', write: true, body: clientCreate, status: 201,
-      run: ({ body, actor }) =>
-        ops.createClient(actor, {
-          name: body.name, grants: body.grants, redirectUris: body.redirect_uris, postLogoutRedirectUris: body.post_logout_redirect_uris, scope: body.scope,
-          public: body.public, native: body.native, firstParty: body.first_party, requireMfa: body.require_mfa, requirePar: body.require_par, pkce: body.pkce, secretIn: body.secret_in,
-          refreshGrace: body.refresh_grace_seconds, backchannelLogoutUri: body.backchannel_logout_uri,
-        }),
+      run: ({ body, actor }) => ops.createClient(actor, clientInputOfBody(body)),
     }),
     route({ method: 'get', path: '/clients/:clientId', summary: 'Show a client', write: false, run: ({ params }) => ops.client(params.clientId!) }),
     route({
       method: 'patch', path: '/clients/:clientId', summary: 'Change a client\'s name, redirect URIs, scope (a list given replaces the list), MFA, PAR, PKCE, refresh grace or back-channel logout URI (null removes it); idempotent', write: true, body: clientUpdate,
-      run: ({ params, body, actor }) =>
-        ops.updateClient(actor, params.clientId!, {
-          name: body.name, redirectUris: body.redirect_uris, postLogoutRedirectUris: body.post_logout_redirect_uris, scope: body.scope, requireMfa: body.require_mfa, requirePar: body.require_par, pkce: body.pkce,
-          refreshGrace: body.refresh_grace_seconds, backchannelLogoutUri: body.backchannel_logout_uri,
-        }),
+      run: ({ params, body, actor }) => ops.updateClient(actor, params.clientId!, clientChangesOfBody(body)),
     }),
     route({ method: 'post', path: '/clients/:clientId/secret', summary: 'Rotate a client\'s secret; the new one is in this answer only', write: true, run: ({ params, actor }) => ops.rotateClientSecret(actor, params.clientId!) }),
     route({ method: 'delete', path: '/clients/:clientId', summary: 'Delete a client', write: true, run: ({ params, actor }) => ops.deleteClient(actor, params.clientId!) }),
@@ -384,8 +307,8 @@ export function adminApiRoutes(deps: AdminApiDeps) {
       await next();
     } catch (err) {
       if (err instanceof Problem) return sendProblem(ctx, err.status, err.message, err.extra);
-      const known = refusal(err);
-      if (known) return sendProblem(ctx, known.status, known.detail);
+      // A refusal of the shared rules: its own status, code and JSON pointer, worded with the API's field names.
+      if (err instanceof Refusal) return sendProblem(ctx, err.status, err.message, err.problem());
       if (err instanceof StorageUnavailable) return sendProblem(ctx, 503, 'storage is temporarily unavailable, try again shortly');
       const status = (err as { status?: number }).status;
       // The body parser's refusals (too large, not JSON, bad encoding).
@@ -425,9 +348,8 @@ export function adminApiRoutes(deps: AdminApiDeps) {
           if (status !== undefined && status < 500) throw err;
           throw new Problem(400, 'the request body could not be decoded');
         }
-        const parsed = spec.body.safeParse(ctx.request.body);
-        if (!parsed.success) throw invalid('body', parsed.error);
-        body = parsed.data;
+        // Refused with every problem at once, each a typed refusal with its JSON pointer.
+        body = parseInput(spec.body, ctx.request.body);
       }
       const { params } = ctx as unknown as { params: Record<string, string> };
       const result = await spec.run({ params, query: query.data, body: body as never, actor: caller.actor, ctx });
@@ -449,7 +371,9 @@ export const adminApiNotFound: Middleware = async (ctx, next) => {
 // ---- OpenAPI 3.1 ----
 
 function jsonSchema(schema: z.ZodType): unknown {
-  const { $schema: _ignored, ...rest } = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  // A body whose earlier field names are renamed first (src/admin/inputs.ts): the document shows the current names.
+  const shown = schema instanceof z.ZodPipe && schema.in instanceof z.ZodTransform ? (schema.out as z.ZodType) : schema;
+  const { $schema: _ignored, ...rest } = z.toJSONSchema(shown, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
   return rest;
 }
 

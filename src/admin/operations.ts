@@ -1,4 +1,4 @@
-import { hasFactor } from '../accounts/accounts.ts';
+import { hasFactor, recoveryOf } from '../accounts/accounts.ts';
 import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
 import { consentRevokedEvent, listConnectedApps, revokeConnectedApp } from '../accounts/connected-apps.ts';
 import type { ClientMetadata } from 'oidc-provider';
@@ -6,6 +6,7 @@ import type { Account, Accounts } from '../accounts/accounts.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { totpCodeAt } from '../accounts/totp.ts';
 import { audit, type AuditEvent } from '../observability/audit.ts';
+import { Refusal } from '../problems.ts';
 import type { Logger } from '../observability/logger.ts';
 import { type ClientChanges, type ClientInput, type Registry, type ResourceServer, adminApiUri } from '../oidc/registry.ts';
 import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
@@ -27,14 +28,8 @@ export type Actor = { kind: 'cli'; operator?: string } | { kind: 'account'; acco
 /** The admin API's resource URI: it follows ISSUER. */
 export { adminApiUri };
 
-/** A refusal with the HTTP status it means (the CLI exits 2 with its message). */
-export class OperationError extends Error {
-  readonly status: 400 | 404 | 409;
-  constructor(status: 400 | 404 | 409, message: string) {
-    super(message);
-    this.status = status;
-  }
-}
+/** A refusal of an operation (src/problems.ts: each front renders it in its words). */
+export class OperationError extends Refusal {}
 
 export interface OperationsDeps {
   store: Store;
@@ -42,7 +37,7 @@ export interface OperationsDeps {
   accounts: Accounts;
   /** Audit events go here (and, through it, to the activity log). */
   logger: Logger;
-  /** oidc-provider's own client schema (src/cli/client-metadata.ts), so nothing is saved that the server would refuse. */
+  /** oidc-provider's own client schema (src/oidc/client-metadata.ts), so nothing is saved that the server would refuse. */
   validateClient: (metadata: ClientMetadata) => Promise<void>;
   /** The server's ISSUER: authenticator apps show its host name next to the account. */
   issuer: string;
@@ -104,7 +99,7 @@ export const cursor = {
     if (value === undefined) return undefined;
     const position = Buffer.from(value, 'base64url').toString('utf8');
     // Ours encode printable text exactly; anything else was made up or cut short.
-    if (!position || cursor.encode(position) !== value || /[\p{Cc}\uFFFD]/u.test(position)) throw new OperationError(400, 'not a cursor from this API');
+    if (!position || cursor.encode(position) !== value || /[\p{Cc}\uFFFD]/u.test(position)) throw new OperationError('cursor_invalid', { field: 'cursor' });
     return position;
   },
 };
@@ -143,7 +138,7 @@ export class Operations {
 
   async client(clientId: string) {
     const client = (await this.#d.registry.findClient(clientId)) as ClientMetadata | undefined;
-    if (!client) throw new OperationError(404, `no client with id ${clientId}`);
+    if (!client) throw new OperationError('client_not_found', { params: { client_id: clientId } });
     return clientView(client);
   }
 
@@ -178,7 +173,7 @@ export class Operations {
   // ---- APIs (resource servers) ----
 
   async createResource(actor: Actor, input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number; privateScopes?: boolean }) {
-    if (await this.#d.registry.findResource(input.uri)) throw new OperationError(409, `an API with uri ${input.uri} already exists`);
+    if (await this.#d.registry.findResource(input.uri)) throw new OperationError('resource_exists', { field: 'uri', params: { uri: input.uri } });
     const { resource, secret } = await this.#d.registry.createResource(input);
     this.#audit(actor, 'resource_created', { resource: resource.uri, clientId: resource.clientId, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl, privateScopes: resource.privateScopes === true }, 'API created');
     return { resource: resourceView(resource), client_secret: secret };
@@ -191,7 +186,7 @@ export class Operations {
 
   async resource(uri: string) {
     const resource = await this.#d.registry.findResource(uri);
-    if (!resource) throw new OperationError(404, `no API with uri ${uri}`);
+    if (!resource) throw new OperationError('resource_not_found', { params: { uri } });
     return resource;
   }
 
@@ -199,7 +194,7 @@ export class Operations {
   async updateResource(actor: Actor, uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number; scope?: string; privateScopes?: boolean }) {
     await this.resource(uri);
     // The admin API reads its tokens by lookup: a JWT would lock every caller out.
-    if (uri === adminApiUri(this.#d.issuer) && changes.tokenFormat === 'jwt') throw new OperationError(409, 'the admin API takes opaque access tokens only');
+    if (uri === adminApiUri(this.#d.issuer) && changes.tokenFormat === 'jwt') throw new OperationError('admin_api_opaque_only', { field: 'token_format' });
     const { resource, changed } = await this.#d.registry.updateResource(uri, changes);
     if (changed.length) {
       this.#audit(actor, 'resource_updated', { resource: uri, changed, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl, privateScopes: resource.privateScopes === true }, 'API updated');
@@ -209,7 +204,7 @@ export class Operations {
 
   async deleteResource(actor: Actor, uri: string) {
     await this.resource(uri);
-    if (uri === adminApiUri(this.#d.issuer)) throw new OperationError(409, 'the admin API cannot be deleted (every server registers it again at start)');
+    if (uri === adminApiUri(this.#d.issuer)) throw new OperationError('admin_api_undeletable');
     await this.#d.registry.deleteResource(uri);
     this.#audit(actor, 'resource_deleted', { resource: uri }, 'API and its client deleted');
     return { resource: uri, deleted: true };
@@ -221,7 +216,7 @@ export class Operations {
   async findUser(idOrEmail: string): Promise<Account> {
     const { accounts } = this.#d;
     const account = idOrEmail.includes('@') ? await accounts.findByEmail(idOrEmail) : await accounts.find(idOrEmail);
-    if (!account) throw new OperationError(404, `no user with ${idOrEmail.includes('@') ? 'email' : 'id'} ${idOrEmail}`);
+    if (!account) throw new OperationError('user_not_found', { params: { by: idOrEmail.includes('@') ? 'email' : 'id', value: idOrEmail } });
     return account;
   }
 
@@ -258,7 +253,7 @@ export class Operations {
   async revokeConnectedApp(actor: Actor, idOrEmail: string, clientId: string) {
     const account = await this.findUser(idOrEmail);
     const revoked = await revokeConnectedApp(this.#d.store, account.id, clientId);
-    if (!revoked) throw new OperationError(404, `${account.email} has not granted ${clientId} access (no remembered consent)`);
+    if (!revoked) throw new OperationError('app_not_connected', { params: { email: account.email, client_id: clientId } });
     const event = consentRevokedEvent(account.id, revoked);
     this.#audit(actor, event.event, event.fields, event.msg);
     return { id: account.id, email: account.email, client_id: clientId, consent_revoked: true, grants_revoked: revoked.grants, sessions_ended: revoked.sessions };
@@ -372,6 +367,25 @@ export class Operations {
     return { id: account.id, sessions: sessions.sort((a, b) => String(b.signed_in).localeCompare(String(a.signed_in))) };
   }
 
+  /** How many of a person's recovery codes are unused, and whether they have a set at all. */
+  async recoveryCodes(idOrEmail: string) {
+    const account = await this.findUser(idOrEmail);
+    const has = recoveryOf(account) !== undefined;
+    return { id: account.id, has_recovery_codes: has, unused: has ? await (await this.#secondFactor()).recoveryCodesLeft(account) : 0 };
+  }
+
+  /** The server's own clients (the console, the account page, each API's introspection client): not an operator's to change. */
+  async isOwnClient(client: { client_id: string; resource_server?: string }) {
+    if (client.resource_server !== undefined) return true;
+    const own = await Promise.all([this.#d.store.get(keys.adminConsoleClient), this.#d.store.get(keys.accountPageClient)]);
+    return own.includes(client.client_id);
+  }
+
+  /** Whether storage answers now (the console's overview). */
+  async storageAnswers() {
+    return this.#d.store.ping().then(() => true, () => false);
+  }
+
   // ---- lockouts ----
 
   async lockouts(limit = 100) {
@@ -381,7 +395,7 @@ export class Operations {
   /** Ends a listed lockout (sign-in: account or IP; client authentication: client at an IP, or IP; device user codes: IP) by its key. */
   async unlockLockout(actor: Actor, key: string) {
     const scope = lockoutScopeOf(key);
-    if (!scope) throw new OperationError(404, 'no lockout with that key');
+    if (!scope) throw new OperationError('lockout_not_found');
     const listed = (await this.lockouts(1000)).find((l) => l.key === key);
     const lockout = new Lockout(this.#d.store, lockoutOptions(scope, this.#d.lockouts));
     const wasLocked = await lockout.unlockKey(key);
@@ -402,7 +416,7 @@ export class Operations {
   }
 
   async rotateSigningKeys(actor: Actor) {
-    if (this.#d.signingKeysFile) throw new OperationError(409, 'signing keys come from SIGNING_KEYS_FILE: rotate them in that file, then restart the servers');
+    if (this.#d.signingKeysFile) throw new OperationError('keys_from_file');
     const retentionSeconds = signingKeyRetentionSeconds(await this.#d.registry.listResources());
     const { kept, retired, retiredUntil, removed } = await rotateSigningKeys(this.#d.store, { retentionSeconds });
     const all = keyList(kept);

@@ -1,16 +1,14 @@
 import type { ParseArgsOptionsConfig } from 'node:util';
-import type { Accounts } from '../accounts/accounts.ts';
 import { Operations, type Actor, type OperationsDeps } from '../admin/operations.ts';
-import { GRANT_SHORTHANDS, GRANT_TYPES, type GrantType, type Registry } from '../oidc/registry.ts';
-import type { Store } from '../storage/store.ts';
-import { CliError, fields, table, type Output } from './output.ts';
+import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, userCreate } from '../admin/inputs.ts';
+import { GRANT_SHORTHANDS } from '../oidc/registry.ts';
+import { Refusal } from '../problems.ts';
+import { cliFieldNames, CliError, fields, table, type Output } from './output.ts';
+import type { CommandOperations } from './remote.ts';
 
 export interface Context {
-  store: Store;
-  registry: Registry;
-  accounts: Accounts;
-  /** What the admin API does too (src/admin/operations.ts): commands parse, call it, print. */
-  ops: Operations;
+  /** What the admin API does too (src/admin/operations.ts): commands parse, call it, print; with --server, its admin API (remote.ts). */
+  ops: CommandOperations;
   /** Who runs the command, named in the audit events of its changes. */
   actor: Actor;
   /** Read from stdin when the command takes `--password-stdin`. */
@@ -20,7 +18,7 @@ export interface Context {
 /** A command's context over the given storage: the operations, and who runs them. */
 export function commandContext(deps: OperationsDeps & { actor: Actor; password?: string }): Context {
   const { actor, password, ...operations } = deps;
-  return { store: deps.store, registry: deps.registry, accounts: deps.accounts, ops: new Operations(operations), actor, ...(password !== undefined ? { password } : {}) };
+  return { ops: new Operations(operations), actor, ...(password !== undefined ? { password } : {}) };
 }
 
 export type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -36,13 +34,7 @@ export interface Command {
   run(ctx: Context, values: Values, args: string[]): Promise<Output>;
 }
 
-// ---- argument helpers ----
-
-function required(values: Values, name: string): string {
-  const value = values[name];
-  if (typeof value !== 'string' || value.trim() === '') throw new CliError(`--${name} is required`);
-  return value;
-}
+// ---- argument helpers: argv mapped onto the input the admin API takes (src/admin/inputs.ts) ----
 
 function optional(values: Values, name: string): string | undefined {
   const value = values[name];
@@ -54,15 +46,20 @@ function list(values: Values, name: string): string[] {
   return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
 }
 
-/** `--pkce required|optional`, checked by the registry. */
-function pkceOption(values: Values): 'required' | 'optional' | undefined {
-  return optional(values, 'pkce') as 'required' | 'optional' | undefined;
+/** `--refresh-grace SECONDS`, `--ttl SECONDS`: a whole number (the schema says which range), or NaN, which it refuses clearly. */
+function seconds(values: Values, name: string): number | undefined {
+  const given = optional(values, name);
+  return given === undefined ? undefined : /^\d+$/.test(given) ? Number(given) : NaN;
 }
 
-/** `--refresh-grace SECONDS`: a whole number (the registry says which range), or NaN, which it refuses clearly. */
-function refreshGraceOption(values: Values): number | undefined {
-  const given = optional(values, 'refresh-grace');
-  return given === undefined ? undefined : /^\d+$/.test(given) ? Number(given) : NaN;
+/** `--public` and `--secret-in header|body` as RFC 7591's `token_endpoint_auth_method`. */
+function authMethodOption(values: Values): string | undefined {
+  const secretIn = optional(values, 'secret-in');
+  if (values.public === true) {
+    if (secretIn === 'body') throw new Refusal('secret_in_public', { field: 'token_endpoint_auth_method' });
+    return 'none';
+  }
+  return secretIn === undefined ? undefined : ({ header: 'client_secret_basic', body: 'client_secret_post' } as Record<string, string>)[secretIn] ?? secretIn;
 }
 
 /** `--backchannel-logout-uri URI` sets it, `--no-backchannel-logout` removes it (null), neither leaves it. */
@@ -101,7 +98,7 @@ async function setAdmin(ctx: Context, idOrEmail: string, admin: boolean): Promis
   return { json, text };
 }
 
-export const COMMANDS: Record<string, Command> = {
+const TABLE: Record<string, Command> = {
   'client create': {
     usage:
       '--name NAME --grants GRANT[,GRANT] (authorization_code, refresh_token, client_credentials, device_code) [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body (how its secret must be sent, the only way accepted: the Basic header, the default, or the request body)] [--refresh-grace SECONDS] [--backchannel-logout-uri URI]',
@@ -122,26 +119,23 @@ export const COMMANDS: Record<string, Command> = {
       'backchannel-logout-uri': { type: 'string' },
     },
     async run(ctx, values) {
-      const grants = required(values, 'grants').split(',').map((g) => g.trim()).filter(Boolean).map((g) => GRANT_SHORTHANDS[g] ?? g);
-      for (const g of grants) {
-        if (!(GRANT_TYPES as readonly string[]).includes(g)) throw new CliError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
-      }
-      const { client, client_secret: secret } = await ctx.ops.createClient(ctx.actor, {
-        name: required(values, 'name'),
-        grants: grants as GrantType[],
-        redirectUris: list(values, 'redirect-uri'),
-        postLogoutRedirectUris: list(values, 'post-logout-redirect-uri'),
-        scope: required(values, 'scope'),
-        public: values.public === true,
-        firstParty: values['first-party'] === true,
-        requireMfa: values['require-mfa'] === true,
-        requirePar: values['require-par'] === true,
+      const grants = optional(values, 'grants')?.split(',').map((g) => g.trim()).filter(Boolean).map((g) => GRANT_SHORTHANDS[g] ?? g);
+      const input = parseInput(clientCreate, {
+        client_name: optional(values, 'name'),
+        grant_types: grants,
+        redirect_uris: list(values, 'redirect-uri'),
+        post_logout_redirect_uris: list(values, 'post-logout-redirect-uri'),
+        scope: optional(values, 'scope'),
+        token_endpoint_auth_method: authMethodOption(values),
+        first_party: values['first-party'] === true,
+        require_mfa: values['require-mfa'] === true,
+        require_pushed_authorization_requests: values['require-par'] === true,
         native: values.native === true,
-        pkce: pkceOption(values),
-        secretIn: optional(values, 'secret-in') as 'header' | 'body' | undefined,
-        refreshGrace: refreshGraceOption(values),
-        ...(values['backchannel-logout-uri'] === undefined ? {} : { backchannelLogoutUri: optional(values, 'backchannel-logout-uri') }),
+        pkce: optional(values, 'pkce'),
+        refresh_grace_seconds: seconds(values, 'refresh-grace'),
+        backchannel_logout_uri: optional(values, 'backchannel-logout-uri'),
       });
+      const { client, client_secret: secret } = await ctx.ops.createClient(ctx.actor, clientInputOfBody(input));
       const json = { client_id: client.client_id, ...(secret ? { client_secret: secret } : {}) };
       return { json, text: fields(json) + (secret ? `\n${SHOWN_ONCE}` : '') };
     },
@@ -163,25 +157,21 @@ export const COMMANDS: Record<string, Command> = {
       'backchannel-logout': { type: 'boolean' },
     },
     async run(ctx, values, [id]) {
-      const name = optional(values, 'name');
-      if (name !== undefined && name.trim() === '') throw new CliError('--name must not be empty');
-      const scope = optional(values, 'scope');
-      if (scope !== undefined && scope.trim() === '') throw new CliError('--scope must not be empty');
       // A repeated URI option replaces the whole list.
       const uris = (flag: string) => (values[flag] === undefined ? undefined : list(values, flag));
-      const changes = {
-        name,
-        redirectUris: uris('redirect-uri'),
-        postLogoutRedirectUris: uris('post-logout-redirect-uri'),
-        scope,
-        requireMfa: values['require-mfa'] as boolean | undefined,
-        requirePar: values['require-par'] as boolean | undefined,
-        pkce: pkceOption(values),
-        refreshGrace: refreshGraceOption(values),
-        backchannelLogoutUri: backchannelLogoutOption(values),
+      const body = {
+        client_name: optional(values, 'name'),
+        redirect_uris: uris('redirect-uri'),
+        post_logout_redirect_uris: uris('post-logout-redirect-uri'),
+        scope: optional(values, 'scope'),
+        require_mfa: values['require-mfa'] as boolean | undefined,
+        require_pushed_authorization_requests: values['require-par'] as boolean | undefined,
+        pkce: optional(values, 'pkce'),
+        refresh_grace_seconds: seconds(values, 'refresh-grace'),
+        backchannel_logout_uri: backchannelLogoutOption(values),
       };
-      if (Object.values(changes).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('client update')}`);
-      const { client: view, changed } = await ctx.ops.updateClient(ctx.actor, id!, changes);
+      if (Object.values(body).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('client update')}`);
+      const { client: view, changed } = await ctx.ops.updateClient(ctx.actor, id!, clientChangesOfBody(parseInput(clientUpdate, body)));
       const json = { ...view, changed };
       if (!changed.length) return { json, text: `Client ${id} already had these settings: nothing changed.` };
       return { json, text: `${fields(view)}\nUpdated ${changed.join(', ')}; running servers use the new settings within a second.` };
@@ -232,14 +222,8 @@ export const COMMANDS: Record<string, Command> = {
       'private-scopes': { type: 'boolean' },
     },
     async run(ctx, values) {
-      const ttl = optional(values, 'ttl');
-      const { resource, client_secret: secret } = await ctx.ops.createResource(ctx.actor, {
-        uri: required(values, 'uri'),
-        scope: required(values, 'scope'),
-        tokenFormat: optional(values, 'token-format') as 'opaque' | 'jwt' | undefined,
-        ttl: ttl === undefined ? undefined : /^\d+$/.test(ttl) ? Number(ttl) : NaN,
-        privateScopes: values['private-scopes'] === true,
-      });
+      const input = parseInput(resourceCreate, { uri: optional(values, 'uri'), scope: optional(values, 'scope'), token_format: optional(values, 'token-format'), ttl: seconds(values, 'ttl'), private_scopes: values['private-scopes'] === true });
+      const { resource, client_secret: secret } = await ctx.ops.createResource(ctx.actor, { uri: input.uri, scope: input.scope, tokenFormat: input.token_format, ttl: input.ttl, privateScopes: input.private_scopes });
       const json = { resource: resource.resource, client_id: resource.client_id, client_secret: secret };
       return { json, text: `${fields(json)}\nThe API authenticates with these at introspection and revocation. ${SHOWN_ONCE}` };
     },
@@ -254,17 +238,10 @@ export const COMMANDS: Record<string, Command> = {
       'private-scopes': { type: 'boolean' },
     },
     async run(ctx, values, [uri]) {
-      const ttl = optional(values, 'ttl');
-      const scope = optional(values, 'scope');
-      if (scope !== undefined && scope.trim() === '') throw new CliError('--scope must not be empty');
-      const changes = {
-        scope,
-        tokenFormat: optional(values, 'token-format') as 'opaque' | 'jwt' | undefined,
-        ttl: ttl === undefined ? undefined : /^\d+$/.test(ttl) ? Number(ttl) : NaN,
-        privateScopes: values['private-scopes'] as boolean | undefined,
-      };
-      if (Object.values(changes).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('resource update')}`);
-      const { resource, changed } = await ctx.ops.updateResource(ctx.actor, uri!, changes);
+      const body = { scope: optional(values, 'scope'), token_format: optional(values, 'token-format'), ttl: seconds(values, 'ttl'), private_scopes: values['private-scopes'] as boolean | undefined };
+      if (Object.values(body).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('resource update')}`);
+      const input = parseInput(resourceUpdate, body);
+      const { resource, changed } = await ctx.ops.updateResource(ctx.actor, uri!, { scope: input.scope, tokenFormat: input.token_format, ttl: input.ttl, privateScopes: input.private_scopes });
       const json = { ...resource, changed };
       if (!changed.length) return { json, text: `API ${uri} already had these settings: nothing changed.` };
       return { json, text: `${fields(resource)}\nUpdated ${changed.join(', ')}; running servers use the new settings within a second.` };
@@ -291,14 +268,8 @@ export const COMMANDS: Record<string, Command> = {
     options: { email: { type: 'string' }, name: { type: 'string' }, totp: { type: 'boolean' }, admin: { type: 'boolean' } },
     password: true,
     async run(ctx, values) {
-      const name = optional(values, 'name');
-      const { user, totp_uri } = await ctx.ops.createUser(ctx.actor, {
-        email: required(values, 'email'),
-        ...(name ? { name } : {}),
-        password: ctx.password!,
-        admin: values.admin === true,
-        totp: values.totp === true,
-      });
+      const input = parseInput(userCreate, { email: optional(values, 'email'), name: optional(values, 'name'), password: ctx.password, admin: values.admin === true, totp: values.totp === true });
+      const { user, totp_uri } = await ctx.ops.createUser(ctx.actor, { ...input, ...(input.name ? { name: input.name } : {}) });
       const json = { id: user.id, email: user.email, ...(user.admin ? { admin: true } : {}), ...(totp_uri ? { totp_uri } : {}) };
       if (!totp_uri) return { json, text: fields(json) };
       return { json, text: `${fields(json)}\nThe TOTP URI holds the secret: give it only to the person (e.g. as a QR code). Recovery codes: the person makes them on /account.` };
@@ -401,7 +372,7 @@ export const COMMANDS: Record<string, Command> = {
     args: ['USER_ID'],
     password: true,
     async run(ctx, _values, [id]) {
-      const json = await ctx.ops.setUserPassword(ctx.actor, id!, ctx.password!);
+      const json = await ctx.ops.setUserPassword(ctx.actor, id!, parseInput(passwordBody, { password: ctx.password }).password);
       return { json, text: `Changed the password of ${json.email} and signed them out everywhere.` };
     },
   },
@@ -428,6 +399,20 @@ export const COMMANDS: Record<string, Command> = {
     },
   },
 };
+
+/** A refusal (src/problems.ts), from Operations here or from a server's admin API, worded with the CLI's flags. */
+function inFlagWords(run: Command['run']): Command['run'] {
+  return async (ctx, values, args) => {
+    try {
+      return await run(ctx, values, args);
+    } catch (err) {
+      if (err instanceof Refusal) throw new CliError(err.all.map((r) => r.render(cliFieldNames)).join('; '));
+      throw err;
+    }
+  };
+}
+
+export const COMMANDS: Record<string, Command> = Object.fromEntries(Object.entries(TABLE).map(([name, command]) => [name, { ...command, run: inFlagWords(command.run) }]));
 
 export const GROUPS = [...new Set(Object.keys(COMMANDS).map((name) => name.split(' ')[0]!))];
 

@@ -1,22 +1,23 @@
 import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { AccountError, Accounts } from '../accounts/accounts.ts';
+import { Accounts } from '../accounts/accounts.ts';
 import { passwordRuleOf } from '../accounts/password-rule.ts';
 import { ConfigError, loadConfig } from '../config.ts';
 import { audit } from '../observability/audit.ts';
 import { createLogger } from '../observability/logger.ts';
-import { Registry, RegistryError } from '../oidc/registry.ts';
+import { Registry } from '../oidc/registry.ts';
+import { Refusal } from '../problems.ts';
 import { connectConfiguredRedis, describeRedis, type RedisConfig } from '../storage/open.ts';
 import { RedisStore } from '../storage/redis-store.ts';
 import { StorageUnavailable } from '../storage/store.ts';
 import { LOCKOUT_SETTING_NAMES, lockoutSettings } from '../security/lockout.ts';
-import { OperationError } from '../admin/operations.ts';
 import { ActivityLog, recordActivity } from '../observability/activity.ts';
 import { COMMANDS, commandContext, GROUPS, usageLine, type Command, type Values } from './commands.ts';
-import { validateClientMetadata } from './client-metadata.ts';
+import { validateClientMetadata } from '../oidc/client-metadata.ts';
 import { backchannelTargetRules } from '../oidc/backchannel-targets.ts';
-import { CliError, type Output } from './output.ts';
+import { RemoteOperations } from './remote.ts';
+import { cliFieldNames, CliError, type Output } from './output.ts';
 
 /**
  * `latchkey <group> <action> [options]`: manages clients, APIs, users and signing keys in the
@@ -33,7 +34,10 @@ function help(group?: string): string {
     'Usage:',
     ...names.map((name) => `  ${usageLine(name)}`),
     '',
+    '',
     'Every command takes --json (print one JSON object). Passwords are read from stdin only.',
+    'latchkey --server URL --token TOKEN <command> runs it through that server\'s admin API (or LATCHKEY_SERVER, LATCHKEY_TOKEN),',
+    'which also reaches a server on its embedded store; without --server, commands work on the Redis the server uses.',
     'REDIS_URL (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS and REDIS_SENTINEL_NAME) names the Redis the server uses.',
   ].join('\n');
 }
@@ -78,11 +82,19 @@ async function run(argv: string[]): Promise<number> {
   const args = [...argv];
   let json = false;
   let wantsHelp = false;
+  // --server URL: administer a running server through its admin API (LATCHKEY_SERVER), with an access token for it (--token, LATCHKEY_TOKEN).
+  let server = process.env.LATCHKEY_SERVER || undefined;
+  let token = process.env.LATCHKEY_TOKEN || undefined;
   while (args[0]?.startsWith('-')) {
     const flag = args.shift();
     if (flag === '--json') json = true;
     else if (flag === '--help' || flag === '-h') wantsHelp = true;
-    else throw new CliError(`unknown option ${flag}; ${HINT}`);
+    else if (flag === '--server' || flag === '--token') {
+      const value = args.shift();
+      if (!value || value.startsWith('-')) throw new CliError(`${flag} needs a value; ${HINT}`);
+      if (flag === '--server') server = value;
+      else token = value;
+    } else throw new CliError(`unknown option ${flag}; ${HINT}`);
   }
   const [group, action, ...rest] = args;
   if (!group) {
@@ -128,6 +140,14 @@ async function run(argv: string[]): Promise<number> {
   if (command.password) {
     if (values['password-stdin'] !== true) throw new CliError(`--password-stdin is required (passwords are read from stdin only); usage: ${usageLine(name)}`);
     password = await readPassword();
+  }
+
+  if (server) {
+    if (!URL.canParse(server)) throw new CliError(`--server must be the server's URL (its ISSUER), got ${JSON.stringify(server)}`);
+    if (!token) throw new CliError('--server needs an access token for its admin API (scope latchkey:admin): give --token or set LATCHKEY_TOKEN');
+    const remote = new RemoteOperations(server, token);
+    const output: Output = await command.run({ ops: remote, actor: { kind: 'cli' }, ...(password !== undefined ? { password } : {}) }, values, positionals);
+    return print(json ? JSON.stringify(output.json) : output.text);
   }
 
   let config;
@@ -204,9 +224,9 @@ try {
   if (err instanceof CliError) {
     code = err.exitCode;
     message = err.message;
-  } else if (err instanceof RegistryError || err instanceof AccountError || err instanceof OperationError) {
+  } else if (err instanceof Refusal) {
     code = 2;
-    message = err.message;
+    message = err.all.map((r) => r.render(cliFieldNames)).join('; ');
   } else if (err instanceof StorageUnavailable) {
     message = `Redis did not answer in time: ${(err.cause as Error | undefined)?.message ?? 'unavailable'}`;
   } else {

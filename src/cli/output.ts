@@ -1,4 +1,5 @@
 import type { AuditEvent } from '../observability/audit.ts';
+import type { FieldNames } from '../problems.ts';
 
 /**
  * What a command prints: one JSON object (`--json`) or a short text for people; and, for a command that
@@ -18,6 +19,21 @@ export class CliError extends Error {
     this.exitCode = exitCode;
   }
 }
+
+/** The flags of the admin API's fields, where the flag is not the field's name with dashes. */
+const FLAGS: Record<string, string> = {
+  client_name: 'name',
+  grant_types: 'grants',
+  redirect_uris: 'redirect-uri',
+  post_logout_redirect_uris: 'post-logout-redirect-uri',
+  token_endpoint_auth_method: 'secret-in',
+  require_pushed_authorization_requests: 'require-par',
+  refresh_grace_seconds: 'refresh-grace',
+  password: 'password-stdin',
+};
+
+/** A refusal (src/problems.ts) as the CLI says it: fields by their flags. */
+export const cliFieldNames: FieldNames = (field) => `--${FLAGS[field] ?? field.replaceAll('_', '-')}`;
 
 function cell(value: unknown): string {
   if (value === undefined || value === null || value === '') return '-';

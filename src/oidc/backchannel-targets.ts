@@ -93,23 +93,23 @@ function isLoopbackName(host: string): boolean {
 const effectivePort = (url: URL) => url.port || (url.protocol === 'https:' ? '443' : '80');
 
 /**
- * Why a back-channel logout URI may not be posted to under these rules (its host as written: a name or
+ * Why a back-channel logout URI may not be posted to under these rules (words that follow the field's name) (its host as written: a name or
  * an IP literal), or undefined. The URI has passed `redirectUriProblem` (https, or http to loopback).
  */
 export function backchannelTargetProblem(uri: string, rules: BackchannelTargetRules): string | undefined {
   const url = URL.parse(uri);
-  if (!url) return '--backchannel-logout-uri must be an absolute URI';
+  if (!url) return 'must be an absolute URI';
   // The URL parser has turned 0x7f.1, 2130706433 and the like into dotted quads already.
   const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
   const issuer = rules.issuer ? URL.parse(rules.issuer) : null;
   if (issuer && effectivePort(issuer) === effectivePort(url)) {
     const issuerHost = issuer.hostname.replace(/^\[|\]$/g, '').toLowerCase();
-    if (host === issuerHost || (isLoopbackName(host) && isLoopbackName(issuerHost))) return `--backchannel-logout-uri must not point at this server (${issuer.origin})`;
+    if (host === issuerHost || (isLoopbackName(host) && isLoopbackName(issuerHost))) return `must not point at this server (${issuer.origin})`;
   }
   const kind = host === 'localhost' || host.endsWith('.localhost') ? 'loopback' : addressKind(host);
   if (!kind || !refusedKind(kind, rules)) return undefined;
   const where = rules.production ? ' in production' : '';
-  return `--backchannel-logout-uri must not point at ${KIND_WORDS[kind as Exclude<AddressKind, 'public'>]} address (${host})${where}; set BACKCHANNEL_LOGOUT_ALLOW_PRIVATE=true if the apps live on an internal network`;
+  return `must not point at ${KIND_WORDS[kind as Exclude<AddressKind, 'public'>]} address (${host})${where}; set BACKCHANNEL_LOGOUT_ALLOW_PRIVATE=true if the apps live on an internal network`;
 }
 
 /** The address a name resolved to is not allowed: the delivery names this `refused_target`, nothing more. */

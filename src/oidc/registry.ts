@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AdapterPayload, ClientMetadata } from 'oidc-provider';
 import { OIDC_SCOPES } from '../signin/scope-words.ts';
+import { Refusal, type RefusalCode } from '../problems.ts';
 import { keys } from '../storage/keys.ts';
 import { backchannelTargetProblem, DEVELOPMENT_TARGETS, type BackchannelTargetRules } from './backchannel-targets.ts';
 import { revokeClientGrants } from '../storage/oidc-adapter.ts';
@@ -11,7 +12,7 @@ import type { Store } from '../storage/store.ts';
  * Client secrets are stored as a SHA-256 digest: they are 256-bit random values, so a fast hash is
  * enough, and a copy of Redis does not hand out working credentials.
  */
-export class RegistryError extends Error {}
+export class RegistryError extends Refusal {}
 
 export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', DEVICE_CODE_GRANT] as const;
@@ -108,23 +109,22 @@ const PRIVATE_USE_SCHEME = /^[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+$/;
  * loopback; a reverse-DNS private-use scheme only for a public (native) client. An http redirect
  * elsewhere hands codes to anyone on the path. Returns the problem, or undefined when the URI is fine.
  */
-export function redirectUriProblem(uri: string, flag: string, isPublic: boolean): string | undefined {
+export function redirectUriProblem(uri: string, field: string, isPublic: boolean): RegistryError | undefined {
+  const problem = (code: RefusalCode, params: Record<string, string> = {}) => new RegistryError(code, { field, params });
   // Checked on the URI as given: the URL parser drops tabs and line breaks, and the URI is stored as given.
   // Not echoed: it may carry a password, and its control characters would land in a terminal or a log.
-  if (/[\p{Cc}\s]/u.test(uri)) return `--${flag} must not contain spaces, line breaks or other control characters`;
+  if (/[\p{Cc}\s]/u.test(uri)) return problem('uri_control_characters');
   const url = URL.parse(uri);
-  if (!url) return `--${flag} must be an absolute URI, got ${JSON.stringify(uri)}`;
+  if (!url) return problem('uri_not_absolute', { uri: JSON.stringify(uri) });
   // Not echoed: a user name or password in the URI may be a secret.
-  if (url.username || url.password || /^[^:]+:\/\/[^/?#]*@/.test(uri)) return `--${flag} must not carry a user name or password`;
-  if (uri.includes('#')) return `--${flag} must not have a fragment (RFC 6749 §3.1.2), got ${uri}`;
-  if (uri.includes('*')) return `--${flag} must be exact, without wildcards, got ${uri}`;
+  if (url.username || url.password || /^[^:]+:\/\/[^/?#]*@/.test(uri)) return problem('uri_credentials');
+  if (uri.includes('#')) return problem('uri_fragment', { uri });
+  if (uri.includes('*')) return problem('uri_wildcard', { uri });
   const scheme = url.protocol.slice(0, -1);
   if (scheme === 'https') return undefined;
-  if (scheme === 'http') {
-    return LOOPBACK_HOSTS.has(url.hostname) ? undefined : `--${flag} must use https (plain http only for 127.0.0.1, [::1] or localhost), got ${uri}`;
-  }
-  if (!PRIVATE_USE_SCHEME.test(scheme)) return `--${flag} must use https, or a reverse-DNS private-use scheme such as com.example.app: for a --public native app, got ${uri}`;
-  return isPublic ? undefined : `--${flag} may use the private-use scheme ${scheme}: only for a --public (native) client, got ${uri}`;
+  if (scheme === 'http') return LOOPBACK_HOSTS.has(url.hostname) ? undefined : problem('uri_plain_http', { uri });
+  if (!PRIVATE_USE_SCHEME.test(scheme)) return problem('uri_scheme', { uri });
+  return isPublic ? undefined : problem('uri_private_scheme_confidential', { uri, scheme });
 }
 
 const newSecret = () => randomBytes(32).toString('base64url');
@@ -169,10 +169,10 @@ class ReadCache {
 /** An API's scopes as given (`--scope "a b"`): at least one, valid tokens, none of OpenID's. */
 function apiScopes(scope: string): string[] {
   const scopes = [...new Set(scope.split(/\s+/).filter(Boolean))];
-  if (scopes.length === 0) throw new RegistryError('--scope needs at least one scope');
+  if (scopes.length === 0) throw new RegistryError('scope_missing', { field: 'scope' });
   for (const s of scopes) {
-    if (OIDC_SCOPES.has(s)) throw new RegistryError(`"${s}" is an OpenID scope and cannot belong to an API`);
-    if (!/^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s)) throw new RegistryError(`"${s}" is not a valid scope token (RFC 6749 §3.3)`);
+    if (OIDC_SCOPES.has(s)) throw new RegistryError('scope_is_openid', { field: 'scope', params: { scope: s } });
+    if (!/^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s)) throw new RegistryError('scope_malformed', { field: 'scope', params: { scope: s } });
   }
   return scopes;
 }
@@ -250,7 +250,7 @@ export class Registry {
     const defined = Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined)) as ClientChanges;
     let changed: (keyof ClientChanges)[] = [];
     const metadata = await this.#changeClient(clientId, async (stored) => {
-      if (stored.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(stored.resource_server)}: it has no settings to update`);
+      if (stored.resource_server) throw new RegistryError('client_of_api', { params: { client_id: clientId, resource: String(stored.resource_server) } });
       const before = clientInputOf(stored);
       const { backchannelLogoutUri, ...rest } = defined;
       const after: ClientInput = { ...before, ...rest };
@@ -274,7 +274,7 @@ export class Registry {
     const key = keys.client(clientId);
     for (let attempt = 0; attempt < 20; attempt += 1) {
       const raw = /^[A-Za-z0-9_-]{1,64}$/.test(clientId) ? await this.#store.get(key) : null;
-      if (!raw) throw new RegistryError(`no client with id ${clientId}`);
+      if (!raw) throw new RegistryError('client_not_found', { params: { client_id: clientId } });
       const stored = JSON.parse(raw) as ClientMetadata;
       const next = await change(stored);
       if (!next) return stored;
@@ -283,51 +283,53 @@ export class Registry {
         return next;
       }
     }
-    throw new RegistryError(`the client ${clientId} is being changed by someone else: try again`);
+    throw new RegistryError('client_busy', { params: { client_id: clientId } });
   }
 
   /** The one set of rules for a client's settings, at creation and at every update. */
   async #clientMetadata(clientId: string, input: ClientInput, options: { ownOrigin?: string }): Promise<ClientMetadata> {
     const grants = [...new Set(input.grants)];
-    if (grants.length === 0) throw new RegistryError('--grants needs at least one of ' + GRANT_TYPES.join(', '));
-    for (const g of grants) if (!GRANT_TYPES.includes(g)) throw new RegistryError(`unknown grant "${g}" (known: ${GRANT_TYPES.join(', ')})`);
+    if (grants.length === 0) throw new RegistryError('grants_missing', { field: 'grant_types', params: { known: GRANT_TYPES.join(', ') } });
+    for (const g of grants) if (!GRANT_TYPES.includes(g)) throw new RegistryError('grant_unknown', { field: 'grant_types', params: { grant: g, known: GRANT_TYPES.join(', ') } });
     // A native app cannot keep a secret (RFC 8252 §8.5): it is a public client.
     const isPublic = input.public === true || input.native === true;
     const interactive = grants.includes('authorization_code');
-    if (input.native && !interactive) throw new RegistryError('--native needs the authorization_code grant');
-    if (isPublic && grants.includes('client_credentials')) throw new RegistryError('a public client cannot use client_credentials');
+    if (input.native && !interactive) throw new RegistryError('native_needs_code', { field: 'native' });
+    if (isPublic && grants.includes('client_credentials')) throw new RegistryError('public_client_credentials', { field: 'grant_types' });
     // A device (RFC 8628) signs a person in too, on another screen: it may get refresh tokens.
-    if (grants.includes('refresh_token') && !interactive && !grants.includes(DEVICE_CODE_GRANT)) throw new RegistryError(`refresh_token needs authorization_code or ${DEVICE_CODE_GRANT}`);
-    if (interactive && !input.redirectUris?.length) throw new RegistryError('authorization_code needs at least one --redirect-uri');
-    if (!interactive && input.redirectUris?.length) throw new RegistryError('--redirect-uri needs the authorization_code grant');
-    if (!interactive && input.requirePar) throw new RegistryError('--require-par needs the authorization_code grant');
+    if (grants.includes('refresh_token') && !interactive && !grants.includes(DEVICE_CODE_GRANT)) throw new RegistryError('refresh_needs_interactive', { field: 'grant_types', params: { device_grant: DEVICE_CODE_GRANT } });
+    if (interactive && !input.redirectUris?.length) throw new RegistryError('redirect_uri_missing', { field: 'redirect_uris' });
+    if (!interactive && input.redirectUris?.length) throw new RegistryError('needs_code_grant', { field: 'redirect_uris' });
+    if (!interactive && input.requirePar) throw new RegistryError('needs_code_grant', { field: 'require_pushed_authorization_requests' });
     const pkce = input.pkce ?? 'required';
-    if (pkce !== 'required' && pkce !== 'optional') throw new RegistryError(`--pkce must be required or optional, got ${JSON.stringify(pkce)}`);
-    if (pkce === 'optional' && isPublic) throw new RegistryError('--pkce optional is only for confidential clients: PKCE is what protects the codes of a --public or --native client');
-    if (pkce === 'optional' && !interactive) throw new RegistryError('--pkce optional needs the authorization_code grant');
+    if (pkce !== 'required' && pkce !== 'optional') throw new RegistryError('pkce_unknown', { field: 'pkce', params: { value: JSON.stringify(pkce) } });
+    if (pkce === 'optional' && isPublic) throw new RegistryError('pkce_optional_public', { field: 'pkce' });
+    if (pkce === 'optional' && !interactive) throw new RegistryError('pkce_optional_needs_code', { field: 'pkce' });
     const secretIn = input.secretIn ?? 'header';
-    if (secretIn !== 'header' && secretIn !== 'body') throw new RegistryError(`--secret-in must be header or body, got ${JSON.stringify(secretIn)}`);
-    if (secretIn === 'body' && isPublic) throw new RegistryError('--secret-in body is for confidential clients: a --public or --native client has no secret');
+    if (secretIn !== 'header' && secretIn !== 'body') throw new RegistryError('secret_in_unknown', { field: 'token_endpoint_auth_method', params: { value: JSON.stringify(secretIn) } });
+    if (secretIn === 'body' && isPublic) throw new RegistryError('secret_in_public', { field: 'token_endpoint_auth_method' });
     const refreshGrace = input.refreshGrace ?? 0;
     if (!Number.isInteger(refreshGrace) || refreshGrace < 0 || refreshGrace > MAX_REFRESH_GRACE_SECONDS) {
-      throw new RegistryError(`--refresh-grace must be a whole number of seconds from 0 to ${MAX_REFRESH_GRACE_SECONDS}`);
+      throw new RegistryError('refresh_grace_range', { field: 'refresh_grace_seconds', params: { max: MAX_REFRESH_GRACE_SECONDS } });
     }
-    if (refreshGrace > 0 && !grants.includes('refresh_token')) throw new RegistryError('--refresh-grace needs the refresh_token grant');
+    if (refreshGrace > 0 && !grants.includes('refresh_token')) throw new RegistryError('refresh_grace_needs_refresh', { field: 'refresh_grace_seconds' });
     const targets = [
-      ...(input.redirectUris ?? []).map((uri) => ({ uri, flag: 'redirect-uri' })),
-      ...(input.postLogoutRedirectUris ?? []).map((uri) => ({ uri, flag: 'post-logout-redirect-uri' })),
+      ...(input.redirectUris ?? []).map((uri) => ({ uri, field: 'redirect_uris' })),
+      ...(input.postLogoutRedirectUris ?? []).map((uri) => ({ uri, field: 'post_logout_redirect_uris' })),
     ];
     if (input.backchannelLogoutUri !== undefined) {
-      if (!interactive) throw new RegistryError('--backchannel-logout-uri needs the authorization_code grant');
+      if (!interactive) throw new RegistryError('needs_code_grant', { field: 'backchannel_logout_uri' });
       // Server to server: https, or http to a loopback host (an app on the same machine, in development).
-      const problem = redirectUriProblem(input.backchannelLogoutUri, 'backchannel-logout-uri', false) ?? backchannelTargetProblem(input.backchannelLogoutUri, this.#targets);
-      if (problem) throw new RegistryError(problem);
+      const problem = redirectUriProblem(input.backchannelLogoutUri, 'backchannel_logout_uri', false);
+      if (problem) throw problem;
+      const target = backchannelTargetProblem(input.backchannelLogoutUri, this.#targets);
+      if (target) throw new RegistryError('backchannel_target_refused', { field: 'backchannel_logout_uri', params: { reason: target } });
     }
-    for (const { uri, flag } of targets) {
+    for (const { uri, field } of targets) {
       // The server's own pages (demo, /account) follow ISSUER, which is https in production.
       if (options.ownOrigin && URL.parse(uri)?.origin === options.ownOrigin) continue;
-      const problem = redirectUriProblem(uri, flag, isPublic);
-      if (problem) throw new RegistryError(problem);
+      const problem = redirectUriProblem(uri, field, isPublic);
+      if (problem) throw problem;
     }
     // oidc-provider accepts private-use schemes from native clients only; a native client's loopback
     // redirect URIs match on any port (RFC 8252 §7.3), which oidc-provider does for application_type native.
@@ -360,7 +362,7 @@ export class Registry {
     for (const scope of scopes) {
       if (OIDC_SCOPES.has(scope)) continue;
       if (!(await this.#store.get(keys.scopeOwner(scope)))) {
-        throw new RegistryError(`scope "${scope}" belongs to no API: register it first with "latchkey resource create --uri … --scope ${scope}"`);
+        throw new RegistryError('scope_unowned', { field: 'scope', params: { scope } });
       }
     }
   }
@@ -381,8 +383,8 @@ export class Registry {
   /** Deletes a client, then revokes its grants and tokens (none can be issued to it any more by then). Returns how many. */
   async deleteClient(clientId: string): Promise<{ grants: number; tokens: number }> {
     const client = await this.findClient(clientId);
-    if (!client) throw new RegistryError(`no client with id ${clientId}`);
-    if (client.resource_server) throw new RegistryError(`client ${clientId} belongs to API ${String(client.resource_server)}: use "latchkey resource delete"`);
+    if (!client) throw new RegistryError('client_not_found', { params: { client_id: clientId } });
+    if (client.resource_server) throw new RegistryError('client_of_api_delete', { params: { client_id: clientId, resource: String(client.resource_server) } });
     await this.#store.del(keys.client(clientId));
     await this.#store.setRemove(keys.clients, clientId);
     await this.#store.sortedRemove(keys.clientsById, clientId);
@@ -393,7 +395,7 @@ export class Registry {
   async rotateSecret(clientId: string): Promise<string> {
     const secret = newSecret();
     await this.#changeClient(clientId, async (client) => {
-      if (client.token_endpoint_auth_method === 'none') throw new RegistryError(`client ${clientId} is public and has no secret`);
+      if (client.token_endpoint_auth_method === 'none') throw new RegistryError('client_public_no_secret', { params: { client_id: clientId } });
       return { ...client, client_secret: secretDigest(secret) };
     });
     return secret;
@@ -418,19 +420,19 @@ export class Registry {
     try {
       url = new URL(input.uri);
     } catch {
-      throw new RegistryError(`--uri must be an absolute URI, got ${JSON.stringify(input.uri)}`);
+      throw new RegistryError('uri_not_absolute', { field: 'uri', params: { uri: JSON.stringify(input.uri) } });
     }
-    if (url.hash) throw new RegistryError('--uri must not have a fragment (RFC 8707)');
+    if (url.hash) throw new RegistryError('resource_uri_fragment', { field: 'uri' });
     const uri = input.uri;
     const scopes = apiScopes(input.scope);
     const ttl = input.ttl ?? 3600;
-    if (!Number.isInteger(ttl) || ttl < 60 || ttl > 86400) throw new RegistryError('--ttl must be a whole number of seconds between 60 and 86400');
+    if (!Number.isInteger(ttl) || ttl < 60 || ttl > 86400) throw new RegistryError('ttl_range', { field: 'ttl' });
     const tokenFormat = input.tokenFormat ?? 'opaque';
-    if (tokenFormat !== 'opaque' && tokenFormat !== 'jwt') throw new RegistryError('--token-format must be opaque or jwt');
-    if (await this.findResource(uri)) throw new RegistryError(`an API with uri ${uri} already exists`);
+    if (tokenFormat !== 'opaque' && tokenFormat !== 'jwt') throw new RegistryError('token_format_unknown', { field: 'token_format' });
+    if (await this.findResource(uri)) throw new RegistryError('resource_exists', { field: 'uri', params: { uri } });
     for (const s of scopes) {
       const owner = await this.resourceForScope(s);
-      if (owner) throw new RegistryError(`scope "${s}" already belongs to ${owner}`);
+      if (owner) throw new RegistryError('scope_taken', { field: 'scope', params: { scope: s, owner } });
     }
     // Claim the scopes first, so two APIs can never own one scope; undo on conflict.
     await this.#claimScopes(uri, scopes);
@@ -461,7 +463,7 @@ export class Registry {
 
   async deleteResource(uri: string): Promise<void> {
     const resource = await this.findResource(uri);
-    if (!resource) throw new RegistryError(`no API with uri ${uri}`);
+    if (!resource) throw new RegistryError('resource_not_found', { params: { uri } });
     await this.#store.del(keys.resource(uri), keys.client(resource.clientId), ...resource.scopes.map((s) => keys.scopeOwner(s)));
     await this.#store.setRemove(keys.resources, uri);
     await this.#store.setRemove(keys.clients, resource.clientId);
@@ -477,12 +479,12 @@ export class Registry {
    */
   async updateResource(uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number; scope?: string; privateScopes?: boolean }) {
     const raw = await this.#store.get(keys.resource(uri));
-    if (!raw) throw new RegistryError(`no API with uri ${uri}`);
+    if (!raw) throw new RegistryError('resource_not_found', { params: { uri } });
     const resource = JSON.parse(raw) as ResourceServer;
     const ttl = changes.ttl ?? resource.ttl;
-    if (!Number.isInteger(ttl) || ttl < 60 || ttl > 86400) throw new RegistryError('--ttl must be a whole number of seconds between 60 and 86400');
+    if (!Number.isInteger(ttl) || ttl < 60 || ttl > 86400) throw new RegistryError('ttl_range', { field: 'ttl' });
     const tokenFormat = changes.tokenFormat ?? resource.tokenFormat;
-    if (tokenFormat !== 'opaque' && tokenFormat !== 'jwt') throw new RegistryError('--token-format must be opaque or jwt');
+    if (tokenFormat !== 'opaque' && tokenFormat !== 'jwt') throw new RegistryError('token_format_unknown', { field: 'token_format' });
     const scopes = changes.scope === undefined ? resource.scopes : apiScopes(changes.scope);
     const privateScopes = changes.privateScopes ?? resource.privateScopes === true;
     const { privateScopes: _was, ...rest } = resource;
@@ -498,7 +500,7 @@ export class Registry {
     const claimed = await this.#claimScopes(uri, added);
     if (!(await this.#store.replaceIf(keys.resource(uri), raw, JSON.stringify(updated)))) {
       await this.#store.del(...claimed.map((c) => keys.scopeOwner(c)));
-      throw new RegistryError(`API ${uri} is being changed by someone else: try again`);
+      throw new RegistryError('resource_busy', { params: { uri } });
     }
     if (removed.length) await this.#store.del(...removed.map((s) => keys.scopeOwner(s)));
     await this.#changed();
@@ -512,7 +514,7 @@ export class Registry {
       if (!(await this.#store.set(keys.scopeOwner(s), uri, { ifAbsent: true }))) {
         if (claimed.length) await this.#store.del(...claimed.map((c) => keys.scopeOwner(c)));
         const owner = await this.#store.get(keys.scopeOwner(s));
-        throw new RegistryError(owner === uri ? `API ${uri} is being changed by someone else: try again` : `scope "${s}" already belongs to ${owner ?? 'another API'}`);
+        throw owner === uri ? new RegistryError('resource_busy', { params: { uri } }) : new RegistryError('scope_taken', { field: 'scope', params: { scope: s, owner: owner ?? 'another API' } });
       }
       claimed.push(s);
     }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { validateClientMetadata } from '../../src/cli/client-metadata.ts';
+import { validateClientMetadata } from '../../src/oidc/client-metadata.ts';
 import { rotateSigningKeys } from '../../src/oidc/signing-keys.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';

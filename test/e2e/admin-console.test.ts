@@ -257,6 +257,23 @@ describe('admin console in a browser', () => {
     assert.deepEqual((await server.app.ops.client(client.client_id)).redirect_uris, client.redirect_uris);
   });
 
+  test('a refused form shows every error at once, each next to its field, in the console\'s words (not CLI flags)', async () => {
+    const { page } = admin;
+    await page.goto(`${server.issuer}/admin/apps/new`);
+    const csrf = await page.locator('input[name=_csrf]').first().inputValue();
+    const post = (form: Record<string, string>) => page.request.post(`${server.issuer}/admin/apps`, { form: { _csrf: csrf, ...form }, maxRedirects: 0 });
+    // Name, kind and scope wrong together: three messages in one answer.
+    const all = await post({ name: '', kind: 'satellite', redirect_uris: 'https://ok.example/cb', scope: '' });
+    assert.equal(all.status(), 400);
+    const html = await all.text();
+    for (const id of ['app-name-error', 'kind-error', 'app-scope-error']) assert.match(html, new RegExp(`id="${id}"`), id);
+    // The registry's refusal of an http redirect, as the CLI and the API refuse it (test/admin-door.test.ts), next to the redirect URIs.
+    await page.setContent(await (await post({ name: 'Door', kind: 'web', redirect_uris: 'http://door.example/cb', scope: 'openid' })).text());
+    const error = await page.locator('#app-redirect-uris-error').innerText();
+    assert.match(error, /^Redirect URIs must use https \(plain http only for 127\.0\.0\.1, \[::1\] or localhost\), got http:\/\/door\.example\/cb$/);
+    assert.ok(!error.includes('--'), 'no CLI flag');
+  });
+
   test('a non-admin who signed in is refused with a clear 403 page', async () => {
     await server.app.ops.createUser({ kind: 'cli' }, { email: 'carol@example.com', password: PASSWORD, totp: false });
     const { context, page, problems } = await open();

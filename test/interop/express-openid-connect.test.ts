@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import express from 'express';
 import { auth } from 'express-openid-connect';
-import { validateClientMetadata } from '../../src/cli/client-metadata.ts';
+import { validateClientMetadata } from '../../src/oidc/client-metadata.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { useWorld, type World } from '../helpers/world.ts';
 import { serveRelyingParty, visitAndSignIn } from './rp.ts';

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import express from 'express';
 import * as oidc from 'openid-client';
-import { validateClientMetadata } from '../../src/cli/client-metadata.ts';
+import { validateClientMetadata } from '../../src/oidc/client-metadata.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { useWorld, type World } from '../helpers/world.ts';
 import { serveRelyingParty, visitAndSignIn } from './rp.ts';

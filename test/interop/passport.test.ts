@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import express from 'express';
 import passport from 'passport';
 import { Strategy } from 'passport-openidconnect';
-import { validateClientMetadata } from '../../src/cli/client-metadata.ts';
+import { validateClientMetadata } from '../../src/oidc/client-metadata.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { useWorld, type World } from '../helpers/world.ts';
 import { serveRelyingParty, visitAndSignIn } from './rp.ts';
