@@ -183,6 +183,8 @@ test('bad --server values are exit 2 with one line, before any request', async (
     [['--server', 'nope', 'client', 'list'], /^latchkey: --server must be the server's URL/],
     [['login', '--server', server.issuer, 'extra'], /^latchkey: Unexpected argument 'extra'.*; usage: latchkey login --server URL\n$/],
   ];
+  const help = await cli(['--help']);
+  assert.match(help.stdout, /\n {2}latchkey login --server URL {4}sign in to that server in a browser/);
   for (const [args, expected] of cases) {
     const r = await cli(args);
     assert.equal(r.code, 2, args.join(' '));

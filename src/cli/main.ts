@@ -33,12 +33,10 @@ function help(group?: string): string {
   return [
     'Usage:',
     ...names.map((name) => `  ${usageLine(name)}`),
+    ...(group ? [] : ['  latchkey login --server URL    sign in to that server in a browser (an admin, with a second factor); keeps its tokens', '  latchkey logout --server URL   forgets them']),
     '',
     '',
     'Every command takes --json (print one JSON object). Passwords are read from stdin only.',
-    '  latchkey login --server URL      sign in to that server in a browser (admins, with a second factor); keeps the tokens',
-    '  latchkey logout --server URL     forgets them',
-    '',
     'latchkey --server URL <command> runs it through that server\'s admin API with the login\'s token, or --token TOKEN (or LATCHKEY_SERVER, LATCHKEY_TOKEN),',
     'which also reaches a server on its embedded store; without --server, commands work on the Redis the server uses.',
     'REDIS_URL (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS and REDIS_SENTINEL_NAME) names the Redis the server uses.',
