@@ -8,6 +8,7 @@ import { passwordRuleOf } from './accounts/password-rule.ts';
 import { Passkeys } from './accounts/passkeys.ts';
 import { watchAppUse } from './accounts/connected-apps.ts';
 import { adminApiNotFound, adminApiRoutes, ensureAdminApi } from './admin/api.ts';
+import { ensureCliClient } from './admin/cli-client.ts';
 import { consoleRoutes, ensureConsoleClient } from './admin/console.ts';
 import { Operations } from './admin/operations.ts';
 import { validateClientMetadata } from './cli/client-metadata.ts';
@@ -80,6 +81,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const accountPageClientId = await ensureAccountPageClient({ store, registry, issuer: config.ISSUER });
   const consoleClientId = await ensureConsoleClient({ store, registry, issuer: config.ISSUER });
   await ensureAdminApi({ store, registry, issuer: config.ISSUER });
+  await ensureCliClient(registry);
   const box = await loadSecretBox(store, config.SECRETS_KEY);
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
   // counted apart: a misconfigured service behind an IP must not lock people out from that IP.

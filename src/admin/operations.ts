@@ -15,6 +15,7 @@ import { loadSecretBox } from '../security/secret-box.ts';
 import { keys } from '../storage/keys.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
+import { CLI_CLIENT_ID } from './cli-client.ts';
 
 /**
  * What an operator can do to Latchkey, whichever way they ask: the `latchkey` CLI (src/cli/commands.ts
@@ -374,9 +375,9 @@ export class Operations {
     return { id: account.id, has_recovery_codes: has, unused: has ? await (await this.#secondFactor()).recoveryCodesLeft(account) : 0 };
   }
 
-  /** The server's own clients (the console, the account page, each API's introspection client): not an operator's to change. */
+  /** The server's own clients (the console, the account page, the CLI's, each API's introspection client): not an operator's to change. */
   async isOwnClient(client: { client_id: string; resource_server?: string }) {
-    if (client.resource_server !== undefined) return true;
+    if (client.resource_server !== undefined || client.client_id === CLI_CLIENT_ID) return true;
     const own = await Promise.all([this.#d.store.get(keys.adminConsoleClient), this.#d.store.get(keys.accountPageClient)]);
     return own.includes(client.client_id);
   }

@@ -65,7 +65,7 @@ export class RemoteOperations implements CommandOperations {
     if (refusal && res.status < 500) throw refusal;
     const detail = (answer as { detail?: unknown }).detail;
     const said = typeof detail === 'string' ? detail : `status ${res.status}`;
-    if (res.status === 401) throw new CliError(`the server refused the token (${said}): give a fresh one with --token`, 1);
+    if (res.status === 401) throw new CliError(`the server refused the token (${said}): log in again (latchkey login --server URL) or give a fresh one with --token`, 1);
     throw new CliError(`the server refused: ${said}`, res.status < 500 ? 2 : 1);
   }
 

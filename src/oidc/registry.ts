@@ -230,9 +230,10 @@ export class Registry {
   /**
    * Builds the oidc-provider metadata of a new client; `validate` (oidc-provider's own schema) may throw.
    * `ownOrigin`: the server's origin, for the clients of its own pages (their URIs are not input).
+   * `clientId`: a fixed id, for the server's own clients that a program must know without asking (the CLI's).
    */
-  async createClient(input: ClientInput, validate: (metadata: ClientMetadata) => Promise<void>, options: { ownOrigin?: string } = {}) {
-    const clientId = newClientId();
+  async createClient(input: ClientInput, validate: (metadata: ClientMetadata) => Promise<void>, options: { ownOrigin?: string; clientId?: string } = {}) {
+    const clientId = options.clientId ?? newClientId();
     const secret = input.public || input.native ? undefined : newSecret();
     const metadata = await this.#clientMetadata(clientId, input, options);
     if (secret) metadata.client_secret = secretDigest(secret);
