@@ -61,7 +61,7 @@ describe('a production start without an admin', () => {
       const problems = watchProblems(context);
       const page = await context.newPage();
       await page.goto(`${first.url}/admin`);
-      await page.screenshot({ path: fileURLToPath(new URL('admin-no-admin.png', SCREENSHOTS)) });
+      await page.screenshot({ path: fileURLToPath(new URL('admin-no-admin.png', SCREENSHOTS)), fullPage: true });
 
       await page.goto(link.url);
       assert.equal(await page.getByRole('heading', { level: 1 }).innerText(), 'Create the first admin');
