@@ -112,6 +112,12 @@ describe('a production start without an admin', () => {
     assert.doesNotMatch(again.stderr(), /no admin yet/);
   });
 
+  test('with several workers, one link is printed', async () => {
+    const server = await production(4, { WORKERS: '2' });
+    await server.stop();
+    assert.equal(server.stderr().match(new RegExp(LINK.source, 'g'))?.length, 1, server.stderr());
+  });
+
   test('ADMIN_BOOTSTRAP_EMAIL + ADMIN_BOOTSTRAP_PASSWORD_FILE create the admin once, without a browser', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'latchkey-bootstrap-'));
     try {
