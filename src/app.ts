@@ -10,6 +10,8 @@ import { watchAppUse } from './accounts/connected-apps.ts';
 import { adminApiNotFound, adminApiRoutes, ensureAdminApi } from './admin/api.ts';
 import { ensureCliClient } from './admin/cli-client.ts';
 import { consoleRoutes, ensureConsoleClient } from './admin/console.ts';
+import { FirstAdmin } from './admin/first-admin.ts';
+import { setupRoutes } from './admin/setup-page.ts';
 import { Operations } from './admin/operations.ts';
 import { validateClientMetadata } from './cli/client-metadata.ts';
 import { ActivityLog, recordActivity } from './observability/activity.ts';
@@ -153,6 +155,9 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   // and one process only (several workers would race to create it).
   const demo: DemoSetup | undefined = config.NODE_ENV === 'development' && config.WORKERS === 1 ? await ensureDemo({ store, registry, accounts, issuer: config.ISSUER }) : undefined;
 
+  // The first admin: a one-time setup link (serve.ts prints it) or the bootstrap settings.
+  const firstAdmin = new FirstAdmin({ store, accounts, logger, linkTtlSeconds: config.SETUP_LINK_TTL_SECONDS, ...(clock ? { now: clock } : {}) });
+
   const only = (...routes: string[]) => new Set(routes);
   // The edge, in the order a request meets it; oidc-provider's own routes come after the last entry.
   // The request context comes first, so the request line, the metrics and the error handling see the
@@ -179,7 +184,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'formPostAsGet', does: 'POST /auth and /session/end: 303 to the GET of the same parameters', oidcRoutes: only('authorization', 'end_session'), middleware: formPostAsGet(provider) },
     { name: 'adminApiRoutes', does: '/admin/api/v1: per IP (ADMIN_API_IP_PER_MINUTE), then bearer token, then per token (ADMIN_API_TOKEN_PER_MINUTE); DPoP; MFA sign-in', middleware: adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER, limits: { perIpPerMinute: config.ADMIN_API_IP_PER_MINUTE, perTokenPerMinute: config.ADMIN_API_TOKEN_PER_MINUTE } }).routes() },
     { name: 'adminApiNotFound', does: 'anything else under /admin/api: problem+json 404', middleware: adminApiNotFound },
-    { name: 'consoleRoutes', does: '/admin: admins signed in with a second factor; same origin, CSRF', middleware: consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId }).routes() },
+    { name: 'consoleRoutes', does: '/admin: admins signed in with a second factor; same origin, CSRF', middleware: consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId, adminExists: () => firstAdmin.adminExists() }).routes() },
+    { name: 'setupRoutes', does: '/setup/:token: the one-time link that creates the first admin; same origin, CSRF', middleware: setupRoutes({ firstAdmin, views, csrf, issuer: config.ISSUER }).routes() },
     { name: 'demoRoutes', does: '/demo: the first-run app (development only)', middleware: demo ? demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes() : undefined },
   ];
   installEdge(provider, edge);
@@ -193,7 +199,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     // This minute's aggregated refusals, before the store closes.
     await activity.flush();
   };
-  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, close };
+  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, close };
 }
 
 /** oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts). */

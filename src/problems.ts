@@ -76,6 +76,7 @@ export const REFUSALS = {
   account_not_found: { status: 404, message: 'no account with id {id}' },
   account_busy: { status: 409, message: 'the account {id} is being changed by someone else: try again' },
   user_not_found: { status: 404, message: 'no user with {by} {value}' },
+  bootstrap_email_not_admin: { status: 409, message: 'ADMIN_BOOTSTRAP_EMAIL names {email}, an account without the admin role: grant it with "latchkey user grant-admin {email}", or name another address' },
   second_factor_exists: { status: 409, message: 'this account already has a second factor' },
   second_factor_missing: { status: 409, message: 'this account has no second factor' },
   passkey_removed: { status: 409, message: 'the passkey was removed' },

@@ -49,6 +49,8 @@ export const AUDIT_EVENTS = [
   'resource_updated',
   'admin_granted',
   'admin_revoked',
+  'admin_bootstrapped',
+  'admin_setup_completed',
   'storage_unavailable',
   'storage_recovered',
   'process_crashed',

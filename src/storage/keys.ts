@@ -92,6 +92,8 @@ export const keys = {
   accountPageClient: 'lk:account-page:client',
   /** The client id of the admin console, which signs admins in through the ordinary flow (admin/console.ts). */
   adminConsoleClient: 'lk:admin-console:client',
+  /** A one-time link that creates the first admin (admin/first-admin.ts), by the digest of its token; its TTL is the link's. */
+  setupLink: (token: string) => `lk:setup:${digest(token)}`,
   /** The development demo app's client id (src/demo). */
   demoClient: 'lk:demo:client',
   /** The last TOTP time step accepted for an account (advanceCounter: never accepted twice). */
