@@ -8,7 +8,7 @@ import { totpCodeAt } from '../accounts/totp.ts';
 import { audit, type AuditEvent } from '../observability/audit.ts';
 import { Refusal } from '../problems.ts';
 import type { Logger } from '../observability/logger.ts';
-import { type ClientChanges, type ClientInput, type Registry, type ResourceServer, adminApiUri } from '../oidc/registry.ts';
+import { type ClientChanges, type ClientInput, type Registry, type ResourceServer, adminApiUri, livePreviousSecret } from '../oidc/registry.ts';
 import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
 import { Lockout, lockoutOptions, lockoutScopeOf, type LockoutSettings } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
@@ -50,7 +50,18 @@ export interface OperationsDeps {
 
 // ---- views: what is shown of stored things (never a secret, a hash or a private key) ----
 
-export function clientView(c: ClientMetadata) {
+/** A confidential client's secrets as shown: their ages, and the previous one's expiry while it still works. Never a digest. */
+function secretsView(c: ClientMetadata, nowSeconds: number) {
+  if (c.token_endpoint_auth_method === 'none' || typeof c.client_secret !== 'string') return {};
+  const previous = livePreviousSecret(c, nowSeconds);
+  const created = typeof c.client_secret_created_at === 'number' ? isoSeconds(c.client_secret_created_at) : null;
+  return {
+    secret: { created, ...(previous ? { previous: { created: previous.created_at ? isoSeconds(previous.created_at) : null, expires: isoSeconds(previous.expires_at) } } : {}) },
+  };
+}
+
+/** `nowSeconds`: what decides whether a rotated-out secret still works (the registry's clock). */
+export function clientView(c: ClientMetadata, nowSeconds = Math.floor(Date.now() / 1000)) {
   return {
     client_id: c.client_id,
     client_name: c.client_name,
@@ -68,6 +79,7 @@ export function clientView(c: ClientMetadata) {
     refresh_grace_seconds: typeof c.refresh_grace_seconds === 'number' ? c.refresh_grace_seconds : 0,
     ...(typeof c.backchannel_logout_uri === 'string' ? { backchannel_logout_uri: c.backchannel_logout_uri } : {}),
     ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
+    ...secretsView(c, nowSeconds),
   };
 }
 
@@ -140,7 +152,7 @@ export class Operations {
   async client(clientId: string) {
     const client = (await this.#d.registry.findClient(clientId)) as ClientMetadata | undefined;
     if (!client) throw new OperationError('client_not_found', { params: { client_id: clientId } });
-    return clientView(client);
+    return clientView(client, this.#d.registry.nowSeconds());
   }
 
   /** Changes left undefined stay; a URI list given replaces the whole list. Idempotent: the same changes twice change nothing the second time. */
@@ -157,11 +169,21 @@ export class Operations {
     return { client: view, changed };
   }
 
-  async rotateClientSecret(actor: Actor, clientId: string) {
+  /** `keepOldSeconds`: how long the secret it replaces keeps working (0, the default: it stops now). */
+  async rotateClientSecret(actor: Actor, clientId: string, keepOldSeconds = 0) {
     await this.client(clientId);
-    const secret = await this.#d.registry.rotateSecret(clientId);
-    this.#audit(actor, 'client_secret_rotated', { clientId }, 'client secret rotated');
-    return { client_id: clientId, client_secret: secret };
+    const secret = await this.#d.registry.rotateSecret(clientId, { keepOldSeconds });
+    const oldExpires = (await this.client(clientId)).secret?.previous?.expires;
+    this.#audit(actor, 'client_secret_rotated', { clientId, keepOldSeconds, ...(oldExpires ? { oldSecretExpires: oldExpires } : {}) }, 'client secret rotated');
+    return { client_id: clientId, client_secret: secret, old_secret_expires: oldExpires ?? null };
+  }
+
+  /** Ends a client's previous secret now (the overlap of a rotation, cut short). */
+  async revokeOldClientSecret(actor: Actor, clientId: string) {
+    await this.client(clientId);
+    const revoked = await this.#d.registry.revokeOldSecret(clientId);
+    if (revoked) this.#audit(actor, 'client_old_secret_revoked', { clientId }, 'previous client secret revoked');
+    return { client_id: clientId, old_secret_revoked: revoked };
   }
 
   async deleteClient(actor: Actor, clientId: string) {

@@ -6,7 +6,7 @@ import { CliError } from './output.ts';
 /** What the commands call (src/cli/commands.ts): Operations in process, or a running server's admin API. */
 export type CommandOperations = Pick<
   Operations,
-  | 'createClient' | 'updateClient' | 'clientPage' | 'client' | 'deleteClient' | 'rotateClientSecret'
+  | 'createClient' | 'updateClient' | 'clientPage' | 'client' | 'deleteClient' | 'rotateClientSecret' | 'revokeOldClientSecret'
   | 'createResource' | 'updateResource' | 'resources' | 'deleteResource'
   | 'createUser' | 'setUserAdmin' | 'resetUserMfa' | 'unlockUser' | 'userPage' | 'user' | 'setUserDisabled' | 'deleteUser' | 'revokeUserSessions' | 'connectedApps' | 'revokeConnectedApp' | 'setUserPassword'
   | 'signingKeys' | 'rotateSigningKeys'
@@ -84,8 +84,11 @@ export class RemoteOperations implements CommandOperations {
   deleteClient(_actor: unknown, id: string) {
     return this.#call<Answer<'deleteClient'>>('DELETE', `/clients/${path(id)}`);
   }
-  rotateClientSecret(_actor: unknown, id: string) {
-    return this.#call<Answer<'rotateClientSecret'>>('POST', `/clients/${path(id)}/secret`);
+  rotateClientSecret(_actor: unknown, id: string, keepOldSeconds = 0) {
+    return this.#call<Answer<'rotateClientSecret'>>('POST', `/clients/${path(id)}/secret`, { keep_old_seconds: keepOldSeconds });
+  }
+  revokeOldClientSecret(_actor: unknown, id: string) {
+    return this.#call<Answer<'revokeOldClientSecret'>>('DELETE', `/clients/${path(id)}/secret/old`);
   }
 
   createResource(_actor: unknown, input: Parameters<Operations['createResource']>[1]) {

@@ -262,7 +262,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   // Koa takes the address the outermost of TRUST_PROXY proxies saw, not what a client wrote before it.
   provider.proxy = config.TRUST_PROXY > 0;
   provider.maxIpsCount = config.TRUST_PROXY;
-  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo, box });
+  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo, box, ...(clock ? { clock } : {}) });
   // `keys rotate` takes effect on every server without a restart; a key file changes only with one.
   const stopFollowingKeys = config.SIGNING_KEYS_FILE
     ? async () => {}
@@ -320,9 +320,10 @@ async function cacheablePublicMetadata(ctx: Koa.Context, next: Koa.Next) {
 /**
  * Our client metadata: `require_mfa` makes every sign-in for the client use a second factor (MFA_POLICY=optional);
  * `pkce_optional` see pkceRequired; `native_app`: created with `--native` (RFC 8252);
- * `refresh_grace_seconds`: a refresh token presented again within it gets the first use's response (provider-internals.ts).
+ * `refresh_grace_seconds`: a refresh token presented again within it gets the first use's response (provider-internals.ts);
+ * `client_secret_created_at`, `previous_client_secret` (digest, age, expiry): a rotated-out secret that still works for a while.
  */
-export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa', 'pkce_optional', 'native_app', 'refresh_grace_seconds'];
+export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa', 'pkce_optional', 'native_app', 'refresh_grace_seconds', 'client_secret_created_at', 'previous_client_secret'];
 
 /**
  * A `--pkce optional` client (confidential, for libraries without PKCE) may leave PKCE out only with a
