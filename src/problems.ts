@@ -81,6 +81,7 @@ export const REFUSALS = {
   second_factor_missing: { status: 409, message: 'this account has no second factor' },
   passkey_removed: { status: 409, message: 'the passkey was removed' },
   passkey_not_found: { status: 404, message: 'no such passkey' },
+  session_not_found: { status: 404, message: '{email} has no session with that handle (it may have ended)' },
   app_not_connected: { status: 404, message: '{email} has not granted {client_id} access (no remembered consent)' },
 
   // ---- lockouts and keys ----

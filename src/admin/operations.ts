@@ -13,7 +13,8 @@ import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signing
 import { Lockout, lockoutOptions, lockoutScopeOf, type LockoutSettings } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
 import { keys } from '../storage/keys.ts';
-import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
+import { endAccountSession, revokeAccountSessions } from '../storage/oidc-adapter.ts';
+import { factorsInWords, sessionDevice, sessionHandle } from '../accounts/sessions.ts';
 import type { Store } from '../storage/store.ts';
 import { CLI_CLIENT_ID } from './cli-client.ts';
 
@@ -380,14 +381,28 @@ export class Operations {
   async userSessions(idOrEmail: string) {
     const account = await this.findUser(idOrEmail);
     const sessionKeys = await this.#d.store.setMembers(keys.accountSessions(account.id));
-    const found = await Promise.all(sessionKeys.map((key) => this.#d.store.getModel(key, { consumable: false })));
-    const sessions = found.flatMap((stored) => {
+    const found = await Promise.all(sessionKeys.map(async (key) => ({ key, stored: await this.#d.store.getModel(key, { consumable: false }), device: await sessionDevice(this.#d.store, key) })));
+    const sessions = found.flatMap(({ key, stored, device }) => {
       if (!stored) return [];
       const s = JSON.parse(stored.payload) as { accountId?: string; loginTs?: number; exp?: number; acr?: string; amr?: string[]; authorizations?: Record<string, unknown> };
       if (s.accountId !== account.id) return [];
-      return [{ signed_in: s.loginTs ? isoSeconds(s.loginTs) : null, expires: s.exp ? isoSeconds(s.exp) : null, acr: s.acr ?? null, amr: s.amr ?? [], clients: Object.keys(s.authorizations ?? {}) }];
+      // The device record of an earlier sign-in in the same browser is not this one's.
+      const same = device && (device.loginTs === undefined || device.loginTs === s.loginTs) ? device : undefined;
+      return [{
+        handle: sessionHandle(key), signed_in: s.loginTs ? isoSeconds(s.loginTs) : null, expires: s.exp ? isoSeconds(s.exp) : null,
+        ip: same?.ip ?? null, browser: same?.browser ?? null, acr: s.acr ?? null, amr: s.amr ?? [], factors: factorsInWords(s.amr ?? []), clients: Object.keys(s.authorizations ?? {}),
+      }];
     });
     return { id: account.id, sessions: sessions.sort((a, b) => String(b.signed_in).localeCompare(String(a.signed_in))) };
+  }
+
+  /** Ends one session of a person (by its handle from `userSessions`): its apps' grants are revoked and they are told (back-channel logout). */
+  async endUserSession(actor: Actor, idOrEmail: string, handle: string) {
+    const account = await this.findUser(idOrEmail);
+    const ended = /^[A-Za-z0-9_-]{22}$/.test(handle) ? await endAccountSession(this.#d.store, account.id, handle) : undefined;
+    if (!ended) throw new OperationError('session_not_found', { params: { email: account.email } });
+    this.#audit(actor, 'session_ended', { accountId: account.id, session: handle, grants: ended.grants }, 'a session was ended');
+    return { id: account.id, email: account.email, session: handle, ended: true, grants_revoked: ended.grants };
   }
 
   /** How many of a person's recovery codes are unused, and whether they have a set at all. */

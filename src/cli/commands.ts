@@ -360,6 +360,23 @@ const TABLE: Record<string, Command> = {
       return { json, text: `Deleted user ${json.email} (${json.id}) and ended their sessions and grants.` };
     },
   },
+  'user sessions': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const json = await ctx.ops.userSessions(id!);
+      const rows = json.sessions.map((s) => ({ handle: s.handle, signed_in: s.signed_in, ip: s.ip, browser: s.browser, factors: s.factors, apps: s.clients }));
+      return { json, text: rows.length ? table(rows, ['handle', 'signed_in', 'ip', 'browser', 'factors', 'apps']) : 'No session: not signed in anywhere.' };
+    },
+  },
+  'user end-session': {
+    usage: 'USER_ID HANDLE (from "user sessions")',
+    args: ['USER_ID', 'HANDLE'],
+    async run(ctx, _values, [id, handle]) {
+      const json = await ctx.ops.endUserSession(ctx.actor, id!, handle!);
+      return { json, text: `Ended the session ${handle} of ${json.email}: ${json.grants_revoked} grant(s) and their tokens revoked.` };
+    },
+  },
   'user revoke-sessions': {
     usage: 'USER_ID',
     args: ['USER_ID'],

@@ -8,7 +8,7 @@ export type CommandOperations = Pick<
   Operations,
   | 'createClient' | 'updateClient' | 'clientPage' | 'client' | 'deleteClient' | 'rotateClientSecret' | 'revokeOldClientSecret'
   | 'createResource' | 'updateResource' | 'resources' | 'deleteResource'
-  | 'createUser' | 'setUserAdmin' | 'resetUserMfa' | 'unlockUser' | 'userPage' | 'user' | 'setUserDisabled' | 'deleteUser' | 'revokeUserSessions' | 'connectedApps' | 'revokeConnectedApp' | 'setUserPassword'
+  | 'createUser' | 'setUserAdmin' | 'resetUserMfa' | 'unlockUser' | 'userPage' | 'user' | 'setUserDisabled' | 'deleteUser' | 'revokeUserSessions' | 'userSessions' | 'endUserSession' | 'connectedApps' | 'revokeConnectedApp' | 'setUserPassword'
   | 'signingKeys' | 'rotateSigningKeys'
 >;
 
@@ -132,6 +132,12 @@ export class RemoteOperations implements CommandOperations {
   }
   revokeUserSessions(_actor: unknown, id: string) {
     return this.#call<Answer<'revokeUserSessions'>>('DELETE', `/users/${path(id)}/sessions`);
+  }
+  userSessions(id: string) {
+    return this.#call<Answer<'userSessions'>>('GET', `/users/${path(id)}/sessions`);
+  }
+  endUserSession(_actor: unknown, id: string, handle: string) {
+    return this.#call<Answer<'endUserSession'>>('DELETE', `/users/${path(id)}/sessions/${path(handle)}`);
   }
   connectedApps(id: string) {
     return this.#call<Answer<'connectedApps'>>('GET', `/users/${path(id)}/apps`);

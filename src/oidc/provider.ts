@@ -1,6 +1,7 @@
 import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Accounts } from '../accounts/accounts.ts';
+import { browserOf, saveSessionDevice } from '../accounts/sessions.ts';
 import type { Config } from '../config.ts';
 import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../signin/consent.ts';
 import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../signin/policy.ts';
@@ -101,7 +102,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   };
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock),
+    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock, recordSignInDevice(store)),
     jwks: jwksOf(signingKeys),
     cookies: {
       // keygrip-compatible signatures, computed with keys prepared once (see CookieKeys).
@@ -305,6 +306,20 @@ export function providerClientMetadata<T extends { scope?: unknown }>(stored: T 
   const openid = all.filter((s) => OIDC_SCOPES.has(s));
   const api = all.filter((s) => !OIDC_SCOPES.has(s));
   return { ...rest, ...(openid.length ? { scope: openid.join(' ') } : {}), ...(api.length ? { api_scopes: api.join(' ') } : {}) } as T;
+}
+
+/**
+ * Where and how a person signed in (IP, browser and OS from the user agent), kept beside the session
+ * for the operator's list of sessions. Written when a sign-in completes (the `resume` route saves the
+ * signed-in session); other saves of the session (each app it signs in to) leave it as it was.
+ */
+function recordSignInDevice(store: Store) {
+  return async (sessionKey: string, payload: { loginTs?: unknown }, ttl: number) => {
+    const ctx = Provider.ctx;
+    if (ctx?.oidc?.route !== 'resume') return;
+    const device = { ip: ctx.ip, browser: browserOf(ctx.get('user-agent')), ...(typeof payload.loginTs === 'number' ? { loginTs: payload.loginTs } : {}) };
+    await saveSessionDevice(store, sessionKey, device, ttl);
+  };
 }
 
 /**
