@@ -136,6 +136,9 @@ test('CLI: rotate-secret --keep-old 24h keeps the old secret a day; revoke-old-s
   assert.match(out.text, /The old secret keeps working until/);
   assert.ok(Math.abs(Date.parse(json.old_secret_expires) - Date.now() - 86400_000) < 60_000);
   assert.equal(await tokenWith(app.clientId, app.secret), 'token');
+  const shown = await run('client show', {}, [app.clientId]);
+  assert.match(shown.text, /^old_secret_expires +\d{4}-/m);
+  assert.match(shown.text, /^secret_created +\d{4}-/m);
   const revoked = await run('client revoke-old-secret', {}, [app.clientId]);
   assert.match(revoked.text, /no longer works/);
   assert.equal(await tokenWith(app.clientId, app.secret), 'invalid_client');

@@ -200,7 +200,10 @@ const TABLE: Record<string, Command> = {
     args: ['CLIENT_ID'],
     async run(ctx, _values, [id]) {
       const json = await ctx.ops.client(id!);
-      return { json, text: fields(json) };
+      // The secrets' ages as lines of their own (never a secret: they are shown once, at creation or rotation).
+      const { secret, ...rest } = json;
+      const ages = secret ? { secret_created: secret.created, ...(secret.previous ? { old_secret_created: secret.previous.created, old_secret_expires: secret.previous.expires } : {}) } : {};
+      return { json, text: fields({ ...rest, ...ages }) };
     },
   },
   'client delete': {
