@@ -74,7 +74,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   watchStorageAvailability(rawStore, logger);
   const accounts = new Accounts(store, { passwordRule: passwordRuleOf(config, logger) });
   const backchannelTargets = backchannelTargetRules(config);
-  const registry = new Registry(store, { cache: true, backchannelTargets });
+  const registry = new Registry(store, { cache: true, backchannelTargets, ...(clock ? { clock } : {}) });
   // Records written before the paging indexes existed (a no-op once they are complete).
   await accounts.backfillIndex();
   await registry.backfillIndex();

@@ -41,6 +41,7 @@ export const REFUSALS = {
   secret_in_unknown: { message: '{@} must be header or body, got {value}' },
   secret_in_public: { message: '{@} body is for confidential clients: a {@public} or {@native} client has no secret' },
   refresh_grace_range: { message: '{@} must be a whole number of seconds from 0 to {max}' },
+  keep_old_range: { message: '{@} must be a whole number of seconds from 0 to {max}' },
   refresh_grace_needs_refresh: { message: '{@} needs the refresh_token grant' },
   uri_control_characters: { message: '{@} must not contain spaces, line breaks or other control characters' },
   uri_not_absolute: { message: '{@} must be an absolute URI, got {uri}' },
@@ -81,6 +82,7 @@ export const REFUSALS = {
   second_factor_missing: { status: 409, message: 'this account has no second factor' },
   passkey_removed: { status: 409, message: 'the passkey was removed' },
   passkey_not_found: { status: 404, message: 'no such passkey' },
+  session_not_found: { status: 404, message: '{email} has no session with that handle (it may have ended)' },
   app_not_connected: { status: 404, message: '{email} has not granted {client_id} access (no remembered consent)' },
 
   // ---- lockouts and keys ----
