@@ -27,7 +27,7 @@ export async function serve(config: Config): Promise<void> {
     logger.info(`using ${describeRedis(config)}`);
   }
 
-  const { app, opsApp, demo, metrics, close: closeApp } = await createApp({ config, store, logger });
+  const { app, opsApp, demo, outbox, metrics, close: closeApp } = await createApp({ config, store, logger });
   if (cluster.isWorker) metrics.joinCluster();
   const server: Server = app.listen(config.PORT, config.HOST, () => {
     const address = server.address();
@@ -48,6 +48,7 @@ export async function serve(config: Config): Promise<void> {
       password
         ? `  with the password ${password}  (shown only now; it is not in any log)`
         : '  with the password printed when that account was created (reset it with: latchkey user set-password).',
+      ...(outbox ? [`  Mail (password resets, confirmations) is not sent without SMTP_URL: read it at ${config.ISSUER}/dev/outbox`] : []),
       '  The demo app and account exist in development only (NODE_ENV=production turns them off).',
       '',
     ];
