@@ -5,6 +5,8 @@ import { linkIn, recipients, startSmtpCatcher, type SmtpCatcher } from './helper
 import type { TestServer } from './helpers/server.ts';
 import { nextTotpCode } from './helpers/totp.ts';
 import { enrollTotp, useWorld, type World } from './helpers/world.ts';
+import { runCli } from './helpers/cli.ts';
+import type { TestRedis } from './helpers/redis.ts';
 
 /**
  * Email, end to end over real SMTP on loopback: an in-process SMTP server catches what Latchkey sends
@@ -13,13 +15,14 @@ import { enrollTotp, useWorld, type World } from './helpers/world.ts';
  */
 let server: TestServer;
 let world: World;
+let redis: TestRedis | undefined;
 // Started before the server (whose SMTP_URL it is): root-level `before` hooks do not wait for each other.
 const smtp: SmtpCatcher = await startSmtpCatcher();
 // Links expire on this clock (and mail retries run on it), so expiry is tested without waiting.
 let offsetMs = 0;
 const clock = () => Date.now() + offsetMs;
 after(() => smtp.stop());
-useWorld({ env: { SMTP_URL: smtp.url }, server: { clock, mail: { pollMs: 50, retryDelaysMs: [100, 200, 400, 800, 1600, 3200] } } }, (setup) => ({ server, world } = setup));
+useWorld({ env: { SMTP_URL: smtp.url }, server: { clock, mail: { pollMs: 50, retryDelaysMs: [100, 200, 400, 800, 1600, 3200] } } }, (setup) => ({ server, world, redis } = setup));
 
 const PASSWORD = 'correct horse battery staple';
 
@@ -324,5 +327,36 @@ describe('security notices', () => {
     await post(jar, page, '/account/recovery-codes', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
     const mail = await smtp.waitFor(p.email, /Security notice/);
     assert.match(mail.text ?? '', /New recovery codes/);
+  });
+});
+
+describe('latchkey mail test', () => {
+  it('sends through SMTP_URL and says what the server answered', async () => {
+    const r = await runCli(['mail', 'test', '--to', 'ops@example.org', '--json'], { env: { SMTP_URL: smtp.url, MAIL_FROM: 'Latchkey <id@example.org>' } });
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as Record<string, string>;
+    assert.equal(out.server, smtp.url);
+    assert.match(out.response!, /^250 /);
+    const mail = await smtp.waitFor('ops@example.org', /test message/);
+    assert.equal(mail.from?.value[0]?.address, 'id@example.org');
+  });
+
+  it('a mail server that does not answer is a clear failure; no SMTP_URL is refused', async () => {
+    const down = await runCli(['mail', 'test', '--to', 'ops@example.org'], { env: { SMTP_URL: 'smtp://127.0.0.1:9' } });
+    assert.equal(down.code, 1);
+    assert.match(down.stderr, /^latchkey: not sent through smtp:\/\/127\.0\.0\.1:9: /);
+    const none = await runCli(['mail', 'test', '--to', 'ops@example.org'], { without: ['SMTP_URL'] });
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /SMTP_URL is not set/);
+    const bad = await runCli(['mail', 'test', '--to', 'nobody'], { env: { SMTP_URL: smtp.url } });
+    assert.equal(bad.code, 2);
+  });
+
+  it('user show tells whether the address is confirmed', async () => {
+    if (!redis) return; // The CLI reaches Redis only (LATCHKEY_TEST_STORE=redis, the default).
+    const p = await person();
+    const r = await runCli(['user', 'show', p.id, '--json'], { env: { REDIS_URL: redis.url } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as Record<string, unknown>).email_verified, false);
   });
 });
