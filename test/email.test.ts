@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { browse, CookieJar, endpoints, follow, formAction, hiddenField, signIn, signInAndRedeem, type Followed, type Page } from './helpers/flow.ts';
 import { linkIn, recipients, startSmtpCatcher, type SmtpCatcher } from './helpers/smtp.ts';
-import type { TestServer } from './helpers/server.ts';
+import { startServer, type TestServer } from './helpers/server.ts';
 import { nextTotpCode } from './helpers/totp.ts';
 import { enrollTotp, useWorld, type World } from './helpers/world.ts';
 import { runCli } from './helpers/cli.ts';
@@ -49,6 +49,12 @@ async function post(jar: CookieJar, page: Page, suffix: string, fields: Record<s
 async function askForReset(email: string, jar = new CookieJar()) {
   const form = await get(jar, '/password/forgot');
   return post(jar, form.page!, '/password/forgot', { email });
+}
+
+async function askForResetAt(issuer: string, email: string) {
+  const url = new URL('/password/forgot', issuer);
+  const res = await fetch(url, { method: 'POST', headers: { origin: issuer, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ email }) });
+  assert.equal(res.status, 200);
 }
 
 async function resetLink(email: string): Promise<URL> {
@@ -321,12 +327,39 @@ describe('security notices', () => {
     assert.deepEqual(recipients(mail), [p.email]);
   });
 
+  it('setting up the first factor at sign-in mails the person', async () => {
+    const p = await person({ totp: false });
+    const signed = await signIn({ issuer: server.issuer, client: world.shop, scope: 'openid', user: p });
+    assert.ok(signed.enrollPage, 'enrolled on the way');
+    const mail = await smtp.waitFor(p.email, /Security notice/);
+    assert.match(mail.text ?? '', /authenticator app was set up/);
+  });
+
   it('new recovery codes mail the person', async () => {
     const p = await person();
     const { jar, page } = await signInToAccount(p);
     await post(jar, page, '/account/recovery-codes', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
     const mail = await smtp.waitFor(p.email, /Security notice/);
     assert.match(mail.text ?? '', /New recovery codes/);
+  });
+});
+
+describe('the queue', () => {
+  it('lives in storage: what one server could not send, another sends', async () => {
+    if (!redis) return; // Two servers share Redis only.
+    // A second node whose mail server is unreachable: whichever node takes the message, it goes out through ours.
+    const other = await startServer({ redisUrl: redis.url, env: { SMTP_URL: 'smtp://127.0.0.1:9' }, mail: { pollMs: 50, retryDelaysMs: Array.from({ length: 30 }, () => 100) } });
+    try {
+      await other.app.accounts.create({ email: 'two-nodes@example.org', password: PASSWORD });
+      await askForResetAt(other.issuer, 'two-nodes@example.org');
+      const mail = await smtp.waitFor('two-nodes@example.org', /Reset your/);
+      // The link works on either server: links live in storage too.
+      const done = await useResetLink(linkIn(mail, '/password/reset'), 'a passphrase set on node one');
+      assert.equal(done.page!.status, 200);
+      assert.equal(smtp.to('two-nodes@example.org').filter((m) => /Reset your/.test(m.subject ?? '')).length, 1, 'sent once');
+    } finally {
+      await other.close();
+    }
   });
 });
 

@@ -325,7 +325,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
   return {
     guards: { sameOrigin, form, requireCsrf, passkeysOn },
     provider, accounts, views, csrf, passkeyMode,
-    checks, details, refuse, clientOf, at, stepOf, apply, show, renderStep, renderLogin, locked, factsOf, factorChanged,
+    email, checks, details, refuse, clientOf, at, stepOf, apply, show, renderStep, renderLogin, locked, factsOf, factorChanged,
     rememberedConsent, requestedScopes, missingScopes, steps,
   };
 }

@@ -99,11 +99,22 @@ const WHAT: Record<SecurityEvent, string> = {
   'address-changed': 'The email address of your account was changed. This is the last message sent to this address.',
 };
 
+const SUBJECT: Record<SecurityEvent, string> = {
+  'password-changed': 'your password was changed',
+  'password-reset': 'your password was reset',
+  'authenticator-added': 'an authenticator app was set up',
+  'authenticator-removed': 'your authenticator app was replaced',
+  'passkey-added': 'a passkey was added',
+  'passkey-removed': 'a passkey was removed',
+  'recovery-codes': 'new recovery codes were made',
+  'address-changed': 'your email address was changed',
+};
+
 /** A security notice: what changed, when, and what to do if it was not the person. */
 export function securityNoticeMail(to: string, event: SecurityEvent, at: Date, forgotUrl: string): Mail {
   return compose({
     to,
-    subject: `Security notice: ${WHAT[event].replace(/ (of|for|to|from) your account|;.*$|\..*$/g, '').toLowerCase()}`,
+    subject: `Security notice: ${SUBJECT[event]}`,
     lines: [WHAT[event], `When: ${at.toUTCString()}.`, 'If this was you, there is nothing to do.'],
     action: { label: 'This was not me: reset my password', url: forgotUrl },
     after: ['Resetting your password signs you out everywhere. Tell your administrator as well.'],
