@@ -198,9 +198,12 @@ describe('forgotten password', () => {
     }
     await smtp.waitFor(p.email, /Reset your/);
     assert.ok(server.logs.some((l) => l.msg === 'mail not sent: will retry'));
+    const metrics = await server.app.metrics.registry.metrics();
+    assert.match(metrics, /^latchkey_mail_total\{outcome="retried"\} [1-9]/m);
+    assert.match(metrics, /^latchkey_mail_total\{outcome="sent"\} [1-9]/m);
   });
 
-  it('bad input: no address, a huge body, cross-site posts', async () => {
+  it('bad input: no address, a cross-site post, a missing, malformed or forged link', async () => {
     const jar = new CookieJar();
     const form = await get(jar, '/password/forgot');
     const empty = await post(jar, form.page!, '/password/forgot', { email: '' });
