@@ -41,6 +41,13 @@ import { pinIssuerOrigin } from './security/issuer-origin.ts';
 import { sameOriginForms } from './security/same-origin.ts';
 import { RETRY_AFTER_SECONDS, StorageUnavailable, type Store } from './storage/store.ts';
 import { Views } from './views.ts';
+import { EmailLinks } from './accounts/email-links.ts';
+import { Email } from './mail/email.ts';
+import { outboxRoutes } from './mail/outbox-page.ts';
+import { MailQueue, startMailDelivery, type MailDeliveryOptions } from './mail/queue.ts';
+import { Outbox, smtpTransport, type MailTransport } from './mail/transport.ts';
+import { emailAddressRoutes } from './interactions/email-address.ts';
+import { passwordResetRoutes } from './interactions/password-reset.ts';
 
 export interface AppDeps {
   config: Config;
@@ -52,13 +59,18 @@ export interface AppDeps {
   clock?: () => number;
   /** Back-channel logout delivery: deadline and retry waits (defaults 5 s; 1 s, 4 s). */
   logoutDelivery?: Pick<LogoutDeliveryOptions, 'timeoutMs' | 'retryDelaysMs' | 'pollMs' | 'resolve'>;
+  /**
+   * Mail delivery: retry waits and polling (tests shorten them), the transport instead of SMTP_URL's,
+   * and `outboxPage` to serve /dev/outbox outside development (tests only).
+   */
+  mail?: Pick<MailDeliveryOptions, 'retryDelaysMs' | 'pollMs'> & { transport?: MailTransport; outboxPage?: boolean };
 }
 
 /**
  * Composes the server: oidc-provider is itself a Koa app, and our middleware and routes are
  * mounted in front of its own routes (provider.use), so cookies, keys and proxy trust are shared.
  */
-export async function createApp({ config, store: rawStore, logger, totpClock, clock, logoutDelivery }: AppDeps) {
+export async function createApp({ config, store: rawStore, logger, totpClock, clock, logoutDelivery, mail }: AppDeps) {
   const metrics = new Metrics();
   if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
   const store = instrumentStore(rawStore, metrics);
@@ -144,7 +156,24 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const opsApp = new Koa();
   opsApp.use(opsRouter.routes());
 
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER };
+  // Email: queued in the store, sent by every server (mail/queue.ts). Without SMTP_URL (never in
+  // production with EMAIL=on: config.ts refuses it) mail goes to an outbox in this process.
+  const outbox = !mail?.transport && !config.SMTP_URL ? new Outbox() : undefined;
+  const transport: MailTransport = mail?.transport ?? (config.SMTP_URL ? smtpTransport(config.SMTP_URL) : outbox!);
+  const mailQueue = new MailQueue(store, box, clock);
+  const emailLinks = new EmailLinks(store, clock);
+  const email = new Email({
+    store, queue: mailQueue, accounts, logger, links: emailLinks,
+    settings: { on: config.EMAIL === 'on', issuer: config.ISSUER, resetTtlSeconds: config.PASSWORD_RESET_TTL_SECONDS, verifyTtlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS, perAddressPerHour: config.EMAIL_LINKS_PER_ADDRESS_PER_HOUR },
+  });
+  const stopMailDelivery = config.EMAIL === 'on'
+    ? await startMailDelivery({ queue: mailQueue, store, transport, from: config.MAIL_FROM, logger, metrics, ...(clock ? { now: clock } : {}), ...(mail?.retryDelaysMs ? { retryDelaysMs: mail.retryDelaysMs } : {}), ...(mail?.pollMs ? { pollMs: mail.pollMs } : {}) })
+    : async () => transport.close();
+  const outboxPage = outbox && config.EMAIL === 'on' && (config.NODE_ENV === 'development' || mail?.outboxPage) ? outbox : undefined;
+  if (outboxPage) logger.info(`no SMTP_URL: mail is kept in this process and listed at ${config.ISSUER}/dev/outbox`);
+  const linkDeps = { accounts, store, views, csrf, email, logger, issuer: config.ISSUER, perIpPerHour: config.EMAIL_LINKS_PER_IP_PER_HOUR };
+
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email };
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   const ops = new Operations({
     store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER, lockouts,
@@ -180,12 +209,15 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'deviceGrantNotAllowedIsUnauthorizedClient', does: "a client without the device grant hears unauthorized_client (recognises oidc-provider's wording)", oidcRoutes: only('device_authorization'), middleware: deviceGrantNotAllowedIsUnauthorizedClient },
     { name: 'interactionRoutes', does: '/interaction/:uid/*: same origin, CSRF, sign-in lockout (LOCKOUT_*) on every factor', middleware: interactionRoutes(signIn).routes() },
     { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', middleware: accountRoutes({ ...signIn, registry, clientId: accountPageClientId }).routes() },
+    { name: 'passwordResetRoutes', does: '/password/forgot, /password/reset: same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); CSRF bound to the link', middleware: passwordResetRoutes(linkDeps).routes() },
+    { name: 'emailAddressRoutes', does: '/email/verify, /email/change, /email/report: same origin, CSRF bound to the link; a link is used up by the post only', middleware: emailAddressRoutes(linkDeps).routes() },
     { name: 'sameOriginLogout', does: "oidc-provider's sign-out confirmation refused from another site", oidcRoutes: only('end_session_confirm'), middleware: sameOriginLogout(provider, views, config.ISSUER) },
     { name: 'formPostAsGet', does: 'POST /auth and /session/end: 303 to the GET of the same parameters', oidcRoutes: only('authorization', 'end_session'), middleware: formPostAsGet(provider) },
     { name: 'adminApiRoutes', does: '/admin/api/v1: per IP (ADMIN_API_IP_PER_MINUTE), then bearer token, then per token (ADMIN_API_TOKEN_PER_MINUTE); DPoP; MFA sign-in', middleware: adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER, limits: { perIpPerMinute: config.ADMIN_API_IP_PER_MINUTE, perTokenPerMinute: config.ADMIN_API_TOKEN_PER_MINUTE } }).routes() },
     { name: 'adminApiNotFound', does: 'anything else under /admin/api: problem+json 404', middleware: adminApiNotFound },
     { name: 'consoleRoutes', does: '/admin: admins signed in with a second factor; same origin, CSRF', middleware: consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId, adminExists: () => firstAdmin.adminExists() }).routes() },
     { name: 'setupRoutes', does: '/setup/:token: the one-time link that creates the first admin; same origin, CSRF', middleware: setupRoutes({ firstAdmin, views, csrf, issuer: config.ISSUER }).routes() },
+    { name: 'devOutbox', does: '/dev/outbox: mail kept in this process (development without SMTP_URL only)', middleware: outboxPage ? outboxRoutes(outboxPage, views).routes() : undefined },
     { name: 'demoRoutes', does: '/demo: the first-run app (development only)', middleware: demo ? demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes() : undefined },
   ];
   installEdge(provider, edge);
@@ -196,10 +228,11 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     await stopWatchingLockouts();
     await stopFollowingKeys();
     await stopLogoutDelivery();
+    await stopMailDelivery();
     // This minute's aggregated refusals, before the store closes.
     await activity.flush();
   };
-  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, close };
+  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, email, mailQueue, outbox: outboxPage, close };
 }
 
 /** oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts). */

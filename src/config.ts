@@ -49,6 +49,13 @@ export const configDocs: Record<string, string> = {
   SETUP_LINK_TTL_SECONDS: 'How long the one-time setup link lasts that a server without an admin prints on its standard error at start (never in the log), to create the first admin. 60 to 86400.',
   ADMIN_BOOTSTRAP_EMAIL: 'The first admin\'s email, created at start when no admin exists (with `ADMIN_BOOTSTRAP_PASSWORD_FILE`); nothing happens once an admin exists. The admin sets up a second factor at the first console sign-in.',
   ADMIN_BOOTSTRAP_PASSWORD_FILE: 'A file holding that admin\'s password (a Docker or Kubernetes secret, say; one trailing line break is ignored), never the password itself in a variable. A password the password rule refuses stops the start.',
+  EMAIL: '`on`: email features (forgotten passwords, address verification and changes, security notices); `off`: none, and the sign-in page tells a person who forgot their password to ask the administrator. Unset: `on` when `SMTP_URL` is set or outside production, `off` in production without it. In production `on` needs `SMTP_URL`.',
+  SMTP_URL: 'The mail server to send through: `smtp://user:password@host:587` (STARTTLS when offered) or `smtps://…:465` (TLS from the start). Unset outside production: mail goes to an in-process outbox listed at `/dev/outbox` (development only).',
+  MAIL_FROM: 'The sender of every message, e.g. `Latchkey <no-reply@example.com>`. Unset: `Latchkey <no-reply@` the issuer\'s host name `>`.',
+  PASSWORD_RESET_TTL_SECONDS: 'How long a password reset link works (it works once).',
+  EMAIL_VERIFICATION_TTL_SECONDS: 'How long a link that verifies an address, or confirms a new one, works (it works once).',
+  EMAIL_LINKS_PER_ADDRESS_PER_HOUR: 'Emailed links (password reset, verification) one address may be sent per hour; past it the request is answered as always and nothing is sent.',
+  EMAIL_LINKS_PER_IP_PER_HOUR: 'Requests for emailed links per hour from one client address; past it `429` with `Retry-After`.',
   INTROSPECTION_INACTIVE_PER_MINUTE: 'How many introspections answering `active: false` one API credential may make per minute; past it such answers become `429` with `Retry-After` until the minute is over. Answers `active: true` are never counted nor refused.',
 };
 
@@ -135,6 +142,13 @@ const schema = z
     SETUP_LINK_TTL_SECONDS: z.coerce.number().int().min(60).max(86_400).default(3600),
     ADMIN_BOOTSTRAP_EMAIL: z.string().min(3).optional(),
     ADMIN_BOOTSTRAP_PASSWORD_FILE: z.string().min(1).optional(),
+    EMAIL: z.enum(['on', 'off']).optional(),
+    SMTP_URL: z.url({ protocol: /^smtps?$/, error: 'must be an smtp:// or smtps:// URL' }).optional(),
+    MAIL_FROM: z.string().min(3).max(320).regex(/@/, 'must be an address, e.g. Latchkey <no-reply@example.com>').optional(),
+    PASSWORD_RESET_TTL_SECONDS: z.coerce.number().int().min(60).max(24 * 60 * 60).default(30 * 60),
+    EMAIL_VERIFICATION_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 24 * 60 * 60).default(24 * 60 * 60),
+    EMAIL_LINKS_PER_ADDRESS_PER_HOUR: z.coerce.number().int().min(1).max(1000).default(5),
+    EMAIL_LINKS_PER_IP_PER_HOUR: z.coerce.number().int().min(1).max(1_000_000).default(30),
   })
   .transform((env) => ({
     ...env,
@@ -142,6 +156,9 @@ const schema = z
     WEBAUTHN_RP_ID: env.WEBAUTHN_RP_ID ?? new URL(env.ISSUER ?? `http://localhost:${env.PORT}`).hostname,
     WEBAUTHN_ORIGINS: env.WEBAUTHN_ORIGINS ?? [new URL(env.ISSUER ?? `http://localhost:${env.PORT}`).origin],
     WORKERS: env.WORKERS ?? (env.NODE_ENV === 'production' ? availableParallelism() : 1),
+    // Explicit EMAIL=on in production without SMTP_URL is refused below; unset, production without it stays off.
+    EMAIL: env.EMAIL ?? (env.SMTP_URL || env.NODE_ENV !== 'production' ? 'on' : 'off'),
+    MAIL_FROM: env.MAIL_FROM ?? `Latchkey <no-reply@${new URL(env.ISSUER ?? `http://localhost:${env.PORT}`).hostname}>`,
   }))
   .superRefine((env, ctx) => {
     if (env.NODE_ENV !== 'production' && env.WORKERS > 1 && !env.REDIS_URL && !env.REDIS_CLUSTER_NODES && !env.REDIS_SENTINELS) {
@@ -180,6 +197,9 @@ const schema = z
     if (env.NODE_ENV !== 'production') return;
     if (redisTargets.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['REDIS_URL'], message: 'is required in production, or REDIS_CLUSTER_NODES or REDIS_SENTINELS (the embedded store keeps nothing across restarts and is not shared between nodes)' });
+    }
+    if (env.EMAIL === 'on' && !env.SMTP_URL) {
+      ctx.addIssue({ code: 'custom', path: ['SMTP_URL'], message: 'is required in production when EMAIL is on (password resets, address verification and security notices are sent through it); set EMAIL=off to run without email' });
     }
     if (!env.SECRETS_KEY) {
       ctx.addIssue({ code: 'custom', path: ['SECRETS_KEY'], message: 'is required in production (it encrypts TOTP secrets; a generated key would sit in the same storage as what it protects)' });

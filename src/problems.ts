@@ -76,6 +76,8 @@ export const REFUSALS = {
   account_exists: { status: 409, message: 'an account with email {email} already exists' },
   account_not_found: { status: 404, message: 'no account with id {id}' },
   account_busy: { status: 409, message: 'the account {id} is being changed by someone else: try again' },
+  account_changed: { status: 409, message: '{reason}' },
+  email_changed_since_link: { status: 409, message: 'the address changed since the link was sent' },
   user_not_found: { status: 404, message: 'no user with {by} {value}' },
   bootstrap_email_not_admin: { status: 409, message: 'ADMIN_BOOTSTRAP_EMAIL names {email}, an account without the admin role: grant it with "latchkey user grant-admin {email}", or name another address' },
   second_factor_exists: { status: 409, message: 'this account already has a second factor' },

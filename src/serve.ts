@@ -28,7 +28,7 @@ export async function serve(config: Config): Promise<void> {
     logger.info(`using ${describeRedis(config)}`);
   }
 
-  const { app, opsApp, demo, metrics, firstAdmin, close: closeApp } = await createApp({ config, store, logger });
+  const { app, opsApp, demo, outbox, metrics, firstAdmin, close: closeApp } = await createApp({ config, store, logger });
   if (cluster.isWorker) metrics.joinCluster();
   if (config.ADMIN_BOOTSTRAP_EMAIL && config.ADMIN_BOOTSTRAP_PASSWORD_FILE) {
     try {
@@ -69,6 +69,7 @@ export async function serve(config: Config): Promise<void> {
       password
         ? `  with the password ${password}  (shown only now; it is not in any log)`
         : '  with the password printed when that account was created (reset it with: latchkey user set-password).',
+      ...(outbox ? [`  Mail (password resets, confirmations) is not sent without SMTP_URL: read it at ${config.ISSUER}/dev/outbox`] : []),
       '  The demo app and account exist in development only (NODE_ENV=production turns them off).',
       '',
     ];

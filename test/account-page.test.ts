@@ -165,7 +165,7 @@ describe('/account', () => {
     assert.ok(left.some(([key]) => key.includes(':Session:')), 'signed in: a session');
     for (const [key, ttl] of left) {
       // The session (and what finds it) lives as long as the sign-in; nothing else of the visit longer than the interaction.
-      const limit = /:Session:|^lk:account-sessions:|^lk:totp-step:/.test(key) ? SESSION : HOUR;
+      const limit = /:Session:|^lk:account-sessions:|^lk:session-device:|^lk:totp-step:/.test(key) ? SESSION : HOUR;
       assert.ok(ttl > 0 && ttl <= limit, `${key} has TTL ${ttl} after the sign-in (at most ${limit})`);
     }
   });

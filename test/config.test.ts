@@ -37,6 +37,12 @@ describe('loadConfig', () => {
       ADMIN_API_IP_PER_MINUTE: 60,
       ADMIN_API_TOKEN_PER_MINUTE: 1200,
       SETUP_LINK_TTL_SECONDS: 3600,
+      EMAIL: 'on',
+      MAIL_FROM: 'Latchkey <no-reply@localhost>',
+      PASSWORD_RESET_TTL_SECONDS: 1800,
+      EMAIL_VERIFICATION_TTL_SECONDS: 86400,
+      EMAIL_LINKS_PER_ADDRESS_PER_HOUR: 5,
+      EMAIL_LINKS_PER_IP_PER_HOUR: 30,
     });
   });
 
@@ -45,6 +51,20 @@ describe('loadConfig', () => {
     assert.throws(() => loadConfig({ ADMIN_BOOTSTRAP_PASSWORD_FILE: '/run/secrets/admin' }), /ADMIN_BOOTSTRAP_EMAIL: is required/);
     assert.equal(loadConfig({ ADMIN_BOOTSTRAP_EMAIL: 'ops@example.com', ADMIN_BOOTSTRAP_PASSWORD_FILE: '/run/secrets/admin' }).ADMIN_BOOTSTRAP_PASSWORD_FILE, '/run/secrets/admin');
     assert.throws(() => loadConfig({ SETUP_LINK_TTL_SECONDS: '10' }), /SETUP_LINK_TTL_SECONDS/);
+  });
+
+
+  test('email: on by default outside production; in production on needs SMTP_URL, and unset stays off without it', () => {
+    const production = { NODE_ENV: 'production', REDIS_URL: 'redis://r:6379', ISSUER: 'https://id.example.com', SECRETS_KEY: Buffer.alloc(32).toString('base64') };
+    assert.equal(loadConfig(production).EMAIL, 'off', 'an existing deployment without SMTP_URL still boots');
+    assert.equal(loadConfig({ ...production, SMTP_URL: 'smtp://mail:587' }).EMAIL, 'on');
+    assert.equal(loadConfig({ ...production, SMTP_URL: 'smtp://mail:587' }).MAIL_FROM, 'Latchkey <no-reply@id.example.com>');
+    const lines = problems({ ...production, EMAIL: 'on' });
+    assert.equal(lines.length, 1);
+    assert.match(lines[0]!, /^SMTP_URL: is required in production when EMAIL is on .*set EMAIL=off/);
+    assert.match(problems({ SMTP_URL: 'http://mail' })[0]!, /^SMTP_URL: must be an smtp:\/\/ or smtps:\/\/ URL/);
+    // The URL's password is never echoed.
+    assert.ok(!problems({ SMTP_URL: 'smtp://user:hunter2@mail:587', MAIL_FROM: 'x' }).join('').includes('hunter2'));
   });
 
   test('BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: true or false, nothing else', () => {

@@ -28,12 +28,15 @@ const ORDER = [
   'deviceGrantNotAllowedIsUnauthorizedClient',
   'interactionRoutes',
   'accountRoutes',
+  'passwordResetRoutes',
+  'emailAddressRoutes',
   'sameOriginLogout',
   'formPostAsGet',
   'adminApiRoutes',
   'adminApiNotFound',
   'consoleRoutes',
   'setupRoutes',
+  'devOutbox',
   'demoRoutes',
 ];
 
@@ -61,7 +64,7 @@ describe('the edge', () => {
   test('every middleware in front of oidc-provider is an entry of the one table, installed in its order', () => {
     const { edge, provider } = server.app;
     assert.deepEqual(edge.map((e) => e.name), ORDER);
-    assert.deepEqual(edge.filter((e) => !e.middleware).map((e) => e.name), ['demoRoutes'], 'outside development only the demo is left out');
+    assert.deepEqual(edge.filter((e) => !e.middleware).map((e) => e.name), ['devOutbox', 'demoRoutes'], 'outside development only the outbox and the demo are left out');
     const installed = edge.flatMap((e) => (e.middleware ? [e.middleware] : []));
     const stack = (provider as unknown as { middleware: unknown[] }).middleware;
     assert.equal(stack.length, installed.length + 1, "nothing but the table, then oidc-provider's own routes");

@@ -58,7 +58,7 @@ interface Malformed {
 const FORM = 'application/x-www-form-urlencoded';
 
 function malformed(csrf: string): Malformed[] {
-  const plain = `_csrf=${csrf}&email=a%40example.org&password=x&code=123456`;
+  const plain = `_csrf=${csrf}&email=a%40example.org&password=x&code=123456&token=${'a'.repeat(43)}&new_email=b%40example.org&new_password=y`;
   return [
     { name: 'gzip header, plain body', headers: { 'content-type': FORM, 'content-encoding': 'gzip' }, body: plain },
     { name: 'deflate header, plain body', headers: { 'content-type': FORM, 'content-encoding': 'deflate' }, body: plain },

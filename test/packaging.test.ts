@@ -55,10 +55,25 @@ describe('docker-compose.yml', () => {
     assert.deepEqual(app.ports.map((p: { target: number }) => p.target), [3000], 'only the main port is published');
     assert.equal(app.environment.METRICS_PORT, '9464', 'metrics and health on a port of their own');
 
-    // The environment it gives Latchkey passes the production guardrails.
+    // A real SMTP catcher with a web UI (on loopback only), which Latchkey sends to unless told otherwise.
+    const mailpit = config.services.mailpit;
+    assert.match(mailpit.image, /^axllent\/mailpit(:|$)/);
+    assert.deepEqual(mailpit.ports, ['127.0.0.1:8025:8025/tcp'], 'the web UI, on this machine only');
+    assert.equal(app.environment.SMTP_URL, 'smtp://mailpit:1025');
+    assert.equal(app.depends_on.mailpit.condition, 'service_started');
+
+    // The environment it gives Latchkey passes the production guardrails, email on.
     const loaded = loadConfig(app.environment);
     assert.equal(loaded.NODE_ENV, 'production');
     assert.equal(loaded.REDIS_URL, 'redis://redis:6379');
+    assert.equal(loaded.EMAIL, 'on');
+    assert.equal(loaded.SMTP_URL, 'smtp://mailpit:1025');
+  });
+
+  it('SMTP_URL from the environment replaces Mailpit', () => {
+    const result = composeConfig({ SECRETS_KEY: randomBytes(32).toString('base64'), SMTP_URL: 'smtps://mailer:secret@mail.example.com:465' });
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(yamlToJson(result.stdout).services.latchkey.environment.SMTP_URL, 'smtps://mailer:secret@mail.example.com:465');
   });
 
   it('refuses to resolve without SECRETS_KEY, naming it', () => {
@@ -126,6 +141,7 @@ describe('a fresh machine', () => {
     );
     const programs = new Set(sources.flatMap((s) => [...s.matchAll(/(?:spawn|spawnSync|execFileSync|run)\('([a-z][a-z0-9-]+)'/g)].map((m) => m[1]!)));
     programs.delete('python3'); // comes with docker-compose (python3-yaml is its dependency)
+    programs.delete('npm'); // runs the tests themselves
     assert.ok(programs.has('redis-server') && programs.has('redis-cli') && programs.has('docker-compose'), [...programs].join(' '));
     for (const program of programs) assert.match(prerequisites, new RegExp(`command -v ${program} `), program);
     assert.match(prerequisites, /\[ -x \/usr\/bin\/chromium \] \|\| missing\+=\(chromium\)/);

@@ -9,6 +9,11 @@ import { hashPassword, verifyPassword } from './passwords.ts';
 export interface Account {
   id: string;
   email: string;
+  /**
+   * Whether the person proved they read `email` (a link sent to it). Absent on accounts written before
+   * addresses were verified: those keep what tokens said of them then (verified, the operator vouched).
+   */
+  emailVerified?: boolean;
   name?: string;
   passwordHash: string;
   disabled: boolean;
@@ -43,6 +48,11 @@ export function recoveryOf(account: Account): RecoverySet | undefined {
   return account.mfa?.recovery ?? account.recovery;
 }
 
+/** `email_verified`: proved by a link, or an account from before verification existed (see `emailVerified`). */
+export function isEmailVerified(account: Account): boolean {
+  return account.emailVerified !== false;
+}
+
 /** Whether the account has a second factor: an authenticator app or a passkey. */
 export function hasFactor(account: Account): boolean {
   return account.mfa !== undefined || (account.passkeys?.length ?? 0) > 0;
@@ -58,6 +68,11 @@ const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
 export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
+}
+
+/** A normalized address an account may have. */
+export function isEmailAddress(email: string): boolean {
+  return EMAIL.test(email) && email.length <= 254;
 }
 
 /** An account's entry in the email-ordered index: emails never hold a space, so the id follows one. */
@@ -91,13 +106,15 @@ export class Accounts {
     return id ? this.find(id) : undefined;
   }
 
-  async create(input: { email: string; name?: string; password: string; admin?: boolean }): Promise<Account> {
+  /** `emailVerified`: a new address is unverified until the person follows a link sent to it, unless the caller has that proof. */
+  async create(input: { email: string; name?: string; password: string; admin?: boolean; emailVerified?: boolean }): Promise<Account> {
     const email = normalizeEmail(input.email);
-    if (!EMAIL.test(email) || email.length > 254) throw new AccountError('email_invalid', { field: 'email', params: { email: JSON.stringify(input.email) } });
+    if (!isEmailAddress(email)) throw new AccountError('email_invalid', { field: 'email', params: { email: JSON.stringify(input.email) } });
     await this.checkPassword(input.password, email);
     const account: Account = {
       id: randomUUID(),
       email,
+      emailVerified: input.emailVerified ?? false,
       ...(input.name ? { name: input.name } : {}),
       passwordHash: await hashPassword(input.password),
       disabled: false,
@@ -173,14 +190,63 @@ export class Accounts {
     throw new AccountError('account_busy', { params: { id } });
   }
 
-  async setPassword(id: string, password: string) {
+  /**
+   * Sets a new password (through the one password rule). `unless`: a last check on the record being
+   * changed, inside the compare-and-set (e.g. a reset link dies with the password it was sent for);
+   * `verifiesEmail`: the change proves this address (a reset link read from it).
+   */
+  async setPassword(id: string, password: string, options: { unless?: (account: Account) => string | undefined; verifiesEmail?: string } = {}) {
     const current = await this.find(id);
     if (!current) throw new AccountError('account_not_found', { params: { id } });
     await this.checkPassword(password, current.email);
     const passwordHash = await hashPassword(password);
     return this.update(id, (a) => {
+      const refusal = options.unless?.(a);
+      if (refusal) throw new AccountError('account_changed', { params: { reason: refusal } });
       a.passwordHash = passwordHash;
+      if (options.verifiesEmail !== undefined && a.email === options.verifiesEmail) a.emailVerified = true;
     });
+  }
+
+  /** Marks the address proved, if it is still the account's (the link was sent to `email`). Undefined when it is not. */
+  async verifyEmail(id: string, email: string): Promise<Account | undefined> {
+    try {
+      return await this.update(id, (a) => {
+        if (a.email !== email) throw new AccountError('email_changed_since_link');
+        a.emailVerified = true;
+      });
+    } catch (err) {
+      if (err instanceof AccountError) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Moves an account from one address to another, proved (a link read at the new one). The new address
+   * is claimed first (set-if-absent), so two accounts never share one; the account changes only if it
+   * still has `from`.
+   */
+  async changeEmail(id: string, from: string, to: string): Promise<Account> {
+    const email = normalizeEmail(to);
+    if (!isEmailAddress(email)) throw new AccountError('email_invalid', { field: 'email', params: { email: JSON.stringify(to) } });
+    if (!(await this.#store.set(keys.accountEmail(email), id, { ifAbsent: true }))) {
+      if ((await this.#store.get(keys.accountEmail(email))) !== id) throw new AccountError('account_exists', { field: 'email', params: { email } });
+    }
+    let account: Account;
+    try {
+      account = await this.update(id, (a) => {
+        if (a.email !== from) throw new AccountError('email_changed_since_link');
+        a.email = email;
+        a.emailVerified = true;
+      });
+    } catch (err) {
+      await this.#store.del(keys.accountEmail(email)).catch(() => {});
+      throw err;
+    }
+    await this.#store.del(keys.accountEmail(from));
+    await this.#store.sortedRemove(keys.accountsByEmail, indexEntry({ id, email: from }));
+    await this.#store.sortedAdd(keys.accountsByEmail, indexEntry(account));
+    return account;
   }
 
   setDisabled(id: string, disabled: boolean) {

@@ -1,4 +1,4 @@
-import { hasFactor, recoveryOf } from '../accounts/accounts.ts';
+import { hasFactor, isEmailVerified, recoveryOf } from '../accounts/accounts.ts';
 import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
 import { consentRevokedEvent, listConnectedApps, revokeConnectedApp } from '../accounts/connected-apps.ts';
 import type { ClientMetadata } from 'oidc-provider';
@@ -90,7 +90,7 @@ export function resourceView(r: ResourceServer) {
 
 export function userView(a: Account) {
   // `mfa`: any second factor (an authenticator app or a passkey).
-  return { id: a.id, email: a.email, name: a.name ?? null, disabled: a.disabled, mfa: hasFactor(a), passkeys: passkeysOf(a).length, admin: a.admin === true, created: new Date(a.createdAt).toISOString() };
+  return { id: a.id, email: a.email, email_verified: isEmailVerified(a), name: a.name ?? null, disabled: a.disabled, mfa: hasFactor(a), passkeys: passkeysOf(a).length, admin: a.admin === true, created: new Date(a.createdAt).toISOString() };
 }
 
 const isoSeconds = (epochSeconds: number) => new Date(epochSeconds * 1000).toISOString();

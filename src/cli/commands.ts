@@ -5,6 +5,9 @@ import { GRANT_SHORTHANDS } from '../oidc/registry.ts';
 import { Refusal } from '../problems.ts';
 import { cliFieldNames, CliError, fields, table, type Output } from './output.ts';
 import type { CommandOperations } from './remote.ts';
+import type { Config } from '../config.ts';
+import { PRODUCT } from '../mail/messages.ts';
+import { smtpTransport } from '../mail/transport.ts';
 
 export interface Context {
   /** What the admin API does too (src/admin/operations.ts): commands parse, call it, print; with --server, its admin API (remote.ts). */
@@ -31,6 +34,8 @@ export interface Command {
   args?: string[];
   /** Reads the password from stdin (`--password-stdin` required). */
   password?: boolean;
+  /** Runs without storage (no Redis needed), with the configuration only. */
+  withoutStore?: (config: Config, values: Values) => Promise<Output>;
   run(ctx: Context, values: Values, args: string[]): Promise<Output>;
 }
 
@@ -416,6 +421,34 @@ const TABLE: Record<string, Command> = {
     },
   },
 
+  'mail test': {
+    usage: '--to ADDRESS',
+    options: { to: { type: 'string' } },
+    run: () => Promise.reject(new CliError('mail test runs without storage')),
+    // Through the server's own transport (SMTP_URL, MAIL_FROM), straight away: not through the queue.
+    async withoutStore(config, values) {
+      const to = typeof values.to === 'string' ? values.to.trim() : '';
+      if (!to) throw new CliError('--to is required');
+      if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(to)) throw new CliError(`--to: not an email address: ${JSON.stringify(to)}`);
+      if (!config.SMTP_URL) throw new CliError('SMTP_URL is not set: the server would keep mail in its development outbox (or, in production, refuse to start with EMAIL=on); set SMTP_URL to the mail server to test');
+      const transport = smtpTransport(config.SMTP_URL);
+      try {
+        const answer = await transport.send({
+          from: config.MAIL_FROM,
+          to,
+          subject: `${PRODUCT} test message`,
+          text: `This is a test message from ${PRODUCT} at ${config.ISSUER}, sent with latchkey mail test.`,
+          html: `<p>This is a test message from ${PRODUCT} at ${config.ISSUER.replace(/[<>&"]/g, '')}, sent with <code>latchkey mail test</code>.</p>`,
+        });
+        return { json: { to, server: transport.name, from: config.MAIL_FROM, response: answer.response }, text: `sent to ${to} through ${transport.name} (from ${config.MAIL_FROM})\nthe server answered: ${answer.response}` };
+      } catch (err) {
+        const e = err as { code?: string; response?: string; message?: string };
+        throw new CliError(`not sent through ${transport.name}: ${e.response ?? e.message ?? e.code ?? 'unknown error'}`, 1);
+      } finally {
+        transport.close();
+      }
+    },
+  },
   'keys list': {
     usage: '',
     async run(ctx) {

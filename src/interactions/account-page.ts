@@ -1,6 +1,6 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { AccountError, hasFactor, type Account } from '../accounts/accounts.ts';
+import { AccountError, hasFactor, isEmailAddress, isEmailVerified, normalizeEmail, type Account } from '../accounts/accounts.ts';
 import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
 import { consentRevokedEvent, listConnectedApps, revokeConnectedApp, type ConnectedApp } from '../accounts/connected-apps.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
@@ -45,7 +45,7 @@ function appView(app: ConnectedApp) {
 }
 
 export function accountRoutes(deps: AccountPageDeps) {
-  const { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, mfaPolicy, issuer, clientId } = deps;
+  const { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, mfaPolicy, issuer, clientId, email } = deps;
   const checks = new FactorChecks(deps);
   const callback = `${issuer}/account/callback`;
   const router = new Router({ prefix: '/account' });
@@ -98,6 +98,8 @@ export function accountRoutes(deps: AccountPageDeps) {
       title: 'Your account',
       csrf: csrf.token(who.csrfScope),
       email: account.email,
+      emailVerified: isEmailVerified(account),
+      emailOn: email.on,
       name: account.name,
       enrolled,
       hasFactor: hasFactor(account),
@@ -186,6 +188,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     if (problem) return renderAccount(ctx, who, { error: problem });
     const codes = await secondFactor.regenerateRecoveryCodes(who.account.id);
     audit(deps.logger, 'recovery_codes_regenerated', { accountId: who.account.id, count: codes.length, source: 'account_page' }, 'new recovery codes; the old ones stopped working');
+    await email.notify(who.account, 'recovery-codes');
     await showRecoveryCodes(ctx, who, codes);
   });
 
@@ -236,6 +239,7 @@ export function accountRoutes(deps: AccountPageDeps) {
         const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
         audit(deps.logger, 'second_factor_removed', { accountId: who.account.id, reason: 'replaced', source: 'account_page', ...ended }, 'previous authenticator removed; other sessions ended');
       }
+      await email.notify(who.account, SecondFactor.isEnrolled(who.account) ? 'authenticator-removed' : 'authenticator-added');
       return showRecoveryCodes(ctx, who, checked.recoveryCodes);
     }
     const error = checked.status === 'locked' ? lockedMessage(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? 'The setup took too long. Start again.' : MESSAGES.wrongCode;
@@ -269,6 +273,7 @@ export function accountRoutes(deps: AccountPageDeps) {
       const error = checked.status === 'locked' ? lockedMessage(ctx, checked.retryAfterSeconds) : 'The passkey was not created. Start again.';
       return renderAccount(ctx, who, { error });
     }
+    await email.notify(who.account, 'passkey-added');
     const codes = await secondFactor.issueRecoveryCodesIfNone(who.account.id);
     if (codes.length) return showRecoveryCodes(ctx, who, codes);
     await renderAccount(ctx, { ...who, account: (await accounts.find(who.account.id))! }, { notice: `Your passkey “${checked.passkey.name}” was added.` });
@@ -303,6 +308,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
     deps.metrics.passkeys.inc({ event: 'removed', detail: 'account_page' });
     audit(deps.logger, 'passkey_removed', { accountId: who.account.id, count: 1, source: 'account_page', ...ended }, 'passkey removed; other sessions ended');
+    await email.notify(who.account, 'passkey-removed');
     await renderAccount(ctx, { ...who, account: (await accounts.find(who.account.id))! }, { notice: `The passkey “${target.name}” was removed. You were signed out everywhere else.` });
   });
 
@@ -323,7 +329,39 @@ export function accountRoutes(deps: AccountPageDeps) {
     // Whoever knew the old password is signed out and their tokens die; this browser stays signed in.
     const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
     audit(deps.logger, 'password_changed', { accountId: who.account.id, source: 'account_page', ...ended }, 'password changed on the account page; other sessions ended');
+    await email.notify(who.account, 'password-changed');
     await renderAccount(ctx, who, { notice: 'Your password was changed. You were signed out everywhere else.' });
+  });
+
+  // ---- the address: proved by a link sent to it ----
+
+  // Sending a link to the account's own address needs no proof: it changes nothing until it is followed.
+  router.post('/email/verify', sameOrigin, form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    if (!email.on) return renderAccount(ctx, who, { error: 'This server sends no email.' });
+    if (isEmailVerified(who.account)) return renderAccount(ctx, who, { notice: 'Your address is confirmed already.' });
+    const sent = await email.sendVerification(who.account, 'account_page');
+    await renderAccount(ctx, who, sent ? { notice: `A link is on its way to ${who.account.email}. Open it to confirm your address.` } : { error: 'Several links were sent to this address within the hour. Try again later.' });
+  });
+
+  // A new address takes effect only when a link sent to it is followed; the old address is told, with a way to cancel.
+  router.post('/email', sameOrigin, form, async (ctx) => {
+    const who = await guardPost(ctx);
+    if (!who) return;
+    if (!email.on) return renderAccount(ctx, who, { error: 'This server sends no email: ask your administrator to change your address.' });
+    const raw = (ctx.request.body as Record<string, unknown>).new_email;
+    const next = typeof raw === 'string' ? normalizeEmail(raw.slice(0, 300)) : '';
+    if (!isEmailAddress(next)) {
+      ctx.status = 400;
+      return renderAccount(ctx, who, { error: 'Enter the new address, e.g. name@example.com.' });
+    }
+    if (next === who.account.email) return renderAccount(ctx, who, { error: 'That is your current address.' });
+    const problem = await proof(ctx, who);
+    if (problem) return renderAccount(ctx, who, { error: problem });
+    // Whether the address belongs to someone else is told only when the link is followed (by its reader).
+    const sent = await email.requestAddressChange(who.account, next, 'account_page');
+    await renderAccount(ctx, who, sent ? { notice: `A link is on its way to ${next}. Your address changes when you open it; until then you sign in with ${who.account.email}.` } : { error: 'Several links were sent to that address within the hour. Try again later.' });
   });
 
   // Taking an app's access back needs no fresh proof: it only ever removes access.

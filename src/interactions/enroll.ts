@@ -19,7 +19,11 @@ export function enrollStep(flow: Flow) {
         if (!(err instanceof AccountError)) throw err;
         return flow.factorChanged(ctx, d, state, step.accountId);
       }
-      if (checked.status === 'ok') return flow.apply(ctx, d, state, { type: 'totp-enrolled', accountId: step.accountId }, { recoveryCodes: checked.recoveryCodes });
+      if (checked.status === 'ok') {
+        // Someone who has only the password setting up the first factor is what a taken account looks like.
+        await flow.email.notify({ email: step.subject }, 'authenticator-added');
+        return flow.apply(ctx, d, state, { type: 'totp-enrolled', accountId: step.accountId }, { recoveryCodes: checked.recoveryCodes });
+      }
       const error = checked.status === 'locked' ? flow.locked(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? MESSAGES.enrollmentExpired : MESSAGES.wrongCode;
       await flow.show(ctx, d, step, { error });
     },
@@ -33,6 +37,7 @@ export function enrollStep(flow: Flow) {
         const error = checked.status === 'locked' ? flow.locked(ctx, checked.retryAfterSeconds) : MESSAGES.passkeyNotCreated;
         return flow.show(ctx, d, step, { error });
       }
+      await flow.email.notify({ email: step.subject }, 'passkey-added');
       // Its recovery codes are the outcome's effect (issue-recovery-codes), shown once in this answer.
       const amr = passkeyAmr({ deviceType: checked.passkey.deviceType, userVerified: checked.userVerified }, true);
       await flow.apply(ctx, d, state, { type: 'passkey-enrolled', accountId: step.accountId, amr });

@@ -1,4 +1,5 @@
 import type { Context } from 'koa';
+import type { Email } from '../mail/email.ts';
 import type { default as Provider, InteractionResults } from 'oidc-provider';
 import { normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
 import { passkeysOf, type Passkeys } from '../accounts/passkeys.ts';
@@ -38,6 +39,8 @@ export interface InteractionDeps {
   logger: Logger;
   /** The issuer URL: the one origin our forms may be posted from. */
   issuer: string;
+  /** Emailed links and notices (EMAIL=off: `email.on` is false and nothing is sent). */
+  email: Email;
 }
 
 /** What each scope lets the app do, in words, for the consent pages. */
@@ -54,7 +57,7 @@ export type Flow = ReturnType<typeof interactionFlow>;
  * routes (login.ts, second-factor.ts, enroll.ts, consent.ts) only verify what the person sent, turn it
  * into an event, and hand it to `apply`; pages are rendered from what is stored and write nothing.
  */
-export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer }: InteractionDeps) {
+export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email }: InteractionDeps) {
   const form = formBody();
   const FORM_EXPIRED = 'the form expired; go back to the application and start again';
   const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
@@ -101,7 +104,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
     const passkey = passkeyMode === 'off'
       ? undefined
       : { kind: 'sign-in', action: `/interaction/${d.uid}/passkey`, options: await passkeys.authenticationOptions(d.uid), autofill: true, label: 'Sign in with a passkey', secondary: passkeyMode !== 'preferred' };
-    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', passkey, ...extra }, formTargets(d.params.redirect_uri));
+    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', passkey, emailOn: email.on, ...extra }, formTargets(d.params.redirect_uri));
   }
 
   /** What this person allowed this client before (remembered consent). */
@@ -322,7 +325,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
   return {
     guards: { sameOrigin, form, requireCsrf, passkeysOn },
     provider, accounts, views, csrf, passkeyMode,
-    checks, details, refuse, clientOf, at, stepOf, apply, show, renderStep, renderLogin, locked, factsOf, factorChanged,
+    email, checks, details, refuse, clientOf, at, stepOf, apply, show, renderStep, renderLogin, locked, factsOf, factorChanged,
     rememberedConsent, requestedScopes, missingScopes, steps,
   };
 }

@@ -57,6 +57,14 @@ export const AUDIT_EVENTS = [
   'storage_recovered',
   'process_crashed',
   'introspection_throttled',
+  'password_reset_requested',
+  'password_reset',
+  'email_verification_sent',
+  'email_verified',
+  'email_change_requested',
+  'email_changed',
+  'email_change_reported',
+  'mail_failed',
 ] as const;
 
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
@@ -73,6 +81,8 @@ const LEVELS: Partial<Record<AuditEvent, Level>> = {
   client_authentication_failed: 'warn',
   backchannel_logout_failed: 'warn',
   introspection_throttled: 'warn',
+  email_change_reported: 'warn',
+  mail_failed: 'warn',
   storage_unavailable: 'error',
   process_crashed: 'fatal',
 };

@@ -117,6 +117,12 @@ export class Metrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly mail = new Counter({
+    name: 'latchkey_mail_total',
+    help: 'Queued mail by outcome: "sent", "retried" (a try failed, another is scheduled), "failed" (dropped after every retry), "discarded" (the no-op queued for an unknown address)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   readonly storeDuration = new Histogram({
     name: 'latchkey_store_operation_duration_seconds',
     help: 'Latency of storage operations (one or a few Redis commands or scripts), by operation and outcome',

@@ -1,6 +1,6 @@
 import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
-import type { Accounts } from '../accounts/accounts.ts';
+import { isEmailVerified, type Accounts } from '../accounts/accounts.ts';
 import { browserOf, saveSessionDevice } from '../accounts/sessions.ts';
 import type { Config } from '../config.ts';
 import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../signin/consent.ts';
@@ -117,8 +117,8 @@ export async function createProvider({ config, store, accounts, registry, views,
       return {
         accountId: account.id,
         async claims() {
-          // Accounts are created by an operator, who vouches for the address.
-          return { sub: account.id, email: account.email, email_verified: true, ...(account.name ? { name: account.name } : {}) };
+          // True once the person followed a link sent to the address (or for accounts from before that existed).
+          return { sub: account.id, email: account.email, email_verified: isEmailVerified(account), ...(account.name ? { name: account.name } : {}) };
         },
       };
     },

@@ -120,6 +120,16 @@ export const keys = {
   passkeyChallenges: (scope: string) => `lk:passkey-challenge:${digest(scope)}`,
   /** A lockout record of an account or a client IP (subject is already a digest). */
   lockout: (subject: string) => `lk:lockout:${subject}`,
+  /** A single-use emailed link (accounts/email-links.ts), by a digest of its token: a set of one member, TTL = its expiry. */
+  emailLink: (token: string) => `lk:email-link:${digest(token)}`,
+  /** The same key by the digest alone (`ref`: to cancel a link without its token). */
+  emailLinkByRef: (ref: string) => `lk:email-link:${ref}`,
+  /** Mail waiting to be sent (mail/queue.ts): message ids scored by when they are due. */
+  mailQueue: 'lk:mail:queue',
+  /** One queued message, sealed under SECRETS_KEY (it holds links), with its attempts. */
+  mailMessage: (id: string) => `lk:mail:message:${id}`,
+  /** The server sending a message holds this; it expires if that server dies, and another retries. */
+  mailLease: (id: string) => `lk:mail:lease:${id}`,
   secretsKey: 'lk:keys:secrets',
   signingKeys: 'lk:keys:signing',
   cookieKeys: 'lk:keys:cookies',

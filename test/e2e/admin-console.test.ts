@@ -305,6 +305,7 @@ describe('admin console in a browser', () => {
     assert.equal((await server.app.secondFactor.issueRecoveryCodesIfNone(pia.id)).length, 10);
     await page.goto(`${server.issuer}/admin/users/${pia.id}`);
     const factor = page.locator('dl.facts dd').nth(3);
+    assert.equal(await page.locator('dl.facts dd').nth(5).innerText(), 'Not confirmed yet', 'whether the person confirmed the address');
     assert.deepEqual(await factor.locator('li').allInnerTexts(), [`Passkey “Pia’s laptop”, added ${new Date().toISOString().slice(0, 10)}, never used`]);
     const text = await factor.innerText();
     assert.match(text, /10 of 10 recovery codes unused/);

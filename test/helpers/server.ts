@@ -24,7 +24,7 @@ export interface TestServer {
  * the embedded store). The issuer is http://localhost:PORT, served on 127.0.0.1 and ::1 so that a
  * browser and Node agree on `localhost` whichever address they pick.
  */
-export async function startServer(options: { redisUrl?: string; store?: Store; env?: Record<string, string>; port?: number; clock?: () => number; logoutDelivery?: AppDeps['logoutDelivery'] } = {}): Promise<TestServer> {
+export async function startServer(options: { redisUrl?: string; store?: Store; env?: Record<string, string>; port?: number; clock?: () => number; logoutDelivery?: AppDeps['logoutDelivery']; mail?: AppDeps['mail'] } = {}): Promise<TestServer> {
   // `port`: a restart keeps the issuer URL.
   const port = options.port ?? (await freePort());
   const config = loadConfig({
@@ -50,7 +50,7 @@ export async function startServer(options: { redisUrl?: string; store?: Store; e
   const store = options.store ?? (describeRedis(config) ? await openStore(config) : new MemoryStore());
   // TOTP codes run on the tests' clock (helpers/totp.ts), so a person can sign in many times a minute.
   // `clock`: refresh-token grace windows on a test's clock.
-  const app = await createApp({ config, store, logger, totpClock: totpClock.now, ...(options.clock ? { clock: options.clock } : {}), ...(options.logoutDelivery ? { logoutDelivery: options.logoutDelivery } : {}) });
+  const app = await createApp({ config, store, logger, totpClock: totpClock.now, ...(options.clock ? { clock: options.clock } : {}), ...(options.logoutDelivery ? { logoutDelivery: options.logoutDelivery } : {}), ...(options.mail ? { mail: options.mail } : {}) });
   useTestClock(config.ISSUER);
   const handler = app.app.callback();
   const servers: Server[] = [];

@@ -45,7 +45,8 @@ export async function createWorld(server: TestServer): Promise<World> {
   };
   const machine = await registry.createClient({ name: 'Nightly job', grants: ['client_credentials'], scope: 'api:read' }, noValidation);
   const password = 'correct horse battery staple';
-  const account = await accounts.create({ email: 'ada@example.org', name: 'Ada Lovelace', password });
+  // Her address is proved (as by a link): the protocol tests see email_verified true.
+  const account = await accounts.create({ email: 'ada@example.org', name: 'Ada Lovelace', password, emailVerified: true });
   const { totpSecret, recoveryCodes } = await enrollTotp(server, account);
   return {
     api: { uri: API_URI, clientId: api.resource.clientId, secret: api.secret },
@@ -96,6 +97,8 @@ export interface UseServerOptions {
   store?: TestStoreKind;
   /** More configuration for the server (e.g. `MFA_POLICY`). */
   env?: Record<string, string>;
+  /** Mail delivery options and the clock (links' expiry, mail retries). */
+  server?: Pick<Parameters<typeof startServer>[0] & object, 'mail' | 'clock'>;
 }
 
 /**
@@ -116,12 +119,12 @@ export function useServer(a: UseServerOptions | ((setup: ServerSetup<TestRedis>)
   before(async () => {
     if (kind === 'redis') {
       redis = await startRedis();
-      server = await startServer({ redisUrl: redis.url, ...(options.env ? { env: options.env } : {}) });
+      server = await startServer({ redisUrl: redis.url, ...(options.env ? { env: options.env } : {}), ...options.server });
     } else if (kind === 'cluster') {
       cluster = await startRedisCluster();
-      server = await startServer({ env: { ...cluster.env, ...options.env } });
+      server = await startServer({ env: { ...cluster.env, ...options.env }, ...options.server });
     } else {
-      server = await startServer({ ...(options.env ? { env: options.env } : {}) });
+      server = await startServer({ ...(options.env ? { env: options.env } : {}), ...options.server });
     }
     await receive({ redis, server, store: kind });
   });

@@ -1,0 +1,114 @@
+import { normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
+import { EmailLinks, passwordStamp } from '../accounts/email-links.ts';
+import { audit } from '../observability/audit.ts';
+import type { Logger } from '../observability/logger.ts';
+import { digest } from '../storage/keys.ts';
+import { createLimiter, type Limiter } from '../storage/limiters.ts';
+import type { Store } from '../storage/store.ts';
+import { RateLimiterRes } from 'rate-limiter-flexible';
+import { addressChangeNoticeMail, changeAddressMail, passwordResetMail, securityNoticeMail, verifyAddressMail, type SecurityEvent } from './messages.ts';
+import type { MailQueue } from './queue.ts';
+
+export interface EmailSettings {
+  /** EMAIL: off sends nothing and offers no emailed link. */
+  on: boolean;
+  issuer: string;
+  resetTtlSeconds: number;
+  verifyTtlSeconds: number;
+  perAddressPerHour: number;
+}
+
+/**
+ * What Latchkey sends, and the links in it: every message is queued (mail/queue.ts), never sent on the
+ * request, and every link is single use (accounts/email-links.ts). Pages call this; it decides what
+ * goes to whom and writes the audit events (never with a link or its token).
+ */
+export class Email {
+  readonly on: boolean;
+  readonly links: EmailLinks;
+  readonly settings: EmailSettings;
+  readonly #queue: MailQueue;
+  readonly #accounts: Accounts;
+  readonly #logger: Logger;
+  readonly #perAddress: Limiter;
+  constructor(deps: { store: Store; queue: MailQueue; accounts: Accounts; logger: Logger; links: EmailLinks; settings: EmailSettings }) {
+    this.on = deps.settings.on;
+    this.settings = deps.settings;
+    this.links = deps.links;
+    this.#queue = deps.queue;
+    this.#accounts = deps.accounts;
+    this.#logger = deps.logger;
+    this.#perAddress = createLimiter(deps.store, { keyPrefix: 'lk:email-links:address', points: deps.settings.perAddressPerHour, duration: 3600 });
+  }
+
+  #url(path: string, token: string) {
+    return `${this.settings.issuer}${path}?token=${token}`;
+  }
+
+  /** Whether this address may be sent one more link this hour (counted per digest of the address). */
+  async #addressAllows(email: string): Promise<boolean> {
+    try {
+      await this.#perAddress.consume(digest(`email:${email}`));
+      return true;
+    } catch (err) {
+      if (err instanceof RateLimiterRes) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * "Forgot your password?": a link for an enabled account with this address. Whoever asks gets the
+   * same answer, so for an address nobody has (or one over its hourly budget) a no-op is queued
+   * instead — the same lookups and writes, and nothing is sent.
+   */
+  async requestPasswordReset(typed: string, ip: string): Promise<void> {
+    const email = normalizeEmail(typed);
+    const account = await this.#accounts.findByEmail(email);
+    const allowed = await this.#addressAllows(email);
+    if (!account || account.disabled || !allowed) {
+      if (account && !allowed) audit(this.#logger, 'password_reset_requested', { accountId: account.id, ip, sent: false, reason: 'address_limit' }, 'password reset asked for too often: nothing sent');
+      await this.#queue.enqueue('password-reset', undefined);
+      return;
+    }
+    const token = await this.links.issue('password-reset', { accountId: account.id, email: account.email, stamp: passwordStamp(account.passwordHash) }, this.settings.resetTtlSeconds);
+    await this.#queue.enqueue('password-reset', passwordResetMail(account.email, this.#url('/password/reset', token), this.settings.resetTtlSeconds));
+    audit(this.#logger, 'password_reset_requested', { accountId: account.id, ip, sent: true }, 'password reset link sent');
+  }
+
+  /** A link that proves the account's current address. False when over the hourly budget. */
+  async sendVerification(account: Account, source: string): Promise<boolean> {
+    if (!(await this.#addressAllows(account.email))) return false;
+    const token = await this.links.issue('verify-email', { accountId: account.id, email: account.email }, this.settings.verifyTtlSeconds);
+    await this.#queue.enqueue('verify-email', verifyAddressMail(account.email, this.#url('/email/verify', token), this.settings.verifyTtlSeconds));
+    audit(this.#logger, 'email_verification_sent', { accountId: account.id, source }, 'address verification link sent');
+    return true;
+  }
+
+  /**
+   * A change of address: a link to the new address confirms it (nothing changes before), and the old
+   * address hears of it with a link that cancels it. False when over the hourly budget.
+   */
+  async requestAddressChange(account: Account, to: string, source: string): Promise<boolean> {
+    if (!(await this.#addressAllows(to))) return false;
+    const ttl = this.settings.verifyTtlSeconds;
+    const change = await this.links.issueWithRef('change-email', { accountId: account.id, email: to, data: { from: account.email } }, ttl);
+    const report = await this.links.issue('report-change', { accountId: account.id, email: account.email, data: { change: change.ref, to } }, ttl);
+    await this.#queue.enqueue('change-email', changeAddressMail(to, account.email, this.#url('/email/change', change.token), ttl));
+    await this.#queue.enqueue('change-email-notice', addressChangeNoticeMail(account.email, to, this.#url('/email/report', report), ttl));
+    audit(this.#logger, 'email_change_requested', { accountId: account.id, source }, 'address change asked for: waiting for the new address to confirm');
+    return true;
+  }
+
+  /**
+   * A security notice to the account's address. Never fails the change it reports: that change is
+   * made already, so a storage failure here is logged, not answered.
+   */
+  async notify(account: Pick<Account, 'email'>, event: SecurityEvent, to: string = account.email): Promise<void> {
+    if (!this.on) return;
+    try {
+      await this.#queue.enqueue(`notice:${event}`, securityNoticeMail(to, event, new Date(), `${this.settings.issuer}/password/forgot`));
+    } catch (err) {
+      this.#logger.warn({ event: undefined, notice: event, reason: err instanceof Error ? err.message : String(err) }, 'security notice not queued');
+    }
+  }
+}

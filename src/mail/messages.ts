@@ -1,0 +1,122 @@
+import type { Mail } from './queue.ts';
+
+/**
+ * What Latchkey writes to people: plain text and HTML in the look of the sign-in pages (one card, the
+ * brand on top, one button). Mail clients ignore stylesheets, so the HTML's styles are inline.
+ */
+export const PRODUCT = 'Latchkey';
+
+const escape = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+interface Letter {
+  to: string;
+  subject: string;
+  /** Paragraphs before the button. */
+  lines: string[];
+  action?: { label: string; url: string };
+  /** Paragraphs after it, in small print. */
+  after?: string[];
+}
+
+function compose(letter: Letter): Mail {
+  const { lines, action, after = [] } = letter;
+  const text = [
+    ...lines,
+    ...(action ? [`${action.label}:\n${action.url}`] : []),
+    ...after,
+    `— ${PRODUCT}`,
+  ].join('\n\n');
+  const p = (t: string, small = false) => `<p style="margin:0 0 1rem;${small ? 'font-size:14px;color:#666;' : ''}">${escape(t)}</p>`;
+  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escape(letter.subject)}</title></head>
+<body style="margin:0;padding:24px 0;background:#f4f5f7;font:16px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1b1b1f">
+<div style="max-width:26rem;margin:0 auto;padding:2rem;background:#fff;border:1px solid #e0e0e4;border-radius:12px">
+<p style="margin:0 0 1rem;font-weight:700;letter-spacing:.04em;color:#2f5bd3">${PRODUCT}</p>
+<h1 style="margin:0 0 1rem;font-size:1.4rem">${escape(letter.subject)}</h1>
+${lines.map((l) => p(l)).join('\n')}
+${action ? `<p style="margin:1.25rem 0"><a href="${escape(action.url)}" style="display:block;padding:.7rem;text-align:center;font-weight:600;border-radius:8px;background:#2f5bd3;color:#fff;text-decoration:none">${escape(action.label)}</a></p>
+<p style="margin:0 0 1rem;font-size:13px;color:#666;word-break:break-all">Or open this address: ${escape(action.url)}</p>` : ''}
+${after.map((l) => p(l, true)).join('\n')}
+</div></body></html>`;
+  return { to: letter.to, subject: letter.subject, text, html };
+}
+
+const minutes = (seconds: number) => (seconds % 3600 === 0 ? `${seconds / 3600} hour${seconds === 3600 ? '' : 's'}` : `${Math.round(seconds / 60)} minutes`);
+
+export function passwordResetMail(to: string, url: string, ttlSeconds: number): Mail {
+  return compose({
+    to,
+    subject: `Reset your ${PRODUCT} password`,
+    lines: [`Someone — we hope you — asked to reset the password of ${to}.`],
+    action: { label: 'Choose a new password', url },
+    after: [
+      `The link works once, for ${minutes(ttlSeconds)}. If you did not ask, ignore this message: your password stays as it is.`,
+      'Your second step (authenticator app or passkey) is still asked for when you sign in.',
+    ],
+  });
+}
+
+export function verifyAddressMail(to: string, url: string, ttlSeconds: number): Mail {
+  return compose({
+    to,
+    subject: 'Confirm your email address',
+    lines: [`Confirm that ${to} is your address, so that applications you sign in to with ${PRODUCT} can rely on it.`],
+    action: { label: 'Confirm this address', url },
+    after: [`The link works once, for ${minutes(ttlSeconds)}. If you did not ask, ignore this message.`],
+  });
+}
+
+export function changeAddressMail(to: string, from: string, url: string, ttlSeconds: number): Mail {
+  return compose({
+    to,
+    subject: 'Confirm your new email address',
+    lines: [`You asked to sign in to ${PRODUCT} with ${to} instead of ${from}. The change takes effect when you confirm it.`],
+    action: { label: 'Use this address', url },
+    after: [`The link works once, for ${minutes(ttlSeconds)}. If you did not ask, ignore this message: nothing changes.`],
+  });
+}
+
+/** To the old address when a change to `to` is asked for: the way to say "this was not me". */
+export function addressChangeNoticeMail(oldAddress: string, newAddress: string, reportUrl: string, ttlSeconds: number): Mail {
+  return compose({
+    to: oldAddress,
+    subject: `Your ${PRODUCT} address is being changed`,
+    lines: [`Someone signed in to your account asked to change its address from ${oldAddress} to ${newAddress}. It changes once the new address is confirmed.`],
+    action: { label: 'This was not me', url: reportUrl },
+    after: [`The button works for ${minutes(ttlSeconds)}: it cancels the change, signs your account out everywhere and tells your administrator. Then reset your password. If it was you, there is nothing to do.`],
+  });
+}
+
+export type SecurityEvent = 'password-changed' | 'password-reset' | 'authenticator-added' | 'authenticator-removed' | 'passkey-added' | 'passkey-removed' | 'recovery-codes' | 'address-changed';
+
+const WHAT: Record<SecurityEvent, string> = {
+  'password-changed': 'The password of your account was changed.',
+  'password-reset': 'The password of your account was reset with a link sent to this address.',
+  'authenticator-added': 'An authenticator app was set up for your account.',
+  'authenticator-removed': 'The authenticator app of your account was replaced or removed.',
+  'passkey-added': 'A passkey was added to your account.',
+  'passkey-removed': 'A passkey was removed from your account.',
+  'recovery-codes': 'New recovery codes were made for your account; the old ones no longer work.',
+  'address-changed': 'The email address of your account was changed. This is the last message sent to this address.',
+};
+
+const SUBJECT: Record<SecurityEvent, string> = {
+  'password-changed': 'your password was changed',
+  'password-reset': 'your password was reset',
+  'authenticator-added': 'an authenticator app was set up',
+  'authenticator-removed': 'your authenticator app was replaced',
+  'passkey-added': 'a passkey was added',
+  'passkey-removed': 'a passkey was removed',
+  'recovery-codes': 'new recovery codes were made',
+  'address-changed': 'your email address was changed',
+};
+
+/** A security notice: what changed, when, and what to do if it was not the person. */
+export function securityNoticeMail(to: string, event: SecurityEvent, at: Date, forgotUrl: string): Mail {
+  return compose({
+    to,
+    subject: `Security notice: ${SUBJECT[event]}`,
+    lines: [WHAT[event], `When: ${at.toUTCString()}.`, 'If this was you, there is nothing to do.'],
+    action: { label: 'This was not me: reset my password', url: forgotUrl },
+    after: ['Resetting your password signs you out everywhere. Tell your administrator as well.'],
+  });
+}
