@@ -8,7 +8,10 @@ import { passwordRuleOf } from './accounts/password-rule.ts';
 import { Passkeys } from './accounts/passkeys.ts';
 import { watchAppUse } from './accounts/connected-apps.ts';
 import { adminApiNotFound, adminApiRoutes, ensureAdminApi } from './admin/api.ts';
+import { ensureCliClient } from './admin/cli-client.ts';
 import { consoleRoutes, ensureConsoleClient } from './admin/console.ts';
+import { FirstAdmin } from './admin/first-admin.ts';
+import { setupRoutes } from './admin/setup-page.ts';
 import { Operations } from './admin/operations.ts';
 import { validateClientMetadata } from './cli/client-metadata.ts';
 import { ActivityLog, recordActivity } from './observability/activity.ts';
@@ -79,7 +82,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   watchStorageAvailability(rawStore, logger);
   const accounts = new Accounts(store, { passwordRule: passwordRuleOf(config, logger) });
   const backchannelTargets = backchannelTargetRules(config);
-  const registry = new Registry(store, { cache: true, backchannelTargets });
+  const registry = new Registry(store, { cache: true, backchannelTargets, ...(clock ? { clock } : {}) });
   // Records written before the paging indexes existed (a no-op once they are complete).
   await accounts.backfillIndex();
   await registry.backfillIndex();
@@ -88,6 +91,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const accountPageClientId = await ensureAccountPageClient({ store, registry, issuer: config.ISSUER });
   const consoleClientId = await ensureConsoleClient({ store, registry, issuer: config.ISSUER });
   await ensureAdminApi({ store, registry, issuer: config.ISSUER });
+  await ensureCliClient(registry);
   const box = await loadSecretBox(store, config.SECRETS_KEY);
   // People (passwords, TOTP and recovery codes) and clients (secrets at the token endpoints) are
   // counted apart: a misconfigured service behind an IP must not lock people out from that IP.
@@ -159,6 +163,9 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   // and one process only (several workers would race to create it).
   const demo: DemoSetup | undefined = config.NODE_ENV === 'development' && config.WORKERS === 1 ? await ensureDemo({ store, registry, accounts, issuer: config.ISSUER }) : undefined;
 
+  // The first admin: a one-time setup link (serve.ts prints it) or the bootstrap settings.
+  const firstAdmin = new FirstAdmin({ store, accounts, logger, linkTtlSeconds: config.SETUP_LINK_TTL_SECONDS, ...(clock ? { now: clock } : {}) });
+
   const only = (...routes: string[]) => new Set(routes);
   // The edge, in the order a request meets it; oidc-provider's own routes come after the last entry.
   // The request context comes first, so the request line, the metrics and the error handling see the
@@ -185,7 +192,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'formPostAsGet', does: 'POST /auth and /session/end: 303 to the GET of the same parameters', oidcRoutes: only('authorization', 'end_session'), middleware: formPostAsGet(provider) },
     { name: 'adminApiRoutes', does: '/admin/api/v1: per IP (ADMIN_API_IP_PER_MINUTE), then bearer token, then per token (ADMIN_API_TOKEN_PER_MINUTE); DPoP; MFA sign-in', middleware: adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER, limits: { perIpPerMinute: config.ADMIN_API_IP_PER_MINUTE, perTokenPerMinute: config.ADMIN_API_TOKEN_PER_MINUTE } }).routes() },
     { name: 'adminApiNotFound', does: 'anything else under /admin/api: problem+json 404', middleware: adminApiNotFound },
-    { name: 'consoleRoutes', does: '/admin: admins signed in with a second factor; same origin, CSRF', middleware: consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId }).routes() },
+    { name: 'consoleRoutes', does: '/admin: admins signed in with a second factor; same origin, CSRF', middleware: consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId, adminExists: () => firstAdmin.adminExists() }).routes() },
+    { name: 'setupRoutes', does: '/setup/:token: the one-time link that creates the first admin; same origin, CSRF', middleware: setupRoutes({ firstAdmin, views, csrf, issuer: config.ISSUER }).routes() },
     { name: 'demoRoutes', does: '/demo: the first-run app (development only)', middleware: demo ? demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes() : undefined },
   ];
   installEdge(provider, edge);
@@ -199,7 +207,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     // This minute's aggregated refusals, before the store closes.
     await activity.flush();
   };
-  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, close };
+  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, close };
 }
 
 /** oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts). */

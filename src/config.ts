@@ -46,6 +46,9 @@ export const configDocs: Record<string, string> = {
   DEVICE_CODE_WINDOW_SECONDS: 'How long a wrong device user code counts towards `DEVICE_CODE_MAX_FAILURES`.',
   ADMIN_API_IP_PER_MINUTE: 'Requests to the admin API per minute from one client address, counted before the access token is looked up; past it `429` with `Retry-After`.',
   ADMIN_API_TOKEN_PER_MINUTE: 'Requests to the admin API per minute with one access token; past it `429` with `Retry-After`.',
+  SETUP_LINK_TTL_SECONDS: 'How long the one-time setup link lasts that a server without an admin prints on its standard error at start (never in the log), to create the first admin. 60 to 86400.',
+  ADMIN_BOOTSTRAP_EMAIL: 'The first admin\'s email, created at start when no admin exists (with `ADMIN_BOOTSTRAP_PASSWORD_FILE`); nothing happens once an admin exists. The admin sets up a second factor at the first console sign-in.',
+  ADMIN_BOOTSTRAP_PASSWORD_FILE: 'A file holding that admin\'s password (a Docker or Kubernetes secret, say; one trailing line break is ignored), never the password itself in a variable. A password the password rule refuses stops the start.',
   INTROSPECTION_INACTIVE_PER_MINUTE: 'How many introspections answering `active: false` one API credential may make per minute; past it such answers become `429` with `Retry-After` until the minute is over. Answers `active: true` are never counted nor refused.',
 };
 
@@ -129,6 +132,9 @@ const schema = z
     DEVICE_CODE_WINDOW_SECONDS: windowSeconds.default(DEFAULT_LOCKOUTS.device.account.windowSeconds),
     ADMIN_API_IP_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(60),
     ADMIN_API_TOKEN_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(1200),
+    SETUP_LINK_TTL_SECONDS: z.coerce.number().int().min(60).max(86_400).default(3600),
+    ADMIN_BOOTSTRAP_EMAIL: z.string().min(3).optional(),
+    ADMIN_BOOTSTRAP_PASSWORD_FILE: z.string().min(1).optional(),
   })
   .transform((env) => ({
     ...env,
@@ -161,6 +167,10 @@ const schema = z
     }
     if (env.REDIS_PASSWORD && env.REDIS_URL && new URL(env.REDIS_URL).password) {
       ctx.addIssue({ code: 'custom', path: ['REDIS_PASSWORD'], message: 'REDIS_URL carries a password already: set it in one place' });
+    }
+    if (!env.ADMIN_BOOTSTRAP_EMAIL !== !env.ADMIN_BOOTSTRAP_PASSWORD_FILE) {
+      const missing = env.ADMIN_BOOTSTRAP_EMAIL ? 'ADMIN_BOOTSTRAP_PASSWORD_FILE' : 'ADMIN_BOOTSTRAP_EMAIL';
+      ctx.addIssue({ code: 'custom', path: [missing], message: 'is required with the other ADMIN_BOOTSTRAP_ setting (the first admin needs an email and a password file)' });
     }
     // WebAuthn binds a passkey to the RP id: it must be the issuer's host or a registrable suffix of it.
     const issuerHost = new URL(env.ISSUER).hostname;

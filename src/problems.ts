@@ -41,6 +41,7 @@ export const REFUSALS = {
   secret_in_unknown: { message: '{@} must be header or body, got {value}' },
   secret_in_public: { message: '{@} body is for confidential clients: a {@public} or {@native} client has no secret' },
   refresh_grace_range: { message: '{@} must be a whole number of seconds from 0 to {max}' },
+  keep_old_range: { message: '{@} must be a whole number of seconds from 0 to {max}' },
   refresh_grace_needs_refresh: { message: '{@} needs the refresh_token grant' },
   uri_control_characters: { message: '{@} must not contain spaces, line breaks or other control characters' },
   uri_not_absolute: { message: '{@} must be an absolute URI, got {uri}' },
@@ -76,10 +77,12 @@ export const REFUSALS = {
   account_not_found: { status: 404, message: 'no account with id {id}' },
   account_busy: { status: 409, message: 'the account {id} is being changed by someone else: try again' },
   user_not_found: { status: 404, message: 'no user with {by} {value}' },
+  bootstrap_email_not_admin: { status: 409, message: 'ADMIN_BOOTSTRAP_EMAIL names {email}, an account without the admin role: grant it with "latchkey user grant-admin {email}", or name another address' },
   second_factor_exists: { status: 409, message: 'this account already has a second factor' },
   second_factor_missing: { status: 409, message: 'this account has no second factor' },
   passkey_removed: { status: 409, message: 'the passkey was removed' },
   passkey_not_found: { status: 404, message: 'no such passkey' },
+  session_not_found: { status: 404, message: '{email} has no session with that handle (it may have ended)' },
   app_not_connected: { status: 404, message: '{email} has not granted {client_id} access (no remembered consent)' },
 
   // ---- lockouts and keys ----

@@ -1,5 +1,6 @@
 import cluster from 'node:cluster';
 import type { Server } from 'node:http';
+import { BootstrapRefused } from './admin/first-admin.ts';
 import { createApp } from './app.ts';
 import type { Config } from './config.ts';
 import { audit } from './observability/audit.ts';
@@ -27,14 +28,34 @@ export async function serve(config: Config): Promise<void> {
     logger.info(`using ${describeRedis(config)}`);
   }
 
-  const { app, opsApp, demo, metrics, close: closeApp } = await createApp({ config, store, logger });
+  const { app, opsApp, demo, metrics, firstAdmin, close: closeApp } = await createApp({ config, store, logger });
   if (cluster.isWorker) metrics.joinCluster();
+  if (config.ADMIN_BOOTSTRAP_EMAIL && config.ADMIN_BOOTSTRAP_PASSWORD_FILE) {
+    try {
+      await firstAdmin.bootstrap(config.ADMIN_BOOTSTRAP_EMAIL, config.ADMIN_BOOTSTRAP_PASSWORD_FILE);
+    } catch (err) {
+      if (!(err instanceof BootstrapRefused)) throw err;
+      process.stderr.write(`latchkey: ${err.message}\n`);
+      logger.fatal(`the first admin could not be created: ${err.message}`);
+      logger.flush(() => process.exit(1));
+      return;
+    }
+  }
+  // One setup link per start: never in tests, and with several workers only the first one prints it.
+  const setupToken = config.NODE_ENV !== 'test' && (!cluster.isWorker || cluster.worker?.id === 1) ? await firstAdmin.issueLink() : undefined;
   const server: Server = app.listen(config.PORT, config.HOST, () => {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.PORT;
     logger.info({ issuer: config.ISSUER, port }, `Latchkey is listening; discovery at ${config.ISSUER}/.well-known/openid-configuration`);
     if (demo) printDemo(demo);
+    if (setupToken) printSetupLink(setupToken);
   });
+
+  /** Plain text on stderr, as the demo password: the link creates an admin, so it never reaches a log line. */
+  function printSetupLink(token: string) {
+    const minutes = Math.round(firstAdmin.linkTtlSeconds / 60);
+    process.stderr.write(`\n  Latchkey has no admin yet. Open ${config.ISSUER}/setup/${token} within ${minutes} minutes to create the first one.\n\n`);
+  }
 
   /**
    * Where to go on a first run (development only). Plain text on stderr, outside the JSON log: the demo

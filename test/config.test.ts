@@ -36,7 +36,15 @@ describe('loadConfig', () => {
       DEVICE_CODE_WINDOW_SECONDS: 3600,
       ADMIN_API_IP_PER_MINUTE: 60,
       ADMIN_API_TOKEN_PER_MINUTE: 1200,
+      SETUP_LINK_TTL_SECONDS: 3600,
     });
+  });
+
+  test('ADMIN_BOOTSTRAP_EMAIL and ADMIN_BOOTSTRAP_PASSWORD_FILE come together; SETUP_LINK_TTL_SECONDS is bounded', () => {
+    assert.throws(() => loadConfig({ ADMIN_BOOTSTRAP_EMAIL: 'ops@example.com' }), /ADMIN_BOOTSTRAP_PASSWORD_FILE: is required with the other ADMIN_BOOTSTRAP_ setting/);
+    assert.throws(() => loadConfig({ ADMIN_BOOTSTRAP_PASSWORD_FILE: '/run/secrets/admin' }), /ADMIN_BOOTSTRAP_EMAIL: is required/);
+    assert.equal(loadConfig({ ADMIN_BOOTSTRAP_EMAIL: 'ops@example.com', ADMIN_BOOTSTRAP_PASSWORD_FILE: '/run/secrets/admin' }).ADMIN_BOOTSTRAP_PASSWORD_FILE, '/run/secrets/admin');
+    assert.throws(() => loadConfig({ SETUP_LINK_TTL_SECONDS: '10' }), /SETUP_LINK_TTL_SECONDS/);
   });
 
   test('BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: true or false, nothing else', () => {

@@ -33,6 +33,7 @@ const ORDER = [
   'adminApiRoutes',
   'adminApiNotFound',
   'consoleRoutes',
+  'setupRoutes',
   'demoRoutes',
 ];
 

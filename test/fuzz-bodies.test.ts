@@ -133,6 +133,7 @@ test('no route answers 5xx, hangs or logs a stack for a malformed request', asyn
   await server.app.accounts.setAdmin(world.user.id, true);
   assert.equal((await browse(signedIn.jar, new URL('/admin/activity', server.issuer))).status, 200, 'the console lets the admin in');
   assert.ok(routes.some((r) => r.path === '/admin/api/v1/activity'), 'the admin API routes were found');
+  assert.ok(routes.some((r) => r.path === '/setup/:token' && r.method === 'POST'), 'the setup link routes were found');
 
   const failures: string[] = [];
   const logged = server.logs.length;

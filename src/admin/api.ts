@@ -14,7 +14,7 @@ import { DPOP_ALGS, DpopProofError, verifyDpopProof } from '../security/dpop-pro
 import { digest, keys } from '../storage/keys.ts';
 import { createLimiter, type Limiter } from '../storage/limiters.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
-import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, userCreate } from './inputs.ts';
+import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate } from './inputs.ts';
 import { adminApiUri, type Actor, type Operations } from './operations.ts';
 
 /**
@@ -124,6 +124,8 @@ interface RouteSpec<Q extends z.ZodType = z.ZodType, B extends z.ZodType | undef
   write: boolean;
   query?: Q;
   body?: B;
+  /** The body may be left out (then it is `{}`): for an endpoint that took none before. */
+  bodyOptional?: boolean;
   /** 201 for a creation, else 200. */
   status?: number;
   run(input: { params: Record<string, string>; query: z.output<Q>; body: B extends z.ZodType ? z.output<B> : undefined; actor: Actor; ctx: Context }): Promise<unknown>;
@@ -143,7 +145,11 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
       method: 'patch', path: '/clients/:clientId', summary: 'Change a client\'s name, redirect URIs, scope (a list given replaces the list), MFA, PAR, PKCE, refresh grace or back-channel logout URI (null removes it); idempotent', write: true, body: clientUpdate,
       run: ({ params, body, actor }) => ops.updateClient(actor, params.clientId!, clientChangesOfBody(body)),
     }),
-    route({ method: 'post', path: '/clients/:clientId/secret', summary: 'Rotate a client\'s secret; the new one is in this answer only', write: true, run: ({ params, actor }) => ops.rotateClientSecret(actor, params.clientId!) }),
+    route({
+      method: 'post', path: '/clients/:clientId/secret', summary: 'Rotate a client\'s secret; the new one is in this answer only. `keep_old_seconds`: how long the old one keeps working (default 0: it stops now)', write: true, body: secretRotate, bodyOptional: true,
+      run: ({ params, body, actor }) => ops.rotateClientSecret(actor, params.clientId!, body.keep_old_seconds),
+    }),
+    route({ method: 'delete', path: '/clients/:clientId/secret/old', summary: 'End a client\'s previous secret now (the overlap of a rotation)', write: true, run: ({ params, actor }) => ops.revokeOldClientSecret(actor, params.clientId!) }),
     route({ method: 'delete', path: '/clients/:clientId', summary: 'Delete a client', write: true, run: ({ params, actor }) => ops.deleteClient(actor, params.clientId!) }),
 
     route({ method: 'get', path: '/resources', summary: 'List APIs', write: false, run: async () => ({ resources: await ops.resources() }) }),
@@ -170,6 +176,7 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
     route({ method: 'delete', path: '/users/:userId/mfa', summary: 'Remove a person\'s second factor and recovery codes (they enroll again at the next sign-in)', write: true, run: ({ params, actor }) => ops.resetUserMfa(actor, params.userId!) }),
     route({ method: 'delete', path: '/users/:userId/lockout', summary: 'End a person\'s lockout and forget their failed attempts', write: true, run: ({ params, actor }) => ops.unlockUser(actor, params.userId!) }),
     route({ method: 'get', path: '/users/:userId/sessions', summary: 'A person\'s active sessions', write: false, run: ({ params }) => ops.userSessions(params.userId!) }),
+    route({ method: 'delete', path: '/users/:userId/sessions/:handle', summary: 'End one of a person\'s sessions (its handle from the list): its apps\' grants and tokens are revoked', write: true, run: ({ params, actor }) => ops.endUserSession(actor, params.userId!, params.handle!) }),
     route({ method: 'delete', path: '/users/:userId/sessions', summary: 'Sign a person out everywhere (sessions end, grants and tokens are revoked)', write: true, run: ({ params, actor }) => ops.revokeUserSessions(actor, params.userId!) }),
     route({ method: 'get', path: '/users/:userId/apps', summary: 'The apps a person granted access to (connected apps)', write: false, run: ({ params }) => ops.connectedApps(params.userId!) }),
     route({ method: 'delete', path: '/users/:userId/apps/:clientId', summary: 'Remove an app\'s access: consent forgotten, its grants and tokens revoked, its sessions ended', write: true, run: ({ params, actor }) => ops.revokeConnectedApp(actor, params.userId!, params.clientId!) }),
@@ -338,7 +345,9 @@ export function adminApiRoutes(deps: AdminApiDeps) {
       let body: unknown;
       // An endpoint without a body refuses one, rather than act as if it had not been sent.
       if (!spec.body && ((ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding'))) throw new Problem(400, 'this endpoint takes no request body');
-      if (spec.body) {
+      if (spec.body && spec.bodyOptional && !((ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding'))) {
+        body = parseInput(spec.body, {});
+      } else if (spec.body) {
         if (!ctx.is('application/json')) throw new Problem(415, 'send the body as application/json');
         try {
           await json(ctx, async () => {});
@@ -395,7 +404,7 @@ export function openApiDocument(specs: RouteSpec[], issuer: string) {
       summary: spec.summary,
       security: [{ bearer: [spec.write ? ADMIN_SCOPE : ADMIN_READ_SCOPE] }],
       parameters: [...pathParams, ...queryParams],
-      ...(spec.body ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(spec.body) } } } } : {}),
+      ...(spec.body ? { requestBody: { required: !spec.bodyOptional, content: { 'application/json': { schema: jsonSchema(spec.body) } } } } : {}),
       responses: {
         [String(spec.status ?? 200)]: { description: 'OK', content: { [spec.path.endsWith('.jsonl') ? 'application/jsonl' : 'application/json']: {} } },
         400: problemResponse, 401: problemResponse, 403: problemResponse, 404: problemResponse, 409: problemResponse, 429: problemResponse,

@@ -43,6 +43,8 @@ export interface ConsoleDeps {
   secondFactor: SecondFactor;
   issuer: string;
   clientId: string;
+  /** Whether any admin exists: without one, /admin explains how to make the first instead of asking to sign in. */
+  adminExists?: () => Promise<boolean>;
 }
 
 const FORM_EXPIRED = 'the form expired; open the admin console again';
@@ -62,6 +64,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
   const admin: Middleware = async (ctx, next) => {
     const session = await provider.Session.get(ctx);
     const account = session.accountId && !session.accountId.includes('@') ? await unlessGone(ops.findUser(session.accountId)) : undefined;
+    if (!account && deps.adminExists && !(await deps.adminExists())) return views.render(ctx, 'admin/no-admin', { title: 'No admin yet' });
     if (!account || account.disabled) return toSignIn(ctx, false);
     if (session.acr !== ACR_MFA) return toSignIn(ctx, true);
     if (account.admin !== true) {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { GRANT_TYPES, MAX_REFRESH_GRACE_SECONDS, type ClientChanges, type ClientInput } from '../oidc/registry.ts';
+import { GRANT_TYPES, MAX_KEEP_OLD_SECONDS, MAX_REFRESH_GRACE_SECONDS, type ClientChanges, type ClientInput } from '../oidc/registry.ts';
 import { Refusal, REFUSALS, refusalOf, type RefusalCode } from '../problems.ts';
 
 /**
@@ -17,6 +17,7 @@ const uriList = z.array(uri).max(50);
 const scope = z.string({ error: 'required' }).trim().min(1, 'empty').max(2000);
 const displayName = z.string({ error: 'required' }).trim().min(1, 'empty').max(200);
 const refreshGrace = z.number({ error: 'refresh_grace_range' }).int('refresh_grace_range').min(0, 'refresh_grace_range').max(MAX_REFRESH_GRACE_SECONDS, 'refresh_grace_range');
+const keepOld = z.number({ error: 'keep_old_range' }).int('keep_old_range').min(0, 'keep_old_range').max(MAX_KEEP_OLD_SECONDS, 'keep_old_range');
 const pkce = z.enum(['required', 'optional'], { error: 'pkce_unknown' });
 const authMethod = z.enum(['client_secret_basic', 'client_secret_post', 'none'], { error: 'secret_in_unknown' });
 const ttl = z.number({ error: 'ttl_range' }).int('ttl_range').min(60, 'ttl_range').max(86400, 'ttl_range');
@@ -139,6 +140,7 @@ function refusalOfIssue(issue: z.core.$ZodIssue): Refusal {
   if (code === 'grant_unknown') Object.assign(params, { grant: String(input), known: GRANT_TYPES.join(', ') });
   if (code === 'grants_missing') params.known = GRANT_TYPES.join(', ');
   if (code === 'refresh_grace_range') params.max = MAX_REFRESH_GRACE_SECONDS;
+  if (code === 'keep_old_range') params.max = MAX_KEEP_OLD_SECONDS;
   if (code === 'email_invalid') params.email = JSON.stringify(input);
   return new Refusal(code, { ...at, params });
 }
@@ -160,3 +162,6 @@ export function clientChangesOfBody(body: ClientUpdateBody): ClientChanges {
     requirePar: body.require_pushed_authorization_requests, pkce: body.pkce, refreshGrace: body.refresh_grace_seconds, backchannelLogoutUri: body.backchannel_logout_uri,
   };
 }
+
+/** A secret rotation: how long the secret it replaces keeps working (0 or left out: it stops now). */
+export const secretRotate = z.strictObject({ keep_old_seconds: keepOld.optional() });

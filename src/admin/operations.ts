@@ -8,13 +8,15 @@ import { totpCodeAt } from '../accounts/totp.ts';
 import { audit, type AuditEvent } from '../observability/audit.ts';
 import { Refusal } from '../problems.ts';
 import type { Logger } from '../observability/logger.ts';
-import { type ClientChanges, type ClientInput, type Registry, type ResourceServer, adminApiUri } from '../oidc/registry.ts';
+import { type ClientChanges, type ClientInput, type Registry, type ResourceServer, adminApiUri, livePreviousSecret } from '../oidc/registry.ts';
 import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
 import { Lockout, lockoutOptions, lockoutScopeOf, type LockoutSettings } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
 import { keys } from '../storage/keys.ts';
-import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
+import { endAccountSession, revokeAccountSessions } from '../storage/oidc-adapter.ts';
+import { factorsInWords, sessionDevice, sessionHandle } from '../accounts/sessions.ts';
 import type { Store } from '../storage/store.ts';
+import { CLI_CLIENT_ID } from './cli-client.ts';
 
 /**
  * What an operator can do to Latchkey, whichever way they ask: the `latchkey` CLI (src/cli/commands.ts
@@ -49,7 +51,18 @@ export interface OperationsDeps {
 
 // ---- views: what is shown of stored things (never a secret, a hash or a private key) ----
 
-export function clientView(c: ClientMetadata) {
+/** A confidential client's secrets as shown: their ages, and the previous one's expiry while it still works. Never a digest. */
+function secretsView(c: ClientMetadata, nowSeconds: number) {
+  if (c.token_endpoint_auth_method === 'none' || typeof c.client_secret !== 'string') return {};
+  const previous = livePreviousSecret(c, nowSeconds);
+  const created = typeof c.client_secret_created_at === 'number' ? isoSeconds(c.client_secret_created_at) : null;
+  return {
+    secret: { created, ...(previous ? { previous: { created: previous.created_at ? isoSeconds(previous.created_at) : null, expires: isoSeconds(previous.expires_at) } } : {}) },
+  };
+}
+
+/** `nowSeconds`: what decides whether a rotated-out secret still works (the registry's clock). */
+export function clientView(c: ClientMetadata, nowSeconds = Math.floor(Date.now() / 1000)) {
   return {
     client_id: c.client_id,
     client_name: c.client_name,
@@ -67,6 +80,7 @@ export function clientView(c: ClientMetadata) {
     refresh_grace_seconds: typeof c.refresh_grace_seconds === 'number' ? c.refresh_grace_seconds : 0,
     ...(typeof c.backchannel_logout_uri === 'string' ? { backchannel_logout_uri: c.backchannel_logout_uri } : {}),
     ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
+    ...secretsView(c, nowSeconds),
   };
 }
 
@@ -139,7 +153,7 @@ export class Operations {
   async client(clientId: string) {
     const client = (await this.#d.registry.findClient(clientId)) as ClientMetadata | undefined;
     if (!client) throw new OperationError('client_not_found', { params: { client_id: clientId } });
-    return clientView(client);
+    return clientView(client, this.#d.registry.nowSeconds());
   }
 
   /** Changes left undefined stay; a URI list given replaces the whole list. Idempotent: the same changes twice change nothing the second time. */
@@ -156,11 +170,21 @@ export class Operations {
     return { client: view, changed };
   }
 
-  async rotateClientSecret(actor: Actor, clientId: string) {
+  /** `keepOldSeconds`: how long the secret it replaces keeps working (0, the default: it stops now). */
+  async rotateClientSecret(actor: Actor, clientId: string, keepOldSeconds = 0) {
     await this.client(clientId);
-    const secret = await this.#d.registry.rotateSecret(clientId);
-    this.#audit(actor, 'client_secret_rotated', { clientId }, 'client secret rotated');
-    return { client_id: clientId, client_secret: secret };
+    const secret = await this.#d.registry.rotateSecret(clientId, { keepOldSeconds });
+    const oldExpires = (await this.client(clientId)).secret?.previous?.expires;
+    this.#audit(actor, 'client_secret_rotated', { clientId, keepOldSeconds, ...(oldExpires ? { oldSecretExpires: oldExpires } : {}) }, 'client secret rotated');
+    return { client_id: clientId, client_secret: secret, old_secret_expires: oldExpires ?? null };
+  }
+
+  /** Ends a client's previous secret now (the overlap of a rotation, cut short). */
+  async revokeOldClientSecret(actor: Actor, clientId: string) {
+    await this.client(clientId);
+    const revoked = await this.#d.registry.revokeOldSecret(clientId);
+    if (revoked) this.#audit(actor, 'client_old_secret_revoked', { clientId }, 'previous client secret revoked');
+    return { client_id: clientId, old_secret_revoked: revoked };
   }
 
   async deleteClient(actor: Actor, clientId: string) {
@@ -357,14 +381,28 @@ export class Operations {
   async userSessions(idOrEmail: string) {
     const account = await this.findUser(idOrEmail);
     const sessionKeys = await this.#d.store.setMembers(keys.accountSessions(account.id));
-    const found = await Promise.all(sessionKeys.map((key) => this.#d.store.getModel(key, { consumable: false })));
-    const sessions = found.flatMap((stored) => {
+    const found = await Promise.all(sessionKeys.map(async (key) => ({ key, stored: await this.#d.store.getModel(key, { consumable: false }), device: await sessionDevice(this.#d.store, key) })));
+    const sessions = found.flatMap(({ key, stored, device }) => {
       if (!stored) return [];
       const s = JSON.parse(stored.payload) as { accountId?: string; loginTs?: number; exp?: number; acr?: string; amr?: string[]; authorizations?: Record<string, unknown> };
       if (s.accountId !== account.id) return [];
-      return [{ signed_in: s.loginTs ? isoSeconds(s.loginTs) : null, expires: s.exp ? isoSeconds(s.exp) : null, acr: s.acr ?? null, amr: s.amr ?? [], clients: Object.keys(s.authorizations ?? {}) }];
+      // The device record of an earlier sign-in in the same browser is not this one's.
+      const same = device && (device.loginTs === undefined || device.loginTs === s.loginTs) ? device : undefined;
+      return [{
+        handle: sessionHandle(key), signed_in: s.loginTs ? isoSeconds(s.loginTs) : null, expires: s.exp ? isoSeconds(s.exp) : null,
+        ip: same?.ip ?? null, browser: same?.browser ?? null, acr: s.acr ?? null, amr: s.amr ?? [], factors: factorsInWords(s.amr ?? []), clients: Object.keys(s.authorizations ?? {}),
+      }];
     });
     return { id: account.id, sessions: sessions.sort((a, b) => String(b.signed_in).localeCompare(String(a.signed_in))) };
+  }
+
+  /** Ends one session of a person (by its handle from `userSessions`): its apps' grants are revoked and they are told (back-channel logout). */
+  async endUserSession(actor: Actor, idOrEmail: string, handle: string) {
+    const account = await this.findUser(idOrEmail);
+    const ended = /^[A-Za-z0-9_-]{22}$/.test(handle) ? await endAccountSession(this.#d.store, account.id, handle) : undefined;
+    if (!ended) throw new OperationError('session_not_found', { params: { email: account.email } });
+    this.#audit(actor, 'session_ended', { accountId: account.id, session: handle, grants: ended.grants }, 'a session was ended');
+    return { id: account.id, email: account.email, session: handle, ended: true, grants_revoked: ended.grants };
   }
 
   /** How many of a person's recovery codes are unused, and whether they have a set at all. */
@@ -374,9 +412,9 @@ export class Operations {
     return { id: account.id, has_recovery_codes: has, unused: has ? await (await this.#secondFactor()).recoveryCodesLeft(account) : 0 };
   }
 
-  /** The server's own clients (the console, the account page, each API's introspection client): not an operator's to change. */
+  /** The server's own clients (the console, the account page, the CLI's, each API's introspection client): not an operator's to change. */
   async isOwnClient(client: { client_id: string; resource_server?: string }) {
-    if (client.resource_server !== undefined) return true;
+    if (client.resource_server !== undefined || client.client_id === CLI_CLIENT_ID) return true;
     const own = await Promise.all([this.#d.store.get(keys.adminConsoleClient), this.#d.store.get(keys.accountPageClient)]);
     return own.includes(client.client_id);
   }

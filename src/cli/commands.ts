@@ -1,6 +1,6 @@
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { Operations, type Actor, type OperationsDeps } from '../admin/operations.ts';
-import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, userCreate } from '../admin/inputs.ts';
+import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate } from '../admin/inputs.ts';
 import { GRANT_SHORTHANDS } from '../oidc/registry.ts';
 import { Refusal } from '../problems.ts';
 import { cliFieldNames, CliError, fields, table, type Output } from './output.ts';
@@ -50,6 +50,14 @@ function list(values: Values, name: string): string[] {
 function seconds(values: Values, name: string): number | undefined {
   const given = optional(values, name);
   return given === undefined ? undefined : /^\d+$/.test(given) ? Number(given) : NaN;
+}
+
+/** `--keep-old 0|90s|1h|24h|7d` in seconds; NaN (refused by the schema) when it is not a duration. */
+function duration(given: string | undefined): number | undefined {
+  if (given === undefined) return undefined;
+  const match = /^(\d{1,9})([smhd]?)$/.exec(given.trim());
+  if (!match) return NaN;
+  return Number(match[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[match[2] as '' | 's' | 'm' | 'h' | 'd'];
 }
 
 /** `--public` and `--secret-in header|body` as RFC 7591's `token_endpoint_auth_method`. */
@@ -192,7 +200,10 @@ const TABLE: Record<string, Command> = {
     args: ['CLIENT_ID'],
     async run(ctx, _values, [id]) {
       const json = await ctx.ops.client(id!);
-      return { json, text: fields(json) };
+      // The secrets' ages as lines of their own (never a secret: they are shown once, at creation or rotation).
+      const { secret, ...rest } = json;
+      const ages = secret ? { secret_created: secret.created, ...(secret.previous ? { old_secret_created: secret.previous.created, old_secret_expires: secret.previous.expires } : {}) } : {};
+      return { json, text: fields({ ...rest, ...ages }) };
     },
   },
   'client delete': {
@@ -204,11 +215,22 @@ const TABLE: Record<string, Command> = {
     },
   },
   'client rotate-secret': {
+    usage: 'CLIENT_ID [--keep-old 0|DURATION (how long the old secret keeps working, e.g. 1h, 24h, 7d; default 0: it stops now)]',
+    args: ['CLIENT_ID'],
+    options: { 'keep-old': { type: 'string' } },
+    async run(ctx, values, [id]) {
+      const { keep_old_seconds: keepOld } = parseInput(secretRotate, { keep_old_seconds: duration(optional(values, 'keep-old')) });
+      const json = await ctx.ops.rotateClientSecret(ctx.actor, id!, keepOld ?? 0);
+      const old = json.old_secret_expires ? `The old secret keeps working until ${json.old_secret_expires} (end it sooner: latchkey client revoke-old-secret ${id}).` : 'The old secret no longer works.';
+      return { json, text: `${fields(json)}\n${old} ${SHOWN_ONCE}` };
+    },
+  },
+  'client revoke-old-secret': {
     usage: 'CLIENT_ID',
     args: ['CLIENT_ID'],
     async run(ctx, _values, [id]) {
-      const json = await ctx.ops.rotateClientSecret(ctx.actor, id!);
-      return { json, text: `${fields(json)}\nThe old secret no longer works. ${SHOWN_ONCE}` };
+      const json = await ctx.ops.revokeOldClientSecret(ctx.actor, id!);
+      return { json, text: json.old_secret_revoked ? `The old secret of ${id} no longer works.` : `Client ${id} had no old secret still working: nothing changed.` };
     },
   },
 
@@ -339,6 +361,23 @@ const TABLE: Record<string, Command> = {
     async run(ctx, _values, [id]) {
       const json = await ctx.ops.deleteUser(ctx.actor, id!);
       return { json, text: `Deleted user ${json.email} (${json.id}) and ended their sessions and grants.` };
+    },
+  },
+  'user sessions': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const json = await ctx.ops.userSessions(id!);
+      const rows = json.sessions.map((s) => ({ handle: s.handle, signed_in: s.signed_in, ip: s.ip, browser: s.browser, factors: s.factors, apps: s.clients }));
+      return { json, text: rows.length ? table(rows, ['handle', 'signed_in', 'ip', 'browser', 'factors', 'apps']) : 'No session: not signed in anywhere.' };
+    },
+  },
+  'user end-session': {
+    usage: 'USER_ID HANDLE (from "user sessions")',
+    args: ['USER_ID', 'HANDLE'],
+    async run(ctx, _values, [id, handle]) {
+      const json = await ctx.ops.endUserSession(ctx.actor, id!, handle!);
+      return { json, text: `Ended the session ${handle} of ${json.email}: ${json.grants_revoked} grant(s) and their tokens revoked.` };
     },
   },
   'user revoke-sessions': {

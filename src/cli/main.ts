@@ -1,6 +1,5 @@
 import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
-import pino from 'pino';
 import { Accounts } from '../accounts/accounts.ts';
 import { passwordRuleOf } from '../accounts/password-rule.ts';
 import { ConfigError, loadConfig } from '../config.ts';
@@ -16,6 +15,7 @@ import { ActivityLog, recordActivity } from '../observability/activity.ts';
 import { COMMANDS, commandContext, GROUPS, usageLine, type Command, type Values } from './commands.ts';
 import { validateClientMetadata } from '../oidc/client-metadata.ts';
 import { backchannelTargetRules } from '../oidc/backchannel-targets.ts';
+import { login, logout, serverUrl, storedToken } from './login.ts';
 import { RemoteOperations } from './remote.ts';
 import { cliFieldNames, CliError, type Output } from './output.ts';
 
@@ -33,20 +33,34 @@ function help(group?: string): string {
   return [
     'Usage:',
     ...names.map((name) => `  ${usageLine(name)}`),
+    ...(group ? [] : ['  latchkey login --server URL    sign in to that server in a browser (an admin, with a second factor); keeps its tokens', '  latchkey logout --server URL   forgets them']),
     '',
     '',
     'Every command takes --json (print one JSON object). Passwords are read from stdin only.',
-    'latchkey --server URL --token TOKEN <command> runs it through that server\'s admin API (or LATCHKEY_SERVER, LATCHKEY_TOKEN),',
+    'latchkey --server URL <command> runs it through that server\'s admin API with the login\'s token, or --token TOKEN (or LATCHKEY_SERVER, LATCHKEY_TOKEN),',
     'which also reaches a server on its embedded store; without --server, commands work on the Redis the server uses.',
     'REDIS_URL (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS and REDIS_SENTINEL_NAME) names the Redis the server uses.',
   ].join('\n');
 }
 
+/**
+ * What one run of the CLI reads and writes: the process's own in bin/latchkey.js and `node
+ * src/cli/main.ts`, a test's in process (test/helpers/cli.ts). Nothing else of the process is touched.
+ */
+export interface CliIo {
+  env: Record<string, string | undefined>;
+  stdin: AsyncIterable<Buffer | string> & { isTTY?: boolean };
+  stdout: { write(text: string): unknown };
+  stderr: { write(text: string): unknown };
+  /** Waits between `login`'s polls; tests pass their own, so nothing sleeps. */
+  sleep?: (ms: number) => Promise<void>;
+}
+
 /** All of stdin, without one trailing newline. Refuses a terminal, which would echo the password. */
-async function readPassword(): Promise<string> {
-  if (process.stdin.isTTY) throw new CliError('--password-stdin reads the password from a pipe, e.g. printf \'%s\' "$PASSWORD" | latchkey …');
+async function readPassword(stdin: CliIo['stdin']): Promise<string> {
+  if (stdin.isTTY) throw new CliError('--password-stdin reads the password from a pipe, e.g. printf \'%s\' "$PASSWORD" | latchkey …');
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  for await (const chunk of stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
@@ -78,13 +92,18 @@ async function connect(config: RedisConfig): Promise<RedisStore> {
 }
 
 /** Parses argv and runs one command; returns the exit code. */
-async function run(argv: string[]): Promise<number> {
+async function runCommand(argv: string[], io: CliIo): Promise<number> {
+  const { env } = io;
+  const print = (text: string) => {
+    io.stdout.write(`${text}\n`);
+    return 0;
+  };
   const args = [...argv];
   let json = false;
   let wantsHelp = false;
   // --server URL: administer a running server through its admin API (LATCHKEY_SERVER), with an access token for it (--token, LATCHKEY_TOKEN).
-  let server = process.env.LATCHKEY_SERVER || undefined;
-  let token = process.env.LATCHKEY_TOKEN || undefined;
+  let server = env.LATCHKEY_SERVER || undefined;
+  let token = env.LATCHKEY_TOKEN || undefined;
   while (args[0]?.startsWith('-')) {
     const flag = args.shift();
     if (flag === '--json') json = true;
@@ -101,6 +120,7 @@ async function run(argv: string[]): Promise<number> {
     if (wantsHelp) return print(help());
     throw new CliError(`missing command; ${HINT}`);
   }
+  if (group === 'login' || group === 'logout') return print(await account(group, [action, ...rest].filter((a) => a !== undefined), server, json, io));
   if (!GROUPS.includes(group)) throw new CliError(`unknown command "${group}"; ${HINT}`);
   if (!action || action === '--help' || action === '-h' || wantsHelp) {
     if (action === '--help' || action === '-h' || wantsHelp) return print(help(group));
@@ -139,13 +159,14 @@ async function run(argv: string[]): Promise<number> {
   let password: string | undefined;
   if (command.password) {
     if (values['password-stdin'] !== true) throw new CliError(`--password-stdin is required (passwords are read from stdin only); usage: ${usageLine(name)}`);
-    password = await readPassword();
+    password = await readPassword(io.stdin);
   }
 
   if (server) {
-    if (!URL.canParse(server)) throw new CliError(`--server must be the server's URL (its ISSUER), got ${JSON.stringify(server)}`);
-    if (!token) throw new CliError('--server needs an access token for its admin API (scope latchkey:admin): give --token or set LATCHKEY_TOKEN');
-    const remote = new RemoteOperations(server, token);
+    const url = serverUrl(server);
+    token ??= await storedToken(url, env);
+    if (!token) throw new CliError(`--server needs an access token for its admin API: run "latchkey login --server ${url}" first, or give --token (or LATCHKEY_TOKEN)`);
+    const remote = new RemoteOperations(url, token);
     const output: Output = await command.run({ ops: remote, actor: { kind: 'cli' }, ...(password !== undefined ? { password } : {}) }, values, positionals);
     return print(json ? JSON.stringify(output.json) : output.text);
   }
@@ -153,9 +174,9 @@ async function run(argv: string[]): Promise<number> {
   let config;
   try {
     // Only what the CLI uses: the server's other settings need not be valid here.
-    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE } = process.env;
+    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE } = env;
     // The lockout thresholds too: `user unlock` then builds its lockout as the server does.
-    const lockoutEnv = Object.fromEntries(LOCKOUT_SETTING_NAMES.map((name) => [name, process.env[name]]));
+    const lockoutEnv = Object.fromEntries(LOCKOUT_SETTING_NAMES.map((name) => [name, env[name]]));
     config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE, ...lockoutEnv });
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(`configuration: ${err.problems.join('; ')}`);
@@ -169,12 +190,12 @@ async function run(argv: string[]): Promise<number> {
   // The CLI's audit events reach the activity log too, like the server's.
   const activity = new ActivityLog(store, { maxEvents: config.ADMIN_ACTIVITY_MAX, maxAnonymousEvents: config.ADMIN_ACTIVITY_ANONYMOUS_MAX });
   try {
-    const { logger, operator } = auditLogger(config.LOG_LEVEL);
+    const { logger, operator } = auditLogger(config.LOG_LEVEL, io.stderr);
     recordActivity(logger, activity);
     const ctx = commandContext({
       store,
       // NODE_ENV read alone: the server's production guardrails are not the CLI's to enforce.
-      registry: new Registry(store, { backchannelTargets: backchannelTargetRules({ ...config, NODE_ENV: process.env.NODE_ENV ?? 'development' }) }),
+      registry: new Registry(store, { backchannelTargets: backchannelTargetRules({ ...config, NODE_ENV: env.NODE_ENV ?? 'development' }) }),
       accounts: new Accounts(store, { passwordRule: passwordRuleOf(config, logger) }),
       logger,
       validateClient: validateClientMetadata,
@@ -195,45 +216,66 @@ async function run(argv: string[]): Promise<number> {
   }
 }
 
+/** `latchkey login|logout --server URL` (src/cli/login.ts): the server comes before or after the word. */
+async function account(word: 'login' | 'logout', args: string[], server: string | undefined, json: boolean, io: CliIo): Promise<string> {
+  let values: { server?: string | undefined; json?: boolean | undefined; help?: boolean | undefined };
+  try {
+    ({ values } = parseArgs({ args, options: { server: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new CliError(`${(err as Error).message.split(/\.\s/)[0]!.replace(/\.$/, '')}; usage: latchkey ${word} --server URL`);
+  }
+  if (values.help) return `Usage: latchkey ${word} --server URL`;
+  const given = values.server ?? server;
+  if (!given) throw new CliError(`${word} needs the server: latchkey ${word} --server URL (or LATCHKEY_SERVER)`);
+  const url = serverUrl(given);
+  const output = word === 'login' ? await login(url, io) : await logout(url, io.env);
+  return json || values.json ? JSON.stringify(output.json) : output.text;
+}
+
 /** The server's logger (same redaction) writing synchronously to stderr, naming the CLI and who ran it. */
-function auditLogger(level: string) {
+function auditLogger(level: string, stderr: CliIo['stderr']) {
   let operator: string | undefined;
   try {
     operator = userInfo().username;
   } catch {
     // A container user without a passwd entry: the line still says it came from the CLI.
   }
-  const logger = createLogger({ level, format: 'json', destination: pino.destination({ fd: 2, sync: true }) }).child({ source: 'cli', ...(operator ? { operator } : {}) });
+  const logger = createLogger({ level, format: 'json', destination: { write: (line: string) => stderr.write(line) } }).child({ source: 'cli', ...(operator ? { operator } : {}) });
   return { logger, operator };
-}
-
-function print(text: string): number {
-  process.stdout.write(`${text}\n`);
-  return 0;
 }
 
 function oneLine(message: string): string {
   return message.replace(/\s*\n\s*/g, ' ').trim();
 }
 
-try {
-  process.exitCode = await run(process.argv.slice(2));
-} catch (err) {
-  let code = 1;
-  let message: string;
-  if (err instanceof CliError) {
-    code = err.exitCode;
-    message = err.message;
-  } else if (err instanceof Refusal) {
-    code = 2;
-    message = err.all.map((r) => r.render(cliFieldNames)).join('; ');
-  } else if (err instanceof StorageUnavailable) {
-    message = `Redis did not answer in time: ${(err.cause as Error | undefined)?.message ?? 'unavailable'}`;
-  } else {
-    message = err instanceof Error ? err.message : String(err);
+/**
+ * Runs one command line in this process and returns its exit code: the command's output on `io.stdout`,
+ * its audit line and any error (one line) on `io.stderr`. It closes every connection it opened.
+ */
+export async function run(argv: string[], io: CliIo): Promise<number> {
+  try {
+    return await runCommand(argv, io);
+  } catch (err) {
+    let code = 1;
+    let message: string;
+    if (err instanceof CliError) {
+      code = err.exitCode;
+      message = err.message;
+    } else if (err instanceof Refusal) {
+      code = 2;
+      message = err.all.map((r) => r.render(cliFieldNames)).join('; ');
+    } else if (err instanceof StorageUnavailable) {
+      message = `Redis did not answer in time: ${(err.cause as Error | undefined)?.message ?? 'unavailable'}`;
+    } else {
+      message = err instanceof Error ? err.message : String(err);
+    }
+    io.stderr.write(`latchkey: ${oneLine(message)}\n`);
+    return code;
   }
-  process.stderr.write(`latchkey: ${oneLine(message)}\n`);
-  process.exitCode = code;
 }
-// Everything is closed by now; this only guards against a stray handle keeping the process alive.
-setTimeout(() => process.exit(), 2000).unref();
+
+if (import.meta.main) {
+  process.exitCode = await run(process.argv.slice(2), { env: process.env, stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+  // Everything is closed by now; this only guards against a stray handle keeping the process alive.
+  setTimeout(() => process.exit(), 2000).unref();
+}

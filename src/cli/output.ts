@@ -29,6 +29,7 @@ const FLAGS: Record<string, string> = {
   token_endpoint_auth_method: 'secret-in',
   require_pushed_authorization_requests: 'require-par',
   refresh_grace_seconds: 'refresh-grace',
+  keep_old_seconds: 'keep-old',
   password: 'password-stdin',
 };
 

@@ -6,9 +6,9 @@ import { CliError } from './output.ts';
 /** What the commands call (src/cli/commands.ts): Operations in process, or a running server's admin API. */
 export type CommandOperations = Pick<
   Operations,
-  | 'createClient' | 'updateClient' | 'clientPage' | 'client' | 'deleteClient' | 'rotateClientSecret'
+  | 'createClient' | 'updateClient' | 'clientPage' | 'client' | 'deleteClient' | 'rotateClientSecret' | 'revokeOldClientSecret'
   | 'createResource' | 'updateResource' | 'resources' | 'deleteResource'
-  | 'createUser' | 'setUserAdmin' | 'resetUserMfa' | 'unlockUser' | 'userPage' | 'user' | 'setUserDisabled' | 'deleteUser' | 'revokeUserSessions' | 'connectedApps' | 'revokeConnectedApp' | 'setUserPassword'
+  | 'createUser' | 'setUserAdmin' | 'resetUserMfa' | 'unlockUser' | 'userPage' | 'user' | 'setUserDisabled' | 'deleteUser' | 'revokeUserSessions' | 'userSessions' | 'endUserSession' | 'connectedApps' | 'revokeConnectedApp' | 'setUserPassword'
   | 'signingKeys' | 'rotateSigningKeys'
 >;
 
@@ -65,7 +65,7 @@ export class RemoteOperations implements CommandOperations {
     if (refusal && res.status < 500) throw refusal;
     const detail = (answer as { detail?: unknown }).detail;
     const said = typeof detail === 'string' ? detail : `status ${res.status}`;
-    if (res.status === 401) throw new CliError(`the server refused the token (${said}): give a fresh one with --token`, 1);
+    if (res.status === 401) throw new CliError(`the server refused the token (${said}): log in again (latchkey login --server URL) or give a fresh one with --token`, 1);
     throw new CliError(`the server refused: ${said}`, res.status < 500 ? 2 : 1);
   }
 
@@ -84,8 +84,11 @@ export class RemoteOperations implements CommandOperations {
   deleteClient(_actor: unknown, id: string) {
     return this.#call<Answer<'deleteClient'>>('DELETE', `/clients/${path(id)}`);
   }
-  rotateClientSecret(_actor: unknown, id: string) {
-    return this.#call<Answer<'rotateClientSecret'>>('POST', `/clients/${path(id)}/secret`);
+  rotateClientSecret(_actor: unknown, id: string, keepOldSeconds = 0) {
+    return this.#call<Answer<'rotateClientSecret'>>('POST', `/clients/${path(id)}/secret`, { keep_old_seconds: keepOldSeconds });
+  }
+  revokeOldClientSecret(_actor: unknown, id: string) {
+    return this.#call<Answer<'revokeOldClientSecret'>>('DELETE', `/clients/${path(id)}/secret/old`);
   }
 
   createResource(_actor: unknown, input: Parameters<Operations['createResource']>[1]) {
@@ -129,6 +132,12 @@ export class RemoteOperations implements CommandOperations {
   }
   revokeUserSessions(_actor: unknown, id: string) {
     return this.#call<Answer<'revokeUserSessions'>>('DELETE', `/users/${path(id)}/sessions`);
+  }
+  userSessions(id: string) {
+    return this.#call<Answer<'userSessions'>>('GET', `/users/${path(id)}/sessions`);
+  }
+  endUserSession(_actor: unknown, id: string, handle: string) {
+    return this.#call<Answer<'endUserSession'>>('DELETE', `/users/${path(id)}/sessions/${path(handle)}`);
   }
   connectedApps(id: string) {
     return this.#call<Answer<'connectedApps'>>('GET', `/users/${path(id)}/apps`);

@@ -11,7 +11,7 @@ import { GRANT_BOUND_MODELS, grantTag, keys } from '../storage/keys.ts';
 import { enqueueLogouts } from '../storage/logout-queue.ts';
 import { refreshGrace, RepeatedRefresh } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
-import { secretMatches, type Registry } from './registry.ts';
+import { clientSecretMatches, type Registry } from './registry.ts';
 
 /**
  * Every place where Latchkey replaces a method of oidc-provider (a "bend"), rather than configuring
@@ -30,6 +30,8 @@ export interface InternalsDeps {
   getResourceServerInfo: (ctx: KoaContextWithOIDC, resource: string, client: ClientLike) => Promise<ResourceServer>;
   /** Seals the token response kept for a refresh token's grace window. */
   box: SecretBox;
+  /** When a rotated-out client secret stops working (ms); tests inject one. */
+  clock?: () => number;
 }
 
 type ClientLike = NonNullable<KoaContextWithOIDC['oidc']['client']>;
@@ -42,7 +44,7 @@ type ClientLike = NonNullable<KoaContextWithOIDC['oidc']['client']>;
 export function bendProviderInternals(provider: Provider, deps: InternalsDeps): void {
   tagTokenIdsWithGrant(provider);
   atomicReplayDetection(provider, deps.store);
-  digestedClientSecrets(provider);
+  digestedClientSecrets(provider, deps.clock);
   registeredSecretPlacement(provider);
   cachedClientsWithApiScopes(provider, deps.registry);
   throttledClientAuthentication(provider, deps.clientLockout);
@@ -87,9 +89,10 @@ export function atomicReplayDetection(provider: Provider, store: Store): void {
 }
 
 /** Why: client secrets are stored as SHA-256 digests (registry.ts): compare the digest of what was presented. */
-export function digestedClientSecrets(provider: Provider): void {
-  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, presented: string) {
-    return secretMatches(this.clientSecret, presented);
+export function digestedClientSecrets(provider: Provider, clock: () => number = Date.now): void {
+  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string; previous_client_secret?: unknown }, presented: string) {
+    // The secret a rotation replaced works until its overlap ends (`client rotate-secret --keep-old`).
+    return clientSecretMatches({ client_secret: this.clientSecret, previous_client_secret: this.previous_client_secret }, presented, Math.floor(clock() / 1000));
   };
 }
 

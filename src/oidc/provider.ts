@@ -2,6 +2,7 @@ import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import { providerRouteOf } from '../observability/metrics.ts';
 import type { Accounts } from '../accounts/accounts.ts';
+import { browserOf, saveSessionDevice } from '../accounts/sessions.ts';
 import type { Config } from '../config.ts';
 import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../signin/consent.ts';
 import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../signin/policy.ts';
@@ -102,7 +103,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   };
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock),
+    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock, recordSignInDevice(store)),
     jwks: jwksOf(signingKeys),
     cookies: {
       // keygrip-compatible signatures, computed with keys prepared once (see CookieKeys).
@@ -264,7 +265,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   // Koa takes the address the outermost of TRUST_PROXY proxies saw, not what a client wrote before it.
   provider.proxy = config.TRUST_PROXY > 0;
   provider.maxIpsCount = config.TRUST_PROXY;
-  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo, box });
+  bendProviderInternals(provider, { store, registry, clientLockout, getResourceServerInfo, box, ...(clock ? { clock } : {}) });
   // `keys rotate` takes effect on every server without a restart; a key file changes only with one.
   const stopFollowingKeys = config.SIGNING_KEYS_FILE
     ? async () => {}
@@ -310,6 +311,20 @@ export function providerClientMetadata<T extends { scope?: unknown }>(stored: T 
 }
 
 /**
+ * Where and how a person signed in (IP, browser and OS from the user agent), kept beside the session
+ * for the operator's list of sessions. Written when a sign-in completes (the `resume` route saves the
+ * signed-in session); other saves of the session (each app it signs in to) leave it as it was.
+ */
+function recordSignInDevice(store: Store) {
+  return async (sessionKey: string, payload: { loginTs?: unknown }, ttl: number) => {
+    const ctx = Provider.ctx;
+    if (ctx?.oidc?.route !== 'resume') return;
+    const device = { ip: ctx.ip, browser: browserOf(ctx.get('user-agent')), ...(typeof payload.loginTs === 'number' ? { loginTs: payload.loginTs } : {}) };
+    await saveSessionDevice(store, sessionKey, device, ttl);
+  };
+}
+
+/**
  * Discovery and the key set change only with the configuration or a key rotation. Five minutes keeps
  * a new signing key's wait short; JOSE libraries also fetch the set again on an unknown `kid`.
  */
@@ -322,9 +337,10 @@ async function cacheablePublicMetadata(ctx: Koa.Context, next: Koa.Next) {
 /**
  * Our client metadata: `require_mfa` makes every sign-in for the client use a second factor (MFA_POLICY=optional);
  * `pkce_optional` see pkceRequired; `native_app`: created with `--native` (RFC 8252);
- * `refresh_grace_seconds`: a refresh token presented again within it gets the first use's response (provider-internals.ts).
+ * `refresh_grace_seconds`: a refresh token presented again within it gets the first use's response (provider-internals.ts);
+ * `client_secret_created_at`, `previous_client_secret` (digest, age, expiry): a rotated-out secret that still works for a while.
  */
-export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa', 'pkce_optional', 'native_app', 'refresh_grace_seconds'];
+export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes', 'require_mfa', 'pkce_optional', 'native_app', 'refresh_grace_seconds', 'client_secret_created_at', 'previous_client_secret'];
 
 /**
  * A `--pkce optional` client (confidential, for libraries without PKCE) may leave PKCE out only with a

@@ -99,6 +99,41 @@ export function secretMatches(storedDigest: string | undefined, presented: strin
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** The secret a rotation replaced, kept working until `expires_at` (epoch seconds) so apps can switch without an outage. */
+export interface PreviousSecret {
+  digest: string;
+  /** When that secret was made (epoch seconds; unknown for secrets made before ages were kept). */
+  created_at?: number;
+  expires_at: number;
+}
+
+/** The previous secret of a client record while it still works at `nowSeconds`, else undefined. */
+export function livePreviousSecret(client: object, nowSeconds: number): PreviousSecret | undefined {
+  const previous = (client as { previous_client_secret?: PreviousSecret }).previous_client_secret;
+  return previous && typeof previous.digest === 'string' && previous.expires_at > nowSeconds ? previous : undefined;
+}
+
+/** Whether a presented secret is the client's current one or its unexpired previous one; both are compared, in constant time each. */
+export function clientSecretMatches(client: { client_secret?: unknown; previous_client_secret?: unknown }, presented: string, nowSeconds: number): boolean {
+  const current = secretMatches(typeof client.client_secret === 'string' ? client.client_secret : undefined, presented);
+  const previous = livePreviousSecret(client, nowSeconds);
+  const old = previous !== undefined && secretMatches(previous.digest, presented);
+  return current || old;
+}
+
+/** The longest a rotated-out secret may keep working: an overlap is for redeploying apps, not for keeping two secrets. */
+export const MAX_KEEP_OLD_SECONDS = 30 * 86400;
+
+/** A stored client's secret fields, its previous secret left out once expired (dropped at every write). */
+function secretFieldsOf(stored: ClientMetadata, nowSeconds: number) {
+  const previous = livePreviousSecret(stored, nowSeconds);
+  return {
+    client_secret: stored.client_secret,
+    ...(typeof stored.client_secret_created_at === 'number' ? { client_secret_created_at: stored.client_secret_created_at } : {}),
+    ...(previous ? { previous_client_secret: previous } : {}),
+  };
+}
+
 /** RFC 8252 §7.3: the loopback redirect of a native app (or a developer's machine) may be plain http. */
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 /** RFC 8252 §7.1: a private-use scheme is a reverse domain name that the app owns, e.g. com.example.app. */
@@ -184,11 +219,19 @@ export class Registry {
   /**
    * `cache: true` for the server (call `watch()`); the CLI reads and writes storage directly.
    * `backchannelTargets`: where back-channel logout URIs may point (the configuration's; development rules when left out).
+   * `clock`: when a rotated-out secret's overlap ends (tests inject one).
    */
-  constructor(store: Store, options: { cache?: boolean; backchannelTargets?: BackchannelTargetRules } = {}) {
+  constructor(store: Store, options: { cache?: boolean; backchannelTargets?: BackchannelTargetRules; clock?: () => number } = {}) {
     this.#store = store;
     if (options.cache) this.#cache = new ReadCache();
     this.#targets = options.backchannelTargets ?? DEVELOPMENT_TARGETS;
+    this.#clock = options.clock ?? Date.now;
+  }
+
+  readonly #clock: () => number;
+  /** Now, in epoch seconds, by the registry's clock (what a previous secret's expiry is compared with). */
+  nowSeconds() {
+    return Math.floor(this.#clock() / 1000);
   }
 
   /** Drops the cache whenever any process announces a change. Returns the function that stops it. */
@@ -230,12 +273,13 @@ export class Registry {
   /**
    * Builds the oidc-provider metadata of a new client; `validate` (oidc-provider's own schema) may throw.
    * `ownOrigin`: the server's origin, for the clients of its own pages (their URIs are not input).
+   * `clientId`: a fixed id, for the server's own clients that a program must know without asking (the CLI's).
    */
-  async createClient(input: ClientInput, validate: (metadata: ClientMetadata) => Promise<void>, options: { ownOrigin?: string } = {}) {
-    const clientId = newClientId();
+  async createClient(input: ClientInput, validate: (metadata: ClientMetadata) => Promise<void>, options: { ownOrigin?: string; clientId?: string } = {}) {
+    const clientId = options.clientId ?? newClientId();
     const secret = input.public || input.native ? undefined : newSecret();
     const metadata = await this.#clientMetadata(clientId, input, options);
-    if (secret) metadata.client_secret = secretDigest(secret);
+    if (secret) Object.assign(metadata, { client_secret: secretDigest(secret), client_secret_created_at: this.nowSeconds() });
     await validate(metadata);
     await this.#saveClient(metadata);
     return { clientId, secret, metadata };
@@ -258,7 +302,7 @@ export class Registry {
       if (backchannelLogoutUri === null) delete after.backchannelLogoutUri;
       else if (backchannelLogoutUri !== undefined) after.backchannelLogoutUri = backchannelLogoutUri;
       const next = await this.#clientMetadata(clientId, after, options);
-      if (stored.client_secret) next.client_secret = stored.client_secret;
+      if (stored.client_secret) Object.assign(next, secretFieldsOf(stored, this.nowSeconds()));
       await validate(next);
       changed = (Object.keys(defined) as (keyof ClientChanges)[]).filter((k) => JSON.stringify(before[k] ?? null) !== JSON.stringify(after[k] ?? null));
       return changed.length ? next : undefined;
@@ -394,13 +438,38 @@ export class Registry {
     return revokeClientGrants(this.#store, clientId);
   }
 
-  async rotateSecret(clientId: string): Promise<string> {
+  /**
+   * A new secret for a confidential client. `keepOldSeconds` > 0: the secret it replaces keeps working
+   * that long (one previous secret at most: a second rotation drops the older one); 0: it dies now.
+   */
+  async rotateSecret(clientId: string, options: { keepOldSeconds?: number } = {}): Promise<string> {
+    const keepOld = options.keepOldSeconds ?? 0;
+    if (!Number.isInteger(keepOld) || keepOld < 0 || keepOld > MAX_KEEP_OLD_SECONDS) {
+      throw new RegistryError('keep_old_range', { field: 'keep_old_seconds', params: { max: MAX_KEEP_OLD_SECONDS } });
+    }
     const secret = newSecret();
+    const now = this.nowSeconds();
     await this.#changeClient(clientId, async (client) => {
       if (client.token_endpoint_auth_method === 'none') throw new RegistryError('client_public_no_secret', { params: { client_id: clientId } });
-      return { ...client, client_secret: secretDigest(secret) };
+      const { previous_client_secret: _dropped, ...rest } = client;
+      const created = typeof client.client_secret_created_at === 'number' ? { created_at: client.client_secret_created_at } : {};
+      const previous: PreviousSecret | undefined = keepOld > 0 && typeof client.client_secret === 'string' ? { digest: client.client_secret, ...created, expires_at: now + keepOld } : undefined;
+      return { ...rest, client_secret: secretDigest(secret), client_secret_created_at: now, ...(previous ? { previous_client_secret: previous } : {}) };
     });
     return secret;
+  }
+
+  /** Ends a client's previous secret now. Returns whether there was one still working. */
+  async revokeOldSecret(clientId: string): Promise<boolean> {
+    let had = false;
+    await this.#changeClient(clientId, async (client) => {
+      if (client.token_endpoint_auth_method === 'none') throw new RegistryError('client_public_no_secret', { params: { client_id: clientId } });
+      had = livePreviousSecret(client, this.nowSeconds()) !== undefined;
+      if (client.previous_client_secret === undefined) return undefined;
+      const { previous_client_secret: _dropped, ...rest } = client;
+      return rest;
+    });
+    return had;
   }
 
   // ---- resource servers ----

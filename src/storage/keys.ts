@@ -8,6 +8,14 @@ import { hash } from 'node:crypto';
 export const GRANT_TAG_LENGTH = 16;
 const TAG_LENGTH = GRANT_TAG_LENGTH;
 
+/**
+ * A session's handle: a digest of its record's key (itself a digest of the session id), so it names a
+ * session for listing and ending it, and cannot be turned into the cookie that presents it.
+ */
+export function sessionHandle(sessionKey: string): string {
+  return hash('sha256', `handle:${sessionKey}`, 'base64url').slice(0, 22);
+}
+
 export function digest(value: string): string {
   return hash('sha256', value, 'base64url').slice(0, 27);
 }
@@ -79,6 +87,8 @@ export const keys = {
   accountConsents: (accountId: string) => `lk:account-consents:${digest(accountId)}`,
   /** The record keys of an account's sessions (an index: TTL of its longest-lived member). */
   accountSessions: (accountId: string) => `lk:account-sessions:${digest(accountId)}`,
+  /** Where and how a session was signed in to (IP, browser), by the session's handle (sessionHandle in accounts/sessions.ts); the session's TTL. */
+  sessionDevice: (handle: string) => `lk:session-device:${handle}`,
   /** The grant index keys of an account's grants (an index: TTL of its longest-lived member). */
   accountGrants: (accountId: string) => `lk:account-grants:${digest(accountId)}`,
   /**
@@ -92,6 +102,8 @@ export const keys = {
   accountPageClient: 'lk:account-page:client',
   /** The client id of the admin console, which signs admins in through the ordinary flow (admin/console.ts). */
   adminConsoleClient: 'lk:admin-console:client',
+  /** A one-time link that creates the first admin (admin/first-admin.ts), by the digest of its token; its TTL is the link's. */
+  setupLink: (token: string) => `lk:setup:${digest(token)}`,
   /** The development demo app's client id (src/demo). */
   demoClient: 'lk:demo:client',
   /** The last TOTP time step accepted for an account (advanceCounter: never accepted twice). */

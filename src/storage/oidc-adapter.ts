@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
-import { GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, tagFor } from './keys.ts';
+import { GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, sessionHandle, tagFor } from './keys.ts';
 import type { Store } from './store.ts';
 
 /** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
@@ -44,6 +44,29 @@ export async function revokeAccountSessions(store: Store, accountId: string, opt
     await store.setRemove(grantIndex, index);
   }
   return { sessions: deleted, grants: grants.length };
+}
+
+/**
+ * Ends one session of a person, named by its handle (accounts/sessions.ts): the session record goes, the
+ * grants of the apps it signed in to are revoked, and those apps get back-channel logout notices.
+ * Returns the grants revoked, or undefined when the person has no live session with that handle.
+ */
+export async function endAccountSession(store: Store, accountId: string, handle: string): Promise<{ grants: number } | undefined> {
+  const sessionIndex = keys.accountSessions(accountId);
+  const sessionKey = (await store.setMembers(sessionIndex)).find((key) => sessionHandle(key) === handle);
+  const stored = sessionKey ? await store.getModel(sessionKey, { consumable: false }) : undefined;
+  if (!sessionKey || !stored) return undefined;
+  const session = JSON.parse(stored.payload) as { accountId?: unknown; authorizations?: Record<string, { grantId?: unknown }> };
+  if (session.accountId !== accountId) return undefined;
+  await store.del(sessionKey, keys.sessionDevice(handle));
+  await store.setRemove(sessionIndex, sessionKey);
+  await enqueueLogouts(store, noticesOfSession(stored.payload));
+  const grantIds = Object.values(session.authorizations ?? {}).flatMap(({ grantId }) => (typeof grantId === 'string' ? [grantId] : []));
+  for (const grantId of grantIds) {
+    await store.deleteIndexed(keys.grantIndex(grantId));
+    await store.setRemove(keys.accountGrants(accountId), keys.grantIndex(grantId));
+  }
+  return { grants: grantIds.length };
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -121,7 +144,13 @@ function idFitsModel(model: string, id: string): boolean {
  * - Grant-bound records are listed in their grant's index so a revocation deletes them in one step.
  * - `consume` is atomic: a second consumer gets `invalid_grant` and the whole grant is revoked.
  */
-export function createAdapterClass(store: Store, clients: { find(id: string): Promise<AdapterPayload | undefined> }, clock: () => number = Date.now) {
+export function createAdapterClass(
+  store: Store,
+  clients: { find(id: string): Promise<AdapterPayload | undefined> },
+  clock: () => number = Date.now,
+  /** Called with each signed-in session's record key as it is saved (oidc/provider.ts records where and how a sign-in happened). */
+  onSessionSaved: (sessionKey: string, payload: AdapterPayload, ttl: number) => Promise<void> = async () => {},
+) {
   const epoch = () => Math.floor(clock() / 1000);
   return class StoreAdapter implements Adapter {
     readonly name: string;
@@ -154,7 +183,7 @@ export function createAdapterClass(store: Store, clients: { find(id: string): Pr
       // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
       // that `latchkey user revoke-sessions` finds every session and grant of a person.
       if (typeof payload.accountId === 'string') {
-        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl));
+        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl), onSessionSaved(key, payload, ttl));
         else if (this.name === 'Grant') writes.push(store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl));
       }
       // Per-client indexes, so that deleting a client revokes what it was issued (revokeClientGrants).

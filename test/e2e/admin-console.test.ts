@@ -6,6 +6,7 @@ import * as oc from 'openid-client';
 import type { Browser, Page } from 'playwright-core';
 import { SCREENSHOTS, authorize, currentStep, enrollOnPage, fillCode, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
 import { keys } from '../../src/storage/keys.ts';
+import { CookieJar, endpoints, signIn } from '../helpers/flow.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { SoftAuthenticator } from '../helpers/soft-authenticator.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
@@ -217,6 +218,80 @@ describe('admin console in a browser', () => {
     await submit(page, page.getByRole('button', { name: 'Rotate keys' }));
     assert.match(await page.getByRole('status').innerText(), /Rotated/);
     assert.ok((await page.locator('table.list tbody tr').count()) > before);
+    assert.deepEqual(problems.filter(), []);
+  });
+
+  test('an app\'s secrets: rotated with an overlap picked on the form, both listed with their ages, the old one revoked early (asked once)', async () => {
+    const { page, problems } = admin;
+    const machine = await server.app.ops.createClient({ kind: 'cli' }, { name: 'Nightly export', grants: ['client_credentials'], scope: 'openid' });
+    const id = machine.client.client_id;
+    const old = machine.client_secret!;
+    const works = async (secret: string) => (await endpoints(server.issuer).token({ clientId: id, secret }, { grant_type: 'client_credentials' })).status === 200 ? 'works' : 'refused';
+    await page.goto(`${server.issuer}/admin/apps/${id}`);
+    assert.match(await page.locator('.facts').last().innerText(), /Current secret\s+Made \d{4}-\d\d-\d\d/);
+    assert.equal(await page.getByLabel('Keep the current secret working').inputValue(), '86400', 'an overlap is the default on the console');
+    await submit(page, page.getByRole('button', { name: 'Rotate secret' }));
+    assert.match(await page.locator('#confirm-rotate-error').innerText(), /Tick the box/);
+    assert.equal(await works(old), 'works', 'nothing rotated without the box');
+    await page.getByLabel('Keep the current secret working').selectOption('3600');
+    await page.getByLabel('Yes, make a new secret for Nightly export').check();
+    await submit(page, page.getByRole('button', { name: 'Rotate secret' }));
+    assert.equal(await heading(page), 'New client secret');
+    const fresh = (await page.locator('#client-secret').innerText()).trim();
+    assert.match(await page.locator('.lead').innerText(), /The old secret keeps working until \d{4}-\d\d-\d\d \d\d:\d\d UTC/);
+    assert.equal(await works(fresh), 'works');
+    assert.equal(await works(old), 'works', 'the old secret works during the overlap');
+    await submit(page, page.getByRole('link', { name: 'Done' }));
+    assert.match(await page.locator('#old-secret').innerText(), /still works until/);
+    assert.ok(!(await page.content()).includes(fresh), 'the new secret is not shown again');
+    await check(page, 'app-secrets');
+    await submit(page, page.getByRole('button', { name: 'Revoke old secret' }));
+    assert.match(await page.locator('#confirm-revoke-old-error').innerText(), /Tick the box/);
+    assert.equal(await works(old), 'works');
+    await page.getByLabel('Yes, end the old secret of Nightly export now').check();
+    await submit(page, page.getByRole('button', { name: 'Revoke old secret' }));
+    assert.equal(await page.getByRole('status').innerText(), 'The old secret no longer works.');
+    assert.equal(await page.locator('#old-secret').count(), 0);
+    assert.equal(await works(old), 'refused');
+    assert.equal(await works(fresh), 'works');
+    assert.deepEqual(problems.filter(), []);
+  });
+
+  test('a person\'s sessions: each with where, browser, factors and apps; one ended with its End button, then all', async () => {
+    const { page, problems } = admin;
+    const dana = await server.app.accounts.create({ email: 'dana@example.com', password: PASSWORD });
+    const shop = await server.app.ops.createClient({ kind: 'cli' }, { name: 'Dana\'s shop', grants: ['authorization_code'], redirectUris: [`${fakeApp.origin}/cb`], scope: 'openid', firstParty: true });
+    const app = { clientId: shop.client.client_id, secret: shop.client_secret!, redirectUri: `${fakeApp.origin}/cb` };
+    const jar = (ua: string) => Object.assign(new CookieJar(), { userAgent: ua });
+    const laptop = await signIn({ issuer: server.issuer, client: app, user: { email: dana.email, password: PASSWORD }, scope: 'openid', jar: jar('Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36') });
+    const phone = await signIn({ issuer: server.issuer, client: app, user: { email: dana.email, password: PASSWORD }, scope: 'openid', jar: jar('Mozilla/5.0 (Macintosh; Intel Mac OS X 14.1; rv:133.0) Gecko/20100101 Firefox/133.0') });
+    assert.ok(laptop.code && phone.code);
+    const signedIn = async (flow: typeof laptop) => Boolean((await signIn({ issuer: server.issuer, client: app, scope: 'openid', jar: flow.jar, params: { prompt: 'none' } })).code);
+
+    await page.goto(`${server.issuer}/admin/users/${dana.id}`);
+    const rows = page.locator('#sessions tbody tr');
+    assert.equal(await rows.count(), 2);
+    const text = await page.locator('#sessions').innerText();
+    assert.match(text, /Chrome 131 on Linux/);
+    assert.match(text, /Firefox 133 on macOS/);
+    assert.match(text, /127\.0\.0\.1|::1/);
+    assert.match(text, /Dana's shop/);
+    assert.match(text, /password/);
+    await check(page, 'user-sessions');
+
+    await submit(page, page.getByRole('button', { name: /End the session .* from Chrome 131 on Linux/ }));
+    assert.match(await page.getByRole('status').innerText(), /Session ended/);
+    assert.equal(await rows.count(), 1);
+    assert.equal(await signedIn(laptop), false, 'the ended browser is signed out');
+    assert.equal(await signedIn(phone), true, 'the other browser stays signed in');
+
+    await submit(page, page.getByRole('button', { name: 'End all' }));
+    assert.match(await page.locator('#confirm-end-all-error').innerText(), /Tick the box/);
+    assert.equal(await signedIn(phone), true);
+    await page.getByLabel('Yes, end all sessions of dana@example.com').check();
+    await submit(page, page.getByRole('button', { name: 'End all' }));
+    assert.match(await page.locator('.empty').first().innerText(), /Not signed in anywhere/);
+    assert.equal(await signedIn(phone), false);
     assert.deepEqual(problems.filter(), []);
   });
 

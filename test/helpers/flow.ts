@@ -22,6 +22,8 @@ export class CookieJar {
   readonly #cookies = new Map<string, StoredCookie>();
   /** Every Set-Cookie header line ever received, for assertions on their attributes. */
   readonly setCookieLines: string[] = [];
+  /** The User-Agent this "browser" sends (unset: fetch's own). */
+  userAgent?: string;
 
   store(res: Response): void {
     this.storeLines(res.headers.getSetCookie());
@@ -74,6 +76,7 @@ export async function browse(jar: CookieJar, url: string | URL, init: { method?:
   const headers: Record<string, string> = { accept: 'text/html', ...init.headers };
   const cookie = jar.header(target);
   if (cookie) headers.cookie = cookie;
+  if (jar.userAgent && !headers['user-agent']) headers['user-agent'] = jar.userAgent;
   let body: string | undefined = init.body;
   if (init.form) {
     body = new URLSearchParams(init.form).toString();

@@ -13,6 +13,8 @@ export interface LatchkeyProcess {
   url: string;
   /** Every JSON line written on stdout so far. */
   lines: LogLine[];
+  /** Everything written on stderr so far (what is printed for people, outside the log). */
+  stderr(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
   /** Resolves when `count` lines match (checked at each line written, no polling); rejects at the deadline or if the process exits first. */
   waitForLine(match: RegExp | ((line: LogLine) => boolean), options?: { count?: number; timeoutMs?: number }): Promise<void>;
@@ -40,7 +42,8 @@ export async function spawnLatchkey(env: Record<string, string> = {}, options: {
     for (const line of parts) if (line.trim().startsWith('{')) lines.push(JSON.parse(line) as LogLine);
     for (const listener of [...listeners]) listener();
   });
-  child.stderr.resume();
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += String(chunk)));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) =>
     child.once('exit', (code, signal) => {
       resolve({ code, signal, at: performance.now() });
@@ -74,6 +77,7 @@ export async function spawnLatchkey(env: Record<string, string> = {}, options: {
     port,
     url: `http://127.0.0.1:${port}`,
     lines,
+    stderr: () => stderr,
     exited,
     waitForLine,
     async stop() {

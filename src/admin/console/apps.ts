@@ -1,7 +1,7 @@
 import type { RouterContext, RouterMiddleware } from '@koa/router';
 import type { Context } from 'koa';
 import type { GrantType } from '../../oidc/registry.ts';
-import { clientCreate, clientInputOfBody, parseInput } from '../inputs.ts';
+import { clientCreate, clientInputOfBody, parseInput, secretRotate } from '../inputs.ts';
 import { badCursor, bodyOf, confirmed, fieldErrors, lines, notFound, PAGE, redirect, render, text, unlessGone, whoOf, type Kit } from './kit.ts';
 
 /** A client's kind on the form, and the grants it means. */
@@ -103,15 +103,32 @@ export function appsScreen(kit: Kit) {
 
   router.post('/apps/:id/secret', ...post, manageable, async (ctx) => {
     const id = ctx.params.id!;
+    const keepOld = text(bodyOf(ctx), 'keep_old', 20);
     if (!confirmed(ctx)) {
       ctx.status = 400;
-      return appPage(ctx, id, { errors: { rotate: 'Tick the box to confirm: the current secret stops working at once.' } });
+      return appPage(ctx, id, { keepOld, errors: { rotate: 'Tick the box to confirm.' } });
     }
     try {
-      const rotated = await ops.rotateClientSecret(whoOf(ctx).actor, id);
-      render(kit, ctx, 'secret', { title: 'New secret', heading: 'New client secret', clientId: id, secret: rotated.client_secret, back: `/admin/apps/${encodeURIComponent(id)}` });
+      const { keep_old_seconds: seconds } = parseInput(secretRotate, { keep_old_seconds: /^\d{1,9}$/.test(keepOld) ? Number(keepOld) : NaN });
+      const rotated = await ops.rotateClientSecret(whoOf(ctx).actor, id, seconds);
+      const old = rotated.old_secret_expires ? `The old secret keeps working until ${rotated.old_secret_expires.replace('T', ' ').slice(0, 16)} UTC.` : 'The old secret no longer works.';
+      render(kit, ctx, 'secret', { title: 'New secret', heading: 'New client secret', clientId: id, secret: rotated.client_secret, explain: old, back: `/admin/apps/${encodeURIComponent(id)}` });
     } catch (err) {
-      await refused(ctx, err, 'rotate');
+      await refused(ctx, err, 'rotate', { keepOld });
+    }
+  });
+
+  router.post('/apps/:id/secret/old/revoke', ...post, manageable, async (ctx) => {
+    const id = ctx.params.id!;
+    if (!confirmed(ctx)) {
+      ctx.status = 400;
+      return appPage(ctx, id, { errors: { 'revoke-old': 'Tick the box to confirm.' } });
+    }
+    try {
+      const { old_secret_revoked: revoked } = await ops.revokeOldClientSecret(whoOf(ctx).actor, id);
+      await appPage(ctx, id, { notice: revoked ? 'The old secret no longer works.' : 'There was no old secret still working.' });
+    } catch (err) {
+      await refused(ctx, err, 'revoke-old');
     }
   });
 

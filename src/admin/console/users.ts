@@ -28,12 +28,16 @@ export function usersScreen(kit: Kit) {
       ops.connectedApps(account.id),
     ]);
     // Connected apps: the apps this person granted access to (remembered consent), as on their account page.
+    // The apps each session signed in to, by name (an app deleted since: its id).
+    const ids = [...new Set(sessions.flatMap((s) => s.clients))];
+    const names = new Map(await Promise.all(ids.map(async (c) => [c, (await unlessGone(ops.client(c)))?.client_name ?? c] as const)));
+    const shown = sessions.map((s) => ({ ...s, apps: s.clients.map((c) => names.get(c) ?? c) }));
     const apps = connected.apps.map((a) => ({ id: a.client_id, name: a.name ?? a.client_id, scope: a.scope, granted: (a.granted ?? '').slice(0, 10), lastUsed: (a.last_used ?? '').slice(0, 10) }));
     render(kit, ctx, 'user', {
       title: account.email, user: userView(account), self: account.id === whoOf(ctx).account.id,
       factors: factors.map((f) => ({ ...f, created: f.created.slice(0, 10), lastUsed: 'last_used' in f && f.last_used ? f.last_used.slice(0, 10) : undefined })),
       hasRecovery: recovery.has_recovery_codes, recoveryLeft: recovery.unused,
-      sessions, apps, locked: lockouts.some((l) => (l as { accountId?: string }).accountId === account.id), errors: {}, ...extra,
+      sessions: shown, apps, locked: lockouts.some((l) => (l as { accountId?: string }).accountId === account.id), errors: {}, ...extra,
     });
   }
 
@@ -49,6 +53,7 @@ export function usersScreen(kit: Kit) {
     'grant-admin': { confirm: true, run: (a, id) => ops.setUserAdmin(a, id, true), done: 'Now an admin.' },
     'revoke-admin': { confirm: true, run: (a, id) => ops.setUserAdmin(a, id, false), done: 'No longer an admin.' },
     password: { confirm: false, run: (a, id, body) => ops.setUserPassword(a, id, parseInput(passwordBody, { password: text(body, 'password', 1024) }).password), done: 'Password set; they were signed out everywhere.' },
+    'end-session': { confirm: false, run: (a, id, body) => ops.endUserSession(a, id, text(body, 'handle', 100)), done: 'Session ended: that browser is signed out and its apps\' tokens revoked.' },
     'revoke-app': { confirm: false, run: (a, id, body) => ops.revokeConnectedApp(a, id, text(body, 'client_id', 200)), done: 'Access removed: the app\'s tokens were revoked and it asks for consent at the next sign-in.' },
   };
 

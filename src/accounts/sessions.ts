@@ -1,0 +1,43 @@
+import { UAParser } from 'ua-parser-js';
+import { keys, sessionHandle } from '../storage/keys.ts';
+import type { Store } from '../storage/store.ts';
+
+/**
+ * A person's sessions as people recognise them: where (IP) and how (browser and OS, factors in words)
+ * they signed in. A session is addressed by its handle (storage/keys.ts sessionHandle), never its id.
+ */
+export { sessionHandle };
+
+export interface SessionDevice {
+  ip: string;
+  /** "Chrome 120 on Linux": the user agent's short form, never the string itself. */
+  browser: string;
+  /** When the person signed in (epoch seconds). */
+  loginTs?: number;
+}
+
+/** "Firefox 121 on macOS"; "unknown browser" when the user agent says nothing recognisable. */
+export function browserOf(userAgent: string): string {
+  const { browser, os } = UAParser(userAgent.slice(0, 512));
+  const name = browser.name ? `${browser.name}${browser.major ? ` ${browser.major}` : ''}` : 'unknown browser';
+  return os.name ? `${name} on ${os.name}` : name;
+}
+
+/** signin/policy.ts's `amr` values; `mfa` and `user` (the key was unlocked) add no factor of their own. */
+const FACTOR_WORDS: Record<string, string | undefined> = { pwd: 'password', otp: 'authenticator app', hwk: 'passkey', swk: 'passkey', mfa: undefined, user: undefined };
+
+/** The session's `amr` in words: "password and authenticator app", "passkey". */
+export function factorsInWords(amr: string[]): string {
+  const words = [...new Set(amr.map((m) => (m in FACTOR_WORDS ? FACTOR_WORDS[m] : m)).filter((w): w is string => w !== undefined))];
+  return words.length <= 1 ? (words[0] ?? 'unknown') : `${words.slice(0, -1).join(', ')} and ${words.at(-1)}`;
+}
+
+/** Kept beside the session record, as long as it lives; written when a sign-in completes. */
+export async function saveSessionDevice(store: Store, sessionKey: string, device: SessionDevice, ttl: number): Promise<void> {
+  await store.set(keys.sessionDevice(sessionHandle(sessionKey)), JSON.stringify(device), { ttl });
+}
+
+export async function sessionDevice(store: Store, sessionKey: string): Promise<SessionDevice | undefined> {
+  const raw = await store.get(keys.sessionDevice(sessionHandle(sessionKey)));
+  return raw ? (JSON.parse(raw) as SessionDevice) : undefined;
+}
