@@ -26,9 +26,9 @@ const reg = await registerLatchkey(redis.url, { users: 0 });
 const targets = [] as { name: string; url: string; pid: number; stop: () => Promise<void>; rates: number[]; cpu: number; count: number }[];
 for (const side of ['a', 'b'] as const) {
   const port = await freePort();
-  const dir = values[side]!.replace(/\/?$/, '/');
+  const dir = values[side].replace(/\/?$/, '/');
   const proc = await startProc(side.toUpperCase(), `${dir}src/main.ts`, port, {
-    NODE_OPTIONS: values[`${side}-node-options`]!,
+    NODE_OPTIONS: values[`${side}-node-options`],
     REDIS_URL: redis.url,
     NODE_ENV: 'production',
     WORKERS: '1',

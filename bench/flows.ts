@@ -300,7 +300,7 @@ async function enrolledUsers(server: Server, redisUrl: string, n: number, stats:
     await store.close();
   }
   let next = 0;
-  await times(n, 4, () => signIn(server, stats, users[next++]!, factor === 'totp' ? true : 'passkey'));
+  await times(n, 4, () => signIn(server, stats, users[next++], factor === 'totp' ? true : 'passkey'));
   if (users.some((u) => !(factor === 'totp' ? u.secret : u.passkey))) throw new Error(`a bench user was not enrolled (${factor})`);
   return users;
 }

@@ -17,7 +17,7 @@ export interface Proc {
   pid: number;
   url: string;
   child: ChildProcess;
-  stop(): Promise<void>;
+  stop: () => Promise<void>;
 }
 
 /**

@@ -31,6 +31,7 @@ const DERIVED_DEFAULTS: Record<string, string> = {
 export function configTable(): string {
   const defaults = loadConfig({}) as Record<string, unknown>;
   const rows = Object.entries(configDocs).map(([name, meaning]) => {
+    // eslint-disable-next-line @typescript-eslint/no-base-to-string -- defaults are scalars or lists, shown as String() shows them
     const def = DERIVED_DEFAULTS[name] ?? (defaults[name] === undefined ? 'unset' : `\`${String(defaults[name])}\``);
     return `| \`${name}\` | ${def} | ${meaning} |`;
   });

@@ -39,6 +39,7 @@ import { loadSecretBox } from './security/secret-box.ts';
 import { securityHeaders } from './security/headers.ts';
 import { pinIssuerOrigin } from './security/issuer-origin.ts';
 import { sameOriginForms } from './security/same-origin.ts';
+import type { RedisStore } from './storage/redis-store.ts';
 import { RETRY_AFTER_SECONDS, StorageUnavailable, type Store } from './storage/store.ts';
 import { Views } from './views.ts';
 import { EmailLinks } from './accounts/email-links.ts';
@@ -66,13 +67,20 @@ export interface AppDeps {
   mail?: Pick<MailDeliveryOptions, 'retryDelaysMs' | 'pollMs'> & { transport?: MailTransport; outboxPage?: boolean };
 }
 
+declare module 'koa' {
+  /** Set first on every request (requestContext): the id in X-Request-Id and on the request's log lines. */
+  interface DefaultState {
+    requestId?: string;
+  }
+}
+
 /**
  * Composes the server: oidc-provider is itself a Koa app, and our middleware and routes are
  * mounted in front of its own routes (provider.use), so cookies, keys and proxy trust are shared.
  */
 export async function createApp({ config, store: rawStore, logger, totpClock, clock, logoutDelivery, mail }: AppDeps) {
   const metrics = new Metrics();
-  if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as unknown as { client: Parameters<Metrics['watchRedisClient']>[0] }).client);
+  if (rawStore.kind === 'redis' && 'client' in rawStore) metrics.watchRedisClient((rawStore as RedisStore).client);
   const store = instrumentStore(rawStore, metrics);
   // Every audit event also goes to the activity log (admin API), without the request waiting for it.
   const activity = new ActivityLog(store, {
@@ -239,7 +247,9 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
 function sameOriginLogout(provider: Provider, views: Views, issuer: string): Middleware {
   const confirm = provider.pathFor('end_session_confirm');
   const sameOrigin = sameOriginForms(issuer, views, 'the sign-out form expired; sign out from the application again');
-  return (ctx, next) => (ctx.method === 'POST' && ctx.path === confirm ? sameOrigin(ctx, next) : next());
+  return async (ctx, next) => {
+    await (ctx.method === 'POST' && ctx.path === confirm ? sameOrigin(ctx, next) : next());
+  };
 }
 
 /**

@@ -104,7 +104,7 @@ export async function serve(config: Config): Promise<void> {
     // server.close() waits for every connection to end, but Node leaves a keep-alive connection open after
     // its last answer: close connections as soon as they fall idle.
     const closeIdle = setInterval(() => server.closeIdleConnections(), 100).unref();
-    server.close(async () => {
+    const stopped = async () => {
       clearTimeout(deadline);
       clearInterval(closeIdle);
       try {
@@ -115,7 +115,8 @@ export async function serve(config: Config): Promise<void> {
       }
       logger.info('stopped');
       logger.flush(() => process.exit(0));
-    });
+    };
+    server.close(() => void stopped());
     server.closeIdleConnections();
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'));

@@ -446,7 +446,8 @@ test('admin endpoints are rate limited per token: 429 problem+json with Retry-Af
   const app = new Koa();
   app.use(adminApiRoutes({ provider, store: server.store, registry, accounts, ops, activity, issuer: server.issuer, limits: { perTokenPerMinute: 3 } }).routes());
   const port = await freePort();
-  const http = createServer(app.callback()).listen(port, '127.0.0.1');
+  const handle = app.callback();
+  const http = createServer((req, res) => void handle(req, res)).listen(port, '127.0.0.1');
   try {
     const statuses: number[] = [];
     let last: Response | undefined;

@@ -132,7 +132,7 @@ function suite(storeKind: 'redis' | 'memory') {
       followed = await postForm(jar, followed.page!, '/mfa', { code: await nextTotpCode(server.issuer, world.user.totpSecret) });
     }
     assert.equal(followed.page?.url.pathname, '/account');
-    return followed.page!;
+    return followed.page;
   }
   async function postForm(jar: CookieJar, page: Page, suffix: string, fields: Record<string, string>) {
     const action = formAction(page.html, suffix);

@@ -120,7 +120,7 @@ test('--pkce optional: confidential clients only; such a client may leave PKCE o
   const flow = await signIn({ issuer: server.issuer, client: legacy, user: world.user, scope: 'openid email', params: noPkce });
   assert.ok(flow.code, `a code without PKCE: ${flow.callback}`);
   const ep = endpoints(server.issuer);
-  const tokens = await ep.token(legacy, { grant_type: 'authorization_code', code: flow.code!, redirect_uri: legacy.redirectUri });
+  const tokens = await ep.token(legacy, { grant_type: 'authorization_code', code: flow.code, redirect_uri: legacy.redirectUri });
   assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
   const claims = JSON.parse(Buffer.from(String(tokens.body.id_token).split('.')[1]!, 'base64url').toString());
   assert.equal(claims.nonce, flow.nonce, 'the nonce is what binds the code to its request');

@@ -80,7 +80,7 @@ function suite(storeKind: 'redis' | 'memory') {
     const start = new URL('/account', server.issuer);
     const followed = await follow(jar, server.issuer, await browse(jar, start), start);
     assert.equal(followed.page?.url.pathname, '/account');
-    return followed.page!;
+    return followed.page;
   }
 
   /** The text of the Connected apps section. */

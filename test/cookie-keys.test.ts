@@ -36,11 +36,11 @@ describe('the cookie key kept in storage (no COOKIE_KEYS)', () => {
     await store.del(keys.cookieKeys);
     const [first, second] = await Promise.all([loadCookieKeys(store, box), loadCookieKeys(store, box)]);
     assert.deepEqual(first, second, 'two servers starting together agree');
-    assert.equal(first!.length, 1);
+    assert.equal(first.length, 1);
     const stored = (await store.get(keys.cookieKeys))!;
     assert.match(stored, /^v1\./);
-    assert.ok(!stored.includes(first![0]!), 'the key is not stored in clear');
-    assert.equal(box.open(stored, keys.cookieKeys), first![0]);
+    assert.ok(!stored.includes(first[0]!), 'the key is not stored in clear');
+    assert.equal(box.open(stored, keys.cookieKeys), first[0]);
     assert.deepEqual(await loadCookieKeys(store, box), first, 'a restart reads the same key');
   });
 

@@ -171,7 +171,7 @@ describe('forgotten password', () => {
     const call = endpoints(server.issuer);
     const silent = await signIn({ issuer: server.issuer, client: world.shop, scope: 'openid', jar: other.flow.jar, params: { prompt: 'none' } });
     assert.equal(silent.callback?.searchParams.get('error'), 'login_required');
-    assert.equal((await call.refresh(world.shop, other.tokens.refresh_token!)).body.error, 'invalid_grant');
+    assert.equal((await call.refresh(world.shop, other.tokens.refresh_token)).body.error, 'invalid_grant');
     assert.deepEqual((await call.introspect(world.api, other.tokens.access_token)).body, { active: false });
 
     // The new password alone is not enough: the authenticator app is asked for.

@@ -39,7 +39,7 @@ function everyRoute(uid: string): Route[] {
   for (const name of PROVIDER_ROUTES) {
     let path: string;
     try {
-      path = server.app.provider.pathFor(name, { uid, clientId: world.shop.clientId } as never);
+      path = server.app.provider.pathFor(name, { uid, clientId: world.shop.clientId });
     } catch {
       continue;
     }

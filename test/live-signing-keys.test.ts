@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import Provider from 'oidc-provider';
@@ -42,7 +42,8 @@ before(async () => {
     },
     ttl: { ClientCredentials: 60, IdToken: 60 },
   });
-  server.on('request', provider.callback());
+  const handle = provider.callback();
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => void handle(req, res));
 });
 
 after(async () => {
@@ -84,6 +85,6 @@ test('replaceSigningKeys: /jwks publishes the new set, and ID tokens (RS256) and
 test('replaceSigningKeys: a key oidc-provider refuses throws, and the previous set stays in use', async () => {
   const before = await published();
   const { d: _d, ...noPrivatePart } = second[0]!;
-  assert.throws(() => replaceSigningKeys(provider, jwks([noPrivatePart as StoredSigningKey])), /jwks\.keys\[0\]\.d/);
+  assert.throws(() => replaceSigningKeys(provider, jwks([noPrivatePart])), /jwks\.keys\[0\]\.d/);
   assert.deepEqual(await published(), before);
 });

@@ -193,7 +193,7 @@ describe('lockout', () => {
     const { totpSecret } = await enrollTotp(server, person);
     const flow = await signIn({ issuer: server.issuer, client: world.firstParty, user: person, scope: 'openid', secondFactor: 'stop' });
     let page = flow.mfaPage!;
-    let last;
+    let last: Awaited<ReturnType<typeof post>> | undefined;
     for (let i = 1; i <= 10; i += 1) {
       last = await post(flow.jar, page, '/mfa', { code: await wrongTotpCode(server.issuer, totpSecret) });
       page = last.followed.page!;

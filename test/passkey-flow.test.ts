@@ -86,7 +86,7 @@ describe('passkeys at sign-in', () => {
     assert.equal(codes.length, 10);
     const account = (await server.app.accounts.find(person.id))!;
     assert.equal(account.passkeys?.length, 1);
-    assert.equal(account.passkeys![0]!.name, 'Test key');
+    assert.equal(account.passkeys[0]!.name, 'Test key');
     assert.equal(account.mfa, undefined, 'no authenticator app');
     const claims = await redeem(flow, saved.leftTo);
     assert.deepEqual(claims.amr, ['pwd', 'hwk', 'user', 'mfa']);

@@ -21,7 +21,7 @@ import { SoftAuthenticator } from './helpers/soft-authenticator.ts';
 const ORIGIN = 'https://login.example';
 const RP_ID = 'login.example';
 
-function suite(name: string, open: () => Promise<{ store: Store; dispose(): Promise<void> }>) {
+function suite(name: string, open: () => Promise<{ store: Store; dispose: () => Promise<void> }>) {
   describe(name, () => {
     let store: Store;
     let dispose: () => Promise<void>;
@@ -95,7 +95,7 @@ function suite(name: string, open: () => Promise<{ store: Store; dispose(): Prom
       const { account, device } = await personWithPasskey(new SoftAuthenticator({ origin: ORIGIN, userVerification: false }));
       const o1 = await passkeys.authenticationOptions('signin-e');
       assert.deepEqual(await passkeys.authenticate('signin-e', device.get(o1), { requireUserVerification: true }), { ok: false, reason: 'not-verified' });
-      const o2 = await passkeys.authenticationOptions('signin-e', (await accounts.find(account.id))!);
+      const o2 = await passkeys.authenticationOptions('signin-e', (await accounts.find(account.id)));
       assert.deepEqual(o2.allowCredentials?.map((c) => c.id), [...device.keys.keys()]);
       const used = await passkeys.authenticate('signin-e', device.get(o2), { accountId: account.id, requireUserVerification: false });
       assert.ok(used.ok && used.userVerified === false);

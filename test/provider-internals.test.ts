@@ -37,7 +37,7 @@ useWorld((setup) => {
 function upstream() {
   return new Provider('http://localhost', {
     adapter: class NoStorage {} as never,
-    jwks: { keys: generateKeyGeneration().map(({ iat: _iat, ...jwk }) => jwk) as never },
+    jwks: { keys: generateKeyGeneration().map(({ iat: _iat, ...jwk }) => jwk) },
     features: { devInteractions: { enabled: false }, introspection: { enabled: true }, revocation: { enabled: true }, deviceFlow: { enabled: true } },
   });
 }
@@ -279,11 +279,12 @@ describe("oidc-provider still says what the answer rewrites recognise (provider-
   async function upstreamServing<T>(run: (url: string, auth: string) => Promise<T>): Promise<T> {
     const provider = new Provider('http://localhost', {
       adapter: class NoStorage {} as never,
-      jwks: { keys: generateKeyGeneration().map(({ iat: _iat, ...jwk }) => jwk) as never },
+      jwks: { keys: generateKeyGeneration().map(({ iat: _iat, ...jwk }) => jwk) },
       clients: [{ client_id: 'app', client_secret: 'a-secret-of-the-app', redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code'], response_types: ['code'] }],
       features: { devInteractions: { enabled: false }, deviceFlow: { enabled: true } },
     });
-    const http = createServer(provider.callback());
+    const handle = provider.callback();
+    const http = createServer((req, res) => void handle(req, res));
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     try {
       return await run(`http://127.0.0.1:${(http.address() as AddressInfo).port}`, basic('app', 'a-secret-of-the-app'));

@@ -50,7 +50,7 @@ async function adminApi() {
       headers: { authorization: `Bearer ${String(res.body.access_token)}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
-    return { status: answer.status, body: (await answer.json()) as any };
+    return { status: answer.status, body: (await answer.json()) };
   };
 }
 

@@ -19,7 +19,7 @@ const env = (name: string) => {
 };
 const apiUri = env('API_URI');
 const jwtApiUri = env('JWT_API_URI');
-const wantsJwt = (ctx: { oidc?: { params?: Record<string, unknown> } }) => String(ctx.oidc?.params?.scope ?? '').split(' ').includes('jwt:read');
+const wantsJwt = (ctx: { oidc?: { params?: Record<string, unknown> } }) => (typeof ctx.oidc?.params?.scope === 'string' ? ctx.oidc.params.scope : '').split(' ').includes('jwt:read');
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 
 const configuration: Configuration = {
@@ -35,7 +35,7 @@ const configuration: Configuration = {
       scope: 'openid profile email offline_access',
     },
   ],
-  jwks: { keys: [privateKey.export({ format: 'jwk' }) as never] },
+  jwks: { keys: [privateKey.export({ format: 'jwk' })] },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   // The scopes Latchkey supports (profile and email come from their claims).
   claims: { openid: ['sub'], profile: ['name'], email: ['email', 'email_verified'] },
@@ -61,7 +61,10 @@ const configuration: Configuration = {
 
 const provider = new Provider(issuer, configuration);
 provider.use(async (ctx, next) => {
-  if (!ctx.path.startsWith('/interaction/')) return next();
+  if (!ctx.path.startsWith('/interaction/')) {
+    await next();
+    return;
+  }
   const details = await provider.interactionDetails(ctx.req, ctx.res);
   let result: Record<string, unknown>;
   if (details.prompt.name === 'login') {

@@ -131,7 +131,7 @@ interface RouteSpec<Q extends z.ZodType = z.ZodType, B extends z.ZodType | undef
   run(input: { params: Record<string, string>; query: z.output<Q>; body: B extends z.ZodType ? z.output<B> : undefined; actor: Actor; ctx: Context }): Promise<unknown>;
 }
 
-const route = <Q extends z.ZodType, B extends z.ZodType | undefined>(spec: RouteSpec<Q, B>) => spec as unknown as RouteSpec;
+const route = <Q extends z.ZodType, B extends z.ZodType | undefined>(spec: RouteSpec<Q, B>) => spec as RouteSpec;
 
 function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
   return [
@@ -247,15 +247,15 @@ async function authenticate(ctx: Context, deps: AdminApiDeps, audience: string):
   const [, scheme, value] = /^(bearer|dpop) +([A-Za-z0-9\-._~+/]+=*)$/i.exec(header) ?? [];
   if (!value || value.length > 512) challenge(ctx, 401, 'invalid_token', 'the access token is malformed');
   const { AccessToken, ClientCredentials } = deps.provider;
-  const token = ((await AccessToken.find(value!)) ?? (await ClientCredentials.find(value!))) as unknown as TokenLike | undefined;
+  const token: TokenLike | undefined = (await AccessToken.find(value)) ?? (await ClientCredentials.find(value));
   if (!token || token.isExpired) challenge(ctx, 401, 'invalid_token', 'the access token is unknown, expired or revoked');
   // A token bound to a key (DPoP) is worth nothing without a proof from that key: a copy of it alone does not get in.
-  if (token!.jkt) {
+  if (token.jkt) {
     if (scheme!.toLowerCase() !== 'dpop') dpopChallenge(ctx, 'invalid_token', 'the access token is bound to a key: send it as Authorization: DPoP with a DPoP proof');
     const proof = ctx.get('dpop');
     if (!proof) dpopChallenge(ctx, 'invalid_dpop_proof', 'a DPoP proof is required with this access token');
     try {
-      await verifyDpopProof({ proof, method: ctx.method, url: `${new URL(deps.issuer).origin}${ctx.path}`, accessToken: value!, jkt: token!.jkt, store: deps.store });
+      await verifyDpopProof({ proof, method: ctx.method, url: `${new URL(deps.issuer).origin}${ctx.path}`, accessToken: value, jkt: token.jkt, store: deps.store });
     } catch (err) {
       if (err instanceof DpopProofError) dpopChallenge(ctx, 'invalid_dpop_proof', err.message);
       throw err;
@@ -263,24 +263,24 @@ async function authenticate(ctx: Context, deps: AdminApiDeps, audience: string):
   } else if (scheme!.toLowerCase() === 'dpop') {
     challenge(ctx, 401, 'invalid_token', 'the access token is not bound to a key: send it as a Bearer token');
   }
-  const aud = [token!.aud ?? []].flat();
+  const aud = [token.aud ?? []].flat();
   if (!aud.includes(audience)) challenge(ctx, 401, 'invalid_token', 'the access token is not for this API');
   // The client is read on every request: deleted, or no longer allowed an admin scope, its tokens stop working at once.
-  const client = await deps.registry.findClient(String(token!.clientId));
+  const client = await deps.registry.findClient(String(token.clientId));
   if (!client) challenge(ctx, 401, 'invalid_token', 'the access token\'s client no longer exists');
-  const allowed = new Set(String(client!.scope ?? '').split(' '));
-  const scopes = new Set((token!.scope ?? '').split(' ').filter((s) => s && allowed.has(s)));
-  if (token!.accountId) {
+  const allowed = new Set(String(client.scope ?? '').split(' '));
+  const scopes = new Set((token.scope ?? '').split(' ').filter((s) => s && allowed.has(s)));
+  if (token.accountId) {
     // A person's token is worth what their account is now: disabled or no longer an admin, it stops working.
-    const account = await deps.accounts.find(token!.accountId);
+    const account = await deps.accounts.find(token.accountId);
     if (!account || account.disabled || account.admin !== true) challenge(ctx, 401, 'invalid_token', 'the access token\'s account is not an admin');
     // The console's rule: a person administers only after a sign-in with a second factor (RFC 9470 step-up).
-    if (token!.extra?.acr !== ACR_MFA) {
+    if (token.extra?.acr !== ACR_MFA) {
       challenge(ctx, 401, 'insufficient_user_authentication', 'sign in with a second factor to use the admin API', undefined, [`acr_values="${ACR_MFA}"`]);
     }
-    return { actor: { kind: 'account', accountId: account!.id }, scopes };
+    return { actor: { kind: 'account', accountId: account.id }, scopes };
   }
-  return { actor: { kind: 'client', clientId: String(token!.clientId) }, scopes };
+  return { actor: { kind: 'client', clientId: String(token.clientId) }, scopes };
 }
 
 async function consume(ctx: Context, rateLimiter: Limiter, key: string) {
@@ -360,8 +360,8 @@ export function adminApiRoutes(deps: AdminApiDeps) {
         // Refused with every problem at once, each a typed refusal with its JSON pointer.
         body = parseInput(spec.body, ctx.request.body);
       }
-      const { params } = ctx as unknown as { params: Record<string, string> };
-      const result = await spec.run({ params, query: query.data, body: body as never, actor: caller.actor, ctx });
+      const params = ctx.params as Record<string, string>;
+      const result = await spec.run({ params, query: query.data, body: body, actor: caller.actor, ctx });
       ctx.status = spec.status ?? 200;
       ctx.body = result;
     };
@@ -372,7 +372,10 @@ export function adminApiRoutes(deps: AdminApiDeps) {
 
 /** After the router: anything else under /admin/api/v1 is a problem+json 404, not oidc-provider's page. */
 export const adminApiNotFound: Middleware = async (ctx, next) => {
-  if (ctx.path !== `${PREFIX}/v1` && !ctx.path.startsWith(`${PREFIX}/v1/`)) return next();
+  if (ctx.path !== `${PREFIX}/v1` && !ctx.path.startsWith(`${PREFIX}/v1/`)) {
+    await next();
+    return;
+  }
   ctx.set('Cache-Control', 'no-store');
   sendProblem(ctx, 404, 'no such admin API endpoint or method (see /admin/api/openapi.json)');
 };

@@ -62,7 +62,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
 
   /** The signed-in admin, or the answer is given: sign in, step up, or 403. */
   const admin: Middleware = async (ctx, next) => {
-    const session = await provider.Session.get(ctx as never);
+    const session = await provider.Session.get(ctx);
     const account = session.accountId && !session.accountId.includes('@') ? await unlessGone(ops.findUser(session.accountId)) : undefined;
     if (!account && deps.adminExists && !(await deps.adminExists())) return views.render(ctx, 'admin/no-admin', { title: 'No admin yet' });
     if (!account || account.disabled) return toSignIn(ctx, false);

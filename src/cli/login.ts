@@ -107,6 +107,7 @@ function saved(body: Record<string, unknown>, now: number): Saved {
   return { access_token: String(body.access_token), expires_at: now + expiresIn * 1000, ...(typeof body.refresh_token === 'string' ? { refresh_token: body.refresh_token } : {}) };
 }
 
+// eslint-disable-next-line @typescript-eslint/no-base-to-string -- an OAuth error body: `error` is a string (RFC 6749 §5.2)
 const said = (body: Record<string, unknown>) => `${String(body.error ?? 'error')}${typeof body.error_description === 'string' ? `: ${body.error_description}` : ''}`;
 
 export async function login(server: string, io: LoginIo): Promise<Output> {

@@ -40,6 +40,7 @@ function cell(value: unknown): string {
   if (value === undefined || value === null || value === '') return '-';
   if (Array.isArray(value)) return value.length ? value.map(cell).join(',') : '-';
   if (typeof value === 'boolean') return value ? 'yes' : 'no';
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- the commands' rows hold scalars and lists (joined above)
   return String(value);
 }
 

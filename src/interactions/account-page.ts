@@ -62,7 +62,7 @@ export function accountRoutes(deps: AccountPageDeps) {
   }
 
   async function signedIn(ctx: Context): Promise<Signed | undefined> {
-    const session = await provider.Session.get(ctx as never);
+    const session = await provider.Session.get(ctx);
     if (!session.accountId) return undefined;
     const account = await accounts.find(session.accountId);
     if (!account || account.disabled) return undefined;
@@ -103,7 +103,7 @@ export function accountRoutes(deps: AccountPageDeps) {
       name: account.name,
       enrolled,
       hasFactor: hasFactor(account),
-      enrolledAt: enrolled ? day(account.mfa!.enrolledAt) : undefined,
+      enrolledAt: enrolled ? day(account.mfa.enrolledAt) : undefined,
       recoveryLeft: hasFactor(account) ? await secondFactor.recoveryCodesLeft(account) : 0,
       passkeysOn: passkeyMode !== 'off',
       passkeys: passkeysOf(account).map((p) => ({ id: p.id, name: p.name, authenticator: authenticatorName(p.aaguid), created: day(p.createdAt), lastUsed: day(p.lastUsedAt) })),
@@ -287,7 +287,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     if (!target) return renderAccount(ctx, who, { error: 'That passkey is not yours, or it was removed.' });
     const problem = await proof(ctx, who);
     if (problem) return renderAccount(ctx, who, { error: problem });
-    const renamed = await passkeys.rename(who.account.id, target.id, String(body.name ?? ''));
+    const renamed = await passkeys.rename(who.account.id, target.id, typeof body.name === 'string' ? body.name : '');
     audit(deps.logger, 'passkey_renamed', { accountId: who.account.id, source: 'account_page' }, 'passkey renamed');
     await renderAccount(ctx, { ...who, account: (await accounts.find(who.account.id))! }, { notice: `Renamed to “${renamed.name}”.` });
   });

@@ -34,13 +34,13 @@ export function consentStep(flow: Flow) {
     },
 
     /** Allow, on the consent page or on a device's request (the same form action). */
-    async allow(ctx: Context) {
+    async allow(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'consent-given');
       await flow.apply(ctx, d, state, { type: 'consent-given' });
     },
 
     /** Cancel or Deny, at any step. */
-    async cancel(ctx: Context) {
+    async cancel(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'cancel');
       await flow.apply(ctx, d, state, { type: 'cancel' });
     },

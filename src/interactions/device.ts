@@ -29,7 +29,7 @@ export async function renderDeviceRequest(
   if (!code) throw Object.assign(new Error('this device code is gone; start again on your device'), { status: 400, expose: true });
   const account = await accounts.find(String(d.session?.accountId));
   const userCode = code.userCode ?? '';
-  const scopes = String(d.params.scope ?? '').split(' ').filter(Boolean);
+  const scopes = (typeof d.params.scope === 'string' ? d.params.scope : '').split(' ').filter(Boolean);
   views.render(ctx, 'device-consent', {
     uid: d.uid,
     csrf: csrf.token(d.uid),

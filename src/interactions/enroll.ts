@@ -7,10 +7,11 @@ import type { Flow } from './flow.ts';
 /** A second factor demanded and none set up: an authenticator app or a passkey, then the recovery codes. */
 export function enrollStep(flow: Flow) {
   return {
-    async totp(ctx: Context) {
+    async totp(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'totp-enrolled');
       const step = flow.stepOf(state, 'enroll');
-      const code = String((ctx.request.body as Record<string, unknown>).code ?? '').slice(0, 64);
+      const { code: sent } = ctx.request.body as Record<string, unknown>;
+      const code = (typeof sent === 'string' ? sent : '').slice(0, 64);
       let checked;
       try {
         checked = await flow.checks.enroll({ id: step.accountId, email: step.subject }, step.pending ?? '', code, ctx.ip);
@@ -28,7 +29,7 @@ export function enrollStep(flow: Flow) {
       await flow.show(ctx, d, step, { error });
     },
 
-    async passkey(ctx: Context) {
+    async passkey(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'passkey-enrolled');
       const step = flow.stepOf(state, 'enroll');
       const body = ctx.request.body as Record<string, unknown>;
@@ -43,7 +44,7 @@ export function enrollStep(flow: Flow) {
       await flow.apply(ctx, d, state, { type: 'passkey-enrolled', accountId: step.accountId, amr });
     },
 
-    async saved(ctx: Context) {
+    async saved(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'codes-saved');
       await flow.apply(ctx, d, state, { type: 'codes-saved' });
     },

@@ -75,7 +75,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
 
   const requireCsrf = async (ctx: Context, next: () => Promise<unknown>) => {
     const body = ctx.request.body as Record<string, unknown> | undefined;
-    if (!csrf.verify(ctx.params.uid!, body?._csrf)) {
+    if (!csrf.verify(uidInPath(ctx), body?._csrf)) {
       ctx.status = 403;
       views.renderError(ctx, { error: 'invalid_request', error_description: FORM_EXPIRED });
       return;
@@ -114,7 +114,8 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
 
   /** Every scope of the request (oidc-provider keeps only those the client may ask for). */
   function requestedScopes(d: Details): string[] {
-    return [...new Set(String(d.params.scope ?? '').split(' ').filter(Boolean))];
+    const scope = d.params.scope;
+    return [...new Set((typeof scope === 'string' ? scope : '').split(' ').filter(Boolean))];
   }
 
   function missingScopes(d: Details): string[] {
@@ -220,7 +221,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
   // ---- the state machine (signin/machine.ts): requests become events, outcomes' effects are executed here ----
 
   function machineInput(ctx: Context, d: Details, state: FlowState) {
-    return { interaction: { uid: d.uid, prompt: d.prompt.name, expiresAt: d.exp }, postedFor: String(ctx.params.uid), now: Date.now() / 1000, state };
+    return { interaction: { uid: d.uid, prompt: d.prompt.name, expiresAt: d.exp }, postedFor: uidInPath(ctx), now: Date.now() / 1000, state };
   }
 
   /** The interaction and its state, when it takes `event` now; anything else is refused before anything is verified. */
@@ -328,4 +329,9 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
     email, checks, details, refuse, clientOf, at, stepOf, apply, show, renderStep, renderLogin, locked, factsOf, factorChanged,
     rememberedConsent, requestedScopes, missingScopes, steps,
   };
+}
+
+/** The interaction uid the URL names: every route here is under /interaction/:uid (Koa types `params` as any). */
+function uidInPath(ctx: Context): string {
+  return String((ctx.params as Record<string, string>).uid);
 }

@@ -8,7 +8,7 @@ export function loginStep(flow: Flow) {
   return {
     page: (ctx: Context, d: Details, clientName: string | undefined) => flow.renderLogin(ctx, d, clientName),
 
-    async password(ctx: Context) {
+    async password(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'password-ok');
       const body = ctx.request.body as Record<string, unknown>;
       const email = typeof body.email === 'string' ? body.email.slice(0, 254) : '';
@@ -25,7 +25,7 @@ export function loginStep(flow: Flow) {
     },
 
     /** A passwordless sign-in: a discoverable passkey with user verification, nothing else. */
-    async passkey(ctx: Context) {
+    async passkey(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'passkey-signed-in');
       const checked = await flow.checks.passkey(d.uid, (ctx.request.body as Record<string, unknown>).response, ctx.ip);
       if (checked.status === 'ok') return flow.apply(ctx, d, state, { type: 'passkey-signed-in', accountId: checked.account.id, amr: passkeyAmr({ deviceType: checked.passkey.deviceType, userVerified: checked.userVerified }) });

@@ -1,5 +1,4 @@
 import Router from '@koa/router';
-import type { Context } from 'koa';
 import { REFUSALS } from '../signin/messages.ts';
 import { consentStep } from './consent.ts';
 import { renderDeviceRequest } from './device.ts';
@@ -25,7 +24,7 @@ export function interactionRoutes(deps: InteractionDeps) {
   const consent = consentStep(flow);
 
   /** The current step's page. */
-  router.get('/', async (ctx: Context) => {
+  router.get('/', async (ctx) => {
     const d = await flow.details(ctx);
     if (d.uid !== ctx.params.uid) flow.refuse(REFUSALS['other-interaction']);
     const client = await flow.clientOf(d);

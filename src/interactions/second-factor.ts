@@ -6,10 +6,11 @@ import type { Flow } from './flow.ts';
 /** After the password: a code from the authenticator app, a recovery code, or the account's passkey. */
 export function secondFactorStep(flow: Flow) {
   return {
-    async code(ctx: Context) {
+    async code(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'code-ok');
       const step = flow.stepOf(state, 'second-factor');
-      const code = String((ctx.request.body as Record<string, unknown>).code ?? '').slice(0, 64);
+      const { code: sent } = ctx.request.body as Record<string, unknown>;
+      const code = (typeof sent === 'string' ? sent : '').slice(0, 64);
       const checked = await flow.checks.secondFactor({ id: step.accountId, email: step.subject }, { totp: code }, ctx.ip);
       if (checked.status === 'ok') return flow.apply(ctx, d, state, { type: 'code-ok', accountId: step.accountId });
       if (checked.status === 'failed' && checked.reason === 'not-enrolled') return flow.factorChanged(ctx, d, state, step.accountId);
@@ -17,15 +18,16 @@ export function secondFactorStep(flow: Flow) {
       await flow.renderStep(ctx, d, step, { error });
     },
 
-    async recoveryPage(ctx: Context) {
+    async recoveryPage(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'code-ok');
       await flow.renderStep(ctx, d, flow.stepOf(state, 'second-factor'), { recovery: true });
     },
 
-    async recoveryCode(ctx: Context) {
+    async recoveryCode(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'code-ok');
       const step = flow.stepOf(state, 'second-factor');
-      const code = String((ctx.request.body as Record<string, unknown>).recovery_code ?? '').slice(0, 64);
+      const { recovery_code: sent } = ctx.request.body as Record<string, unknown>;
+      const code = (typeof sent === 'string' ? sent : '').slice(0, 64);
       const checked = await flow.checks.secondFactor({ id: step.accountId, email: step.subject }, { recoveryCode: code }, ctx.ip);
       if (checked.status === 'ok') return flow.apply(ctx, d, state, { type: 'code-ok', accountId: step.accountId });
       if (checked.status === 'failed' && checked.reason === 'not-enrolled') return flow.factorChanged(ctx, d, state, step.accountId);
@@ -33,7 +35,7 @@ export function secondFactorStep(flow: Flow) {
       await flow.renderStep(ctx, d, step, { error, recovery: true });
     },
 
-    async passkey(ctx: Context) {
+    async passkey(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'passkey-ok');
       const step = flow.stepOf(state, 'second-factor');
       const checked = await flow.checks.passkey(d.uid, (ctx.request.body as Record<string, unknown>).response, ctx.ip, { id: step.accountId, email: step.subject });

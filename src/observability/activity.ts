@@ -68,12 +68,15 @@ interface Aggregate {
 
 /** Makes `audit(logger, …)` — and audits on the logger's children — append to `activity` too. */
 export function recordActivity(logger: Logger, activity: ActivityLog): void {
-  (logger as unknown as Record<symbol, ActivityLog>)[ACTIVITY] = activity;
+  (logger as CarriesActivity)[ACTIVITY] = activity;
 }
+
+/** A logger that `recordActivity` gave a log: it carries it under a symbol only this module knows. */
+type CarriesActivity = Logger & { [ACTIVITY]?: ActivityLog };
 
 /** Child loggers are prototype-linked to their parent (pino), so they find the parent's log. */
 export function activityOf(logger: Logger): ActivityLog | undefined {
-  return (logger as unknown as Record<symbol, ActivityLog | undefined>)[ACTIVITY];
+  return (logger as CarriesActivity)[ACTIVITY];
 }
 
 function clean(value: unknown): unknown {

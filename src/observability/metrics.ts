@@ -1,6 +1,7 @@
 import cluster from 'node:cluster';
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
-import type { Context } from 'koa';
+import type { Context, ParameterizedContext } from 'koa';
+import type { KoaContextWithOIDC } from 'oidc-provider';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
 
 /**
@@ -170,7 +171,7 @@ export class Metrics {
 
   /** Called on oidc-provider's `grant.success`; returns what it counted (for the token_issued audit event). */
   tokenGranted(ctx: Context): { grantType: string; tokens: string[] } {
-    const raw = (ctx.oidc?.params?.grant_type as string | undefined) ?? 'unknown';
+    const raw = ((isProviderRequest(ctx) ? ctx.oidc?.params?.grant_type : undefined) as string | undefined) ?? 'unknown';
     const grantType = KNOWN_GRANT_TYPES.has(raw) ? raw : 'other';
     const body = ctx.body as Record<string, unknown> | undefined;
     const tokens: string[] = [];
@@ -193,10 +194,20 @@ function statusClass(status: number): string {
   return `${Math.floor(status / 100)}xx`;
 }
 
+/** A request oidc-provider handles: its router defines `ctx.oidc` on it (our own routes have none). */
+export function isProviderRequest<C extends ParameterizedContext>(ctx: C): ctx is C & KoaContextWithOIDC {
+  return Object.hasOwn(ctx, 'oidc');
+}
+
+/** oidc-provider's name of the route it is handling, as its context says; undefined on our own routes. */
+export function providerRouteOf(ctx: ParameterizedContext): string | undefined {
+  return isProviderRequest(ctx) ? ctx.oidc?.route : undefined;
+}
+
 /** oidc-provider's name of the route a request matched, when it was one of its routes. */
 export function oidcRouteOf(ctx: Context): string | undefined {
   // `ctx.oidc` is defined only by oidc-provider's own routes; reading it elsewhere gives undefined.
-  const name = (ctx as unknown as { _matchedRouteName?: unknown })._matchedRouteName;
+  const name: unknown = ctx._matchedRouteName;
   return Object.hasOwn(ctx, 'oidc') && typeof name === 'string' ? name : undefined;
 }
 
@@ -207,7 +218,7 @@ export function oidcRouteOf(ctx: Context): string | undefined {
 export function routeOf(ctx: Context): string {
   const oidc = oidcRouteOf(ctx);
   if (oidc) return oidc;
-  const pattern = (ctx as unknown as { _matchedRoute?: unknown })._matchedRoute;
+  const pattern: unknown = ctx._matchedRoute;
   return typeof pattern === 'string' ? pattern : 'unmatched';
 }
 
@@ -220,17 +231,17 @@ export function routeOf(ctx: Context): string {
 export function instrumentStore<S extends Store>(store: S, metrics: Metrics): S {
   const kind = store.kind;
   // Everything else (fields such as `kind`) is read from the store itself, its prototype here.
-  const timed = Object.create(store) as Record<string, unknown>;
+  const timed = Object.create(store) as S;
   for (const name of methodNames(store)) {
     if (name === 'constructor') continue;
-    const method = (store as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!;
+    const method = Reflect.get(store, name) as (...a: unknown[]) => unknown;
     if (name === 'close') {
-      timed[name] = method.bind(store);
+      Reflect.set(timed, name, method.bind(store));
       continue;
     }
     const ok = metrics.storeDuration.labels({ store: kind, operation: name, outcome: 'ok' });
     const failed = metrics.storeDuration.labels({ store: kind, operation: name, outcome: 'error' });
-    timed[name] = (...args: unknown[]) => {
+    Reflect.set(timed, name, (...args: unknown[]) => {
       const started = performance.now();
       const seconds = () => (performance.now() - started) / 1000;
       let result: unknown;
@@ -253,9 +264,9 @@ export function instrumentStore<S extends Store>(store: S, metrics: Metrics): S 
         },
       );
       return result;
-    };
+    });
   }
-  return timed as unknown as S;
+  return timed;
 }
 
 /** The names of an object's methods, its own and inherited (not Object's). */

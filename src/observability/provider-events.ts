@@ -3,7 +3,7 @@ import Provider from 'oidc-provider';
 import { StorageUnavailable } from '../storage/store.ts';
 import { audit } from './audit.ts';
 import { withoutRedaction, type Logger } from './logger.ts';
-import { oidcRouteOf, routeOf, type Metrics } from './metrics.ts';
+import { isProviderRequest, oidcRouteOf, routeOf, type Metrics } from './metrics.ts';
 
 /**
  * oidc-provider reports through events; without listeners its errors (an `invalid_client`, a reused
@@ -42,12 +42,6 @@ interface OAuthError extends Error {
 }
 
 /** oidc-provider's token models whose destruction at the revocation endpoint is a revocation, by event. */
-const REVOCABLE = [
-  ['access_token.destroyed', 'access_token'],
-  ['refresh_token.destroyed', 'refresh_token'],
-  ['client_credentials.destroyed', 'client_credentials'],
-] as const;
-
 /** The fields of a token model that name who it is for (never its value or its id). */
 interface TokenModel {
   clientId?: string;
@@ -56,7 +50,7 @@ interface TokenModel {
 
 /** The client a request authenticated as or named, by id only. */
 function clientIdOf(ctx: Context): string | undefined {
-  if (!Object.hasOwn(ctx, 'oidc')) return undefined;
+  if (!isProviderRequest(ctx)) return undefined;
   return ctx.oidc?.client?.clientId ?? undefined;
 }
 
@@ -72,7 +66,7 @@ export function watchProvider(provider: Provider, logger: Logger, metrics: Metri
     audit(withoutRedaction(logger), 'token_issued', {
       requestId: ctx.state?.requestId,
       clientId: clientIdOf(ctx),
-      accountId: ctx.oidc?.entities?.Grant?.accountId,
+      accountId: isProviderRequest(ctx) ? ctx.oidc?.entities?.Grant?.accountId : undefined,
       grantType,
       tokens,
       scope: typeof body?.scope === 'string' ? body.scope : undefined,
@@ -82,23 +76,24 @@ export function watchProvider(provider: Provider, logger: Logger, metrics: Metri
   // A token destroyed while the revocation endpoint answers is a revocation (the refresh grant also
   // destroys a reused refresh token: that is refresh_token_reuse_detected, not this). oidc-provider then
   // revokes the other tokens of an access or refresh token's grant (RFC 7009 §2.1).
-  for (const [modelEvent, tokenKind] of REVOCABLE) {
-    (provider as unknown as { on(e: string, l: (token: TokenModel) => void): void }).on(modelEvent, (token) => {
-      const ctx = Provider.ctx as Context | undefined;
-      if (!ctx || oidcRouteOf(ctx) !== 'revocation') return;
-      audit(logger, 'token_revoked', {
-        requestId: ctx.state?.requestId,
-        clientId: clientIdOf(ctx),
-        tokenKind,
-        tokenClientId: token.clientId,
-        accountId: token.accountId,
-        grantTokensRevoked: tokenKind !== 'client_credentials',
-      }, 'token revoked');
-    });
-  }
+  const revoked = (tokenKind: 'access_token' | 'refresh_token' | 'client_credentials') => (token: TokenModel) => {
+    const ctx = Provider.ctx as Context | undefined;
+    if (!ctx || oidcRouteOf(ctx) !== 'revocation') return;
+    audit(logger, 'token_revoked', {
+      requestId: ctx.state?.requestId,
+      clientId: clientIdOf(ctx),
+      tokenKind,
+      tokenClientId: token.clientId,
+      accountId: token.accountId,
+      grantTokensRevoked: tokenKind !== 'client_credentials',
+    }, 'token revoked');
+  };
+  provider.on('access_token.destroyed', revoked('access_token'));
+  provider.on('refresh_token.destroyed', revoked('refresh_token'));
+  provider.on('client_credentials.destroyed', revoked('client_credentials'));
 
   for (const event of ERROR_EVENTS) {
-    // Some of these events are missing from @types/oidc-provider's event map.
+    // @types/oidc-provider's event map lacks some of these events (and takes one literal name per overload).
     (provider as unknown as { on(e: string, l: (ctx: Context, err: OAuthError) => void): void }).on(event, (ctx, err) => {
       const error = err?.error ?? 'unknown';
       metrics.oauthErrors.inc({ event, error: /^[a-z_]{1,40}$/.test(error) ? error : 'other' });

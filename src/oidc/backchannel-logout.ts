@@ -62,6 +62,7 @@ export async function startLogoutDelivery(options: LogoutDeliveryOptions): Promi
 
   /** Signed the way oidc-provider's own Client#backchannelLogout does, for our queued notice. */
   async function logoutToken(client: LogoutClient, notice: LogoutNotice): Promise<string> {
+    // @types/oidc-provider's IdToken lacks `mask` and wants a whole Client where the signing needs only these fields.
     const token = new (provider.IdToken as unknown as IdTokenClass)({ sub: notice.sub }, { client, ctx: undefined });
     token.mask = { sub: null };
     token.set('events', { [BACKCHANNEL_LOGOUT_EVENT]: {} });
@@ -129,7 +130,7 @@ export async function startLogoutDelivery(options: LogoutDeliveryOptions): Promi
       do {
         again = false;
         for (let notice = await take(); notice && !stopped; notice = await take()) {
-          void deliver(notice).catch((err: unknown) => logger.error({ err, clientId: notice!.clientId }, 'back-channel logout delivery failed unexpectedly'));
+          void deliver(notice).catch((err: unknown) => logger.error({ err, clientId: notice.clientId }, 'back-channel logout delivery failed unexpectedly'));
         }
       } while (again && !stopped);
     })().finally(() => {

@@ -1,4 +1,4 @@
-import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { lookup as dnsLookup } from 'node:dns';
 import { isIP, type LookupFunction } from 'node:net';
 
 /**
@@ -125,13 +125,14 @@ export class RefusedTarget extends Error {
  * fails with RefusedTarget when any address the name resolves to is refused, so the connection is
  * only made to an address the rules allow (a name that also resolves elsewhere is refused whole).
  */
-export function guardedLookup(rules: BackchannelTargetRules, resolve: LookupFunction = dnsLookup as LookupFunction): LookupFunction {
+export function guardedLookup(rules: BackchannelTargetRules, resolve: LookupFunction = dnsLookup): LookupFunction {
   return (hostname, options, callback) => {
     resolve(hostname, { ...options, all: true }, (err, resolved) => {
       if (err) return callback(err, '', 0);
-      const addresses = resolved as unknown as LookupAddress[];
-      if (addresses.length === 0 || addresses.some((a) => refusedKind(addressKind(a.address) ?? 'private', rules))) return callback(new RefusedTarget() as NodeJS.ErrnoException, '', 0);
-      if (options.all) return (callback as unknown as (e: null, all: LookupAddress[]) => void)(null, addresses);
+      // Asked with `all: true`: a list; a single address (a resolver breaking that contract) is refused.
+      const addresses = typeof resolved === 'string' ? [] : resolved;
+      if (addresses.length === 0 || addresses.some((a) => refusedKind(addressKind(a.address) ?? 'private', rules))) return callback(new RefusedTarget(), '', 0);
+      if (options.all) return callback(null, addresses);
       callback(null, addresses[0]!.address, addresses[0]!.family);
     });
   };

@@ -1,6 +1,6 @@
 import { StorageUnavailable } from '../storage/store.ts';
 import type Koa from 'koa';
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import { providerRouteOf as oidcRoute } from '../observability/metrics.ts';
 import type { Registry } from './registry.ts';
 
 /**
@@ -8,10 +8,6 @@ import type { Registry } from './registry.ts';
  * libraries expect. Each is a Koa middleware that rewrites a finished answer (no bend of oidc-provider).
  * Rewrites that recognise oidc-provider's wording are bends by another name: provider-wording.ts.
  */
-function oidcRoute(ctx: Koa.Context): string | undefined {
-  return Object.hasOwn(ctx, 'oidc') ? (ctx as unknown as KoaContextWithOIDC).oidc?.route : undefined;
-}
-
 /** RFC 7009 §2.2 says only "200"; strict JSON clients (simple-oauth2) throw on an empty body. */
 export async function revocationAnswersJson(ctx: Koa.Context, next: Koa.Next) {
   await next();
@@ -35,6 +31,7 @@ export function discoveryListsApiScopes(registry: Registry) {
     } catch (err) {
       if (!(err instanceof StorageUnavailable)) throw err;
     }
-    body.scopes_supported = [...new Set([...body.scopes_supported, ...lastKnown])];
+    const listed: unknown[] = body.scopes_supported;
+    body.scopes_supported = [...new Set([...listed, ...lastKnown])];
   };
 }

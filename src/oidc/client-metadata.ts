@@ -15,7 +15,7 @@ export async function validateClientMetadata(metadata: ClientMetadata): Promise<
   const provider = new Provider('http://localhost', {
     // Given so that oidc-provider does not warn about its development adapter and keys on stderr.
     adapter: class NoStorage {} as never,
-    jwks: { keys: generateKeyGeneration().map(({ iat: _iat, ...jwk }) => jwk) as never },
+    jwks: { keys: generateKeyGeneration().map(({ iat: _iat, ...jwk }) => jwk) },
     scopes: [...OIDC_SCOPES],
     responseTypes: ['code'],
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'none'],

@@ -2,7 +2,7 @@ import type { Context, Middleware } from 'koa';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
-import { oidcRouteOf, type Metrics } from '../observability/metrics.ts';
+import { isProviderRequest, oidcRouteOf, type Metrics } from '../observability/metrics.ts';
 import type { Lockout } from '../security/lockout.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
 import { keys } from '../storage/keys.ts';
@@ -96,6 +96,7 @@ export function deviceFlowFeature({ views, lockout, logger, metrics }: DeviceFlo
           // A post without a session cookie: oidc-provider would try to persist the session it just made
           // for the new form (a 500). Untouched, it is not saved; the page links to a fresh form instead.
           if (typeof ctx.oidc.session?.exp !== 'number') {
+            // @types/oidc-provider does not declare Session#touched (whether the session is saved).
             if (ctx.oidc.session) (ctx.oidc.session as unknown as { touched: boolean }).touched = false;
             return render(ctx, { error, xsrf: undefined, restart: true });
           }
@@ -139,13 +140,17 @@ export function deviceFlowEdges({ store, views, lockout }: DeviceFlowDeps, issue
   const sameOrigin = sameOriginForms(issuer, views, DEVICE_MESSAGES.formExpired);
   return async (ctx, next) => {
     if (ctx.path === verificationPath && ctx.method === 'POST') {
-      return sameOrigin(ctx, async () => {
+      await sameOrigin(ctx, async () => {
         const verdict = await lockout.check(guesser(ctx.ip));
-        if (verdict.allowed) return next();
+        if (verdict.allowed) {
+          await next();
+          return;
+        }
         ctx.status = 429;
         ctx.set('Retry-After', String(verdict.retryAfterSeconds));
         views.render(ctx, 'device', { title: 'Connect a device', error: DEVICE_MESSAGES.locked });
       });
+      return;
     }
     if (ctx.path === verificationPath && ctx.method === 'GET' && ctx.query.user_code !== undefined) {
       // oidc-provider would answer with an auto-submitting script, which our CSP (no script-src) blocks:
@@ -159,7 +164,7 @@ export function deviceFlowEdges({ store, views, lockout }: DeviceFlowDeps, issue
     if (route === 'device_authorization' && ctx.status === 200 && isObject(ctx.body)) {
       ctx.body = { ...ctx.body, interval: POLL_INTERVAL_SECONDS };
     } else if (route === 'token' && ctx.status === 400 && isObject(ctx.body) && ctx.body.error === 'authorization_pending') {
-      const deviceCode = (ctx as unknown as OidcContext).oidc.params?.device_code;
+      const deviceCode = isProviderRequest(ctx) ? ctx.oidc.params?.device_code : undefined;
       if (typeof deviceCode === 'string' && (await pollTooSoon(store, deviceCode, now()))) {
         ctx.body = { error: 'slow_down', error_description: 'you are polling too quickly: wait the interval, now 5 seconds longer, between requests' };
       }

@@ -17,7 +17,10 @@ export function formPostAsGet(provider: Provider): Middleware {
   const paths = new Set([provider.pathFor('authorization'), provider.pathFor('end_session')]);
   const parse = formBody(FORM_LIMIT);
   return async (ctx, next) => {
-    if (ctx.method !== 'POST' || !paths.has(ctx.path)) return next();
+    if (ctx.method !== 'POST' || !paths.has(ctx.path)) {
+      await next();
+      return;
+    }
     if (!ctx.is(FORM_TYPE)) ctx.throw(400, `the request must be a form (${FORM_TYPE})`);
     await parse(ctx, async () => {});
     // The raw body, not the parsed one: parameters keep their order, repeats and exact text.

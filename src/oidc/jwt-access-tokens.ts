@@ -1,5 +1,6 @@
 import type Koa from 'koa';
 import { createLocalJWKSet, jwtVerify, type JWK, type JWTPayload } from 'jose';
+import { isProviderRequest } from '../observability/metrics.ts';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
@@ -88,8 +89,9 @@ type Owner = (client: { clientId: string; [key: string]: unknown }, token: { cli
 export function jwtIntrospectionAndRevocation(jwts: JwtAccessTokens, belongsTo: Owner, onRevoked: (ctx: KoaContextWithOIDC, token: JwtAccessToken) => void = () => {}) {
   return async function jwtAccessTokenEndpoints(koa: Koa.Context, next: Koa.Next) {
     await next();
-    const ctx = koa as unknown as KoaContextWithOIDC;
-    const route = Object.hasOwn(ctx, 'oidc') ? ctx.oidc?.route : undefined;
+    if (!isProviderRequest(koa)) return;
+    const ctx = koa;
+    const route = ctx.oidc?.route;
     if ((route !== 'introspection' && route !== 'revocation') || ctx.status !== 400) return;
     const client = ctx.oidc.entities.Client;
     const value = ctx.oidc.params?.token;
@@ -98,7 +100,7 @@ export function jwtIntrospectionAndRevocation(jwts: JwtAccessTokens, belongsTo: 
     const token = await jwts.verify(value);
     // A token whose client was deleted is dead, although its signature still verifies until it expires.
     const clientLives = token !== undefined && (token.client_id === client.clientId || (await ctx.oidc.provider.Client.find(String(token.client_id))) !== undefined);
-    const owned = token !== undefined && clientLives && belongsTo(client as never, { clientId: token.client_id, aud: token.aud });
+    const owned = token !== undefined && clientLives && belongsTo(client, { clientId: token.client_id, aud: token.aud });
     ctx.status = 200;
     if (route === 'introspection') {
       // Like an opaque token: anything not shown to this client is exactly {"active":false}.

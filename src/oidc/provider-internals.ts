@@ -27,7 +27,7 @@ export interface InternalsDeps {
   /** Failed client authentication, counted per source (security/client-auth-throttle.ts). */
   clientLockout: Lockout;
   /** The configured `features.resourceIndicators.getResourceServerInfo`. */
-  getResourceServerInfo(ctx: KoaContextWithOIDC, resource: string, client: ClientLike): Promise<ResourceServer>;
+  getResourceServerInfo: (ctx: KoaContextWithOIDC, resource: string, client: ClientLike) => Promise<ResourceServer>;
   /** Seals the token response kept for a refresh token's grace window. */
   box: SecretBox;
   /** When a rotated-out client secret stops working (ms); tests inject one. */
@@ -61,10 +61,12 @@ type TokenModel = { prototype: { generateTokenId(): string; grantId?: string; fo
  * id starts with its grant's tag, which keeps all records of a grant in one Redis Cluster slot.
  */
 export function tagTokenIdsWithGrant(provider: Provider): void {
+  // @types/oidc-provider does not declare the models' generateTokenId, and names them as known keys only.
   const models = provider as unknown as Record<string, TokenModel | undefined>;
   for (const name of GRANT_BOUND_MODELS) {
     const Model = models[name];
     if (!Model) throw new Error(`oidc-provider has no ${name} model to tag`);
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- the original, called below with the token as `this`
     const original = Model.prototype.generateTokenId;
     Model.prototype.generateTokenId = function generateTokenId() {
       const id = original.call(this);
@@ -79,8 +81,7 @@ export function tagTokenIdsWithGrant(provider: Provider): void {
  * parallel requests could both accept one proof; one SET NX is atomic, and one round trip.
  */
 export function atomicReplayDetection(provider: Provider, store: Store): void {
-  const ReplayDetection = provider.ReplayDetection as unknown as { unique(iss: string, jti: string, exp: number): Promise<boolean> };
-  ReplayDetection.unique = async (iss, jti, exp) => {
+  provider.ReplayDetection.unique = async (iss, jti, exp) => {
     const id = createHash('sha256').update(`${iss}${jti}`).digest('base64url');
     const ttl = Math.max(1, Math.ceil(exp - Date.now() / 1000));
     return store.set(keys.model('ReplayDetection', id), '1', { ttl, ifAbsent: true });
@@ -89,8 +90,7 @@ export function atomicReplayDetection(provider: Provider, store: Store): void {
 
 /** Why: client secrets are stored as SHA-256 digests (registry.ts): compare the digest of what was presented. */
 export function digestedClientSecrets(provider: Provider, clock: () => number = Date.now): void {
-  const prototype = provider.Client.prototype as unknown as { compareClientSecret(presented: string): boolean };
-  prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string; previous_client_secret?: unknown }, presented: string) {
+  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string; previous_client_secret?: unknown }, presented: string) {
     // The secret a rotation replaced works until its overlap ends (`client rotate-secret --keep-old`).
     return clientSecretMatches({ client_secret: this.clientSecret, previous_client_secret: this.previous_client_secret }, presented, Math.floor(clock() / 1000));
   };
@@ -103,7 +103,8 @@ export function digestedClientSecrets(provider: Provider, clock: () => number = 
  * the only one accepted, at every client-authenticating endpoint: checked before the secret is compared.
  */
 export function registeredSecretPlacement(provider: Provider): void {
-  const prototype = provider.Client.prototype as unknown as { compareClientSecret(presented: string): unknown };
+  const prototype = provider.Client.prototype;
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- the original, called below with the client as `this`
   const compare = prototype.compareClientSecret;
   prototype.compareClientSecret = function compareClientSecret(this: { clientAuthMethod?: string }, presented: string) {
     const ctx = Provider.ctx;
@@ -172,7 +173,9 @@ type RotatedToken = { resource?: string | string[]; resourceIndicators: Set<stri
  * resolution is checked here first, so a refused request leaves the token usable.
  */
 export function targetCheckedBeforeRotation(provider: Provider, getResourceServerInfo: InternalsDeps['getResourceServerInfo']): void {
+  // @types/oidc-provider declares neither a refresh token's `resource` nor its `consume`.
   const prototype = (provider.RefreshToken as unknown as { prototype: RotatedToken }).prototype;
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- the original, called below with the token as `this`
   const consume = prototype.consume;
   prototype.consume = async function consumeAfterTargetCheck(this: RotatedToken) {
     const ctx = Provider.ctx;
@@ -220,6 +223,7 @@ type GrantHandler = (ctx: KoaContextWithOIDC) => Promise<void>;
  * grant handlers, so the registered `refresh_token` handler is wrapped.
  */
 export function refreshGraceWindow(provider: Provider, store: Store, box: SecretBox): void {
+  // eslint-disable-next-line @typescript-eslint/no-unsafe-call -- an untyped internal (see its import above)
   const handlers = (instance(provider) as { grantTypeHandlers: Map<string, GrantHandler> }).grantTypeHandlers;
   const refresh = handlers.get('refresh_token');
   if (!refresh) throw new Error('oidc-provider has no refresh_token grant handler to wrap');
@@ -259,6 +263,7 @@ async function firstResponse(store: Store, refreshTokenId: string): Promise<stri
  * The notice is queued instead; oidc/backchannel-logout.ts signs and delivers it, with retries.
  */
 export function queuedBackchannelLogout(provider: Provider, store: Store): void {
+  // @types/oidc-provider does not declare Client#backchannelLogout.
   const prototype = provider.Client.prototype as unknown as { backchannelLogout(sub: string, sid: string): Promise<void> };
   prototype.backchannelLogout = async function backchannelLogout(this: { clientId: string }, sub: string, sid: string) {
     await enqueueLogouts(store, [{ clientId: this.clientId, sub, sid }]);
@@ -281,7 +286,8 @@ class PromptsKeepingOfflineAccess extends Set<string> {
  * app sent, and the consent prompt's own check reads `params.prompt` (provider.ts `signInPolicy`).
  */
 export function offlineAccessWithoutPromptConsent(provider: Provider): void {
-  const prototype = (provider.OIDCContext as unknown as { prototype: object }).prototype;
+  const prototype: object = provider.OIDCContext.prototype;
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- the original getter, called below with the context as `this`
   const prompts = Object.getOwnPropertyDescriptor(prototype, 'prompts')?.get;
   if (!prompts) throw new Error('oidc-provider has no OIDCContext#prompts getter to bend');
   Object.defineProperty(prototype, 'prompts', {

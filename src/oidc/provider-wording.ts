@@ -1,6 +1,7 @@
 import type Koa from 'koa';
 import type Provider from 'oidc-provider';
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { KoaContextWithOIDC, errors } from 'oidc-provider';
+import { isProviderRequest, providerRouteOf as oidcRoute } from '../observability/metrics.ts';
 import { authenticatesClient } from '../security/client-auth-throttle.ts';
 import type { JwtAccessTokens } from './jwt-access-tokens.ts';
 
@@ -23,10 +24,6 @@ export const UPSTREAM_WORDING = {
   /** lib/helpers/re_render_errors.js: the names of the errors `userCodeInputSource` re-renders the code entry for (device-flow.ts). */
   deviceCodeErrors: { notFound: 'NotFoundError', noCode: 'NoCodeError', expired: 'ExpiredError', alreadyUsed: 'AlreadyUsedError', aborted: 'AbortedError' },
 } as const;
-
-function oidcRoute(ctx: Koa.Context): string | undefined {
-  return Object.hasOwn(ctx, 'oidc') ? (ctx as unknown as KoaContextWithOIDC).oidc?.route : undefined;
-}
 
 type ErrorBody = { error?: unknown; error_description?: unknown };
 
@@ -64,15 +61,16 @@ export async function deviceGrantNotAllowedIsUnauthorizedClient(ctx: Koa.Context
  */
 export function clearerErrors(provider: Provider, jwts: JwtAccessTokens) {
   const details = new WeakMap<object, string>();
-  for (const event of ['grant.error', 'userinfo.error']) {
-    (provider as unknown as { on(e: string, l: (ctx: object, err: { error_detail?: string }) => void): void }).on(event, (ctx, err) => {
-      if (ctx && typeof err?.error_detail === 'string') details.set(ctx, err.error_detail);
-    });
-  }
+  const remember = (ctx: KoaContextWithOIDC, err: errors.OIDCProviderError) => {
+    if (ctx && typeof err?.error_detail === 'string') details.set(ctx, err.error_detail);
+  };
+  provider.on('grant.error', remember);
+  provider.on('userinfo.error', remember);
 
   return async function clearerErrorDescriptions(ctx: Koa.Context, next: Koa.Next) {
     await next();
-    const route = oidcRoute(ctx);
+    if (!isProviderRequest(ctx)) return;
+    const route = ctx.oidc?.route;
     const body = ctx.body as ErrorBody | undefined;
     if (!route || !body || typeof body !== 'object' || typeof body.error !== 'string') return;
     const detail = details.get(ctx);
@@ -80,7 +78,7 @@ export function clearerErrors(provider: Provider, jwts: JwtAccessTokens) {
 
     if (route === 'token' && body.error === 'invalid_request' && body.error_description === UPSTREAM_WORDING.grantTypeNotAllowed) {
       // RFC 6749 §5.2: a grant type the client is not registered for.
-      ctx.body = { error: 'unauthorized_client', error_description: `this client may not use the grant type ${String((ctx as unknown as KoaContextWithOIDC).oidc.params?.grant_type)}` };
+      ctx.body = { error: 'unauthorized_client', error_description: `this client may not use the grant type ${String(ctx.oidc.params?.grant_type)}` };
     } else if (route === 'token' && body.error === 'invalid_grant' && detail === UPSTREAM_WORDING.jktMismatch) {
       ctx.body = { ...body, error_description: dpopSent ? 'the DPoP proof is not signed by the key this refresh token is bound to' : 'this refresh token is DPoP-bound: send a DPoP proof signed by its key' };
     } else if (route === 'userinfo' && (body.error === 'invalid_token' || body.error === 'insufficient_scope')) {
@@ -100,8 +98,8 @@ export function clearerErrors(provider: Provider, jwts: JwtAccessTokens) {
 }
 
 /** An opaque token found with an audience, or a JWT access token of ours (not stored, so not found). */
-async function isForAnApi(ctx: Koa.Context, jwts: JwtAccessTokens): Promise<boolean> {
-  const found = (ctx as unknown as KoaContextWithOIDC).oidc.entities.AccessToken;
+async function isForAnApi(ctx: Koa.Context & KoaContextWithOIDC, jwts: JwtAccessTokens): Promise<boolean> {
+  const found = ctx.oidc.entities.AccessToken;
   if (found) return found.aud !== undefined;
   const [, value] = /^(?:Bearer|DPoP) +(\S+)$/i.exec(ctx.get('Authorization')) ?? [];
   if (!value) return false;

@@ -1,5 +1,6 @@
 import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import { providerRouteOf } from '../observability/metrics.ts';
 import { isEmailVerified, type Accounts } from '../accounts/accounts.ts';
 import { browserOf, saveSessionDevice } from '../accounts/sessions.ts';
 import type { Config } from '../config.ts';
@@ -197,7 +198,8 @@ export async function createProvider({ config, store, accounts, registry, views,
           await refuseUnregisteredScopes(ctx, client, registry);
           if (oneOf) return oneOf;
           if (ctx.oidc.params?.grant_type === 'client_credentials') return machineClientResource(ctx, client, registry);
-          const requested = String(ctx.oidc.params?.scope ?? '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
+          const scope = ctx.oidc.params?.scope;
+          const requested = (typeof scope === 'string' ? scope : '').split(' ').filter((s) => s && !OIDC_SCOPES.has(s));
           const owners = new Set<string>();
           for (const scope of requested) {
             const owner = await registry.resourceForScope(scope);
@@ -214,7 +216,7 @@ export async function createProvider({ config, store, accounts, registry, views,
       // DPoP (RFC 9449) stays on; the nonce secret is shared through storage so every node agrees.
       dPoP: { enabled: true, nonceSecret: dpopNonceSecret },
       // RFC 8628: POST /device/auth, the code entry at /device (device-flow.ts).
-      deviceFlow: deviceFlowFeature({ ...deviceFlow, store, views }) as never,
+      deviceFlow: deviceFlowFeature({ ...deviceFlow, store, views }),
     },
 
     // A person's admin API token carries the acr of the sign-in it came from: the admin API, like the
@@ -254,7 +256,7 @@ export async function createProvider({ config, store, accounts, registry, views,
     // the consent interaction (two redirects fewer); anything to ask goes to the consent page.
     loadExistingGrant: consentWithoutAsking(store, onConsentGranted, clock),
     async renderError(ctx, out) {
-      views.renderError(ctx as never, out);
+      views.renderError(ctx, out);
     },
   };
 
@@ -302,7 +304,7 @@ export async function createProvider({ config, store, accounts, registry, views,
 export function providerClientMetadata<T extends { scope?: unknown }>(stored: T | undefined): T | undefined {
   if (!stored) return undefined;
   const { scope, ...rest } = stored;
-  const all = String(scope ?? '').split(' ').filter(Boolean);
+  const all = (typeof scope === 'string' ? scope : '').split(' ').filter(Boolean);
   const openid = all.filter((s) => OIDC_SCOPES.has(s));
   const api = all.filter((s) => !OIDC_SCOPES.has(s));
   return { ...rest, ...(openid.length ? { scope: openid.join(' ') } : {}), ...(api.length ? { api_scopes: api.join(' ') } : {}) } as T;
@@ -328,7 +330,7 @@ function recordSignInDevice(store: Store) {
  */
 async function cacheablePublicMetadata(ctx: Koa.Context, next: Koa.Next) {
   await next();
-  const route = (ctx as unknown as KoaContextWithOIDC).oidc?.route;
+  const route = providerRouteOf(ctx);
   if (ctx.status === 200 && (route === 'discovery' || route === 'jwks')) ctx.set('Cache-Control', 'public, max-age=300');
 }
 
@@ -347,7 +349,7 @@ export const CLIENT_PROPERTIES = ['first_party', 'resource_server', 'api_scopes'
 function pkceRequired(ctx: KoaContextWithOIDC, client: { [key: string]: unknown }): boolean {
   if (client.pkce_optional !== true) return true;
   const params = ctx.oidc.params ?? {};
-  if (typeof params.nonce === 'string' && params.nonce && String(params.scope ?? '').split(' ').includes('openid')) return false;
+  if (typeof params.nonce === 'string' && params.nonce && typeof params.scope === 'string' && params.scope.split(' ').includes('openid')) return false;
   throw new errors.InvalidRequest('this client may leave out PKCE only when it sends a nonce with the openid scope');
 }
 

@@ -294,7 +294,8 @@ export class Registry {
     const defined = Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined)) as ClientChanges;
     let changed: (keyof ClientChanges)[] = [];
     const metadata = await this.#changeClient(clientId, async (stored) => {
-      if (stored.resource_server) throw new RegistryError('client_of_api', { params: { client_id: clientId, resource: String(stored.resource_server) } });
+      const api = apiOfClient(stored);
+      if (api) throw new RegistryError('client_of_api', { params: { client_id: clientId, resource: api } });
       const before = clientInputOf(stored);
       const { backchannelLogoutUri, ...rest } = defined;
       const after: ClientInput = { ...before, ...rest };
@@ -421,14 +422,15 @@ export class Registry {
   async listClients(): Promise<ClientMetadata[]> {
     const ids = await this.#store.setMembers(keys.clients);
     const found = await Promise.all(ids.map((id) => this.findClient(id)));
-    return found.filter((c): c is ClientMetadata => !!c) as ClientMetadata[];
+    return found.filter((c): c is ClientMetadata => !!c);
   }
 
   /** Deletes a client, then revokes its grants and tokens (none can be issued to it any more by then). Returns how many. */
   async deleteClient(clientId: string): Promise<{ grants: number; tokens: number }> {
     const client = await this.findClient(clientId);
     if (!client) throw new RegistryError('client_not_found', { params: { client_id: clientId } });
-    if (client.resource_server) throw new RegistryError('client_of_api_delete', { params: { client_id: clientId, resource: String(client.resource_server) } });
+    const api = apiOfClient(client);
+    if (api) throw new RegistryError('client_of_api_delete', { params: { client_id: clientId, resource: api } });
     await this.#store.del(keys.client(clientId));
     await this.#store.setRemove(keys.clients, clientId);
     await this.#store.sortedRemove(keys.clientsById, clientId);
@@ -465,7 +467,7 @@ export class Registry {
       had = livePreviousSecret(client, this.nowSeconds()) !== undefined;
       if (client.previous_client_secret === undefined) return undefined;
       const { previous_client_secret: _dropped, ...rest } = client;
-      return rest as ClientMetadata;
+      return rest;
     });
     return had;
   }
@@ -594,7 +596,7 @@ export class Registry {
   async clientPage(options: { after?: string; limit: number }): Promise<{ clients: ClientMetadata[]; last?: string }> {
     const ids = await this.#store.sortedRangeByLex(keys.clientsById, { after: options.after, limit: options.limit });
     const found = await Promise.all(ids.map((id) => this.findClient(id)));
-    return { clients: found.filter((c): c is ClientMetadata => !!c) as ClientMetadata[], last: ids.length === options.limit ? ids.at(-1) : undefined };
+    return { clients: found.filter((c): c is ClientMetadata => !!c), last: ids.length === options.limit ? ids.at(-1) : undefined };
   }
 
   /** Indexes clients written before the index existed (at start: only when the index has fewer entries than the set). */
@@ -646,4 +648,9 @@ export function ownSignInUrl(issuer: string, clientId: string, callback: string,
     ...extra,
   }).toString();
   return url.href;
+}
+
+/** The API a client belongs to (its machine identity), by the API's URI. */
+function apiOfClient(client: { [key: string]: unknown }): string | undefined {
+  return typeof client.resource_server === 'string' && client.resource_server ? client.resource_server : undefined;
 }

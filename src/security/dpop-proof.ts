@@ -36,7 +36,7 @@ export async function verifyDpopProof(check: ProofCheck): Promise<void> {
   let jwk: Record<string, unknown>;
   try {
     const verified = await jwtVerify(check.proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: DPOP_ALGS });
-    payload = verified.payload as Record<string, unknown>;
+    payload = verified.payload;
     jwk = verified.protectedHeader.jwk as Record<string, unknown>;
   } catch {
     throw new DpopProofError('the DPoP proof is not a valid dpop+jwt signed by its embedded key');
@@ -53,7 +53,7 @@ export async function verifyDpopProof(check: ProofCheck): Promise<void> {
   }
   if (!proofUrl || proofUrl.href !== new URL(check.url).href) throw new DpopProofError('the DPoP proof is for another URL (htu)');
   if (ath !== hash('sha256', check.accessToken, 'base64url')) throw new DpopProofError('the DPoP proof is for another access token (ath)');
-  if ((await calculateJwkThumbprint(jwk as never)) !== check.jkt) throw new DpopProofError('the DPoP proof is signed by another key than the token is bound to');
+  if ((await calculateJwkThumbprint(jwk)) !== check.jkt) throw new DpopProofError('the DPoP proof is signed by another key than the token is bound to');
   // Used once: remembered (by a digest) until its iat leaves the window, after which the iat check refuses it anyway.
   const ttl = Math.max(1, Math.ceil(iat + IAT_WINDOW_SECONDS - now) + 1);
   if (!(await check.store.set(keys.dpopProof(check.jkt, jti), '1', { ttl, ifAbsent: true }))) throw new DpopProofError('the DPoP proof was used before (jti)');

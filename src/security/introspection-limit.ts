@@ -1,7 +1,6 @@
 import type Koa from 'koa';
-import type { KoaContextWithOIDC } from 'oidc-provider';
 import { RateLimiterRes } from 'rate-limiter-flexible';
-import { oidcRouteOf } from '../observability/metrics.ts';
+import { isProviderRequest, oidcRouteOf } from '../observability/metrics.ts';
 import { createLimiter } from '../storage/limiters.ts';
 import type { Store } from '../storage/store.ts';
 
@@ -27,7 +26,7 @@ export function limitInactiveIntrospections(store: Store, perMinute: number, onT
   return async function inactiveIntrospectionLimit(ctx, next) {
     await next();
     if (oidcRouteOf(ctx) !== 'introspection' || ctx.status !== 200 || (ctx.body as { active?: unknown } | undefined)?.active !== false) return;
-    const clientId = (ctx as unknown as KoaContextWithOIDC).oidc.client?.clientId;
+    const clientId = isProviderRequest(ctx) ? ctx.oidc.client?.clientId : undefined;
     if (!clientId) return;
     try {
       await limiter.consume(clientId);

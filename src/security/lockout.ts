@@ -379,7 +379,7 @@ export class Lockout {
       const scope = lockoutScopeOf(key);
       if (!scope) return [];
       const subject = /(?:^|-)(account|ip)-/.exec(key)![1] as 'account' | 'ip';
-      return [{ ...record.who, key, scope, subject, until: new Date(record.until).toISOString(), lockouts: record.lockouts } as CurrentLockout];
+      return [{ ...record.who, key, scope, subject, until: new Date(record.until).toISOString(), lockouts: record.lockouts }];
     });
   }
 }

@@ -25,7 +25,7 @@ const inMemory = new WeakMap<Store, Map<string, RateLimiterMemory>>();
 export function createLimiter(store: Store, options: LimiterOptions): Limiter {
   if (store instanceof RedisStore) return new RateLimiterRedis({ storeClient: store.client, ...options });
   let limiters = inMemory.get(store);
-  if (!limiters) inMemory.set(store, (limiters = new Map()));
+  if (!limiters) inMemory.set(store, (limiters = new Map<string, RateLimiterMemory>()));
   const name = `${options.keyPrefix} ${options.points}/${options.duration}`;
   let limiter = limiters.get(name);
   if (!limiter) limiters.set(name, (limiter = new RateLimiterMemory(options)));

@@ -175,7 +175,7 @@ export class MemoryStore implements Store {
       stream = new Stream();
       this.#data.set(key, { value: stream });
     }
-    const { entries } = stream as Stream;
+    const { entries } = stream;
     const last = entries.at(-1);
     const now = this.#now();
     const ms = last && last.ms >= now ? last.ms : now;

@@ -185,7 +185,8 @@ export class RedisStore implements Store {
     client.defineCommand('lkIndexAdd', { lua: INDEX_ADD, numberOfKeys: 1 });
     client.defineCommand('lkReplaceIf', { lua: REPLACE_IF, numberOfKeys: 1 });
     client.defineCommand('lkQueuePush', { lua: QUEUE_PUSH, numberOfKeys: 1 });
-    this.#scripts = client as unknown as Scripts;
+    // defineCommand above added the scripts as methods, which ioredis's types cannot know.
+    this.#scripts = client as Client & Scripts;
     client.on('ready', () => this.#setAvailable(true));
     client.on('close', () => this.#setAvailable(false, 'connection to Redis closed'));
   }

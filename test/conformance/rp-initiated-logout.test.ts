@@ -61,7 +61,7 @@ function assertSignedOutHere(outcome: LogoutOutcome) {
   assert.ok(outcome.confirmation, 'the person was asked');
   assert.equal(outcome.leftTo, undefined, 'not sent anywhere');
   assert.equal(outcome.page?.status, 200);
-  assert.match(outcome.page!.html, /<h1>Signed out<\/h1>/);
+  assert.match(outcome.page.html, /<h1>Signed out<\/h1>/);
 }
 
 /** Refused with an error page: no redirect, and the session is untouched. */

@@ -86,7 +86,7 @@ describe('device authorization grant in a browser, with oauth4webapi', () => {
     const problems = watchProblems(context);
     const page = await context.newPage();
     const answers: string[] = [];
-    const polling = pollUntilDone(started.device_code, started.interval!, answers);
+    const polling = pollUntilDone(started.device_code, started.interval, answers);
     try {
       await page.goto(started.verification_uri_complete!);
       assert.equal(await page.getByLabel('Code from your device').inputValue(), started.user_code, 'the code is filled in');
@@ -109,7 +109,7 @@ describe('device authorization grant in a browser, with oauth4webapi', () => {
 
       const tokens = await polling;
       secrets.add('access_token', tokens.access_token);
-      secrets.add('refresh_token', tokens.refresh_token!);
+      secrets.add('refresh_token', tokens.refresh_token);
       assert.equal(tokens.token_type.toLowerCase(), 'bearer');
       assert.ok(tokens.refresh_token, 'offline_access: a refresh token for the tool');
       assert.ok(answers.includes('authorization_pending'), `answers: ${answers.join(', ')}`);

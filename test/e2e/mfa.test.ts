@@ -46,7 +46,7 @@ describe('second factor in a browser, with openid-client', () => {
     await server.app.accounts.create({ email: EMAIL, password: PASSWORD });
     secrets.add('password', PASSWORD);
     secrets.add('client_secret', client.secret);
-    rp = await oc.discovery(new URL(server.issuer), client.clientId, undefined, oc.ClientSecretBasic(client.secret!), { execute: [oc.allowInsecureRequests] });
+    rp = await oc.discovery(new URL(server.issuer), client.clientId, undefined, oc.ClientSecretBasic(client.secret), { execute: [oc.allowInsecureRequests] });
     browser = await launchBrowser();
   });
 

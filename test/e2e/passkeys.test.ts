@@ -45,7 +45,7 @@ describe('passkeys in Chromium, with openid-client', () => {
       async () => {},
     );
     await server.app.accounts.create({ email: EMAIL, password: PASSWORD });
-    rp = await oc.discovery(new URL(server.issuer), client.clientId, undefined, oc.ClientSecretBasic(client.secret!), { execute: [oc.allowInsecureRequests] });
+    rp = await oc.discovery(new URL(server.issuer), client.clientId, undefined, oc.ClientSecretBasic(client.secret), { execute: [oc.allowInsecureRequests] });
     browser = await launchBrowser();
     ({ context, page } = await deviceWithPasskeys({ userVerification: true }));
     problems = watchProblems(context);

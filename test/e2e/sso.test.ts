@@ -88,7 +88,7 @@ describe('single sign-on with a browser and openid-client', () => {
     secrets.add('client_secret', client.secret);
     secrets.add('API client_secret', api.secret);
 
-    rp = await oc.discovery(new URL(server.issuer), client.clientId, undefined, oc.ClientSecretBasic(client.secret!), {
+    rp = await oc.discovery(new URL(server.issuer), client.clientId, undefined, oc.ClientSecretBasic(client.secret), {
       execute: [oc.allowInsecureRequests],
     });
     apiRp = new oc.Configuration(rp.serverMetadata(), api.resource.clientId, undefined, oc.ClientSecretBasic(api.secret));
@@ -193,11 +193,11 @@ describe('single sign-on with a browser and openid-client', () => {
       assert.equal(err.error, 'invalid_grant');
       return true;
     });
-    for (const token of [refreshed.access_token, refreshed.refresh_token!, userinfoToken]) {
+    for (const token of [refreshed.access_token, refreshed.refresh_token, userinfoToken]) {
       assert.equal((await introspect(rp, token)).active, false);
     }
     assert.equal((await introspect(apiRp, apiToken)).active, false, 'the API token of the same grant is dead too');
-    await assert.rejects(oc.refreshTokenGrant(rp, refreshed.refresh_token!), (err: oc.ResponseBodyError) => err.error === 'invalid_grant');
+    await assert.rejects(oc.refreshTokenGrant(rp, refreshed.refresh_token), (err: oc.ResponseBodyError) => err.error === 'invalid_grant');
   });
 
   let idToken: string;

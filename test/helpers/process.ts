@@ -36,14 +36,14 @@ export async function spawnLatchkey(env: Record<string, string> = {}, options: {
   const lines: LogLine[] = [];
   const listeners = new Set<() => void>();
   let buffered = '';
-  child.stdout!.on('data', (chunk) => {
+  child.stdout.on('data', (chunk) => {
     const parts = (buffered + String(chunk)).split('\n');
     buffered = parts.pop()!;
     for (const line of parts) if (line.trim().startsWith('{')) lines.push(JSON.parse(line) as LogLine);
     for (const listener of [...listeners]) listener();
   });
   let stderr = '';
-  child.stderr!.on('data', (chunk) => (stderr += String(chunk)));
+  child.stderr.on('data', (chunk) => (stderr += String(chunk)));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) =>
     child.once('exit', (code, signal) => {
       resolve({ code, signal, at: performance.now() });

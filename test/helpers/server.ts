@@ -55,7 +55,7 @@ export async function startServer(options: { redisUrl?: string; store?: Store; e
   const handler = app.app.callback();
   const servers: Server[] = [];
   for (const host of ['127.0.0.1', '::1']) {
-    const server = createServer(handler);
+    const server = createServer((req, res) => void handler(req, res));
     const ok = await new Promise<boolean>((resolve) => {
       server.once('error', () => resolve(false));
       server.listen(port, host, () => resolve(true));
@@ -64,7 +64,8 @@ export async function startServer(options: { redisUrl?: string; store?: Store; e
   }
   // METRICS_PORT in `env`: health and metrics on that port, as main.ts does.
   if (config.METRICS_PORT !== undefined) {
-    const ops = createServer(app.opsApp.callback());
+    const opsHandler = app.opsApp.callback();
+    const ops = createServer((req, res) => void opsHandler(req, res));
     await new Promise<void>((resolve) => ops.listen(config.METRICS_PORT, '127.0.0.1', resolve));
     servers.push(ops);
   }

@@ -23,7 +23,7 @@ test('openid-client: code flow with PKCE; the app knows the person from the ID t
       { name: 'openid-client app', grants: ['authorization_code', 'refresh_token'], redirectUris: [`${origin}/cb`], scope: 'openid profile email api:read' },
       validateClientMetadata,
     );
-    const config = await oidc.discovery(new URL(server.issuer), registered.clientId, undefined, oidc.ClientSecretBasic(registered.secret!), {
+    const config = await oidc.discovery(new URL(server.issuer), registered.clientId, undefined, oidc.ClientSecretBasic(registered.secret), {
       execute: [oidc.allowInsecureRequests], // http issuer: development only
     });
     const pending = new Map<string, { verifier: string; state: string }>();

@@ -34,7 +34,7 @@ test('passport-openidconnect: a --pkce optional client signs the person in with 
         callbackURL: `${origin}/cb`,
         scope: ['profile', 'email'],
         nonce: true,
-      } as never,
+      },
       (_issuer: string, profile: unknown, done: (err: unknown, user?: unknown) => void) => done(null, profile),
     );
     const auth = new passport.Passport();

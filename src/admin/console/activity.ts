@@ -11,7 +11,7 @@ export function activityScreen(kit: Kit, activity: ActivityLog) {
   const { router, ops, admin, views } = kit;
 
   function activityFilter(ctx: Context): { filter: ActivityFilter; values: Record<'event' | 'person' | 'client' | 'from' | 'to', string>; errors: Record<string, string> } {
-    const q = (name: string) => (typeof ctx.query[name] === 'string' ? (ctx.query[name] as string).trim().slice(0, 254) : '');
+    const q = (name: string) => (typeof ctx.query[name] === 'string' ? ctx.query[name].trim().slice(0, 254) : '');
     const values = { event: q('event'), person: q('person'), client: q('client'), from: q('from'), to: q('to') };
     const errors: Record<string, string> = {};
     const filter: ActivityFilter = {};
@@ -72,6 +72,6 @@ function describeEvent(e: Record<string, unknown>) {
   return {
     time: String(time).replace('T', ' ').slice(0, 19), event, msg, accountId, clientId,
     actor: by?.accountId ? { href: `/admin/users/${encodeURIComponent(by.accountId)}`, label: 'an admin' } : { label: by ? by.clientId ?? by.kind : source },
-    details: Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' '),
+    details: Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' '),
   };
 }

@@ -1,4 +1,5 @@
-import type { Context, Middleware } from 'koa';
+import type { RouterContext, RouterMiddleware } from '@koa/router';
+import type { Context } from 'koa';
 import type { GrantType } from '../../oidc/registry.ts';
 import { clientCreate, clientInputOfBody, parseInput, secretRotate } from '../inputs.ts';
 import { badCursor, bodyOf, confirmed, fieldErrors, lines, notFound, PAGE, redirect, render, text, unlessGone, whoOf, type Kit } from './kit.ts';
@@ -48,7 +49,9 @@ export function appsScreen(kit: Kit) {
         first_party: values.first_party === 'on', require_mfa: values.require_mfa === 'on',
       });
     } catch (err) {
-      Object.assign(errors, fieldErrors(err, APP_FIELDS, 'form', APP_WORDS) ?? (await Promise.reject(err)));
+      const found = fieldErrors(err, APP_FIELDS, 'form', APP_WORDS);
+      if (!found) throw err;
+      Object.assign(errors, found);
     }
     if (Object.keys(errors).length || !input) {
       ctx.status = 400;
@@ -73,14 +76,14 @@ export function appsScreen(kit: Kit) {
 
   router.get('/apps/:id', admin, (ctx) => appPage(ctx, ctx.params.id!));
 
-  const manageable: Middleware = async (ctx, next) => {
+  const manageable: RouterMiddleware = async (ctx, next) => {
     const client = await unlessGone(ops.client(ctx.params.id!));
     if (!client || (await ops.isOwnClient(client))) return notFound(kit, ctx, 'That application');
     await next();
   };
 
   /** A refusal of an action on the page: gone is 404, the rest is shown next to the action's form. */
-  async function refused(ctx: Context, err: unknown, action: string, extra: Record<string, unknown> = {}) {
+  async function refused(ctx: RouterContext, err: unknown, action: string, extra: Record<string, unknown> = {}) {
     const problems = fieldErrors(err, {}, action);
     if (!problems) throw err;
     if ((err as { status?: number }).status === 404) return notFound(kit, ctx, 'That application');

@@ -33,7 +33,7 @@ export const CURSOR = /^[A-Za-z0-9_-]{1,1024}$/;
 
 export const whoOf = (ctx: Context) => ctx.state.admin as Admin;
 export const bodyOf = (ctx: Context) => (ctx.request.body ?? {}) as Record<string, unknown>;
-export const text = (body: Record<string, unknown>, name: string, max = 2000) => (typeof body[name] === 'string' ? (body[name] as string).slice(0, max) : '');
+export const text = (body: Record<string, unknown>, name: string, max = 2000) => (typeof body[name] === 'string' ? body[name].slice(0, max) : '');
 export const lines = (value: string) => value.split(/\s+/).map((l) => l.trim()).filter(Boolean);
 /** A destructive post names what it destroys; without the box ticked, nothing happens. */
 export const confirmed = (ctx: Context) => bodyOf(ctx).confirm === 'yes';
@@ -86,5 +86,8 @@ export function fieldErrors(err: unknown, fields: Record<string, string>, fallba
 
 /** Operations' answer, or undefined when it refused with a 404 (the thing is gone). */
 export function unlessGone<T>(promise: Promise<T>): Promise<T | undefined> {
-  return promise.catch((err: unknown) => (err instanceof Refusal && err.status === 404 ? undefined : Promise.reject(err)));
+  return promise.catch((err: unknown) => {
+    if (err instanceof Refusal && err.status === 404) return undefined;
+    throw err;
+  });
 }

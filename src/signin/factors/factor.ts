@@ -67,8 +67,8 @@ export class FactorCheck {
     const done = verified as Verified<P>;
     if (result.status === 'ok' && done.ok) {
       const { ok: _, ...proven } = done;
-      this.#report(factor.succeeded(proven as unknown as P, input, ip));
-      return { status: 'ok', ...(proven as unknown as P) };
+      this.#report(factor.succeeded(proven as P, input, ip));
+      return { status: 'ok', ...(proven as P) };
     }
     const reason = result.status === 'locked' ? 'locked' : done.ok ? 'invalid' : done.reason;
     this.#report(factor.failed(reason, input, subject, ip));
