@@ -16,7 +16,7 @@ import { activityScreen } from './console/activity.ts';
 import { apisScreen } from './console/apis.ts';
 import { appsScreen } from './console/apps.ts';
 import { keysScreen } from './console/keys.ts';
-import { redirect, unlessGone, type Admin, type Kit } from './console/kit.ts';
+import { notFound, problem, redirect, unlessGone, type Admin, type Kit } from './console/kit.ts';
 import { overviewScreen } from './console/overview.ts';
 import { usersScreen } from './console/users.ts';
 import type { Operations } from './operations.ts';
@@ -74,8 +74,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
     const who: Admin = { account, actor: { kind: 'account', accountId: account.id }, csrfScope: `admin:${session.uid ?? account.id}` };
     ctx.state.admin = who;
     if (ctx.method === 'POST' && !csrf.verify(who.csrfScope, (ctx.request.body as Record<string, unknown> | undefined)?._csrf)) {
-      ctx.status = 403;
-      return views.renderError(ctx, { error: 'invalid_request', error_description: FORM_EXPIRED });
+      return problem(kit, ctx, 403, 'Form expired', 'The form expired; open the admin console again.');
     }
     await next();
   };
@@ -88,13 +87,15 @@ export function consoleRoutes(deps: ConsoleDeps) {
     redirect(ctx, '/admin');
   });
 
-  const kit: Kit = { router, ops, views, csrf, admin, post: [sameOrigin, formBody(), admin] };
+  const kit: Kit = { router, ops, views, csrf, admin, post: [sameOrigin, formBody(), admin], embedded: deps.store.kind === 'memory' };
   overviewScreen(kit, activity);
   appsScreen(kit);
   apisScreen(kit);
   usersScreen(kit);
   activityScreen(kit, activity);
   keysScreen(kit);
+  // Last: any other console address is a 404 inside the console's layout.
+  router.get('/{*rest}', admin, (ctx) => notFound(kit, ctx, 'That page'));
   return router;
 }
 

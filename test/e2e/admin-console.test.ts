@@ -65,13 +65,13 @@ describe('admin console in a browser', () => {
     await page.screenshot({ path: new URL(`admin-${name}.png`, SCREENSHOTS).pathname, fullPage: true });
   }
 
-  async function signInWithTotp(page: Page, email: string, secret: string) {
-    await page.goto(`${server.issuer}/admin`);
+  async function signInWithTotp(page: Page, email: string, secret: string, issuer = server.issuer) {
+    await page.goto(`${issuer}/admin`);
     assert.equal(await currentStep(page, ''), 'login', 'the console sends a stranger to sign in');
     await fillLogin(page, email, PASSWORD);
     await submit(page, page.getByRole('button', { name: 'Sign in', exact: true }));
     assert.equal(await currentStep(page, ''), 'mfa', 'the console asks for the second factor');
-    await fillCode(page, await nextTotpCode(server.issuer, secret));
+    await fillCode(page, await nextTotpCode(issuer, secret));
     await submit(page, page.getByRole('button', { name: 'Verify' }));
   }
 
@@ -198,11 +198,10 @@ describe('admin console in a browser', () => {
 
     await server.app.activity.flush();
     await page.goto(`${server.issuer}/admin/activity`);
-    await page.getByLabel('Event').selectOption('admin_granted');
+    await page.getByLabel('Events', { exact: true }).selectOption('admin_granted');
     await submit(page, page.getByRole('button', { name: 'Filter' }));
     assert.equal(await page.locator('table.list tbody tr').count(), 1);
     assert.match(await page.locator('table.list tbody').innerText(), /admin role granted/);
-    await check(page, 'activity');
     const exported = await page.request.get(`${server.issuer}/admin/activity.jsonl?event=admin_granted`);
     assert.equal(exported.status(), 200);
     const lines = (await exported.text()).trim().split('\n').map((l) => JSON.parse(l) as { event: string; accountId: string });
@@ -219,6 +218,107 @@ describe('admin console in a browser', () => {
     assert.match(await page.getByRole('status').innerText(), /Rotated/);
     assert.ok((await page.locator('table.list tbody tr').count()) > before);
     assert.deepEqual(problems.filter(), []);
+  });
+
+  test('the activity log reads as names: a group and single kinds at once, people by email, apps by name (a deleted one marked), one date format, a detail page per event', async () => {
+    const { page, problems } = admin;
+    const gone = await server.app.ops.createClient({ kind: 'account', accountId: adminId }, { name: 'Short-lived', grants: ['client_credentials'], scope: 'openid' });
+    await server.app.ops.deleteClient({ kind: 'account', accountId: adminId }, gone.client.client_id);
+    const bob = (await server.app.accounts.findByEmail('bob@example.com'))!;
+    await server.app.activity.flush();
+    await page.goto(`${server.issuer}/admin/activity`);
+    await page.getByRole('checkbox', { name: 'Admin changes' }).check();
+    await page.getByLabel('Events', { exact: true }).selectOption(['signin_succeeded', 'second_factor_succeeded']);
+    await submit(page, page.getByRole('button', { name: 'Filter' }));
+    const url = new URL(page.url());
+    assert.deepEqual([url.searchParams.getAll('group'), url.searchParams.getAll('event')], [['admin'], ['signin_succeeded', 'second_factor_succeeded']]);
+    const table = await page.locator('table.list tbody').innerText();
+    const kinds = new Set(await page.locator('table.list tbody td:nth-child(2)').allInnerTexts());
+    for (const kind of ['admin_granted', 'client_created', 'client_deleted', 'signin_succeeded']) assert.ok(kinds.has(kind), `${kind} listed`);
+    assert.ok(![...kinds].some((k) => k === 'token_issued'), 'only the chosen kinds');
+    assert.match(table, /admin role granted · bob@example\.com/);
+    assert.ok(!table.includes(bob.id) && !table.includes(adminId), 'no account id where an email is known');
+    assert.match(table, new RegExp(`${gone.client.client_id} \\(deleted\\)`), 'a deleted app: its id, marked');
+    const shop = (await server.app.ops.clientPage({ limit: 100 })).clients.find((c) => c.client_name === 'Shop')!;
+    assert.ok(await page.locator('table.list tbody a', { hasText: /^Shop$/ }).count(), 'an app by its name');
+    assert.ok(!table.includes(shop.client_id));
+    assert.ok((await page.locator('table.list tbody td:nth-child(4)').allInnerTexts()).includes(ADMIN), 'the admin who did it, by email');
+    const time = page.locator('table.list tbody time').first();
+    assert.match(await time.innerText(), /^\d{4}-\d\d-\d\d \d\d:\d\d UTC$/);
+    assert.match((await time.getAttribute('datetime'))!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    await check(page, 'activity');
+    // The keys page writes its times the same way.
+    await page.goto(`${server.issuer}/admin/keys`);
+    assert.match(await page.locator('table.list tbody time').first().innerText(), /^\d{4}-\d\d-\d\d \d\d:\d\d UTC$/);
+
+    await page.goto(`${server.issuer}/admin/activity?event=admin_granted`);
+    await submit(page, page.locator('table.list tbody tr').first().locator('a').first());
+    assert.match(new URL(page.url()).pathname, /^\/admin\/activity\/\d+-\d+$/);
+    assert.equal(await heading(page), 'admin role granted');
+    const fields = await page.locator('#event-fields').innerText();
+    assert.match(fields, /event\s+admin_granted/);
+    assert.match(fields, new RegExp(`accountId\\s+${bob.id}`), 'every field, ids included');
+    assert.match(fields, /source\s+admin_api/);
+    assert.match(await page.locator('dl.facts').first().innerText(), /Person\s+bob@example\.com/);
+    await check(page, 'activity-event');
+    const missing = await page.goto(`${server.issuer}/admin/activity/1-0`);
+    assert.equal(missing!.status(), 404);
+    assert.deepEqual(problems.filter(), []);
+  });
+
+  test('the console chrome: the admin, /account and sign-out in the header; a post answers 303 and a reload sends nothing again; a 404 inside the layout; no embedded-store badge on Redis', async () => {
+    const { page, problems } = admin;
+    await page.goto(`${server.issuer}/admin`);
+    const header = page.getByRole('banner');
+    assert.match(await header.innerText(), new RegExp(`Signed in as ${ADMIN.replace('.', '\\.')}`));
+    assert.equal(await header.getByRole('link', { name: 'Your account' }).getAttribute('href'), '/account');
+    assert.equal(await header.getByRole('link', { name: 'Sign out' }).getAttribute('href'), '/session/end');
+    assert.equal(await page.locator('#embedded-store').count(), 0, 'Redis keeps what it holds: no badge');
+    await check(page, 'overview');
+
+    const shop = (await server.app.ops.clientPage({ limit: 100 })).clients.find((c) => c.client_name === 'Shop')!;
+    const updates = () => server.logs.filter((l) => l.event === 'client_updated' && l.clientId === shop.client_id).length;
+    const before = updates();
+    await page.goto(`${server.issuer}/admin/apps/${shop.client_id}`);
+    await page.getByLabel('Redirect URIs').fill([...shop.redirect_uris, `${fakeApp.origin}/other`].join('\n'));
+    const posted = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/redirect-uris'));
+    await submit(page, page.getByRole('button', { name: 'Save redirect URIs' }));
+    assert.equal((await posted).status(), 303, 'the post answers with a redirect to a page');
+    assert.equal(new URL(page.url()).pathname, `/admin/apps/${shop.client_id}`);
+    assert.equal(await page.getByRole('status').innerText(), 'Redirect URIs saved.');
+    assert.equal(updates(), before + 1);
+    const reloaded = await page.reload();
+    assert.equal(reloaded!.request().method(), 'GET');
+    assert.equal(updates(), before + 1, 'the reload changed nothing');
+    assert.equal(await page.getByRole('status').count(), 0, 'the message is shown once');
+
+    const missing = await page.goto(`${server.issuer}/admin/nowhere`);
+    assert.equal(missing!.status(), 404);
+    assert.equal(await heading(page), 'Not found');
+    assert.ok(await page.getByRole('navigation', { name: 'Console' }).count(), 'inside the console layout');
+    assert.match(await page.getByRole('banner').innerText(), /Signed in as/);
+    await page.goto(`${server.issuer}/admin/apps/nope`);
+    assert.equal(await heading(page), 'Not found');
+    await check(page, 'not-found');
+    assert.deepEqual(problems.filter(), []);
+  });
+
+  test('on the embedded store the header says nothing survives a restart', async () => {
+    const memory = await startServer({ env: { MFA_POLICY: 'optional' } });
+    const { context, page, problems } = await open();
+    try {
+      assert.equal(memory.store.kind, 'memory');
+      const made = await memory.app.ops.createUser({ kind: 'cli' }, { email: ADMIN, password: PASSWORD, admin: true, totp: true });
+      await signInWithTotp(page, ADMIN, new URL(made.totp_uri!).searchParams.get('secret')!, memory.issuer);
+      assert.equal(await heading(page), 'Overview');
+      assert.match(await page.locator('#embedded-store').innerText(), /Embedded store.*nothing survives a restart/);
+      const { violations } = await new AxeBuilder({ page }).analyze();
+      assert.deepEqual(violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => v.id), []);
+      assert.deepEqual(problems.filter(), []);
+    } finally {
+      await context.close();
+      await memory.close();
+    }
   });
 
   test('an app\'s secrets: rotated with an overlap picked on the form, both listed with their ages, the old one revoked early (asked once)', async () => {

@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import { Refusal } from '../../problems.ts';
 import { parseInput, resourceCreate } from '../inputs.ts';
-import { bodyOf, confirmed, fieldErrors, notFound, redirect, render, text, unlessGone, whoOf, type Kit } from './kit.ts';
+import { bodyOf, confirmed, done, fieldErrors, notFound, render, text, unlessGone, whoOf, type Kit } from './kit.ts';
 
 const API_FIELDS = { uri: 'uri', scope: 'scope', ttl: 'ttl', token_format: 'token_format' };
 const API_WORDS = {
@@ -56,6 +56,6 @@ export function apisScreen(kit: Kit) {
       return apiPage(ctx, uri, { errors: { delete: 'Tick the box to confirm the deletion.' } });
     }
     if ((await unlessGone(ops.deleteResource(whoOf(ctx).actor, uri))) === undefined) return notFound(kit, ctx, 'That API');
-    redirect(ctx, '/admin/apis');
+    done(ctx, '/admin/apis', `${uri} deleted.`);
   });
 }

@@ -2,7 +2,7 @@ import type { RouterContext, RouterMiddleware } from '@koa/router';
 import type { Context } from 'koa';
 import type { GrantType } from '../../oidc/registry.ts';
 import { clientCreate, clientInputOfBody, parseInput, secretRotate } from '../inputs.ts';
-import { badCursor, bodyOf, confirmed, fieldErrors, lines, notFound, PAGE, redirect, render, text, unlessGone, whoOf, type Kit } from './kit.ts';
+import { badCursor, bodyOf, confirmed, done, fieldErrors, lines, notFound, PAGE, render, text, unlessGone, when, whoOf, type Kit } from './kit.ts';
 
 /** A client's kind on the form, and the grants it means. */
 const KINDS: Record<string, { grants: GrantType[]; public: boolean }> = {
@@ -95,7 +95,7 @@ export function appsScreen(kit: Kit) {
     const value = text(bodyOf(ctx), 'redirect_uris');
     try {
       await ops.updateClient(whoOf(ctx).actor, ctx.params.id!, { redirectUris: lines(value) });
-      await appPage(ctx, ctx.params.id!, { notice: 'Redirect URIs saved.' });
+      done(ctx, `/admin/apps/${encodeURIComponent(ctx.params.id!)}`, 'Redirect URIs saved.');
     } catch (err) {
       await refused(ctx, err, 'redirect_uris', { redirectValue: value });
     }
@@ -111,7 +111,7 @@ export function appsScreen(kit: Kit) {
     try {
       const { keep_old_seconds: seconds } = parseInput(secretRotate, { keep_old_seconds: /^\d{1,9}$/.test(keepOld) ? Number(keepOld) : NaN });
       const rotated = await ops.rotateClientSecret(whoOf(ctx).actor, id, seconds);
-      const old = rotated.old_secret_expires ? `The old secret keeps working until ${rotated.old_secret_expires.replace('T', ' ').slice(0, 16)} UTC.` : 'The old secret no longer works.';
+      const old = rotated.old_secret_expires ? `The old secret keeps working until ${when(rotated.old_secret_expires)!.text}.` : 'The old secret no longer works.';
       render(kit, ctx, 'secret', { title: 'New secret', heading: 'New client secret', clientId: id, secret: rotated.client_secret, explain: old, back: `/admin/apps/${encodeURIComponent(id)}` });
     } catch (err) {
       await refused(ctx, err, 'rotate', { keepOld });
@@ -126,7 +126,7 @@ export function appsScreen(kit: Kit) {
     }
     try {
       const { old_secret_revoked: revoked } = await ops.revokeOldClientSecret(whoOf(ctx).actor, id);
-      await appPage(ctx, id, { notice: revoked ? 'The old secret no longer works.' : 'There was no old secret still working.' });
+      done(ctx, `/admin/apps/${encodeURIComponent(id)}`, revoked ? 'The old secret no longer works.' : 'There was no old secret still working.');
     } catch (err) {
       await refused(ctx, err, 'revoke-old');
     }
@@ -140,7 +140,7 @@ export function appsScreen(kit: Kit) {
     }
     try {
       await ops.deleteClient(whoOf(ctx).actor, id);
-      redirect(ctx, '/admin/apps');
+      done(ctx, '/admin/apps', 'Application deleted: its tokens no longer work.');
     } catch (err) {
       await refused(ctx, err, 'delete');
     }

@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import { Refusal } from '../../problems.ts';
-import { confirmed, consoleFieldNames, render, whoOf, type Kit } from './kit.ts';
+import { confirmed, consoleFieldNames, done, render, whoOf, type Kit } from './kit.ts';
 
 /** Signing keys: the list, and a rotation. */
 export function keysScreen(kit: Kit) {
@@ -22,6 +22,6 @@ export function keysScreen(kit: Kit) {
       ctx.status = err.status;
       return keysPage(ctx, { errors: { rotate: err.render(consoleFieldNames) } });
     }
-    await keysPage(ctx, { notice: 'Rotated: a new key signs from now on; the previous one still verifies until it retires.' });
+    done(ctx, '/admin/keys', 'Rotated: a new key signs from now on; the previous one still verifies until it retires.');
   });
 }

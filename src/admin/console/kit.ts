@@ -26,6 +26,8 @@ export interface Kit {
   admin: Middleware;
   /** Same origin, urlencoded body, signed-in admin and CSRF token (POST). */
   post: Middleware[];
+  /** The embedded in-memory store: the header says nothing survives a restart. */
+  embedded: boolean;
 }
 
 export const PAGE = 25;
@@ -43,22 +45,62 @@ export function redirect(ctx: Context, to: string) {
   ctx.redirect(to);
 }
 
+/** The one way the console writes a time: `2026-12-07 09:14 UTC`, with the ISO value for `<time datetime>`. */
+export function when(value: string | number | Date | undefined): { text: string; iso: string } | undefined {
+  if (value === undefined || value === '') return undefined;
+  const date = new Date(value);
+  if (!Number.isFinite(date.getTime())) return undefined;
+  const iso = date.toISOString();
+  return { text: `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`, iso };
+}
+
+const FLASH = 'lk_admin_flash';
+const FLASH_MS = 60_000;
+
+/**
+ * A post that worked answers 303 to a page that says so, so a reload never sends it again. The
+ * sentence travels in a signed cookie that lives a minute and is read once; never put a secret in it
+ * (a new secret is the post's own answer, shown once).
+ */
+export function done(ctx: Context, to: string, notice: string) {
+  ctx.cookies.set(FLASH, Buffer.from(JSON.stringify({ notice, at: Date.now() })).toString('base64url'), { signed: true, httpOnly: true, sameSite: 'lax', path: '/admin', maxAge: FLASH_MS, overwrite: true });
+  redirect(ctx, to);
+}
+
+/** The flash sentence left by the post before, once; undefined when none, forged or stale. */
+function takeFlash(ctx: Context): string | undefined {
+  const value = ctx.cookies.get(FLASH, { signed: true });
+  if (value === undefined) return undefined;
+  ctx.cookies.set(FLASH, null, { signed: true, path: '/admin', overwrite: true });
+  try {
+    const { notice, at } = JSON.parse(Buffer.from(value, 'base64url').toString()) as { notice?: unknown; at?: unknown };
+    return typeof notice === 'string' && typeof at === 'number' && Date.now() - at <= FLASH_MS ? notice.slice(0, 500) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function render(kit: Kit, ctx: Context, view: string, data: Record<string, unknown>) {
   const who = whoOf(ctx);
-  kit.views.render(ctx, `admin/${view}`, { csrf: kit.csrf.token(who.csrfScope), me: who.account.email, path: ctx.path, ...data });
+  const flash = ctx.method === 'GET' ? takeFlash(ctx) : undefined;
+  kit.views.render(ctx, `admin/${view}`, { csrf: kit.csrf.token(who.csrfScope), me: who.account.email, path: ctx.path, embedded: kit.embedded, when, ...(flash ? { notice: flash } : {}), ...data });
+}
+
+/** A console page that says what went wrong, inside the console's layout. */
+export function problem(kit: Kit, ctx: Context, status: number, heading: string, message: string) {
+  ctx.status = status;
+  render(kit, ctx, 'problem', { title: heading, heading, message });
 }
 
 export function notFound(kit: Kit, ctx: Context, what: string) {
-  ctx.status = 404;
-  kit.views.renderError(ctx, { error: 'invalid_request', error_description: `${what} does not exist (any more)` });
+  problem(kit, ctx, 404, 'Not found', `${what} does not exist (any more).`);
 }
 
 /** A page link whose cursor this console never made: 400, start again. */
 export function badCursor(kit: Kit, ctx: Context, pattern = CURSOR) {
   const value = ctx.query.cursor;
   if (value === undefined || (typeof value === 'string' && pattern.test(value))) return false;
-  ctx.status = 400;
-  kit.views.renderError(ctx, { error: 'invalid_request', error_description: 'that page link is not valid; start from the first page' });
+  problem(kit, ctx, 400, 'Page link not valid', 'That page link is not valid; start from the first page.');
   return true;
 }
 

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import { userView } from '../operations.ts';
 import type { Actor } from '../operations.ts';
 import { parseInput, passwordBody } from '../inputs.ts';
-import { badCursor, bodyOf, confirmed, fieldErrors, notFound, PAGE, render, text, unlessGone, whoOf, type Kit } from './kit.ts';
+import { badCursor, bodyOf, confirmed, done, fieldErrors, notFound, PAGE, render, text, unlessGone, whoOf, type Kit } from './kit.ts';
 
 /** People: list and search → detail (factors, sessions, connected apps) → actions. */
 export function usersScreen(kit: Kit) {
@@ -78,6 +78,6 @@ export function usersScreen(kit: Kit) {
       if (!problems) throw err;
       return refuse(Object.values(problems).join(' '));
     }
-    await userPage(ctx, id, { notice: action.done });
+    done(ctx, `/admin/users/${encodeURIComponent(id)}`, action.done);
   });
 }
