@@ -54,6 +54,7 @@ export const configDocs: Record<string, string> = {
   MAIL_FROM: 'The sender of every message, e.g. `Latchkey <no-reply@example.com>`. Unset: `Latchkey <no-reply@` the issuer\'s host name `>`.',
   PASSWORD_RESET_TTL_SECONDS: 'How long a password reset link works (it works once).',
   EMAIL_VERIFICATION_TTL_SECONDS: 'How long a link that verifies an address, or confirms a new one, works (it works once).',
+  INVITATION_TTL_SECONDS: 'How long an invitation and its link work (the link works once; a re-sent invitation gets a new link and the old one dies).',
   EMAIL_LINKS_PER_ADDRESS_PER_HOUR: 'Emailed links (password reset, verification) one address may be sent per hour; past it the request is answered as always and nothing is sent.',
   EMAIL_LINKS_PER_IP_PER_HOUR: 'Requests for emailed links per hour from one client address; past it `429` with `Retry-After`.',
   INTROSPECTION_INACTIVE_PER_MINUTE: 'How many introspections answering `active: false` one API credential may make per minute; past it such answers become `429` with `Retry-After` until the minute is over. Answers `active: true` are never counted nor refused.',
@@ -147,6 +148,7 @@ const schema = z
     MAIL_FROM: z.string().min(3).max(320).regex(/@/, 'must be an address, e.g. Latchkey <no-reply@example.com>').optional(),
     PASSWORD_RESET_TTL_SECONDS: z.coerce.number().int().min(60).max(24 * 60 * 60).default(30 * 60),
     EMAIL_VERIFICATION_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 24 * 60 * 60).default(24 * 60 * 60),
+    INVITATION_TTL_SECONDS: z.coerce.number().int().min(60).max(30 * 24 * 60 * 60).default(7 * 24 * 60 * 60),
     EMAIL_LINKS_PER_ADDRESS_PER_HOUR: z.coerce.number().int().min(1).max(1000).default(5),
     EMAIL_LINKS_PER_IP_PER_HOUR: z.coerce.number().int().min(1).max(1_000_000).default(30),
   })

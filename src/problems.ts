@@ -85,6 +85,8 @@ export const REFUSALS = {
   passkey_removed: { status: 409, message: 'the passkey was removed' },
   passkey_not_found: { status: 404, message: 'no such passkey' },
   session_not_found: { status: 404, message: '{email} has no session with that handle (it may have ended)' },
+  invitation_not_found: { status: 404, message: 'no pending invitation for {email}' },
+  invitation_needs_email: { status: 409, message: 'invitations are sent by email, and EMAIL is off on this server' },
   app_not_connected: { status: 404, message: '{email} has not granted {client_id} access (no remembered consent)' },
 
   // ---- lockouts and keys ----

@@ -30,6 +30,7 @@ const ORDER = [
   'accountRoutes',
   'passwordResetRoutes',
   'emailAddressRoutes',
+  'invitationRoutes',
   'sameOriginLogout',
   'formPostAsGet',
   'adminApiRoutes',

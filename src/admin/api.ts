@@ -14,7 +14,7 @@ import { DPOP_ALGS, DpopProofError, verifyDpopProof } from '../security/dpop-pro
 import { digest, keys } from '../storage/keys.ts';
 import { createLimiter, type Limiter } from '../storage/limiters.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
-import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate } from './inputs.ts';
+import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate, invitationCreate } from './inputs.ts';
 import { adminApiUri, type Actor, type Operations } from './operations.ts';
 
 /**
@@ -168,6 +168,10 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
       method: 'post', path: '/users', summary: 'Create a person (totp: with an authenticator, its URI in this answer only)', write: true, body: userCreate, status: 201,
       run: ({ body, actor }) => ops.createUser(actor, { email: body.email, password: body.password, ...(body.name ? { name: body.name } : {}), admin: body.admin, totp: body.totp }),
     }),
+    route({ method: 'get', path: '/invitations', summary: 'Pending invitations (never their links)', write: false, run: () => ops.listInvitations() }),
+    route({ method: 'post', path: '/invitations', summary: 'Invite an address: a single-use link that creates the account is emailed (INVITATION_TTL_SECONDS)', write: true, body: invitationCreate, status: 201, run: ({ body, actor }) => ops.inviteUser(actor, body) }),
+    route({ method: 'delete', path: '/invitations/:email', summary: 'Revoke a pending invitation: its link stops working', write: true, run: ({ params, actor }) => ops.revokeInvitation(actor, params.email!) }),
+    route({ method: 'post', path: '/invitations/:email/resend', summary: 'Send a pending invitation again with a new link (the old one stops working)', write: true, run: ({ params, actor }) => ops.resendInvitation(actor, params.email!) }),
     route({ method: 'get', path: '/users/:userId', summary: 'Show a person', write: false, run: ({ params }) => ops.user(params.userId!) }),
     route({ method: 'delete', path: '/users/:userId', summary: 'Delete a person and end their sessions', write: true, run: ({ params, actor }) => ops.deleteUser(actor, params.userId!) }),
     route({ method: 'put', path: '/users/:userId/disabled', summary: 'Disable (and sign out everywhere) or enable a person', write: true, body: disabledBody, run: ({ params, body, actor }) => ops.setUserDisabled(actor, params.userId!, body.disabled) }),

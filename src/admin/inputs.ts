@@ -109,6 +109,11 @@ export const userCreate = z.strictObject({
   admin: z.boolean().optional(),
   totp: z.boolean().optional(),
 });
+export const invitationCreate = z.strictObject({
+  email: z.string({ error: 'required' }).min(3, 'email_invalid').max(254, 'email_invalid'),
+  name: z.string().trim().min(1, 'empty').max(200).optional(),
+  admin: z.boolean().optional(),
+});
 export const passwordBody = z.strictObject({ password });
 
 export type ClientCreateBody = z.output<typeof clientCreate>;

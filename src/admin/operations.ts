@@ -12,7 +12,10 @@ import { type ClientChanges, type ClientInput, type Registry, type ResourceServe
 import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
 import { Lockout, lockoutOptions, lockoutScopeOf, type LockoutSettings } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
-import { keys } from '../storage/keys.ts';
+import { digest, keys } from '../storage/keys.ts';
+import { EmailLinks } from '../accounts/email-links.ts';
+import { Invitations, type Invitation } from '../accounts/invitations.ts';
+import { MailQueue } from '../mail/queue.ts';
 import { endAccountSession, revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import { factorsInWords, sessionDevice, sessionHandle } from '../accounts/sessions.ts';
 import type { Store } from '../storage/store.ts';
@@ -45,6 +48,8 @@ export interface OperationsDeps {
   issuer: string;
   secretsKey?: string;
   signingKeysFile?: string;
+  /** INVITATION_TTL_SECONDS (default 7 days) and whether EMAIL is on: invitations are mailed, so off refuses them. */
+  invitations?: { ttlSeconds: number; emailOn: boolean };
   /** The server's lockout thresholds (`lockoutSettings` of the configuration); unset: the defaults. */
   lockouts?: LockoutSettings;
 }
@@ -59,6 +64,11 @@ function secretsView(c: ClientMetadata, nowSeconds: number) {
   return {
     secret: { created, ...(previous ? { previous: { created: previous.created_at ? isoSeconds(previous.created_at) : null, expires: isoSeconds(previous.expires_at) } } : {}) },
   };
+}
+
+/** A pending invitation as shown: never its link. */
+export function invitationView(i: Invitation) {
+  return { email: i.email, name: i.name ?? null, admin: i.admin === true, invited: new Date(i.invitedAt).toISOString(), expires: new Date(i.expiresAt).toISOString() };
 }
 
 /** `nowSeconds`: what decides whether a rotated-out secret still works (the registry's clock). */
@@ -126,6 +136,14 @@ export class Operations {
 
   #audit(actor: Actor, event: AuditEvent, fields: Record<string, unknown>, msg: string) {
     audit(this.#d.logger, event, { ...fields, actor, source: actor.kind === 'cli' ? 'cli' : 'admin_api' }, msg);
+  }
+
+  /** The invitations over this store: mail is queued here and sent by whichever server delivers the queue. */
+  async #invitations(write: boolean): Promise<Invitations> {
+    const { store, accounts, secretsKey, issuer, invitations = { ttlSeconds: 7 * 24 * 3600, emailOn: true } } = this.#d;
+    if (write && !invitations.emailOn) throw new OperationError('invitation_needs_email');
+    const queue = new MailQueue(store, await loadSecretBox(store, secretsKey));
+    return new Invitations({ store, accounts, links: new EmailLinks(store), queue, issuer, ttlSeconds: invitations.ttlSeconds });
   }
 
   async #secondFactor(): Promise<SecondFactor> {
@@ -307,6 +325,33 @@ export class Operations {
     this.#audit(actor, 'user_created', { accountId: account.id, mfa: input.totp === true, admin: input.admin === true }, 'user created');
     const user = userView((await this.#d.accounts.find(account.id)) ?? account);
     return { user, ...(totpUri ? { totp_uri: totpUri } : {}) };
+  }
+
+  // ---- invitations ----
+
+  /** Mails a single-use link that creates the account; an address with an account is refused (account_exists). */
+  async inviteUser(actor: Actor, input: { email: string; name?: string; admin?: boolean }) {
+    const invitation = await (await this.#invitations(true)).invite(input);
+    this.#audit(actor, 'invitation_sent', { emailDigest: digest(invitation.email), admin: invitation.admin === true }, 'invitation sent');
+    return { invitation: invitationView(invitation) };
+  }
+
+  async listInvitations() {
+    return { invitations: (await (await this.#invitations(false)).list()).map(invitationView) };
+  }
+
+  /** The link stops working at once. */
+  async revokeInvitation(actor: Actor, email: string) {
+    const invitation = await (await this.#invitations(false)).revoke(email);
+    this.#audit(actor, 'invitation_revoked', { emailDigest: digest(invitation.email) }, 'invitation revoked');
+    return { invitation: invitationView(invitation), revoked: true };
+  }
+
+  /** A new link with a fresh lifetime; the previous link stops working. */
+  async resendInvitation(actor: Actor, email: string) {
+    const invitation = await (await this.#invitations(true)).resend(email);
+    this.#audit(actor, 'invitation_sent', { emailDigest: digest(invitation.email), admin: invitation.admin === true, resent: true }, 'invitation sent again; the previous link no longer works');
+    return { invitation: invitationView(invitation) };
   }
 
   /** Idempotent: disabling a disabled person changes nothing more (their sessions are ended again). */

@@ -1,6 +1,6 @@
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { Operations, type Actor, type OperationsDeps } from '../admin/operations.ts';
-import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate } from '../admin/inputs.ts';
+import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate, invitationCreate } from '../admin/inputs.ts';
 import { GRANT_SHORTHANDS } from '../oidc/registry.ts';
 import { Refusal } from '../problems.ts';
 import { cliFieldNames, CliError, fields, table, type Output } from './output.ts';
@@ -300,6 +300,40 @@ const TABLE: Record<string, Command> = {
       const json = { id: user.id, email: user.email, ...(user.admin ? { admin: true } : {}), ...(totp_uri ? { totp_uri } : {}) };
       if (!totp_uri) return { json, text: fields(json) };
       return { json, text: `${fields(json)}\nThe TOTP URI holds the secret: give it only to the person (e.g. as a QR code). Recovery codes: the person makes them on /account.` };
+    },
+  },
+  'user invite': {
+    usage: 'EMAIL [--name NAME] [--admin]',
+    args: ['EMAIL'],
+    options: { name: { type: 'string' }, admin: { type: 'boolean' } },
+    async run(ctx, values, [email]) {
+      const input = parseInput(invitationCreate, { email, name: optional(values, 'name'), admin: values.admin === true });
+      const json = await ctx.ops.inviteUser(ctx.actor, { email: input.email, ...(input.name ? { name: input.name } : {}), ...(input.admin ? { admin: true } : {}) });
+      return { json, text: `Invited ${json.invitation.email}: the link is on its way by email and works once, until ${json.invitation.expires}.` };
+    },
+  },
+  'user invitations': {
+    usage: '',
+    async run(ctx) {
+      const json = await ctx.ops.listInvitations();
+      const rows = json.invitations.map((i) => ({ email: i.email, name: i.name ?? '', admin: i.admin ? 'yes' : '', invited: i.invited, expires: i.expires }));
+      return { json, text: rows.length ? table(rows, ['email', 'name', 'admin', 'invited', 'expires']) : 'No pending invitation.' };
+    },
+  },
+  'user revoke-invitation': {
+    usage: 'EMAIL',
+    args: ['EMAIL'],
+    async run(ctx, _values, [email]) {
+      const json = await ctx.ops.revokeInvitation(ctx.actor, email!);
+      return { json, text: `Revoked the invitation of ${json.invitation.email}: its link no longer works.` };
+    },
+  },
+  'user resend-invitation': {
+    usage: 'EMAIL',
+    args: ['EMAIL'],
+    async run(ctx, _values, [email]) {
+      const json = await ctx.ops.resendInvitation(ctx.actor, email!);
+      return { json, text: `Sent ${json.invitation.email} a new link (the previous one no longer works), until ${json.invitation.expires}.` };
     },
   },
   'user grant-admin': {

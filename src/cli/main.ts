@@ -206,6 +206,7 @@ async function runCommand(argv: string[], io: CliIo): Promise<number> {
       // TOTP: the same key and issuer name as the server (`user create --totp`).
       ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
       issuer: config.ISSUER,
+      invitations: { ttlSeconds: config.INVITATION_TTL_SECONDS, emailOn: config.EMAIL === 'on' },
       lockouts: lockoutSettings(config),
     });
     const output: Output = await command.run(ctx, values, positionals);

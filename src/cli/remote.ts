@@ -9,6 +9,7 @@ export type CommandOperations = Pick<
   | 'createClient' | 'updateClient' | 'clientPage' | 'client' | 'deleteClient' | 'rotateClientSecret' | 'revokeOldClientSecret'
   | 'createResource' | 'updateResource' | 'resources' | 'deleteResource'
   | 'createUser' | 'setUserAdmin' | 'resetUserMfa' | 'unlockUser' | 'userPage' | 'user' | 'setUserDisabled' | 'deleteUser' | 'revokeUserSessions' | 'userSessions' | 'endUserSession' | 'connectedApps' | 'revokeConnectedApp' | 'setUserPassword'
+  | 'inviteUser' | 'listInvitations' | 'revokeInvitation' | 'resendInvitation'
   | 'signingKeys' | 'rotateSigningKeys'
 >;
 
@@ -108,6 +109,18 @@ export class RemoteOperations implements CommandOperations {
 
   createUser(_actor: unknown, input: Parameters<Operations['createUser']>[1]) {
     return this.#call<Answer<'createUser'>>('POST', '/users', input);
+  }
+  inviteUser(_actor: unknown, input: Parameters<Operations['inviteUser']>[1]) {
+    return this.#call<Answer<'inviteUser'>>('POST', '/invitations', input);
+  }
+  listInvitations() {
+    return this.#call<Answer<'listInvitations'>>('GET', '/invitations');
+  }
+  revokeInvitation(_actor: unknown, email: string) {
+    return this.#call<Answer<'revokeInvitation'>>('DELETE', `/invitations/${path(email)}`);
+  }
+  resendInvitation(_actor: unknown, email: string) {
+    return this.#call<Answer<'resendInvitation'>>('POST', `/invitations/${path(email)}/resend`);
   }
   setUserAdmin(_actor: unknown, id: string, admin: boolean) {
     return this.#call<Answer<'setUserAdmin'>>('PUT', `/users/${path(id)}/admin`, { admin });

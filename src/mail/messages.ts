@@ -120,3 +120,16 @@ export function securityNoticeMail(to: string, event: SecurityEvent, at: Date, f
     after: ['Resetting your password signs you out everywhere. Tell your administrator as well.'],
   });
 }
+
+const lifetime = (seconds: number) => (seconds % 86400 === 0 ? `${seconds / 86400} day${seconds === 86400 ? '' : 's'}` : minutes(seconds));
+
+/** An operator's invitation: the link creates the account (the person picks the password). */
+export function invitationMail(to: string, url: string, ttlSeconds: number, name?: string): Mail {
+  return compose({
+    to,
+    subject: `You are invited to ${PRODUCT}`,
+    lines: [`${name ? `Hello ${name}, y` : 'Y'}ou are invited to sign in with ${PRODUCT} as ${to}. Choose your password to create your account.`],
+    action: { label: 'Accept the invitation', url },
+    after: [`The link works once, for ${lifetime(ttlSeconds)}. If you did not expect it, ignore this message: no account is made.`],
+  });
+}

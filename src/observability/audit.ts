@@ -65,6 +65,9 @@ export const AUDIT_EVENTS = [
   'email_changed',
   'email_change_reported',
   'mail_failed',
+  'invitation_sent',
+  'invitation_accepted',
+  'invitation_revoked',
 ] as const;
 
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];

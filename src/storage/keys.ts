@@ -124,6 +124,10 @@ export const keys = {
   emailLink: (token: string) => `lk:email-link:${digest(token)}`,
   /** The same key by the digest alone (`ref`: to cancel a link without its token). */
   emailLinkByRef: (ref: string) => `lk:email-link:${ref}`,
+  /** A pending invitation (accounts/invitations.ts), by a digest of the invited address; TTL = its link's. */
+  invitation: (email: string) => `lk:invitation:${digest(email.toLowerCase())}`,
+  /** The invited addresses (listing without SCAN); a member whose record expired is dropped when read. */
+  invitations: 'lk:invitations',
   /** Mail waiting to be sent (mail/queue.ts): message ids scored by when they are due. */
   mailQueue: 'lk:mail:queue',
   /** One queued message, sealed under SECRETS_KEY (it holds links), with its attempts. */

@@ -1,18 +1,56 @@
 import type { Context } from 'koa';
 import { userView } from '../operations.ts';
 import type { Actor } from '../operations.ts';
-import { parseInput, passwordBody } from '../inputs.ts';
+import { invitationCreate, parseInput, passwordBody } from '../inputs.ts';
 import { badCursor, bodyOf, confirmed, done, fieldErrors, notFound, PAGE, render, text, unlessGone, whoOf, type Kit } from './kit.ts';
 
 /** People: list and search → detail (factors, sessions, connected apps) → actions. */
 export function usersScreen(kit: Kit) {
   const { router, ops, admin, post } = kit;
 
-  router.get('/users', admin, async (ctx) => {
-    if (badCursor(kit, ctx)) return;
+  /** The list, with the pending invitations and the invite form under it. */
+  async function usersList(ctx: Context, extra: Record<string, unknown> = {}) {
     const q = typeof ctx.query.q === 'string' ? ctx.query.q.trim().slice(0, 254) : '';
     const page = await ops.userPage({ cursor: ctx.query.cursor as string | undefined, limit: PAGE, ...(q ? { emailPrefix: q } : {}) });
-    render(kit, ctx, 'users', { title: 'Users', users: page.users, next: page.next, q });
+    const { invitations } = await ops.listInvitations();
+    const pending = invitations.map((i) => ({ ...i, expires: i.expires.slice(0, 16).replace('T', ' ') }));
+    render(kit, ctx, 'users', { title: 'Users', users: page.users, next: page.next, q, invitations: pending, errors: {}, values: {}, ...extra });
+  }
+
+  router.get('/users', admin, async (ctx) => {
+    if (badCursor(kit, ctx)) return;
+    await usersList(ctx);
+  });
+
+  // Invitations: registered before /users/:id/:action, which would take /users/invitations/<action>.
+  router.post('/users/invite', ...post, async (ctx) => {
+    const body = bodyOf(ctx);
+    const values = { email: text(body, 'email', 254).trim(), name: text(body, 'name', 200).trim(), admin: body.admin === 'on' };
+    try {
+      const input = parseInput(invitationCreate, { email: values.email, ...(values.name ? { name: values.name } : {}), admin: values.admin });
+      const { invitation } = await ops.inviteUser(whoOf(ctx).actor, input);
+      done(ctx, '/admin/users', `Invitation sent to ${invitation.email}.`);
+    } catch (err) {
+      const errors = fieldErrors(err, { email: 'email', name: 'name' }, 'email');
+      if (!errors) throw err;
+      ctx.status = 400;
+      await usersList(ctx, { errors, values });
+    }
+  });
+
+  router.post('/users/invitations/:action', ...post, async (ctx) => {
+    const action = ctx.params.action;
+    if (action !== 'revoke' && action !== 'resend') return notFound(kit, ctx, 'That action');
+    const email = text(bodyOf(ctx), 'email', 254);
+    try {
+      const { invitation } = action === 'revoke' ? await ops.revokeInvitation(whoOf(ctx).actor, email) : await ops.resendInvitation(whoOf(ctx).actor, email);
+      done(ctx, '/admin/users', action === 'revoke' ? `Invitation of ${invitation.email} revoked: its link no longer works.` : `A new link was sent to ${invitation.email}; the previous one no longer works.`);
+    } catch (err) {
+      const errors = fieldErrors(err, {}, 'invitations');
+      if (!errors) throw err;
+      ctx.status = (err as { status?: number }).status ?? 400;
+      await usersList(ctx, { errors });
+    }
   });
 
   async function userPage(ctx: Context, id: string, extra: Record<string, unknown> = {}) {
