@@ -87,7 +87,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
     redirect(ctx, '/admin');
   });
 
-  const kit: Kit = { router, ops, views, csrf, admin, post: [sameOrigin, formBody(), admin], embedded: deps.store.kind === 'memory' };
+  const kit: Kit = { router, ops, views, csrf, admin, post: [sameOrigin, formBody(), admin], embedded: deps.store.kind === 'memory', issuer };
   overviewScreen(kit, activity);
   appsScreen(kit);
   apisScreen(kit);

@@ -116,7 +116,7 @@ describe('admin console in a browser', () => {
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
     await submit(page, page.getByRole('link', { name: 'Done' }));
     assert.equal(await heading(page), 'Shop');
-    assert.equal(await page.getByLabel('Redirect URIs').inputValue(), redirectUri);
+    assert.equal(await page.getByLabel('Redirect URIs', { exact: true }).inputValue(), redirectUri);
     assert.ok(!(await page.content()).includes(secret), 'the secret is not shown again');
     await check(page, 'app');
     await page.goto(`${server.issuer}/admin/apps`);
@@ -280,12 +280,12 @@ describe('admin console in a browser', () => {
     const updates = () => server.logs.filter((l) => l.event === 'client_updated' && l.clientId === shop.client_id).length;
     const before = updates();
     await page.goto(`${server.issuer}/admin/apps/${shop.client_id}`);
-    await page.getByLabel('Redirect URIs').fill([...shop.redirect_uris, `${fakeApp.origin}/other`].join('\n'));
-    const posted = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/redirect-uris'));
-    await submit(page, page.getByRole('button', { name: 'Save redirect URIs' }));
+    await page.getByLabel('Redirect URIs', { exact: true }).fill([...shop.redirect_uris, `${fakeApp.origin}/other`].join('\n'));
+    const posted = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/settings'));
+    await submit(page, page.getByRole('button', { name: 'Save settings' }));
     assert.equal((await posted).status(), 303, 'the post answers with a redirect to a page');
     assert.equal(new URL(page.url()).pathname, `/admin/apps/${shop.client_id}`);
-    assert.equal(await page.getByRole('status').innerText(), 'Redirect URIs saved.');
+    assert.equal(await page.getByRole('status').innerText(), 'Settings saved: redirect URIs.');
     assert.equal(updates(), before + 1);
     const reloaded = await page.reload();
     assert.equal(reloaded!.request().method(), 'GET');
@@ -427,10 +427,123 @@ describe('admin console in a browser', () => {
     const client = (await server.app.ops.clientPage({ limit: 100 })).clients.find((c) => c.client_name === 'Shop')!;
     await page.goto(`${server.issuer}/admin/apps/${client.client_id}`);
     const csrf = await page.locator('input[name=_csrf]').first().inputValue();
-    const res = await page.request.post(`${server.issuer}/admin/apps/${client.client_id}/redirect-uris`, { form: { _csrf: csrf, redirect_uris: `${client.redirect_uris[0]}\u0007` }, maxRedirects: 0 });
+    const res = await page.request.post(`${server.issuer}/admin/apps/${client.client_id}/settings`, { form: { _csrf: csrf, name: 'Shop', scope: client.scope, pkce: 'required', redirect_uris: `${client.redirect_uris[0]}\u0007` }, maxRedirects: 0 });
     assert.equal(res.status(), 400);
     assert.match(await res.text(), /must not contain spaces, line breaks or other control characters/);
     assert.deepEqual((await server.app.ops.client(client.client_id)).redirect_uris, client.redirect_uris);
+  });
+
+  test('an app\'s settings: every one the API can change, edited in one submit, answered 303 with what changed, and stored', async () => {
+    const { page, problems } = admin;
+    const { client } = await server.app.ops.createClient({ kind: 'cli' }, { name: 'Ledger', grants: ['authorization_code', 'refresh_token'], redirectUris: [`${fakeApp.origin}/ledger/cb`], scope: 'openid email' });
+    await page.goto(`${server.issuer}/admin/apps/${client.client_id}`);
+    for (const label of ['Name', 'Post-logout redirect URIs', 'Scopes', 'PKCE', 'Back-channel logout URI', 'Refresh grace (seconds)']) {
+      const hint = await page.getByLabel(label, { exact: true }).getAttribute('aria-describedby');
+      assert.ok((await page.locator(`#${hint!.split(' ')[0]!}`).innerText()).length > 10, `${label} has a one-line hint`);
+    }
+    await page.getByLabel('Name', { exact: true }).fill('Ledger 2');
+    await page.getByLabel('Redirect URIs', { exact: true }).fill(`${fakeApp.origin}/ledger/cb\n${fakeApp.origin}/ledger/cb2`);
+    await page.getByLabel('Post-logout redirect URIs', { exact: true }).fill(`${fakeApp.origin}/ledger/bye`);
+    await page.getByLabel('Scopes', { exact: true }).fill('openid profile email offline_access');
+    await page.getByLabel(/^Require a second factor/).check();
+    await page.getByLabel(/^Require PAR/).check();
+    await page.getByLabel('PKCE', { exact: true }).selectOption('optional');
+    await page.getByLabel('Back-channel logout URI', { exact: true }).fill(`${fakeApp.origin}/ledger/backchannel`);
+    await page.getByLabel('Refresh grace (seconds)', { exact: true }).fill('5');
+    const posted = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/settings'));
+    await submit(page, page.getByRole('button', { name: 'Save settings' }));
+    assert.equal((await posted).status(), 303);
+    assert.equal(await page.getByRole('status').innerText(), 'Settings saved: name, redirect URIs, post-logout redirect URIs, scopes, second factor, PAR, PKCE, refresh grace, back-channel logout URI.');
+    const stored = await server.app.ops.client(client.client_id);
+    assert.equal(stored.client_name, 'Ledger 2');
+    assert.deepEqual(stored.redirect_uris, [`${fakeApp.origin}/ledger/cb`, `${fakeApp.origin}/ledger/cb2`]);
+    assert.deepEqual(stored.post_logout_redirect_uris, [`${fakeApp.origin}/ledger/bye`]);
+    assert.equal(stored.scope, 'openid profile email offline_access');
+    assert.equal(stored.require_mfa, true);
+    assert.equal(stored.require_pushed_authorization_requests, true);
+    assert.equal(stored.pkce, 'optional');
+    assert.equal(stored.refresh_grace_seconds, 5);
+    assert.equal(stored.backchannel_logout_uri, `${fakeApp.origin}/ledger/backchannel`);
+    // The page after the 303 shows what is stored.
+    assert.equal(await heading(page), 'Ledger 2');
+    assert.equal(await page.getByLabel('Refresh grace (seconds)', { exact: true }).inputValue(), '5');
+    assert.ok(await page.getByLabel(/^Require PAR/).isChecked());
+    // The running server uses it: a plain sign-in request from it is now refused for want of PAR.
+    const auth = await page.request.get(`${server.issuer}/auth?${new URLSearchParams({ client_id: client.client_id, response_type: 'code', scope: 'openid', redirect_uri: `${fakeApp.origin}/ledger/cb`, nonce: 'n' })}`, { maxRedirects: 0 });
+    assert.equal(new URL(auth.headers().location!).searchParams.get('error_description'), 'Pushed Authorization Request must be used');
+    await check(page, 'app');
+
+    // Emptied, the back-channel logout URI is removed; left alone, nothing changes.
+    await page.getByLabel('Back-channel logout URI', { exact: true }).fill('');
+    await submit(page, page.getByRole('button', { name: 'Save settings' }));
+    assert.equal(await page.getByRole('status').innerText(), 'Settings saved: back-channel logout URI.');
+    assert.equal((await server.app.ops.client(client.client_id)).backchannel_logout_uri, undefined);
+    await submit(page, page.getByRole('button', { name: 'Save settings' }));
+    assert.equal(await page.getByRole('status').innerText(), 'Nothing changed.');
+    assert.deepEqual(problems.filter(), []);
+  });
+
+  test('an app\'s settings form with three bad fields shows the three errors at once, each next to its field, and changes nothing', async () => {
+    const { page } = admin;
+    const { client } = await server.app.ops.createClient({ kind: 'cli' }, { name: 'Abacus', grants: ['authorization_code', 'refresh_token'], redirectUris: [`${fakeApp.origin}/abacus/cb`], scope: 'openid' });
+    const before = await server.app.ops.client(client.client_id);
+    await page.goto(`${server.issuer}/admin/apps/${client.client_id}`);
+    await page.getByLabel('Name', { exact: true }).fill(' ');
+    await page.getByLabel('Scopes', { exact: true }).fill('');
+    await page.getByLabel('Refresh grace (seconds)', { exact: true }).fill('600');
+    await page.getByLabel('Post-logout redirect URIs', { exact: true }).fill(`${fakeApp.origin}/abacus/bye`);
+    const posted = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/settings'));
+    await submit(page, page.getByRole('button', { name: 'Save settings' }));
+    assert.equal((await posted).status(), 400);
+    const errors = { 'Name': /^Give the application a name/, 'Scopes': /^Name at least one scope/, 'Refresh grace (seconds)': /refresh grace.*60/i };
+    for (const [label, message] of Object.entries(errors)) {
+      const field = page.getByLabel(label, { exact: true });
+      assert.equal(await field.getAttribute('aria-invalid'), 'true', label);
+      const errorId = (await field.getAttribute('aria-describedby'))!.split(' ')[1]!;
+      assert.match(await page.locator(`#${errorId}`).innerText(), message, label);
+    }
+    assert.equal(await page.locator('.field-error').count(), 3, 'three errors, no more');
+    assert.equal(await page.getByLabel('Post-logout redirect URIs', { exact: true }).inputValue(), `${fakeApp.origin}/abacus/bye`, 'what was typed stays');
+    assert.deepEqual(await server.app.ops.client(client.client_id), before, 'nothing changed');
+    const { violations } = await new AxeBuilder({ page }).analyze();
+    assert.deepEqual(violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => v.id), []);
+  });
+
+  test('an app\'s Integrate panel: issuer, discovery URL, client id, and a snippet per library with its values and auth method, never its secret', async () => {
+    const { page, problems } = admin;
+    const created = await server.app.ops.createClient({ kind: 'cli' }, { name: 'Orchard', grants: ['authorization_code', 'refresh_token'], redirectUris: [`${fakeApp.origin}/orchard/cb`], scope: 'openid profile', secretIn: 'body' });
+    const { client_id: clientId } = created.client;
+    await page.goto(`${server.issuer}/admin/apps/${clientId}`);
+    const panel = page.getByRole('region', { name: 'Integrate' });
+    assert.equal(await panel.locator('#integrate-issuer').innerText(), server.issuer);
+    assert.equal(await panel.locator('#integrate-discovery').innerText(), `${server.issuer}/.well-known/openid-configuration`);
+    assert.equal(await panel.locator('#integrate-client-id').innerText(), clientId);
+    const libraries = ['openid-client', 'authjs', 'express-openid-connect', 'authlib', 'go-oidc', 'spring'];
+    for (const id of libraries) {
+      const code = await panel.locator(`#snippet-${id}`).innerText();
+      for (const value of [server.issuer, clientId, `${fakeApp.origin}/orchard/cb`]) assert.ok(code.includes(value), `${id} has ${value}`);
+      assert.ok(/client_secret_post|ClientSecretPost|AuthStyleInParams/.test(code), `${id} sends the secret in the body, as registered`);
+      assert.ok(/CLIENT_SECRET/.test(code), `${id} reads the secret from the environment`);
+    }
+    assert.ok(!(await page.content()).includes(created.client_secret!), 'the secret is never shown');
+    // The copy button is the console's existing script.
+    await admin.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.issuer });
+    await panel.getByRole('button', { name: 'Copy go-oidc (Go)' }).click();
+    await panel.getByRole('button', { name: 'Copied' }).waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), await panel.locator('#snippet-go-oidc').innerText());
+    const { violations } = await new AxeBuilder({ page }).analyze();
+    assert.deepEqual(violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => v.id), []);
+    await panel.screenshot({ path: new URL('admin-app-integrate.png', SCREENSHOTS).pathname });
+
+    // A public app: no secret anywhere, authentication none.
+    const spa = await server.app.ops.createClient({ kind: 'cli' }, { name: 'Sprout', grants: ['authorization_code'], redirectUris: [`${fakeApp.origin}/sprout/cb`], scope: 'openid', public: true });
+    await page.goto(`${server.issuer}/admin/apps/${spa.client.client_id}`);
+    for (const id of libraries) {
+      const code = await page.locator(`#snippet-${id}`).innerText();
+      assert.ok(!code.includes('CLIENT_SECRET'), `${id}: a public app has no secret`);
+      assert.ok(/none|None\(\)|AuthStyleInParams/.test(code), `${id} authenticates with none`);
+    }
+    assert.deepEqual(problems.filter(), []);
   });
 
   test('a refused form shows every error at once, each next to its field, in the console\'s words (not CLI flags)', async () => {
@@ -513,7 +626,7 @@ describe('admin console in a browser', () => {
     const csrf = await page.locator('input[name=_csrf]').first().inputValue();
     const client = (await server.app.ops.clientPage({ limit: 100 })).clients.find((c) => c.client_name === 'Shop')!;
     const posts = [
-      '/admin/apps', `/admin/apps/${client.client_id}/redirect-uris`, `/admin/apps/${client.client_id}/secret`, `/admin/apps/${client.client_id}/delete`,
+      '/admin/apps', `/admin/apps/${client.client_id}/settings`, `/admin/apps/${client.client_id}/secret`, `/admin/apps/${client.client_id}/delete`,
       '/admin/apis', `/admin/apis/${encodeURIComponent('https://nothing.example')}/delete`,
       // (`unlock` asks nothing: any post with a CSRF token is a valid one; it is in the CSRF checks below.)
       ...['disable', 'enable', 'reset-mfa', 'revoke-sessions', 'grant-admin', 'revoke-admin', 'password'].map((a) => `/admin/users/${adminId}/${a}`),

@@ -1,7 +1,9 @@
 import type { RouterContext, RouterMiddleware } from '@koa/router';
 import type { Context } from 'koa';
 import type { GrantType } from '../../oidc/registry.ts';
-import { clientCreate, clientInputOfBody, parseInput, secretRotate } from '../inputs.ts';
+import { Refusal } from '../../problems.ts';
+import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, secretRotate } from '../inputs.ts';
+import { snippetsOf } from './integrate.ts';
 import { badCursor, bodyOf, confirmed, done, fieldErrors, lines, notFound, PAGE, render, text, unlessGone, when, whoOf, type Kit } from './kit.ts';
 
 /** A client's kind on the form, and the grants it means. */
@@ -16,6 +18,18 @@ const APP_FIELDS = { client_name: 'name', grant_types: 'kind', native: 'kind', t
 const APP_WORDS = {
   'client_name:empty': 'Give the application a name: people see it when they sign in.',
   'scope:empty': 'Name at least one scope, such as openid.',
+};
+
+/** The settings form's fields (views/admin/app.eta), and the admin API's field each one is. */
+const SETTINGS = ['name', 'redirect_uris', 'post_logout_redirect_uris', 'scope', 'require_mfa', 'require_par', 'pkce', 'refresh_grace', 'backchannel_logout_uri'] as const;
+const SETTING_FIELDS = {
+  client_name: 'name', redirect_uris: 'redirect_uris', post_logout_redirect_uris: 'post_logout_redirect_uris', scope: 'scope', require_mfa: 'require_mfa',
+  require_pushed_authorization_requests: 'require_par', pkce: 'pkce', refresh_grace_seconds: 'refresh_grace', backchannel_logout_uri: 'backchannel_logout_uri',
+};
+/** Operations' names of what changed, as the flash says them. */
+const CHANGED_WORDS: Record<string, string> = {
+  name: 'name', redirectUris: 'redirect URIs', postLogoutRedirectUris: 'post-logout redirect URIs', scope: 'scopes', requireMfa: 'second factor',
+  requirePar: 'PAR', pkce: 'PKCE', refreshGrace: 'refresh grace', backchannelLogoutUri: 'back-channel logout URI',
 };
 
 /** Applications: list → detail → actions (redirect URIs, secret rotation, deletion). */
@@ -71,7 +85,13 @@ export function appsScreen(kit: Kit) {
   async function appPage(ctx: Context, id: string, extra: Record<string, unknown> = {}) {
     const client = await unlessGone(ops.client(id));
     if (!client || (await ops.isOwnClient(client))) return notFound(kit, ctx, 'That application');
-    render(kit, ctx, 'app', { title: client.client_name ?? client.client_id, client, errors: {}, ...extra });
+    const values = {
+      name: client.client_name ?? '', redirect_uris: client.redirect_uris.join('\n'), post_logout_redirect_uris: client.post_logout_redirect_uris.join('\n'), scope: client.scope,
+      require_mfa: client.require_mfa ? 'on' : '', require_par: client.require_pushed_authorization_requests ? 'on' : '', pkce: client.pkce,
+      refresh_grace: String(client.refresh_grace_seconds), backchannel_logout_uri: client.backchannel_logout_uri ?? '',
+    };
+    const integrate = { issuer: kit.issuer, discovery: `${kit.issuer}/.well-known/openid-configuration`, snippets: client.grant_types.includes('authorization_code') ? snippetsOf(client, kit.issuer) : [] };
+    render(kit, ctx, 'app', { title: client.client_name ?? client.client_id, client, errors: {}, values, integrate, ...extra });
   }
 
   router.get('/apps/:id', admin, (ctx) => appPage(ctx, ctx.params.id!));
@@ -91,13 +111,31 @@ export function appsScreen(kit: Kit) {
     await appPage(ctx, ctx.params.id!, { errors: problems, ...extra });
   }
 
-  router.post('/apps/:id/redirect-uris', ...post, manageable, async (ctx) => {
-    const value = text(bodyOf(ctx), 'redirect_uris');
+  router.post('/apps/:id/settings', ...post, manageable, async (ctx) => {
+    const id = ctx.params.id!;
+    const client = await ops.client(id);
+    const body = bodyOf(ctx);
+    const values: Record<string, string> = {};
+    for (const name of SETTINGS) values[name] = text(body, name, name.endsWith('uris') ? 20000 : 2000);
+    // Every field the client's kind has, mapped onto the admin API's update and checked in one pass.
+    const interactive = client.grant_types.includes('authorization_code');
+    const grace = values.refresh_grace!.trim();
     try {
-      await ops.updateClient(whoOf(ctx).actor, ctx.params.id!, { redirectUris: lines(value) });
-      done(ctx, `/admin/apps/${encodeURIComponent(ctx.params.id!)}`, 'Redirect URIs saved.');
+      const input = parseInput(clientUpdate, {
+        client_name: values.name, scope: values.scope, require_mfa: values.require_mfa === 'on',
+        ...(interactive ? {
+          redirect_uris: lines(values.redirect_uris!), post_logout_redirect_uris: lines(values.post_logout_redirect_uris!),
+          require_pushed_authorization_requests: values.require_par === 'on', backchannel_logout_uri: values.backchannel_logout_uri!.trim() || null,
+          ...(client.public ? {} : { pkce: values.pkce }),
+        } : {}),
+        ...(client.grant_types.includes('refresh_token') ? { refresh_grace_seconds: grace === '' ? 0 : /^\d{1,9}$/.test(grace) ? Number(grace) : NaN } : {}),
+      });
+      const { changed } = await ops.updateClient(whoOf(ctx).actor, id, clientChangesOfBody(input));
+      done(ctx, `/admin/apps/${encodeURIComponent(id)}`, changed.length ? `Settings saved: ${changed.map((c) => CHANGED_WORDS[c] ?? c).join(', ')}.` : 'Nothing changed.');
     } catch (err) {
-      await refused(ctx, err, 'redirect_uris', { redirectValue: value });
+      if (!(err instanceof Refusal) || err.status === 404) return refused(ctx, err, 'settings');
+      ctx.status = 400;
+      await appPage(ctx, id, { values, errors: fieldErrors(err, SETTING_FIELDS, 'settings', APP_WORDS) });
     }
   });
 

@@ -28,6 +28,8 @@ export interface Kit {
   post: Middleware[];
   /** The embedded in-memory store: the header says nothing survives a restart. */
   embedded: boolean;
+  /** ISSUER, as apps are told to use it (an app's Integrate panel). */
+  issuer: string;
 }
 
 export const PAGE = 25;
