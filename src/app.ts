@@ -22,6 +22,7 @@ import { interactionRoutes } from './interactions/routes.ts';
 import { audit } from './observability/audit.ts';
 import { withoutRedaction, type Logger } from './observability/logger.ts';
 import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
+import { minuteSeriesOf } from './observability/minute-series.ts';
 import { watchProvider } from './observability/provider-events.ts';
 import { formPostAsGet } from './oidc/form-post-endpoints.ts';
 import { startLogoutDelivery, type LogoutDeliveryOptions } from './oidc/backchannel-logout.ts';
@@ -186,8 +187,11 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
 
   const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email };
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
+  // The overview's last hour: this process's counters, read once a minute.
+  const minuteSeries = minuteSeriesOf(metrics);
+  minuteSeries.start();
   const ops = new Operations({
-    store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER, lockouts,
+    store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER, lockouts, minuteSeries,
     invitations: { ttlSeconds: config.INVITATION_TTL_SECONDS, emailOn: config.EMAIL === 'on' },
     ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
     ...(config.SIGNING_KEYS_FILE ? { signingKeysFile: config.SIGNING_KEYS_FILE } : {}),
@@ -237,6 +241,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
 
   /** Ends what the app holds open besides the store (the change subscriptions). */
   const close = async () => {
+    minuteSeries.stop();
     await stopWatchingRegistry();
     await stopWatchingLockouts();
     await stopFollowingKeys();
@@ -245,7 +250,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     // This minute's aggregated refusals, before the store closes.
     await activity.flush();
   };
-  return { app: provider, provider, accounts, registry, metrics, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, email, mailQueue, outbox: outboxPage, close };
+  return { app: provider, provider, accounts, registry, metrics, minuteSeries, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, email, mailQueue, outbox: outboxPage, close };
 }
 
 /** oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts). */

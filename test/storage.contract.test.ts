@@ -348,6 +348,20 @@ function storeContract(getStore: () => Store) {
       await getStore().ping();
     });
 
+    test('info: Redis reports its memory in bytes, the embedded store its key count', async () => {
+      const store = getStore();
+      const before = await store.info();
+      assert.equal(before.kind, store.kind);
+      if (before.kind === 'redis') {
+        assert.ok(Number.isInteger(before.usedMemory) && before.usedMemory > 0, `used memory ${before.usedMemory}`);
+        assert.ok(Number.isInteger(before.maxMemory) && before.maxMemory >= 0, `max memory ${before.maxMemory}`);
+      } else {
+        await store.set(k('info'), 'x');
+        const after = await store.info();
+        assert.ok(after.kind === 'memory' && after.keys === before.keys + 1, 'one more key');
+      }
+    });
+
     test('sorted sets: lexical pages after a cursor, prefix search in UTF-8 byte order, counts', async () => {
       const store = getStore();
       const index = k('zlex');

@@ -88,7 +88,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
   });
 
   const kit: Kit = { router, ops, views, csrf, admin, post: [sameOrigin, formBody(), admin], embedded: deps.store.kind === 'memory', issuer };
-  overviewScreen(kit, activity);
+  overviewScreen(kit);
   appsScreen(kit);
   apisScreen(kit);
   usersScreen(kit);

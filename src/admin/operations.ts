@@ -18,7 +18,8 @@ import { Invitations, type Invitation } from '../accounts/invitations.ts';
 import { MailQueue } from '../mail/queue.ts';
 import { endAccountSession, revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import { factorsInWords, sessionDevice, sessionHandle } from '../accounts/sessions.ts';
-import type { Store } from '../storage/store.ts';
+import type { Store, StoreInfo } from '../storage/store.ts';
+import type { MinuteSeries } from '../observability/minute-series.ts';
 import { CLI_CLIENT_ID } from './cli-client.ts';
 
 /**
@@ -52,7 +53,24 @@ export interface OperationsDeps {
   invitations?: { ttlSeconds: number; emailOn: boolean };
   /** The server's lockout thresholds (`lockoutSettings` of the configuration); unset: the defaults. */
   lockouts?: LockoutSettings;
+  /** This process's per-minute counts (the overview's charts); unset: no charts. */
+  minuteSeries?: MinuteSeries;
+  now?: () => number;
 }
+
+/** A current signing key older than this is due for rotation (the overview says so). */
+export const KEY_ROTATION_DAYS = 90;
+/** The overview reads at most this many accounts looking for admins without a second factor. */
+export const ADMIN_SCAN_LIMIT = 2000;
+const DAY_MS = 86_400_000;
+
+/** What needs the operator, as the overview lists it. */
+export type AttentionItem =
+  | { kind: 'admin_without_second_factor'; id: string; email: string }
+  | { kind: 'admins_not_all_checked'; checked: number }
+  | { kind: 'signing_key_due'; kid: string; age_days: number }
+  | { kind: 'embedded_store' }
+  | { kind: 'storage_down' };
 
 // ---- views: what is shown of stored things (never a secret, a hash or a private key) ----
 
@@ -467,6 +485,39 @@ export class Operations {
   /** Whether storage answers now (the console's overview). */
   async storageAnswers() {
     return this.#d.store.ping().then(() => true, () => false);
+  }
+
+  /**
+   * "Is it healthy?": the last hour per minute (this process's counters), the store's state, the
+   * signing keys' ages, and what needs the operator.
+   */
+  async overview() {
+    const now = (this.#d.now ?? Date.now)();
+    const { store } = this.#d;
+    const info: StoreInfo | undefined = await store.info().catch(() => undefined);
+    const attention: AttentionItem[] = [];
+    if (!info) attention.push({ kind: 'storage_down' });
+    if (store.kind === 'memory') attention.push({ kind: 'embedded_store' });
+    const signingKeys = info ? (await this.signingKeys()).map((k) => ({ ...k, age_days: Math.floor((now - Date.parse(k.created)) / DAY_MS) })) : [];
+    for (const k of signingKeys) if (k.current && k.age_days >= KEY_ROTATION_DAYS) attention.push({ kind: 'signing_key_due', kid: k.kid, age_days: k.age_days });
+    if (info) attention.push(...(await this.#adminsWithoutSecondFactor()));
+    const minutes = (this.#d.minuteSeries?.points() ?? []).map((p) => ({ at: new Date(p.at).toISOString(), ...p.counts }));
+    return { minutes, store: { kind: store.kind, up: info !== undefined, ...(info ? { info } : {}) }, signing_keys: signingKeys, attention };
+  }
+
+  /** Admins whose account has no second factor, from the accounts index (at most ADMIN_SCAN_LIMIT accounts read). */
+  async #adminsWithoutSecondFactor(): Promise<AttentionItem[]> {
+    const found: AttentionItem[] = [];
+    let after: string | undefined;
+    let checked = 0;
+    do {
+      const page = await this.#d.accounts.page({ limit: 200, ...(after ? { after } : {}) });
+      checked += page.accounts.length;
+      for (const a of page.accounts) if (a.admin === true && !a.disabled && !hasFactor(a)) found.push({ kind: 'admin_without_second_factor', id: a.id, email: a.email });
+      after = page.last;
+    } while (after && checked < ADMIN_SCAN_LIMIT);
+    if (after) found.push({ kind: 'admins_not_all_checked', checked });
+    return found;
   }
 
   // ---- lockouts ----

@@ -276,6 +276,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
           } else if (effect.result === 'login' && outcome.kind === 'signed-in') {
             const { login } = outcome;
             await Promise.all([...writes, finish(ctx, d, { login }, false)]);
+            metrics.signIns.inc();
             audit(logger, 'signin_succeeded', { accountId: login.accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
           } else if (effect.result === 'consent' && consent) {
             await finish(ctx, d, { consent: { grantId: consent.grantId } }, true);

@@ -88,6 +88,11 @@ export class Metrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
+  readonly signIns = new Counter({
+    name: 'latchkey_signins_total',
+    help: 'Sign-ins that finished (every factor the sign-in asked for was given)',
+    registers: [this.registry],
+  });
   readonly signInFailures = new Counter({
     name: 'latchkey_signin_failures_total',
     help: 'Refused passwords at sign-in and on the account page: "wrong" (wrong or unknown account), "locked" (refused during a lockout)',

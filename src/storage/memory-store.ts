@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { ConsumeResult, Store, StoredModel } from './store.ts';
+import type { ConsumeResult, Store, StoredModel, StoreInfo } from './store.ts';
 
 /** A sorted set: members with scores; `byLex` is the members in UTF-8 byte order, rebuilt after a change. */
 class SortedSet {
@@ -300,6 +300,10 @@ export class MemoryStore implements Store {
   }
 
   async ping() {}
+
+  async info(): Promise<StoreInfo> {
+    return { kind: 'memory', keys: [...this.#data.keys()].filter((key) => this.#entry(key) !== undefined).length };
+  }
 
   async close() {
     clearInterval(this.#sweeper);

@@ -1,5 +1,5 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
-import { StorageUnavailable, type ConsumeResult, type Store, type StoredModel } from './store.ts';
+import { StorageUnavailable, type ConsumeResult, type Store, type StoredModel, type StoreInfo } from './store.ts';
 
 // All keys of one script call share a hash tag (keys.ts), so each script is Redis Cluster safe.
 // `#!lua` (Redis 7): a script with flags is refused up front when Redis is out of memory under
@@ -403,6 +403,15 @@ export class RedisStore implements Store {
 
   ping() {
     return this.#call(async () => void (await this.client.ping()));
+  }
+
+  /** INFO memory of the node that answers (on a Cluster: any one master). */
+  info(): Promise<StoreInfo> {
+    return this.#call(async () => {
+      const text = await this.client.info('memory');
+      const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(text)?.[1] ?? 0);
+      return { kind: 'redis' as const, usedMemory: field('used_memory'), maxMemory: field('maxmemory') };
+    });
   }
 
   async close() {

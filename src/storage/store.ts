@@ -9,6 +9,9 @@
 /** `repeated`: consumed before, within the grace window given to `consumeModel` (nothing revoked). */
 export type ConsumeResult = 'consumed' | 'missing' | 'reused' | 'repeated';
 
+/** What the console's overview shows of the store: Redis' memory as INFO reports it (bytes; maxMemory 0: no limit), or the embedded store's key count. */
+export type StoreInfo = { kind: 'redis'; usedMemory: number; maxMemory: number } | { kind: 'memory'; keys: number };
+
 export interface StoredModel {
   payload: string;
   /** Epoch seconds at which it was consumed, when it was. */
@@ -120,6 +123,7 @@ export interface Store {
 
   /** Resolves when the store answers within its deadline; rejects with StorageUnavailable otherwise. */
   ping(): Promise<void>;
+  info(): Promise<StoreInfo>;
   close(): Promise<void>;
 }
 

@@ -1,40 +1,90 @@
-import type { ActivityLog } from '../../observability/activity.ts';
+import { MINUTES } from '../../observability/minute-series.ts';
+import { KEY_ROTATION_DAYS, type AttentionItem, type Operations } from '../operations.ts';
 import { render, type Kit } from './kit.ts';
 
-/** Overview: does storage answer, and the last hour's numbers. */
-export function overviewScreen(kit: Kit, activity: ActivityLog) {
+/** Overview: is it healthy? The last hour per minute, the store, the signing keys, and what needs the operator. */
+export function overviewScreen(kit: Kit) {
   kit.router.get('/', kit.admin, async (ctx) => {
-    const storageUp = await kit.ops.storageAnswers();
-    const counts = storageUp ? await recentCounts(activity) : undefined;
-    render(kit, ctx, 'overview', { title: 'Overview', storageUp, counts });
+    const overview = await kit.ops.overview();
+    render(kit, ctx, 'overview', {
+      title: 'Overview',
+      storageUp: overview.store.up,
+      store: storeInWords(overview.store),
+      charts: charts(overview.minutes),
+      keys: overview.signing_keys,
+      attention: overview.attention.map(attentionInWords),
+      rotationDays: KEY_ROTATION_DAYS,
+    });
   });
 }
 
-/** The Overview's numbers, counted from the activity log's last hour. */
-async function recentCounts(activity: ActivityLog) {
-  const now = Date.now();
-  const counted = { token_issued: 0, signin_succeeded: 0, signin_failed: 0, second_factor_failed: 0, lockout_started: 0 };
-  const lastFive = { token_issued: 0, signin_succeeded: 0 };
-  let cursor: string | undefined;
-  // At most 50 pages: past that, the numbers say "at least".
-  let pages = 0;
-  do {
-    const page = await activity.query({ events: Object.keys(counted), from: now - 60 * 60_000 }, { cursor, limit: 100 });
-    for (const e of page.events) {
-      const name = e.event as keyof typeof counted;
-      // Refusals are aggregated: one entry per source and minute, with a count (observability/activity.ts).
-      counted[name] += typeof e.count === 'number' ? e.count : 1;
-      if ((name === 'token_issued' || name === 'signin_succeeded') && Date.parse(e.time) >= now - 5 * 60_000) lastFive[name] += 1;
-    }
-    cursor = page.next;
-    pages += 1;
-  } while (cursor && pages < 50);
-  const perMinute = (n: number) => Math.round((n / 5) * 10) / 10;
-  return {
-    tokensPerMinute: perMinute(lastFive.token_issued),
-    signInsPerMinute: perMinute(lastFive.signin_succeeded),
-    failures: counted.signin_failed + counted.second_factor_failed,
-    lockouts: counted.lockout_started,
-    incomplete: cursor !== undefined,
-  };
+type Overview = Awaited<ReturnType<Operations['overview']>>;
+
+const CHARTS = [
+  { name: 'signIns', title: 'Sign-ins', hint: 'Sign-ins that finished.', href: '/admin/activity?event=signin_succeeded' },
+  { name: 'signInFailures', title: 'Failures', hint: 'Refused passwords and second-factor codes.', href: '/admin/activity?event=signin_failed' },
+  { name: 'tokensIssued', title: 'Tokens issued', hint: 'Access, refresh and ID tokens from the token endpoint.', href: '/admin/activity?event=token_issued' },
+  { name: 'introspections', title: 'Introspections', hint: 'Token introspection requests from APIs.', href: undefined },
+] as const;
+
+/** The chart's drawing box (SVG user units; CSS scales it). */
+const WIDTH = 240;
+const HEIGHT = 48;
+
+/**
+ * One sparkline per series: a polyline over the kept minutes, the newest at the right edge, each minute
+ * one step of WIDTH / (MINUTES - 1). Numbers only reach the page; eta escapes them all the same.
+ */
+function charts(minutes: Overview['minutes']) {
+  return CHARTS.map((c) => {
+    const values = minutes.map((m) => m[c.name]);
+    const total = values.reduce((a, b) => a + b, 0);
+    const max = Math.max(0, ...values);
+    const step = WIDTH / (MINUTES - 1);
+    const start = WIDTH - (values.length - 1) * step;
+    const points = values.map((v, i) => `${round(start + i * step)},${round(HEIGHT - 2 - (max === 0 ? 0 : (v / max) * (HEIGHT - 4)))}`).join(' ');
+    const last = values.at(-1) ?? 0;
+    const label = values.length === 0
+      ? `${c.title} per minute: nothing measured yet`
+      : `${c.title} per minute over the last ${values.length} ${values.length === 1 ? 'minute' : 'minutes'}: ${total} in all, at most ${max} in a minute, ${last} in the last minute`;
+    return { ...c, values, total, max, last, points, label, width: WIDTH, height: HEIGHT };
+  });
+}
+
+const round = (n: number) => Math.round(n * 10) / 10;
+
+function bytes(n: number) {
+  const units = ['bytes', 'KB', 'MB', 'GB', 'TB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+function storeInWords(store: Overview['store']) {
+  if (!store.info) return { name: store.kind === 'redis' ? 'Redis' : 'Embedded store', detail: 'Does not answer.' };
+  if (store.info.kind === 'memory') return { name: 'Embedded store', detail: `${store.info.keys} keys in this process's memory; nothing survives a restart.` };
+  const { usedMemory, maxMemory } = store.info;
+  const detail = maxMemory > 0
+    ? `${bytes(usedMemory)} used of ${bytes(maxMemory)} (${Math.round((usedMemory / maxMemory) * 100)} %).`
+    : `${bytes(usedMemory)} used; no maxmemory limit set.`;
+  return { name: 'Redis', detail };
+}
+
+function attentionInWords(item: AttentionItem): { text: string; href?: string; link?: string } {
+  switch (item.kind) {
+    case 'admin_without_second_factor':
+      return { text: `${item.email} is an admin without a second factor.`, href: `/admin/users/${encodeURIComponent(item.id)}`, link: 'See the account' };
+    case 'admins_not_all_checked':
+      return { text: `Only the first ${item.checked} accounts were checked for admins without a second factor.`, href: '/admin/users', link: 'See the users' };
+    case 'signing_key_due':
+      return { text: `The current signing key ${item.kid} is ${item.age_days} days old: due for rotation.`, href: '/admin/keys', link: 'Rotate on the Keys page' };
+    case 'embedded_store':
+      return { text: 'The embedded store is in use: nothing survives a restart, and several servers cannot share it. Set REDIS_URL.' };
+    case 'storage_down':
+      return { text: 'Storage does not answer.' };
+  }
 }
