@@ -44,7 +44,7 @@ import type { RedisStore } from './storage/redis-store.ts';
 import { RETRY_AFTER_SECONDS, StorageUnavailable, type Store } from './storage/store.ts';
 import { Views } from './views.ts';
 import { EmailLinks } from './accounts/email-links.ts';
-import { Email } from './mail/email.ts';
+import { Email } from './accounts/email.ts';
 import { outboxRoutes } from './mail/outbox-page.ts';
 import { MailQueue, startMailDelivery, type MailDeliveryOptions } from './mail/queue.ts';
 import { Outbox, smtpTransport, type MailTransport } from './mail/transport.ts';

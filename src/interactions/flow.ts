@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import type { Email } from '../mail/email.ts';
+import type { Email } from '../accounts/email.ts';
 import type { default as Provider, InteractionResults } from 'oidc-provider';
 import { normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
 import { passkeysOf, type Passkeys } from '../accounts/passkeys.ts';

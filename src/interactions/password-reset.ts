@@ -3,7 +3,7 @@ import type { Context, Middleware } from 'koa';
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import { AccountError, type Accounts } from '../accounts/accounts.ts';
 import { passwordStamp, type EmailLink } from '../accounts/email-links.ts';
-import type { Email } from '../mail/email.ts';
+import type { Email } from '../accounts/email.ts';
 import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Csrf } from '../security/csrf.ts';

@@ -1,13 +1,13 @@
-import { normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
-import { EmailLinks, passwordStamp } from '../accounts/email-links.ts';
+import { normalizeEmail, type Account, type Accounts } from './accounts.ts';
+import { EmailLinks, passwordStamp } from './email-links.ts';
 import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import { digest } from '../storage/keys.ts';
 import { createLimiter, type Limiter } from '../storage/limiters.ts';
 import type { Store } from '../storage/store.ts';
 import { RateLimiterRes } from 'rate-limiter-flexible';
-import { addressChangeNoticeMail, changeAddressMail, passwordResetMail, securityNoticeMail, verifyAddressMail, type SecurityEvent } from './messages.ts';
-import type { MailQueue } from './queue.ts';
+import { addressChangeNoticeMail, changeAddressMail, passwordResetMail, securityNoticeMail, verifyAddressMail, type SecurityEvent } from '../mail/messages.ts';
+import type { MailQueue } from '../mail/queue.ts';
 
 export interface EmailSettings {
   /** EMAIL: off sends nothing and offers no emailed link. */
