@@ -6,6 +6,7 @@ import type { SecretBox } from '../security/secret-box.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { MailTransport } from './transport.ts';
+import { singleDrain } from '../storage/single-drain.ts';
 
 /**
  * Mail waits in the store, and every server sends from it, so a request never waits on a mail server
@@ -109,8 +110,6 @@ export const DEFAULT_RETRY_DELAYS_MS = [10_000, 60_000, 5 * 60_000, 15 * 60_000,
 /** Sends due messages on every server: when told a message was queued, after a lost subscription, and every `pollMs`. */
 export async function startMailDelivery(options: MailDeliveryOptions): Promise<() => Promise<void>> {
   const { queue, store, transport, from, logger, metrics, now = Date.now, retryDelaysMs = DEFAULT_RETRY_DELAYS_MS, pollMs = 5000 } = options;
-  let running: Promise<void> | undefined;
-  let again = false;
   let stopped = false;
 
   async function sendDue() {
@@ -150,21 +149,10 @@ export async function startMailDelivery(options: MailDeliveryOptions): Promise<(
     }
   }
 
-  function drain(): Promise<void> {
-    if (running) {
-      again = true;
-      return running;
-    }
-    running = (async () => {
-      do {
-        again = false;
-        await sendDue().catch((err) => logger.warn({ reason: err instanceof Error ? err.message : String(err) }, 'mail queue not read: will try again'));
-      } while (again && !stopped);
-    })().finally(() => {
-      running = undefined;
-    });
-    return running;
-  }
+  const { drain, settled } = singleDrain(
+    () => sendDue().catch((err) => logger.warn({ reason: err instanceof Error ? err.message : String(err) }, 'mail queue not read: will try again')),
+    () => stopped,
+  );
 
   const unsubscribe = await store.subscribe(MAIL_CHANNEL, () => void drain(), () => void drain());
   const timer = setInterval(() => void drain(), pollMs).unref();
@@ -173,7 +161,7 @@ export async function startMailDelivery(options: MailDeliveryOptions): Promise<(
     stopped = true;
     clearInterval(timer);
     await unsubscribe();
-    await running;
+    await settled();
     transport.close();
   };
 }

@@ -8,6 +8,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { LOGOUT_CHANNEL, takeLogout, type LogoutNotice } from '../storage/logout-queue.ts';
 import type { Store } from '../storage/store.ts';
 import { backchannelTargetProblem, guardedLookup, RefusedTarget, type BackchannelTargetRules } from './backchannel-targets.ts';
+import { singleDrain } from '../storage/single-drain.ts';
 
 /** A refusal of our `lookup` reaches the request's error as is, or inside the AggregateError of trying each address. */
 function refusedByLookup(err: unknown): boolean {
@@ -57,8 +58,6 @@ export async function startLogoutDelivery(options: LogoutDeliveryOptions): Promi
   const { provider, store, logger, metrics, timeoutMs = 5000, retryDelaysMs = [1000, 4000], pollMs = 5000, targets } = options;
   const lookup = guardedLookup(targets, options.resolve);
   let stopped = false;
-  let draining: Promise<void> | undefined;
-  let again = false;
 
   /** Signed the way oidc-provider's own Client#backchannelLogout does, for our queued notice. */
   async function logoutToken(client: LogoutClient, notice: LogoutNotice): Promise<string> {
@@ -121,23 +120,11 @@ export async function startLogoutDelivery(options: LogoutDeliveryOptions): Promi
   }
 
   /** Takes every queued notice and starts its delivery; one drain at a time per process. */
-  function drain(): Promise<void> {
-    if (draining) {
-      again = true;
-      return draining;
+  const { drain, settled } = singleDrain(async () => {
+    for (let notice = await take(); notice && !stopped; notice = await take()) {
+      void deliver(notice).catch((err: unknown) => logger.error({ err, clientId: notice.clientId }, 'back-channel logout delivery failed unexpectedly'));
     }
-    draining = (async () => {
-      do {
-        again = false;
-        for (let notice = await take(); notice && !stopped; notice = await take()) {
-          void deliver(notice).catch((err: unknown) => logger.error({ err, clientId: notice.clientId }, 'back-channel logout delivery failed unexpectedly'));
-        }
-      } while (again && !stopped);
-    })().finally(() => {
-      draining = undefined;
-    });
-    return draining;
-  }
+  }, () => stopped);
 
   // Storage down: the notices wait in the queue for the next drain.
   const take = () => takeLogout(store).catch(() => undefined);
@@ -149,6 +136,6 @@ export async function startLogoutDelivery(options: LogoutDeliveryOptions): Promi
     stopped = true;
     clearInterval(timer);
     await unsubscribe();
-    await draining;
+    await settled();
   };
 }
