@@ -104,6 +104,12 @@ test('latchkey --server URL --token TOKEN administers a server on its embedded s
   const listed = await runCli(['--server', embedded.issuer, '--token', token, 'client', 'list', '--json'], { env: {} });
   assert.equal(listed.code, 0, listed.stderr);
   assert.ok(JSON.parse(listed.stdout).clients.some((c: { client_id: string }) => c.client_id === client_id));
+  // A token is base64url: one in 64 begins with "-", and it is still a value, given apart or after "=".
+  for (const argv of [['--token', `-${token}`], [`--token=-${token}`]]) {
+    const dashed = await runCli(['--server', embedded.issuer, ...argv, 'client', 'list'], { env: {} });
+    assert.equal(dashed.code, 1, dashed.stderr);
+    assert.doesNotMatch(dashed.stderr, /needs a value/);
+  }
   // A refusal comes back typed and is worded with flags again.
   const refused = await runCli(['client', 'update', client_id, '--refresh-grace', '5'], { env });
   assert.equal(refused.code, 2);

@@ -91,6 +91,12 @@ async function connect(config: RedisConfig): Promise<RedisStore> {
   return store;
 }
 
+/** "--flag=value" as ["--flag", "value"]; "--flag" as ["--flag", undefined]. */
+function splitInline(arg: string): [string, string | undefined] {
+  const at = arg.indexOf('=');
+  return arg.startsWith('--') && at > 0 ? [arg.slice(0, at), arg.slice(at + 1)] : [arg, undefined];
+}
+
 /** Parses argv and runs one command; returns the exit code. */
 async function runCommand(argv: string[], io: CliIo): Promise<number> {
   const { env } = io;
@@ -105,12 +111,13 @@ async function runCommand(argv: string[], io: CliIo): Promise<number> {
   let server = env.LATCHKEY_SERVER || undefined;
   let token = env.LATCHKEY_TOKEN || undefined;
   while (args[0]?.startsWith('-')) {
-    const flag = args.shift();
+    const [flag, inline] = splitInline(args.shift() as string);
     if (flag === '--json') json = true;
     else if (flag === '--help' || flag === '-h') wantsHelp = true;
     else if (flag === '--server' || flag === '--token') {
-      const value = args.shift();
-      if (!value || value.startsWith('-')) throw new CliError(`${flag} needs a value; ${HINT}`);
+      // An access token is base64url and may itself begin with "-": a token's value is taken as given.
+      const value = inline ?? args.shift();
+      if (!value || (flag === '--server' && value.startsWith('-'))) throw new CliError(`${flag} needs a value; ${HINT}`);
       if (flag === '--server') server = value;
       else token = value;
     } else throw new CliError(`unknown option ${flag}; ${HINT}`);
