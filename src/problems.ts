@@ -32,6 +32,7 @@ export const REFUSALS = {
   grant_unknown: { message: 'unknown grant "{grant}" (known: {known})' },
   native_needs_code: { message: '{@} needs the authorization_code grant' },
   public_client_credentials: { message: 'a public client cannot use client_credentials' },
+  native_is_public: { message: 'a native app is public (RFC 8252): it has no secret, so {@} stays none' },
   refresh_needs_interactive: { message: 'refresh_token needs authorization_code or {device_grant}' },
   redirect_uri_missing: { message: 'authorization_code needs at least one {@}' },
   needs_code_grant: { message: '{@} needs the authorization_code grant' },

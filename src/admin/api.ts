@@ -142,7 +142,7 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
     }),
     route({ method: 'get', path: '/clients/:clientId', summary: 'Show a client', write: false, run: ({ params }) => ops.client(params.clientId!) }),
     route({
-      method: 'patch', path: '/clients/:clientId', summary: 'Change a client\'s name, redirect URIs, scope (a list given replaces the list), MFA, PAR, PKCE, refresh grace or back-channel logout URI (null removes it); idempotent', write: true, body: clientUpdate,
+      method: 'patch', path: '/clients/:clientId', summary: 'Change a client\'s name, redirect URIs, scope (a list given replaces the list), first party, authentication method (none drops its secret; a secret method on a public client issues one, in this answer only), MFA, PAR, PKCE, refresh grace or back-channel logout URI (null removes it); idempotent', write: true, body: clientUpdate,
       run: ({ params, body, actor }) => ops.updateClient(actor, params.clientId!, clientChangesOfBody(body)),
     }),
     route({

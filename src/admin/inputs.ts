@@ -80,6 +80,9 @@ export const clientUpdate = z.preprocess(
       redirect_uris: uriList.optional(),
       post_logout_redirect_uris: uriList.optional(),
       scope: scope.optional(),
+      first_party: z.boolean().optional(),
+      // none makes it public (its secret is dropped); a secret method on a public client issues a secret, answered once.
+      token_endpoint_auth_method: authMethod.optional(),
       require_mfa: z.boolean().optional(),
       require_pushed_authorization_requests: z.boolean().optional(),
       pkce: pkce.optional(),
@@ -162,9 +165,11 @@ export function clientInputOfBody(body: ClientCreateBody): ClientInput {
 }
 
 export function clientChangesOfBody(body: ClientUpdateBody): ClientChanges {
+  const method = body.token_endpoint_auth_method;
   return {
-    name: body.client_name, redirectUris: body.redirect_uris, postLogoutRedirectUris: body.post_logout_redirect_uris, scope: body.scope, requireMfa: body.require_mfa,
+    name: body.client_name, redirectUris: body.redirect_uris, postLogoutRedirectUris: body.post_logout_redirect_uris, scope: body.scope, firstParty: body.first_party, requireMfa: body.require_mfa,
     requirePar: body.require_pushed_authorization_requests, pkce: body.pkce, refreshGrace: body.refresh_grace_seconds, backchannelLogoutUri: body.backchannel_logout_uri,
+    ...(method === undefined ? {} : method === 'none' ? { public: true } : { public: false, secretIn: method === 'client_secret_post' ? 'body' : 'header' }),
   };
 }
 

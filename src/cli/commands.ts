@@ -155,13 +155,16 @@ const TABLE: Record<string, Command> = {
   },
   'client update': {
     usage:
-      'CLIENT_ID [--name NAME] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... [--scope "SCOPES"] [--[no-]require-mfa] [--[no-]require-par] [--pkce required|optional] [--refresh-grace SECONDS] [--backchannel-logout-uri URI | --no-backchannel-logout]',
+      'CLIENT_ID [--name NAME] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... [--scope "SCOPES"] [--[no-]first-party] [--public (drops its secret) | --secret-in header|body (a public client gets a secret, shown once)] [--[no-]require-mfa] [--[no-]require-par] [--pkce required|optional] [--refresh-grace SECONDS] [--backchannel-logout-uri URI | --no-backchannel-logout]',
     args: ['CLIENT_ID'],
     options: {
       name: { type: 'string' },
       'redirect-uri': { type: 'string', multiple: true },
       'post-logout-redirect-uri': { type: 'string', multiple: true },
       scope: { type: 'string' },
+      'first-party': { type: 'boolean' },
+      public: { type: 'boolean' },
+      'secret-in': { type: 'string' },
       'require-mfa': { type: 'boolean' },
       'require-par': { type: 'boolean' },
       pkce: { type: 'string' },
@@ -177,6 +180,9 @@ const TABLE: Record<string, Command> = {
         redirect_uris: uris('redirect-uri'),
         post_logout_redirect_uris: uris('post-logout-redirect-uri'),
         scope: optional(values, 'scope'),
+        first_party: values['first-party'] as boolean | undefined,
+        // `--no-public` alone: confidential, with the secret in the Basic header.
+        token_endpoint_auth_method: values.public === false && values['secret-in'] === undefined ? 'client_secret_basic' : authMethodOption(values),
         require_mfa: values['require-mfa'] as boolean | undefined,
         require_pushed_authorization_requests: values['require-par'] as boolean | undefined,
         pkce: optional(values, 'pkce'),
@@ -184,10 +190,11 @@ const TABLE: Record<string, Command> = {
         backchannel_logout_uri: backchannelLogoutOption(values),
       };
       if (Object.values(body).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('client update')}`);
-      const { client: view, changed } = await ctx.ops.updateClient(ctx.actor, id!, clientChangesOfBody(parseInput(clientUpdate, body)));
-      const json = { ...view, changed };
+      const { client: view, changed, client_secret: secret } = await ctx.ops.updateClient(ctx.actor, id!, clientChangesOfBody(parseInput(clientUpdate, body)));
+      const json = { ...view, changed, ...(secret ? { client_secret: secret } : {}) };
       if (!changed.length) return { json, text: `Client ${id} already had these settings: nothing changed.` };
-      return { json, text: `${fields(view)}\nUpdated ${changed.join(', ')}; running servers use the new settings within a second.` };
+      const issued = secret ? `\n${fields({ client_secret: secret })}\n${SHOWN_ONCE}` : '';
+      return { json, text: `${fields(view)}\nUpdated ${changed.join(', ')}; running servers use the new settings within a second.${issued}` };
     },
   },
   'client list': {

@@ -74,7 +74,10 @@ export class RemoteOperations implements CommandOperations {
     return this.#call<Answer<'createClient'>>('POST', '/clients', clientBody(input));
   }
   updateClient(_actor: unknown, id: string, changes: ClientChanges) {
-    return this.#call<Answer<'updateClient'>>('PATCH', `/clients/${path(id)}`, clientBody(changes));
+    // An update names false too (first party off), and the authentication method only when given.
+    const body: Record<string, unknown> = { ...clientBody(changes), ...(changes.firstParty !== undefined ? { first_party: changes.firstParty } : {}) };
+    if (changes.public === undefined) delete body.token_endpoint_auth_method;
+    return this.#call<Answer<'updateClient'>>('PATCH', `/clients/${path(id)}`, body);
   }
   clientPage(page: { cursor?: string; limit: number }) {
     return this.#call<Answer<'clientPage'>>('GET', `/clients?${new URLSearchParams({ limit: String(page.limit), ...(page.cursor ? { cursor: page.cursor } : {}) })}`);

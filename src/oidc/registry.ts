@@ -62,8 +62,14 @@ export interface ClientInput {
   backchannelLogoutUri?: string;
 }
 
-/** What `client update` may change; the id, secret, kind (public, native) and grants stay. `backchannelLogoutUri: null` removes it. */
-export type ClientChanges = Partial<Pick<ClientInput, 'name' | 'redirectUris' | 'postLogoutRedirectUris' | 'scope' | 'requireMfa' | 'requirePar' | 'pkce' | 'refreshGrace'>> & { backchannelLogoutUri?: string | null };
+/**
+ * What `client update` may change; the id, grants and whether it is native stay. `backchannelLogoutUri: null` removes it.
+ * `public` and `secretIn` are its token endpoint authentication method: made public, it loses its secret;
+ * made confidential, it gets a new one (answered once).
+ */
+export type ClientChanges = Partial<Pick<ClientInput, 'name' | 'redirectUris' | 'postLogoutRedirectUris' | 'scope' | 'firstParty' | 'requireMfa' | 'requirePar' | 'pkce' | 'refreshGrace' | 'public' | 'secretIn'>> & {
+  backchannelLogoutUri?: string | null;
+};
 
 /** A stored client's settings, as `createClient` took them. */
 export function clientInputOf(c: ClientMetadata): ClientInput {
@@ -287,27 +293,41 @@ export class Registry {
 
   /**
    * Changes an existing client's settings (`changes` left undefined stay as they are) under the same rules
-   * as `createClient`; its id, secret, kind (public, native) and grants stay. Returns the names of the
-   * ClientInput fields whose value changed.
+   * as `createClient`; its id, grants and whether it is native stay. Returns the names of the ClientInput
+   * fields whose value changed, and `secret` when it became confidential (a new secret, never stored as is).
    */
   async updateClient(clientId: string, changes: ClientChanges, validate: (metadata: ClientMetadata) => Promise<void>, options: { ownOrigin?: string } = {}) {
     const defined = Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined)) as ClientChanges;
     let changed: (keyof ClientChanges)[] = [];
+    let secret: string | undefined;
     const metadata = await this.#changeClient(clientId, async (stored) => {
+      secret = undefined;
       const api = apiOfClient(stored);
       if (api) throw new RegistryError('client_of_api', { params: { client_id: clientId, resource: api } });
       const before = clientInputOf(stored);
       const { backchannelLogoutUri, ...rest } = defined;
       const after: ClientInput = { ...before, ...rest };
+      // A native app cannot keep a secret (RFC 8252 §8.5): it stays public.
+      if (rest.public === false && after.native) throw new RegistryError('native_is_public', { field: 'token_endpoint_auth_method' });
+      // A public client has no way to send a secret: the neutral value, as clientInputOf reads one.
+      if (after.public) after.secretIn = 'header';
       if (backchannelLogoutUri === null) delete after.backchannelLogoutUri;
       else if (backchannelLogoutUri !== undefined) after.backchannelLogoutUri = backchannelLogoutUri;
       const next = await this.#clientMetadata(clientId, after, options);
-      if (stored.client_secret) Object.assign(next, secretFieldsOf(stored, this.nowSeconds()));
+      const now = this.nowSeconds();
+      // Made public, its secrets are dropped (none is asked any more); made confidential, it gets one.
+      if (next.token_endpoint_auth_method !== 'none') {
+        if (typeof stored.client_secret === 'string') Object.assign(next, secretFieldsOf(stored, now));
+        else {
+          secret = newSecret();
+          Object.assign(next, { client_secret: secretDigest(secret), client_secret_created_at: now });
+        }
+      }
       await validate(next);
       changed = (Object.keys(defined) as (keyof ClientChanges)[]).filter((k) => JSON.stringify(before[k] ?? null) !== JSON.stringify(after[k] ?? null));
       return changed.length ? next : undefined;
     });
-    return { metadata, changed };
+    return { metadata, changed, ...(secret && changed.length ? { secret } : {}) };
   }
 
   /**
