@@ -95,6 +95,16 @@ test('client credentials with latchkey:admin: clients, APIs, users, keys and loc
   assert.equal(cleared.status, 200, JSON.stringify(cleared.body));
   assert.deepEqual(cleared.body.changed.sort(), ['backchannelLogoutUri', 'refreshGrace']);
   assert.deepEqual([cleared.body.client.refresh_grace_seconds, cleared.body.client.backchannel_logout_uri], [0, undefined]);
+  // First party and the authentication method: none drops the secret; a secret method on a public client answers a new one, once.
+  const made = await call('PATCH', `/v1/clients/${tabsId}`, { first_party: true, token_endpoint_auth_method: 'none' });
+  assert.equal(made.status, 200, JSON.stringify(made.body));
+  assert.deepEqual([made.body.changed.sort(), made.body.client.first_party, made.body.client.public, made.body.client_secret], [['firstParty', 'public'], true, true, undefined]);
+  isProblem(await call('PATCH', `/v1/clients/${tabsId}`, { token_endpoint_auth_method: 'private_key_jwt' }), 400);
+  const issued = await call('PATCH', `/v1/clients/${tabsId}`, { token_endpoint_auth_method: 'client_secret_post' });
+  assert.equal(issued.status, 200, JSON.stringify(issued.body));
+  assert.equal(typeof issued.body.client_secret, 'string');
+  assert.equal(issued.body.client.token_endpoint_auth_method, 'client_secret_post');
+  assert.ok(!JSON.stringify((await call('GET', `/v1/clients/${tabsId}`)).body).includes(issued.body.client_secret), 'shown once');
   assert.equal((await call('DELETE', `/v1/clients/${tabsId}`)).status, 200);
 
   assert.equal((await call('DELETE', `/v1/clients/${id}`)).status, 200);

@@ -212,3 +212,40 @@ test('client update sets and removes the refresh grace window and the back-chann
   assert.deepEqual([after.refresh_grace_seconds, after.backchannel_logout_uri], [0, undefined]);
   assert.deepEqual((await succeeds('client', 'update', id, '--no-backchannel-logout')).json.changed, [], 'already without one');
 });
+
+test('client update --public drops the secret, --secret-in issues a new one (shown once), --[no-]first-party; a native or machine client refuses the change', async () => {
+  const created = await succeeds('client', 'create', '--name', 'Switch', '--grants', 'authorization_code', '--scope', 'openid', '--redirect-uri', 'http://127.0.0.1:9/cb');
+  const id = created.json.client_id;
+  const machine = (await succeeds('client', 'create', '--name', 'Cron', '--grants', 'client_credentials', '--scope', 'api:read')).json.client_id;
+  const native = (await succeeds('client', 'create', '--native', '--name', 'Desk', '--grants', 'authorization_code', '--scope', 'openid', '--redirect-uri', 'http://127.0.0.1/cb')).json.client_id;
+  await refused(/a public client cannot use client_credentials/, 'client', 'update', machine, '--public');
+  await refused(/a native app is public \(RFC 8252\): it has no secret, so --secret-in stays none/, 'client', 'update', native, '--secret-in', 'header');
+  await refused(/--secret-in must be header or body/, 'client', 'update', id, '--secret-in', 'jwt');
+
+  const made = await succeeds('client', 'update', id, '--public', '--first-party');
+  assert.deepEqual(made.json.changed, ['firstParty', 'public']);
+  assert.deepEqual([made.json.token_endpoint_auth_method, made.json.first_party, made.json.client_secret, made.json.secret], ['none', true, undefined, undefined]);
+  assert.deepEqual([made.audit[0]!.tokenEndpointAuthMethod, made.audit[0]!.firstParty], ['none', true]);
+  const stored = JSON.parse((await server.store.get(clientKey(id)))!);
+  assert.equal(stored.client_secret, undefined, 'the secret is gone from storage');
+  const asPublic = await endpoints(server.issuer).token({ clientId: id, secret: created.json.client_secret }, { grant_type: 'authorization_code', code: 'x', redirect_uri: 'http://127.0.0.1:9/cb' });
+  assert.equal(asPublic.status, 401, 'the old secret is not accepted');
+
+  const back = await succeeds('client', 'update', id, '--secret-in', 'body', '--no-first-party');
+  assert.deepEqual(back.json.changed, ['firstParty', 'public', 'secretIn']);
+  const secret = back.json.client_secret as string;
+  assert.ok(secret.length >= 32 && secret !== created.json.client_secret, 'a new secret');
+  assert.equal(back.audit[0]!.secretIssued, true);
+  assert.ok(!back.stderr.includes(secret), 'not in the audit line');
+  const now = JSON.parse((await server.store.get(clientKey(id)))!);
+  assert.equal(now.token_endpoint_auth_method, 'client_secret_post');
+  assert.ok(secretMatches(now.client_secret, secret));
+  // Already confidential: a method change keeps the secret it has.
+  const basic = await succeeds('client', 'update', id, '--secret-in', 'header');
+  assert.deepEqual([basic.json.changed, basic.json.client_secret], [['secretIn'], undefined]);
+  assert.ok(secretMatches(JSON.parse((await server.store.get(clientKey(id)))!).client_secret, secret));
+  const text = await runCli(['client', 'update', id, '--public'], { env: { REDIS_URL: redis.url } });
+  assert.match(text.stdout, /Updated public/);
+  const again = await runCli(['client', 'update', id, '--no-public'], { env: { REDIS_URL: redis.url } });
+  assert.match(again.stdout, /client_secret\s+\S{32,}\nThe client secret is shown only now/);
+});

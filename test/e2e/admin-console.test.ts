@@ -89,6 +89,7 @@ describe('admin console in a browser', () => {
     await submit(page, page.getByRole('navigation', { name: 'Console' }).getByRole('link', { name: 'Applications' }));
     assert.match(await page.locator('.empty').innerText(), /No applications yet — create one/);
     await submit(page, page.getByRole('link', { name: 'New application' }));
+    await submit(page, page.getByRole('link', { name: /^Web app/ }));
     await page.getByLabel('Name').fill('Shop');
     await page.getByLabel('Redirect URIs').fill('not a url');
     await page.getByLabel('Scopes').fill('openid email');
@@ -548,14 +549,18 @@ describe('admin console in a browser', () => {
 
   test('a refused form shows every error at once, each next to its field, in the console\'s words (not CLI flags)', async () => {
     const { page } = admin;
-    await page.goto(`${server.issuer}/admin/apps/new`);
+    await page.goto(`${server.issuer}/admin/apps/new/web`);
     const csrf = await page.locator('input[name=_csrf]').first().inputValue();
     const post = (form: Record<string, string>) => page.request.post(`${server.issuer}/admin/apps`, { form: { _csrf: csrf, ...form }, maxRedirects: 0 });
-    // Name, kind and scope wrong together: three messages in one answer.
-    const all = await post({ name: '', kind: 'satellite', redirect_uris: 'https://ok.example/cb', scope: '' });
+    // Name, redirect URIs and scope wrong together: three messages in one answer.
+    const all = await post({ name: '', kind: 'web', redirect_uris: 'not a url', scope: '' });
     assert.equal(all.status(), 400);
     const html = await all.text();
-    for (const id of ['app-name-error', 'kind-error', 'app-scope-error']) assert.match(html, new RegExp(`id="${id}"`), id);
+    for (const id of ['app-name-error', 'app-redirect-uris-error', 'app-scope-error']) assert.match(html, new RegExp(`id="${id}"`), id);
+    // An unknown kind: back to the kinds, saying so.
+    const unknown = await post({ name: 'X', kind: 'satellite', scope: 'openid' });
+    assert.equal(unknown.status(), 400);
+    assert.match(await unknown.text(), /id="kind-error"/);
     // The registry's refusal of an http redirect, as the CLI and the API refuse it (test/admin-door.test.ts), next to the redirect URIs.
     await page.setContent(await (await post({ name: 'Door', kind: 'web', redirect_uris: 'http://door.example/cb', scope: 'openid' })).text());
     const error = await page.locator('#app-redirect-uris-error').innerText();
@@ -622,7 +627,7 @@ describe('admin console in a browser', () => {
 
   test('bad input to every console form: a clear 4xx, never a 5xx', async () => {
     const { page } = admin;
-    await page.goto(`${server.issuer}/admin/apps/new`);
+    await page.goto(`${server.issuer}/admin/apps/new/web`);
     const csrf = await page.locator('input[name=_csrf]').first().inputValue();
     const client = (await server.app.ops.clientPage({ limit: 100 })).clients.find((c) => c.client_name === 'Shop')!;
     const posts = [
@@ -637,6 +642,8 @@ describe('admin console in a browser', () => {
       { _csrf: csrf },
       { _csrf: csrf, name: '', kind: 'spaceship', redirect_uris: 'x'.repeat(3000), scope: '', uri: 'relative', ttl: '-1', token_format: 'xml', password: '', confirm: 'no' },
       { _csrf: csrf, name: 'X', kind: 'web', redirect_uris: 'javascript:alert(1)', scope: 'openid nothing:here', uri: 'https://a.example#frag', ttl: '99999999999', token_format: 'jwt', password: 'x' },
+      { _csrf: csrf, name: 'X', kind: 'machine', scopes: 'nothing:here', token_endpoint_auth_method: 'private_key_jwt', first_party: 'on', secret: 'maybe', kind_: '__proto__' },
+      { _csrf: csrf, name: 'X', kind: '__proto__', scope: 'openid', token_endpoint_auth_method: 'none', pkce: 'optional' },
     ];
     const statuses = new Map<string, number[]>();
     for (const path of posts) {
@@ -657,7 +664,7 @@ describe('admin console in a browser', () => {
       const res = await page.request.post(`${server.issuer}${path}`, { form: { _csrf: csrf, confirm: 'yes' }, maxRedirects: 0 });
       assert.equal(res.status(), 404, path);
     }
-    for (const path of ['/admin/apps?cursor=%00%01', '/admin/users?cursor=../../x', '/admin/activity?cursor=abc', '/admin/activity?event=nope', '/admin/activity?to=soon', '/admin/activity.jsonl?person=nobody@example.com', '/admin/apps/nope', '/admin/users/nope', '/admin/apis/nope', '/admin/apis/%E0%A4%A', '/admin/users/%E0%A4%A', `/admin/apps/${'a'.repeat(3000)}`]) {
+    for (const path of ['/admin/apps?cursor=%00%01', '/admin/users?cursor=../../x', '/admin/activity?cursor=abc', '/admin/activity?event=nope', '/admin/activity?to=soon', '/admin/activity.jsonl?person=nobody@example.com', '/admin/apps/nope', '/admin/apps/new/satellite', '/admin/apps/new/__proto__', '/admin/apps/new/%E0%A4%A', '/admin/users/nope', '/admin/apis/nope', '/admin/apis/%E0%A4%A', '/admin/users/%E0%A4%A', `/admin/apps/${'a'.repeat(3000)}`]) {
       const res = await page.request.get(`${server.issuer}${path}`, { maxRedirects: 0 });
       assert.ok(res.status() >= 400 && res.status() < 500, `${path}: ${res.status()}`);
     }
