@@ -190,6 +190,23 @@ describe('sign-up (SIGNUP=open)', () => {
     assert.ok(signedIn.leftTo?.searchParams.get('code'));
   });
 
+  it("a passkey made on one link's page is refused on another's; that link still works", async () => {
+    const [a, b] = [address(), address()];
+    await askToSignUp(a);
+    await askToSignUp(b);
+    const [linkA, linkB] = [await signUpLink(a), await signUpLink(b)];
+    const pageA = (await get(new CookieJar(), linkA)).page!;
+    const options = JSON.parse(unescapeHtml(pageA.html.match(/data-passkey="register"[^>]*data-options="([^"]*)"/)![1]!));
+    const response = JSON.stringify(new SoftAuthenticator({ origin: server.issuer }).create(options));
+    const jar = new CookieJar();
+    const pageB = (await get(jar, linkB)).page!;
+    const refused = (await post(jar, pageB, '/signup/finish', { token: hiddenField(pageB.html, 'token')!, response })).page!;
+    assert.equal(refused.status, 400);
+    assert.match(refused.html, /The passkey was not created/);
+    assert.equal(await server.app.accounts.findByEmail(b), undefined);
+    assert.equal((await finish(linkB)).status, 200, 'the link was not used up');
+  });
+
   it('bad input: a malformed address is a field error (400), a cross-site post is refused, nothing is a 5xx', async () => {
     const bad = await askToSignUp('not-an-address');
     assert.equal(bad.status, 400);
