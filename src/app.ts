@@ -52,6 +52,8 @@ import { emailAddressRoutes } from './interactions/email-address.ts';
 import { passwordResetRoutes } from './interactions/password-reset.ts';
 import { invitationRoutes } from './interactions/invitation.ts';
 import { Invitations } from './accounts/invitations.ts';
+import { SignUp } from './accounts/sign-up.ts';
+import { signUpRoutes } from './interactions/sign-up.ts';
 
 export interface AppDeps {
   config: Config;
@@ -184,8 +186,11 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   if (outboxPage) logger.info(`no SMTP_URL: mail is kept in this process and listed at ${config.ISSUER}/dev/outbox`);
   const invitations = new Invitations({ store, accounts, links: emailLinks, queue: mailQueue, issuer: config.ISSUER, ttlSeconds: config.INVITATION_TTL_SECONDS, ...(clock ? { now: clock } : {}) });
   const linkDeps = { accounts, store, views, csrf, email, logger, issuer: config.ISSUER, perIpPerHour: config.EMAIL_LINKS_PER_IP_PER_HOUR };
+  // Pages whose link makes an account: a password or a passkey made there.
+  const newAccountDeps = { passkeys, passkeyMode: config.PASSKEYS, secondFactor, mfaRequired: config.MFA_POLICY === 'required' };
+  const signUp = new SignUp({ accounts, links: emailLinks, queue: mailQueue, email, logger, issuer: config.ISSUER, mode: config.SIGNUP, domains: config.SIGNUP_ALLOWED_DOMAINS ?? [], ttlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS });
 
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email };
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, signUpOffered: signUp.offered };
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   // The overview's last hour: this process's counters, read once a minute.
   const minuteSeries = minuteSeriesOf(metrics);
@@ -227,7 +232,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', middleware: accountRoutes({ ...signIn, registry, clientId: accountPageClientId }).routes() },
     { name: 'passwordResetRoutes', does: '/password/forgot, /password/reset: same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); CSRF bound to the link', middleware: passwordResetRoutes(linkDeps).routes() },
     { name: 'emailAddressRoutes', does: '/email/verify, /email/change, /email/report: same origin, CSRF bound to the link; a link is used up by the post only', middleware: emailAddressRoutes(linkDeps).routes() },
-    { name: 'invitationRoutes', does: '/invitation: same origin, CSRF bound to the link; the post uses the link up and creates the account', middleware: invitationRoutes({ ...linkDeps, invitations, mfaRequired: config.MFA_POLICY === 'required' }).routes() },
+    { name: 'invitationRoutes', does: '/invitation: same origin, CSRF bound to the link; the post uses the link up and creates the account (a password or a passkey)', middleware: invitationRoutes({ ...linkDeps, ...newAccountDeps, invitations }).routes() },
+    { name: 'signUpRoutes', does: '/signup, /signup/finish (SIGNUP=domains|open only): same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); the finish form bound to its link (CSRF)', middleware: signUp.offered ? signUpRoutes({ ...linkDeps, ...newAccountDeps, signUp, ttlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS }).routes() : undefined },
     { name: 'sameOriginLogout', does: "oidc-provider's sign-out confirmation refused from another site", oidcRoutes: only('end_session_confirm'), middleware: sameOriginLogout(provider, views, config.ISSUER) },
     { name: 'formPostAsGet', does: 'POST /auth and /session/end: 303 to the GET of the same parameters', oidcRoutes: only('authorization', 'end_session'), middleware: formPostAsGet(provider) },
     { name: 'adminApiRoutes', does: '/admin/api/v1: per IP (ADMIN_API_IP_PER_MINUTE), then bearer token, then per token (ADMIN_API_TOKEN_PER_MINUTE); DPoP; MFA sign-in', middleware: adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER, limits: { perIpPerMinute: config.ADMIN_API_IP_PER_MINUTE, perTokenPerMinute: config.ADMIN_API_TOKEN_PER_MINUTE } }).routes() },

@@ -57,6 +57,8 @@ export const configDocs: Record<string, string> = {
   INVITATION_TTL_SECONDS: 'How long an invitation and its link work (the link works once; a re-sent invitation gets a new link and the old one dies).',
   EMAIL_LINKS_PER_ADDRESS_PER_HOUR: 'Emailed links (password reset, verification) one address may be sent per hour; past it the request is answered as always and nothing is sent.',
   EMAIL_LINKS_PER_IP_PER_HOUR: 'Requests for emailed links per hour from one client address; past it `429` with `Retry-After`.',
+  SIGNUP: 'Who may create an account. `off`: nobody but the operator (console, admin API, CLI); `invite-only`: the same, said plainly — only invitations create accounts, no sign-up page; `domains`: anyone with an address at one of `SIGNUP_ALLOWED_DOMAINS`; `open`: anyone with an address. The last two offer "Create an account" on the sign-in page and `/signup`, and need `EMAIL=on`: the account is made only when the person opens the link mailed to the address. Sign-up links count against `EMAIL_LINKS_PER_*` and last `EMAIL_VERIFICATION_TTL_SECONDS`.',
+  SIGNUP_ALLOWED_DOMAINS: 'With `SIGNUP=domains`: comma-separated domains whose addresses may sign up (`example.com,example.org`; exact matches, not subdomains). Other addresses are refused on the form.',
   INTROSPECTION_INACTIVE_PER_MINUTE: 'How many introspections answering `active: false` one API credential may make per minute; past it such answers become `429` with `Retry-After` until the minute is over. Answers `active: true` are never counted nor refused.',
 };
 
@@ -151,6 +153,12 @@ const schema = z
     INVITATION_TTL_SECONDS: z.coerce.number().int().min(60).max(30 * 24 * 60 * 60).default(7 * 24 * 60 * 60),
     EMAIL_LINKS_PER_ADDRESS_PER_HOUR: z.coerce.number().int().min(1).max(1000).default(5),
     EMAIL_LINKS_PER_IP_PER_HOUR: z.coerce.number().int().min(1).max(1_000_000).default(30),
+    SIGNUP: z.enum(['off', 'invite-only', 'domains', 'open']).default('off'),
+    SIGNUP_ALLOWED_DOMAINS: z
+      .string()
+      .transform((list) => list.split(',').map((d) => d.trim().toLowerCase()).filter(Boolean))
+      .pipe(z.array(z.string().regex(/^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/, 'must be domain names, e.g. example.com,example.org')))
+      .optional(),
   })
   .transform((env) => ({
     ...env,
@@ -190,6 +198,16 @@ const schema = z
     if (!env.ADMIN_BOOTSTRAP_EMAIL !== !env.ADMIN_BOOTSTRAP_PASSWORD_FILE) {
       const missing = env.ADMIN_BOOTSTRAP_EMAIL ? 'ADMIN_BOOTSTRAP_PASSWORD_FILE' : 'ADMIN_BOOTSTRAP_EMAIL';
       ctx.addIssue({ code: 'custom', path: [missing], message: 'is required with the other ADMIN_BOOTSTRAP_ setting (the first admin needs an email and a password file)' });
+    }
+    if (env.SIGNUP === 'domains' && !env.SIGNUP_ALLOWED_DOMAINS?.length) {
+      ctx.addIssue({ code: 'custom', path: ['SIGNUP_ALLOWED_DOMAINS'], message: 'is required with SIGNUP=domains (the domains whose addresses may sign up, e.g. example.com)' });
+    }
+    if (env.SIGNUP_ALLOWED_DOMAINS && env.SIGNUP !== 'domains') {
+      ctx.addIssue({ code: 'custom', path: ['SIGNUP_ALLOWED_DOMAINS'], message: 'is used only with SIGNUP=domains' });
+    }
+    // A sign-up is proved by a mailed link: without email nobody could finish one.
+    if ((env.SIGNUP === 'domains' || env.SIGNUP === 'open') && env.EMAIL !== 'on') {
+      ctx.addIssue({ code: 'custom', path: ['SIGNUP'], message: `=${env.SIGNUP} needs EMAIL=on (and SMTP_URL in production): a new account is made only from the link mailed to its address; set SIGNUP=off or invite-only to run without email` });
     }
     // WebAuthn binds a passkey to the RP id: it must be the issuer's host or a registrable suffix of it.
     const issuerHost = new URL(env.ISSUER).hostname;

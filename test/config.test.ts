@@ -38,6 +38,7 @@ describe('loadConfig', () => {
       ADMIN_API_IP_PER_MINUTE: 60,
       ADMIN_API_TOKEN_PER_MINUTE: 1200,
       SETUP_LINK_TTL_SECONDS: 3600,
+      SIGNUP: 'off',
       EMAIL: 'on',
       MAIL_FROM: 'Latchkey <no-reply@localhost>',
       PASSWORD_RESET_TTL_SECONDS: 1800,

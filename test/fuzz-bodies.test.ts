@@ -13,7 +13,8 @@ import { useWorld, type World } from './helpers/world.ts';
  */
 let server: TestServer;
 let world: World;
-useWorld({}, (setup) => ({ server, world } = setup));
+// SIGNUP=open: its pages are routes too.
+useWorld({ env: { SIGNUP: 'open' } }, (setup) => ({ server, world } = setup));
 
 /** oidc-provider's route names (lib/helpers/initialize_app.js); `pathFor` drops those of disabled features. */
 const PROVIDER_ROUTES = [

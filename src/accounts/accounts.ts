@@ -106,17 +106,24 @@ export class Accounts {
     return id ? this.find(id) : undefined;
   }
 
-  /** `emailVerified`: a new address is unverified until the person follows a link sent to it, unless the caller has that proof. */
-  async create(input: { email: string; name?: string; password: string; admin?: boolean; emailVerified?: boolean }): Promise<Account> {
+  /**
+   * `emailVerified`: a new address is unverified until the person follows a link sent to it, unless the caller has that proof.
+   * Either a password or a passkey (passkey-only accounts: `passwordHash` is empty and no password matches it);
+   * `id`: chosen ahead (the user handle a passkey was made for), never an existing account's.
+   */
+  async create(input: { email: string; name?: string; admin?: boolean; emailVerified?: boolean; id?: string } & ({ password: string } | { passkey: StoredPasskey })): Promise<Account> {
     const email = normalizeEmail(input.email);
     if (!isEmailAddress(email)) throw new AccountError('email_invalid', { field: 'email', params: { email: JSON.stringify(input.email) } });
-    await this.checkPassword(input.password, email);
+    if ('password' in input) await this.checkPassword(input.password, email);
+    const id = input.id && /^[0-9a-f-]{36}$/.test(input.id) ? input.id : randomUUID();
+    if (input.id && (await this.#store.get(keys.account(id)))) throw new AccountError('account_exists', { field: 'email', params: { email } });
     const account: Account = {
-      id: randomUUID(),
+      id,
       email,
       emailVerified: input.emailVerified ?? false,
       ...(input.name ? { name: input.name } : {}),
-      passwordHash: await hashPassword(input.password),
+      passwordHash: 'password' in input ? await hashPassword(input.password) : '',
+      ...('passkey' in input ? { passkeys: [input.passkey] } : {}),
       disabled: false,
       createdAt: Date.now(),
       ...(input.admin ? { admin: true } : {}),

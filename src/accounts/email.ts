@@ -46,6 +46,10 @@ export class Email {
   }
 
   /** Whether this address may be sent one more link this hour (counted per digest of the address). */
+  addressAllows(email: string): Promise<boolean> {
+    return this.#addressAllows(email);
+  }
+
   async #addressAllows(email: string): Promise<boolean> {
     try {
       await this.#perAddress.consume(digest(`email:${email}`));

@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { normalizeEmail, isEmailAddress, AccountError, type Account, type Accounts } from './accounts.ts';
+import type { Credential } from './sign-up.ts';
 import type { EmailLinks } from './email-links.ts';
 import { invitationMail } from '../mail/messages.ts';
 import type { MailQueue } from '../mail/queue.ts';
@@ -83,30 +85,33 @@ export class Invitations {
     return invitation && invitation.expiresAt > this.#now() ? invitation : undefined;
   }
 
-  /** The invitation a link opens, if the link is live and still the invitation's; uses nothing up. */
-  async opened(token: unknown): Promise<Invitation | undefined> {
+  /**
+   * The invitation a link opens, if the link is live and still the invitation's; uses nothing up.
+   * `accountId`: the id the account will have (a passkey made on the page is bound to it); absent on links sent before it was chosen ahead.
+   */
+  async opened(token: unknown): Promise<(Invitation & { accountId?: string }) | undefined> {
     const link = await this.#d.links.peek('invitation', token);
     if (!link) return undefined;
     const invitation = await this.find(link.email);
-    return invitation && invitation.linkRef === digest(token as string) ? invitation : undefined;
+    return invitation && invitation.linkRef === digest(token as string) ? { ...invitation, ...(link.accountId ? { accountId: link.accountId } : {}) } : undefined;
   }
 
   /**
-   * Creates the invited account with this password, its address verified (the link was read from it).
-   * Undefined when the link is gone, used, revoked or replaced, or the address got an account meanwhile.
-   * The password is checked first (AccountError), so a refused one leaves the link usable.
+   * Creates the invited account with this password or passkey, its address verified (the link was read
+   * from it). Undefined when the link is gone, used, revoked or replaced, or the address got an account
+   * meanwhile. A password is checked first (AccountError), so a refused one leaves the link usable.
    */
-  async accept(token: unknown, password: string): Promise<Account | undefined> {
+  async accept(token: unknown, chosen: Credential): Promise<Account | undefined> {
     const invitation = await this.opened(token);
     if (!invitation) return undefined;
-    await this.#d.accounts.checkPassword(password, invitation.email);
+    if ('password' in chosen) await this.#d.accounts.checkPassword(chosen.password, invitation.email);
     if (!(await this.#d.links.consume('invitation', token))) return undefined;
     // Revoked or re-sent between the check and the use: the record no longer names this link.
     const current = await this.find(invitation.email);
     if (!current || current.linkRef !== invitation.linkRef) return undefined;
     await this.#forget(invitation.email);
     try {
-      return await this.#d.accounts.create({ email: invitation.email, password, emailVerified: true, ...(invitation.name ? { name: invitation.name } : {}), ...(invitation.admin ? { admin: true } : {}) });
+      return await this.#d.accounts.create({ ...(invitation.accountId ? { id: invitation.accountId } : {}), email: invitation.email, ...chosen, emailVerified: true, ...(invitation.name ? { name: invitation.name } : {}), ...(invitation.admin ? { admin: true } : {}) });
     } catch (err) {
       if (err instanceof Refusal && err.code === 'account_exists') return undefined;
       throw err;
@@ -121,7 +126,8 @@ export class Invitations {
 
   async #send(who: Pick<Invitation, 'email' | 'name' | 'admin'>, previous: Invitation | undefined): Promise<Invitation> {
     const { store, links, queue, issuer, ttlSeconds } = this.#d;
-    const { token, ref } = await links.issueWithRef('invitation', { accountId: '', email: who.email }, ttlSeconds);
+    // The account's id is chosen now: a passkey made on the invitation's page is bound to it.
+    const { token, ref } = await links.issueWithRef('invitation', { accountId: randomUUID(), email: who.email }, ttlSeconds);
     const now = this.#now();
     const invitation: Invitation = { ...who, invitedAt: now, expiresAt: now + ttlSeconds * 1000, linkRef: ref };
     await store.set(keys.invitation(who.email), JSON.stringify(invitation), { ttl: ttlSeconds });

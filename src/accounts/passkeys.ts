@@ -73,7 +73,7 @@ export function authenticatorName(aaguid: string): string | undefined {
   return AUTHENTICATOR_NAMES[aaguid];
 }
 
-export function passkeysOf(account: Account): StoredPasskey[] {
+export function passkeysOf(account: Pick<Account, 'passkeys'>): StoredPasskey[] {
   return account.passkeys ?? [];
 }
 
@@ -135,8 +135,8 @@ export class Passkeys {
     return (await this.#store.setRemove(keys.passkeyChallenges(scope), challenge)) ? challenge : undefined;
   }
 
-  /** Options to create a discoverable passkey for `account`; the challenge is kept for `scope`. */
-  async registrationOptions(account: Account, scope: string): Promise<PublicKeyCredentialCreationOptionsJSON> {
+  /** Options to create a discoverable passkey for `account` (or an account about to be made with this id); the challenge is kept for `scope`. */
+  async registrationOptions(account: Pick<Account, 'id' | 'email' | 'name' | 'passkeys'>, scope: string): Promise<PublicKeyCredentialCreationOptionsJSON> {
     const options = await generateRegistrationOptions({
       rpName: this.#rpName,
       rpID: this.#rpId,
@@ -156,6 +156,23 @@ export class Passkeys {
 
   /** Checks a new passkey's response and adds it to the account. */
   async register(accountId: string, scope: string, response: RegistrationResponseJSON, name: string): Promise<PasskeyRegistration> {
+    const checked = await this.verifyNew(scope, response, name);
+    if (!checked.ok) return checked;
+    const { passkey } = checked;
+    if (!(await this.claim(passkey.id, accountId))) return { ok: false, reason: 'exists' };
+    try {
+      await this.#accounts.update(accountId, (a) => {
+        a.passkeys = [...passkeysOf(a), passkey];
+      });
+    } catch (err) {
+      await this.release(passkey.id);
+      throw err;
+    }
+    return checked;
+  }
+
+  /** Checks a new passkey's response against the challenge issued for `scope`; stores nothing (an account made with it stores it). */
+  async verifyNew(scope: string, response: RegistrationResponseJSON, name: string): Promise<PasskeyRegistration> {
     const challenge = await this.#consume(scope, response);
     if (!challenge) return { ok: false, reason: 'challenge' };
     let info;
@@ -177,16 +194,17 @@ export class Passkeys {
       name: passkeyName(name, authenticatorName(info.aaguid) ?? 'Passkey'),
       createdAt: this.#now(),
     };
-    if (!(await this.#store.set(keys.passkeyCredential(passkey.id), accountId, { ifAbsent: true }))) return { ok: false, reason: 'exists' };
-    try {
-      await this.#accounts.update(accountId, (a) => {
-        a.passkeys = [...passkeysOf(a), passkey];
-      });
-    } catch (err) {
-      await this.#store.del(keys.passkeyCredential(passkey.id));
-      throw err;
-    }
     return { ok: true, passkey, userVerified: info.userVerified };
+  }
+
+  /** Claims a credential id for an account (set-if-absent): false when another account has it. */
+  async claim(credentialId: string, accountId: string): Promise<boolean> {
+    return this.#store.set(keys.passkeyCredential(credentialId), accountId, { ifAbsent: true });
+  }
+
+  /** Undoes a claim whose account was not written. */
+  async release(credentialId: string): Promise<void> {
+    await this.#store.del(keys.passkeyCredential(credentialId));
   }
 
   /**

@@ -133,3 +133,25 @@ export function invitationMail(to: string, url: string, ttlSeconds: number, name
     after: [`The link works once, for ${lifetime(ttlSeconds)}. If you did not expect it, ignore this message: no account is made.`],
   });
 }
+
+/** A sign-up's link: opening it makes the account (the person picks a password or a passkey there). */
+export function signUpMail(to: string, url: string, ttlSeconds: number): Mail {
+  return compose({
+    to,
+    subject: `Finish creating your ${PRODUCT} account`,
+    lines: [`Someone — we hope you — asked to create an account for ${to}. Confirm it is your address to choose how you will sign in.`],
+    action: { label: 'Create my account', url },
+    after: [`The link works once, for ${lifetime(ttlSeconds)}. If you did not ask, ignore this message: no account is made.`],
+  });
+}
+
+/** To the owner of an address someone tried to sign up with: the page said the same as for a new one, the mail says what happened. */
+export function signUpExistingMail(to: string, signInUrl: string, forgotUrl: string): Mail {
+  return compose({
+    to,
+    subject: `Someone tried to create a ${PRODUCT} account with your address`,
+    lines: [`Someone asked to create an account for ${to}, but you already have one: nothing was changed and no account was made.`, 'If it was you, sign in instead. If you forgot your password, reset it from the sign-in page.'],
+    action: { label: 'Sign in', url: signInUrl },
+    after: [`Forgot your password? ${forgotUrl}`, 'If it was not you, there is nothing to do: your account is as it was.'],
+  });
+}

@@ -68,6 +68,8 @@ export const AUDIT_EVENTS = [
   'invitation_sent',
   'invitation_accepted',
   'invitation_revoked',
+  'signup_requested',
+  'signed_up',
 ] as const;
 
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];

@@ -12,8 +12,9 @@ import { nextTotpCode } from '../helpers/totp.ts';
 /**
  * An invitation in Chromium, over real SMTP on loopback: an admin invites an address from the console's
  * users screen (a field error first), the person opens the mailed link, sets a password, signs in and —
- * MFA_POLICY=required — sets up an authenticator before reaching /account. Screenshots go to
- * docs/screenshots/ (invitation.png: the accept page).
+ * MFA_POLICY=required — sets up an authenticator before reaching /account. Another accepts with a passkey
+ * (DevTools' virtual authenticator) instead: a passkey-only account, its recovery codes shown once, then
+ * a passwordless sign-in. Screenshots go to docs/screenshots/ (invitation.png: the accept page).
  */
 const ADMIN = 'root@example.com';
 const PASSWORD = 'correct horse battery staple';
@@ -44,6 +45,47 @@ describe('an invitation in a browser', () => {
 
   const shot = (page: Page, name: string) => page.screenshot({ path: new URL(name, SCREENSHOTS).pathname, fullPage: true });
   const heading = (page: Page) => page.getByRole('heading', { level: 1 }).innerText();
+
+  test('accepted with a passkey instead of a password: recovery codes once, then the passkey alone signs in to /account', async () => {
+    await server.app.ops.inviteUser({ kind: 'cli' }, { email: 'kim@example.org', name: 'Kim' });
+    const mail = await smtp.waitFor('kim@example.org', /invited/);
+    const person = await newContext(browser);
+    // The virtual authenticator answers passkey autofill (a conditional request) at once: this test uses the button.
+    await person.addInitScript(() => {
+      if (typeof PublicKeyCredential !== 'undefined') PublicKeyCredential.isConditionalMediationAvailable = async () => false;
+    });
+    const problems = watchProblems(person);
+    const tab = await person.newPage();
+    const cdp = await person.newCDPSession(tab);
+    await cdp.send('WebAuthn.enable', { enableUI: false });
+    await cdp.send('WebAuthn.addVirtualAuthenticator', {
+      options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true },
+    });
+    await tab.goto(linkIn(mail, '/invitation').href);
+    assert.equal(await heading(tab), 'Accept your invitation');
+    const create = tab.getByRole('button', { name: 'Create a passkey instead' });
+    await create.waitFor({ state: 'visible' });
+    const { violations } = await new AxeBuilder({ page: tab }).analyze();
+    assert.deepEqual(violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => v.id), []);
+    await tab.getByLabel('Name this passkey (optional)').fill('Kim’s phone');
+    await submit(tab, create);
+    assert.equal(await heading(tab), 'Save your recovery codes');
+    assert.equal(await tab.getByRole('list', { name: 'Recovery codes' }).locator('code').count(), 10);
+    const account = (await server.app.accounts.findByEmail('kim@example.org'))!;
+    assert.equal(account.passwordHash, '', 'a passkey-only account');
+    assert.deepEqual(account.passkeys?.map((p) => p.name), ['Kim’s phone']);
+    assert.equal(account.emailVerified, true);
+
+    await tab.getByRole('link', { name: /I have saved them/ }).click();
+    await tab.waitForLoadState('load');
+    assert.equal(await currentStep(tab, ''), 'login');
+    await submit(tab, tab.getByRole('button', { name: 'Sign in with a passkey' }));
+    assert.equal(new URL(tab.url()).pathname, '/account', 'a passkey with user verification is both factors: no enrolment');
+    assert.match(await tab.locator('body').innerText(), /kim@example\.org/);
+    assert.ok(server.logs.some((l) => l.event === 'invitation_accepted' && l.accountId === account.id && l.with === 'passkey'));
+    assert.deepEqual(problems, []);
+    await person.close();
+  });
 
   test('invited from the console, accepted from the mail: password, sign-in, authenticator, /account', async () => {
     const context = await newContext(browser);
