@@ -38,7 +38,7 @@ async function api(token: string, method: string, path: string, body?: unknown) 
     headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
   });
-  return { status: res.status, type: res.headers.get('content-type') ?? '', body: (await res.json()) as any };
+  return { status: res.status, type: res.headers.get('content-type') ?? '', body: (await res.json()) };
 }
 
 const cli = (args: string[], stdin?: string) => runCli(args, { env: { REDIS_URL: redis.url, ISSUER: server.issuer }, ...(stdin !== undefined ? { stdin } : {}) });
@@ -67,7 +67,7 @@ test('API: a person made with a one-time set-password link sets their password o
 
   const done = await setPasswordThrough(server, link, PASSWORD);
   assert.equal(done.page?.status, 200);
-  assert.match(done.page!.html, /Password changed/);
+  assert.match(done.page.html, /Password changed/);
   const account = await server.app.accounts.authenticate(email, PASSWORD);
   assert.ok(account, 'the password they chose works');
   assert.equal(isEmailVerified(account), false, 'a handed-over link proves no address');
