@@ -422,7 +422,7 @@ describe('admin console in a browser', () => {
     await page.goto(`${server.issuer}/admin/users/${adminId}`);
     const both = await page.locator('dl.facts dd').nth(3).locator('li').allInnerTexts();
     assert.equal(both.length, 2);
-    assert.match(both[0]!, /^Authenticator app since \d{4}-\d{2}-\d{2}$/);
+    assert.match(both[0]!, /^Authenticator app since \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$/);
     assert.match(both[1]!, /^Passkey “Security key”, added /);
     assert.deepEqual(problems.filter(), []);
   });
