@@ -44,7 +44,7 @@ import type { RedisStore } from './storage/redis-store.ts';
 import { RETRY_AFTER_SECONDS, StorageUnavailable, type Store } from './storage/store.ts';
 import { Views } from './views.ts';
 import { EmailLinks } from './accounts/email-links.ts';
-import { Email } from './accounts/email.ts';
+import { Email, emailSettings } from './accounts/email.ts';
 import { outboxRoutes } from './mail/outbox-page.ts';
 import { MailQueue, startMailDelivery, type MailDeliveryOptions } from './mail/queue.ts';
 import { Outbox, smtpTransport, type MailTransport } from './mail/transport.ts';
@@ -177,7 +177,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const emailLinks = new EmailLinks(store, clock);
   const email = new Email({
     store, queue: mailQueue, accounts, logger, links: emailLinks,
-    settings: { on: config.EMAIL === 'on', issuer: config.ISSUER, resetTtlSeconds: config.PASSWORD_RESET_TTL_SECONDS, verifyTtlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS, perAddressPerHour: config.EMAIL_LINKS_PER_ADDRESS_PER_HOUR },
+    settings: { ...emailSettings(config), issuer: config.ISSUER },
   });
   const stopMailDelivery = config.EMAIL === 'on'
     ? await startMailDelivery({ queue: mailQueue, store, transport, from: config.MAIL_FROM, logger, metrics, ...(clock ? { now: clock } : {}), ...(mail?.retryDelaysMs ? { retryDelaysMs: mail.retryDelaysMs } : {}), ...(mail?.pollMs ? { pollMs: mail.pollMs } : {}) })
@@ -198,6 +198,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const ops = new Operations({
     store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER, lockouts, minuteSeries,
     invitations: { ttlSeconds: config.INVITATION_TTL_SECONDS, emailOn: config.EMAIL === 'on' },
+    email: emailSettings(config),
     ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
     ...(config.SIGNING_KEYS_FILE ? { signingKeysFile: config.SIGNING_KEYS_FILE } : {}),
   });

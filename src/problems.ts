@@ -88,6 +88,11 @@ export const REFUSALS = {
   session_not_found: { status: 404, message: '{email} has no session with that handle (it may have ended)' },
   invitation_not_found: { status: 404, message: 'no pending invitation for {email}' },
   invitation_needs_email: { status: 409, message: 'invitations are sent by email, and EMAIL is off on this server' },
+  password_or_link: { message: 'give either a password or ask for a one-time set-password link (the person sets their password with it), not both' },
+  own_account: { status: 409, message: 'you cannot {action} your own account: ask another admin' },
+  user_disabled_no_link: { status: 409, message: '{email} is disabled: enable the account first, a link would not work' },
+  password_reset_needs_email: { status: 409, message: 'password reset links are sent by email, and EMAIL is off on this server: make a one-time set-password link instead' },
+  links_per_address: { status: 409, message: 'too many links were sent to {email} this hour (EMAIL_LINKS_PER_ADDRESS_PER_HOUR): try again later' },
   app_not_connected: { status: 404, message: '{email} has not granted {client_id} access (no remembered consent)' },
 
   // ---- lockouts and keys ----

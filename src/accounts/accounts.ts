@@ -229,11 +229,11 @@ export class Accounts {
   }
 
   /**
-   * Moves an account from one address to another, proved (a link read at the new one). The new address
-   * is claimed first (set-if-absent), so two accounts never share one; the account changes only if it
-   * still has `from`.
+   * Moves an account from one address to another, proved (a link read at the new one) unless `verified`
+   * is false (an operator typed it: the person proves it later). The new address is claimed first
+   * (set-if-absent), so two accounts never share one; the account changes only if it still has `from`.
    */
-  async changeEmail(id: string, from: string, to: string): Promise<Account> {
+  async changeEmail(id: string, from: string, to: string, options: { verified?: boolean } = {}): Promise<Account> {
     const email = normalizeEmail(to);
     if (!isEmailAddress(email)) throw new AccountError('email_invalid', { field: 'email', params: { email: JSON.stringify(to) } });
     if (!(await this.#store.set(keys.accountEmail(email), id, { ifAbsent: true }))) {
@@ -244,7 +244,7 @@ export class Accounts {
       account = await this.update(id, (a) => {
         if (a.email !== from) throw new AccountError('email_changed_since_link');
         a.email = email;
-        a.emailVerified = true;
+        a.emailVerified = options.verified ?? true;
       });
     } catch (err) {
       await this.#store.del(keys.accountEmail(email)).catch(() => {});
@@ -254,6 +254,14 @@ export class Accounts {
     await this.#store.sortedRemove(keys.accountsByEmail, indexEntry({ id, email: from }));
     await this.#store.sortedAdd(keys.accountsByEmail, indexEntry(account));
     return account;
+  }
+
+  /** `name`: undefined removes it. */
+  setName(id: string, name: string | undefined) {
+    return this.update(id, (a) => {
+      if (name) a.name = name;
+      else delete a.name;
+    });
   }
 
   setDisabled(id: string, disabled: boolean) {

@@ -18,6 +18,11 @@ export interface EmailSettings {
   perAddressPerHour: number;
 }
 
+/** The email settings of the configuration (the server's and the CLI's alike). */
+export function emailSettings(config: { EMAIL: string; PASSWORD_RESET_TTL_SECONDS: number; EMAIL_VERIFICATION_TTL_SECONDS: number; EMAIL_LINKS_PER_ADDRESS_PER_HOUR: number }): Omit<EmailSettings, 'issuer'> {
+  return { on: config.EMAIL === 'on', resetTtlSeconds: config.PASSWORD_RESET_TTL_SECONDS, verifyTtlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS, perAddressPerHour: config.EMAIL_LINKS_PER_ADDRESS_PER_HOUR };
+}
+
 /**
  * What Latchkey sends, and the links in it: every message is queued (mail/queue.ts), never sent on the
  * request, and every link is single use (accounts/email-links.ts). Pages call this; it decides what
@@ -74,9 +79,23 @@ export class Email {
       await this.#queue.enqueue('password-reset', undefined);
       return;
     }
+    await this.#queueReset(account);
+    audit(this.#logger, 'password_reset_requested', { accountId: account.id, ip, sent: true }, 'password reset link sent');
+  }
+
+  /**
+   * The normal reset mail, asked for by an operator for this account (they audit it, as its actor).
+   * False when the address is over its hourly budget.
+   */
+  async sendPasswordReset(account: Account): Promise<boolean> {
+    if (!(await this.#addressAllows(account.email))) return false;
+    await this.#queueReset(account);
+    return true;
+  }
+
+  async #queueReset(account: Account): Promise<void> {
     const token = await this.links.issue('password-reset', { accountId: account.id, email: account.email, stamp: passwordStamp(account.passwordHash) }, this.settings.resetTtlSeconds);
     await this.#queue.enqueue('password-reset', passwordResetMail(account.email, this.#url('/password/reset', token), this.settings.resetTtlSeconds));
-    audit(this.#logger, 'password_reset_requested', { accountId: account.id, ip, sent: true }, 'password reset link sent');
   }
 
   /** A link that proves the account's current address. False when over the hourly budget. */
@@ -107,10 +126,10 @@ export class Email {
    * A security notice to the account's address. Never fails the change it reports: that change is
    * made already, so a storage failure here is logged, not answered.
    */
-  async notify(account: Pick<Account, 'email'>, event: SecurityEvent, to: string = account.email): Promise<void> {
+  async notify(account: Pick<Account, 'email'>, event: SecurityEvent, to: string = account.email, options: { byAdministrator?: boolean } = {}): Promise<void> {
     if (!this.on) return;
     try {
-      await this.#queue.enqueue(`notice:${event}`, securityNoticeMail(to, event, new Date(), `${this.settings.issuer}/password/forgot`));
+      await this.#queue.enqueue(`notice:${event}`, securityNoticeMail(to, event, new Date(), `${this.settings.issuer}/password/forgot`, options.byAdministrator === true));
     } catch (err) {
       this.#logger.warn({ event: undefined, notice: event, reason: err instanceof Error ? err.message : String(err) }, 'security notice not queued');
     }

@@ -14,7 +14,7 @@ import { DPOP_ALGS, DpopProofError, verifyDpopProof } from '../security/dpop-pro
 import { digest, keys } from '../storage/keys.ts';
 import { createLimiter, type Limiter } from '../storage/limiters.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
-import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate, invitationCreate } from './inputs.ts';
+import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate, userUpdate, invitationCreate } from './inputs.ts';
 import { adminApiUri, type Actor, type Operations } from './operations.ts';
 
 /**
@@ -165,9 +165,15 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
 
     route({ method: 'get', path: '/users', summary: 'List people (email order), or search by email prefix (q)', write: false, query: userQuery, run: ({ query }) => ops.userPage({ cursor: query.cursor, limit: query.limit, emailPrefix: query.q }) }),
     route({
-      method: 'post', path: '/users', summary: 'Create a person (totp: with an authenticator, its URI in this answer only)', write: true, body: userCreate, status: 201,
-      run: ({ body, actor }) => ops.createUser(actor, { email: body.email, password: body.password, ...(body.name ? { name: body.name } : {}), admin: body.admin, totp: body.totp }),
+      method: 'post', path: '/users', summary: 'Create a person with a password, or set_password_link: true for a one-time link they set it with (in this answer only); totp: with an authenticator, its URI in this answer only', write: true, body: userCreate, status: 201,
+      run: ({ body, actor }) => ops.createUser(actor, { email: body.email, ...(body.password !== undefined ? { password: body.password } : {}), ...(body.set_password_link ? { setPasswordLink: true } : {}), ...(body.name ? { name: body.name } : {}), admin: body.admin, totp: body.totp }),
     }),
+    route({
+      method: 'patch', path: '/users/:userId', summary: 'Change a person\'s name (null: none) or address (unverified until they follow the link mailed to it; the old address is told)', write: true, body: userUpdate,
+      run: ({ params, body, actor }) => ops.updateUser(actor, params.userId!, body),
+    }),
+    route({ method: 'post', path: '/users/:userId/password-link', summary: 'A one-time set-password link for the operator to hand over (in this answer only; single use, INVITATION_TTL_SECONDS)', write: true, status: 201, run: ({ params, actor }) => ops.createPasswordLink(actor, params.userId!) }),
+    route({ method: 'post', path: '/users/:userId/password-reset', summary: 'Mail the person the normal password reset link (EMAIL on)', write: true, run: ({ params, actor }) => ops.sendPasswordReset(actor, params.userId!) }),
     route({ method: 'get', path: '/invitations', summary: 'Pending invitations (never their links)', write: false, run: () => ops.listInvitations() }),
     route({ method: 'post', path: '/invitations', summary: 'Invite an address: a single-use link that creates the account is emailed (INVITATION_TTL_SECONDS)', write: true, body: invitationCreate, status: 201, run: ({ body, actor }) => ops.inviteUser(actor, body) }),
     route({ method: 'delete', path: '/invitations/:email', summary: 'Revoke a pending invitation: its link stops working', write: true, run: ({ params, actor }) => ops.revokeInvitation(actor, params.email!) }),

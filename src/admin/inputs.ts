@@ -105,13 +105,24 @@ export const resourceUpdate = z
   .strictObject({ scope: scope.optional(), token_format: tokenFormat.optional(), ttl: ttl.optional(), private_scopes: z.boolean().optional() })
   .refine((v) => Object.values(v).some((value) => value !== undefined), 'nothing_to_change');
 
-export const userCreate = z.strictObject({
-  email: z.string({ error: 'required' }).min(3, 'email_invalid').max(254, 'email_invalid'),
-  name: z.string().trim().min(1, 'empty').max(200).optional(),
-  password,
-  admin: z.boolean().optional(),
-  totp: z.boolean().optional(),
-});
+/** `password`, or `set_password_link: true`: a one-time link (in the answer only) the person sets it with. */
+export const userCreate = z
+  .strictObject({
+    email: z.string({ error: 'required' }).min(3, 'email_invalid').max(254, 'email_invalid'),
+    name: z.string().trim().min(1, 'empty').max(200).optional(),
+    password: password.optional(),
+    set_password_link: z.boolean().optional(),
+    admin: z.boolean().optional(),
+    totp: z.boolean().optional(),
+  })
+  .refine((v) => (v.password !== undefined) !== (v.set_password_link === true), { message: 'password_or_link', path: ['password'] });
+/** A person's name (null or empty: none) and address (a changed one is unverified until they follow the link mailed to it). */
+export const userUpdate = z
+  .strictObject({
+    email: z.string().min(3, 'email_invalid').max(254, 'email_invalid').optional(),
+    name: z.string().trim().max(200).nullable().optional(),
+  })
+  .refine((v) => v.email !== undefined || v.name !== undefined, 'nothing_to_change');
 export const invitationCreate = z.strictObject({
   email: z.string({ error: 'required' }).min(3, 'email_invalid').max(254, 'email_invalid'),
   name: z.string().trim().min(1, 'empty').max(200).optional(),

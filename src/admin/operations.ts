@@ -1,4 +1,5 @@
-import { hasFactor, isEmailVerified, recoveryOf } from '../accounts/accounts.ts';
+import { randomBytes } from 'node:crypto';
+import { hasFactor, isEmailVerified, normalizeEmail, recoveryOf } from '../accounts/accounts.ts';
 import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
 import { consentRevokedEvent, listConnectedApps, revokeConnectedApp } from '../accounts/connected-apps.ts';
 import type { ClientMetadata } from 'oidc-provider';
@@ -13,7 +14,8 @@ import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signing
 import { Lockout, lockoutOptions, lockoutScopeOf, type LockoutSettings } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
 import { digest, keys } from '../storage/keys.ts';
-import { EmailLinks } from '../accounts/email-links.ts';
+import { EmailLinks, passwordStamp } from '../accounts/email-links.ts';
+import { Email, type EmailSettings } from '../accounts/email.ts';
 import { Invitations, type Invitation } from '../accounts/invitations.ts';
 import { MailQueue } from '../mail/queue.ts';
 import { endAccountSession, revokeAccountSessions } from '../storage/oidc-adapter.ts';
@@ -51,6 +53,8 @@ export interface OperationsDeps {
   signingKeysFile?: string;
   /** INVITATION_TTL_SECONDS (default 7 days) and whether EMAIL is on: invitations are mailed, so off refuses them. */
   invitations?: { ttlSeconds: number; emailOn: boolean };
+  /** EMAIL and its links' settings (the server's configuration): security notices, verification and reset mail. Unset: email off. */
+  email?: Omit<EmailSettings, 'issuer'>;
   /** The server's lockout thresholds (`lockoutSettings` of the configuration); unset: the defaults. */
   lockouts?: LockoutSettings;
   /** This process's per-minute counts (the overview's charts); unset: no charts. */
@@ -162,6 +166,25 @@ export class Operations {
     if (write && !invitations.emailOn) throw new OperationError('invitation_needs_email');
     const queue = new MailQueue(store, await loadSecretBox(store, secretsKey));
     return new Invitations({ store, accounts, links: new EmailLinks(store), queue, issuer, ttlSeconds: invitations.ttlSeconds });
+  }
+
+  #email?: Promise<Email>;
+  /** What Latchkey mails people (accounts/email.ts), over this store's queue: whichever server delivers it sends it. */
+  #mail(): Promise<Email> {
+    const { store, accounts, logger, secretsKey, issuer, now } = this.#d;
+    const settings = this.#d.email ?? { on: false, resetTtlSeconds: 1800, verifyTtlSeconds: 86400, perAddressPerHour: 5 };
+    this.#email ??= loadSecretBox(store, secretsKey).then((box) => new Email({ store, queue: new MailQueue(store, box, now), accounts, logger, links: new EmailLinks(store, now), settings: { ...settings, issuer } }));
+    return this.#email;
+  }
+
+  /** Whether this server sends mail (EMAIL=on): the console offers invitations and reset links only then. */
+  get emailOn(): boolean {
+    return this.#d.email?.on ?? false;
+  }
+
+  /** An admin cannot lock themself out by mistake (another admin can): disabling, un-admining or deleting one's own account. */
+  #notOwnAccount(actor: Actor, account: Account, action: string) {
+    if (actor.kind === 'account' && actor.accountId === account.id) throw new OperationError('own_account', { params: { action } });
   }
 
   async #secondFactor(): Promise<SecondFactor> {
@@ -331,8 +354,11 @@ export class Operations {
    * `totp`: the second factor is active at once; the answer carries its otpauth:// URI (the secret),
    * shown once, for the operator to hand to the person's app.
    */
-  async createUser(actor: Actor, input: { email: string; name?: string; password: string; admin?: boolean; totp?: boolean }) {
-    const account = await this.#d.accounts.create({ email: input.email, password: input.password, ...(input.name ? { name: input.name } : {}), ...(input.admin ? { admin: true } : {}) });
+  async createUser(actor: Actor, input: { email: string; name?: string; password?: string; setPasswordLink?: boolean; admin?: boolean; totp?: boolean }) {
+    if ((input.password !== undefined) === (input.setPasswordLink === true)) throw new OperationError('password_or_link', { field: 'password' });
+    // With a link, the account starts with a password nobody knows: the person's own replaces it.
+    const password = input.password ?? randomBytes(32).toString('base64url');
+    const account = await this.#d.accounts.create({ email: input.email, password, ...(input.name ? { name: input.name } : {}), ...(input.admin ? { admin: true } : {}) });
     let totpUri: string | undefined;
     if (input.totp) {
       const factor = await this.#secondFactor();
@@ -342,9 +368,68 @@ export class Operations {
       if (!enrolled.ok) throw new Error(`could not enroll the second factor (${enrolled.reason})`);
       totpUri = started.uri;
     }
-    this.#audit(actor, 'user_created', { accountId: account.id, mfa: input.totp === true, admin: input.admin === true }, 'user created');
+    const link = input.setPasswordLink ? await this.#setPasswordLink(account) : undefined;
+    this.#audit(actor, 'user_created', { accountId: account.id, mfa: input.totp === true, admin: input.admin === true, setPasswordLink: link !== undefined }, 'user created');
     const user = userView((await this.#d.accounts.find(account.id)) ?? account);
-    return { user, ...(totpUri ? { totp_uri: totpUri } : {}) };
+    return { user, ...(totpUri ? { totp_uri: totpUri } : {}), ...(link ? { set_password_link: link.url, set_password_link_expires: link.expires } : {}) };
+  }
+
+  /**
+   * A one-time link for the operator to hand over (EMAIL off, or no mailbox to trust): a password-reset
+   * link (accounts/email-links.ts) marked `handover`, which works with EMAIL off and proves no address.
+   * It works once, until INVITATION_TTL_SECONDS, and dies when the password changes another way.
+   */
+  async #setPasswordLink(account: Account) {
+    if (account.disabled) throw new OperationError('user_disabled_no_link', { params: { email: account.email } });
+    const { store, issuer, invitations, now = Date.now } = this.#d;
+    const ttl = invitations?.ttlSeconds ?? 7 * 24 * 3600;
+    const token = await new EmailLinks(store, now).issue('password-reset', { accountId: account.id, email: account.email, stamp: passwordStamp(account.passwordHash), data: { handover: 'yes' } }, ttl);
+    return { url: `${issuer}/password/reset?token=${token}`, expires: new Date(now() + ttl * 1000).toISOString() };
+  }
+
+  /** A new one-time set-password link for a person (in this answer only); their current password keeps working until it is used. */
+  async createPasswordLink(actor: Actor, idOrEmail: string) {
+    const account = await this.findUser(idOrEmail);
+    const link = await this.#setPasswordLink(account);
+    this.#audit(actor, 'password_link_created', { accountId: account.id, expires: link.expires }, 'one-time set-password link made for an operator to hand over');
+    return { id: account.id, email: account.email, set_password_link: link.url, expires: link.expires };
+  }
+
+  /** The normal password reset mail, sent to the person's address (EMAIL on). */
+  async sendPasswordReset(actor: Actor, idOrEmail: string) {
+    const account = await this.findUser(idOrEmail);
+    const email = await this.#mail();
+    if (!email.on) throw new OperationError('password_reset_needs_email');
+    if (account.disabled) throw new OperationError('user_disabled_no_link', { params: { email: account.email } });
+    if (!(await email.sendPasswordReset(account))) throw new OperationError('links_per_address', { params: { email: account.email } });
+    this.#audit(actor, 'password_reset_requested', { accountId: account.id, sent: true }, 'password reset link sent by an operator');
+    return { id: account.id, email: account.email, password_reset_sent: true };
+  }
+
+  /**
+   * A person's name (null or empty: none) and address. A new address is unverified: with EMAIL on a
+   * verification link goes to it, and the old address gets the security notice of a change.
+   */
+  async updateUser(actor: Actor, idOrEmail: string, changes: { name?: string | null; email?: string }) {
+    const before = await this.findUser(idOrEmail);
+    const { accounts } = this.#d;
+    const changed: string[] = [];
+    let account = before;
+    const name = changes.name?.trim() || undefined;
+    if (changes.name !== undefined && name !== before.name) {
+      account = await accounts.setName(before.id, name);
+      changed.push('name');
+    }
+    let verificationSent = false;
+    if (changes.email !== undefined && normalizeEmail(changes.email) !== before.email) {
+      account = await accounts.changeEmail(before.id, before.email, changes.email, { verified: false });
+      changed.push('email');
+      const email = await this.#mail();
+      await email.notify(before, 'address-changed', before.email, { byAdministrator: true });
+      if (email.on) verificationSent = await email.sendVerification(account, actor.kind === 'cli' ? 'cli' : 'admin_api');
+    }
+    if (changed.length) this.#audit(actor, 'user_updated', { accountId: account.id, changed, ...(changed.includes('email') ? { verificationSent } : {}) }, 'user updated');
+    return { user: userView(account), changed, verification_sent: verificationSent };
   }
 
   // ---- invitations ----
@@ -376,7 +461,9 @@ export class Operations {
 
   /** Idempotent: disabling a disabled person changes nothing more (their sessions are ended again). */
   async setUserDisabled(actor: Actor, idOrEmail: string, disabled: boolean) {
-    const account = await this.#d.accounts.setDisabled((await this.findUser(idOrEmail)).id, disabled);
+    const found = await this.findUser(idOrEmail);
+    if (disabled) this.#notOwnAccount(actor, found, 'disable');
+    const account = await this.#d.accounts.setDisabled(found.id, disabled);
     if (disabled) {
       // A disabled person is signed out everywhere too: their sessions end and their tokens die now.
       const { sessions, grants } = await revokeAccountSessions(this.#d.store, account.id);
@@ -389,6 +476,7 @@ export class Operations {
 
   async setUserAdmin(actor: Actor, idOrEmail: string, admin: boolean) {
     const before = await this.findUser(idOrEmail);
+    if (!admin) this.#notOwnAccount(actor, before, 'take the admin role from');
     const account = await this.#d.accounts.setAdmin(before.id, admin);
     if ((before.admin === true) !== admin) {
       this.#audit(actor, admin ? 'admin_granted' : 'admin_revoked', { accountId: account.id }, admin ? 'admin role granted' : 'admin role revoked');
@@ -401,6 +489,7 @@ export class Operations {
     // Whoever knew the old password is signed out, and their tokens die.
     const { sessions, grants } = await revokeAccountSessions(this.#d.store, account.id);
     this.#audit(actor, 'password_changed', { accountId: account.id, sessions, grants }, 'password changed; signed out everywhere');
+    await (await this.#mail()).notify(account, 'password-changed', account.email, { byAdministrator: true });
     return { id: account.id, email: account.email, password_changed: true, sessions_revoked: sessions, grants_revoked: grants };
   }
 
@@ -413,6 +502,7 @@ export class Operations {
     // Sessions signed in with the lost factor end, and their tokens die.
     const { sessions, grants } = await revokeAccountSessions(this.#d.store, account.id);
     this.#audit(actor, 'second_factor_removed', { accountId: account.id, reason: 'reset', passkeys, sessions, grants }, 'second factor, passkeys and recovery codes removed; signed out everywhere');
+    await (await this.#mail()).notify(account, 'second-factor-reset', account.email, { byAdministrator: true });
     return { id: account.id, email: account.email, mfa_removed: true, passkeys_removed: passkeys, sessions_revoked: sessions, grants_revoked: grants };
   }
 
@@ -433,6 +523,7 @@ export class Operations {
 
   async deleteUser(actor: Actor, idOrEmail: string) {
     const found = await this.findUser(idOrEmail);
+    this.#notOwnAccount(actor, found, 'delete');
     const { sessions, grants } = await revokeAccountSessions(this.#d.store, found.id);
     const account = await this.#d.accounts.delete(found.id);
     this.#audit(actor, 'user_deleted', { accountId: account.id, sessions, grants }, 'user deleted and signed out everywhere');

@@ -1,6 +1,6 @@
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { Operations, type Actor, type OperationsDeps } from '../admin/operations.ts';
-import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate, invitationCreate } from '../admin/inputs.ts';
+import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate, userUpdate, invitationCreate } from '../admin/inputs.ts';
 import { GRANT_SHORTHANDS } from '../oidc/registry.ts';
 import { Refusal } from '../problems.ts';
 import { cliFieldNames, CliError, fields, table, type Output } from './output.ts';
@@ -34,6 +34,8 @@ export interface Command {
   args?: string[];
   /** Reads the password from stdin (`--password-stdin` required). */
   password?: boolean;
+  /** A boolean option that stands in for `--password-stdin` (e.g. `set-password-link`). */
+  passwordOr?: string;
   /** Runs without storage (no Redis needed), with the configuration only. */
   withoutStore?: (config: Config, values: Values) => Promise<Output>;
   run(ctx: Context, values: Values, args: string[]): Promise<Output>;
@@ -298,15 +300,52 @@ const TABLE: Record<string, Command> = {
   },
 
   'user create': {
-    usage: '--email EMAIL [--name NAME] [--totp] [--admin] --password-stdin',
-    options: { email: { type: 'string' }, name: { type: 'string' }, totp: { type: 'boolean' }, admin: { type: 'boolean' } },
+    usage: '--email EMAIL [--name NAME] [--totp] [--admin] (--password-stdin | --set-password-link (a one-time link the person sets their password with, printed once))',
+    options: { email: { type: 'string' }, name: { type: 'string' }, totp: { type: 'boolean' }, admin: { type: 'boolean' }, 'set-password-link': { type: 'boolean' } },
     password: true,
+    passwordOr: 'set-password-link',
     async run(ctx, values) {
-      const input = parseInput(userCreate, { email: optional(values, 'email'), name: optional(values, 'name'), password: ctx.password, admin: values.admin === true, totp: values.totp === true });
-      const { user, totp_uri } = await ctx.ops.createUser(ctx.actor, { ...input, ...(input.name ? { name: input.name } : {}) });
-      const json = { id: user.id, email: user.email, ...(user.admin ? { admin: true } : {}), ...(totp_uri ? { totp_uri } : {}) };
-      if (!totp_uri) return { json, text: fields(json) };
-      return { json, text: `${fields(json)}\nThe TOTP URI holds the secret: give it only to the person (e.g. as a QR code). Recovery codes: the person makes them on /account.` };
+      const link = values['set-password-link'] === true;
+      const input = parseInput(userCreate, { email: optional(values, 'email'), name: optional(values, 'name'), ...(link ? { set_password_link: true } : { password: ctx.password }), admin: values.admin === true, totp: values.totp === true });
+      const { user, totp_uri, set_password_link, set_password_link_expires } = await ctx.ops.createUser(ctx.actor, {
+        email: input.email, ...(input.password !== undefined ? { password: input.password } : {}), ...(link ? { setPasswordLink: true } : {}), ...(input.name ? { name: input.name } : {}), admin: input.admin, totp: input.totp,
+      });
+      const json = { id: user.id, email: user.email, ...(user.admin ? { admin: true } : {}), ...(totp_uri ? { totp_uri } : {}), ...(set_password_link ? { set_password_link, set_password_link_expires } : {}) };
+      const notes = [
+        ...(totp_uri ? ['The TOTP URI holds the secret: give it only to the person (e.g. as a QR code). Recovery codes: the person makes them on /account.'] : []),
+        ...(set_password_link ? [`The link is shown only now: hand it to the person only. It works once, until ${set_password_link_expires}.`] : []),
+      ];
+      return { json, text: [fields(json), ...notes].join('\n') };
+    },
+  },
+  'user update': {
+    usage: 'USER_ID [--name NAME | --remove-name] [--email EMAIL (unverified until they follow the link mailed to it)]',
+    args: ['USER_ID'],
+    options: { name: { type: 'string' }, 'remove-name': { type: 'boolean' }, email: { type: 'string' } },
+    async run(ctx, values, [id]) {
+      if (values['remove-name'] === true && values.name !== undefined) throw new CliError('--name and --remove-name: give one of them');
+      const name = values['remove-name'] === true ? null : optional(values, 'name');
+      const input = parseInput(userUpdate, { ...(name !== undefined ? { name } : {}), email: optional(values, 'email') });
+      const json = await ctx.ops.updateUser(ctx.actor, id!, input);
+      if (!json.changed.length) return { json, text: `${json.user.email}: nothing changed.` };
+      const mailed = json.changed.includes('email') ? (json.verification_sent ? ' A link to confirm the new address is on its way to it.' : ' The new address is unconfirmed until the person confirms it.') : '';
+      return { json, text: `Changed the ${json.changed.join(' and ')} of ${json.user.email}.${mailed}` };
+    },
+  },
+  'user password-link': {
+    usage: 'USER_ID (a one-time set-password link to hand over, printed once)',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const json = await ctx.ops.createPasswordLink(ctx.actor, id!);
+      return { json, text: `${json.set_password_link}\nThe link is shown only now: hand it to ${json.email} only. It works once, until ${json.expires}.` };
+    },
+  },
+  'user send-password-reset': {
+    usage: 'USER_ID (mails the normal password reset link; EMAIL on)',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const json = await ctx.ops.sendPasswordReset(ctx.actor, id!);
+      return { json, text: `Sent ${json.email} a password reset link.` };
     },
   },
   'user invite': {

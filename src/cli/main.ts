@@ -2,6 +2,7 @@ import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Accounts } from '../accounts/accounts.ts';
 import { passwordRuleOf } from '../accounts/password-rule.ts';
+import { emailSettings } from '../accounts/email.ts';
 import { ConfigError, loadConfig } from '../config.ts';
 import { audit } from '../observability/audit.ts';
 import { createLogger } from '../observability/logger.ts';
@@ -164,8 +165,10 @@ async function runCommand(argv: string[], io: CliIo): Promise<number> {
     throw new CliError(`${problem}; usage: ${usageLine(name)}`);
   }
   let password: string | undefined;
-  if (command.password) {
-    if (values['password-stdin'] !== true) throw new CliError(`--password-stdin is required (passwords are read from stdin only); usage: ${usageLine(name)}`);
+  const passwordReplaced = command.passwordOr !== undefined && values[command.passwordOr] === true;
+  if (passwordReplaced && values['password-stdin'] === true) throw new CliError(`--password-stdin and --${command.passwordOr}: give one of them; usage: ${usageLine(name)}`);
+  if (command.password && !passwordReplaced) {
+    if (values['password-stdin'] !== true) throw new CliError(`--password-stdin is required (passwords are read from stdin only${command.passwordOr ? `), or --${command.passwordOr}` : ')'}; usage: ${usageLine(name)}`);
     password = await readPassword(io.stdin);
   }
 
@@ -214,6 +217,7 @@ async function runCommand(argv: string[], io: CliIo): Promise<number> {
       ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
       issuer: config.ISSUER,
       invitations: { ttlSeconds: config.INVITATION_TTL_SECONDS, emailOn: config.EMAIL === 'on' },
+      email: emailSettings(config),
       lockouts: lockoutSettings(config),
     });
     const output: Output = await command.run(ctx, values, positionals);

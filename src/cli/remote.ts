@@ -9,6 +9,7 @@ export type CommandOperations = Pick<
   | 'createClient' | 'updateClient' | 'clientPage' | 'client' | 'deleteClient' | 'rotateClientSecret' | 'revokeOldClientSecret'
   | 'createResource' | 'updateResource' | 'resources' | 'deleteResource'
   | 'createUser' | 'setUserAdmin' | 'resetUserMfa' | 'unlockUser' | 'userPage' | 'user' | 'setUserDisabled' | 'deleteUser' | 'revokeUserSessions' | 'userSessions' | 'endUserSession' | 'connectedApps' | 'revokeConnectedApp' | 'setUserPassword'
+  | 'updateUser' | 'createPasswordLink' | 'sendPasswordReset'
   | 'inviteUser' | 'listInvitations' | 'revokeInvitation' | 'resendInvitation'
   | 'signingKeys' | 'rotateSigningKeys'
 >;
@@ -111,7 +112,17 @@ export class RemoteOperations implements CommandOperations {
   }
 
   createUser(_actor: unknown, input: Parameters<Operations['createUser']>[1]) {
-    return this.#call<Answer<'createUser'>>('POST', '/users', input);
+    const { setPasswordLink, ...rest } = input;
+    return this.#call<Answer<'createUser'>>('POST', '/users', { ...rest, ...(setPasswordLink ? { set_password_link: true } : {}) });
+  }
+  updateUser(_actor: unknown, id: string, changes: Parameters<Operations['updateUser']>[2]) {
+    return this.#call<Answer<'updateUser'>>('PATCH', `/users/${path(id)}`, changes);
+  }
+  createPasswordLink(_actor: unknown, id: string) {
+    return this.#call<Answer<'createPasswordLink'>>('POST', `/users/${path(id)}/password-link`);
+  }
+  sendPasswordReset(_actor: unknown, id: string) {
+    return this.#call<Answer<'sendPasswordReset'>>('POST', `/users/${path(id)}/password-reset`);
   }
   inviteUser(_actor: unknown, input: Parameters<Operations['inviteUser']>[1]) {
     return this.#call<Answer<'inviteUser'>>('POST', '/invitations', input);

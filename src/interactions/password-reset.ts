@@ -95,9 +95,12 @@ export function passwordResetRoutes(deps: EmailLinkDeps) {
     });
   });
 
+  /** A link an operator handed over (admin/operations.ts) works with EMAIL off too, and proves no address. */
+  const handedOver = (link: EmailLink) => link.data?.handover === 'yes';
+
   async function usable(token: unknown): Promise<EmailLink | undefined> {
     const link = await email.links.peek('password-reset', token);
-    if (!link) return undefined;
+    if (!link || (!email.on && !handedOver(link))) return undefined;
     const account = await accounts.find(link.accountId);
     return account && !account.disabled && passwordStamp(account.passwordHash) === link.stamp ? link : undefined;
   }
@@ -109,7 +112,7 @@ export function passwordResetRoutes(deps: EmailLinkDeps) {
   // Showing the page uses nothing up: mail scanners open links, people do not always finish.
   router.get('/reset', async (ctx) => {
     const token = tokenOf(ctx);
-    const link = email.on ? await usable(token) : undefined;
+    const link = await usable(token);
     if (!link) return gone(ctx);
     page(ctx, token as string, link);
   });
@@ -117,7 +120,7 @@ export function passwordResetRoutes(deps: EmailLinkDeps) {
   router.post('/reset', sameOrigin, form, async (ctx) => {
     const token = tokenOf(ctx);
     const body = ctx.request.body as Record<string, unknown>;
-    const link = email.on ? await usable(token) : undefined;
+    const link = await usable(token);
     if (!link) return gone(ctx);
     if (!csrf.verify(linkScope(token as string), body._csrf)) return gone(ctx);
     const password = typeof body.new_password === 'string' ? body.new_password : '';
@@ -132,14 +135,19 @@ export function passwordResetRoutes(deps: EmailLinkDeps) {
     if (!(await email.links.consume('password-reset', token))) return gone(ctx);
     let account;
     try {
-      account = await accounts.setPassword(link.accountId, password, { unless: (a) => (passwordStamp(a.passwordHash) === link.stamp && !a.disabled ? undefined : 'changed'), verifiesEmail: link.email });
+      account = await accounts.setPassword(link.accountId, password, { unless: (a) => (passwordStamp(a.passwordHash) === link.stamp && !a.disabled ? undefined : 'changed'), ...(handedOver(link) ? {} : { verifiesEmail: link.email }) });
     } catch (err) {
       if (err instanceof AccountError) return gone(ctx);
       throw err;
     }
     const ended = await revokeAccountSessions(store, account.id);
-    audit(logger, 'password_reset', { accountId: account.id, ip: ctx.ip, ...ended }, 'password reset by an emailed link; every session ended');
-    await email.notify(account, 'password-reset');
+    if (handedOver(link)) {
+      // The person sets the password the operator asked them to: nothing to warn them of.
+      audit(logger, 'password_reset', { accountId: account.id, ip: ctx.ip, handover: true, ...ended }, 'password set with a link an operator handed over; every session ended');
+    } else {
+      audit(logger, 'password_reset', { accountId: account.id, ip: ctx.ip, ...ended }, 'password reset by an emailed link; every session ended');
+      await email.notify(account, 'password-reset');
+    }
     views.render(ctx, 'email-link', {
       title: 'Password changed',
       heading: 'Password changed',

@@ -86,7 +86,7 @@ export function addressChangeNoticeMail(oldAddress: string, newAddress: string, 
   });
 }
 
-export type SecurityEvent = 'password-changed' | 'password-reset' | 'authenticator-added' | 'authenticator-removed' | 'passkey-added' | 'passkey-removed' | 'recovery-codes' | 'address-changed';
+export type SecurityEvent = 'password-changed' | 'password-reset' | 'authenticator-added' | 'authenticator-removed' | 'passkey-added' | 'passkey-removed' | 'recovery-codes' | 'address-changed' | 'second-factor-reset';
 
 const WHAT: Record<SecurityEvent, string> = {
   'password-changed': 'The password of your account was changed.',
@@ -97,6 +97,7 @@ const WHAT: Record<SecurityEvent, string> = {
   'passkey-removed': 'A passkey was removed from your account.',
   'recovery-codes': 'New recovery codes were made for your account; the old ones no longer work.',
   'address-changed': 'The email address of your account was changed. This is the last message sent to this address.',
+  'second-factor-reset': 'Every second factor of your account (authenticator app, passkeys) and its recovery codes were removed: you set up a new one at your next sign-in.',
 };
 
 const SUBJECT: Record<SecurityEvent, string> = {
@@ -108,14 +109,17 @@ const SUBJECT: Record<SecurityEvent, string> = {
   'passkey-removed': 'a passkey was removed',
   'recovery-codes': 'new recovery codes were made',
   'address-changed': 'your email address was changed',
+  'second-factor-reset': 'your second factor was reset',
 };
 
-/** A security notice: what changed, when, and what to do if it was not the person. */
-export function securityNoticeMail(to: string, event: SecurityEvent, at: Date, forgotUrl: string): Mail {
+/** A security notice: what changed, when, and what to do if it was not the person (or, `byAdministrator`, not asked for). */
+export function securityNoticeMail(to: string, event: SecurityEvent, at: Date, forgotUrl: string, byAdministrator = false): Mail {
   return compose({
     to,
     subject: `Security notice: ${SUBJECT[event]}`,
-    lines: [WHAT[event], `When: ${at.toUTCString()}.`, 'If this was you, there is nothing to do.'],
+    lines: byAdministrator
+      ? [WHAT[event], 'An administrator made this change.', `When: ${at.toUTCString()}.`, 'If you asked for it, there is nothing to do.']
+      : [WHAT[event], `When: ${at.toUTCString()}.`, 'If this was you, there is nothing to do.'],
     action: { label: 'This was not me: reset my password', url: forgotUrl },
     after: ['Resetting your password signs you out everywhere. Tell your administrator as well.'],
   });

@@ -46,6 +46,8 @@ export const AUDIT_EVENTS = [
   'user_disabled',
   'user_enabled',
   'user_deleted',
+  'user_updated',
+  'password_link_created',
   'user_unlocked',
   'signing_keys_rotated',
   'resource_updated',
