@@ -218,13 +218,13 @@ export class Operations {
   /** Changes left undefined stay; a URI list given replaces the whole list. Idempotent: the same changes twice change nothing the second time. */
   async updateClient(actor: Actor, clientId: string, changes: ClientChanges) {
     await this.client(clientId);
-    const { metadata, changed, secret } = await this.#d.registry.updateClient(clientId, changes, this.#d.validateClient);
+    const { metadata, changed, secret, revoked } = await this.#d.registry.updateClient(clientId, changes, this.#d.validateClient);
     const view = clientView(metadata, this.#d.registry.nowSeconds());
     if (changed.length) {
       this.#audit(actor, 'client_updated', {
         clientId, changed, scope: view.scope, firstParty: view.first_party, tokenEndpointAuthMethod: view.token_endpoint_auth_method, requireMfa: view.require_mfa,
         requirePar: view.require_pushed_authorization_requests, pkce: view.pkce, refreshGraceSeconds: view.refresh_grace_seconds, backchannelLogout: view.backchannel_logout_uri !== undefined,
-        ...(secret ? { secretIssued: true } : {}),
+        ...(secret ? { secretIssued: true } : {}), ...(revoked ? { grantsRevoked: revoked.grants, tokensRevoked: revoked.tokens } : {}),
       }, 'client updated');
     }
     // Made confidential: its new secret, in this answer only.

@@ -300,8 +300,10 @@ export class Registry {
     const defined = Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined)) as ClientChanges;
     let changed: (keyof ClientChanges)[] = [];
     let secret: string | undefined;
+    let madePublic = false;
     const metadata = await this.#changeClient(clientId, async (stored) => {
       secret = undefined;
+      madePublic = false;
       const api = apiOfClient(stored);
       if (api) throw new RegistryError('client_of_api', { params: { client_id: clientId, resource: api } });
       const before = clientInputOf(stored);
@@ -325,9 +327,13 @@ export class Registry {
       }
       await validate(next);
       changed = (Object.keys(defined) as (keyof ClientChanges)[]).filter((k) => JSON.stringify(before[k] ?? null) !== JSON.stringify(after[k] ?? null));
+      madePublic = stored.token_endpoint_auth_method !== 'none' && next.token_endpoint_auth_method === 'none';
       return changed.length ? next : undefined;
     });
-    return { metadata, changed, ...(secret && changed.length ? { secret } : {}) };
+    // Made public: refresh tokens issued while it proved a secret would now work without one. They go,
+    // and its people sign in to it again.
+    const revoked = madePublic && changed.length ? await revokeClientGrants(this.#store, clientId) : undefined;
+    return { metadata, changed, ...(secret && changed.length ? { secret } : {}), ...(revoked ? { revoked } : {}) };
   }
 
   /**

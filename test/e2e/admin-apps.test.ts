@@ -274,7 +274,11 @@ describe('the Applications wizard in a browser, with openid-client as each kind 
     assert.ok(!JSON.stringify(server.logs).includes(spaSecret), 'the new secret reached no log line');
 
     // Secret → none: public now, its secret gone; a machine cannot be public, said next to the field.
+    // A refresh token it got while proving its secret would now work without one: it is revoked.
+    const held = (await signIn(apps.web!, oc.ClientSecretPost(apps.web!.secret), `${fakeApp.origin}/web/cb`, 'openid offline_access')).tokens;
+    assert.ok(held.refresh_token, 'a refresh token to lose');
     page = await edit(apps.web!, (p) => p.getByLabel('Authentication method').selectOption('none'));
+    await assert.rejects(oc.refreshTokenGrant(await discover(apps.web!, oc.None()), held.refresh_token), (err: { error?: string }) => oauthError(err) === 'invalid_grant', 'refresh tokens of its confidential days are gone');
     assert.equal(await page.getByRole('status').innerText(), 'Settings saved: authentication method. It is public now: its secret no longer exists.');
     const now = await server.app.ops.client(apps.web!.id);
     assert.deepEqual([now.public, now.secret], [true, undefined]);
