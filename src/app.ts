@@ -185,7 +185,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const invitations = new Invitations({ store, accounts, links: emailLinks, queue: mailQueue, issuer: config.ISSUER, ttlSeconds: config.INVITATION_TTL_SECONDS, ...(clock ? { now: clock } : {}) });
   const linkDeps = { accounts, store, views, csrf, email, logger, issuer: config.ISSUER, perIpPerHour: config.EMAIL_LINKS_PER_IP_PER_HOUR };
 
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email };
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, registry };
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   // The overview's last hour: this process's counters, read once a minute.
   const minuteSeries = minuteSeriesOf(metrics);
@@ -224,7 +224,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'deviceFlowEdges', does: 'code entry: same origin, wrong codes per IP (DEVICE_CODE_*, 429); prefilled code; interval and slow_down', oidcRoutes: only('code_verification', 'device_authorization', 'token'), middleware: deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')) },
     { name: 'deviceGrantNotAllowedIsUnauthorizedClient', does: "a client without the device grant hears unauthorized_client (recognises oidc-provider's wording)", oidcRoutes: only('device_authorization'), middleware: deviceGrantNotAllowedIsUnauthorizedClient },
     { name: 'interactionRoutes', does: '/interaction/:uid/*: same origin, CSRF, sign-in lockout (LOCKOUT_*) on every factor', middleware: interactionRoutes(signIn).routes() },
-    { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', middleware: accountRoutes({ ...signIn, registry, clientId: accountPageClientId }).routes() },
+    { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', middleware: accountRoutes({ ...signIn, clientId: accountPageClientId }).routes() },
     { name: 'passwordResetRoutes', does: '/password/forgot, /password/reset: same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); CSRF bound to the link', middleware: passwordResetRoutes(linkDeps).routes() },
     { name: 'emailAddressRoutes', does: '/email/verify, /email/change, /email/report: same origin, CSRF bound to the link; a link is used up by the post only', middleware: emailAddressRoutes(linkDeps).routes() },
     { name: 'invitationRoutes', does: '/invitation: same origin, CSRF bound to the link; the post uses the link up and creates the account', middleware: invitationRoutes({ ...linkDeps, invitations, mfaRequired: config.MFA_POLICY === 'required' }).routes() },
