@@ -190,7 +190,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const newAccountDeps = { passkeys, passkeyMode: config.PASSKEYS, secondFactor, mfaRequired: config.MFA_POLICY === 'required' };
   const signUp = new SignUp({ accounts, links: emailLinks, queue: mailQueue, email, logger, issuer: config.ISSUER, mode: config.SIGNUP, domains: config.SIGNUP_ALLOWED_DOMAINS ?? [], ttlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS });
 
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, signUpOffered: signUp.offered };
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, signUpOffered: signUp.offered, registry };
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   // The overview's last hour: this process's counters, read once a minute.
   const minuteSeries = minuteSeriesOf(metrics);
@@ -230,7 +230,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'deviceFlowEdges', does: 'code entry: same origin, wrong codes per IP (DEVICE_CODE_*, 429); prefilled code; interval and slow_down', oidcRoutes: only('code_verification', 'device_authorization', 'token'), middleware: deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')) },
     { name: 'deviceGrantNotAllowedIsUnauthorizedClient', does: "a client without the device grant hears unauthorized_client (recognises oidc-provider's wording)", oidcRoutes: only('device_authorization'), middleware: deviceGrantNotAllowedIsUnauthorizedClient },
     { name: 'interactionRoutes', does: '/interaction/:uid/*: same origin, CSRF, sign-in lockout (LOCKOUT_*) on every factor', middleware: interactionRoutes(signIn).routes() },
-    { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', middleware: accountRoutes({ ...signIn, registry, clientId: accountPageClientId }).routes() },
+    { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', middleware: accountRoutes({ ...signIn, clientId: accountPageClientId }).routes() },
     { name: 'passwordResetRoutes', does: '/password/forgot, /password/reset: same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); CSRF bound to the link', middleware: passwordResetRoutes(linkDeps).routes() },
     { name: 'emailAddressRoutes', does: '/email/verify, /email/change, /email/report: same origin, CSRF bound to the link; a link is used up by the post only', middleware: emailAddressRoutes(linkDeps).routes() },
     { name: 'invitationRoutes', does: '/invitation: same origin, CSRF bound to the link; the post uses the link up and creates the account (a password or a passkey)', middleware: invitationRoutes({ ...linkDeps, ...newAccountDeps, invitations }).routes() },
@@ -239,7 +239,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'formPostAsGet', does: 'POST /auth and /session/end: 303 to the GET of the same parameters', oidcRoutes: only('authorization', 'end_session'), middleware: formPostAsGet(provider) },
     { name: 'adminApiRoutes', does: '/admin/api/v1: per IP (ADMIN_API_IP_PER_MINUTE), then bearer token, then per token (ADMIN_API_TOKEN_PER_MINUTE); DPoP; MFA sign-in', middleware: adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER, limits: { perIpPerMinute: config.ADMIN_API_IP_PER_MINUTE, perTokenPerMinute: config.ADMIN_API_TOKEN_PER_MINUTE } }).routes() },
     { name: 'adminApiNotFound', does: 'anything else under /admin/api: problem+json 404', middleware: adminApiNotFound },
-    { name: 'consoleRoutes', does: '/admin: admins signed in with a second factor; same origin, CSRF', middleware: consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId, adminExists: () => firstAdmin.adminExists() }).routes() },
+    { name: 'consoleRoutes', does: '/admin: admins signed in with a second factor; same origin, CSRF', middleware: consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId, logger, adminExists: () => firstAdmin.adminExists() }).routes() },
     { name: 'setupRoutes', does: '/setup/:token: the one-time link that creates the first admin; same origin, CSRF', middleware: setupRoutes({ firstAdmin, views, csrf, issuer: config.ISSUER }).routes() },
     { name: 'devOutbox', does: '/dev/outbox: mail kept in this process (development without SMTP_URL only)', middleware: outboxPage ? outboxRoutes(outboxPage, views).routes() : undefined },
     { name: 'demoRoutes', does: '/demo: the first-run app (development only)', middleware: demo ? demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes() : undefined },

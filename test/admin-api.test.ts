@@ -513,6 +513,43 @@ test('an API\'s scopes change through PATCH: added ones are claimed, removed one
   assert.equal((await call('GET', '/v1/keys')).status, 200);
 });
 
+test('an API\'s scope descriptions: set at creation, changed and removed (null) by PATCH, kept out of a removed scope; bad ones are problem+json naming the field', async () => {
+  const { token } = await adminToken();
+  const call = (method: string, path: string, body?: unknown) => api(token, method, path, body);
+  const uri = 'https://journal.example';
+  const path = `/v1/resources/${encodeURIComponent(uri)}`;
+  const created = await call('POST', '/v1/resources', { uri, scope: 'journal:read journal:write', scope_descriptions: { 'journal:read': '  Read your journal ' } });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  assert.deepEqual(created.body.resource.scope_descriptions, { 'journal:read': 'Read your journal' });
+  const described = await call('PATCH', path, { scope_descriptions: { 'journal:write': 'Write in your journal' } });
+  assert.deepEqual(described.body.changed, ['scopeDescriptions']);
+  assert.deepEqual(described.body.resource.scope_descriptions, { 'journal:read': 'Read your journal', 'journal:write': 'Write in your journal' }, 'those not named stay');
+  assert.deepEqual((await call('PATCH', path, { scope_descriptions: { 'journal:write': 'Write in your journal' } })).body.changed, [], 'the same text twice changes nothing');
+  assert.equal(await server.app.registry.scopeDescription('journal:write'), 'Write in your journal');
+  // Removing a scope takes its description; null removes one.
+  assert.deepEqual((await call('PATCH', path, { scope: 'journal:read' })).body.resource.scope_descriptions, { 'journal:read': 'Read your journal' });
+  assert.deepEqual((await call('PATCH', path, { scope: 'journal:read journal:write' })).body.resource.scope_descriptions, { 'journal:read': 'Read your journal' });
+  assert.deepEqual((await call('PATCH', path, { scope_descriptions: { 'journal:read': null } })).body.resource.scope_descriptions, {});
+  assert.equal(await server.app.registry.scopeDescription('journal:read'), undefined);
+
+  // Every bad description of a body at once, each with its code; nothing changes.
+  const bad = await call('PATCH', path, { scope_descriptions: { 'journal:read': 'x'.repeat(201), 'journal:write': 'Read\nyour journal', 'journal:delete': 'Delete it', constructor: 'no' } });
+  isProblem(bad, 400);
+  assert.deepEqual(bad.body.errors.map((e: { code: string }) => e.code), ['scope_description_too_long', 'scope_description_control_characters', 'scope_description_unknown', 'scope_description_unknown']);
+  assert.ok(bad.body.errors.every((e: { pointer: string }) => e.pointer === '#/scope_descriptions'));
+  assert.match(bad.body.detail, /scope_descriptions: the description of "journal:read" is longer than 200 characters/);
+  isProblem(await call('PATCH', path, { scope_descriptions: { 'journal:read': 'Bidi \u202e override' } }), 400);
+  isProblem(await call('PATCH', path, { scope_descriptions: { 'journal:read': 7 } }), 400);
+  isProblem(await call('PATCH', path, { scope_descriptions: 'journal:read=Read' }), 400);
+  isProblem(await call('POST', '/v1/resources', { uri: 'https://journal2.example', scope: 'j2:read', scope_descriptions: { 'j2:write': 'Write' } }), 400);
+  assert.equal(await server.app.registry.findResource('https://journal2.example'), undefined, 'a refused creation writes nothing');
+  assert.deepEqual((await call('GET', '/v1/resources')).body.resources.find((r: { resource: string }) => r.resource === uri).scope_descriptions, {});
+  // The OpenAPI document shows the field.
+  const doc = (await call('GET', '/openapi.json')).body;
+  assert.ok(doc.paths['/v1/resources/{uri}'].patch.requestBody.content['application/json'].schema.properties.scope_descriptions);
+  assert.equal((await call('DELETE', path)).status, 200);
+});
+
 test('a small ADMIN_ACTIVITY_MAX caps the activity log: the oldest events of real requests are dropped', async () => {
   const redis = await startRedis({ ownServer: true });
   const small = await startServer({ redisUrl: redis.url, env: { ADMIN_ACTIVITY_MAX: '50' } });

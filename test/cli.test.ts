@@ -159,6 +159,40 @@ test('resource create, list and delete; clients may only use scopes an API owns'
   await fails(['resource', 'delete', other], /no API/);
 });
 
+test('resource scope descriptions: --scope-description SCOPE=TEXT at create and update (SCOPE= removes one), refused by flag when bad; a record stored without them still reads', async () => {
+  const uri = `https://diary-${run}.example`;
+  const [read, write] = [`diary${run}:read`, `diary${run}:write`];
+  const created = await json(['resource', 'create', '--uri', uri, '--scope', `${read} ${write}`, '--scope-description', `${read}=Read your diary = all of it`]);
+  assert.equal(created.resource, uri);
+  const listed = async () => (await json(['resource', 'list'])).resources.find((r: any) => r.resource === uri);
+  assert.deepEqual((await listed()).scope_descriptions, { [read]: 'Read your diary = all of it' }, 'split at the first =');
+  const updated = await json(['resource', 'update', uri, '--scope-description', `${write}=Write in your diary`, '--scope-description', `${read}=`]);
+  assert.deepEqual(updated.changed, ['scopeDescriptions']);
+  assert.deepEqual(updated.scope_descriptions, { [write]: 'Write in your diary' });
+  const text = await cli(['resource', 'update', uri, '--scope-description', `${read}=Read your diary`]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, new RegExp(`scope_descriptions +${read}=Read your diary; ${write}=Write in your diary`));
+
+  const before = JSON.stringify(await listed());
+  await fails(['resource', 'update', uri, '--scope-description', 'no equals sign'], /--scope-description: write each as SCOPE=TEXT/);
+  await fails(['resource', 'update', uri, '--scope-description', `other${run}:read=Hello`], new RegExp(`--scope-description: "other${run}:read" is not one of this API's scopes`));
+  await fails(['resource', 'update', uri, '--scope-description', `${read}=${'x'.repeat(201)}`], /--scope-description: the description of .* is longer than 200 characters/);
+  await fails(['resource', 'update', uri, '--scope-description', `${read}=Read\u0007your diary`], /--scope-description: .*one line of plain text/);
+  await fails(['resource', 'create', '--uri', `https://diary2-${run}.example`, '--scope', `diary2${run}:read`, '--scope-description', `${write}=Write`], /not one of this API's scopes/);
+  assert.equal(JSON.stringify(await listed()), before, 'nothing changed');
+
+  // A record written before descriptions existed: read as none, and described like any other.
+  const old = `https://old-${run}.example`;
+  const oldScope = `old${run}:read`;
+  await db.set(keys.resource(old), JSON.stringify({ uri: old, scopes: [oldScope], tokenFormat: 'opaque', ttl: 3600, clientId: `old${run}`, createdAt: Date.now() }));
+  await db.set(keys.scopeOwner(oldScope), old);
+  await db.sadd(keys.resources, old);
+  assert.deepEqual((await json(['resource', 'list'])).resources.find((r: any) => r.resource === old).scope_descriptions, {});
+  assert.deepEqual((await json(['resource', 'update', old, '--scope-description', `${oldScope}=Read old things`])).scope_descriptions, { [oldScope]: 'Read old things' });
+  await json(['resource', 'delete', old]);
+  await json(['resource', 'delete', uri]);
+});
+
 test('client create (confidential, public, client_credentials), list, show, rotate-secret, delete', async () => {
   const [shop, spa, job] = await Promise.all([
     json([

@@ -155,11 +155,11 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
     route({ method: 'get', path: '/resources', summary: 'List APIs', write: false, run: async () => ({ resources: await ops.resources() }) }),
     route({
       method: 'post', path: '/resources', summary: 'Register an API; its client secret (introspection) is in this answer only', write: true, body: resourceCreate, status: 201,
-      run: ({ body, actor }) => ops.createResource(actor, { uri: body.uri, scope: body.scope, tokenFormat: body.token_format, ttl: body.ttl, privateScopes: body.private_scopes }),
+      run: ({ body, actor }) => ops.createResource(actor, { uri: body.uri, scope: body.scope, tokenFormat: body.token_format, ttl: body.ttl, privateScopes: body.private_scopes, scopeDescriptions: body.scope_descriptions }),
     }),
     route({
-      method: 'patch', path: '/resources/:uri', summary: 'Change an API\'s scopes (the list given replaces the list), token format, lifetime or discovery listing (the URI, percent-encoded, names it); idempotent', write: true, body: resourceUpdate,
-      run: ({ params, body, actor }) => ops.updateResource(actor, params.uri!, { scope: body.scope, tokenFormat: body.token_format, ttl: body.ttl, privateScopes: body.private_scopes }),
+      method: 'patch', path: '/resources/:uri', summary: 'Change an API\'s scopes (the list given replaces the list), token format, lifetime, discovery listing or scope descriptions (those named change; null removes one) (the URI, percent-encoded, names it); idempotent', write: true, body: resourceUpdate,
+      run: ({ params, body, actor }) => ops.updateResource(actor, params.uri!, { scope: body.scope, tokenFormat: body.token_format, ttl: body.ttl, privateScopes: body.private_scopes, scopeDescriptions: body.scope_descriptions }),
     }),
     route({ method: 'delete', path: '/resources/:uri', summary: 'Delete an API and its client', write: true, run: ({ params, actor }) => ops.deleteResource(actor, params.uri!) }),
 

@@ -16,7 +16,8 @@ import { activityScreen } from './console/activity.ts';
 import { apisScreen } from './console/apis.ts';
 import { appsScreen } from './console/apps.ts';
 import { keysScreen } from './console/keys.ts';
-import { notFound, problem, redirect, unlessGone, type Admin, type Kit } from './console/kit.ts';
+import { failed, notFound, problem, redirect, unlessGone, type Admin, type Kit } from './console/kit.ts';
+import type { Logger } from '../observability/logger.ts';
 import { overviewScreen } from './console/overview.ts';
 import { usersScreen } from './console/users.ts';
 import type { Operations } from './operations.ts';
@@ -43,6 +44,8 @@ export interface ConsoleDeps {
   secondFactor: SecondFactor;
   issuer: string;
   clientId: string;
+  /** Where a console page's unexpected failure is logged, with the request id its page shows. */
+  logger: Logger;
   /** Whether any admin exists: without one, /admin explains how to make the first instead of asking to sign in. */
   adminExists?: () => Promise<boolean>;
 }
@@ -88,6 +91,14 @@ export function consoleRoutes(deps: ConsoleDeps) {
   });
 
   const kit: Kit = { router, ops, views, csrf, admin, post: [sameOrigin, formBody(), admin], embedded: deps.store.kind === 'memory', issuer };
+  // First: a failure anywhere below (the guard's session read included) is a page inside the console's layout.
+  router.use(async (ctx, next) => {
+    try {
+      await next();
+    } catch (err) {
+      failed(kit, ctx, err, deps.logger);
+    }
+  });
   overviewScreen(kit);
   appsScreen(kit);
   apisScreen(kit);

@@ -93,16 +93,20 @@ export const clientUpdate = z.preprocess(
     .refine((v) => Object.values(v).some((value) => value !== undefined), 'nothing_to_change'),
 );
 
+/** Scope → what it lets an app do (the registry checks the scopes, the length and the characters); null or blank removes one. */
+const scopeDescriptions = z.record(z.string().max(200), z.string().max(2000).nullable());
+
 export const resourceCreate = z.strictObject({
   uri: z.string({ error: 'required' }).min(1, 'empty').max(2000),
   scope,
   token_format: tokenFormat.optional(),
   ttl: ttl.optional(),
   private_scopes: z.boolean().optional(),
+  scope_descriptions: scopeDescriptions.optional(),
 });
 
 export const resourceUpdate = z
-  .strictObject({ scope: scope.optional(), token_format: tokenFormat.optional(), ttl: ttl.optional(), private_scopes: z.boolean().optional() })
+  .strictObject({ scope: scope.optional(), token_format: tokenFormat.optional(), ttl: ttl.optional(), private_scopes: z.boolean().optional(), scope_descriptions: scopeDescriptions.optional() })
   .refine((v) => Object.values(v).some((value) => value !== undefined), 'nothing_to_change');
 
 /** `password`, or `set_password_link: true`: a one-time link (in the answer only) the person sets it with. */
@@ -182,6 +186,23 @@ export function clientChangesOfBody(body: ClientUpdateBody): ClientChanges {
     requirePar: body.require_pushed_authorization_requests, pkce: body.pkce, refreshGrace: body.refresh_grace_seconds, backchannelLogoutUri: body.backchannel_logout_uri,
     ...(method === undefined ? {} : method === 'none' ? { public: true } : { public: false, secretIn: method === 'client_secret_post' ? 'body' : 'header' }),
   };
+}
+
+/**
+ * `--scope-description SCOPE=TEXT` (the CLI) and the console's lines of the same form, as the admin API
+ * takes them: split at the first `=` (a scope with `=` in it is described through the API); TEXT left
+ * empty removes the description. Undefined when none is given; a line without `=` is refused.
+ */
+export function scopeDescriptionsOfLines(lines: string[]): Record<string, string | null> | undefined {
+  if (!lines.length) return undefined;
+  const out: Record<string, string | null> = {};
+  for (const line of lines) {
+    const at = line.indexOf('=');
+    if (at <= 0) throw new Refusal('scope_description_form', { field: 'scope_descriptions' });
+    const text = line.slice(at + 1).trim();
+    Object.defineProperty(out, line.slice(0, at).trim(), { value: text === '' ? null : text, enumerable: true, writable: true, configurable: true });
+  }
+  return out;
 }
 
 /** A secret rotation: how long the secret it replaces keeps working (0 or left out: it stops now). */

@@ -9,7 +9,7 @@ import { totpCodeAt } from '../accounts/totp.ts';
 import { audit, type AuditEvent } from '../observability/audit.ts';
 import { Refusal } from '../problems.ts';
 import type { Logger } from '../observability/logger.ts';
-import { type ClientChanges, type ClientInput, type Registry, type ResourceServer, adminApiUri, livePreviousSecret } from '../oidc/registry.ts';
+import { type ClientChanges, type ClientInput, type Registry, type ResourceServer, type ScopeDescriptionChanges, adminApiUri, livePreviousSecret } from '../oidc/registry.ts';
 import { loadSigningKeys, rotateSigningKeys, signingKeyRetentionSeconds, signingOrder, type StoredSigningKey } from '../oidc/signing-keys.ts';
 import { Lockout, lockoutOptions, lockoutScopeOf, type LockoutSettings } from '../security/lockout.ts';
 import { loadSecretBox } from '../security/secret-box.ts';
@@ -117,7 +117,10 @@ export function clientView(c: ClientMetadata, nowSeconds = Math.floor(Date.now()
 }
 
 export function resourceView(r: ResourceServer) {
-  return { resource: r.uri, scope: r.scopes.join(' '), token_format: r.tokenFormat, ttl: r.ttl, private_scopes: r.privateScopes === true, client_id: r.clientId, created: new Date(r.createdAt).toISOString() };
+  return {
+    resource: r.uri, scope: r.scopes.join(' '), scope_descriptions: { ...r.scopeDescriptions }, token_format: r.tokenFormat, ttl: r.ttl, private_scopes: r.privateScopes === true, client_id: r.clientId,
+    created: new Date(r.createdAt).toISOString(),
+  };
 }
 
 export function userView(a: Account) {
@@ -257,7 +260,7 @@ export class Operations {
 
   // ---- APIs (resource servers) ----
 
-  async createResource(actor: Actor, input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number; privateScopes?: boolean }) {
+  async createResource(actor: Actor, input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number; privateScopes?: boolean; scopeDescriptions?: ScopeDescriptionChanges }) {
     if (await this.#d.registry.findResource(input.uri)) throw new OperationError('resource_exists', { field: 'uri', params: { uri: input.uri } });
     const { resource, secret } = await this.#d.registry.createResource(input);
     this.#audit(actor, 'resource_created', { resource: resource.uri, clientId: resource.clientId, scope: resource.scopes.join(' '), tokenFormat: resource.tokenFormat, ttl: resource.ttl, privateScopes: resource.privateScopes === true }, 'API created');
@@ -275,8 +278,8 @@ export class Operations {
     return resource;
   }
 
-  /** `scope` replaces the API's scopes: those added are claimed (409 when another API owns one), those removed given up. */
-  async updateResource(actor: Actor, uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number; scope?: string; privateScopes?: boolean }) {
+  /** `scope` replaces the API's scopes: those added are claimed (409 when another API owns one), those removed given up; `scopeDescriptions` changes the descriptions it names. */
+  async updateResource(actor: Actor, uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number; scope?: string; privateScopes?: boolean; scopeDescriptions?: ScopeDescriptionChanges }) {
     await this.resource(uri);
     // The admin API reads its tokens by lookup: a JWT would lock every caller out.
     if (uri === adminApiUri(this.#d.issuer) && changes.tokenFormat === 'jwt') throw new OperationError('admin_api_opaque_only', { field: 'token_format' });

@@ -1,6 +1,6 @@
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { Operations, type Actor, type OperationsDeps } from '../admin/operations.ts';
-import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate, userUpdate, invitationCreate } from '../admin/inputs.ts';
+import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, scopeDescriptionsOfLines, secretRotate, userCreate, userUpdate, invitationCreate } from '../admin/inputs.ts';
 import { GRANT_SHORTHANDS } from '../oidc/registry.ts';
 import { Refusal } from '../problems.ts';
 import { cliFieldNames, CliError, fields, table, type Output } from './output.ts';
@@ -249,35 +249,45 @@ const TABLE: Record<string, Command> = {
   },
 
   'resource create': {
-    usage: '--uri URI --scope "SCOPES" [--token-format opaque|jwt] [--ttl SECONDS] [--private-scopes]',
+    usage: '--uri URI --scope "SCOPES" [--token-format opaque|jwt] [--ttl SECONDS] [--private-scopes] [--scope-description SCOPE=TEXT …]',
     options: {
       uri: { type: 'string' },
       scope: { type: 'string' },
       'token-format': { type: 'string' },
       ttl: { type: 'string' },
       'private-scopes': { type: 'boolean' },
+      'scope-description': { type: 'string', multiple: true },
     },
     async run(ctx, values) {
-      const input = parseInput(resourceCreate, { uri: optional(values, 'uri'), scope: optional(values, 'scope'), token_format: optional(values, 'token-format'), ttl: seconds(values, 'ttl'), private_scopes: values['private-scopes'] === true });
-      const { resource, client_secret: secret } = await ctx.ops.createResource(ctx.actor, { uri: input.uri, scope: input.scope, tokenFormat: input.token_format, ttl: input.ttl, privateScopes: input.private_scopes });
+      const input = parseInput(resourceCreate, {
+        uri: optional(values, 'uri'), scope: optional(values, 'scope'), token_format: optional(values, 'token-format'), ttl: seconds(values, 'ttl'), private_scopes: values['private-scopes'] === true,
+        scope_descriptions: scopeDescriptionsOfLines(list(values, 'scope-description')),
+      });
+      const { resource, client_secret: secret } = await ctx.ops.createResource(ctx.actor, {
+        uri: input.uri, scope: input.scope, tokenFormat: input.token_format, ttl: input.ttl, privateScopes: input.private_scopes, scopeDescriptions: input.scope_descriptions,
+      });
       const json = { resource: resource.resource, client_id: resource.client_id, client_secret: secret };
       return { json, text: `${fields(json)}\nThe API authenticates with these at introspection and revocation. ${SHOWN_ONCE}` };
     },
   },
   'resource update': {
-    usage: 'URI [--scope "SCOPES"] [--token-format opaque|jwt] [--ttl SECONDS] [--[no-]private-scopes]',
+    usage: 'URI [--scope "SCOPES"] [--token-format opaque|jwt] [--ttl SECONDS] [--[no-]private-scopes] [--scope-description SCOPE=TEXT …] (SCOPE= removes one)',
     args: ['URI'],
     options: {
       scope: { type: 'string' },
       'token-format': { type: 'string' },
       ttl: { type: 'string' },
       'private-scopes': { type: 'boolean' },
+      'scope-description': { type: 'string', multiple: true },
     },
     async run(ctx, values, [uri]) {
-      const body = { scope: optional(values, 'scope'), token_format: optional(values, 'token-format'), ttl: seconds(values, 'ttl'), private_scopes: values['private-scopes'] as boolean | undefined };
+      const body = {
+        scope: optional(values, 'scope'), token_format: optional(values, 'token-format'), ttl: seconds(values, 'ttl'), private_scopes: values['private-scopes'] as boolean | undefined,
+        scope_descriptions: scopeDescriptionsOfLines(list(values, 'scope-description')),
+      };
       if (Object.values(body).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('resource update')}`);
       const input = parseInput(resourceUpdate, body);
-      const { resource, changed } = await ctx.ops.updateResource(ctx.actor, uri!, { scope: input.scope, tokenFormat: input.token_format, ttl: input.ttl, privateScopes: input.private_scopes });
+      const { resource, changed } = await ctx.ops.updateResource(ctx.actor, uri!, { scope: input.scope, tokenFormat: input.token_format, ttl: input.ttl, privateScopes: input.private_scopes, scopeDescriptions: input.scope_descriptions });
       const json = { ...resource, changed };
       if (!changed.length) return { json, text: `API ${uri} already had these settings: nothing changed.` };
       return { json, text: `${fields(resource)}\nUpdated ${changed.join(', ')}; running servers use the new settings within a second.` };

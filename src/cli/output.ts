@@ -30,6 +30,7 @@ const FLAGS: Record<string, string> = {
   require_pushed_authorization_requests: 'require-par',
   refresh_grace_seconds: 'refresh-grace',
   keep_old_seconds: 'keep-old',
+  scope_descriptions: 'scope-description',
   password: 'password-stdin',
 };
 
@@ -40,6 +41,8 @@ function cell(value: unknown): string {
   if (value === undefined || value === null || value === '') return '-';
   if (Array.isArray(value)) return value.length ? value.map(cell).join(',') : '-';
   if (typeof value === 'boolean') return value ? 'yes' : 'no';
+  // A map (an API's scope descriptions): `key=value` pairs.
+  if (typeof value === 'object') return Object.keys(value).length ? Object.entries(value).map(([k, v]) => `${k}=${cell(v)}`).join('; ') : '-';
   // eslint-disable-next-line @typescript-eslint/no-base-to-string -- the commands' rows hold scalars and lists (joined above)
   return String(value);
 }

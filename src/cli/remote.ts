@@ -97,11 +97,11 @@ export class RemoteOperations implements CommandOperations {
   }
 
   createResource(_actor: unknown, input: Parameters<Operations['createResource']>[1]) {
-    const body = { uri: input.uri, scope: input.scope, token_format: input.tokenFormat, ttl: input.ttl, private_scopes: input.privateScopes };
+    const body = { uri: input.uri, scope: input.scope, token_format: input.tokenFormat, ttl: input.ttl, private_scopes: input.privateScopes, scope_descriptions: input.scopeDescriptions };
     return this.#call<Answer<'createResource'>>('POST', '/resources', body);
   }
   updateResource(_actor: unknown, uri: string, changes: Parameters<Operations['updateResource']>[2]) {
-    const body = { scope: changes.scope, token_format: changes.tokenFormat, ttl: changes.ttl, private_scopes: changes.privateScopes };
+    const body = { scope: changes.scope, token_format: changes.tokenFormat, ttl: changes.ttl, private_scopes: changes.privateScopes, scope_descriptions: changes.scopeDescriptions };
     return this.#call<Answer<'updateResource'>>('PATCH', `/resources/${path(uri)}`, body);
   }
   async resources() {

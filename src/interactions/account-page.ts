@@ -14,7 +14,7 @@ import type { Store } from '../storage/store.ts';
 import { formBody } from '../security/form-body.ts';
 import { MESSAGES } from '../signin/messages.ts';
 import type { InteractionDeps } from './routes.ts';
-import { scopeInWords } from '../signin/scope-words.ts';
+import { describeScopes, type ScopeDescriptions } from '../signin/scope-words.ts';
 
 /**
  * `/account`: a signed-in person's second factor and recovery codes, and what they can change.
@@ -34,14 +34,14 @@ export interface AccountPageDeps extends InteractionDeps {
   /** The page's own client (ensureAccountPageClient). */
   clientId: string;
   /** Names the connected apps. */
-  registry: Pick<Registry, 'findClient'>;
+  registry: Pick<Registry, 'findClient' | 'scopeDescription'>;
 }
 
 const day = (epochMs: number | undefined) => (epochMs === undefined ? 'unknown' : new Date(epochMs).toISOString().slice(0, 10));
 
 /** A connected app as the page shows it: its scopes in the consent page's words. */
-function appView(app: ConnectedApp) {
-  return { clientId: app.clientId, name: app.name, scopes: app.scopes.map(scopeInWords), grantedAt: day(app.grantedAt), lastUsedAt: day(app.lastUsedAt) };
+async function appView(app: ConnectedApp, registry: ScopeDescriptions) {
+  return { clientId: app.clientId, name: app.name, scopes: await describeScopes(registry, app.scopes), grantedAt: day(app.grantedAt), lastUsedAt: day(app.lastUsedAt) };
 }
 
 export function accountRoutes(deps: AccountPageDeps) {
@@ -107,7 +107,7 @@ export function accountRoutes(deps: AccountPageDeps) {
       recoveryLeft: hasFactor(account) ? await secondFactor.recoveryCodesLeft(account) : 0,
       passkeysOn: passkeyMode !== 'off',
       passkeys: passkeysOf(account).map((p) => ({ id: p.id, name: p.name, authenticator: authenticatorName(p.aaguid), created: day(p.createdAt), lastUsed: day(p.lastUsedAt) })),
-      apps: (await listConnectedApps(store, deps.registry, account.id)).map(appView),
+      apps: await Promise.all((await listConnectedApps(store, deps.registry, account.id)).map((app) => appView(app, deps.registry))),
       // One challenge per render, for this session, used up by whichever form a passkey proves first.
       passkeyProof: passkeyProves(account) ? await passkeys.authenticationOptions(who.csrfScope, account, 'required') : undefined,
       passkeyScript: passkeyProves(account),

@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import { appAskedForConsent } from '../signin/consent.ts';
-import { scopeInWords } from '../signin/scope-words.ts';
+import { describeScopes } from '../signin/scope-words.ts';
 import { stateOf } from '../signin/machine.ts';
 import { formTargets } from '../oidc/provider.ts';
 import type { Details, Flow } from './flow.ts';
@@ -17,7 +17,7 @@ export function consentStep(flow: Flow) {
       const remembered = firstParty ? undefined : await flow.rememberedConsent(d);
       const ask = appAskedForConsent(d.params) ? flow.requestedScopes(d) : firstParty ? [] : flow.missingScopes(d).filter((s) => !remembered?.scopes.includes(s));
       if (ask.length === 0) return flow.apply(ctx, d, stateOf(d.prompt.name, undefined, false), { type: 'nothing-to-ask', via: firstParty ? 'first_party' : 'remembered' }, { ...(remembered ? { remembered } : {}) });
-      const account = await flow.accounts.find(String(d.session?.accountId));
+      const [account, items] = await Promise.all([flow.accounts.find(String(d.session?.accountId)), describeScopes(flow.registry, ask)]);
       flow.views.render(
         ctx,
         'consent',
@@ -27,7 +27,7 @@ export function consentStep(flow: Flow) {
           title: 'Allow access',
           clientName: client.clientName ?? client.clientId,
           email: account?.email,
-          items: ask.map(scopeInWords),
+          items,
         },
         formTargets(d.params.redirect_uri),
       );

@@ -2,6 +2,7 @@ import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import type { Accounts } from '../accounts/accounts.ts';
 import type { Csrf } from '../security/csrf.ts';
+import { describeScopes, type ScopeDescriptions } from '../signin/scope-words.ts';
 import type { Views } from '../views.ts';
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -20,10 +21,9 @@ interface DeviceCodeLike {
  */
 export async function renderDeviceRequest(
   ctx: Context,
-  { provider, accounts, views, csrf }: { provider: Provider; accounts: Accounts; views: Views; csrf: Csrf },
+  { provider, accounts, views, csrf, registry }: { provider: Provider; accounts: Accounts; views: Views; csrf: Csrf; registry: ScopeDescriptions },
   d: Details,
   client: Client,
-  describeScopes: (scopes: string[]) => string[],
 ) {
   const code = (await provider.DeviceCode.find(String(d.deviceCode), { ignoreExpiration: true })) as DeviceCodeLike | undefined;
   if (!code) throw Object.assign(new Error('this device code is gone; start again on your device'), { status: 400, expose: true });
@@ -36,7 +36,7 @@ export async function renderDeviceRequest(
     title: 'Allow this device?',
     clientName: client.clientName ?? client.clientId,
     email: account?.email,
-    items: describeScopes(scopes),
+    items: await describeScopes(registry, scopes),
     device: { ip: code.deviceInfo?.ip, ua: code.deviceInfo?.ua },
     // Stored without its dash (oidc-provider normalizes it): shown as the device shows it.
     userCode: userCode.length === 8 ? `${userCode.slice(0, 4)}-${userCode.slice(4)}` : userCode,

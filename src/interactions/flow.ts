@@ -20,7 +20,7 @@ import { formBody } from '../security/form-body.ts';
 import { effectsOf, effectsOfShowing, guard, stateOf, transition, type AccountFacts, type ConsentVia, type FlowEvent, type FlowEventType, type FlowState } from '../signin/machine.ts';
 import { SignInSteps, type SignInStep } from '../signin/steps.ts';
 import { MESSAGES, REFUSALS } from '../signin/messages.ts';
-import { scopeInWords } from '../signin/scope-words.ts';
+import type { ScopeDescriptions } from '../signin/scope-words.ts';
 
 /** What the interaction routes (and the account page) are built from. */
 export interface InteractionDeps {
@@ -43,11 +43,8 @@ export interface InteractionDeps {
   email: Email;
   /** SIGNUP=domains|open: the sign-in page links to /signup. */
   signUpOffered?: boolean;
-}
-
-/** What each scope lets the app do, in words, for the consent pages. */
-export function describeScopes(scopes: string[]): string[] {
-  return scopes.map(scopeInWords);
+  /** The APIs' scope descriptions, which the consent pages show (the registry). */
+  registry: ScopeDescriptions;
 }
 
 export type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -59,7 +56,7 @@ export type Flow = ReturnType<typeof interactionFlow>;
  * routes (login.ts, second-factor.ts, enroll.ts, consent.ts) only verify what the person sent, turn it
  * into an event, and hand it to `apply`; pages are rendered from what is stored and write nothing.
  */
-export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email, signUpOffered = false }: InteractionDeps) {
+export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email, signUpOffered = false, registry }: InteractionDeps) {
   const form = formBody();
   const FORM_EXPIRED = 'the form expired; go back to the application and start again';
   const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
@@ -328,7 +325,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
 
   return {
     guards: { sameOrigin, form, requireCsrf, passkeysOn },
-    provider, accounts, views, csrf, passkeyMode,
+    provider, accounts, views, csrf, passkeyMode, registry,
     email, checks, details, refuse, clientOf, at, stepOf, apply, show, renderStep, renderLogin, locked, factsOf, factorChanged,
     rememberedConsent, requestedScopes, missingScopes, steps,
   };

@@ -3,7 +3,7 @@ import { REFUSALS } from '../signin/messages.ts';
 import { consentStep } from './consent.ts';
 import { renderDeviceRequest } from './device.ts';
 import { enrollStep } from './enroll.ts';
-import { describeScopes, interactionFlow, type InteractionDeps } from './flow.ts';
+import { interactionFlow, type InteractionDeps } from './flow.ts';
 import { loginStep } from './login.ts';
 import { secondFactorStep } from './second-factor.ts';
 
@@ -33,7 +33,7 @@ export function interactionRoutes(deps: InteractionDeps) {
       const step = await flow.steps.get(d.uid);
       return step ? flow.show(ctx, d, step) : login.page(ctx, d, client.clientName);
     }
-    if (d.prompt.name === 'consent' && d.deviceCode) return renderDeviceRequest(ctx, deps, d, client, describeScopes);
+    if (d.prompt.name === 'consent' && d.deviceCode) return renderDeviceRequest(ctx, deps, d, client);
     if (d.prompt.name === 'consent') return consent.page(ctx, d, client);
     flow.refuse(`unsupported step ${d.prompt.name}`);
   });

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AdapterPayload, ClientMetadata } from 'oidc-provider';
 import { OIDC_SCOPES } from '../signin/scope-words.ts';
-import { Refusal, type RefusalCode } from '../problems.ts';
+import { Refusal, refusalOf, type RefusalCode } from '../problems.ts';
 import { keys } from '../storage/keys.ts';
 import { backchannelTargetProblem, DEVELOPMENT_TARGETS, type BackchannelTargetRules } from './backchannel-targets.ts';
 import { revokeClientGrants } from '../storage/oidc-adapter.ts';
@@ -36,7 +36,12 @@ export interface ResourceServer {
   createdAt: number;
   /** Its scopes are left out of discovery's `scopes_supported` (`resource create --private-scopes`). */
   privateScopes?: boolean;
+  /** What each scope lets an app do, in the operator's words, for the consent page (records made before these have none). */
+  scopeDescriptions?: Record<string, string>;
 }
+
+/** Scope descriptions as given: a text sets one, null or a blank text removes it. */
+export type ScopeDescriptionChanges = Record<string, string | null>;
 
 export interface ClientInput {
   name: string;
@@ -216,6 +221,35 @@ function apiScopes(scope: string): string[] {
     if (!/^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s)) throw new RegistryError('scope_malformed', { field: 'scope', params: { scope: s } });
   }
   return scopes;
+}
+
+/** The longest scope description, in characters: one line on the consent page. */
+export const MAX_SCOPE_DESCRIPTION = 200;
+/** Control characters, line and paragraph separators and bidirectional overrides: a description is one line of plain text that reads as written. */
+const NOT_PLAIN_TEXT = /[\p{Cc}\u2028\u2029\u202a-\u202e\u2066-\u2069]/u;
+
+/** A description kept for this scope (an own property only: a scope may be named `constructor`). */
+function describedAs(descriptions: Record<string, string> | undefined, scope: string): string | undefined {
+  return descriptions && Object.hasOwn(descriptions, scope) ? descriptions[scope] : undefined;
+}
+
+/**
+ * An API's scope descriptions after `changes`, for its `scopes` only (a removed scope's description
+ * goes with it), in the scopes' order. Every problem of the changes is refused at once.
+ */
+function scopeDescriptionsOf(scopes: string[], before: Record<string, string> | undefined, changes: ScopeDescriptionChanges = {}): Record<string, string> {
+  const kept = new Map(scopes.flatMap((s) => { const d = describedAs(before, s); return d === undefined ? [] : [[s, d] as const]; }));
+  const problems: Refusal[] = [];
+  for (const [scope, text] of Object.entries(changes)) {
+    const problem = (code: RefusalCode, params: Record<string, string | number> = {}) => problems.push(new RegistryError(code, { field: 'scope_descriptions', params: { scope, ...params } }));
+    if (!scopes.includes(scope)) problem('scope_description_unknown');
+    else if (typeof text === 'string' && NOT_PLAIN_TEXT.test(text)) problem('scope_description_control_characters');
+    else if (typeof text === 'string' && [...text.trim()].length > MAX_SCOPE_DESCRIPTION) problem('scope_description_too_long', { max: MAX_SCOPE_DESCRIPTION });
+    else if (typeof text === 'string' && text.trim()) kept.set(scope, text.trim());
+    else kept.delete(scope);
+  }
+  if (problems.length) throw refusalOf(problems);
+  return Object.fromEntries(scopes.filter((s) => kept.has(s)).map((s) => [s, kept.get(s)!]));
 }
 
 export class Registry {
@@ -512,7 +546,13 @@ export class Registry {
     return this.#cached(`scope:${scope}`, async () => (await this.#store.get(keys.scopeOwner(scope))) ?? undefined);
   }
 
-  async createResource(input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number; privateScopes?: boolean }) {
+  /** What the operator wrote that an API scope lets an app do, if anything (the consent page's words). */
+  async scopeDescription(scope: string): Promise<string | undefined> {
+    const owner = await this.resourceForScope(scope);
+    return owner ? describedAs((await this.findResource(owner))?.scopeDescriptions, scope) : undefined;
+  }
+
+  async createResource(input: { uri: string; scope: string; tokenFormat?: 'opaque' | 'jwt'; ttl?: number; privateScopes?: boolean; scopeDescriptions?: ScopeDescriptionChanges }) {
     let url: URL;
     try {
       url = new URL(input.uri);
@@ -526,6 +566,7 @@ export class Registry {
     if (!Number.isInteger(ttl) || ttl < 60 || ttl > 86400) throw new RegistryError('ttl_range', { field: 'ttl' });
     const tokenFormat = input.tokenFormat ?? 'opaque';
     if (tokenFormat !== 'opaque' && tokenFormat !== 'jwt') throw new RegistryError('token_format_unknown', { field: 'token_format' });
+    const descriptions = scopeDescriptionsOf(scopes, undefined, input.scopeDescriptions);
     if (await this.findResource(uri)) throw new RegistryError('resource_exists', { field: 'uri', params: { uri } });
     for (const s of scopes) {
       const owner = await this.resourceForScope(s);
@@ -535,7 +576,9 @@ export class Registry {
     await this.#claimScopes(uri, scopes);
     const clientId = newClientId();
     const secret = newSecret();
-    const resource: ResourceServer = { uri, scopes, tokenFormat, ttl, clientId, createdAt: Date.now(), ...(input.privateScopes ? { privateScopes: true } : {}) };
+    const resource: ResourceServer = {
+      uri, scopes, tokenFormat, ttl, clientId, createdAt: Date.now(), ...(input.privateScopes ? { privateScopes: true } : {}), ...(Object.keys(descriptions).length ? { scopeDescriptions: descriptions } : {}),
+    };
     await this.#store.set(keys.resource(uri), JSON.stringify(resource));
     await this.#store.setAdd(keys.resources, uri);
     // The API's own client: it only authenticates at introspection and revocation.
@@ -569,12 +612,13 @@ export class Registry {
   }
 
   /**
-   * Changes an API's token lifetime or format, its scopes (the list given replaces the list) or whether
-   * discovery lists them, under the creation rules; its URI and client stay. A scope added is claimed as
+   * Changes an API's token lifetime or format, its scopes (the list given replaces the list), whether
+   * discovery lists them, or their descriptions (those named change, the others stay; a removed scope's
+   * goes with it), under the creation rules; its URI and client stay. A scope added is claimed as
    * at creation (never one another API owns); the record is written only if nobody changed it meanwhile,
    * and a removed scope is given up after that. Returns what changed.
    */
-  async updateResource(uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number; scope?: string; privateScopes?: boolean }) {
+  async updateResource(uri: string, changes: { tokenFormat?: 'opaque' | 'jwt'; ttl?: number; scope?: string; privateScopes?: boolean; scopeDescriptions?: ScopeDescriptionChanges }) {
     const raw = await this.#store.get(keys.resource(uri));
     if (!raw) throw new RegistryError('resource_not_found', { params: { uri } });
     const resource = JSON.parse(raw) as ResourceServer;
@@ -584,14 +628,16 @@ export class Registry {
     if (tokenFormat !== 'opaque' && tokenFormat !== 'jwt') throw new RegistryError('token_format_unknown', { field: 'token_format' });
     const scopes = changes.scope === undefined ? resource.scopes : apiScopes(changes.scope);
     const privateScopes = changes.privateScopes ?? resource.privateScopes === true;
-    const { privateScopes: _was, ...rest } = resource;
-    const updated: ResourceServer = { ...rest, ttl, tokenFormat, scopes, ...(privateScopes ? { privateScopes: true } : {}) };
+    const descriptions = scopeDescriptionsOf(scopes, resource.scopeDescriptions, changes.scopeDescriptions);
+    const { privateScopes: _was, scopeDescriptions: _described, ...rest } = resource;
+    const updated: ResourceServer = { ...rest, ttl, tokenFormat, scopes, ...(privateScopes ? { privateScopes: true } : {}), ...(Object.keys(descriptions).length ? { scopeDescriptions: descriptions } : {}) };
     const added = scopes.filter((s) => !resource.scopes.includes(s));
     const removed = resource.scopes.filter((s) => !scopes.includes(s));
     const changed = [
       ...(['ttl', 'tokenFormat'] as const).filter((k) => updated[k] !== resource[k]),
       ...(added.length || removed.length ? ['scopes'] : []),
       ...(privateScopes !== (resource.privateScopes === true) ? ['privateScopes'] : []),
+      ...(JSON.stringify(descriptions) !== JSON.stringify(resource.scopeDescriptions ?? {}) ? ['scopeDescriptions'] : []),
     ];
     if (!changed.length) return { resource, changed };
     const claimed = await this.#claimScopes(uri, added);

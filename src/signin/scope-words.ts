@@ -9,6 +9,18 @@ const SCOPE_WORDS: Record<string, string> = {
   offline_access: 'Stay connected while you are away, until you sign out or revoke it',
 };
 
-export function scopeInWords(scope: string): string {
+/** `described`: what the operator wrote the API scope lets an app do, which says it better than the generic line. */
+export function scopeInWords(scope: string, described?: string): string {
+  if (described && !OIDC_SCOPES.has(scope)) return described;
   return SCOPE_WORDS[scope] ?? (OIDC_SCOPES.has(scope) ? scope : `Use the API with permission “${scope}”`);
+}
+
+/** Where an API scope's description is kept (oidc/registry.ts `scopeDescription`), as the pages need it. */
+export interface ScopeDescriptions {
+  scopeDescription(scope: string): Promise<string | undefined>;
+}
+
+/** Each scope in words, an API scope in its description when its API has one. */
+export function describeScopes(descriptions: ScopeDescriptions, scopes: string[]): Promise<string[]> {
+  return Promise.all(scopes.map(async (s) => scopeInWords(s, OIDC_SCOPES.has(s) ? undefined : await descriptions.scopeDescription(s))));
 }

@@ -223,6 +223,54 @@ describe('admin console in a browser', () => {
     assert.deepEqual(problems.filter(), []);
   });
 
+  test('an API\'s scope descriptions: set on the new-API form, edited on its page (a control character refused next to the field), and shown on the consent page an openid-client RP leads to', async () => {
+    const { page, problems } = admin;
+    const uri = 'https://notes.example.com';
+    await page.goto(`${server.issuer}/admin/apis/new`);
+    await page.getByLabel('Identifier').fill(uri);
+    await page.getByLabel('Scopes').fill('notes:read notes:write');
+    await page.getByLabel('Scope descriptions').fill('notes:read = Read your notes');
+    await submit(page, page.getByRole('button', { name: 'Create API' }));
+    assert.equal(await heading(page), `${uri} is ready`);
+    await submit(page, page.getByRole('link', { name: 'Done' }));
+    assert.match(await page.locator('dl.facts').innerText(), /notes:read — Read your notes/);
+    assert.equal(await page.getByLabel('Scope descriptions').inputValue(), 'notes:read = Read your notes\nnotes:write =', 'a line for every scope');
+
+    // A tab is a control character: refused next to the field, nothing stored, what was typed kept.
+    await page.getByLabel('Scope descriptions').fill('notes:read = Read your notes\nnotes:write = Change\tyour notes');
+    await submit(page, page.getByRole('button', { name: 'Save settings' }));
+    assert.match(await page.locator('#api-scope-descriptions-error').innerText(), /notes:write.*one line of plain text/);
+    assert.equal(await page.getByLabel('Scope descriptions').getAttribute('aria-invalid'), 'true');
+    assert.equal(await server.app.registry.scopeDescription('notes:write'), undefined);
+
+    const typed = 'Change <b>your</b> notes & lists';
+    await page.getByLabel('Scope descriptions').fill(`notes:write = ${typed}`);
+    const posted = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/settings'));
+    await submit(page, page.getByRole('button', { name: 'Save settings' }));
+    assert.equal((await posted).status(), 303);
+    assert.equal(await page.getByRole('status').innerText(), 'Settings saved: scope descriptions.');
+    assert.deepEqual((await server.app.ops.resource(uri)).scopeDescriptions, { 'notes:write': typed }, 'the line left out is removed');
+    await check(page, 'api');
+
+    // An app asks for both scopes; the person (this admin) reads the descriptions on the consent page.
+    const redirectUri = `${fakeApp.origin}/notes-cb`;
+    const app = await server.app.ops.createClient({ kind: 'cli' }, { name: 'Notebook', grants: ['authorization_code'], redirectUris: [redirectUri], scope: 'openid notes:read notes:write' });
+    const rp = await oc.discovery(new URL(server.issuer), app.client.client_id, undefined, oc.ClientSecretBasic(app.client_secret), { execute: [oc.allowInsecureRequests] });
+    const verifier = oc.randomPKCECodeVerifier();
+    const url = oc.buildAuthorizationUrl(rp, { redirect_uri: redirectUri, scope: 'openid notes:read notes:write', code_challenge: await oc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    let asked: string[] = [];
+    const callback = await authorize(page, url, {
+      redirectUri,
+      async onConsent(p) {
+        asked = await p.locator('ul.scopes li').allInnerTexts();
+      },
+    });
+    assert.deepEqual(asked, ['Know who you are', 'Use the API with permission “notes:read”', typed], 'the description as typed (escaped, not markup); the generic line where there is none');
+    const tokens = await oc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: verifier });
+    assert.deepEqual(new Set(tokens.scope?.split(' ')), new Set(['notes:read', 'notes:write']));
+    assert.deepEqual(problems.filter(), []);
+  });
+
   test('the activity log reads as names: a group and single kinds at once, people by email, apps by name (a deleted one marked), one date format, a detail page per event', async () => {
     const { page, problems } = admin;
     const gone = await server.app.ops.createClient({ kind: 'account', accountId: adminId }, { name: 'Short-lived', grants: ['client_credentials'], scope: 'openid' });

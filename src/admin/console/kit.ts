@@ -1,7 +1,9 @@
 import type Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import type { Account } from '../../accounts/accounts.ts';
+import type { Logger } from '../../observability/logger.ts';
 import { Refusal, type FieldNames } from '../../problems.ts';
+import { StorageUnavailable } from '../../storage/store.ts';
 import type { Csrf } from '../../security/csrf.ts';
 import type { Views } from '../../views.ts';
 import type { Actor, Operations } from '../operations.ts';
@@ -92,6 +94,29 @@ export function render(kit: Kit, ctx: Context, view: string, data: Record<string
 export function problem(kit: Kit, ctx: Context, status: number, heading: string, message: string) {
   ctx.status = status;
   render(kit, ctx, 'problem', { title: heading, heading, message });
+}
+
+/**
+ * A console request that failed unexpectedly, answered inside the console's layout: a calm page with the
+ * request id that its log line carries, never a stack. Storage out of reach is a 503 (Retry-After comes
+ * from the request context, the outage is logged once); anything else a 500 logged with its stack. Before
+ * the guard knows the admin (storage is down), the header names nobody and the page shows no data.
+ * A refusal meant for the caller (a 4xx) is not ours to answer: rethrown.
+ */
+export function failed(kit: Kit, ctx: Context, err: unknown, logger: Logger) {
+  const e = err as { status?: number; expose?: boolean };
+  if (!(err instanceof StorageUnavailable) && (e.status ?? 500) < 500 && e.expose !== false) throw err;
+  const requestId = String(ctx.state.requestId ?? '');
+  const storage = err instanceof StorageUnavailable;
+  if (storage) logger.debug({ requestId }, 'storage unavailable');
+  else logger.error({ err, requestId }, 'unhandled error');
+  ctx.status = storage ? 503 : 500;
+  const heading = storage ? 'Storage unavailable' : 'Something went wrong';
+  const message = storage
+    ? 'The console cannot reach its storage right now, so it can neither show nor change anything. Try again in a moment.'
+    : 'This page failed on the server. Try again; if it keeps failing, the server\'s log has the details under the request id below.';
+  const who = ctx.state.admin as Admin | undefined;
+  kit.views.render(ctx, 'admin/problem', { title: heading, heading, message, requestId, path: ctx.path, embedded: kit.embedded, when, ...(who ? { me: who.account.email } : {}) });
 }
 
 export function notFound(kit: Kit, ctx: Context, what: string) {
