@@ -31,8 +31,9 @@ import { scopeInWords } from '../signin/scope-words.ts';
  * and a current code, or one of their passkeys with user verification, proved once in this session and
  * counted by the lockout, then good for ACCOUNT_SUDO_SECONDS. Removing the last factor and changing the
  * address ask again every time. Forms are plain posts with a CSRF token bound to the session, so the
- * page works without JavaScript; each answers 303 with a one-minute flash (never a secret), except the
- * pages that show a new secret (recovery codes, a new authenticator's key), which are the post's answer.
+ * page works without JavaScript. A post that worked answers 303 with a one-minute flash (never a secret),
+ * except those showing a new secret (recovery codes, a new authenticator's key), which are the post's
+ * answer; one that did not is the page with a 4xx and the error next to the form that failed.
  */
 export interface AccountPageDeps extends InteractionDeps {
   /** The page's own client (ensureAccountPageClient). */
@@ -134,6 +135,16 @@ export function accountRoutes(deps: AccountPageDeps) {
     ctx.redirect(`${to}${anchor}`);
   }
 
+  /**
+   * A post's answer: what worked is a 303 with the sentence (the flash); what did not is the page
+   * itself with a 4xx and the error next to the form that failed.
+   */
+  async function answer(ctx: Context, who: Signed, flash: Flash, status = 400) {
+    if (!flash.error) return back(ctx, flash);
+    ctx.status = status;
+    await renderAccount(ctx, who, flash);
+  }
+
   /** The flash left by the post before, once; empty when none, forged or stale. */
   function takeFlash(ctx: Context): Flash {
     const value = ctx.cookies.get(FLASH, { signed: true });
@@ -153,7 +164,7 @@ export function accountRoutes(deps: AccountPageDeps) {
   function sectionOf(which: string): string {
     if (which === 'email' || which === 'email-verify') return 'profile';
     if (which.startsWith('passkey')) return 'passkeys';
-    if (which === 'apps') return 'apps';
+    if (which === 'apps') return 'connected-apps';
     if (which === 'sessions') return 'sessions';
     return 'security';
   }
@@ -252,7 +263,7 @@ export function accountRoutes(deps: AccountPageDeps) {
 
   /** A failed proof next to its form: 303 with the sentence, or the page itself with 429 while locked. */
   async function refuse(ctx: Context, who: Signed, which: string, problem: Problem) {
-    if (problem.retryAfterSeconds === undefined) return back(ctx, { error: problem.error, form: which });
+    if (problem.retryAfterSeconds === undefined) return answer(ctx, who, { error: problem.error, form: which });
     ctx.status = 429;
     ctx.set('Retry-After', String(problem.retryAfterSeconds));
     await renderAccount(ctx, who, { error: problem.error, form: which });
@@ -261,7 +272,7 @@ export function accountRoutes(deps: AccountPageDeps) {
   /** In sudo mode, or the answer (back to the proof form) is given. */
   async function inSudo(ctx: Context, who: Signed): Promise<boolean> {
     if ((await sudo.until(who.sessionUid, who.account.id)) !== undefined) return true;
-    back(ctx, { error: CONFIRM_FIRST, form: 'sudo' });
+    await answer(ctx, who, { error: CONFIRM_FIRST, form: 'sudo' }, 403);
     return false;
   }
 
@@ -293,18 +304,19 @@ export function accountRoutes(deps: AccountPageDeps) {
     const problem = await proof(ctx, who);
     if (problem) return refuse(ctx, who, 'sudo', problem);
     audit(deps.logger, 'account_sudo_started', { accountId: who.account.id, seconds: deps.sudoSeconds, source: 'account_page' }, 'proved who they are on the account page');
-    back(ctx, { notice: `Thanks — for the next ${Math.round(deps.sudoSeconds / 60)} minutes you can change how you sign in without proving it again.`, form: 'security' });
+    await answer(ctx, who, { notice: `Thanks — for the next ${Math.round(deps.sudoSeconds / 60)} minutes you can change how you sign in without proving it again.`, form: 'security' });
   });
 
   router.post('/saved', sameOrigin, form, async (ctx) => {
-    if (!(await guardPost(ctx))) return;
-    back(ctx, { notice: 'Your recovery codes are saved. Each one works once.', form: 'recovery' });
+    const who = await guardPost(ctx);
+    if (!who) return;
+    await answer(ctx, who, { notice: 'Your recovery codes are saved. Each one works once.', form: 'recovery' });
   });
 
   router.post('/recovery-codes', sameOrigin, form, async (ctx) => {
     const who = await guardPost(ctx);
     if (!who || !(await inSudo(ctx, who))) return;
-    if (!hasFactor(who.account)) return back(ctx, { error: 'Set up two-step verification first.', form: 'recovery' });
+    if (!hasFactor(who.account)) return answer(ctx, who, { error: 'Set up two-step verification first.', form: 'recovery' });
     const codes = await secondFactor.regenerateRecoveryCodes(who.account.id);
     audit(deps.logger, 'recovery_codes_regenerated', { accountId: who.account.id, count: codes.length, source: 'account_page' }, 'new recovery codes; the old ones stopped working');
     await email.notify(who.account, 'recovery-codes');
@@ -343,12 +355,12 @@ export function accountRoutes(deps: AccountPageDeps) {
     const pending = typeof body.pending === 'string' ? body.pending : '';
     const code = typeof body.code === 'string' ? body.code.slice(0, 64) : '';
     const provisioning = await secondFactor.provisioningOf(who.account, pending);
-    if (!provisioning) return back(ctx, { error: 'The setup took too long. Start again.', form: 'authenticator' });
+    if (!provisioning) return answer(ctx, who, { error: 'The setup took too long. Start again.', form: 'authenticator' });
     let checked;
     try {
       checked = await checks.enroll(who.account, pending, code, ctx.ip, { replace: true });
     } catch (err) {
-      if (err instanceof AccountError) return back(ctx, { error: 'The setup did not finish. Start again.', form: 'authenticator' });
+      if (err instanceof AccountError) return answer(ctx, who, { error: 'The setup did not finish. Start again.', form: 'authenticator' });
       throw err;
     }
     if (checked.status === 'ok') {
@@ -374,9 +386,9 @@ export function accountRoutes(deps: AccountPageDeps) {
   router.post('/authenticator/remove', sameOrigin, form, async (ctx) => {
     const who = await guardPost(ctx);
     if (!who) return;
-    if (!SecondFactor.isEnrolled(who.account)) return back(ctx, { error: 'There is no authenticator app to remove.', form: 'authenticator' });
+    if (!SecondFactor.isEnrolled(who.account)) return answer(ctx, who, { error: 'There is no authenticator app to remove.', form: 'authenticator' });
     const last = passkeysOf(who.account).length === 0;
-    if (last && mfaPolicy === 'required') return back(ctx, { error: 'This is your only second factor, and this server requires one: add a passkey first.', form: 'authenticator' });
+    if (last && mfaPolicy === 'required') return answer(ctx, who, { error: 'This is your only second factor, and this server requires one: add a passkey first.', form: 'authenticator' });
     if (last) {
       const problem = await proof(ctx, who);
       if (problem) return refuse(ctx, who, 'authenticator', problem);
@@ -385,7 +397,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
     audit(deps.logger, 'second_factor_removed', { accountId: who.account.id, reason: 'removed', source: 'account_page', ...ended }, 'authenticator removed; other sessions ended');
     await email.notify(who.account, 'authenticator-removed');
-    back(ctx, { notice: 'Your authenticator app was removed. You were signed out everywhere else.', form: 'authenticator' });
+    await answer(ctx, who, { notice: 'Your authenticator app was removed. You were signed out everywhere else.', form: 'authenticator' });
   });
 
   // ---- passkeys ----
@@ -394,7 +406,7 @@ export function accountRoutes(deps: AccountPageDeps) {
   router.get('/passkeys/new', async (ctx) => {
     const who = await signedIn(ctx);
     if (!who) return toSignIn(ctx);
-    if (passkeyMode === 'off') return back(ctx, { error: 'Passkeys are turned off on this server.', form: 'passkeys' });
+    if (passkeyMode === 'off') return answer(ctx, who, { error: 'Passkeys are turned off on this server.', form: 'passkeys' });
     if (!(await inSudo(ctx, who))) return;
     const options = await passkeys.registrationOptions(who.account, who.csrfScope);
     views.render(ctx, 'passkey-add', {
@@ -411,11 +423,11 @@ export function accountRoutes(deps: AccountPageDeps) {
     const body = ctx.request.body as Record<string, unknown>;
     const checked = await checks.registerPasskey(who.account, who.csrfScope, body.response, body.name, ctx.ip, 'account_page');
     if (checked.status === 'locked') return refuse(ctx, who, 'passkeys', { error: MESSAGES.locked, retryAfterSeconds: checked.retryAfterSeconds });
-    if (checked.status !== 'ok') return back(ctx, { error: 'The passkey was not created. Start again.', form: 'passkeys' });
+    if (checked.status !== 'ok') return answer(ctx, who, { error: 'The passkey was not created. Start again.', form: 'passkeys' });
     await email.notify(who.account, 'passkey-added');
     const codes = await secondFactor.issueRecoveryCodesIfNone(who.account.id);
     if (codes.length) return showRecoveryCodes(ctx, who, codes);
-    back(ctx, { notice: `Your passkey “${checked.passkey.name}” was added.`, form: 'passkeys' });
+    await answer(ctx, who, { notice: `Your passkey “${checked.passkey.name}” was added.`, form: 'passkeys' });
   });
 
   router.post('/passkeys/rename', sameOrigin, form, async (ctx) => {
@@ -423,11 +435,11 @@ export function accountRoutes(deps: AccountPageDeps) {
     if (!who) return;
     const body = ctx.request.body as Record<string, unknown>;
     const target = passkeysOf(who.account).find((p) => p.id === body.passkey_id);
-    if (!target) return back(ctx, { error: 'That passkey is not yours, or it was removed.', form: 'passkeys' });
+    if (!target) return answer(ctx, who, { error: 'That passkey is not yours, or it was removed.', form: 'passkeys' });
     if (!(await inSudo(ctx, who))) return;
     const renamed = await passkeys.rename(who.account.id, target.id, typeof body.name === 'string' ? body.name : '');
     audit(deps.logger, 'passkey_renamed', { accountId: who.account.id, source: 'account_page' }, 'passkey renamed');
-    back(ctx, { notice: `Renamed to “${renamed.name}”.`, form: 'passkeys' });
+    await answer(ctx, who, { notice: `Renamed to “${renamed.name}”.`, form: 'passkeys' });
   });
 
   // Removing a passkey: in sudo mode, or — when it is the last factor — with a fresh proof in the form.
@@ -436,10 +448,10 @@ export function accountRoutes(deps: AccountPageDeps) {
     if (!who) return;
     const body = ctx.request.body as Record<string, unknown>;
     const target = passkeysOf(who.account).find((p) => p.id === body.passkey_id);
-    if (!target) return back(ctx, { error: 'That passkey is not yours, or it was removed.', form: 'passkeys' });
+    if (!target) return answer(ctx, who, { error: 'That passkey is not yours, or it was removed.', form: 'passkeys' });
     const which = `passkey:${target.id}`;
     const last = !SecondFactor.isEnrolled(who.account) && passkeysOf(who.account).length === 1;
-    if (last && mfaPolicy === 'required') return back(ctx, { error: 'This is your only second factor, and this server requires one: add another passkey or an authenticator app first.', form: which });
+    if (last && mfaPolicy === 'required') return answer(ctx, who, { error: 'This is your only second factor, and this server requires one: add another passkey or an authenticator app first.', form: which });
     if (last) {
       const problem = await proof(ctx, who);
       if (problem) return refuse(ctx, who, which, problem);
@@ -452,7 +464,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     audit(deps.logger, 'passkey_removed', { accountId: who.account.id, count: 1, source: 'account_page', ...ended }, 'passkey removed; other sessions ended');
     await email.notify(who.account, 'passkey-removed');
     // The page it lands on tells the device which passkeys still count (signalAllAcceptedCredentials).
-    back(ctx, { notice: `The passkey “${target.name}” was removed. You were signed out everywhere else. Your device was asked to forget it too.`, form: 'passkeys' });
+    await answer(ctx, who, { notice: `The passkey “${target.name}” was removed. You were signed out everywhere else. Your device was asked to forget it too.`, form: 'passkeys' });
   });
 
   // ---- password ----
@@ -465,7 +477,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     try {
       await accounts.checkPassword(next, who.account.email);
     } catch (err) {
-      if (err instanceof AccountError) return back(ctx, { error: `The new password is not accepted: ${err.message}.`, form: 'password' });
+      if (err instanceof AccountError) return answer(ctx, who, { error: `The new password is not accepted: ${err.message}.`, form: 'password' });
       throw err;
     }
     await accounts.setPassword(who.account.id, next);
@@ -473,7 +485,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     const ended = await revokeAccountSessions(store, who.account.id, { keepSessionId: who.sessionId });
     audit(deps.logger, 'password_changed', { accountId: who.account.id, source: 'account_page', ...ended }, 'password changed on the account page; other sessions ended');
     await email.notify(who.account, 'password-changed');
-    back(ctx, { notice: 'Your password was changed. You were signed out everywhere else.', form: 'password' });
+    await answer(ctx, who, { notice: 'Your password was changed. You were signed out everywhere else.', form: 'password' });
   });
 
   // ---- the address: proved by a link sent to it ----
@@ -482,10 +494,10 @@ export function accountRoutes(deps: AccountPageDeps) {
   router.post('/email/verify', sameOrigin, form, async (ctx) => {
     const who = await guardPost(ctx);
     if (!who) return;
-    if (!email.on) return back(ctx, { error: 'This server sends no email.', form: 'email-verify' });
-    if (isEmailVerified(who.account)) return back(ctx, { notice: 'Your address is confirmed already.', form: 'email-verify' });
+    if (!email.on) return answer(ctx, who, { error: 'This server sends no email.', form: 'email-verify' });
+    if (isEmailVerified(who.account)) return answer(ctx, who, { notice: 'Your address is confirmed already.', form: 'email-verify' });
     const sent = await email.sendVerification(who.account, 'account_page');
-    back(ctx, sent ? { notice: `A link is on its way to ${who.account.email}. Open it to confirm your address.`, form: 'email-verify' } : { error: 'Several links were sent to this address within the hour. Try again later.', form: 'email-verify' });
+    await answer(ctx, who, sent ? { notice: `A link is on its way to ${who.account.email}. Open it to confirm your address.`, form: 'email-verify' } : { error: 'Several links were sent to this address within the hour. Try again later.', form: 'email-verify' });
   });
 
   // A new address takes effect only when a link sent to it is followed; the old address is told, with a way to cancel.
@@ -493,16 +505,16 @@ export function accountRoutes(deps: AccountPageDeps) {
   router.post('/email', sameOrigin, form, async (ctx) => {
     const who = await guardPost(ctx);
     if (!who) return;
-    if (!email.on) return back(ctx, { error: 'This server sends no email: ask your administrator to change your address.', form: 'email' });
+    if (!email.on) return answer(ctx, who, { error: 'This server sends no email: ask your administrator to change your address.', form: 'email' });
     const raw = (ctx.request.body as Record<string, unknown>).new_email;
     const next = typeof raw === 'string' ? normalizeEmail(raw.slice(0, 300)) : '';
-    if (!isEmailAddress(next)) return back(ctx, { error: 'Enter the new address, e.g. name@example.com.', form: 'email' });
-    if (next === who.account.email) return back(ctx, { error: 'That is your current address.', form: 'email' });
+    if (!isEmailAddress(next)) return answer(ctx, who, { error: 'Enter the new address, e.g. name@example.com.', form: 'email' });
+    if (next === who.account.email) return answer(ctx, who, { error: 'That is your current address.', form: 'email' });
     const problem = await proof(ctx, who);
     if (problem) return refuse(ctx, who, 'email', problem);
     // Whether the address belongs to someone else is told only when the link is followed (by its reader).
     const sent = await email.requestAddressChange(who.account, next, 'account_page');
-    back(ctx, sent ? { notice: `A link is on its way to ${next}. Your address changes when you open it; until then you sign in with ${who.account.email}.`, form: 'email' } : { error: 'Several links were sent to that address within the hour. Try again later.', form: 'email' });
+    await answer(ctx, who, sent ? { notice: `A link is on its way to ${next}. Your address changes when you open it; until then you sign in with ${who.account.email}.`, form: 'email' } : { error: 'Several links were sent to that address within the hour. Try again later.', form: 'email' });
   });
 
   // ---- connected apps and sessions: taking access away needs no proof ----
@@ -512,11 +524,11 @@ export function accountRoutes(deps: AccountPageDeps) {
     if (!who) return;
     const clientId = (ctx.request.body as Record<string, unknown>).client_id;
     const revoked = typeof clientId === 'string' && clientId.length <= 200 ? await revokeConnectedApp(store, who.account.id, clientId) : undefined;
-    if (!revoked) return back(ctx, { error: 'That app has no access to your account.', form: 'apps' });
+    if (!revoked) return answer(ctx, who, { error: 'That app has no access to your account.', form: 'apps' });
     const name = (await deps.registry.findClient(revoked.clientId))?.client_name;
     const { event, fields, msg } = consentRevokedEvent(who.account.id, revoked, 'account_page');
     audit(deps.logger, event, fields, msg);
-    back(ctx, { notice: `${typeof name === 'string' && name ? name : revoked.clientId} no longer has access to your account; it asks again if you sign in to it.`, form: 'apps' });
+    await answer(ctx, who, { notice: `${typeof name === 'string' && name ? name : revoked.clientId} no longer has access to your account; it asks again if you sign in to it.`, form: 'apps' });
   });
 
   /** Ends this browser's session: the record goes (its apps are told), and sudo mode with it. */
@@ -534,9 +546,9 @@ export function accountRoutes(deps: AccountPageDeps) {
     const handle = (ctx.request.body as Record<string, unknown>).session;
     if (handle === who.handle) return signOutHere(ctx, who);
     const ended = typeof handle === 'string' && HANDLE.test(handle) ? await endAccountSession(store, who.account.id, handle) : undefined;
-    if (!ended) return back(ctx, { error: 'That session has ended already.', form: 'sessions' });
+    if (!ended) return answer(ctx, who, { error: 'That session has ended already.', form: 'sessions' });
     audit(deps.logger, 'session_ended', { accountId: who.account.id, session: handle, grants: ended.grants, source: 'account_page' }, 'a session was ended');
-    back(ctx, { notice: 'That session was ended: the browser is signed out, and the apps signed in with it lost their access.', form: 'sessions' });
+    await answer(ctx, who, { notice: 'That session was ended: the browser is signed out, and the apps signed in with it lost their access.', form: 'sessions' });
   });
 
   router.post('/sign-out', sameOrigin, form, async (ctx) => {

@@ -204,23 +204,25 @@ describe('passkeys in Chromium, with openid-client', () => {
     }
   });
 
-  test('the account page lists, renames (proved with the passkey) and removes (password + code) a passkey; a removed passkey no longer signs in', async () => {
+  test('the account page lists a passkey; confirmed with it once, renames it; removes the last one with password + recovery code; a removed passkey no longer signs in', async () => {
     await context.clearCookies();
     await page.goto(new URL('/account', server.issuer).href);
     await usePasskey(page, /sign in with a passkey/i);
     const passkeys = page.getByRole('table', { name: 'Your passkeys' });
     assert.match(await passkeys.innerText(), /Kim’s laptop/);
     assert.doesNotMatch(await passkeys.innerText(), /never/, 'its last use is dated');
+
+    // The passkey proves who this is once: no password, no recovery code used up.
+    await page.getByText('Confirm it’s you to make changes').click();
+    await usePasskey(page, page.locator('form[action="/account/sudo"]').getByRole('button', { name: 'Use a passkey instead' }));
+    assert.ok(server.logs.some((l) => l.event === 'passkey_used' && l.as === 'proof'));
     await page.getByText('Rename or remove “Kim’s laptop”').click();
     await page.screenshot({ path: new URL('account-passkeys.png', SCREENSHOTS).pathname, fullPage: true });
-
-    // The passkey proves who this is: no password, no recovery code used up.
     await page.getByLabel('New name').fill('Old laptop');
-    const rename = page.locator('form[action="/account/passkeys/rename"]');
-    await usePasskey(page, rename.getByRole('button', { name: 'Use a passkey instead' }));
+    await submit(page, page.getByRole('button', { name: 'Rename' }));
     assert.match(await page.getByRole('status').innerText(), /Renamed to “Old laptop”/);
-    assert.ok(server.logs.some((l) => l.event === 'passkey_used' && l.as === 'proof'));
 
+    // The last factor asks again, sudo mode or not.
     await page.getByText('Rename or remove “Old laptop”').click();
     await page.locator('#remove-0-password').fill(PASSWORD);
     await page.locator('#remove-0-code').fill(recoveryCodes[0]!);
