@@ -143,7 +143,7 @@ function suite(storeKind: 'redis' | 'memory') {
 
   it('"Sign out everywhere" on /account: the app is notified of the session', async () => {
     const session = await signedIn();
-    const page = await accountPage(session.jar);
+    await accountPage(session.jar);
     const before = rp.received.length;
     const url = new URL('/account/sign-out-everywhere', server.issuer);
     const asked = (await follow(session.jar, server.issuer, await browse(session.jar, url), url)).page!;

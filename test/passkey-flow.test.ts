@@ -239,7 +239,7 @@ describe('a passkey as the account page’s proof', () => {
 
     const replay = await browse(jar, new URL('/account/sudo', server.issuer), { form: { _csrf: hiddenField(changed.page!.html, '_csrf')!, passkey_response: response } });
     const replayed = await follow(jar, server.issuer, replay, new URL('/account/sudo', server.issuer));
-    assert.equal(errorOf(replayed.page!.html), NOT_ACCEPTED);
+    assert.equal(errorOf(replayed.page!.html), NOT_ACCEPTED, `${replayed.page!.status} ${replayed.page!.url} ${replayed.page!.html.slice(0, 3000)}`);
   });
 
   test('another person’s passkey, and one without user verification, do not prove who you are', async () => {

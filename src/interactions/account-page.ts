@@ -202,7 +202,8 @@ export function accountRoutes(deps: AccountPageDeps) {
       apps: (await listConnectedApps(store, deps.registry, account.id)).map(appView),
       sudo: sudoUntil === undefined ? undefined : when(sudoUntil),
       sudoMinutes: Math.round(deps.sudoSeconds / 60),
-      sessions: live.map((s) => ({
+      // This browser first, then the others, newest sign-in first.
+      sessions: [...live.filter((s) => s.handle === who.handle), ...live.filter((s) => s.handle !== who.handle)].map((s) => ({
         handle: s.handle, current: s.handle === who.handle, browser: s.browser ?? 'Unknown browser', ip: s.ip, signedIn: when(s.loginTs === undefined ? undefined : s.loginTs * 1000),
         factors: factorsInWords(s.amr), apps: s.clients.flatMap((c) => (names.has(c) ? [names.get(c)!] : [])),
       })),
