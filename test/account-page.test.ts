@@ -5,6 +5,7 @@ import { totpCodeAt } from '../src/accounts/totp.ts';
 import { browse, CookieJar, follow, formAction, hiddenField, recoveryCodesOf, totpKeyOf, type Followed, type Page } from './helpers/flow.ts';
 import type { TestServer } from './helpers/server.ts';
 import { nextTotpCode, totpClock, wrongTotpCode } from './helpers/totp.ts';
+import { SoftAuthenticator } from './helpers/soft-authenticator.ts';
 import { enrollTotp, useServer } from './helpers/world.ts';
 
 /**
@@ -301,4 +302,60 @@ describe('/account', () => {
       assert.ok(ttl > 0 && ttl <= limit, `${key} has TTL ${ttl} after the sign-in (at most ${limit})`);
     }
   });
+});
+
+describe('/account under MFA_POLICY=optional: removing the authenticator app', () => {
+  let optional: TestServer;
+  useServer({ store: 'redis', env: { MFA_POLICY: 'optional' } }, (setup) => ({ server: optional } = setup));
+
+  /** Runs the page helpers (which use `server`) against this suite's server. */
+  async function onOptional(body: () => Promise<void>) {
+    const saved = server;
+    server = optional;
+    try {
+      await body();
+    } finally {
+      server = saved;
+    }
+  }
+
+  it('with a passkey left, sudo mode is enough; the recovery codes stay and other sessions end', () => onOptional(async () => {
+    const p = await person();
+    const account = (await server.app.accounts.find(p.id))!;
+    const device = new SoftAuthenticator({ origin: server.issuer });
+    const registered = await server.app.passkeys.register(p.id, 'test', device.create(await server.app.passkeys.registrationOptions(account, 'test')), 'Spare key');
+    assert.ok(registered.ok);
+    const { jar, page: first } = await signInToAccount(p.email, PASSWORD, p.totpSecret);
+    const other = await signInToAccount(p.email, PASSWORD, p.totpSecret);
+    assert.equal(formAction(first.html, '/account/authenticator/remove'), undefined, 'not before the proof');
+    const page = await confirm(jar, first, p);
+    const removed = await post(jar, page, '/account/authenticator/remove', {});
+    assert.equal(removed.chain[0]!.status, 303);
+    assert.match(said(removed.page!.html, 'authenticator').notice ?? '', /Your authenticator app was removed/);
+    assert.match(removed.page!.html, /Not set up\./);
+    const after = (await server.app.accounts.find(p.id))!;
+    assert.equal(after.mfa, undefined);
+    assert.equal(after.passkeys?.length, 1);
+    assert.equal((await server.app.secondFactor.verifySecondFactor(p.id, { recoveryCode: p.recoveryCodes[0]! })).ok, true, 'the recovery codes still work');
+    assert.equal((await server.app.secondFactor.verifySecondFactor(p.id, { totp: await nextTotpCode(server.issuer, p.totpSecret) })).ok, false, 'the app does not');
+    assert.equal((await browse(other.jar, new URL('/account', server.issuer))).status, 303, 'the other browser is signed out');
+    assert.deepEqual(audited('second_factor_removed', p.id).map((l) => [l.reason, l.source, l.sessions]), [['removed', 'account_page', 1]]);
+  }));
+
+  it('as the last factor, it asks again even in sudo mode; then the recovery codes go with it', () => onOptional(async () => {
+    const p = await person();
+    const { jar, page: first } = await signInToAccount(p.email, PASSWORD, p.totpSecret);
+    const page = await confirm(jar, first, p);
+    assert.match(page.html, /It is your last second factor: confirm it’s you again\./);
+    const bare = await post(jar, page, '/account/authenticator/remove', {});
+    assert.equal(bare.page!.status, 400);
+    assert.equal(said(bare.page!.html, 'authenticator').error, 'Your current password is not right.');
+    assert.ok((await server.app.accounts.find(p.id))!.mfa, 'still there');
+    const removed = await post(jar, page, '/account/authenticator/remove', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret) });
+    assert.match(said(removed.page!.html, 'authenticator').notice ?? '', /Your authenticator app was removed/);
+    const after = (await server.app.accounts.find(p.id))!;
+    assert.equal(after.mfa, undefined);
+    assert.equal(after.recovery, undefined);
+    assert.equal((await server.app.secondFactor.verifySecondFactor(p.id, { recoveryCode: p.recoveryCodes[0]! })).ok, false, 'no factor, no recovery codes');
+  }));
 });
