@@ -224,13 +224,13 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'jwtIntrospectionAndRevocation', does: 'JWT access tokens introspected and revoked by us, under the same policy', oidcRoutes: only('introspection', 'revocation'), middleware: answers.jwtIntrospectionAndRevocation },
     { name: 'clearerErrors', does: "unauthorized_client for a grant type the client lacks, DPoP and API-token descriptions (recognises oidc-provider's wording)", oidcRoutes: only('token', 'userinfo'), middleware: answers.clearerErrors },
     { name: 'discoveryListsApiScopes', does: 'the API scopes (not --private-scopes ones) in scopes_supported', oidcRoutes: only('discovery'), middleware: answers.discoveryListsApiScopes },
-    { name: 'staticRoutes', does: '/static: the stylesheet and the passkey and console scripts', middleware: staticRoutes().routes() },
+    { name: 'staticRoutes', does: '/static: the stylesheet and the passkey, console, account and recovery-code scripts', middleware: staticRoutes().routes() },
     { name: 'opsRoutes', does: '/metrics, /healthz, /readyz (on METRICS_PORT instead when it is set)', middleware: config.METRICS_PORT === undefined ? opsRouter.routes() : undefined },
     { name: 'countFailedClientAuthentication', does: 'each 401 invalid_client counted per client id at the IP (CLIENT_AUTH_*) and per IP (LOCKOUT_IP_*); the refusal (429) is the throttledClientAuthentication bend', oidcRoutes: CLIENT_AUTH_ROUTES, middleware: countFailedClientAuthentication(clientLockout) },
     { name: 'deviceFlowEdges', does: 'code entry: same origin, wrong codes per IP (DEVICE_CODE_*, 429); prefilled code; interval and slow_down', oidcRoutes: only('code_verification', 'device_authorization', 'token'), middleware: deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')) },
     { name: 'deviceGrantNotAllowedIsUnauthorizedClient', does: "a client without the device grant hears unauthorized_client (recognises oidc-provider's wording)", oidcRoutes: only('device_authorization'), middleware: deviceGrantNotAllowedIsUnauthorizedClient },
     { name: 'interactionRoutes', does: '/interaction/:uid/*: same origin, CSRF, sign-in lockout (LOCKOUT_*) on every factor', middleware: interactionRoutes(signIn).routes() },
-    { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', middleware: accountRoutes({ ...signIn, clientId: accountPageClientId }).routes() },
+    { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', middleware: accountRoutes({ ...signIn, registry, clientId: accountPageClientId, sudoSeconds: config.ACCOUNT_SUDO_SECONDS, rpId: config.WEBAUTHN_RP_ID, ...(clock ? { clock } : {}) }).routes() },
     { name: 'passwordResetRoutes', does: '/password/forgot, /password/reset: same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); CSRF bound to the link', middleware: passwordResetRoutes(linkDeps).routes() },
     { name: 'emailAddressRoutes', does: '/email/verify, /email/change, /email/report: same origin, CSRF bound to the link; a link is used up by the post only', middleware: emailAddressRoutes(linkDeps).routes() },
     { name: 'invitationRoutes', does: '/invitation: same origin, CSRF bound to the link; the post uses the link up and creates the account (a password or a passkey)', middleware: invitationRoutes({ ...linkDeps, ...newAccountDeps, invitations }).routes() },
@@ -360,6 +360,8 @@ function staticRoutes() {
     ['/static/passkey.js', 'text/javascript', new URL('../views/passkey.js', import.meta.url)],
     // The console's one script (copy buttons); every page works without it.
     ['/static/console.js', 'text/javascript', new URL('../views/console.js', import.meta.url)],
+    ['/static/account.js', 'text/javascript', new URL('../views/account.js', import.meta.url)],
+    ['/static/recovery-codes.js', 'text/javascript', new URL('../views/recovery-codes.js', import.meta.url)],
     ['/static/webauthn.js', 'text/javascript', new URL('../dist/bundle/index.umd.min.js', import.meta.resolve('@simplewebauthn/browser'))],
   ];
   const router = new Router();

@@ -271,9 +271,13 @@ describe('changing the address', () => {
   it('takes effect only when the new address confirms; the old one is told and can cancel it', async () => {
     const p = await person();
     const next = `new-${Math.random().toString(36).slice(2)}@example.org`;
-    const { jar, page } = await signInToAccount(p);
+    const { jar, page: first } = await signInToAccount(p);
+    // Sudo mode does not cover the address: it asks again.
+    const page = (await post(jar, first, '/account/sudo', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) })).page!;
+    assert.ok(formAction(page.html, '/account/password'), 'in sudo mode');
     const noProof = await post(jar, page, '/account/email', { new_email: next, current_password: 'wrong', code: '000000' });
-    assert.match(noProof.page!.html, /current password is not right/);
+    assert.match(noProof.page!.html, /data-for="email">Your current password is not right/);
+    assert.equal((await post(jar, page, '/account/email', { new_email: next })).page!.html.match(/data-for="email">([^<]*)/)?.[1], 'Your current password is not right.', 'no proof, no link');
     const asked = await post(jar, page, '/account/email', { new_email: next, current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
     assert.match(asked.page!.html, /A link is on its way to/);
     assert.equal((await server.app.accounts.find(p.id))!.email, p.email, 'nothing changed yet');
@@ -323,7 +327,8 @@ describe('security notices', () => {
   it('a password change on /account mails the person', async () => {
     const p = await person();
     const { jar, page } = await signInToAccount(p);
-    await post(jar, page, '/account/password', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!), new_password: 'another fine passphrase' });
+    const confirmed = await post(jar, page, '/account/sudo', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
+    await post(jar, confirmed.page!, '/account/password', { new_password: 'another fine passphrase' });
     const mail = await smtp.waitFor(p.email, /Security notice/);
     assert.match(mail.text ?? '', /password of your account was changed/);
     assert.match(mail.text ?? '', /\/password\/forgot/);
@@ -341,7 +346,8 @@ describe('security notices', () => {
   it('new recovery codes mail the person', async () => {
     const p = await person();
     const { jar, page } = await signInToAccount(p);
-    await post(jar, page, '/account/recovery-codes', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
+    const confirmed = await post(jar, page, '/account/sudo', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
+    await post(jar, confirmed.page!, '/account/recovery-codes', {});
     const mail = await smtp.waitFor(p.email, /Security notice/);
     assert.match(mail.text ?? '', /New recovery codes/);
   });

@@ -137,8 +137,8 @@ function audited(event: string, accountId: string) {
 test('a new password on /account ends every other session and every grant; the browser that changed it stays signed in', async () => {
   const p = await person('pw');
   const { here, elsewhere } = await twoBrowsers(p);
-  const page = await accountPage(here.flow.jar);
-  const changed = await post(here.flow.jar, page, '/account/password', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret), new_password: 'a brand new passphrase' });
+  const page = (await post(here.flow.jar, await accountPage(here.flow.jar), '/account/sudo', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret) })).page!;
+  const changed = await post(here.flow.jar, page, '/account/password', { new_password: 'a brand new passphrase' });
   assert.match(changed.page!.html, /Your password was changed/);
 
   await assertSignedOut('the other browser', elsewhere);
@@ -152,8 +152,8 @@ test('a new password on /account ends every other session and every grant; the b
 test('a new authenticator on /account ends every other session and every grant; this browser stays signed in', async () => {
   const p = await person('totp');
   const { here, elsewhere } = await twoBrowsers(p);
-  const page = await accountPage(here.flow.jar);
-  const enroll = await post(here.flow.jar, page, '/account/authenticator', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret) });
+  const page = (await post(here.flow.jar, await accountPage(here.flow.jar), '/account/sudo', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret) })).page!;
+  const enroll = await post(here.flow.jar, page, '/account/authenticator', {});
   const key = totpKeyOf(enroll.page!.html)!;
   // A new key alone changes nothing yet.
   assert.equal((await endpoints(server.issuer).introspect(world.api, elsewhere.tokens.access_token)).body.active, true);

@@ -170,6 +170,27 @@ export class SecondFactor {
     return previous !== undefined && hasFactor(previous);
   }
 
+  /**
+   * Removes the authenticator app. Passkeys left keep the recovery codes (moved beside them); with no
+   * factor left they are dropped. Returns false when there was no app. The caller decides whether the
+   * app may go (the last factor under MFA_POLICY=required may not).
+   */
+  async removeAuthenticator(accountId: string): Promise<boolean> {
+    let removed: AccountMfa | undefined;
+    let kept = false;
+    await this.#accounts.update(accountId, (a) => {
+      removed = a.mfa;
+      if (!a.mfa) return;
+      kept = (a.passkeys?.length ?? 0) > 0;
+      if (kept && a.mfa.recovery) a.recovery = a.mfa.recovery;
+      delete a.mfa;
+    });
+    if (!removed) return false;
+    if (!kept && removed.recovery) await this.#store.del(keys.recoveryCodes(accountId, removed.recovery.generation));
+    await this.#totp.forget(accountId);
+    return true;
+  }
+
   /** A new set of recovery codes; the old set stops working at once. Returns the codes to show once. */
   async regenerateRecoveryCodes(accountId: string): Promise<string[]> {
     const account = await this.#account(accountId);

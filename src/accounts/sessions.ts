@@ -41,3 +41,36 @@ export async function sessionDevice(store: Store, sessionKey: string): Promise<S
   const raw = await store.get(keys.sessionDevice(sessionHandle(sessionKey)));
   return raw ? (JSON.parse(raw) as SessionDevice) : undefined;
 }
+
+/** One of a person's live sessions as stored: never its id (the cookie's value), only its handle. */
+export interface LiveSession {
+  handle: string;
+  loginTs?: number;
+  exp?: number;
+  acr?: string;
+  amr: string[];
+  ip?: string;
+  browser?: string;
+  /** The apps signed in to with it (client ids). */
+  clients: string[];
+}
+
+/** A person's sessions that are still alive, newest sign-in first (the console and the account page list them). */
+export async function liveSessions(store: Store, accountId: string): Promise<LiveSession[]> {
+  const sessionKeys = await store.setMembers(keys.accountSessions(accountId));
+  const found = await Promise.all(sessionKeys.map(async (key) => ({ key, stored: await store.getModel(key, { consumable: false }), device: await sessionDevice(store, key) })));
+  const sessions = found.flatMap(({ key, stored, device }): LiveSession[] => {
+    if (!stored) return [];
+    const s = JSON.parse(stored.payload) as { accountId?: string; loginTs?: number; exp?: number; acr?: string; amr?: string[]; authorizations?: Record<string, unknown> };
+    if (s.accountId !== accountId) return [];
+    // The device record of an earlier sign-in in the same browser is not this one's.
+    const same = device && (device.loginTs === undefined || device.loginTs === s.loginTs) ? device : undefined;
+    return [{ handle: sessionHandle(key), loginTs: s.loginTs, exp: s.exp, acr: s.acr, amr: s.amr ?? [], ip: same?.ip, browser: same?.browser, clients: Object.keys(s.authorizations ?? {}) }];
+  });
+  return sessions.sort((a, b) => (b.loginTs ?? 0) - (a.loginTs ?? 0));
+}
+
+/** The handle of the session a browser presents (oidc-provider's session id, the cookie's value). */
+export function handleOfSessionId(sessionId: string): string {
+  return sessionHandle(keys.model('Session', sessionId));
+}

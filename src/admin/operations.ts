@@ -19,7 +19,7 @@ import { Email, type EmailSettings } from '../accounts/email.ts';
 import { Invitations, type Invitation } from '../accounts/invitations.ts';
 import { MailQueue } from '../mail/queue.ts';
 import { endAccountSession, revokeAccountSessions } from '../storage/oidc-adapter.ts';
-import { factorsInWords, sessionDevice, sessionHandle } from '../accounts/sessions.ts';
+import { factorsInWords, liveSessions } from '../accounts/sessions.ts';
 import type { Store, StoreInfo } from '../storage/store.ts';
 import type { MinuteSeries } from '../observability/minute-series.ts';
 import { CLI_CLIENT_ID } from './cli-client.ts';
@@ -539,19 +539,10 @@ export class Operations {
    */
   async userSessions(idOrEmail: string) {
     const account = await this.findUser(idOrEmail);
-    const sessionKeys = await this.#d.store.setMembers(keys.accountSessions(account.id));
-    const found = await Promise.all(sessionKeys.map(async (key) => ({ key, stored: await this.#d.store.getModel(key, { consumable: false }), device: await sessionDevice(this.#d.store, key) })));
-    const sessions = found.flatMap(({ key, stored, device }) => {
-      if (!stored) return [];
-      const s = JSON.parse(stored.payload) as { accountId?: string; loginTs?: number; exp?: number; acr?: string; amr?: string[]; authorizations?: Record<string, unknown> };
-      if (s.accountId !== account.id) return [];
-      // The device record of an earlier sign-in in the same browser is not this one's.
-      const same = device && (device.loginTs === undefined || device.loginTs === s.loginTs) ? device : undefined;
-      return [{
-        handle: sessionHandle(key), signed_in: s.loginTs ? isoSeconds(s.loginTs) : null, expires: s.exp ? isoSeconds(s.exp) : null,
-        ip: same?.ip ?? null, browser: same?.browser ?? null, acr: s.acr ?? null, amr: s.amr ?? [], factors: factorsInWords(s.amr ?? []), clients: Object.keys(s.authorizations ?? {}),
-      }];
-    });
+    const sessions = (await liveSessions(this.#d.store, account.id)).map((s) => ({
+      handle: s.handle, signed_in: s.loginTs ? isoSeconds(s.loginTs) : null, expires: s.exp ? isoSeconds(s.exp) : null,
+      ip: s.ip ?? null, browser: s.browser ?? null, acr: s.acr ?? null, amr: s.amr, factors: factorsInWords(s.amr), clients: s.clients,
+    }));
     return { id: account.id, sessions: sessions.sort((a, b) => String(b.signed_in).localeCompare(String(a.signed_in))) };
   }
 

@@ -24,6 +24,7 @@ export const AUDIT_EVENTS = [
   'password_changed',
   'sessions_revoked',
   'session_ended',
+  'account_sudo_started',
   'lockout_started',
   'lockout_ended',
   'consent_granted',

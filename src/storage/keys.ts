@@ -89,6 +89,8 @@ export const keys = {
   accountSessions: (accountId: string) => `lk:account-sessions:${digest(accountId)}`,
   /** Where and how a session was signed in to (IP, browser), by the session's handle (sessionHandle in accounts/sessions.ts); the session's TTL. */
   sessionDevice: (handle: string) => `lk:session-device:${handle}`,
+  /** The account page's sudo mode of one session (accounts/sudo-mode.ts), by its uid: `{accountId, until}`, ACCOUNT_SUDO_SECONDS. */
+  accountSudo: (sessionUid: string) => `lk:account-sudo:${digest(`sudo:${sessionUid}`)}`,
   /** The grant index keys of an account's grants (an index: TTL of its longest-lived member). */
   accountGrants: (accountId: string) => `lk:account-grants:${digest(accountId)}`,
   /**

@@ -108,8 +108,9 @@ describe('email in a browser', () => {
     await passSecondFactor(page, p.email, p.totpSecret);
     assert.equal(new URL(page.url()).pathname, '/account');
 
-    const section = page.locator('#email');
+    const section = page.locator('#profile');
     assert.match(await section.innerText(), /not confirmed yet/);
+    await section.getByText('Change your address').click();
     await section.getByLabel('New address').fill('mo.new@example.org');
     await section.getByLabel('Current password').fill(PASSWORD);
     const { nextTotpCode } = await import('../helpers/totp.ts');
@@ -128,8 +129,8 @@ describe('email in a browser', () => {
 
     await page.goto(new URL('/account', server.issuer).href);
     assert.match(await page.locator('main').innerText(), /Signed in as mo\.new@example\.org/);
-    assert.match(await page.locator('#email').innerText(), /New address/);
-    assert.doesNotMatch(await page.locator('#email').innerText(), /not confirmed yet/);
+    assert.match(await page.locator('#profile').innerText(), /mo\.new@example\.org · confirmed/);
+    assert.doesNotMatch(await page.locator('#profile').innerText(), /not confirmed yet/);
     assert.deepEqual(problems, []);
     await context.close();
   });

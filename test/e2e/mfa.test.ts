@@ -183,16 +183,20 @@ describe('second factor in a browser, with openid-client', () => {
       await submit(page, page.getByRole('button', { name: 'Verify' }));
       assert.equal(new URL(page.url()).pathname, '/account');
       assert.equal(await page.getByRole('heading', { level: 1 }).innerText(), 'Your account');
-      assert.match(await page.locator('table.status').innerText(), /On, with an authenticator app[\s\S]*9 of 10 unused/);
-      // New recovery codes: the current password and a current code.
-      const form = page.locator('form[action="/account/recovery-codes"]');
-      await form.getByLabel('Current password').fill(PASSWORD);
-      await form.getByLabel('Authentication code').fill(await nextTotpCode(server.issuer, secret));
-      await submit(page, form.getByRole('button'));
+      const security = page.locator('#security');
+      assert.match(await security.innerText(), /Authenticator app\s+On since[\s\S]*9 of 10 unused/);
+      // Confirm it's you once (password and a current code), then new recovery codes need nothing more.
+      await security.getByText('Confirm it’s you to make changes').click();
+      const confirm = page.locator('form[action="/account/sudo"]');
+      await confirm.getByLabel('Current password').fill(PASSWORD);
+      await confirm.getByLabel('Authentication code').fill(await nextTotpCode(server.issuer, secret));
+      await submit(page, confirm.getByRole('button', { name: 'Confirm' }));
+      await submit(page, page.getByRole('button', { name: 'Make new recovery codes' }));
       recoveryCodes = (await page.getByRole('list', { name: 'Recovery codes' }).locator('code').allInnerTexts()).map((c) => c.trim());
       assert.equal(recoveryCodes.length, 10);
+      await page.getByLabel('I saved these codes somewhere safe').check();
       await submit(page, page.getByRole('button', { name: 'I have saved them' }));
-      assert.match(await page.locator('table.status').innerText(), /10 of 10 unused/);
+      assert.match(await page.locator('#security').innerText(), /10 of 10 unused/);
       assert.deepEqual(problems, []);
     } finally {
       await context.close();

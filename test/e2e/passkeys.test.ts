@@ -4,8 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import * as oc from 'openid-client';
 import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { ACR_MFA } from '../../src/signin/policy.ts';
-import { MESSAGES } from '../../src/signin/messages.ts';
 import { SCREENSHOTS, currentStep, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
+import { eventually } from '../helpers/eventually.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 
@@ -34,6 +34,8 @@ describe('passkeys in Chromium, with openid-client', () => {
   let page: Page;
   let problems: string[];
   let recoveryCodes: string[] = [];
+  /** How many passkeys the person's device holds. */
+  let credentials: () => Promise<number>;
 
   before(async () => {
     redis = await startRedis();
@@ -47,7 +49,7 @@ describe('passkeys in Chromium, with openid-client', () => {
     await server.app.accounts.create({ email: EMAIL, password: PASSWORD });
     rp = await oc.discovery(new URL(server.issuer), client.clientId, undefined, oc.ClientSecretBasic(client.secret), { execute: [oc.allowInsecureRequests] });
     browser = await launchBrowser();
-    ({ context, page } = await deviceWithPasskeys({ userVerification: true }));
+    ({ context, page, credentials } = await deviceWithPasskeys({ userVerification: true }));
     problems = watchProblems(context);
     await autofill(page, false);
     mkdirSync(SCREENSHOTS, { recursive: true });
@@ -71,7 +73,7 @@ describe('passkeys in Chromium, with openid-client', () => {
     const p = await ctx.newPage();
     const cdp = await ctx.newCDPSession(p);
     await cdp.send('WebAuthn.enable', { enableUI: false });
-    await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
       options: {
         protocol: 'ctap2',
         transport: 'internal',
@@ -81,7 +83,8 @@ describe('passkeys in Chromium, with openid-client', () => {
         automaticPresenceSimulation: true,
       },
     });
-    return { context: ctx, page: p };
+    const credentials = async () => (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials.length;
+    return { context: ctx, page: p, credentials };
   }
 
   /** Lets (or stops) this browser offer passkeys by autofill on the issuer's pages. */
@@ -204,34 +207,39 @@ describe('passkeys in Chromium, with openid-client', () => {
     }
   });
 
-  test('the account page lists, renames (proved with the passkey) and removes (password + code) a passkey; a removed passkey no longer signs in', async () => {
+  test('the account page lists a passkey; confirmed with it once, renames it; removes the last one with password + recovery code; the device is told and no longer offers it', async () => {
     await context.clearCookies();
     await page.goto(new URL('/account', server.issuer).href);
     await usePasskey(page, /sign in with a passkey/i);
     const passkeys = page.getByRole('table', { name: 'Your passkeys' });
     assert.match(await passkeys.innerText(), /Kim’s laptop/);
     assert.doesNotMatch(await passkeys.innerText(), /never/, 'its last use is dated');
+
+    // The passkey proves who this is once: no password, no recovery code used up.
+    await page.getByText('Confirm it’s you to make changes').click();
+    await usePasskey(page, page.locator('form[action="/account/sudo"]').getByRole('button', { name: 'Use a passkey instead' }));
+    assert.ok(server.logs.some((l) => l.event === 'passkey_used' && l.as === 'proof'));
     await page.getByText('Rename or remove “Kim’s laptop”').click();
     await page.screenshot({ path: new URL('account-passkeys.png', SCREENSHOTS).pathname, fullPage: true });
-
-    // The passkey proves who this is: no password, no recovery code used up.
     await page.getByLabel('New name').fill('Old laptop');
-    const rename = page.locator('form[action="/account/passkeys/rename"]');
-    await usePasskey(page, rename.getByRole('button', { name: 'Use a passkey instead' }));
+    await submit(page, page.getByRole('button', { name: 'Rename' }));
     assert.match(await page.getByRole('status').innerText(), /Renamed to “Old laptop”/);
-    assert.ok(server.logs.some((l) => l.event === 'passkey_used' && l.as === 'proof'));
 
+    // The last factor asks again, sudo mode or not.
     await page.getByText('Rename or remove “Old laptop”').click();
     await page.locator('#remove-0-password').fill(PASSWORD);
     await page.locator('#remove-0-code').fill(recoveryCodes[0]!);
     await submit(page, page.getByRole('button', { name: 'Remove this passkey' }));
     assert.match(await page.getByRole('status').innerText(), /was removed/);
     assert.equal((await server.app.accounts.findByEmail(EMAIL))!.passkeys, undefined);
+    // The page told the device (WebAuthn Signal API: no passkey of this person is accepted any more).
+    await eventually(async () => (await credentials()) === 0, 'the device forgot the removed passkey');
 
     await context.clearCookies();
     await authorize(page);
-    await usePasskey(page, /sign in with a passkey/i);
-    assert.equal(await page.getByRole('alert').innerText(), MESSAGES.passkeyRefused);
-    assert.equal(await currentStep(page, redirectUri), 'login');
+    const button = page.getByRole('button', { name: /sign in with a passkey/i });
+    await button.click();
+    await page.locator('.passkey-error:not([hidden])').waitFor();
+    assert.equal(await currentStep(page, redirectUri), 'login', 'nothing to sign in with');
   });
 });
