@@ -311,6 +311,11 @@ function requestContext(logger: Logger, views: Views, metrics: Metrics): Middlew
     } catch (err) {
       renderFailure(ctx, err, views, logger);
     }
+    // A path nobody answered: a page in the sign-in pages' look for a browser (Koa's is plain text).
+    if (ctx.status === 404 && ctx.body == null && ctx.accepts('json', 'html') === 'html') {
+      ctx.status = 404;
+      views.render(ctx, 'not-found', { title: 'Page not found' });
+    }
     if (ctx.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_SECONDS));
     // oidc-provider renders its own 5xx (`server_error`): name the request id there too, as ours do.
     const body = ctx.body as Record<string, unknown> | null | undefined;

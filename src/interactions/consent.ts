@@ -39,6 +39,12 @@ export function consentStep(flow: Flow) {
       await flow.apply(ctx, d, state, { type: 'consent-given' });
     },
 
+    /** "Not you? Use another account", on the second-factor and consent pages: this sign-in's sign-in page again. */
+    async otherAccount(this: void, ctx: Context) {
+      const { d, state } = await flow.at(ctx, 'other-account');
+      await flow.apply(ctx, d, state, { type: 'other-account' });
+    },
+
     /** Cancel or Deny, at any step. */
     async cancel(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'cancel');

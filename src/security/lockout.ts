@@ -326,11 +326,16 @@ export class Lockout {
     await this.#limit(() => this.#limiters.get(`${attempt.factor}:account`)!.delete(account!.key));
   }
 
-  /** Check, verify, record: the whole guard around one factor. `verify` is not called while locked. */
-  async attempt(attempt: Attempt, verify: () => Promise<boolean>): Promise<AttemptResult> {
+  /**
+   * Check, verify, record: the whole guard around one factor. `verify` is not called while locked; its
+   * `not-counted` is a failure that counts against nobody (it says nothing about anyone's secret).
+   */
+  async attempt(attempt: Attempt, verify: () => Promise<boolean | 'not-counted'>): Promise<AttemptResult> {
     const before = await this.check(attempt);
     if (!before.allowed) return { status: 'locked', retryAfterSeconds: before.retryAfterSeconds };
-    if (await verify()) {
+    const verdict = await verify();
+    if (verdict === 'not-counted') return { status: 'failed' };
+    if (verdict) {
       await this.recordSuccess(attempt);
       return { status: 'ok' };
     }
