@@ -320,6 +320,16 @@ export class Lockout {
     await this.#onEvent('lockout.started', { subject: subject.kind, id: subject.id, factor, lockouts, seconds });
   }
 
+  /** The failures of one factor counted now against the attempt's account and IP (the admin's and the tests' view). */
+  async failures(attempt: Attempt): Promise<{ account: number; ip: number }> {
+    const counts = { account: 0, ip: 0 };
+    for (const subject of this.#subjects(attempt)) {
+      const res = await this.#limit(() => this.#limiters.get(`${attempt.factor}:${subject.kind}`)!.get(subject.key));
+      counts[subject.kind] = res?.consumedPoints ?? 0;
+    }
+    return counts;
+  }
+
   /** A right answer: the account's failures of this factor are forgotten. */
   async recordSuccess(attempt: Attempt): Promise<void> {
     const [account] = this.#subjects(attempt);
