@@ -27,6 +27,7 @@ export function consentStep(flow: Flow) {
           title: 'Allow access',
           clientName: client.clientName ?? client.clientId,
           email: account?.email,
+          signedIn: true,
           items: ask.map(scopeInWords),
         },
         formTargets(d.params.redirect_uri),
