@@ -185,7 +185,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const invitations = new Invitations({ store, accounts, links: emailLinks, queue: mailQueue, issuer: config.ISSUER, ttlSeconds: config.INVITATION_TTL_SECONDS, ...(clock ? { now: clock } : {}) });
   const linkDeps = { accounts, store, views, csrf, email, logger, issuer: config.ISSUER, perIpPerHour: config.EMAIL_LINKS_PER_IP_PER_HOUR };
 
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email };
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, ownClientIds: [accountPageClientId, consoleClientId] };
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   // The overview's last hour: this process's counters, read once a minute.
   const minuteSeries = minuteSeriesOf(metrics);

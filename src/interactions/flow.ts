@@ -43,6 +43,8 @@ export interface InteractionDeps {
   issuer: string;
   /** Emailed links and notices (EMAIL=off: `email.on` is false and nothing is sent). */
   email: Email;
+  /** The server's own clients (/account, /admin): their sign-ins keep no record past the interaction (signin/way-back.ts). */
+  ownClientIds?: string[];
 }
 
 /** What each scope lets the app do, in words, for the consent pages. */
@@ -59,7 +61,7 @@ export type Flow = ReturnType<typeof interactionFlow>;
  * routes (login.ts, second-factor.ts, enroll.ts, consent.ts) only verify what the person sent, turn it
  * into an event, and hand it to `apply`; pages are rendered from what is stored and write nothing.
  */
-export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email }: InteractionDeps) {
+export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email, ownClientIds = [] }: InteractionDeps) {
   const form = formBody();
   const FORM_EXPIRED = 'the form expired; go back to the application and start again';
   const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
@@ -94,7 +96,9 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
   async function finish(ctx: Context, d: Details, result: InteractionResults, merge: boolean) {
     d.result = merge && !('error' in result) ? { ...d.lastSubmission, ...result } : result;
     const redirectUri = typeof d.params.redirect_uri === 'string' ? d.params.redirect_uri : undefined;
-    await Promise.all([d.save(d.exp - Math.floor(Date.now() / 1000)), wayBack.answered(d.uid, { clientId: String(d.params.client_id), ...(redirectUri ? { redirectUri } : {}) })]);
+    const clientId = String(d.params.client_id);
+    const answered = ownClientIds.includes(clientId) ? undefined : wayBack.answered(d.uid, { clientId, ...(redirectUri ? { redirectUri } : {}) });
+    await Promise.all([d.save(d.exp - Math.floor(Date.now() / 1000)), answered]);
     ctx.status = 303;
     ctx.redirect(d.returnTo);
   }

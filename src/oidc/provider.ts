@@ -262,7 +262,9 @@ export async function createProvider({ config, store, accounts, registry, views,
         const params = interaction.params as Record<string, unknown>;
         const redirectUri = typeof params.redirect_uri === 'string' ? params.redirect_uri : undefined;
         const resendable = redirectUri !== undefined && ctx.oidc.client?.requirePushedAuthorizationRequests !== true;
-        await wayBack.remember(interaction.uid, {
+        // Not for the server's own pages (/account, /admin): a visit there leaves nothing that outlives its sign-in.
+        const own = params.client_id === accountPageClientId || params.client_id === consoleClientId;
+        if (!own) await wayBack.remember(interaction.uid, {
           clientId: String(params.client_id),
           ...(redirectUri ? { redirectUri } : {}),
           ...(resendable ? { restart: restartOf(new URL(ctx.oidc.urlFor('authorization')).pathname, params) } : {}),
