@@ -190,7 +190,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const newAccountDeps = { passkeys, passkeyMode: config.PASSKEYS, secondFactor, mfaRequired: config.MFA_POLICY === 'required' };
   const signUp = new SignUp({ accounts, links: emailLinks, queue: mailQueue, email, logger, issuer: config.ISSUER, mode: config.SIGNUP, domains: config.SIGNUP_ALLOWED_DOMAINS ?? [], ttlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS });
 
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, signUpOffered: signUp.offered, registry };
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, signUpOffered: signUp.offered, registry, ownClientIds: [accountPageClientId, consoleClientId] };
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   // The overview's last hour: this process's counters, read once a minute.
   const minuteSeries = minuteSeriesOf(metrics);
@@ -214,7 +214,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   // The request context comes first, so the request line, the metrics and the error handling see the
   // answer the client gets, after every rewrite below.
   const edge: EdgeEntry[] = [
-    { name: 'requestContext', does: 'request id, one log line and metrics per request, our errors as clear answers, Retry-After on 503', middleware: requestContext(logger, views, metrics) },
+    { name: 'requestContext', does: 'request id, one log line and metrics per request, our errors as clear answers, a styled 404 page for browsers, Retry-After on 503', middleware: requestContext(logger, views, metrics) },
     { name: 'pinIssuerOrigin', does: "host and protocol pinned to ISSUER's (421 never; another Host is answered)", middleware: pinIssuerOrigin(config.ISSUER) },
     { name: 'securityHeaders', does: 'security headers on every answer', middleware: securityHeaders() },
     { name: 'cacheablePublicMetadata', does: 'Cache-Control: public, 5 min on discovery and the key set', oidcRoutes: only('discovery', 'jwks'), middleware: answers.cacheablePublicMetadata },
@@ -235,7 +235,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'emailAddressRoutes', does: '/email/verify, /email/change, /email/report: same origin, CSRF bound to the link; a link is used up by the post only', middleware: emailAddressRoutes(linkDeps).routes() },
     { name: 'invitationRoutes', does: '/invitation: same origin, CSRF bound to the link; the post uses the link up and creates the account (a password or a passkey)', middleware: invitationRoutes({ ...linkDeps, ...newAccountDeps, invitations }).routes() },
     { name: 'signUpRoutes', does: '/signup, /signup/finish (SIGNUP=domains|open only): same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); the finish form bound to its link (CSRF)', middleware: signUp.offered ? signUpRoutes({ ...linkDeps, ...newAccountDeps, signUp, ttlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS }).routes() : undefined },
-    { name: 'sameOriginLogout', does: "oidc-provider's sign-out confirmation refused from another site", oidcRoutes: only('end_session_confirm'), middleware: sameOriginLogout(provider, views, config.ISSUER) },
+    { name: 'sameOriginLogout', does: "oidc-provider's sign-out confirmation refused from another site; the signed-out page told which app asked", oidcRoutes: only('end_session_confirm'), middleware: sameOriginLogout(provider, views, config.ISSUER) },
     { name: 'formPostAsGet', does: 'POST /auth and /session/end: 303 to the GET of the same parameters', oidcRoutes: only('authorization', 'end_session'), middleware: formPostAsGet(provider) },
     { name: 'adminApiRoutes', does: '/admin/api/v1: per IP (ADMIN_API_IP_PER_MINUTE), then bearer token, then per token (ADMIN_API_TOKEN_PER_MINUTE); DPoP; MFA sign-in', middleware: adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER, limits: { perIpPerMinute: config.ADMIN_API_IP_PER_MINUTE, perTokenPerMinute: config.ADMIN_API_TOKEN_PER_MINUTE } }).routes() },
     { name: 'adminApiNotFound', does: 'anything else under /admin/api: problem+json 404', middleware: adminApiNotFound },
@@ -260,12 +260,30 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   return { app: provider, provider, accounts, registry, metrics, minuteSeries, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, email, mailQueue, outbox: outboxPage, close };
 }
 
-/** oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts). */
+/**
+ * oidc-provider's sign-out confirmation form is refused from another site, as ours are (security/same-origin.ts).
+ * Signing out of everything, oidc-provider leaves the app out of the signed-out page's address: it is put
+ * back (the app that asked, from the session's logout state), so that page can offer to sign in again.
+ */
 function sameOriginLogout(provider: Provider, views: Views, issuer: string): Middleware {
   const confirm = provider.pathFor('end_session_confirm');
+  const success = provider.pathFor('end_session_success');
   const sameOrigin = sameOriginForms(issuer, views, 'the sign-out form expired; sign out from the application again');
   return async (ctx, next) => {
-    await (ctx.method === 'POST' && ctx.path === confirm ? sameOrigin(ctx, next) : next());
+    if (ctx.method !== 'POST' || ctx.path !== confirm) {
+      await next();
+      return;
+    }
+    const session = await provider.Session.get(ctx);
+    const clientId = (session.state as { clientId?: unknown } | undefined)?.clientId;
+    await sameOrigin(ctx, next);
+    const location = ctx.response.get('Location');
+    if (typeof clientId !== 'string' || !location) return;
+    const to = new URL(location, issuer);
+    if (to.origin === new URL(issuer).origin && to.pathname === success && !to.searchParams.has('client_id')) {
+      to.searchParams.set('client_id', clientId);
+      ctx.set('Location', to.href);
+    }
   };
 }
 
@@ -317,6 +335,11 @@ function requestContext(logger: Logger, views: Views, metrics: Metrics): Middlew
       await next();
     } catch (err) {
       renderFailure(ctx, err, views, logger);
+    }
+    // A path nobody answered: a page in the sign-in pages' look for a browser (Koa's is plain text).
+    if (ctx.status === 404 && ctx.body == null && ctx.accepts('json', 'html') === 'html') {
+      ctx.status = 404;
+      views.render(ctx, 'not-found', { title: 'Page not found' });
     }
     if (ctx.status === 503) ctx.set('Retry-After', String(RETRY_AFTER_SECONDS));
     // oidc-provider renders its own 5xx (`server_error`): name the request id there too, as ours do.

@@ -24,6 +24,13 @@ describe('consent and device approval in the sign-in table', () => {
     assert.deepEqual(run({ name: 'consent' }, { type: 'cancel' }), { kind: 'cancelled' });
   });
 
+  test('"Not you? Use another account": at consent the login prompt again (no result), at the code the step cleared and the sign-in page', () => {
+    assert.deepEqual(run({ name: 'consent' }, { type: 'other-account' }), { kind: 'choose-account' });
+    assert.deepEqual(effectsOf({ name: 'consent' }, { type: 'other-account' }, { kind: 'choose-account' }), [{ type: 'finish', result: 'sign-in-again' }]);
+    assert.deepEqual(effectsOf({ name: 'second-factor', ...who }, { type: 'other-account' }, { kind: 'choose-account' }), [{ type: 'clear-step' }, { type: 'back-to-sign-in' }]);
+    assert.deepEqual(run({ name: 'device-approval' }, { type: 'other-account' }), { kind: 'refused', reason: 'out-of-order' });
+  });
+
   test('a device request is always asked: allowed or denied, never granted without asking', () => {
     assert.deepEqual(run({ name: 'device-approval' }, { type: 'consent-given' }), { kind: 'consented', via: 'consent_page' });
     assert.deepEqual(run({ name: 'device-approval' }, { type: 'cancel' }), { kind: 'cancelled' });

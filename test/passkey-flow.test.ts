@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ACR_MFA } from '../src/signin/policy.ts';
 import { MESSAGES } from '../src/signin/messages.ts';
+import { digest } from '../src/storage/keys.ts';
 import { browse, CookieJar, endpoints, follow, formAction, hiddenField, recoveryCodesOf, signIn, type Page } from './helpers/flow.ts';
 import { SoftAuthenticator } from './helpers/soft-authenticator.ts';
 import type { TestServer } from './helpers/server.ts';
@@ -146,10 +147,15 @@ describe('passkeys at sign-in', () => {
   test('a removed passkey is refused; a recovery code still works without it', async () => {
     const { person, device, codes } = await enrolledWithPasskey();
     const options = passkeyOptionsOf((await loginPage()).page!.html, '/passkey');
-    await server.app.passkeys.remove(person.id, [...device.keys.keys()][0]);
+    const credentialId = [...device.keys.keys()][0]!;
+    await server.app.passkeys.remove(person.id, credentialId);
     const flow = await loginPage();
     const refused = await postForm(flow.jar, flow.page!, '/passkey', { response: JSON.stringify(device.get(passkeyOptionsOf(flow.page!.html, '/passkey'))) });
-    assert.equal(errorOf(refused.page!.html), MESSAGES.passkeyRefused);
+    assert.equal(errorOf(refused.page!.html), MESSAGES.passkeyUnregistered);
+    // The page names the credential for the Signal API and does not arm autofill again (it would offer the same one).
+    const form = refused.page!.html.match(/<form[^>]*data-passkey="sign-in"[^>]*>/)![0];
+    assert.match(form, new RegExp(`data-unknown-credential="${credentialId}"`));
+    assert.doesNotMatch(form, /data-autofill/);
     assert.ok(options);
     // The device is gone but the account keeps its recovery codes (MFA_POLICY=required: enrol again next time).
     const lost = await enrolledWithPasskey();
@@ -186,6 +192,27 @@ describe('passkeys at sign-in', () => {
     assert.equal(errorOf(good.page!.html), MESSAGES.locked);
     assert.ok(server.logs.some((l) => l.event === 'lockout_started' && l.accountId === person.id && l.factor === 'passkey'));
     await server.app.lockout.unlock({ account: person.email });
+  });
+
+  test('a passkey no account holds counts against nobody: more tries than the lockout allows, and the owner and the IP are never locked', async () => {
+    const { person, device } = await enrolledWithPasskey();
+    const credentialId = [...device.keys.keys()][0]!;
+    await server.app.passkeys.remove(person.id, credentialId);
+    const ip = server.logs.findLast((l) => l.event === 'signin_succeeded' && l.accountId === person.id)!.ip as string;
+    const subjects = [person.email, `passkey:${digest(credentialId)}`];
+    const counted = () => Promise.all(subjects.map((account) => server.app.lockout.failures({ factor: 'passkey', account, ip })));
+    const before = await counted();
+    const flow = await loginPage();
+    let page = flow.page!;
+    for (let i = 0; i < 11; i += 1) {
+      page = (await postForm(flow.jar, page, '/passkey', { response: JSON.stringify(device.get(passkeyOptionsOf(page.html, '/passkey'))) })).page!;
+      assert.equal(page.status, 200);
+      assert.equal(errorOf(page.html), MESSAGES.passkeyUnregistered);
+    }
+    assert.equal(server.logs.findLast((l) => l.event === 'signin_failed' && l.reason === 'unregistered')?.ip, ip, 'the refusal is still audited');
+    assert.deepEqual(await counted(), before, 'neither the owner, the credential nor the IP counted a failure');
+    assert.deepEqual(before.map((c) => c.account), [0, 0]);
+    for (const account of subjects) assert.deepEqual(await server.app.lockout.check({ account, ip }), { allowed: true });
   });
 
   test('malformed passkey posts are a clear 200 page with an error, never a 500', async () => {

@@ -35,6 +35,7 @@ const EVENTS: Record<EventType, SignInEvent> = {
   'codes-saved': { type: 'codes-saved' },
   'factor-changed': { type: 'factor-changed', account: facts({ hasPasskey: true }), factorDemanded: true },
   cancel: { type: 'cancel' },
+  'other-account': { type: 'other-account' },
 };
 
 function run(state: SignInState, event: SignInEvent, over: { prompt?: string; expiresAt?: number; postedFor?: string } = {}): Outcome {
@@ -57,6 +58,7 @@ const TAKEN: [StateName, SignInEvent, Outcome, string][] = [
   ['second-factor', { type: 'factor-changed', account: facts(), factorDemanded: true }, step({ name: 'enroll', ...who }), 'factor reset by an operator: enrol'],
   ['second-factor', { type: 'factor-changed', account: facts(), factorDemanded: false }, signedIn(['pwd']), 'factor reset, none demanded: done'],
   ['second-factor', EVENTS.cancel, { kind: 'cancelled' }, 'cancel at the code'],
+  ['second-factor', EVENTS['other-account'], { kind: 'choose-account' }, '"Not you?" at the code: back to the sign-in page'],
   ['enroll', EVENTS['totp-enrolled'], step({ name: 'recovery-codes', ...who, amr: ['pwd', 'otp', 'mfa'] }), 'app set up: recovery codes'],
   ['enroll', EVENTS['passkey-enrolled'], step({ name: 'recovery-codes', ...who, amr: PWD_PASSKEY_AMR }), 'passkey set up: recovery codes'],
   ['enroll', { type: 'factor-changed', account: facts({ hasTotp: true }), factorDemanded: true }, step(STATES['second-factor']), 'enrolled in another tab: its code'],

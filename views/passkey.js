@@ -4,6 +4,16 @@
 (() => {
   const { browserSupportsWebAuthn, browserSupportsWebAuthnAutofill, startAuthentication, startRegistration } = window.SimpleWebAuthnBrowser;
   if (!browserSupportsWebAuthn()) return;
+
+  // The server no longer knows the passkey just used: tell the device to forget it (WebAuthn Signal API,
+  // where the browser has it), so it stops being offered here.
+  for (const form of document.querySelectorAll('form[data-unknown-credential]')) {
+    const { rpId } = JSON.parse(form.dataset.options);
+    const { PublicKeyCredential } = window;
+    if (typeof PublicKeyCredential.signalUnknownCredential === 'function') {
+      PublicKeyCredential.signalUnknownCredential({ rpId, credentialId: form.dataset.unknownCredential }).catch(() => {});
+    }
+  }
   const NOT_USED = 'The passkey was not used. Try again, or use another way below.';
 
   for (const form of document.querySelectorAll('form[data-passkey]')) {
@@ -27,11 +37,16 @@
       ceremony.then(send, fail);
     });
     // Passkey autofill (conditional UI): the email field offers this site's passkeys.
-    if (form.dataset.autofill === 'on') {
+    if (form.dataset.autofill === 'on' && !form.dataset.unknownCredential) {
       browserSupportsWebAuthnAutofill().then((yes) => {
         if (yes) startAuthentication({ optionsJSON: options, useBrowserAutofill: true }).then(send, () => {});
       });
     }
+  }
+
+  // The enrolment page: a passkey is the one primary way where the browser can make one; the app folds away.
+  if (document.querySelector('form[data-passkey="register"]')) {
+    for (const details of document.querySelectorAll('details[data-fold-if-passkeys]')) details.open = false;
   }
 
   // The account page's proof: a passkey instead of password and code, in the form that needs it.

@@ -46,7 +46,8 @@ export interface StoredPasskey {
   lastUsedAt?: number;
 }
 
-export type PasskeyFailure = 'malformed' | 'challenge' | 'unknown' | 'invalid' | 'counter' | 'not-verified' | 'exists';
+/** `unregistered`: no account holds this credential (removed here, still on the device); `unknown`: not one this caller may use. */
+export type PasskeyFailure = 'malformed' | 'challenge' | 'unknown' | 'unregistered' | 'invalid' | 'counter' | 'not-verified' | 'exists';
 
 export type PasskeyUse = { ok: true; account: Account; passkey: StoredPasskey; userVerified: boolean } | { ok: false; reason: PasskeyFailure };
 export type PasskeyRegistration = { ok: true; passkey: StoredPasskey; userVerified: boolean } | { ok: false; reason: PasskeyFailure };
@@ -239,7 +240,8 @@ export class Passkeys {
     const [challenge, account] = await Promise.all([this.#consume(scope, response), expect.owner ?? this.ownerOf(response.id)]);
     if (!challenge) return { ok: false, reason: 'challenge' };
     const stored = account && passkeysOf(account).find((p) => p.id === response.id);
-    if (!account || !stored || account.disabled || (expect.accountId && account.id !== expect.accountId)) return { ok: false, reason: 'unknown' };
+    if (!account || !stored) return { ok: false, reason: 'unregistered' };
+    if (account.disabled || (expect.accountId && account.id !== expect.accountId)) return { ok: false, reason: 'unknown' };
     let info;
     try {
       const verified = await verifyAuthenticationResponse({
@@ -272,7 +274,7 @@ export class Passkeys {
       }, account);
     } catch (err) {
       if (err instanceof CounterWentBack) return { ok: false, reason: 'counter' };
-      if (err instanceof AccountError) return { ok: false, reason: 'unknown' };
+      if (err instanceof AccountError) return { ok: false, reason: err.code === 'passkey_removed' ? 'unregistered' : 'unknown' };
       throw err;
     }
     return { ok: true, account, passkey: used!, userVerified: info.userVerified };

@@ -27,6 +27,7 @@ export function consentStep(flow: Flow) {
           title: 'Allow access',
           clientName: client.clientName ?? client.clientId,
           email: account?.email,
+          signedIn: true,
           items,
         },
         formTargets(d.params.redirect_uri),
@@ -37,6 +38,12 @@ export function consentStep(flow: Flow) {
     async allow(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'consent-given');
       await flow.apply(ctx, d, state, { type: 'consent-given' });
+    },
+
+    /** "Not you? Use another account", on the second-factor and consent pages: this sign-in's sign-in page again. */
+    async otherAccount(this: void, ctx: Context) {
+      const { d, state } = await flow.at(ctx, 'other-account');
+      await flow.apply(ctx, d, state, { type: 'other-account' });
     },
 
     /** Cancel or Deny, at any step. */

@@ -26,7 +26,8 @@ export function enrollStep(flow: Flow) {
         return flow.apply(ctx, d, state, { type: 'totp-enrolled', accountId: step.accountId }, { recoveryCodes: checked.recoveryCodes });
       }
       const error = checked.status === 'locked' ? flow.locked(ctx, checked.retryAfterSeconds) : checked.reason === 'expired' ? MESSAGES.enrollmentExpired : MESSAGES.wrongCode;
-      await flow.show(ctx, d, step, { error });
+      // The person chose the app: it stays unfolded with its error.
+      await flow.show(ctx, d, step, { error, appFirst: true });
     },
 
     async passkey(this: void, ctx: Context) {

@@ -1,8 +1,9 @@
 import type { Context } from 'koa';
 import type { Email } from '../accounts/email.ts';
-import type { default as Provider, InteractionResults } from 'oidc-provider';
+import { errors, type default as Provider, type InteractionResults } from 'oidc-provider';
 import { normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
-import { passkeysOf, type Passkeys } from '../accounts/passkeys.ts';
+import type { AuthenticationResponseJSON } from '@simplewebauthn/server';
+import { parseCredentialResponse, passkeysOf, type Passkeys } from '../accounts/passkeys.ts';
 import { readConsent, rememberConsent, type Consent } from '../accounts/connected-apps.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { audit } from '../observability/audit.ts';
@@ -19,6 +20,7 @@ import { FactorChecks } from '../signin/factors/factor-checks.ts';
 import { formBody } from '../security/form-body.ts';
 import { effectsOf, effectsOfShowing, guard, stateOf, transition, type AccountFacts, type ConsentVia, type FlowEvent, type FlowEventType, type FlowState } from '../signin/machine.ts';
 import { SignInSteps, type SignInStep } from '../signin/steps.ts';
+import { WayBack, appHomeOf } from '../signin/way-back.ts';
 import { MESSAGES, REFUSALS } from '../signin/messages.ts';
 import type { ScopeDescriptions } from '../signin/scope-words.ts';
 
@@ -45,6 +47,8 @@ export interface InteractionDeps {
   signUpOffered?: boolean;
   /** The APIs' scope descriptions, which the consent pages show (the registry). */
   registry: ScopeDescriptions;
+  /** The server's own clients (/account, /admin): their sign-ins keep no record past the interaction (signin/way-back.ts). */
+  ownClientIds?: string[];
 }
 
 export type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -56,11 +60,12 @@ export type Flow = ReturnType<typeof interactionFlow>;
  * routes (login.ts, second-factor.ts, enroll.ts, consent.ts) only verify what the person sent, turn it
  * into an event, and hand it to `apply`; pages are rendered from what is stored and write nothing.
  */
-export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email, signUpOffered = false, registry }: InteractionDeps) {
+export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email, signUpOffered = false, registry, ownClientIds = [] }: InteractionDeps) {
   const form = formBody();
   const FORM_EXPIRED = 'the form expired; go back to the application and start again';
   const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
   const steps = new SignInSteps(store);
+  const wayBack = new WayBack(store);
 
   /** A 400 that our error handler shows to the person as is. */
   function refuse(message: string): never {
@@ -89,9 +94,38 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
    */
   async function finish(ctx: Context, d: Details, result: InteractionResults, merge: boolean) {
     d.result = merge && !('error' in result) ? { ...d.lastSubmission, ...result } : result;
-    await d.save(d.exp - Math.floor(Date.now() / 1000));
+    const redirectUri = typeof d.params.redirect_uri === 'string' ? d.params.redirect_uri : undefined;
+    const clientId = String(d.params.client_id);
+    const answered = ownClientIds.includes(clientId) ? undefined : wayBack.answered(d.uid, { clientId, ...(redirectUri ? { redirectUri } : {}) });
+    await Promise.all([d.save(d.exp - Math.floor(Date.now() / 1000)), answered]);
     ctx.status = 303;
     ctx.redirect(d.returnTo);
+  }
+
+  /**
+   * A page of this sign-in whose interaction is gone (answered and used, or expired): for an app we know,
+   * a way forward instead of an error — "continue to the app" when this browser is signed in, else
+   * "start again" (the same authorization request while the app still waits for it). Anything else: `err`.
+   */
+  async function wayForward(ctx: Context, err: unknown): Promise<void> {
+    if (!(err instanceof errors.SessionNotFound)) throw err;
+    const origin = await wayBack.find(uidInPath(ctx));
+    const client = origin ? await provider.Client.find(origin.clientId) : undefined;
+    if (!origin || !client) throw err;
+    const session = await provider.Session.get(ctx);
+    const account = session.accountId ? await accounts.find(session.accountId) : undefined;
+    const signedIn = account !== undefined && !account.disabled;
+    const home = appHomeOf(client, origin.redirectUri, issuer);
+    const clientName = client.clientName ?? client.clientId;
+    // Gone, not wrong: 200 with the way forward when signed in; otherwise the attempt did fail (400, as before).
+    ctx.status = signedIn ? 200 : 400;
+    views.render(ctx, 'way-forward', {
+      title: signedIn ? 'You’re signed in' : 'Start again',
+      signedIn,
+      email: signedIn ? account.email : undefined,
+      clientName,
+      href: signedIn ? (home ?? origin.restart) : (origin.restart ?? home),
+    });
   }
 
   async function clientOf(d: Details) {
@@ -99,10 +133,12 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
   }
 
   async function renderLogin(ctx: Context, d: Details, clientName: string | undefined, extra: Record<string, unknown> = {}) {
-    // A passwordless sign-in: any passkey of this site, its challenge bound to this interaction.
+    // A passwordless sign-in: any passkey of this site, its challenge bound to this interaction. After a
+    // passkey no account holds, autofill is not armed again: the device would offer the same one, in a loop.
+    const unknownCredential = typeof extra.unknownCredential === 'string' ? extra.unknownCredential : undefined;
     const passkey = passkeyMode === 'off'
       ? undefined
-      : { kind: 'sign-in', action: `/interaction/${d.uid}/passkey`, options: await passkeys.authenticationOptions(d.uid), autofill: true, label: 'Sign in with a passkey', secondary: passkeyMode !== 'preferred' };
+      : { kind: 'sign-in', action: `/interaction/${d.uid}/passkey`, options: await passkeys.authenticationOptions(d.uid), autofill: !unknownCredential, unknownCredential, label: 'Sign in with a passkey', secondary: passkeyMode !== 'preferred' };
     views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', passkey, emailOn: email.on, signUpOffered, ...extra }, formTargets(d.params.redirect_uri));
   }
 
@@ -166,9 +202,9 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
       const account = await accounts.find(step.accountId);
       if (!account) refuse('this account is gone; start again');
       const passkey = usesPasskeys(account)
-        ? { kind: 'verify', action: `/interaction/${d.uid}/mfa/passkey`, options: await passkeys.authenticationOptions(d.uid, account), label: 'Use your passkey' }
+        ? { kind: 'verify', action: `/interaction/${d.uid}/mfa/passkey`, options: await passkeys.authenticationOptions(d.uid, account), label: 'Use your passkey', unknownCredential: extra.unknownCredential }
         : undefined;
-      return views.render(ctx, 'second-factor', pageData(d, { title: 'Two-step verification', totp: SecondFactor.isEnrolled(account), passkey, ...extra }), targets);
+      return views.render(ctx, 'second-factor', pageData(d, { title: 'Two-step verification', email: account.email, totp: SecondFactor.isEnrolled(account), passkey, ...extra }), targets);
     }
     if (step.name === 'recovery-codes') {
       // Shown once, in the answer to the enrollment post; a reload only offers to continue.
@@ -277,6 +313,11 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
             await Promise.all([...writes, finish(ctx, d, { login }, false)]);
             metrics.signIns.inc();
             audit(logger, 'signin_succeeded', { accountId: login.accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
+          } else if (effect.result === 'sign-in-again') {
+            // The login prompt again for this request; oidc-provider signs the current account out once another signs in.
+            const prompts = new Set([...(typeof d.params.prompt === 'string' ? d.params.prompt.split(' ') : []).filter(Boolean), 'login']);
+            d.params.prompt = [...prompts].join(' ');
+            await finish(ctx, d, {}, false);
           } else if (effect.result === 'consent' && consent) {
             await finish(ctx, d, { consent: { grantId: consent.grantId } }, true);
             audit(logger, 'consent_granted', { accountId: String(d.session!.accountId), clientId: String(d.params.client_id), scopes: consent.scopes, via: consent.via }, 'consent granted');
@@ -288,6 +329,11 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
           ctx.redirect(`/interaction/${d.uid}`);
           break;
         case 'redirect-to-step':
+          ctx.status = 303;
+          ctx.redirect(`/interaction/${d.uid}`);
+          break;
+        case 'back-to-sign-in':
+          await Promise.all(writes);
           ctx.status = 303;
           ctx.redirect(`/interaction/${d.uid}`);
           break;
@@ -326,9 +372,14 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
   return {
     guards: { sameOrigin, form, requireCsrf, passkeysOn },
     provider, accounts, views, csrf, passkeyMode, registry,
-    email, checks, details, refuse, clientOf, at, stepOf, apply, show, renderStep, renderLogin, locked, factsOf, factorChanged,
+    email, checks, details, refuse, clientOf, wayForward, at, stepOf, apply, show, renderStep, renderLogin, locked, factsOf, factorChanged,
     rememberedConsent, requestedScopes, missingScopes, steps,
   };
+}
+
+/** The credential id of a posted passkey response (already checked by the factor to be base64url), for the Signal API. */
+export function credentialIdOf(ctx: Context): string | undefined {
+  return parseCredentialResponse<AuthenticationResponseJSON>((ctx.request.body as Record<string, unknown> | undefined)?.response)?.id;
 }
 
 /** The interaction uid the URL names: every route here is under /interaction/:uid (Koa types `params` as any). */

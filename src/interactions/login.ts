@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import { MESSAGES } from '../signin/messages.ts';
 import { passkeyAmr } from '../signin/policy.ts';
-import type { Details, Flow } from './flow.ts';
+import { credentialIdOf, type Details, type Flow } from './flow.ts';
 
 /** The sign-in page: email and password, or a passkey alone (passwordless). */
 export function loginStep(flow: Flow) {
@@ -30,6 +30,10 @@ export function loginStep(flow: Flow) {
       const checked = await flow.checks.passkey(d.uid, (ctx.request.body as Record<string, unknown>).response, ctx.ip);
       if (checked.status === 'ok') return flow.apply(ctx, d, state, { type: 'passkey-signed-in', accountId: checked.account.id, amr: passkeyAmr({ deviceType: checked.passkey.deviceType, userVerified: checked.userVerified }) });
       const client = await flow.clientOf(d);
+      if (checked.status === 'failed' && checked.reason === 'unregistered') {
+        // The page tells the device to forget it (WebAuthn Signal API, passkey.js) where the browser can.
+        return flow.renderLogin(ctx, d, client?.clientName, { error: MESSAGES.passkeyUnregistered, unknownCredential: credentialIdOf(ctx) });
+      }
       const error = checked.status === 'locked' ? flow.locked(ctx, checked.retryAfterSeconds) : checked.reason === 'not-verified' ? MESSAGES.passkeyNotVerified : MESSAGES.passkeyRefused;
       await flow.renderLogin(ctx, d, client?.clientName, { error });
     },

@@ -25,7 +25,8 @@ export function interactionRoutes(deps: InteractionDeps) {
 
   /** The current step's page. */
   router.get('/', async (ctx) => {
-    const d = await flow.details(ctx);
+    const d = await flow.details(ctx).catch((err: unknown) => flow.wayForward(ctx, err));
+    if (!d) return;
     if (d.uid !== ctx.params.uid) flow.refuse(REFUSALS['other-interaction']);
     const client = await flow.clientOf(d);
     if (!client) return flow.refuse('unknown client');
@@ -49,6 +50,7 @@ export function interactionRoutes(deps: InteractionDeps) {
   router.post('/saved', sameOrigin, form, requireCsrf, enroll.saved);
   router.post('/consent', sameOrigin, form, requireCsrf, consent.allow);
   router.post('/abort', sameOrigin, form, requireCsrf, consent.cancel);
+  router.post('/other-account', sameOrigin, form, requireCsrf, consent.otherAccount);
 
   return router;
 }

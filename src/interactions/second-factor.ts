@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import { MESSAGES } from '../signin/messages.ts';
 import { passkeyAmr } from '../signin/policy.ts';
-import type { Flow } from './flow.ts';
+import { credentialIdOf, type Flow } from './flow.ts';
 
 /** After the password: a code from the authenticator app, a recovery code, or the account's passkey. */
 export function secondFactorStep(flow: Flow) {
@@ -40,6 +40,7 @@ export function secondFactorStep(flow: Flow) {
       const step = flow.stepOf(state, 'second-factor');
       const checked = await flow.checks.passkey(d.uid, (ctx.request.body as Record<string, unknown>).response, ctx.ip, { id: step.accountId, email: step.subject });
       if (checked.status === 'ok') return flow.apply(ctx, d, state, { type: 'passkey-ok', accountId: checked.account.id, amr: passkeyAmr({ deviceType: checked.passkey.deviceType, userVerified: checked.userVerified }, true) });
+      if (checked.status === 'failed' && checked.reason === 'unregistered') return flow.renderStep(ctx, d, step, { error: MESSAGES.passkeyUnregistered, unknownCredential: credentialIdOf(ctx) });
       const error = checked.status === 'locked' ? flow.locked(ctx, checked.retryAfterSeconds) : MESSAGES.passkeyRefused;
       await flow.renderStep(ctx, d, step, { error });
     },

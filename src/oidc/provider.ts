@@ -12,6 +12,7 @@ import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
+import { WayBack, appHomeOf, restartOf } from '../signin/way-back.ts';
 import type { Views } from '../views.ts';
 import { discoveryListsApiScopes, revocationAnswersJson } from './client-facing-answers.ts';
 import { clearerErrors, missingClientAuthIsInvalidClient } from './provider-wording.ts';
@@ -75,6 +76,7 @@ function jwksOf(stored: StoredSigningKey[]) {
 }
 
 export async function createProvider({ config, store, accounts, registry, views, clientLockout, accountPageClientId, consoleClientId, box, clock, deviceFlow, onSigningKeysError = () => {}, onConsentGranted = () => {}, onJwtRevoked = () => {}, onIntrospectionThrottled = () => {} }: ProviderDeps) {
+  const wayBack = new WayBack(store);
   const [signingKeys, cookieKeys, dpopNonceSecret] = await Promise.all([
     loadSigningKeys(store, config.SIGNING_KEYS_FILE),
     loadCookieKeys(store, box, config.COOKIE_KEYS),
@@ -187,7 +189,10 @@ export async function createProvider({ config, store, accounts, registry, views,
           views.render(ctx, 'logout', { form, clientName: client?.clientName, title: 'Sign out' }, formTargets(ctx.oidc.params?.post_logout_redirect_uri));
         },
         async postLogoutSuccessSource(ctx) {
-          views.render(ctx, 'logged-out', { clientName: ctx.oidc.client?.clientName, title: 'Signed out' });
+          // The app is known (client_id or id_token_hint): a way back to it, to sign in again.
+          const client = ctx.oidc.client;
+          const signInAgain = client ? appHomeOf(client, client.redirectUris?.[0], config.ISSUER) : undefined;
+          views.render(ctx, 'logged-out', { clientName: client?.clientName ?? client?.clientId, signInAgain, title: 'Signed out' });
         },
       },
       resourceIndicators: {
@@ -251,7 +256,23 @@ export async function createProvider({ config, store, accounts, registry, views,
       },
       DeviceCode: DEVICE_CODE_TTL_SECONDS,
     },
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: signInPolicy(config.MFA_POLICY) },
+    interactions: {
+      // Where the sign-in came from, kept a day (signin/way-back.ts): a lost or finished interaction still has a way forward.
+      async url(ctx, interaction) {
+        const params = interaction.params as Record<string, unknown>;
+        const redirectUri = typeof params.redirect_uri === 'string' ? params.redirect_uri : undefined;
+        const resendable = redirectUri !== undefined && ctx.oidc.client?.requirePushedAuthorizationRequests !== true;
+        // Not for the server's own pages (/account, /admin): a visit there leaves nothing that outlives its sign-in.
+        const own = params.client_id === accountPageClientId || params.client_id === consoleClientId;
+        if (!own) await wayBack.remember(interaction.uid, {
+          clientId: String(params.client_id),
+          ...(redirectUri ? { redirectUri } : {}),
+          ...(resendable ? { restart: restartOf(new URL(ctx.oidc.urlFor('authorization')).pathname, params) } : {}),
+        });
+        return `/interaction/${interaction.uid}`;
+      },
+      policy: signInPolicy(config.MFA_POLICY),
+    },
     // A first-party client, or scopes allowed before: the grant is made here and the code issued without
     // the consent interaction (two redirects fewer); anything to ask goes to the consent page.
     loadExistingGrant: consentWithoutAsking(store, onConsentGranted, clock),

@@ -320,17 +320,32 @@ export class Lockout {
     await this.#onEvent('lockout.started', { subject: subject.kind, id: subject.id, factor, lockouts, seconds });
   }
 
+  /** The failures of one factor counted now against the attempt's account and IP (the admin's and the tests' view). */
+  async failures(attempt: Attempt): Promise<{ account: number; ip: number }> {
+    const counts = { account: 0, ip: 0 };
+    for (const subject of this.#subjects(attempt)) {
+      const res = await this.#limit(() => this.#limiters.get(`${attempt.factor}:${subject.kind}`)!.get(subject.key));
+      counts[subject.kind] = res?.consumedPoints ?? 0;
+    }
+    return counts;
+  }
+
   /** A right answer: the account's failures of this factor are forgotten. */
   async recordSuccess(attempt: Attempt): Promise<void> {
     const [account] = this.#subjects(attempt);
     await this.#limit(() => this.#limiters.get(`${attempt.factor}:account`)!.delete(account!.key));
   }
 
-  /** Check, verify, record: the whole guard around one factor. `verify` is not called while locked. */
-  async attempt(attempt: Attempt, verify: () => Promise<boolean>): Promise<AttemptResult> {
+  /**
+   * Check, verify, record: the whole guard around one factor. `verify` is not called while locked; its
+   * `not-counted` is a failure that counts against nobody (it says nothing about anyone's secret).
+   */
+  async attempt(attempt: Attempt, verify: () => Promise<boolean | 'not-counted'>): Promise<AttemptResult> {
     const before = await this.check(attempt);
     if (!before.allowed) return { status: 'locked', retryAfterSeconds: before.retryAfterSeconds };
-    if (await verify()) {
+    const verdict = await verify();
+    if (verdict === 'not-counted') return { status: 'failed' };
+    if (verdict) {
       await this.recordSuccess(attempt);
       return { status: 'ok' };
     }

@@ -17,6 +17,7 @@ import type { SignInStep } from './steps.ts';
  *   consent ──allowed──► consented;  ──nothing to ask (first party, allowed before)──► consented
  *   device-approval ──allowed──► consented  (always asked: no "nothing to ask" row)
  *   any step ──cancel──► cancelled (access_denied to the client)
+ *   second-factor, consent ──other-account──► the sign-in page again (at consent: prompt=login)
  */
 export type SignInState = { name: 'login' } | SignInStep;
 export type StateName = SignInState['name'];
@@ -45,7 +46,9 @@ export type SignInEvent =
   | { type: 'codes-saved' }
   /** The account's factors changed under this sign-in (an operator reset them, another tab enrolled): decide again. */
   | { type: 'factor-changed'; account: AccountFacts; factorDemanded: boolean }
-  | { type: 'cancel' };
+  | { type: 'cancel' }
+  /** "Not you? Use another account": this sign-in forgets whose it is and shows the sign-in page again. */
+  | { type: 'other-account' };
 export type EventType = SignInEvent['type'];
 
 /** How a consent came about: the person allowed it on the page, or it needed no asking. */
@@ -57,8 +60,8 @@ export type ConsentEvent =
 export type FlowEvent = SignInEvent | ConsentEvent;
 export type FlowEventType = FlowEvent['type'];
 
-/** The prompt of oidc-provider each event answers (cancel answers any). */
-const PROMPT_OF: Record<Exclude<FlowEventType, 'cancel'>, 'login' | 'consent'> = {
+/** The prompt of oidc-provider each event answers (cancel and other-account answer any). */
+const PROMPT_OF: Record<Exclude<FlowEventType, 'cancel' | 'other-account'>, 'login' | 'consent'> = {
   'password-ok': 'login',
   'passkey-signed-in': 'login',
   'code-ok': 'login',
@@ -86,6 +89,8 @@ export type Outcome =
   | { kind: 'signed-in'; login: LoginResult }
   | { kind: 'consented'; via: ConsentVia }
   | { kind: 'cancelled' }
+  /** Another account is to sign in: back to the sign-in page (at consent: oidc-provider's login prompt again). */
+  | { kind: 'choose-account' }
   | { kind: 'refused'; reason: Refusal };
 
 /**
@@ -100,9 +105,12 @@ export type Effect =
   /** The answer: the recovery codes, shown this once; otherwise a 303 to the step (post/redirect/get). */
   | { type: 'show-recovery-codes' }
   | { type: 'redirect-to-step' }
+  /** The sign-in page of this interaction again, once the step record is gone (303). */
+  | { type: 'back-to-sign-in' }
   /** The grant of what the consent prompt asks (and the remembered consent, unless first party). */
   | { type: 'grant-consent'; via: ConsentVia }
-  | { type: 'finish'; result: 'login' | 'consent' | 'access_denied' }
+  /** `sign-in-again`: no result, and the request now asks for the login prompt (`prompt=login`): oidc-provider shows the sign-in page. */
+  | { type: 'finish'; result: 'login' | 'consent' | 'access_denied' | 'sign-in-again' }
   /** A new TOTP enrolment for the enroll step's page (its first view, or the previous one expired), kept in the step. */
   | { type: 'start-enrolment' };
 
@@ -121,6 +129,7 @@ type Row<S extends FlowState> = { [E in FlowEventType]?: Handler<S, Extract<Flow
 type Table = { [S in FlowStateName]: Row<Extract<FlowState, { name: S }>> };
 
 const cancel = () => ({ kind: 'cancelled' }) as const;
+const otherAccount = () => ({ kind: 'choose-account' }) as const;
 
 /** After a password (or when the factors changed): the second factor, its enrolment, or — none needed — done. */
 function afterPassword(_: unknown, { account, factorDemanded }: { account: AccountFacts; factorDemanded: boolean }): Outcome {
@@ -145,6 +154,7 @@ export const TRANSITIONS: Table = {
     'code-ok': (s, e) => sameAccount(s, e, () => ({ kind: 'signed-in', login: loginResult(s.accountId, [...AMR_PASSWORD, ...AMR_TOTP]) })),
     'passkey-ok': (s, e) => sameAccount(s, e, () => ({ kind: 'signed-in', login: loginResult(s.accountId, e.amr) })),
     'factor-changed': afterPassword,
+    'other-account': otherAccount,
     cancel,
   },
   enroll: {
@@ -160,6 +170,7 @@ export const TRANSITIONS: Table = {
   consent: {
     'consent-given': () => ({ kind: 'consented', via: 'consent_page' }),
     'nothing-to-ask': (_, e) => ({ kind: 'consented', via: e.via }),
+    'other-account': otherAccount,
     cancel,
   },
   'device-approval': {
@@ -178,7 +189,7 @@ export const TRANSITIONS: Table = {
 export function guard(input: Omit<TransitionInput, 'event'>, type: FlowEventType): Refusal | undefined {
   if (input.postedFor !== input.interaction.uid) return 'other-interaction';
   if (input.interaction.expiresAt <= input.now) return 'expired';
-  if (type !== 'cancel' && input.interaction.prompt !== PROMPT_OF[type]) return 'not-signing-in';
+  if (type !== 'cancel' && type !== 'other-account' && input.interaction.prompt !== PROMPT_OF[type]) return 'not-signing-in';
   if (!TRANSITIONS[input.state.name][type]) return 'out-of-order';
   return undefined;
 }
@@ -205,6 +216,8 @@ export function effectsOf(state: FlowState, event: FlowEvent, outcome: Outcome):
       return [];
     case 'cancelled':
       return [...clear, { type: 'finish', result: 'access_denied' }];
+    case 'choose-account':
+      return state.name === 'consent' ? [{ type: 'finish', result: 'sign-in-again' }] : [...clear, { type: 'back-to-sign-in' }];
     case 'signed-in':
       return [...clear, { type: 'finish', result: 'login' }];
     case 'consented':

@@ -9,6 +9,7 @@ export const MESSAGES = {
   wrongRecoveryCode: 'That recovery code is not right, or it was already used.',
   enrollmentExpired: 'The setup took too long. Scan the new QR code and enter the code it shows.',
   passkeyRefused: 'That passkey was not accepted. Try again, or use another way to sign in.',
+  passkeyUnregistered: 'This passkey is no longer registered here: remove it from your device, then sign in another way.',
   passkeyNotVerified: 'Your passkey did not check it was you (no screen lock, PIN or fingerprint). Sign in with your password instead.',
   passkeyNotCreated: 'The passkey was not created. Try again, or use an authenticator app.',
 } as const;

@@ -6,7 +6,7 @@ import type { Browser, Page } from 'playwright-core';
 import { totpCodeAt } from '../../src/accounts/totp.ts';
 import { ACR_MFA } from '../../src/signin/policy.ts';
 import { MESSAGES } from '../../src/signin/messages.ts';
-import { SCREENSHOTS, currentStep, fillCode, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
+import { SCREENSHOTS, chooseAuthenticatorApp, currentStep, fillCode, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { HandledSecrets } from '../helpers/secrets.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
@@ -96,6 +96,7 @@ describe('second factor in a browser, with openid-client', () => {
     try {
       await signInWithPassword(page, EMAIL, PASSWORD);
       assert.equal(await currentStep(page, redirectUri), 'enroll');
+      await chooseAuthenticatorApp(page);
       const qr = page.getByRole('img', { name: /QR code/ });
       assert.ok(await qr.isVisible());
       assert.ok(await qr.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0), 'the QR code image renders');

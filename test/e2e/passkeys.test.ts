@@ -4,6 +4,9 @@ import { after, before, describe, test } from 'node:test';
 import * as oc from 'openid-client';
 import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { ACR_MFA } from '../../src/signin/policy.ts';
+import { MESSAGES } from '../../src/signin/messages.ts';
+import { digest } from '../../src/storage/keys.ts';
+import { AxeBuilder } from '@axe-core/playwright';
 import { SCREENSHOTS, currentStep, fillLogin, launchBrowser, newContext, startFakeApp, submit, watchProblems } from '../helpers/browser.ts';
 import { eventually } from '../helpers/eventually.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
@@ -68,7 +71,7 @@ describe('passkeys in Chromium, with openid-client', () => {
     // The virtual authenticator answers passkey autofill (a conditional request) at once, so the pages'
     // buttons are tested with autofill switched off in this browser (`autofill(false)`).
     await ctx.addInitScript(() => {
-      if (window.localStorage?.getItem('no-autofill')) PublicKeyCredential.isConditionalMediationAvailable = async () => false;
+      if (window.location.protocol.startsWith('http') && window.localStorage?.getItem('no-autofill')) PublicKeyCredential.isConditionalMediationAvailable = async () => false;
     });
     const p = await ctx.newPage();
     const cdp = await ctx.newCDPSession(p);
@@ -237,9 +240,68 @@ describe('passkeys in Chromium, with openid-client', () => {
 
     await context.clearCookies();
     await authorize(page);
-    const button = page.getByRole('button', { name: /sign in with a passkey/i });
-    await button.click();
-    await page.locator('.passkey-error:not([hidden])').waitFor();
-    assert.equal(await currentStep(page, redirectUri), 'login', 'nothing to sign in with');
+    await usePasskey(page, /sign in with a passkey/i);
+    assert.equal(await page.getByRole('alert').first().innerText(), MESSAGES.passkeyUnregistered);
+    assert.equal(await currentStep(page, redirectUri), 'login');
+  });
+
+  test('a passkey removed here but still on the device: the page says so, the device is told, no lockout counts it, autofill does not loop', async () => {
+    const device = await deviceWithPasskeys({ userVerification: true });
+    const problemsHere = watchProblems(device.context);
+    // Records the Signal API call (and passes it on when this Chromium has it).
+    await device.context.addInitScript(() => {
+      const calls: unknown[] = [];
+      const w = window as unknown as { signalled: unknown[]; PublicKeyCredential?: { signalUnknownCredential?: (o: unknown) => Promise<void> } };
+      w.signalled = calls;
+      if (!w.PublicKeyCredential) return;
+      const native = w.PublicKeyCredential.signalUnknownCredential?.bind(w.PublicKeyCredential);
+      w.PublicKeyCredential.signalUnknownCredential = (o: unknown) => {
+        calls.push(o);
+        return native ? native(o) : Promise.resolve();
+      };
+    });
+    try {
+      const email = 'lee@example.com';
+      await server.app.accounts.create({ email, password: PASSWORD });
+      // Enrols a passkey (autofill is on in this browser: no passkey yet, so nothing is offered).
+      let finish = await authorize(device.page);
+      await fillLogin(device.page, email, PASSWORD);
+      await submit(device.page, device.page.getByRole('button', { name: 'Sign in', exact: true }));
+      await usePasskey(device.page, /create a passkey/i);
+      await submit(device.page, device.page.getByRole('button', { name: 'I have saved them' }));
+      await finish();
+      const account = (await server.app.accounts.findByEmail(email))!;
+      const credentialId = account.passkeys![0]!.id;
+      const ip = server.logs.findLast((l) => l.event === 'signin_succeeded' && l.accountId === account.id)!.ip as string;
+      const subjects = [email, `passkey:${digest(credentialId)}`];
+      const before = await Promise.all(subjects.map((s) => server.app.lockout.failures({ factor: 'passkey', account: s, ip })));
+
+      // Removed on the server only (another device's account page, an operator).
+      await server.app.passkeys.remove(account.id, credentialId);
+      await device.context.clearCookies();
+      let posts = 0;
+      device.page.on('request', (r) => {
+        if (r.method() === 'POST' && r.url().endsWith('/passkey')) posts += 1;
+      });
+      finish = await authorize(device.page);
+      // The device answers the autofill request at once, with the passkey the server no longer knows.
+      const alert = device.page.getByRole('alert').filter({ hasText: MESSAGES.passkeyUnregistered });
+      await alert.waitFor({ state: 'visible' });
+      await device.page.waitForLoadState('networkidle');
+      assert.equal(posts, 1, 'autofill is not armed again: no loop');
+      assert.equal(await currentStep(device.page, redirectUri), 'login');
+      assert.equal(await device.page.locator('form[data-autofill]').count(), 0);
+      const signalled = await device.page.evaluate(() => (window as unknown as { signalled: unknown[] }).signalled);
+      assert.deepEqual(signalled, [{ rpId: new URL(server.issuer).hostname, credentialId }]);
+      const after = await Promise.all(subjects.map((s) => server.app.lockout.failures({ factor: 'passkey', account: s, ip })));
+      assert.deepEqual(after, before, 'the attempt counts toward nobody');
+      assert.ok(server.logs.some((l) => l.event === 'signin_failed' && l.reason === 'unregistered'), 'still audited');
+      const { violations } = await new AxeBuilder({ page: device.page }).analyze();
+      assert.deepEqual(violations.map((v) => v.id), []);
+      await device.page.screenshot({ path: new URL('passkey-unregistered.png', SCREENSHOTS).pathname, fullPage: true });
+      assert.deepEqual(problemsHere.filter((p) => !p.includes('/favicon.ico')), []);
+    } finally {
+      await device.context.close();
+    }
   });
 });

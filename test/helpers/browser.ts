@@ -142,8 +142,17 @@ export async function fillCode(page: Page, code: string): Promise<void> {
   if ((await field.inputValue()) !== code) throw new Error('the code label does not name the one-time-code field');
 }
 
+/** On the enrolment page, where a passkey is the primary way: unfolds "Use an authenticator app instead". */
+export async function chooseAuthenticatorApp(page: Page): Promise<void> {
+  const alternative = page.locator('details.alternative');
+  if ((await alternative.count()) > 0 && !(await alternative.evaluate((d: HTMLDetailsElement) => d.open))) {
+    await page.getByText('Use an authenticator app instead').click();
+  }
+}
+
 /** Enrolls on the enrollment page: reads the key shown as text, enters the current code. Returns the key. */
 export async function enrollOnPage(page: Page): Promise<string> {
+  await chooseAuthenticatorApp(page);
   const secret = keyFromPage(await page.locator('#totp-key').innerText());
   await fillCode(page, await currentTotpCode(new URL(page.url()).origin, secret));
   await submit(page, page.getByRole('button', { name: /turn on/i }));

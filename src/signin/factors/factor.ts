@@ -17,8 +17,11 @@ import type { Factor as LockoutBucket, Lockout } from '../../security/lockout.ts
  */
 export type Checked<T = object> = ({ status: 'ok' } & T) | { status: 'failed'; reason: string } | { status: 'locked'; retryAfterSeconds: number };
 
-/** What a verification proved (`ok`), or why not (`reason` is what the metric, the audit and the page see). */
-export type Verified<P extends object> = ({ ok: true } & P) | { ok: false; reason: string };
+/**
+ * What a verification proved (`ok`), or why not (`reason` is what the metric, the audit and the page see).
+ * `counted: false`: a failure that proves nothing about anyone (a passkey no account holds), kept out of every lockout.
+ */
+export type Verified<P extends object> = ({ ok: true } & P) | { ok: false; reason: string; counted?: false };
 
 /** Whose attempt this is, for the lockout: its account key (normalized email, or a digest when nobody is known). */
 export interface Subject {
@@ -62,7 +65,7 @@ export class FactorCheck {
     let verified: Verified<P> = { ok: false, reason: 'invalid' };
     const result = await this.#lockout.attempt({ factor: factor.name, account: subject.key, ip }, async () => {
       verified = await factor.verify(input, subject);
-      return verified.ok;
+      return verified.ok || (verified.counted === false ? 'not-counted' : false);
     });
     const done = verified as Verified<P>;
     if (result.status === 'ok' && done.ok) {

@@ -38,7 +38,9 @@ export function passkeyFactor(passkeys: Passkeys): Factor<PasskeyAssertion, { ac
     async verify(input, { response, found }) {
       if (!response) return { ok: false, reason: 'malformed' };
       const { account } = input;
-      return passkeys.authenticate(input.scope, response, { ...(account ? { accountId: account.id } : {}), ...(found ? { owner: found } : {}), requireUserVerification: !account || input.as === 'proof' });
+      const used = await passkeys.authenticate(input.scope, response, { ...(account ? { accountId: account.id } : {}), ...(found ? { owner: found } : {}), requireUserVerification: !account || input.as === 'proof' });
+      // A credential no account holds (removed here, still on the device) guesses nothing: it counts against nobody.
+      return !used.ok && used.reason === 'unregistered' ? { ...used, counted: false } : used;
     },
     succeeded: ({ account, userVerified }, input, ip) => ({
       metric: { counter: 'passkeys', labels: { event: 'used', detail: how(input) } },
