@@ -52,6 +52,9 @@ import { emailAddressRoutes } from './interactions/email-address.ts';
 import { passwordResetRoutes } from './interactions/password-reset.ts';
 import { invitationRoutes } from './interactions/invitation.ts';
 import { Invitations } from './accounts/invitations.ts';
+import { UpstreamProviders } from './upstream/providers.ts';
+import { upstreamRoutes } from './upstream/routes.ts';
+import { recordSessionUpstream } from './upstream/session-idp.ts';
 
 export interface AppDeps {
   config: Config;
@@ -185,7 +188,11 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const invitations = new Invitations({ store, accounts, links: emailLinks, queue: mailQueue, issuer: config.ISSUER, ttlSeconds: config.INVITATION_TTL_SECONDS, ...(clock ? { now: clock } : {}) });
   const linkDeps = { accounts, store, views, csrf, email, logger, issuer: config.ISSUER, perIpPerHour: config.EMAIL_LINKS_PER_IP_PER_HOUR };
 
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email };
+  // Upstream providers (upstream/): "Continue with …" on the sign-in page, every `button` one and a `hint` one the request names.
+  const upstreamProviders = new UpstreamProviders(store, box);
+  const upstreamButtons = async (params: Record<string, unknown>) =>
+    (await upstreamProviders.list()).filter((p) => p.display === 'button' || params.upstream === p.id).map((p) => ({ id: p.id, name: p.name }));
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, upstreamButtons };
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   // The overview's last hour: this process's counters, read once a minute.
   const minuteSeries = minuteSeriesOf(metrics);
@@ -236,6 +243,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'setupRoutes', does: '/setup/:token: the one-time link that creates the first admin; same origin, CSRF', middleware: setupRoutes({ firstAdmin, views, csrf, issuer: config.ISSUER }).routes() },
     { name: 'devOutbox', does: '/dev/outbox: mail kept in this process (development without SMTP_URL only)', middleware: outboxPage ? outboxRoutes(outboxPage, views).routes() : undefined },
     { name: 'demoRoutes', does: '/demo: the first-run app (development only)', middleware: demo ? demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes() : undefined },
+    { name: 'upstreamRoutes', does: '/interaction/:uid/upstream*, /upstream/callback: sign-in through an upstream provider; state single use, deadline UPSTREAM_TIMEOUT_MS; linking confirmed with a factor (sign-in lockout), same origin, CSRF', middleware: upstreamRoutes({ ...signIn, providers: upstreamProviders, box, timeoutMs: config.UPSTREAM_TIMEOUT_MS }).routes() },
+    { name: 'upstreamSessionRecord', does: 'the upstream provider of a sign-in kept with its session (the idp claim)', oidcRoutes: only('resume'), middleware: recordSessionUpstream(store) },
   ];
   installEdge(provider, edge);
 

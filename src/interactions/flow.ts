@@ -41,6 +41,8 @@ export interface InteractionDeps {
   issuer: string;
   /** Emailed links and notices (EMAIL=off: `email.on` is false and nothing is sent). */
   email: Email;
+  /** The upstream providers offered on this sign-in page (upstream/): "Continue with …". */
+  upstreamButtons?: (params: Record<string, unknown>) => Promise<{ id: string; name: string }[]>;
 }
 
 /** What each scope lets the app do, in words, for the consent pages. */
@@ -57,7 +59,7 @@ export type Flow = ReturnType<typeof interactionFlow>;
  * routes (login.ts, second-factor.ts, enroll.ts, consent.ts) only verify what the person sent, turn it
  * into an event, and hand it to `apply`; pages are rendered from what is stored and write nothing.
  */
-export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email }: InteractionDeps) {
+export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email, upstreamButtons }: InteractionDeps) {
   const form = formBody();
   const FORM_EXPIRED = 'the form expired; go back to the application and start again';
   const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
@@ -104,7 +106,8 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
     const passkey = passkeyMode === 'off'
       ? undefined
       : { kind: 'sign-in', action: `/interaction/${d.uid}/passkey`, options: await passkeys.authenticationOptions(d.uid), autofill: true, label: 'Sign in with a passkey', secondary: passkeyMode !== 'preferred' };
-    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', passkey, emailOn: email.on, ...extra }, formTargets(d.params.redirect_uri));
+    const upstreams = upstreamButtons ? await upstreamButtons(d.params) : [];
+    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', passkey, emailOn: email.on, upstreams, ...extra }, formTargets(d.params.redirect_uri));
   }
 
   /** What this person allowed this client before (remembered consent). */

@@ -68,6 +68,13 @@ export const AUDIT_EVENTS = [
   'invitation_sent',
   'invitation_accepted',
   'invitation_revoked',
+  'upstream_signin',
+  'upstream_signin_failed',
+  'upstream_linked',
+  'upstream_unlinked',
+  'upstream_provider_added',
+  'upstream_provider_updated',
+  'upstream_provider_removed',
 ] as const;
 
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];
