@@ -24,6 +24,8 @@ describe('sign-in through an upstream provider', () => {
   let github: Awaited<ReturnType<typeof startGithubStub>>;
   let silent: Awaited<ReturnType<typeof startSilentServer>>;
   let rp: oc.Configuration;
+  /** The victim's browser, signed in to Latchkey by the takeover test's last step. */
+  let victimBrowser: Traveller;
   const actor = { kind: 'cli' as const };
 
   before(async () => {
@@ -180,12 +182,46 @@ describe('sign-in through an upstream provider', () => {
     assert.match(wrong.page!.html, /Wrong email or password/);
     await notLinked(company.issuer, 'victim-at-acme');
     const right = await started.traveller.go(linkUrl, { form: { _csrf: csrf, password: VICTIM.password } });
+    victimBrowser = started.traveller;
     const tokens = await tokensOf(right, started);
     assert.equal(tokens.claims()!.sub, victim.id);
     assert.ok(server.logs.some((l) => l.event === 'upstream_linked' && l.accountId === victim.id && l.via === 'signin' && l.provider === 'acme'));
 
     // Nothing the attackers did touched the victim's account.
     assert.deepEqual((await server.app.ops.userUpstreams(victim.id)).identities.map((i) => i.sub), ['victim-at-acme']);
+  });
+
+  test('linking from /account: after the current password, through the provider, to this account only; unlinking asks the password too', async () => {
+    const victim = (await server.app.accounts.findByEmail(VICTIM.email))!;
+    const page = await victimBrowser.go(new URL('/account/providers', server.issuer));
+    assert.match(page.page!.html, /<h1>Sign-in providers<\/h1>/);
+    assert.match(page.page!.html, /<h3>Acme<\/h3>/, 'the provider linked at sign-in is listed');
+    const csrf = page.page!.html.match(/name="_csrf" value="([^"]+)"/)![1]!;
+    const link = new URL('/account/providers/link', server.issuer);
+
+    const refused = await victimBrowser.go(link, { form: { _csrf: csrf, provider: 'gh', password: 'wrong' } });
+    assert.match(refused.page!.html, /not your current password/);
+
+    github.control.as = { id: 9001, login: 'victim-gh', emails: [{ email: 'elsewhere@gh.test', primary: true, verified: true }] };
+    const linked = await victimBrowser.go(link, { form: { _csrf: csrf, provider: 'gh', password: VICTIM.password } });
+    for (const step of linked.chain) assert.ok(step.status < 500, `${step.url.pathname} answered ${step.status}`);
+    assert.match(linked.page!.html, /<h3>GitHub<\/h3>/);
+    assert.ok(server.logs.some((l) => l.event === 'upstream_linked' && l.accountId === victim.id && l.via === 'account_page' && l.provider === 'gh'));
+
+    // Now GitHub signs the victim in, whatever address it gives.
+    const started = await startAtApp();
+    assert.equal((await tokensOf(await continueWith('gh', started), started)).claims()!.sub, victim.id);
+
+    const unlink = await victimBrowser.go(new URL('/account/providers/unlink', server.issuer), { form: { _csrf: csrf, provider: 'acme', password: VICTIM.password } });
+    assert.doesNotMatch(unlink.page!.html, /<h3>Acme<\/h3>/);
+    assert.ok(server.logs.some((l) => l.event === 'upstream_unlinked' && l.accountId === victim.id && l.provider === 'acme'));
+
+    // An identity linked to another account is not moved here (signed out at the company, in as emp-1).
+    company.as('emp-1', { email: 'New.Person@acme.test', email_verified: true });
+    victimBrowser.forget(new URL(company.issuer).hostname);
+    const elsewhere = await victimBrowser.go(link, { form: { _csrf: csrf, provider: 'acme', password: VICTIM.password } });
+    assert.match(elsewhere.page!.html, /linked to another account/);
+    assert.deepEqual((await server.app.ops.userUpstreams(victim.id)).identities.map((i) => i.provider), ['gh']);
   });
 
   test('GitHub: the numeric id is the subject and only verified addresses count', async () => {

@@ -3,6 +3,9 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { normalizeEmail, type Account } from '../accounts/accounts.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
+import { FactorChecks } from '../signin/factors/factor-checks.ts';
+import { formBody } from '../security/form-body.ts';
+import { sameOriginForms } from '../security/same-origin.ts';
 import { interactionFlow, type Details, type InteractionDeps } from '../interactions/flow.ts';
 import { audit } from '../observability/audit.ts';
 import { formTargets } from '../oidc/provider.ts';
@@ -41,8 +44,11 @@ const PROBLEMS = {
 type ProblemKind = keyof typeof PROBLEMS;
 
 interface PendingState extends PendingChecks {
+  /** The interaction of a sign-in; empty when the person links from /account. */
   uid: string;
   provider: string;
+  /** Linking from /account: the account and the session (uid) that asked. */
+  account?: { id: string; session: string };
 }
 
 interface PendingLink {
@@ -122,9 +128,9 @@ export function upstreamRoutes(deps: UpstreamDeps) {
       failed(ctx, pending.provider, 'replayed');
       return problem(ctx, 'replayed', { name: (await providers.find(pending.provider))?.name, uid: pending.uid });
     }
-    // Into the interaction's path, where the browser sends its interaction cookie.
+    // Into the interaction's path, where the browser sends its interaction cookie (or back to /account).
     ctx.status = 303;
-    ctx.redirect(`/interaction/${pending.uid}/upstream-callback?${ctx.querystring}`);
+    ctx.redirect(pending.account ? `/account/providers/callback?${ctx.querystring}` : `/interaction/${pending.uid}/upstream-callback?${ctx.querystring}`);
   });
 
   router.get('/interaction/:uid/upstream-callback', async (ctx) => {
@@ -254,5 +260,146 @@ export function upstreamRoutes(deps: UpstreamDeps) {
     await signIn(ctx, d, state, provider, link.person, account);
   });
 
+  accountLinks(router, { ...deps, client, identities, pendingOf, failed, problem });
   return router;
+}
+
+/**
+ * Linking from /account (the issue's way (a)): the person is signed in here and proves it again with
+ * their password, then goes through the provider; the identity it answers with is linked to this
+ * account, unless it belongs to another. Unlinking asks for the password too, so it never removes the
+ * last way to sign in (the password just proved is one).
+ */
+function accountLinks(
+  router: Router,
+  deps: UpstreamDeps & {
+    client: UpstreamClient;
+    identities: UpstreamIdentities;
+    pendingOf: (state: string) => Promise<PendingState | undefined>;
+    failed: (ctx: Context, provider: string | undefined, reason: string, code?: string) => void;
+    problem: (ctx: Context, kind: ProblemKind, params?: { name?: string; email?: string; domains?: string; uid?: string }) => void;
+  },
+) {
+  const { provider: oidc, providers, accounts, store, views, csrf, logger, box, client, identities, pendingOf, failed, problem, issuer } = deps;
+  const checks = new FactorChecks(deps);
+  const form = formBody();
+  const sameOrigin = sameOriginForms(issuer, views, 'the form expired; open your account page again');
+
+  async function signedIn(ctx: Context) {
+    const session = await oidc.Session.get(ctx);
+    const account = session.accountId ? await accounts.find(session.accountId) : undefined;
+    if (!account || account.disabled) return undefined;
+    return { account, session: session.uid, scope: `account-upstream:${session.uid}` };
+  }
+
+  async function render(ctx: Context, who: NonNullable<Awaited<ReturnType<typeof signedIn>>>, error?: string) {
+    const all = await providers.list();
+    const linked = await identities.ofAccount(who.account.id);
+    const nameOf = (id: string) => all.find((p) => p.id === id)?.name ?? id;
+    views.render(ctx, 'account-providers', {
+      title: 'Sign-in providers', csrf: csrf.token(who.scope), error,
+      linked: linked.map((i) => ({ provider: i.provider, name: nameOf(i.provider), email: i.email, linked: new Date(i.linkedAt).toISOString().slice(0, 10) })),
+      available: all.filter((p) => !linked.some((i) => i.provider === p.id)).map((p) => ({ id: p.id, name: p.name })),
+    // The link form's answer redirects to the provider: CSP form-action must allow its origin.
+    }, all.flatMap((p) => [...formTargets(p.issuer), ...formTargets(p.endpoints?.authorization)]));
+  }
+
+  /** Signed in, right CSRF token and the current password: the proof a link or an unlink needs. */
+  async function proven(ctx: Context) {
+    const who = await signedIn(ctx);
+    if (!who) {
+      ctx.status = 303;
+      ctx.redirect('/account');
+      return undefined;
+    }
+    const body = ctx.request.body as Record<string, unknown>;
+    if (!csrf.verify(who.scope, body._csrf)) {
+      ctx.status = 403;
+      views.renderError(ctx, { error: 'invalid_request', error_description: 'the form expired; open your account page again' });
+      return undefined;
+    }
+    const checked = await checks.password(who.account.email, typeof body.password === 'string' ? body.password : '', ctx.ip);
+    if (checked.status !== 'ok' || checked.account.id !== who.account.id) {
+      ctx.status = checked.status === 'locked' ? 429 : 200;
+      await render(ctx, who, checked.status === 'locked' ? MESSAGES.locked : 'That is not your current password.');
+      return undefined;
+    }
+    return { who, body };
+  }
+
+  router.get('/account/providers', async (ctx) => {
+    const who = await signedIn(ctx);
+    if (!who) {
+      ctx.status = 303;
+      return ctx.redirect('/account');
+    }
+    await render(ctx, who);
+  });
+
+  router.post('/account/providers/link', sameOrigin, form, async (ctx) => {
+    const ok = await proven(ctx);
+    if (!ok) return;
+    const provider = await providers.find((typeof ok.body.provider === 'string' ? ok.body.provider : ''));
+    if (!provider) return render(ctx, ok.who, 'This provider is not offered here.');
+    let started;
+    try {
+      started = await client.start(provider);
+    } catch (err) {
+      const failure = err instanceof UpstreamFailure ? err : new UpstreamFailure('unavailable', 'start');
+      failed(ctx, provider.id, failure.kind, failure.code);
+      return render(ctx, ok.who, `${provider.name} did not answer in time. Try again in a moment.`);
+    }
+    const pending: PendingState = { uid: '', provider: provider.id, account: { id: ok.who.account.id, session: ok.who.session }, ...started.checks };
+    const key = keys.upstreamState(started.checks.state);
+    await store.set(key, box.seal(JSON.stringify(pending), key), { ttl: STATE_TTL_SECONDS });
+    ctx.status = 303;
+    ctx.redirect(started.url.href);
+  });
+
+  router.get('/account/providers/callback', async (ctx) => {
+    const who = await signedIn(ctx);
+    const state = typeof ctx.query.state === 'string' ? ctx.query.state : '';
+    const pending = await pendingOf(state);
+    // Only the session that asked: a link answer carried to another browser links nothing.
+    if (!who || !pending?.account || pending.account.id !== who.account.id || pending.account.session !== who.session) {
+      failed(ctx, pending?.provider, 'unknown_state');
+      return problem(ctx, 'unknown_state');
+    }
+    const provider = await providers.find(pending.provider);
+    if (!provider) return problem(ctx, 'unknown_provider');
+    if (!(await store.set(keys.upstreamStateUsed(state), '1', { ifAbsent: true, ttl: STATE_TTL_SECONDS }))) {
+      failed(ctx, provider.id, 'replayed');
+      return render(ctx, who, `This answer from ${provider.name} was already used.`);
+    }
+    let person: UpstreamPerson;
+    try {
+      person = await client.finish(provider, ctx.querystring, pending);
+    } catch (err) {
+      const failure = err instanceof UpstreamFailure ? err : new UpstreamFailure('invalid', 'unexpected');
+      failed(ctx, provider.id, failure.kind, failure.code);
+      return render(ctx, who, `Linking ${provider.name} did not complete (${failure.kind === 'denied' ? 'cancelled there' : failure.kind === 'unavailable' ? 'it did not answer in time' : 'its answer could not be accepted'}).`);
+    }
+    const existing = await identities.find(person.iss, person.sub);
+    if (existing && existing.accountId !== who.account.id) {
+      failed(ctx, provider.id, 'linked_elsewhere');
+      return render(ctx, who, `That ${provider.name} identity is linked to another account.`);
+    }
+    if (!existing) {
+      await identities.link({ accountId: who.account.id, provider: provider.id, iss: person.iss, sub: person.sub, ...(person.email ? { email: normalizeEmail(person.email) } : {}), linkedAt: Date.now(), via: 'account_page' });
+      audit(logger, 'upstream_linked', { accountId: who.account.id, provider: provider.id, via: 'account_page', ip: ctx.ip }, 'upstream identity linked');
+    }
+    ctx.status = 303;
+    ctx.redirect('/account/providers');
+  });
+
+  router.post('/account/providers/unlink', sameOrigin, form, async (ctx) => {
+    const ok = await proven(ctx);
+    if (!ok) return;
+    const id = (typeof ok.body.provider === 'string' ? ok.body.provider : '');
+    const linked = (await identities.ofAccount(ok.who.account.id)).filter((i) => i.provider === id);
+    for (const identity of linked) await identities.unlink(ok.who.account.id, identity.iss, identity.sub);
+    if (linked.length) audit(logger, 'upstream_unlinked', { accountId: ok.who.account.id, provider: id, identities: linked.length, source: 'account_page', ip: ctx.ip }, 'upstream identity unlinked');
+    ctx.status = 303;
+    ctx.redirect('/account/providers');
+  });
 }

@@ -165,6 +165,11 @@ export class Traveller {
     this.rewrite = rewrite;
   }
 
+  /** Forgets a host's cookies (signed out there). */
+  forget(hostname: string): void {
+    this.#jars.delete(hostname);
+  }
+
   jar(url: URL): CookieJar {
     const jar = this.#jars.get(url.hostname) ?? new CookieJar();
     this.#jars.set(url.hostname, jar);
