@@ -77,4 +77,13 @@ describe('sign-in through an upstream provider, in a browser', () => {
     assert.equal(claims.email, 'ada@acme.test');
     assert.deepEqual(problems, []);
   });
+
+  test('the account page lists the linked provider and offers the others', async () => {
+    await page.goto(`${server.issuer}/account/providers`);
+    assert.equal(await page.getByRole('heading', { level: 1 }).innerText(), 'Sign-in providers');
+    assert.equal(await page.getByRole('heading', { level: 3 }).innerText(), 'Acme');
+    assert.ok(await page.getByRole('button', { name: 'Link GitHub' }).isVisible());
+    await page.screenshot({ path: new URL('account-providers.png', SCREENSHOTS).pathname, fullPage: true });
+    assert.deepEqual(problems, []);
+  });
 });
