@@ -54,6 +54,9 @@ import { invitationRoutes } from './interactions/invitation.ts';
 import { Invitations } from './accounts/invitations.ts';
 import { SignUp } from './accounts/sign-up.ts';
 import { signUpRoutes } from './interactions/sign-up.ts';
+import { UpstreamProviders } from './upstream/providers.ts';
+import { upstreamRoutes } from './upstream/routes.ts';
+import { recordSessionUpstream } from './upstream/session-idp.ts';
 
 export interface AppDeps {
   config: Config;
@@ -190,7 +193,11 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const newAccountDeps = { passkeys, passkeyMode: config.PASSKEYS, secondFactor, mfaRequired: config.MFA_POLICY === 'required' };
   const signUp = new SignUp({ accounts, links: emailLinks, queue: mailQueue, email, logger, issuer: config.ISSUER, mode: config.SIGNUP, domains: config.SIGNUP_ALLOWED_DOMAINS ?? [], ttlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS });
 
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, signUpOffered: signUp.offered, registry, ownClientIds: [accountPageClientId, consoleClientId] };
+  // Upstream providers (upstream/): "Continue with …" on the sign-in page, every `button` one and a `hint` one the request names.
+  const upstreamProviders = new UpstreamProviders(store, box);
+  const upstreamButtons = async (params: Record<string, unknown>) =>
+    (await upstreamProviders.list()).filter((p) => p.display === 'button' || params.upstream === p.id).map((p) => ({ id: p.id, name: p.name }));
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, signUpOffered: signUp.offered, registry, ownClientIds: [accountPageClientId, consoleClientId], upstreamButtons };
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   // The overview's last hour: this process's counters, read once a minute.
   const minuteSeries = minuteSeriesOf(metrics);
@@ -243,6 +250,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'setupRoutes', does: '/setup/:token: the one-time link that creates the first admin; same origin, CSRF', middleware: setupRoutes({ firstAdmin, views, csrf, issuer: config.ISSUER }).routes() },
     { name: 'devOutbox', does: '/dev/outbox: mail kept in this process (development without SMTP_URL only)', middleware: outboxPage ? outboxRoutes(outboxPage, views).routes() : undefined },
     { name: 'demoRoutes', does: '/demo: the first-run app (development only)', middleware: demo ? demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes() : undefined },
+    { name: 'upstreamRoutes', does: '/interaction/:uid/upstream*, /upstream/callback: sign-in through an upstream provider; state single use, deadline UPSTREAM_TIMEOUT_MS; linking confirmed with a factor (sign-in lockout), same origin, CSRF', middleware: upstreamRoutes({ ...signIn, providers: upstreamProviders, box, timeoutMs: config.UPSTREAM_TIMEOUT_MS }).routes() },
+    { name: 'upstreamSessionRecord', does: 'the upstream provider of a sign-in kept with its session (the idp claim)', oidcRoutes: only('resume'), middleware: recordSessionUpstream(store) },
   ];
   installEdge(provider, edge);
 

@@ -28,6 +28,7 @@ export const configDocs: Record<string, string> = {
   COOKIE_KEYS: 'Comma-separated secrets that sign cookies (first one signs) instead of a key generated and kept in storage, sealed under `SECRETS_KEY`.',
   SECRETS_KEY: '32 random bytes, base64 or hex (`openssl rand -base64 32`), that encrypt TOTP secrets and the stored cookie key at rest (AES-256-GCM). Required in production; unset elsewhere: a key generated and kept in storage.',
   MFA_POLICY: '`required`: every account signs in with a second factor (enrolling at its next sign-in); `optional`: only accounts that enrolled one.',
+  UPSTREAM_TIMEOUT_MS: 'The deadline of every request to an upstream sign-in provider (discovery, token, userinfo, GitHub\'s API), in milliseconds; an upstream that is down or slower shows the person a page with a way back (docs/upstream-providers.md).',
   PASSKEYS: '`off`: no passkeys offered (existing ones are kept but not used); `optional`: offered beside the password and the authenticator app; `preferred`: as `optional`, with "Sign in with a passkey" styled as the main button of the sign-in page.',
   WEBAUTHN_RP_ID: 'The WebAuthn relying party id passkeys are bound to: the issuer\'s host name or a registrable suffix of it. Unset: the issuer\'s host name. Changing it orphans existing passkeys.',
   WEBAUTHN_ORIGINS: 'Comma-separated origins a passkey ceremony may come from (`https://login.example.com`). Unset: the issuer\'s origin.',
@@ -120,6 +121,7 @@ const schema = z
       .optional(),
     MFA_POLICY: z.enum(['required', 'optional']).default('required'),
     PASSKEYS: z.enum(['off', 'optional', 'preferred']).default('optional'),
+    UPSTREAM_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(10_000),
     WEBAUTHN_RP_ID: z.string().regex(/^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'must be a lower-case host name, e.g. example.com').optional(),
     WEBAUTHN_ORIGINS: z
       .string()

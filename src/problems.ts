@@ -21,6 +21,15 @@ export const REFUSALS = {
   nothing_to_change: { message: 'name at least one setting to change' },
   cursor_invalid: { message: 'not a cursor from this API' },
 
+  // ---- upstream providers ----
+  provider_not_found: { status: 404, message: 'no upstream provider with id {id}' },
+  provider_exists: { status: 409, message: 'an upstream provider with id {id} exists already' },
+  provider_busy: { status: 409, message: 'the upstream provider {id} is being changed by someone else: try again' },
+  provider_id_invalid: { message: '{@} must be 1 to 40 lower-case letters, digits or dashes, got {value}' },
+  provider_issuer_needed: { message: '{@} is required for the {preset} preset' },
+  provider_tenant_needed: { message: '{@} (the directory, tenant id or domain) is required for the entra preset' },
+  identity_not_linked: { status: 404, message: 'no identity of {provider} with subject {sub} is linked to this account' },
+
   // ---- clients ----
   client_not_found: { status: 404, message: 'no client with id {client_id}' },
   client_busy: { status: 409, message: 'the client {client_id} is being changed by someone else: try again' },

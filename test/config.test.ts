@@ -14,6 +14,7 @@ describe('loadConfig', () => {
       ISSUER: 'http://localhost:3000',
       LOG_LEVEL: 'info',
       TRUST_PROXY: 0,
+      UPSTREAM_TIMEOUT_MS: 10000,
       REDIS_TIMEOUT_MS: 1000,
       MFA_POLICY: 'required',
       PASSKEYS: 'optional',

@@ -40,6 +40,8 @@ const ORDER = [
   'setupRoutes',
   'devOutbox',
   'demoRoutes',
+  'upstreamRoutes',
+  'upstreamSessionRecord',
 ];
 
 /** oidc-provider 9's POST routes, by name (lib/helpers/initialize_app.js); those our configuration enables have a path. */

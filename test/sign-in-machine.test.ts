@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ACR_MFA, ACR_PASSWORD } from '../src/signin/policy.ts';
+import { ACR_MFA, ACR_PASSWORD, ACR_UPSTREAM } from '../src/signin/policy.ts';
 import { guard, transition, TRANSITIONS, type AccountFacts, type EventType, type Outcome, type SignInEvent, type SignInState, type StateName } from '../src/signin/machine.ts';
 
 /**
@@ -34,6 +34,7 @@ const EVENTS: Record<EventType, SignInEvent> = {
   'passkey-enrolled': { type: 'passkey-enrolled', accountId: ACCOUNT, amr: PWD_PASSKEY_AMR },
   'codes-saved': { type: 'codes-saved' },
   'factor-changed': { type: 'factor-changed', account: facts({ hasPasskey: true }), factorDemanded: true },
+  'upstream-ok': { type: 'upstream-ok', account: facts(), factorDemanded: false, provider: 'acme' },
   cancel: { type: 'cancel' },
   'other-account': { type: 'other-account' },
 };
@@ -53,6 +54,7 @@ const TAKEN: [StateName, SignInEvent, Outcome, string][] = [
   ['login', { type: 'password-ok', account: facts(), factorDemanded: false }, signedIn(['pwd']), 'no factor, none demanded: done with pwd'],
   ['login', EVENTS['passkey-signed-in'], signedIn(PASSKEY_AMR), 'a verified passkey alone: done, acr mfa'],
   ['login', EVENTS.cancel, { kind: 'cancelled' }, 'cancel on the sign-in page'],
+  ['login', EVENTS['upstream-ok'], { kind: 'signed-in', login: { accountId: ACCOUNT, acr: ACR_UPSTREAM, amr: [], upstream: 'acme' } }, 'an upstream without require_mfa: done, vouching for no factor of ours'],
   ['second-factor', EVENTS['code-ok'], signedIn(['pwd', 'otp', 'mfa']), 'TOTP or recovery code'],
   ['second-factor', EVENTS['passkey-ok'], signedIn(PWD_PASSKEY_AMR), 'passkey as the second factor'],
   ['second-factor', { type: 'factor-changed', account: facts(), factorDemanded: true }, step({ name: 'enroll', ...who }), 'factor reset by an operator: enrol'],
@@ -118,6 +120,19 @@ describe('sign-in state machine', () => {
   test('past the login prompt (consent) only cancel is taken', () => {
     assert.deepEqual(run(STATES.login, EVENTS['password-ok'], { prompt: 'consent' }), { kind: 'refused', reason: 'not-signing-in' });
     assert.deepEqual(run(STATES.login, EVENTS.cancel, { prompt: 'consent' }), { kind: 'cancelled' });
+  });
+
+  test("an upstream sign-in that needs Latchkey's own factor: that factor's step, then mfa without claiming a password", () => {
+    const upstreamWho = { ...who, upstream: 'acme' };
+    assert.deepEqual(run(STATES.login, { type: 'upstream-ok', account: facts({ hasTotp: true }), factorDemanded: true, provider: 'acme' }), step({ name: 'second-factor', ...upstreamWho }));
+    assert.deepEqual(run(STATES.login, { type: 'upstream-ok', account: facts(), factorDemanded: true, provider: 'acme' }), step({ name: 'enroll', ...upstreamWho }));
+    const signed = run({ name: 'second-factor', ...upstreamWho }, EVENTS['code-ok']);
+    assert.deepEqual(signed, { kind: 'signed-in', login: { accountId: ACCOUNT, acr: ACR_MFA, amr: ['otp', 'mfa'], upstream: 'acme' } });
+    // The factor reset under it: still a step (never done with a password nobody typed).
+    assert.deepEqual(run({ name: 'second-factor', ...upstreamWho }, { type: 'factor-changed', account: facts(), factorDemanded: false }), step({ name: 'enroll', ...upstreamWho }));
+    const codes = run({ name: 'enroll', ...upstreamWho, pending: 'sealed' }, EVENTS['totp-enrolled']);
+    assert.deepEqual(codes, step({ name: 'recovery-codes', ...upstreamWho, amr: ['otp', 'mfa'] }));
+    assert.deepEqual(run({ name: 'recovery-codes', ...upstreamWho, amr: ['otp', 'mfa'] }, EVENTS['codes-saved']), { kind: 'signed-in', login: { accountId: ACCOUNT, acr: ACR_MFA, amr: ['otp', 'mfa'], upstream: 'acme' } });
   });
 
   test('acr follows amr: a passkey without user verification and no password is not mfa', () => {

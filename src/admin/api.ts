@@ -14,6 +14,7 @@ import { DPOP_ALGS, DpopProofError, verifyDpopProof } from '../security/dpop-pro
 import { digest, keys } from '../storage/keys.ts';
 import { createLimiter, type Limiter } from '../storage/limiters.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
+import { providerCreate, providerUpdate } from '../upstream/admin.ts';
 import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, secretRotate, userCreate, userUpdate, invitationCreate } from './inputs.ts';
 import { adminApiUri, type Actor, type Operations } from './operations.ts';
 
@@ -190,6 +191,17 @@ function routes(ops: Operations, activity: ActivityLog): RouteSpec[] {
     route({ method: 'delete', path: '/users/:userId/sessions', summary: 'Sign a person out everywhere (sessions end, grants and tokens are revoked)', write: true, run: ({ params, actor }) => ops.revokeUserSessions(actor, params.userId!) }),
     route({ method: 'get', path: '/users/:userId/apps', summary: 'The apps a person granted access to (connected apps)', write: false, run: ({ params }) => ops.connectedApps(params.userId!) }),
     route({ method: 'delete', path: '/users/:userId/apps/:clientId', summary: 'Remove an app\'s access: consent forgotten, its grants and tokens revoked, its sessions ended', write: true, run: ({ params, actor }) => ops.revokeConnectedApp(actor, params.userId!, params.clientId!) }),
+
+    route({ method: 'get', path: '/providers', summary: 'Upstream sign-in providers (never their client secrets)', write: false, run: async () => ({ providers: await ops.providers() }) }),
+    route({
+      method: 'post', path: '/providers', summary: 'Add an upstream sign-in provider: a generic OpenID Connect one by its issuer, or a preset (google, entra with its tenant, github); its client secret is sealed and never shown', write: true, body: providerCreate, status: 201,
+      run: ({ body, actor }) => ops.addProvider(actor, body),
+    }),
+    route({ method: 'get', path: '/providers/:providerId', summary: 'Show an upstream provider', write: false, run: ({ params }) => ops.provider(params.providerId!) }),
+    route({ method: 'patch', path: '/providers/:providerId', summary: 'Change an upstream provider\'s settings (those left out stay; a client_secret given replaces the sealed one)', write: true, body: providerUpdate, run: ({ params, body, actor }) => ops.updateProvider(actor, params.providerId!, body) }),
+    route({ method: 'delete', path: '/providers/:providerId', summary: 'Remove an upstream provider (linked identities stay, and work again if it is added back)', write: true, run: ({ params, actor }) => ops.removeProvider(actor, params.providerId!) }),
+    route({ method: 'get', path: '/users/:userId/upstreams', summary: 'The upstream identities linked to a person', write: false, run: ({ params }) => ops.userUpstreams(params.userId!) }),
+    route({ method: 'delete', path: '/users/:userId/upstreams/:providerId', summary: 'Unlink a person\'s identities of an upstream provider', write: true, run: ({ params, actor }) => ops.unlinkUserUpstream(actor, params.userId!, params.providerId!) }),
 
     route({ method: 'get', path: '/lockouts', summary: 'Current lockouts: people, IPs and client sources', write: false, run: async () => ({ lockouts: await ops.lockouts() }) }),
     route({ method: 'delete', path: '/lockouts/:key', summary: 'End a listed lockout', write: true, run: ({ params, actor }) => ops.unlockLockout(actor, params.key!) }),

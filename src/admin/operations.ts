@@ -23,6 +23,8 @@ import { factorsInWords, liveSessions } from '../accounts/sessions.ts';
 import type { Store, StoreInfo } from '../storage/store.ts';
 import type { MinuteSeries } from '../observability/minute-series.ts';
 import { CLI_CLIENT_ID } from './cli-client.ts';
+import { parseInput } from './inputs.ts';
+import { providerCreate, providerUpdate, providerView, UpstreamAdmin } from '../upstream/admin.ts';
 
 /**
  * What an operator can do to Latchkey, whichever way they ask: the `latchkey` CLI (src/cli/commands.ts
@@ -528,6 +530,8 @@ export class Operations {
     const found = await this.findUser(idOrEmail);
     this.#notOwnAccount(actor, found, 'delete');
     const { sessions, grants } = await revokeAccountSessions(this.#d.store, found.id);
+    // Its upstream identities would otherwise sign in to nothing, and could never be linked again.
+    await (await this.#upstream()).identities.unlinkAll(found.id);
     const account = await this.#d.accounts.delete(found.id);
     this.#audit(actor, 'user_deleted', { accountId: account.id, sessions, grants }, 'user deleted and signed out everywhere');
     return { id: account.id, email: account.email, deleted: true };
@@ -645,5 +649,53 @@ export class Operations {
     // Key ids only: they are public (/jwks).
     this.#audit(actor, 'signing_keys_rotated', { current: all.filter((k) => k.current).map((k) => k.kid), retired: result.retired, retiredUntil: result.retired_until, removed: result.removed }, 'signing keys rotated');
     return result;
+  }
+  // ---- upstream providers (src/upstream: sign in through another provider) ----
+
+  async #upstream(): Promise<UpstreamAdmin> {
+    const { store, accounts, secretsKey } = this.#d;
+    return new UpstreamAdmin(store, await loadSecretBox(store, secretsKey), accounts);
+  }
+
+  /** `body` as the admin API names it (upstream/admin.ts providerCreate); the client secret is sealed and never shown again. */
+  async addProvider(actor: Actor, body: unknown) {
+    const provider = await (await this.#upstream()).add(parseInput(providerCreate, body));
+    this.#audit(actor, 'upstream_provider_added', { provider: provider.id, preset: provider.preset, issuer: provider.issuer, display: provider.display, createAccounts: provider.createAccounts, trustedForEmail: provider.trustedForEmail, requireMfa: provider.requireMfa }, 'upstream provider added');
+    return { provider: providerView(provider) };
+  }
+
+  async providers() {
+    return (await (await this.#upstream()).providers.list()).map(providerView);
+  }
+
+  async provider(id: string) {
+    return providerView(await (await this.#upstream()).find(id));
+  }
+
+  /** Settings left out stay; `client_secret` given replaces the sealed one. */
+  async updateProvider(actor: Actor, id: string, body: unknown) {
+    const { provider, changed } = await (await this.#upstream()).update(id, parseInput(providerUpdate, body));
+    this.#audit(actor, 'upstream_provider_updated', { provider: id, changed }, 'upstream provider updated');
+    return { provider: providerView(provider), changed };
+  }
+
+  /** People stop seeing it; their linked identities stay, and work again if it is added back with the same issuer. */
+  async removeProvider(actor: Actor, id: string) {
+    const provider = await (await this.#upstream()).remove(id);
+    this.#audit(actor, 'upstream_provider_removed', { provider: provider.id }, 'upstream provider removed');
+    return { id: provider.id, removed: true };
+  }
+
+  /** The upstream identities linked to a person (provider, issuer, subject, how, when). */
+  async userUpstreams(idOrEmail: string) {
+    const found = await this.findUser(idOrEmail);
+    return { id: found.id, email: found.email, identities: await (await this.#upstream()).linked(found.id) };
+  }
+
+  async unlinkUserUpstream(actor: Actor, idOrEmail: string, provider: string) {
+    const found = await this.findUser(idOrEmail);
+    const unlinked = await (await this.#upstream()).unlink(found.id, provider);
+    this.#audit(actor, 'upstream_unlinked', { accountId: found.id, provider, identities: unlinked }, 'upstream identity unlinked');
+    return { id: found.id, provider, unlinked };
   }
 }

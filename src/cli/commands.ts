@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { Operations, type Actor, type OperationsDeps } from '../admin/operations.ts';
 import { clientChangesOfBody, clientCreate, clientInputOfBody, clientUpdate, parseInput, passwordBody, resourceCreate, resourceUpdate, scopeDescriptionsOfLines, secretRotate, userCreate, userUpdate, invitationCreate } from '../admin/inputs.ts';
@@ -112,6 +113,38 @@ async function setAdmin(ctx: Context, idOrEmail: string, admin: boolean): Promis
   const text = changed ? `${user.email} ${admin ? 'is now an admin' : 'is no longer an admin'}.` : `${user.email} ${admin ? 'was already an admin' : 'was not an admin'}: nothing changed.`;
   return { json, text };
 }
+
+/** The settings of an upstream provider as flags (provider add, provider update). */
+const PROVIDER_OPTIONS: ParseArgsOptionsConfig = {
+  name: { type: 'string' }, issuer: { type: 'string' }, 'client-id': { type: 'string' }, 'client-secret-file': { type: 'string' }, scope: { type: 'string' },
+  display: { type: 'string' }, 'create-accounts': { type: 'boolean' }, 'allowed-domain': { type: 'string', multiple: true }, 'trusted-for-email': { type: 'boolean' },
+  'require-mfa': { type: 'boolean' }, 'name-claim': { type: 'string' }, 'email-claim': { type: 'string' }, 'email-verified-claim': { type: 'string' },
+  'authorization-endpoint': { type: 'string' }, 'token-endpoint': { type: 'string' }, 'api-base': { type: 'string' },
+};
+
+/** The flags as the admin API's body (upstream/admin.ts); the client secret is read from a file, never from argv (ps, shell history). */
+function providerBody(values: Values) {
+  const file = optional(values, 'client-secret-file');
+  let clientSecret: string | undefined;
+  if (file !== undefined) {
+    try {
+      clientSecret = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new CliError(`--client-secret-file: cannot read ${file} (${(err as { code?: string }).code ?? 'error'})`);
+    }
+  }
+  const claims = { name: optional(values, 'name-claim'), email: optional(values, 'email-claim'), email_verified: optional(values, 'email-verified-claim') };
+  const domains = list(values, 'allowed-domain');
+  const body: Record<string, unknown> = {
+    name: optional(values, 'name'), issuer: optional(values, 'issuer'), client_id: optional(values, 'client-id'), client_secret: clientSecret, scope: optional(values, 'scope'),
+    display: optional(values, 'display'), create_accounts: values['create-accounts'], allowed_domains: domains.length ? domains : undefined,
+    trusted_for_email: values['trusted-for-email'], require_mfa: values['require-mfa'],
+    claims: Object.values(claims).some((v) => v !== undefined) ? claims : undefined,
+    authorization_endpoint: optional(values, 'authorization-endpoint'), token_endpoint: optional(values, 'token-endpoint'), api_base: optional(values, 'api-base'),
+  };
+  return Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined));
+}
+
 
 const TABLE: Record<string, Command> = {
   'client create': {
@@ -508,6 +541,66 @@ const TABLE: Record<string, Command> = {
     async run(ctx, _values, [id]) {
       const json = await ctx.ops.setUserPassword(ctx.actor, id!, parseInput(passwordBody, { password: ctx.password }).password);
       return { json, text: `Changed the password of ${json.email} and signed them out everywhere.` };
+    },
+  },
+
+  'provider add': {
+    usage: 'ID --preset oidc|google|entra|github --client-id ID --client-secret-file PATH [--issuer URL (oidc)] [--tenant TENANT (entra)] [--name "SHOWN NAME"] [--scope "SCOPES"] [--display button|hint] [--create-accounts] [--allowed-domain DOMAIN]... [--trusted-for-email] [--no-require-mfa] [--name-claim C] [--email-claim C] [--email-verified-claim C] [--authorization-endpoint URL --token-endpoint URL --api-base URL (github enterprise)]',
+    args: ['ID'],
+    options: { preset: { type: 'string' }, tenant: { type: 'string' }, ...PROVIDER_OPTIONS },
+    async run(ctx, values, [id]) {
+      const json = await ctx.ops.addProvider(ctx.actor, { id, preset: optional(values, 'preset'), tenant: optional(values, 'tenant'), ...providerBody(values) });
+      return { json, text: `${fields(json.provider)}\nPeople see it on the sign-in page${json.provider.display === 'hint' ? ' when the request says upstream=' + json.provider.id : ''}. Its redirect URI at the provider: <ISSUER>/upstream/callback.` };
+    },
+  },
+  'provider list': {
+    usage: '',
+    async run(ctx) {
+      const providers = await ctx.ops.providers();
+      return { json: { providers }, text: table(providers, ['id', 'preset', 'name', 'issuer', 'display', 'create_accounts', 'trusted_for_email', 'require_mfa']) };
+    },
+  },
+  'provider show': {
+    usage: 'ID',
+    args: ['ID'],
+    async run(ctx, _values, [id]) {
+      const json = await ctx.ops.provider(id!);
+      return { json, text: fields(json) };
+    },
+  },
+  'provider update': {
+    usage: 'ID [--client-id ID] [--client-secret-file PATH] [--issuer URL] [--name "SHOWN NAME"] [--scope "SCOPES"] [--display button|hint] [--[no-]create-accounts] [--allowed-domain DOMAIN]... [--[no-]trusted-for-email] [--[no-]require-mfa] [--name-claim C] [--email-claim C] [--email-verified-claim C]',
+    args: ['ID'],
+    options: PROVIDER_OPTIONS,
+    async run(ctx, values, [id]) {
+      const body = providerBody(values);
+      if (Object.values(body).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('provider update')}`);
+      const json = await ctx.ops.updateProvider(ctx.actor, id!, body);
+      return { json, text: `${fields(json.provider)}\nUpdated ${json.changed.join(', ')}.` };
+    },
+  },
+  'provider remove': {
+    usage: 'ID',
+    args: ['ID'],
+    async run(ctx, _values, [id]) {
+      const json = await ctx.ops.removeProvider(ctx.actor, id!);
+      return { json, text: `Removed provider ${id}. Identities linked through it stay linked, and work again if it is added back with the same issuer.` };
+    },
+  },
+  'user upstreams': {
+    usage: 'USER_ID',
+    args: ['USER_ID'],
+    async run(ctx, _values, [id]) {
+      const json = await ctx.ops.userUpstreams(id!);
+      return { json, text: table(json.identities, ['provider', 'sub', 'email', 'via', 'linked']) };
+    },
+  },
+  'user unlink': {
+    usage: 'USER_ID PROVIDER_ID',
+    args: ['USER_ID', 'PROVIDER_ID'],
+    async run(ctx, _values, [id, provider]) {
+      const json = await ctx.ops.unlinkUserUpstream(ctx.actor, id!, provider!);
+      return { json, text: `Unlinked ${json.unlinked} identity of ${provider} from ${json.id}.` };
     },
   },
 

@@ -32,6 +32,12 @@ const FLAGS: Record<string, string> = {
   keep_old_seconds: 'keep-old',
   scope_descriptions: 'scope-description',
   password: 'password-stdin',
+  // Upstream providers (provider add|update).
+  client_secret: 'client-secret-file',
+  allowed_domains: 'allowed-domain',
+  'claims.name': 'name-claim',
+  'claims.email': 'email-claim',
+  'claims.email_verified': 'email-verified-claim',
 };
 
 /** A refusal (src/problems.ts) as the CLI says it: fields by their flags. */

@@ -12,6 +12,7 @@ export type CommandOperations = Pick<
   | 'updateUser' | 'createPasswordLink' | 'sendPasswordReset'
   | 'inviteUser' | 'listInvitations' | 'revokeInvitation' | 'resendInvitation'
   | 'signingKeys' | 'rotateSigningKeys'
+  | 'addProvider' | 'providers' | 'provider' | 'updateProvider' | 'removeProvider' | 'userUpstreams' | 'unlinkUserUpstream'
 >;
 
 type Answer<K extends keyof CommandOperations> = Awaited<ReturnType<CommandOperations[K]>>;
@@ -181,5 +182,27 @@ export class RemoteOperations implements CommandOperations {
   }
   rotateSigningKeys() {
     return this.#call<Answer<'rotateSigningKeys'>>('POST', '/keys/rotate');
+  }
+
+  addProvider(_actor: unknown, body: unknown) {
+    return this.#call<Answer<'addProvider'>>('POST', '/providers', body);
+  }
+  async providers() {
+    return (await this.#call<{ providers: Answer<'providers'> }>('GET', '/providers')).providers;
+  }
+  provider(id: string) {
+    return this.#call<Answer<'provider'>>('GET', `/providers/${path(id)}`);
+  }
+  updateProvider(_actor: unknown, id: string, body: unknown) {
+    return this.#call<Answer<'updateProvider'>>('PATCH', `/providers/${path(id)}`, body);
+  }
+  removeProvider(_actor: unknown, id: string) {
+    return this.#call<Answer<'removeProvider'>>('DELETE', `/providers/${path(id)}`);
+  }
+  userUpstreams(id: string) {
+    return this.#call<Answer<'userUpstreams'>>('GET', `/users/${path(id)}/upstreams`);
+  }
+  unlinkUserUpstream(_actor: unknown, id: string, provider: string) {
+    return this.#call<Answer<'unlinkUserUpstream'>>('DELETE', `/users/${path(id)}/upstreams/${path(provider)}`);
   }
 }

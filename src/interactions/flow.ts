@@ -49,6 +49,8 @@ export interface InteractionDeps {
   registry: ScopeDescriptions;
   /** The server's own clients (/account, /admin): their sign-ins keep no record past the interaction (signin/way-back.ts). */
   ownClientIds?: string[];
+  /** The upstream providers offered on this sign-in page (upstream/): "Continue with …". */
+  upstreamButtons?: (params: Record<string, unknown>) => Promise<{ id: string; name: string }[]>;
 }
 
 export type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -60,7 +62,7 @@ export type Flow = ReturnType<typeof interactionFlow>;
  * routes (login.ts, second-factor.ts, enroll.ts, consent.ts) only verify what the person sent, turn it
  * into an event, and hand it to `apply`; pages are rendered from what is stored and write nothing.
  */
-export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email, signUpOffered = false, registry, ownClientIds = [] }: InteractionDeps) {
+export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email, signUpOffered = false, registry, ownClientIds = [], upstreamButtons }: InteractionDeps) {
   const form = formBody();
   const FORM_EXPIRED = 'the form expired; go back to the application and start again';
   const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
@@ -139,7 +141,8 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
     const passkey = passkeyMode === 'off'
       ? undefined
       : { kind: 'sign-in', action: `/interaction/${d.uid}/passkey`, options: await passkeys.authenticationOptions(d.uid), autofill: !unknownCredential, unknownCredential, label: 'Sign in with a passkey', secondary: passkeyMode !== 'preferred' };
-    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', passkey, emailOn: email.on, signUpOffered, ...extra }, formTargets(d.params.redirect_uri));
+    const upstreams = upstreamButtons ? await upstreamButtons(d.params) : [];
+    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', passkey, emailOn: email.on, signUpOffered, upstreams, ...extra }, formTargets(d.params.redirect_uri));
   }
 
   /** What this person allowed this client before (remembered consent). */

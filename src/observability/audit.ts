@@ -73,6 +73,13 @@ export const AUDIT_EVENTS = [
   'invitation_revoked',
   'signup_requested',
   'signed_up',
+  'upstream_signin',
+  'upstream_signin_failed',
+  'upstream_linked',
+  'upstream_unlinked',
+  'upstream_provider_added',
+  'upstream_provider_updated',
+  'upstream_provider_removed',
 ] as const;
 
 export type AuditEvent = (typeof AUDIT_EVENTS)[number];

@@ -5,7 +5,7 @@ import { isEmailVerified, type Accounts } from '../accounts/accounts.ts';
 import { browserOf, saveSessionDevice } from '../accounts/sessions.ts';
 import type { Config } from '../config.ts';
 import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../signin/consent.ts';
-import { ACR_MFA, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../signin/policy.ts';
+import { ACR_MFA, ACR_UPSTREAM, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../signin/policy.ts';
 import { CookieKeys } from '../security/cookie-keys.ts';
 import { limitInactiveIntrospections, type IntrospectionThrottled } from '../security/introspection-limit.ts';
 import type { Lockout } from '../security/lockout.ts';
@@ -13,6 +13,7 @@ import type { SecretBox } from '../security/secret-box.ts';
 import { createAdapterClass } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import { WayBack, appHomeOf, restartOf } from '../signin/way-back.ts';
+import { keys } from '../storage/keys.ts';
 import type { Views } from '../views.ts';
 import { discoveryListsApiScopes, revocationAnswersJson } from './client-facing-answers.ts';
 import { clearerErrors, missingClientAuthIsInvalidClient } from './provider-wording.ts';
@@ -114,21 +115,24 @@ export async function createProvider({ config, store, accounts, registry, views,
       short: { httpOnly: true, sameSite: 'lax' },
     },
 
-    async findAccount(_ctx, sub) {
+    async findAccount(ctx, sub, token) {
       const account = await accounts.find(sub);
       if (!account || account.disabled) return undefined;
       return {
         accountId: account.id,
         async claims() {
+          // `idp`: the upstream provider this session signed in through (upstream/session-idp.ts), by the token's session.
+          const sessionUid = (token as { sessionUid?: string } | undefined)?.sessionUid ?? ctx?.oidc?.session?.uid;
+          const idp = sessionUid ? await store.get(keys.sessionUpstream(sessionUid)) : null;
           // True once the person followed a link sent to the address (or for accounts from before that existed).
-          return { sub: account.id, email: account.email, email_verified: isEmailVerified(account), ...(account.name ? { name: account.name } : {}) };
+          return { sub: account.id, email: account.email, email_verified: isEmailVerified(account), ...(account.name ? { name: account.name } : {}), ...(idp ? { idp } : {}) };
         },
       };
     },
     scopes: [...OIDC_SCOPES],
     claims: {
       // acr and amr (RFC 8176) in every ID token: oidc-provider adds them only when requested or listed here.
-      openid: ['sub', 'acr', 'amr'],
+      openid: ['sub', 'acr', 'amr', 'idp'],
       profile: ['name'],
       email: ['email', 'email_verified'],
     },
@@ -158,6 +162,8 @@ export async function createProvider({ config, store, accounts, registry, views,
     },
     // urn:latchkey:mfa: password and second factor; urn:latchkey:pwd: password only (signin/policy.ts).
     acrValues: ACR_VALUES,
+    // `upstream=<id>`: the sign-in page offers that upstream provider even when it is shown only by hint.
+    extraParams: ['upstream'],
 
     features: {
       // Default on, and it accepts any password.
@@ -392,7 +398,9 @@ function signInPolicy(policy: MfaPolicy) {
     new interactionPolicy.Check('mfa_required', 'a second factor is required', 'login_required', (ctx) => {
       const { session, client, params } = ctx.oidc;
       if (!session?.accountId) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
-      return session.acr !== ACR_MFA && mfaDemanded(policy, client, params ?? {}) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      // An upstream sign-in's second factor follows its provider's require_mfa (upstream/routes.ts), not MFA_POLICY; a client's or request's demand still holds.
+      const sessionPolicy = session.acr === ACR_UPSTREAM ? 'optional' : policy;
+      return session.acr !== ACR_MFA && mfaDemanded(sessionPolicy, client, params ?? {}) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
     }),
   );
   // The consent page when the app sent prompt=consent: `params.prompt`, since `prompts.has('consent')` also

@@ -1,4 +1,4 @@
-import { AMR_PASSWORD, AMR_TOTP, loginResult, type LoginResult } from './policy.ts';
+import { AMR_PASSWORD, AMR_TOTP, loginResult, upstreamLoginResult, type LoginResult } from './policy.ts';
 import type { SignInStep } from './steps.ts';
 
 /**
@@ -46,6 +46,8 @@ export type SignInEvent =
   | { type: 'codes-saved' }
   /** The account's factors changed under this sign-in (an operator reset them, another tab enrolled): decide again. */
   | { type: 'factor-changed'; account: AccountFacts; factorDemanded: boolean }
+  /** An upstream provider's identity, linked to this account (upstream/routes.ts); `factorDemanded`: its require_mfa, the client's or the request's. */
+  | { type: 'upstream-ok'; account: AccountFacts; factorDemanded: boolean; provider: string }
   | { type: 'cancel' }
   /** "Not you? Use another account": this sign-in forgets whose it is and shows the sign-in page again. */
   | { type: 'other-account' };
@@ -70,6 +72,7 @@ const PROMPT_OF: Record<Exclude<FlowEventType, 'cancel' | 'other-account'>, 'log
   'passkey-enrolled': 'login',
   'codes-saved': 'login',
   'factor-changed': 'login',
+  'upstream-ok': 'login',
   'consent-given': 'consent',
   'nothing-to-ask': 'consent',
 };
@@ -132,11 +135,25 @@ const cancel = () => ({ kind: 'cancelled' }) as const;
 const otherAccount = () => ({ kind: 'choose-account' }) as const;
 
 /** After a password (or when the factors changed): the second factor, its enrolment, or — none needed — done. */
-function afterPassword(_: unknown, { account, factorDemanded }: { account: AccountFacts; factorDemanded: boolean }): Outcome {
-  const who = { accountId: account.id, subject: account.subject };
+function afterPassword(state: FlowState | undefined, { account, factorDemanded }: { account: AccountFacts; factorDemanded: boolean }): Outcome {
+  // A step after an upstream sign-in stays one: a factor was demanded, and no password was given.
+  const upstream = state && 'upstream' in state ? state.upstream : undefined;
+  const who = { accountId: account.id, subject: account.subject, ...(upstream ? { upstream } : {}) };
   if (account.hasTotp || account.hasPasskey) return { kind: 'step', step: { name: 'second-factor', ...who } };
-  if (factorDemanded) return { kind: 'step', step: { name: 'enroll', ...who } };
+  if (factorDemanded || upstream) return { kind: 'step', step: { name: 'enroll', ...who } };
   return { kind: 'signed-in', login: loginResult(account.id, AMR_PASSWORD) };
+}
+
+/** After an upstream sign-in: done, or Latchkey's own second factor (its enrolment when the account has none). */
+function afterUpstream(_: unknown, { account, factorDemanded, provider }: { account: AccountFacts; factorDemanded: boolean; provider: string }): Outcome {
+  if (!factorDemanded) return { kind: 'signed-in', login: upstreamLoginResult(account.id, provider) };
+  const who = { accountId: account.id, subject: account.subject, upstream: provider };
+  return { kind: 'step', step: { name: account.hasTotp || account.hasPasskey ? 'second-factor' : 'enroll', ...who } };
+}
+
+/** The `amr` of a TOTP or recovery code: after a password both factors; after an upstream, that code and the upstream. */
+function codeLogin(s: { accountId: string; upstream?: string }): LoginResult {
+  return s.upstream ? upstreamLoginResult(s.accountId, s.upstream, AMR_TOTP) : loginResult(s.accountId, [...AMR_PASSWORD, ...AMR_TOTP]);
 }
 
 /** Only the account the step was opened for may finish it. */
@@ -148,23 +165,24 @@ export const TRANSITIONS: Table = {
   login: {
     'password-ok': afterPassword,
     'passkey-signed-in': (_, e) => ({ kind: 'signed-in', login: loginResult(e.accountId, e.amr) }),
+    'upstream-ok': afterUpstream,
     cancel,
   },
   'second-factor': {
-    'code-ok': (s, e) => sameAccount(s, e, () => ({ kind: 'signed-in', login: loginResult(s.accountId, [...AMR_PASSWORD, ...AMR_TOTP]) })),
-    'passkey-ok': (s, e) => sameAccount(s, e, () => ({ kind: 'signed-in', login: loginResult(s.accountId, e.amr) })),
+    'code-ok': (s, e) => sameAccount(s, e, () => ({ kind: 'signed-in', login: codeLogin(s) })),
+    'passkey-ok': (s, e) => sameAccount(s, e, () => ({ kind: 'signed-in', login: s.upstream ? upstreamLoginResult(s.accountId, s.upstream, e.amr) : loginResult(s.accountId, e.amr) })),
     'factor-changed': afterPassword,
     'other-account': otherAccount,
     cancel,
   },
   enroll: {
-    'totp-enrolled': (s, e) => sameAccount(s, e, () => ({ kind: 'step', step: { name: 'recovery-codes', accountId: s.accountId, subject: s.subject, amr: [...AMR_PASSWORD, ...AMR_TOTP] } })),
-    'passkey-enrolled': (s, e) => sameAccount(s, e, () => ({ kind: 'step', step: { name: 'recovery-codes', accountId: s.accountId, subject: s.subject, amr: e.amr } })),
+    'totp-enrolled': (s, e) => sameAccount(s, e, () => ({ kind: 'step', step: { name: 'recovery-codes', accountId: s.accountId, subject: s.subject, amr: codeLogin(s).amr, ...(s.upstream ? { upstream: s.upstream } : {}) } })),
+    'passkey-enrolled': (s, e) => sameAccount(s, e, () => ({ kind: 'step', step: { name: 'recovery-codes', accountId: s.accountId, subject: s.subject, amr: s.upstream ? upstreamLoginResult(s.accountId, s.upstream, e.amr).amr : e.amr, ...(s.upstream ? { upstream: s.upstream } : {}) } })),
     'factor-changed': afterPassword,
     cancel,
   },
   'recovery-codes': {
-    'codes-saved': (s) => ({ kind: 'signed-in', login: loginResult(s.accountId, s.amr ?? [...AMR_PASSWORD, ...AMR_TOTP]) }),
+    'codes-saved': (s) => ({ kind: 'signed-in', login: { ...loginResult(s.accountId, s.amr ?? [...AMR_PASSWORD, ...AMR_TOTP]), ...(s.upstream ? { upstream: s.upstream } : {}) } }),
     cancel,
   },
   consent: {

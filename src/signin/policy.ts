@@ -17,14 +17,17 @@ export type MfaPolicy = 'required' | 'optional';
 
 export const ACR_MFA = 'urn:latchkey:mfa';
 export const ACR_PASSWORD = 'urn:latchkey:pwd';
-export const ACR_VALUES = [ACR_PASSWORD, ACR_MFA];
+/** Signed in through an upstream provider (upstream/), with no factor of Latchkey's own: Latchkey vouches for the upstream's signed assertion only. */
+export const ACR_UPSTREAM = 'urn:latchkey:upstream';
+export const ACR_VALUES = [ACR_PASSWORD, ACR_MFA, ACR_UPSTREAM];
 
 export const AMR_PASSWORD = ['pwd'];
 /** After the password: a TOTP or recovery code. */
 export const AMR_TOTP = ['otp', 'mfa'];
 export const AMR_MFA = [...AMR_PASSWORD, ...AMR_TOTP];
 
-export type LoginResult = { accountId: string; acr: string; amr: string[] };
+/** `upstream`: the provider an upstream sign-in went through (kept with the session: the `idp` claim). */
+export type LoginResult = { accountId: string; acr: string; amr: string[]; upstream?: string };
 
 /** Whether the client or the request demands a second factor, whatever the account has. */
 export function mfaDemanded(policy: MfaPolicy, client: object | undefined, params: { acr_values?: unknown }): boolean {
@@ -37,6 +40,17 @@ export function mfaDemanded(policy: MfaPolicy, client: object | undefined, param
 /** The login result of a finished sign-in: `acr` follows from the methods in `amr`. */
 export function loginResult(accountId: string, amr: string[]): LoginResult {
   return { accountId, acr: amr.includes('mfa') ? ACR_MFA : ACR_PASSWORD, amr };
+}
+
+/**
+ * The login result of an upstream sign-in. Alone: `acr` urn:latchkey:upstream and no `amr` (the
+ * upstream's own are recorded, not repeated). After Latchkey's own second factor (`factorAmr`, e.g.
+ * otp): the upstream's verified assertion and that factor are two, so `mfa` and urn:latchkey:mfa.
+ */
+export function upstreamLoginResult(accountId: string, upstream: string, factorAmr?: string[]): LoginResult {
+  if (!factorAmr) return { accountId, acr: ACR_UPSTREAM, amr: [], upstream };
+  const amr = [...new Set([...factorAmr.filter((v) => v !== 'pwd'), 'mfa'])];
+  return { accountId, acr: ACR_MFA, amr, upstream };
 }
 
 /**

@@ -13,12 +13,13 @@ import type { Store } from '../storage/store.ts';
  * never a password or a secret in clear. The interaction itself is bound to the browser by
  * oidc-provider's interaction cookie, which every route checks first (interactionDetails).
  */
+/** `upstream`: the step follows a sign-in through that upstream provider (no password was given). */
 export type SignInStep =
-  | { name: 'second-factor'; accountId: string; subject: string }
+  | { name: 'second-factor'; accountId: string; subject: string; upstream?: string }
   /** `pending`: the TOTP enrolment the page offers (sealed), made when the page is first shown. */
-  | { name: 'enroll'; accountId: string; subject: string; pending?: string }
+  | { name: 'enroll'; accountId: string; subject: string; pending?: string; upstream?: string }
   /** `amr`: how the factor just set up signs this sign-in in, once the codes are saved. */
-  | { name: 'recovery-codes'; accountId: string; subject: string; amr?: string[] };
+  | { name: 'recovery-codes'; accountId: string; subject: string; amr?: string[]; upstream?: string };
 
 export class SignInSteps {
   readonly #store: Store;

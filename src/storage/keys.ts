@@ -138,6 +138,21 @@ export const keys = {
   mailMessage: (id: string) => `lk:mail:message:${id}`,
   /** The server sending a message holds this; it expires if that server dies, and another retries. */
   mailLease: (id: string) => `lk:mail:lease:${id}`,
+  /** An upstream identity provider (upstream/providers.ts), by the operator's id for it (a slug, never a secret). */
+  upstreamProvider: (id: string) => `lk:upstream-provider:${id}`,
+  upstreamProviders: 'lk:upstream-providers',
+  /** The account an upstream identity signs in to, by a digest of its issuer and subject (never by address). */
+  upstreamIdentity: (iss: string, sub: string) => `lk:upstream-identity:${digest(`${iss}\n${sub}`)}`,
+  /** The identity digests linked to an account (listing and unlinking). */
+  accountUpstreams: (accountId: string) => `lk:account-upstreams:${digest(accountId)}`,
+  /** A sign-in sent to an upstream, by a digest of its `state` (sealed: it holds the PKCE verifier); 10 min. */
+  upstreamState: (state: string) => `lk:upstream-state:${digest(state)}`,
+  /** Marks a `state` as answered: a callback is taken once. */
+  upstreamStateUsed: (state: string) => `lk:upstream-state-used:${digest(state)}`,
+  /** An upstream identity waiting for the person to confirm linking it to their account, by interaction uid. */
+  upstreamPendingLink: (uid: string) => `lk:upstream-link:${digest(uid)}`,
+  /** The upstream provider a session was signed in through (the `idp` claim), by a digest of the session uid. */
+  sessionUpstream: (sessionUid: string) => `lk:session-upstream:${digest(sessionUid)}`,
   secretsKey: 'lk:keys:secrets',
   signingKeys: 'lk:keys:signing',
   cookieKeys: 'lk:keys:cookies',

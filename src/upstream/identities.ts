@@ -1,0 +1,62 @@
+import { digest, keys } from '../storage/keys.ts';
+import type { Store } from '../storage/store.ts';
+
+/**
+ * Which account an upstream identity signs in to. An identity is its provider's issuer and subject
+ * (`iss` + `sub`), never an address: addresses change hands and upstreams let people type them.
+ * One identity belongs to one account (claimed with set-if-absent); an account may hold several.
+ */
+export interface LinkedIdentity {
+  accountId: string;
+  provider: string;
+  iss: string;
+  sub: string;
+  /** The address the upstream gave when it was linked (shown to the person; never used to find them). */
+  email?: string;
+  /** Epoch ms. */
+  linkedAt: number;
+  /** How it came to be linked: the account was created by it, confirmed at sign-in, or linked from /account. */
+  via: 'created' | 'signin' | 'account_page';
+}
+
+export class UpstreamIdentities {
+  readonly #store: Store;
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  async find(iss: string, sub: string): Promise<LinkedIdentity | undefined> {
+    const raw = await this.#store.get(keys.upstreamIdentity(iss, sub));
+    return raw ? (JSON.parse(raw) as LinkedIdentity) : undefined;
+  }
+
+  /** Links the identity to the account; false when it already belongs to one (this one or another). */
+  async link(identity: LinkedIdentity): Promise<boolean> {
+    if (!(await this.#store.set(keys.upstreamIdentity(identity.iss, identity.sub), JSON.stringify(identity), { ifAbsent: true }))) return false;
+    await this.#store.setAdd(keys.accountUpstreams(identity.accountId), digest(`${identity.iss}\n${identity.sub}`));
+    return true;
+  }
+
+  async ofAccount(accountId: string): Promise<LinkedIdentity[]> {
+    const members = await this.#store.setMembers(keys.accountUpstreams(accountId));
+    const found = await Promise.all(members.map(async (m) => {
+      const raw = await this.#store.get(`lk:upstream-identity:${m}`);
+      return raw ? (JSON.parse(raw) as LinkedIdentity) : undefined;
+    }));
+    return found.filter((i): i is LinkedIdentity => i !== undefined && i.accountId === accountId).sort((a, b) => a.linkedAt - b.linkedAt);
+  }
+
+  /** Unlinks one identity of the account (only if it is the account's). */
+  async unlink(accountId: string, iss: string, sub: string): Promise<LinkedIdentity | undefined> {
+    const found = await this.find(iss, sub);
+    if (!found || found.accountId !== accountId) return undefined;
+    await this.#store.del(keys.upstreamIdentity(iss, sub));
+    await this.#store.setRemove(keys.accountUpstreams(accountId), digest(`${iss}\n${sub}`));
+    return found;
+  }
+
+  /** Everything linked to an account that is being deleted. */
+  async unlinkAll(accountId: string): Promise<void> {
+    for (const identity of await this.ofAccount(accountId)) await this.unlink(accountId, identity.iss, identity.sub);
+  }
+}
