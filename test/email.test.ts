@@ -325,7 +325,7 @@ describe('security notices', () => {
     const { jar, page } = await signInToAccount(p);
     await post(jar, page, '/account/password', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!), new_password: 'another fine passphrase' });
     const mail = await smtp.waitFor(p.email, /Security notice/);
-    assert.match(mail.text ?? '', /password of your account was changed/);
+    assert.match(mail.text ?? '', /password of your Latchkey account was changed/);
     assert.match(mail.text ?? '', /\/password\/forgot/);
     assert.deepEqual(recipients(mail), [p.email]);
   });
