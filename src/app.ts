@@ -43,6 +43,7 @@ import { sameOriginForms } from './security/same-origin.ts';
 import type { RedisStore } from './storage/redis-store.ts';
 import { RETRY_AFTER_SECONDS, StorageUnavailable, type Store } from './storage/store.ts';
 import { Views } from './views.ts';
+import { brandOf, brandStyle, logoRoutes, type Brand } from './brand.ts';
 import { EmailLinks } from './accounts/email-links.ts';
 import { Email, emailSettings } from './accounts/email.ts';
 import { outboxRoutes } from './mail/outbox-page.ts';
@@ -107,7 +108,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   await accounts.backfillIndex();
   await registry.backfillIndex();
   const stopWatchingRegistry = await registry.watch();
-  const views = new Views();
+  const brand = brandOf(config);
+  const views = new Views(brand);
   const accountPageClientId = await ensureAccountPageClient({ store, registry, issuer: config.ISSUER });
   const consoleClientId = await ensureConsoleClient({ store, registry, issuer: config.ISSUER });
   await ensureAdminApi({ store, registry, issuer: config.ISSUER });
@@ -176,7 +178,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   // production with EMAIL=on: config.ts refuses it) mail goes to an outbox in this process.
   const outbox = !mail?.transport && !config.SMTP_URL ? new Outbox() : undefined;
   const transport: MailTransport = mail?.transport ?? (config.SMTP_URL ? smtpTransport(config.SMTP_URL) : outbox!);
-  const mailQueue = new MailQueue(store, box, clock);
+  const mailQueue = new MailQueue(store, box, clock, brand);
   const emailLinks = new EmailLinks(store, clock);
   const email = new Email({
     store, queue: mailQueue, accounts, logger, links: emailLinks,
@@ -206,6 +208,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER, lockouts, minuteSeries,
     invitations: { ttlSeconds: config.INVITATION_TTL_SECONDS, emailOn: config.EMAIL === 'on' },
     email: emailSettings(config),
+    brand,
     ...(config.SECRETS_KEY ? { secretsKey: config.SECRETS_KEY } : {}),
     ...(config.SIGNING_KEYS_FILE ? { signingKeysFile: config.SIGNING_KEYS_FILE } : {}),
   });
@@ -223,7 +226,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const edge: EdgeEntry[] = [
     { name: 'requestContext', does: 'request id, one log line and metrics per request, our errors as clear answers, a styled 404 page for browsers, Retry-After on 503', middleware: requestContext(logger, views, metrics) },
     { name: 'pinIssuerOrigin', does: "host and protocol pinned to ISSUER's (421 never; another Host is answered)", middleware: pinIssuerOrigin(config.ISSUER) },
-    { name: 'securityHeaders', does: 'security headers on every answer', middleware: securityHeaders() },
+    { name: 'securityHeaders', does: 'security headers on every answer', middleware: securityHeaders(brand) },
     { name: 'cacheablePublicMetadata', does: 'Cache-Control: public, 5 min on discovery and the key set', oidcRoutes: only('discovery', 'jwks'), middleware: answers.cacheablePublicMetadata },
     { name: 'missingClientAuthIsInvalidClient', does: "no client authentication at all is 401 invalid_client (recognises oidc-provider's wording)", oidcRoutes: CLIENT_AUTH_ROUTES, middleware: answers.missingClientAuthIsInvalidClient },
     { name: 'inactiveIntrospectionLimit', does: 'answers active: false per API credential: INTROSPECTION_INACTIVE_PER_MINUTE, then 429', oidcRoutes: only('introspection'), middleware: answers.inactiveIntrospectionLimit },
@@ -231,7 +234,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'jwtIntrospectionAndRevocation', does: 'JWT access tokens introspected and revoked by us, under the same policy', oidcRoutes: only('introspection', 'revocation'), middleware: answers.jwtIntrospectionAndRevocation },
     { name: 'clearerErrors', does: "unauthorized_client for a grant type the client lacks, DPoP and API-token descriptions (recognises oidc-provider's wording)", oidcRoutes: only('token', 'userinfo'), middleware: answers.clearerErrors },
     { name: 'discoveryListsApiScopes', does: 'the API scopes (not --private-scopes ones) in scopes_supported', oidcRoutes: only('discovery'), middleware: answers.discoveryListsApiScopes },
-    { name: 'staticRoutes', does: '/static: the stylesheet and the passkey, console, account and recovery-code scripts', middleware: staticRoutes().routes() },
+    { name: 'staticRoutes', does: "/static: the stylesheet (with the brand's colours) and the passkey, console, account and recovery-code scripts", middleware: staticRoutes(brand).routes() },
+    { name: 'logoRoutes', does: '/static/logo: the BRAND_LOGO file, as an image only', middleware: brand.logo?.file ? logoRoutes(brand).routes() : undefined },
     { name: 'opsRoutes', does: '/metrics, /healthz, /readyz (on METRICS_PORT instead when it is set)', middleware: config.METRICS_PORT === undefined ? opsRouter.routes() : undefined },
     { name: 'countFailedClientAuthentication', does: 'each 401 invalid_client counted per client id at the IP (CLIENT_AUTH_*) and per IP (LOCKOUT_IP_*); the refusal (429) is the throttledClientAuthentication bend', oidcRoutes: CLIENT_AUTH_ROUTES, middleware: countFailedClientAuthentication(clientLockout) },
     { name: 'deviceFlowEdges', does: 'code entry: same origin, wrong codes per IP (DEVICE_CODE_*, 429); prefilled code; interval and slow_down', oidcRoutes: only('code_verification', 'device_authorization', 'token'), middleware: deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')) },
@@ -386,7 +390,7 @@ function renderFailure(ctx: Context, err: unknown, views: Views, logger: Logger)
 }
 
 /** Our stylesheet and the two scripts of the passkey forms (read once; served from here, never a CDN). */
-function staticRoutes() {
+function staticRoutes(brand: Brand) {
   const files: [string, string, URL][] = [
     ['/static/style.css', 'text/css', new URL('../views/style.css', import.meta.url)],
     ['/static/passkey.js', 'text/javascript', new URL('../views/passkey.js', import.meta.url)],
@@ -398,7 +402,8 @@ function staticRoutes() {
   ];
   const router = new Router();
   for (const [path, type, file] of files) {
-    const body = readFileSync(file);
+    // The brand's colours are appended: the pages' CSP allows no inline style.
+    const body = path === '/static/style.css' ? Buffer.concat([readFileSync(file), Buffer.from(brandStyle(brand))]) : readFileSync(file);
     router.get(path, (ctx) => {
       ctx.type = type;
       ctx.set('Cache-Control', 'public, max-age=3600');

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { HIBP_URL } from './accounts/password-rule.ts';
+import { accentProblem, DEFAULT_ACCENT, DEFAULT_BRAND_NAME, logoProblem } from './brand.ts';
 import { DEFAULT_LOCKOUTS } from './security/lockout.ts';
 import { parseSecretsKey } from './security/secret-box.ts';
 
@@ -53,7 +54,7 @@ export const configDocs: Record<string, string> = {
   ADMIN_BOOTSTRAP_PASSWORD_FILE: 'A file holding that admin\'s password (a Docker or Kubernetes secret, say; one trailing line break is ignored), never the password itself in a variable. A password the password rule refuses stops the start.',
   EMAIL: '`on`: email features (forgotten passwords, address verification and changes, security notices); `off`: none, and the sign-in page tells a person who forgot their password to ask the administrator. Unset: `on` when `SMTP_URL` is set or outside production, `off` in production without it. In production `on` needs `SMTP_URL`.',
   SMTP_URL: 'The mail server to send through: `smtp://user:password@host:587` (STARTTLS when offered) or `smtps://…:465` (TLS from the start). Unset outside production: mail goes to an in-process outbox listed at `/dev/outbox` (development only).',
-  MAIL_FROM: 'The sender of every message, e.g. `Latchkey <no-reply@example.com>`. Unset: `Latchkey <no-reply@` the issuer\'s host name `>`.',
+  MAIL_FROM: 'The sender of every message, e.g. `Latchkey <no-reply@example.com>`. Unset: `BRAND_NAME <no-reply@` the issuer\'s host name `>`.',
   PASSWORD_RESET_TTL_SECONDS: 'How long a password reset link works (it works once).',
   EMAIL_VERIFICATION_TTL_SECONDS: 'How long a link that verifies an address, or confirms a new one, works (it works once).',
   INVITATION_TTL_SECONDS: 'How long an invitation and its link work (the link works once; a re-sent invitation gets a new link and the old one dies).',
@@ -61,6 +62,9 @@ export const configDocs: Record<string, string> = {
   EMAIL_LINKS_PER_IP_PER_HOUR: 'Requests for emailed links per hour from one client address; past it `429` with `Retry-After`.',
   SIGNUP: 'Who may create an account. `off`: nobody but the operator (console, admin API, CLI); `invite-only`: the same, said plainly — only invitations create accounts, no sign-up page; `domains`: anyone with an address at one of `SIGNUP_ALLOWED_DOMAINS`; `open`: anyone with an address. The last two offer "Create an account" on the sign-in page and `/signup`, and need `EMAIL=on`: the account is made only when the person opens the link mailed to the address. Sign-up links count against `EMAIL_LINKS_PER_*` and last `EMAIL_VERIFICATION_TTL_SECONDS`.',
   SIGNUP_ALLOWED_DOMAINS: 'With `SIGNUP=domains`: comma-separated domains whose addresses may sign up (`example.com,example.org`; exact matches, not subdomains). Other addresses are refused on the form.',
+  BRAND_NAME: 'The product name people read on every page (titles, the top of each page, the console) and in every mail (subjects, signature), e.g. `Acme Accounts`.',
+  BRAND_ACCENT: 'The accent colour of buttons and links, as `#rrggbb`. Refused at start when neither white nor dark text reaches a WCAG contrast of 4.5:1 on it; dark text is used on light colours, and links get a darker shade of a light colour so they read on white.',
+  BRAND_LOGO: 'A logo shown beside the product name on every page and in mail: an `https://` URL (its origin, and only it, is added to the pages\' `img-src`), or the path of a PNG, SVG or WebP file of at most 256 KiB, read at start and served at `/static/logo` (an SVG as an image only: sandboxed, no script). Unset: the name alone.',
   INTROSPECTION_INACTIVE_PER_MINUTE: 'How many introspections answering `active: false` one API credential may make per minute; past it such answers become `429` with `Retry-After` until the minute is over. Answers `active: true` are never counted nor refused.',
 };
 
@@ -84,6 +88,9 @@ const hostPorts = z.string().transform((value, ctx) => {
   }
   return parsed as { host: string; port: number }[];
 });
+
+/** A name as an address's display name (RFC 5322): as it is when plain, else quoted. */
+const displayName = (name: string) => (/^[\p{L}\p{N} .'-]+$/u.test(name) ? name : `"${name.replace(/["\\]/g, '')}"`);
 
 /** A lockout threshold: whole failures, at most `max` (NIST SP 800-63B caps an account's at 100). */
 const failures = (max: number) => z.coerce.number().int().min(1).max(max);
@@ -163,6 +170,10 @@ const schema = z
       .transform((list) => list.split(',').map((d) => d.trim().toLowerCase()).filter(Boolean))
       .pipe(z.array(z.string().regex(/^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/, 'must be domain names, e.g. example.com,example.org')))
       .optional(),
+    // No control characters: it goes into mail subjects (a header) as well as pages.
+    BRAND_NAME: z.string().trim().min(1).max(60).regex(/^[^\p{Cc}]+$/u, 'must be plain text on one line').default(DEFAULT_BRAND_NAME),
+    BRAND_ACCENT: z.string().regex(/^#[0-9a-fA-F]{6}$/, 'must be a colour written #rrggbb, e.g. #2f5bd3').transform((c) => c.toLowerCase()).default(DEFAULT_ACCENT),
+    BRAND_LOGO: z.string().trim().min(1).optional(),
   })
   .transform((env) => ({
     ...env,
@@ -172,7 +183,8 @@ const schema = z
     WORKERS: env.WORKERS ?? (env.NODE_ENV === 'production' ? availableParallelism() : 1),
     // Explicit EMAIL=on in production without SMTP_URL is refused below; unset, production without it stays off.
     EMAIL: env.EMAIL ?? (env.SMTP_URL || env.NODE_ENV !== 'production' ? 'on' : 'off'),
-    MAIL_FROM: env.MAIL_FROM ?? `Latchkey <no-reply@${new URL(env.ISSUER ?? `http://localhost:${env.PORT}`).hostname}>`,
+    // The product name as the sender's display name, quoted when needed (a comma would split the address).
+    MAIL_FROM: env.MAIL_FROM ?? `${displayName(env.BRAND_NAME)} <no-reply@${new URL(env.ISSUER ?? `http://localhost:${env.PORT}`).hostname}>`,
   }))
   .superRefine((env, ctx) => {
     if (env.NODE_ENV !== 'production' && env.WORKERS > 1 && !env.REDIS_URL && !env.REDIS_CLUSTER_NODES && !env.REDIS_SENTINELS) {
@@ -218,6 +230,10 @@ const schema = z
     if (issuerHost !== env.WEBAUTHN_RP_ID && !issuerHost.endsWith(`.${env.WEBAUTHN_RP_ID}`)) {
       ctx.addIssue({ code: 'custom', path: ['WEBAUTHN_RP_ID'], message: `must be the issuer's host name (${issuerHost}) or a suffix of it` });
     }
+    const accent = accentProblem(env.BRAND_ACCENT);
+    if (accent) ctx.addIssue({ code: 'custom', path: ['BRAND_ACCENT'], message: accent });
+    const logo = env.BRAND_LOGO === undefined ? undefined : logoProblem(env.BRAND_LOGO);
+    if (logo) ctx.addIssue({ code: 'custom', path: ['BRAND_LOGO'], message: logo });
     if (env.NODE_ENV !== 'production') return;
     if (redisTargets.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['REDIS_URL'], message: 'is required in production, or REDIS_CLUSTER_NODES or REDIS_SENTINELS (the embedded store keeps nothing across restarts and is not shared between nodes)' });

@@ -62,6 +62,7 @@ export const REFUSALS = {
   uri_scheme: { message: '{@} must use https, or a reverse-DNS private-use scheme such as com.example.app: for a {@public} native app, got {uri}' },
   uri_private_scheme_confidential: { message: '{@} may use the private-use scheme {scheme}: only for a {@public} (native) client, got {uri}' },
   backchannel_target_refused: { message: '{@} {reason}' },
+  logo_uri_https: { message: '{@} must be an https URL (it is shown on the sign-in page), got {uri}' },
 
   // ---- scopes and APIs ----
   scope_missing: { message: '{@} needs at least one scope' },

@@ -1,23 +1,31 @@
 import { Eta } from 'eta';
 import { fileURLToPath } from 'node:url';
 import type { Context } from 'koa';
+import { brandImageSources, brandOf, DEFAULT_ACCENT, DEFAULT_BRAND_NAME, type Brand } from './brand.ts';
 
 const VIEWS_DIR = fileURLToPath(new URL('../views/', import.meta.url));
 
 /** The Content-Security-Policy of our pages. `form-action` names the client's origin too, because
  * Chromium applies it to the redirect that follows a sign-in or consent post, so `'self'` alone would
- * block the way back to the client. */
-export function contentSecurityPolicy(formTargets: string[] = []): string {
+ * block the way back to the client. `imageSources`: the https origins of the brand's logo and of the
+ * app's logo on its sign-in and consent pages, each exactly, never a wildcard. */
+export function contentSecurityPolicy(formTargets: string[] = [], imageSources: string[] = []): string {
   return [
     "default-src 'none'",
     // Our two files only (the passkey ceremonies): no inline script.
     "script-src 'self'",
     "style-src 'self'",
-    "img-src 'self' data:",
+    `img-src 'self' data:${[...new Set(imageSources)].map((s) => ` ${s}`).join('')}`,
     `form-action 'self'${formTargets.map((t) => ` ${t}`).join('')}`,
     "frame-ancestors 'none'",
     "base-uri 'none'",
   ].join('; ');
+}
+
+/** The origin of an app's registered logo, when it is https (the registry refuses anything else). */
+export function clientLogoOrigin(logo: unknown): string | undefined {
+  const url = typeof logo === 'string' ? URL.parse(logo) : null;
+  return url?.protocol === 'https:' ? url.origin : undefined;
 }
 
 /** What a person is told for an OAuth error code: short, actionable, no internals. */
@@ -39,13 +47,22 @@ const ERROR_HELP: Record<string, string> = {
 
 export class Views {
   readonly #eta = new Eta({ views: VIEWS_DIR, cache: true, autoEscape: true, autoTrim: false });
+  readonly brand: Brand;
+  constructor(brand: Brand = brandOf({ BRAND_NAME: DEFAULT_BRAND_NAME, BRAND_ACCENT: DEFAULT_ACCENT, ISSUER: '' })) {
+    this.brand = brand;
+  }
 
-  /** Renders a page with the security headers that fit it. */
+  /**
+   * Renders a page with the security headers that fit it, in the brand's name and colours. `clientLogo`
+   * in the data (an app's https `logo_uri`) is shown by the layout and allowed, its origin only, in this
+   * answer's `img-src`.
+   */
   render(ctx: Context, name: string, data: Record<string, unknown>, formTargets: string[] = []) {
+    const clientLogo = clientLogoOrigin(data.clientLogo);
     ctx.type = 'html';
     ctx.set('Cache-Control', 'no-store');
-    ctx.set('Content-Security-Policy', contentSecurityPolicy(formTargets));
-    ctx.body = this.#eta.render(name, { title: 'Latchkey', ...data });
+    ctx.set('Content-Security-Policy', contentSecurityPolicy(formTargets, [...brandImageSources(this.brand), ...(clientLogo ? [clientLogo] : [])]));
+    ctx.body = this.#eta.render(name, { title: this.brand.name, ...data, clientLogo: clientLogo ? data.clientLogo : undefined, brand: this.brand });
   }
 
   renderError(ctx: Context, out: { error?: string; error_description?: string }) {

@@ -43,6 +43,8 @@ describe('loadConfig', () => {
       SIGNUP: 'off',
       EMAIL: 'on',
       MAIL_FROM: 'Latchkey <no-reply@localhost>',
+      BRAND_NAME: 'Latchkey',
+      BRAND_ACCENT: '#2f5bd3',
       PASSWORD_RESET_TTL_SECONDS: 1800,
       EMAIL_VERIFICATION_TTL_SECONDS: 86400,
       EMAIL_LINKS_PER_ADDRESS_PER_HOUR: 5,

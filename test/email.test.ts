@@ -330,7 +330,7 @@ describe('security notices', () => {
     const confirmed = await post(jar, page, '/account/sudo', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
     await post(jar, confirmed.page!, '/account/password', { new_password: 'another fine passphrase' });
     const mail = await smtp.waitFor(p.email, /Security notice/);
-    assert.match(mail.text ?? '', /password of your account was changed/);
+    assert.match(mail.text ?? '', /password of your Latchkey account was changed/);
     assert.match(mail.text ?? '', /\/password\/forgot/);
     assert.deepEqual(recipients(mail), [p.email]);
   });

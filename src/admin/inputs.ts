@@ -67,6 +67,7 @@ export const clientCreate = z.preprocess(
       pkce: pkce.optional(),
       refresh_grace_seconds: refreshGrace.optional(),
       backchannel_logout_uri: uri.optional(),
+      logo_uri: uri.optional(),
     })
     // A native app is public (RFC 8252 §8.5): it has no secret to send in the body.
     .refine((c) => !(c.native && c.token_endpoint_auth_method === 'client_secret_post'), { message: 'secret_in_public', path: ['token_endpoint_auth_method'] }),
@@ -89,6 +90,7 @@ export const clientUpdate = z.preprocess(
       refresh_grace_seconds: refreshGrace.optional(),
       // null removes it.
       backchannel_logout_uri: uri.nullable().optional(),
+      logo_uri: uri.nullable().optional(),
     })
     .refine((v) => Object.values(v).some((value) => value !== undefined), 'nothing_to_change'),
 );
@@ -175,7 +177,7 @@ export function clientInputOfBody(body: ClientCreateBody): ClientInput {
     name: body.client_name, grants: body.grant_types, redirectUris: body.redirect_uris, postLogoutRedirectUris: body.post_logout_redirect_uris, scope: body.scope,
     public: method === 'none', native: body.native, firstParty: body.first_party, requireMfa: body.require_mfa, requirePar: body.require_pushed_authorization_requests,
     pkce: body.pkce, ...(method && method !== 'none' ? { secretIn: method === 'client_secret_post' ? 'body' : 'header' } : {}),
-    refreshGrace: body.refresh_grace_seconds, backchannelLogoutUri: body.backchannel_logout_uri,
+    refreshGrace: body.refresh_grace_seconds, backchannelLogoutUri: body.backchannel_logout_uri, logoUri: body.logo_uri,
   };
 }
 
@@ -184,6 +186,7 @@ export function clientChangesOfBody(body: ClientUpdateBody): ClientChanges {
   return {
     name: body.client_name, redirectUris: body.redirect_uris, postLogoutRedirectUris: body.post_logout_redirect_uris, scope: body.scope, firstParty: body.first_party, requireMfa: body.require_mfa,
     requirePar: body.require_pushed_authorization_requests, pkce: body.pkce, refreshGrace: body.refresh_grace_seconds, backchannelLogoutUri: body.backchannel_logout_uri,
+    logoUri: body.logo_uri,
     ...(method === undefined ? {} : method === 'none' ? { public: true } : { public: false, secretIn: method === 'client_secret_post' ? 'body' : 'header' }),
   };
 }

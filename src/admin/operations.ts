@@ -18,6 +18,7 @@ import { EmailLinks, passwordStamp } from '../accounts/email-links.ts';
 import { Email, type EmailSettings } from '../accounts/email.ts';
 import { Invitations, type Invitation } from '../accounts/invitations.ts';
 import { MailQueue } from '../mail/queue.ts';
+import type { Brand } from '../brand.ts';
 import { endAccountSession, revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import { factorsInWords, liveSessions } from '../accounts/sessions.ts';
 import type { Store, StoreInfo } from '../storage/store.ts';
@@ -62,6 +63,8 @@ export interface OperationsDeps {
   /** This process's per-minute counts (the overview's charts); unset: no charts. */
   minuteSeries?: MinuteSeries;
   now?: () => number;
+  /** Whose name, colours and logo mail is written in (BRAND_*); unset: Latchkey's. */
+  brand?: Brand;
 }
 
 /** A current signing key older than this is due for rotation (the overview says so). */
@@ -113,6 +116,7 @@ export function clientView(c: ClientMetadata, nowSeconds = Math.floor(Date.now()
     pkce: c.pkce_optional === true ? 'optional' : 'required',
     refresh_grace_seconds: typeof c.refresh_grace_seconds === 'number' ? c.refresh_grace_seconds : 0,
     ...(typeof c.backchannel_logout_uri === 'string' ? { backchannel_logout_uri: c.backchannel_logout_uri } : {}),
+    ...(typeof c.logo_uri === 'string' ? { logo_uri: c.logo_uri } : {}),
     ...(typeof c.resource_server === 'string' ? { resource_server: c.resource_server } : {}),
     ...secretsView(c, nowSeconds),
   };
@@ -167,18 +171,18 @@ export class Operations {
 
   /** The invitations over this store: mail is queued here and sent by whichever server delivers the queue. */
   async #invitations(write: boolean): Promise<Invitations> {
-    const { store, accounts, secretsKey, issuer, invitations = { ttlSeconds: 7 * 24 * 3600, emailOn: true } } = this.#d;
+    const { store, accounts, secretsKey, issuer, brand, invitations = { ttlSeconds: 7 * 24 * 3600, emailOn: true } } = this.#d;
     if (write && !invitations.emailOn) throw new OperationError('invitation_needs_email');
-    const queue = new MailQueue(store, await loadSecretBox(store, secretsKey));
+    const queue = new MailQueue(store, await loadSecretBox(store, secretsKey), undefined, brand);
     return new Invitations({ store, accounts, links: new EmailLinks(store), queue, issuer, ttlSeconds: invitations.ttlSeconds });
   }
 
   #email?: Promise<Email>;
   /** What Latchkey mails people (accounts/email.ts), over this store's queue: whichever server delivers it sends it. */
   #mail(): Promise<Email> {
-    const { store, accounts, logger, secretsKey, issuer, now } = this.#d;
+    const { store, accounts, logger, secretsKey, issuer, now, brand } = this.#d;
     const settings = this.#d.email ?? { on: false, resetTtlSeconds: 1800, verifyTtlSeconds: 86400, perAddressPerHour: 5 };
-    this.#email ??= loadSecretBox(store, secretsKey).then((box) => new Email({ store, queue: new MailQueue(store, box, now), accounts, logger, links: new EmailLinks(store, now), settings: { ...settings, issuer } }));
+    this.#email ??= loadSecretBox(store, secretsKey).then((box) => new Email({ store, queue: new MailQueue(store, box, now, brand), accounts, logger, links: new EmailLinks(store, now), settings: { ...settings, issuer } }));
     return this.#email;
   }
 

@@ -7,7 +7,6 @@ import { Refusal } from '../problems.ts';
 import { cliFieldNames, CliError, fields, table, type Output } from './output.ts';
 import type { CommandOperations } from './remote.ts';
 import type { Config } from '../config.ts';
-import { PRODUCT } from '../mail/messages.ts';
 import { smtpTransport } from '../mail/transport.ts';
 
 export interface Context {
@@ -149,7 +148,7 @@ function providerBody(values: Values) {
 const TABLE: Record<string, Command> = {
   'client create': {
     usage:
-      '--name NAME --grants GRANT[,GRANT] (authorization_code, refresh_token, client_credentials, device_code) [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body (how its secret must be sent, the only way accepted: the Basic header, the default, or the request body)] [--refresh-grace SECONDS] [--backchannel-logout-uri URI]',
+      '--name NAME --grants GRANT[,GRANT] (authorization_code, refresh_token, client_credentials, device_code) [--redirect-uri URI]... [--post-logout-redirect-uri URI]... --scope "SCOPES" [--public | --native] [--first-party] [--require-mfa] [--require-par] [--pkce required|optional] [--secret-in header|body (how its secret must be sent, the only way accepted: the Basic header, the default, or the request body)] [--refresh-grace SECONDS] [--backchannel-logout-uri URI] [--logo-uri https://… (shown on its sign-in page)]',
     options: {
       name: { type: 'string' },
       grants: { type: 'string' },
@@ -165,6 +164,7 @@ const TABLE: Record<string, Command> = {
       'secret-in': { type: 'string' },
       'refresh-grace': { type: 'string' },
       'backchannel-logout-uri': { type: 'string' },
+      'logo-uri': { type: 'string' },
     },
     async run(ctx, values) {
       const grants = optional(values, 'grants')?.split(',').map((g) => g.trim()).filter(Boolean).map((g) => GRANT_SHORTHANDS[g] ?? g);
@@ -182,6 +182,7 @@ const TABLE: Record<string, Command> = {
         pkce: optional(values, 'pkce'),
         refresh_grace_seconds: seconds(values, 'refresh-grace'),
         backchannel_logout_uri: optional(values, 'backchannel-logout-uri'),
+        logo_uri: optional(values, 'logo-uri'),
       });
       const { client, client_secret: secret } = await ctx.ops.createClient(ctx.actor, clientInputOfBody(input));
       const json = { client_id: client.client_id, ...(secret ? { client_secret: secret } : {}) };
@@ -190,7 +191,7 @@ const TABLE: Record<string, Command> = {
   },
   'client update': {
     usage:
-      'CLIENT_ID [--name NAME] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... [--scope "SCOPES"] [--[no-]first-party] [--public (drops its secret) | --secret-in header|body (a public client gets a secret, shown once)] [--[no-]require-mfa] [--[no-]require-par] [--pkce required|optional] [--refresh-grace SECONDS] [--backchannel-logout-uri URI | --no-backchannel-logout]',
+      'CLIENT_ID [--name NAME] [--redirect-uri URI]... [--post-logout-redirect-uri URI]... [--scope "SCOPES"] [--[no-]first-party] [--public (drops its secret) | --secret-in header|body (a public client gets a secret, shown once)] [--[no-]require-mfa] [--[no-]require-par] [--pkce required|optional] [--refresh-grace SECONDS] [--backchannel-logout-uri URI | --no-backchannel-logout] [--logo-uri https://… | --no-logo]',
     args: ['CLIENT_ID'],
     options: {
       name: { type: 'string' },
@@ -206,6 +207,8 @@ const TABLE: Record<string, Command> = {
       'refresh-grace': { type: 'string' },
       'backchannel-logout-uri': { type: 'string' },
       'backchannel-logout': { type: 'boolean' },
+      'logo-uri': { type: 'string' },
+      logo: { type: 'boolean' },
     },
     async run(ctx, values, [id]) {
       // A repeated URI option replaces the whole list.
@@ -223,6 +226,7 @@ const TABLE: Record<string, Command> = {
         pkce: optional(values, 'pkce'),
         refresh_grace_seconds: seconds(values, 'refresh-grace'),
         backchannel_logout_uri: backchannelLogoutOption(values),
+        logo_uri: values.logo === false ? null : optional(values, 'logo-uri'),
       };
       if (Object.values(body).every((v) => v === undefined)) throw new CliError(`nothing to change; usage: ${usageLine('client update')}`);
       const { client: view, changed, client_secret: secret } = await ctx.ops.updateClient(ctx.actor, id!, clientChangesOfBody(parseInput(clientUpdate, body)));
@@ -615,13 +619,14 @@ const TABLE: Record<string, Command> = {
       if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(to)) throw new CliError(`--to: not an email address: ${JSON.stringify(to)}`);
       if (!config.SMTP_URL) throw new CliError('SMTP_URL is not set: the server would keep mail in its development outbox (or, in production, refuse to start with EMAIL=on); set SMTP_URL to the mail server to test');
       const transport = smtpTransport(config.SMTP_URL);
+      const product = config.BRAND_NAME;
       try {
         const answer = await transport.send({
           from: config.MAIL_FROM,
           to,
-          subject: `${PRODUCT} test message`,
-          text: `This is a test message from ${PRODUCT} at ${config.ISSUER}, sent with latchkey mail test.`,
-          html: `<p>This is a test message from ${PRODUCT} at ${config.ISSUER.replace(/[<>&"]/g, '')}, sent with <code>latchkey mail test</code>.</p>`,
+          subject: `${product} test message`,
+          text: `This is a test message from ${product} at ${config.ISSUER}, sent with latchkey mail test.`,
+          html: `<p>This is a test message from ${product.replace(/[<>&"]/g, '')} at ${config.ISSUER.replace(/[<>&"]/g, '')}, sent with <code>latchkey mail test</code>.</p>`,
         });
         return { json: { to, server: transport.name, from: config.MAIL_FROM, response: answer.response }, text: `sent to ${to} through ${transport.name} (from ${config.MAIL_FROM})\nthe server answered: ${answer.response}` };
       } catch (err) {

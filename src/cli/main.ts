@@ -1,3 +1,4 @@
+import { brandOf } from '../brand.ts';
 import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Accounts } from '../accounts/accounts.ts';
@@ -218,6 +219,7 @@ async function runCommand(argv: string[], io: CliIo): Promise<number> {
       issuer: config.ISSUER,
       invitations: { ttlSeconds: config.INVITATION_TTL_SECONDS, emailOn: config.EMAIL === 'on' },
       email: emailSettings(config),
+      brand: brandOf(config),
       lockouts: lockoutSettings(config),
     });
     const output: Output = await command.run(ctx, values, positionals);

@@ -18,12 +18,12 @@ export type CommandOperations = Pick<
 type Answer<K extends keyof CommandOperations> = Awaited<ReturnType<CommandOperations[K]>>;
 
 /** A client's settings as the admin API's body names them (RFC 7591). */
-function clientBody(input: Partial<Omit<ClientInput, 'backchannelLogoutUri'>> & { backchannelLogoutUri?: string | null }) {
+function clientBody(input: Partial<Omit<ClientInput, 'backchannelLogoutUri' | 'logoUri'>> & { backchannelLogoutUri?: string | null; logoUri?: string | null }) {
   const body: Record<string, unknown> = {
     client_name: input.name, grant_types: input.grants, redirect_uris: input.redirectUris, post_logout_redirect_uris: input.postLogoutRedirectUris, scope: input.scope,
     token_endpoint_auth_method: input.public ? 'none' : input.secretIn === 'body' ? 'client_secret_post' : input.secretIn === 'header' ? 'client_secret_basic' : undefined,
     native: input.native || undefined, first_party: input.firstParty || undefined, require_mfa: input.requireMfa, require_pushed_authorization_requests: input.requirePar,
-    pkce: input.pkce, refresh_grace_seconds: input.refreshGrace, backchannel_logout_uri: input.backchannelLogoutUri,
+    pkce: input.pkce, refresh_grace_seconds: input.refreshGrace, backchannel_logout_uri: input.backchannelLogoutUri, logo_uri: input.logoUri,
   };
   return Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined));
 }

@@ -26,6 +26,7 @@ export function consentStep(flow: Flow) {
           csrf: flow.csrf.token(d.uid),
           title: 'Allow access',
           clientName: client.clientName ?? client.clientId,
+          clientLogo: client.logoUri,
           email: account?.email,
           signedIn: true,
           items,

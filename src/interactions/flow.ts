@@ -134,7 +134,8 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
     return provider.Client.find(String(d.params.client_id));
   }
 
-  async function renderLogin(ctx: Context, d: Details, clientName: string | undefined, extra: Record<string, unknown> = {}) {
+  /** `client`: its name and registered https logo, said and shown at the top ("to continue to …"). */
+  async function renderLogin(ctx: Context, d: Details, client: { clientName?: string; logoUri?: string } | undefined, extra: Record<string, unknown> = {}) {
     // A passwordless sign-in: any passkey of this site, its challenge bound to this interaction. After a
     // passkey no account holds, autofill is not armed again: the device would offer the same one, in a loop.
     const unknownCredential = typeof extra.unknownCredential === 'string' ? extra.unknownCredential : undefined;
@@ -142,7 +143,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
       ? undefined
       : { kind: 'sign-in', action: `/interaction/${d.uid}/passkey`, options: await passkeys.authenticationOptions(d.uid), autofill: !unknownCredential, unknownCredential, label: 'Sign in with a passkey', secondary: passkeyMode !== 'preferred' };
     const upstreams = upstreamButtons ? await upstreamButtons(d.params) : [];
-    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName, title: 'Sign in', passkey, emailOn: email.on, signUpOffered, upstreams, ...extra }, formTargets(d.params.redirect_uri));
+    views.render(ctx, 'login', { uid: d.uid, csrf: csrf.token(d.uid), clientName: client?.clientName, clientLogo: client?.logoUri, title: 'Sign in', passkey, emailOn: email.on, signUpOffered, upstreams, ...extra }, formTargets(d.params.redirect_uri));
   }
 
   /** What this person allowed this client before (remembered consent). */

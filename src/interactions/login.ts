@@ -6,7 +6,7 @@ import { credentialIdOf, type Details, type Flow } from './flow.ts';
 /** The sign-in page: email and password, or a passkey alone (passwordless). */
 export function loginStep(flow: Flow) {
   return {
-    page: (ctx: Context, d: Details, clientName: string | undefined) => flow.renderLogin(ctx, d, clientName),
+    page: (ctx: Context, d: Details, client: { clientName?: string; logoUri?: string } | undefined) => flow.renderLogin(ctx, d, client),
 
     async password(this: void, ctx: Context) {
       const { d, state } = await flow.at(ctx, 'password-ok');
@@ -19,7 +19,7 @@ export function loginStep(flow: Flow) {
         // 200, not 401: a 401 needs a WWW-Authenticate challenge (RFC 9110 §15.5.2), and browsers log 4xx pages as console errors.
         ctx.status = 200;
         const error = checked.status === 'locked' ? flow.locked(ctx, checked.retryAfterSeconds) : MESSAGES.wrongPassword;
-        return flow.renderLogin(ctx, d, client?.clientName, { error, email });
+        return flow.renderLogin(ctx, d, client, { error, email });
       }
       await flow.apply(ctx, d, state, { type: 'password-ok', ...(await flow.factsOf(d, checked.account)) });
     },
@@ -32,10 +32,10 @@ export function loginStep(flow: Flow) {
       const client = await flow.clientOf(d);
       if (checked.status === 'failed' && checked.reason === 'unregistered') {
         // The page tells the device to forget it (WebAuthn Signal API, passkey.js) where the browser can.
-        return flow.renderLogin(ctx, d, client?.clientName, { error: MESSAGES.passkeyUnregistered, unknownCredential: credentialIdOf(ctx) });
+        return flow.renderLogin(ctx, d, client, { error: MESSAGES.passkeyUnregistered, unknownCredential: credentialIdOf(ctx) });
       }
       const error = checked.status === 'locked' ? flow.locked(ctx, checked.retryAfterSeconds) : checked.reason === 'not-verified' ? MESSAGES.passkeyNotVerified : MESSAGES.passkeyRefused;
-      await flow.renderLogin(ctx, d, client?.clientName, { error });
+      await flow.renderLogin(ctx, d, client, { error });
     },
   };
 }

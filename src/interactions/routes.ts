@@ -32,7 +32,7 @@ export function interactionRoutes(deps: InteractionDeps) {
     if (!client) return flow.refuse('unknown client');
     if (d.prompt.name === 'login') {
       const step = await flow.steps.get(d.uid);
-      return step ? flow.show(ctx, d, step) : login.page(ctx, d, client.clientName);
+      return step ? flow.show(ctx, d, step) : login.page(ctx, d, client);
     }
     if (d.prompt.name === 'consent' && d.deviceCode) return renderDeviceRequest(ctx, deps, d, client);
     if (d.prompt.name === 'consent') return consent.page(ctx, d, client);

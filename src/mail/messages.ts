@@ -1,14 +1,17 @@
+import type { Brand } from '../brand.ts';
 import type { Mail } from './queue.ts';
 
 /**
  * What Latchkey writes to people: plain text and HTML in the look of the sign-in pages (one card, the
  * brand on top, one button). Mail clients ignore stylesheets, so the HTML's styles are inline.
+ * Each message is a `Letter`: written for a brand (the product name, accent and logo of BRAND_*),
+ * which the queue that sends it supplies, so no caller has to carry the brand around.
  */
-export const PRODUCT = 'Latchkey';
+export type Letter = (brand: Brand) => Mail;
 
 const escape = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-interface Letter {
+interface Draft {
   to: string;
   subject: string;
   /** Paragraphs before the button. */
@@ -18,72 +21,77 @@ interface Letter {
   after?: string[];
 }
 
-function compose(letter: Letter): Mail {
-  const { lines, action, after = [] } = letter;
+/** A letter from a draft written for the brand's name. */
+const letter = (write: (product: string) => Draft): Letter => (brand) => compose(write(brand.name), brand);
+
+function compose(draft: Draft, brand: Brand): Mail {
+  const { lines, action, after = [] } = draft;
   const text = [
     ...lines,
     ...(action ? [`${action.label}:\n${action.url}`] : []),
     ...after,
-    `— ${PRODUCT}`,
+    `— ${brand.name}`,
   ].join('\n\n');
   const p = (t: string, small = false) => `<p style="margin:0 0 1rem;${small ? 'font-size:14px;color:#666;' : ''}">${escape(t)}</p>`;
-  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escape(letter.subject)}</title></head>
+  // The logo is decorative (the name follows it); an absolute URL, as mail has no base address.
+  const logo = brand.logo ? `<img src="${escape(brand.logo.url)}" alt="" height="28" style="height:28px;width:auto;margin-right:8px;vertical-align:middle;border:0">` : '';
+  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escape(draft.subject)}</title></head>
 <body style="margin:0;padding:24px 0;background:#f4f5f7;font:16px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1b1b1f">
 <div style="max-width:26rem;margin:0 auto;padding:2rem;background:#fff;border:1px solid #e0e0e4;border-radius:12px">
-<p style="margin:0 0 1rem;font-weight:700;letter-spacing:.04em;color:#2f5bd3">${PRODUCT}</p>
-<h1 style="margin:0 0 1rem;font-size:1.4rem">${escape(letter.subject)}</h1>
+<p style="margin:0 0 1rem;font-weight:700;letter-spacing:.04em;color:${brand.accentInk}">${logo}${escape(brand.name)}</p>
+<h1 style="margin:0 0 1rem;font-size:1.4rem">${escape(draft.subject)}</h1>
 ${lines.map((l) => p(l)).join('\n')}
-${action ? `<p style="margin:1.25rem 0"><a href="${escape(action.url)}" style="display:block;padding:.7rem;text-align:center;font-weight:600;border-radius:8px;background:#2f5bd3;color:#fff;text-decoration:none">${escape(action.label)}</a></p>
+${action ? `<p style="margin:1.25rem 0"><a href="${escape(action.url)}" style="display:block;padding:.7rem;text-align:center;font-weight:600;border-radius:8px;background:${brand.accent};color:${brand.onAccent};text-decoration:none">${escape(action.label)}</a></p>
 <p style="margin:0 0 1rem;font-size:13px;color:#666;word-break:break-all">Or open this address: ${escape(action.url)}</p>` : ''}
 ${after.map((l) => p(l, true)).join('\n')}
 </div></body></html>`;
-  return { to: letter.to, subject: letter.subject, text, html };
+  return { to: draft.to, subject: draft.subject, text, html };
 }
 
 const minutes = (seconds: number) => (seconds % 3600 === 0 ? `${seconds / 3600} hour${seconds === 3600 ? '' : 's'}` : `${Math.round(seconds / 60)} minutes`);
 
-export function passwordResetMail(to: string, url: string, ttlSeconds: number): Mail {
-  return compose({
+export function passwordResetMail(to: string, url: string, ttlSeconds: number): Letter {
+  return letter((product) => ({
     to,
-    subject: `Reset your ${PRODUCT} password`,
+    subject: `Reset your ${product} password`,
     lines: [`Someone — we hope you — asked to reset the password of ${to}.`],
     action: { label: 'Choose a new password', url },
     after: [
       `The link works once, for ${minutes(ttlSeconds)}. If you did not ask, ignore this message: your password stays as it is.`,
       'Your second step (authenticator app or passkey) is still asked for when you sign in.',
     ],
-  });
+  }));
 }
 
-export function verifyAddressMail(to: string, url: string, ttlSeconds: number): Mail {
-  return compose({
+export function verifyAddressMail(to: string, url: string, ttlSeconds: number): Letter {
+  return letter((product) => ({
     to,
     subject: 'Confirm your email address',
-    lines: [`Confirm that ${to} is your address, so that applications you sign in to with ${PRODUCT} can rely on it.`],
+    lines: [`Confirm that ${to} is your address, so that applications you sign in to with ${product} can rely on it.`],
     action: { label: 'Confirm this address', url },
     after: [`The link works once, for ${minutes(ttlSeconds)}. If you did not ask, ignore this message.`],
-  });
+  }));
 }
 
-export function changeAddressMail(to: string, from: string, url: string, ttlSeconds: number): Mail {
-  return compose({
+export function changeAddressMail(to: string, from: string, url: string, ttlSeconds: number): Letter {
+  return letter((product) => ({
     to,
     subject: 'Confirm your new email address',
-    lines: [`You asked to sign in to ${PRODUCT} with ${to} instead of ${from}. The change takes effect when you confirm it.`],
+    lines: [`You asked to sign in to ${product} with ${to} instead of ${from}. The change takes effect when you confirm it.`],
     action: { label: 'Use this address', url },
     after: [`The link works once, for ${minutes(ttlSeconds)}. If you did not ask, ignore this message: nothing changes.`],
-  });
+  }));
 }
 
 /** To the old address when a change to `to` is asked for: the way to say "this was not me". */
-export function addressChangeNoticeMail(oldAddress: string, newAddress: string, reportUrl: string, ttlSeconds: number): Mail {
-  return compose({
+export function addressChangeNoticeMail(oldAddress: string, newAddress: string, reportUrl: string, ttlSeconds: number): Letter {
+  return letter((product) => ({
     to: oldAddress,
-    subject: `Your ${PRODUCT} address is being changed`,
+    subject: `Your ${product} address is being changed`,
     lines: [`Someone signed in to your account asked to change its address from ${oldAddress} to ${newAddress}. It changes once the new address is confirmed.`],
     action: { label: 'This was not me', url: reportUrl },
     after: [`The button works for ${minutes(ttlSeconds)}: it cancels the change, signs your account out everywhere and tells your administrator. Then reset your password. If it was you, there is nothing to do.`],
-  });
+  }));
 }
 
 export type SecurityEvent = 'password-changed' | 'password-reset' | 'authenticator-added' | 'authenticator-removed' | 'passkey-added' | 'passkey-removed' | 'recovery-codes' | 'address-changed' | 'second-factor-reset';
@@ -113,49 +121,50 @@ const SUBJECT: Record<SecurityEvent, string> = {
 };
 
 /** A security notice: what changed, when, and what to do if it was not the person (or, `byAdministrator`, not asked for). */
-export function securityNoticeMail(to: string, event: SecurityEvent, at: Date, forgotUrl: string, byAdministrator = false): Mail {
-  return compose({
+export function securityNoticeMail(to: string, event: SecurityEvent, at: Date, forgotUrl: string, byAdministrator = false): Letter {
+  return letter((product) => ({
     to,
     subject: `Security notice: ${SUBJECT[event]}`,
-    lines: byAdministrator
-      ? [WHAT[event], 'An administrator made this change.', `When: ${at.toUTCString()}.`, 'If you asked for it, there is nothing to do.']
-      : [WHAT[event], `When: ${at.toUTCString()}.`, 'If this was you, there is nothing to do.'],
+    lines: [
+      WHAT[event].replace('your account', `your ${product} account`),
+      ...(byAdministrator ? ['An administrator made this change.', `When: ${at.toUTCString()}.`, 'If you asked for it, there is nothing to do.'] : [`When: ${at.toUTCString()}.`, 'If this was you, there is nothing to do.']),
+    ],
     action: { label: 'This was not me: reset my password', url: forgotUrl },
     after: ['Resetting your password signs you out everywhere. Tell your administrator as well.'],
-  });
+  }));
 }
 
 const lifetime = (seconds: number) => (seconds % 86400 === 0 ? `${seconds / 86400} day${seconds === 86400 ? '' : 's'}` : minutes(seconds));
 
 /** An operator's invitation: the link creates the account (the person picks the password). */
-export function invitationMail(to: string, url: string, ttlSeconds: number, name?: string): Mail {
-  return compose({
+export function invitationMail(to: string, url: string, ttlSeconds: number, name?: string): Letter {
+  return letter((product) => ({
     to,
-    subject: `You are invited to ${PRODUCT}`,
-    lines: [`${name ? `Hello ${name}, y` : 'Y'}ou are invited to sign in with ${PRODUCT} as ${to}. Choose your password to create your account.`],
+    subject: `You are invited to ${product}`,
+    lines: [`${name ? `Hello ${name}, y` : 'Y'}ou are invited to sign in with ${product} as ${to}. Choose your password to create your account.`],
     action: { label: 'Accept the invitation', url },
     after: [`The link works once, for ${lifetime(ttlSeconds)}. If you did not expect it, ignore this message: no account is made.`],
-  });
+  }));
 }
 
 /** A sign-up's link: opening it makes the account (the person picks a password or a passkey there). */
-export function signUpMail(to: string, url: string, ttlSeconds: number): Mail {
-  return compose({
+export function signUpMail(to: string, url: string, ttlSeconds: number): Letter {
+  return letter((product) => ({
     to,
-    subject: `Finish creating your ${PRODUCT} account`,
+    subject: `Finish creating your ${product} account`,
     lines: [`Someone — we hope you — asked to create an account for ${to}. Confirm it is your address to choose how you will sign in.`],
     action: { label: 'Create my account', url },
     after: [`The link works once, for ${lifetime(ttlSeconds)}. If you did not ask, ignore this message: no account is made.`],
-  });
+  }));
 }
 
 /** To the owner of an address someone tried to sign up with: the page said the same as for a new one, the mail says what happened. */
-export function signUpExistingMail(to: string, signInUrl: string, forgotUrl: string): Mail {
-  return compose({
+export function signUpExistingMail(to: string, signInUrl: string, forgotUrl: string): Letter {
+  return letter((product) => ({
     to,
-    subject: `Someone tried to create a ${PRODUCT} account with your address`,
+    subject: `Someone tried to create a ${product} account with your address`,
     lines: [`Someone asked to create an account for ${to}, but you already have one: nothing was changed and no account was made.`, 'If it was you, sign in instead. If you forgot your password, reset it from the sign-in page.'],
     action: { label: 'Sign in', url: signInUrl },
     after: [`Forgot your password? ${forgotUrl}`, 'If it was not you, there is nothing to do: your account is as it was.'],
-  });
+  }));
 }

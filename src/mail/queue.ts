@@ -6,6 +6,8 @@ import type { SecretBox } from '../security/secret-box.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { MailTransport } from './transport.ts';
+import type { Letter } from './messages.ts';
+import { brandOf, DEFAULT_ACCENT, DEFAULT_BRAND_NAME, type Brand } from '../brand.ts';
 import { singleDrain } from '../storage/single-drain.ts';
 
 /**
@@ -41,14 +43,18 @@ export class MailQueue {
   readonly #store: Store;
   readonly #box: SecretBox;
   readonly #now: () => number;
-  constructor(store: Store, box: SecretBox, now: () => number = Date.now) {
+  readonly #brand: Brand;
+  /** `brand`: whose name, colours and logo the letters are written in (BRAND_*). */
+  constructor(store: Store, box: SecretBox, now: () => number = Date.now, brand: Brand = brandOf({ BRAND_NAME: DEFAULT_BRAND_NAME, BRAND_ACCENT: DEFAULT_ACCENT, ISSUER: '' })) {
     this.#store = store;
     this.#box = box;
     this.#now = now;
+    this.#brand = brand;
   }
 
-  /** Queues a message (`undefined`: the same writes, and nothing is ever sent). Resolves once stored. */
-  async enqueue(kind: string, mail: Mail | undefined): Promise<void> {
+  /** Queues a letter, written now in the brand (`undefined`: the same writes, and nothing is ever sent). Resolves once stored. */
+  async enqueue(kind: string, letter: Letter | undefined): Promise<void> {
+    const mail = letter?.(this.#brand);
     const id = randomUUID();
     const message: QueuedMessage = { kind, attempts: 0, dueAt: this.#now(), ...(mail ? { sealed: this.#box.seal(JSON.stringify(mail), `mail:${id}`) } : { sealed: undefined }) };
     await this.#store.set(keys.mailMessage(id), JSON.stringify(message), { ttl: MESSAGE_TTL_SECONDS });

@@ -65,6 +65,8 @@ export interface ClientInput {
   refreshGrace?: number;
   /** Where the app is told, server to server, that a person signed out (OpenID Connect Back-Channel Logout). */
   backchannelLogoutUri?: string;
+  /** The app's logo on its sign-in and consent pages (OpenID Connect Dynamic Client Registration `logo_uri`): https only. */
+  logoUri?: string;
 }
 
 /**
@@ -74,6 +76,7 @@ export interface ClientInput {
  */
 export type ClientChanges = Partial<Pick<ClientInput, 'name' | 'redirectUris' | 'postLogoutRedirectUris' | 'scope' | 'firstParty' | 'requireMfa' | 'requirePar' | 'pkce' | 'refreshGrace' | 'public' | 'secretIn'>> & {
   backchannelLogoutUri?: string | null;
+  logoUri?: string | null;
 };
 
 /** A stored client's settings, as `createClient` took them. */
@@ -93,6 +96,7 @@ export function clientInputOf(c: ClientMetadata): ClientInput {
     secretIn: c.token_endpoint_auth_method === 'client_secret_post' ? 'body' : 'header',
     refreshGrace: typeof c.refresh_grace_seconds === 'number' ? c.refresh_grace_seconds : 0,
     ...(typeof c.backchannel_logout_uri === 'string' ? { backchannelLogoutUri: c.backchannel_logout_uri } : {}),
+    ...(typeof c.logo_uri === 'string' ? { logoUri: c.logo_uri } : {}),
   };
 }
 
@@ -171,6 +175,21 @@ export function redirectUriProblem(uri: string, field: string, isPublic: boolean
   if (scheme === 'http') return LOOPBACK_HOSTS.has(url.hostname) ? undefined : problem('uri_plain_http', { uri });
   if (!PRIVATE_USE_SCHEME.test(scheme)) return problem('uri_scheme', { uri });
   return isPublic ? undefined : problem('uri_private_scheme_confidential', { uri, scheme });
+}
+
+/**
+ * A `logo_uri` is shown on the app's sign-in and consent pages, whose CSP then allows its origin for
+ * images: https only (an http image on an https page is mixed content), no credentials, no control
+ * characters. Returns the problem, or undefined.
+ */
+export function logoUriProblem(uri: string): RegistryError | undefined {
+  const problem = (code: RefusalCode, params: Record<string, string> = {}) => new RegistryError(code, { field: 'logo_uri', params });
+  if (/[\p{Cc}\s]/u.test(uri)) return problem('uri_control_characters');
+  const url = URL.parse(uri);
+  if (!url) return problem('uri_not_absolute', { uri: JSON.stringify(uri) });
+  if (url.username || url.password || /^[^:]+:\/\/[^/?#]*@/.test(uri)) return problem('uri_credentials');
+  if (url.protocol !== 'https:') return problem('logo_uri_https', { uri });
+  return undefined;
 }
 
 const newSecret = () => randomBytes(32).toString('base64url');
@@ -341,7 +360,7 @@ export class Registry {
       const api = apiOfClient(stored);
       if (api) throw new RegistryError('client_of_api', { params: { client_id: clientId, resource: api } });
       const before = clientInputOf(stored);
-      const { backchannelLogoutUri, ...rest } = defined;
+      const { backchannelLogoutUri, logoUri, ...rest } = defined;
       const after: ClientInput = { ...before, ...rest };
       // A native app cannot keep a secret (RFC 8252 §8.5): it stays public.
       if (rest.public === false && after.native) throw new RegistryError('native_is_public', { field: 'token_endpoint_auth_method' });
@@ -349,6 +368,8 @@ export class Registry {
       if (after.public) after.secretIn = 'header';
       if (backchannelLogoutUri === null) delete after.backchannelLogoutUri;
       else if (backchannelLogoutUri !== undefined) after.backchannelLogoutUri = backchannelLogoutUri;
+      if (logoUri === null) delete after.logoUri;
+      else if (logoUri !== undefined) after.logoUri = logoUri;
       const next = await this.#clientMetadata(clientId, after, options);
       const now = this.nowSeconds();
       // Made public, its secrets are dropped (none is asked any more); made confidential, it gets one.
@@ -430,6 +451,10 @@ export class Registry {
       const target = backchannelTargetProblem(input.backchannelLogoutUri, this.#targets);
       if (target) throw new RegistryError('backchannel_target_refused', { field: 'backchannel_logout_uri', params: { reason: target } });
     }
+    if (input.logoUri !== undefined) {
+      const problem = logoUriProblem(input.logoUri);
+      if (problem) throw problem;
+    }
     for (const { uri, field } of targets) {
       // The server's own pages (demo, /account) follow ISSUER, which is https in production.
       if (options.ownOrigin && URL.parse(uri)?.origin === options.ownOrigin) continue;
@@ -460,6 +485,7 @@ export class Registry {
       ...(refreshGrace > 0 ? { refresh_grace_seconds: refreshGrace } : {}),
       // Every logout token carries `sid` (and every ID token of the app, so it can match them).
       ...(input.backchannelLogoutUri ? { backchannel_logout_uri: input.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
+      ...(input.logoUri ? { logo_uri: input.logoUri } : {}),
     };
   }
 

@@ -1,9 +1,10 @@
 import type { Middleware } from 'koa';
+import { brandImageSources, type Brand } from '../brand.ts';
 import { contentSecurityPolicy } from '../views.ts';
 
-/** Security headers on every response; pages may widen `form-action` (views.ts). */
-export function securityHeaders(): Middleware {
-  const csp = contentSecurityPolicy();
+/** Security headers on every response; pages may widen `form-action` and `img-src` (views.ts). */
+export function securityHeaders(brand?: Brand): Middleware {
+  const csp = contentSecurityPolicy([], brand ? brandImageSources(brand) : []);
   return async (ctx, next) => {
     ctx.set('Content-Security-Policy', csp);
     ctx.set('X-Content-Type-Options', 'nosniff');

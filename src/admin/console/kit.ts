@@ -134,7 +134,7 @@ export function badCursor(kit: Kit, ctx: Context, pattern = CURSOR) {
 /** The admin API's fields as the console's labels call them, where that is not the name with spaces. */
 const LABELS: Record<string, string> = {
   client_name: 'name', grant_types: 'grants', redirect_uris: 'redirect URIs', post_logout_redirect_uris: 'post-logout redirect URIs', token_endpoint_auth_method: 'secret',
-  uri: 'identifier', ttl: 'token lifetime', refresh_grace_seconds: 'refresh grace', backchannel_logout_uri: 'back-channel logout URI', require_pushed_authorization_requests: 'PAR',
+  uri: 'identifier', ttl: 'token lifetime', refresh_grace_seconds: 'refresh grace', backchannel_logout_uri: 'back-channel logout URI', logo_uri: 'logo URI', require_pushed_authorization_requests: 'PAR',
 };
 export const consoleFieldNames: FieldNames = (field) => LABELS[field] ?? field.replaceAll('_', ' ');
 
