@@ -22,6 +22,7 @@ const ORDER = [
   'clearerErrors',
   'discoveryListsApiScopes',
   'staticRoutes',
+  'logoRoutes',
   'opsRoutes',
   'countFailedClientAuthentication',
   'deviceFlowEdges',
@@ -68,7 +69,7 @@ describe('the edge', () => {
   test('every middleware in front of oidc-provider is an entry of the one table, installed in its order', () => {
     const { edge, provider } = server.app;
     assert.deepEqual(edge.map((e) => e.name), ORDER);
-    assert.deepEqual(edge.filter((e) => !e.middleware).map((e) => e.name), ['signUpRoutes', 'devOutbox', 'demoRoutes'], 'outside development only sign-up (SIGNUP off by default), the outbox and the demo are left out');
+    assert.deepEqual(edge.filter((e) => !e.middleware).map((e) => e.name), ['logoRoutes', 'signUpRoutes', 'devOutbox', 'demoRoutes'], 'outside development only the logo (no BRAND_LOGO file here), sign-up (SIGNUP off by default), the outbox and the demo are left out');
     const installed = edge.flatMap((e) => (e.middleware ? [e.middleware] : []));
     const stack = (provider as unknown as { middleware: unknown[] }).middleware;
     assert.equal(stack.length, installed.length + 1, "nothing but the table, then oidc-provider's own routes");
