@@ -128,7 +128,7 @@ function suite(name: string, open: () => Promise<{ store: Store; dispose: () => 
       assert.equal(await store.get(keys.passkeyCredential(passkey.id)), null);
       assert.equal((await accounts.find(account.id))!.passkeys, undefined);
       const options = await passkeys.authenticationOptions('signin-h');
-      assert.deepEqual(await passkeys.authenticate('signin-h', device.get(options), { requireUserVerification: true }), { ok: false, reason: 'unknown' });
+      assert.deepEqual(await passkeys.authenticate('signin-h', device.get(options), { requireUserVerification: true }), { ok: false, reason: 'unregistered' }, 'no account holds it: the sign-in page tells the device to forget it');
     });
 
     test('renames, keeping the name short and printable', async () => {
