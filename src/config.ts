@@ -1,3 +1,4 @@
+import { smtpOptionProblem } from './mail/transport.ts';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { HIBP_URL } from './accounts/password-rule.ts';
@@ -53,7 +54,7 @@ export const configDocs: Record<string, string> = {
   ADMIN_BOOTSTRAP_EMAIL: 'The first admin\'s email, created at start when no admin exists (with `ADMIN_BOOTSTRAP_PASSWORD_FILE`); nothing happens once an admin exists. The admin sets up a second factor at the first console sign-in.',
   ADMIN_BOOTSTRAP_PASSWORD_FILE: 'A file holding that admin\'s password (a Docker or Kubernetes secret, say; one trailing line break is ignored), never the password itself in a variable. A password the password rule refuses stops the start.',
   EMAIL: '`on`: email features (forgotten passwords, address verification and changes, security notices); `off`: none, and the sign-in page tells a person who forgot their password to ask the administrator. Unset: `on` when `SMTP_URL` is set or outside production, `off` in production without it. In production `on` needs `SMTP_URL`.',
-  SMTP_URL: 'The mail server to send through: `smtp://user:password@host:587` (STARTTLS when offered) or `smtps://…:465` (TLS from the start). Unset outside production: mail goes to an in-process outbox listed at `/dev/outbox` (development only).',
+  SMTP_URL: 'The mail server to send through: `smtp://user:password@host:587` (STARTTLS when offered) or `smtps://…:465` (TLS from the start). Two query options: `?requireTLS=true` (smtp:// refuses to send unless the server offers STARTTLS) and `?name=host.example.com` (the name said in EHLO); any other is refused at start. Unset outside production: mail goes to an in-process outbox listed at `/dev/outbox` (development only).',
   MAIL_FROM: 'The sender of every message, e.g. `Latchkey <no-reply@example.com>`. Unset: `BRAND_NAME <no-reply@` the issuer\'s host name `>`.',
   PASSWORD_RESET_TTL_SECONDS: 'How long a password reset link works (it works once).',
   EMAIL_VERIFICATION_TTL_SECONDS: 'How long a link that verifies an address, or confirms a new one, works (it works once).',
@@ -157,7 +158,9 @@ const schema = z
     ADMIN_BOOTSTRAP_EMAIL: z.string().min(3).optional(),
     ADMIN_BOOTSTRAP_PASSWORD_FILE: z.string().min(1).optional(),
     EMAIL: z.enum(['on', 'off']).optional(),
-    SMTP_URL: z.url({ protocol: /^smtps?$/, error: 'must be an smtp:// or smtps:// URL' }).optional(),
+    SMTP_URL: z.url({ protocol: /^smtps?$/, error: 'must be an smtp:// or smtps:// URL' })
+      .refine((url) => smtpOptionProblem(url) === undefined, { error: (issue) => smtpOptionProblem(String(issue.input)) ?? 'bad SMTP_URL' })
+      .optional(),
     MAIL_FROM: z.string().min(3).max(320).regex(/@/, 'must be an address, e.g. Latchkey <no-reply@example.com>').optional(),
     PASSWORD_RESET_TTL_SECONDS: z.coerce.number().int().min(60).max(24 * 60 * 60).default(30 * 60),
     EMAIL_VERIFICATION_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 24 * 60 * 60).default(24 * 60 * 60),

@@ -71,6 +71,11 @@ describe('loadConfig', () => {
     assert.match(problems({ SMTP_URL: 'http://mail' })[0]!, /^SMTP_URL: must be an smtp:\/\/ or smtps:\/\/ URL/);
     // The URL's password is never echoed.
     assert.ok(!problems({ SMTP_URL: 'smtp://user:hunter2@mail:587', MAIL_FROM: 'x' }).join('').includes('hunter2'));
+    // Query options: the two it passes on are checked, any other is refused instead of silently ignored.
+    assert.equal(loadConfig({ SMTP_URL: 'smtp://mail:587?requireTLS=true&name=id.example.com' }).SMTP_URL, 'smtp://mail:587?requireTLS=true&name=id.example.com');
+    assert.match(problems({ SMTP_URL: 'smtp://user:hunter2@mail:587?pool=true' })[0]!, /^SMTP_URL: unknown query option "pool" \(known: requireTLS, name\)/);
+    assert.match(problems({ SMTP_URL: 'smtp://mail:587?requireTLS=yes' })[0]!, /^SMTP_URL: requireTLS must be true or false/);
+    assert.ok(!problems({ SMTP_URL: 'smtp://user:hunter2@mail:587?pool=1' }).join('').includes('hunter2'));
   });
 
   test('BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: true or false, nothing else', () => {
