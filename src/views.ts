@@ -1,6 +1,8 @@
 import { Eta } from 'eta';
 import { fileURLToPath } from 'node:url';
 import type { Context } from 'koa';
+import { inLanguage, translator } from './i18n/catalogue.ts';
+import { LOCALE_COOKIE, LOCALES, localeOfRequest } from './i18n/locale.ts';
 import { brandImageSources, brandOf, DEFAULT_ACCENT, DEFAULT_BRAND_NAME, type Brand } from './brand.ts';
 
 const VIEWS_DIR = fileURLToPath(new URL('../views/', import.meta.url));
@@ -45,6 +47,25 @@ const ERROR_HELP: Record<string, string> = {
   session_not_found: 'Your sign-in attempt expired or was started in another browser. Go back to the application and start again.',
 };
 
+/** Each language in its own name, as the switch offers it. */
+const LANGUAGE_NAMES = { en: 'English', de: 'Deutsch' } as const;
+
+/** Where the switch sends the browser back to: this page when it is a GET. */
+function backOf(ctx: Context): string {
+  if (ctx.method === 'GET') return ctx.originalUrl;
+  // A form's answer: the sign-in step's own page, else the account page.
+  return /^\/interaction\/[^/]+/.exec(ctx.path)?.[0] ?? '/account';
+}
+
+export function setLocaleCookie(ctx: Context, locale: string) {
+  ctx.cookies.set(LOCALE_COOKIE, locale, { httpOnly: true, sameSite: 'lax', path: '/', maxAge: 365 * 86400 * 1000, signed: false, overwrite: true });
+}
+
+/** A same-site path to return to (never another origin: `//host` and `/\\host` are refused). */
+export function safeBack(back: unknown): string {
+  return typeof back === 'string' && /^\/(?![/\\])/.test(back) ? back : '/account';
+}
+
 export class Views {
   readonly #eta = new Eta({ views: VIEWS_DIR, cache: true, autoEscape: true, autoTrim: false });
   readonly brand: Brand;
@@ -62,7 +83,22 @@ export class Views {
     ctx.type = 'html';
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Content-Security-Policy', contentSecurityPolicy(formTargets, [...brandImageSources(this.brand), ...(clientLogo ? [clientLogo] : [])]));
-    ctx.body = this.#eta.render(name, { title: this.brand.name, ...data, clientLogo: clientLogo ? data.clientLogo : undefined, brand: this.brand });
+    const { locale, byApp } = localeOfRequest(ctx);
+    // The language an app asked for (ui_locales) stays this browser's for the pages that follow (/account, mail).
+    if (byApp && ctx.cookies.get(LOCALE_COOKIE) !== locale) setLocaleCookie(ctx, locale);
+    ctx.body = this.#eta.render(name, {
+      title: this.brand.name,
+      ...data,
+      clientLogo: clientLogo ? data.clientLogo : undefined,
+      brand: this.brand,
+      lang: locale,
+      t: translator(locale),
+      // For a parameter inside a message that holds markup (`<strong>{app}</strong>`, printed with <%~ %>).
+      e: (text: string | number | undefined) => String(text ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`),
+      said: (text: unknown) => (typeof text === 'string' ? inLanguage(locale, text) : text),
+      // The switch: not where the app's ui_locales decides, which would win over it.
+      languages: byApp ? undefined : LOCALES.map((l) => ({ locale: l, name: LANGUAGE_NAMES[l], current: l === locale, href: `/language?to=${l}&back=${encodeURIComponent(backOf(ctx))}` })),
+    });
   }
 
   renderError(ctx: Context, out: { error?: string; error_description?: string }) {

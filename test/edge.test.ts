@@ -23,6 +23,7 @@ const ORDER = [
   'discoveryListsApiScopes',
   'staticRoutes',
   'logoRoutes',
+  'languageSwitch',
   'opsRoutes',
   'countFailedClientAuthentication',
   'deviceFlowEdges',

@@ -76,7 +76,10 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
 
   async function details(ctx: Context): Promise<Details> {
     // The interaction the browser's cookie holds; the machine's guard checks it is the one the path names.
-    return provider.interactionDetails(ctx.req, ctx.res);
+    const d = await provider.interactionDetails(ctx.req, ctx.res);
+    // The app's ui_locales picks the language of this sign-in's pages (views.ts).
+    ctx.state.uiLocales = d.params.ui_locales;
+    return d;
   }
 
   const requireCsrf = async (ctx: Context, next: () => Promise<unknown>) => {
