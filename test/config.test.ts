@@ -261,14 +261,13 @@ describe('the server refuses a bad configuration at boot', () => {
   /** `node src/main.ts` with only the given configuration variables (none of this process's). */
   const boot = (vars: Record<string, string>) => runLatchkeyToExit(vars, { dropFromEnv: Object.keys(configDocs) });
 
-  test('PORT=abc: exit code 1, one clear stderr line, quickly', async () => {
+  test('PORT=abc: exit code 1 (not killed by the 15 s guard: it does not wait on anything), one clear stderr line', async () => {
     const run = await boot({ PORT: 'abc' });
     assert.equal(run.code, 1, run.stderr);
     const lines = run.stderr.trim().split('\n');
     assert.equal(lines.length, 1, run.stderr);
     assert.match(lines[0]!, /^latchkey: configuration: PORT: .*"abc"/);
     assert.equal(run.stdout, '', 'nothing else was started');
-    assert.ok(run.ms < 10_000, `took ${Math.round(run.ms)} ms`);
   });
 
   test('one stderr line per problem', async () => {
