@@ -96,6 +96,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const activity = new ActivityLog(store, {
     maxEvents: config.ADMIN_ACTIVITY_MAX,
     maxAnonymousEvents: config.ADMIN_ACTIVITY_ANONYMOUS_MAX,
+    tokenCountDays: config.ADMIN_ACTIVITY_TOKEN_COUNT_DAYS,
     onAppendFailure: () => metrics.activityAppendFailures.inc(),
     ...(clock ? { now: clock } : {}),
   });
@@ -269,7 +270,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     await stopFollowingKeys();
     await stopLogoutDelivery();
     await stopMailDelivery();
-    // This minute's aggregated refusals, before the store closes.
+    // This minute's aggregated refusals and the tokens counted since the last write, before the store closes.
     await activity.flush();
   };
   return { app: provider, provider, accounts, registry, metrics, minuteSeries, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, email, mailQueue, outbox: outboxPage, close };

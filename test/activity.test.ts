@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { Redis } from 'ioredis';
 import { adminApiUri } from '../src/admin/api.ts';
 import { ActivityLog } from '../src/observability/activity.ts';
 import { keys } from '../src/storage/keys.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
+import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { basic, endpoints } from './helpers/flow.ts';
 import { startRedis } from './helpers/redis.ts';
 import { startServer } from './helpers/server.ts';
@@ -118,4 +120,91 @@ test('refusals are counted per source and minute, kept apart, and read back merg
   assert.deepEqual(seen, all.map((e) => e.id));
   // Filters apply to both: a client's refusals and changes alike.
   assert.equal((await log.query({ clientId: 'app' }, { limit: 100 })).events.length, 3);
+});
+
+/** The commands clients send to Redis (MONITOR; not those scripts run inside), each with its arguments, until `stop`. */
+async function watchCommands(redis: Redis): Promise<{ sent: string[][]; stop(): void }> {
+  const monitor = await redis.monitor();
+  const sent: string[][] = [];
+  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    if (source !== 'lua') sent.push(args.map(String));
+  });
+  return { sent, stop: () => monitor.disconnect() };
+}
+
+test('client-credentials tokens are counted, not appended: no Redis work per token for the log, the counts written after, shown per app', async () => {
+  const redis = await startRedis({ ownServer: true });
+  // The counts' minute is the server's clock: fixed here, so the 200 tokens fall in one minute.
+  const now = Date.parse('2026-03-02T10:00:05Z');
+  const server = await startServer({ redisUrl: redis.url, clock: () => now });
+  const raw = new Redis(redis.url);
+  try {
+    await server.app.registry.createResource({ uri: 'https://reports.example', scope: 'reports:read' });
+    const app = await server.app.registry.createClient({ name: 'Nightly export', grants: ['client_credentials'], scope: 'reports:read' }, noValidation);
+    const token = () => endpoints(server.issuer).token({ clientId: app.clientId, secret: app.secret! }, { grant_type: 'client_credentials', scope: 'reports:read', resource: 'https://reports.example' });
+    // Warm: the client, the API and "not locked out" are cached after the first request; what is left is per token.
+    assert.equal((await token()).status, 200);
+    await server.app.activity.flush();
+    const streamBefore = await server.store.streamLength(keys.activity);
+    const commands = await watchCommands(raw);
+    const started = performance.now();
+    for (let i = 0; i < 200; i += 1) assert.equal((await token()).status, 200);
+    const windows = Math.ceil((performance.now() - started) / 250) + 1;
+    // MONITOR reports a command after it ran: a ping through the same server marks the end of what the tokens sent.
+    await raw.ping();
+    commands.stop();
+    const sent = commands.sent.filter(([name]) => name?.toLowerCase() !== 'ping');
+    const logWrites = sent.filter((args) => args.some((a) => a.startsWith('lk:activity') || a.startsWith('lk:{activity-tokens}')));
+    // The log writes the counts once per 250 ms at most, whatever the number of tokens; nothing per token.
+    assert.ok(logWrites.length <= windows, `${logWrites.length} writes of the log in ${windows} intervals`);
+    assert.ok(logWrites.every((args) => args.includes(keys.tokenCountMinutes)), 'only the counts');
+    // Per token: its record (SET) and its client's token index (one script), as before the log; nothing else.
+    const perToken = (sent.length - logWrites.length) / 200;
+    assert.equal(await server.store.streamLength(keys.activity), streamBefore, 'no activity entry per token');
+    assert.equal(perToken, 2, `${perToken} Redis commands per token besides the log's counts`);
+    assert.ok(sent.length / 200 <= 2.05, `${sent.length / 200} Redis commands per token, everything included`);
+    assert.equal(server.logs.filter((l) => l.event === 'token_issued').length, 201, 'each token still has its log line');
+
+    server.app.activity.writeTokenCounts();
+    await server.app.activity.flush();
+    const rows = (await server.app.activity.query({ events: ['token_issued'] }, { limit: 10 })).events;
+    assert.deepEqual(rows.map(({ clientId, grantType, count, minute, until, time }) => ({ clientId, grantType, count, minute, until, time })), [
+      { clientId: app.clientId, grantType: 'client_credentials', count: 201, minute: '2026-03-02T10:00:00.000Z', until: '2026-03-02T10:01:00.000Z', time: '2026-03-02T10:00:00.000Z' },
+    ]);
+    // The counts live in one hash per minute (the client id a field, not a key name), with a TTL.
+    const minuteKey = keys.tokenCounts(Math.floor(now / 60_000));
+    assert.ok((await raw.ttl(minuteKey)) > 13 * 86_400, 'kept ADMIN_ACTIVITY_TOKEN_COUNT_DAYS (14 by default)');
+    assert.ok((await raw.ttl(keys.tokenCountMinutes)) > 13 * 86_400);
+    assert.deepEqual((await raw.keys('lk:{activity-tokens}*')).sort(), [minuteKey, keys.tokenCountMinutes].sort(), 'one hash per minute, not per client');
+    // A filter by person leaves counts out (they name no one); a filter by client keeps them.
+    assert.equal((await server.app.activity.query({ clientId: app.clientId }, { limit: 10 })).events.length, 1);
+    assert.equal((await server.app.activity.query({ accountId: 'someone' }, { limit: 10 })).events.length, 0);
+  } finally {
+    raw.disconnect();
+    await server.close();
+    await redis.dispose();
+  }
+});
+
+test('tokens counted but not yet written are written when the server stops', async () => {
+  const redis = await startRedis({ ownServer: true });
+  const server = await startServer({ redisUrl: redis.url });
+  let closed = false;
+  try {
+    await server.app.registry.createResource({ uri: 'https://reports.example', scope: 'reports:read' });
+    const app = await server.app.registry.createClient({ name: 'Nightly export', grants: ['client_credentials'], scope: 'reports:read' }, noValidation);
+    for (let i = 0; i < 5; i += 1) {
+      const res = await endpoints(server.issuer).token({ clientId: app.clientId, secret: app.secret! }, { grant_type: 'client_credentials', scope: 'reports:read', resource: 'https://reports.example' });
+      assert.equal(res.status, 200);
+    }
+    // Stopped before the write interval is over: the close hook (the one SIGTERM runs) writes the counts.
+    await server.close();
+    closed = true;
+    const store = new RedisStore(connectRedis(redis.url, 1000));
+    const { events: rows } = await store.ready(5000).then(() => new ActivityLog(store, { maxEvents: 100 }).query({ events: ['token_issued'] }, { limit: 10 })).finally(() => store.close());
+    assert.deepEqual(rows.map((e) => [e.clientId, e.count]), [[app.clientId, 5]]);
+  } finally {
+    if (!closed) await server.close();
+    await redis.dispose();
+  }
 });

@@ -417,6 +417,30 @@ function storeContract(getStore: () => Store) {
       assert.equal((await store.streamRevRange(capped, '+', '-', 1))[0]!.entry, 'c399');
     });
 
+    test('counters: added in one call per batch, read back newest bucket first, old buckets dropped from the index', async () => {
+      const store = getStore();
+      // One hash tag for the index and its buckets, as callers keep them (one cluster slot).
+      const tag = `{${randomId().slice(0, 10)}}`;
+      const index = `test:${tag}:counters`;
+      const bucket = (n: number) => `test:${tag}:bucket:${n}`;
+      await store.countersAdd(index, [
+        { bucket: bucket(1), score: 1, field: 'a', by: 3 },
+        { bucket: bucket(2), score: 2, field: 'a', by: 1 },
+        { bucket: bucket(2), score: 2, field: 'b', by: 2 },
+      ], 60, 0);
+      await store.countersAdd(index, [{ bucket: bucket(2), score: 2, field: 'a', by: 4 }], 60, 0);
+      assert.deepEqual(await store.countersRevRange(index, Infinity, -Infinity, 10), [
+        { bucket: bucket(2), score: 2, counters: { a: 5, b: 2 } },
+        { bucket: bucket(1), score: 1, counters: { a: 3 } },
+      ]);
+      assert.deepEqual((await store.countersRevRange(index, 1, 0, 10)).map((b) => b.score), [1]);
+      assert.deepEqual((await store.countersRevRange(index, 5, 0, 1)).map((b) => b.score), [2]);
+      await store.countersAdd(index, [], 60, 10);
+      await store.countersAdd(index, [{ bucket: bucket(3), score: 3, field: 'c', by: 1 }], 60, 2);
+      assert.deepEqual((await store.countersRevRange(index, Infinity, -Infinity, 10)).map((b) => b.score), [3, 2], 'scores below 2 are dropped');
+      assert.deepEqual(await store.countersRevRange(`test:${tag}:none`, Infinity, -Infinity, 10), []);
+    });
+
     test('indexAdd adds members to one index key', async () => {
       const store = getStore();
       const index = k('index');

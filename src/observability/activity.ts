@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import type { AuditEvent } from './audit.ts';
@@ -13,6 +14,12 @@ import { SECRET_FIELDS, type Logger } from './logger.ts';
  * names that exist nowhere) goes to a second stream with its own cap (`lk:activity:anonymous`), so a flood
  * can only roll over its own kind, never admin changes or security events; the refusals are also
  * aggregated, one entry per source and minute with a `count`. Reads merge the two streams by id.
+ *
+ * Tokens issued are counted, never appended one by one: per app, grant type and minute in memory (no Redis
+ * work on the token path), written every TOKEN_WRITE_MS as one script into a hash per minute (`keys.tokenCounts`),
+ * kept `tokenCountDays`. Reads show each count as a `token_issued` entry with `count`, `minute` and `until`, under
+ * a stream-shaped id (the minute's start, a sequence from a digest of app and grant type). A clean stop writes
+ * what is counted (`flush`); a crash loses at most the last TOKEN_WRITE_MS of counts. The log line of each token stays.
  */
 export interface ActivityEvent {
   /** The stream id (`<epoch ms>-<sequence>`): the paging cursor. */
@@ -52,6 +59,11 @@ const SOURCE_FIELDS = ['ip', 'clientId', 'accountId', 'factor', 'route'] as cons
 const MINUTE_MS = 60_000;
 /** Sources held in memory before they are written early: a flood from many addresses stays bounded. */
 const MAX_PENDING_SOURCES = 10_000;
+/** How often counted tokens are written: what a crash can lose, against one Redis script per interval and process. */
+const TOKEN_WRITE_MS = 250;
+/** Minutes of token counts read per round trip while paging. */
+const MINUTES_PER_READ = 60;
+const DAY_MINUTES = 1440;
 
 /** Whether an event is noise an anonymous caller can make: it may only roll over other such noise. */
 function anonymous(event: AuditEvent, fields: Record<string, unknown>): boolean {
@@ -94,14 +106,19 @@ export class ActivityLog {
   /** Refusals of the current minute by source, written when their minute is over (or on flush). */
   readonly #aggregates = new Map<string, Aggregate>();
   #sweeper: NodeJS.Timeout | undefined;
+  /** Tokens issued since the last write, by JSON `[minute, client id, grant type]`. */
+  readonly #tokenCounts = new Map<string, number>();
+  #tokenWriter: NodeJS.Timeout | undefined;
+  readonly #tokenCountDays: number;
   #storageDown = false;
   failures = 0;
 
-  constructor(store: Store, options: { maxEvents: number; maxAnonymousEvents?: number; onAppendFailure?: () => void; now?: () => number }) {
+  constructor(store: Store, options: { maxEvents: number; maxAnonymousEvents?: number; tokenCountDays?: number; onAppendFailure?: () => void; now?: () => number }) {
     this.#store = store;
     this.#maxEvents = options.maxEvents;
     this.#maxAnonymous = options.maxAnonymousEvents ?? options.maxEvents;
     this.#now = options.now ?? Date.now;
+    this.#tokenCountDays = options.tokenCountDays ?? 14;
     this.#onAppendFailure = options.onAppendFailure ?? (() => {});
     // During an outage appends are dropped (and counted), not sent: each would hold the connection for a
     // whole command deadline in front of the requests that are being answered 503.
@@ -114,6 +131,7 @@ export class ActivityLog {
       this.#onAppendFailure();
       return;
     }
+    if (event === 'token_issued') return this.#countToken(fields);
     const entry: Record<string, unknown> = { event, msg };
     for (const [name, value] of Object.entries(fields)) entry[name] = SECRET_NAMES.has(name) ? '[redacted]' : clean(value);
     if (AGGREGATED.has(event)) this.#aggregate(event, entry);
@@ -137,6 +155,29 @@ export class ActivityLog {
     this.#sweeper ??= setInterval(() => this.writeFinishedMinutes(), 15_000).unref();
   }
 
+  /** The token path: one map update; the write follows within TOKEN_WRITE_MS. */
+  #countToken(fields: Record<string, unknown>): void {
+    const source = JSON.stringify([Math.floor(this.#now() / MINUTE_MS), fields.clientId ?? null, fields.grantType ?? null]);
+    this.#tokenCounts.set(source, (this.#tokenCounts.get(source) ?? 0) + 1);
+    if (this.#tokenCounts.size >= MAX_PENDING_SOURCES) this.writeTokenCounts();
+    else this.#tokenWriter ??= setTimeout(() => this.writeTokenCounts(), TOKEN_WRITE_MS).unref();
+  }
+
+  /** Adds the tokens counted since the last write to their minutes in Redis, in one script (a timer calls it; tests too). */
+  writeTokenCounts(): void {
+    clearTimeout(this.#tokenWriter);
+    this.#tokenWriter = undefined;
+    if (!this.#tokenCounts.size) return;
+    const increments = [...this.#tokenCounts].map(([source, by]) => {
+      const [minute, clientId, grantType] = JSON.parse(source) as [number, unknown, unknown];
+      return { bucket: keys.tokenCounts(minute), score: minute, field: JSON.stringify([clientId, grantType]), by };
+    });
+    this.#tokenCounts.clear();
+    const retention = this.#tokenCountDays * DAY_MINUTES;
+    // A minute is kept `retention` after it ends (the TTL is renewed by each write to it).
+    this.#track(this.#store.countersAdd(keys.tokenCountMinutes, increments, (retention + 1) * 60, Math.floor(this.#now() / MINUTE_MS) - retention));
+  }
+
   /** Writes the aggregates of minutes that are over (a timer calls it; tests with their own clock too). */
   writeFinishedMinutes(): void {
     const minute = Math.floor(this.#now() / MINUTE_MS);
@@ -157,8 +198,12 @@ export class ActivityLog {
   }
 
   #write(key: string, entry: Record<string, unknown>, maxLength: number): void {
-    const write = this.#store
-      .streamAdd(key, JSON.stringify(entry), maxLength)
+    this.#track(this.#store.streamAdd(key, JSON.stringify(entry), maxLength));
+  }
+
+  /** Keeps a write until it settles (for `flush`); a failure is counted, never thrown. */
+  #track(written: Promise<unknown>): void {
+    const write = written
       .catch(() => {
         this.failures += 1;
         this.#onAppendFailure();
@@ -169,10 +214,11 @@ export class ActivityLog {
 
   /**
    * Resolves once every append so far has been written or counted as failed (the CLI, before it exits;
-   * the server, when it closes): this minute's aggregates are written as they stand.
+   * the server, when it closes): this minute's aggregates and the tokens counted so far are written as they stand.
    */
   async flush(): Promise<void> {
     this.#writeAggregates(() => true);
+    this.writeTokenCounts();
     await Promise.all([...this.#pending]);
   }
 
@@ -201,7 +247,9 @@ export class ActivityLog {
     const start = filter.from !== undefined && filter.from > 0 ? String(Math.floor(filter.from)) : '-';
     let scanned = 0;
     let last: string | undefined;
-    for await (const { id, entry } of this.#newestFirst(end, start)) {
+    // Token counts only where they can match: they name an app and a grant type, never a person.
+    const counts = filter.accountId === undefined && (!filter.events?.length || filter.events.includes('token_issued'));
+    for await (const { id, entry } of this.#newestFirst(end, start, counts)) {
       // A page ends between two ids, never inside one (the two streams can hold the same id): the cursor is exclusive.
       if (last !== undefined && id !== last && (events.length >= page.limit || scanned >= MAX_SCANNED_PER_PAGE)) return { events, next: last };
       scanned += 1;
@@ -214,15 +262,21 @@ export class ActivityLog {
     return { events };
   }
 
-  /** Both streams' entries from `end` down to `start`, merged newest first (read BATCH at a time each). */
-  async *#newestFirst(end: string, start: string): AsyncGenerator<{ id: string; entry: string }> {
-    const streams = [keys.activity, keys.activityAnonymous].map((key) => ({ key, end, buffer: [] as { id: string; entry: string }[], done: false }));
+  /** Both streams' entries (and the token counts, with `counts`) from `end` down to `start`, merged newest first. */
+  async *#newestFirst(end: string, start: string, counts: boolean): AsyncGenerator<{ id: string; entry: string }> {
+    const sources = [keys.activity, keys.activityAnonymous].map((key) => {
+      let from = end;
+      return async () => {
+        const rows = await this.#store.streamRevRange(key, from, start, BATCH);
+        if (rows.length) from = `(${rows.at(-1)!.id}`;
+        return { rows, done: rows.length < BATCH };
+      };
+    });
+    if (counts) sources.push(this.#tokenCountRows(end, start));
+    const streams = sources.map((read) => ({ read, buffer: [] as { id: string; entry: string }[], done: false }));
     for (;;) {
       for (const s of streams) {
-        if (s.buffer.length || s.done) continue;
-        s.buffer = await this.#store.streamRevRange(s.key, s.end, start, BATCH);
-        if (s.buffer.length < BATCH) s.done = true;
-        if (s.buffer.length) s.end = `(${s.buffer.at(-1)!.id}`;
+        while (!s.buffer.length && !s.done) ({ rows: s.buffer, done: s.done } = await s.read());
       }
       let newest: (typeof streams)[number] | undefined;
       for (const s of streams) if (s.buffer.length && (!newest || compareIds(s.buffer[0]!.id, newest.buffer[0]!.id) > 0)) newest = s;
@@ -230,6 +284,31 @@ export class ActivityLog {
       yield newest.buffer.shift()!;
     }
   }
+
+  /** The token counts of the minutes from `end` down to `start` (stream bounds), as entries, MINUTES_PER_READ minutes a read. */
+  #tokenCountRows(end: string, start: string): () => Promise<{ rows: { id: string; entry: string }[]; done: boolean }> {
+    const bound = end === '+' ? undefined : end.replace(/^\(/, '');
+    const below = (id: string) => bound === undefined || (end.startsWith('(') ? compareIds(id, bound) < 0 : Number(id.split('-')[0]) <= Number(bound.split('-')[0]));
+    let max = bound === undefined ? Infinity : Math.floor(Number(bound.split('-')[0]) / MINUTE_MS);
+    const min = start === '-' ? -Infinity : Math.ceil(Number(start) / MINUTE_MS);
+    return async () => {
+      if (max < min) return { rows: [], done: true };
+      const minutes = await this.#store.countersRevRange(keys.tokenCountMinutes, max, min, MINUTES_PER_READ);
+      if (minutes.length) max = minutes.at(-1)!.score - 1;
+      const rows = minutes.flatMap(({ score: minute, counters }) => Object.entries(counters).map(([field, count]) => {
+        const [clientId, grantType] = JSON.parse(field) as [unknown, unknown];
+        const entry = { event: 'token_issued', msg: 'tokens issued', clientId, grantType, count, minute: new Date(minute * MINUTE_MS).toISOString(), until: new Date((minute + 1) * MINUTE_MS).toISOString() };
+        return { id: `${minute * MINUTE_MS}-${countSequence(field)}`, entry: JSON.stringify(entry) };
+      })).filter((row) => below(row.id));
+      rows.sort((a, b) => compareIds(b.id, a.id));
+      return { rows, done: minutes.length < MINUTES_PER_READ };
+    };
+  }
+}
+
+/** A count's sequence within its minute: from a digest of its app and grant type, so the same row keeps its id on every read. */
+function countSequence(field: string): number {
+  return parseInt(hash('sha256', field, 'hex').slice(0, 12), 16);
 }
 
 /** Stream ids (`<ms>-<seq>`) in order. */

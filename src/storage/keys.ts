@@ -80,6 +80,12 @@ export const keys = {
   activity: 'lk:activity',
   /** What anonymous callers can cause (refusals, aggregated per source and minute), capped apart (activity.ts). */
   activityAnonymous: 'lk:activity:anonymous',
+  /**
+   * Tokens issued, counted per app, grant type and minute (activity.ts): a hash per minute (fields: JSON
+   * `[client id, grant type]`) and the minutes that have one, scored by minute; one slot, so a write is one script.
+   */
+  tokenCounts: (minute: number) => `lk:{activity-tokens}:minute:${minute}`,
+  tokenCountMinutes: 'lk:{activity-tokens}:minutes',
   /** Current lockouts: subject keys scored by the end of their lockout (epoch ms). */
   lockouts: 'lk:lockouts',
   consent: (accountId: string, clientId: string) => `lk:consent:${accountId}:${clientId}`,

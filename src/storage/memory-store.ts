@@ -12,7 +12,12 @@ class Stream {
   readonly entries: { id: string; ms: number; seq: number; entry: string }[] = [];
 }
 
-type Value = string | Set<string> | SortedSet | Stream | { p: string; c?: number } | string[];
+/** A hash of counters (HINCRBY). */
+class Counters {
+  readonly fields = new Map<string, number>();
+}
+
+type Value = string | Set<string> | SortedSet | Stream | Counters | { p: string; c?: number } | string[];
 
 const byBytes = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
@@ -206,6 +211,35 @@ export class MemoryStore implements Store {
   async streamLength(key: string) {
     const stream = this.#entry(key)?.value;
     return stream instanceof Stream ? stream.entries.length : 0;
+  }
+
+  async countersAdd(index: string, increments: { bucket: string; score: number; field: string; by: number }[], ttl: number, dropBelow: number) {
+    if (!increments.length) return;
+    const sorted = this.#sorted(index, true)!;
+    for (const { bucket, score, field, by } of increments) {
+      let counters = this.#entry(bucket)?.value;
+      if (!(counters instanceof Counters)) this.#data.set(bucket, { value: (counters = new Counters()) });
+      counters.fields.set(field, (counters.fields.get(field) ?? 0) + by);
+      this.#data.get(bucket)!.expiresAt = this.#expiry(ttl);
+      if (!sorted.scores.has(bucket)) sorted.byLex = undefined;
+      sorted.scores.set(bucket, score);
+    }
+    for (const [member, score] of sorted.scores) if (score < dropBelow) sorted.scores.delete(member);
+    sorted.byLex = undefined;
+    this.#data.get(index)!.expiresAt = this.#expiry(ttl);
+  }
+
+  async countersRevRange(index: string, max: number, min: number, limit: number) {
+    const sorted = this.#sorted(index, false);
+    if (!sorted) return [];
+    return [...sorted.scores]
+      .filter(([, score]) => score >= min && score <= max)
+      .sort(([a, sa], [b, sb]) => sb - sa || byBytes(b, a))
+      .slice(0, limit)
+      .map(([bucket, score]) => {
+        const counters = this.#entry(bucket)?.value;
+        return { bucket, score, counters: counters instanceof Counters ? Object.fromEntries(counters.fields) : {} };
+      });
   }
 
   async advanceCounter(key: string, value: number, ttl: number) {

@@ -74,6 +74,19 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return 1`;
 
+// KEYS[1] the index, KEYS[2..] the buckets; ARGV: ttl, drop-below score, then per increment its bucket's
+// KEYS position, score, field and amount (Store.countersAdd).
+const COUNTERS_ADD = `
+for i = 3, #ARGV, 4 do
+  local bucket = KEYS[tonumber(ARGV[i])]
+  redis.call('HINCRBY', bucket, ARGV[i + 2], ARGV[i + 3])
+  redis.call('ZADD', KEYS[1], ARGV[i + 1], bucket)
+end
+for i = 2, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1`;
+
 type Client = Redis | Cluster;
 
 /** How long calls must succeed without an availability failure before a recovery is reported (ioredis 'ready' reports one at once). */
@@ -87,6 +100,7 @@ interface Scripts {
   lkIndexAdd(...args: (string | number)[]): Promise<number>;
   lkReplaceIf(...args: (string | number)[]): Promise<number>;
   lkQueuePush(...args: (string | number)[]): Promise<number>;
+  lkCountersAdd(...args: (string | number)[]): Promise<number>;
 }
 
 /**
@@ -185,6 +199,7 @@ export class RedisStore implements Store {
     client.defineCommand('lkIndexAdd', { lua: INDEX_ADD, numberOfKeys: 1 });
     client.defineCommand('lkReplaceIf', { lua: REPLACE_IF, numberOfKeys: 1 });
     client.defineCommand('lkQueuePush', { lua: QUEUE_PUSH, numberOfKeys: 1 });
+    client.defineCommand('lkCountersAdd', { lua: COUNTERS_ADD });
     // defineCommand above added the scripts as methods, which ioredis's types cannot know.
     this.#scripts = client as Client & Scripts;
     client.on('ready', () => this.#setAvailable(true));
@@ -317,6 +332,32 @@ export class RedisStore implements Store {
 
   streamLength(key: string) {
     return this.#call(() => this.client.xlen(key));
+  }
+
+  countersAdd(index: string, increments: { bucket: string; score: number; field: string; by: number }[], ttl: number, dropBelow: number) {
+    if (!increments.length) return Promise.resolve();
+    const buckets = [...new Set(increments.map((i) => i.bucket))];
+    const args = increments.flatMap((i) => [buckets.indexOf(i.bucket) + 2, i.score, i.field, i.by]);
+    return this.#call(async () => void (await this.#scripts.lkCountersAdd(buckets.length + 1, index, ...buckets, ttl, dropBelow, ...args)));
+  }
+
+  countersRevRange(index: string, max: number, min: number, limit: number) {
+    return this.#call(async () => {
+      const bound = (n: number) => (Number.isFinite(n) ? n : n > 0 ? '+inf' : '-inf');
+      const rows = await this.client.zrevrangebyscore(index, bound(max), bound(min), 'WITHSCORES', 'LIMIT', 0, limit);
+      const buckets: { bucket: string; score: number }[] = [];
+      for (let i = 0; i < rows.length; i += 2) buckets.push({ bucket: rows[i]!, score: Number(rows[i + 1]) });
+      if (!buckets.length) return [];
+      // The buckets share the index's slot: one pipeline, also on a cluster.
+      const replies = (await this.client.pipeline(buckets.map((b) => ['hgetall', b.bucket])).exec()) ?? [];
+      return buckets.map((b, i) => {
+        const [err, fields] = replies[i] ?? [null, {}];
+        if (err) throw err;
+        const counters: Record<string, number> = {};
+        for (const [field, n] of Object.entries((fields ?? {}) as Record<string, string>)) counters[field] = Number(n);
+        return { ...b, counters };
+      });
+    });
   }
 
   advanceCounter(key: string, value: number, ttl: number) {

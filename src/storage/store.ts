@@ -99,6 +99,15 @@ export interface Store {
   streamLength(key: string): Promise<number>;
 
   /**
+   * Counters in buckets: each bucket a hash (one key), listed in `index` (a sorted set) by its score. Adds
+   * every increment, indexes its bucket, gives buckets and index `ttl` seconds and drops index entries
+   * scored below `dropBelow` — one round trip. Callers keep the buckets in the index's slot ({hash tag}).
+   */
+  countersAdd(index: string, increments: { bucket: string; score: number; field: string; by: number }[], ttl: number, dropBelow: number): Promise<void>;
+  /** Up to `limit` indexed buckets scored from `max` down to `min` (inclusive), highest first, each with its counters. */
+  countersRevRange(index: string, max: number, min: number, limit: number): Promise<{ bucket: string; score: number; counters: Record<string, number> }[]>;
+
+  /**
    * Calls `listener` on each change of availability: false when the store stopped answering (a call
    * failed with StorageUnavailable, or the connection closed), true when it answers again. Once per
    * transition, never once per call. Stores that cannot become unavailable need not implement it.

@@ -139,10 +139,22 @@ async function describeEvent(e: ActivityEvent, names: Names) {
   const str = (v: unknown) => (typeof v === 'string' && v ? v : undefined);
   const person = str(accountId);
   const app = str(clientId);
+  const appLink = app ? link('apps', app, await names.app(app)) : undefined;
+  // Tokens are counted per app and minute: "<app> got 1,204 tokens between 10:00 and 10:01 UTC".
+  if (event === 'token_issued' && typeof rest.count === 'number') {
+    const { count, minute, until, ...others } = rest;
+    const hhmm = (v: unknown) => (typeof v === 'string' ? v.slice(11, 16) : '?');
+    return {
+      id, time: when(time), event, subject: appLink ?? { label: 'An unknown app' }, app: appLink,
+      msg: `got ${count.toLocaleString('en')} token${count === 1 ? '' : 's'} between ${hhmm(minute)} and ${hhmm(until)} UTC`,
+      actor: { label: '' },
+      details: Object.entries(others).map(([k, v]) => `${k}=${fieldText(v)}`).join(' '),
+    };
+  }
   return {
     id, time: when(time), event, msg,
     person: person ? link('users', person, await names.person(person)) : undefined,
-    app: app ? link('apps', app, await names.app(app)) : undefined,
+    app: appLink,
     actor: by?.accountId ? link('users', by.accountId, await names.person(by.accountId)) : by?.clientId ? { label: await names.app(by.clientId) } : { label: by?.kind ?? (typeof source === 'string' ? source : '') },
     details: Object.entries(rest).map(([k, v]) => `${k}=${fieldText(v)}`).join(' '),
   };
