@@ -24,6 +24,7 @@ describe('loadConfig', () => {
       PASSWORD_BREACH_CHECK: 'off',
       PASSWORD_BREACH_CHECK_URL: 'https://api.pwnedpasswords.com',
       ADMIN_ACTIVITY_MAX: 100000,
+      ADMIN_ACTIVITY_TOKEN_COUNT_DAYS: 14,
       BACKCHANNEL_LOGOUT_ALLOW_PRIVATE: false,
       ACCOUNT_SUDO_SECONDS: 300,
       ADMIN_ACTIVITY_ANONYMOUS_MAX: 20000,
