@@ -203,7 +203,7 @@ describe('sign-in through an upstream provider', () => {
     // Not confirmed yet: nothing starts, whatever the form carries (a password here is not the proof).
     const refused = await victimBrowser.go(link, { form: { _csrf: csrf, provider: 'gh', password: VICTIM.password } });
     assert.equal(refused.page?.status, 403);
-    assert.match(refused.page!.html, /Confirm it’s you first/);
+    assert.match(refused.page.html, /Confirm it’s you first/);
 
     // The account page's proof (the same as for every other change to how they sign in).
     const account = await victimBrowser.go(new URL('/account', server.issuer));
