@@ -42,8 +42,8 @@ test('an expired upstream ID token is refused with a page and a way back, never 
   for (const step of trip.chain) assert.ok(step.status < 500, `${step.url.pathname} answered ${step.status}`);
   assert.equal(trip.arrived, undefined, 'the app gets no code');
   assert.equal(trip.page?.status, 400);
-  assert.match(trip.page!.html, /could not be accepted \(it did not match this sign-in, or it expired\)/);
-  assert.match(trip.page!.html, new RegExp(`href="/interaction/${uid}"`));
+  assert.match(trip.page.html, /could not be accepted \(it did not match this sign-in, or it expired\)/);
+  assert.match(trip.page.html, new RegExp(`href="/interaction/${uid}"`));
   assert.equal(await server.app.accounts.findByEmail('late@acme.test'), undefined);
   assert.ok(server.logs.some((l) => l.event === 'upstream_signin_failed' && l.provider === 'acme' && l.reason === 'invalid'));
   assert.ok(!server.logs.some((l) => Number(l.level) >= 50), 'no error logged');
