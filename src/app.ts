@@ -257,7 +257,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'setupRoutes', does: '/setup/:token: the one-time link that creates the first admin; same origin, CSRF', middleware: setupRoutes({ firstAdmin, views, csrf, issuer: config.ISSUER }).routes() },
     { name: 'devOutbox', does: '/dev/outbox: mail kept in this process (development without SMTP_URL only)', middleware: outboxPage ? outboxRoutes(outboxPage, views).routes() : undefined },
     { name: 'demoRoutes', does: '/demo: the first-run app (development only)', middleware: demo ? demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes() : undefined },
-    { name: 'upstreamRoutes', does: '/interaction/:uid/upstream*, /upstream/callback: sign-in through an upstream provider; state single use, deadline UPSTREAM_TIMEOUT_MS; linking confirmed with a factor (sign-in lockout), same origin, CSRF', middleware: upstreamRoutes({ ...signIn, providers: upstreamProviders, box, timeoutMs: config.UPSTREAM_TIMEOUT_MS }).routes() },
+    { name: 'upstreamRoutes', does: '/interaction/:uid/upstream*, /upstream/callback: sign-in through an upstream provider; state single use, deadline UPSTREAM_TIMEOUT_MS; linking confirmed with a factor (sign-in lockout), same origin, CSRF', middleware: upstreamRoutes({ ...signIn, providers: upstreamProviders, box, timeoutMs: config.UPSTREAM_TIMEOUT_MS, sudoSeconds: config.ACCOUNT_SUDO_SECONDS, ...(clock ? { clock } : {}) }).routes() },
     { name: 'upstreamSessionRecord', does: 'the upstream provider of a sign-in kept with its session (the idp claim)', oidcRoutes: only('resume'), middleware: recordSessionUpstream(store) },
   ];
   installEdge(provider, edge);

@@ -191,19 +191,29 @@ describe('sign-in through an upstream provider', () => {
     assert.deepEqual((await server.app.ops.userUpstreams(victim.id)).identities.map((i) => i.sub), ['victim-at-acme']);
   });
 
-  test('linking from /account: after the current password, through the provider, to this account only; unlinking asks the password too', async () => {
+  test("linking from /account: in the account page's sudo mode, through the provider, to this account only; unlinking too", async () => {
     const victim = (await server.app.accounts.findByEmail(VICTIM.email))!;
     const page = await victimBrowser.go(new URL('/account/providers', server.issuer));
     assert.match(page.page!.html, /<h1>Sign-in providers<\/h1>/);
     assert.match(page.page!.html, /<h3>Acme<\/h3>/, 'the provider linked at sign-in is listed');
+    assert.match(page.page!.html, /Confirm it’s you on your account page/);
     const csrf = page.page!.html.match(/name="_csrf" value="([^"]+)"/)![1]!;
     const link = new URL('/account/providers/link', server.issuer);
 
-    const refused = await victimBrowser.go(link, { form: { _csrf: csrf, provider: 'gh', password: 'wrong' } });
-    assert.match(refused.page!.html, /not your current password/);
+    // Not confirmed yet: nothing starts, whatever the form carries (a password here is not the proof).
+    const refused = await victimBrowser.go(link, { form: { _csrf: csrf, provider: 'gh', password: VICTIM.password } });
+    assert.equal(refused.page?.status, 403);
+    assert.match(refused.page.html, /Confirm it’s you first/);
+
+    // The account page's proof (the same as for every other change to how they sign in).
+    const account = await victimBrowser.go(new URL('/account', server.issuer));
+    const accountCsrf = account.page!.html.match(/name="_csrf" value="([^"]+)"/)![1]!;
+    const wrong = await victimBrowser.go(new URL('/account/sudo', server.issuer), { form: { _csrf: accountCsrf, current_password: 'wrong' } });
+    assert.equal(wrong.page?.status, 400);
+    await victimBrowser.go(new URL('/account/sudo', server.issuer), { form: { _csrf: accountCsrf, current_password: VICTIM.password } });
 
     github.control.as = { id: 9001, login: 'victim-gh', emails: [{ email: 'elsewhere@gh.test', primary: true, verified: true }] };
-    const linked = await victimBrowser.go(link, { form: { _csrf: csrf, provider: 'gh', password: VICTIM.password } });
+    const linked = await victimBrowser.go(link, { form: { _csrf: csrf, provider: 'gh' } });
     for (const step of linked.chain) assert.ok(step.status < 500, `${step.url.pathname} answered ${step.status}`);
     assert.match(linked.page!.html, /<h3>GitHub<\/h3>/);
     assert.ok(server.logs.some((l) => l.event === 'upstream_linked' && l.accountId === victim.id && l.via === 'account_page' && l.provider === 'gh'));
@@ -212,16 +222,62 @@ describe('sign-in through an upstream provider', () => {
     const started = await startAtApp();
     assert.equal((await tokensOf(await continueWith('gh', started), started)).claims()!.sub, victim.id);
 
-    const unlink = await victimBrowser.go(new URL('/account/providers/unlink', server.issuer), { form: { _csrf: csrf, provider: 'acme', password: VICTIM.password } });
+    const unlink = await victimBrowser.go(new URL('/account/providers/unlink', server.issuer), { form: { _csrf: csrf, provider: 'acme' } });
     assert.doesNotMatch(unlink.page!.html, /<h3>Acme<\/h3>/);
     assert.ok(server.logs.some((l) => l.event === 'upstream_unlinked' && l.accountId === victim.id && l.provider === 'acme'));
 
     // An identity linked to another account is not moved here (signed out at the company, in as emp-1).
     company.as('emp-1', { email: 'New.Person@acme.test', email_verified: true });
     victimBrowser.forget(new URL(company.issuer).hostname);
-    const elsewhere = await victimBrowser.go(link, { form: { _csrf: csrf, provider: 'acme', password: VICTIM.password } });
+    const elsewhere = await victimBrowser.go(link, { form: { _csrf: csrf, provider: 'acme' } });
     assert.match(elsewhere.page!.html, /linked to another account/);
     assert.deepEqual((await server.app.ops.userUpstreams(victim.id)).identities.map((i) => i.provider), ['gh']);
+  });
+
+  test('an account an upstream created confirms by signing in there again (prompt=login), and never unlinks its last way in', async () => {
+    company.as('emp-1', { email: 'New.Person@acme.test', email_verified: true });
+    const person = (await server.app.accounts.findByEmail('new.person@acme.test'))!;
+    const started = await startAtApp();
+    await tokensOf(await continueWith('acme', started), started);
+    const browser = started.traveller;
+    const page = await browser.go(new URL('/account/providers', server.issuer));
+    const html = page.page!.html;
+    assert.match(html, /no password you know/);
+    assert.match(html, /This is how you sign in: set a password first/, 'the only identity offers no unlink');
+    assert.doesNotMatch(html, /action="\/account\/providers\/unlink"/);
+    const csrf = html.match(/name="_csrf" value="([^"]+)"/)![1]!;
+
+    // Operations (console, admin API, CLI) refuses it too.
+    await assert.rejects(server.app.ops.unlinkUserUpstream(actor, person.id, 'acme'), (err: { code?: string; status?: number }) => err.code === 'identity_last_way_in' && err.status === 409);
+    const unlinkLast = await browser.go(new URL('/account/providers/unlink', server.issuer), { form: { _csrf: csrf, provider: 'acme' } });
+    assert.equal(unlinkLast.page?.status, 403, 'and not in sudo mode: refused before anything');
+
+    // Confirmed at the upstream, freshly: the authorization request says so.
+    const confirmed = await browser.go(new URL('/account/providers/confirm', server.issuer), { form: { _csrf: csrf, provider: 'acme' } });
+    const atUpstream = confirmed.chain.find((step) => step.url.origin === company.issuer && step.url.pathname === '/auth')!.url;
+    assert.equal(atUpstream.searchParams.get('prompt'), 'login');
+    assert.equal(atUpstream.searchParams.get('max_age'), '0');
+    assert.match(confirmed.page!.html, /for the next \d+ minutes you can change how you sign in/);
+    assert.ok(server.logs.some((l) => l.event === 'account_sudo_started' && l.accountId === person.id && l.source === 'upstream' && l.provider === 'acme'));
+
+    // Another identity of the same upstream is no proof for this account.
+    const other = await startAtApp();
+    company.as('emp-9', { email: 'nine@acme.test', email_verified: true });
+    await tokensOf(await continueWith('acme', other), other);
+    const otherPage = await other.traveller.go(new URL('/account/providers', server.issuer));
+    const otherCsrf = otherPage.page!.html.match(/name="_csrf" value="([^"]+)"/)![1]!;
+    company.as('emp-1', { email: 'New.Person@acme.test', email_verified: true });
+    other.traveller.forget(new URL(company.issuer).hostname);
+    const mismatch = await other.traveller.go(new URL('/account/providers/confirm', server.issuer), { form: { _csrf: otherCsrf, provider: 'acme' } });
+    assert.match(mismatch.page!.html, /not the one linked to your account/);
+
+    // In sudo mode: link GitHub, then the first identity may go (GitHub still signs them in).
+    github.control.as = { id: 5150, login: 'newperson', emails: [{ email: 'np@gh.test', primary: true, verified: true }] };
+    const linked = await browser.go(new URL('/account/providers/link', server.issuer), { form: { _csrf: csrf, provider: 'gh' } });
+    assert.match(linked.page!.html, /<h3>GitHub<\/h3>/);
+    const unlinked = await browser.go(new URL('/account/providers/unlink', server.issuer), { form: { _csrf: csrf, provider: 'acme' } });
+    assert.doesNotMatch(unlinked.page!.html, /<h3>Acme<\/h3>/);
+    assert.deepEqual((await server.app.ops.userUpstreams(person.id)).identities.map((i) => [i.provider, i.last_way_in]), [['gh', true]]);
   });
 
   test('GitHub: the numeric id is the subject and only verified addresses count', async () => {
@@ -236,7 +292,7 @@ describe('sign-in through an upstream provider', () => {
   });
 
   test('wrong iss, wrong nonce, wrong state, a replayed callback, refused consent: a page with a way back, never a 5xx', async () => {
-    company.as('emp-1', { email: 'New.Person@acme.test', email_verified: true });
+    company.as('emp-7', { email: 'seven@acme.test', email_verified: true });
     const tampered = (change: (u: URL) => void) => new Traveller(APP_CALLBACK, (u) => {
       const copy = new URL(u);
       change(copy);

@@ -19,6 +19,7 @@ import { keysScreen } from './console/keys.ts';
 import { failed, notFound, problem, redirect, unlessGone, type Admin, type Kit } from './console/kit.ts';
 import type { Logger } from '../observability/logger.ts';
 import { overviewScreen } from './console/overview.ts';
+import { providersScreen } from './console/providers.ts';
 import { usersScreen } from './console/users.ts';
 import type { Operations } from './operations.ts';
 
@@ -103,6 +104,7 @@ export function consoleRoutes(deps: ConsoleDeps) {
   appsScreen(kit);
   apisScreen(kit);
   usersScreen(kit);
+  providersScreen(kit);
   activityScreen(kit, activity);
   keysScreen(kit);
   // Last: any other console address is a 404 inside the console's layout.

@@ -25,7 +25,7 @@ import type { Store, StoreInfo } from '../storage/store.ts';
 import type { MinuteSeries } from '../observability/minute-series.ts';
 import { CLI_CLIENT_ID } from './cli-client.ts';
 import { parseInput } from './inputs.ts';
-import { providerCreate, providerUpdate, providerView, UpstreamAdmin } from '../upstream/admin.ts';
+import { providerCreate, providerUpdate, providerView, UpstreamAdmin, withRuleProblems } from '../upstream/admin.ts';
 
 /**
  * What an operator can do to Latchkey, whichever way they ask: the `latchkey` CLI (src/cli/commands.ts
@@ -663,7 +663,13 @@ export class Operations {
 
   /** `body` as the admin API names it (upstream/admin.ts providerCreate); the client secret is sealed and never shown again. */
   async addProvider(actor: Actor, body: unknown) {
-    const provider = await (await this.#upstream()).add(parseInput(providerCreate, body));
+    let input;
+    try {
+      input = parseInput(providerCreate, body);
+    } catch (err) {
+      throw err instanceof Refusal ? withRuleProblems(err, body) : err;
+    }
+    const provider = await (await this.#upstream()).add(input);
     this.#audit(actor, 'upstream_provider_added', { provider: provider.id, preset: provider.preset, issuer: provider.issuer, display: provider.display, createAccounts: provider.createAccounts, trustedForEmail: provider.trustedForEmail, requireMfa: provider.requireMfa }, 'upstream provider added');
     return { provider: providerView(provider) };
   }

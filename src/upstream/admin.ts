@@ -3,7 +3,7 @@ import type { Accounts } from '../accounts/accounts.ts';
 import { Refusal, refusalOf } from '../problems.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import type { Store } from '../storage/store.ts';
-import { UpstreamIdentities } from './identities.ts';
+import { lastWayIn, passwordKnown, UpstreamIdentities } from './identities.ts';
 import { ID_PATTERN, PRESETS, presetDefaults, UpstreamProviders, type UpstreamProvider } from './providers.ts';
 
 /**
@@ -71,8 +71,8 @@ export function providerView(p: UpstreamProvider) {
   };
 }
 
-/** The record a creation or an update makes; every rule checked, all problems at once. */
-function build(base: Partial<UpstreamProvider> & Pick<UpstreamProvider, 'id' | 'preset'>, input: Partial<ProviderCreate>, providers: UpstreamProviders, now: number): UpstreamProvider {
+/** The rules past the schema, every problem at once. */
+function ruleProblems(base: Partial<UpstreamProvider> & Pick<UpstreamProvider, 'id' | 'preset'>, input: Partial<ProviderCreate>): Refusal[] {
   const problems: Refusal[] = [];
   if (!ID_PATTERN.test(base.id)) problems.push(new Refusal('provider_id_invalid', { field: 'id', params: { value: JSON.stringify(base.id) } }));
   const issuer = input.issuer ?? base.issuer;
@@ -84,7 +84,30 @@ function build(base: Partial<UpstreamProvider> & Pick<UpstreamProvider, 'id' | '
   if (base.preset !== 'github' && (input.authorization_endpoint || input.token_endpoint || input.api_base)) {
     problems.push(new Refusal('invalid_field', { field: 'authorization_endpoint', params: { detail: 'endpoints are set for the github preset only (the others use discovery)' } }));
   }
+  return problems;
+}
+
+/**
+ * A creation body the schema refused, with the rules' problems of the fields it did not refuse added,
+ * so a form shows every problem at once (an empty id and a missing issuer together).
+ */
+export function withRuleProblems(refused: Refusal, body: unknown): Refusal {
+  const raw = (body && typeof body === 'object' ? body : {}) as Record<string, unknown>;
+  const str = (k: string) => (typeof raw[k] === 'string' && raw[k] !== '' ? String(raw[k]).trim() : undefined);
+  const preset = (PRESETS as readonly string[]).includes(String(raw.preset)) ? (raw.preset as ProviderCreate['preset']) : undefined;
+  if (!preset) return refused;
+  const defaults = presetDefaults(preset, str('tenant'));
+  const input: Partial<ProviderCreate> = Object.fromEntries(['issuer', 'authorization_endpoint', 'token_endpoint', 'api_base'].flatMap((k) => (str(k) ? [[k, str(k)]] : [])));
+  const taken = new Set(refused.all.map((r) => r.field));
+  const more = ruleProblems({ ...defaults, id: str('id') ?? 'x', preset }, input).filter((r) => !taken.has(r.field) && !(r.field === 'tenant' && taken.has('tenant')));
+  return more.length ? refusalOf([...refused.all, ...more]) : refused;
+}
+
+/** The record a creation or an update makes; every rule checked, all problems at once. */
+function build(base: Partial<UpstreamProvider> & Pick<UpstreamProvider, 'id' | 'preset'>, input: Partial<ProviderCreate>, providers: UpstreamProviders, now: number): UpstreamProvider {
+  const problems = ruleProblems(base, input);
   if (problems.length) throw refusalOf(problems);
+  const issuer = input.issuer ?? base.issuer;
   const endpoints = base.endpoints
     ? { authorization: input.authorization_endpoint ?? base.endpoints.authorization, token: input.token_endpoint ?? base.endpoints.token, api: input.api_base ?? base.endpoints.api }
     : undefined;
@@ -149,12 +172,28 @@ export class UpstreamAdmin {
   }
 
   async linked(accountId: string) {
-    return (await this.identities.ofAccount(accountId)).map((i) => ({ provider: i.provider, iss: i.iss, sub: i.sub, email: i.email ?? null, via: i.via, linked: new Date(i.linkedAt).toISOString() }));
+    const all = await this.identities.ofAccount(accountId);
+    const account = await this.#accounts.find(accountId);
+    return all.map((i) => ({
+      provider: i.provider, iss: i.iss, sub: i.sub, email: i.email ?? null, via: i.via, linked: new Date(i.linkedAt).toISOString(),
+      ...(i.lastUsedAt ? { last_used: new Date(i.lastUsedAt).toISOString() } : {}),
+      // Unlinking it would leave no way to sign in: the console does not offer it, Operations refuses it.
+      last_way_in: account ? lastWayIn(account, all, all.filter((o) => o.provider === i.provider)) : false,
+    }));
+  }
+
+  /** Whether the person knows a password (false for an account an upstream created, until one is set). */
+  async passwordKnown(accountId: string): Promise<boolean> {
+    const account = await this.#accounts.find(accountId);
+    return account ? passwordKnown(account, await this.identities.ofAccount(accountId)) : false;
   }
 
   async unlink(accountId: string, provider: string) {
-    const linked = (await this.identities.ofAccount(accountId)).filter((i) => i.provider === provider);
-    if (!linked.length || !(await this.#accounts.find(accountId))) throw new Refusal('identity_not_linked', { params: { provider, sub: '*' } });
+    const all = await this.identities.ofAccount(accountId);
+    const linked = all.filter((i) => i.provider === provider);
+    const account = await this.#accounts.find(accountId);
+    if (!linked.length || !account) throw new Refusal('identity_not_linked', { params: { provider, sub: '*' } });
+    if (lastWayIn(account, all, linked)) throw new Refusal('identity_last_way_in', { params: { provider } });
     for (const identity of linked) await this.identities.unlink(accountId, identity.iss, identity.sub);
     return linked.length;
   }

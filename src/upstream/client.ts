@@ -48,6 +48,8 @@ export interface UpstreamClientOptions {
   timeoutMs: number;
   /** Discovery results are kept this long (and dropped when a provider changes). */
   cacheMs?: number;
+  /** The time ID tokens are checked against (expiry, auth_time); tests inject one ahead of the upstream's. */
+  clock?: () => number;
 }
 
 function classify(err: unknown): UpstreamFailure {
@@ -76,18 +78,21 @@ export class UpstreamClient {
   #fetch: oc.CustomFetch = (url, options) => fetch(url, { ...options, signal: AbortSignal.any([...(options.signal ? [options.signal] : []), AbortSignal.timeout(this.#o.timeoutMs)]) } as RequestInit);
 
   async #configuration(p: UpstreamProvider): Promise<oc.Configuration> {
-    const record = JSON.stringify(p);
+    // openid-client takes "now" as the real clock plus this skew (seconds): the injected clock, when there is one.
+    const skew = this.#o.clock ? Math.round((this.#o.clock() - Date.now()) / 1000) : 0;
+    const record = `${skew}\n${JSON.stringify(p)}`;
     const cached = this.#cache.get(p.id);
     if (cached && cached.record === record && Date.now() - cached.at < (this.#o.cacheMs ?? 300_000)) return cached.config;
     const secret = this.#o.providers.clientSecret(p);
+    const metadata: oc.ClientMetadata = { client_id: p.clientId, client_secret: secret, ...(skew ? { [oc.clockSkew]: skew } : {}) };
     const insecure = new URL(p.issuer).protocol === 'http:' ? [oc.allowInsecureRequests] : [];
     let config: oc.Configuration;
     if (p.endpoints) {
-      config = new oc.Configuration({ issuer: p.issuer, authorization_endpoint: p.endpoints.authorization, token_endpoint: p.endpoints.token }, p.clientId, secret);
+      config = new oc.Configuration({ issuer: p.issuer, authorization_endpoint: p.endpoints.authorization, token_endpoint: p.endpoints.token }, p.clientId, metadata);
       for (const apply of insecure) apply(config);
       if (new URL(p.endpoints.token).protocol === 'http:') oc.allowInsecureRequests(config);
     } else {
-      config = await oc.discovery(new URL(p.issuer), p.clientId, secret, oc.ClientSecretBasic(secret), { execute: [...insecure, oc.enableNonRepudiationChecks], [oc.customFetch]: this.#fetch });
+      config = await oc.discovery(new URL(p.issuer), p.clientId, metadata, oc.ClientSecretBasic(secret), { execute: [...insecure, oc.enableNonRepudiationChecks], [oc.customFetch]: this.#fetch });
     }
     config[oc.customFetch] = this.#fetch;
     this.#cache.set(p.id, { at: Date.now(), record, config });
@@ -95,7 +100,7 @@ export class UpstreamClient {
   }
 
   /** Where to send the browser, and the checks to keep until it comes back. */
-  async start(p: UpstreamProvider): Promise<{ url: URL; checks: PendingChecks }> {
+  async start(p: UpstreamProvider, extra: Record<string, string> = {}): Promise<{ url: URL; checks: PendingChecks }> {
     try {
       const config = await this.#configuration(p);
       const checks = { state: oc.randomState(), nonce: oc.randomNonce(), codeVerifier: oc.randomPKCECodeVerifier() };
@@ -106,6 +111,7 @@ export class UpstreamClient {
         code_challenge: await oc.calculatePKCECodeChallenge(checks.codeVerifier),
         code_challenge_method: 'S256',
         ...(p.endpoints ? {} : { nonce: checks.nonce }),
+        ...extra,
       });
       return { url, checks };
     } catch (err) {
@@ -114,7 +120,7 @@ export class UpstreamClient {
   }
 
   /** The callback (its query as the upstream sent it): the code exchanged, every check made, the person read. */
-  async finish(p: UpstreamProvider, query: string, checks: PendingChecks): Promise<UpstreamPerson> {
+  async finish(p: UpstreamProvider, query: string, checks: PendingChecks, options: { maxAge?: number } = {}): Promise<UpstreamPerson> {
     try {
       const config = await this.#configuration(p);
       const callback = new URL(`${this.#o.redirectUri}?${query}`);
@@ -122,7 +128,7 @@ export class UpstreamClient {
         const tokens = await oc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: checks.codeVerifier, expectedState: checks.state, idTokenExpected: false }, { redirect_uri: this.#o.redirectUri });
         return await this.#githubPerson(p, tokens.access_token);
       }
-      const tokens = await oc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: checks.codeVerifier, expectedState: checks.state, expectedNonce: checks.nonce, idTokenExpected: true }, { redirect_uri: this.#o.redirectUri });
+      const tokens = await oc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: checks.codeVerifier, expectedState: checks.state, expectedNonce: checks.nonce, idTokenExpected: true, ...(options.maxAge !== undefined ? { maxAge: options.maxAge } : {}) }, { redirect_uri: this.#o.redirectUri });
       const idToken = tokens.claims()!;
       const userinfo = config.serverMetadata().userinfo_endpoint ? await oc.fetchUserInfo(config, tokens.access_token, idToken.sub) : {};
       const claims: Record<string, unknown> = { ...userinfo, ...idToken };

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { normalizeEmail, type Account } from '../accounts/accounts.ts';
+import { hasFactor, normalizeEmail, type Account } from '../accounts/accounts.ts';
+import { SudoMode } from '../accounts/sudo-mode.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { FactorChecks } from '../signin/factors/factor-checks.ts';
 import { formBody } from '../security/form-body.ts';
@@ -14,7 +15,7 @@ import { mfaDemanded } from '../signin/policy.ts';
 import { MESSAGES } from '../signin/messages.ts';
 import { keys } from '../storage/keys.ts';
 import { UpstreamClient, UpstreamFailure, type PendingChecks, type UpstreamPerson } from './client.ts';
-import { UpstreamIdentities } from './identities.ts';
+import { lastWayIn, passwordKnown, unsetPasswordMark, UpstreamIdentities } from './identities.ts';
 import type { UpstreamProvider, UpstreamProviders } from './providers.ts';
 
 export interface UpstreamDeps extends InteractionDeps {
@@ -22,6 +23,10 @@ export interface UpstreamDeps extends InteractionDeps {
   box: SecretBox;
   /** UPSTREAM_TIMEOUT_MS: the deadline of every request to an upstream. */
   timeoutMs: number;
+  /** ACCOUNT_SUDO_SECONDS: /account/providers changes need the account page's sudo mode. */
+  sudoSeconds: number;
+  /** Tests inject one: sudo mode's end, and the time an upstream's ID token is checked against. */
+  clock?: () => number;
 }
 
 /** How long an upstream has to send the browser back (the `state` record's life). */
@@ -47,8 +52,8 @@ interface PendingState extends PendingChecks {
   /** The interaction of a sign-in; empty when the person links from /account. */
   uid: string;
   provider: string;
-  /** Linking from /account: the account and the session (uid) that asked. */
-  account?: { id: string; session: string };
+  /** Linking from /account: the account and the session (uid) that asked; `confirm`: a re-authentication for sudo mode, not a link. */
+  account?: { id: string; session: string; confirm?: boolean };
 }
 
 interface PendingLink {
@@ -72,7 +77,7 @@ export function upstreamRoutes(deps: UpstreamDeps) {
   const flow = interactionFlow(deps);
   const { sameOrigin, form, requireCsrf } = flow.guards;
   const identities = new UpstreamIdentities(store);
-  const client = new UpstreamClient({ providers, redirectUri: `${issuer}/upstream/callback`, timeoutMs: deps.timeoutMs });
+  const client = new UpstreamClient({ providers, redirectUri: `${issuer}/upstream/callback`, timeoutMs: deps.timeoutMs, ...(deps.clock ? { clock: deps.clock } : {}) });
   const router = new Router();
 
   function problem(ctx: Context, kind: ProblemKind, params: { name?: string; email?: string; domains?: string; uid?: string } = {}) {
@@ -198,13 +203,13 @@ export function upstreamRoutes(deps: UpstreamDeps) {
     }
     // A password nobody knows: the person signs in through the upstream (or sets one with a reset link).
     const account = await accounts.create({ email, ...(person.name ? { name: person.name } : {}), password: randomBytes(32).toString('base64url'), emailVerified: person.emailVerified && provider.trustedForEmail });
-    await linkIdentity(ctx, account, provider, person, 'created');
+    await linkIdentity(ctx, account, provider, person, 'created', unsetPasswordMark(account));
     audit(logger, 'user_created', { accountId: account.id, via: 'upstream', provider: provider.id }, 'account created through an upstream provider');
     return signIn(ctx, d, state, provider, person, account);
   }
 
-  async function linkIdentity(ctx: Context, account: Account, provider: UpstreamProvider, person: UpstreamPerson, via: 'created' | 'signin') {
-    const ok = await identities.link({ accountId: account.id, provider: provider.id, iss: person.iss, sub: person.sub, ...(person.email ? { email: normalizeEmail(person.email) } : {}), linkedAt: Date.now(), via });
+  async function linkIdentity(ctx: Context, account: Account, provider: UpstreamProvider, person: UpstreamPerson, via: 'created' | 'signin', unsetPassword?: string) {
+    const ok = await identities.link({ accountId: account.id, provider: provider.id, iss: person.iss, sub: person.sub, ...(person.email ? { email: normalizeEmail(person.email) } : {}), linkedAt: Date.now(), via, ...(unsetPassword ? { unsetPassword } : {}) });
     if (!ok) flow.refuse('this identity was just linked to an account; start again');
     audit(logger, 'upstream_linked', { accountId: account.id, provider: provider.id, via, ip: ctx.ip }, 'upstream identity linked');
   }
@@ -213,6 +218,7 @@ export function upstreamRoutes(deps: UpstreamDeps) {
     const { account: facts } = await flow.factsOf(d, account);
     // The provider's require_mfa, the client's or the request's; MFA_POLICY is about passwords.
     const factorDemanded = provider.requireMfa || mfaDemanded('optional', await flow.clientOf(d), d.params);
+    await identities.touch(person.iss, person.sub, Date.now());
     audit(logger, 'upstream_signin', { accountId: account.id, provider: provider.id, clientId: String(d.params.client_id), upstreamAcr: person.acr, upstreamAmr: person.amr, secondFactor: factorDemanded, ip: ctx.ip }, 'signed in through an upstream provider');
     await flow.apply(ctx, d, state, { type: 'upstream-ok', account: facts, factorDemanded, provider: provider.id });
   }
@@ -265,10 +271,12 @@ export function upstreamRoutes(deps: UpstreamDeps) {
 }
 
 /**
- * Linking from /account (the issue's way (a)): the person is signed in here and proves it again with
- * their password, then goes through the provider; the identity it answers with is linked to this
- * account, unless it belongs to another. Unlinking asks for the password too, so it never removes the
- * last way to sign in (the password just proved is one).
+ * Linking from /account (the issue's way (a)): the person is signed in here and in the account page's
+ * sudo mode (the same proof as every other sign-in change there), then goes through the provider; the
+ * identity it answers with is linked to this account, unless it belongs to another. An account an
+ * upstream created has no password its owner knows: it enters sudo mode by signing in through its
+ * upstream again (prompt=login, max_age=0), plus its code when it has a second factor. Unlinking never
+ * removes the last way in (identities.ts lastWayIn).
  */
 function accountLinks(
   router: Router,
@@ -285,27 +293,34 @@ function accountLinks(
   const form = formBody();
   const sameOrigin = sameOriginForms(issuer, views, 'the form expired; open your account page again');
 
+  const sudo = new SudoMode(store, deps.sudoSeconds, deps.clock);
+
   async function signedIn(ctx: Context) {
     const session = await oidc.Session.get(ctx);
     const account = session.accountId ? await accounts.find(session.accountId) : undefined;
     if (!account || account.disabled) return undefined;
-    return { account, session: session.uid, scope: `account-upstream:${session.uid}` };
+    // As the account page binds sudo mode: the session's uid.
+    const uid = session.uid ?? session.jti;
+    return { account, session: uid, scope: `account-upstream:${uid}` };
   }
 
-  async function render(ctx: Context, who: NonNullable<Awaited<ReturnType<typeof signedIn>>>, error?: string) {
+  async function render(ctx: Context, who: NonNullable<Awaited<ReturnType<typeof signedIn>>>, error?: string, notice?: string) {
     const all = await providers.list();
     const linked = await identities.ofAccount(who.account.id);
     const nameOf = (id: string) => all.find((p) => p.id === id)?.name ?? id;
+    const known = passwordKnown(who.account, linked);
     views.render(ctx, 'account-providers', {
-      title: 'Sign-in providers', csrf: csrf.token(who.scope), error,
-      linked: linked.map((i) => ({ provider: i.provider, name: nameOf(i.provider), email: i.email, linked: new Date(i.linkedAt).toISOString().slice(0, 10) })),
+      title: 'Sign-in providers', csrf: csrf.token(who.scope), error, notice,
+      sudo: (await sudo.until(who.session, who.account.id)) !== undefined, passwordKnown: known, code: hasFactor(who.account),
+      // Without a password they know, the person confirms through an upstream already linked (still offered).
+      confirmWith: known ? [] : linked.filter((i) => all.some((p) => p.id === i.provider)).map((i) => ({ id: i.provider, name: nameOf(i.provider) })),
+      linked: linked.map((i) => ({ provider: i.provider, name: nameOf(i.provider), email: i.email, linked: new Date(i.linkedAt).toISOString().slice(0, 10), last: lastWayIn(who.account, linked, linked.filter((o) => o.provider === i.provider)) })),
       available: all.filter((p) => !linked.some((i) => i.provider === p.id)).map((p) => ({ id: p.id, name: p.name })),
     // The link form's answer redirects to the provider: CSP form-action must allow its origin.
     }, all.flatMap((p) => [...formTargets(p.issuer), ...formTargets(p.endpoints?.authorization)]));
   }
 
-  /** Signed in, right CSRF token and the current password: the proof a link or an unlink needs. */
-  async function proven(ctx: Context) {
+  async function guard(ctx: Context) {
     const who = await signedIn(ctx);
     if (!who) {
       ctx.status = 303;
@@ -318,13 +333,36 @@ function accountLinks(
       views.renderError(ctx, { error: 'invalid_request', error_description: 'the form expired; open your account page again' });
       return undefined;
     }
-    const checked = await checks.password(who.account.email, typeof body.password === 'string' ? body.password : '', ctx.ip);
-    if (checked.status !== 'ok' || checked.account.id !== who.account.id) {
-      ctx.status = checked.status === 'locked' ? 429 : 200;
-      await render(ctx, who, checked.status === 'locked' ? MESSAGES.locked : 'That is not your current password.');
+    return { who, body };
+  }
+
+  /** Signed in, right CSRF token and in the account page's sudo mode: what a link or an unlink needs. */
+  async function proven(ctx: Context) {
+    const ok = await guard(ctx);
+    if (!ok) return undefined;
+    if ((await sudo.until(ok.who.session, ok.who.account.id)) === undefined) {
+      ctx.status = 403;
+      await render(ctx, ok.who, 'Confirm it’s you first: your confirmation ran out, or you have not given it yet.');
       return undefined;
     }
-    return { who, body };
+    return ok;
+  }
+
+  /** Starts an upstream round trip for this session: a link, or a re-authentication for sudo mode. */
+  async function toUpstream(ctx: Context, who: NonNullable<Awaited<ReturnType<typeof signedIn>>>, provider: UpstreamProvider, confirm: boolean) {
+    let started;
+    try {
+      started = await client.start(provider, confirm ? { prompt: 'login', max_age: '0' } : {});
+    } catch (err) {
+      const failure = err instanceof UpstreamFailure ? err : new UpstreamFailure('unavailable', 'start');
+      failed(ctx, provider.id, failure.kind, failure.code);
+      return render(ctx, who, `${provider.name} did not answer in time. Try again in a moment.`);
+    }
+    const pending: PendingState = { uid: '', provider: provider.id, account: { id: who.account.id, session: who.session, ...(confirm ? { confirm: true } : {}) }, ...started.checks };
+    const key = keys.upstreamState(started.checks.state);
+    await store.set(key, box.seal(JSON.stringify(pending), key), { ttl: STATE_TTL_SECONDS });
+    ctx.status = 303;
+    ctx.redirect(started.url.href);
   }
 
   router.get('/account/providers', async (ctx) => {
@@ -341,19 +379,34 @@ function accountLinks(
     if (!ok) return;
     const provider = await providers.find((typeof ok.body.provider === 'string' ? ok.body.provider : ''));
     if (!provider) return render(ctx, ok.who, 'This provider is not offered here.');
-    let started;
-    try {
-      started = await client.start(provider);
-    } catch (err) {
-      const failure = err instanceof UpstreamFailure ? err : new UpstreamFailure('unavailable', 'start');
-      failed(ctx, provider.id, failure.kind, failure.code);
-      return render(ctx, ok.who, `${provider.name} did not answer in time. Try again in a moment.`);
+    await toUpstream(ctx, ok.who, provider, false);
+  });
+
+  /**
+   * Sudo mode for an account whose password nobody knows: sign in again at an upstream already linked to
+   * it (a fresh sign-in there: prompt=login, max_age=0), and its current code first when it has a factor.
+   */
+  router.post('/account/providers/confirm', sameOrigin, form, async (ctx) => {
+    const ok = await guard(ctx);
+    if (!ok) return;
+    const { who, body } = ok;
+    const linked = await identities.ofAccount(who.account.id);
+    const id = typeof body.provider === 'string' ? body.provider : '';
+    const provider = linked.some((i) => i.provider === id) ? await providers.find(id) : undefined;
+    if (passwordKnown(who.account, linked) || !provider) {
+      ctx.status = 400;
+      return render(ctx, who, 'Confirm it’s you on your account page, with your password.');
     }
-    const pending: PendingState = { uid: '', provider: provider.id, account: { id: ok.who.account.id, session: ok.who.session }, ...started.checks };
-    const key = keys.upstreamState(started.checks.state);
-    await store.set(key, box.seal(JSON.stringify(pending), key), { ttl: STATE_TTL_SECONDS });
-    ctx.status = 303;
-    ctx.redirect(started.url.href);
+    if (hasFactor(who.account)) {
+      const code = typeof body.code === 'string' ? body.code.slice(0, 64) : '';
+      const input = who.account.mfa && /^[\d\s-]+$/.test(code) ? { totp: code } : { recoveryCode: code };
+      const second = await checks.secondFactor(who.account, input, ctx.ip);
+      if (second.status !== 'ok') {
+        ctx.status = second.status === 'locked' ? 429 : 400;
+        return render(ctx, who, second.status === 'locked' ? MESSAGES.locked : 'That code is not right. Enter the current code from your authenticator app.');
+      }
+    }
+    await toUpstream(ctx, who, provider, true);
   });
 
   router.get('/account/providers/callback', async (ctx) => {
@@ -372,14 +425,25 @@ function accountLinks(
       return render(ctx, who, `This answer from ${provider.name} was already used.`);
     }
     let person: UpstreamPerson;
+    const confirming = pending.account.confirm === true;
     try {
-      person = await client.finish(provider, ctx.querystring, pending);
+      person = await client.finish(provider, ctx.querystring, pending, confirming ? { maxAge: 0 } : {});
     } catch (err) {
       const failure = err instanceof UpstreamFailure ? err : new UpstreamFailure('invalid', 'unexpected');
       failed(ctx, provider.id, failure.kind, failure.code);
-      return render(ctx, who, `Linking ${provider.name} did not complete (${failure.kind === 'denied' ? 'cancelled there' : failure.kind === 'unavailable' ? 'it did not answer in time' : 'its answer could not be accepted'}).`);
+      return render(ctx, who, `${confirming ? 'Confirming with' : 'Linking'} ${provider.name} did not complete (${failure.kind === 'denied' ? 'cancelled there' : failure.kind === 'unavailable' ? 'it did not answer in time' : 'its answer could not be accepted'}).`);
     }
     const existing = await identities.find(person.iss, person.sub);
+    if (confirming) {
+      // The upstream identity that signs in to this account, freshly signed in: the proof sudo mode takes.
+      if (existing?.accountId !== who.account.id) {
+        failed(ctx, provider.id, 'confirm_other_identity');
+        return render(ctx, who, `That ${provider.name} identity is not the one linked to your account.`);
+      }
+      await sudo.start(who.session, who.account.id);
+      audit(logger, 'account_sudo_started', { accountId: who.account.id, seconds: deps.sudoSeconds, source: 'upstream', provider: provider.id }, 'proved who they are through an upstream provider');
+      return render(ctx, who, undefined, `Thanks — for the next ${Math.round(deps.sudoSeconds / 60)} minutes you can change how you sign in without proving it again.`);
+    }
     if (existing && existing.accountId !== who.account.id) {
       failed(ctx, provider.id, 'linked_elsewhere');
       return render(ctx, who, `That ${provider.name} identity is linked to another account.`);
@@ -396,7 +460,12 @@ function accountLinks(
     const ok = await proven(ctx);
     if (!ok) return;
     const id = (typeof ok.body.provider === 'string' ? ok.body.provider : '');
-    const linked = (await identities.ofAccount(ok.who.account.id)).filter((i) => i.provider === id);
+    const all = await identities.ofAccount(ok.who.account.id);
+    const linked = all.filter((i) => i.provider === id);
+    if (linked.length && lastWayIn(ok.who.account, all, linked)) {
+      ctx.status = 409;
+      return render(ctx, ok.who, 'This is how you sign in: set a password first ("Forgot your password?" on the sign-in page), then unlink it.');
+    }
     for (const identity of linked) await identities.unlink(ok.who.account.id, identity.iss, identity.sub);
     if (linked.length) audit(logger, 'upstream_unlinked', { accountId: ok.who.account.id, provider: id, identities: linked.length, source: 'account_page', ip: ctx.ip }, 'upstream identity unlinked');
     ctx.status = 303;

@@ -690,6 +690,7 @@ describe('admin console in a browser', () => {
       ...['disable', 'enable', 'reset-mfa', 'revoke-sessions', 'grant-admin', 'revoke-admin', 'password', 'delete', 'edit'].map((a) => `/admin/users/${adminId}/${a}`),
       '/admin/users/new',
       '/admin/keys/rotate',
+      '/admin/providers', '/admin/providers/nope/settings', '/admin/providers/nope/remove', `/admin/users/${adminId}/unlink-upstream`,
     ];
     const garbage: Record<string, string>[] = [
       {},

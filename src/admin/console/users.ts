@@ -1,8 +1,11 @@
+import { createHash } from 'node:crypto';
 import type { Context } from 'koa';
 import { userView } from '../operations.ts';
 import type { Actor } from '../operations.ts';
 import { invitationCreate, parseInput, passwordBody, userCreate, userUpdate } from '../inputs.ts';
 import { badCursor, bodyOf, confirmed, done, fieldErrors, notFound, PAGE, render, text, unlessGone, whoOf, type Kit } from './kit.ts';
+
+const HOW = { created: 'the account was created through it', signin: 'confirmed at sign-in', account_page: 'from their account page' } as const;
 
 /** People: list and search → detail (factors, sessions, connected apps) → actions. */
 export function usersScreen(kit: Kit) {
@@ -88,13 +91,21 @@ export function usersScreen(kit: Kit) {
     const account = id.includes('@') ? undefined : await unlessGone(ops.findUser(id));
     if (!account) return notFound(kit, ctx, 'That user');
     // Factors as `user show` lists them: the app and every passkey; recovery codes come with either.
-    const [{ sessions }, recovery, lockouts, { factors }, connected] = await Promise.all([
+    const [{ sessions }, recovery, lockouts, { factors }, connected, { identities }, providers] = await Promise.all([
       ops.userSessions(account.id),
       ops.recoveryCodes(account.id),
       ops.lockouts(),
       ops.user(account.id),
       ops.connectedApps(account.id),
+      ops.userUpstreams(account.id),
+      ops.providers(),
     ]);
+    // Linked upstream identities: the upstream's address when it gave one, else a digest of its subject (an opaque id there).
+    const upstreams = identities.map((i) => ({
+      provider: i.provider, name: providers.find((p) => p.id === i.provider)?.name ?? `${i.provider} (removed)`,
+      who: i.email ?? `subject ${createHash('sha256').update(`${i.iss}\n${i.sub}`).digest('hex').slice(0, 12)}`,
+      how: HOW[i.via], linked: i.linked, lastUsed: i.last_used, lastWayIn: i.last_way_in,
+    }));
     // Connected apps: the apps this person granted access to (remembered consent), as on their account page.
     // The apps each session signed in to, by name (an app deleted since: its id).
     const ids = [...new Set(sessions.flatMap((s) => s.clients))];
@@ -106,7 +117,7 @@ export function usersScreen(kit: Kit) {
       title: account.email, user, self: account.id === whoOf(ctx).account.id, emailOn: ops.emailOn,
       factors: factors.map((f) => ({ ...f, lastUsed: 'last_used' in f ? f.last_used : undefined })),
       hasRecovery: recovery.has_recovery_codes, recoveryLeft: recovery.unused,
-      sessions: shown, apps, locked: lockouts.some((l) => (l as { accountId?: string }).accountId === account.id), errors: {}, values: { name: user.name ?? '', email: user.email }, ...extra,
+      sessions: shown, apps, upstreams, locked: lockouts.some((l) => (l as { accountId?: string }).accountId === account.id), errors: {}, values: { name: user.name ?? '', email: user.email }, ...extra,
     });
   }
 
@@ -145,6 +156,7 @@ export function usersScreen(kit: Kit) {
     'password-reset': { confirm: false, run: (a, id) => ops.sendPasswordReset(a, id), done: 'A password reset link is on its way to them by email.' },
     'password-link': { confirm: false, run: (a, id) => ops.createPasswordLink(a, id), done: '' },
     'end-session': { confirm: false, run: (a, id, body) => ops.endUserSession(a, id, text(body, 'handle', 100)), done: 'Session ended: that browser is signed out and its apps\' tokens revoked.' },
+    'unlink-upstream': { confirm: false, run: (a, id, body) => ops.unlinkUserUpstream(a, id, text(body, 'provider', 100)), done: 'Unlinked: that provider no longer signs them in.' },
     'revoke-app': { confirm: false, run: (a, id, body) => ops.revokeConnectedApp(a, id, text(body, 'client_id', 200)), done: 'Access removed: the app\'s tokens were revoked and it asks for consent at the next sign-in.' },
   };
 
