@@ -50,9 +50,12 @@ const ERROR_HELP: Record<string, string> = {
 /** Each language in its own name, as the switch offers it. */
 const LANGUAGE_NAMES = { en: 'English', de: 'Deutsch' } as const;
 
-/** Where the switch sends the browser back to: this page when it is a GET. */
+/**
+ * Where the switch sends the browser back to: this page when it is a GET. A refused request's query is
+ * not echoed into its error page (it may name a redirect target the server just refused): its path only.
+ */
 function backOf(ctx: Context): string {
-  if (ctx.method === 'GET') return ctx.originalUrl;
+  if (ctx.method === 'GET') return ctx.status >= 400 ? ctx.path : ctx.originalUrl;
   // A form's answer: the sign-in step's own page, else the account page.
   return /^\/interaction\/[^/]+/.exec(ctx.path)?.[0] ?? '/account';
 }

@@ -124,7 +124,8 @@ describe('storage outage', () => {
     try {
       const call = endpoints(stalled.issuer);
       const { tokens } = await signInAndRedeem({ issuer: stalled.issuer, client: world.firstParty, user: world.user, scope: 'openid api:read' });
-      await admin.call('CLIENT', 'PAUSE', '3000', 'ALL');
+      // Long enough that both requests meet it on a loaded machine (each may wait its whole 1 s deadline).
+      await admin.call('CLIENT', 'PAUSE', '6000', 'ALL');
       for (const [what, request] of [
         ['introspection', () => call.introspect(world.api, tokens.access_token)],
         ['client_credentials', () => call.token(world.machine, { grant_type: 'client_credentials', scope: 'api:read' })],
@@ -136,7 +137,7 @@ describe('storage outage', () => {
         assert.ok(ms < 2000, `${what} took ${Math.round(ms)} ms`);
       }
       let seen: Awaited<ReturnType<typeof call.introspect>> | undefined;
-      for (let i = 0; i < 60; i += 1) {
+      for (let i = 0; i < 150; i += 1) {
         seen = await call.introspect(world.api, tokens.access_token);
         if (seen.status === 200) break;
         await new Promise((r) => setTimeout(r, 100));
