@@ -14,7 +14,7 @@ import { enrollTotp } from '../helpers/world.ts';
  * A German-speaking person in Chromium, sent by an openid-client app with `ui_locales=de`: the sign-in,
  * second-factor and consent pages are German (`<html lang="de">`, labels and buttons found by their German
  * names), axe-clean, and photographed (docs/screenshots/*-de.png, the sign-in page at a phone's width too);
- * the account page afterwards follows the language the app chose.
+ * the account page afterwards follows the language the app chose, its dates in German (docs/screenshots/account-de.png).
  */
 const EMAIL = 'lena@example.de';
 const PASSWORD = 'richtiges Pferd Batterie Heftklammer';
@@ -65,7 +65,7 @@ describe('pages in German for ui_locales=de, in Chromium', () => {
     await axe(page, what);
   }
 
-  test('sign-in, second factor and consent in German', async () => {
+  test('sign-in, second factor and consent in German; the account page follows, its dates German too', async () => {
     const context = await newContext(browser);
     const problems = watchProblems(context);
     const page = await context.newPage();
@@ -112,6 +112,16 @@ describe('pages in German for ui_locales=de, in Chromium', () => {
       assert.equal(await currentStep(page, redirectUri), 'callback', `at the app: ${page.url()}`);
       const tokens = await oc.authorizationCodeGrant(rp, new URL(page.url()), { pkceCodeVerifier: verifier, expectedState: state, idTokenExpected: true });
       assert.equal(tokens.claims()!.email, EMAIL);
+
+      // The language the app chose stays this browser's: the account page, its dates in German words.
+      await page.goto(new URL('/account', server.issuer).href);
+      assert.equal(new URL(page.url()).pathname, '/account');
+      await german(page, 'Ihr Konto', 'the account page');
+      const month = new Intl.DateTimeFormat('de', { month: 'long', timeZone: 'UTC' }).format(Date.now());
+      assert.match(await page.locator('#security').innerText(), new RegExp(`Eingeschaltet seit \\d{1,2}\\. ${month} \\d{4}\\.`));
+      assert.match(await page.locator('#sessions').innerText(), new RegExp(`dieser Browser[\\s\\S]*angemeldet \\d{1,2}\\. ${month} \\d{4} um \\d\\d:\\d\\d UTC`));
+      assert.ok(await page.getByRole('link', { name: 'Überall abmelden …' }).isVisible());
+      await page.screenshot({ path: new URL('account-de.png', SCREENSHOTS).pathname, fullPage: true });
 
       assert.deepEqual(problems, []);
     } finally {
