@@ -335,6 +335,25 @@ describe('security notices', () => {
     assert.deepEqual(recipients(mail), [p.email]);
   });
 
+  it('a person who signed in on German pages gets the notice in German', async () => {
+    const p = await person();
+    const jar = new CookieJar();
+    // The language switch, then the sign-in to /account: its pages, and so the account, are German.
+    let followed = await get(jar, '/language?to=de&back=%2Faccount');
+    assert.match(followed.page!.html, /<html lang="de">/);
+    followed = await post(jar, followed.page!, '/login', { email: p.email, password: p.password });
+    followed = await post(jar, followed.page!, '/mfa', { code: await nextTotpCode(server.issuer, p.totpSecret!) });
+    assert.equal(followed.page!.url.pathname, '/account');
+    assert.equal((await server.app.accounts.find(p.id))!.locale, 'de');
+    const confirmed = await post(jar, followed.page!, '/account/sudo', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
+    await post(jar, confirmed.page!, '/account/password', { new_password: 'ein anderer guter Passsatz' });
+    const mail = await smtp.waitFor(p.email, /Sicherheitshinweis/);
+    assert.equal(mail.subject, 'Sicherheitshinweis: Ihr Passwort wurde geändert');
+    assert.match(mail.text ?? '', /Das Passwort Ihres Latchkey-Kontos wurde geändert\./);
+    assert.match(mail.text ?? '', /Wann: \d{1,2}\. \p{L}+ \d{4} um \d\d:\d\d UTC\./u);
+    assert.match(mail.html as string, /<html lang="de">[\s\S]*Oder öffnen Sie diese Adresse: http/);
+  });
+
   it('setting up the first factor at sign-in mails the person', async () => {
     const p = await person({ totp: false });
     const signed = await signIn({ issuer: server.issuer, client: world.shop, scope: 'openid', user: p });
