@@ -106,6 +106,21 @@ describe('forgotten password', () => {
     noTokenInLogs(linkIn(mail, '/password/reset').searchParams.get('token')!);
   });
 
+  it('the forgotten-password page and the new-password page follow the browser’s language', async () => {
+    const p = await person();
+    const headers = { 'accept-language': 'de-DE,de;q=0.9' };
+    const page = await browse(new CookieJar(), new URL('/password/forgot', server.issuer), { headers });
+    const html = await page.text();
+    assert.match(html, /<html lang="de">/);
+    assert.match(html, /<h1>Passwort vergessen\?<\/h1>/);
+    assert.match(html, /<button type="submit">Link senden<\/button>/);
+    assert.match(html, /Der Link gilt einmal, \d+ Minuten lang\./);
+    const reset = await browse(new CookieJar(), await resetLink(p.email), { headers });
+    const resetHtml = await reset.text();
+    assert.match(resetHtml, /<h1>Neues Passwort wählen<\/h1>/);
+    assert.match(resetHtml, /<label for="new_password">Neues Passwort<\/label>/);
+  });
+
   it('a link sets a new password once; reused, it is refused; a weak password does not use it up', async () => {
     const p = await person();
     const link = await resetLink(p.email);
