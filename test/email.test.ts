@@ -106,6 +106,21 @@ describe('forgotten password', () => {
     noTokenInLogs(linkIn(mail, '/password/reset').searchParams.get('token')!);
   });
 
+  it('the forgotten-password page and the new-password page follow the browser’s language', async () => {
+    const p = await person();
+    const headers = { 'accept-language': 'de-DE,de;q=0.9' };
+    const page = await browse(new CookieJar(), new URL('/password/forgot', server.issuer), { headers });
+    const html = await page.text();
+    assert.match(html, /<html lang="de">/);
+    assert.match(html, /<h1>Passwort vergessen\?<\/h1>/);
+    assert.match(html, /<button type="submit">Link senden<\/button>/);
+    assert.match(html, /Der Link gilt einmal, \d+ Minuten lang\./);
+    const reset = await browse(new CookieJar(), await resetLink(p.email), { headers });
+    const resetHtml = await reset.text();
+    assert.match(resetHtml, /<h1>Neues Passwort wählen<\/h1>/);
+    assert.match(resetHtml, /<label for="new_password">Neues Passwort<\/label>/);
+  });
+
   it('a link sets a new password once; reused, it is refused; a weak password does not use it up', async () => {
     const p = await person();
     const link = await resetLink(p.email);
@@ -333,6 +348,25 @@ describe('security notices', () => {
     assert.match(mail.text ?? '', /password of your Latchkey account was changed/);
     assert.match(mail.text ?? '', /\/password\/forgot/);
     assert.deepEqual(recipients(mail), [p.email]);
+  });
+
+  it('a person who signed in on German pages gets the notice in German', async () => {
+    const p = await person();
+    const jar = new CookieJar();
+    // The language switch, then the sign-in to /account: its pages, and so the account, are German.
+    let followed = await get(jar, '/language?to=de&back=%2Faccount');
+    assert.match(followed.page!.html, /<html lang="de">/);
+    followed = await post(jar, followed.page!, '/login', { email: p.email, password: p.password });
+    followed = await post(jar, followed.page!, '/mfa', { code: await nextTotpCode(server.issuer, p.totpSecret!) });
+    assert.equal(followed.page!.url.pathname, '/account');
+    assert.equal((await server.app.accounts.find(p.id))!.locale, 'de');
+    const confirmed = await post(jar, followed.page!, '/account/sudo', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
+    await post(jar, confirmed.page!, '/account/password', { new_password: 'ein anderer guter Passsatz' });
+    const mail = await smtp.waitFor(p.email, /Sicherheitshinweis/);
+    assert.equal(mail.subject, 'Sicherheitshinweis: Ihr Passwort wurde geändert');
+    assert.match(mail.text ?? '', /Das Passwort Ihres Latchkey-Kontos wurde geändert\./);
+    assert.match(mail.text ?? '', /Wann: \d{1,2}\. \p{L}+ \d{4} um \d\d:\d\d UTC\./u);
+    assert.match(mail.html as string, /<html lang="de">[\s\S]*Oder öffnen Sie diese Adresse: http/);
   });
 
   it('setting up the first factor at sign-in mails the person', async () => {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Refusal } from '../problems.ts';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
+import type { Locale } from '../i18n/locale.ts';
 import type { StoredPasskey } from './passkeys.ts';
 import { PasswordRule } from './password-rule.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
@@ -26,6 +27,8 @@ export interface Account {
   passkeys?: StoredPasskey[];
   /** The recovery codes of an account whose first factor was a passkey (with an app, they are `mfa.recovery`). */
   recovery?: RecoverySet;
+  /** The language of the pages the person last signed in on: their mail is written in it (absent: English). */
+  locale?: Locale;
 }
 
 export interface RecoverySet {
@@ -213,6 +216,15 @@ export class Accounts {
       a.passwordHash = passwordHash;
       if (options.verifiesEmail !== undefined && a.email === options.verifiesEmail) a.emailVerified = true;
     });
+  }
+
+  /** Remembers the language the person signed in in, for their mail; no write when it is the same. */
+  async rememberLocale(id: string, locale: Locale): Promise<void> {
+    const current = await this.find(id);
+    if (!current || (current.locale ?? 'en') === locale) return;
+    await this.update(id, (a) => {
+      a.locale = locale;
+    }, current);
   }
 
   /** Marks the address proved, if it is still the account's (the link was sent to `email`). Undefined when it is not. */

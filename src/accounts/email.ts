@@ -123,13 +123,13 @@ export class Email {
   }
 
   /**
-   * A security notice to the account's address. Never fails the change it reports: that change is
+   * A security notice to the account's address, in the account's language. Never fails the change it reports: that change is
    * made already, so a storage failure here is logged, not answered.
    */
-  async notify(account: Pick<Account, 'email'>, event: SecurityEvent, to: string = account.email, options: { byAdministrator?: boolean } = {}): Promise<void> {
+  async notify(account: Pick<Account, 'email' | 'locale'>, event: SecurityEvent, to: string = account.email, options: { byAdministrator?: boolean } = {}): Promise<void> {
     if (!this.on) return;
     try {
-      await this.#queue.enqueue(`notice:${event}`, securityNoticeMail(to, event, new Date(), `${this.settings.issuer}/password/forgot`, options.byAdministrator === true));
+      await this.#queue.enqueue(`notice:${event}`, securityNoticeMail(to, event, new Date(), `${this.settings.issuer}/password/forgot`, options.byAdministrator === true, account.locale));
     } catch (err) {
       this.#logger.warn({ event: undefined, notice: event, reason: err instanceof Error ? err.message : String(err) }, 'security notice not queued');
     }

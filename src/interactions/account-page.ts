@@ -17,6 +17,8 @@ import { formBody } from '../security/form-body.ts';
 import { MESSAGES } from '../signin/messages.ts';
 import type { InteractionDeps } from './routes.ts';
 import { describeScopes, type ScopeDescriptions } from '../signin/scope-words.ts';
+import { formatDay, formatMoment, translator } from '../i18n/catalogue.ts';
+import { localeOfRequest, type Locale } from '../i18n/locale.ts';
 
 /**
  * `/account`: a signed-in person's profile, sign-in and security, connected apps and sessions.
@@ -48,18 +50,21 @@ export interface AccountPageDeps extends InteractionDeps {
   clock?: () => number;
 }
 
-/** `2026-12-07 09:14 UTC`, with the ISO value for `<time datetime>`. */
-function when(epochMs: number | undefined): { text: string; iso: string } | undefined {
+/** `2026-12-07 09:14 UTC` (English keeps the ISO-like form) or `7. Dezember 2026, 09:14 UTC`, with the ISO value for `<time datetime>`. */
+function when(locale: Locale, epochMs: number | undefined): { text: string; iso: string } | undefined {
   if (epochMs === undefined) return undefined;
   const iso = new Date(epochMs).toISOString();
-  return { text: `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`, iso };
+  return { text: locale === 'en' ? `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC` : formatMoment(locale, epochMs), iso };
 }
 
-const day = (epochMs: number | undefined) => (epochMs === undefined ? 'unknown' : new Date(epochMs).toISOString().slice(0, 10));
+function day(locale: Locale, epochMs: number | undefined): string {
+  if (epochMs === undefined) return translator(locale)('time.unknown');
+  return locale === 'en' ? new Date(epochMs).toISOString().slice(0, 10) : formatDay(locale, epochMs);
+}
 
 /** A connected app as the page shows it: its scopes in the consent page's words. */
-async function appView(app: ConnectedApp, registry: ScopeDescriptions) {
-  return { clientId: app.clientId, name: app.name, scopes: await describeScopes(registry, app.scopes), grantedAt: day(app.grantedAt), lastUsedAt: day(app.lastUsedAt) };
+async function appView(locale: Locale, app: ConnectedApp, registry: ScopeDescriptions) {
+  return { clientId: app.clientId, name: app.name, scopes: await describeScopes(registry, app.scopes), grantedAt: day(locale, app.grantedAt), lastUsedAt: day(locale, app.lastUsedAt) };
 }
 
 /** What the page says after a post: a sentence, and for an error the form it belongs next to. */
@@ -183,6 +188,7 @@ export function accountRoutes(deps: AccountPageDeps) {
     }));
     // The factor that is the account's last: removing it asks again, whatever sudo mode says.
     const lastFactor = (enrolled ? 1 : 0) + ownPasskeys.length === 1;
+    const { locale } = localeOfRequest(ctx);
     views.render(ctx, 'account', {
       title: 'Your account',
       csrf: csrf.token(who.csrfScope),
@@ -195,16 +201,16 @@ export function accountRoutes(deps: AccountPageDeps) {
       hasFactor: hasFactor(account),
       lastFactor,
       mayRemoveLast: mfaPolicy !== 'required',
-      enrolledAt: enrolled ? day(account.mfa.enrolledAt) : undefined,
+      enrolledAt: enrolled ? day(locale, account.mfa.enrolledAt) : undefined,
       recoveryLeft: hasFactor(account) ? await secondFactor.recoveryCodesLeft(account) : 0,
       passkeysOn: passkeyMode !== 'off',
-      passkeys: ownPasskeys.map((p) => ({ id: p.id, name: p.name, authenticator: authenticatorName(p.aaguid), created: day(p.createdAt), lastUsed: p.lastUsedAt ? day(p.lastUsedAt) : undefined })),
-      apps: await Promise.all((await listConnectedApps(store, deps.registry, account.id)).map((app) => appView(app, deps.registry))),
-      sudo: sudoUntil === undefined ? undefined : when(sudoUntil),
+      passkeys: ownPasskeys.map((p) => ({ id: p.id, name: p.name, authenticator: authenticatorName(p.aaguid), created: day(locale, p.createdAt), lastUsed: p.lastUsedAt ? day(locale, p.lastUsedAt) : undefined })),
+      apps: await Promise.all((await listConnectedApps(store, deps.registry, account.id)).map((app) => appView(locale, app, deps.registry))),
+      sudo: sudoUntil === undefined ? undefined : when(locale, sudoUntil),
       sudoMinutes: Math.round(deps.sudoSeconds / 60),
       // This browser first, then the others, newest sign-in first.
       sessions: [...live.filter((s) => s.handle === who.handle), ...live.filter((s) => s.handle !== who.handle)].map((s) => ({
-        handle: s.handle, current: s.handle === who.handle, browser: s.browser ?? 'Unknown browser', ip: s.ip, signedIn: when(s.loginTs === undefined ? undefined : s.loginTs * 1000),
+        handle: s.handle, current: s.handle === who.handle, browser: s.browser ?? 'Unknown browser', ip: s.ip, signedIn: when(locale, s.loginTs === undefined ? undefined : s.loginTs * 1000),
         factors: factorsInWords(s.amr), apps: s.clients.flatMap((c) => (names.has(c) ? [names.get(c)!] : [])),
       })),
       // One challenge per render, for this session, used up by whichever form a passkey proves first.

@@ -2,6 +2,7 @@ import type { Context } from 'koa';
 import type { Email } from '../accounts/email.ts';
 import { errors, type default as Provider, type InteractionResults } from 'oidc-provider';
 import { normalizeEmail, type Account, type Accounts } from '../accounts/accounts.ts';
+import { localeOfRequest } from '../i18n/locale.ts';
 import type { AuthenticationResponseJSON } from '@simplewebauthn/server';
 import { parseCredentialResponse, passkeysOf, type Passkeys } from '../accounts/passkeys.ts';
 import { readConsent, rememberConsent, type Consent } from '../accounts/connected-apps.ts';
@@ -319,6 +320,10 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
             const { login } = outcome;
             await Promise.all([...writes, finish(ctx, d, { login }, false)]);
             metrics.signIns.inc();
+            // The mail that follows (security notices) is written in the language of the pages signed in on.
+            await accounts.rememberLocale(login.accountId, localeOfRequest(ctx).locale).catch((err: unknown) => {
+              logger.warn({ reason: err instanceof Error ? err.message : String(err) }, 'language not remembered');
+            });
             audit(logger, 'signin_succeeded', { accountId: login.accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
           } else if (effect.result === 'sign-in-again') {
             // The login prompt again for this request; oidc-provider signs the current account out once another signs in.

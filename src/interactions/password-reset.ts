@@ -64,7 +64,8 @@ export function passwordResetRoutes(deps: EmailLinkDeps) {
   const form = formBody();
   const sameOrigin = sameOriginForms(deps.issuer, views, 'the form expired; open the link from your email again');
   const limit = perIpLimit(deps);
-  const ttl = `${Math.round(email.settings.resetTtlSeconds / 60)} minutes`;
+  const ttlMinutes = Math.round(email.settings.resetTtlSeconds / 60);
+  const ttl = `${ttlMinutes} minutes`;
 
   function gone(ctx: Context) {
     ctx.status = 400;
@@ -74,7 +75,7 @@ export function passwordResetRoutes(deps: EmailLinkDeps) {
   // With email off there is no link to send: the page says who can help (the sign-in page links here too).
   router.get('/forgot', (ctx) => {
     if (!email.on) return views.render(ctx, 'email-link', { title: 'Forgot your password?', heading: 'Forgot your password?', lines: ['Ask your administrator: they can set a new password for your account from the admin console or the latchkey command.'] });
-    views.render(ctx, 'forgot-password', { title: 'Forgot your password?', ttl });
+    views.render(ctx, 'forgot-password', { title: 'Forgot your password?', ttlMinutes });
   });
 
   // Cross-site posts are refused (sameOrigin): there is no session yet to bind a CSRF token to.
@@ -84,7 +85,7 @@ export function passwordResetRoutes(deps: EmailLinkDeps) {
     const typed = typeof body.email === 'string' ? body.email.slice(0, 254).trim() : '';
     if (!typed) {
       ctx.status = 400;
-      return views.render(ctx, 'forgot-password', { title: 'Forgot your password?', ttl, error: 'Enter the address you sign in with.' });
+      return views.render(ctx, 'forgot-password', { title: 'Forgot your password?', ttlMinutes, error: 'Enter the address you sign in with.' });
     }
     await email.requestPasswordReset(typed, ctx.ip);
     // The same answer whether or not the address has an account.

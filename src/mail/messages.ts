@@ -1,4 +1,6 @@
 import type { Brand } from '../brand.ts';
+import { formatMoment, translator } from '../i18n/catalogue.ts';
+import type { Locale } from '../i18n/locale.ts';
 import type { Mail } from './queue.ts';
 
 /**
@@ -19,13 +21,15 @@ interface Draft {
   action?: { label: string; url: string };
   /** Paragraphs after it, in small print. */
   after?: string[];
+  /** The person's language (absent: English). */
+  locale?: Locale;
 }
 
 /** A letter from a draft written for the brand's name. */
 const letter = (write: (product: string) => Draft): Letter => (brand) => compose(write(brand.name), brand);
 
 function compose(draft: Draft, brand: Brand): Mail {
-  const { lines, action, after = [] } = draft;
+  const { lines, action, after = [], locale = 'en' } = draft;
   const text = [
     ...lines,
     ...(action ? [`${action.label}:\n${action.url}`] : []),
@@ -35,14 +39,14 @@ function compose(draft: Draft, brand: Brand): Mail {
   const p = (t: string, small = false) => `<p style="margin:0 0 1rem;${small ? 'font-size:14px;color:#666;' : ''}">${escape(t)}</p>`;
   // The logo is decorative (the name follows it); an absolute URL, as mail has no base address.
   const logo = brand.logo ? `<img src="${escape(brand.logo.url)}" alt="" height="28" style="height:28px;width:auto;margin-right:8px;vertical-align:middle;border:0">` : '';
-  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escape(draft.subject)}</title></head>
+  const html = `<!doctype html><html lang="${locale}"><head><meta charset="utf-8"><title>${escape(draft.subject)}</title></head>
 <body style="margin:0;padding:24px 0;background:#f4f5f7;font:16px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1b1b1f">
 <div style="max-width:26rem;margin:0 auto;padding:2rem;background:#fff;border:1px solid #e0e0e4;border-radius:12px">
 <p style="margin:0 0 1rem;font-weight:700;letter-spacing:.04em;color:${brand.accentInk}">${logo}${escape(brand.name)}</p>
 <h1 style="margin:0 0 1rem;font-size:1.4rem">${escape(draft.subject)}</h1>
 ${lines.map((l) => p(l)).join('\n')}
 ${action ? `<p style="margin:1.25rem 0"><a href="${escape(action.url)}" style="display:block;padding:.7rem;text-align:center;font-weight:600;border-radius:8px;background:${brand.accent};color:${brand.onAccent};text-decoration:none">${escape(action.label)}</a></p>
-<p style="margin:0 0 1rem;font-size:13px;color:#666;word-break:break-all">Or open this address: ${escape(action.url)}</p>` : ''}
+<p style="margin:0 0 1rem;font-size:13px;color:#666;word-break:break-all">${escape(translator(locale)('mail.orOpen', { url: action.url }))}</p>` : ''}
 ${after.map((l) => p(l, true)).join('\n')}
 </div></body></html>`;
   return { to: draft.to, subject: draft.subject, text, html };
@@ -96,41 +100,21 @@ export function addressChangeNoticeMail(oldAddress: string, newAddress: string, 
 
 export type SecurityEvent = 'password-changed' | 'password-reset' | 'authenticator-added' | 'authenticator-removed' | 'passkey-added' | 'passkey-removed' | 'recovery-codes' | 'address-changed' | 'second-factor-reset';
 
-const WHAT: Record<SecurityEvent, string> = {
-  'password-changed': 'The password of your account was changed.',
-  'password-reset': 'The password of your account was reset with a link sent to this address.',
-  'authenticator-added': 'An authenticator app was set up for your account.',
-  'authenticator-removed': 'The authenticator app of your account was replaced or removed.',
-  'passkey-added': 'A passkey was added to your account.',
-  'passkey-removed': 'A passkey was removed from your account.',
-  'recovery-codes': 'New recovery codes were made for your account; the old ones no longer work.',
-  'address-changed': 'The email address of your account was changed. This is the last message sent to this address.',
-  'second-factor-reset': 'Every second factor of your account (authenticator app, passkeys) and its recovery codes were removed: you set up a new one at your next sign-in.',
-};
-
-const SUBJECT: Record<SecurityEvent, string> = {
-  'password-changed': 'your password was changed',
-  'password-reset': 'your password was reset',
-  'authenticator-added': 'an authenticator app was set up',
-  'authenticator-removed': 'your authenticator app was replaced',
-  'passkey-added': 'a passkey was added',
-  'passkey-removed': 'a passkey was removed',
-  'recovery-codes': 'new recovery codes were made',
-  'address-changed': 'your email address was changed',
-  'second-factor-reset': 'your second factor was reset',
-};
-
-/** A security notice: what changed, when, and what to do if it was not the person (or, `byAdministrator`, not asked for). */
-export function securityNoticeMail(to: string, event: SecurityEvent, at: Date, forgotUrl: string, byAdministrator = false): Letter {
+/** A security notice: what changed, when, and what to do if it was not the person (or, `byAdministrator`, not asked for), in their language. */
+export function securityNoticeMail(to: string, event: SecurityEvent, at: Date, forgotUrl: string, byAdministrator = false, locale: Locale = 'en'): Letter {
+  const t = translator(locale);
+  // English keeps the RFC 7231 date its readers (and tests) know.
+  const when = t('mail.when', { when: locale === 'en' ? at.toUTCString() : formatMoment(locale, at.getTime()) });
   return letter((product) => ({
     to,
-    subject: `Security notice: ${SUBJECT[event]}`,
+    locale,
+    subject: t('mail.securitySubject', { what: t(`mail.subject.${event}`) }),
     lines: [
-      WHAT[event].replace('your account', `your ${product} account`),
-      ...(byAdministrator ? ['An administrator made this change.', `When: ${at.toUTCString()}.`, 'If you asked for it, there is nothing to do.'] : [`When: ${at.toUTCString()}.`, 'If this was you, there is nothing to do.']),
+      t(`mail.what.${event}`, { product }),
+      ...(byAdministrator ? [t('mail.byAdmin'), when, t('mail.ifAsked')] : [when, t('mail.ifYou')]),
     ],
-    action: { label: 'This was not me: reset my password', url: forgotUrl },
-    after: ['Resetting your password signs you out everywhere. Tell your administrator as well.'],
+    action: { label: t('mail.notMeAction'), url: forgotUrl },
+    after: [t('mail.notMeAfter')],
   }));
 }
 
