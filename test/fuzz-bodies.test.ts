@@ -135,6 +135,8 @@ test('no route answers 5xx, hangs or logs a stack for a malformed request', asyn
   assert.equal((await browse(signedIn.jar, new URL('/admin/activity', server.issuer))).status, 200, 'the console lets the admin in');
   assert.ok(routes.some((r) => r.path === '/admin/api/v1/activity'), 'the admin API routes were found');
   assert.ok(routes.some((r) => r.path === '/setup/:token' && r.method === 'POST'), 'the setup link routes were found');
+  assert.ok(routes.some((r) => r.path === '/admin/providers/:id/settings' && r.method === 'POST'), "the console's sign-in providers routes were found");
+  assert.ok(routes.some((r) => r.path === '/upstream/callback') && routes.some((r) => r.path === '/account/providers/confirm'), 'the upstream sign-in routes were found');
 
   const failures: string[] = [];
   const logged = server.logs.length;

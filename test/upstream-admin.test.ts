@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { adminApiUri } from '../src/admin/api.ts';
 import { keys } from '../src/storage/keys.ts';
+import { UpstreamIdentities, unsetPasswordMark } from '../src/upstream/identities.ts';
 import { runCli } from './helpers/cli.ts';
 import { endpoints } from './helpers/flow.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
@@ -84,6 +85,28 @@ describe('latchkey provider', () => {
     const noFile = await cli('provider', 'add', 'corp', '--preset', 'google', '--client-id', 'x', '--client-secret-file', '/nonexistent/secret');
     assert.match(noFile.stderr, /--client-secret-file: cannot read/);
     assert.equal(await server.store.get(keys.upstreamProvider('corp')), null);
+  });
+});
+
+describe('latchkey user unlink', () => {
+  test("an account's last way in is refused with the way out; a second identity unlinks", async () => {
+    await server.app.ops.addProvider({ kind: 'cli' }, { id: 'corp', preset: 'google', client_id: 'x', client_secret: SECRET });
+    const { user } = await server.app.ops.createUser({ kind: 'cli' }, { email: 'lin@example.com', password: 'a random one nobody was told' });
+    const account = (await server.app.accounts.find(user.id))!;
+    // As an upstream sign-in that created the account would have linked it: its password is unknown to anyone.
+    const identities = new UpstreamIdentities(server.store);
+    await identities.link({ accountId: user.id, provider: 'corp', iss: 'https://accounts.google.com', sub: '1071', linkedAt: Date.now(), via: 'created', unsetPassword: unsetPasswordMark(account) });
+
+    const refused = await cli('user', 'unlink', user.id, 'corp');
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /the corp identity is the only way this account signs in \(its password was never set\)/);
+    assert.match(refused.stderr, new RegExp(`latchkey user send-password-reset ${user.id}`), 'the operator is told the way out');
+    assert.equal((await server.app.ops.userUpstreams(user.id)).identities.length, 1, 'still linked');
+
+    await identities.link({ accountId: user.id, provider: 'gh', iss: 'https://github.com', sub: '42', linkedAt: Date.now(), via: 'account_page' });
+    const unlinked = await cli('user', 'unlink', user.id, 'corp');
+    assert.equal(unlinked.code, 0, unlinked.stderr);
+    assert.match(unlinked.stdout, /Unlinked 1 identity of corp/);
   });
 });
 

@@ -6,6 +6,7 @@ import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { startCompanyProvider, startGithubStub, startSilentServer, Traveller, type Trip } from './helpers/upstream.ts';
 import { freePort } from './helpers/redis.ts';
+import { SoftAuthenticator } from './helpers/soft-authenticator.ts';
 
 /**
  * Sign-in through an upstream provider, end to end over loopback: openid-client is the app, Latchkey the
@@ -189,6 +190,45 @@ describe('sign-in through an upstream provider', () => {
 
     // Nothing the attackers did touched the victim's account.
     assert.deepEqual((await server.app.ops.userUpstreams(victim.id)).identities.map((i) => i.sub), ['victim-at-acme']);
+  });
+
+  test('the "Link" page at sign-in also takes a passkey of that account (with user verification), and only one of its own', async () => {
+    const email = 'pat@acme.test';
+    const { user } = await server.app.ops.createUser(actor, { email, password: 'quiet meadow lantern 42' });
+    const account = (await server.app.accounts.find(user.id))!;
+    const device = new SoftAuthenticator({ origin: server.issuer });
+    assert.ok((await server.app.passkeys.register(user.id, 'test', device.create(await server.app.passkeys.registrationOptions(account, 'test')), 'Laptop')).ok);
+    // Another account's passkey, on another device.
+    const other = (await server.app.accounts.find((await server.app.ops.createUser(actor, { email: 'sam@example.org', password: 'quiet meadow lantern 43' })).user.id))!;
+    const stranger = new SoftAuthenticator({ origin: server.issuer });
+    assert.ok((await server.app.passkeys.register(other.id, 'test-other', stranger.create(await server.app.passkeys.registrationOptions(other, 'test-other')), 'Phone')).ok);
+    const unescape = (t: string) => t.replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&amp;', '&');
+
+    company.as('pat-at-acme', { email, email_verified: true, name: 'Pat' });
+    const started = await startAtApp();
+    const trip = await continueWith('acme', started);
+    assert.match(trip.page!.html, /<h1>Link Acme<\/h1>/);
+    const linkUrl = new URL(`/interaction/${started.uid}/upstream-link`, server.issuer);
+    const passkeyForm = trip.page!.html.match(/<form[^>]*action="([^"]+)"[^>]*data-passkey="verify"[^>]*data-options="([^"]*)"/);
+    assert.ok(passkeyForm, 'a passkey is offered');
+    assert.equal(passkeyForm[1], linkUrl.pathname);
+    const options = JSON.parse(unescape(passkeyForm[2]!));
+    assert.equal(options.userVerification, 'required', 'it stands in for the password');
+    const csrf = trip.page!.html.match(/name="_csrf" value="([^"]+)"/)![1]!;
+
+    // A passkey of another account proves nothing.
+    const wrong = await started.traveller.go(linkUrl, { form: { _csrf: csrf, response: JSON.stringify(stranger.get(options)) } });
+    assert.equal(wrong.arrived, undefined);
+    assert.match(wrong.page!.html, /<h1>Link Acme<\/h1>/);
+    assert.match(wrong.page!.html, /class="error" role="alert"/);
+    assert.equal(await server.store.get(keys.upstreamIdentity(company.issuer, 'pat-at-acme')), null);
+
+    const fresh = JSON.parse(unescape(wrong.page!.html.match(/data-passkey="verify"[^>]*data-options="([^"]*)"/)![1]!));
+    const right = await started.traveller.go(linkUrl, { form: { _csrf: csrf, response: JSON.stringify(device.get(fresh)) } });
+    const tokens = await tokensOf(right, started);
+    assert.equal(tokens.claims()!.sub, user.id);
+    assert.ok(server.logs.some((l) => l.event === 'upstream_linked' && l.accountId === user.id && l.via === 'signin'));
+    assert.ok(server.logs.some((l) => l.event === 'passkey_used' && l.accountId === user.id && l.as === 'proof'));
   });
 
   test("linking from /account: in the account page's sudo mode, through the provider, to this account only; unlinking too", async () => {

@@ -603,7 +603,11 @@ const TABLE: Record<string, Command> = {
     usage: 'USER_ID PROVIDER_ID',
     args: ['USER_ID', 'PROVIDER_ID'],
     async run(ctx, _values, [id, provider]) {
-      const json = await ctx.ops.unlinkUserUpstream(ctx.actor, id!, provider!);
+      const json = await ctx.ops.unlinkUserUpstream(ctx.actor, id!, provider!).catch((err: unknown) => {
+        // The refusal says why; an operator also needs the way out.
+        if (err instanceof Refusal && err.code === 'identity_last_way_in') throw new CliError(`${err.message}. Send them a reset first (latchkey user send-password-reset ${id}) or set one (latchkey user set-password ${id} --password-stdin), then unlink.`);
+        throw err;
+      });
       return { json, text: `Unlinked ${json.unlinked} identity of ${provider} from ${json.id}.` };
     },
   },

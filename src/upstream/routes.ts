@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { hasFactor, normalizeEmail, type Account } from '../accounts/accounts.ts';
+import { passkeysOf } from '../accounts/passkeys.ts';
 import { SudoMode } from '../accounts/sudo-mode.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
 import { FactorChecks } from '../signin/factors/factor-checks.ts';
@@ -229,8 +230,12 @@ export function upstreamRoutes(deps: UpstreamDeps) {
   }
 
   async function renderLink(ctx: Context, d: Details, link: PendingLink, provider: UpstreamProvider, account: Account, error?: string) {
+    // One of the account's own passkeys, with user verification, proves it as its password does (the challenge is this interaction's).
+    const passkey = deps.passkeyMode !== 'off' && passkeysOf(account).length
+      ? { kind: 'verify', action: `/interaction/${d.uid}/upstream-link`, options: await deps.passkeys.authenticationOptions(d.uid, account, 'required'), label: 'Use a passkey of this account', secondary: true }
+      : undefined;
     views.render(ctx, 'upstream-link', {
-      title: `Link ${provider.name}`, uid: d.uid, csrf: csrf.token(d.uid), provider: provider.name, email: account.email, totp: SecondFactor.isEnrolled(account), error,
+      title: `Link ${provider.name}`, uid: d.uid, csrf: csrf.token(d.uid), provider: provider.name, email: account.email, totp: SecondFactor.isEnrolled(account), passkey, error,
     }, formTargets(d.params.redirect_uri));
   }
 
@@ -252,11 +257,14 @@ export function upstreamRoutes(deps: UpstreamDeps) {
   router.post('/interaction/:uid/upstream-link', sameOrigin, form, requireCsrf, async (ctx) => {
     const { d, state, link, provider, account } = await linkContext(ctx);
     const body = ctx.request.body as Record<string, unknown>;
-    const checked = typeof body.code === 'string' && body.code
-      ? await flow.checks.secondFactor(account, { totp: body.code.slice(0, 20) }, ctx.ip)
-      : await flow.checks.password(account.email, typeof body.password === 'string' ? body.password : '', ctx.ip);
+    const withPasskey = typeof body.response === 'string' && body.response !== '';
+    const checked = withPasskey
+      ? await flow.checks.passkey(d.uid, body.response, ctx.ip, account, 'proof')
+      : typeof body.code === 'string' && body.code
+        ? await flow.checks.secondFactor(account, { totp: body.code.slice(0, 20) }, ctx.ip)
+        : await flow.checks.password(account.email, typeof body.password === 'string' ? body.password : '', ctx.ip);
     if (checked.status !== 'ok') {
-      const error = checked.status === 'locked' ? flow.locked(ctx, checked.retryAfterSeconds) : typeof body.code === 'string' && body.code ? MESSAGES.wrongCode : MESSAGES.wrongPassword;
+      const error = checked.status === 'locked' ? flow.locked(ctx, checked.retryAfterSeconds) : withPasskey ? MESSAGES.passkeyRefused : typeof body.code === 'string' && body.code ? MESSAGES.wrongCode : MESSAGES.wrongPassword;
       return renderLink(ctx, d, link, provider, account, error);
     }
     // The password factor proves an address's account; make sure it is still the one this link named.
