@@ -162,7 +162,6 @@ test('client-credentials tokens are counted, not appended: no Redis work per tok
     const perToken = (sent.length - logWrites.length) / 200;
     assert.equal(await server.store.streamLength(keys.activity), streamBefore, 'no activity entry per token');
     assert.equal(perToken, 2, `${perToken} Redis commands per token besides the log's counts`);
-    assert.ok(sent.length / 200 <= 2.05, `${sent.length / 200} Redis commands per token, everything included`);
     assert.equal(server.logs.filter((l) => l.event === 'token_issued').length, 201, 'each token still has its log line');
 
     server.app.activity.writeTokenCounts();

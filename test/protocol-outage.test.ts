@@ -54,7 +54,8 @@ describe('storage outage', () => {
         const t0 = performance.now();
         const result = await call();
         const ms = performance.now() - t0;
-        assert.ok(ms < 2000, `${what} took ${Math.round(ms)} ms`);
+        // Without the deadline the request would wait out the pause; the margin absorbs a loaded machine.
+        assert.ok(ms < 4500, `${what} took ${Math.round(ms)} ms`);
         return result;
       };
       const login = await timed('sign-in POST', () => browse(jar, loginAction, { form: { _csrf: csrf, email: world.user.email, password: world.user.password } }));
@@ -117,8 +118,8 @@ describe('storage outage', () => {
     assert.ok(server.logs.filter((l) => l.msg === 'request' && l.status === 503).length >= 8, 'while each failed request has its request line');
   });
 
-  it('a Redis that stops answering (paused): 503 within 2 s at the default deadline, logged once, then recovers', async () => {
-    // The default REDIS_TIMEOUT_MS (1000 ms): a stalled command must still end the request well within 2 s.
+  it('a Redis that stops answering (paused 6 s): 503 at the default 1 s deadline, long before the pause ends, logged once, then recovers', async () => {
+    // The default REDIS_TIMEOUT_MS (1000 ms): a stalled command ends the request, not the end of the pause.
     const stalled = await startServer({ redisUrl: redis.url, env: { REDIS_TIMEOUT_MS: String(loadConfig({}).REDIS_TIMEOUT_MS) } });
     const admin = new Redis(redis.url);
     try {
@@ -134,7 +135,8 @@ describe('storage outage', () => {
         const res = await request();
         const ms = performance.now() - t0;
         assertUnavailable(res, what);
-        assert.ok(ms < 2000, `${what} took ${Math.round(ms)} ms`);
+        // Without the deadline the request would wait out the pause; the margin absorbs a loaded machine.
+        assert.ok(ms < 4500, `${what} took ${Math.round(ms)} ms`);
       }
       let seen: Awaited<ReturnType<typeof call.introspect>> | undefined;
       for (let i = 0; i < 150; i += 1) {
