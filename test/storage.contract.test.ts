@@ -1125,6 +1125,8 @@ describe('RedisStore when Redis is away', () => {
       await until('back', () => store.ping().then(() => true, () => false));
       for (let i = 0; i < 5; i += 1) await store.get('test:x');
       assert.deepEqual(seen, [false, true], 'one down, one up');
+      // The test's own connection reconnects on its own schedule; it must be back before it sends CONFIG.
+      await until('admin back', () => admin.status === 'ready');
 
       // Full under noeviction: writes fail with OOM while reads succeed. That is one outage, not a flap per request.
       await admin.call('CONFIG', 'SET', 'maxmemory', '1');
