@@ -163,7 +163,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   });
   const csrf = new Csrf(cookieKeys[0]!);
   const secondFactor = new SecondFactor({ store, accounts, box, issuer: new URL(config.ISSUER).host, ...(totpClock ? { now: totpClock } : {}) });
-  const passkeys = new Passkeys({ store, accounts, rpId: config.WEBAUTHN_RP_ID, rpName: new URL(config.ISSUER).host, origins: config.WEBAUTHN_ORIGINS });
+  const passkeys = new Passkeys({ store, accounts, rpId: config.WEBAUTHN_RP_ID, rpName: new URL(config.ISSUER).host, origins: config.WEBAUTHN_ORIGINS, sign: (value) => box.digest(value, 'passkey challenge') });
   const stopWatchingLockouts = await Lockout.watch(store, [lockout, clientLockout, deviceLockout]);
 
   watchProvider(provider, logger, metrics);
@@ -198,7 +198,9 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const signUp = new SignUp({ accounts, links: emailLinks, queue: mailQueue, email, logger, issuer: config.ISSUER, mode: config.SIGNUP, domains: config.SIGNUP_ALLOWED_DOMAINS ?? [], ttlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS });
 
   // Upstream providers (upstream/): "Continue with …" on the sign-in page, every `button` one and a `hint` one the request names.
-  const upstreamProviders = new UpstreamProviders(store, box);
+  // The sign-in page lists them on every render: cached like clients, dropped on the registry's change messages.
+  const upstreamProviders = new UpstreamProviders(store, box, { cache: true });
+  registry.onChange(() => upstreamProviders.forget());
   const upstreamButtons = async (params: Record<string, unknown>) =>
     (await upstreamProviders.list()).filter((p) => p.display === 'button' || params.upstream === p.id).map((p) => ({ id: p.id, name: p.name }));
   const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, signUpOffered: signUp.offered, registry, ownClientIds: [accountPageClientId, consoleClientId], upstreamButtons };

@@ -219,7 +219,9 @@ export class Accounts {
   }
 
   /** Remembers the language the person signed in in, for their mail; no write when it is the same. */
-  async rememberLocale(id: string, locale: Locale): Promise<void> {
+  /** `known`: the account's language as the caller read it in this sign-in; the same one needs no read. */
+  async rememberLocale(id: string, locale: Locale, known?: string): Promise<void> {
+    if (known === locale) return;
     const current = await this.find(id);
     if (!current || (current.locale ?? 'en') === locale) return;
     await this.update(id, (a) => {

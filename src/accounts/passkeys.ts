@@ -9,6 +9,7 @@ import {
   type PublicKeyCredentialRequestOptionsJSON,
   type RegistrationResponseJSON,
 } from '@simplewebauthn/server';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import { AccountError, type Account, type Accounts } from './accounts.ts';
@@ -20,10 +21,12 @@ import { AccountError, type Account, type Accounts } from './accounts.ts';
  *   signature counter, names, dates), changed by compare-and-set like every account change; an index
  *   `lk:passkey-credential:<digest(id)>` → account id finds the account of a passwordless assertion in
  *   one lookup. A credential id is claimed there once (set-if-absent), so it can belong to one account.
- * - Challenges are single use and bound to where they were issued: a set per interaction (or per
- *   account-page session) with a short TTL. A response names its challenge in `clientDataJSON`; it is
- *   removed from that set (SREM: one caller wins) before anything else is checked, whatever the
- *   outcome, so a replay or a challenge of another interaction is refused.
+ * - Challenges are single use and bound to where they were issued, and showing a page writes nothing:
+ *   a challenge is a random nonce, its expiry (5 minutes) and a keyed MAC over them and the scope (the
+ *   interaction uid, or the account-page session). A response names its challenge in `clientDataJSON`;
+ *   its MAC and expiry are checked, then it is marked used (set-if-absent: one caller wins) before
+ *   anything else is checked, whatever the outcome, so a replay or a challenge of another interaction
+ *   is refused.
  * - RP id and origins are the issuer's (config WEBAUTHN_RP_ID, WEBAUTHN_ORIGINS); attestation is
  *   not requested. A signature counter that does not move forward is refused when the
  *   authenticator keeps one (0 means it does not), checked again inside the compare-and-set.
@@ -115,25 +118,44 @@ export class Passkeys {
   readonly #rpName: string;
   readonly #origins: string[];
   readonly #now: () => number;
+  readonly #sign: (value: string) => string;
 
-  constructor(options: { store: Store; accounts: Accounts; rpId: string; rpName: string; origins: string[]; now?: () => number }) {
+  /**
+   * `sign`: a keyed digest every node shares (the SecretBox's), which binds a challenge to its scope;
+   * without it, a key of this instance (one process: tests).
+   */
+  constructor(options: { store: Store; accounts: Accounts; rpId: string; rpName: string; origins: string[]; now?: () => number; sign?: (value: string) => string }) {
     this.#store = options.store;
     this.#accounts = options.accounts;
     this.#rpId = options.rpId;
     this.#rpName = options.rpName;
     this.#origins = options.origins;
     this.#now = options.now ?? Date.now;
+    const key = randomBytes(32);
+    this.#sign = options.sign ?? ((value) => createHmac('sha256', key).update(value).digest('base64url').slice(0, 22));
   }
 
-  async #issue(scope: string, challenge: string) {
-    await this.#store.indexAdd(keys.passkeyChallenges(scope), challenge, CHALLENGE_TTL_SECONDS);
+  /** A challenge for `scope`: nonce, expiry (epoch ms) and their MAC; nothing is stored until it is answered. */
+  #challenge(scope: string): string {
+    const nonce = randomBytes(16).toString('base64url');
+    const expires = String(this.#now() + CHALLENGE_TTL_SECONDS * 1000);
+    return `${nonce}.${expires}.${this.#mac(scope, nonce, expires)}`;
   }
 
-  /** Uses up the challenge a response answers, when `scope` issued it: true for the one caller that does. */
+  #mac(scope: string, nonce: string, expires: string): string {
+    return this.#sign(`passkey-challenge\0${scope}\0${nonce}\0${expires}`);
+  }
+
+  /** Uses up the challenge a response answers, when it was issued for `scope` and is unexpired: its value (as the response names it) for the one caller that does. */
   async #consume(scope: string, response: { response?: { clientDataJSON?: unknown } }): Promise<string | undefined> {
     const challenge = challengeOf(response);
     if (!challenge) return undefined;
-    return (await this.#store.setRemove(keys.passkeyChallenges(scope), challenge)) ? challenge : undefined;
+    const [nonce, expires, mac, ...rest] = Buffer.from(challenge, 'base64url').toString('utf8').split('.');
+    if (rest.length || !nonce || !expires || !mac || !/^\d{1,15}$/.test(expires)) return undefined;
+    const expected = Buffer.from(this.#mac(scope, nonce, expires));
+    if (expected.length !== Buffer.byteLength(mac) || !timingSafeEqual(expected, Buffer.from(mac))) return undefined;
+    if (Number(expires) <= this.#now()) return undefined;
+    return (await this.#store.set(keys.passkeyChallengeUsed(challenge), '1', { ifAbsent: true, ttl: CHALLENGE_TTL_SECONDS })) ? challenge : undefined;
   }
 
   /** Options to create a discoverable passkey for `account` (or an account about to be made with this id); the challenge is kept for `scope`. */
@@ -150,8 +172,8 @@ export class Passkeys {
       // Discoverable, so it can sign in without an email; verification preferred (required to sign in without a password).
       authenticatorSelection: { residentKey: 'required', userVerification: 'preferred' },
       timeout: CHALLENGE_TTL_SECONDS * 1000,
+      challenge: this.#challenge(scope),
     });
-    await this.#issue(scope, options.challenge);
     return options;
   }
 
@@ -219,8 +241,8 @@ export class Passkeys {
       userVerification,
       timeout: CHALLENGE_TTL_SECONDS * 1000,
       ...(account ? { allowCredentials: passkeysOf(account).map((p) => ({ id: p.id, ...(p.transports ? { transports: p.transports } : {}) })) } : {}),
+      challenge: this.#challenge(scope),
     });
-    await this.#issue(scope, options.challenge);
     return options;
   }
 

@@ -207,6 +207,10 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
     const targets = formTargets(d.params.redirect_uri);
     if (step.name === 'second-factor') {
       if (extra.recovery) return views.render(ctx, 'recovery', pageData(d, { title: 'Two-step verification', ...extra }), targets);
+      // Without a passkey to offer, the page shows what the password step read; the code post reads the account anyway.
+      if (step.known && !step.known.hasPasskey) {
+        return views.render(ctx, 'second-factor', pageData(d, { title: 'Two-step verification', email: step.known.email, totp: step.known.hasTotp, passkey: undefined, ...extra }), targets);
+      }
       const account = await accounts.find(step.accountId);
       if (!account) refuse('this account is gone; start again');
       const passkey = usesPasskeys(account)
@@ -302,7 +306,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
           recoveryCodes = await secondFactor.issueRecoveryCodesIfNone(effect.accountId);
           break;
         case 'persist-step':
-          await steps.set(d.uid, effect.step, d.exp);
+          await steps.set(d.uid, withKnownAccount(effect.step, event), d.exp);
           break;
         case 'clear-step':
           // Independent of the interaction's result: sent together with `finish`.
@@ -321,7 +325,8 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
             await Promise.all([...writes, finish(ctx, d, { login }, false)]);
             metrics.signIns.inc();
             // The mail that follows (security notices) is written in the language of the pages signed in on.
-            await accounts.rememberLocale(login.accountId, localeOfRequest(ctx).locale).catch((err: unknown) => {
+            const known = 'known' in state ? state.known?.locale : undefined;
+            await accounts.rememberLocale(login.accountId, localeOfRequest(ctx).locale, known).catch((err: unknown) => {
               logger.warn({ reason: err instanceof Error ? err.message : String(err) }, 'language not remembered');
             });
             audit(logger, 'signin_succeeded', { accountId: login.accountId, clientId: String(d.params.client_id), acr: login.acr, amr: login.amr, ip: ctx.ip }, 'signed in');
@@ -355,6 +360,13 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
     }
   }
 
+  /** The second-factor step with the account as the password step read it: its page and the finish need no read of their own. */
+  function withKnownAccount(step: SignInStep, event: FlowEvent): SignInStep {
+    if (step.name !== 'second-factor' || !('account' in event) || event.account.email === undefined) return step;
+    const { email, hasTotp, hasPasskey, locale } = event.account;
+    return { ...step, known: { email, hasTotp, hasPasskey, locale: locale ?? 'en' } };
+  }
+
   /** Whether this account's passkeys are offered (none while PASSKEYS=off). */
   function usesPasskeys(account: Account): boolean {
     return passkeyMode !== 'off' && passkeysOf(account).length > 0;
@@ -362,7 +374,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
 
   /** What the machine needs to know about an account after its password (or when its factors changed). */
   async function factsOf(d: Details, account: Account): Promise<{ account: AccountFacts; factorDemanded: boolean }> {
-    const facts = { id: account.id, subject: normalizeEmail(account.email), hasTotp: SecondFactor.isEnrolled(account), hasPasskey: usesPasskeys(account) };
+    const facts = { id: account.id, subject: normalizeEmail(account.email), hasTotp: SecondFactor.isEnrolled(account), hasPasskey: usesPasskeys(account), email: account.email, locale: account.locale ?? 'en' };
     return { account: facts, factorDemanded: !facts.hasTotp && mfaDemanded(mfaPolicy, await clientOf(d), d.params) };
   }
 

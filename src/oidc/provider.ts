@@ -123,7 +123,9 @@ export async function createProvider({ config, store, accounts, registry, views,
         async claims() {
           // `idp`: the upstream provider this session signed in through (upstream/session-idp.ts), by the token's session.
           const sessionUid = (token as { sessionUid?: string } | undefined)?.sessionUid ?? ctx?.oidc?.session?.uid;
-          const idp = sessionUid ? await store.get(keys.sessionUpstream(sessionUid)) : null;
+          // A sign-in with a password (the code's `amr`) went through no upstream: nothing to read.
+          const withPassword = (token as { amr?: string[] } | undefined)?.amr?.includes('pwd') === true;
+          const idp = sessionUid && !withPassword ? await store.get(keys.sessionUpstream(sessionUid)) : null;
           // True once the person followed a link sent to the address (or for accounts from before that existed).
           return { sub: account.id, email: account.email, email_verified: isEmailVerified(account), ...(account.name ? { name: account.name } : {}), ...(idp ? { idp } : {}) };
         },

@@ -33,6 +33,9 @@ export interface AccountFacts {
   subject: string;
   hasTotp: boolean;
   hasPasskey: boolean;
+  /** As typed at sign-up (the page shows it) and the remembered language: kept with the next step, not read again. */
+  email?: string;
+  locale?: string;
 }
 
 export type SignInEvent =

@@ -14,8 +14,17 @@ import type { Store } from '../storage/store.ts';
  * oidc-provider's interaction cookie, which every route checks first (interactionDetails).
  */
 /** `upstream`: the step follows a sign-in through that upstream provider (no password was given). */
+/** The account as the step that opened this one read it: what the next page shows and the finish needs, not read again. */
+export interface KnownAccount {
+  email: string;
+  hasTotp: boolean;
+  hasPasskey: boolean;
+  /** The language its mail is written in ('en' when none was remembered). */
+  locale: string;
+}
+
 export type SignInStep =
-  | { name: 'second-factor'; accountId: string; subject: string; upstream?: string }
+  | { name: 'second-factor'; accountId: string; subject: string; upstream?: string; known?: KnownAccount }
   /** `pending`: the TOTP enrolment the page offers (sealed), made when the page is first shown. */
   | { name: 'enroll'; accountId: string; subject: string; pending?: string; upstream?: string }
   /** `amr`: how the factor just set up signs this sign-in in, once the codes are saved. */

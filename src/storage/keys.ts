@@ -126,8 +126,8 @@ export const keys = {
   signInOrigin: (uid: string) => `lk:{${digest(uid).slice(0, TAG_LENGTH)}}:SignInOrigin:${digest(uid)}`,
   /** The account a passkey (by its credential id) belongs to: one lookup at a passwordless sign-in. */
   passkeyCredential: (credentialId: string) => `lk:passkey-credential:${digest(credentialId)}`,
-  /** Unused WebAuthn challenges of one interaction or account-page session (a set, 5 minutes); each is removed when used. */
-  passkeyChallenges: (scope: string) => `lk:passkey-challenge:${digest(scope)}`,
+  /** A WebAuthn challenge that was answered (set-if-absent, 5 minutes): each is used once (accounts/passkeys.ts). */
+  passkeyChallengeUsed: (challenge: string) => `lk:passkey-challenge-used:${digest(challenge)}`,
   /** A lockout record of an account or a client IP (subject is already a digest). */
   lockout: (subject: string) => `lk:lockout:${subject}`,
   /** A single-use emailed link (accounts/email-links.ts), by a digest of its token: a set of one member, TTL = its expiry. */

@@ -1,3 +1,4 @@
+import { REGISTRY_CHANGES } from '../oidc/registry.ts';
 import { Refusal } from '../problems.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import { keys } from '../storage/keys.ts';
@@ -71,12 +72,32 @@ export function presetDefaults(preset: Preset, tenant?: string): Partial<Upstrea
   }
 }
 
+/** A safety net under the change messages, as for the registry's cache: the list is never older than this. */
+const LIST_TTL_MS = 60_000;
+
 export class UpstreamProviders {
   readonly #store: Store;
   readonly #box: SecretBox;
-  constructor(store: Store, box: SecretBox) {
+  readonly #cache: boolean;
+  /** The list as last read (`cache: true`): every sign-in page shows it. Dropped on REGISTRY_CHANGES (`forget`). */
+  #listed: { value: Promise<UpstreamProvider[]>; expires: number } | undefined;
+
+  /** `cache: true` for the server, which calls `forget` on every registry change message; the CLI reads storage directly. */
+  constructor(store: Store, box: SecretBox, options: { cache?: boolean } = {}) {
     this.#store = store;
     this.#box = box;
+    this.#cache = options.cache === true;
+  }
+
+  /** Drops the cached list (a change here or on another server, or a missed message). */
+  forget(): void {
+    this.#listed = undefined;
+  }
+
+  /** After a write: this server forgets now, every other one when the message reaches it. */
+  async #changed(): Promise<void> {
+    this.forget();
+    await this.#store.publish(REGISTRY_CHANGES, 'changed');
   }
 
   static secretContext(id: string): string {
@@ -98,6 +119,20 @@ export class UpstreamProviders {
   }
 
   async list(): Promise<UpstreamProvider[]> {
+    if (!this.#cache) return this.#read();
+    const now = Date.now();
+    if (!this.#listed || this.#listed.expires <= now) {
+      const listed = { value: this.#read(), expires: now + LIST_TTL_MS };
+      this.#listed = listed;
+      // A failed read is not kept: the next page asks storage again.
+      listed.value.catch(() => {
+        if (this.#listed === listed) this.#listed = undefined;
+      });
+    }
+    return this.#listed.value;
+  }
+
+  async #read(): Promise<UpstreamProvider[]> {
     const ids = (await this.#store.setMembers(keys.upstreamProviders)).sort();
     const found = await Promise.all(ids.map((id) => this.find(id)));
     return found.filter((p): p is UpstreamProvider => p !== undefined);
@@ -109,6 +144,7 @@ export class UpstreamProviders {
       throw new Refusal('provider_exists', { field: 'id', params: { id: provider.id } });
     }
     await this.#store.setAdd(keys.upstreamProviders, provider.id);
+    await this.#changed();
   }
 
   /** Compare-and-set on the record as read: a concurrent change loses with a 409. */
@@ -117,11 +153,13 @@ export class UpstreamProviders {
     if (!raw || !(await this.#store.replaceIf(keys.upstreamProvider(before.id), raw, JSON.stringify(after)))) {
       throw new Refusal('provider_busy', { params: { id: before.id } });
     }
+    await this.#changed();
   }
 
   async remove(id: string): Promise<boolean> {
     const removed = (await this.#store.del(keys.upstreamProvider(id))) > 0;
     await this.#store.setRemove(keys.upstreamProviders, id);
+    await this.#changed();
     return removed;
   }
 }
