@@ -209,7 +209,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const minuteSeries = minuteSeriesOf(metrics);
   minuteSeries.start();
   const ops = new Operations({
-    store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER, lockouts, minuteSeries,
+    store, registry, accounts, logger, validateClient: validateClientMetadata, issuer: config.ISSUER, lockouts, minuteSeries, passkeyMode: config.PASSKEYS,
     invitations: { ttlSeconds: config.INVITATION_TTL_SECONDS, emailOn: config.EMAIL === 'on' },
     email: emailSettings(config),
     brand,

@@ -28,7 +28,7 @@ export const REFUSALS = {
   provider_id_invalid: { message: '{@} must be 1 to 40 lower-case letters, digits or dashes, got {value}' },
   provider_issuer_needed: { message: '{@} is required for the {preset} preset' },
   provider_tenant_needed: { message: '{@} (the directory, tenant id or domain) is required for the entra preset' },
-  identity_last_way_in: { status: 409, message: 'the {provider} identity is the only way this account signs in (its password was never set): it stays linked until a password is set' },
+  identity_last_way_in: { status: 409, message: 'the {provider} identity is the only way this account signs in (its password was never set, and it has no passkey): it stays linked until a password is set or a passkey is added' },
   identity_not_linked: { status: 404, message: 'no identity of {provider} with subject {sub} is linked to this account' },
 
   // ---- clients ----

@@ -7,6 +7,7 @@ import { adminApiUri } from '../src/admin/api.ts';
 import { keys } from '../src/storage/keys.ts';
 import { UpstreamIdentities, unsetPasswordMark } from '../src/upstream/identities.ts';
 import { runCli } from './helpers/cli.ts';
+import { SoftAuthenticator } from './helpers/soft-authenticator.ts';
 import { endpoints } from './helpers/flow.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
@@ -31,6 +32,12 @@ after(async () => {
 });
 
 const cli = (...args: string[]) => runCli(args, { env: { REDIS_URL: redis.url } });
+
+async function adminToken() {
+  const c = await server.app.registry.createClient({ name: 'ops', grants: ['client_credentials'], scope: 'latchkey:admin' }, async () => {});
+  const res = await endpoints(server.issuer).token({ clientId: c.clientId, secret: c.secret! }, { grant_type: 'client_credentials', scope: 'latchkey:admin', resource: adminApiUri(server.issuer) });
+  return String(res.body.access_token);
+}
 
 describe('latchkey provider', () => {
   test('add, list, show, update and remove; the client secret is sealed and never shown', async () => {
@@ -89,7 +96,7 @@ describe('latchkey provider', () => {
 });
 
 describe('latchkey user unlink', () => {
-  test("an account's last way in is refused with the way out; a second identity unlinks", async () => {
+  test("an account's last way in is refused with the way out, on its storage and through --server; a second identity unlinks", async () => {
     await server.app.ops.addProvider({ kind: 'cli' }, { id: 'corp', preset: 'google', client_id: 'x', client_secret: SECRET });
     const { user } = await server.app.ops.createUser({ kind: 'cli' }, { email: 'lin@example.com', password: 'a random one nobody was told' });
     const account = (await server.app.accounts.find(user.id))!;
@@ -99,8 +106,15 @@ describe('latchkey user unlink', () => {
 
     const refused = await cli('user', 'unlink', user.id, 'corp');
     assert.equal(refused.code, 2);
-    assert.match(refused.stderr, /the corp identity is the only way this account signs in \(its password was never set\)/);
-    assert.match(refused.stderr, new RegExp(`latchkey user send-password-reset ${user.id}`), 'the operator is told the way out');
+    const says = (stderr: string) => {
+      assert.match(stderr, /the corp identity is the only way this account signs in \(its password was never set, and it has no passkey\)/);
+      assert.match(stderr, new RegExp(`latchkey user send-password-reset ${user.id}\\).* or let them add a passkey on their account page; then unlink`), 'the operator is told the ways out');
+    };
+    says(refused.stderr);
+    // Through the admin API, which answers 409 identity_last_way_in: the same words.
+    const remote = await runCli(['--server', server.issuer, '--token', await adminToken(), 'user', 'unlink', user.id, 'corp'], { env: {} });
+    assert.equal(remote.code, 2, remote.stderr);
+    says(remote.stderr);
     assert.equal((await server.app.ops.userUpstreams(user.id)).identities.length, 1, 'still linked');
 
     await identities.link({ accountId: user.id, provider: 'gh', iss: 'https://github.com', sub: '42', linkedAt: Date.now(), via: 'account_page' });
@@ -108,14 +122,27 @@ describe('latchkey user unlink', () => {
     assert.equal(unlinked.code, 0, unlinked.stderr);
     assert.match(unlinked.stdout, /Unlinked 1 identity of corp/);
   });
+
+  test('a registered passkey is a way in while PASSKEYS is not off: the only identity then unlinks', async () => {
+    const { user } = await server.app.ops.createUser({ kind: 'cli' }, { email: 'pia@example.com', password: 'a random one nobody was told either' });
+    const account = (await server.app.accounts.find(user.id))!;
+    await new UpstreamIdentities(server.store).link({ accountId: user.id, provider: 'corp', iss: 'https://accounts.google.com', sub: '2072', linkedAt: Date.now(), via: 'created', unsetPassword: unsetPasswordMark(account) });
+    const device = new SoftAuthenticator({ origin: server.issuer });
+    assert.ok((await server.app.passkeys.register(user.id, 'test-pia', device.create(await server.app.passkeys.registrationOptions(account, 'test-pia')), 'Phone')).ok);
+
+    // With passkeys turned off it signs nobody in, so the identity is still the only way.
+    const off = await runCli(['user', 'unlink', user.id, 'corp'], { env: { REDIS_URL: redis.url, PASSKEYS: 'off' } });
+    assert.equal(off.code, 2, off.stdout);
+    assert.match(off.stderr, /only way this account signs in/);
+    const shown = JSON.parse((await cli('user', 'upstreams', user.id, '--json')).stdout);
+    assert.equal(shown.identities[0].last_way_in, false, 'PASSKEYS optional: the passkey is a way in');
+    const unlinked = await cli('user', 'unlink', user.id, 'corp');
+    assert.equal(unlinked.code, 0, unlinked.stderr);
+    assert.deepEqual((await server.app.ops.userUpstreams(user.id)).identities, []);
+  });
 });
 
 describe('/admin/api/v1/providers', () => {
-  async function adminToken() {
-    const c = await server.app.registry.createClient({ name: 'ops', grants: ['client_credentials'], scope: 'latchkey:admin' }, async () => {});
-    const res = await endpoints(server.issuer).token({ clientId: c.clientId, secret: c.secret! }, { grant_type: 'client_credentials', scope: 'latchkey:admin', resource: adminApiUri(server.issuer) });
-    return String(res.body.access_token);
-  }
   async function call(token: string, method: string, path: string, body?: unknown) {
     const res = await fetch(`${server.issuer}/admin/api/v1${path}`, {
       method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}),

@@ -320,6 +320,46 @@ describe('sign-in through an upstream provider', () => {
     assert.deepEqual((await server.app.ops.userUpstreams(person.id)).identities.map((i) => [i.provider, i.last_way_in]), [['gh', true]]);
   });
 
+  test('a passkey is a way in: without one the only identity stays linked (409); with one it unlinks, and the passkey still signs them in', async () => {
+    company.as('emp-pk', { email: 'kim@acme.test', email_verified: true, name: 'Kim' });
+    const started = await startAtApp();
+    await tokensOf(await continueWith('acme', started), started);
+    const kim = (await server.app.accounts.findByEmail('kim@acme.test'))!;
+    const browser = started.traveller;
+    const providersPage = new URL('/account/providers', server.issuer);
+    const unlink = new URL('/account/providers/unlink', server.issuer);
+    const csrf = (await browser.go(providersPage)).page!.html.match(/name="_csrf" value="([^"]+)"/)![1]!;
+    const confirmed = await browser.go(new URL('/account/providers/confirm', server.issuer), { form: { _csrf: csrf, provider: 'acme' } });
+    assert.match(confirmed.page!.html, /for the next \d+ minutes you can change how you sign in/);
+
+    // No password they know, no passkey: Acme is their only way in, in sudo mode as well.
+    assert.match(confirmed.page!.html, /This is how you sign in: set a password first, or add a passkey/);
+    assert.doesNotMatch(confirmed.page!.html, /action="\/account\/providers\/unlink"/);
+    const refused = await browser.go(unlink, { form: { _csrf: csrf, provider: 'acme' } });
+    assert.equal(refused.page?.status, 409);
+    assert.match(refused.page.html, /This is how you sign in: set a password first .* or add a passkey on your account page/);
+    await assert.rejects(server.app.ops.unlinkUserUpstream(actor, kim.id, 'acme'), (err: { code?: string; status?: number }) => err.code === 'identity_last_way_in' && err.status === 409);
+    assert.equal((await server.app.ops.userUpstreams(kim.id)).identities.length, 1);
+
+    // A passkey of their own (PASSKEYS is optional here, so it signs in alone).
+    const device = new SoftAuthenticator({ origin: server.issuer });
+    assert.ok((await server.app.passkeys.register(kim.id, 'test-kim', device.create(await server.app.passkeys.registrationOptions(kim, 'test-kim')), 'Laptop')).ok);
+    assert.deepEqual((await server.app.ops.userUpstreams(kim.id)).identities.map((i) => i.last_way_in), [false]);
+    const offered = await browser.go(providersPage);
+    assert.match(offered.page!.html, /action="\/account\/providers\/unlink"/);
+    const unlinked = await browser.go(unlink, { form: { _csrf: csrf, provider: 'acme' } });
+    assert.doesNotMatch(unlinked.page!.html, /<h3>Acme<\/h3>/);
+    assert.deepEqual((await server.app.ops.userUpstreams(kim.id)).identities, []);
+    assert.ok(server.logs.some((l) => l.event === 'upstream_unlinked' && l.accountId === kim.id && l.provider === 'acme'));
+
+    // And it was a way in: a fresh browser signs in with the passkey alone.
+    const again = await startAtApp();
+    const form = again.loginPage.match(/<form[^>]*action="([^"]+\/passkey)"[^>]*data-options="([^"]*)"[\s\S]*?name="_csrf" value="([^"]+)"/)!;
+    const options = JSON.parse(form[2]!.replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&amp;', '&'));
+    const signedIn = await again.traveller.go(new URL(form[1]!, server.issuer), { form: { _csrf: form[3]!, response: JSON.stringify(device.get(options)) } });
+    assert.equal((await tokensOf(signedIn, again)).claims()!.sub, kim.id);
+  });
+
   test('GitHub: the numeric id is the subject and only verified addresses count', async () => {
     github.control.as = { id: 777, login: 'octo', name: 'Octo Cat', emails: [{ email: 'octo@unverified.test', primary: true, verified: false }, { email: 'octo@gh.test', primary: false, verified: true }] };
     const started = await startAtApp();

@@ -65,6 +65,8 @@ export interface OperationsDeps {
   now?: () => number;
   /** Whose name, colours and logo mail is written in (BRAND_*); unset: Latchkey's. */
   brand?: Brand;
+  /** PASSKEYS: unless `off`, a registered passkey signs in alone, so it counts as a way in; unset: `optional`, the default. */
+  passkeyMode?: 'off' | 'optional' | 'preferred';
 }
 
 /** A current signing key older than this is due for rotation (the overview says so). */
@@ -657,8 +659,8 @@ export class Operations {
   // ---- upstream providers (src/upstream: sign in through another provider) ----
 
   async #upstream(): Promise<UpstreamAdmin> {
-    const { store, accounts, secretsKey } = this.#d;
-    return new UpstreamAdmin(store, await loadSecretBox(store, secretsKey), accounts);
+    const { store, accounts, secretsKey, passkeyMode = 'optional' } = this.#d;
+    return new UpstreamAdmin(store, await loadSecretBox(store, secretsKey), accounts, passkeyMode !== 'off');
   }
 
   /** `body` as the admin API names it (upstream/admin.ts providerCreate); the client secret is sealed and never shown again. */

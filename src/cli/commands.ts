@@ -605,7 +605,7 @@ const TABLE: Record<string, Command> = {
     async run(ctx, _values, [id, provider]) {
       const json = await ctx.ops.unlinkUserUpstream(ctx.actor, id!, provider!).catch((err: unknown) => {
         // The refusal says why; an operator also needs the way out.
-        if (err instanceof Refusal && err.code === 'identity_last_way_in') throw new CliError(`${err.message}. Send them a reset first (latchkey user send-password-reset ${id}) or set one (latchkey user set-password ${id} --password-stdin), then unlink.`);
+        if (err instanceof Refusal && err.code === 'identity_last_way_in') throw new CliError(`${err.message}. Send them a reset first (latchkey user send-password-reset ${id}) or set one (latchkey user set-password ${id} --password-stdin), or let them add a passkey on their account page; then unlink.`);
         throw err;
       });
       return { json, text: `Unlinked ${json.unlinked} identity of ${provider} from ${json.id}.` };

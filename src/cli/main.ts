@@ -185,10 +185,10 @@ async function runCommand(argv: string[], io: CliIo): Promise<number> {
   let config;
   try {
     // Only what the CLI uses: the server's other settings need not be valid here.
-    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE, SMTP_URL, MAIL_FROM } = env;
-    // The lockout thresholds too: `user unlock` then builds its lockout as the server does.
+    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE, SMTP_URL, MAIL_FROM, PASSKEYS } = env;
+    // The lockout thresholds too: `user unlock` then builds its lockout as the server does. PASSKEYS: whether a passkey is a way in (`user unlink`).
     const lockoutEnv = Object.fromEntries(LOCKOUT_SETTING_NAMES.map((name) => [name, env[name]]));
-    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE, SMTP_URL, MAIL_FROM, ...lockoutEnv });
+    config = loadConfig({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_PASSWORD, REDIS_TIMEOUT_MS, SIGNING_KEYS_FILE, SECRETS_KEY, ISSUER, PORT, LOG_LEVEL, ADMIN_ACTIVITY_MAX, PASSWORD_BREACH_CHECK, PASSWORD_BREACH_CHECK_URL, BACKCHANNEL_LOGOUT_ALLOW_PRIVATE, SMTP_URL, MAIL_FROM, PASSKEYS, ...lockoutEnv });
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(`configuration: ${err.problems.join('; ')}`);
     throw err;
@@ -221,6 +221,7 @@ async function runCommand(argv: string[], io: CliIo): Promise<number> {
       email: emailSettings(config),
       brand: brandOf(config),
       lockouts: lockoutSettings(config),
+      passkeyMode: config.PASSKEYS,
     });
     const output: Output = await command.run(ctx, values, positionals);
     if (output.audit) audit(logger, output.audit.event, output.audit.fields, output.audit.msg);

@@ -136,10 +136,13 @@ export class UpstreamAdmin {
   readonly providers: UpstreamProviders;
   readonly identities: UpstreamIdentities;
   readonly #accounts: Accounts;
-  constructor(store: Store, box: SecretBox, accounts: Accounts) {
+  /** Whether a registered passkey signs in alone (PASSKEYS is not `off`): then it is a way in (identities.ts lastWayIn). */
+  readonly #passkeysOn: boolean;
+  constructor(store: Store, box: SecretBox, accounts: Accounts, passkeysOn: boolean) {
     this.providers = new UpstreamProviders(store, box);
     this.identities = new UpstreamIdentities(store);
     this.#accounts = accounts;
+    this.#passkeysOn = passkeysOn;
   }
 
   /** `input`: parsed with `providerCreate` (admin/inputs.ts parseInput, by the caller). */
@@ -178,7 +181,7 @@ export class UpstreamAdmin {
       provider: i.provider, iss: i.iss, sub: i.sub, email: i.email ?? null, via: i.via, linked: new Date(i.linkedAt).toISOString(),
       ...(i.lastUsedAt ? { last_used: new Date(i.lastUsedAt).toISOString() } : {}),
       // Unlinking it would leave no way to sign in: the console does not offer it, Operations refuses it.
-      last_way_in: account ? lastWayIn(account, all, all.filter((o) => o.provider === i.provider)) : false,
+      last_way_in: account ? lastWayIn(account, all, all.filter((o) => o.provider === i.provider), this.#passkeysOn) : false,
     }));
   }
 
@@ -193,7 +196,7 @@ export class UpstreamAdmin {
     const linked = all.filter((i) => i.provider === provider);
     const account = await this.#accounts.find(accountId);
     if (!linked.length || !account) throw new Refusal('identity_not_linked', { params: { provider, sub: '*' } });
-    if (lastWayIn(account, all, linked)) throw new Refusal('identity_last_way_in', { params: { provider } });
+    if (lastWayIn(account, all, linked, this.#passkeysOn)) throw new Refusal('identity_last_way_in', { params: { provider } });
     for (const identity of linked) await this.identities.unlink(accountId, identity.iss, identity.sub);
     return linked.length;
   }

@@ -1,4 +1,5 @@
 import type { Account } from '../accounts/accounts.ts';
+import { passkeysOf } from '../accounts/passkeys.ts';
 import { digest, keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 
@@ -38,10 +39,13 @@ export function passwordKnown(account: Pick<Account, 'passwordHash'>, linked: Li
   return !linked.some((i) => (i.unsetPassword !== undefined ? i.unsetPassword === unsetPasswordMark(account) : i.via === 'created'));
 }
 
-/** Whether unlinking these identities would leave the account no way to sign in (no known password, no other identity). */
-export function lastWayIn(account: Pick<Account, 'passwordHash'>, linked: LinkedIdentity[], removing: LinkedIdentity[]): boolean {
+/**
+ * Whether unlinking these identities would leave the account no way to sign in: no known password, no
+ * other identity, and no passkey it can sign in with alone (`passkeysOn`: PASSKEYS is not `off`).
+ */
+export function lastWayIn(account: Pick<Account, 'passwordHash' | 'passkeys'>, linked: LinkedIdentity[], removing: LinkedIdentity[], passkeysOn: boolean): boolean {
   const left = linked.filter((i) => !removing.some((r) => r.iss === i.iss && r.sub === i.sub));
-  return left.length === 0 && !passwordKnown(account, linked);
+  return left.length === 0 && !passwordKnown(account, linked) && !(passkeysOn && passkeysOf(account).length > 0);
 }
 
 export class UpstreamIdentities {

@@ -302,6 +302,8 @@ function accountLinks(
   const sameOrigin = sameOriginForms(issuer, views, 'the form expired; open your account page again');
 
   const sudo = new SudoMode(store, deps.sudoSeconds, deps.clock);
+  // A registered passkey is a way in of its own, unless PASSKEYS is off (then it signs nobody in).
+  const passkeysOn = deps.passkeyMode !== 'off';
 
   async function signedIn(ctx: Context) {
     const session = await oidc.Session.get(ctx);
@@ -322,7 +324,7 @@ function accountLinks(
       sudo: (await sudo.until(who.session, who.account.id)) !== undefined, passwordKnown: known, code: hasFactor(who.account),
       // Without a password they know, the person confirms through an upstream already linked (still offered).
       confirmWith: known ? [] : linked.filter((i) => all.some((p) => p.id === i.provider)).map((i) => ({ id: i.provider, name: nameOf(i.provider) })),
-      linked: linked.map((i) => ({ provider: i.provider, name: nameOf(i.provider), email: i.email, linked: new Date(i.linkedAt).toISOString().slice(0, 10), last: lastWayIn(who.account, linked, linked.filter((o) => o.provider === i.provider)) })),
+      linked: linked.map((i) => ({ provider: i.provider, name: nameOf(i.provider), email: i.email, linked: new Date(i.linkedAt).toISOString().slice(0, 10), last: lastWayIn(who.account, linked, linked.filter((o) => o.provider === i.provider), passkeysOn) })),
       available: all.filter((p) => !linked.some((i) => i.provider === p.id)).map((p) => ({ id: p.id, name: p.name })),
     // The link form's answer redirects to the provider: CSP form-action must allow its origin.
     }, all.flatMap((p) => [...formTargets(p.issuer), ...formTargets(p.endpoints?.authorization)]));
@@ -470,9 +472,9 @@ function accountLinks(
     const id = (typeof ok.body.provider === 'string' ? ok.body.provider : '');
     const all = await identities.ofAccount(ok.who.account.id);
     const linked = all.filter((i) => i.provider === id);
-    if (linked.length && lastWayIn(ok.who.account, all, linked)) {
+    if (linked.length && lastWayIn(ok.who.account, all, linked, passkeysOn)) {
       ctx.status = 409;
-      return render(ctx, ok.who, 'This is how you sign in: set a password first ("Forgot your password?" on the sign-in page), then unlink it.');
+      return render(ctx, ok.who, 'This is how you sign in: set a password first ("Forgot your password?" on the sign-in page) or add a passkey on your account page, then unlink it.');
     }
     for (const identity of linked) await identities.unlink(ok.who.account.id, identity.iss, identity.sub);
     if (linked.length) audit(logger, 'upstream_unlinked', { accountId: ok.who.account.id, provider: id, identities: linked.length, source: 'account_page', ip: ctx.ip }, 'upstream identity unlinked');

@@ -158,8 +158,8 @@ describe('console: sign-in providers in a browser', () => {
     await server.app.ops.unlinkUserUpstream({ kind: 'cli' }, grace.id, 'gh');
     const refused = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/unlink-upstream'));
     await submit(page, unlinkOf('Acme Corp'));
-    assert.equal((await refused).status(), 400, "a refusal, never a 5xx");
-    assert.match(await section.locator('.field-error').innerText(), /only way|last way/i);
+    assert.equal((await refused).status(), 409, 'a conflict, as the admin API answers it (identity_last_way_in)');
+    assert.match(await section.locator('.field-error').innerText(), /^The acme identity is the only way this account signs in \(its password was never set, and it has no passkey\): it stays linked until a password is set or a passkey is added$/);
     assert.equal((await server.app.ops.userUpstreams(grace.id)).identities.length, 1, 'the last way in stays');
     await check(page, '-user-last-way-in');
 

@@ -166,8 +166,8 @@ export function usersScreen(kit: Kit) {
     if (!action) return notFound(kit, ctx, 'That action');
     const id = ctx.params.id!;
     const who = whoOf(ctx);
-    const refuse = (message: string) => {
-      ctx.status = 400;
+    const refuse = (message: string, status = 400) => {
+      ctx.status = status;
       return userPage(ctx, id, { errors: { [name]: message } });
     };
     if (id.includes('@') || !(await unlessGone(ops.findUser(id)))) return notFound(kit, ctx, 'That user');
@@ -181,7 +181,8 @@ export function usersScreen(kit: Kit) {
     } catch (err) {
       const problems = fieldErrors(err, {}, name);
       if (!problems) throw err;
-      return refuse(Object.values(problems).join(' '));
+      // Operations' own status, as the API answers it (409 for a conflict such as the last way in).
+      return refuse(Object.values(problems).join(' '), (err as { status?: number }).status);
     }
     // A new link is this answer's only (as a new secret is): shown now, never again.
     if (link) return render(kit, ctx, 'user-link', { title: `A link for ${link.email}`, user: { id: link.id, email: link.email }, link: link.set_password_link, expires: link.expires, created: false });
