@@ -48,6 +48,7 @@ import { EmailLinks } from './accounts/email-links.ts';
 import { Email, emailSettings } from './accounts/email.ts';
 import { outboxRoutes } from './mail/outbox-page.ts';
 import { languageSwitchRoutes } from './i18n/language-switch.ts';
+import type { Locale } from './i18n/locale.ts';
 import { MailQueue, startMailDelivery, type MailDeliveryOptions } from './mail/queue.ts';
 import { Outbox, smtpTransport, type MailTransport } from './mail/transport.ts';
 import { emailAddressRoutes } from './interactions/email-address.ts';
@@ -224,6 +225,16 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   const firstAdmin = new FirstAdmin({ store, accounts, logger, linkTtlSeconds: config.SETUP_LINK_TTL_SECONDS, ...(clock ? { now: clock } : {}) });
 
   const only = (...routes: string[]) => new Set(routes);
+  // A signed-in person's pick of language is their account's too: the notices mailed later speak it.
+  const rememberPickedLocale = async (ctx: Context, locale: Locale) => {
+    try {
+      const session = await provider.Session.get(ctx);
+      if (session.accountId) await accounts.rememberLocale(session.accountId, locale);
+    } catch (err) {
+      logger.warn({ reason: err instanceof Error ? err.message : String(err) }, 'language not remembered');
+    }
+  };
+
   // The edge, in the order a request meets it; oidc-provider's own routes come after the last entry.
   // The request context comes first, so the request line, the metrics and the error handling see the
   // answer the client gets, after every rewrite below.
@@ -240,7 +251,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'discoveryListsApiScopes', does: 'the API scopes (not --private-scopes ones) in scopes_supported', oidcRoutes: only('discovery'), middleware: answers.discoveryListsApiScopes },
     { name: 'staticRoutes', does: "/static: the stylesheet (with the brand's colours) and the passkey, console, account and recovery-code scripts", middleware: staticRoutes(brand).routes() },
     { name: 'logoRoutes', does: '/static/logo: the BRAND_LOGO file, as an image only', middleware: brand.logo?.file ? logoRoutes(brand).routes() : undefined },
-    { name: 'languageSwitch', does: "/language: the pages' language switch (a cookie), back to the same-site page", middleware: languageSwitchRoutes().routes() },
+    { name: 'languageSwitch', does: "/language: the pages' language switch (a cookie), back to the same-site page", middleware: languageSwitchRoutes({ remember: rememberPickedLocale }).routes() },
     { name: 'opsRoutes', does: '/metrics, /healthz, /readyz (on METRICS_PORT instead when it is set)', middleware: config.METRICS_PORT === undefined ? opsRouter.routes() : undefined },
     { name: 'countFailedClientAuthentication', does: 'each 401 invalid_client counted per client id at the IP (CLIENT_AUTH_*) and per IP (LOCKOUT_IP_*); the refusal (429) is the throttledClientAuthentication bend', oidcRoutes: CLIENT_AUTH_ROUTES, middleware: countFailedClientAuthentication(clientLockout) },
     { name: 'deviceFlowEdges', does: 'code entry: same origin, wrong codes per IP (DEVICE_CODE_*, 429); prefilled code; interval and slow_down', oidcRoutes: only('code_verification', 'device_authorization', 'token'), middleware: deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')) },

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { contrastRatio } from '../src/brand.ts';
+import { contrastRatio, DEFAULT_ACCENT } from '../src/brand.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
 import { browse, CookieJar, follow, pkcePair } from './helpers/flow.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
@@ -40,6 +40,21 @@ describe('branding settings', () => {
   it('refuses an accent on which neither white nor dark text is readable, saying the ratios', () => {
     const [problem] = problemsOf({ BRAND_ACCENT: '#7a7a7a' });
     assert.match(problem!, /^BRAND_ACCENT: text on it would not be readable: white has a contrast of 4\.\d\d:1 and dark text 4\.\d\d:1, WCAG AA needs 4\.5:1/);
+  });
+
+  it('the accent as text on dark pages: the accent where it reads there, else a lighter tint of it that does (WCAG AA)', async () => {
+    const { brandOf } = await import('../src/brand.ts');
+    for (const accent of ['#2f5bd3', '#0b6e4f', '#000080', '#b3261e', '#ffcc00', '#7c3aed']) {
+      const brand = brandOf(loadConfig({ BRAND_ACCENT: accent }));
+      for (const canvas of ['#121212', '#1c1b22']) assert.ok(contrastRatio(brand.accentInkDark, canvas) >= 4.5, `${accent} → ${brand.accentInkDark} on ${canvas}`);
+    }
+    // The default blue was 3.2:1 on Chromium's dark Canvas; a light accent that reads already stays itself.
+    assert.ok(contrastRatio(DEFAULT_ACCENT, '#121212') < 4.5);
+    assert.notEqual(brandOf(loadConfig({})).accentInkDark, DEFAULT_ACCENT);
+    assert.equal(brandOf(loadConfig({ BRAND_ACCENT: '#ffcc00' })).accentInkDark, '#ffcc00');
+    // style.css's own dark value is the default accent's.
+    const css = readFileSync(new URL('../views/style.css', import.meta.url), 'utf8');
+    assert.match(css, new RegExp(`@media \\(prefers-color-scheme: dark\\) \\{ :root \\{ --accent-ink: ${brandOf(loadConfig({})).accentInkDark};`));
   });
 
   it('takes a light accent with dark text on it, and a darker shade of it for links', async () => {
@@ -121,9 +136,13 @@ describe('a branded server', () => {
     assert.equal(imgSrc(json.headers.get('content-security-policy')), "img-src 'self' data: https://cdn.acme.example");
   });
 
-  it("serves the accent in the stylesheet, white text on it when it reads", async () => {
+  it("serves the accent in the stylesheet, white text on it when it reads, and a lighter ink for the dark scheme", async () => {
     const css = await (await fetch(new URL('/static/style.css', server.issuer))).text();
-    assert.match(css, /:root \{ --accent: #0b6e4f; --on-accent: #ffffff; --accent-ink: #0b6e4f; \}\s*$/);
+    const dark = /@media \(prefers-color-scheme: dark\) \{ :root \{ --accent-ink: (#[0-9a-f]{6}); \} \}\s*$/.exec(css);
+    assert.ok(dark, 'the dark ink comes last, after the light one it replaces');
+    assert.match(css, /:root \{ --accent: #0b6e4f; --on-accent: #ffffff; --accent-ink: #0b6e4f; \}\n@media/);
+    assert.ok(contrastRatio('#0b6e4f', '#121212') < 4.5, 'the accent itself does not read on a dark page');
+    assert.ok(contrastRatio(dark[1]!, '#121212') >= 4.5 && contrastRatio(dark[1]!, '#1c1b22') >= 4.5, `${dark[1]} reads on the dark scheme`);
   });
 
   it('refuses an http logo_uri at registration, and no logo means no image and no extra origin', async () => {

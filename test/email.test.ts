@@ -387,6 +387,84 @@ describe('security notices', () => {
   });
 });
 
+describe('link mails in the person’s language', () => {
+  const germanJar = async (back: string) => {
+    const jar = new CookieJar();
+    // The switch's cookie: the pages that follow, and the mail asked for on them, are German.
+    const page = await get(jar, `/language?to=de&back=${encodeURIComponent(back)}`);
+    assert.match(page.page!.html, /<html lang="de">/);
+    return { jar, page: page.page! };
+  };
+
+  it('a reset asked on a German page is mailed in German, and the link’s pages and answers are German', async () => {
+    const p = await person();
+    const { jar, page } = await germanJar('/password/forgot');
+    const asked = await post(jar, page, '/password/forgot', { email: p.email });
+    assert.match(asked.page!.html, /<h1>Sehen Sie in Ihr E-Mail-Postfach<\/h1>/);
+    assert.ok(asked.page!.html.includes(`Falls ${p.email} zu einem Konto gehört, ist ein Link zum Festlegen eines neuen Passworts unterwegs. Er funktioniert einmal, 30 Minuten lang.`));
+    const mail = await smtp.waitFor(p.email, /Passwort zurücksetzen/);
+    assert.equal(mail.subject, 'Ihr Latchkey-Passwort zurücksetzen');
+    assert.match(mail.text ?? '', /Der Link gilt einmal, 30 Minuten lang\./);
+    assert.match(mail.html as string, /<html lang="de">/);
+    const link = linkIn(mail, '/password/reset');
+    const weak = await useResetLink(link, 'short', jar);
+    assert.match(weak.page!.html, /<p class="error" role="alert">Das neue Passwort wird nicht akzeptiert: das Passwort braucht mindestens 8 Zeichen\.<\/p>/);
+    const done = await useResetLink(link, 'ein neuer guter Passsatz', jar);
+    assert.match(done.page!.html, /<h1>Passwort geändert<\/h1>/);
+    assert.match(done.page!.html, /<title>Passwort geändert · Latchkey<\/title>/);
+    const gone = await get(jar, link);
+    assert.equal(gone.page!.status, 400);
+    assert.match(gone.page!.html, /<h1>Link abgelaufen<\/h1>[\s\S]*Dieser Link ist abgelaufen oder wurde schon verwendet\./);
+    // Asked on an English page, the same person's next reset is English (the page decides, not the account).
+    await askForReset(p.email);
+    await smtp.waitFor(p.email, /Reset your Latchkey password/);
+  });
+
+  it('address links follow the account’s stored language, whatever the page that asked', async () => {
+    const p = await person();
+    const { jar, page } = await signInToAccount(p);
+    await server.app.accounts.rememberLocale(p.id, 'de');
+    await post(jar, page, '/account/email/verify', {});
+    const verify = await smtp.waitFor(p.email, /E-Mail-Adresse/);
+    assert.equal(verify.subject, 'Bestätigen Sie Ihre E-Mail-Adresse');
+    assert.match(verify.text ?? '', new RegExp(`Bestätigen Sie, dass ${p.email.replace('.', '\\.')} Ihre Adresse ist`));
+    const next = `neu-${Math.random().toString(36).slice(2)}@example.org`;
+    await post(jar, page, '/account/email', { new_email: next, current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
+    assert.equal((await smtp.waitFor(next, /neue E-Mail-Adresse/)).subject, 'Bestätigen Sie Ihre neue E-Mail-Adresse');
+    assert.equal((await smtp.waitFor(p.email, /wird geändert/)).subject, 'Ihre Latchkey-Adresse wird geändert');
+  });
+
+  it('the language switch, signed in, becomes the account’s language: the notices that follow speak it', async () => {
+    const p = await person();
+    const { jar, page } = await signInToAccount(p);
+    assert.equal((await server.app.accounts.find(p.id))!.locale ?? 'en', 'en');
+    const switched = await get(jar, '/language?to=de&back=%2Faccount');
+    assert.match(switched.page!.html, /<html lang="de">/);
+    assert.equal((await server.app.accounts.find(p.id))!.locale, 'de');
+    const confirmed = await post(jar, page, '/account/sudo', { current_password: PASSWORD, code: await nextTotpCode(server.issuer, p.totpSecret!) });
+    await post(jar, confirmed.page!, '/account/password', { new_password: 'noch ein guter Passsatz' });
+    assert.equal((await smtp.waitFor(p.email, /Sicherheitshinweis/)).subject, 'Sicherheitshinweis: Ihr Passwort wurde geändert');
+    await get(jar, '/language?to=en&back=%2Faccount');
+    assert.equal((await server.app.accounts.find(p.id))!.locale, 'en', 'and back');
+    // Signed out, the switch only sets the cookie.
+    const anonymous = await fetch(new URL('/language?to=de&back=%2F', server.issuer), { redirect: 'manual' });
+    assert.equal(anonymous.status, 303);
+  });
+
+  it('an invitation is mailed in the inviting admin’s language, and a re-sent link keeps it', async () => {
+    const email = `eingeladen-${Math.random().toString(36).slice(2)}@example.org`;
+    await server.app.ops.inviteUser({ kind: 'cli' }, { email, name: 'Anna' }, 'de');
+    const mail = await smtp.waitFor(email, /eingeladen/);
+    assert.equal(mail.subject, 'Sie sind zu Latchkey eingeladen');
+    assert.match(mail.text ?? '', /Anna/);
+    await server.app.ops.resendInvitation({ kind: 'cli' }, email);
+    await eventuallyNth(email, 1, /eingeladen/);
+    const english = `invited-${Math.random().toString(36).slice(2)}@example.org`;
+    await server.app.ops.inviteUser({ kind: 'cli' }, { email: english });
+    await smtp.waitFor(english, /You are invited to Latchkey/);
+  });
+});
+
 describe('the queue', () => {
   it('lives in storage: what one server could not send, another sends', async () => {
     if (!redis) return; // Two servers share Redis only.

@@ -6,6 +6,8 @@ import { CATALOGUES, inLanguage } from '../src/i18n/catalogue.ts';
 import { formatMessage, placeholdersOf } from '../src/i18n/format.ts';
 import { fromAcceptLanguage, negotiateLocale } from '../src/i18n/locale.ts';
 import { MESSAGES } from '../src/signin/messages.ts';
+import { browserInWords, factorsInWords } from '../src/accounts/sessions.ts';
+import { readdirSync, readFileSync } from 'node:fs';
 
 test('every language has exactly the English keys, each with the same placeholders and valid plurals', () => {
   for (const [locale, catalogue] of Object.entries(CATALOGUES)) {
@@ -48,4 +50,47 @@ test('the language: ui_locales, then the switch’s cookie, then the account’s
   assert.equal(negotiateLocale({}).locale, 'en');
   assert.equal(fromAcceptLanguage('en-US;q=0.9, de-AT'), 'de');
   assert.equal(fromAcceptLanguage('*;q=1, garbage;;q=x'), undefined);
+});
+
+/** The operator's pages (the console, the first-admin link) and development-only pages stay English. */
+const ENGLISH_ONLY_VIEWS = new Set(['demo.eta', 'outbox.eta', 'setup.eta']);
+
+test('every people’s page takes its words from the catalogue: no English text in a template, and every key it names exists', () => {
+  const dir = new URL('../views/', import.meta.url);
+  const namespaces = new Set(Object.keys(en).map((k) => k.slice(0, k.indexOf('.'))));
+  const views = readdirSync(dir).filter((f) => f.endsWith('.eta') && !ENGLISH_ONLY_VIEWS.has(f));
+  assert.ok(views.length > 25, `${views.length} views`);
+  for (const file of views) {
+    const source = readFileSync(new URL(file, dir), 'utf8');
+    for (const [, key] of source.matchAll(/'([a-zA-Z]+\.[\w.-]+)'/g)) {
+      if (namespaces.has(key!.slice(0, key!.indexOf('.')))) assert.ok(key! in en, `${file}: no message ${key}`);
+    }
+    const text = source.replace(/<%[\s\S]*?%>/g, ' ');
+    const words = text.replace(/<[^>]*>/g, ' ').replace(/&\w+;/g, ' ').match(/[A-Za-z]{2,}/g) ?? [];
+    assert.deepEqual(words, [], `${file}: text outside the catalogue`);
+    const attributes = [...text.matchAll(/\b(?:aria-label|alt|title|placeholder)="([^"]*)"/g)].map((m) => m[1]!).filter((v) => /[a-z]{2,}/.test(v));
+    assert.deepEqual(attributes, [], `${file}: an attribute outside the catalogue`);
+  }
+});
+
+test('a said sentence is matched by its most specific message, and a parameter that is one is translated too', () => {
+  assert.equal(inLanguage('de', 'Link expired'), 'Link abgelaufen');
+  assert.equal(inLanguage('de', 'Link GitHub'), 'GitHub verknüpfen');
+  assert.equal(inLanguage('de', 'The new password is not accepted: the password needs at least 8 characters.'), 'Das neue Passwort wird nicht akzeptiert: das Passwort braucht mindestens 8 Zeichen.');
+  assert.equal(inLanguage('de', 'Linking GitHub did not complete (cancelled there).'), 'Das Verknüpfen von GitHub wurde nicht abgeschlossen (dort abgebrochen).');
+  // No said message is all parameter: it would take any text for itself.
+  for (const [key, text] of Object.entries(en)) if (key.startsWith('said.')) assert.match(text.replace(/\{\w+\}/g, ''), /\p{L}/u, key);
+});
+
+test('where you’re signed in: factors and browsers in the page’s language, English as the page always said it', () => {
+  assert.equal(factorsInWords(['pwd', 'otp', 'mfa']), 'password and authenticator app');
+  assert.equal(factorsInWords(['pwd', 'otp', 'hwk']), 'password, authenticator app and passkey');
+  assert.equal(factorsInWords([]), 'unknown');
+  assert.equal(factorsInWords(['pwd', 'otp'], 'de'), 'Passwort und Authenticator-App');
+  assert.equal(factorsInWords(['hwk', 'user'], 'de'), 'Passkey');
+  assert.equal(browserInWords('Firefox 121 on macOS'), 'Firefox 121 on macOS');
+  assert.equal(browserInWords('Firefox 121 on macOS', 'de'), 'Firefox 121 unter macOS');
+  assert.equal(browserInWords('unknown browser', 'de'), 'unbekannter Browser');
+  assert.equal(browserInWords(undefined), 'Unknown browser');
+  assert.equal(browserInWords(undefined, 'de'), 'Unbekannter Browser');
 });

@@ -69,6 +69,25 @@ function unescapeHtml(text: string): string {
 const noTokenInLogs = (token: string) => assert.ok(!server.logs.some((l) => JSON.stringify(l).includes(token)), 'the link never reaches a log line');
 
 describe('sign-up (SIGNUP=open)', () => {
+  it('asked on a German page, the mail and the link’s page are German (an existing address’s mail too)', async () => {
+    const jar = new CookieJar();
+    const form = await get(jar, '/language?to=de&back=%2Fsignup');
+    assert.match(form.page!.html, /<html lang="de">/);
+    const email = address();
+    const answer = (await post(jar, form.page!, '/signup', { email, name: '' })).page!;
+    assert.match(answer.html, /<h1>Sehen Sie in Ihr E-Mail-Postfach<\/h1>/);
+    assert.match(answer.html, /er funktioniert einmal, \d+ Stunden? lang\./);
+    const mail = await smtp.waitFor(email, /Kontos ab/);
+    assert.equal(mail.subject, 'Schließen Sie die Erstellung Ihres Latchkey-Kontos ab');
+    const page = (await get(jar, linkIn(mail, '/signup/finish'))).page!;
+    assert.match(page.html, /<h1>Ihr Konto erstellen<\/h1>/);
+    assert.match(page.html, /<label for="new_password">Passwort festlegen<\/label>/);
+    assert.match(page.html, /<button type="submit">Mein Konto erstellen<\/button>/);
+    const existing = world.user.email;
+    await post(jar, form.page!, '/signup', { email: existing, name: '' });
+    assert.equal((await smtp.waitFor(existing, /Konto erstellen/)).subject, 'Jemand wollte mit Ihrer Adresse ein Latchkey-Konto erstellen');
+  });
+
   it('the sign-in page offers it; a new address gets a link; the account exists only once the link is used, verified, and signs in', async () => {
     const login = await signIn({ issuer: server.issuer, client: world.shop, scope: 'openid' });
     assert.match(login.page!.html, /<a href="\/signup">Create an account<\/a>/);

@@ -5,6 +5,7 @@ import type { Logger } from '../observability/logger.ts';
 import { digest } from '../storage/keys.ts';
 import { createLimiter, type Limiter } from '../storage/limiters.ts';
 import type { Store } from '../storage/store.ts';
+import type { Locale } from '../i18n/locale.ts';
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import { addressChangeNoticeMail, changeAddressMail, passwordResetMail, securityNoticeMail, verifyAddressMail, type SecurityEvent } from '../mail/messages.ts';
 import type { MailQueue } from '../mail/queue.ts';
@@ -68,9 +69,9 @@ export class Email {
   /**
    * "Forgot your password?": a link for an enabled account with this address. Whoever asks gets the
    * same answer, so for an address nobody has (or one over its hourly budget) a no-op is queued
-   * instead — the same lookups and writes, and nothing is sent.
+   * instead — the same lookups and writes, and nothing is sent. The mail is in `locale`, the language of the page it was asked on.
    */
-  async requestPasswordReset(typed: string, ip: string): Promise<void> {
+  async requestPasswordReset(typed: string, ip: string, locale?: Locale): Promise<void> {
     const email = normalizeEmail(typed);
     const account = await this.#accounts.findByEmail(email);
     const allowed = await this.#addressAllows(email);
@@ -79,13 +80,13 @@ export class Email {
       await this.#queue.enqueue('password-reset', undefined);
       return;
     }
-    await this.#queueReset(account);
+    await this.#queueReset(account, locale);
     audit(this.#logger, 'password_reset_requested', { accountId: account.id, ip, sent: true }, 'password reset link sent');
   }
 
   /**
    * The normal reset mail, asked for by an operator for this account (they audit it, as its actor).
-   * False when the address is over its hourly budget.
+   * False when the address is over its hourly budget. In the account's language.
    */
   async sendPasswordReset(account: Account): Promise<boolean> {
     if (!(await this.#addressAllows(account.email))) return false;
@@ -93,31 +94,31 @@ export class Email {
     return true;
   }
 
-  async #queueReset(account: Account): Promise<void> {
+  async #queueReset(account: Account, locale = account.locale): Promise<void> {
     const token = await this.links.issue('password-reset', { accountId: account.id, email: account.email, stamp: passwordStamp(account.passwordHash) }, this.settings.resetTtlSeconds);
-    await this.#queue.enqueue('password-reset', passwordResetMail(account.email, this.#url('/password/reset', token), this.settings.resetTtlSeconds));
+    await this.#queue.enqueue('password-reset', passwordResetMail(account.email, this.#url('/password/reset', token), this.settings.resetTtlSeconds, locale));
   }
 
-  /** A link that proves the account's current address. False when over the hourly budget. */
+  /** A link that proves the account's current address, in the account's language. False when over the hourly budget. */
   async sendVerification(account: Account, source: string): Promise<boolean> {
     if (!(await this.#addressAllows(account.email))) return false;
     const token = await this.links.issue('verify-email', { accountId: account.id, email: account.email }, this.settings.verifyTtlSeconds);
-    await this.#queue.enqueue('verify-email', verifyAddressMail(account.email, this.#url('/email/verify', token), this.settings.verifyTtlSeconds));
+    await this.#queue.enqueue('verify-email', verifyAddressMail(account.email, this.#url('/email/verify', token), this.settings.verifyTtlSeconds, account.locale));
     audit(this.#logger, 'email_verification_sent', { accountId: account.id, source }, 'address verification link sent');
     return true;
   }
 
   /**
    * A change of address: a link to the new address confirms it (nothing changes before), and the old
-   * address hears of it with a link that cancels it. False when over the hourly budget.
+   * address hears of it with a link that cancels it, both in the account's language. False when over the hourly budget.
    */
   async requestAddressChange(account: Account, to: string, source: string): Promise<boolean> {
     if (!(await this.#addressAllows(to))) return false;
     const ttl = this.settings.verifyTtlSeconds;
     const change = await this.links.issueWithRef('change-email', { accountId: account.id, email: to, data: { from: account.email } }, ttl);
     const report = await this.links.issue('report-change', { accountId: account.id, email: account.email, data: { change: change.ref, to } }, ttl);
-    await this.#queue.enqueue('change-email', changeAddressMail(to, account.email, this.#url('/email/change', change.token), ttl));
-    await this.#queue.enqueue('change-email-notice', addressChangeNoticeMail(account.email, to, this.#url('/email/report', report), ttl));
+    await this.#queue.enqueue('change-email', changeAddressMail(to, account.email, this.#url('/email/change', change.token), ttl, account.locale));
+    await this.#queue.enqueue('change-email-notice', addressChangeNoticeMail(account.email, to, this.#url('/email/report', report), ttl, account.locale));
     audit(this.#logger, 'email_change_requested', { accountId: account.id, source }, 'address change asked for: waiting for the new address to confirm');
     return true;
   }

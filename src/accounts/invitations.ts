@@ -7,6 +7,7 @@ import type { MailQueue } from '../mail/queue.ts';
 import { Refusal } from '../problems.ts';
 import { digest, keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
+import type { Locale } from '../i18n/locale.ts';
 
 /** A pending invitation as stored (no token: only the digest of its link, to know which link is the live one). */
 export interface Invitation {
@@ -18,6 +19,8 @@ export interface Invitation {
   expiresAt: number;
   /** The digest of the live link's token (EmailLinks `ref`): a revoked or re-sent invitation's old link no longer matches. */
   linkRef: string;
+  /** The language of its mail: the inviting admin's page's (absent: English); a re-sent link keeps it. */
+  locale?: Locale;
 }
 
 export interface InvitationsDeps {
@@ -46,19 +49,19 @@ export class Invitations {
   }
 
   /** Invites an address no account has; inviting it again replaces the pending invitation (its old link dies). */
-  async invite(input: { email: string; name?: string; admin?: boolean }): Promise<Invitation> {
+  async invite(input: { email: string; name?: string; admin?: boolean }, locale?: Locale): Promise<Invitation> {
     const email = normalizeEmail(input.email);
     if (!isEmailAddress(email)) throw new AccountError('email_invalid', { field: 'email', params: { email: JSON.stringify(input.email) } });
     if (await this.#d.accounts.findByEmail(email)) throw new AccountError('account_exists', { field: 'email', params: { email } });
     const previous = await this.find(email);
-    return this.#send({ email, ...(input.name ? { name: input.name } : {}), ...(input.admin ? { admin: true } : {}) }, previous);
+    return this.#send({ email, ...(input.name ? { name: input.name } : {}), ...(input.admin ? { admin: true } : {}), ...(locale ? { locale } : {}) }, previous);
   }
 
   /** A new link for a pending invitation (the old one stops working), with a fresh lifetime. */
   async resend(typed: string): Promise<Invitation> {
     const previous = await this.#pending(typed);
-    const { email, name, admin } = previous;
-    return this.#send({ email, ...(name ? { name } : {}), ...(admin ? { admin } : {}) }, previous);
+    const { email, name, admin, locale } = previous;
+    return this.#send({ email, ...(name ? { name } : {}), ...(admin ? { admin } : {}), ...(locale ? { locale } : {}) }, previous);
   }
 
   async revoke(typed: string): Promise<Invitation> {
@@ -124,7 +127,7 @@ export class Invitations {
     return invitation;
   }
 
-  async #send(who: Pick<Invitation, 'email' | 'name' | 'admin'>, previous: Invitation | undefined): Promise<Invitation> {
+  async #send(who: Pick<Invitation, 'email' | 'name' | 'admin' | 'locale'>, previous: Invitation | undefined): Promise<Invitation> {
     const { store, links, queue, issuer, ttlSeconds } = this.#d;
     // The account's id is chosen now: a passkey made on the invitation's page is bound to it.
     const { token, ref } = await links.issueWithRef('invitation', { accountId: randomUUID(), email: who.email }, ttlSeconds);
@@ -133,7 +136,7 @@ export class Invitations {
     await store.set(keys.invitation(who.email), JSON.stringify(invitation), { ttl: ttlSeconds });
     await store.indexAdd(keys.invitations, who.email, ttlSeconds);
     if (previous) await links.cancel(previous.linkRef);
-    await queue.enqueue('invitation', invitationMail(who.email, `${issuer}/invitation?token=${token}`, ttlSeconds, who.name));
+    await queue.enqueue('invitation', invitationMail(who.email, `${issuer}/invitation?token=${token}`, ttlSeconds, who.name, who.locale));
     return invitation;
   }
 

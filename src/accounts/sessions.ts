@@ -1,6 +1,9 @@
 import { UAParser } from 'ua-parser-js';
 import { keys, sessionHandle } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
+import { translator } from '../i18n/catalogue.ts';
+import type { MessageKey } from '../i18n/en.ts';
+import type { Locale } from '../i18n/locale.ts';
 
 /**
  * A person's sessions as people recognise them: where (IP) and how (browser and OS, factors in words)
@@ -24,12 +27,23 @@ export function browserOf(userAgent: string): string {
 }
 
 /** signin/policy.ts's `amr` values; `mfa` and `user` (the key was unlocked) add no factor of their own. */
-const FACTOR_WORDS: Record<string, string | undefined> = { pwd: 'password', otp: 'authenticator app', hwk: 'passkey', swk: 'passkey', mfa: undefined, user: undefined };
+const FACTOR_WORDS: Record<string, MessageKey | undefined> = { pwd: 'sessions.password', otp: 'sessions.authenticator', hwk: 'sessions.passkey', swk: 'sessions.passkey', mfa: undefined, user: undefined };
 
-/** The session's `amr` in words: "password and authenticator app", "passkey". */
-export function factorsInWords(amr: string[]): string {
-  const words = [...new Set(amr.map((m) => (m in FACTOR_WORDS ? FACTOR_WORDS[m] : m)).filter((w): w is string => w !== undefined))];
-  return words.length <= 1 ? (words[0] ?? 'unknown') : `${words.slice(0, -1).join(', ')} and ${words.at(-1)}`;
+/** The session's `amr` in words, in `locale`: "password and authenticator app", "passkey" (an unknown method as it is). */
+export function factorsInWords(amr: string[], locale: Locale = 'en'): string {
+  const t = translator(locale);
+  const words = [...new Set(amr.map((m) => (m in FACTOR_WORDS ? FACTOR_WORDS[m] && t(FACTOR_WORDS[m]) : m)).filter((w): w is string => w !== undefined))];
+  // en-GB: "a, b and c", the list the English page always showed.
+  return words.length === 0 ? t('sessions.unknown') : new Intl.ListFormat(locale === 'en' ? 'en-GB' : locale, { type: 'conjunction' }).format(words);
+}
+
+/** A browser as `browserOf` stored it ("Firefox 121 on macOS", in English), in `locale`. */
+export function browserInWords(stored: string | undefined, locale: Locale = 'en'): string {
+  const t = translator(locale);
+  if (stored === undefined) return t('sessions.unknownBrowserFirst');
+  const [, browser = stored, os] = /^(.*) on (.*)$/.exec(stored) ?? [];
+  const name = browser === 'unknown browser' ? t('sessions.unknownBrowser') : browser;
+  return os === undefined ? name : t('sessions.browserOn', { browser: name, os });
 }
 
 /** Kept beside the session record, as long as it lives; written when a sign-in completes. */

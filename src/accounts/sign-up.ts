@@ -9,6 +9,7 @@ import { audit } from '../observability/audit.ts';
 import type { Logger } from '../observability/logger.ts';
 import { Refusal } from '../problems.ts';
 import { digest } from '../storage/keys.ts';
+import type { Locale } from '../i18n/locale.ts';
 
 /** SIGNUP: who may create an account by themselves (off and invite-only: nobody; the page is not served). */
 export type SignUpMode = 'off' | 'invite-only' | 'domains' | 'open';
@@ -64,9 +65,9 @@ export class SignUp {
   /**
    * Asks for an account. The caller answers the same whatever happens here: a link to a new address, a
    * "someone tried" mail to an existing one, or nothing past the address's budget (a no-op is queued
-   * instead, as for a forgotten password, so the paths cost alike).
+   * instead, as for a forgotten password, so the paths cost alike). The mail is in `locale`, the page's language.
    */
-  async request(typed: string, name: string | undefined, ip: string): Promise<void> {
+  async request(typed: string, name: string | undefined, ip: string, locale?: Locale): Promise<void> {
     const { accounts, links, queue, email, logger, issuer, ttlSeconds } = this.#d;
     const address = normalizeEmail(typed);
     const existing = await accounts.findByEmail(address);
@@ -77,12 +78,12 @@ export class SignUp {
       return;
     }
     if (existing) {
-      await queue.enqueue('sign-up-existing', signUpExistingMail(address, `${issuer}/account`, `${issuer}/password/forgot`));
+      await queue.enqueue('sign-up-existing', signUpExistingMail(address, `${issuer}/account`, `${issuer}/password/forgot`, locale));
       audit(logger, 'signup_requested', { emailDigest, ip, sent: true, existing: true, accountId: existing.id }, 'sign-up asked for an address that has an account: its owner is told');
       return;
     }
     const token = await links.issue('sign-up', { accountId: randomUUID(), email: address, ...(name ? { data: { name } } : {}) }, ttlSeconds);
-    await queue.enqueue('sign-up', signUpMail(address, `${issuer}/signup/finish?token=${token}`, ttlSeconds));
+    await queue.enqueue('sign-up', signUpMail(address, `${issuer}/signup/finish?token=${token}`, ttlSeconds, locale));
     audit(logger, 'signup_requested', { emailDigest, ip, sent: true }, 'sign-up link sent');
   }
 

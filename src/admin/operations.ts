@@ -25,6 +25,7 @@ import type { Store, StoreInfo } from '../storage/store.ts';
 import type { MinuteSeries } from '../observability/minute-series.ts';
 import { CLI_CLIENT_ID } from './cli-client.ts';
 import { parseInput } from './inputs.ts';
+import type { Locale } from '../i18n/locale.ts';
 import { providerCreate, providerUpdate, providerView, UpstreamAdmin, withRuleProblems } from '../upstream/admin.ts';
 
 /**
@@ -446,8 +447,9 @@ export class Operations {
   // ---- invitations ----
 
   /** Mails a single-use link that creates the account; an address with an account is refused (account_exists). */
-  async inviteUser(actor: Actor, input: { email: string; name?: string; admin?: boolean }) {
-    const invitation = await (await this.#invitations(true)).invite(input);
+  /** `locale`: the language of the mail (the console's page; the API and the CLI send the default). */
+  async inviteUser(actor: Actor, input: { email: string; name?: string; admin?: boolean }, locale?: Locale) {
+    const invitation = await (await this.#invitations(true)).invite(input, locale);
     this.#audit(actor, 'invitation_sent', { emailDigest: digest(invitation.email), admin: invitation.admin === true }, 'invitation sent');
     return { invitation: invitationView(invitation) };
   }

@@ -22,8 +22,10 @@ const SAID = (Object.keys(en) as MessageKey[])
       names.push(name);
       return '(.+?)';
     });
-    return { key, names, pattern: new RegExp(`^${source}$`, 's') };
-  });
+    return { key, names, pattern: new RegExp(`^${source}$`, 's'), literal: en[key].replace(/\{\w+\}/g, '').length };
+  })
+  // The most specific first: `Link expired` is itself, not `Link {provider}` with "expired" for a name.
+  .sort((a, b) => b.literal - a.literal);
 
 /**
  * A sentence the code said in English (an error, a notice, a title: the `said.` messages, which tests and
@@ -33,7 +35,8 @@ export function inLanguage(locale: Locale, text: string): string {
   if (locale === 'en') return text;
   for (const { key, names, pattern } of SAID) {
     const match = pattern.exec(text);
-    if (match) return formatMessage(locale, CATALOGUES[locale][key], Object.fromEntries(names.map((n, i) => [n, match[i + 1] ?? ''])));
+    // A parameter may be a said sentence too (`for 30 minutes`, a password rule's reason): it is translated as well.
+    if (match) return formatMessage(locale, CATALOGUES[locale][key], Object.fromEntries(names.map((n, i) => [n, inLanguage(locale, match[i + 1] ?? '')])));
   }
   return text;
 }

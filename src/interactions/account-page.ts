@@ -4,7 +4,7 @@ import { AccountError, hasFactor, isEmailAddress, isEmailVerified, normalizeEmai
 import { authenticatorName, passkeysOf } from '../accounts/passkeys.ts';
 import { consentRevokedEvent, listConnectedApps, revokeConnectedApp, type ConnectedApp } from '../accounts/connected-apps.ts';
 import { SecondFactor } from '../accounts/second-factor.ts';
-import { factorsInWords, handleOfSessionId, liveSessions } from '../accounts/sessions.ts';
+import { browserInWords, factorsInWords, handleOfSessionId, liveSessions } from '../accounts/sessions.ts';
 import { SudoMode } from '../accounts/sudo-mode.ts';
 import { audit } from '../observability/audit.ts';
 import { ensureOwnClient, ownSignInUrl, type Registry } from '../oidc/registry.ts';
@@ -210,8 +210,8 @@ export function accountRoutes(deps: AccountPageDeps) {
       sudoMinutes: Math.round(deps.sudoSeconds / 60),
       // This browser first, then the others, newest sign-in first.
       sessions: [...live.filter((s) => s.handle === who.handle), ...live.filter((s) => s.handle !== who.handle)].map((s) => ({
-        handle: s.handle, current: s.handle === who.handle, browser: s.browser ?? 'Unknown browser', ip: s.ip, signedIn: when(locale, s.loginTs === undefined ? undefined : s.loginTs * 1000),
-        factors: factorsInWords(s.amr), apps: s.clients.flatMap((c) => (names.has(c) ? [names.get(c)!] : [])),
+        handle: s.handle, current: s.handle === who.handle, browser: browserInWords(s.browser, locale), ip: s.ip, signedIn: when(locale, s.loginTs === undefined ? undefined : s.loginTs * 1000),
+        factors: factorsInWords(s.amr, locale), apps: s.clients.flatMap((c) => (names.has(c) ? [names.get(c)!] : [])),
       })),
       // One challenge per render, for this session, used up by whichever form a passkey proves first.
       passkeyProof: passkeyProves(account) ? await passkeys.authenticationOptions(who.csrfScope, account, 'required') : undefined,

@@ -14,6 +14,7 @@ import { createLimiter } from '../storage/limiters.ts';
 import { revokeAccountSessions } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import type { Views } from '../views.ts';
+import { localeOfRequest } from '../i18n/locale.ts';
 
 export interface EmailLinkDeps {
   accounts: Accounts;
@@ -87,7 +88,8 @@ export function passwordResetRoutes(deps: EmailLinkDeps) {
       ctx.status = 400;
       return views.render(ctx, 'forgot-password', { title: 'Forgot your password?', ttlMinutes, error: 'Enter the address you sign in with.' });
     }
-    await email.requestPasswordReset(typed, ctx.ip);
+    // The mail speaks the language of the page it was asked on.
+    await email.requestPasswordReset(typed, ctx.ip, localeOfRequest(ctx).locale);
     // The same answer whether or not the address has an account.
     views.render(ctx, 'email-link', {
       title: 'Check your email',

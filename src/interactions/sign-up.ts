@@ -6,6 +6,7 @@ import { audit } from '../observability/audit.ts';
 import { formBody } from '../security/form-body.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
 import { digest } from '../storage/keys.ts';
+import { localeOfRequest } from '../i18n/locale.ts';
 import { newAccountForm, type NewAccountDeps } from './new-account.ts';
 import { LINK_GONE, linkScope, perIpLimit, tokenOf, type EmailLinkDeps } from './password-reset.ts';
 
@@ -51,7 +52,7 @@ export function signUpRoutes(deps: Pick<EmailLinkDeps, 'views' | 'csrf' | 'logge
     if (!isEmailAddress(address)) return refuse('Enter your email address, e.g. name@example.com.');
     // Which domains may sign up is public (the page lists them): refusing another says nothing about any account.
     if (!signUp.allows(address)) return refuse(`Accounts here are for addresses at ${signUp.domains.join(', ')} only.`);
-    await signUp.request(address, name || undefined, ctx.ip);
+    await signUp.request(address, name || undefined, ctx.ip, localeOfRequest(ctx).locale);
     // The same answer whether or not the address has an account: its owner learns the rest by mail.
     views.render(ctx, 'email-link', {
       title: 'Check your email',

@@ -1,5 +1,5 @@
 import type { Brand } from '../brand.ts';
-import { formatMoment, translator } from '../i18n/catalogue.ts';
+import { formatMoment, translator, type Translate } from '../i18n/catalogue.ts';
 import type { Locale } from '../i18n/locale.ts';
 import type { Mail } from './queue.ts';
 
@@ -52,49 +52,59 @@ ${after.map((l) => p(l, true)).join('\n')}
   return { to: draft.to, subject: draft.subject, text, html };
 }
 
-const minutes = (seconds: number) => (seconds % 3600 === 0 ? `${seconds / 3600} hour${seconds === 3600 ? '' : 's'}` : `${Math.round(seconds / 60)} minutes`);
+/** A link's lifetime in words: whole days (where `days`) or hours as such, else minutes. */
+function lifetime(t: Translate, seconds: number, days = false): string {
+  if (days && seconds % 86400 === 0) return t('mail.days', { count: seconds / 86400 });
+  if (seconds % 3600 === 0) return t('mail.hours', { count: seconds / 3600 });
+  return t('mail.minutes', { count: Math.round(seconds / 60) });
+}
 
-export function passwordResetMail(to: string, url: string, ttlSeconds: number): Letter {
+export function passwordResetMail(to: string, url: string, ttlSeconds: number, locale: Locale = 'en'): Letter {
+  const t = translator(locale);
   return letter((product) => ({
     to,
-    subject: `Reset your ${product} password`,
-    lines: [`Someone — we hope you — asked to reset the password of ${to}.`],
-    action: { label: 'Choose a new password', url },
-    after: [
-      `The link works once, for ${minutes(ttlSeconds)}. If you did not ask, ignore this message: your password stays as it is.`,
-      'Your second step (authenticator app or passkey) is still asked for when you sign in.',
-    ],
+    locale,
+    subject: t('mail.resetSubject', { product }),
+    lines: [t('mail.resetLine', { email: to })],
+    action: { label: t('mail.resetAction'), url },
+    after: [t('mail.resetAfter', { ttl: lifetime(t, ttlSeconds) }), t('mail.resetSecondStep')],
   }));
 }
 
-export function verifyAddressMail(to: string, url: string, ttlSeconds: number): Letter {
+export function verifyAddressMail(to: string, url: string, ttlSeconds: number, locale: Locale = 'en'): Letter {
+  const t = translator(locale);
   return letter((product) => ({
     to,
-    subject: 'Confirm your email address',
-    lines: [`Confirm that ${to} is your address, so that applications you sign in to with ${product} can rely on it.`],
-    action: { label: 'Confirm this address', url },
-    after: [`The link works once, for ${minutes(ttlSeconds)}. If you did not ask, ignore this message.`],
+    locale,
+    subject: t('mail.verifySubject'),
+    lines: [t('mail.verifyLine', { email: to, product })],
+    action: { label: t('mail.verifyAction'), url },
+    after: [t('mail.verifyAfter', { ttl: lifetime(t, ttlSeconds) })],
   }));
 }
 
-export function changeAddressMail(to: string, from: string, url: string, ttlSeconds: number): Letter {
+export function changeAddressMail(to: string, from: string, url: string, ttlSeconds: number, locale: Locale = 'en'): Letter {
+  const t = translator(locale);
   return letter((product) => ({
     to,
-    subject: 'Confirm your new email address',
-    lines: [`You asked to sign in to ${product} with ${to} instead of ${from}. The change takes effect when you confirm it.`],
-    action: { label: 'Use this address', url },
-    after: [`The link works once, for ${minutes(ttlSeconds)}. If you did not ask, ignore this message: nothing changes.`],
+    locale,
+    subject: t('mail.changeSubject'),
+    lines: [t('mail.changeLine', { product, email: to, from })],
+    action: { label: t('mail.changeAction'), url },
+    after: [t('mail.changeAfter', { ttl: lifetime(t, ttlSeconds) })],
   }));
 }
 
 /** To the old address when a change to `to` is asked for: the way to say "this was not me". */
-export function addressChangeNoticeMail(oldAddress: string, newAddress: string, reportUrl: string, ttlSeconds: number): Letter {
+export function addressChangeNoticeMail(oldAddress: string, newAddress: string, reportUrl: string, ttlSeconds: number, locale: Locale = 'en'): Letter {
+  const t = translator(locale);
   return letter((product) => ({
     to: oldAddress,
-    subject: `Your ${product} address is being changed`,
-    lines: [`Someone signed in to your account asked to change its address from ${oldAddress} to ${newAddress}. It changes once the new address is confirmed.`],
-    action: { label: 'This was not me', url: reportUrl },
-    after: [`The button works for ${minutes(ttlSeconds)}: it cancels the change, signs your account out everywhere and tells your administrator. Then reset your password. If it was you, there is nothing to do.`],
+    locale,
+    subject: t('mail.noticeChangeSubject', { product }),
+    lines: [t('mail.noticeChangeLine', { from: oldAddress, email: newAddress })],
+    action: { label: t('mail.noticeChangeAction'), url: reportUrl },
+    after: [t('mail.noticeChangeAfter', { ttl: lifetime(t, ttlSeconds) })],
   }));
 }
 
@@ -118,37 +128,41 @@ export function securityNoticeMail(to: string, event: SecurityEvent, at: Date, f
   }));
 }
 
-const lifetime = (seconds: number) => (seconds % 86400 === 0 ? `${seconds / 86400} day${seconds === 86400 ? '' : 's'}` : minutes(seconds));
-
 /** An operator's invitation: the link creates the account (the person picks the password). */
-export function invitationMail(to: string, url: string, ttlSeconds: number, name?: string): Letter {
+export function invitationMail(to: string, url: string, ttlSeconds: number, name?: string, locale: Locale = 'en'): Letter {
+  const t = translator(locale);
   return letter((product) => ({
     to,
-    subject: `You are invited to ${product}`,
-    lines: [`${name ? `Hello ${name}, y` : 'Y'}ou are invited to sign in with ${product} as ${to}. Choose your password to create your account.`],
-    action: { label: 'Accept the invitation', url },
-    after: [`The link works once, for ${lifetime(ttlSeconds)}. If you did not expect it, ignore this message: no account is made.`],
+    locale,
+    subject: t('mail.inviteSubject', { product }),
+    lines: [name ? t('mail.inviteLineNamed', { name, product, email: to }) : t('mail.inviteLine', { product, email: to })],
+    action: { label: t('mail.inviteAction'), url },
+    after: [t('mail.inviteAfter', { ttl: lifetime(t, ttlSeconds, true) })],
   }));
 }
 
 /** A sign-up's link: opening it makes the account (the person picks a password or a passkey there). */
-export function signUpMail(to: string, url: string, ttlSeconds: number): Letter {
+export function signUpMail(to: string, url: string, ttlSeconds: number, locale: Locale = 'en'): Letter {
+  const t = translator(locale);
   return letter((product) => ({
     to,
-    subject: `Finish creating your ${product} account`,
-    lines: [`Someone — we hope you — asked to create an account for ${to}. Confirm it is your address to choose how you will sign in.`],
-    action: { label: 'Create my account', url },
-    after: [`The link works once, for ${lifetime(ttlSeconds)}. If you did not ask, ignore this message: no account is made.`],
+    locale,
+    subject: t('mail.signUpSubject', { product }),
+    lines: [t('mail.signUpLine', { email: to })],
+    action: { label: t('mail.signUpAction'), url },
+    after: [t('mail.signUpAfter', { ttl: lifetime(t, ttlSeconds, true) })],
   }));
 }
 
 /** To the owner of an address someone tried to sign up with: the page said the same as for a new one, the mail says what happened. */
-export function signUpExistingMail(to: string, signInUrl: string, forgotUrl: string): Letter {
+export function signUpExistingMail(to: string, signInUrl: string, forgotUrl: string, locale: Locale = 'en'): Letter {
+  const t = translator(locale);
   return letter((product) => ({
     to,
-    subject: `Someone tried to create a ${product} account with your address`,
-    lines: [`Someone asked to create an account for ${to}, but you already have one: nothing was changed and no account was made.`, 'If it was you, sign in instead. If you forgot your password, reset it from the sign-in page.'],
-    action: { label: 'Sign in', url: signInUrl },
-    after: [`Forgot your password? ${forgotUrl}`, 'If it was not you, there is nothing to do: your account is as it was.'],
+    locale,
+    subject: t('mail.existingSubject', { product }),
+    lines: [t('mail.existingLine', { email: to }), t('mail.existingLine2')],
+    action: { label: t('mail.existingAction'), url: signInUrl },
+    after: [t('mail.existingForgot', { url: forgotUrl }), t('mail.existingAfter')],
   }));
 }

@@ -9,12 +9,15 @@ import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { nextTotpCode } from '../helpers/totp.ts';
 import { enrollTotp } from '../helpers/world.ts';
+import { device } from '../helpers/device.ts';
 
 /**
  * A German-speaking person in Chromium, sent by an openid-client app with `ui_locales=de`: the sign-in,
  * second-factor and consent pages are German (`<html lang="de">`, labels and buttons found by their German
  * names), axe-clean, and photographed (docs/screenshots/*-de.png, the sign-in page at a phone's width too);
  * the account page afterwards follows the language the app chose, its dates in German (docs/screenshots/account-de.png).
+ * Then the language switch's cookie: a device connected in German (docs/screenshots/device-de.png,
+ * device-consent-de.png) and an emailed-link page, axe-clean in the light and the dark scheme.
  */
 const EMAIL = 'lena@example.de';
 const PASSWORD = 'richtiges Pferd Batterie Heftklammer';
@@ -27,6 +30,7 @@ describe('pages in German for ui_locales=de, in Chromium', () => {
   let redirectUri: string;
   let fakeApp: Awaited<ReturnType<typeof startFakeApp>>;
   let totpSecret: string;
+  let deviceClientId: string;
 
   before(async () => {
     redis = await startRedis();
@@ -38,6 +42,7 @@ describe('pages in German for ui_locales=de, in Chromium', () => {
       { name: 'Beispiel Notizen', grants: ['authorization_code'], redirectUris: [redirectUri], scope: 'openid email' },
       async () => {},
     );
+    deviceClientId = (await server.app.registry.createClient({ name: 'Beispiel Fernseher', grants: ['urn:ietf:params:oauth:grant-type:device_code'], scope: 'openid email', public: true }, async () => {})).clientId;
     const account = await server.app.accounts.create({ email: EMAIL, name: 'Lena', password: PASSWORD });
     ({ totpSecret } = await enrollTotp(server, account));
     rp = await oc.discovery(new URL(server.issuer), client.clientId, undefined, oc.ClientSecretBasic(client.secret), { execute: [oc.allowInsecureRequests] });
@@ -124,6 +129,63 @@ describe('pages in German for ui_locales=de, in Chromium', () => {
       await page.screenshot({ path: new URL('account-de.png', SCREENSHOTS).pathname, fullPage: true });
 
       assert.deepEqual(problems, []);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('by the switch’s cookie: a device connected in German, and an emailed-link page, axe-clean in the dark scheme too', async () => {
+    const started = await device(server.issuer, { clientId: deviceClientId }).start('openid email');
+    const context = await newContext(browser);
+    const problems = watchProblems(context);
+    const page = await context.newPage();
+    try {
+      // The switch on an English page, as a person would use it.
+      await page.goto(new URL('/device', server.issuer).href);
+      assert.equal(await page.locator('html').getAttribute('lang'), 'en');
+      await page.getByRole('navigation', { name: 'Language' }).getByRole('link', { name: 'Deutsch' }).click();
+      await page.waitForURL((u) => u.pathname === '/device');
+      await german(page, 'Gerät verbinden', 'the device code page');
+      await page.emulateMedia({ colorScheme: 'dark' });
+      await axe(page, 'the device code page in the dark scheme');
+      await page.emulateMedia({ colorScheme: 'light' });
+      await page.screenshot({ path: new URL('device-de.png', SCREENSHOTS).pathname, fullPage: true });
+      await page.getByLabel('Code von Ihrem Gerät').fill('BCDF-BCDF');
+      await submit(page, page.getByRole('button', { name: 'Weiter' }));
+      assert.equal(await page.getByRole('alert').innerText(), 'Dieser Code stimmt nicht. Prüfen Sie den Code auf Ihrem Gerät und geben Sie ihn noch einmal ein.');
+      await page.getByLabel('Code von Ihrem Gerät').fill(started.user_code);
+      await submit(page, page.getByRole('button', { name: 'Weiter' }));
+
+      await german(page, 'Anmelden', 'the sign-in page for the device');
+      await page.getByLabel('E-Mail').fill(EMAIL);
+      await page.getByLabel('Passwort', { exact: true }).fill(PASSWORD);
+      await submit(page, page.getByRole('button', { name: 'Anmelden', exact: true }));
+      if ((await page.getByRole('heading', { level: 1 }).innerText()) === 'Bestätigung in zwei Schritten') {
+        await fillCode(page, await nextTotpCode(server.issuer, totpSecret));
+        await submit(page, page.getByRole('button', { name: 'Bestätigen' }));
+      }
+
+      await german(page, 'Dieses Gerät zulassen?', 'the device consent page');
+      const consent = await page.locator('main').innerText();
+      assert.match(consent, /Beispiel Fernseher auf einem Gerät möchte:/);
+      assert.match(consent, /Angemeldet als lena@example\.de\./);
+      assert.equal(await page.getByRole('rowheader', { name: 'Gerät', exact: true }).count(), 1);
+      await page.emulateMedia({ colorScheme: 'dark' });
+      await axe(page, 'the device consent page in the dark scheme');
+      await page.emulateMedia({ colorScheme: 'light' });
+      await page.screenshot({ path: new URL('device-consent-de.png', SCREENSHOTS).pathname, fullPage: true });
+      await submit(page, page.getByRole('button', { name: 'Erlauben' }));
+      await german(page, 'Gerät verbunden', 'the device done page');
+      assert.match(await page.locator('main').innerText(), /Beispiel Fernseher ist auf Ihrem Gerät angemeldet\./);
+
+      // An emailed link that no longer works: the link pages speak the switch's language too.
+      await page.goto(new URL('/password/reset?token=abgelaufen', server.issuer).href);
+      await german(page, 'Link abgelaufen', 'an expired link’s page');
+      assert.equal(await page.getByRole('alert').innerText(), 'Dieser Link ist abgelaufen oder wurde schon verwendet.');
+      assert.ok(await page.getByRole('link', { name: 'Neuen Link senden' }).isVisible());
+      await page.emulateMedia({ colorScheme: 'dark' });
+      await axe(page, 'an expired link’s page in the dark scheme');
+      assert.deepEqual(problems.filter((p) => !/status of 400/.test(p)), []);
     } finally {
       await context.close();
     }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Context } from 'koa';
 import { userView } from '../operations.ts';
 import type { Actor } from '../operations.ts';
+import { localeOfRequest } from '../../i18n/locale.ts';
 import { invitationCreate, parseInput, passwordBody, userCreate, userUpdate } from '../inputs.ts';
 import { badCursor, bodyOf, confirmed, done, fieldErrors, notFound, PAGE, render, text, unlessGone, whoOf, type Kit } from './kit.ts';
 
@@ -40,7 +41,7 @@ export function usersScreen(kit: Kit) {
     try {
       if (how === 'invite') {
         const input = parseInput(invitationCreate, { email: values.email, ...(values.name ? { name: values.name } : {}), admin: values.admin });
-        const { invitation } = await ops.inviteUser(who, input);
+        const { invitation } = await ops.inviteUser(who, input, localeOfRequest(ctx).locale);
         return done(ctx, '/admin/users', `Invitation sent to ${invitation.email}.`);
       }
       const input = parseInput(userCreate, { email: values.email, ...(values.name ? { name: values.name } : {}), admin: values.admin, set_password_link: true });
@@ -61,7 +62,8 @@ export function usersScreen(kit: Kit) {
     const values = { email: text(body, 'email', 254).trim(), name: text(body, 'name', 200).trim(), admin: body.admin === 'on' };
     try {
       const input = parseInput(invitationCreate, { email: values.email, ...(values.name ? { name: values.name } : {}), admin: values.admin });
-      const { invitation } = await ops.inviteUser(whoOf(ctx).actor, input);
+      // The mail speaks the inviting admin's language (their pages' choice), else the default.
+      const { invitation } = await ops.inviteUser(whoOf(ctx).actor, input, localeOfRequest(ctx).locale);
       done(ctx, '/admin/users', `Invitation sent to ${invitation.email}.`);
     } catch (err) {
       const errors = fieldErrors(err, { email: 'email', name: 'name' }, 'email');
