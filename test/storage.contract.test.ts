@@ -291,6 +291,36 @@ function storeContract(getStore: () => Store) {
       assert.deepEqual([await store.queueTake(queue), await store.queueTake(queue), await store.queueTake(queue)], ['e', 'f', null]);
     });
 
+    test('rotateModel: consumes the presented record and writes and indexes the new ones in one step; reuse, a repeat and a missing record write nothing', async () => {
+      const store = getStore();
+      const tag = randomId().slice(0, 16);
+      const index = `lk:{${tag}}:grant`;
+      const presented = `lk:{${tag}}:RefreshToken:${randomId()}`;
+      await store.putModel(presented, 'rt0', 60, index);
+      const next = (n: number) => [
+        { key: `lk:{${tag}}:RefreshToken:next-${n}`, payload: `rt${n}`, ttl: 60, consumable: true },
+        { key: `lk:{${tag}}:AccessToken:next-${n}`, payload: `at${n}`, ttl: 30, consumable: false },
+      ];
+      assert.equal(await store.rotateModel({ key: presented, payload: 'rt0' }, index, next(1), 100), 'consumed');
+      assert.deepEqual(await store.getModel(presented), { payload: 'rt0', consumed: 100 });
+      assert.deepEqual(await store.getModel(next(1)[0]!.key), { payload: 'rt1' }, 'the new refresh token, unconsumed');
+      assert.deepEqual(await store.getModel(next(1)[1]!.key, { consumable: false }), { payload: 'at1' });
+      assert.deepEqual((await store.setMembers(index)).sort(), [presented, ...next(1).map((r) => r.key)].sort(), 'all in the grant index');
+
+      assert.equal(await store.rotateModel({ key: presented, payload: 'rt0' }, index, next(2), 105, { graceSeconds: 10 }), 'repeated');
+      assert.deepEqual(await store.getModel(presented), { payload: 'rt0', consumed: 100 }, 'a repeat keeps the first mark');
+      assert.equal(await store.getModel(next(2)[0]!.key), null, 'and writes nothing');
+
+      const missing = `lk:{${tag}}:RefreshToken:${randomId()}`;
+      assert.equal(await store.rotateModel({ key: missing, payload: 'x' }, index, next(3), 106), 'missing');
+      assert.equal(await store.getModel(missing), null, 'a token gone meanwhile is not brought back');
+      assert.equal(await store.getModel(next(3)[0]!.key), null);
+
+      assert.equal(await store.rotateModel({ key: presented, payload: 'rt0' }, index, next(4), 120, { graceSeconds: 10 }), 'reused');
+      for (const key of [presented, ...next(1).map((r) => r.key), ...next(4).map((r) => r.key)]) assert.equal(await store.getModel(key), null, `${key} revoked`);
+      assert.deepEqual(await store.setMembers(index), []);
+    });
+
     test('consumeModel without an index', async () => {
       const store = getStore();
       const key = k('par');
@@ -780,6 +810,29 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
   });
 
   storeContract(() => store);
+
+  test('refresh tokens and codes stored by an earlier version (a hash: `p` payload, `c` consumed-at) are still read, consumed and rotated', async () => {
+    const tag = randomId().slice(0, 16);
+    const index = `lk:{${tag}}:grant`;
+    const [code, used, rotated] = ['AuthorizationCode', 'RefreshToken', 'RefreshToken'].map((model) => `lk:{${tag}}:${model}:${randomId()}`) as [string, string, string];
+    for (const key of [code, used, rotated]) {
+      await store.client.hset(key, 'p', `{"was":"${key}"}`);
+      await store.client.expire(key, 60);
+      await store.client.sadd(index, key);
+    }
+    await store.client.hset(used, 'c', '90');
+    await store.client.expire(index, 60);
+    assert.deepEqual(await store.getModel(code), { payload: `{"was":"${code}"}` });
+    assert.deepEqual(await store.getModel(used), { payload: `{"was":"${used}"}`, consumed: 90 });
+    assert.equal(await store.consumeModel(code, index, 100), 'consumed');
+    assert.deepEqual(await store.getModel(code), { payload: `{"was":"${code}"}`, consumed: 100 });
+    const next = { key: `lk:{${tag}}:RefreshToken:${randomId()}`, payload: '{}', ttl: 60, consumable: true };
+    assert.equal(await store.rotateModel({ key: rotated, payload: `{"was":"${rotated}"}` }, index, [next], 100), 'consumed');
+    assert.deepEqual(await store.getModel(rotated), { payload: `{"was":"${rotated}"}`, consumed: 100 });
+    assert.deepEqual(await store.getModel(next.key), { payload: '{}' });
+    assert.equal(await store.rotateModel({ key: used, payload: `{"was":"${used}"}` }, index, [], 100), 'reused', 'reuse of a token consumed by an earlier version');
+    assert.equal(await store.getModel(next.key), null, 'revokes the grant');
+  });
 
   test('advanceCounter sets the TTL it is given', async () => {
     const key = `test:counter-ttl:${randomId().slice(0, 10)}`;

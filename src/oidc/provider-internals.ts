@@ -9,7 +9,7 @@ import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import { GRANT_BOUND_MODELS, grantTag, keys } from '../storage/keys.ts';
 import { enqueueLogouts } from '../storage/logout-queue.ts';
-import { refreshGrace, RepeatedRefresh } from '../storage/oidc-adapter.ts';
+import { RefreshRotation, refreshRotation, RepeatedRefresh } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import { clientSecretMatches, type Registry } from './registry.ts';
 
@@ -217,10 +217,12 @@ type GrantHandler = (ctx: KoaContextWithOIDC) => Promise<void>;
 /**
  * Why: apps that refresh from two tabs at once present one refresh token twice, which is reuse and
  * revokes the grant. For a client with `refresh_grace_seconds`, the refresh grant runs with that window
- * (`refreshGrace`, read by the adapter): within it, a repeat is decided by the atomic consume script and
- * answered with the first use's response, kept sealed for the window under the grant's hash tag; the
- * repeat waits for it when the first use is still running. oidc-provider offers no hook around its
- * grant handlers, so the registered `refresh_token` handler is wrapped.
+ * (`RefreshRotation.grace`, read by the adapter): within it, a repeat is decided by the atomic rotation
+ * script and answered with the first use's response, kept sealed for the window under the grant's hash
+ * tag; the repeat waits for it when the first use is still running. And for every client, the grant runs
+ * inside one `RefreshRotation`, so the adapter consumes, saves and indexes in one store call (sent here
+ * at the end when the access token is a JWT, which is never saved). oidc-provider offers no hook around
+ * its grant handlers, so the registered `refresh_token` handler is wrapped.
  */
 export function refreshGraceWindow(provider: Provider, store: Store, box: SecretBox): void {
   // eslint-disable-next-line @typescript-eslint/no-unsafe-call -- an untyped internal (see its import above)
@@ -229,10 +231,16 @@ export function refreshGraceWindow(provider: Provider, store: Store, box: Secret
   if (!refresh) throw new Error('oidc-provider has no refresh_token grant handler to wrap');
   handlers.set('refresh_token', async (ctx) => {
     const grace = Number(ctx.oidc.client?.['refresh_grace_seconds'] ?? 0);
-    if (!(grace > 0)) return refresh(ctx);
+    const rotation = new RefreshRotation(grace > 0 ? grace : 0);
+    const rotate = () =>
+      refreshRotation.run(rotation, async () => {
+        await refresh(ctx);
+        await rotation.settle();
+      });
+    if (!(grace > 0)) return rotate();
     const presented = String(ctx.oidc.params?.refresh_token);
     try {
-      await refreshGrace.run(grace, () => refresh(ctx));
+      await rotate();
     } catch (err) {
       if (!(err instanceof RepeatedRefresh)) throw err;
       ctx.body = JSON.parse(box.open(await firstResponse(store, presented), keys.refreshResponse(presented)));

@@ -10,7 +10,7 @@ import { CookieKeys } from '../security/cookie-keys.ts';
 import { limitInactiveIntrospections, type IntrospectionThrottled } from '../security/introspection-limit.ts';
 import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
-import { createAdapterClass } from '../storage/oidc-adapter.ts';
+import { createAdapterClass, sessionIdpOfRequest } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import { WayBack, appHomeOf, restartOf } from '../signin/way-back.ts';
 import { keys } from '../storage/keys.ts';
@@ -106,7 +106,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   };
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock, recordSignInDevice(store)),
+    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock, recordSignInDevice(store), sessionUpstreamOf(store)),
     jwks: jwksOf(signingKeys),
     cookies: {
       // keygrip-compatible signatures, computed with keys prepared once (see CookieKeys).
@@ -122,10 +122,11 @@ export async function createProvider({ config, store, accounts, registry, views,
         accountId: account.id,
         async claims() {
           // `idp`: the upstream provider this session signed in through (upstream/session-idp.ts), by the token's session.
+          // Tokens carry it (storage/oidc-adapter.ts); Redis is read only for tokens of an earlier version.
           const sessionUid = (token as { sessionUid?: string } | undefined)?.sessionUid ?? ctx?.oidc?.session?.uid;
           // A sign-in with a password (the code's `amr`) went through no upstream: nothing to read.
           const withPassword = (token as { amr?: string[] } | undefined)?.amr?.includes('pwd') === true;
-          const idp = sessionUid && !withPassword ? await store.get(keys.sessionUpstream(sessionUid)) : null;
+          const idp = sessionUid && !withPassword ? (sessionIdpOfRequest(sessionUid) ?? (await store.get(keys.sessionUpstream(sessionUid)))) : null;
           // True once the person followed a link sent to the address (or for accounts from before that existed).
           return { sub: account.id, email: account.email, email_verified: isEmailVerified(account), ...(account.name ? { name: account.name } : {}), ...(idp ? { idp } : {}) };
         },
@@ -254,7 +255,9 @@ export async function createProvider({ config, store, accounts, registry, views,
       AuthorizationCode: MINUTE,
       IdToken: ID_TOKEN_TTL_SECONDS,
       Interaction: HOUR,
-      RefreshToken: 14 * DAY,
+      // Never past its grant (which refuses it then anyway): the grant's index then outlives every
+      // token a refresh writes, so the rotation needs no TTL read (storage/oidc-adapter.ts RefreshRotation).
+      RefreshToken: (ctx) => Math.max(1, Math.min(14 * DAY, grantRemainingSeconds(ctx) ?? 14 * DAY)),
       Session: 14 * DAY,
       // The absolute lifetime of a sign-in's refresh chain. The account page never redeems its code
       // (the session is what it uses), so its grant need only outlive that code.
@@ -337,6 +340,24 @@ export function providerClientMetadata<T extends { scope?: unknown }>(stored: T 
   const openid = all.filter((s) => OIDC_SCOPES.has(s));
   const api = all.filter((s) => !OIDC_SCOPES.has(s));
   return { ...rest, ...(openid.length ? { scope: openid.join(' ') } : {}), ...(api.length ? { api_scopes: api.join(' ') } : {}) } as T;
+}
+
+/** Seconds until the grant of the request (`ctx.oidc.entities.Grant`, loaded by every grant that issues a refresh token) expires. */
+function grantRemainingSeconds(ctx: KoaContextWithOIDC | undefined): number | undefined {
+  const exp = (ctx?.oidc?.entities?.Grant as { exp?: unknown } | undefined)?.exp;
+  return typeof exp === 'number' ? exp - Math.floor(Date.now() / 1000) : undefined;
+}
+
+/**
+ * The upstream provider ('' for none) of the session a code is issued in: the login result when the
+ * sign-in finishes in this request (upstream/session-idp.ts records it only after), else as recorded.
+ */
+function sessionUpstreamOf(store: Store) {
+  return async (sessionUid: string): Promise<string> => {
+    const login = Provider.ctx?.oidc?.result?.login as { upstream?: unknown } | undefined;
+    if (Provider.ctx?.oidc?.route === 'resume' && login) return typeof login.upstream === 'string' ? login.upstream : '';
+    return (await store.get(keys.sessionUpstream(sessionUid))) ?? '';
+  };
 }
 
 /**

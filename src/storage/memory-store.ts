@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { ConsumeResult, Store, StoredModel, StoreInfo } from './store.ts';
+import type { ConsumeResult, RotatedRecord, Store, StoredModel, StoreInfo } from './store.ts';
 
 /** A sorted set: members with scores; `byLex` is the members in UTF-8 byte order, rebuilt after a change. */
 class SortedSet {
@@ -285,6 +285,10 @@ export class MemoryStore implements Store {
   }
 
   async consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0): Promise<ConsumeResult> {
+    return this.#consume(key, indexKey, now, graceSeconds);
+  }
+
+  #consume(key: string, indexKey: string | undefined, now: number, graceSeconds: number): ConsumeResult {
     const value = this.#entry(key)?.value;
     if (!value || typeof value === 'string' || Array.isArray(value) || value instanceof Set || !('p' in value)) return 'missing';
     if (value.c === undefined) {
@@ -292,11 +296,29 @@ export class MemoryStore implements Store {
       return 'consumed';
     }
     if (graceSeconds > 0 && now - value.c <= graceSeconds) return 'repeated';
-    if (indexKey) await this.deleteIndexed(indexKey);
+    if (indexKey) this.#deleteIndexed(indexKey);
     return 'reused';
   }
 
+  async rotateModel(presented: { key: string; payload: string }, indexKey: string, records: RotatedRecord[], now: number, options: { graceSeconds?: number; indexTtl?: number } = {}): Promise<ConsumeResult> {
+    // No await before the writes: atomic within the process, like the Lua script in Redis.
+    const consumed = this.#consume(presented.key, indexKey, now, options.graceSeconds ?? 0);
+    if (consumed !== 'consumed') return consumed;
+    const index = this.#set(indexKey, true)!;
+    for (const { key, payload, ttl } of records) {
+      this.#data.set(key, { value: { p: payload }, expiresAt: this.#expiry(ttl) });
+      index.add(key);
+    }
+    const entry = this.#data.get(indexKey)!;
+    if (options.indexTtl) entry.expiresAt = Math.max(entry.expiresAt ?? 0, this.#expiry(options.indexTtl) ?? 0);
+    return 'consumed';
+  }
+
   async deleteIndexed(indexKey: string, model?: string) {
+    this.#deleteIndexed(indexKey, model);
+  }
+
+  #deleteIndexed(indexKey: string, model?: string) {
     const index = this.#set(indexKey, false);
     for (const key of index ?? []) {
       if (model && !key.includes(`:${model}:`)) continue;

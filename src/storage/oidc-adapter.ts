@@ -1,8 +1,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
 import { GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, sessionHandle, tagFor } from './keys.ts';
-import type { Store } from './store.ts';
+import type { ConsumeResult, RotatedRecord, Store } from './store.ts';
 
 /** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
 const MAX_TTL = 60 * 60 * 24 * 30;
@@ -104,11 +104,37 @@ export async function revokeClientGrants(store: Store, clientId: string, now: nu
 const ISSUED_TO_CLIENT = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
 
 /**
- * The grace window (seconds) of the client whose refresh request is being handled: set around the
- * refresh grant by `refreshGraceWindow` (oidc/provider-internals.ts), read by the adapter's `find` and
- * `consume` of refresh tokens. oidc-provider calls those with the token id only.
+ * One refresh-token grant (run inside one by `refreshGraceWindow`, oidc/provider-internals.ts): what the
+ * adapter read for it and what it defers. oidc-provider consumes the presented token, then saves the
+ * new refresh token, then the access token, each with the token id only; the adapter keeps the first
+ * two and sends all three, with their index entries, as one atomic store call (`Store.rotateModel`)
+ * when the access token is saved, or when the grant ends (a JWT access token is not saved).
  */
-export const refreshGrace = new AsyncLocalStorage<number>();
+export class RefreshRotation {
+  /** The client's grace window in seconds (0: none): within it a repeat is answered, not revoked. */
+  readonly grace: number;
+  /** The presented refresh token as read (its record, without its mark). */
+  presented?: { id: string; key: string; payload: string };
+  /** When the grant expires (epoch s): its index lives at least as long, so records that end before need no TTL read. */
+  grantExpiresAt?: number;
+  /** The consume oidc-provider asked for and the records saved since, not yet sent. */
+  pending?: { records: RotatedRecord[]; send(records: RotatedRecord[]): Promise<void> };
+
+  constructor(grace: number) {
+    this.grace = grace;
+  }
+
+  /** Sends what is still deferred; throws as the consume would have (reuse, a repeat, a revoked token). */
+  async settle(): Promise<void> {
+    const pending = this.pending;
+    if (!pending) return;
+    this.pending = undefined;
+    await pending.send(pending.records);
+  }
+}
+
+/** Set around each refresh-token grant (oidc/provider-internals.ts `refreshGraceWindow`). */
+export const refreshRotation = new AsyncLocalStorage<RefreshRotation>();
 
 /**
  * A refresh token presented again within its client's grace window, while or after another request
@@ -121,8 +147,38 @@ export class RepeatedRefresh extends errors.InvalidGrant {
   }
 }
 
+/** Records that name the session they were issued in, and carry its upstream provider (`idp`). */
+const SESSION_BOUND = new Set(['AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'RefreshToken', 'AccessToken']);
+
+/** Per request (oidc-provider's context): the upstream provider of each session uid read in a record. */
+const requestIdps = new WeakMap<object, Map<string, string>>();
+
+function idpsOfRequest(create: boolean): Map<string, string> | undefined {
+  const ctx = Provider.ctx;
+  if (!ctx) return undefined;
+  let idps = requestIdps.get(ctx);
+  if (!idps && create) requestIdps.set(ctx, (idps = new Map()));
+  return idps;
+}
+
+/**
+ * The upstream provider a session signed in through, as a token record of this request holds it: ''
+ * for none, undefined when no record read in this request says (one written by an earlier version).
+ * The `idp` claim reads it here instead of from Redis on every ID token and userinfo answer.
+ */
+export function sessionIdpOfRequest(sessionUid: string): string | undefined {
+  return idpsOfRequest(false)?.get(sessionUid);
+}
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function throwUnlessConsumed(result: ConsumeResult, model: string): void {
+  if (result === 'repeated') throw new RepeatedRefresh();
+  // Two redemptions raced past oidc-provider's own "already consumed" check: only one may win,
+  // and the grant is revoked as for any reuse (RFC 9700 §4.14, §2.2.2).
+  if (result !== 'consumed') throw new errors.InvalidGrant(`${model === 'RefreshToken' ? 'refresh token' : 'grant'} already used`);
 }
 
 /** oidc-provider's opaque ids: 256 random bits (its default `bitsOfOpaqueRandomness`) in base64url. */
@@ -150,6 +206,8 @@ export function createAdapterClass(
   clock: () => number = Date.now,
   /** Called with each signed-in session's record key as it is saved (oidc/provider.ts records where and how a sign-in happened). */
   onSessionSaved: (sessionKey: string, payload: AdapterPayload, ttl: number) => Promise<void> = async () => {},
+  /** The upstream provider ('' for none) of a session a code is issued in, when no record of the request says it (oidc/provider.ts). */
+  sessionIdp: (sessionUid: string) => Promise<string> = async () => '',
 ) {
   const epoch = () => Math.floor(clock() / 1000);
   return class StoreAdapter implements Adapter {
@@ -176,6 +234,20 @@ export function createAdapterClass(
         const { cookie: _cookie, ...session } = stored.session;
         stored.session = session;
       }
+      // The session's upstream provider travels with its tokens (code → refresh → access token), so the
+      // `idp` claim needs no read of its own; only a code or device code of a new request looks it up.
+      if (SESSION_BOUND.has(this.name) && typeof payload.sessionUid === 'string') {
+        const known = idpsOfRequest(false)?.get(payload.sessionUid);
+        stored.idp = known ?? (this.name === 'RefreshToken' || this.name === 'AccessToken' ? undefined : await sessionIdp(payload.sessionUid));
+        if (typeof stored.idp === 'string') idpsOfRequest(true)?.set(payload.sessionUid, stored.idp);
+      }
+      const rotation = refreshRotation.getStore();
+      if (rotation?.pending && index && (this.name === 'RefreshToken' || this.name === 'AccessToken')) {
+        rotation.pending.records.push({ key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable });
+        // The access token is the last record of a rotation: send everything now, before it is handed out.
+        if (this.name === 'AccessToken') await rotation.settle();
+        return;
+      }
       // Independent writes, sent together (one round trip with auto-pipelining).
       const writes: Promise<unknown>[] = [store.putModel(key, JSON.stringify(stored), ttl, index, { consumable: this.#consumable })];
       // By uid, a session is found through its record's key, never through its id (the cookie's value).
@@ -200,28 +272,37 @@ export function createAdapterClass(
       // oidc-provider looks a presented token up as each kind in turn (introspection, revocation,
       // userinfo); an id of the wrong shape for this model cannot be stored under it: skip the round trip.
       if (!idFitsModel(this.name, id)) return undefined;
-      const payload = await this.#read(keys.model(this.name, id));
-      if (!payload) return undefined;
+      const key = keys.model(this.name, id);
+      const read = await this.#read(key);
+      if (!read) return undefined;
+      const { payload } = read;
       // A token of a deleted client is no token (deletion revokes them; this covers any it could not list),
       // so introspection answers active: false instead of failing on the missing client.
       if (ISSUED_TO_CLIENT.has(this.name) && typeof payload.clientId === 'string' && !(await clients.find(payload.clientId))) return undefined;
       payload.jti = id;
+      if (typeof payload.sessionUid === 'string' && typeof payload.idp === 'string') idpsOfRequest(true)?.set(payload.sessionUid, payload.idp);
+      const rotation = refreshRotation.getStore();
+      if (rotation) {
+        // What the rotation's one script needs: the presented token's record, and how long its grant's index lives.
+        if (this.name === 'RefreshToken') rotation.presented = { id, key, payload: read.stored };
+        else if (this.name === 'Grant' && typeof payload.exp === 'number') rotation.grantExpiresAt = payload.exp;
+      }
       // Within its client's grace window a used refresh token reads as unused, so the grant goes on to
       // `consume`, whose script decides atomically (a repeat, or reuse once the window has passed).
       return payload;
     }
 
-    /** The record under `key` without its id; `consumed` as `find` must report it. */
-    async #read(key: string): Promise<AdapterPayload | undefined> {
+    /** The record under `key` without its id; `consumed` as `find` must report it. `stored`: the payload as stored. */
+    async #read(key: string): Promise<{ payload: AdapterPayload; stored: string } | undefined> {
       const stored = await store.getModel(key, { consumable: this.#consumable });
       if (!stored) return undefined;
       const payload = JSON.parse(stored.payload) as AdapterPayload;
       // A session written by an earlier version kept its id in clear: not trusted, the person signs in again.
       if (this.name === 'Session' && payload.jti !== undefined) return undefined;
       payload.kind = this.name;
-      const grace = this.name === 'RefreshToken' ? (refreshGrace.getStore() ?? 0) : 0;
+      const grace = this.name === 'RefreshToken' ? (refreshRotation.getStore()?.grace ?? 0) : 0;
       if (stored.consumed !== undefined && !(grace > 0 && epoch() - stored.consumed <= grace)) payload.consumed = stored.consumed;
-      return payload;
+      return { payload, stored: stored.payload };
     }
 
     /**
@@ -231,7 +312,7 @@ export function createAdapterClass(
     async findByUid(uid: string) {
       const key = await store.get(keys.sessionUid(uid));
       // An index entry of an earlier version held the session id itself: such sessions are not found.
-      return key?.startsWith('lk:') ? this.#read(key) : undefined;
+      return key?.startsWith('lk:') ? (await this.#read(key))?.payload : undefined;
     }
 
     async findByUserCode(userCode: string) {
@@ -242,12 +323,24 @@ export function createAdapterClass(
     async consume(id: string) {
       if (!CONSUMABLE.has(this.name)) return;
       const index = GRANT_BOUND_MODELS.has(this.name) ? grantIndexForTag(tagFor(this.name, id)) : undefined;
-      const grace = this.name === 'RefreshToken' ? (refreshGrace.getStore() ?? 0) : 0;
-      const result = await store.consumeModel(keys.model(this.name, id), index, epoch(), grace);
-      if (result === 'repeated') throw new RepeatedRefresh();
-      // Two redemptions raced past oidc-provider's own "already consumed" check: only one may win,
-      // and the grant is revoked as for any reuse (RFC 9700 §4.14, §2.2.2).
-      if (result !== 'consumed') throw new errors.InvalidGrant(`${this.name === 'RefreshToken' ? 'refresh token' : 'grant'} already used`);
+      const rotation = this.name === 'RefreshToken' ? refreshRotation.getStore() : undefined;
+      const grace = rotation?.grace ?? 0;
+      const presented = rotation?.presented;
+      if (rotation && index && presented?.id === id && !rotation.pending) {
+        // Deferred: consumed together with the records that replace it (RefreshRotation).
+        rotation.pending = {
+          records: [],
+          send: async (records) => {
+            const now = epoch();
+            const longest = Math.max(0, ...records.map((r) => r.ttl));
+            const outlived = rotation.grantExpiresAt !== undefined && longest <= rotation.grantExpiresAt - now;
+            const result = await store.rotateModel(presented, index, records, now, { graceSeconds: grace, ...(outlived ? {} : { indexTtl: longest }) });
+            throwUnlessConsumed(result, this.name);
+          },
+        };
+        return;
+      }
+      throwUnlessConsumed(await store.consumeModel(keys.model(this.name, id), index, epoch(), grace), this.name);
     }
 
     async destroy(id: string) {

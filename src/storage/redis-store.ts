@@ -1,17 +1,17 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
-import { StorageUnavailable, type ConsumeResult, type Store, type StoredModel, type StoreInfo } from './store.ts';
+import { StorageUnavailable, type ConsumeResult, type RotatedRecord, type Store, type StoredModel, type StoreInfo } from './store.ts';
 
 // All keys of one script call share a hash tag (keys.ts), so each script is Redis Cluster safe.
 // `#!lua` (Redis 7): a script with flags is refused up front when Redis is out of memory under
 // `noeviction`; without them Redis checks only the first write, here a DEL, and lets it grow past maxmemory.
+// A record is one string (`SET` replaces whatever a key held, a hash of an earlier version too); a
+// consumable one is `<consumed-at>|<payload>`, nothing before the bar until it is consumed (CONSUMED_MARK).
 const PUT_MODEL = `#!lua
-redis.call('DEL', KEYS[1])
-if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], 'p', ARGV[1]) end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if KEYS[2] then
-  -- Forget members that expired (each refresh adds two): four picked at random per write, so that an
-  -- index stays within about 4/3 of its live members at a bounded cost per write (a full scan made
-  -- a refresh of a long chain cost over 50 commands).
+  -- Forget members that expired: four picked at random per write, so that an index stays within
+  -- about 4/3 of its live members at a bounded cost per write (a full scan made a refresh of a long
+  -- chain cost over 50 commands). A refresh token's rotation (ROTATE_REFRESH) does not prune.
   local members = redis.call('SRANDMEMBER', KEYS[2], 4)
   for i = 1, #members do
     if redis.call('EXISTS', members[i]) == 0 then redis.call('SREM', KEYS[2], members[i]) end
@@ -21,18 +21,75 @@ if KEYS[2] then
 end
 return 1`;
 
-// ARGV[2]: the grace window in seconds; a second consumer within it after the first is told so (3).
-const CONSUME_MODEL = `
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HSETNX', KEYS[1], 'c', ARGV[1]) == 1 then return 1 end
-local grace = tonumber(ARGV[2]) or 0
-if grace > 0 and tonumber(ARGV[1]) - tonumber(redis.call('HGET', KEYS[1], 'c')) <= grace then return 3 end
-if KEYS[2] then
-  local members = redis.call('SMEMBERS', KEYS[2])
-  for i = 1, #members do redis.call('DEL', members[i]) end
-  redis.call('DEL', KEYS[2])
+// A consumed record's first mark, or nil when it is unconsumed. `stored`: the string, or the reply of
+// reading a key that holds a hash (`p` payload, `c` consumed-at: the layout of earlier versions).
+const CONSUMED_AT = `
+local function consumedAt(stored)
+  local bar = string.find(stored, '|', 1, true)
+  if not bar or bar == 1 then return nil end
+  return tonumber(string.sub(stored, 1, bar - 1))
 end
+local function revokeGrant(index)
+  if not index then return end
+  local members = redis.call('SMEMBERS', index)
+  for i = 1, #members do redis.call('DEL', members[i]) end
+  redis.call('DEL', index)
+end
+`;
+
+// ARGV[1]: now, ARGV[2]: the grace window in seconds; a second consumer within it after the first is told so (3).
+const CONSUME_MODEL = `${CONSUMED_AT}
+local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2]) or 0
+local stored = redis.pcall('GET', KEYS[1])
+local first
+if type(stored) == 'table' then
+  -- A hash of an earlier version.
+  if redis.call('HSETNX', KEYS[1], 'c', ARGV[1]) == 1 then return 1 end
+  first = tonumber(redis.call('HGET', KEYS[1], 'c'))
+elseif not stored then
+  return 0
+else
+  first = consumedAt(stored)
+  if not first then
+    redis.call('SET', KEYS[1], ARGV[1] .. stored, 'KEEPTTL')
+    return 1
+  end
+end
+if grace > 0 and now - first <= grace then return 3 end
+revokeGrant(KEYS[2])
 return 2`;
+
+// A refresh token's rotation, one atomic step: KEYS[1] the presented token, KEYS[2] its grant's index,
+// KEYS[3..] the new records. ARGV: now, grace, the presented token's record as consumed (read in the
+// same request: a refresh token's record never changes but for its mark), the index's TTL to extend to
+// (0: the grant's outlives every new record), then each new record's value and TTL. SET … XX GET marks
+// the token and tells whether it existed and was unconsumed in one command; only then are the new
+// records written and indexed. A repeat within the grace window puts the first mark back (3); reuse
+// revokes the grant (2); a token gone meanwhile (revoked) writes nothing (0).
+const ROTATE_REFRESH = `#!lua
+${CONSUMED_AT}
+local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
+local stored = redis.pcall('SET', KEYS[1], ARGV[3], 'XX', 'KEEPTTL', 'GET')
+local first
+if type(stored) == 'table' then
+  if redis.call('HSETNX', KEYS[1], 'c', ARGV[1]) == 0 then first = tonumber(redis.call('HGET', KEYS[1], 'c')) end
+elseif not stored then
+  return 0
+else
+  first = consumedAt(stored)
+end
+if first then
+  if grace > 0 and now - first <= grace then
+    if type(stored) == 'string' then redis.call('SET', KEYS[1], stored, 'KEEPTTL') end
+    return 3
+  end
+  revokeGrant(KEYS[2])
+  return 2
+end
+for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'EX', ARGV[2 * i]) end
+redis.call('SADD', KEYS[2], unpack(KEYS, 3))
+if ARGV[4] ~= '0' and redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+return 1`;
 
 // With ARGV[1], only members whose key names that model (':<Model>:'); the index keeps the rest.
 const DELETE_INDEXED = `
@@ -89,12 +146,25 @@ return 1`;
 
 type Client = Redis | Cluster;
 
+/** A consumable record as stored: `<consumed-at>|<payload>`, nothing before the bar until consumed. */
+function parseConsumable(stored: string): StoredModel {
+  const bar = stored.indexOf('|');
+  if (bar < 0) return { payload: stored };
+  const payload = stored.slice(bar + 1);
+  return bar === 0 ? { payload } : { payload, consumed: Number(stored.slice(0, bar)) };
+}
+
+function consumeResult(reply: number): ConsumeResult {
+  return reply === 1 ? 'consumed' : reply === 2 ? 'reused' : reply === 3 ? 'repeated' : 'missing';
+}
+
 /** How long calls must succeed without an availability failure before a recovery is reported (ioredis 'ready' reports one at once). */
 const RECOVERY_HOLD_MS = 2000;
 
 interface Scripts {
   lkPutModel(...args: (string | number)[]): Promise<number>;
   lkConsumeModel(...args: (string | number)[]): Promise<number>;
+  lkRotateRefresh(...args: (string | number)[]): Promise<number>;
   lkDeleteIndexed(...args: (string | number)[]): Promise<number>;
   lkAdvanceCounter(...args: (string | number)[]): Promise<number>;
   lkIndexAdd(...args: (string | number)[]): Promise<number>;
@@ -194,6 +264,7 @@ export class RedisStore implements Store {
     client.on('error', () => {});
     client.defineCommand('lkPutModel', { lua: PUT_MODEL });
     client.defineCommand('lkConsumeModel', { lua: CONSUME_MODEL });
+    client.defineCommand('lkRotateRefresh', { lua: ROTATE_REFRESH });
     client.defineCommand('lkDeleteIndexed', { lua: DELETE_INDEXED, numberOfKeys: 1 });
     client.defineCommand('lkAdvanceCounter', { lua: ADVANCE_COUNTER, numberOfKeys: 1 });
     client.defineCommand('lkIndexAdd', { lua: INDEX_ADD, numberOfKeys: 1 });
@@ -372,11 +443,10 @@ export class RedisStore implements Store {
   }
 
   putModel(key: string, payload: string, ttl: number, indexKey?: string, options: { consumable?: boolean } = {}) {
-    // A plain record of no grant (a client-credentials token): one SET replaces whatever was there.
-    if (!indexKey && options.consumable === false) return this.#call(async () => void (await this.client.set(key, payload, 'EX', ttl)));
-    const keys = indexKey ? [key, indexKey] : [key];
-    const consumable = options.consumable === false ? '0' : '1';
-    return this.#call(async () => void (await this.#scripts.lkPutModel(keys.length, ...keys, payload, ttl, consumable)));
+    const value = options.consumable === false ? payload : `|${payload}`;
+    // A record of no grant (a client-credentials token): one SET replaces whatever was there.
+    if (!indexKey) return this.#call(async () => void (await this.client.set(key, value, 'EX', ttl)));
+    return this.#call(async () => void (await this.#scripts.lkPutModel(2, key, indexKey, value, ttl)));
   }
 
   getModel(key: string, options: { consumable?: boolean } = {}) {
@@ -385,18 +455,30 @@ export class RedisStore implements Store {
         const payload = await this.client.get(key);
         return payload == null ? null : { payload };
       }
-      const [payload, consumed] = await this.client.hmget(key, 'p', 'c');
-      if (payload == null) return null;
-      return consumed == null ? { payload } : { payload, consumed: Number(consumed) };
+      let stored: string | null;
+      try {
+        stored = await this.client.get(key);
+      } catch (err) {
+        if (!(err instanceof Error && err.message.startsWith('WRONGTYPE'))) throw err;
+        // A hash written by an earlier version: `p` payload, `c` consumed-at.
+        const [payload, consumed] = await this.client.hmget(key, 'p', 'c');
+        if (payload == null) return null;
+        return consumed == null ? { payload } : { payload, consumed: Number(consumed) };
+      }
+      return stored == null ? null : parseConsumable(stored);
     });
   }
 
   consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0) {
     const keys = indexKey ? [key, indexKey] : [key];
-    return this.#call(async (): Promise<ConsumeResult> => {
-      const reply = await this.#scripts.lkConsumeModel(keys.length, ...keys, now, graceSeconds);
-      return reply === 1 ? 'consumed' : reply === 2 ? 'reused' : reply === 3 ? 'repeated' : 'missing';
-    });
+    return this.#call(async (): Promise<ConsumeResult> => consumeResult(await this.#scripts.lkConsumeModel(keys.length, ...keys, now, graceSeconds)));
+  }
+
+  rotateModel(presented: { key: string; payload: string }, indexKey: string, records: RotatedRecord[], now: number, options: { graceSeconds?: number; indexTtl?: number } = {}) {
+    const args = records.flatMap((r) => [r.consumable ? `|${r.payload}` : r.payload, r.ttl]);
+    return this.#call(async (): Promise<ConsumeResult> =>
+      consumeResult(await this.#scripts.lkRotateRefresh(2 + records.length, presented.key, indexKey, ...records.map((r) => r.key), now, options.graceSeconds ?? 0, `${now}|${presented.payload}`, options.indexTtl ?? 0, ...args)),
+    );
   }
 
   deleteIndexed(indexKey: string, model?: string) {

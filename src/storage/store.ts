@@ -12,6 +12,14 @@ export type ConsumeResult = 'consumed' | 'missing' | 'reused' | 'repeated';
 /** What the console's overview shows of the store: Redis' memory as INFO reports it (bytes; maxMemory 0: no limit), or the embedded store's key count. */
 export type StoreInfo = { kind: 'redis'; usedMemory: number; maxMemory: number } | { kind: 'memory'; keys: number };
 
+/** A record a refresh token's rotation writes (the new refresh token, the access token). */
+export interface RotatedRecord {
+  key: string;
+  payload: string;
+  ttl: number;
+  consumable: boolean;
+}
+
 export interface StoredModel {
   payload: string;
   /** Epoch seconds at which it was consumed, when it was. */
@@ -45,8 +53,8 @@ export interface Store {
   /**
    * Writes an oidc-provider model record with a TTL; adds it to `indexKey` (its grant) when given.
    * `consumable: false` (records never consumed: access tokens, sessions, grants…) stores the bare
-   * payload, which takes ~120 bytes less Redis memory than a record that can carry a consumed mark;
-   * read it back with the same option.
+   * payload; a consumable record also carries its consumed mark (in Redis: `<consumed-at>|<payload>`).
+   * Read it back with the same option.
    */
   putModel(key: string, payload: string, ttl: number, indexKey?: string, options?: { consumable?: boolean }): Promise<void>;
   getModel(key: string, options?: { consumable?: boolean }): Promise<StoredModel | null>;
@@ -56,6 +64,14 @@ export interface Store {
    * comes within `graceSeconds` of the first consumption: then 'repeated', and nothing is deleted.
    */
   consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds?: number): Promise<ConsumeResult>;
+  /**
+   * A refresh token's rotation in one atomic step: consumes `presented` (whose record holds `payload`,
+   * read in the same request) exactly as `consumeModel` does with `indexKey`, and only when that answers
+   * 'consumed', writes `records` and adds them to `indexKey`. The index's TTL is extended to `indexTtl`
+   * when given; otherwise the caller knows the grant's index outlives every record (no TTL read). Unlike
+   * `putModel`, it does not look for expired members of the index.
+   */
+  rotateModel(presented: { key: string; payload: string }, indexKey: string, records: RotatedRecord[], now: number, options?: { graceSeconds?: number; indexTtl?: number }): Promise<ConsumeResult>;
   /** Deletes what an index lists (only the records of `model`, when given), and the index once empty. */
   deleteIndexed(indexKey: string, model?: string): Promise<void>;
   /**
