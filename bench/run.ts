@@ -18,6 +18,12 @@ import { startWorld, type World } from './world.ts';
  * `npm run bench [-- --duration 5 --rounds 3 --connections 32 --warmup 3]` measures Latchkey against
  * its baselines, alternately in one run, and writes bench/RESULTS.md.
  * `npm run bench -- --soak SECONDS` runs mixed traffic instead (bench/soak.ts, bench/SOAK.md).
+ *
+ * Run time with the defaults: 25 targets (Latchkey 11 rows, raw oidc-provider 7, all cores 4, floors 3;
+ * `--lean-off` adds 2) × (3 s warm-up + 3 × 5 s) = 450 s of load, plus 0.5 s of settling before each of
+ * the 100 runs = 500 s; set-up (1,500 TOTP and 50 passkey enrolments, registrations, probes) and the
+ * pools made before runs (revocation: a run's worth of tokens each run; device codes: 7 s' worth, once)
+ * add about 2 minutes on 2 quiet cores: about 10–11 minutes in all. RESULTS.md gives the measured time.
  */
 const { values } = parseArgs({
   options: {
@@ -564,6 +570,7 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
     '',
     `- One client-credentials token, everything included: **${f0(memory.perToken)} bytes** of used_memory, ${f2(memory.keysPerToken)} keys. By MEMORY USAGE of the keys each part adds to or grows:`,
     ...memory.tokenParts.map((p) => `  - ${p.name}: ${f0(p.bytesPerToken)} bytes per token (${f0(p.keysAfter)} keys, ${f0(p.bytesAfter)} bytes after the probe)`),
+    `  - the rest, which MEMORY USAGE of a key leaves out (Redis's key space and expiry tables): ${f0(memory.perToken - memory.tokenParts.reduce((n, p) => n + p.bytesPerToken, 0))} bytes per token`,
     '  A per-minute count costs the same for one token as for thousands: the probe issues its tokens within a minute or two, so its share per token is small here and larger for a client that takes a token now and then.',
     `- One sign-in (session, grant, refresh and access tokens, the consumed authorization code kept until its 60 s expiry, indexes): **${f0(memory.perSignIn)} bytes**, ${f2(memory.keysPerSignIn)} keys.`,
     '',
