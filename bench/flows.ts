@@ -7,7 +7,7 @@ import { totpCodeAt } from '../src/accounts/totp.ts';
 import { openStore } from '../src/storage/open.ts';
 import { SoftAuthenticator } from '../test/helpers/soft-authenticator.ts';
 import { send, walk, type Walked } from './http.ts';
-import { basic, FORM, percentile, ROOT, type Load } from './lib.ts';
+import { basic, cannon, FORM, percentile, ROOT, type Load } from './lib.ts';
 
 /**
  * Traffic that is more than one request: complete sign-ins over HTTP (the way test/helpers/flow.ts
@@ -33,9 +33,17 @@ export interface Server {
   passkeyDevice?: SoftAuthenticator;
   /** oidc-provider only issues refresh tokens with prompt=consent; Latchkey adds it itself. */
   promptConsent: boolean;
+  /** A public client with the device authorization grant (RFC 8628). */
+  device?: { id: string };
+  /** The API that takes JWT access tokens, with its introspection credentials (Latchkey only: oidc-provider cannot introspect JWTs). */
+  jwtApi?: Creds;
+  /** A client with scope latchkey:admin:read, and the admin API's resource URI (Latchkey only). */
+  admin?: Creds & { resource: string };
 }
 
 export interface User {
+  /** The account id (Latchkey's bench users). */
+  id?: string;
   email: string;
   password: string;
   /** The TOTP secret, once enrolled. */
@@ -252,6 +260,50 @@ export async function times<T>(n: number, concurrency: number, task: () => Promi
   return out;
 }
 
+/**
+ * `n` access tokens of the machine client (JWTs with `jwt`), issued by autocannon (a fraction of fetch's
+ * CPU: pools of tens of thousands are made before some runs), checked as they come.
+ */
+export async function tokenPool(server: Server, n: number, jwt = false): Promise<string[]> {
+  const pool: string[] = [];
+  const load = await cannon(server.url, tokenRequest(server, (t) => pool.push(t), jwt), { connections: 16, amount: n });
+  if (pool.length !== n) throw new Error(`a pool of ${n} tokens got ${pool.length} (status codes ${JSON.stringify(load.status)})`);
+  return pool;
+}
+
+/** `n` device codes of the device client (RFC 8628 device authorization requests), none approved. */
+export async function deviceCodes(server: Server, n: number): Promise<string[]> {
+  const codes: string[] = [];
+  const load = await cannon(server.url, {
+    method: 'POST',
+    path: '/device/auth',
+    headers: { 'content-type': FORM },
+    body: `client_id=${encodeURIComponent(server.device!.id)}&scope=openid`,
+    onResponse: (status, body) => {
+      if (status === 200) codes.push((JSON.parse(body) as { device_code: string }).device_code);
+    },
+  }, { connections: 16, amount: n });
+  if (codes.length !== n) throw new Error(`${n} device codes asked, ${codes.length} given (status codes ${JSON.stringify(load.status)})`);
+  return codes;
+}
+
+/** Admin API access tokens (scope latchkey:admin:read, for the admin API's audience). */
+export async function adminTokens(server: Server, n: number): Promise<string[]> {
+  const { admin } = server;
+  const tokens: string[] = [];
+  await cannon(server.url, {
+    method: 'POST',
+    path: '/token',
+    headers: auth(admin!),
+    body: `grant_type=client_credentials&scope=latchkey%3Aadmin%3Aread&resource=${encodeURIComponent(admin!.resource)}`,
+    onResponse: (status, body) => {
+      if (status === 200) tokens.push((JSON.parse(body) as { access_token: string }).access_token);
+    },
+  }, { connections: 8, amount: n });
+  if (tokens.length !== n) throw new Error(`${n} admin tokens asked, ${tokens.length} given`);
+  return tokens;
+}
+
 export async function clientCredentialsToken(server: Server): Promise<string> {
   const res = await fetch(new URL('/token', server.url), {
     method: 'POST',
@@ -316,21 +368,33 @@ export function passkeyUsers(server: Server, redisUrl: string, n: number, stats:
 export async function registerLatchkey(redisUrl: string, options: { users: number; apiTtl?: number }) {
   const ttl = options.apiTtl ? ['--ttl', String(options.apiTtl)] : [];
   const api = await latchkey(redisUrl, ['resource', 'create', '--uri', API_URI, '--scope', 'api:read', ...ttl]);
-  await latchkey(redisUrl, ['resource', 'create', '--uri', JWT_API_URI, '--scope', 'jwt:read', '--token-format', 'jwt', ...ttl]);
+  const jwtApi = await latchkey(redisUrl, ['resource', 'create', '--uri', JWT_API_URI, '--scope', 'jwt:read', '--token-format', 'jwt', ...ttl]);
   const machine = await latchkey(redisUrl, ['client', 'create', '--name', 'Bench machine', '--grants', 'client_credentials', '--scope', 'api:read jwt:read']);
+  const device = await latchkey(redisUrl, ['client', 'create', '--name', 'Bench device', '--grants', 'device_code', '--public', '--scope', 'openid']);
   const app = await latchkey(redisUrl, ['client', 'create', '--name', 'Bench app', '--grants', 'authorization_code,refresh_token', '--redirect-uri', REDIRECT_URI, '--scope', 'openid profile email offline_access api:read']);
   const password = randomBytes(12).toString('base64url');
   const users = await Promise.all(Array.from({ length: options.users }, async (_, i) => {
     const email = `bench${i}@example.org`;
-    await latchkey(redisUrl, ['user', 'create', '--email', email, '--name', `Bench ${i}`, '--password-stdin'], password);
-    return { email, password };
+    const created = await latchkey(redisUrl, ['user', 'create', '--email', email, '--name', `Bench ${i}`, '--password-stdin'], password);
+    return { id: created.id!, email, password };
   }));
   return {
     machine: { id: machine.client_id!, secret: machine.client_secret! },
     api: { id: api.client_id!, secret: api.client_secret! },
     app: { id: app.client_id!, secret: app.client_secret!, redirectUri: REDIRECT_URI },
+    jwtApi: { id: jwtApi.client_id!, secret: jwtApi.client_secret! },
+    device: { id: device.client_id! },
     users,
   };
+}
+
+/**
+ * A client that reads the admin API (scope latchkey:admin:read). Registered once a Latchkey has started:
+ * the admin API (and its scopes) is registered by the server at boot, for its ISSUER.
+ */
+export async function registerAdminReader(redisUrl: string, issuer: string): Promise<Creds & { resource: string }> {
+  const reader = await latchkey(redisUrl, ['client', 'create', '--name', 'Bench admin reader', '--grants', 'client_credentials', '--scope', 'latchkey:admin:read']);
+  return { id: reader.client_id!, secret: reader.client_secret!, resource: `${issuer}/admin/api` };
 }
 
 // ---- request shapes for autocannon ----
@@ -348,13 +412,13 @@ export function tokenRequest(server: Server, onToken?: (token: string) => void, 
   };
 }
 
-/** Introspection by the API of tokens from `pool`, in turn. */
-export function introspectionRequest(server: Server, pool: string[]): Request {
+/** Introspection by the API (`api`: its credentials) of tokens from `pool`, in turn. */
+export function introspectionRequest(server: Server, pool: string[], api: Creds = server.api): Request {
   let i = 0;
   return {
     method: 'POST',
     path: '/token/introspection',
-    headers: auth(server.api),
+    headers: auth(api),
     setupRequest: (req) => ({ ...req, body: `token=${encodeURIComponent(pool[i++ % pool.length]!)}` }),
   };
 }
@@ -394,12 +458,71 @@ export class RefreshChains {
   }
 }
 
-/** Revocation by the machine client of its own tokens from `queue` (a made-up token when it is empty). */
-export function revocationRequest(server: Server, queue: string[]): Request {
+/**
+ * Revocation (RFC 7009) by the machine client of its own tokens from `queue`, each once (a made-up token
+ * when it is empty, counted in `seen.starved`); `seen.revoked` keeps the last 50 revoked, to check afterwards.
+ */
+export function revocationRequest(server: Server, queue: string[], seen?: { starved: number; revoked: string[] }): Request {
   return {
     method: 'POST',
     path: '/token/revocation',
     headers: auth(server.machine),
-    setupRequest: (req) => ({ ...req, body: `token=${encodeURIComponent(queue.shift() ?? randomBytes(32).toString('base64url'))}&token_type_hint=access_token` }),
+    setupRequest: (req) => {
+      let token = queue.shift();
+      if (token === undefined) {
+        token = randomBytes(32).toString('base64url');
+        if (seen) seen.starved += 1;
+      } else if (seen) {
+        seen.revoked.push(token);
+        if (seen.revoked.length > 100) seen.revoked.splice(0, 50);
+      }
+      return { ...req, body: `token=${encodeURIComponent(token)}&token_type_hint=access_token` };
+    },
+  };
+}
+
+/** True when `token` introspects as active for the API (`api`: its credentials). */
+export async function isActive(server: Server, token: string, api: Creds = server.api): Promise<boolean> {
+  const res = await fetch(new URL('/token/introspection', server.url), { method: 'POST', headers: auth(api), body: `token=${encodeURIComponent(token)}` });
+  const body = (await res.json()) as { active?: boolean };
+  if (res.status !== 200) throw new Error(`introspection: ${res.status} ${JSON.stringify(body)}`);
+  return body.active === true;
+}
+
+export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+
+/**
+ * A device polling the token endpoint (RFC 8628 §3.4) with the pending codes of `pool`, in turn. A code
+ * answered anything but `authorization_pending` (e.g. `slow_down`: polled again too soon) goes into
+ * `dropped` and leaves the pool after the run.
+ */
+export function devicePollRequest(server: Server, pool: string[], dropped: Set<string>): Request {
+  let i = 0;
+  const prefix = `grant_type=${encodeURIComponent(DEVICE_CODE_GRANT)}&client_id=${encodeURIComponent(server.device!.id)}&device_code=`;
+  return {
+    method: 'POST',
+    path: '/token',
+    headers: { 'content-type': FORM },
+    setupRequest: (req, context) => {
+      const code = pool[i++ % pool.length]!;
+      context.code = code;
+      return { ...req, body: prefix + encodeURIComponent(code) };
+    },
+    onResponse: (status, body, context) => {
+      if (status !== 400 || !body.includes('"authorization_pending"')) dropped.add(context.code as string);
+    },
+  };
+}
+
+/** Admin API reads: GET /admin/api/v1/clients and GET /admin/api/v1/users/:id in turn, with the tokens of `pool` in turn. */
+export function adminReadRequest(server: Server, pool: string[], userId: string): Request {
+  let i = 0;
+  return {
+    method: 'GET',
+    path: '/admin/api/v1/clients',
+    setupRequest: (req) => {
+      i += 1;
+      return { ...req, path: i % 2 ? '/admin/api/v1/clients' : `/admin/api/v1/users/${encodeURIComponent(userId)}`, headers: { authorization: `Bearer ${pool[i % pool.length]!}` } };
+    },
   };
 }

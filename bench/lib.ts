@@ -200,7 +200,9 @@ export async function measure(watch: Watch, load: () => Promise<Load>): Promise<
 
 export interface CannonOptions {
   connections: number;
-  duration: number;
+  /** Seconds; or `amount`: that many requests, however long they take. */
+  duration?: number;
+  amount?: number;
   rate?: number;
 }
 
@@ -209,7 +211,7 @@ export async function cannon(url: string, request: Request, options: CannonOptio
   const r = await autocannon({
     url,
     connections: options.connections,
-    duration: options.duration,
+    ...(options.amount ? { amount: options.amount } : { duration: options.duration }),
     ...(options.rate ? { overallRate: Math.max(1, Math.round(options.rate)) } : {}),
     timeout: 10,
     requests: [request],

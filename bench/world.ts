@@ -2,12 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
-import { API_URI, JWT_API_URI, newFlowStats, passkeyUsers, REDIRECT_URI, registerLatchkey, totpUsers, type Server } from './flows.ts';
+import { API_URI, JWT_API_URI, newFlowStats, passkeyUsers, REDIRECT_URI, registerAdminReader, registerLatchkey, totpUsers, type Server } from './flows.ts';
 import { redisInfo, startProc, type Proc, type Watch } from './lib.ts';
 
 /**
  * Everything the bench measures, each its own process on 127.0.0.1 and a free port: a private
- * redis-server, Latchkey (`node src/main.ts`, production mode, WORKERS=1 — and with `allCores` a second one with a worker per CPU —, normal logging to a temporary file), and with
+ * redis-server, Latchkey (`node src/main.ts`, production mode, WORKERS=1 — and with `allCores` a second one with a worker per CPU, with
+ * `leanOff` one with LEAN_PATH=off —, normal logging to a temporary file), and with
  * `baselines` raw oidc-provider (memory adapter), Koa + ioredis floors and bare node:http.
  */
 export interface World {
@@ -18,6 +19,8 @@ export interface World {
   latchkey: Server & { proc: Proc };
   /** With `allCores`: a second Latchkey on the same Redis with WORKERS = the number of CPUs (node:cluster). */
   latchkeyAllCores?: Server & { proc: Proc; workers: number };
+  /** With `leanOff`: a third Latchkey (WORKERS=1) with LEAN_PATH=off, everything through oidc-provider. */
+  latchkeyLeanOff?: Server & { proc: Proc };
   raw?: Server & { proc: Proc };
   floors: { name: string; proc: Proc; method: string; path: string }[];
   watch(proc: Proc): Watch;
@@ -26,7 +29,7 @@ export interface World {
 
 const token = () => randomBytes(18).toString('base64url');
 
-export async function startWorld(options: { baselines: boolean; users: number; totpUsers?: number; passkeyUsers?: number; apiTtl?: number; allCores?: boolean }): Promise<World> {
+export async function startWorld(options: { baselines: boolean; users: number; totpUsers?: number; passkeyUsers?: number; apiTtl?: number; allCores?: boolean; leanOff?: boolean }): Promise<World> {
   const redisServer = await startRedis({ ownServer: true });
   const procs: Proc[] = [];
   const redis = new Redis(redisServer.url);
@@ -39,9 +42,10 @@ export async function startWorld(options: { baselines: boolean; users: number; t
     const redisPid = Number((await redisInfo(redis, 'server')).process_id);
     const registered = await registerLatchkey(redisServer.url, { users: options.users, apiTtl: options.apiTtl });
     const secretsKey = randomBytes(32).toString('base64');
-    const startLatchkey = async (workers: number) => {
+    const startLatchkey = async (workers: number, extra: Record<string, string> = {}) => {
       const port = await freePort();
-      const proc = await startProc(`Latchkey (WORKERS=${workers})`, 'src/main.ts', port, {
+      const proc = await startProc(`Latchkey (WORKERS=${workers}${Object.entries(extra).map(([k, v]) => `, ${k}=${v}`).join('')})`, 'src/main.ts', port, {
+        ...extra,
         NODE_ENV: 'production',
         WORKERS: String(workers),
         REDIS_URL: redisServer.url,
@@ -56,21 +60,24 @@ export async function startWorld(options: { baselines: boolean; users: number; t
       procs.push(proc);
       return proc;
     };
+    // The one-process Latchkey starts last: a server registers the admin API for its own ISSUER at boot
+    // and takes the admin scopes from an API of another ISSUER, and the admin-read row measures this one.
+    const workers = availableParallelism();
+    const all = options.allCores ? await startLatchkey(workers) : undefined;
+    const leanOff = options.leanOff ? await startLatchkey(1, { LEAN_PATH: 'off' }) : undefined;
     const lk = await startLatchkey(1);
+    const admin = await registerAdminReader(redisServer.url, lk.url);
     const world: World = {
       redisUrl: redisServer.url,
       redis,
       redisPid,
-      latchkey: { url: lk.url, proc: lk, ...registered, totpUsers: [], promptConsent: false },
+      latchkey: { url: lk.url, proc: lk, ...registered, admin, totpUsers: [], promptConsent: false },
       floors: [],
       watch: (proc) => ({ pid: proc.pid, redis, redisPid }),
       stop,
     };
-    if (options.allCores) {
-      const workers = availableParallelism();
-      const all = await startLatchkey(workers);
-      world.latchkeyAllCores = { url: all.url, proc: all, ...registered, totpUsers: [], promptConsent: false, workers };
-    }
+    if (all) world.latchkeyAllCores = { url: all.url, proc: all, ...registered, totpUsers: [], promptConsent: false, workers };
+    if (leanOff) world.latchkeyLeanOff = { url: leanOff.url, proc: leanOff, ...registered, totpUsers: [], promptConsent: false };
     if (options.totpUsers) world.latchkey.totpUsers = await totpUsers(world.latchkey, redisServer.url, options.totpUsers, newFlowStats());
     if (options.passkeyUsers) world.latchkey.passkeyUsers = await passkeyUsers(world.latchkey, redisServer.url, options.passkeyUsers, newFlowStats());
     // The same people sign in at either server (one Redis): a person's code is used once per step at either.
@@ -81,12 +88,13 @@ export async function startWorld(options: { baselines: boolean; users: number; t
       world.latchkeyAllCores.passkeyDevice = world.latchkey.passkeyDevice;
     }
     if (options.baselines) {
-      const creds = { machine: { id: 'machine', secret: token() }, api: { id: 'api', secret: token() }, app: { id: 'app', secret: token(), redirectUri: REDIRECT_URI } };
+      const creds = { machine: { id: 'machine', secret: token() }, api: { id: 'api', secret: token() }, app: { id: 'app', secret: token(), redirectUri: REDIRECT_URI }, device: { id: 'device' } };
       const rawPort = await freePort();
       const raw = await startProc('raw oidc-provider', 'bench/baselines/raw-oidc-provider.ts', rawPort, {
         API_URI,
         JWT_API_URI,
         REDIRECT_URI,
+        DEVICE_ID: creds.device.id,
         MACHINE_ID: creds.machine.id,
         MACHINE_SECRET: creds.machine.secret,
         API_ID: creds.api.id,

@@ -1,9 +1,14 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import Provider, { type Configuration } from 'oidc-provider';
+import LRU from 'oidc-provider/lib/helpers/lru.js';
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 /**
- * Baseline: raw oidc-provider 9 with its default in-memory adapter (no `adapter` option), the same
- * grants as Latchkey (client_credentials, introspection, revocation, refresh with rotation), devInteractions off.
+ * Baseline: raw oidc-provider 9 with its own in-memory adapter, the same grants as Latchkey
+ * (client_credentials, introspection, revocation, refresh with rotation, the device flow), devInteractions off.
+ * The adapter is oidc-provider's default one over its own LRU, only with room for 50,000 records instead
+ * of 1,000: a revocation run revokes tens of thousands of tokens made just before it, and a token the
+ * LRU had dropped would be revoked for nothing (an unknown token costs less).
  * Static clients: a machine client, an API (resource server) client and an app (a client's `scope` may
  * only list OpenID scopes; the API scope comes from getResourceServerInfo). Sign-ins need no
  * password: a tiny interaction handler logs the bench user in and consents to whatever is asked
@@ -21,9 +26,15 @@ const apiUri = env('API_URI');
 const jwtApiUri = env('JWT_API_URI');
 const wantsJwt = (ctx: { oidc?: { params?: Record<string, unknown> } }) => (typeof ctx.oidc?.params?.scope === 'string' ? ctx.oidc.params.scope : '').split(' ').includes('jwt:read');
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const records = new LRU({ maxSize: 50_000 });
+const CLOCK_TOLERANCE = 15;
 
 const configuration: Configuration = {
+  // As oidc-provider's default adapter: its clock tolerance (the default 15 s) widens each record's lifetime.
+  adapter: (model) => new MemoryAdapter(model, records, CLOCK_TOLERANCE),
+  clockTolerance: CLOCK_TOLERANCE,
   clients: [
+    { client_id: env('DEVICE_ID'), token_endpoint_auth_method: 'none', grant_types: ['urn:ietf:params:oauth:grant-type:device_code'], response_types: [], redirect_uris: [] },
     { client_id: env('MACHINE_ID'), client_secret: env('MACHINE_SECRET'), grant_types: ['client_credentials'], response_types: [], redirect_uris: [] },
     { client_id: env('API_ID'), client_secret: env('API_SECRET'), grant_types: [], response_types: [], redirect_uris: [] },
     {
@@ -44,6 +55,8 @@ const configuration: Configuration = {
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    // Polled by the device-flow row on codes nobody approves: authorization_pending.
+    deviceFlow: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: (ctx) => (wantsJwt(ctx) ? jwtApiUri : apiUri),
