@@ -124,6 +124,7 @@ describe('sign-in through an upstream provider, in a browser', () => {
     company.as('mallory-1', { email: VICTIM.email, email_verified: false, name: 'Mallory' });
     await startAtApp(tab);
     assert.equal(await refusedWith('Continue with Acme'), 'An account with the address victim@acme.test already exists. Sign in to it the usual way, then link Acme from your account page (/account).');
+    await tab.screenshot({ path: new URL('upstream-account-exists.png', SCREENSHOTS).pathname });
     // Its way back is the same sign-in, where nobody is signed in.
     await submit(tab, tab.getByRole('link', { name: 'Back to the sign-in page' }));
     assert.equal(await tab.getByRole('heading', { level: 1 }).innerText(), 'Sign in');
@@ -160,6 +161,7 @@ describe('sign-in through an upstream provider, in a browser', () => {
     assert.equal(await password.getAttribute('autocomplete'), 'current-password');
     assert.deepEqual((await server.app.ops.userUpstreams(victim.id)).identities, []);
     assert.deepEqual((await server.app.ops.userSessions(victim.id)).sessions, []);
+    await tab.screenshot({ path: new URL('upstream-link.png', SCREENSHOTS).pathname });
 
     await password.fill('not the password');
     await submit(tab, tab.getByRole('button', { name: 'Link and sign in' }));
