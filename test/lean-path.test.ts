@@ -332,5 +332,5 @@ test('a corpus of 520 token and introspection requests gets the same answers, lo
   assert.ok(issued > 50, `only ${issued} tokens issued`);
   assert.equal(off.leanAnswers, 0);
   assert.ok(on.grantSuccesses < issued / 3, `oidc-provider still issued ${on.grantSuccesses} of ${issued} tokens with the lean path on`);
-  assert.equal(on.leanAnswers, issued - on.grantSuccesses, 'the lean path answered the other tokens');
+  assert.ok(on.leanAnswers > issued, `the lean path answered only ${on.leanAnswers} requests`);
 });

@@ -38,7 +38,13 @@ const PLAIN = /^[A-Za-z0-9_-]{1,128}$/;
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 /** oidc-provider's scope syntax (is_valid_scope.js). */
 const SCOPE_SYNTAX = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*$/u;
+/** Opaque ids: 256 random bits in base64url (oidc-provider's `bitsOfOpaqueRandomness`), the shape the adapter expects of a client-credentials token. */
+const OPAQUE_ID = /^[A-Za-z0-9_-]{43}$/;
 const TOKEN_PARAMS = new Set(['grant_type', 'scope', 'client_id', 'client_secret']);
+const INTROSPECTION_PARAMS = new Set(['token', 'token_type_hint', 'client_id', 'client_secret']);
+const HINTS = new Set(['access_token', 'refresh_token', 'urn:ietf:params:oauth:token-type:access_token', 'urn:ietf:params:oauth:token-type:refresh_token']);
+/** What a client-credentials record written by oidc-provider (or here) holds; anything more is left to oidc-provider. */
+const PLAIN_RECORD = new Set(['iat', 'exp', 'scope', 'clientId', 'aud', 'jti', 'kind']);
 /** oidc-provider's CORS answers on these routes without an Origin (cors.js; DPoP nonces are exposed at /token). */
 const EXPOSED = { token: 'DPoP-Nonce,WWW-Authenticate', introspection: 'WWW-Authenticate' } as const;
 
@@ -46,8 +52,9 @@ type BuiltClient = { clientId: string; clientAuthMethod?: string; clientSecret?:
 
 const epochTime = () => Math.floor(Date.now() / 1000);
 
-export function leanPath({ provider, registry, clientLockout, onTokenIssued, onAnswered }: LeanPathDeps): Koa.Middleware {
+export function leanPath({ provider, registry, clientLockout, tokenBelongsTo, onTokenIssued, onAnswered }: LeanPathDeps): Koa.Middleware {
   const tokenPath = provider.pathFor('token');
+  const introspectionPath = provider.pathFor('introspection');
   // The adapter instance oidc-provider itself uses for this model (its `upsert` and `find`: one format, one set of indexes).
   const adapter = () => (provider.ClientCredentials as unknown as { adapter: Adapter }).adapter;
 
@@ -124,6 +131,24 @@ export function leanPath({ provider, registry, clientLockout, onTokenIssued, onA
     return true;
   }
 
+  async function introspection(ctx: Koa.Context, params: ParsedUrlQuery): Promise<boolean> {
+    const value = params.token;
+    if (typeof value !== 'string' || !OPAQUE_ID.test(value) || !onlyStrings(params, INTROSPECTION_PARAMS)) return false;
+    if (params.token_type_hint !== undefined && !HINTS.has(params.token_type_hint as string)) return false;
+    const client = await authenticated(ctx, params);
+    // A signed or encrypted introspection answer is oidc-provider's to make.
+    if (!client || client.introspectionSignedResponseAlg || client.introspectionEncryptedResponseAlg) return false;
+    // The adapter's find: a token of a deleted client is not found. Inactive answers are oidc-provider's (and the limiter's).
+    const stored = await adapter().find(value);
+    if (!stored || Object.keys(stored).some((k) => !PLAIN_RECORD.has(k))) return false;
+    const { iat, exp, clientId, aud, scope } = stored as { iat?: unknown; exp?: unknown; clientId?: unknown; aud?: unknown; scope?: unknown };
+    const now = epochTime();
+    if (typeof iat !== 'number' || typeof exp !== 'number' || typeof clientId !== 'string' || iat > now || exp <= now + 1) return false;
+    if (!tokenBelongsTo(client, { clientId, aud })) return false;
+    answer(ctx, 'introspection', { active: true, client_id: clientId, exp, iat, iss: provider.issuer, aud, scope: typeof scope === 'string' && scope ? scope : undefined, token_type: 'Bearer' });
+    return true;
+  }
+
   function answer(ctx: Koa.Context, route: 'token' | 'introspection', body: Record<string, unknown>) {
     (ctx.state as LeanAnswered).leanRoute = route;
     ctx.set('Cache-Control', 'no-store');
@@ -136,7 +161,7 @@ export function leanPath({ provider, registry, clientLockout, onTokenIssued, onA
   }
 
   return async function leanMachineEndpoints(ctx, next) {
-    const route = ctx.method !== 'POST' ? undefined : ctx.path === tokenPath ? 'token' : undefined;
+    const route = ctx.method !== 'POST' ? undefined : ctx.path === tokenPath ? 'token' : ctx.path === introspectionPath ? 'introspection' : undefined;
     if (!route || !commonHeaders(ctx)) {
       await next();
       return;
@@ -144,7 +169,7 @@ export function leanPath({ provider, registry, clientLockout, onTokenIssued, onA
     const body = await readBody(ctx);
     // A body cut short is oidc-provider's to refuse (400), as is every failure here (its own 503 for storage out of reach).
     const answered = body.length === Number(ctx.headers['content-length'])
-      && await token(ctx, parseQuery(body.toString())).catch(() => false);
+      && await (route === 'token' ? token : introspection)(ctx, parseQuery(body.toString())).catch(() => false);
     if (answered) return;
     replayBody(ctx, body);
     await next();
