@@ -10,7 +10,7 @@ import { cannon, cpuSeconds, startProc } from './lib.ts';
  * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
  * with autocannon, and prints the functions with the most self time (and the files they are in).
  *   node bench/profile.ts [--scenario token|introspection|signin|totp|passkey] [--seconds 10] [--top 30]
- * With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
+ * `LEAN_PATH=off` in the environment turns the server's lean path off. With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
  * concurrent flows; per-request figures are per sign-in, and the load generator's own CPU is printed too.)
  */
@@ -44,6 +44,8 @@ const proc = await startProc(
     SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
     LOG_LEVEL: 'info',
     MFA_POLICY: 'optional',
+    // `LEAN_PATH=off node bench/profile.ts …`: the same scenario through oidc-provider alone.
+    ...(process.env.LEAN_PATH ? { LEAN_PATH: process.env.LEAN_PATH } : {}),
   },
   '/healthz',
 );

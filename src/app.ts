@@ -23,14 +23,15 @@ import { audit } from './observability/audit.ts';
 import { withoutRedaction, type Logger } from './observability/logger.ts';
 import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { minuteSeriesOf } from './observability/minute-series.ts';
-import { watchProvider } from './observability/provider-events.ts';
+import { recordTokensIssued, watchProvider } from './observability/provider-events.ts';
 import { formPostAsGet } from './oidc/form-post-endpoints.ts';
 import { startLogoutDelivery, type LogoutDeliveryOptions } from './oidc/backchannel-logout.ts';
 import { backchannelTargetRules } from './oidc/backchannel-targets.ts';
 import { deviceFlowEdges } from './oidc/device-flow.ts';
 import { deviceGrantNotAllowedIsUnauthorizedClient } from './oidc/provider-wording.ts';
 import { installEdge, type EdgeEntry } from './edge.ts';
-import { createProvider } from './oidc/provider.ts';
+import { createProvider, tokenBelongsTo } from './oidc/provider.ts';
+import { leanPath } from './oidc/lean-path.ts';
 import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
 import { CLIENT_AUTH_ROUTES, countFailedClientAuthentication } from './security/client-auth-throttle.ts';
@@ -242,6 +243,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'requestContext', does: 'request id, one log line and metrics per request, our errors as clear answers, a styled 404 page for browsers, Retry-After on 503', middleware: requestContext(logger, views, metrics) },
     { name: 'pinIssuerOrigin', does: "host and protocol pinned to ISSUER's (421 never; another Host is answered)", middleware: pinIssuerOrigin(config.ISSUER) },
     { name: 'securityHeaders', does: 'security headers on every answer', middleware: securityHeaders(brand) },
+    { name: 'leanMachineEndpoints', does: 'client_credentials for an opaque-token API and introspection of such tokens, answered from the same records without oidc-provider when the request has the common shape (LEAN_PATH); anything else passes on', oidcRoutes: only('token', 'introspection'), middleware: config.LEAN_PATH === 'on' ? leanPath({ provider, registry, clientLockout, tokenBelongsTo, onTokenIssued: (ctx, clientId) => recordTokensIssued(logger, metrics, ctx, { clientId, grantType: 'client_credentials' }), onAnswered: (route) => metrics.leanAnswers.inc({ route }) }) : undefined },
     { name: 'cacheablePublicMetadata', does: 'Cache-Control: public, 5 min on discovery and the key set', oidcRoutes: only('discovery', 'jwks'), middleware: answers.cacheablePublicMetadata },
     { name: 'missingClientAuthIsInvalidClient', does: "no client authentication at all is 401 invalid_client (recognises oidc-provider's wording)", oidcRoutes: CLIENT_AUTH_ROUTES, middleware: answers.missingClientAuthIsInvalidClient },
     { name: 'inactiveIntrospectionLimit', does: 'answers active: false per API credential: INTROSPECTION_INACTIVE_PER_MINUTE, then 429', oidcRoutes: only('introspection'), middleware: answers.inactiveIntrospectionLimit },

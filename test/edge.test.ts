@@ -14,6 +14,7 @@ const ORDER = [
   'requestContext',
   'pinIssuerOrigin',
   'securityHeaders',
+  'leanMachineEndpoints',
   'cacheablePublicMetadata',
   'missingClientAuthIsInvalidClient',
   'inactiveIntrospectionLimit',

@@ -48,6 +48,12 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly leanAnswers = new Counter({
+    name: 'latchkey_lean_path_answers_total',
+    help: 'Requests answered by the lean path in front of oidc-provider (LEAN_PATH), by oidc-provider route name',
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+  });
   readonly revocations = new Counter({
     name: 'latchkey_revocations_total',
     help: 'Token revocation requests by result (ok, error)',
@@ -175,8 +181,8 @@ export class Metrics {
   }
 
   /** Called on oidc-provider's `grant.success`; returns what it counted (for the token_issued audit event). */
-  tokenGranted(ctx: Context): { grantType: string; tokens: string[] } {
-    const raw = ((isProviderRequest(ctx) ? ctx.oidc?.params?.grant_type : undefined) as string | undefined) ?? 'unknown';
+  tokenGranted(ctx: Context, grantTypeAsSent?: string): { grantType: string; tokens: string[] } {
+    const raw = grantTypeAsSent ?? ((isProviderRequest(ctx) ? ctx.oidc?.params?.grant_type : undefined) as string | undefined) ?? 'unknown';
     const grantType = KNOWN_GRANT_TYPES.has(raw) ? raw : 'other';
     const body = ctx.body as Record<string, unknown> | undefined;
     const tokens: string[] = [];
@@ -209,8 +215,15 @@ export function providerRouteOf(ctx: ParameterizedContext): string | undefined {
   return isProviderRequest(ctx) ? ctx.oidc?.route : undefined;
 }
 
-/** oidc-provider's name of the route a request matched, when it was one of its routes. */
+/** Set by the lean path (oidc/lean-path.ts) on a request it answered in oidc-provider's place. */
+export interface LeanAnswered {
+  leanRoute?: string;
+}
+
+/** oidc-provider's name of the route a request matched, when it was one of its routes (or answered for it by the lean path). */
 export function oidcRouteOf(ctx: Context): string | undefined {
+  const lean = (ctx.state as LeanAnswered | undefined)?.leanRoute;
+  if (lean !== undefined) return lean;
   // `ctx.oidc` is defined only by oidc-provider's own routes; reading it elsewhere gives undefined.
   const name: unknown = ctx._matchedRouteName;
   return Object.hasOwn(ctx, 'oidc') && typeof name === 'string' ? name : undefined;

@@ -54,6 +54,23 @@ function clientIdOf(ctx: Context): string | undefined {
   return ctx.oidc?.client?.clientId ?? undefined;
 }
 
+/**
+ * What a token response counts: the tokens-issued counter and one `token_issued` line. Called on
+ * oidc-provider's `grant.success` and by the lean path (oidc/lean-path.ts) for the responses it answers.
+ */
+export function recordTokensIssued(logger: Logger, metrics: Metrics, ctx: Context, who: { clientId?: string; accountId?: string; grantType?: string }) {
+  const { grantType, tokens } = metrics.tokenGranted(ctx, who.grantType);
+  const body = ctx.body as { scope?: unknown } | undefined;
+  audit(withoutRedaction(logger), 'token_issued', {
+    requestId: ctx.state?.requestId,
+    clientId: who.clientId,
+    accountId: who.accountId,
+    grantType,
+    tokens,
+    scope: typeof body?.scope === 'string' ? body.scope : undefined,
+  }, 'tokens issued');
+}
+
 export function watchProvider(provider: Provider, logger: Logger, metrics: Metrics) {
   provider.on('server_error', (ctx: Context, err: Error) => {
     logger.error({ err, requestId: ctx.state?.requestId, route: routeOf(ctx) }, 'server_error');
@@ -61,16 +78,7 @@ export function watchProvider(provider: Provider, logger: Logger, metrics: Metri
 
   // The hot path: one counter per token and one log line per response, nothing else.
   provider.on('grant.success', (ctx: Context) => {
-    const { grantType, tokens } = metrics.tokenGranted(ctx);
-    const body = ctx.body as { scope?: unknown } | undefined;
-    audit(withoutRedaction(logger), 'token_issued', {
-      requestId: ctx.state?.requestId,
-      clientId: clientIdOf(ctx),
-      accountId: isProviderRequest(ctx) ? ctx.oidc?.entities?.Grant?.accountId : undefined,
-      grantType,
-      tokens,
-      scope: typeof body?.scope === 'string' ? body.scope : undefined,
-    }, 'tokens issued');
+    recordTokensIssued(logger, metrics, ctx, { clientId: clientIdOf(ctx), accountId: isProviderRequest(ctx) ? ctx.oidc?.entities?.Grant?.accountId : undefined });
   });
 
   // A token destroyed while the revocation endpoint answers is a revocation (the refresh grant also

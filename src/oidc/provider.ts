@@ -488,7 +488,7 @@ async function machineClientResource(ctx: KoaContextWithOIDC, client: { scope?: 
 }
 
 /** A token belongs to the client it was issued to, and to the API it was issued for. */
-function tokenBelongsTo(client: { clientId: string; [key: string]: unknown }, token: { clientId?: string; aud?: unknown }) {
+export function tokenBelongsTo(client: { clientId: string; [key: string]: unknown }, token: { clientId?: string; aud?: unknown }) {
   if (token.clientId === client.clientId) return true;
   const api = client.resource_server;
   if (typeof api !== 'string') return false;

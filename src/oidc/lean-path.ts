@@ -1,0 +1,215 @@
+import { randomBytes } from 'node:crypto';
+import { parse as parseQuery, type ParsedUrlQuery } from 'node:querystring';
+import type Koa from 'koa';
+import type Provider from 'oidc-provider';
+import type { Adapter, AdapterPayload } from 'oidc-provider';
+import type { LeanAnswered } from '../observability/metrics.ts';
+import { clientAuthSource } from '../security/client-auth-throttle.ts';
+import type { Lockout } from '../security/lockout.ts';
+import { clientSecretMatches, OIDC_SCOPES, type Registry } from './registry.ts';
+
+/**
+ * The lean path (`LEAN_PATH`): the two requests machines make all day — `client_credentials` at /token
+ * and introspection of a client-credentials token — answered in front of oidc-provider for their common
+ * shape only, from the same records (the adapter's own `upsert` and `find`) and with the same answers.
+ * Anything it is not sure of — another grant, another way to authenticate, DPoP, a bad secret, a
+ * locked source, an inactive answer, an odd body — goes on to oidc-provider untouched (the body it read
+ * is handed over), so refusals, lockout counting and audit stay oidc-provider's and the edge's.
+ * test/lean-path.test.ts answers a corpus with the path on and off and compares the answers.
+ */
+export interface LeanPathDeps {
+  provider: Provider;
+  registry: Registry;
+  /** The same client-authentication lockout oidc-provider's path checks (provider-internals.ts `throttledClientAuthentication`). */
+  clientLockout: Lockout;
+  /** Belongs-to rule of introspection (provider.ts `tokenBelongsTo`). */
+  tokenBelongsTo: (client: { clientId: string; [key: string]: unknown }, token: { clientId?: string; aud?: unknown }) => boolean;
+  /** A token response answered here: what oidc-provider's `grant.success` would have counted. */
+  onTokenIssued: (ctx: Koa.Context, clientId: string) => void;
+  /** Each request answered here, by oidc-provider route name. */
+  onAnswered: (route: 'token' | 'introspection') => void;
+}
+
+/** Bodies of the common shapes are short; a longer one is not common and is left to oidc-provider unread. */
+const MAX_BODY = 4096;
+const FORM = /^application\/x-www-form-urlencoded(?:;\s*charset=utf-8)?$/i;
+/** Client ids and secrets the registry makes (base64url): their form and Basic encodings are the value itself. */
+const PLAIN = /^[A-Za-z0-9_-]{1,128}$/;
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+/** oidc-provider's scope syntax (is_valid_scope.js). */
+const SCOPE_SYNTAX = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*$/u;
+/** Opaque ids: 256 random bits in base64url (oidc-provider's `bitsOfOpaqueRandomness`), the shape the adapter expects of a client-credentials token. */
+const OPAQUE_ID = /^[A-Za-z0-9_-]{43}$/;
+const TOKEN_PARAMS = new Set(['grant_type', 'scope', 'client_id', 'client_secret']);
+const INTROSPECTION_PARAMS = new Set(['token', 'token_type_hint', 'client_id', 'client_secret']);
+const HINTS = new Set(['access_token', 'refresh_token', 'urn:ietf:params:oauth:token-type:access_token', 'urn:ietf:params:oauth:token-type:refresh_token']);
+/** What a client-credentials record written by oidc-provider (or here) holds; anything more is left to oidc-provider. */
+const PLAIN_RECORD = new Set(['iat', 'exp', 'scope', 'clientId', 'aud', 'jti', 'kind']);
+/** oidc-provider's CORS answers on these routes without an Origin (cors.js; DPoP nonces are exposed at /token). */
+const EXPOSED = { token: 'DPoP-Nonce,WWW-Authenticate', introspection: 'WWW-Authenticate' } as const;
+
+type BuiltClient = { clientId: string; clientAuthMethod?: string; clientSecret?: string; clientSecretExpiresAt?: number; scope?: string; grantTypeAllowed(type: string): boolean; [key: string]: unknown };
+
+const epochTime = () => Math.floor(Date.now() / 1000);
+
+export function leanPath({ provider, registry, clientLockout, tokenBelongsTo, onTokenIssued, onAnswered }: LeanPathDeps): Koa.Middleware {
+  const tokenPath = provider.pathFor('token');
+  const introspectionPath = provider.pathFor('introspection');
+  // The adapter instance oidc-provider itself uses for this model (its `upsert` and `find`: one format, one set of indexes).
+  const adapter = () => (provider.ClientCredentials as unknown as { adapter: Adapter }).adapter;
+
+  /** The client authenticated the way it was registered (client_secret_basic or _post), or undefined for anything else. */
+  async function authenticated(ctx: Koa.Context, params: ParsedUrlQuery): Promise<BuiltClient | undefined> {
+    const header = ctx.headers.authorization;
+    let id: unknown;
+    let secret: unknown;
+    let method: string;
+    if (header !== undefined) {
+      if (params.client_secret !== undefined) return undefined;
+      const [scheme, value, ...rest] = header.split(' ');
+      if (rest.length || scheme?.toLowerCase() !== 'basic' || !value || !BASE64.test(value) || value.length % 4 !== 0) return undefined;
+      const basic = Buffer.from(value, 'base64').toString('utf8');
+      const colon = basic.indexOf(':');
+      if (colon === -1) return undefined;
+      [id, secret] = [basic.slice(0, colon), basic.slice(colon + 1)];
+      if (params.client_id !== undefined && params.client_id !== id) return undefined;
+      method = 'client_secret_basic';
+    } else {
+      [id, secret] = [params.client_id, params.client_secret];
+      method = 'client_secret_post';
+    }
+    if (typeof id !== 'string' || typeof secret !== 'string' || !PLAIN.test(id) || !PLAIN.test(secret)) return undefined;
+    // A locked source is refused (429) by oidc-provider's path; the "not locked" answer is cached (Lockout.watch).
+    if (!(await clientLockout.check({ account: clientAuthSource(id, ctx.ip), ip: ctx.ip })).allowed) return undefined;
+    const client = (await provider.Client.find(id).catch(() => undefined)) as BuiltClient | undefined;
+    if (!client || client.clientAuthMethod !== method || client.clientSecretExpiresAt) return undefined;
+    // The current secret, or the previous one within its overlap (provider-internals.ts `digestedClientSecrets`).
+    if (!clientSecretMatches({ client_secret: client.clientSecret, previous_client_secret: client.previous_client_secret }, secret, registry.nowSeconds())) return undefined;
+    return client;
+  }
+
+  /** The scopes and API of a client_credentials request, as provider.ts `machineClientResource` and `getResourceServerInfo` resolve them; undefined when in doubt. */
+  async function machineGrant(client: BuiltClient, scopeParam: string | undefined) {
+    const registered = String(client.scope ?? '').split(' ').filter(Boolean);
+    const named = scopeParam === undefined ? [] : scopeParam.split(' ');
+    // OpenID scopes, or scopes the client lacks: oidc-provider's refusals (or its odd cases).
+    if (named.some((s) => OIDC_SCOPES.has(s) || !registered.includes(s))) return undefined;
+    const owners = new Map<string, string[]>();
+    for (const scope of named.length ? named : registered.filter((s) => !OIDC_SCOPES.has(s))) {
+      const owner = await registry.resourceForScope(scope);
+      if (!owner && named.length) return undefined;
+      if (owner) owners.set(owner, [...(owners.get(owner) ?? []), scope]);
+    }
+    if (owners.size !== 1) return undefined;
+    const [[uri, ownScopes]] = owners as unknown as [[string, string[]]];
+    const resource = await registry.findResource(uri);
+    const href = URL.parse(uri)?.href;
+    if (!resource || resource.tokenFormat !== 'opaque' || !href || href.includes('#')) return undefined;
+    const allowed = new Set(registered);
+    const apiScopes = new Set(resource.scopes.filter((s) => allowed.has(s)));
+    if (!apiScopes.size) return undefined;
+    const requested = new Set(named.length ? named : ownScopes);
+    const scope = [...requested].filter((s) => apiScopes.has(s)).join(' ') || undefined;
+    return { scope, audience: resource.uri, ttl: resource.ttl };
+  }
+
+  async function token(ctx: Koa.Context, params: ParsedUrlQuery): Promise<boolean> {
+    if (params.grant_type !== 'client_credentials' || !onlyStrings(params, TOKEN_PARAMS)) return false;
+    const scopeParam = params.scope as string | undefined;
+    if (scopeParam !== undefined && !SCOPE_SYNTAX.test(scopeParam)) return false;
+    const client = await authenticated(ctx, params);
+    if (!client || !client.grantTypeAllowed('client_credentials')) return false;
+    const grant = await machineGrant(client, scopeParam);
+    if (!grant) return false;
+    const id = randomBytes(32).toString('base64url');
+    const iat = epochTime();
+    // The record oidc-provider's ClientCredentials#save writes, through the same adapter (its key, TTL and the client's index).
+    const payload: AdapterPayload = { iat, exp: iat + grant.ttl, ...(grant.scope ? { scope: grant.scope } : {}), clientId: client.clientId, aud: grant.audience, jti: id, kind: 'ClientCredentials' };
+    await adapter().upsert(id, payload, grant.ttl);
+    answer(ctx, 'token', { access_token: id, expires_in: grant.ttl, ...(grant.scope ? { scope: grant.scope } : {}), token_type: 'Bearer' });
+    onTokenIssued(ctx, client.clientId);
+    return true;
+  }
+
+  async function introspection(ctx: Koa.Context, params: ParsedUrlQuery): Promise<boolean> {
+    const value = params.token;
+    if (typeof value !== 'string' || !OPAQUE_ID.test(value) || !onlyStrings(params, INTROSPECTION_PARAMS)) return false;
+    if (params.token_type_hint !== undefined && !HINTS.has(params.token_type_hint as string)) return false;
+    const client = await authenticated(ctx, params);
+    // A signed or encrypted introspection answer is oidc-provider's to make.
+    if (!client || client.introspectionSignedResponseAlg || client.introspectionEncryptedResponseAlg) return false;
+    // The adapter's find: a token of a deleted client is not found. Inactive answers are oidc-provider's (and the limiter's).
+    const stored = await adapter().find(value);
+    if (!stored || Object.keys(stored).some((k) => !PLAIN_RECORD.has(k))) return false;
+    const { iat, exp, clientId, aud, scope } = stored as { iat?: unknown; exp?: unknown; clientId?: unknown; aud?: unknown; scope?: unknown };
+    const now = epochTime();
+    if (typeof iat !== 'number' || typeof exp !== 'number' || typeof clientId !== 'string' || iat > now || exp <= now + 1) return false;
+    if (!tokenBelongsTo(client, { clientId, aud })) return false;
+    answer(ctx, 'introspection', { active: true, client_id: clientId, exp, iat, iss: provider.issuer, aud, scope: typeof scope === 'string' && scope ? scope : undefined, token_type: 'Bearer' });
+    return true;
+  }
+
+  function answer(ctx: Koa.Context, route: 'token' | 'introspection', body: Record<string, unknown>) {
+    (ctx.state as LeanAnswered).leanRoute = route;
+    ctx.set('Cache-Control', 'no-store');
+    ctx.vary('Origin');
+    ctx.set('Access-Control-Allow-Origin', '*');
+    ctx.set('Access-Control-Expose-Headers', EXPOSED[route]);
+    ctx.status = 200;
+    ctx.body = body;
+    onAnswered(route);
+  }
+
+  return async function leanMachineEndpoints(ctx, next) {
+    const route = ctx.method !== 'POST' ? undefined : ctx.path === tokenPath ? 'token' : ctx.path === introspectionPath ? 'introspection' : undefined;
+    if (!route || !commonHeaders(ctx)) {
+      await next();
+      return;
+    }
+    const body = await readBody(ctx);
+    // A body cut short is oidc-provider's to refuse (400), as is every failure here (its own 503 for storage out of reach).
+    const answered = body.length === Number(ctx.headers['content-length'])
+      && await (route === 'token' ? token : introspection)(ctx, parseQuery(body.toString())).catch(() => false);
+    if (answered) return;
+    replayBody(ctx, body);
+    await next();
+  };
+}
+
+/** Every member one of `allowed` and given once, none empty (oidc-provider reads an empty one as absent). */
+function onlyStrings(params: ParsedUrlQuery, allowed: ReadonlySet<string>): boolean {
+  for (const [key, value] of Object.entries(params)) if (!allowed.has(key) || typeof value !== 'string' || value === '') return false;
+  return true;
+}
+
+/** The headers of the common shape: a short urlencoded body of known length, no DPoP, no CORS, no attestation. */
+function commonHeaders(ctx: Koa.Context): boolean {
+  const h = ctx.headers;
+  const length = Number(h['content-length']);
+  return FORM.test(h['content-type'] ?? '') && Number.isInteger(length) && length > 0 && length <= MAX_BODY
+    && h['transfer-encoding'] === undefined && h['content-encoding'] === undefined && h.dpop === undefined && h.origin === undefined
+    && h['oauth-client-attestation'] === undefined && h['oauth-client-attestation-pop'] === undefined;
+}
+
+/** The body as received; what arrived before an aborted upload, which oidc-provider then refuses as it would have. */
+async function readBody(ctx: Koa.Context): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const chunk of ctx.req) chunks.push(chunk as Buffer);
+  } catch {
+    // Aborted: the partial body goes on.
+  }
+  return Buffer.concat(chunks);
+}
+
+/**
+ * Hands the body read here to oidc-provider's own parser (selective_body.js reads `ctx.req` while it is
+ * readable): `ctx.req` becomes a view of the request that yields the same bytes once more.
+ */
+function replayBody(ctx: Koa.Context, body: Buffer) {
+  ctx.req = Object.create(ctx.req, {
+    readable: { value: true },
+    readableEncoding: { value: null },
+    iterator: { value: () => (async function* replay() { yield body; })() },
+  }) as typeof ctx.req;
+}
