@@ -359,7 +359,7 @@ async function usageOf(redis: World['redis'], pattern: string): Promise<{ keys: 
  */
 const TOKEN_PARTS = {
   'its record (ClientCredentials)': 'lk:{*}:ClientCredentials:*',
-  "the client's index of its tokens (lk:client-tokens)": 'lk:client-tokens:*',
+  "the client's index of its tokens (lk:client-token-digests)": 'lk:client-token-digests:*',
   'the activity log (lk:activity streams)': 'lk:activity*',
   'per-minute token counts (lk:{activity-tokens})': 'lk:{activity-tokens}:*',
 } as const;

@@ -158,10 +158,10 @@ test('client-credentials tokens are counted, not appended: no Redis work per tok
     // The log writes the counts once per 250 ms at most, whatever the number of tokens; nothing per token.
     assert.ok(logWrites.length <= windows, `${logWrites.length} writes of the log in ${windows} intervals`);
     assert.ok(logWrites.every((args) => args.includes(keys.tokenCountMinutes)), 'only the counts');
-    // Per token: its record (SET) and its client's token index (one script), as before the log; nothing else.
+    // Per token: its record and its client's token index (one script); nothing else.
     const perToken = (sent.length - logWrites.length) / 200;
     assert.equal(await server.store.streamLength(keys.activity), streamBefore, 'no activity entry per token');
-    assert.equal(perToken, 2, `${perToken} Redis commands per token besides the log's counts`);
+    assert.equal(perToken, 1, `${perToken} Redis commands per token besides the log's counts`);
     assert.equal(server.logs.filter((l) => l.event === 'token_issued').length, 201, 'each token still has its log line');
 
     server.app.activity.writeTokenCounts();

@@ -8,9 +8,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { AdapterPayload } from 'oidc-provider';
-import { grantTag, keys } from '../src/storage/keys.ts';
+import { digest, grantTag, keys } from '../src/storage/keys.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
-import { createAdapterClass, revokeAccountSessions } from '../src/storage/oidc-adapter.ts';
+import { createAdapterClass, revokeAccountSessions, revokeClientGrants } from '../src/storage/oidc-adapter.ts';
 import { Cluster } from 'ioredis';
 import { connectCluster, connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { StorageUnavailable, type Store } from '../src/storage/store.ts';
@@ -479,6 +479,21 @@ function storeContract(getStore: () => Store) {
       await store.indexAdd(index, 'a', 10);
       assert.deepEqual((await store.setMembers(index)).sort(), ['a', 'b']);
     });
+
+    test('putListed writes a record and appends to a list index, in order, duplicates kept; listMembers reads it', async () => {
+      const store = getStore();
+      const list = k('list');
+      const [one, two] = [k('record'), k('record')];
+      assert.deepEqual(await store.listMembers(list), []);
+      await store.putListed(one, '{"n":1}', 60, list, 'first');
+      await store.putListed(two, '{"n":2}', 3600, list, 'second');
+      await store.putListed(one, '{"n":3}', 10, list, 'first');
+      assert.deepEqual(await store.listMembers(list), ['first', 'second', 'first']);
+      assert.deepEqual(await store.getModel(one, { consumable: false }), { payload: '{"n":3}' }, 'the record is replaced');
+      assert.deepEqual(await store.getModel(two, { consumable: false }), { payload: '{"n":2}' });
+      await store.del(list);
+      assert.deepEqual(await store.listMembers(list), []);
+    });
   });
 
   describe('oidc-provider adapter', () => {
@@ -576,6 +591,39 @@ function storeContract(getStore: () => Store) {
       assert.ok(await a.access.find(theirGrant.accessId));
       assert.ok(await a.session.find(theirSession));
       assert.deepEqual(await revokeAccountSessions(store, mine), { sessions: 0, grants: 0 }, 'again: nothing left');
+    });
+
+    test("revokeClientGrants deletes the client's client-credentials tokens, listed today or days ago, in this version's lists or an earlier version's sets", async () => {
+      const store = getStore();
+      const Adapter = createAdapterClass(store, CLIENTS);
+      const cc = new Adapter('ClientCredentials');
+      const doomed = `doomed-${randomId().slice(0, 8)}`;
+      const kept = `kept-${randomId().slice(0, 8)}`;
+      const now = Date.now();
+      const issue = async (clientId: string, adapter = cc) => {
+        const id = randomId();
+        await adapter.upsert(id, { jti: id, kind: 'ClientCredentials', iat: epoch(), exp: epoch() + 3600, clientId, scope: 'api:read', aud: 'https://api.example' }, 3600);
+        return id;
+      };
+      const ours = [await issue(doomed), await issue(doomed)];
+      // Issued yesterday (the adapter's clock a day back): listed under that day.
+      const yesterday = await issue(doomed, new (createAdapterClass(store, CLIENTS, () => now - DAY * 1000))('ClientCredentials'));
+      const theirs = await issue(kept);
+      // One written by an earlier version: its record key in a set of the day.
+      const earlier = randomId();
+      await store.putModel(keys.model('ClientCredentials', earlier), JSON.stringify({ iat: epoch(), exp: epoch() + 3600, clientId: doomed, aud: 'https://api.example' }), 3600, undefined, { consumable: false });
+      await store.indexAdd(keys.clientTokenSet(doomed, Math.floor(now / (DAY * 1000))), keys.model('ClientCredentials', earlier), 3600);
+      for (const id of [...ours, yesterday, earlier, theirs]) assert.equal((await cc.find(id))?.jti, id);
+      // The list holds digests of the ids, never the ids (bearer values) themselves.
+      const today = keys.clientTokens(doomed, Math.floor(now / (DAY * 1000)));
+      assert.deepEqual(await store.listMembers(today), ours.map(digest));
+
+      assert.deepEqual(await revokeClientGrants(store, doomed, now), { grants: 0, tokens: 4 });
+      for (const id of [...ours, yesterday, earlier]) assert.equal(await store.getModel(keys.model('ClientCredentials', id), { consumable: false }), null);
+      assert.equal((await cc.find(theirs))?.jti, theirs, "another client's token is kept");
+      assert.deepEqual(await store.listMembers(today), []);
+      assert.deepEqual(await store.setMembers(keys.clientTokenSet(doomed, Math.floor(now / (DAY * 1000)))), []);
+      assert.deepEqual(await revokeClientGrants(store, doomed, now), { grants: 0, tokens: 0 }, 'again: nothing left');
     });
 
     test('DeviceCode: find by user code', async () => {
@@ -760,6 +808,23 @@ describe('MemoryStore', () => {
       assert.equal(await clocked.get('forever'), 'v');
     });
 
+    test("a list index (a client's tokens) lives to the end of the clock hour its longest-lived record ends in", async () => {
+      t = Math.ceil(t / 3_600_000) * 3_600_000 + 600_000; // 10 minutes into an hour
+      const list = 'lk:client-token-digests:clocked:1';
+      await clocked.putListed('lk:{a}:ClientCredentials:a', '{}', 60, list, 'a');
+      await clocked.putListed('lk:{b}:ClientCredentials:b', '{}', 3600, list, 'b');
+      await clocked.putListed('lk:{c}:ClientCredentials:c', '{}', 10, list, 'c');
+      t += 61_000;
+      assert.equal(await clocked.getModel('lk:{a}:ClientCredentials:a'), null);
+      t += 3600_000 - 61_000 - 1;
+      assert.deepEqual(await clocked.listMembers(list), ['a', 'b', 'c'], 'its longest-lived record is still there');
+      t += 1;
+      assert.equal(await clocked.getModel('lk:{b}:ClientCredentials:b'), null);
+      assert.deepEqual(await clocked.listMembers(list), ['a', 'b', 'c'], 'until the end of that hour');
+      t += 50 * 60_000;
+      assert.deepEqual(await clocked.listMembers(list), []);
+    });
+
     test('an index lives as long as its longest-lived member', async () => {
       const index = 'lk:{clocktag}:grant';
       await clocked.putModel('lk:{clocktag}:RefreshToken:1', 'long', 100, index);
@@ -911,6 +976,39 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
         for (const [i, ttl] of memberTtls.entries()) assert.ok(indexTtl >= ttl, `index ${indexTtl} s < ${members[i]} ${ttl} s`);
         assert.ok(indexTtl <= Math.max(...memberTtls) + 1, 'an index does not outlive what it lists');
       }
+    });
+
+    test("a client's list of client-credentials tokens lives to the end of the clock hour its longest-lived token ends in, never shorter; holds digests, not tokens", async () => {
+      const cc = new (createAdapterClass(store, CLIENTS))('ClientCredentials');
+      const clientId = `machine-${randomId().slice(0, 8)}`;
+      const list = keys.clientTokens(clientId, Math.floor(Date.now() / (DAY * 1000)));
+      const issue = async (ttl: number) => {
+        const id = randomId();
+        await cc.upsert(id, { jti: id, kind: 'ClientCredentials', iat: epoch(), exp: epoch() + ttl, clientId, aud: 'https://api.example' }, ttl);
+        return id;
+      };
+      const endOfHour = (ttl: number) => Math.ceil((epoch() + ttl) / 3600) * 3600 - epoch();
+      const within = async (ttl: number) => {
+        const listTtl = await store.client.ttl(list);
+        assert.ok(listTtl >= ttl - 2 && listTtl <= endOfHour(ttl) + 2, `list TTL ${listTtl} for a longest token of ${ttl} s`);
+      };
+      const first = await issue(600);
+      assert.equal(await store.client.type(list), 'list');
+      assert.equal(await store.client.object('ENCODING', list), 'quicklist', 'compact: listpacks of members');
+      await within(600);
+      const long = await issue(7200);
+      await within(7200);
+      await issue(10);
+      await within(7200);
+      const members = await store.client.lrange(list, 0, -1);
+      assert.equal(members.length, 3);
+      assert.deepEqual(members.slice(0, 2), [digest(first), digest(long)]);
+      for (const m of members) assert.equal(m.length, 27);
+      assert.equal(await store.client.ttl(keys.model('ClientCredentials', long)), 7200, 'the record keeps its own TTL');
+      // A list deleted meanwhile (its client deleted, or Redis lost it) gets a TTL again from its next append.
+      await store.client.del(list);
+      await issue(60);
+      await within(60);
     });
 
     test("an account's session and grant indexes live as long as their longest-lived member", async () => {

@@ -100,12 +100,18 @@ export const keys = {
   /** The grant index keys of an account's grants (an index: TTL of its longest-lived member). */
   accountGrants: (accountId: string) => `lk:account-grants:${digest(accountId)}`,
   /**
-   * A client's grants (their grant index keys) and client-credentials tokens (their record keys), one set
-   * per UTC day of issue (`day`: days since the epoch), each with the TTL of its longest-lived member: a
-   * day's set stops growing at its end, so it goes with what it lists. Deleting the client reads them all.
+   * A client's grants (their grant index keys, a set) and client-credentials tokens (a list of the digests
+   * of their ids, `clientCredentialsOfDigest`), one key per UTC day of issue (`day`: days since the epoch),
+   * each with the TTL of its longest-lived member: a day's index stops growing at its end, so it goes with
+   * what it lists. Deleting the client reads them all. A list of 27-character digests costs about 30 B a
+   * token; the set of record keys of earlier versions (`clientTokenSet`) cost about 120 B.
    */
   clientGrants: (clientId: string, day: number) => `lk:client-grants:${digest(clientId)}:${day}`,
-  clientTokens: (clientId: string, day: number) => `lk:client-tokens:${digest(clientId)}:${day}`,
+  clientTokens: (clientId: string, day: number) => `lk:client-token-digests:${digest(clientId)}:${day}`,
+  /** Written by earlier versions (a set of ClientCredentials record keys): still read when a client is deleted. */
+  clientTokenSet: (clientId: string, day: number) => `lk:client-tokens:${digest(clientId)}:${day}`,
+  /** A client-credentials token's record key from the digest of its id: `keys.model('ClientCredentials', id)` is this of `digest(id)`. */
+  clientCredentialsOfDigest: (idDigest: string) => `lk:{${safeTag(idDigest.slice(0, TAG_LENGTH))}}:ClientCredentials:${idDigest}`,
   /** The client id of the account page, which signs people in through the ordinary flow (interactions/account-page.ts). */
   accountPageClient: 'lk:account-page:client',
   /** The client id of the admin console, which signs admins in through the ordinary flow (admin/console.ts). */

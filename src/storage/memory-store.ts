@@ -278,6 +278,21 @@ export class MemoryStore implements Store {
     entry.expiresAt = Math.max(entry.expiresAt ?? 0, this.#expiry(ttl) ?? 0); // as long as its longest-lived member
   }
 
+  async putListed(key: string, payload: string, ttl: number, listKey: string, member: string) {
+    this.#data.set(key, { value: { p: payload }, expiresAt: this.#expiry(ttl) });
+    const entry = this.#entry(listKey);
+    const list = Array.isArray(entry?.value) ? entry.value : [];
+    list.push(member);
+    // To the end of the clock hour in which the record ends, as RedisStore does; never shortened.
+    const until = Math.ceil((this.#now() + ttl * 1000) / 3_600_000) * 3_600_000;
+    this.#data.set(listKey, { value: list, expiresAt: Math.max(entry?.expiresAt ?? 0, until) });
+  }
+
+  async listMembers(key: string) {
+    const value = this.#entry(key)?.value;
+    return Array.isArray(value) ? [...value] : [];
+  }
+
   async getModel(key: string): Promise<StoredModel | null> {
     const value = this.#entry(key)?.value;
     if (!value || typeof value === 'string' || Array.isArray(value) || value instanceof Set || !('p' in value)) return null;

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
-import { GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, sessionHandle, tagFor } from './keys.ts';
+import { digest, GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, sessionHandle, tagFor } from './keys.ts';
 import type { ConsumeResult, RotatedRecord, Store } from './store.ts';
 
 /** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
@@ -73,12 +73,16 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 /** The day a client's index set is named after (keys.clientGrants, keys.clientTokens). */
 const dayOf = (ms: number) => Math.floor(ms / DAY_MS);
 
+/** Deletes at most this many records at once while a client's tokens are revoked: pipelined, yet bounded. */
+const DELETE_BATCH = 100;
+
 /**
  * Revokes everything a client was issued: every grant (with its codes, access and refresh tokens) and
- * every client-credentials token, read from the client's day-by-day index sets — no SCAN. Every record
- * is written with a TTL of at most MAX_TTL, so sets older than that list nothing alive and are not read.
- * One command per record, as the sets and what they list live in different cluster slots. Call it once
- * the client record is gone (nothing new can be issued to it). Returns the grants and tokens revoked.
+ * every client-credentials token, read from the client's day-by-day indexes — no SCAN. Every record
+ * is written with a TTL of at most MAX_TTL, so indexes older than that list nothing alive and are not read.
+ * One command per record, as the indexes and what they list live in different cluster slots. Tokens are
+ * listed by the digests of their ids; a set of record keys written by an earlier version is read too.
+ * Call it once the client record is gone (nothing new can be issued to it). Returns the grants and tokens revoked.
  */
 export async function revokeClientGrants(store: Store, clientId: string, now: number = Date.now()): Promise<{ grants: number; tokens: number }> {
   const today = dayOf(now);
@@ -86,16 +90,17 @@ export async function revokeClientGrants(store: Store, clientId: string, now: nu
   let tokens = 0;
   for (let day = today; day >= today - Math.ceil(MAX_TTL * 1000 / DAY_MS); day -= 1) {
     const grantSet = keys.clientGrants(clientId, day);
-    const tokenSet = keys.clientTokens(clientId, day);
-    const [grantIndexes, tokenKeys] = await Promise.all([store.setMembers(grantSet), store.setMembers(tokenSet)]);
+    const tokenList = keys.clientTokens(clientId, day);
+    const tokenSet = keys.clientTokenSet(clientId, day);
+    const [grantIndexes, tokenDigests, tokenKeys] = await Promise.all([store.setMembers(grantSet), store.listMembers(tokenList), store.setMembers(tokenSet)]);
     for (const index of grantIndexes) {
       if (grants.has(index)) continue;
       grants.add(index);
       await store.deleteIndexed(index);
     }
-    for (const key of tokenKeys) tokens += await store.del(key);
-    await store.del(grantSet);
-    await store.del(tokenSet);
+    const records = [...tokenDigests.map(keys.clientCredentialsOfDigest), ...tokenKeys];
+    for (let i = 0; i < records.length; i += DELETE_BATCH) tokens += await store.del(...records.slice(i, i + DELETE_BATCH));
+    await store.del(grantSet, tokenList, tokenSet);
   }
   return { grants: grants.size, tokens };
 }
@@ -157,7 +162,7 @@ function idpsOfRequest(create: boolean): Map<string, string> | undefined {
   const ctx = Provider.ctx;
   if (!ctx) return undefined;
   let idps = requestIdps.get(ctx);
-  if (!idps && create) requestIdps.set(ctx, (idps = new Map()));
+  if (!idps && create) requestIdps.set(ctx, (idps = new Map<string, string>()));
   return idps;
 }
 
@@ -248,8 +253,14 @@ export function createAdapterClass(
         if (this.name === 'AccessToken') await rotation.settle();
         return;
       }
-      // Independent writes, sent together (one round trip with auto-pipelining).
-      const writes: Promise<unknown>[] = [store.putModel(key, JSON.stringify(stored), ttl, index, { consumable: this.#consumable })];
+      // Independent writes, sent together (one round trip with auto-pipelining). A client-credentials token
+      // and its entry in its client's index of the day are one store call (putListed: one script).
+      const listed = this.name === 'ClientCredentials' && typeof payload.clientId === 'string';
+      const writes: Promise<unknown>[] = [
+        listed
+          ? store.putListed(key, JSON.stringify(stored), ttl, keys.clientTokens(payload.clientId as string, dayOf(clock())), digest(id))
+          : store.putModel(key, JSON.stringify(stored), ttl, index, { consumable: this.#consumable }),
+      ];
       // By uid, a session is found through its record's key, never through its id (the cookie's value).
       if (this.name === 'Session' && payload.uid) writes.push(store.set(keys.sessionUid(payload.uid), key, { ttl }));
       // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
@@ -259,10 +270,7 @@ export function createAdapterClass(
         else if (this.name === 'Grant') writes.push(store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl));
       }
       // Per-client indexes, so that deleting a client revokes what it was issued (revokeClientGrants).
-      if (typeof payload.clientId === 'string') {
-        if (this.name === 'Grant') writes.push(store.indexAdd(keys.clientGrants(payload.clientId, dayOf(clock())), keys.grantIndex(id), ttl));
-        else if (this.name === 'ClientCredentials') writes.push(store.indexAdd(keys.clientTokens(payload.clientId, dayOf(clock())), key, ttl));
-      }
+      if (this.name === 'Grant' && typeof payload.clientId === 'string') writes.push(store.indexAdd(keys.clientGrants(payload.clientId, dayOf(clock())), keys.grantIndex(id), ttl));
       if (payload.userCode) writes.push(store.set(keys.userCode(payload.userCode), id, { ttl }));
       await Promise.all(writes);
     }

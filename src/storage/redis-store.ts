@@ -124,6 +124,22 @@ redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1`;
 
+// A record no grant lists and its entry in a list index (Store.putListed). KEYS[1] the list, KEYS[2] the
+// record — absent on a cluster, where it lives in another slot and its SET is sent beside the script.
+// ARGV: the member, the list's TTL, '1' when that TTL may have to grow, the record's value and TTL. A new
+// list gets its TTL; an existing one only when asked, and only upwards (GT).
+const PUT_LISTED = `#!lua
+if KEYS[2] then redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5]) end
+if redis.call('RPUSH', KEYS[1], ARGV[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+elseif ARGV[3] == '1' then
+  redis.call('EXPIRE', KEYS[1], ARGV[2], 'GT')
+end
+return 1`;
+
+/** A list index's TTL covers its records to the end of a clock hour: one TTL change per list and hour, not one per append. */
+const LIST_EXPIRY_STEP = 3600;
+
 // One key: push, trim to the newest ARGV[2] items, extend the TTL to at least ARGV[3] (a queue, see Store.queuePush).
 const QUEUE_PUSH = `
 redis.call('LPUSH', KEYS[1], ARGV[1])
@@ -170,6 +186,7 @@ interface Scripts {
   lkIndexAdd(...args: (string | number)[]): Promise<number>;
   lkReplaceIf(...args: (string | number)[]): Promise<number>;
   lkQueuePush(...args: (string | number)[]): Promise<number>;
+  lkPutListed(...args: (string | number)[]): Promise<number>;
   lkCountersAdd(...args: (string | number)[]): Promise<number>;
 }
 
@@ -256,6 +273,12 @@ export class RedisStore implements Store {
   #closing = false;
   #lastFailure = 0;
   readonly #availabilityListeners: ((available: boolean, reason?: string) => void)[] = [];
+  /**
+   * Until when (epoch s) this process has made each list index live (putListed), so that an append asks
+   * for a longer TTL only when its record outlives that. A list deleted meanwhile is re-created by the
+   * append, which then sets its TTL whatever this says.
+   */
+  readonly #listExpiry = new Map<string, number>();
 
   constructor(client: Client) {
     this.client = client;
@@ -270,6 +293,7 @@ export class RedisStore implements Store {
     client.defineCommand('lkIndexAdd', { lua: INDEX_ADD, numberOfKeys: 1 });
     client.defineCommand('lkReplaceIf', { lua: REPLACE_IF, numberOfKeys: 1 });
     client.defineCommand('lkQueuePush', { lua: QUEUE_PUSH, numberOfKeys: 1 });
+    client.defineCommand('lkPutListed', { lua: PUT_LISTED });
     client.defineCommand('lkCountersAdd', { lua: COUNTERS_ADD });
     // defineCommand above added the scripts as methods, which ioredis's types cannot know.
     this.#scripts = client as Client & Scripts;
@@ -489,6 +513,29 @@ export class RedisStore implements Store {
   indexAdd(key: string, member: string, ttl: number) {
     if (!Number.isInteger(ttl) || ttl <= 0) return Promise.reject(new TypeError('indexAdd needs a positive integer ttl'));
     return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
+  }
+
+  putListed(key: string, payload: string, ttl: number, listKey: string, member: string) {
+    const now = Math.floor(Date.now() / 1000);
+    const until = Math.ceil((now + ttl) / LIST_EXPIRY_STEP) * LIST_EXPIRY_STEP;
+    const grow = (this.#listExpiry.get(listKey) ?? 0) < until ? '1' : '0';
+    const remember = () => {
+      // Lists are one per client and day: a process that serves very many clients forgets and asks again.
+      if (this.#listExpiry.size >= 10_000) this.#listExpiry.clear();
+      if ((this.#listExpiry.get(listKey) ?? 0) < until) this.#listExpiry.set(listKey, until);
+    };
+    return this.#call(async () => {
+      if (this.client instanceof Cluster) {
+        await Promise.all([this.client.set(key, payload, 'EX', ttl), this.#scripts.lkPutListed(1, listKey, member, until - now, grow)]);
+      } else {
+        await this.#scripts.lkPutListed(2, listKey, key, member, until - now, grow, payload, ttl);
+      }
+      remember();
+    });
+  }
+
+  listMembers(key: string) {
+    return this.#call(() => this.client.lrange(key, 0, -1));
   }
 
   queuePush(key: string, value: string, maxLength: number, ttl: number) {

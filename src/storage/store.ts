@@ -79,6 +79,16 @@ export interface Store {
    * index lives as long as its longest-lived member and no longer (e.g. an account's sessions and grants).
    */
   indexAdd(key: string, member: string, ttl: number): Promise<void>;
+  /**
+   * Writes a record that no grant lists (not consumable: a client-credentials token) and appends `member`
+   * to the list at `listKey` (an index read whole, e.g. a client's tokens of one day), in one round trip.
+   * The list's TTL is extended to cover the record, rounded up to the end of a clock hour (so most
+   * appends leave it alone), and never shortened. A list costs about its members' length in memory, where
+   * a set of strings costs some 70 B more per member.
+   */
+  putListed(key: string, payload: string, ttl: number, listKey: string, member: string): Promise<void>;
+  /** The members of a list (LRANGE 0 -1), oldest first. */
+  listMembers(key: string): Promise<string[]>;
 
   /** How many members a set has (SCARD). */
   setCount(key: string): Promise<number>;
