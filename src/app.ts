@@ -44,7 +44,7 @@ import { sameOriginForms } from './security/same-origin.ts';
 import type { RedisStore } from './storage/redis-store.ts';
 import { RETRY_AFTER_SECONDS, StorageUnavailable, type Store } from './storage/store.ts';
 import { Views } from './views.ts';
-import { brandOf, brandStyle, logoRoutes, type Brand } from './brand.ts';
+import { brandOf, brandStyle, LOGO_PATH, logoRoutes, type Brand } from './brand.ts';
 import { EmailLinks } from './accounts/email-links.ts';
 import { Email, emailSettings } from './accounts/email.ts';
 import { outboxRoutes } from './mail/outbox-page.ts';
@@ -238,7 +238,8 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
 
   // The edge, in the order a request meets it; oidc-provider's own routes come after the last entry.
   // The request context comes first, so the request line, the metrics and the error handling see the
-  // answer the client gets, after every rewrite below.
+  // answer the client gets, after every rewrite below. Each entry says where it acts (`paths`,
+  // `oidcRoutes`; neither: every request), and a request meets only the entries of its path (edge.ts).
   const edge: EdgeEntry[] = [
     { name: 'requestContext', does: 'request id, one log line and metrics per request, our errors as clear answers, a styled 404 page for browsers, Retry-After on 503', middleware: requestContext(logger, views, metrics) },
     { name: 'pinIssuerOrigin', does: "host and protocol pinned to ISSUER's (421 never; another Host is answered)", middleware: pinIssuerOrigin(config.ISSUER) },
@@ -251,31 +252,31 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'jwtIntrospectionAndRevocation', does: 'JWT access tokens introspected and revoked by us, under the same policy', oidcRoutes: only('introspection', 'revocation'), middleware: answers.jwtIntrospectionAndRevocation },
     { name: 'clearerErrors', does: "unauthorized_client for a grant type the client lacks, DPoP and API-token descriptions (recognises oidc-provider's wording)", oidcRoutes: only('token', 'userinfo'), middleware: answers.clearerErrors },
     { name: 'discoveryListsApiScopes', does: 'the API scopes (not --private-scopes ones) in scopes_supported', oidcRoutes: only('discovery'), middleware: answers.discoveryListsApiScopes },
-    { name: 'staticRoutes', does: "/static: the stylesheet (with the brand's colours) and the passkey, console, account and recovery-code scripts", middleware: staticRoutes(brand).routes() },
-    { name: 'logoRoutes', does: '/static/logo: the BRAND_LOGO file, as an image only', middleware: brand.logo?.file ? logoRoutes(brand).routes() : undefined },
-    { name: 'languageSwitch', does: "/language: the pages' language switch (a cookie), back to the same-site page", middleware: languageSwitchRoutes({ remember: rememberPickedLocale }).routes() },
-    { name: 'opsRoutes', does: '/metrics, /healthz, /readyz (on METRICS_PORT instead when it is set)', middleware: config.METRICS_PORT === undefined ? opsRouter.routes() : undefined },
+    { name: 'staticRoutes', does: "/static: the stylesheet (with the brand's colours) and the passkey, console, account and recovery-code scripts", paths: ['/static/*'], middleware: staticRoutes(brand).routes() },
+    { name: 'logoRoutes', does: '/static/logo: the BRAND_LOGO file, as an image only', paths: [LOGO_PATH], middleware: brand.logo?.file ? logoRoutes(brand).routes() : undefined },
+    { name: 'languageSwitch', does: "/language: the pages' language switch (a cookie), back to the same-site page", paths: ['/language'], middleware: languageSwitchRoutes({ remember: rememberPickedLocale }).routes() },
+    { name: 'opsRoutes', does: '/metrics, /healthz, /readyz (on METRICS_PORT instead when it is set)', paths: ['/metrics', '/healthz', '/readyz'], middleware: config.METRICS_PORT === undefined ? opsRouter.routes() : undefined },
     { name: 'countFailedClientAuthentication', does: 'each 401 invalid_client counted per client id at the IP (CLIENT_AUTH_*) and per IP (LOCKOUT_IP_*); the refusal (429) is the throttledClientAuthentication bend', oidcRoutes: CLIENT_AUTH_ROUTES, middleware: countFailedClientAuthentication(clientLockout) },
     { name: 'deviceFlowEdges', does: 'code entry: same origin, wrong codes per IP (DEVICE_CODE_*, 429); prefilled code; interval and slow_down', oidcRoutes: only('code_verification', 'device_authorization', 'token'), middleware: deviceFlowEdges({ store, views, lockout: deviceLockout, logger }, config.ISSUER, provider.pathFor('code_verification')) },
     { name: 'deviceGrantNotAllowedIsUnauthorizedClient', does: "a client without the device grant hears unauthorized_client (recognises oidc-provider's wording)", oidcRoutes: only('device_authorization'), middleware: deviceGrantNotAllowedIsUnauthorizedClient },
-    { name: 'interactionRoutes', does: '/interaction/:uid/*: same origin, CSRF, sign-in lockout (LOCKOUT_*) on every factor', middleware: interactionRoutes(signIn).routes() },
-    { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', middleware: accountRoutes({ ...signIn, registry, clientId: accountPageClientId, sudoSeconds: config.ACCOUNT_SUDO_SECONDS, rpId: config.WEBAUTHN_RP_ID, ...(clock ? { clock } : {}) }).routes() },
-    { name: 'passwordResetRoutes', does: '/password/forgot, /password/reset: same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); CSRF bound to the link', middleware: passwordResetRoutes(linkDeps).routes() },
-    { name: 'emailAddressRoutes', does: '/email/verify, /email/change, /email/report: same origin, CSRF bound to the link; a link is used up by the post only', middleware: emailAddressRoutes(linkDeps).routes() },
-    { name: 'invitationRoutes', does: '/invitation: same origin, CSRF bound to the link; the post uses the link up and creates the account (a password or a passkey)', middleware: invitationRoutes({ ...linkDeps, ...newAccountDeps, invitations }).routes() },
-    { name: 'signUpRoutes', does: '/signup, /signup/finish (SIGNUP=domains|open only): same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); the finish form bound to its link (CSRF)', middleware: signUp.offered ? signUpRoutes({ ...linkDeps, ...newAccountDeps, signUp, ttlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS }).routes() : undefined },
+    { name: 'interactionRoutes', does: '/interaction/:uid/*: same origin, CSRF, sign-in lockout (LOCKOUT_*) on every factor', paths: ['/interaction/*'], middleware: interactionRoutes(signIn).routes() },
+    { name: 'accountRoutes', does: '/account: same origin, CSRF, sign-in lockout on every proof', paths: ['/account/*'], middleware: accountRoutes({ ...signIn, registry, clientId: accountPageClientId, sudoSeconds: config.ACCOUNT_SUDO_SECONDS, rpId: config.WEBAUTHN_RP_ID, ...(clock ? { clock } : {}) }).routes() },
+    { name: 'passwordResetRoutes', does: '/password/forgot, /password/reset: same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); CSRF bound to the link', paths: ['/password/forgot', '/password/reset'], middleware: passwordResetRoutes(linkDeps).routes() },
+    { name: 'emailAddressRoutes', does: '/email/verify, /email/change, /email/report: same origin, CSRF bound to the link; a link is used up by the post only', paths: ['/email/verify', '/email/change', '/email/report'], middleware: emailAddressRoutes(linkDeps).routes() },
+    { name: 'invitationRoutes', does: '/invitation: same origin, CSRF bound to the link; the post uses the link up and creates the account (a password or a passkey)', paths: ['/invitation'], middleware: invitationRoutes({ ...linkDeps, ...newAccountDeps, invitations }).routes() },
+    { name: 'signUpRoutes', does: '/signup, /signup/finish (SIGNUP=domains|open only): same origin; links asked for per IP (EMAIL_LINKS_PER_IP_PER_HOUR, 429) and per address (EMAIL_LINKS_PER_ADDRESS_PER_HOUR, same answer); the finish form bound to its link (CSRF)', paths: ['/signup/*'], middleware: signUp.offered ? signUpRoutes({ ...linkDeps, ...newAccountDeps, signUp, ttlSeconds: config.EMAIL_VERIFICATION_TTL_SECONDS }).routes() : undefined },
     { name: 'sameOriginLogout', does: "oidc-provider's sign-out confirmation refused from another site; the signed-out page told which app asked", oidcRoutes: only('end_session_confirm'), middleware: sameOriginLogout(provider, views, config.ISSUER) },
     { name: 'formPostAsGet', does: 'POST /auth and /session/end: 303 to the GET of the same parameters', oidcRoutes: only('authorization', 'end_session'), middleware: formPostAsGet(provider) },
-    { name: 'adminApiRoutes', does: '/admin/api/v1: per IP (ADMIN_API_IP_PER_MINUTE), then bearer token, then per token (ADMIN_API_TOKEN_PER_MINUTE); DPoP; MFA sign-in', middleware: adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER, limits: { perIpPerMinute: config.ADMIN_API_IP_PER_MINUTE, perTokenPerMinute: config.ADMIN_API_TOKEN_PER_MINUTE } }).routes() },
-    { name: 'adminApiNotFound', does: 'anything else under /admin/api: problem+json 404', middleware: adminApiNotFound },
-    { name: 'consoleRoutes', does: '/admin: admins signed in with a second factor; same origin, CSRF', middleware: consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId, logger, adminExists: () => firstAdmin.adminExists() }).routes() },
-    { name: 'setupRoutes', does: '/setup/:token: the one-time link that creates the first admin; same origin, CSRF', middleware: setupRoutes({ firstAdmin, views, csrf, issuer: config.ISSUER }).routes() },
-    { name: 'devOutbox', does: '/dev/outbox: mail kept in this process (development without SMTP_URL only)', middleware: outboxPage ? outboxRoutes(outboxPage, views).routes() : undefined },
-    { name: 'demoRoutes', does: '/demo: the first-run app (development only)', middleware: demo ? demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes() : undefined },
-    { name: 'upstreamRoutes', does: '/interaction/:uid/upstream*, /upstream/callback: sign-in through an upstream provider; state single use, deadline UPSTREAM_TIMEOUT_MS; linking confirmed with a factor (sign-in lockout), same origin, CSRF', middleware: upstreamRoutes({ ...signIn, providers: upstreamProviders, box, timeoutMs: config.UPSTREAM_TIMEOUT_MS, sudoSeconds: config.ACCOUNT_SUDO_SECONDS, ...(clock ? { clock } : {}) }).routes() },
+    { name: 'adminApiRoutes', does: '/admin/api/v1: per IP (ADMIN_API_IP_PER_MINUTE), then bearer token, then per token (ADMIN_API_TOKEN_PER_MINUTE); DPoP; MFA sign-in', paths: ['/admin/api/*'], middleware: adminApiRoutes({ provider, store, registry, accounts, ops, activity, issuer: config.ISSUER, limits: { perIpPerMinute: config.ADMIN_API_IP_PER_MINUTE, perTokenPerMinute: config.ADMIN_API_TOKEN_PER_MINUTE } }).routes() },
+    { name: 'adminApiNotFound', does: 'anything else under /admin/api/v1: problem+json 404', paths: ['/admin/api/v1/*'], middleware: adminApiNotFound },
+    { name: 'consoleRoutes', does: '/admin: admins signed in with a second factor; same origin, CSRF', paths: ['/admin/*'], middleware: consoleRoutes({ provider, accounts, store, views, csrf, ops, activity, secondFactor, issuer: config.ISSUER, clientId: consoleClientId, logger, adminExists: () => firstAdmin.adminExists() }).routes() },
+    { name: 'setupRoutes', does: '/setup/:token: the one-time link that creates the first admin; same origin, CSRF', paths: ['/setup/*'], middleware: setupRoutes({ firstAdmin, views, csrf, issuer: config.ISSUER }).routes() },
+    { name: 'devOutbox', does: '/dev/outbox: mail kept in this process (development without SMTP_URL only)', paths: ['/dev/outbox'], middleware: outboxPage ? outboxRoutes(outboxPage, views).routes() : undefined },
+    { name: 'demoRoutes', does: '/demo: the first-run app (development only)', paths: ['/demo/*'], middleware: demo ? demoRoutes({ issuer: config.ISSUER, clientId: demo.clientId, email: demo.email, views }).routes() : undefined },
+    { name: 'upstreamRoutes', does: '/interaction/:uid/upstream*, /upstream/callback, /account/providers: sign-in through an upstream provider, linking from the account page; state single use, deadline UPSTREAM_TIMEOUT_MS; linking confirmed with a factor (sign-in lockout), same origin, CSRF', paths: ['/interaction/*', '/upstream/callback', '/account/providers/*'], middleware: upstreamRoutes({ ...signIn, providers: upstreamProviders, box, timeoutMs: config.UPSTREAM_TIMEOUT_MS, sudoSeconds: config.ACCOUNT_SUDO_SECONDS, ...(clock ? { clock } : {}) }).routes() },
     { name: 'upstreamSessionRecord', does: 'the upstream provider of a sign-in kept with its session (the idp claim)', oidcRoutes: only('resume'), middleware: recordSessionUpstream(store) },
   ];
-  installEdge(provider, edge);
+  const edgeDispatch = installEdge(provider, edge);
 
   /** Ends what the app holds open besides the store (the change subscriptions). */
   const close = async () => {
@@ -288,7 +289,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     // This minute's aggregated refusals and the tokens counted since the last write, before the store closes.
     await activity.flush();
   };
-  return { app: provider, provider, accounts, registry, metrics, minuteSeries, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, email, mailQueue, outbox: outboxPage, close };
+  return { app: provider, provider, accounts, registry, metrics, minuteSeries, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, edgeDispatch, email, mailQueue, outbox: outboxPage, close };
 }
 
 /**

@@ -440,7 +440,7 @@ test('activity: every audit event, filtered by event, account, client and time, 
 test('the OpenAPI document lists every route of the router, with its input schemas', async () => {
   const doc = (await api(undefined, 'GET', '/openapi.json')).body;
   assert.equal(doc.openapi, '3.1.0');
-  const router = (server.app.app.middleware as unknown as { router?: { opts: { prefix?: string }; stack: { path: string; methods: string[] }[] } }[]).find((m) => m.router?.opts.prefix === '/admin/api')!.router!;
+  const router = (server.app.edge.map((e) => e.middleware) as unknown as ({ router?: { opts: { prefix?: string }; stack: { path: string; methods: string[] }[] } } | undefined)[]).find((m) => m?.router?.opts.prefix === '/admin/api')!.router!;
   const routes = router.stack.flatMap((layer) => layer.methods.filter((m) => m !== 'HEAD').map((m) => ({ method: m.toLowerCase(), path: layer.path.replace('/admin/api', '').replace(/:([A-Za-z]+)/g, '{$1}') })));
   assert.ok(routes.length > 20);
   for (const r of routes) {

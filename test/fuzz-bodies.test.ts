@@ -28,11 +28,11 @@ interface Route {
   path: string;
 }
 
-/** Our routers are found in the app's middleware (@koa/router marks its dispatcher); oidc-provider's by name. */
+/** Our routers are found in the edge table (@koa/router marks its dispatcher); oidc-provider's by name. */
 function everyRoute(uid: string): Route[] {
   const routes: Route[] = [];
-  for (const middleware of server.app.app.middleware as unknown as { router?: { stack: { path: string; methods: string[] }[] } }[]) {
-    for (const layer of middleware.router?.stack ?? []) {
+  for (const { middleware } of server.app.edge as unknown as { middleware?: { router?: { stack: { path: string; methods: string[] }[] } } }[]) {
+    for (const layer of middleware?.router?.stack ?? []) {
       const path = layer.path.replace(':uid', uid);
       for (const method of layer.methods.filter((m) => m !== 'HEAD')) routes.push({ method, path });
     }
