@@ -71,7 +71,13 @@ export async function spawnLatchkey(env: Record<string, string> = {}, options: {
   };
 
   const workers = Number(env.WORKERS ?? '1');
-  await waitForLine(/is listening/, { count: workers });
+  // A guard against a hang, not a speed check: a loaded machine starts several workers slowly. A start
+  // that fails leaves no process behind (it would keep the test file from ending).
+  await waitForLine(/is listening/, { count: workers, timeoutMs: 60_000 }).catch(async (err: unknown) => {
+    child.kill('SIGKILL');
+    await exited;
+    throw err;
+  });
   return {
     child,
     port,
