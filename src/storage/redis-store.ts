@@ -1,5 +1,5 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
-import { StorageUnavailable, type ConsumeResult, type RotatedRecord, type Store, type StoredModel, type StoreInfo } from './store.ts';
+import { StorageUnavailable, type ConsumeResult, type PutModelOptions, type RotatedRecord, type Store, type StoredModel, type StoreInfo } from './store.ts';
 
 // All keys of one script call share a hash tag (keys.ts), so each script is Redis Cluster safe.
 // `#!lua` (Redis 7): a script with flags is refused up front when Redis is out of memory under
@@ -118,12 +118,6 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1`;
 
-// One key: add a member to an index set and extend its TTL to at least ARGV[2] (never shorten it).
-const INDEX_ADD = `
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 1`;
-
 // One key: push, trim to the newest ARGV[2] items, extend the TTL to at least ARGV[3] (a queue, see Store.queuePush).
 const QUEUE_PUSH = `
 redis.call('LPUSH', KEYS[1], ARGV[1])
@@ -154,6 +148,11 @@ function parseConsumable(stored: string): StoredModel {
   return bar === 0 ? { payload } : { payload, consumed: Number(stored.slice(0, bar)) };
 }
 
+/** A pipeline's replies: the first error thrown, as a single command's would be. */
+function execPipeline(replies: [Error | null, unknown][] | null): void {
+  for (const [err] of replies ?? []) if (err) throw err;
+}
+
 function consumeResult(reply: number): ConsumeResult {
   return reply === 1 ? 'consumed' : reply === 2 ? 'reused' : reply === 3 ? 'repeated' : 'missing';
 }
@@ -167,7 +166,6 @@ interface Scripts {
   lkRotateRefresh(...args: (string | number)[]): Promise<number>;
   lkDeleteIndexed(...args: (string | number)[]): Promise<number>;
   lkAdvanceCounter(...args: (string | number)[]): Promise<number>;
-  lkIndexAdd(...args: (string | number)[]): Promise<number>;
   lkReplaceIf(...args: (string | number)[]): Promise<number>;
   lkQueuePush(...args: (string | number)[]): Promise<number>;
   lkCountersAdd(...args: (string | number)[]): Promise<number>;
@@ -267,7 +265,6 @@ export class RedisStore implements Store {
     client.defineCommand('lkRotateRefresh', { lua: ROTATE_REFRESH });
     client.defineCommand('lkDeleteIndexed', { lua: DELETE_INDEXED, numberOfKeys: 1 });
     client.defineCommand('lkAdvanceCounter', { lua: ADVANCE_COUNTER, numberOfKeys: 1 });
-    client.defineCommand('lkIndexAdd', { lua: INDEX_ADD, numberOfKeys: 1 });
     client.defineCommand('lkReplaceIf', { lua: REPLACE_IF, numberOfKeys: 1 });
     client.defineCommand('lkQueuePush', { lua: QUEUE_PUSH, numberOfKeys: 1 });
     client.defineCommand('lkCountersAdd', { lua: COUNTERS_ADD });
@@ -442,10 +439,21 @@ export class RedisStore implements Store {
     return this.#call(async () => (await this.#scripts.lkReplaceIf(key, expected, value)) === 1);
   }
 
-  putModel(key: string, payload: string, ttl: number, indexKey?: string, options: { consumable?: boolean } = {}) {
+  putModel(key: string, payload: string, ttl: number, indexKey?: string, options: PutModelOptions = {}) {
     const value = options.consumable === false ? payload : `|${payload}`;
     // A record of no grant (a client-credentials token): one SET replaces whatever was there.
     if (!indexKey) return this.#call(async () => void (await this.client.set(key, value, 'EX', ttl)));
+    if (options.index === 'outlives') {
+      // The grant's index already lives longer: no TTL to read, no script (same slot: one pipeline, also on a
+      // cluster). NX only gives a TTL to an index that a revocation deleted meanwhile and this SADD made again.
+      return this.#call(async () => execPipeline(await this.client.pipeline().set(key, value, 'EX', ttl).sadd(indexKey, key).expire(indexKey, ttl, 'NX').exec()));
+    }
+    if (options.index === 'owner') {
+      // The grant itself: its index lives at least as long (NX: a new index, GT: a longer life; never shorter).
+      return this.#call(async () =>
+        execPipeline(await this.client.pipeline().set(key, value, 'EX', ttl).sadd(indexKey, key).expire(indexKey, ttl, 'NX').expire(indexKey, ttl, 'GT').exec()),
+      );
+    }
     return this.#call(async () => void (await this.#scripts.lkPutModel(2, key, indexKey, value, ttl)));
   }
 
@@ -469,9 +477,32 @@ export class RedisStore implements Store {
     });
   }
 
-  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0) {
+  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0, asRead?: string) {
+    if (asRead !== undefined && graceSeconds === 0) return this.#consumeAsRead(key, indexKey, now, asRead);
     const keys = indexKey ? [key, indexKey] : [key];
     return this.#call(async (): Promise<ConsumeResult> => consumeResult(await this.#scripts.lkConsumeModel(keys.length, ...keys, now, graceSeconds)));
+  }
+
+  /**
+   * One command: SET … XX KEEPTTL GET puts our mark on the record as read and says what it held, so of
+   * parallel consumers exactly one sees it unmarked. Whoever sees a mark revokes the grant, as the script does.
+   */
+  #consumeAsRead(key: string, indexKey: string | undefined, now: number, asRead: string) {
+    return this.#call(async (): Promise<ConsumeResult> => {
+      let before: string | null;
+      try {
+        before = await this.client.set(key, `${now}|${asRead}`, 'KEEPTTL', 'XX', 'GET');
+      } catch (err) {
+        // A hash of an earlier version: the script reads and marks it.
+        if (!(err instanceof Error && err.message.startsWith('WRONGTYPE'))) throw err;
+        const keys = indexKey ? [key, indexKey] : [key];
+        return consumeResult(await this.#scripts.lkConsumeModel(keys.length, ...keys, now, 0));
+      }
+      if (before == null) return 'missing';
+      if (parseConsumable(before).consumed === undefined) return 'consumed';
+      if (indexKey) await this.#scripts.lkDeleteIndexed(indexKey);
+      return 'reused';
+    });
   }
 
   rotateModel(presented: { key: string; payload: string }, indexKey: string, records: RotatedRecord[], now: number, options: { graceSeconds?: number; indexTtl?: number } = {}) {
@@ -488,7 +519,8 @@ export class RedisStore implements Store {
 
   indexAdd(key: string, member: string, ttl: number) {
     if (!Number.isInteger(ttl) || ttl <= 0) return Promise.reject(new TypeError('indexAdd needs a positive integer ttl'));
-    return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
+    // Three commands, in order on one connection: NX gives a new set its TTL, GT only ever lengthens it.
+    return this.#call(async () => execPipeline(await this.client.pipeline().sadd(key, member).expire(key, ttl, 'NX').expire(key, ttl, 'GT').exec()));
   }
 
   queuePush(key: string, value: string, maxLength: number, ttl: number) {

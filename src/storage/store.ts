@@ -20,6 +20,16 @@ export interface RotatedRecord {
   consumable: boolean;
 }
 
+/**
+ * How `putModel` treats the index. Default: extend its TTL to the record's and drop a few members that
+ * expired. `outlives`: the caller knows the index lives longer than this record (its grant's does), so
+ * it is only added to. `owner`: the record is the grant itself; its index lives at least as long.
+ */
+export interface PutModelOptions {
+  consumable?: boolean;
+  index?: 'outlives' | 'owner';
+}
+
 export interface StoredModel {
   payload: string;
   /** Epoch seconds at which it was consumed, when it was. */
@@ -56,14 +66,16 @@ export interface Store {
    * payload; a consumable record also carries its consumed mark (in Redis: `<consumed-at>|<payload>`).
    * Read it back with the same option.
    */
-  putModel(key: string, payload: string, ttl: number, indexKey?: string, options?: { consumable?: boolean }): Promise<void>;
+  putModel(key: string, payload: string, ttl: number, indexKey?: string, options?: PutModelOptions): Promise<void>;
   getModel(key: string, options?: { consumable?: boolean }): Promise<StoredModel | null>;
   /**
    * Marks a model consumed, atomically. The second consumer of one record gets 'reused', and then
    * everything listed in `indexKey` (the whole grant) is deleted in the same atomic step — unless it
    * comes within `graceSeconds` of the first consumption: then 'repeated', and nothing is deleted.
+   * `asRead`: the record's payload as read in the same request (a consumable record never changes but
+   * for its mark), which lets Redis mark it in one command.
    */
-  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds?: number): Promise<ConsumeResult>;
+  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds?: number, asRead?: string): Promise<ConsumeResult>;
   /**
    * A refresh token's rotation in one atomic step: consumes `presented` (whose record holds `payload`,
    * read in the same request) exactly as `consumeModel` does with `indexKey`, and only when that answers
