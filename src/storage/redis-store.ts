@@ -449,10 +449,9 @@ export class RedisStore implements Store {
       return this.#call(async () => execPipeline(await this.client.pipeline().set(key, value, 'EX', ttl).sadd(indexKey, key).expire(indexKey, ttl, 'NX').exec()));
     }
     if (options.index === 'owner') {
-      // The grant itself: its index lives at least as long (NX: a new index, GT: a longer life; never shorter).
-      return this.#call(async () =>
-        execPipeline(await this.client.pipeline().set(key, value, 'EX', ttl).sadd(indexKey, key).expire(indexKey, ttl, 'NX').expire(indexKey, ttl, 'GT').exec()),
-      );
+      // The grant itself: its first save gives its new index its TTL (NX). A grant's expiry never moves and
+      // nothing extends an index below it, so a later save of the grant finds its index living long enough.
+      return this.#call(async () => execPipeline(await this.client.pipeline().set(key, value, 'EX', ttl).sadd(indexKey, key).expire(indexKey, ttl, 'NX').exec()));
     }
     return this.#call(async () => void (await this.#scripts.lkPutModel(2, key, indexKey, value, ttl)));
   }
@@ -519,8 +518,12 @@ export class RedisStore implements Store {
 
   indexAdd(key: string, member: string, ttl: number) {
     if (!Number.isInteger(ttl) || ttl <= 0) return Promise.reject(new TypeError('indexAdd needs a positive integer ttl'));
-    // Three commands, in order on one connection: NX gives a new set its TTL, GT only ever lengthens it.
-    return this.#call(async () => execPipeline(await this.client.pipeline().sadd(key, member).expire(key, ttl, 'NX').expire(key, ttl, 'GT').exec()));
+    return this.#call(async () => {
+      // GT only ever lengthens a TTL; it leaves a set that has none (a new one) as it is: NX then gives it one.
+      const replies = await this.client.pipeline().sadd(key, member).expire(key, ttl, 'GT').exec();
+      execPipeline(replies);
+      if (replies?.[1]?.[1] === 0) await this.client.expire(key, ttl, 'NX');
+    });
   }
 
   queuePush(key: string, value: string, maxLength: number, ttl: number) {

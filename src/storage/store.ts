@@ -23,7 +23,8 @@ export interface RotatedRecord {
 /**
  * How `putModel` treats the index. Default: extend its TTL to the record's and drop a few members that
  * expired. `outlives`: the caller knows the index lives longer than this record (its grant's does), so
- * it is only added to. `owner`: the record is the grant itself; its index lives at least as long.
+ * it is only added to. `owner`: the record is the grant itself (whose expiry never moves): a new index
+ * gets its TTL, an existing one already lives at least as long.
  */
 export interface PutModelOptions {
   consumable?: boolean;
