@@ -887,22 +887,25 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
     assert.ok(again > 590 && again <= 600, `a re-made index has a TTL: ${again}`);
   });
 
-  test('indexAdd: a new set gets the TTL, a longer one extends it, a shorter one never shortens it', async () => {
-    const index = `test:index-ttl:${randomId().slice(0, 10)}`;
-    await store.indexAdd(index, 'a', 60);
-    const first = await store.client.ttl(index);
-    assert.ok(first > 55 && first <= 60, `new: ${first}`);
-    await store.indexAdd(index, 'b', 3600);
-    const longer = await store.client.ttl(index);
-    assert.ok(longer > 3590 && longer <= 3600, `extended: ${longer}`);
-    await store.indexAdd(index, 'c', 10);
-    const kept = await store.client.ttl(index);
-    assert.ok(kept > 3590, `not shortened: ${kept}`);
-    await store.client.persist(index);
-    await store.indexAdd(index, 'd', 60);
-    const given = await store.client.ttl(index);
-    assert.ok(given > 55 && given <= 60, `a set without a TTL gets one: ${given}`);
-  });
+  for (const pipelined of [false, true]) {
+    test(`indexAdd${pipelined ? ' (pipelined)' : ''}: a new set gets the TTL, a longer one extends it, a shorter one never shortens it`, async () => {
+      const index = `test:index-ttl:${randomId().slice(0, 10)}`;
+      await store.indexAdd(index, 'a', 60, { pipelined });
+      const first = await store.client.ttl(index);
+      assert.ok(first > 55 && first <= 60, `new: ${first}`);
+      await store.indexAdd(index, 'b', 3600, { pipelined });
+      const longer = await store.client.ttl(index);
+      assert.ok(longer > 3590 && longer <= 3600, `extended: ${longer}`);
+      await store.indexAdd(index, 'c', 10, { pipelined });
+      const kept = await store.client.ttl(index);
+      assert.ok(kept > 3590, `not shortened: ${kept}`);
+      await store.client.persist(index);
+      await store.indexAdd(index, 'd', 60, { pipelined });
+      const given = await store.client.ttl(index);
+      assert.ok(given > 55 && given <= 60, `a set without a TTL gets one: ${given}`);
+      assert.deepEqual((await store.setMembers(index)).sort(), ['a', 'b', 'c', 'd']);
+    });
+  }
 
   test('advanceCounter sets the TTL it is given', async () => {
     const key = `test:counter-ttl:${randomId().slice(0, 10)}`;

@@ -6,12 +6,12 @@ import type { Store } from '../storage/store.ts';
  * The steps of a sign-in (the transitions between them: machine.ts), then oidc-provider's
  * consent prompt (our consent page, or nothing for first-party clients), then the redirect to the
  * client. `login` is the absence of a step record; "done" hands oidc-provider the login result
- * (policy.ts: `acr`, `amr`) and deletes the record.
+ * (policy.ts: `acr`, `amr`), whose save drops the step.
  *
- * Where the state lives: in the interaction's own record (a field oidc-provider does not know), so every
- * request that loads the interaction has its step with it; it expires with the interaction and goes
- * when oidc-provider saves the login result. `interactionResult` is for finished steps. The record holds ids and the pending TOTP secret sealed by SecondFactor —
- * never a password or a secret in clear. The interaction itself is bound to the browser by
+ * Where the state lives: in the interaction's own record (a field oidc-provider does not know), so
+ * every request that loads the interaction has its step with it; it expires with the interaction.
+ * `interactionResult` is for finished steps. The step holds ids and the pending TOTP secret sealed
+ * by SecondFactor — never a password or a secret in clear. The interaction itself is bound to the browser by
  * oidc-provider's interaction cookie, which every route checks first (interactionDetails).
  */
 /** `upstream`: the step follows a sign-in through that upstream provider (no password was given). */

@@ -100,6 +100,9 @@ export async function revokeClientGrants(store: Store, clientId: string, now: nu
   return { grants: grants.size, tokens };
 }
 
+/** A sign-in's index writes: plain commands rather than scripts (Store.indexAdd). */
+const PIPELINED = { pipelined: true };
+
 /** Token models presented by value (introspection, userinfo, the admin API, refresh): none outlives its client. */
 const ISSUED_TO_CLIENT = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
 
@@ -294,12 +297,12 @@ export function createAdapterClass(
       // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
       // that `latchkey user revoke-sessions` finds every session and grant of a person.
       if (typeof payload.accountId === 'string') {
-        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl), onSessionSaved(key, payload, ttl));
-        else if (this.name === 'Grant') writes.push(store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl));
+        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl, PIPELINED), onSessionSaved(key, payload, ttl));
+        else if (this.name === 'Grant') writes.push(store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl, PIPELINED));
       }
       // Per-client indexes, so that deleting a client revokes what it was issued (revokeClientGrants).
       if (typeof payload.clientId === 'string') {
-        if (this.name === 'Grant') writes.push(store.indexAdd(keys.clientGrants(payload.clientId, dayOf(clock())), keys.grantIndex(id), ttl));
+        if (this.name === 'Grant') writes.push(store.indexAdd(keys.clientGrants(payload.clientId, dayOf(clock())), keys.grantIndex(id), ttl, PIPELINED));
         else if (this.name === 'ClientCredentials') writes.push(store.indexAdd(keys.clientTokens(payload.clientId, dayOf(clock())), key, ttl));
       }
       if (payload.userCode) writes.push(store.set(keys.userCode(payload.userCode), id, { ttl }));

@@ -118,6 +118,12 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1`;
 
+// One key: add a member to an index set and extend its TTL to at least ARGV[2] (never shorten it).
+const INDEX_ADD = `
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 1`;
+
 // One key: push, trim to the newest ARGV[2] items, extend the TTL to at least ARGV[3] (a queue, see Store.queuePush).
 const QUEUE_PUSH = `
 redis.call('LPUSH', KEYS[1], ARGV[1])
@@ -166,6 +172,7 @@ interface Scripts {
   lkRotateRefresh(...args: (string | number)[]): Promise<number>;
   lkDeleteIndexed(...args: (string | number)[]): Promise<number>;
   lkAdvanceCounter(...args: (string | number)[]): Promise<number>;
+  lkIndexAdd(...args: (string | number)[]): Promise<number>;
   lkReplaceIf(...args: (string | number)[]): Promise<number>;
   lkQueuePush(...args: (string | number)[]): Promise<number>;
   lkCountersAdd(...args: (string | number)[]): Promise<number>;
@@ -265,6 +272,7 @@ export class RedisStore implements Store {
     client.defineCommand('lkRotateRefresh', { lua: ROTATE_REFRESH });
     client.defineCommand('lkDeleteIndexed', { lua: DELETE_INDEXED, numberOfKeys: 1 });
     client.defineCommand('lkAdvanceCounter', { lua: ADVANCE_COUNTER, numberOfKeys: 1 });
+    client.defineCommand('lkIndexAdd', { lua: INDEX_ADD, numberOfKeys: 1 });
     client.defineCommand('lkReplaceIf', { lua: REPLACE_IF, numberOfKeys: 1 });
     client.defineCommand('lkQueuePush', { lua: QUEUE_PUSH, numberOfKeys: 1 });
     client.defineCommand('lkCountersAdd', { lua: COUNTERS_ADD });
@@ -516,8 +524,9 @@ export class RedisStore implements Store {
     return this.#call(async () => void (await this.#scripts.lkDeleteIndexed(...args)));
   }
 
-  indexAdd(key: string, member: string, ttl: number) {
+  indexAdd(key: string, member: string, ttl: number, options: { pipelined?: boolean } = {}) {
     if (!Number.isInteger(ttl) || ttl <= 0) return Promise.reject(new TypeError('indexAdd needs a positive integer ttl'));
+    if (!options.pipelined) return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
     return this.#call(async () => {
       // GT only ever lengthens a TTL; it leaves a set that has none (a new one) as it is: NX then gives it one.
       const replies = await this.client.pipeline().sadd(key, member).expire(key, ttl, 'GT').exec();

@@ -90,8 +90,10 @@ export interface Store {
   /**
    * Adds a member to an index set of one key and extends the set's TTL to at least `ttl` seconds, so the
    * index lives as long as its longest-lived member and no longer (e.g. an account's sessions and grants).
+   * `pipelined`: in Redis as plain commands (SADD, EXPIRE GT, and EXPIRE NX for a set without a TTL)
+   * rather than one script: fewer commands for Redis to run, one more sent.
    */
-  indexAdd(key: string, member: string, ttl: number): Promise<void>;
+  indexAdd(key: string, member: string, ttl: number, options?: { pipelined?: boolean }): Promise<void>;
 
   /** How many members a set has (SCARD). */
   setCount(key: string): Promise<number>;
