@@ -273,6 +273,8 @@ export function createAdapterClass(
         stored.idp = known ?? (this.name === 'RefreshToken' || this.name === 'AccessToken' ? undefined : await sessionIdp(payload.sessionUid));
         if (typeof stored.idp === 'string') idpsOfRequest(true)?.set(payload.sessionUid, stored.idp);
       }
+      // A record written again is no longer as it was read: its consume goes through the script.
+      if (this.#consumable) recordsOfRequest(false)?.delete(key);
       const rotation = refreshRotation.getStore();
       if (rotation?.pending && index && (this.name === 'RefreshToken' || this.name === 'AccessToken')) {
         rotation.pending.records.push({ key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable });
