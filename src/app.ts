@@ -128,7 +128,9 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     return account ? { accountId: account.id } : { emailDigest: box.digest(typed, 'lockout-email') };
   };
   const lockouts = lockoutSettings(config);
-  const lockout = new Lockout(store, { ...lockoutOptions('signin', lockouts), onEvent: auditLockout(logger, metrics, 'signin', personOf), describe: personOf });
+  // The lockouts' clock: their records' times and how long "not locked" is remembered.
+  const lockoutClock = clock ? { now: clock } : {};
+  const lockout = new Lockout(store, { ...lockoutOptions('signin', lockouts), ...lockoutClock, onEvent: auditLockout(logger, metrics, 'signin', personOf), describe: personOf });
   // A client's "account" is its id at one IP (client-auth-throttle.ts).
   const clientSourceOf = async (source: string) => {
     const at = source.lastIndexOf('@');
@@ -137,12 +139,14 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   };
   const clientLockout = new Lockout(store, {
     ...lockoutOptions('client', lockouts),
+    ...lockoutClock,
     onEvent: auditLockout(logger, metrics, 'client', clientSourceOf),
     describe: clientSourceOf,
   });
   // Wrong device user codes (RFC 8628 §5.1), per client IP: its "account" is the IP too (device-flow.ts).
   const deviceLockout = new Lockout(store, {
     ...lockoutOptions('device', lockouts),
+    ...lockoutClock,
     onEvent: auditLockout(logger, metrics, 'device', async (source) => ({ ip: source.slice(source.lastIndexOf('@') + 1) })),
   });
   const { provider, cookieKeys, stopFollowingKeys, edge: answers } = await createProvider({
@@ -201,7 +205,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
 
   // Upstream providers (upstream/): "Continue with …" on the sign-in page, every `button` one and a `hint` one the request names.
   // The sign-in page lists them on every render: cached like clients, dropped on the registry's change messages.
-  const upstreamProviders = new UpstreamProviders(store, box, { cache: true });
+  const upstreamProviders = new UpstreamProviders(store, box, { cache: true, ...(clock ? { now: clock } : {}) });
   registry.onChange(() => upstreamProviders.forget());
   const upstreamButtons = async (params: Record<string, unknown>) =>
     (await upstreamProviders.list()).filter((p) => p.display === 'button' || params.upstream === p.id).map((p) => ({ id: p.id, name: p.name }));

@@ -210,6 +210,41 @@ describe('lockout', () => {
     }
   });
 
+  test('on Redis, a right answer resets a counter this server knows is clean without a write, and resets it again once a failure anywhere was announced', async () => {
+    const account = `clean-${randomBytes(4).toString('hex')}@example.org`;
+    const counter = `lk:failures:password:account:account-${digest(account)}`;
+    const nodeA = new Lockout(store);
+    const storeB = new RedisStore(connectRedis(redis.url, 1000));
+    const nodeB = new Lockout(storeB);
+    const stopA = await Lockout.watch(store, [nodeA]);
+    const stopB = await Lockout.watch(storeB, [nodeB]);
+    try {
+      await nodeA.recordSuccess({ factor: 'password', account });
+      // A count written behind A's back, with no announcement: A's next success does not touch storage.
+      await store.client.set(counter, '1', 'EX', 60);
+      await nodeA.recordSuccess({ factor: 'password', account });
+      assert.equal(await store.client.get(counter), '1', 'a success after a success sends no DEL');
+      await store.client.del(counter);
+      // B counts failures and announces them: A's next success resets the count again.
+      for (let i = 0; i < 3; i += 1) await nodeB.recordFailure({ factor: 'password', account, ip: '192.0.2.9' });
+      assert.equal(Number(await store.client.get(counter)), 3);
+      const deadline = Date.now() + 2000;
+      while (Date.now() < deadline) {
+        await nodeA.recordSuccess({ factor: 'password', account });
+        if ((await store.client.exists(counter)) === 0) break;
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.equal(await store.client.exists(counter), 0, 'the failures B announced are reset by A');
+      // And every failure still counts towards a lockout, whichever server saw it.
+      for (let i = 0; i < 9; i += 1) await (i % 2 ? nodeA : nodeB).recordFailure({ factor: 'password', account });
+      assert.equal((await nodeB.recordFailure({ factor: 'password', account })).allowed, false, 'the 10th failure locks');
+    } finally {
+      await stopA();
+      await stopB();
+      await storeB.close();
+    }
+  });
+
   test('on Redis, "not locked" is answered from memory, and for at most 30 s should an announcement be lost', async () => {
     const clock = { t: 1_800_000_000_000 };
     const lockout = new Lockout(store, { now: () => clock.t });

@@ -262,6 +262,46 @@ function storeContract(getStore: () => Store) {
       assert.equal(await store.consumeModel(k('never'), undefined, now), 'missing');
     });
 
+    test('consumeModel given the record as read: consumed once, then reused (which deletes the index); missing when absent; one winner of 20', async () => {
+      const store = getStore();
+      const tag = randomId().slice(0, 16);
+      const index = `lk:{${tag}}:grant`;
+      const code = `lk:{${tag}}:AuthorizationCode:${randomId()}`;
+      const sibling = `lk:{${tag}}:AccessToken:${randomId()}`;
+      await store.putModel(code, 'code', 60, index);
+      await store.putModel(sibling, 'at', 3600, index, { consumable: false });
+      const now = epoch();
+      const results = await Promise.all(Array.from({ length: 20 }, () => store.consumeModel(code, index, now, 0, 'code')));
+      assert.equal(results.filter((r) => r === 'consumed').length, 1, results.join(' '));
+      // The losers saw the winner's mark: each is a reuse, and the grant is gone.
+      assert.equal(await store.getModel(sibling, { consumable: false }), null);
+      assert.deepEqual(await store.setMembers(index), []);
+      assert.equal(await store.consumeModel(code, index, now, 0, 'code'), 'missing');
+
+      const single = `lk:{${tag}}:AuthorizationCode:${randomId()}`;
+      await store.putModel(single, 'once', 60, index);
+      assert.equal(await store.consumeModel(single, index, now, 0, 'once'), 'consumed');
+      assert.deepEqual(await store.getModel(single), { payload: 'once', consumed: now }, 'marked, payload as it was');
+      assert.equal(await store.consumeModel(single, index, now + 1, 0, 'once'), 'reused');
+      assert.equal(await store.getModel(single), null);
+    });
+
+    test("putModel of a grant ('owner') and of tokens its index outlives ('outlives'): listed, and revoked together", async () => {
+      const store = getStore();
+      const tag = randomId().slice(0, 16);
+      const index = `lk:{${tag}}:grant`;
+      const grant = `lk:{${tag}}:Grant:${randomId()}`;
+      const code = `lk:{${tag}}:AuthorizationCode:${randomId()}`;
+      const access = `lk:{${tag}}:AccessToken:${randomId()}`;
+      await store.putModel(grant, 'g', 3600, index, { consumable: false, index: 'owner' });
+      await store.putModel(code, 'c', 60, index, { index: 'outlives' });
+      await store.putModel(access, 'a', 600, index, { consumable: false, index: 'outlives' });
+      assert.deepEqual((await store.setMembers(index)).sort(), [grant, code, access].sort());
+      assert.deepEqual(await store.getModel(code), { payload: 'c' });
+      await store.deleteIndexed(index);
+      for (const key of [grant, code, access]) assert.equal(await store.getModel(key, { consumable: key !== code ? false : true }), null);
+    });
+
     test('consumeModel with a grace window: repeated (nothing deleted) within it, reused (the grant deleted) after it', async () => {
       const store = getStore();
       const tag = randomId().slice(0, 16);
@@ -898,6 +938,39 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
     assert.equal(await store.rotateModel({ key: used, payload: `{"was":"${used}"}` }, index, [], 100), 'reused', 'reuse of a token consumed by an earlier version');
     assert.equal(await store.getModel(next.key), null, 'revokes the grant');
   });
+
+  test("a grant's index: the grant's first save gives it the grant's TTL, its tokens leave it, a token written after a revocation deleted it gives it one", async () => {
+    const tag = randomId().slice(0, 16);
+    const index = `lk:{${tag}}:grant`;
+    await store.putModel(`lk:{${tag}}:Grant:${randomId()}`, 'g', 3600, index, { consumable: false, index: 'owner' });
+    await store.putModel(`lk:{${tag}}:AccessToken:${randomId()}`, 'a', 600, index, { consumable: false, index: 'outlives' });
+    const ttl = await store.client.ttl(index);
+    assert.ok(ttl > 3590 && ttl <= 3600, `index TTL ${ttl}`);
+    await store.client.del(index);
+    await store.putModel(`lk:{${tag}}:AccessToken:${randomId()}`, 'a', 600, index, { consumable: false, index: 'outlives' });
+    const again = await store.client.ttl(index);
+    assert.ok(again > 590 && again <= 600, `a re-made index has a TTL: ${again}`);
+  });
+
+  for (const pipelined of [false, true]) {
+    test(`indexAdd${pipelined ? ' (pipelined)' : ''}: a new set gets the TTL, a longer one extends it, a shorter one never shortens it`, async () => {
+      const index = `test:index-ttl:${randomId().slice(0, 10)}`;
+      await store.indexAdd(index, 'a', 60, { pipelined });
+      const first = await store.client.ttl(index);
+      assert.ok(first > 55 && first <= 60, `new: ${first}`);
+      await store.indexAdd(index, 'b', 3600, { pipelined });
+      const longer = await store.client.ttl(index);
+      assert.ok(longer > 3590 && longer <= 3600, `extended: ${longer}`);
+      await store.indexAdd(index, 'c', 10, { pipelined });
+      const kept = await store.client.ttl(index);
+      assert.ok(kept > 3590, `not shortened: ${kept}`);
+      await store.client.persist(index);
+      await store.indexAdd(index, 'd', 60, { pipelined });
+      const given = await store.client.ttl(index);
+      assert.ok(given > 55 && given <= 60, `a set without a TTL gets one: ${given}`);
+      assert.deepEqual((await store.setMembers(index)).sort(), ['a', 'b', 'c', 'd']);
+    });
+  }
 
   test('advanceCounter sets the TTL it is given', async () => {
     const key = `test:counter-ttl:${randomId().slice(0, 10)}`;

@@ -299,7 +299,9 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
     let recoveryCodes = carried.recoveryCodes;
     let consent: { grantId: string; scopes: string[]; via: ConsentVia } | undefined;
     const writes: Promise<unknown>[] = [];
-    for (const effect of effectsOf(state, event, outcome)) {
+    const effects = effectsOf(state, event, outcome);
+    const finishing = effects.some((effect) => effect.type === 'finish');
+    for (const effect of effects) {
       switch (effect.type) {
         case 'issue-recovery-codes':
           // The first factor: its recovery codes, shown once in this answer.
@@ -309,8 +311,8 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
           await steps.set(d.uid, withKnownAccount(effect.step, event), d.exp);
           break;
         case 'clear-step':
-          // Independent of the interaction's result: sent together with `finish`.
-          writes.push(steps.clear(d.uid));
+          // A finish saves the interaction without it (steps.ts); otherwise the step is dropped from the record.
+          if (!finishing) writes.push(steps.clear(d.uid, d.exp));
           break;
         case 'grant-consent': {
           const firstParty = effect.via === 'first_party' || (effect.via === 'consent_page' && (await clientOf(d))?.first_party === true);

@@ -116,11 +116,16 @@ export async function createProvider({ config, store, accounts, registry, views,
     },
 
     async findAccount(ctx, sub, token) {
-      const account = await accounts.find(sub);
-      if (!account || account.disabled) return undefined;
+      // The sign-in finishing in this request read and checked the account a moment ago (its last factor);
+      // nothing is issued here that the token endpoint, which reads it again, would not refuse.
+      const login = ctx?.oidc?.route === 'resume' ? (ctx.oidc.result?.login as { accountId?: unknown } | undefined) : undefined;
+      let account = login?.accountId === sub ? undefined : await accounts.find(sub);
+      if (login?.accountId !== sub && (!account || account.disabled)) return undefined;
       return {
-        accountId: account.id,
+        accountId: sub,
         async claims() {
+          account ??= await accounts.find(sub);
+          if (!account) return { sub };
           // `idp`: the upstream provider this session signed in through (upstream/session-idp.ts), by the token's session.
           // Tokens carry it (storage/oidc-adapter.ts); Redis is read only for tokens of an earlier version.
           const sessionUid = (token as { sessionUid?: string } | undefined)?.sessionUid ?? ctx?.oidc?.session?.uid;

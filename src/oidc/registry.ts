@@ -215,9 +215,14 @@ const CACHE_MAX_ENTRIES = 10_000;
  */
 class ReadCache {
   readonly #entries = new Map<string, { value: unknown; expires: number }>();
+  readonly #now: () => number;
+
+  constructor(now: () => number) {
+    this.#now = now;
+  }
 
   async get<T>(key: string, load: () => Promise<T>): Promise<T> {
-    const now = Date.now();
+    const now = this.#now();
     const hit = this.#entries.get(key);
     if (hit && hit.expires > now) return hit.value as T;
     const value = await load();
@@ -282,7 +287,7 @@ export class Registry {
    */
   constructor(store: Store, options: { cache?: boolean; backchannelTargets?: BackchannelTargetRules; clock?: () => number } = {}) {
     this.#store = store;
-    if (options.cache) this.#cache = new ReadCache();
+    if (options.cache) this.#cache = new ReadCache(options.clock ?? Date.now);
     this.#targets = options.backchannelTargets ?? DEVELOPMENT_TARGETS;
     this.#clock = options.clock ?? Date.now;
   }

@@ -186,6 +186,11 @@ export class Lockout {
    * Kept only while `watch` listens, since a lockout started by another server must reach us.
    */
   readonly #clean = new Map<string, number>();
+  /**
+   * Account subjects whose counter of a factor (`<factor>:<key>`) this server reset and no failure has
+   * touched since, as heard on LOCKOUT_CHANGES: a right answer then has nothing to reset (no DEL per step).
+   */
+  readonly #noFailures = new Set<string>();
   #watching = false;
   /** Bumped by every drop, so that an answer read before a drop is not cached after it. */
   #generation = 0;
@@ -257,8 +262,13 @@ export class Lockout {
   /** Drops one subject (by its key) from the "not locked" cache, or all of them. */
   forget(subjectKey?: string): void {
     this.#generation += 1;
-    if (subjectKey === undefined) this.#clean.clear();
-    else this.#clean.delete(subjectKey);
+    if (subjectKey === undefined) {
+      this.#clean.clear();
+      this.#noFailures.clear();
+      return;
+    }
+    this.#clean.delete(subjectKey);
+    for (const factor of FACTORS) this.#noFailures.delete(`${factor}:${subjectKey}`);
   }
 
   /**
@@ -294,6 +304,11 @@ export class Lockout {
     for (const subject of this.#subjects(attempt)) {
       const limiter = this.#limiters.get(`${attempt.factor}:${subject.kind}`)!;
       const counted = await this.#limit(() => limiter.penalty(subject.key, 1));
+      // Every server that skips resetting this account's counters (#noFailures) must hear of the failure.
+      if (subject.kind === 'account') {
+        this.forget(subject.key);
+        if (this.#watching) await this.#store.publish(LOCKOUT_CHANGES, subject.key);
+      }
       // Each count is seen by one caller only (atomic increment), so exactly one of many parallel failures
       // starts the lockout. Every multiple, not just the first: should starting one fail (storage away),
       // the run of failures still ends in a lockout.
@@ -333,7 +348,14 @@ export class Lockout {
   /** A right answer: the account's failures of this factor are forgotten. */
   async recordSuccess(attempt: Attempt): Promise<void> {
     const [account] = this.#subjects(attempt);
+    const known = `${attempt.factor}:${account!.key}`;
+    if (this.#watching && this.#noFailures.has(known)) return;
+    const generation = this.#generation;
     await this.#limit(() => this.#limiters.get(`${attempt.factor}:account`)!.delete(account!.key));
+    if (this.#watching && generation === this.#generation) {
+      if (this.#noFailures.size >= CLEAN_MAX_ENTRIES) this.#noFailures.clear();
+      this.#noFailures.add(known);
+    }
   }
 
   /**

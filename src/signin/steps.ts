@@ -1,16 +1,17 @@
 import { keys } from '../storage/keys.ts';
+import { interactionReads } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 
 /**
  * The steps of a sign-in (the transitions between them: machine.ts), then oidc-provider's
  * consent prompt (our consent page, or nothing for first-party clients), then the redirect to the
  * client. `login` is the absence of a step record; "done" hands oidc-provider the login result
- * (policy.ts: `acr`, `amr`) and deletes the record.
+ * (policy.ts: `acr`, `amr`), whose save drops the step.
  *
- * Where the state lives: one Store record per interaction (key from its uid, digested), expiring with
- * the interaction. oidc-provider's Interaction only persists its own fields, and `interactionResult`
- * is for finished steps. The record holds ids and the pending TOTP secret sealed by SecondFactor —
- * never a password or a secret in clear. The interaction itself is bound to the browser by
+ * Where the state lives: in the interaction's own record (a field oidc-provider does not know), so
+ * every request that loads the interaction has its step with it; it expires with the interaction.
+ * `interactionResult` is for finished steps. The step holds ids and the pending TOTP secret sealed
+ * by SecondFactor — never a password or a secret in clear. The interaction itself is bound to the browser by
  * oidc-provider's interaction cookie, which every route checks first (interactionDetails).
  */
 /** `upstream`: the step follows a sign-in through that upstream provider (no password was given). */
@@ -36,18 +37,36 @@ export class SignInSteps {
     this.#store = store;
   }
 
+  /** The interaction's record as stored: as this request read it already, else from the store. */
+  async #record(uid: string): Promise<{ key: string; record?: Record<string, unknown> }> {
+    const key = keys.model('Interaction', uid);
+    const raw = interactionReads.getStore()?.get(key) ?? (await this.#store.getModel(key, { consumable: false }))?.payload;
+    return { key, ...(raw ? { record: JSON.parse(raw) as Record<string, unknown> } : {}) };
+  }
+
   async get(uid: string): Promise<SignInStep | undefined> {
-    const raw = await this.#store.get(keys.interactionStep(uid));
-    return raw ? (JSON.parse(raw) as SignInStep) : undefined;
+    return (await this.#record(uid)).record?.[STEP_FIELD] as SignInStep | undefined;
   }
 
-  /** Moves the interaction to `step`; `expiresAt` is the interaction's `exp` (epoch seconds). */
-  async set(uid: string, step: SignInStep, expiresAt: number): Promise<void> {
+  /** Moves the interaction to `step` (undefined: back to the password); `expiresAt` is the interaction's `exp` (epoch seconds). */
+  async set(uid: string, step: SignInStep | undefined, expiresAt: number): Promise<void> {
+    const { key, record } = await this.#record(uid);
+    // The interaction is gone (used or expired): so is its step, and the next request says so.
+    if (!record) return;
+    const { [STEP_FIELD]: _previous, ...rest } = record;
+    const raw = JSON.stringify(step ? { ...rest, [STEP_FIELD]: step } : rest);
     const ttl = Math.max(1, Math.ceil(expiresAt - Date.now() / 1000));
-    await this.#store.set(keys.interactionStep(uid), JSON.stringify(step), { ttl });
+    await this.#store.putModel(key, raw, ttl, undefined, { consumable: false });
+    interactionReads.getStore()?.set(key, raw);
   }
 
-  async clear(uid: string): Promise<void> {
-    await this.#store.del(keys.interactionStep(uid));
+  async clear(uid: string, expiresAt: number): Promise<void> {
+    await this.set(uid, undefined, expiresAt);
   }
 }
+
+/**
+ * The step's field in the interaction's stored record. oidc-provider keeps only its own fields of a
+ * record it loads, so its next save of the interaction (the login result) drops the step by itself.
+ */
+const STEP_FIELD = 'lkSignInStep';

@@ -126,8 +126,6 @@ export const keys = {
   totpEnrollmentUsed: (pendingDigest: string) => `lk:totp-enrollment:${pendingDigest}`,
   /** One generation of an account's recovery-code digests; a new generation replaces the key. */
   recoveryCodes: (accountId: string, generation: string) => `lk:recovery:${accountId}:${generation}`,
-  /** The sign-in step an interaction has reached (interactions/flow-state.ts): lives as long as the interaction. */
-  interactionStep: (uid: string) => `lk:{${digest(uid).slice(0, TAG_LENGTH)}}:InteractionStep:${digest(uid)}`,
   /** Where a sign-in came from (signin/way-back.ts): its app and how to start it again, for a day after the interaction. */
   signInOrigin: (uid: string) => `lk:{${digest(uid).slice(0, TAG_LENGTH)}}:SignInOrigin:${digest(uid)}`,
   /** The account a passkey (by its credential id) belongs to: one lookup at a passwordless sign-in. */

@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
 import { digest, GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, sessionHandle, tagFor } from './keys.ts';
-import type { ConsumeResult, RotatedRecord, Store } from './store.ts';
+import type { ConsumeResult, PutModelOptions, RotatedRecord, Store } from './store.ts';
 
 /** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
 const MAX_TTL = 60 * 60 * 24 * 30;
@@ -105,6 +105,9 @@ export async function revokeClientGrants(store: Store, clientId: string, now: nu
   return { grants: grants.size, tokens };
 }
 
+/** A sign-in's index writes: plain commands rather than scripts (Store.indexAdd). */
+const PIPELINED = { pipelined: true };
+
 /** Token models presented by value (introspection, userinfo, the admin API, refresh): none outlives its client. */
 const ISSUED_TO_CLIENT = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
 
@@ -152,6 +155,13 @@ export class RepeatedRefresh extends errors.InvalidGrant {
   }
 }
 
+/**
+ * Set around a sign-in page's request (interactions/routes.ts): the Interaction records read in it, by
+ * key, as stored. The sign-in step rides in the interaction's record (signin/steps.ts), so the step
+ * costs no read of its own.
+ */
+export const interactionReads = new AsyncLocalStorage<Map<string, string>>();
+
 /** Records that name the session they were issued in, and carry its upstream provider (`idp`). */
 const SESSION_BOUND = new Set(['AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'RefreshToken', 'AccessToken']);
 
@@ -173,6 +183,28 @@ function idpsOfRequest(create: boolean): Map<string, string> | undefined {
  */
 export function sessionIdpOfRequest(sessionUid: string): string | undefined {
   return idpsOfRequest(false)?.get(sessionUid);
+}
+
+/** Per request: consumable records as read in it (payload without the mark), by key, so that `consume` needs no read. */
+const requestRecords = new WeakMap<object, Map<string, string>>();
+
+function recordsOfRequest(create: boolean): Map<string, string> | undefined {
+  const ctx = Provider.ctx;
+  if (!ctx) return undefined;
+  let records = requestRecords.get(ctx);
+  if (!records && create) requestRecords.set(ctx, (records = new Map<string, string>()));
+  return records;
+}
+
+/** Per request: when each grant read or saved in it expires (epoch s), so its tokens' index writes need no TTL read. */
+const requestGrants = new WeakMap<object, Map<string, number>>();
+
+function grantsOfRequest(create: boolean): Map<string, number> | undefined {
+  const ctx = Provider.ctx;
+  if (!ctx) return undefined;
+  let grants = requestGrants.get(ctx);
+  if (!grants && create) requestGrants.set(ctx, (grants = new Map<string, number>()));
+  return grants;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -246,6 +278,8 @@ export function createAdapterClass(
         stored.idp = known ?? (this.name === 'RefreshToken' || this.name === 'AccessToken' ? undefined : await sessionIdp(payload.sessionUid));
         if (typeof stored.idp === 'string') idpsOfRequest(true)?.set(payload.sessionUid, stored.idp);
       }
+      // A record written again is no longer as it was read: its consume goes through the script.
+      if (this.#consumable) recordsOfRequest(false)?.delete(key);
       const rotation = refreshRotation.getStore();
       if (rotation?.pending && index && (this.name === 'RefreshToken' || this.name === 'AccessToken')) {
         rotation.pending.records.push({ key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable });
@@ -253,24 +287,34 @@ export function createAdapterClass(
         if (this.name === 'AccessToken') await rotation.settle();
         return;
       }
+      // The grant's index lives as long as the grant: a token of a grant this request read or saved, that
+      // ends before it, is only added to the index (PutModelOptions).
+      let indexUse: PutModelOptions['index'];
+      if (this.name === 'Grant') {
+        indexUse = 'owner';
+        if (typeof payload.exp === 'number') grantsOfRequest(true)?.set(id, payload.exp);
+      } else if (index && typeof grantId === 'string') {
+        const grantEnds = grantsOfRequest(false)?.get(grantId);
+        if (grantEnds !== undefined && epoch() + ttl <= grantEnds) indexUse = 'outlives';
+      }
       // Independent writes, sent together (one round trip with auto-pipelining). A client-credentials token
       // and its entry in its client's index of the day are one store call (putListed: one script).
       const listed = this.name === 'ClientCredentials' && typeof payload.clientId === 'string';
       const writes: Promise<unknown>[] = [
         listed
           ? store.putListed(key, JSON.stringify(stored), ttl, keys.clientTokens(payload.clientId as string, dayOf(clock())), digest(id))
-          : store.putModel(key, JSON.stringify(stored), ttl, index, { consumable: this.#consumable }),
+          : store.putModel(key, JSON.stringify(stored), ttl, index, { consumable: this.#consumable, ...(indexUse ? { index: indexUse } : {}) }),
       ];
       // By uid, a session is found through its record's key, never through its id (the cookie's value).
       if (this.name === 'Session' && payload.uid) writes.push(store.set(keys.sessionUid(payload.uid), key, { ttl }));
       // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
       // that `latchkey user revoke-sessions` finds every session and grant of a person.
       if (typeof payload.accountId === 'string') {
-        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl), onSessionSaved(key, payload, ttl));
-        else if (this.name === 'Grant') writes.push(store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl));
+        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl, PIPELINED), onSessionSaved(key, payload, ttl));
+        else if (this.name === 'Grant') writes.push(store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl, PIPELINED));
       }
       // Per-client indexes, so that deleting a client revokes what it was issued (revokeClientGrants).
-      if (this.name === 'Grant' && typeof payload.clientId === 'string') writes.push(store.indexAdd(keys.clientGrants(payload.clientId, dayOf(clock())), keys.grantIndex(id), ttl));
+      if (this.name === 'Grant' && typeof payload.clientId === 'string') writes.push(store.indexAdd(keys.clientGrants(payload.clientId, dayOf(clock())), keys.grantIndex(id), ttl, PIPELINED));
       if (payload.userCode) writes.push(store.set(keys.userCode(payload.userCode), id, { ttl }));
       await Promise.all(writes);
     }
@@ -289,6 +333,9 @@ export function createAdapterClass(
       if (ISSUED_TO_CLIENT.has(this.name) && typeof payload.clientId === 'string' && !(await clients.find(payload.clientId))) return undefined;
       payload.jti = id;
       if (typeof payload.sessionUid === 'string' && typeof payload.idp === 'string') idpsOfRequest(true)?.set(payload.sessionUid, payload.idp);
+      if (this.name === 'Grant' && typeof payload.exp === 'number') grantsOfRequest(true)?.set(id, payload.exp);
+      if (this.#consumable) recordsOfRequest(true)?.set(key, read.stored);
+      if (this.name === 'Interaction') interactionReads.getStore()?.set(key, read.stored);
       const rotation = refreshRotation.getStore();
       if (rotation) {
         // What the rotation's one script needs: the presented token's record, and how long its grant's index lives.
@@ -348,7 +395,8 @@ export function createAdapterClass(
         };
         return;
       }
-      throwUnlessConsumed(await store.consumeModel(keys.model(this.name, id), index, epoch(), grace), this.name);
+      const key = keys.model(this.name, id);
+      throwUnlessConsumed(await store.consumeModel(key, index, epoch(), grace, recordsOfRequest(false)?.get(key)), this.name);
     }
 
     async destroy(id: string) {

@@ -1,5 +1,5 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
-import { StorageUnavailable, type ConsumeResult, type RotatedRecord, type Store, type StoredModel, type StoreInfo } from './store.ts';
+import { StorageUnavailable, type ConsumeResult, type PutModelOptions, type RotatedRecord, type Store, type StoredModel, type StoreInfo } from './store.ts';
 
 // All keys of one script call share a hash tag (keys.ts), so each script is Redis Cluster safe.
 // `#!lua` (Redis 7): a script with flags is refused up front when Redis is out of memory under
@@ -168,6 +168,11 @@ function parseConsumable(stored: string): StoredModel {
   if (bar < 0) return { payload: stored };
   const payload = stored.slice(bar + 1);
   return bar === 0 ? { payload } : { payload, consumed: Number(stored.slice(0, bar)) };
+}
+
+/** A pipeline's replies: the first error thrown, as a single command's would be. */
+function execPipeline(replies: [Error | null, unknown][] | null): void {
+  for (const [err] of replies ?? []) if (err) throw err;
 }
 
 function consumeResult(reply: number): ConsumeResult {
@@ -466,10 +471,20 @@ export class RedisStore implements Store {
     return this.#call(async () => (await this.#scripts.lkReplaceIf(key, expected, value)) === 1);
   }
 
-  putModel(key: string, payload: string, ttl: number, indexKey?: string, options: { consumable?: boolean } = {}) {
+  putModel(key: string, payload: string, ttl: number, indexKey?: string, options: PutModelOptions = {}) {
     const value = options.consumable === false ? payload : `|${payload}`;
     // A record of no grant (a client-credentials token): one SET replaces whatever was there.
     if (!indexKey) return this.#call(async () => void (await this.client.set(key, value, 'EX', ttl)));
+    if (options.index === 'outlives') {
+      // The grant's index already lives longer: no TTL to read, no script (same slot: one pipeline, also on a
+      // cluster). NX only gives a TTL to an index that a revocation deleted meanwhile and this SADD made again.
+      return this.#call(async () => execPipeline(await this.client.pipeline().set(key, value, 'EX', ttl).sadd(indexKey, key).expire(indexKey, ttl, 'NX').exec()));
+    }
+    if (options.index === 'owner') {
+      // The grant itself: its first save gives its new index its TTL (NX). A grant's expiry never moves and
+      // nothing extends an index below it, so a later save of the grant finds its index living long enough.
+      return this.#call(async () => execPipeline(await this.client.pipeline().set(key, value, 'EX', ttl).sadd(indexKey, key).expire(indexKey, ttl, 'NX').exec()));
+    }
     return this.#call(async () => void (await this.#scripts.lkPutModel(2, key, indexKey, value, ttl)));
   }
 
@@ -493,9 +508,32 @@ export class RedisStore implements Store {
     });
   }
 
-  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0) {
+  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0, asRead?: string) {
+    if (asRead !== undefined && graceSeconds === 0) return this.#consumeAsRead(key, indexKey, now, asRead);
     const keys = indexKey ? [key, indexKey] : [key];
     return this.#call(async (): Promise<ConsumeResult> => consumeResult(await this.#scripts.lkConsumeModel(keys.length, ...keys, now, graceSeconds)));
+  }
+
+  /**
+   * One command: SET … XX KEEPTTL GET puts our mark on the record as read and says what it held, so of
+   * parallel consumers exactly one sees it unmarked. Whoever sees a mark revokes the grant, as the script does.
+   */
+  #consumeAsRead(key: string, indexKey: string | undefined, now: number, asRead: string) {
+    return this.#call(async (): Promise<ConsumeResult> => {
+      let before: string | null;
+      try {
+        before = await this.client.set(key, `${now}|${asRead}`, 'KEEPTTL', 'XX', 'GET');
+      } catch (err) {
+        // A hash of an earlier version: the script reads and marks it.
+        if (!(err instanceof Error && err.message.startsWith('WRONGTYPE'))) throw err;
+        const keys = indexKey ? [key, indexKey] : [key];
+        return consumeResult(await this.#scripts.lkConsumeModel(keys.length, ...keys, now, 0));
+      }
+      if (before == null) return 'missing';
+      if (parseConsumable(before).consumed === undefined) return 'consumed';
+      if (indexKey) await this.#scripts.lkDeleteIndexed(indexKey);
+      return 'reused';
+    });
   }
 
   rotateModel(presented: { key: string; payload: string }, indexKey: string, records: RotatedRecord[], now: number, options: { graceSeconds?: number; indexTtl?: number } = {}) {
@@ -510,9 +548,15 @@ export class RedisStore implements Store {
     return this.#call(async () => void (await this.#scripts.lkDeleteIndexed(...args)));
   }
 
-  indexAdd(key: string, member: string, ttl: number) {
+  indexAdd(key: string, member: string, ttl: number, options: { pipelined?: boolean } = {}) {
     if (!Number.isInteger(ttl) || ttl <= 0) return Promise.reject(new TypeError('indexAdd needs a positive integer ttl'));
-    return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
+    if (!options.pipelined) return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
+    return this.#call(async () => {
+      // GT only ever lengthens a TTL; it leaves a set that has none (a new one) as it is: NX then gives it one.
+      const replies = await this.client.pipeline().sadd(key, member).expire(key, ttl, 'GT').exec();
+      execPipeline(replies);
+      if (replies?.[1]?.[1] === 0) await this.client.expire(key, ttl, 'NX');
+    });
   }
 
   putListed(key: string, payload: string, ttl: number, listKey: string, member: string) {

@@ -20,6 +20,17 @@ export interface RotatedRecord {
   consumable: boolean;
 }
 
+/**
+ * How `putModel` treats the index. Default: extend its TTL to the record's and drop a few members that
+ * expired. `outlives`: the caller knows the index lives longer than this record (its grant's does), so
+ * it is only added to. `owner`: the record is the grant itself (whose expiry never moves): a new index
+ * gets its TTL, an existing one already lives at least as long.
+ */
+export interface PutModelOptions {
+  consumable?: boolean;
+  index?: 'outlives' | 'owner';
+}
+
 export interface StoredModel {
   payload: string;
   /** Epoch seconds at which it was consumed, when it was. */
@@ -56,14 +67,16 @@ export interface Store {
    * payload; a consumable record also carries its consumed mark (in Redis: `<consumed-at>|<payload>`).
    * Read it back with the same option.
    */
-  putModel(key: string, payload: string, ttl: number, indexKey?: string, options?: { consumable?: boolean }): Promise<void>;
+  putModel(key: string, payload: string, ttl: number, indexKey?: string, options?: PutModelOptions): Promise<void>;
   getModel(key: string, options?: { consumable?: boolean }): Promise<StoredModel | null>;
   /**
    * Marks a model consumed, atomically. The second consumer of one record gets 'reused', and then
    * everything listed in `indexKey` (the whole grant) is deleted in the same atomic step — unless it
    * comes within `graceSeconds` of the first consumption: then 'repeated', and nothing is deleted.
+   * `asRead`: the record's payload as read in the same request (a consumable record never changes but
+   * for its mark), which lets Redis mark it in one command.
    */
-  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds?: number): Promise<ConsumeResult>;
+  consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds?: number, asRead?: string): Promise<ConsumeResult>;
   /**
    * A refresh token's rotation in one atomic step: consumes `presented` (whose record holds `payload`,
    * read in the same request) exactly as `consumeModel` does with `indexKey`, and only when that answers
@@ -77,8 +90,10 @@ export interface Store {
   /**
    * Adds a member to an index set of one key and extends the set's TTL to at least `ttl` seconds, so the
    * index lives as long as its longest-lived member and no longer (e.g. an account's sessions and grants).
+   * `pipelined`: in Redis as plain commands (SADD, EXPIRE GT, and EXPIRE NX for a set without a TTL)
+   * rather than one script: fewer commands for Redis to run, one more sent.
    */
-  indexAdd(key: string, member: string, ttl: number): Promise<void>;
+  indexAdd(key: string, member: string, ttl: number, options?: { pipelined?: boolean }): Promise<void>;
   /**
    * Writes a record that no grant lists (not consumable: a client-credentials token) and appends `member`
    * to the list at `listKey` (an index read whole, e.g. a client's tokens of one day), in one round trip.

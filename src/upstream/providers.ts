@@ -83,10 +83,14 @@ export class UpstreamProviders {
   #listed: { value: Promise<UpstreamProvider[]>; expires: number } | undefined;
 
   /** `cache: true` for the server, which calls `forget` on every registry change message; the CLI reads storage directly. */
-  constructor(store: Store, box: SecretBox, options: { cache?: boolean } = {}) {
+  readonly #now: () => number;
+
+  /** `now`: the clock of the cached list's age (tests inject one). */
+  constructor(store: Store, box: SecretBox, options: { cache?: boolean; now?: () => number } = {}) {
     this.#store = store;
     this.#box = box;
     this.#cache = options.cache === true;
+    this.#now = options.now ?? Date.now;
   }
 
   /** Drops the cached list (a change here or on another server, or a missed message). */
@@ -120,7 +124,7 @@ export class UpstreamProviders {
 
   async list(): Promise<UpstreamProvider[]> {
     if (!this.#cache) return this.#read();
-    const now = Date.now();
+    const now = this.#now();
     if (!this.#listed || this.#listed.expires <= now) {
       const listed = { value: this.#read(), expires: now + LIST_TTL_MS };
       this.#listed = listed;
