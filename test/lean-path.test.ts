@@ -261,7 +261,7 @@ interface Run {
   grantSuccesses: number;
 }
 
-async function run(lean: 'on' | 'off', requests: Req[]): Promise<Run> {
+async function answerCorpus(lean: 'on' | 'off', requests: Req[]): Promise<Run> {
   const redis = lean === 'on' ? redisOn : redisOff;
   const server = await startServer({ redisUrl: redis.url, port, env: lenientLimits(lean) });
   let grantSuccesses = 0;
@@ -308,8 +308,8 @@ async function run(lean: 'on' | 'off', requests: Req[]): Promise<Run> {
 test('a corpus of 520 token and introspection requests gets the same answers, logs, audit events, metrics, lockouts and activity counts with LEAN_PATH on and off, and the lean path answers the common shapes itself', async () => {
   const requests = corpus();
   assert.ok(requests.length >= 500);
-  const on = await run('on', requests);
-  const off = await run('off', requests);
+  const on = await answerCorpus('on', requests);
+  const off = await answerCorpus('off', requests);
 
   for (const [i, req] of requests.entries()) {
     assert.deepEqual(on.answers[i], off.answers[i], `request ${i} (${i % 7 === 6 ? 'introspection of a token issued in the run' : req.name}) answered differently`);
