@@ -66,16 +66,20 @@ export function leanPath({ provider, registry, clientLockout, tokenBelongsTo, on
     let method: string;
     if (header !== undefined) {
       if (params.client_secret !== undefined) return undefined;
-      const [scheme, value, ...rest] = header.split(' ');
-      if (rest.length || scheme?.toLowerCase() !== 'basic' || !value || !BASE64.test(value) || value.length % 4 !== 0) return undefined;
+      // `Basic <value>`: one space, the scheme in any case, the value base64 (split by hand: no arrays per request).
+      const space = header.indexOf(' ');
+      const value = header.slice(space + 1);
+      if (space !== 5 || header.slice(0, 5).toLowerCase() !== 'basic' || !value || !BASE64.test(value) || value.length % 4 !== 0) return undefined;
       const basic = Buffer.from(value, 'base64').toString('utf8');
       const colon = basic.indexOf(':');
       if (colon === -1) return undefined;
-      [id, secret] = [basic.slice(0, colon), basic.slice(colon + 1)];
+      id = basic.slice(0, colon);
+      secret = basic.slice(colon + 1);
       if (params.client_id !== undefined && params.client_id !== id) return undefined;
       method = 'client_secret_basic';
     } else {
-      [id, secret] = [params.client_id, params.client_secret];
+      id = params.client_id;
+      secret = params.client_secret;
       method = 'client_secret_post';
     }
     if (typeof id !== 'string' || typeof secret !== 'string' || !PLAIN.test(id) || !PLAIN.test(secret)) return undefined;
@@ -178,7 +182,10 @@ export function leanPath({ provider, registry, clientLockout, tokenBelongsTo, on
 
 /** Every member one of `allowed` and given once, none empty (oidc-provider reads an empty one as absent). */
 function onlyStrings(params: ParsedUrlQuery, allowed: ReadonlySet<string>): boolean {
-  for (const [key, value] of Object.entries(params)) if (!allowed.has(key) || typeof value !== 'string' || value === '') return false;
+  for (const key in params) {
+    const value = params[key];
+    if (!allowed.has(key) || typeof value !== 'string' || value === '') return false;
+  }
   return true;
 }
 
