@@ -36,7 +36,7 @@ const proc = await startProc(
   'src/main.ts',
   port,
   {
-    ...(values.plain ? (process.env.SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.SERVER_NODE_OPTIONS } : {}) : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}` }),
+    ...(values.plain ? (process.env.SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.SERVER_NODE_OPTIONS } : {}) : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}${process.env.SERVER_NODE_OPTIONS ? ` ${process.env.SERVER_NODE_OPTIONS}` : ''}` }),
     REDIS_URL: redis.url,
     NODE_ENV: 'production',
     WORKERS: '1',

@@ -139,6 +139,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   };
   const clientLockout = new Lockout(store, {
     ...lockoutOptions('client', lockouts),
+    rememberSubjectKeys: true,
     ...lockoutClock,
     onEvent: auditLockout(logger, metrics, 'client', clientSourceOf),
     describe: clientSourceOf,

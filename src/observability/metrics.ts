@@ -167,14 +167,35 @@ export class Metrics {
     return this.registry.contentType;
   }
 
+  // Label children bound once per label set (routes, methods and results are few): no label object, check and closure per request.
+  readonly #durations = new Map<string, { observe(seconds: number): void }>();
+  readonly #introspectionResults = new Map<string, { inc(): void }>();
+
+  #durationOf(route: string, method: string, status: string) {
+    const labels = `${route} ${method} ${status}`;
+    let child = this.#durations.get(labels);
+    if (!child) {
+      if (this.#durations.size >= 1000) this.#durations.clear();
+      child = this.requestDuration.labels(route, method, status);
+      this.#durations.set(labels, child);
+    }
+    return child;
+  }
+
+  #introspectionsOf(result: string) {
+    let child = this.#introspectionResults.get(result);
+    if (!child) this.#introspectionResults.set(result, (child = this.introspections.labels(result)));
+    return child;
+  }
+
   /** Counts what a finished request tells about introspection and revocation. */
   observeRequest(ctx: Context, route: string, seconds: number) {
-    this.requestDuration.observe({ route, method: ctx.method, status: statusClass(ctx.status) }, seconds);
+    this.#durationOf(route, ctx.method, statusClass(ctx.status)).observe(seconds);
     const oidcRoute = oidcRouteOf(ctx);
     if (oidcRoute === 'introspection') {
       const body = ctx.body as { active?: unknown } | string | undefined;
       const result = ctx.status !== 200 ? 'error' : typeof body === 'object' && body !== null ? (body.active === true ? 'active' : 'inactive') : 'active';
-      this.introspections.inc({ result });
+      this.#introspectionsOf(result).inc();
     } else if (oidcRoute === 'revocation') {
       this.revocations.inc({ result: ctx.status === 200 ? 'ok' : 'error' });
     }

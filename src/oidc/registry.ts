@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AdapterPayload, ClientMetadata } from 'oidc-provider';
 import { OIDC_SCOPES } from '../signin/scope-words.ts';
 import { Refusal, refusalOf, type RefusalCode } from '../problems.ts';
@@ -104,13 +104,18 @@ export function clientInputOf(c: ClientMetadata): ClientInput {
 export const MAX_REFRESH_GRACE_SECONDS = 60;
 
 export function secretDigest(secret: string): string {
-  return createHash('sha256').update(secret).digest('base64url');
+  return hash('sha256', secret, 'base64url');
 }
 
 export function secretMatches(storedDigest: string | undefined, presented: string): boolean {
+  return digestMatches(storedDigest, secretDigest(presented));
+}
+
+/** Whether a stored secret digest is the presented secret's digest, in constant time. */
+function digestMatches(storedDigest: string | undefined, presentedDigest: string): boolean {
   if (!storedDigest) return false;
   const a = Buffer.from(storedDigest);
-  const b = Buffer.from(secretDigest(presented));
+  const b = Buffer.from(presentedDigest);
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
@@ -130,9 +135,10 @@ export function livePreviousSecret(client: object, nowSeconds: number): Previous
 
 /** Whether a presented secret is the client's current one or its unexpired previous one; both are compared, in constant time each. */
 export function clientSecretMatches(client: { client_secret?: unknown; previous_client_secret?: unknown }, presented: string, nowSeconds: number): boolean {
-  const current = secretMatches(typeof client.client_secret === 'string' ? client.client_secret : undefined, presented);
+  const presentedDigest = secretDigest(presented);
+  const current = digestMatches(typeof client.client_secret === 'string' ? client.client_secret : undefined, presentedDigest);
   const previous = livePreviousSecret(client, nowSeconds);
-  const old = previous !== undefined && secretMatches(previous.digest, presented);
+  const old = previous !== undefined && digestMatches(previous.digest, presentedDigest);
   return current || old;
 }
 

@@ -13,8 +13,14 @@ const ABSOLUTE_FORM = /^https?:\/\//i;
 export function pinIssuerOrigin(issuer: string): Middleware {
   const { host, protocol } = new URL(issuer);
   const pinned = { host: { value: host }, protocol: { value: protocol.slice(0, -1) } };
+  // Pinned once on the app's request prototype (every ctx.request inherits from it), not on each request.
+  const pinnedPrototypes = new WeakSet<object>();
   return async (ctx, next) => {
-    Object.defineProperties(ctx.request, pinned);
+    const prototype = Object.getPrototypeOf(ctx.request) as object;
+    if (!pinnedPrototypes.has(prototype)) {
+      Object.defineProperties(prototype, pinned);
+      pinnedPrototypes.add(prototype);
+    }
     if (ABSOLUTE_FORM.test(ctx.originalUrl)) {
       const target = URL.parse(ctx.originalUrl);
       if (!target) return ctx.throw(400, 'the request target is not a valid URL');

@@ -82,6 +82,11 @@ export interface LockoutOptions {
    * or a keyed digest of what was typed. Never what was typed itself: people type passwords into the email field.
    */
   describe?: (typed: string) => Promise<Record<string, string | undefined>>;
+  /**
+   * Remember subject keys (digests) in memory: for subjects that are never secrets and come back on every
+   * request (client ids and IPs at the token endpoints), never for what people type.
+   */
+  rememberSubjectKeys?: boolean;
 }
 
 /**
@@ -191,6 +196,8 @@ export class Lockout {
    * touched since, as heard on LOCKOUT_CHANGES: a right answer then has nothing to reset (no DEL per step).
    */
   readonly #noFailures = new Set<string>();
+  readonly #keys = new Map<string, string>();
+  #rememberKeys = false;
   #watching = false;
   /** Bumped by every drop, so that an answer read before a drop is not cached after it. */
   #generation = 0;
@@ -207,6 +214,7 @@ export class Lockout {
     this.#historyMs = (options.historySeconds ?? 24 * 60 * 60) * 1000;
     this.#namespace = options.namespace ? `${options.namespace}-` : '';
     if (options.describe) this.#describe = options.describe;
+    this.#rememberKeys = options.rememberSubjectKeys === true;
     if (this.#thresholds.account.maxFailures > 100) throw new RangeError('NIST SP 800-63B caps consecutive failures at 100');
     if (this.#schedule.length === 0 || this.#schedule.some((s) => !Number.isInteger(s) || s <= 0)) throw new RangeError('the schedule needs positive whole seconds');
     // One limiter per factor and kind of subject: separate buckets, separate key prefixes.
@@ -220,9 +228,20 @@ export class Lockout {
   }
 
   #subjects(attempt: Pick<Attempt, 'account' | 'ip'>): Subject[] {
-    const subjects: Subject[] = [{ kind: 'account', id: attempt.account, key: `${this.#namespace}account-${digest(attempt.account)}` }];
-    if (attempt.ip) subjects.push({ kind: 'ip', id: attempt.ip, key: `${this.#namespace}ip-${digest(attempt.ip)}` });
+    const subjects: Subject[] = [{ kind: 'account', id: attempt.account, key: this.#keyOf('account', attempt.account) }];
+    if (attempt.ip) subjects.push({ kind: 'ip', id: attempt.ip, key: this.#keyOf('ip', attempt.ip) });
     return subjects;
+  }
+
+  /** A subject's key (a digest), remembered for the few subjects that come back on every request (machine clients, their IPs). */
+  #keyOf(kind: Subject['kind'], id: string): string {
+    if (!this.#rememberKeys) return `${this.#namespace}${kind}-${digest(id)}`;
+    const known = this.#keys.get(`${kind}\n${id}`);
+    if (known !== undefined) return known;
+    if (this.#keys.size >= CLEAN_MAX_ENTRIES) this.#keys.clear();
+    const key = `${this.#namespace}${kind}-${digest(id)}`;
+    this.#keys.set(`${kind}\n${id}`, key);
+    return key;
   }
 
   /** Library calls reject with a RateLimiterRes when over the limit (never for penalty/delete) or an Error. */
