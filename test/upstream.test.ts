@@ -286,6 +286,14 @@ describe('sign-in through an upstream provider', () => {
     assert.match(html, /This is how you sign in: set a password first/, 'the only identity offers no unlink');
     assert.doesNotMatch(html, /action="\/account\/providers\/unlink"/);
     const csrf = html.match(/name="_csrf" value="([^"]+)"/)![1]!;
+    // The day it was linked, as the account page writes days: ISO in English, the locale's own form in German.
+    const today = new Date();
+    assert.match(html, new RegExp(`<time>${today.toISOString().slice(0, 10)}</time>`));
+    const providersUrl = new URL('/account/providers', server.issuer);
+    browser.jar(providersUrl).storeLines(['lk_lang=de; Path=/']);
+    const german = (await browser.go(providersUrl)).page!.html;
+    assert.match(german, new RegExp(`<time>${new Intl.DateTimeFormat('de', { dateStyle: 'long', timeZone: 'UTC' }).format(today)}</time>`));
+    browser.jar(providersUrl).storeLines(['lk_lang=; Path=/']);
 
     // Operations (console, admin API, CLI) refuses it too.
     await assert.rejects(server.app.ops.unlinkUserUpstream(actor, person.id, 'acme'), (err: { code?: string; status?: number }) => err.code === 'identity_last_way_in' && err.status === 409);

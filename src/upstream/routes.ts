@@ -9,6 +9,8 @@ import { FactorChecks } from '../signin/factors/factor-checks.ts';
 import { formBody } from '../security/form-body.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
 import { interactionFlow, type Details, type InteractionDeps } from '../interactions/flow.ts';
+import { formatDay } from '../i18n/catalogue.ts';
+import { localeOfRequest } from '../i18n/locale.ts';
 import { audit } from '../observability/audit.ts';
 import { formTargets } from '../oidc/provider.ts';
 import type { SecretBox } from '../security/secret-box.ts';
@@ -319,12 +321,14 @@ function accountLinks(
     const linked = await identities.ofAccount(who.account.id);
     const nameOf = (id: string) => all.find((p) => p.id === id)?.name ?? id;
     const known = passwordKnown(who.account, linked);
+    // The linked day as the account page writes its days: ISO in English, the locale's own form otherwise.
+    const { locale } = localeOfRequest(ctx);
     views.render(ctx, 'account-providers', {
       title: 'Sign-in providers', csrf: csrf.token(who.scope), error, notice,
       sudo: (await sudo.until(who.session, who.account.id)) !== undefined, passwordKnown: known, code: hasFactor(who.account),
       // Without a password they know, the person confirms through an upstream already linked (still offered).
       confirmWith: known ? [] : linked.filter((i) => all.some((p) => p.id === i.provider)).map((i) => ({ id: i.provider, name: nameOf(i.provider) })),
-      linked: linked.map((i) => ({ provider: i.provider, name: nameOf(i.provider), email: i.email, linked: new Date(i.linkedAt).toISOString().slice(0, 10), last: lastWayIn(who.account, linked, linked.filter((o) => o.provider === i.provider), passkeysOn) })),
+      linked: linked.map((i) => ({ provider: i.provider, name: nameOf(i.provider), email: i.email, linked: locale === 'en' ? new Date(i.linkedAt).toISOString().slice(0, 10) : formatDay(locale, i.linkedAt), last: lastWayIn(who.account, linked, linked.filter((o) => o.provider === i.provider), passkeysOn) })),
       available: all.filter((p) => !linked.some((i) => i.provider === p.id)).map((p) => ({ id: p.id, name: p.name })),
     // The link form's answer redirects to the provider: CSP form-action must allow its origin.
     }, all.flatMap((p) => [...formTargets(p.issuer), ...formTargets(p.endpoints?.authorization)]));
