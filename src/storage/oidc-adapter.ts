@@ -165,16 +165,23 @@ export const interactionReads = new AsyncLocalStorage<Map<string, string>>();
 /** Records that name the session they were issued in, and carry its upstream provider (`idp`). */
 const SESSION_BOUND = new Set(['AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'RefreshToken', 'AccessToken']);
 
-/** Per request (oidc-provider's context): the upstream provider of each session uid read in a record. */
-const requestIdps = new WeakMap<object, Map<string, string>>();
-
-function idpsOfRequest(create: boolean): Map<string, string> | undefined {
-  const ctx = Provider.ctx;
-  if (!ctx) return undefined;
-  let idps = requestIdps.get(ctx);
-  if (!idps && create) requestIdps.set(ctx, (idps = new Map<string, string>()));
-  return idps;
+/**
+ * A map kept for the duration of one oidc-provider request (its context), or undefined outside one.
+ * `create`: make it on first use (a write); a read of a request that stored nothing finds none.
+ */
+function perRequest<V>(): (create: boolean) => Map<string, V> | undefined {
+  const maps = new WeakMap<object, Map<string, V>>();
+  return (create) => {
+    const ctx = Provider.ctx;
+    if (!ctx) return undefined;
+    let map = maps.get(ctx);
+    if (!map && create) maps.set(ctx, (map = new Map<string, V>()));
+    return map;
+  };
 }
+
+/** Per request: the upstream provider of each session uid read in a record. */
+const idpsOfRequest = perRequest<string>();
 
 /**
  * The upstream provider a session signed in through, as a token record of this request holds it: ''
@@ -186,26 +193,10 @@ export function sessionIdpOfRequest(sessionUid: string): string | undefined {
 }
 
 /** Per request: consumable records as read in it (payload without the mark), by key, so that `consume` needs no read. */
-const requestRecords = new WeakMap<object, Map<string, string>>();
-
-function recordsOfRequest(create: boolean): Map<string, string> | undefined {
-  const ctx = Provider.ctx;
-  if (!ctx) return undefined;
-  let records = requestRecords.get(ctx);
-  if (!records && create) requestRecords.set(ctx, (records = new Map<string, string>()));
-  return records;
-}
+const recordsOfRequest = perRequest<string>();
 
 /** Per request: when each grant read or saved in it expires (epoch s), so its tokens' index writes need no TTL read. */
-const requestGrants = new WeakMap<object, Map<string, number>>();
-
-function grantsOfRequest(create: boolean): Map<string, number> | undefined {
-  const ctx = Provider.ctx;
-  if (!ctx) return undefined;
-  let grants = requestGrants.get(ctx);
-  if (!grants && create) requestGrants.set(ctx, (grants = new Map<string, number>()));
-  return grants;
-}
+const grantsOfRequest = perRequest<number>();
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
