@@ -72,9 +72,10 @@ export async function startProc(name: string, script: string, port: number, env:
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function ownCpu(pid: number): { ppid: number; cpu: number } | undefined {
+/** A process's CPU (user + system), or with `tid` one of its threads'. */
+function ownCpu(pid: number, tid?: string): { ppid: number; cpu: number } | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return { ppid: Number(fields[1]), cpu: (Number(fields[11]) + Number(fields[12])) / TICK };
   } catch {
@@ -93,6 +94,46 @@ export function cpuSeconds(pid: number): number {
     if (p?.ppid === pid) total += cpuSeconds(Number(entry));
   }
   return total;
+}
+
+/**
+ * A process's CPU seconds by thread role, its node:cluster workers' included. Node 24 names its threads:
+ * `MainThread` runs JavaScript, `libuv-worker` are libuv's thread pool (argon2id verifies, WebCrypto jobs,
+ * asynchronous file writes), and the rest are V8's helpers (`V8Worker`: GC, compilation) and small fry.
+ * `total` is the process's own count, which keeps the CPU of threads that have ended.
+ */
+export interface ThreadCpu {
+  total: number;
+  main: number;
+  pool: number;
+}
+
+export function threadCpu(pid: number): ThreadCpu {
+  const own = ownCpu(pid);
+  if (!own) throw new Error(`process ${pid} is gone (see its last output above)`);
+  const out: ThreadCpu = { total: own.cpu, main: 0, pool: 0 };
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let comm: string;
+    let cpu: number | undefined;
+    try {
+      comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      cpu = ownCpu(pid, tid)?.cpu;
+    } catch {
+      continue; // ended meanwhile
+    }
+    if (cpu === undefined) continue;
+    if (Number(tid) === pid) out.main += cpu;
+    else if (comm === 'libuv-worker') out.pool += cpu;
+  }
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === pid) continue;
+    if (ownCpu(Number(entry))?.ppid !== pid) continue;
+    const child = threadCpu(Number(entry));
+    out.total += child.total;
+    out.main += child.main;
+    out.pool += child.pool;
+  }
+  return out;
 }
 
 export function rssBytes(pid: number): number {
@@ -145,6 +186,9 @@ export interface Sample extends Load {
   rps: number;
   /** Server CPU per request (the process and its workers), µs. */
   cpuUs: number;
+  /** Of which the JavaScript threads' (`MainThread`), and libuv's thread pools' (`libuv-worker`), µs. */
+  mainCpuUs: number;
+  poolCpuUs: number;
   redisCpuUs: number;
   /** Redis commands per request, by command. */
   redisCmds: Record<string, number>;
@@ -163,7 +207,7 @@ export interface Watch {
 
 /** Runs `load` and measures around it: server and Redis CPU, Redis commands and memory, the machine's other load. */
 export async function measure(watch: Watch, load: () => Promise<Load>): Promise<Sample> {
-  const before = { cpu: cpuSeconds(watch.pid), rcpu: cpuSeconds(watch.redisPid), calls: await commandCalls(watch.redis), mem: await usedMemory(watch.redis) };
+  const before = { cpu: threadCpu(watch.pid), rcpu: cpuSeconds(watch.redisPid), calls: await commandCalls(watch.redis), mem: await usedMemory(watch.redis) };
   const machine0 = machineBusySeconds();
   const self0 = process.cpuUsage();
   const started = performance.now();
@@ -171,7 +215,8 @@ export async function measure(watch: Watch, load: () => Promise<Load>): Promise<
   const wall = (performance.now() - started) / 1000;
   const self = process.cpuUsage(self0);
   const machine = machineBusySeconds() - machine0;
-  const cpu = cpuSeconds(watch.pid) - before.cpu;
+  const after = threadCpu(watch.pid);
+  const cpu = after.total - before.cpu.total;
   const rcpu = cpuSeconds(watch.redisPid) - before.rcpu;
   const calls = await commandCalls(watch.redis);
   const mem = (await usedMemory(watch.redis)) - before.mem;
@@ -190,6 +235,8 @@ export async function measure(watch: Watch, load: () => Promise<Load>): Promise<
     ...result,
     rps: result.count / result.seconds,
     cpuUs: (cpu / n) * 1e6,
+    mainCpuUs: ((after.main - before.cpu.main) / n) * 1e6,
+    poolCpuUs: ((after.pool - before.cpu.pool) / n) * 1e6,
     redisCpuUs: (rcpu / n) * 1e6,
     redisCmds,
     redisCmdsTotal,

@@ -1,10 +1,10 @@
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
 import { clientCredentialsToken, introspectionRequest, newFlowStats, passkeyUsers, registerLatchkey, signInLoad, tokenRequest, totpUsers, type Server } from './flows.ts';
-import { cannon, cpuSeconds, startProc } from './lib.ts';
+import { cannon, startProc, threadCpu } from './lib.ts';
 
 /**
  * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
@@ -14,13 +14,6 @@ import { cannon, cpuSeconds, startProc } from './lib.ts';
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
  * concurrent flows; per-request figures are per sign-in, and the load generator's own CPU is printed too.)
  */
-/** CPU seconds of a process's main thread alone (its JavaScript; not libuv's pool nor V8's helpers). */
-function mainThreadCpu(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 const { values } = parseArgs({
   options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, top: { type: 'string', default: '30' } },
 });
@@ -54,12 +47,15 @@ if (values.scenario === 'totp') server.totpUsers = await totpUsers(server, redis
 if (values.scenario === 'passkey') server.passkeyUsers = await passkeyUsers(server, redis.url, 50, newFlowStats());
 const admin = new Redis(redis.url);
 let generatorCpu = 0;
-const serverCpuBefore = cpuSeconds(proc.pid);
-const mainThreadBefore = mainThreadCpu(proc.pid);
+const serverCpuBefore = threadCpu(proc.pid);
+// CLOCK_MONOTONIC in µs, as V8 stamps its samples: the profile is read for the load's window only (no start-up, no enrolment).
+const nowUs = () => Number(process.hrtime.bigint() / 1000n);
+let windowStart = 0;
 const load = await (async () => {
   if (signIn) {
     await admin.config('RESETSTAT');
     const before = process.cpuUsage();
+    windowStart = nowUs();
     const { load } = await signInLoad(server, { seconds: Number(values.seconds), concurrency: 32, totp: values.scenario === 'totp', passkey: values.scenario === 'passkey' });
     const used = process.cpuUsage(before);
     generatorCpu = used.user + used.system;
@@ -67,26 +63,37 @@ const load = await (async () => {
   }
   const request = values.scenario === 'introspection' ? introspectionRequest(server, await Promise.all(Array.from({ length: 200 }, () => clientCredentialsToken(server)))) : tokenRequest(server);
   await admin.config('RESETSTAT');
+  windowStart = nowUs();
   return cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
 })();
-const serverCpu = cpuSeconds(proc.pid) - serverCpuBefore;
-const serverMainThread = mainThreadCpu(proc.pid) - mainThreadBefore;
+const windowEnd = nowUs();
+const serverCpuAfter = threadCpu(proc.pid);
+const serverCpu = serverCpuAfter.total - serverCpuBefore.total;
+const serverMainThread = serverCpuAfter.main - serverCpuBefore.main;
+const serverPool = serverCpuAfter.pool - serverCpuBefore.pool;
 const stats = await admin.info('commandstats');
 admin.disconnect();
 await proc.stop();
 await redis.dispose();
 
 console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s`);
-console.log(`server CPU: ${Math.round((serverCpu * 1e6) / load.count)} µs/req, of which its main thread (JavaScript) ${Math.round((serverMainThread * 1e6) / load.count)}`);
+const us = (s: number) => Math.round((s * 1e6) / load.count);
+console.log(`server CPU: ${us(serverCpu)} µs/req: its main thread (JavaScript) ${us(serverMainThread)}, libuv's thread pool (argon2id, WebCrypto, log writes) ${us(serverPool)}, V8's helpers and the rest ${us(serverCpu - serverMainThread - serverPool)}; outside the pool ${us(serverCpu - serverPool)}`);
 if (generatorCpu) console.log(`load generator (this process) CPU: ${Math.round(generatorCpu / load.count)} µs/req`);
 console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / load.count).toFixed(2)}/req)`).join('\n'));
 
 if (values.plain) process.exit(0);
+writeFileSync(join(dir, 'window.json'), JSON.stringify({ start: windowStart, end: windowEnd })); // for reading the profile further
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }
 const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))!;
-const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };
+const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[]; startTime: number };
 const self = new Map<number, number>();
-profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+let stamp = profile.startTime;
+profile.samples.forEach((id, i) => {
+  const delta = profile.timeDeltas[i] ?? 0;
+  stamp += delta;
+  if (stamp >= windowStart && stamp <= windowEnd) self.set(id, (self.get(id) ?? 0) + delta);
+});
 const byFunction = new Map<string, number>();
 const byFile = new Map<string, number>();
 let total = 0;

@@ -9,7 +9,7 @@ import {
 } from './flows.ts';
 import { configDocs } from '../src/config.ts';
 import { DEVICE_CODE_TTL_SECONDS } from '../src/oidc/device-flow.ts';
-import { cannon, keyType, median, measure, ROOT, sleep, usedMemory, type Load, type Proc, type Sample } from './lib.ts';
+import { cannon, keyType, median, measure, ROOT, sleep, threadCpu, usedMemory, type Load, type Proc, type Sample } from './lib.ts';
 import { hashPassword, verifyPassword } from '../src/accounts/passwords.ts';
 import { runSoak } from './soak.ts';
 import { startWorld, type World } from './world.ts';
@@ -468,7 +468,13 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
   const totp = lkOf(SIGN_IN_TOTP)!;
   const totpCmds = perReq(totp, (s) => s.redisCmdsTotal);
   const totpCpuMs = perReq(totp, (s) => s.cpuUs) / 1000;
-  const outsideArgon = totpCpuMs - argon2.cpuMs;
+  // Measured per thread: everything but libuv's pool, where argon2id runs; then the pool's other work, from the passkey row.
+  const totpPoolMs = perReq(totp, (s) => s.poolCpuUs) / 1000;
+  const totpOutsidePoolMs = totpCpuMs - totpPoolMs;
+  const passkeyRow = lkOf(SIGN_IN_PASSKEY);
+  const passkeyPoolMs = passkeyRow ? perReq(passkeyRow, (s) => s.poolCpuUs) / 1000 : 0;
+  const outsideArgon = totpOutsidePoolMs + passkeyPoolMs;
+  const subtracted = totpCpuMs - argon2.cpuMs;
   const p99Rows = [TOKEN, INTROSPECTION, REFRESH].map((sc) => ({ sc, lk: p99Of(lkOf(sc)!), raw: p99Of(raw(sc)!) }));
   lines.push(
     `Against the targets of issue 23 (the thresholds are the issue's; the values are this run's, ${opts.connections} connections${opts.connections === 32 ? '' : ': the p99 target is at 32'}):`,
@@ -489,7 +495,8 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
     `- ≤ 400 bytes of Redis per client-credentials token, everything included: ${f0(tokenTotal)} bytes of used_memory per token — ${yes(tokenTotal <= 400)}. Of it, by MEMORY USAGE: ${memory.tokenParts.map((p) => `${p.name} ${f0(p.bytesPerToken)}`).join(', ')} (see "Redis memory per stored object").`,
     `- ≤ 8 Redis commands per refresh: ${f2(refreshCmds)} — ${yes(refreshCmds <= 8)}`,
     `- ≤ 25 Redis commands per complete password + TOTP sign-in: ${f2(totpCmds)} — ${yes(totpCmds <= 25)} (${f1(totp.flows!.httpRequests / Math.max(1, totp.flows!.flows))} HTTP requests each, the code's redemption at /token included)`,
-    `- ≤ 2.5 ms of server CPU per password + TOTP sign-in outside argon2id: ${f2(totpCpuMs)} ms of server CPU per sign-in − ${f2(argon2.cpuMs)} ms for its one argon2id verify = ${f2(outsideArgon)} ms — ${yes(outsideArgon <= 2.5)}. The verify's cost is measured in the bench process before the load (OWASP parameters, as Latchkey runs it: ${f1(argon2.wallMs)} ms wall); it caps sign-ins at ${f0(argon2.ceiling)}/s on ${availableParallelism()} CPUs before any HTTP, Redis or load generation.`,
+    `- ≤ 2.5 ms of server CPU per password + TOTP sign-in outside argon2id: ${f2(outsideArgon)} ms — ${yes(outsideArgon <= 2.5)}. Measured per thread over the TOTP row's sign-ins, from /proc/<pid>/task/*/stat (user + system) and /proc/<pid>/task/*/comm: ${f2(totpCpuMs)} ms of server CPU per sign-in, of which ${f2(totpPoolMs)} ms on libuv's thread pool (the \`libuv-worker\` threads, where @node-rs/argon2 verifies) and ${f2(totpOutsidePoolMs)} ms on every other thread (${f2(perReq(totp, (s) => s.mainCpuUs) / 1000)} ms the JavaScript thread, the rest V8's GC and compiler threads). The pool also runs a sign-in's other asynchronous work — the ID token's signature (jose signs with WebCrypto, whose jobs run there) and the log's asynchronous file writes — which is counted as outside argon2id: ${f2(passkeyPoolMs)} ms, the pool's CPU per passkey-alone sign-in (the same signature and log, no argon2id; it also checks a WebAuthn signature there, so this counts a little more than a TOTP sign-in's share).`,
+    `  Cross-check, the old way: ${f2(totpCpuMs)} ms − ${f2(argon2.cpuMs)} ms for one argon2id verify measured in the bench process before the load (${f2(argon2.poolMs)} ms of it on its pool; OWASP parameters, as Latchkey runs it: ${f1(argon2.wallMs)} ms wall) = ${f2(subtracted)} ms; the verify caps sign-ins at ${f0(argon2.ceiling)}/s on ${availableParallelism()} CPUs before any HTTP, Redis or load generation.`,
     '',
     'Earlier targets (issue 5), for reference:',
     '',
@@ -600,11 +607,12 @@ async function argon2Probe() {
   for (let i = 0; i < 5; i += 1) await verifyPassword(stored, password);
   const n = 40;
   const cpu0 = process.cpuUsage();
+  const pool0 = threadCpu(process.pid).pool;
   const t0 = performance.now();
   for (let i = 0; i < n; i += 1) await verifyPassword(stored, password);
   const cpu = process.cpuUsage(cpu0);
   const cpuMs = (cpu.user + cpu.system) / 1000 / n;
-  return { cpuMs, wallMs: (performance.now() - t0) / n, ceiling: (availableParallelism() * 1000) / cpuMs };
+  return { cpuMs, poolMs: ((threadCpu(process.pid).pool - pool0) * 1000) / n, wallMs: (performance.now() - t0) / n, ceiling: (availableParallelism() * 1000) / cpuMs };
 }
 
 async function bench() {
@@ -639,7 +647,7 @@ async function bench() {
       loadSeconds += (performance.now() - t0) / 1000;
       e.lastRps = s.rps;
       await e.after?.();
-      console.log(`  ${e.scenario} · ${e.target}: ${f0(s.rps)}/s p50 ${f1(s.p50)} ms p99 ${f1(s.p99)} ms, ${f0(s.cpuUs)} µs CPU, ${f2(s.redisCmdsTotal)} Redis cmds, unexpected ${e.check ? e.check.wrong : s.non2xx}${e.scenario === SIGN_IN_TOTP ? `, ${e.flows?.waits ?? 0} waits so far` : ''}`);
+      console.log(`  ${e.scenario} · ${e.target}: ${f0(s.rps)}/s p50 ${f1(s.p50)} ms p99 ${f1(s.p99)} ms, ${f0(s.cpuUs)} µs CPU (${f0(s.poolCpuUs)} on the thread pool), ${f2(s.redisCmdsTotal)} Redis cmds, unexpected ${e.check ? e.check.wrong : s.non2xx}${e.scenario === SIGN_IN_TOTP ? `, ${e.flows?.waits ?? 0} waits so far` : ''}`);
       return s;
     };
     console.log(`${list.length} targets × (${opts.warmup} s warm-up + ${opts.rounds} × ${opts.duration} s) = ${f0(list.length * (opts.warmup + opts.rounds * opts.duration))} s of load, plus pools and settling`);
