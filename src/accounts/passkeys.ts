@@ -9,7 +9,7 @@ import {
   type PublicKeyCredentialRequestOptionsJSON,
   type RegistrationResponseJSON,
 } from '@simplewebauthn/server';
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, randomBytes, timingSafeEqual } from 'node:crypto';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import { AccountError, type Account, type Accounts } from './accounts.ts';
@@ -131,7 +131,7 @@ export class Passkeys {
     this.#rpName = options.rpName;
     this.#origins = options.origins;
     this.#now = options.now ?? Date.now;
-    const key = randomBytes(32);
+    const key = createSecretKey(randomBytes(32));
     this.#sign = options.sign ?? ((value) => createHmac('sha256', key).update(value).digest('base64url').slice(0, 22));
   }
 

@@ -21,10 +21,19 @@ export interface SessionDevice {
 
 /** "Firefox 121 on macOS"; "unknown browser" when the user agent says nothing recognisable. */
 export function browserOf(userAgent: string): string {
-  const { browser, os } = UAParser(userAgent.slice(0, 512));
+  const ua = userAgent.slice(0, 512);
+  const known = browsersSeen.get(ua);
+  if (known !== undefined) return known;
+  const { browser, os } = UAParser(ua);
   const name = browser.name ? `${browser.name}${browser.major ? ` ${browser.major}` : ''}` : 'unknown browser';
-  return os.name ? `${name} on ${os.name}` : name;
+  const words = os.name ? `${name} on ${os.name}` : name;
+  // Parsing runs a few hundred patterns, and most sign-ins come from a few browser versions; bounded, dropped whole when full.
+  if (browsersSeen.size >= BROWSERS_REMEMBERED) browsersSeen.clear();
+  browsersSeen.set(ua, words);
+  return words;
 }
+const BROWSERS_REMEMBERED = 1000;
+const browsersSeen = new Map<string, string>();
 
 /** signin/policy.ts's `amr` values; `mfa` and `user` (the key was unlocked) add no factor of their own. */
 const FACTOR_WORDS: Record<string, MessageKey | undefined> = { pwd: 'sessions.password', otp: 'sessions.authenticator', hwk: 'sessions.passkey', swk: 'sessions.passkey', mfa: undefined, user: undefined };

@@ -29,7 +29,15 @@ function pluralForms(body: string): Record<string, string> {
   return forms;
 }
 
+// Made once per locale: a page formats dozens of messages, and each Intl object is costly to build.
+const numberFormats = new Map<string, Intl.NumberFormat>();
+const pluralRules = new Map<string, Intl.PluralRules>();
+const numberFormat = (locale: string) => numberFormats.get(locale) ?? numberFormats.set(locale, new Intl.NumberFormat(locale)).get(locale)!;
+const pluralRule = (locale: string) => pluralRules.get(locale) ?? pluralRules.set(locale, new Intl.PluralRules(locale)).get(locale)!;
+
 export function formatMessage(locale: string, template: string, params: MessageParams = {}): string {
+  // Most messages have no argument: as they are, without a walk through every character.
+  if (!template.includes('{')) return template;
   let out = '';
   for (let i = 0; i < template.length; i++) {
     if (template[i] !== '{') {
@@ -41,7 +49,7 @@ export function formatMessage(locale: string, template: string, params: MessageP
     const comma = inner.indexOf(',');
     if (comma < 0) {
       const value = params[inner.trim()];
-      out += value === undefined ? '' : typeof value === 'number' ? new Intl.NumberFormat(locale).format(value) : value;
+      out += value === undefined ? '' : typeof value === 'number' ? numberFormat(locale).format(value) : value;
     } else {
       const name = inner.slice(0, comma).trim();
       const rest = inner.slice(comma + 1);
@@ -49,7 +57,7 @@ export function formatMessage(locale: string, template: string, params: MessageP
       if (kind !== 'plural') throw new Error(`unknown argument kind ${kind} in message: ${template}`);
       const count = Number(params[name] ?? 0);
       const forms = pluralForms(rest.slice(rest.indexOf(',') + 1));
-      const form = forms[`=${count}`] ?? forms[new Intl.PluralRules(locale).select(count)] ?? forms.other ?? '';
+      const form = forms[`=${count}`] ?? forms[pluralRule(locale).select(count)] ?? forms.other ?? '';
       out += formatMessage(locale, form.replaceAll('#', '{#}'), { ...params, '#': count });
     }
     i = end;

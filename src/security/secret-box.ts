@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 
@@ -24,16 +24,17 @@ export function parseSecretsKey(text: string): Buffer | undefined {
 export class SecretBoxError extends Error {}
 
 export class SecretBox {
-  readonly #key: Buffer;
+  // KeyObjects, made once: Node prepares a Buffer key anew for every cipher or HMAC (about 60 µs against 10 here).
+  readonly #key: KeyObject;
   /** A separate key for `digest`, derived from the secrets key (one key, one purpose). */
-  readonly #digestKey: Buffer;
+  readonly #digestKey: KeyObject;
   /** Names the key in every sealed value, so a value sealed under another key fails with a clear error. */
   readonly keyId: string;
 
   constructor(key: Buffer) {
     if (key.length !== SECRETS_KEY_BYTES) throw new SecretBoxError(`the secrets key must be ${SECRETS_KEY_BYTES} bytes`);
-    this.#key = Buffer.from(key);
-    this.#digestKey = Buffer.from(hkdfSync('sha256', key, '', 'latchkey digest', 32));
+    this.#key = createSecretKey(Buffer.from(key));
+    this.#digestKey = createSecretKey(Buffer.from(hkdfSync('sha256', key, '', 'latchkey digest', 32)));
     this.keyId = createHash('sha256').update('latchkey secrets key id').update(key).digest('base64url').slice(0, 8);
   }
 
