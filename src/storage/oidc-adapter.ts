@@ -145,6 +145,31 @@ export class RefreshRotation {
 export const refreshRotation = new AsyncLocalStorage<RefreshRotation>();
 
 /**
+ * One authorization code's redemption (run inside one by `batchedCodeRedemption`, oidc/provider-internals.ts):
+ * the tokens it issues (access and refresh token) are records of the grant the request read, whose index
+ * outlives them, so they are kept here and written together when the grant ends — before the response
+ * leaves (`Store.putIndexed`: a SET each, one SADD, one EXPIRE NX). A grant that fails writes none of them.
+ */
+export class TokenBatch {
+  readonly #records = new Map<string, RotatedRecord[]>();
+
+  add(indexKey: string, record: RotatedRecord): void {
+    const records = this.#records.get(indexKey);
+    if (records) records.push(record);
+    else this.#records.set(indexKey, [record]);
+  }
+
+  async write(store: Store): Promise<void> {
+    const batches = [...this.#records];
+    this.#records.clear();
+    await Promise.all(batches.map(([index, records]) => store.putIndexed(records, index)));
+  }
+}
+
+/** Set around each authorization code grant (oidc/provider-internals.ts `batchedCodeRedemption`). */
+export const tokenBatch = new AsyncLocalStorage<TokenBatch>();
+
+/**
  * A refresh token presented again within its client's grace window, while or after another request
  * rotated it: that request's response is the answer (provider-internals.ts waits for it). An
  * `invalid_grant` should it ever escape, and nothing is revoked.
@@ -198,6 +223,21 @@ const recordsOfRequest = perRequest<string>();
 /** Per request: when each grant read or saved in it expires (epoch s), so its tokens' index writes need no TTL read. */
 const grantsOfRequest = perRequest<number>();
 
+/** The field of a session's record that holds where and how it was signed in (accounts/sessions.ts reads it). */
+export const SESSION_DEVICE = 'lkDevice';
+
+/** Per request: the device of each session record read in it, by key, carried into its next save. */
+const devicesOfRequest = perRequest<object>();
+
+/** Per request: records read and deleted in one command (the interaction its resume uses up), whose `destroy` is done. */
+const takenInRequest = perRequest<true>();
+
+/**
+ * oidc-provider's resume reads the interaction, then destroys it unless it refuses the resume (a mismatch,
+ * after which the interaction is of no use) or saves it again (signing another account out first).
+ */
+const takesInteraction = () => Provider.ctx?.oidc?.route === 'resume';
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -232,8 +272,11 @@ export function createAdapterClass(
   store: Store,
   clients: { find(id: string): Promise<AdapterPayload | undefined> },
   clock: () => number = Date.now,
-  /** Called with each signed-in session's record key as it is saved (oidc/provider.ts records where and how a sign-in happened). */
-  onSessionSaved: (sessionKey: string, payload: AdapterPayload, ttl: number) => Promise<void> = async () => {},
+  /**
+   * Where and how a sign-in happened (oidc/provider.ts), asked as each signed-in session is saved: kept in
+   * the session's record (`lkDevice`, which oidc-provider does not know), or undefined to keep what it held.
+   */
+  signInDevice: (payload: AdapterPayload) => object | undefined = () => undefined,
   /** The upstream provider ('' for none) of a session a code is issued in, when no record of the request says it (oidc/provider.ts). */
   sessionIdp: (sessionUid: string) => Promise<string> = async () => '',
 ) {
@@ -269,8 +312,14 @@ export function createAdapterClass(
         stored.idp = known ?? (this.name === 'RefreshToken' || this.name === 'AccessToken' ? undefined : await sessionIdp(payload.sessionUid));
         if (typeof stored.idp === 'string') idpsOfRequest(true)?.set(payload.sessionUid, stored.idp);
       }
+      // The device rides in the session's record: a new sign-in's, or the one this request read (oidc-provider drops fields it does not know).
+      if (this.name === 'Session') {
+        const device = (typeof payload.accountId === 'string' ? signInDevice(payload) : undefined) ?? devicesOfRequest(false)?.get(key);
+        if (device) stored[SESSION_DEVICE] = device;
+      }
       // A record written again is no longer as it was read: its consume goes through the script.
       if (this.#consumable) recordsOfRequest(false)?.delete(key);
+      takenInRequest(false)?.delete(key);
       const rotation = refreshRotation.getStore();
       if (rotation?.pending && index && (this.name === 'RefreshToken' || this.name === 'AccessToken')) {
         rotation.pending.records.push({ key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable });
@@ -288,6 +337,11 @@ export function createAdapterClass(
         const grantEnds = grantsOfRequest(false)?.get(grantId);
         if (grantEnds !== undefined && epoch() + ttl <= grantEnds) indexUse = 'outlives';
       }
+      const batch = tokenBatch.getStore();
+      if (batch && index && indexUse === 'outlives' && (this.name === 'AccessToken' || this.name === 'RefreshToken')) {
+        batch.add(index, { key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable });
+        return;
+      }
       // Independent writes, sent together (one round trip with auto-pipelining). A client-credentials token
       // and its entry in its client's index of the day are one store call (putListed: one script).
       const listed = this.name === 'ClientCredentials' && typeof payload.clientId === 'string';
@@ -301,7 +355,7 @@ export function createAdapterClass(
       // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
       // that `latchkey user revoke-sessions` finds every session and grant of a person.
       if (typeof payload.accountId === 'string') {
-        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl, PIPELINED), onSessionSaved(key, payload, ttl));
+        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl, PIPELINED));
         else if (this.name === 'Grant') writes.push(store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl, PIPELINED));
       }
       // Per-client indexes, so that deleting a client revokes what it was issued (revokeClientGrants).
@@ -316,7 +370,9 @@ export function createAdapterClass(
       // userinfo); an id of the wrong shape for this model cannot be stored under it: skip the round trip.
       if (!idFitsModel(this.name, id)) return undefined;
       const key = keys.model(this.name, id);
-      const read = await this.#read(key);
+      const take = this.name === 'Interaction' && takesInteraction();
+      const read = await this.#read(key, take);
+      if (take) takenInRequest(true)?.set(key, true);
       if (!read) return undefined;
       const { payload } = read;
       // A token of a deleted client is no token (deletion revokes them; this covers any it could not list),
@@ -327,6 +383,10 @@ export function createAdapterClass(
       if (this.name === 'Grant' && typeof payload.exp === 'number') grantsOfRequest(true)?.set(id, payload.exp);
       if (this.#consumable) recordsOfRequest(true)?.set(key, read.stored);
       if (this.name === 'Interaction') interactionReads.getStore()?.set(key, read.stored);
+      if (this.name === 'Session' && isRecord(payload[SESSION_DEVICE])) {
+        devicesOfRequest(true)?.set(key, payload[SESSION_DEVICE]);
+        delete payload[SESSION_DEVICE];
+      }
       const rotation = refreshRotation.getStore();
       if (rotation) {
         // What the rotation's one script needs: the presented token's record, and how long its grant's index lives.
@@ -339,8 +399,8 @@ export function createAdapterClass(
     }
 
     /** The record under `key` without its id; `consumed` as `find` must report it. `stored`: the payload as stored. */
-    async #read(key: string): Promise<{ payload: AdapterPayload; stored: string } | undefined> {
-      const stored = await store.getModel(key, { consumable: this.#consumable });
+    async #read(key: string, take = false): Promise<{ payload: AdapterPayload; stored: string } | undefined> {
+      const stored = await store.getModel(key, { consumable: this.#consumable, ...(take ? { take } : {}) });
       if (!stored) return undefined;
       const payload = JSON.parse(stored.payload) as AdapterPayload;
       // A session written by an earlier version kept its id in clear: not trusted, the person signs in again.
@@ -358,7 +418,9 @@ export function createAdapterClass(
     async findByUid(uid: string) {
       const key = await store.get(keys.sessionUid(uid));
       // An index entry of an earlier version held the session id itself: such sessions are not found.
-      return key?.startsWith('lk:') ? (await this.#read(key))?.payload : undefined;
+      const payload = key?.startsWith('lk:') ? (await this.#read(key))?.payload : undefined;
+      if (payload) delete payload[SESSION_DEVICE];
+      return payload;
     }
 
     async findByUserCode(userCode: string) {
@@ -391,7 +453,9 @@ export function createAdapterClass(
     }
 
     async destroy(id: string) {
-      await store.del(keys.model(this.name, id));
+      const key = keys.model(this.name, id);
+      if (takenInRequest(false)?.delete(key)) return;
+      await store.del(key);
     }
 
     // oidc-provider calls this once per model (AccessToken, RefreshToken, …) and destroys the Grant
