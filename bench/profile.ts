@@ -42,7 +42,7 @@ const proc = await startProc(
     WORKERS: '1',
     ISSUER: `http://127.0.0.1:${port}`,
     SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
-    LOG_LEVEL: 'info',
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
     MFA_POLICY: 'optional',
     // `LEAN_PATH=off node bench/profile.ts …`: the same scenario through oidc-provider alone.
     ...(process.env.LEAN_PATH ? { LEAN_PATH: process.env.LEAN_PATH } : {}),
