@@ -10,7 +10,7 @@ import { cannon, cpuSeconds, startProc } from './lib.ts';
  * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
  * with autocannon, and prints the functions with the most self time (and the files they are in).
  *   node bench/profile.ts [--scenario token|introspection|signin|totp|passkey] [--seconds 10] [--top 30]
- * `LEAN_PATH=off` in the environment turns the server's lean path off. With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
+ * `LEAN_PATH=off` in the environment turns the server's lean path off; `BENCH_LOG_LEVEL=warn` drops its request lines (what logging costs); `PROFILE_DIR` moves the profiles from /tmp/latchkey-profile. With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
  * concurrent flows; per-request figures are per sign-in, and the load generator's own CPU is printed too.)
  */
@@ -24,7 +24,7 @@ function mainThreadCpu(pid: number): number {
 const { values } = parseArgs({
   options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, top: { type: 'string', default: '30' } },
 });
-const dir = '/tmp/latchkey-profile';
+const dir = process.env.PROFILE_DIR ?? '/tmp/latchkey-profile';
 rmSync(dir, { recursive: true, force: true });
 
 const redis = await startRedis({ ownServer: true });

@@ -89,7 +89,8 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
   ];
   const answerHeaders = { token: headersOf('token'), introspection: headersOf('introspection') };
   // The adapter instance oidc-provider itself uses for this model (its `upsert` and `find`: one format, one set of indexes).
-  const adapter = () => (provider.ClientCredentials as unknown as { adapter: Adapter }).adapter;
+  let modelAdapter: Adapter | undefined;
+  const adapter = () => (modelAdapter ??= (provider.ClientCredentials as unknown as { adapter: Adapter }).adapter);
 
   /** The client authenticated the way it was registered (client_secret_basic or _post), or undefined for anything else. */
   async function authenticated(req: LeanRequest, params: ParsedUrlQuery): Promise<BuiltClient | undefined> {
