@@ -1,15 +1,16 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
-import { clientCredentialsToken, introspectionRequest, newFlowStats, passkeyUsers, RefreshChains, registerLatchkey, signInLoad, tokenRequest, totpUsers, type Server } from './flows.ts';
+import { API_URI, clientCredentialsToken, JWT_API_URI, REDIRECT_URI, introspectionRequest, newFlowStats, passkeyUsers, RefreshChains, registerLatchkey, signInLoad, tokenRequest, totpUsers, type Server } from './flows.ts';
 import { cannon, cpuSeconds, startProc } from './lib.ts';
 
 /**
  * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
  * with autocannon, and prints the functions with the most self time (and the files they are in).
- *   node bench/profile.ts [--scenario token|introspection|refresh|signin|totp|passkey] [--seconds 10] [--top 30]
+ *   node bench/profile.ts [--scenario token|introspection|refresh|signin|totp|passkey] [--seconds 10] [--top 30] [--target latchkey|raw]
  * `LEAN_PATH=off` in the environment turns the server's lean path off. With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
  * concurrent flows; per-request figures are per sign-in, and the load generator's own CPU is printed too.
@@ -39,34 +40,49 @@ function threadsCpu(pid: number): Map<string, number> {
 }
 
 const { values } = parseArgs({
-  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, top: { type: 'string', default: '30' } },
+  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, target: { type: 'string', default: 'latchkey' }, top: { type: 'string', default: '30' } },
 });
 const dir = `/tmp/latchkey-profile-${process.pid}`; // per run: other checkouts may profile at the same time
 rmSync(dir, { recursive: true, force: true });
 
 const redis = await startRedis({ ownServer: true });
 const signIn = ['signin', 'totp', 'passkey'].includes(values.scenario);
-const reg = await registerLatchkey(redis.url, { users: signIn || values.scenario === 'refresh' ? 4 : 0 });
+const profiling: Record<string, string> = values.plain ? (process.env.SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.SERVER_NODE_OPTIONS } : {}) : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}${process.env.SERVER_NODE_OPTIONS ? ` ${process.env.SERVER_NODE_OPTIONS}` : ''}` };
 const port = await freePort();
-const proc = await startProc(
-  'latchkey',
-  'src/main.ts',
-  port,
-  {
-    ...(values.plain ? (process.env.SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.SERVER_NODE_OPTIONS } : {}) : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}${process.env.SERVER_NODE_OPTIONS ? ` ${process.env.SERVER_NODE_OPTIONS}` : ''}` }),
-    REDIS_URL: redis.url,
-    NODE_ENV: 'production',
-    WORKERS: '1',
-    ISSUER: `http://127.0.0.1:${port}`,
-    SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
-    LOG_LEVEL: 'info',
-    MFA_POLICY: 'optional',
-    // `LEAN_PATH=off node bench/profile.ts …`: the same scenario through oidc-provider alone.
-    ...(process.env.LEAN_PATH ? { LEAN_PATH: process.env.LEAN_PATH } : {}),
-  },
-  '/healthz',
-);
-const server = { ...reg, url: proc.url, totpUsers: [] } as unknown as Server;
+// `--target raw`: the same scenario against raw oidc-provider with its memory adapter (bench/baselines/), for comparison.
+const { proc, server } = values.target === 'raw'
+  ? await (async () => {
+    const secret = () => randomBytes(24).toString('base64url');
+    const creds = { machine: { id: 'machine', secret: secret() }, api: { id: 'api', secret: secret() }, app: { id: 'app', secret: secret(), redirectUri: REDIRECT_URI }, device: { id: 'device' } };
+    const proc = await startProc('raw oidc-provider', 'bench/baselines/raw-oidc-provider.ts', port, {
+      ...profiling,
+      API_URI, JWT_API_URI, REDIRECT_URI, DEVICE_ID: creds.device.id, MACHINE_ID: creds.machine.id, MACHINE_SECRET: creds.machine.secret,
+      API_ID: creds.api.id, API_SECRET: creds.api.secret, APP_ID: creds.app.id, APP_SECRET: creds.app.secret,
+    }, '/.well-known/openid-configuration');
+    return { proc, server: { ...creds, url: proc.url, users: [{ email: 'none', password: 'none' }], totpUsers: [], promptConsent: true } as Server };
+  })()
+  : await (async () => {
+    const reg = await registerLatchkey(redis.url, { users: signIn || values.scenario === 'refresh' ? 4 : 0 });
+    const proc = await startProc(
+      'latchkey',
+      'src/main.ts',
+      port,
+      {
+        ...profiling,
+        REDIS_URL: redis.url,
+        NODE_ENV: 'production',
+        WORKERS: '1',
+        ISSUER: `http://127.0.0.1:${port}`,
+        SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
+        LOG_LEVEL: 'info',
+        MFA_POLICY: 'optional',
+        // `LEAN_PATH=off node bench/profile.ts …`: the same scenario through oidc-provider alone.
+        ...(process.env.LEAN_PATH ? { LEAN_PATH: process.env.LEAN_PATH } : {}),
+      },
+      '/healthz',
+    );
+    return { proc, server: { ...reg, url: proc.url, totpUsers: [], promptConsent: false } as Server };
+  })();
 if (values.scenario === 'totp') server.totpUsers = await totpUsers(server, redis.url, 300, newFlowStats());
 if (values.scenario === 'passkey') server.passkeyUsers = await passkeyUsers(server, redis.url, 50, newFlowStats());
 const admin = new Redis(redis.url);
@@ -104,7 +120,7 @@ admin.disconnect();
 await proc.stop();
 await redis.dispose();
 
-console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s (${load.count} answered${load.sent ? `, ${load.sent} sent: the rest were in flight when the run stopped` : ''})`);
+console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s, p50 ${load.p50} ms, p99 ${load.p99} ms (${load.count} answered${load.sent ? `, ${load.sent} sent: the rest were in flight when the run stopped` : ''})`);
 console.log(`server CPU: ${Math.round((serverCpu * 1e6) / load.count)} µs/req, of which its main thread (JavaScript) ${Math.round((serverMainThread * 1e6) / load.count)}`);
 console.log(`  by thread: ${threads.map(([name, cpu]) => `${name} ${Math.round((cpu * 1e6) / load.count)}`).join(', ')}`);
 if (generatorCpu) console.log(`load generator (this process) CPU: ${Math.round(generatorCpu / load.count)} µs/req`);
