@@ -78,13 +78,19 @@ for (const storeKind of ['redis', 'memory'] as const) describe(`refresh on ${sto
     };
     await refresh(); // warm: the client and "not locked out" are cached after the first request
     // Redis counts the reads of its clients' sockets: one per batch of commands a request sent and waited for.
-    const reads = async () => Number(/total_reads_processed:(\d+)/.exec(await raw!.info('stats'))![1]);
+    // Timers send single commands of their own: the activity log's token counts (one script, one
+    // ZREMRANGEBYSCORE each time) and the logout queue's RPOP; they are left out.
+    const reads = async () => {
+      const info = await raw!.info('all');
+      const calls = (command: string) => Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+      return Number(/total_reads_processed:(\d+)/.exec(info)![1]) - calls('zremrangebyscore') - calls('rpop');
+    };
     const N = 20;
     const before = await reads();
     for (let i = 0; i < N; i += 1) await refresh();
     const waits = (await reads()) - before - 1; // the second INFO is a read too
-    // Timers (the activity log's token counts, the logout queue) may add a few; one more wait per refresh adds N.
-    assert.ok(waits >= 3 * N && waits < 3 * N + N / 2, `${waits} reads for ${N} refreshes`);
+    // Four waits per refresh would be 80; a timer's command sent in a request's batch can make it one fewer.
+    assert.ok(Math.abs(waits - 3 * N) <= N / 4, `${waits} reads for ${N} refreshes`);
   });
 
   test('parallel refreshes with one token: exactly one succeeds, and the grant is revoked with everything the winner got', async () => {
