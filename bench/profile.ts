@@ -121,10 +121,12 @@ await proc.stop();
 await redis.dispose();
 
 console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s, p50 ${load.p50} ms, p99 ${load.p99} ms (${load.count} answered${load.sent ? `, ${load.sent} sent: the rest were in flight when the run stopped` : ''})`);
-console.log(`server CPU: ${Math.round((serverCpu * 1e6) / load.count)} µs/req, of which its main thread (JavaScript) ${Math.round((serverMainThread * 1e6) / load.count)}`);
-console.log(`  by thread: ${threads.map(([name, cpu]) => `${name} ${Math.round((cpu * 1e6) / load.count)}`).join(', ')}`);
+// Per request that reached the server (bench/lib.ts measure): those in flight at the end were served too.
+const served = Math.max(1, load.sent ?? load.count);
+console.log(`server CPU: ${Math.round((serverCpu * 1e6) / served)} µs/req, of which its main thread (JavaScript) ${Math.round((serverMainThread * 1e6) / served)}`);
+console.log(`  by thread: ${threads.map(([name, cpu]) => `${name} ${Math.round((cpu * 1e6) / served)}`).join(', ')}`);
 if (generatorCpu) console.log(`load generator (this process) CPU: ${Math.round(generatorCpu / load.count)} µs/req`);
-console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / load.count).toFixed(2)}/req)`).join('\n'));
+console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / served).toFixed(2)}/req)`).join('\n'));
 
 if (values.plain) {
   rmSync(dir, { recursive: true, force: true });
@@ -169,7 +171,7 @@ for (const [id, t] of inWindow) {
   }
 }
 const top = (m: Map<string, number>, n: number) =>
-  [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, t]) => `  ${((100 * t) / total).toFixed(1).padStart(5)}%  ${(t / load.count).toFixed(1).padStart(6)} µs/req  ${k}`).join('\n');
+  [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, t]) => `  ${((100 * t) / total).toFixed(1).padStart(5)}%  ${(t / served).toFixed(1).padStart(6)} µs/req  ${k}`).join('\n');
 console.log(`\nself time by package or source file (of ${(total / 1e6).toFixed(1)} s sampled):\n${top(byFile, 20)}`);
 console.log(`\nself time by function:\n${top(byFunction, Number(values.top))}`);
 console.log(`\ntime in our own functions, callees included:\n${top(inclusive, Number(values.top))}`);
