@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
 import { digest, GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, sessionHandle, tagFor } from './keys.ts';
-import type { ConsumeResult, PutModelOptions, RotatedRecord, Store } from './store.ts';
+import type { ConsumeResult, PutModelOptions, RotatedRecord, Store, StoredModel } from './store.ts';
 
 /** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
 const MAX_TTL = 60 * 60 * 24 * 30;
@@ -127,9 +127,28 @@ export class RefreshRotation {
   grantExpiresAt?: number;
   /** The consume oidc-provider asked for and the records saved since, not yet sent. */
   pending?: { records: RotatedRecord[]; send(records: RotatedRecord[]): Promise<void> };
+  /** Reads sent as soon as the presented token named their keys: its grant's record, its account's (`takeAhead`). */
+  readonly #ahead: { grant?: ReadAhead<StoredModel>; account?: ReadAhead<string> } = {};
 
   constructor(grace: number) {
     this.grace = grace;
+  }
+
+  /** Sends the reads of the token's grant and account now (readGrantAndAccountAhead). */
+  readAhead(grant: ReadAhead<StoredModel>, account: ReadAhead<string>): void {
+    for (const read of [grant, account]) read.answer.catch(() => {}); // a request refused before it reads one never awaits it
+    this.#ahead.grant = grant;
+    this.#ahead.account = account;
+  }
+
+  /** The answer of a read sent ahead for `key`, once: a second read of the key goes to the store. */
+  takeAhead(kind: 'grant', key: string): Promise<StoredModel | null> | undefined;
+  takeAhead(kind: 'account', key: string): Promise<string | null> | undefined;
+  takeAhead(kind: 'grant' | 'account', key: string): Promise<StoredModel | string | null> | undefined {
+    const read = this.#ahead[kind];
+    if (read?.key !== key) return undefined;
+    delete this.#ahead[kind];
+    return read.answer;
   }
 
   /** Sends what is still deferred; throws as the consume would have (reuse, a repeat, a revoked token). */
@@ -139,6 +158,12 @@ export class RefreshRotation {
     this.pending = undefined;
     await pending.send(pending.records);
   }
+}
+
+/** A read sent ahead of its turn: the key, and the store's answer to come. */
+interface ReadAhead<T> {
+  key: string;
+  answer: Promise<T | null>;
 }
 
 /** Set around each refresh-token grant (oidc/provider-internals.ts `refreshGraceWindow`). */
@@ -249,6 +274,9 @@ function throwUnlessConsumed(result: ConsumeResult, model: string): void {
   if (result !== 'consumed') throw new errors.InvalidGrant(`${model === 'RefreshToken' ? 'refresh token' : 'grant'} already used`);
 }
 
+/** The shape of an account id (accounts/accounts.ts): anything else is not read. */
+const ACCOUNT_ID = /^[0-9a-f-]{36}$/;
+
 /** oidc-provider's opaque ids: 256 random bits (its default `bitsOfOpaqueRandomness`) in base64url. */
 const OPAQUE_ID_LENGTH = 43;
 
@@ -281,6 +309,20 @@ export function createAdapterClass(
   sessionIdp: (sessionUid: string) => Promise<string> = async () => '',
 ) {
   const epoch = () => Math.floor(clock() / 1000);
+  /**
+   * A refresh reads the presented token, then its grant, then its account (oidc-provider's order, one round
+   * trip each). The token names both: their GETs go out together as soon as it is read, for a token that
+   * will get that far (its client's, not expired). The grant's read takes the answer (`#read`), and
+   * `findAccount` the account's (oidc/provider.ts).
+   */
+  const readGrantAndAccountAhead = (rotation: RefreshRotation, token: AdapterPayload) => {
+    const { grantId, accountId, clientId, exp } = token;
+    if (clientId !== Provider.ctx?.oidc?.client?.clientId || typeof exp !== 'number' || exp <= epoch()) return;
+    if (typeof grantId !== 'string' || typeof accountId !== 'string' || !ACCOUNT_ID.test(accountId)) return;
+    const grant = keys.model('Grant', grantId);
+    const account = keys.account(accountId);
+    rotation.readAhead({ key: grant, answer: store.getModel(grant, { consumable: false }) }, { key: account, answer: store.get(account) });
+  };
   return class StoreAdapter implements Adapter {
     readonly name: string;
     readonly #grantBound: boolean;
@@ -375,6 +417,8 @@ export function createAdapterClass(
       if (take) takenInRequest(true)?.set(key, true);
       if (!read) return undefined;
       const { payload } = read;
+      const rotation = refreshRotation.getStore();
+      if (rotation && this.name === 'RefreshToken') readGrantAndAccountAhead(rotation, payload);
       // A token of a deleted client is no token (deletion revokes them; this covers any it could not list),
       // so introspection answers active: false instead of failing on the missing client.
       if (ISSUED_TO_CLIENT.has(this.name) && typeof payload.clientId === 'string' && !(await clients.find(payload.clientId))) return undefined;
@@ -387,7 +431,6 @@ export function createAdapterClass(
         devicesOfRequest(true)?.set(key, payload[SESSION_DEVICE]);
         delete payload[SESSION_DEVICE];
       }
-      const rotation = refreshRotation.getStore();
       if (rotation) {
         // What the rotation's one script needs: the presented token's record, and how long its grant's index lives.
         if (this.name === 'RefreshToken') rotation.presented = { id, key, payload: read.stored };
@@ -400,7 +443,8 @@ export function createAdapterClass(
 
     /** The record under `key` without its id; `consumed` as `find` must report it. `stored`: the payload as stored. */
     async #read(key: string, take = false): Promise<{ payload: AdapterPayload; stored: string } | undefined> {
-      const stored = await store.getModel(key, { consumable: this.#consumable, ...(take ? { take } : {}) });
+      const ahead = this.name === 'Grant' ? refreshRotation.getStore()?.takeAhead('grant', key) : undefined;
+      const stored = await (ahead ?? store.getModel(key, { consumable: this.#consumable, ...(take ? { take } : {}) }));
       if (!stored) return undefined;
       const payload = JSON.parse(stored.payload) as AdapterPayload;
       // A session written by an earlier version kept its id in clear: not trusted, the person signs in again.
