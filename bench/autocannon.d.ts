@@ -23,6 +23,8 @@ declare module 'autocannon' {
     average: number;
     max: number;
     total: number;
+    /** requests only: those sent, answered or not. */
+    sent?: number;
   }
   export interface Result {
     duration: number;

@@ -174,6 +174,8 @@ export async function usedMemory(redis: Redis): Promise<number> {
 /** What a load driver reports: completed requests (or flows), their time, latency and answers. */
 export interface Load {
   count: number;
+  /** Requests sent, those still in flight at the end included (autocannon's runs). */
+  sent?: number;
   seconds: number;
   p50: number;
   p99: number;
@@ -220,7 +222,8 @@ export async function measure(watch: Watch, load: () => Promise<Load>): Promise<
   const rcpu = cpuSeconds(watch.redisPid) - before.rcpu;
   const calls = await commandCalls(watch.redis);
   const mem = (await usedMemory(watch.redis)) - before.mem;
-  const n = Math.max(1, result.count);
+  // Per request that reached the server: those in flight when a run stops (one per connection) were served too.
+  const n = Math.max(1, result.sent ?? result.count);
   const redisCmds: Record<string, number> = {};
   let redisCmdsTotal = 0;
   for (const [cmd, total] of calls) {
@@ -265,7 +268,7 @@ export async function cannon(url: string, request: Request, options: CannonOptio
   });
   const status: Record<string, number> = {};
   for (const [code, { count }] of Object.entries(r.statusCodeStats)) status[code] = count;
-  return { count: r.requests.total, seconds: r.duration, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors + r.timeouts, status };
+  return { count: r.requests.total, sent: r.requests.sent, seconds: r.duration, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors + r.timeouts, status };
 }
 
 /** Latency percentiles (ms) of a list of durations. */

@@ -1,98 +1,149 @@
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
-import { clientCredentialsToken, introspectionRequest, newFlowStats, passkeyUsers, registerLatchkey, signInLoad, tokenRequest, totpUsers, type Server } from './flows.ts';
-import { cannon, startProc, threadCpu } from './lib.ts';
+import { API_URI, clientCredentialsToken, JWT_API_URI, REDIRECT_URI, introspectionRequest, newFlowStats, passkeyUsers, RefreshChains, registerLatchkey, signInLoad, tokenRequest, totpUsers, type Server } from './flows.ts';
+import { cannon, cpuSeconds, startProc } from './lib.ts';
 
 /**
  * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
  * with autocannon, and prints the functions with the most self time (and the files they are in).
- *   node bench/profile.ts [--scenario token|introspection|signin|totp|passkey] [--seconds 10] [--top 30]
- * `LEAN_PATH=off` in the environment turns the server's lean path off. With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
+ *   node bench/profile.ts [--scenario token|introspection|refresh|signin|totp|passkey] [--seconds 10] [--top 30] [--target latchkey|raw]
+ * `LEAN_PATH=off` in the environment turns the server's lean path off; `BENCH_LOG_LEVEL=warn` drops its request lines (what logging costs);
+ * `PROFILE_DIR` names where the profiles go (default: a directory of this run's own). With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
- * concurrent flows; per-request figures are per sign-in, and the load generator's own CPU is printed too.)
+ * concurrent flows; per-request figures are per sign-in, and the load generator's own CPU is printed too.
+ * `refresh`: the bench's rotating chains (bench/flows.ts `RefreshChains`), 64 started by sign-ins before the run.)
  */
+/** CPU seconds of a process's main thread alone (its JavaScript; not libuv's pool nor V8's helpers). */
+function mainThreadCpu(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** CPU seconds of each thread of a process, summed by thread name (`node` is the main thread). */
+function threadsCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
+}
+
 const { values } = parseArgs({
-  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, top: { type: 'string', default: '30' } },
+  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, target: { type: 'string', default: 'latchkey' }, top: { type: 'string', default: '30' } },
 });
-const dir = '/tmp/latchkey-profile';
+const dir = process.env.PROFILE_DIR ?? `/tmp/latchkey-profile-${process.pid}`; // per run: other checkouts may profile at the same time
 rmSync(dir, { recursive: true, force: true });
 
 const redis = await startRedis({ ownServer: true });
 const signIn = ['signin', 'totp', 'passkey'].includes(values.scenario);
-const reg = await registerLatchkey(redis.url, { users: signIn ? 4 : 0 });
+const profiling: Record<string, string> = values.plain ? (process.env.SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.SERVER_NODE_OPTIONS } : {}) : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}${process.env.SERVER_NODE_OPTIONS ? ` ${process.env.SERVER_NODE_OPTIONS}` : ''}` };
 const port = await freePort();
-const proc = await startProc(
-  'latchkey',
-  'src/main.ts',
-  port,
-  {
-    ...(values.plain ? (process.env.SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.SERVER_NODE_OPTIONS } : {}) : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}${process.env.SERVER_NODE_OPTIONS ? ` ${process.env.SERVER_NODE_OPTIONS}` : ''}` }),
-    REDIS_URL: redis.url,
-    NODE_ENV: 'production',
-    WORKERS: '1',
-    ISSUER: `http://127.0.0.1:${port}`,
-    SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
-    LOG_LEVEL: 'info',
-    MFA_POLICY: 'optional',
-    // `LEAN_PATH=off node bench/profile.ts …`: the same scenario through oidc-provider alone.
-    ...(process.env.LEAN_PATH ? { LEAN_PATH: process.env.LEAN_PATH } : {}),
-  },
-  '/healthz',
-);
-const server = { ...reg, url: proc.url, totpUsers: [] } as unknown as Server;
+// `--target raw`: the same scenario against raw oidc-provider with its memory adapter (bench/baselines/), for comparison.
+const { proc, server } = values.target === 'raw'
+  ? await (async () => {
+    const secret = () => randomBytes(24).toString('base64url');
+    const creds = { machine: { id: 'machine', secret: secret() }, api: { id: 'api', secret: secret() }, app: { id: 'app', secret: secret(), redirectUri: REDIRECT_URI }, device: { id: 'device' } };
+    const proc = await startProc('raw oidc-provider', 'bench/baselines/raw-oidc-provider.ts', port, {
+      ...profiling,
+      API_URI, JWT_API_URI, REDIRECT_URI, DEVICE_ID: creds.device.id, MACHINE_ID: creds.machine.id, MACHINE_SECRET: creds.machine.secret,
+      API_ID: creds.api.id, API_SECRET: creds.api.secret, APP_ID: creds.app.id, APP_SECRET: creds.app.secret,
+    }, '/.well-known/openid-configuration');
+    return { proc, server: { ...creds, url: proc.url, users: [{ email: 'none', password: 'none' }], totpUsers: [], promptConsent: true } as Server };
+  })()
+  : await (async () => {
+    const reg = await registerLatchkey(redis.url, { users: signIn || values.scenario === 'refresh' ? 4 : 0 });
+    const proc = await startProc(
+      'latchkey',
+      'src/main.ts',
+      port,
+      {
+        ...profiling,
+        REDIS_URL: redis.url,
+        NODE_ENV: 'production',
+        WORKERS: '1',
+        ISSUER: `http://127.0.0.1:${port}`,
+        SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
+        LOG_LEVEL: 'info',
+        MFA_POLICY: 'optional',
+        // `LEAN_PATH=off node bench/profile.ts …`: the same scenario through oidc-provider alone.
+        ...(process.env.LEAN_PATH ? { LEAN_PATH: process.env.LEAN_PATH } : {}),
+      },
+      '/healthz',
+    );
+    return { proc, server: { ...reg, url: proc.url, totpUsers: [], promptConsent: false } as Server };
+  })();
 if (values.scenario === 'totp') server.totpUsers = await totpUsers(server, redis.url, 300, newFlowStats());
 if (values.scenario === 'passkey') server.passkeyUsers = await passkeyUsers(server, redis.url, 50, newFlowStats());
 const admin = new Redis(redis.url);
 let generatorCpu = 0;
-const serverCpuBefore = threadCpu(proc.pid);
-// CLOCK_MONOTONIC in µs, as V8 stamps its samples: the profile is read for the load's window only (no start-up, no enrolment).
-const nowUs = () => Number(process.hrtime.bigint() / 1000n);
-let windowStart = 0;
+/** What the run sends: made (pools, chains) before the CPU counters and the profile's window start. */
+const request = values.scenario === 'refresh'
+  ? await (async () => {
+    const chains = new RefreshChains(server);
+    await chains.topUp(64, newFlowStats());
+    return chains.request();
+  })()
+  : values.scenario === 'introspection' ? introspectionRequest(server, await Promise.all(Array.from({ length: 200 }, () => clientCredentialsToken(server)))) : tokenRequest(server);
+await admin.config('RESETSTAT');
+const serverCpuBefore = cpuSeconds(proc.pid);
+const mainThreadBefore = mainThreadCpu(proc.pid);
+const threadsBefore = threadsCpu(proc.pid);
+// The profile's clock is the monotonic one (µs): only samples inside this window are counted.
+const windowStart = Number(process.hrtime.bigint() / 1000n);
 const load = await (async () => {
   if (signIn) {
-    await admin.config('RESETSTAT');
     const before = process.cpuUsage();
-    windowStart = nowUs();
     const { load } = await signInLoad(server, { seconds: Number(values.seconds), concurrency: 32, totp: values.scenario === 'totp', passkey: values.scenario === 'passkey' });
     const used = process.cpuUsage(before);
     generatorCpu = used.user + used.system;
     return load;
   }
-  const request = values.scenario === 'introspection' ? introspectionRequest(server, await Promise.all(Array.from({ length: 200 }, () => clientCredentialsToken(server)))) : tokenRequest(server);
-  await admin.config('RESETSTAT');
-  windowStart = nowUs();
   return cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
 })();
-const windowEnd = nowUs();
-const serverCpuAfter = threadCpu(proc.pid);
-const serverCpu = serverCpuAfter.total - serverCpuBefore.total;
-const serverMainThread = serverCpuAfter.main - serverCpuBefore.main;
-const serverPool = serverCpuAfter.pool - serverCpuBefore.pool;
+const windowEnd = Number(process.hrtime.bigint() / 1000n);
+const serverCpu = cpuSeconds(proc.pid) - serverCpuBefore;
+const serverMainThread = mainThreadCpu(proc.pid) - mainThreadBefore;
+const threads = [...threadsCpu(proc.pid)].map(([name, cpu]) => [name, cpu - (threadsBefore.get(name) ?? 0)] as const).filter(([, cpu]) => cpu > 0).sort((a, b) => b[1] - a[1]);
 const stats = await admin.info('commandstats');
 admin.disconnect();
 await proc.stop();
 await redis.dispose();
 
-console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s`);
-const us = (s: number) => Math.round((s * 1e6) / load.count);
-console.log(`server CPU: ${us(serverCpu)} µs/req: its main thread (JavaScript) ${us(serverMainThread)}, libuv's thread pool (argon2id, WebCrypto, log writes) ${us(serverPool)}, V8's helpers and the rest ${us(serverCpu - serverMainThread - serverPool)}; outside the pool ${us(serverCpu - serverPool)}`);
+console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s, p50 ${load.p50} ms, p99 ${load.p99} ms (${load.count} answered${load.sent ? `, ${load.sent} sent: the rest were in flight when the run stopped` : ''})`);
+// Per request that reached the server (bench/lib.ts measure): those in flight at the end were served too.
+const served = Math.max(1, load.sent ?? load.count);
+console.log(`server CPU: ${Math.round((serverCpu * 1e6) / served)} µs/req, of which its main thread (JavaScript) ${Math.round((serverMainThread * 1e6) / served)}`);
+console.log(`  by thread: ${threads.map(([name, cpu]) => `${name} ${Math.round((cpu * 1e6) / served)}`).join(', ')}`);
 if (generatorCpu) console.log(`load generator (this process) CPU: ${Math.round(generatorCpu / load.count)} µs/req`);
-console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / load.count).toFixed(2)}/req)`).join('\n'));
+console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / served).toFixed(2)}/req)`).join('\n'));
 
-if (values.plain) process.exit(0);
-writeFileSync(join(dir, 'window.json'), JSON.stringify({ start: windowStart, end: windowEnd })); // for reading the profile further
+if (values.plain) {
+  rmSync(dir, { recursive: true, force: true });
+  process.exit(0);
+}
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }
 const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))!;
-const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[]; startTime: number };
+const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { nodes: Node[]; startTime: number; samples: number[]; timeDeltas: number[] };
 const self = new Map<number, number>();
-let stamp = profile.startTime;
+const inWindow: [number, number][] = [];
+let clock = profile.startTime;
 profile.samples.forEach((id, i) => {
-  const delta = profile.timeDeltas[i] ?? 0;
-  stamp += delta;
-  if (stamp >= windowStart && stamp <= windowEnd) self.set(id, (self.get(id) ?? 0) + delta);
+  clock += profile.timeDeltas[i] ?? 0;
+  if (clock < windowStart || clock > windowEnd) return; // set-up (sign-ins, pools) and shutdown
+  self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  inWindow.push([id, profile.timeDeltas[i] ?? 0]);
 });
 const byFunction = new Map<string, number>();
 const byFile = new Map<string, number>();
@@ -106,7 +157,23 @@ for (const node of profile.nodes) {
   const pkg = where.startsWith('src/') ? where : where.split('/')[0]!.startsWith('@') ? where.split('/').slice(0, 2).join('/') : where.split('/')[0]!;
   byFile.set(pkg, (byFile.get(pkg) ?? 0) + t);
 }
+// Inclusive time of our own functions (each counted once per sample): which of them a request's CPU is under.
+const parent = new Map<number, Node>();
+const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node);
+const inclusive = new Map<string, number>();
+for (const [id, t] of inWindow) {
+  const seen = new Set<string>();
+  for (let node = byId.get(id); node; node = parent.get(node.id)) {
+    if (!node.callFrame.url.includes('/src/')) continue;
+    const name = `${node.callFrame.functionName || '(anonymous)'} ${node.callFrame.url.replace(/^file:\/\/.*\/src\//, 'src/')}:${node.callFrame.lineNumber + 1}`;
+    if (!seen.has(name)) inclusive.set(name, (inclusive.get(name) ?? 0) + t);
+    seen.add(name);
+  }
+}
 const top = (m: Map<string, number>, n: number) =>
-  [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, t]) => `  ${((100 * t) / total).toFixed(1).padStart(5)}%  ${(t / load.count).toFixed(1).padStart(6)} µs/req  ${k}`).join('\n');
+  [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, t]) => `  ${((100 * t) / total).toFixed(1).padStart(5)}%  ${(t / served).toFixed(1).padStart(6)} µs/req  ${k}`).join('\n');
 console.log(`\nself time by package or source file (of ${(total / 1e6).toFixed(1)} s sampled):\n${top(byFile, 20)}`);
 console.log(`\nself time by function:\n${top(byFunction, Number(values.top))}`);
+console.log(`\ntime in our own functions, callees included:\n${top(inclusive, Number(values.top))}`);
+console.log(`\nthe profile (Chrome DevTools can open it): ${join(dir, file)}`);

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { RequestListener } from 'node:http';
 import { readFileSync } from 'node:fs';
 import Router from '@koa/router';
 import Koa, { type Context, type Middleware } from 'koa';
@@ -23,7 +24,7 @@ import { audit } from './observability/audit.ts';
 import { withoutRedaction, type Logger } from './observability/logger.ts';
 import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { minuteSeriesOf } from './observability/minute-series.ts';
-import { recordTokensIssued, watchProvider } from './observability/provider-events.ts';
+import { recordTokenResponse, watchProvider } from './observability/provider-events.ts';
 import { formPostAsGet } from './oidc/form-post-endpoints.ts';
 import { startLogoutDelivery, type LogoutDeliveryOptions } from './oidc/backchannel-logout.ts';
 import { backchannelTargetRules } from './oidc/backchannel-targets.ts';
@@ -31,14 +32,14 @@ import { deviceFlowEdges } from './oidc/device-flow.ts';
 import { deviceGrantNotAllowedIsUnauthorizedClient } from './oidc/provider-wording.ts';
 import { installEdge, type EdgeEntry } from './edge.ts';
 import { createProvider, tokenBelongsTo } from './oidc/provider.ts';
-import { leanPath } from './oidc/lean-path.ts';
+import { leanFront } from './oidc/lean-path.ts';
 import { Registry } from './oidc/registry.ts';
 import { demoRoutes, ensureDemo, type DemoSetup } from './demo/demo.ts';
 import { CLIENT_AUTH_ROUTES, countFailedClientAuthentication } from './security/client-auth-throttle.ts';
 import { Csrf } from './security/csrf.ts';
 import { Lockout, lockoutOptions, lockoutSettings, type LockoutEvent, type LockoutEventName, type LockoutScope } from './security/lockout.ts';
 import { loadSecretBox } from './security/secret-box.ts';
-import { securityHeaders } from './security/headers.ts';
+import { securityHeaderList, securityHeaders } from './security/headers.ts';
 import { pinIssuerOrigin } from './security/issuer-origin.ts';
 import { sameOriginForms } from './security/same-origin.ts';
 import type { RedisStore } from './storage/redis-store.ts';
@@ -249,7 +250,6 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'requestContext', does: 'request id, one log line and metrics per request, our errors as clear answers, a styled 404 page for browsers, Retry-After on 503', middleware: requestContext(logger, views, metrics) },
     { name: 'pinIssuerOrigin', does: "host and protocol pinned to ISSUER's (421 never; another Host is answered)", middleware: pinIssuerOrigin(config.ISSUER) },
     { name: 'securityHeaders', does: 'security headers on every answer', middleware: securityHeaders(brand) },
-    { name: 'leanMachineEndpoints', does: 'client_credentials for an opaque-token API and introspection of such tokens, answered from the same records without oidc-provider when the request has the common shape (LEAN_PATH); anything else passes on', oidcRoutes: only('token', 'introspection'), middleware: config.LEAN_PATH === 'on' ? leanPath({ provider, registry, clientLockout, tokenBelongsTo, onTokenIssued: (ctx, clientId) => recordTokensIssued(logger, metrics, ctx, { clientId, grantType: 'client_credentials' }), onAnswered: (route) => metrics.leanAnswers.inc({ route }) }) : undefined },
     { name: 'cacheablePublicMetadata', does: 'Cache-Control: public, 5 min on discovery and the key set', oidcRoutes: only('discovery', 'jwks'), middleware: answers.cacheablePublicMetadata },
     { name: 'missingClientAuthIsInvalidClient', does: "no client authentication at all is 401 invalid_client (recognises oidc-provider's wording)", oidcRoutes: CLIENT_AUTH_ROUTES, middleware: answers.missingClientAuthIsInvalidClient },
     { name: 'inactiveIntrospectionLimit', does: 'answers active: false per API credential: INTROSPECTION_INACTIVE_PER_MINUTE, then 429', oidcRoutes: only('introspection'), middleware: answers.inactiveIntrospectionLimit },
@@ -283,6 +283,24 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   ];
   const edgeDispatch = installEdge(provider, edge);
 
+  // The request listener: the app, with the lean path in front of it (LEAN_PATH): the common machine
+  // requests answered before a Koa context is made, with the edge's headers, request line and metrics.
+  const appCallback = provider.callback();
+  const appListener: RequestListener = (req, res) => void appCallback(req, res);
+  const requestLog = withoutRedaction(logger);
+  const handler: RequestListener = config.LEAN_PATH === 'on'
+    ? leanFront({
+        provider, registry, clientLockout, tokenBelongsTo,
+        commonHeaders: securityHeaderList(brand, new URL(config.ISSUER).protocol === 'https:'),
+        onTokenIssued: ({ requestId, clientId, body }) => recordTokenResponse(logger, metrics, { requestId, body, clientId, grantType: 'client_credentials' }),
+        onAnswered: ({ requestId, route, body, seconds }) => {
+          metrics.leanAnswers.inc({ route });
+          metrics.observeAnswer(route, 'POST', 200, seconds, route === 'introspection' ? (body.active === true ? 'active' : 'inactive') : undefined);
+          requestLog.info({ requestId, method: 'POST', route, status: 200, durationMs: Math.round(seconds * 10_000) / 10 }, 'request');
+        },
+      }, appListener)
+    : appListener;
+
   /** Ends what the app holds open besides the store (the change subscriptions). */
   const close = async () => {
     minuteSeries.stop();
@@ -294,7 +312,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     // This minute's aggregated refusals and the tokens counted since the last write, before the store closes.
     await activity.flush();
   };
-  return { app: provider, provider, accounts, registry, metrics, minuteSeries, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, edgeDispatch, email, mailQueue, outbox: outboxPage, close };
+  return { app: provider, handler, provider, accounts, registry, metrics, minuteSeries, opsApp, demo, firstAdmin, secondFactor, passkeys, lockout, clientLockout, deviceLockout, ops, activity, edge, edgeDispatch, email, mailQueue, outbox: outboxPage, close };
 }
 
 /**

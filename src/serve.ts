@@ -1,5 +1,5 @@
 import cluster from 'node:cluster';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { BootstrapRefused } from './admin/first-admin.ts';
 import { createApp } from './app.ts';
 import type { Config } from './config.ts';
@@ -28,7 +28,7 @@ export async function serve(config: Config): Promise<void> {
     logger.info(`using ${describeRedis(config)}`);
   }
 
-  const { app, opsApp, demo, outbox, metrics, firstAdmin, close: closeApp } = await createApp({ config, store, logger });
+  const { handler, opsApp, demo, outbox, metrics, firstAdmin, close: closeApp } = await createApp({ config, store, logger });
   if (cluster.isWorker) metrics.joinCluster();
   if (config.ADMIN_BOOTSTRAP_EMAIL && config.ADMIN_BOOTSTRAP_PASSWORD_FILE) {
     try {
@@ -43,7 +43,7 @@ export async function serve(config: Config): Promise<void> {
   }
   // One setup link per start: never in tests, and with several workers only the first one prints it.
   const setupToken = config.NODE_ENV !== 'test' && (!cluster.isWorker || cluster.worker?.id === 1) ? await firstAdmin.issueLink() : undefined;
-  const server: Server = app.listen(config.PORT, config.HOST, () => {
+  const server: Server = createServer(handler).listen(config.PORT, config.HOST, () => {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.PORT;
     logger.info({ issuer: config.ISSUER, port }, `Latchkey is listening; discovery at ${config.ISSUER}/.well-known/openid-configuration`);

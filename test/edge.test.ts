@@ -15,7 +15,6 @@ const ORDER = [
   'requestContext',
   'pinIssuerOrigin',
   'securityHeaders',
-  'leanMachineEndpoints',
   'cacheablePublicMetadata',
   'missingClientAuthIsInvalidClient',
   'inactiveIntrospectionLimit',
@@ -102,9 +101,9 @@ describe('the edge', () => {
     const first = ['requestContext', 'pinIssuerOrigin', 'securityHeaders'];
     const clientAuth = ['missingClientAuthIsInvalidClient', 'countFailedClientAuthentication'];
     const expected: Record<string, string[]> = {
-      '/token': [...first, 'leanMachineEndpoints', clientAuth[0]!, 'clearerErrors', clientAuth[1]!, 'deviceFlowEdges'],
-      '/TOKEN/': [...first, 'leanMachineEndpoints', clientAuth[0]!, 'clearerErrors', clientAuth[1]!, 'deviceFlowEdges'],
-      '/token/introspection': [...first, 'leanMachineEndpoints', clientAuth[0]!, 'inactiveIntrospectionLimit', 'jwtIntrospectionAndRevocation', clientAuth[1]!],
+      '/token': [...first, clientAuth[0]!, 'clearerErrors', clientAuth[1]!, 'deviceFlowEdges'],
+      '/TOKEN/': [...first, clientAuth[0]!, 'clearerErrors', clientAuth[1]!, 'deviceFlowEdges'],
+      '/token/introspection': [...first, clientAuth[0]!, 'inactiveIntrospectionLimit', 'jwtIntrospectionAndRevocation', clientAuth[1]!],
       '/token/revocation': [...first, clientAuth[0]!, 'revocationAnswersJson', 'jwtIntrospectionAndRevocation', clientAuth[1]!],
       '/me': [...first, 'clearerErrors'],
       '/.well-known/openid-configuration': [...first, 'cacheablePublicMetadata', 'discoveryListsApiScopes'],

@@ -35,3 +35,29 @@ describe('log lines on standard output', () => {
     });
   }
 });
+
+describe('a quiet server', () => {
+  it('a single line, with nothing after it, reaches standard output while the process runs on', { timeout: 10_000 }, async () => {
+    // Lines are written in batches (logger.ts): one line alone must not wait for more to come.
+    const script = `
+      import { createLogger } from './src/observability/logger.ts';
+      const logger = createLogger({ level: 'info', format: 'json' });
+      logger.info({ event: 'alone' }, 'one line');
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout.setEncoding('utf8').on('data', (d: string) => {
+          out += d;
+          if (out.includes('\n')) resolve(out);
+        });
+        child.on('close', () => reject(new Error(`exited before writing the line: ${out}`)));
+      });
+      assert.equal((JSON.parse(line) as { event: string }).event, 'alone');
+    } finally {
+      child.kill();
+    }
+  });
+});

@@ -90,6 +90,12 @@ describe('upstream still has what the bends replace', () => {
     method(Object.fromEntries(handlers), 'refresh_token', 1);
   });
 
+  it('the registered authorization_code grant handler, (ctx) => …, in the internal grant handler map (batchedCodeRedemption)', () => {
+    const handlers = (instance(upstream()) as { grantTypeHandlers?: Map<string, unknown> }).grantTypeHandlers;
+    assert.ok(handlers instanceof Map, 'grantTypeHandlers');
+    method(Object.fromEntries(handlers), 'authorization_code', 1);
+  });
+
   it('Client#backchannelLogout(sub, sid) (queuedBackchannelLogout)', () => {
     method(prototypeOf(upstream().Client), 'backchannelLogout', 2);
   });
@@ -211,6 +217,19 @@ describe('refreshGraceWindow', () => {
     const [a, b] = await Promise.all([call.refresh(app, tokens.refresh_token!), call.refresh(app, tokens.refresh_token!)]);
     assert.equal(a.status, 200, JSON.stringify(a.body));
     assert.deepEqual(b.body, a.body);
+  });
+});
+
+describe('batchedCodeRedemption', () => {
+  it('the tokens of a redeemed code are stored, listed in their grant, and revoked with it', async () => {
+    const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid offline_access api:read', params: { resource: API_URI } });
+    assert.equal((await call.introspect(world.api, tokens.access_token)).body.active, true);
+    const grantIndex = grantIndexForTag(tokens.access_token.slice(0, GRANT_TAG_LENGTH));
+    const listed = await server.store.setMembers(grantIndex);
+    assert.ok(listed.some((key) => key.includes(':AccessToken:')) && listed.some((key) => key.includes(':RefreshToken:')), listed.join(' '));
+    await server.store.deleteIndexed(grantIndex);
+    assert.equal((await call.introspect(world.api, tokens.access_token)).body.active, false);
+    assert.equal((await call.refresh(world.shop, tokens.refresh_token!)).status, 400);
   });
 });
 

@@ -67,6 +67,32 @@ for (const storeKind of ['redis', 'memory'] as const) describe(`refresh on ${sto
     assert.equal((await call.refresh(world.shop, String(refreshed.body.refresh_token))).body.error, 'invalid_grant');
   });
 
+  if (storeKind === 'redis') test('a refresh waits for Redis three times: the token, then its grant and account together, then the rotation', async () => {
+    const call = endpoints(server.issuer);
+    const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: world.user, scope: SCOPE });
+    let presented = tokens.refresh_token!;
+    const refresh = async () => {
+      const refreshed = await call.refresh(world.shop, presented);
+      assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+      presented = String(refreshed.body.refresh_token);
+    };
+    await refresh(); // warm: the client and "not locked out" are cached after the first request
+    // Redis counts the reads of its clients' sockets: one per batch of commands a request sent and waited for.
+    // Timers send single commands of their own: the activity log's token counts (one script, one
+    // ZREMRANGEBYSCORE each time) and the logout queue's RPOP; they are left out.
+    const reads = async () => {
+      const info = await raw!.info('all');
+      const calls = (command: string) => Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+      return Number(/total_reads_processed:(\d+)/.exec(info)![1]) - calls('zremrangebyscore') - calls('rpop');
+    };
+    const N = 20;
+    const before = await reads();
+    for (let i = 0; i < N; i += 1) await refresh();
+    const waits = (await reads()) - before - 1; // the second INFO is a read too
+    // Four waits per refresh would be 80; a timer's command sent in a request's batch can make it one fewer.
+    assert.ok(Math.abs(waits - 3 * N) <= N / 4, `${waits} reads for ${N} refreshes`);
+  });
+
   test('parallel refreshes with one token: exactly one succeeds, and the grant is revoked with everything the winner got', async () => {
     const call = endpoints(server.issuer);
     const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: world.user, scope: SCOPE });

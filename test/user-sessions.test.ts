@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { adminApiUri } from '../src/admin/api.ts';
-import { browserOf, factorsInWords } from '../src/accounts/sessions.ts';
+import { browserOf, factorsInWords, sessionHandle } from '../src/accounts/sessions.ts';
+import { keys } from '../src/storage/keys.ts';
 import { COMMANDS, type Context } from '../src/cli/commands.ts';
 import { CookieJar, endpoints, signIn, signInAndRedeem } from './helpers/flow.ts';
 import type { TestServer } from './helpers/server.ts';
@@ -96,4 +97,30 @@ test('user agents and factors in words', () => {
   assert.equal(factorsInWords(['pwd', 'otp', 'mfa']), 'password and authenticator app');
   assert.equal(factorsInWords(['swk', 'user', 'mfa']), 'passkey');
   assert.equal(factorsInWords(['pwd', 'hwk', 'user', 'mfa']), 'password and passkey');
+});
+
+test('the device stays with its session when another app signs in with it, and a session of an earlier version shows the device kept beside it', async () => {
+  const store = server.store;
+  const bea = await server.app.accounts.create({ email: 'bea-devices@example.org', password: 'a long passphrase of hers' });
+  const user = { email: bea.email, password: 'a long passphrase of hers' };
+  const jar = browser(FIREFOX);
+  await signInAndRedeem({ issuer: server.issuer, client: world.shop, user, scope: SCOPE, jar });
+  // The same browser, another app: oidc-provider saves the session again (a second app in it), outside the sign-in.
+  const other = await signIn({ issuer: server.issuer, client: world.other, user, scope: SCOPE, jar });
+  assert.ok(other.code, 'signed in to the second app with the same session');
+  const listed = (await server.app.ops.userSessions(bea.id)) as { sessions: Session[] };
+  assert.equal(listed.sessions.length, 1);
+  assert.equal(listed.sessions[0]!.browser, 'Firefox 133 on macOS');
+  assert.deepEqual([...listed.sessions[0]!.clients].sort(), [world.shop.clientId, world.other.clientId].sort());
+
+  // As an earlier version wrote it: the record without its device, the device in a record of its own.
+  const sessionKey = (await store.setMembers(keys.accountSessions(bea.id))).find((key) => sessionHandle(key) === listed.sessions[0]!.handle);
+  const stored = await store.getModel(sessionKey!, { consumable: false });
+  const { lkDevice, ...earlier } = JSON.parse(stored!.payload) as { lkDevice?: { loginTs?: number }; loginTs?: number };
+  assert.equal(typeof lkDevice, 'object', 'the device rides in the session record');
+  await store.putModel(sessionKey!, JSON.stringify(earlier), 3600, undefined, { consumable: false });
+  await store.set(keys.sessionDevice(sessionHandle(sessionKey!)), JSON.stringify({ ip: '192.0.2.7', browser: 'Chrome 131 on Linux', loginTs: earlier.loginTs }), { ttl: 3600 });
+  const upgraded = (await server.app.ops.userSessions(bea.id)) as { sessions: Session[] };
+  assert.equal(upgraded.sessions[0]!.browser, 'Chrome 131 on Linux');
+  assert.equal(upgraded.sessions[0]!.ip, '192.0.2.7');
 });

@@ -1,5 +1,6 @@
 import { UAParser } from 'ua-parser-js';
 import { keys, sessionHandle } from '../storage/keys.ts';
+import { SESSION_DEVICE } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import { translator } from '../i18n/catalogue.ts';
 import type { MessageKey } from '../i18n/en.ts';
@@ -55,12 +56,13 @@ export function browserInWords(stored: string | undefined, locale: Locale = 'en'
   return os === undefined ? name : t('sessions.browserOn', { browser: name, os });
 }
 
-/** Kept beside the session record, as long as it lives; written when a sign-in completes. */
-export async function saveSessionDevice(store: Store, sessionKey: string, device: SessionDevice, ttl: number): Promise<void> {
-  await store.set(keys.sessionDevice(sessionHandle(sessionKey)), JSON.stringify(device), { ttl });
-}
-
-export async function sessionDevice(store: Store, sessionKey: string): Promise<SessionDevice | undefined> {
+/**
+ * The device of a session: in its record (`lkDevice`, written when a sign-in completes), or, for a session
+ * signed in under an earlier version, in a record of its own beside it (`keys.sessionDevice`).
+ */
+export async function sessionDevice(store: Store, sessionKey: string, record: { [SESSION_DEVICE]?: unknown }): Promise<SessionDevice | undefined> {
+  const inRecord = record[SESSION_DEVICE];
+  if (typeof inRecord === 'object' && inRecord !== null) return inRecord as SessionDevice;
   const raw = await store.get(keys.sessionDevice(sessionHandle(sessionKey)));
   return raw ? (JSON.parse(raw) as SessionDevice) : undefined;
 }
@@ -81,11 +83,14 @@ export interface LiveSession {
 /** A person's sessions that are still alive, newest sign-in first (the console and the account page list them). */
 export async function liveSessions(store: Store, accountId: string): Promise<LiveSession[]> {
   const sessionKeys = await store.setMembers(keys.accountSessions(accountId));
-  const found = await Promise.all(sessionKeys.map(async (key) => ({ key, stored: await store.getModel(key, { consumable: false }), device: await sessionDevice(store, key) })));
-  const sessions = found.flatMap(({ key, stored, device }): LiveSession[] => {
-    if (!stored) return [];
-    const s = JSON.parse(stored.payload) as { accountId?: string; loginTs?: number; exp?: number; acr?: string; amr?: string[]; authorizations?: Record<string, unknown> };
-    if (s.accountId !== accountId) return [];
+  type Record = { accountId?: string; loginTs?: number; exp?: number; acr?: string; amr?: string[]; authorizations?: { [client: string]: unknown }; [SESSION_DEVICE]?: unknown };
+  const found = await Promise.all(sessionKeys.map(async (key) => {
+    const stored = await store.getModel(key, { consumable: false });
+    const s = stored ? (JSON.parse(stored.payload) as Record) : undefined;
+    return { key, s, device: s?.accountId === accountId ? await sessionDevice(store, key, s) : undefined };
+  }));
+  const sessions = found.flatMap(({ key, s, device }): LiveSession[] => {
+    if (!s || s.accountId !== accountId) return [];
     // The device record of an earlier sign-in in the same browser is not this one's.
     const same = device && (device.loginTs === undefined || device.loginTs === s.loginTs) ? device : undefined;
     return [{ handle: sessionHandle(key), loginTs: s.loginTs, exp: s.exp, acr: s.acr, amr: s.amr ?? [], ip: same?.ip, browser: same?.browser, clients: Object.keys(s.authorizations ?? {}) }];

@@ -190,22 +190,27 @@ export class Metrics {
 
   /** Counts what a finished request tells about introspection and revocation. */
   observeRequest(ctx: Context, route: string, seconds: number) {
-    this.#durationOf(route, ctx.method, statusClass(ctx.status)).observe(seconds);
     const oidcRoute = oidcRouteOf(ctx);
+    let introspection: 'active' | 'inactive' | 'error' | undefined;
     if (oidcRoute === 'introspection') {
       const body = ctx.body as { active?: unknown } | string | undefined;
-      const result = ctx.status !== 200 ? 'error' : typeof body === 'object' && body !== null ? (body.active === true ? 'active' : 'inactive') : 'active';
-      this.#introspectionsOf(result).inc();
-    } else if (oidcRoute === 'revocation') {
-      this.revocations.inc({ result: ctx.status === 200 ? 'ok' : 'error' });
+      introspection = ctx.status !== 200 ? 'error' : typeof body === 'object' && body !== null ? (body.active === true ? 'active' : 'inactive') : 'active';
     }
+    this.observeAnswer(route, ctx.method, ctx.status, seconds, introspection);
+    if (oidcRoute === 'revocation') this.revocations.inc({ result: ctx.status === 200 ? 'ok' : 'error' });
   }
 
-  /** Called on oidc-provider's `grant.success`; returns what it counted (for the token_issued audit event). */
-  tokenGranted(ctx: Context, grantTypeAsSent?: string): { grantType: string; tokens: string[] } {
-    const raw = grantTypeAsSent ?? ((isProviderRequest(ctx) ? ctx.oidc?.params?.grant_type : undefined) as string | undefined) ?? 'unknown';
+  /** `observeRequest` from the answer alone (the lean path's, which has no Koa context). */
+  observeAnswer(route: string, method: string, status: number, seconds: number, introspection?: 'active' | 'inactive' | 'error') {
+    this.#durationOf(route, method, statusClass(status)).observe(seconds);
+    if (introspection) this.#introspectionsOf(introspection).inc();
+  }
+
+  /** Called for each token response (oidc-provider's `grant.success`, the lean path); returns what it counted (for the token_issued audit event). */
+  tokensInAnswer(grantTypeAsSent: string | undefined, answer: unknown): { grantType: string; tokens: string[] } {
+    const raw = grantTypeAsSent ?? 'unknown';
     const grantType = KNOWN_GRANT_TYPES.has(raw) ? raw : 'other';
-    const body = ctx.body as Record<string, unknown> | undefined;
+    const body = answer as Record<string, unknown> | undefined;
     const tokens: string[] = [];
     for (const token of ISSUED_TOKENS) {
       if (body && typeof body === 'object' && body[token]) {
@@ -236,15 +241,8 @@ export function providerRouteOf(ctx: ParameterizedContext): string | undefined {
   return isProviderRequest(ctx) ? ctx.oidc?.route : undefined;
 }
 
-/** Set by the lean path (oidc/lean-path.ts) on a request it answered in oidc-provider's place. */
-export interface LeanAnswered {
-  leanRoute?: string;
-}
-
-/** oidc-provider's name of the route a request matched, when it was one of its routes (or answered for it by the lean path). */
+/** oidc-provider's name of the route a request matched, when it was one of its routes. */
 export function oidcRouteOf(ctx: Context): string | undefined {
-  const lean = (ctx.state as LeanAnswered | undefined)?.leanRoute;
-  if (lean !== undefined) return lean;
   // `ctx.oidc` is defined only by oidc-provider's own routes; reading it elsewhere gives undefined.
   const name: unknown = ctx._matchedRouteName;
   return Object.hasOwn(ctx, 'oidc') && typeof name === 'string' ? name : undefined;

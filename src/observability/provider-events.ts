@@ -59,12 +59,18 @@ function clientIdOf(ctx: Context): string | undefined {
  * oidc-provider's `grant.success` and by the lean path (oidc/lean-path.ts) for the responses it answers.
  */
 export function recordTokensIssued(logger: Logger, metrics: Metrics, ctx: Context, who: { clientId?: string; accountId?: string; grantType?: string }) {
-  const { grantType, tokens } = metrics.tokenGranted(ctx, who.grantType);
-  const body = ctx.body as { scope?: unknown } | undefined;
+  const grantType = who.grantType ?? ((isProviderRequest(ctx) ? ctx.oidc?.params?.grant_type : undefined) as string | undefined);
+  recordTokenResponse(logger, metrics, { ...who, grantType, requestId: ctx.state?.requestId, body: ctx.body });
+}
+
+/** `recordTokensIssued` from what it needs of the request: the answer's body, the grant type as sent, the request id. */
+export function recordTokenResponse(logger: Logger, metrics: Metrics, response: { requestId?: string; body: unknown; clientId?: string; accountId?: string; grantType?: string }) {
+  const { grantType, tokens } = metrics.tokensInAnswer(response.grantType, response.body);
+  const body = response.body as { scope?: unknown } | undefined;
   audit(withoutRedaction(logger), 'token_issued', {
-    requestId: ctx.state?.requestId,
-    clientId: who.clientId,
-    accountId: who.accountId,
+    requestId: response.requestId,
+    clientId: response.clientId,
+    accountId: response.accountId,
     grantType,
     tokens,
     scope: typeof body?.scope === 'string' ? body.scope : undefined,

@@ -1,19 +1,19 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders, IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { parse as parseQuery, type ParsedUrlQuery } from 'node:querystring';
-import type Koa from 'koa';
 import type Provider from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import type { LeanAnswered } from '../observability/metrics.ts';
 import { clientAuthSource } from '../security/client-auth-throttle.ts';
 import type { Lockout } from '../security/lockout.ts';
 import { clientSecretMatches, OIDC_SCOPES, type Registry } from './registry.ts';
 
 /**
  * The lean path (`LEAN_PATH`): the two requests machines make all day — `client_credentials` at /token
- * and introspection of a client-credentials token — answered in front of oidc-provider for their common
- * shape only, from the same records (the adapter's own `upsert` and `find`) and with the same answers.
+ * and introspection of a client-credentials token — answered in front of the Koa app (node:http's
+ * request listener, before any context is made) for their common shape only, from the same records (the
+ * adapter's own `upsert` and `find`) and with the same answers, headers, request line and metrics.
  * Anything it is not sure of — another grant, another way to authenticate, DPoP, a bad secret, a
- * locked source, an inactive answer, an odd body — goes on to oidc-provider untouched (the body it read
+ * locked source, an inactive answer, an odd body or URL — goes on to the app untouched (the body it read
  * is handed over), so refusals, lockout counting and audit stay oidc-provider's and the edge's.
  * test/lean-path.test.ts answers a corpus with the path on and off and compares the answers.
  */
@@ -25,9 +25,20 @@ export interface LeanPathDeps {
   /** Belongs-to rule of introspection (provider.ts `tokenBelongsTo`). */
   tokenBelongsTo: (client: { clientId: string; [key: string]: unknown }, token: { clientId?: string; aud?: unknown }) => boolean;
   /** A token response answered here: what oidc-provider's `grant.success` would have counted. */
-  onTokenIssued: (ctx: Koa.Context, clientId: string) => void;
-  /** Each request answered here, by oidc-provider route name. */
-  onAnswered: (route: 'token' | 'introspection') => void;
+  onTokenIssued: (answered: { requestId: string; clientId: string; body: Record<string, unknown> }) => void;
+  /** Each request answered here, once its answer is written: the edge's request line and metrics (app.ts `requestContext`). */
+  onAnswered: (answered: { requestId: string; route: LeanRoute; body: Record<string, unknown>; seconds: number }) => void;
+  /** The headers every answer of the app carries (security/headers.ts), in its order. */
+  commonHeaders: readonly (readonly [string, string])[];
+}
+
+export type LeanRoute = 'token' | 'introspection';
+
+/** What the lean path reads of a request besides its body. */
+interface LeanRequest {
+  headers: IncomingHttpHeaders;
+  /** The client's address as Koa reads it (`ctx.ip`: TRUST_PROXY hops of X-Forwarded-For, else the socket's). */
+  ip: string;
 }
 
 /** Bodies of the common shapes are short; a longer one is not common and is left to oidc-provider unread. */
@@ -52,15 +63,38 @@ type BuiltClient = { clientId: string; clientAuthMethod?: string; clientSecret?:
 
 const epochTime = () => Math.floor(Date.now() / 1000);
 
-export function leanPath({ provider, registry, clientLockout, tokenBelongsTo, onTokenIssued, onAnswered }: LeanPathDeps): Koa.Middleware {
+/**
+ * The app's request listener with the lean path in front: `app` gets every request the lean path does
+ * not answer, with its body intact.
+ */
+export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestListener {
+  const { provider, registry, clientLockout, tokenBelongsTo, onTokenIssued, onAnswered } = deps;
   const tokenPath = provider.pathFor('token');
   const introspectionPath = provider.pathFor('introspection');
+  // Koa's `ctx.ip` (request.js `ips`), with the proxy trust oidc-provider's app was given (provider.ts).
+  const proxy = provider.proxy;
+  const proxyIpHeader = provider.proxyIpHeader.toLowerCase();
+  const maxIpsCount = provider.maxIpsCount;
+  const ipOf = (req: IncomingMessage): string => {
+    const forwarded = proxy ? req.headers[proxyIpHeader] : undefined;
+    let ips = typeof forwarded === 'string' && forwarded ? forwarded.split(',').map((v) => v.trim()) : [];
+    if (maxIpsCount > 0) ips = ips.slice(-maxIpsCount);
+    return ips[0] || req.socket.remoteAddress || '';
+  };
+  // The headers of an answer: the app's, then oidc-provider's for these routes (no-store, CORS without an Origin), then Koa's for JSON.
+  const headersOf = (route: LeanRoute): string[] => [
+    ...deps.commonHeaders.flat(),
+    'Cache-Control', 'no-store', 'Vary', 'Origin', 'Access-Control-Allow-Origin', '*', 'Access-Control-Expose-Headers', EXPOSED[route],
+    'Content-Type', 'application/json; charset=utf-8',
+  ];
+  const answerHeaders = { token: headersOf('token'), introspection: headersOf('introspection') };
   // The adapter instance oidc-provider itself uses for this model (its `upsert` and `find`: one format, one set of indexes).
-  const adapter = () => (provider.ClientCredentials as unknown as { adapter: Adapter }).adapter;
+  let modelAdapter: Adapter | undefined;
+  const adapter = () => (modelAdapter ??= (provider.ClientCredentials as unknown as { adapter: Adapter }).adapter);
 
   /** The client authenticated the way it was registered (client_secret_basic or _post), or undefined for anything else. */
-  async function authenticated(ctx: Koa.Context, params: ParsedUrlQuery): Promise<BuiltClient | undefined> {
-    const header = ctx.headers.authorization;
+  async function authenticated(req: LeanRequest, params: ParsedUrlQuery): Promise<BuiltClient | undefined> {
+    const header = req.headers.authorization;
     let id: unknown;
     let secret: unknown;
     let method: string;
@@ -84,7 +118,7 @@ export function leanPath({ provider, registry, clientLockout, tokenBelongsTo, on
     }
     if (typeof id !== 'string' || typeof secret !== 'string' || !PLAIN.test(id) || !PLAIN.test(secret)) return undefined;
     // A locked source is refused (429) by oidc-provider's path; the "not locked" answer is cached (Lockout.watch).
-    if (!(await clientLockout.check({ account: clientAuthSource(id, ctx.ip), ip: ctx.ip })).allowed) return undefined;
+    if (!(await clientLockout.check({ account: clientAuthSource(id, req.ip), ip: req.ip })).allowed) return undefined;
     const client = (await provider.Client.find(id).catch(() => undefined)) as BuiltClient | undefined;
     if (!client || client.clientAuthMethod !== method || client.clientSecretExpiresAt) return undefined;
     // The current secret, or the previous one within its overlap (provider-internals.ts `digestedClientSecrets`).
@@ -117,67 +151,74 @@ export function leanPath({ provider, registry, clientLockout, tokenBelongsTo, on
     return { scope, audience: resource.uri, ttl: resource.ttl };
   }
 
-  async function token(ctx: Koa.Context, params: ParsedUrlQuery): Promise<boolean> {
-    if (params.grant_type !== 'client_credentials' || !onlyStrings(params, TOKEN_PARAMS)) return false;
+  /** The answer to a common client_credentials request, its token stored; undefined when it is not one. */
+  async function token(req: LeanRequest, params: ParsedUrlQuery): Promise<Answer | undefined> {
+    if (params.grant_type !== 'client_credentials' || !onlyStrings(params, TOKEN_PARAMS)) return undefined;
     const scopeParam = params.scope as string | undefined;
-    if (scopeParam !== undefined && !SCOPE_SYNTAX.test(scopeParam)) return false;
-    const client = await authenticated(ctx, params);
-    if (!client || !client.grantTypeAllowed('client_credentials')) return false;
+    if (scopeParam !== undefined && !SCOPE_SYNTAX.test(scopeParam)) return undefined;
+    const client = await authenticated(req, params);
+    if (!client || !client.grantTypeAllowed('client_credentials')) return undefined;
     const grant = await machineGrant(client, scopeParam);
-    if (!grant) return false;
+    if (!grant) return undefined;
     const id = opaqueId();
     const iat = epochTime();
     // The record oidc-provider's ClientCredentials#save writes, through the same adapter (its key, TTL and the client's index).
     const payload: AdapterPayload = { iat, exp: iat + grant.ttl, ...(grant.scope ? { scope: grant.scope } : {}), clientId: client.clientId, aud: grant.audience, jti: id, kind: 'ClientCredentials' };
     await adapter().upsert(id, payload, grant.ttl);
-    answer(ctx, 'token', { access_token: id, expires_in: grant.ttl, ...(grant.scope ? { scope: grant.scope } : {}), token_type: 'Bearer' });
-    onTokenIssued(ctx, client.clientId);
-    return true;
+    return { body: { access_token: id, expires_in: grant.ttl, ...(grant.scope ? { scope: grant.scope } : {}), token_type: 'Bearer' }, clientId: client.clientId };
   }
 
-  async function introspection(ctx: Koa.Context, params: ParsedUrlQuery): Promise<boolean> {
+  /** The answer to introspecting an active client-credentials token in the common shape; undefined for anything else. */
+  async function introspection(req: LeanRequest, params: ParsedUrlQuery): Promise<Answer | undefined> {
     const value = params.token;
-    if (typeof value !== 'string' || !OPAQUE_ID.test(value) || !onlyStrings(params, INTROSPECTION_PARAMS)) return false;
-    if (params.token_type_hint !== undefined && !HINTS.has(params.token_type_hint as string)) return false;
-    const client = await authenticated(ctx, params);
+    if (typeof value !== 'string' || !OPAQUE_ID.test(value) || !onlyStrings(params, INTROSPECTION_PARAMS)) return undefined;
+    if (params.token_type_hint !== undefined && !HINTS.has(params.token_type_hint as string)) return undefined;
+    const client = await authenticated(req, params);
     // A signed or encrypted introspection answer is oidc-provider's to make.
-    if (!client || client.introspectionSignedResponseAlg || client.introspectionEncryptedResponseAlg) return false;
+    if (!client || client.introspectionSignedResponseAlg || client.introspectionEncryptedResponseAlg) return undefined;
     // The adapter's find: a token of a deleted client is not found. Inactive answers are oidc-provider's (and the limiter's).
     const stored = await adapter().find(value);
-    if (!stored || Object.keys(stored).some((k) => !PLAIN_RECORD.has(k))) return false;
+    if (!stored) return undefined;
+    for (const key in stored) if (!PLAIN_RECORD.has(key)) return undefined;
     const { iat, exp, clientId, aud, scope } = stored as { iat?: unknown; exp?: unknown; clientId?: unknown; aud?: unknown; scope?: unknown };
     const now = epochTime();
-    if (typeof iat !== 'number' || typeof exp !== 'number' || typeof clientId !== 'string' || iat > now || exp <= now + 1) return false;
-    if (!tokenBelongsTo(client, { clientId, aud })) return false;
-    answer(ctx, 'introspection', { active: true, client_id: clientId, exp, iat, iss: provider.issuer, aud, scope: typeof scope === 'string' && scope ? scope : undefined, token_type: 'Bearer' });
-    return true;
+    if (typeof iat !== 'number' || typeof exp !== 'number' || typeof clientId !== 'string' || iat > now || exp <= now + 1) return undefined;
+    if (!tokenBelongsTo(client, { clientId, aud })) return undefined;
+    return { body: { active: true, client_id: clientId, exp, iat, iss: provider.issuer, aud, scope: typeof scope === 'string' && scope ? scope : undefined, token_type: 'Bearer' } };
   }
 
-  function answer(ctx: Koa.Context, route: 'token' | 'introspection', body: Record<string, unknown>) {
-    (ctx.state as LeanAnswered).leanRoute = route;
-    ctx.set('Cache-Control', 'no-store');
-    ctx.vary('Origin');
-    ctx.set('Access-Control-Allow-Origin', '*');
-    ctx.set('Access-Control-Expose-Headers', EXPOSED[route]);
-    ctx.status = 200;
-    ctx.body = body;
-    onAnswered(route);
+  /** Writes an answer as the app would (its headers, Koa's JSON), then what the app counts and logs for it. */
+  function respond(res: ServerResponse, route: LeanRoute, answer: Answer, started: number) {
+    const requestId = randomUUID();
+    const json = JSON.stringify(answer.body);
+    res.writeHead(200, ['X-Request-Id', requestId, ...answerHeaders[route], 'Content-Length', String(Buffer.byteLength(json))]);
+    res.end(json);
+    if (answer.clientId !== undefined) onTokenIssued({ requestId, clientId: answer.clientId, body: answer.body });
+    onAnswered({ requestId, route, body: answer.body, seconds: (performance.now() - started) / 1000 });
   }
 
-  return async function leanMachineEndpoints(ctx, next) {
-    const route = ctx.method !== 'POST' ? undefined : ctx.path === tokenPath ? 'token' : ctx.path === introspectionPath ? 'introspection' : undefined;
-    if (!route || !commonHeaders(ctx)) {
-      await next();
+  return function leanMachineEndpoints(req, res) {
+    const route = req.method !== 'POST' ? undefined : req.url === tokenPath ? 'token' : req.url === introspectionPath ? 'introspection' : undefined;
+    if (!route || !commonShape(req.headers)) {
+      app(req, res);
       return;
     }
-    const body = await readBody(ctx);
-    // A body cut short is oidc-provider's to refuse (400), as is every failure here (its own 503 for storage out of reach).
-    const answered = body.length === Number(ctx.headers['content-length'])
-      && await (route === 'token' ? token : introspection)(ctx, parseQuery(body.toString())).catch(() => false);
-    if (answered) return;
-    replayBody(ctx, body);
-    await next();
+    const started = performance.now();
+    void readBody(req).then(async (body) => {
+      // A body cut short is oidc-provider's to refuse (400), as is every failure here (its own 503 for storage out of reach).
+      const answer = body.length === Number(req.headers['content-length'])
+        ? await (route === 'token' ? token : introspection)({ headers: req.headers, ip: ipOf(req) }, parseQuery(body.toString())).catch(() => undefined)
+        : undefined;
+      if (answer) respond(res, route, answer, started);
+      else app(replayBody(req, body), res);
+    });
   };
+}
+
+/** A lean answer: its JSON, and for a token the client it was issued to. */
+interface Answer {
+  body: Record<string, unknown>;
+  clientId?: string;
 }
 
 /** Every member one of `allowed` and given once, none empty (oidc-provider reads an empty one as absent). */
@@ -190,8 +231,7 @@ function onlyStrings(params: ParsedUrlQuery, allowed: ReadonlySet<string>): bool
 }
 
 /** The headers of the common shape: a short urlencoded body of known length, no DPoP, no CORS, no attestation. */
-function commonHeaders(ctx: Koa.Context): boolean {
-  const h = ctx.headers;
+function commonShape(h: IncomingHttpHeaders): boolean {
   const length = Number(h['content-length']);
   return FORM.test(h['content-type'] ?? '') && Number.isInteger(length) && length > 0 && length <= MAX_BODY
     && h['transfer-encoding'] === undefined && h['content-encoding'] === undefined && h.dpop === undefined && h.origin === undefined
@@ -216,8 +256,7 @@ function opaqueId(): string {
 }
 
 /** The body as received; what arrived before an aborted upload, which oidc-provider then refuses as it would have. */
-function readBody(ctx: Koa.Context): Promise<Buffer> {
-  const req = ctx.req;
+function readBody(req: IncomingMessage): Promise<Buffer> {
   // Events rather than an async iterator: no iterator, promise and microtask per chunk.
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
@@ -239,12 +278,12 @@ function readBody(ctx: Koa.Context): Promise<Buffer> {
 
 /**
  * Hands the body read here to oidc-provider's own parser (selective_body.js reads `ctx.req` while it is
- * readable): `ctx.req` becomes a view of the request that yields the same bytes once more.
+ * readable): the app gets a view of the request that yields the same bytes once more.
  */
-function replayBody(ctx: Koa.Context, body: Buffer) {
-  ctx.req = Object.create(ctx.req, {
+function replayBody(req: IncomingMessage, body: Buffer): IncomingMessage {
+  return Object.create(req, {
     readable: { value: true },
     readableEncoding: { value: null },
     iterator: { value: () => (async function* replay() { yield body; })() },
-  }) as typeof ctx.req;
+  }) as IncomingMessage;
 }

@@ -9,7 +9,7 @@ import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import { GRANT_BOUND_MODELS, grantTag, keys } from '../storage/keys.ts';
 import { enqueueLogouts } from '../storage/logout-queue.ts';
-import { RefreshRotation, refreshRotation, RepeatedRefresh } from '../storage/oidc-adapter.ts';
+import { RefreshRotation, refreshRotation, RepeatedRefresh, TokenBatch, tokenBatch } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import { clientSecretMatches, type Registry } from './registry.ts';
 
@@ -51,6 +51,7 @@ export function bendProviderInternals(provider: Provider, deps: InternalsDeps): 
   targetCheckedBeforeRotation(provider, deps.getResourceServerInfo);
   offlineAccessWithoutPromptConsent(provider);
   refreshGraceWindow(provider, deps.store, deps.box);
+  batchedCodeRedemption(provider, deps.store);
   queuedBackchannelLogout(provider, deps.store);
 }
 
@@ -250,6 +251,26 @@ export function refreshGraceWindow(provider: Provider, store: Store, box: Secret
     if (!rotated) return;
     const key = keys.refreshResponse(rotated.jti);
     await store.putModel(key, box.seal(JSON.stringify(ctx.body), key), Math.ceil(grace), keys.grantIndex(rotated.grantId), { consumable: false });
+  });
+}
+
+/**
+ * Why: a code's redemption saves the access token, then the refresh token, each with its own entry in the
+ * grant's index (SET, SADD, EXPIRE NX: six commands). Inside one `TokenBatch` the adapter keeps them and
+ * they are written together when the handler ends, before the response is sent (four). oidc-provider offers
+ * no hook around its grant handlers, so the registered `authorization_code` handler is wrapped.
+ */
+export function batchedCodeRedemption(provider: Provider, store: Store): void {
+  // eslint-disable-next-line @typescript-eslint/no-unsafe-call -- an untyped internal (see its import above)
+  const handlers = (instance(provider) as { grantTypeHandlers: Map<string, GrantHandler> }).grantTypeHandlers;
+  const redeem = handlers.get('authorization_code');
+  if (!redeem) throw new Error('oidc-provider has no authorization_code grant handler to wrap');
+  handlers.set('authorization_code', async (ctx) => {
+    const batch = new TokenBatch();
+    await tokenBatch.run(batch, async () => {
+      await redeem(ctx);
+      await batch.write(store);
+    });
   });
 }
 

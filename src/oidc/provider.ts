@@ -2,7 +2,7 @@ import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import { providerRouteOf } from '../observability/metrics.ts';
 import { isEmailVerified, type Accounts } from '../accounts/accounts.ts';
-import { browserOf, saveSessionDevice } from '../accounts/sessions.ts';
+import { browserOf, type SessionDevice } from '../accounts/sessions.ts';
 import type { Config } from '../config.ts';
 import { appAskedForConsent, consentWithoutAsking, type ConsentGranted } from '../signin/consent.ts';
 import { ACR_MFA, ACR_UPSTREAM, ACR_VALUES, mfaDemanded, type MfaPolicy } from '../signin/policy.ts';
@@ -10,7 +10,7 @@ import { CookieKeys } from '../security/cookie-keys.ts';
 import { limitInactiveIntrospections, type IntrospectionThrottled } from '../security/introspection-limit.ts';
 import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
-import { createAdapterClass, sessionIdpOfRequest } from '../storage/oidc-adapter.ts';
+import { createAdapterClass, refreshRotation, sessionIdpOfRequest } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import { WayBack, appHomeOf, restartOf } from '../signin/way-back.ts';
 import { keys } from '../storage/keys.ts';
@@ -106,7 +106,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   };
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock, recordSignInDevice(store), sessionUpstreamOf(store)),
+    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock, signInDevice, sessionUpstreamOf(store)),
     jwks: jwksOf(signingKeys),
     cookies: {
       // keygrip-compatible signatures, computed with keys prepared once (see CookieKeys).
@@ -119,7 +119,8 @@ export async function createProvider({ config, store, accounts, registry, views,
       // The sign-in finishing in this request read and checked the account a moment ago (its last factor);
       // nothing is issued here that the token endpoint, which reads it again, would not refuse.
       const login = ctx?.oidc?.route === 'resume' ? (ctx.oidc.result?.login as { accountId?: unknown } | undefined) : undefined;
-      let account = login?.accountId === sub ? undefined : await accounts.find(sub);
+      // A refresh sent the account's read with the token's (storage/oidc-adapter.ts, RefreshRotation).
+      let account = login?.accountId === sub ? undefined : await accounts.find(sub, refreshRotation.getStore()?.takeAhead('account', keys.account(sub)));
       if (login?.accountId !== sub && (!account || account.disabled)) return undefined;
       return {
         accountId: sub,
@@ -366,17 +367,14 @@ function sessionUpstreamOf(store: Store) {
 }
 
 /**
- * Where and how a person signed in (IP, browser and OS from the user agent), kept beside the session
- * for the operator's list of sessions. Written when a sign-in completes (the `resume` route saves the
- * signed-in session); other saves of the session (each app it signs in to) leave it as it was.
+ * Where and how a person signed in (IP, browser and OS from the user agent), kept in the session's record
+ * for the person's and the operator's list of sessions. Taken when a sign-in completes (the `resume` route
+ * saves the signed-in session); other saves of the session (each app it signs in to) keep it as it was.
  */
-function recordSignInDevice(store: Store) {
-  return async (sessionKey: string, payload: { loginTs?: unknown }, ttl: number) => {
-    const ctx = Provider.ctx;
-    if (ctx?.oidc?.route !== 'resume') return;
-    const device = { ip: ctx.ip, browser: browserOf(ctx.get('user-agent')), ...(typeof payload.loginTs === 'number' ? { loginTs: payload.loginTs } : {}) };
-    await saveSessionDevice(store, sessionKey, device, ttl);
-  };
+function signInDevice(payload: { loginTs?: unknown }): SessionDevice | undefined {
+  const ctx = Provider.ctx;
+  if (ctx?.oidc?.route !== 'resume') return undefined;
+  return { ip: ctx.ip, browser: browserOf(ctx.get('user-agent')), ...(typeof payload.loginTs === 'number' ? { loginTs: payload.loginTs } : {}) };
 }
 
 /**

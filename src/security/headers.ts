@@ -2,18 +2,28 @@ import type { Middleware } from 'koa';
 import { brandImageSources, type Brand } from '../brand.ts';
 import { contentSecurityPolicy } from '../views.ts';
 
-/** Security headers on every response; pages may widen `form-action` and `img-src` (views.ts). */
-export function securityHeaders(brand?: Brand): Middleware {
-  const csp = contentSecurityPolicy([], brand ? brandImageSources(brand) : []);
-  return async (ctx, next) => {
-    ctx.set('Content-Security-Policy', csp);
-    ctx.set('X-Content-Type-Options', 'nosniff');
+/**
+ * The security headers of every answer, in order; pages may widen `form-action` and `img-src` (views.ts).
+ * `secure`: the request came over https (ISSUER's protocol, issuer-origin.ts), which adds HSTS.
+ */
+export function securityHeaderList(brand: Brand | undefined, secure: boolean): [string, string][] {
+  return [
+    ['Content-Security-Policy', contentSecurityPolicy([], brand ? brandImageSources(brand) : [])],
+    ['X-Content-Type-Options', 'nosniff'],
     // Not `no-referrer`: under it browsers send `Origin: null` on our own form posts, which the
     // same-origin check (same-origin.ts) must refuse. `same-origin` still tells other sites nothing.
-    ctx.set('Referrer-Policy', 'same-origin');
-    ctx.set('X-Frame-Options', 'DENY');
-    ctx.set('Cross-Origin-Opener-Policy', 'same-origin');
-    if (ctx.secure) ctx.set('Strict-Transport-Security', 'max-age=31536000');
+    ['Referrer-Policy', 'same-origin'],
+    ['X-Frame-Options', 'DENY'],
+    ['Cross-Origin-Opener-Policy', 'same-origin'],
+    ...(secure ? [['Strict-Transport-Security', 'max-age=31536000'] as [string, string]] : []),
+  ];
+}
+
+/** Security headers on every response (`securityHeaderList`). */
+export function securityHeaders(brand?: Brand): Middleware {
+  const [plain, secure] = [securityHeaderList(brand, false), securityHeaderList(brand, true)];
+  return async (ctx, next) => {
+    for (const [name, value] of ctx.secure ? secure : plain) ctx.set(name, value);
     await next();
   };
 }

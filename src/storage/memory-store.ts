@@ -272,6 +272,10 @@ export class MemoryStore implements Store {
     }
   }
 
+  async putIndexed(records: RotatedRecord[], indexKey: string) {
+    for (const r of records) await this.putModel(r.key, r.payload, r.ttl, indexKey);
+  }
+
   async indexAdd(key: string, member: string, ttl: number) {
     this.#set(key, true)!.add(member);
     const entry = this.#data.get(key)!;
@@ -293,9 +297,10 @@ export class MemoryStore implements Store {
     return Array.isArray(value) ? [...value] : [];
   }
 
-  async getModel(key: string): Promise<StoredModel | null> {
+  async getModel(key: string, options: { consumable?: boolean; take?: boolean } = {}): Promise<StoredModel | null> {
     const value = this.#entry(key)?.value;
     if (!value || typeof value === 'string' || Array.isArray(value) || value instanceof Set || !('p' in value)) return null;
+    if (options.take && options.consumable === false) this.#data.delete(key);
     return value.c === undefined ? { payload: value.p } : { payload: value.p, consumed: value.c };
   }
 

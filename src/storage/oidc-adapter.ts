@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
 import { digest, GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, sessionHandle, tagFor } from './keys.ts';
-import type { ConsumeResult, PutModelOptions, RotatedRecord, Store } from './store.ts';
+import type { ConsumeResult, PutModelOptions, RotatedRecord, Store, StoredModel } from './store.ts';
 
 /** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
 const MAX_TTL = 60 * 60 * 24 * 30;
@@ -127,9 +127,28 @@ export class RefreshRotation {
   grantExpiresAt?: number;
   /** The consume oidc-provider asked for and the records saved since, not yet sent. */
   pending?: { records: RotatedRecord[]; send(records: RotatedRecord[]): Promise<void> };
+  /** Reads sent as soon as the presented token named their keys: its grant's record, its account's (`takeAhead`). */
+  readonly #ahead: { grant?: ReadAhead<StoredModel>; account?: ReadAhead<string> } = {};
 
   constructor(grace: number) {
     this.grace = grace;
+  }
+
+  /** Sends the reads of the token's grant and account now (readGrantAndAccountAhead). */
+  readAhead(grant: ReadAhead<StoredModel>, account: ReadAhead<string>): void {
+    for (const read of [grant, account]) read.answer.catch(() => {}); // a request refused before it reads one never awaits it
+    this.#ahead.grant = grant;
+    this.#ahead.account = account;
+  }
+
+  /** The answer of a read sent ahead for `key`, once: a second read of the key goes to the store. */
+  takeAhead(kind: 'grant', key: string): Promise<StoredModel | null> | undefined;
+  takeAhead(kind: 'account', key: string): Promise<string | null> | undefined;
+  takeAhead(kind: 'grant' | 'account', key: string): Promise<StoredModel | string | null> | undefined {
+    const read = this.#ahead[kind];
+    if (read?.key !== key) return undefined;
+    delete this.#ahead[kind];
+    return read.answer;
   }
 
   /** Sends what is still deferred; throws as the consume would have (reuse, a repeat, a revoked token). */
@@ -141,8 +160,39 @@ export class RefreshRotation {
   }
 }
 
+/** A read sent ahead of its turn: the key, and the store's answer to come. */
+interface ReadAhead<T> {
+  key: string;
+  answer: Promise<T | null>;
+}
+
 /** Set around each refresh-token grant (oidc/provider-internals.ts `refreshGraceWindow`). */
 export const refreshRotation = new AsyncLocalStorage<RefreshRotation>();
+
+/**
+ * One authorization code's redemption (run inside one by `batchedCodeRedemption`, oidc/provider-internals.ts):
+ * the tokens it issues (access and refresh token) are records of the grant the request read, whose index
+ * outlives them, so they are kept here and written together when the grant ends — before the response
+ * leaves (`Store.putIndexed`: a SET each, one SADD, one EXPIRE NX). A grant that fails writes none of them.
+ */
+export class TokenBatch {
+  readonly #records = new Map<string, RotatedRecord[]>();
+
+  add(indexKey: string, record: RotatedRecord): void {
+    const records = this.#records.get(indexKey);
+    if (records) records.push(record);
+    else this.#records.set(indexKey, [record]);
+  }
+
+  async write(store: Store): Promise<void> {
+    const batches = [...this.#records];
+    this.#records.clear();
+    await Promise.all(batches.map(([index, records]) => store.putIndexed(records, index)));
+  }
+}
+
+/** Set around each authorization code grant (oidc/provider-internals.ts `batchedCodeRedemption`). */
+export const tokenBatch = new AsyncLocalStorage<TokenBatch>();
 
 /**
  * A refresh token presented again within its client's grace window, while or after another request
@@ -198,6 +248,21 @@ const recordsOfRequest = perRequest<string>();
 /** Per request: when each grant read or saved in it expires (epoch s), so its tokens' index writes need no TTL read. */
 const grantsOfRequest = perRequest<number>();
 
+/** The field of a session's record that holds where and how it was signed in (accounts/sessions.ts reads it). */
+export const SESSION_DEVICE = 'lkDevice';
+
+/** Per request: the device of each session record read in it, by key, carried into its next save. */
+const devicesOfRequest = perRequest<object>();
+
+/** Per request: records read and deleted in one command (the interaction its resume uses up), whose `destroy` is done. */
+const takenInRequest = perRequest<true>();
+
+/**
+ * oidc-provider's resume reads the interaction, then destroys it unless it refuses the resume (a mismatch,
+ * after which the interaction is of no use) or saves it again (signing another account out first).
+ */
+const takesInteraction = () => Provider.ctx?.oidc?.route === 'resume';
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -208,6 +273,9 @@ function throwUnlessConsumed(result: ConsumeResult, model: string): void {
   // and the grant is revoked as for any reuse (RFC 9700 §4.14, §2.2.2).
   if (result !== 'consumed') throw new errors.InvalidGrant(`${model === 'RefreshToken' ? 'refresh token' : 'grant'} already used`);
 }
+
+/** The shape of an account id (accounts/accounts.ts): anything else is not read. */
+const ACCOUNT_ID = /^[0-9a-f-]{36}$/;
 
 /** oidc-provider's opaque ids: 256 random bits (its default `bitsOfOpaqueRandomness`) in base64url. */
 const OPAQUE_ID_LENGTH = 43;
@@ -232,12 +300,29 @@ export function createAdapterClass(
   store: Store,
   clients: { find(id: string): Promise<AdapterPayload | undefined> },
   clock: () => number = Date.now,
-  /** Called with each signed-in session's record key as it is saved (oidc/provider.ts records where and how a sign-in happened). */
-  onSessionSaved: (sessionKey: string, payload: AdapterPayload, ttl: number) => Promise<void> = async () => {},
+  /**
+   * Where and how a sign-in happened (oidc/provider.ts), asked as each signed-in session is saved: kept in
+   * the session's record (`lkDevice`, which oidc-provider does not know), or undefined to keep what it held.
+   */
+  signInDevice: (payload: AdapterPayload) => object | undefined = () => undefined,
   /** The upstream provider ('' for none) of a session a code is issued in, when no record of the request says it (oidc/provider.ts). */
   sessionIdp: (sessionUid: string) => Promise<string> = async () => '',
 ) {
   const epoch = () => Math.floor(clock() / 1000);
+  /**
+   * A refresh reads the presented token, then its grant, then its account (oidc-provider's order, one round
+   * trip each). The token names both: their GETs go out together as soon as it is read, for a token that
+   * will get that far (its client's, not expired). The grant's read takes the answer (`#read`), and
+   * `findAccount` the account's (oidc/provider.ts).
+   */
+  const readGrantAndAccountAhead = (rotation: RefreshRotation, token: AdapterPayload) => {
+    const { grantId, accountId, clientId, exp } = token;
+    if (clientId !== Provider.ctx?.oidc?.client?.clientId || typeof exp !== 'number' || exp <= epoch()) return;
+    if (typeof grantId !== 'string' || typeof accountId !== 'string' || !ACCOUNT_ID.test(accountId)) return;
+    const grant = keys.model('Grant', grantId);
+    const account = keys.account(accountId);
+    rotation.readAhead({ key: grant, answer: store.getModel(grant, { consumable: false }) }, { key: account, answer: store.get(account) });
+  };
   return class StoreAdapter implements Adapter {
     readonly name: string;
     readonly #grantBound: boolean;
@@ -269,8 +354,14 @@ export function createAdapterClass(
         stored.idp = known ?? (this.name === 'RefreshToken' || this.name === 'AccessToken' ? undefined : await sessionIdp(payload.sessionUid));
         if (typeof stored.idp === 'string') idpsOfRequest(true)?.set(payload.sessionUid, stored.idp);
       }
+      // The device rides in the session's record: a new sign-in's, or the one this request read (oidc-provider drops fields it does not know).
+      if (this.name === 'Session') {
+        const device = (typeof payload.accountId === 'string' ? signInDevice(payload) : undefined) ?? devicesOfRequest(false)?.get(key);
+        if (device) stored[SESSION_DEVICE] = device;
+      }
       // A record written again is no longer as it was read: its consume goes through the script.
       if (this.#consumable) recordsOfRequest(false)?.delete(key);
+      takenInRequest(false)?.delete(key);
       const rotation = refreshRotation.getStore();
       if (rotation?.pending && index && (this.name === 'RefreshToken' || this.name === 'AccessToken')) {
         rotation.pending.records.push({ key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable });
@@ -288,6 +379,11 @@ export function createAdapterClass(
         const grantEnds = grantsOfRequest(false)?.get(grantId);
         if (grantEnds !== undefined && epoch() + ttl <= grantEnds) indexUse = 'outlives';
       }
+      const batch = tokenBatch.getStore();
+      if (batch && index && indexUse === 'outlives' && (this.name === 'AccessToken' || this.name === 'RefreshToken')) {
+        batch.add(index, { key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable });
+        return;
+      }
       // Independent writes, sent together (one round trip with auto-pipelining). A client-credentials token
       // and its entry in its client's index of the day are one store call (putListed: one script).
       const listed = this.name === 'ClientCredentials' && typeof payload.clientId === 'string';
@@ -301,7 +397,7 @@ export function createAdapterClass(
       // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
       // that `latchkey user revoke-sessions` finds every session and grant of a person.
       if (typeof payload.accountId === 'string') {
-        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl, PIPELINED), onSessionSaved(key, payload, ttl));
+        if (this.name === 'Session') writes.push(store.indexAdd(keys.accountSessions(payload.accountId), key, ttl, PIPELINED));
         else if (this.name === 'Grant') writes.push(store.indexAdd(keys.accountGrants(payload.accountId), keys.grantIndex(id), ttl, PIPELINED));
       }
       // Per-client indexes, so that deleting a client revokes what it was issued (revokeClientGrants).
@@ -316,9 +412,13 @@ export function createAdapterClass(
       // userinfo); an id of the wrong shape for this model cannot be stored under it: skip the round trip.
       if (!idFitsModel(this.name, id)) return undefined;
       const key = keys.model(this.name, id);
-      const read = await this.#read(key);
+      const take = this.name === 'Interaction' && takesInteraction();
+      const read = await this.#read(key, take);
+      if (take) takenInRequest(true)?.set(key, true);
       if (!read) return undefined;
       const { payload } = read;
+      const rotation = refreshRotation.getStore();
+      if (rotation && this.name === 'RefreshToken') readGrantAndAccountAhead(rotation, payload);
       // A token of a deleted client is no token (deletion revokes them; this covers any it could not list),
       // so introspection answers active: false instead of failing on the missing client.
       if (ISSUED_TO_CLIENT.has(this.name) && typeof payload.clientId === 'string' && !(await clients.find(payload.clientId))) return undefined;
@@ -327,7 +427,10 @@ export function createAdapterClass(
       if (this.name === 'Grant' && typeof payload.exp === 'number') grantsOfRequest(true)?.set(id, payload.exp);
       if (this.#consumable) recordsOfRequest(true)?.set(key, read.stored);
       if (this.name === 'Interaction') interactionReads.getStore()?.set(key, read.stored);
-      const rotation = refreshRotation.getStore();
+      if (this.name === 'Session' && isRecord(payload[SESSION_DEVICE])) {
+        devicesOfRequest(true)?.set(key, payload[SESSION_DEVICE]);
+        delete payload[SESSION_DEVICE];
+      }
       if (rotation) {
         // What the rotation's one script needs: the presented token's record, and how long its grant's index lives.
         if (this.name === 'RefreshToken') rotation.presented = { id, key, payload: read.stored };
@@ -339,8 +442,9 @@ export function createAdapterClass(
     }
 
     /** The record under `key` without its id; `consumed` as `find` must report it. `stored`: the payload as stored. */
-    async #read(key: string): Promise<{ payload: AdapterPayload; stored: string } | undefined> {
-      const stored = await store.getModel(key, { consumable: this.#consumable });
+    async #read(key: string, take = false): Promise<{ payload: AdapterPayload; stored: string } | undefined> {
+      const ahead = this.name === 'Grant' ? refreshRotation.getStore()?.takeAhead('grant', key) : undefined;
+      const stored = await (ahead ?? store.getModel(key, { consumable: this.#consumable, ...(take ? { take } : {}) }));
       if (!stored) return undefined;
       const payload = JSON.parse(stored.payload) as AdapterPayload;
       // A session written by an earlier version kept its id in clear: not trusted, the person signs in again.
@@ -358,7 +462,9 @@ export function createAdapterClass(
     async findByUid(uid: string) {
       const key = await store.get(keys.sessionUid(uid));
       // An index entry of an earlier version held the session id itself: such sessions are not found.
-      return key?.startsWith('lk:') ? (await this.#read(key))?.payload : undefined;
+      const payload = key?.startsWith('lk:') ? (await this.#read(key))?.payload : undefined;
+      if (payload) delete payload[SESSION_DEVICE];
+      return payload;
     }
 
     async findByUserCode(userCode: string) {
@@ -391,7 +497,9 @@ export function createAdapterClass(
     }
 
     async destroy(id: string) {
-      await store.del(keys.model(this.name, id));
+      const key = keys.model(this.name, id);
+      if (takenInRequest(false)?.delete(key)) return;
+      await store.del(key);
     }
 
     // oidc-provider calls this once per model (AccessToken, RefreshToken, …) and destroys the Grant

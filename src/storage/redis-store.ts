@@ -106,10 +106,16 @@ if redis.call('SCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
 return n`;
 
 // A single key: set it to ARGV[1] (with TTL ARGV[2]) unless it already holds a number >= ARGV[1].
+// One command when it advances (SET … GET writes and tells what was there); a counter that was already as
+// high is put back, inside the script, so no other caller ever sees the lower value (its TTL then runs
+// from now: a refused replay only keeps the guard a little longer).
 const ADVANCE_COUNTER = `
-local current = tonumber(redis.call('GET', KEYS[1]))
-if current and current >= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local before = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'GET')
+local current = tonumber(before)
+if current and current >= tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], before, 'KEEPTTL')
+  return 0
+end
 return 1`;
 
 // One key: compare-and-set (GET returns false for a missing key, which never equals a string).
@@ -488,10 +494,19 @@ export class RedisStore implements Store {
     return this.#call(async () => void (await this.#scripts.lkPutModel(2, key, indexKey, value, ttl)));
   }
 
-  getModel(key: string, options: { consumable?: boolean } = {}) {
+  putIndexed(records: RotatedRecord[], indexKey: string) {
+    if (!records.length) return Promise.resolve();
+    const pipeline = this.client.pipeline();
+    for (const r of records) pipeline.set(r.key, r.consumable ? `|${r.payload}` : r.payload, 'EX', r.ttl);
+    // Same slot as the records (the grant's tag): one pipeline, also on a cluster. NX as in putModel's `outlives`.
+    pipeline.sadd(indexKey, ...records.map((r) => r.key)).expire(indexKey, Math.max(...records.map((r) => r.ttl)), 'NX');
+    return this.#call(async () => execPipeline(await pipeline.exec()));
+  }
+
+  getModel(key: string, options: { consumable?: boolean; take?: boolean } = {}) {
     return this.#call(async (): Promise<StoredModel | null> => {
       if (options.consumable === false) {
-        const payload = await this.client.get(key);
+        const payload = options.take ? await this.client.getdel(key) : await this.client.get(key);
         return payload == null ? null : { payload };
       }
       let stored: string | null;

@@ -68,7 +68,13 @@ export interface Store {
    * Read it back with the same option.
    */
   putModel(key: string, payload: string, ttl: number, indexKey?: string, options?: PutModelOptions): Promise<void>;
-  getModel(key: string, options?: { consumable?: boolean }): Promise<StoredModel | null>;
+  /**
+   * Writes records of one grant whose index outlives them all (`putModel` with `index: 'outlives'`, for
+   * several records at once): in Redis one pipeline of a SET per record, one SADD and one EXPIRE NX.
+   */
+  putIndexed(records: RotatedRecord[], indexKey: string): Promise<void>;
+  /** Reads a record; `take` (records never consumed only) deletes it in the same command (GETDEL). */
+  getModel(key: string, options?: { consumable?: boolean; take?: boolean }): Promise<StoredModel | null>;
   /**
    * Marks a model consumed, atomically. The second consumer of one record gets 'reused', and then
    * everything listed in `indexKey` (the whole grant) is deleted in the same atomic step — unless it

@@ -52,10 +52,11 @@ export async function startServer(options: { redisUrl?: string; store?: Store; e
   // `clock`: refresh-token grace windows on a test's clock.
   const app = await createApp({ config, store, logger, totpClock: totpClock.now, ...(options.clock ? { clock: options.clock } : {}), ...(options.logoutDelivery ? { logoutDelivery: options.logoutDelivery } : {}), ...(options.mail ? { mail: options.mail } : {}) });
   useTestClock(config.ISSUER);
-  const handler = app.app.callback();
+  // The request listener serve.ts listens with (the lean path in front of the app).
+  const handler = app.handler;
   const servers: Server[] = [];
   for (const host of ['127.0.0.1', '::1']) {
-    const server = createServer((req, res) => void handler(req, res));
+    const server = createServer(handler);
     const ok = await new Promise<boolean>((resolve) => {
       server.once('error', () => resolve(false));
       server.listen(port, host, () => resolve(true));
