@@ -370,6 +370,7 @@ async function memoryProbe(world: World) {
   const parts = async () => Object.fromEntries(await Promise.all(Object.entries(TOKEN_PARTS).map(async ([name, pattern]) => [name, await usageOf(redis, pattern)] as const)));
   const m0 = await usedMemory(redis);
   const k0 = await dbsize();
+  const h0 = await keySpaceTables(redis);
   const p0 = await parts();
   const tokens = 5000;
   const t0 = Date.now();
@@ -377,6 +378,7 @@ async function memoryProbe(world: World) {
   const tokenSeconds = (Date.now() - t0) / 1000;
   const m1 = await usedMemory(redis);
   const k1 = await dbsize();
+  const h1 = await keySpaceTables(redis);
   const p1 = await parts();
   const signIns = 100;
   const stats = newFlowStats();
@@ -397,7 +399,21 @@ async function memoryProbe(world: World) {
     });
   } while (cursor !== '0');
   const tokenParts = Object.keys(TOKEN_PARTS).map((name) => ({ name, keys: p1[name]!.keys - p0[name]!.keys, bytesPerToken: (p1[name]!.bytes - p0[name]!.bytes) / tokens, keysAfter: p1[name]!.keys, bytesAfter: p1[name]!.bytes }));
-  return { tokens, tokenSeconds, perToken: (m1 - m0) / tokens, tokenParts, keysPerToken: (k1 - k0) / tokens, signIns, perSignIn: (m2 - m1) / signIns, keysPerSignIn: (k2 - k1) / signIns, byType };
+  // The key space's tables grow by doubling: a probe that crosses a power of two would be charged the
+  // whole new table, one that does not would be charged none of it. Each new key is charged the tables'
+  // average bytes per key after the probe instead (their entries and buckets, at the fill they have then).
+  const tables = { before: h0, after: h1, perKey: h1 / k1 };
+  const perToken = (m1 - m0 - (h1 - h0) + tables.perKey * (k1 - k0)) / tokens;
+  return { tokens, tokenSeconds, perToken, tables, usedMemoryPerToken: (m1 - m0) / tokens, tokenParts, keysPerToken: (k1 - k0) / tokens, signIns, perSignIn: (m2 - m1) / signIns, keysPerSignIn: (k2 - k1) / signIns, byType };
+}
+
+/** Bytes of the key space's hash tables (main and expires, entries and buckets) of db 0: MEMORY STATS. */
+async function keySpaceTables(redis: World['redis']): Promise<number> {
+  const stats = (await redis.call('MEMORY', 'STATS')) as unknown[];
+  const db = stats[stats.indexOf('db.0') + 1] as unknown[] | undefined;
+  if (!db) return 0;
+  const field = (name: string) => Number(db[db.indexOf(name) + 1] ?? 0);
+  return field('overhead.hashtable.main') + field('overhead.hashtable.expires');
 }
 
 const f0 = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -579,9 +595,9 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
   lines.push(
     `Measured before the load runs (after the registrations and the enrolments): \`INFO memory\` used_memory before and after ${f0(memory.tokens)} client-credentials tokens (issued in ${f1(memory.tokenSeconds)} s), then ${f0(memory.signIns)} complete password sign-ins (each with its code redeemed).`,
     '',
-    `- One client-credentials token, everything included: **${f0(memory.perToken)} bytes** of used_memory, ${f2(memory.keysPerToken)} keys. By MEMORY USAGE of the keys each part adds to or grows:`,
+    `- One client-credentials token, everything included: **${f0(memory.perToken)} bytes** of used_memory, ${f2(memory.keysPerToken)} keys, with its share of the key space's tables (main and expires) at their average per key after the probe, ${f0(memory.tables.perKey)} bytes (MEMORY STATS; they grow by doubling, so the probe's raw used_memory change, ${f0(memory.usedMemoryPerToken)} bytes per token here, is charged a whole new table when it crosses a power of two and none when it does not: ${f0(memory.tables.before)} → ${f0(memory.tables.after)} bytes in this probe). By MEMORY USAGE of the keys each part adds to or grows:`,
     ...memory.tokenParts.map((p) => `  - ${p.name}: ${f0(p.bytesPerToken)} bytes per token (${f0(p.keysAfter)} keys, ${f0(p.bytesAfter)} bytes after the probe)`),
-    `  - the rest, which MEMORY USAGE of a key leaves out (Redis's key space and expiry tables): ${f0(memory.perToken - memory.tokenParts.reduce((n, p) => n + p.bytesPerToken, 0))} bytes per token`,
+    `  - the rest, which MEMORY USAGE of a key leaves out (the key's share of the key space's tables, its expiry entry, the allocator's rounding): ${f0(memory.perToken - memory.tokenParts.reduce((n, p) => n + p.bytesPerToken, 0))} bytes per token`,
     '  A per-minute count costs the same for one token as for thousands: the probe issues its tokens within a minute or two, so its share per token is small here and larger for a client that takes a token now and then.',
     `- One sign-in (session, grant, refresh and access tokens, the consumed authorization code kept until its 60 s expiry, indexes): **${f0(memory.perSignIn)} bytes**, ${f2(memory.keysPerSignIn)} keys.`,
     '',
