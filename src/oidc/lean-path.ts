@@ -206,11 +206,16 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
     const started = performance.now();
     void readBody(req).then(async (body) => {
       // A body cut short is oidc-provider's to refuse (400), as is every failure here (its own 503 for storage out of reach).
-      const answer = body.length === Number(req.headers['content-length'])
-        ? await (route === 'token' ? token : introspection)({ headers: req.headers, ip: ipOf(req) }, parseQuery(body.toString())).catch(() => undefined)
-        : undefined;
-      if (answer) respond(res, route, answer, started);
-      else app(replayBody(req, body), res);
+      try {
+        const answer = body.length === Number(req.headers['content-length'])
+          ? await (route === 'token' ? token : introspection)({ headers: req.headers, ip: ipOf(req) }, parseQuery(body.toString()))
+          : undefined;
+        if (answer) return respond(res, route, answer, started);
+      } catch {
+        // An answer already on its way is left as it is; before that, the app answers instead.
+        if (res.headersSent) return;
+      }
+      app(replayBody(req, body), res);
     });
   };
 }
