@@ -187,13 +187,27 @@ describe('lockout', () => {
   suite('on Redis', () => store);
   suite('on Redis, with the cache of a server', () => store, true);
 
-  test('on Redis, a lockout started by one server reaches the cache of another', async () => {
-    const account = `cached-${randomBytes(4).toString('hex')}@example.org`;
+  /** Two servers' lockouts on the one Redis, each with its cache and change subscription (as `createApp` sets them up). */
+  async function twoServers() {
     const nodeA = new Lockout(store);
     const storeB = new RedisStore(connectRedis(redis.url, 1000));
     const nodeB = new Lockout(storeB);
     const stopA = await Lockout.watch(store, [nodeA]);
     const stopB = await Lockout.watch(storeB, [nodeB]);
+    return {
+      nodeA,
+      nodeB,
+      close: async () => {
+        await stopA();
+        await stopB();
+        await storeB.close();
+      },
+    };
+  }
+
+  test('on Redis, a lockout started by one server reaches the cache of another', async () => {
+    const account = `cached-${randomBytes(4).toString('hex')}@example.org`;
+    const { nodeA, nodeB, close } = await twoServers();
     try {
       assert.deepEqual(await nodeB.check({ account, ip: '192.0.2.7' }), { allowed: true }, 'B now holds "not locked" in memory');
       for (let i = 0; i < 9; i += 1) await nodeA.recordFailure({ factor: 'password', account });
@@ -204,20 +218,14 @@ describe('lockout', () => {
       while ((await nodeB.check({ account })).allowed && Date.now() < deadline) await new Promise((r) => setImmediate(r));
       assert.equal((await nodeB.check({ account })).allowed, false, 'B refuses once told');
     } finally {
-      await stopA();
-      await stopB();
-      await storeB.close();
+      await close();
     }
   });
 
   test('on Redis, a right answer resets a counter this server knows is clean without a write, and resets it again once a failure anywhere was announced', async () => {
     const account = `clean-${randomBytes(4).toString('hex')}@example.org`;
     const counter = `lk:failures:password:account:account-${digest(account)}`;
-    const nodeA = new Lockout(store);
-    const storeB = new RedisStore(connectRedis(redis.url, 1000));
-    const nodeB = new Lockout(storeB);
-    const stopA = await Lockout.watch(store, [nodeA]);
-    const stopB = await Lockout.watch(storeB, [nodeB]);
+    const { nodeA, nodeB, close } = await twoServers();
     try {
       await nodeA.recordSuccess({ factor: 'password', account });
       // A count written behind A's back, with no announcement: A's next success does not touch storage.
@@ -239,9 +247,7 @@ describe('lockout', () => {
       for (let i = 0; i < 9; i += 1) await (i % 2 ? nodeA : nodeB).recordFailure({ factor: 'password', account });
       assert.equal((await nodeB.recordFailure({ factor: 'password', account })).allowed, false, 'the 10th failure locks');
     } finally {
-      await stopA();
-      await stopB();
-      await storeB.close();
+      await close();
     }
   });
 

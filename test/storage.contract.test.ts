@@ -20,6 +20,12 @@ import { startRedisCluster, type TestCluster } from './helpers/redis-cluster.ts'
 const DAY = 24 * 60 * 60;
 
 /** A random id shaped like oidc-provider's (base64url of 32 bytes). */
+/** Keys of one grant's family, as the adapter makes them: one hash tag, the grant's index, and its members. */
+function grantFamily() {
+  const tag = randomId().slice(0, 16);
+  return { index: `lk:{${tag}}:grant`, member: (model: string, id = randomId()) => `lk:{${tag}}:${model}:${id}` };
+}
+
 function randomId(): string {
   return randomBytes(32).toString('base64url');
 }
@@ -240,10 +246,9 @@ function storeContract(getStore: () => Store) {
 
     test('consumeModel: consumed once, then reused (which deletes the index), missing when absent', async () => {
       const store = getStore();
-      const tag = randomId().slice(0, 16);
-      const index = `lk:{${tag}}:grant`;
-      const code = `lk:{${tag}}:AuthorizationCode:${randomId()}`;
-      const sibling = `lk:{${tag}}:AccessToken:${randomId()}`;
+      const { index, member } = grantFamily();
+      const code = member('AuthorizationCode');
+      const sibling = member('AccessToken');
       await store.putModel(code, 'code', 60, index);
       await store.putModel(sibling, 'at', 3600, index);
       assert.deepEqual((await store.setMembers(index)).sort(), [code, sibling].sort());
@@ -264,10 +269,9 @@ function storeContract(getStore: () => Store) {
 
     test('consumeModel given the record as read: consumed once, then reused (which deletes the index); missing when absent; one winner of 20', async () => {
       const store = getStore();
-      const tag = randomId().slice(0, 16);
-      const index = `lk:{${tag}}:grant`;
-      const code = `lk:{${tag}}:AuthorizationCode:${randomId()}`;
-      const sibling = `lk:{${tag}}:AccessToken:${randomId()}`;
+      const { index, member } = grantFamily();
+      const code = member('AuthorizationCode');
+      const sibling = member('AccessToken');
       await store.putModel(code, 'code', 60, index);
       await store.putModel(sibling, 'at', 3600, index, { consumable: false });
       const now = epoch();
@@ -278,7 +282,7 @@ function storeContract(getStore: () => Store) {
       assert.deepEqual(await store.setMembers(index), []);
       assert.equal(await store.consumeModel(code, index, now, 0, 'code'), 'missing');
 
-      const single = `lk:{${tag}}:AuthorizationCode:${randomId()}`;
+      const single = member('AuthorizationCode');
       await store.putModel(single, 'once', 60, index);
       assert.equal(await store.consumeModel(single, index, now, 0, 'once'), 'consumed');
       assert.deepEqual(await store.getModel(single), { payload: 'once', consumed: now }, 'marked, payload as it was');
@@ -288,11 +292,10 @@ function storeContract(getStore: () => Store) {
 
     test("putModel of a grant ('owner') and of tokens its index outlives ('outlives'): listed, and revoked together", async () => {
       const store = getStore();
-      const tag = randomId().slice(0, 16);
-      const index = `lk:{${tag}}:grant`;
-      const grant = `lk:{${tag}}:Grant:${randomId()}`;
-      const code = `lk:{${tag}}:AuthorizationCode:${randomId()}`;
-      const access = `lk:{${tag}}:AccessToken:${randomId()}`;
+      const { index, member } = grantFamily();
+      const grant = member('Grant');
+      const code = member('AuthorizationCode');
+      const access = member('AccessToken');
       await store.putModel(grant, 'g', 3600, index, { consumable: false, index: 'owner' });
       await store.putModel(code, 'c', 60, index, { index: 'outlives' });
       await store.putModel(access, 'a', 600, index, { consumable: false, index: 'outlives' });
@@ -304,10 +307,9 @@ function storeContract(getStore: () => Store) {
 
     test('consumeModel with a grace window: repeated (nothing deleted) within it, reused (the grant deleted) after it', async () => {
       const store = getStore();
-      const tag = randomId().slice(0, 16);
-      const index = `lk:{${tag}}:grant`;
-      const token = `lk:{${tag}}:RefreshToken:${randomId()}`;
-      const sibling = `lk:{${tag}}:AccessToken:${randomId()}`;
+      const { index, member } = grantFamily();
+      const token = member('RefreshToken');
+      const sibling = member('AccessToken');
       await store.putModel(token, 'rt', 60, index);
       await store.putModel(sibling, 'at', 3600, index);
       assert.equal(await store.consumeModel(token, index, 100, 10), 'consumed');
@@ -333,13 +335,12 @@ function storeContract(getStore: () => Store) {
 
     test('rotateModel: consumes the presented record and writes and indexes the new ones in one step; reuse, a repeat and a missing record write nothing', async () => {
       const store = getStore();
-      const tag = randomId().slice(0, 16);
-      const index = `lk:{${tag}}:grant`;
-      const presented = `lk:{${tag}}:RefreshToken:${randomId()}`;
+      const { index, member } = grantFamily();
+      const presented = member('RefreshToken');
       await store.putModel(presented, 'rt0', 60, index);
       const next = (n: number) => [
-        { key: `lk:{${tag}}:RefreshToken:next-${n}`, payload: `rt${n}`, ttl: 60, consumable: true },
-        { key: `lk:{${tag}}:AccessToken:next-${n}`, payload: `at${n}`, ttl: 30, consumable: false },
+        { key: member('RefreshToken', `next-${n}`), payload: `rt${n}`, ttl: 60, consumable: true },
+        { key: member('AccessToken', `next-${n}`), payload: `at${n}`, ttl: 30, consumable: false },
       ];
       assert.equal(await store.rotateModel({ key: presented, payload: 'rt0' }, index, next(1), 100), 'consumed');
       assert.deepEqual(await store.getModel(presented), { payload: 'rt0', consumed: 100 });
@@ -351,7 +352,7 @@ function storeContract(getStore: () => Store) {
       assert.deepEqual(await store.getModel(presented), { payload: 'rt0', consumed: 100 }, 'a repeat keeps the first mark');
       assert.equal(await store.getModel(next(2)[0]!.key), null, 'and writes nothing');
 
-      const missing = `lk:{${tag}}:RefreshToken:${randomId()}`;
+      const missing = member('RefreshToken');
       assert.equal(await store.rotateModel({ key: missing, payload: 'x' }, index, next(3), 106), 'missing');
       assert.equal(await store.getModel(missing), null, 'a token gone meanwhile is not brought back');
       assert.equal(await store.getModel(next(3)[0]!.key), null);
@@ -389,22 +390,20 @@ function storeContract(getStore: () => Store) {
 
     test('a grant index forgets members that expired when the next record of the grant is written', async () => {
       const store = getStore();
-      const tag = randomId().slice(0, 16);
-      const index = `lk:{${tag}}:grant`;
-      const gone = [1, 2, 3].map((i) => `lk:{${tag}}:AccessToken:gone-${i}-${randomId()}`);
+      const { index, member } = grantFamily();
+      const gone = [1, 2, 3].map((i) => member('AccessToken', `gone-${i}-${randomId()}`));
       for (const key of gone) await store.putModel(key, 'old', 60, index, { consumable: false });
       await store.del(...gone); // what their expiry would do
-      const live = `lk:{${tag}}:AccessToken:live-${randomId()}`;
+      const live = member('AccessToken', `live-${randomId()}`);
       await store.putModel(live, 'new', 60, index, { consumable: false });
       assert.deepEqual(await store.setMembers(index), [live]);
     });
 
     test('deleteIndexed deletes what is listed and the index, nothing else', async () => {
       const store = getStore();
-      const tag = randomId().slice(0, 16);
-      const index = `lk:{${tag}}:grant`;
-      const listed = [1, 2, 3].map((i) => `lk:{${tag}}:AccessToken:${i}-${randomId()}`);
-      const unlisted = `lk:{${tag}}:AccessToken:other-${randomId()}`;
+      const { index, member } = grantFamily();
+      const listed = [1, 2, 3].map((i) => member('AccessToken', `${i}-${randomId()}`));
+      const unlisted = member('AccessToken', `other-${randomId()}`);
       for (const key of listed) await store.putModel(key, key, 60, index);
       await store.putModel(unlisted, 'u', 60);
       await store.deleteIndexed(index);
@@ -917,9 +916,8 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
   storeContract(() => store);
 
   test('refresh tokens and codes stored by an earlier version (a hash: `p` payload, `c` consumed-at) are still read, consumed and rotated', async () => {
-    const tag = randomId().slice(0, 16);
-    const index = `lk:{${tag}}:grant`;
-    const [code, used, rotated] = ['AuthorizationCode', 'RefreshToken', 'RefreshToken'].map((model) => `lk:{${tag}}:${model}:${randomId()}`) as [string, string, string];
+    const { index, member } = grantFamily();
+    const [code, used, rotated] = ['AuthorizationCode', 'RefreshToken', 'RefreshToken'].map((model) => member(model)) as [string, string, string];
     for (const key of [code, used, rotated]) {
       await store.client.hset(key, 'p', `{"was":"${key}"}`);
       await store.client.expire(key, 60);
@@ -931,7 +929,7 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
     assert.deepEqual(await store.getModel(used), { payload: `{"was":"${used}"}`, consumed: 90 });
     assert.equal(await store.consumeModel(code, index, 100), 'consumed');
     assert.deepEqual(await store.getModel(code), { payload: `{"was":"${code}"}`, consumed: 100 });
-    const next = { key: `lk:{${tag}}:RefreshToken:${randomId()}`, payload: '{}', ttl: 60, consumable: true };
+    const next = { key: member('RefreshToken'), payload: '{}', ttl: 60, consumable: true };
     assert.equal(await store.rotateModel({ key: rotated, payload: `{"was":"${rotated}"}` }, index, [next], 100), 'consumed');
     assert.deepEqual(await store.getModel(rotated), { payload: `{"was":"${rotated}"}`, consumed: 100 });
     assert.deepEqual(await store.getModel(next.key), { payload: '{}' });
@@ -940,14 +938,13 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
   });
 
   test("a grant's index: the grant's first save gives it the grant's TTL, its tokens leave it, a token written after a revocation deleted it gives it one", async () => {
-    const tag = randomId().slice(0, 16);
-    const index = `lk:{${tag}}:grant`;
-    await store.putModel(`lk:{${tag}}:Grant:${randomId()}`, 'g', 3600, index, { consumable: false, index: 'owner' });
-    await store.putModel(`lk:{${tag}}:AccessToken:${randomId()}`, 'a', 600, index, { consumable: false, index: 'outlives' });
+    const { index, member } = grantFamily();
+    await store.putModel(member('Grant'), 'g', 3600, index, { consumable: false, index: 'owner' });
+    await store.putModel(member('AccessToken'), 'a', 600, index, { consumable: false, index: 'outlives' });
     const ttl = await store.client.ttl(index);
     assert.ok(ttl > 3590 && ttl <= 3600, `index TTL ${ttl}`);
     await store.client.del(index);
-    await store.putModel(`lk:{${tag}}:AccessToken:${randomId()}`, 'a', 600, index, { consumable: false, index: 'outlives' });
+    await store.putModel(member('AccessToken'), 'a', 600, index, { consumable: false, index: 'outlives' });
     const again = await store.client.ttl(index);
     assert.ok(again > 590 && again <= 600, `a re-made index has a TTL: ${again}`);
   });
