@@ -85,6 +85,11 @@ export class MailQueue {
     return this.#store.set(keys.mailLease(id), '1', { ttl: LEASE_SECONDS, ifAbsent: true });
   }
 
+  /** Gives a claimed message back unsent (another server already dealt with it). */
+  async release(id: string): Promise<void> {
+    await this.#store.del(keys.mailLease(id));
+  }
+
   async done(id: string): Promise<void> {
     await this.#store.sortedRemove(keys.mailQueue, id);
     await this.#store.del(keys.mailMessage(id), keys.mailLease(id));
@@ -128,7 +133,14 @@ export async function startMailDelivery(options: MailDeliveryOptions): Promise<(
       }
       if (message.dueAt > now()) break;
       if (!(await queue.claim(id))) continue;
-      const mail = queue.open(id, message);
+      // Read again under the lease: another server may have sent it (or put it off for a retry) between
+      // the read above and the claim, and released its lease as it did.
+      const current = await queue.read(id);
+      if (!current || current.dueAt > now() || current.attempts !== message.attempts) {
+        await queue.release(id);
+        continue;
+      }
+      const mail = queue.open(id, current);
       if (!mail) {
         metrics.mail.inc({ outcome: 'discarded' });
         await queue.done(id);
@@ -141,15 +153,15 @@ export async function startMailDelivery(options: MailDeliveryOptions): Promise<(
       } catch (err) {
         // The server's answer or the network error, never the message: it holds a link.
         const reason = err instanceof Error ? `${(err as { code?: string }).code ?? err.name}${(err as { responseCode?: number }).responseCode ? ` ${(err as { responseCode?: number }).responseCode}` : ''}` : 'unknown';
-        const delay = retryDelaysMs[message.attempts];
+        const delay = retryDelaysMs[current.attempts];
         if (delay === undefined) {
           metrics.mail.inc({ outcome: 'failed' });
-          audit(logger, 'mail_failed', { kind: message.kind, attempts: message.attempts + 1, reason }, 'mail dropped after every retry');
+          audit(logger, 'mail_failed', { kind: current.kind, attempts: current.attempts + 1, reason }, 'mail dropped after every retry');
           await queue.done(id);
         } else {
           metrics.mail.inc({ outcome: 'retried' });
-          logger.warn({ kind: message.kind, attempt: message.attempts + 1, reason, retryInMs: delay }, 'mail not sent: will retry');
-          await queue.retryAt(id, message, now() + delay);
+          logger.warn({ kind: current.kind, attempt: current.attempts + 1, reason, retryInMs: delay }, 'mail not sent: will retry');
+          await queue.retryAt(id, current, now() + delay);
         }
       }
     }
