@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { GRANT_TAG_LENGTH, grantIndexForTag } from '../src/storage/keys.ts';
+import type { RedisStore } from '../src/storage/redis-store.ts';
 import { CookieJar, endpoints, signIn, type SignInResult } from './helpers/flow.ts';
 import type { TestServer } from './helpers/server.ts';
 import { useWorld, type World } from './helpers/world.ts';
@@ -82,5 +84,35 @@ describe('consent without asking', () => {
 
     const refused = await signIn({ issuer: server.issuer, client: never, jar: session.jar, scope: 'openid', params: { prompt: 'none' } });
     assert.equal(refused.callback?.searchParams.get('error'), 'consent_required');
+  });
+
+  it('the grant made without asking is stored with its code: one index lists both, living as long as the grant, and its revocation takes the code', async () => {
+    const app = await world.newApp('Indexed app');
+    await signIn({ issuer: server.issuer, client: app, user: world.user, scope: 'openid profile' });
+    const again = await signIn({ issuer: server.issuer, client: app, user: world.user, scope: 'openid profile', jar: new CookieJar() });
+    assert.ok(again.code && !again.consentPage);
+    const index = grantIndexForTag(again.code.slice(0, GRANT_TAG_LENGTH));
+    const listed = await server.store.setMembers(index);
+    assert.deepEqual(listed.map((key) => key.split(':')[2]).sort(), ['AuthorizationCode', 'Grant'], listed.join(' '));
+    const grant = await server.store.getModel(listed.find((key) => key.includes(':Grant:'))!, { consumable: false });
+    assert.equal((JSON.parse(grant!.payload) as { clientId?: string }).clientId, app.clientId);
+    if (server.store.kind === 'redis') {
+      const ttl = await (server.store as RedisStore).client.ttl(index);
+      assert.ok(ttl > 29 * 24 * 3600, `the index lives as long as the grant (${ttl} s)`);
+    }
+    await server.store.deleteIndexed(index);
+    assert.equal((await endpoints(server.issuer).redeem(app, again.code, again.verifier)).status, 400);
+  });
+
+  it('a grant made without asking at /auth whose request goes on to a sign-in, not a code, is stored all the same: the sign-in ends with the code, unasked', async () => {
+    const app = await world.newApp('Signed in again app');
+    await signIn({ issuer: server.issuer, client: app, user: world.user, scope: 'openid profile' });
+    const session = await signIn({ issuer: server.issuer, client: world.firstParty, user: world.user, scope: 'openid', jar: new CookieJar() });
+    assert.ok(session.code);
+    // max_age=0: the grant is made (nothing to ask), then the sign-in is asked for again before any code.
+    const again = await signIn({ issuer: server.issuer, client: app, user: world.user, jar: session.jar, scope: 'openid profile', params: { max_age: '0' } });
+    assert.ok(again.loginPage, 'signed in again');
+    assert.equal(resumesOf(again), 1, 'the grant made before the sign-in was kept: the resume issues the code, no consent interaction');
+    assert.deepEqual(await redeemedScope(app, again), new Set(['openid', 'profile']));
   });
 });

@@ -258,6 +258,17 @@ const devicesOfRequest = perRequest<object>();
 const takenInRequest = perRequest<true>();
 
 /**
+ * Per request, by grant index key: a grant saved at the authorization endpoint or its resume, not written
+ * yet. Its first record (the code) or the session that names it, saved later in the same request, takes
+ * it along: the grant and its code share one SADD and one EXPIRE NX (`Store.putIndexed`).
+ */
+const heldGrantsOfRequest = perRequest<RotatedRecord>();
+
+/** Where the grant a request saves is followed by its code and the session in the same request (signin/consent.ts). */
+const HOLDS_GRANTS = new Set(['authorization', 'resume']);
+const holdsGrants = () => HOLDS_GRANTS.has(String(Provider.ctx?.oidc?.route));
+
+/**
  * oidc-provider's resume reads the interaction, then destroys it unless it refuses the resume (a mismatch,
  * after which the interaction is of no use) or saves it again (signing another account out first).
  */
@@ -384,14 +395,31 @@ export function createAdapterClass(
         batch.add(index, { key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable });
         return;
       }
+      const record: RotatedRecord = { key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable };
+      const held = index ? heldGrantsOfRequest(false) : undefined;
+      const grant = index ? held?.get(index) : undefined;
+      if (index && grant) held!.delete(index);
       // Independent writes, sent together (one round trip with auto-pipelining). A client-credentials token
       // and its entry in its client's index of the day are one store call (putListed: one script).
       const listed = this.name === 'ClientCredentials' && typeof payload.clientId === 'string';
-      const writes: Promise<unknown>[] = [
-        listed
-          ? store.putListed(key, JSON.stringify(stored), ttl, keys.clientTokens(payload.clientId as string, dayOf(clock())), digest(id))
-          : store.putModel(key, JSON.stringify(stored), ttl, index, { consumable: this.#consumable, ...(indexUse ? { index: indexUse } : {}) }),
-      ];
+      const writes: Promise<unknown>[] = [];
+      if (this.name === 'Grant' && index && holdsGrants()) {
+        // Held for its code, which this request saves next (heldGrantsOfRequest).
+        heldGrantsOfRequest(true)!.set(index, record);
+      } else if (grant && indexUse === 'outlives') {
+        writes.push(store.putIndexed([grant, record], index!));
+      } else {
+        if (grant) writes.push(store.putModel(grant.key, grant.payload, grant.ttl, index, { consumable: false, index: 'owner' }));
+        writes.push(listed
+          ? store.putListed(key, record.payload, ttl, keys.clientTokens(payload.clientId as string, dayOf(clock())), digest(id))
+          : store.putModel(key, record.payload, ttl, index, { consumable: this.#consumable, ...(indexUse ? { index: indexUse } : {}) }));
+      }
+      // The session names the grants of this request: none of them is left unwritten once it is saved.
+      if (this.name === 'Session') {
+        const grants = heldGrantsOfRequest(false);
+        for (const [grantIndex, g] of grants ?? []) writes.push(store.putModel(g.key, g.payload, g.ttl, grantIndex, { consumable: false, index: 'owner' }));
+        grants?.clear();
+      }
       // By uid, a session is found through its record's key, never through its id (the cookie's value).
       if (this.name === 'Session' && payload.uid) writes.push(store.set(keys.sessionUid(payload.uid), key, { ttl }));
       // Per-account indexes (separate keys, possibly in other cluster slots: separate commands), so
@@ -412,6 +440,9 @@ export function createAdapterClass(
       // userinfo); an id of the wrong shape for this model cannot be stored under it: skip the round trip.
       if (!idFitsModel(this.name, id)) return undefined;
       const key = keys.model(this.name, id);
+      // A grant this request saved and holds: as it saved it (the store has not got it yet).
+      const heldGrant = this.name === 'Grant' ? heldGrantsOfRequest(false)?.get(keys.grantIndex(id)) : undefined;
+      if (heldGrant) return { ...(JSON.parse(heldGrant.payload) as AdapterPayload), kind: this.name, jti: id };
       const take = this.name === 'Interaction' && takesInteraction();
       const read = await this.#read(key, take);
       if (take) takenInRequest(true)?.set(key, true);
