@@ -211,7 +211,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
   registry.onChange(() => upstreamProviders.forget());
   const upstreamButtons = async (params: Record<string, unknown>) =>
     (await upstreamProviders.list()).filter((p) => p.display === 'button' || params.upstream === p.id).map((p) => ({ id: p.id, name: p.name }));
-  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, signUpOffered: signUp.offered, registry, ownClientIds: [accountPageClientId, consoleClientId], upstreamButtons };
+  const signIn = { provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode: config.PASSKEYS, lockout, mfaPolicy: config.MFA_POLICY, metrics, logger, issuer: config.ISSUER, email, signUpOffered: signUp.offered, registry, upstreamButtons };
   // The admin API: the same operations as the CLI, behind this server's own access tokens.
   // The overview's last hour: this process's counters, read once a minute.
   const minuteSeries = minuteSeriesOf(metrics);

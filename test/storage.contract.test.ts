@@ -244,6 +244,23 @@ function storeContract(getStore: () => Store) {
       assert.deepEqual(await store.getModel(key), { payload: '{"a":2}' });
     });
 
+    test('getModel take: deletes the record, or leaves the given one in its place (with its TTL) whether or not there was one', async () => {
+      const store = getStore();
+      const key = k('taken');
+      await store.putModel(key, '{"a":1}', 60, undefined, { consumable: false });
+      assert.deepEqual(await store.getModel(key, { consumable: false, take: true }), { payload: '{"a":1}' });
+      assert.equal(await store.getModel(key, { consumable: false }), null);
+
+      await store.putModel(key, '{"a":2}', 60, undefined, { consumable: false });
+      assert.deepEqual(await store.getModel(key, { consumable: false, take: { leave: 'mark', ttl: 1 } }), { payload: '{"a":2}' });
+      assert.deepEqual(await store.getModel(key, { consumable: false }), { payload: 'mark' });
+      const absent = k('never-there');
+      assert.equal(await store.getModel(absent, { consumable: false, take: { leave: 'mark', ttl: 1 } }), null);
+      assert.deepEqual(await store.getModel(absent, { consumable: false }), { payload: 'mark' });
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      assert.equal(await store.getModel(key, { consumable: false }), null, 'the mark lives its TTL only');
+    });
+
     test('consumeModel: consumed once, then reused (which deletes the index), missing when absent', async () => {
       const store = getStore();
       const { index, member } = grantFamily();

@@ -48,8 +48,6 @@ export interface InteractionDeps {
   signUpOffered?: boolean;
   /** The APIs' scope descriptions, which the consent pages show (the registry). */
   registry: ScopeDescriptions;
-  /** The server's own clients (/account, /admin): their sign-ins keep no record past the interaction (signin/way-back.ts). */
-  ownClientIds?: string[];
   /** The upstream providers offered on this sign-in page (upstream/): "Continue with …". */
   upstreamButtons?: (params: Record<string, unknown>) => Promise<{ id: string; name: string }[]>;
 }
@@ -63,7 +61,7 @@ export type Flow = ReturnType<typeof interactionFlow>;
  * routes (login.ts, second-factor.ts, enroll.ts, consent.ts) only verify what the person sent, turn it
  * into an event, and hand it to `apply`; pages are rendered from what is stored and write nothing.
  */
-export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email, signUpOffered = false, registry, ownClientIds = [], upstreamButtons }: InteractionDeps) {
+export function interactionFlow({ provider, accounts, store, views, csrf, secondFactor, passkeys, passkeyMode, lockout, mfaPolicy, metrics, logger, issuer, email, signUpOffered = false, registry, upstreamButtons }: InteractionDeps) {
   const form = formBody();
   const FORM_EXPIRED = 'the form expired; go back to the application and start again';
   const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
@@ -100,10 +98,8 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
    */
   async function finish(ctx: Context, d: Details, result: InteractionResults, merge: boolean) {
     d.result = merge && !('error' in result) ? { ...d.lastSubmission, ...result } : result;
-    const redirectUri = typeof d.params.redirect_uri === 'string' ? d.params.redirect_uri : undefined;
-    const clientId = String(d.params.client_id);
-    const answered = ownClientIds.includes(clientId) ? undefined : wayBack.answered(d.uid, { clientId, ...(redirectUri ? { redirectUri } : {}) });
-    await Promise.all([d.save(d.exp - Math.floor(Date.now() / 1000)), answered]);
+    // The sign-in origin stays as it is: the resume that takes the interaction marks it answered (signin/way-back.ts).
+    await d.save(d.exp - Math.floor(Date.now() / 1000));
     ctx.status = 303;
     ctx.redirect(d.returnTo);
   }

@@ -106,7 +106,7 @@ export async function createProvider({ config, store, accounts, registry, views,
   };
 
   const configuration: Configuration = {
-    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock, signInDevice, sessionUpstreamOf(store)),
+    adapter: createAdapterClass(store, { find: async (id) => providerClientMetadata(await registry.findClient(id)) }, clock, signInDevice, sessionUpstreamOf(store), (clientId) => clientId !== accountPageClientId && clientId !== consoleClientId),
     jwks: jwksOf(signingKeys),
     cookies: {
       // keygrip-compatible signatures, computed with keys prepared once (see CookieKeys).

@@ -1,5 +1,5 @@
 import { keys } from '../storage/keys.ts';
-import { interactionReads } from '../storage/oidc-adapter.ts';
+import { ANSWERED_INTERACTION, interactionReads } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 
 /**
@@ -41,7 +41,8 @@ export class SignInSteps {
   async #record(uid: string): Promise<{ key: string; record?: Record<string, unknown> }> {
     const key = keys.model('Interaction', uid);
     const raw = interactionReads.getStore()?.get(key) ?? (await this.#store.getModel(key, { consumable: false }))?.payload;
-    return { key, ...(raw ? { record: JSON.parse(raw) as Record<string, unknown> } : {}) };
+    // An interaction its resume took leaves a mark (ANSWERED_INTERACTION), which is no interaction.
+    return { key, ...(raw && raw !== ANSWERED_INTERACTION ? { record: JSON.parse(raw) as Record<string, unknown> } : {}) };
   }
 
   async get(uid: string): Promise<SignInStep | undefined> {

@@ -1,4 +1,5 @@
 import { keys } from '../storage/keys.ts';
+import { ANSWERED_INTERACTION } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 
 /** How long after its start a sign-in page can still offer a way forward (the interaction itself lives an hour). */
@@ -28,15 +29,17 @@ export class WayBack {
     await this.#store.set(keys.signInOrigin(uid), JSON.stringify(origin), { ttl: WAY_BACK_TTL_SECONDS });
   }
 
-  /** The interaction got its answer: going back continues to the app rather than repeating the request. */
-  async answered(uid: string, origin: Omit<SignInOrigin, 'restart'>): Promise<void> {
-    await this.remember(uid, { clientId: origin.clientId, ...(origin.redirectUri ? { redirectUri: origin.redirectUri } : {}) });
-  }
-
+  /**
+   * Where the sign-in `uid` came from. Once the interaction got its answer (its resume left its mark in the
+   * interaction's place, storage/oidc-adapter.ts ANSWERED_INTERACTION), going back continues to the app
+   * rather than repeating the request: no `restart`. A lost or expired interaction leaves no mark.
+   */
   async find(uid: string): Promise<SignInOrigin | undefined> {
     if (uid.length > 64) return undefined;
-    const raw = await this.#store.get(keys.signInOrigin(uid));
-    return raw ? (JSON.parse(raw) as SignInOrigin) : undefined;
+    const [raw, interaction] = await Promise.all([this.#store.get(keys.signInOrigin(uid)), this.#store.getModel(keys.model('Interaction', uid), { consumable: false })]);
+    if (!raw) return undefined;
+    const { restart, ...origin } = JSON.parse(raw) as SignInOrigin;
+    return interaction?.payload === ANSWERED_INTERACTION || restart === undefined ? origin : { ...origin, restart };
   }
 }
 

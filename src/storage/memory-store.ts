@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { ConsumeResult, RotatedRecord, Store, StoredModel, StoreInfo } from './store.ts';
+import type { ConsumeResult, RotatedRecord, Store, StoredModel, StoreInfo, TakeLeaving } from './store.ts';
 
 /** A sorted set: members with scores; `byLex` is the members in UTF-8 byte order, rebuilt after a change. */
 class SortedSet {
@@ -297,10 +297,12 @@ export class MemoryStore implements Store {
     return Array.isArray(value) ? [...value] : [];
   }
 
-  async getModel(key: string, options: { consumable?: boolean; take?: boolean } = {}): Promise<StoredModel | null> {
+  async getModel(key: string, options: { consumable?: boolean; take?: boolean | TakeLeaving } = {}): Promise<StoredModel | null> {
     const value = this.#entry(key)?.value;
+    const { take } = options;
+    if (typeof take === 'object' && options.consumable === false) this.#data.set(key, { value: { p: take.leave }, expiresAt: this.#expiry(take.ttl) });
     if (!value || typeof value === 'string' || Array.isArray(value) || value instanceof Set || !('p' in value)) return null;
-    if (options.take && options.consumable === false) this.#data.delete(key);
+    if (take === true && options.consumable === false) this.#data.delete(key);
     return value.c === undefined ? { payload: value.p } : { payload: value.p, consumed: value.c };
   }
 

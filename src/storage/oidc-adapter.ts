@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
 import { digest, GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, sessionHandle, tagFor } from './keys.ts';
-import type { ConsumeResult, PutModelOptions, RotatedRecord, Store, StoredModel } from './store.ts';
+import type { ConsumeResult, PutModelOptions, RotatedRecord, Store, StoredModel, TakeLeaving } from './store.ts';
 
 /** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
 const MAX_TTL = 60 * 60 * 24 * 30;
@@ -274,6 +274,15 @@ const holdsGrants = () => HOLDS_GRANTS.has(String(Provider.ctx?.oidc?.route));
  */
 const takesInteraction = () => Provider.ctx?.oidc?.route === 'resume';
 
+/**
+ * What the resume leaves in place of the interaction it takes: it was answered, so going back to its page
+ * continues to the app rather than sending its authorization request again (signin/way-back.ts). Nothing
+ * reads it as an interaction: here it is not found, and `exp` 0 makes any other reader's oidc-provider (an
+ * earlier version's, sharing the store) find it expired. It lives as long as the sign-in origin it qualifies.
+ */
+export const ANSWERED_INTERACTION = '{"exp":0,"lkAnswered":true}';
+const ANSWERED_INTERACTION_TTL = 24 * 60 * 60;
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -318,6 +327,8 @@ export function createAdapterClass(
   signInDevice: (payload: AdapterPayload) => object | undefined = () => undefined,
   /** The upstream provider ('' for none) of a session a code is issued in, when no record of the request says it (oidc/provider.ts). */
   sessionIdp: (sessionUid: string) => Promise<string> = async () => '',
+  /** Whether an answered interaction of this client leaves its mark (ANSWERED_INTERACTION): not the server's own pages'. */
+  leavesWayBack: (clientId: string) => boolean = () => true,
 ) {
   const epoch = () => Math.floor(clock() / 1000);
   /**
@@ -444,8 +455,13 @@ export function createAdapterClass(
       const heldGrant = this.name === 'Grant' ? heldGrantsOfRequest(false)?.get(keys.grantIndex(id)) : undefined;
       if (heldGrant) return { ...(JSON.parse(heldGrant.payload) as AdapterPayload), kind: this.name, jti: id };
       const take = this.name === 'Interaction' && takesInteraction();
-      const read = await this.#read(key, take);
-      if (take) takenInRequest(true)?.set(key, true);
+      const read = await this.#read(key, take ? { leave: ANSWERED_INTERACTION, ttl: ANSWERED_INTERACTION_TTL } : false);
+      if (take) {
+        takenInRequest(true)?.set(key, true);
+        // No interaction was there to answer (or its client's pages keep no way back): the mark goes too.
+        const clientId = isRecord(read?.payload.params) ? String(read.payload.params.client_id) : undefined;
+        if (clientId === undefined || !leavesWayBack(clientId)) await store.del(key);
+      }
       if (!read) return undefined;
       const { payload } = read;
       const rotation = refreshRotation.getStore();
@@ -473,10 +489,10 @@ export function createAdapterClass(
     }
 
     /** The record under `key` without its id; `consumed` as `find` must report it. `stored`: the payload as stored. */
-    async #read(key: string, take = false): Promise<{ payload: AdapterPayload; stored: string } | undefined> {
+    async #read(key: string, take: boolean | TakeLeaving = false): Promise<{ payload: AdapterPayload; stored: string } | undefined> {
       const ahead = this.name === 'Grant' ? refreshRotation.getStore()?.takeAhead('grant', key) : undefined;
       const stored = await (ahead ?? store.getModel(key, { consumable: this.#consumable, ...(take ? { take } : {}) }));
-      if (!stored) return undefined;
+      if (!stored || (this.name === 'Interaction' && stored.payload === ANSWERED_INTERACTION)) return undefined;
       const payload = JSON.parse(stored.payload) as AdapterPayload;
       // A session written by an earlier version kept its id in clear: not trusted, the person signs in again.
       if (this.name === 'Session' && payload.jti !== undefined) return undefined;

@@ -1,5 +1,5 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
-import { StorageUnavailable, type ConsumeResult, type PutModelOptions, type RotatedRecord, type Store, type StoredModel, type StoreInfo } from './store.ts';
+import { StorageUnavailable, type ConsumeResult, type PutModelOptions, type RotatedRecord, type Store, type StoredModel, type StoreInfo, type TakeLeaving } from './store.ts';
 
 // All keys of one script call share a hash tag (keys.ts), so each script is Redis Cluster safe.
 // `#!lua` (Redis 7): a script with flags is refused up front when Redis is out of memory under
@@ -503,10 +503,11 @@ export class RedisStore implements Store {
     return this.#call(async () => execPipeline(await pipeline.exec()));
   }
 
-  getModel(key: string, options: { consumable?: boolean; take?: boolean } = {}) {
+  getModel(key: string, options: { consumable?: boolean; take?: boolean | TakeLeaving } = {}) {
     return this.#call(async (): Promise<StoredModel | null> => {
       if (options.consumable === false) {
-        const payload = options.take ? await this.client.getdel(key) : await this.client.get(key);
+        const { take } = options;
+        const payload = typeof take === 'object' ? await this.client.set(key, take.leave, 'EX', take.ttl, 'GET') : take ? await this.client.getdel(key) : await this.client.get(key);
         return payload == null ? null : { payload };
       }
       let stored: string | null;

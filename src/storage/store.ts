@@ -31,6 +31,12 @@ export interface PutModelOptions {
   index?: 'outlives' | 'owner';
 }
 
+/** What a `take` leaves in the record's place: a tombstone saying it was taken (e.g. an answered interaction). */
+export interface TakeLeaving {
+  leave: string;
+  ttl: number;
+}
+
 export interface StoredModel {
   payload: string;
   /** Epoch seconds at which it was consumed, when it was. */
@@ -73,8 +79,11 @@ export interface Store {
    * several records at once): in Redis one pipeline of a SET per record, one SADD and one EXPIRE NX.
    */
   putIndexed(records: RotatedRecord[], indexKey: string): Promise<void>;
-  /** Reads a record; `take` (records never consumed only) deletes it in the same command (GETDEL). */
-  getModel(key: string, options?: { consumable?: boolean; take?: boolean }): Promise<StoredModel | null>;
+  /**
+   * Reads a record; `take` (records never consumed only) deletes it in the same command (GETDEL), or with
+   * `leave` puts that record in its place for `ttl` seconds (SET … GET), whether or not there was one.
+   */
+  getModel(key: string, options?: { consumable?: boolean; take?: boolean | TakeLeaving }): Promise<StoredModel | null>;
   /**
    * Marks a model consumed, atomically. The second consumer of one record gets 'reused', and then
    * everything listed in `indexKey` (the whole grant) is deleted in the same atomic step — unless it

@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { keys } from '../src/storage/keys.ts';
+import { ANSWERED_INTERACTION } from '../src/storage/oidc-adapter.ts';
+import { browse, CookieJar, formAction, hiddenField, signIn } from './helpers/flow.ts';
+import type { TestServer } from './helpers/server.ts';
+import { useWorld, type World } from './helpers/world.ts';
+
+/**
+ * The way back (signin/way-back.ts) over HTTP: a page of a sign-in whose interaction is gone offers the
+ * app's authorization request again only while that request has no answer. The answer is known from the
+ * mark the resume leaves in the interaction's place; a lost or expired interaction leaves none.
+ */
+describe('the way back', () => {
+  let server: TestServer;
+  let world: World;
+  useWorld({}, (setup) => ({ server, world } = setup));
+
+  const uidOf = (url: URL) => url.pathname.split('/')[2]!;
+  /** The link of the way-forward page of `uid` in `jar`. */
+  async function wayForward(jar: CookieJar, uid: string) {
+    const res = await browse(jar, new URL(`/interaction/${uid}`, server.issuer));
+    const html = await res.text();
+    return { status: res.status, href: /<a class="button" href="([^"]*)"/.exec(html)?.[1]?.replaceAll('&amp;', '&') };
+  }
+
+  it('back after signing in: continue to the app, and the interaction’s key holds only the answered mark', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.firstParty, user: world.user, scope: 'openid' });
+    assert.ok(flow.code);
+    const uid = uidOf(flow.loginPage!.url);
+    assert.equal((await server.store.getModel(keys.model('Interaction', uid), { consumable: false }))?.payload, ANSWERED_INTERACTION);
+    assert.ok((JSON.parse(ANSWERED_INTERACTION) as { exp: number }).exp < Date.now() / 1000, 'read as an interaction by an earlier version: an expired one');
+    const back = await wayForward(flow.jar, uid);
+    assert.equal(back.status, 200);
+    assert.equal(back.href, `${new URL(world.firstParty.redirectUri).origin}/`, 'the app, not its request again');
+  });
+
+  it('back after cancelling: not signed in, the app’s home, not its answered request again', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, scope: 'openid' });
+    const page = flow.page!;
+    const abort = formAction(page.html, '/abort')!;
+    const res = await browse(flow.jar, new URL(abort, page.url), { form: { _csrf: hiddenField(page.html, '_csrf')! } });
+    assert.equal(res.status, 303);
+    // The resume answers access_denied to the app.
+    const resumed = await browse(flow.jar, new URL(res.headers.get('location')!, page.url));
+    assert.match(resumed.headers.get('location') ?? '', /error=access_denied/);
+    const back = await wayForward(flow.jar, uidOf(page.url));
+    assert.equal(back.status, 400);
+    assert.equal(back.href, `${new URL(world.shop.redirectUri).origin}/`);
+  });
+
+  it('a lost interaction (gone before its answer): start again with the same request', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, scope: 'openid' });
+    const uid = uidOf(flow.page!.url);
+    await server.store.del(keys.model('Interaction', uid));
+    const back = await wayForward(flow.jar, uid);
+    assert.equal(back.status, 400);
+    assert.match(back.href ?? '', /^\/auth\?.*client_id=/, 'the authorization request again');
+    assert.equal(new URLSearchParams(back.href!.split('?')[1]).get('client_id'), world.shop.clientId);
+  });
+
+  it('a resume of an interaction that is gone leaves no mark (it was never answered)', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid', secondFactor: 'stop' });
+    const uid = uidOf(flow.page!.url);
+    await server.store.del(keys.model('Interaction', uid));
+    const res = await browse(flow.jar, new URL(`/auth/${uid}`, server.issuer));
+    assert.ok(res.status >= 400 && res.status < 500, `refused with a 4xx (${res.status})`);
+    assert.equal(await server.store.getModel(keys.model('Interaction', uid), { consumable: false }), null);
+    assert.match((await wayForward(flow.jar, uid)).href ?? '', /^\/auth\?/, 'still the request again');
+  });
+
+  it('the account page’s own sign-in leaves nothing in the interaction’s place', async () => {
+    const jar = new CookieJar();
+    const start = await browse(jar, new URL('/account', server.issuer));
+    const location = start.headers.get('location');
+    assert.ok(location, 'the account page sends the browser to sign in');
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, user: world.user, scope: 'openid', jar, authUrl: new URL(location, server.issuer) });
+    assert.ok(flow.callback ?? flow.page, 'signed in');
+    const uid = uidOf(flow.loginPage!.url);
+    assert.equal(await server.store.getModel(keys.model('Interaction', uid), { consumable: false }), null);
+  });
+});
