@@ -14,8 +14,9 @@ import { cannon, cpuSeconds, startProc } from './lib.ts';
  * `LEAN_PATH=off` in the environment turns the server's lean path off; `BENCH_LOG_LEVEL=warn` drops its request lines (what logging costs);
  * `PROFILE_DIR` names where the profiles go (default: a directory of this run's own). With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
- * concurrent flows; per-request figures are per sign-in, and the load generator's own CPU is printed too.
+ * concurrent flows; per-request figures are per sign-in.
  * `refresh`: the bench's rotating chains (bench/flows.ts `RefreshChains`), 64 started by sign-ins before the run.)
+ * The load generator's own CPU (autocannon and the check of every answer) is printed for every scenario.
  */
 /** CPU seconds of a process's main thread alone (its JavaScript; not libuv's pool nor V8's helpers). */
 function mainThreadCpu(pid: number): number {
@@ -110,7 +111,11 @@ const load = await (async () => {
     generatorCpu = used.user + used.system;
     return load;
   }
-  return cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
+  const before = process.cpuUsage();
+  const load = await cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
+  const used = process.cpuUsage(before);
+  generatorCpu = used.user + used.system;
+  return load;
 })();
 const windowEnd = Number(process.hrtime.bigint() / 1000n);
 const serverCpu = cpuSeconds(proc.pid) - serverCpuBefore;
