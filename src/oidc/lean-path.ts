@@ -82,11 +82,15 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
     if (maxIpsCount > 0) ips = ips.slice(-maxIpsCount);
     return ips[0] || req.socket.remoteAddress || '';
   };
-  // The headers of an answer: the app's, then oidc-provider's for these routes (no-store, CORS without an Origin), then Koa's for JSON.
+  // The headers of an answer: the request id, the app's, then oidc-provider's for these routes (no-store, CORS
+  // without an Origin), then Koa's for JSON and the length. One list per route, its two values filled in per
+  // answer: writeHead copies it into the head at once.
   const headersOf = (route: LeanRoute): string[] => [
+    'X-Request-Id', '',
     ...deps.commonHeaders.flat(),
     'Cache-Control', 'no-store', 'Vary', 'Origin', 'Access-Control-Allow-Origin', '*', 'Access-Control-Expose-Headers', EXPOSED[route],
     'Content-Type', 'application/json; charset=utf-8',
+    'Content-Length', '',
   ];
   const answerHeaders = { token: headersOf('token'), introspection: headersOf('introspection') };
   // The adapter instance oidc-provider itself uses for this model (its `upsert` and `find`: one format, one set of indexes).
@@ -141,28 +145,50 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
     return client;
   }
 
+  // Each client's last grants by scope parameter, with a test that the registry's cache still holds the
+  // very answers they were made from (an answer reloaded, expired or dropped is another object).
+  type GrantMade = { grant: MachineGrant | undefined; held: () => boolean };
+  const grantsMade = new WeakMap<BuiltClient, Map<string, GrantMade>>();
+
   /**
    * The scopes and API of a client_credentials request, as provider.ts `machineClientResource` and
    * `getResourceServerInfo` resolve them; undefined when in doubt. A promise only when the registry's
    * answers are not all in memory.
    */
   function machineGrant(client: BuiltClient, scopeParam: string | undefined): MachineGrant | undefined | Promise<MachineGrant | undefined> {
+    const key = scopeParam ?? '';
+    let made = grantsMade.get(client);
+    const known = made?.get(key);
+    if (known?.held()) return known.grant;
+    const now = machineGrantNow(client, scopeParam);
+    if (now instanceof Promise) return now;
+    if (!made) grantsMade.set(client, (made = new Map<string, GrantMade>()));
+    // The client chooses its scope parameters: a few are kept.
+    if (made.size >= 100) made.clear();
+    made.set(key, now);
+    return now.grant;
+  }
+
+  /** `machineGrant` from the registry's answers in memory, and how to tell they still are; a promise (reading storage) when one is not. */
+  function machineGrantNow(client: BuiltClient, scopeParam: string | undefined) {
     const registered = String(client.scope ?? '').split(' ').filter(Boolean);
     const named = scopeParam === undefined ? [] : scopeParam.split(' ');
     // OpenID scopes, or scopes the client lacks: oidc-provider's refusals (or its odd cases).
-    if (named.some((s) => OIDC_SCOPES.has(s) || !registered.includes(s))) return undefined;
+    if (named.some((s) => OIDC_SCOPES.has(s) || !registered.includes(s))) return { grant: undefined, held: () => true };
     const scopes = named.length ? named : registered.filter((s) => !OIDC_SCOPES.has(s));
+    const answers: object[] = [];
     const owners: (string | undefined)[] = [];
     for (const scope of scopes) {
       const hit = registry.cachedScopeOwner(scope);
       if (!hit) return machineGrantRead(registered, named, scopes);
+      answers.push(hit);
       owners.push(hit.value);
     }
     const api = soleApi(scopes, owners, named.length > 0);
-    if (!api) return undefined;
-    const resource = registry.cachedResource(api.uri);
-    if (!resource) return machineGrantRead(registered, named, scopes);
-    return grantOf(resource.value, api, registered, named);
+    const resource = api && registry.cachedResource(api.uri);
+    if (api && !resource) return machineGrantRead(registered, named, scopes);
+    const held = () => scopes.every((s, i) => registry.cachedScopeOwner(s) === answers[i]) && (!api || registry.cachedResource(api.uri) === resource);
+    return { grant: api && grantOf(resource!.value, api, registered, named), held };
   }
 
   /** `machineGrant` reading through the registry, in the order oidc-provider's path reads. */
@@ -191,9 +217,15 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
     const id = opaqueId();
     const iat = epochTime();
     // The record oidc-provider's ClientCredentials#save writes, through the same adapter (its key, TTL and the client's index).
-    const payload: AdapterPayload = { iat, exp: iat + grant.ttl, ...(grant.scope ? { scope: grant.scope } : {}), clientId: client.clientId, aud: grant.audience, jti: id, kind: 'ClientCredentials' };
-    await adapter().upsert(id, payload, grant.ttl);
-    return { body: { access_token: id, expires_in: grant.ttl, ...(grant.scope ? { scope: grant.scope } : {}), token_type: 'Bearer' }, clientId: client.clientId };
+    const { scope, ttl, audience: aud } = grant;
+    const { clientId } = client;
+    // Two literals each rather than spreads: the members in the same order, without copying objects per token.
+    const payload: AdapterPayload = scope
+      ? { iat, exp: iat + ttl, scope, clientId, aud, jti: id, kind: 'ClientCredentials' }
+      : { iat, exp: iat + ttl, clientId, aud, jti: id, kind: 'ClientCredentials' };
+    await adapter().upsert(id, payload, ttl);
+    const body = scope ? { access_token: id, expires_in: ttl, scope, token_type: 'Bearer' } : { access_token: id, expires_in: ttl, token_type: 'Bearer' };
+    return { body, clientId };
   }
 
   /** The answer to introspecting an active client-credentials token in the common shape; undefined for anything else. */
@@ -220,7 +252,10 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
   function respond(res: ServerResponse, route: LeanRoute, answer: Answer, started: number) {
     const requestId = randomUUID();
     const json = JSON.stringify(answer.body);
-    res.writeHead(200, ['X-Request-Id', requestId, ...answerHeaders[route], 'Content-Length', String(Buffer.byteLength(json))]);
+    const headers = answerHeaders[route];
+    headers[1] = requestId;
+    headers[headers.length - 1] = String(Buffer.byteLength(json));
+    res.writeHead(200, headers);
     res.end(json);
     if (answer.clientId !== undefined) onTokenIssued({ requestId, clientId: answer.clientId, body: answer.body });
     onAnswered({ requestId, route, body: answer.body, seconds: (performance.now() - started) / 1000 });
