@@ -23,7 +23,7 @@ const { values } = parseArgs({
 });
 const redis = await startRedis({ ownServer: true });
 const reg = await registerLatchkey(redis.url, { users: 0 });
-const targets = [] as { name: string; url: string; pid: number; stop: () => Promise<void>; rates: number[]; cpu: number; count: number }[];
+const targets = [] as { name: string; url: string; pid: number; stop: () => Promise<void>; rates: number[]; cpus: number[]; cpu: number; count: number }[];
 for (const side of ['a', 'b'] as const) {
   const port = await freePort();
   const dir = values[side].replace(/\/?$/, '/');
@@ -37,7 +37,7 @@ for (const side of ['a', 'b'] as const) {
     SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
     LOG_LEVEL: 'info',
   }, '/healthz');
-  targets.push({ name: `${side.toUpperCase()} (${dir}${values[`${side}-node-options`] ? ` ${values[`${side}-node-options`]}` : ''})`, url: proc.url, pid: proc.pid, stop: proc.stop, rates: [], cpu: 0, count: 0 });
+  targets.push({ name: `${side.toUpperCase()} (${dir}${values[`${side}-node-options`] ? ` ${values[`${side}-node-options`]}` : ''})`, url: proc.url, pid: proc.pid, stop: proc.stop, rates: [], cpus: [], cpu: 0, count: 0 });
 }
 try {
   const requests = await Promise.all(targets.map(async (t) => {
@@ -49,12 +49,14 @@ try {
     for (const [i, t] of targets.entries()) {
       const cpu0 = cpuSeconds(t.pid);
       const load = await cannon(t.url, requests[i]!, { connections: 32, duration: Number(values.duration) });
-      t.cpu += cpuSeconds(t.pid) - cpu0;
+      const cpu = cpuSeconds(t.pid) - cpu0;
+      t.cpu += cpu;
       t.count += load.count;
+      t.cpus.push((cpu / load.count) * 1e6);
       t.rates.push(load.count / load.seconds);
     }
   }
-  for (const t of targets) console.log(`${t.name}: median ${Math.round(median(t.rates))}/s [${t.rates.map(Math.round).join(', ')}], ${Math.round((t.cpu / t.count) * 1e6)} µs CPU/req`);
+  for (const t of targets) console.log(`${t.name}: median ${Math.round(median(t.rates))}/s [${t.rates.map(Math.round).join(', ')}], ${Math.round((t.cpu / t.count) * 1e6)} µs CPU/req (per round: median ${Math.round(median(t.cpus))} [${t.cpus.map(Math.round).join(', ')}])`);
   console.log(`B ÷ A: ${(median(targets[1]!.rates) / median(targets[0]!.rates)).toFixed(2)}× requests/s, ${(targets[1]!.cpu / targets[1]!.count / (targets[0]!.cpu / targets[0]!.count)).toFixed(2)}× CPU per request`);
 } finally {
   for (const t of targets) await t.stop();

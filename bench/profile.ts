@@ -11,30 +11,50 @@ import { cannon, cpuSeconds, startProc } from './lib.ts';
  * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
  * with autocannon, and prints the functions with the most self time (and the files they are in).
  *   node bench/profile.ts [--scenario token|introspection|refresh|signin|totp|passkey] [--seconds 10] [--top 30] [--target latchkey|raw]
- * `LEAN_PATH=off` in the environment turns the server's lean path off; `BENCH_LOG_LEVEL=warn` drops its request lines (what logging costs);
+ * `LEAN_PATH=off` in the environment turns the server's lean path off, `WORKERS=2` runs it on all cores (with `--plain`); `BENCH_LOG_LEVEL=warn` drops its request lines (what logging costs);
  * `PROFILE_DIR` names where the profiles go (default: a directory of this run's own). With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
- * concurrent flows; per-request figures are per sign-in, and the load generator's own CPU is printed too.
+ * concurrent flows; per-request figures are per sign-in.
  * `refresh`: the bench's rotating chains (bench/flows.ts `RefreshChains`), 64 started by sign-ins before the run.)
+ * The load generator's own CPU (autocannon and the check of every answer) is printed for every scenario.
  */
-/** CPU seconds of a process's main thread alone (its JavaScript; not libuv's pool nor V8's helpers). */
-function mainThreadCpu(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+/** A process and its node:cluster workers (WORKERS > 1): its children's pids. */
+function processTree(pid: number): number[] {
+  const children = readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map(Number).filter((p) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
+    } catch {
+      return false; // it ended
+    }
+  });
+  return [pid, ...children.flatMap(processTree)];
 }
 
-/** CPU seconds of each thread of a process, summed by thread name (`node` is the main thread). */
+/** CPU seconds of the main threads (their JavaScript; not libuv's pool nor V8's helpers) of a process and its workers. */
+function mainThreadCpu(pid: number): number {
+  let total = 0;
+  for (const p of processTree(pid)) {
+    const stat = readFileSync(`/proc/${p}/task/${p}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    total += (Number(fields[11]) + Number(fields[12])) / 100;
+  }
+  return total;
+}
+
+/** CPU seconds of each thread of a process and its workers, summed by thread name (`MainThread` is the main thread). */
 function threadsCpu(pid: number): Map<string, number> {
   const out = new Map<string, number>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
-    } catch {
-      // the thread ended
+  for (const p of processTree(pid)) {
+    for (const tid of readdirSync(`/proc/${p}/task`)) {
+      try {
+        const stat = readFileSync(`/proc/${p}/task/${tid}/stat`, 'utf8');
+        const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
+      } catch {
+        // the thread ended
+      }
     }
   }
   return out;
@@ -72,7 +92,8 @@ const { proc, server } = values.target === 'raw'
         ...profiling,
         REDIS_URL: redis.url,
         NODE_ENV: 'production',
-        WORKERS: '1',
+        // `WORKERS=2 node bench/profile.ts --plain …`: all cores (node:cluster); the CPU figures count every worker.
+        WORKERS: process.env.WORKERS ?? '1',
         ISSUER: `http://127.0.0.1:${port}`,
         SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
         LOG_LEVEL: 'info',
@@ -110,7 +131,11 @@ const load = await (async () => {
     generatorCpu = used.user + used.system;
     return load;
   }
-  return cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
+  const before = process.cpuUsage();
+  const load = await cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
+  const used = process.cpuUsage(before);
+  generatorCpu = used.user + used.system;
+  return load;
 })();
 const windowEnd = Number(process.hrtime.bigint() / 1000n);
 const serverCpu = cpuSeconds(proc.pid) - serverCpuBefore;

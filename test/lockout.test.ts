@@ -209,7 +209,10 @@ describe('lockout', () => {
     const account = `cached-${randomBytes(4).toString('hex')}@example.org`;
     const { nodeA, nodeB, close } = await twoServers();
     try {
+      assert.equal(nodeB.knownUnlocked({ account, ip: '192.0.2.7' }), false, 'nothing in memory before the first check');
       assert.deepEqual(await nodeB.check({ account, ip: '192.0.2.7' }), { allowed: true }, 'B now holds "not locked" in memory');
+      assert.equal(nodeB.knownUnlocked({ account, ip: '192.0.2.7' }), true, 'and says so without a promise');
+      assert.equal(nodeB.knownUnlocked({ account, ip: '192.0.2.8' }), false, 'for those subjects only');
       for (let i = 0; i < 9; i += 1) await nodeA.recordFailure({ factor: 'password', account });
       assert.deepEqual(await nodeB.check({ account }), { allowed: true }, 'failures short of a lockout change nothing');
       assert.equal((await nodeA.recordFailure({ factor: 'password', account })).allowed, false, 'A starts the lockout');
@@ -217,6 +220,7 @@ describe('lockout', () => {
       const deadline = Date.now() + 2000;
       while ((await nodeB.check({ account })).allowed && Date.now() < deadline) await new Promise((r) => setImmediate(r));
       assert.equal((await nodeB.check({ account })).allowed, false, 'B refuses once told');
+      assert.equal(nodeB.knownUnlocked({ account, ip: '192.0.2.7' }), false, 'and no longer answers from memory');
     } finally {
       await close();
     }
@@ -262,7 +266,9 @@ describe('lockout', () => {
       const record = { until: clock.t + 3600_000, lockouts: 1 };
       await store.set(keys.lockout(`account-${digest(account)}`), JSON.stringify(record), { ttl: 3600 });
       assert.deepEqual(await lockout.check({ account }), { allowed: true }, 'answered from memory: no storage read');
+      assert.equal(lockout.knownUnlocked({ account }), true);
       clock.t += 30_000;
+      assert.equal(lockout.knownUnlocked({ account }), false, 'after 30 s memory alone does not answer');
       assert.equal((await lockout.check({ account })).allowed, false, 'after 30 s storage is asked again');
     } finally {
       await stop();

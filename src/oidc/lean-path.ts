@@ -5,7 +5,8 @@ import type Provider from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { clientAuthSource } from '../security/client-auth-throttle.ts';
 import type { Lockout } from '../security/lockout.ts';
-import { clientSecretMatches, OIDC_SCOPES, type Registry } from './registry.ts';
+import { cachedClient } from './provider-internals.ts';
+import { clientSecretMatches, OIDC_SCOPES, type Registry, type ResourceServer } from './registry.ts';
 
 /**
  * The lean path (`LEAN_PATH`): the two requests machines make all day — `client_credentials` at /token
@@ -81,19 +82,26 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
     if (maxIpsCount > 0) ips = ips.slice(-maxIpsCount);
     return ips[0] || req.socket.remoteAddress || '';
   };
-  // The headers of an answer: the app's, then oidc-provider's for these routes (no-store, CORS without an Origin), then Koa's for JSON.
+  // The headers of an answer: the request id, the app's, then oidc-provider's for these routes (no-store, CORS
+  // without an Origin), then Koa's for JSON and the length. One list per route, its two values filled in per
+  // answer: writeHead copies it into the head at once.
   const headersOf = (route: LeanRoute): string[] => [
+    'X-Request-Id', '',
     ...deps.commonHeaders.flat(),
     'Cache-Control', 'no-store', 'Vary', 'Origin', 'Access-Control-Allow-Origin', '*', 'Access-Control-Expose-Headers', EXPOSED[route],
     'Content-Type', 'application/json; charset=utf-8',
+    'Content-Length', '',
   ];
   const answerHeaders = { token: headersOf('token'), introspection: headersOf('introspection') };
   // The adapter instance oidc-provider itself uses for this model (its `upsert` and `find`: one format, one set of indexes).
   let modelAdapter: Adapter | undefined;
   const adapter = () => (modelAdapter ??= (provider.ClientCredentials as unknown as { adapter: Adapter }).adapter);
 
-  /** The client authenticated the way it was registered (client_secret_basic or _post), or undefined for anything else. */
-  async function authenticated(req: LeanRequest, params: ParsedUrlQuery): Promise<BuiltClient | undefined> {
+  /**
+   * The client authenticated the way it was registered (client_secret_basic or _post), or undefined for
+   * anything else; a promise only when the lockout's or the client's answer is not in memory.
+   */
+  function authenticated(req: LeanRequest, params: ParsedUrlQuery): BuiltClient | undefined | Promise<BuiltClient | undefined> {
     const header = req.headers.authorization;
     let id: unknown;
     let secret: unknown;
@@ -117,38 +125,82 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
       method = 'client_secret_post';
     }
     if (typeof id !== 'string' || typeof secret !== 'string' || !PLAIN.test(id) || !PLAIN.test(secret)) return undefined;
-    // A locked source is refused (429) by oidc-provider's path; the "not locked" answer is cached (Lockout.watch).
-    if (!(await clientLockout.check({ account: clientAuthSource(id, req.ip), ip: req.ip })).allowed) return undefined;
-    const client = (await provider.Client.find(id).catch(() => undefined)) as BuiltClient | undefined;
-    if (!client || client.clientAuthMethod !== method || client.clientSecretExpiresAt) return undefined;
+    const source = { account: clientAuthSource(id, req.ip), ip: req.ip };
+    // Both answers in memory (the usual case): no promise. The lockout is asked first either way.
+    const known = clientLockout.knownUnlocked(source) ? (cachedClient(provider, id) as BuiltClient | undefined) : undefined;
+    if (known) return provedBy(known, method, secret);
+    return (async () => {
+      // A locked source is refused (429) by oidc-provider's path; the "not locked" answer is cached (Lockout.watch).
+      if (!(await clientLockout.check(source)).allowed) return undefined;
+      const client = (await provider.Client.find(id).catch(() => undefined)) as BuiltClient | undefined;
+      return client && provedBy(client, method, secret);
+    })();
+  }
+
+  /** The client, when registered for `method` with a secret that does not expire and `secret` is it. */
+  function provedBy(client: BuiltClient, method: string, secret: string): BuiltClient | undefined {
+    if (client.clientAuthMethod !== method || client.clientSecretExpiresAt) return undefined;
     // The current secret, or the previous one within its overlap (provider-internals.ts `digestedClientSecrets`).
     if (!clientSecretMatches({ client_secret: client.clientSecret, previous_client_secret: client.previous_client_secret }, secret, registry.nowSeconds())) return undefined;
     return client;
   }
 
-  /** The scopes and API of a client_credentials request, as provider.ts `machineClientResource` and `getResourceServerInfo` resolve them; undefined when in doubt. */
-  async function machineGrant(client: BuiltClient, scopeParam: string | undefined) {
+  // Each client's last grants by scope parameter, with a test that the registry's cache still holds the
+  // very answers they were made from (an answer reloaded, expired or dropped is another object).
+  type GrantMade = { grant: MachineGrant | undefined; held: () => boolean };
+  const grantsMade = new WeakMap<BuiltClient, Map<string, GrantMade>>();
+
+  /**
+   * The scopes and API of a client_credentials request, as provider.ts `machineClientResource` and
+   * `getResourceServerInfo` resolve them; undefined when in doubt. A promise only when the registry's
+   * answers are not all in memory.
+   */
+  function machineGrant(client: BuiltClient, scopeParam: string | undefined): MachineGrant | undefined | Promise<MachineGrant | undefined> {
+    const key = scopeParam ?? '';
+    let made = grantsMade.get(client);
+    const known = made?.get(key);
+    if (known?.held()) return known.grant;
+    const now = machineGrantNow(client, scopeParam);
+    if (now instanceof Promise) return now;
+    if (!made) grantsMade.set(client, (made = new Map<string, GrantMade>()));
+    // The client chooses its scope parameters: a few are kept.
+    if (made.size >= 100) made.clear();
+    made.set(key, now);
+    return now.grant;
+  }
+
+  /** `machineGrant` from the registry's answers in memory, and how to tell they still are; a promise (reading storage) when one is not. */
+  function machineGrantNow(client: BuiltClient, scopeParam: string | undefined) {
     const registered = String(client.scope ?? '').split(' ').filter(Boolean);
     const named = scopeParam === undefined ? [] : scopeParam.split(' ');
     // OpenID scopes, or scopes the client lacks: oidc-provider's refusals (or its odd cases).
-    if (named.some((s) => OIDC_SCOPES.has(s) || !registered.includes(s))) return undefined;
-    const owners = new Map<string, string[]>();
-    for (const scope of named.length ? named : registered.filter((s) => !OIDC_SCOPES.has(s))) {
+    if (named.some((s) => OIDC_SCOPES.has(s) || !registered.includes(s))) return { grant: undefined, held: () => true };
+    const scopes = named.length ? named : registered.filter((s) => !OIDC_SCOPES.has(s));
+    const answers: object[] = [];
+    const owners: (string | undefined)[] = [];
+    for (const scope of scopes) {
+      const hit = registry.cachedScopeOwner(scope);
+      if (!hit) return machineGrantRead(registered, named, scopes);
+      answers.push(hit);
+      owners.push(hit.value);
+    }
+    const api = soleApi(scopes, owners, named.length > 0);
+    const resource = api && registry.cachedResource(api.uri);
+    if (api && !resource) return machineGrantRead(registered, named, scopes);
+    const held = () => scopes.every((s, i) => registry.cachedScopeOwner(s) === answers[i]) && (!api || registry.cachedResource(api.uri) === resource);
+    return { grant: api && grantOf(resource!.value, api, registered, named), held };
+  }
+
+  /** `machineGrant` reading through the registry, in the order oidc-provider's path reads. */
+  async function machineGrantRead(registered: string[], named: string[], scopes: string[]): Promise<MachineGrant | undefined> {
+    const owners: (string | undefined)[] = [];
+    for (const scope of scopes) {
       const owner = await registry.resourceForScope(scope);
       if (!owner && named.length) return undefined;
-      if (owner) owners.set(owner, [...(owners.get(owner) ?? []), scope]);
+      owners.push(owner);
     }
-    if (owners.size !== 1) return undefined;
-    const [[uri, ownScopes]] = owners as unknown as [[string, string[]]];
-    const resource = await registry.findResource(uri);
-    const href = URL.parse(uri)?.href;
-    if (!resource || resource.tokenFormat !== 'opaque' || !href || href.includes('#')) return undefined;
-    const allowed = new Set(registered);
-    const apiScopes = new Set(resource.scopes.filter((s) => allowed.has(s)));
-    if (!apiScopes.size) return undefined;
-    const requested = new Set(named.length ? named : ownScopes);
-    const scope = [...requested].filter((s) => apiScopes.has(s)).join(' ') || undefined;
-    return { scope, audience: resource.uri, ttl: resource.ttl };
+    const api = soleApi(scopes, owners, named.length > 0);
+    return api && grantOf(await registry.findResource(api.uri), api, registered, named);
   }
 
   /** The answer to a common client_credentials request, its token stored; undefined when it is not one. */
@@ -156,16 +208,24 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
     if (params.grant_type !== 'client_credentials' || !onlyStrings(params, TOKEN_PARAMS)) return undefined;
     const scopeParam = params.scope as string | undefined;
     if (scopeParam !== undefined && !SCOPE_SYNTAX.test(scopeParam)) return undefined;
-    const client = await authenticated(req, params);
+    const proved = authenticated(req, params);
+    const client = proved instanceof Promise ? await proved : proved;
     if (!client || !client.grantTypeAllowed('client_credentials')) return undefined;
-    const grant = await machineGrant(client, scopeParam);
+    const granted = machineGrant(client, scopeParam);
+    const grant = granted instanceof Promise ? await granted : granted;
     if (!grant) return undefined;
     const id = opaqueId();
     const iat = epochTime();
     // The record oidc-provider's ClientCredentials#save writes, through the same adapter (its key, TTL and the client's index).
-    const payload: AdapterPayload = { iat, exp: iat + grant.ttl, ...(grant.scope ? { scope: grant.scope } : {}), clientId: client.clientId, aud: grant.audience, jti: id, kind: 'ClientCredentials' };
-    await adapter().upsert(id, payload, grant.ttl);
-    return { body: { access_token: id, expires_in: grant.ttl, ...(grant.scope ? { scope: grant.scope } : {}), token_type: 'Bearer' }, clientId: client.clientId };
+    const { scope, ttl, audience: aud } = grant;
+    const { clientId } = client;
+    // Two literals each rather than spreads: the members in the same order, without copying objects per token.
+    const payload: AdapterPayload = scope
+      ? { iat, exp: iat + ttl, scope, clientId, aud, jti: id, kind: 'ClientCredentials' }
+      : { iat, exp: iat + ttl, clientId, aud, jti: id, kind: 'ClientCredentials' };
+    await adapter().upsert(id, payload, ttl);
+    const body = scope ? { access_token: id, expires_in: ttl, scope, token_type: 'Bearer' } : { access_token: id, expires_in: ttl, token_type: 'Bearer' };
+    return { body, clientId };
   }
 
   /** The answer to introspecting an active client-credentials token in the common shape; undefined for anything else. */
@@ -173,7 +233,8 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
     const value = params.token;
     if (typeof value !== 'string' || !OPAQUE_ID.test(value) || !onlyStrings(params, INTROSPECTION_PARAMS)) return undefined;
     if (params.token_type_hint !== undefined && !HINTS.has(params.token_type_hint as string)) return undefined;
-    const client = await authenticated(req, params);
+    const proved = authenticated(req, params);
+    const client = proved instanceof Promise ? await proved : proved;
     // A signed or encrypted introspection answer is oidc-provider's to make.
     if (!client || client.introspectionSignedResponseAlg || client.introspectionEncryptedResponseAlg) return undefined;
     // The adapter's find: a token of a deleted client is not found. Inactive answers are oidc-provider's (and the limiter's).
@@ -191,7 +252,10 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
   function respond(res: ServerResponse, route: LeanRoute, answer: Answer, started: number) {
     const requestId = randomUUID();
     const json = JSON.stringify(answer.body);
-    res.writeHead(200, ['X-Request-Id', requestId, ...answerHeaders[route], 'Content-Length', String(Buffer.byteLength(json))]);
+    const headers = answerHeaders[route];
+    headers[1] = requestId;
+    headers[headers.length - 1] = String(Buffer.byteLength(json));
+    res.writeHead(200, headers);
     res.end(json);
     if (answer.clientId !== undefined) onTokenIssued({ requestId, clientId: answer.clientId, body: answer.body });
     onAnswered({ requestId, route, body: answer.body, seconds: (performance.now() - started) / 1000 });
@@ -218,6 +282,36 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
       app(replayBody(req, body), res);
     });
   };
+}
+
+type MachineGrant = { scope: string | undefined; audience: string; ttl: number };
+
+/** The one API that owns the scopes (`owners`, in their order) and its scopes among them; undefined for none, several, or a named scope of none. */
+function soleApi(scopes: string[], owners: (string | undefined)[], named: boolean): { uri: string; ownScopes: string[] } | undefined {
+  let uri: string | undefined;
+  const ownScopes: string[] = [];
+  for (const [i, owner] of owners.entries()) {
+    if (!owner) {
+      if (named) return undefined;
+      continue;
+    }
+    if (uri !== undefined && owner !== uri) return undefined;
+    uri = owner;
+    ownScopes.push(scopes[i]!);
+  }
+  return uri === undefined ? undefined : { uri, ownScopes };
+}
+
+/** The grant of an API with opaque tokens: the requested scopes (or the API's that were asked for by default) the client holds. */
+function grantOf(resource: ResourceServer | undefined, api: { uri: string; ownScopes: string[] }, registered: string[], named: string[]): MachineGrant | undefined {
+  const href = URL.parse(api.uri)?.href;
+  if (!resource || resource.tokenFormat !== 'opaque' || !href || href.includes('#')) return undefined;
+  const allowed = new Set(registered);
+  const apiScopes = new Set(resource.scopes.filter((s) => allowed.has(s)));
+  if (!apiScopes.size) return undefined;
+  const requested = new Set(named.length ? named : api.ownScopes);
+  const scope = [...requested].filter((s) => apiScopes.has(s)).join(' ') || undefined;
+  return { scope, audience: resource.uri, ttl: resource.ttl };
 }
 
 /** A lean answer: its JSON, and for a token the client it was issued to. */

@@ -126,6 +126,16 @@ function secretSentTheWrongWay(registered: 'client_secret_basic' | 'client_secre
   return Object.assign(new errors.InvalidClient(description, `client authentication method ${registered} expected`), { status: 401, statusCode: 401 });
 }
 
+const cachedClients = new WeakMap<Provider, (id: string) => Awaited<ReturnType<Provider['Client']['find']>>>();
+
+/**
+ * The client `provider.Client.find(id)` would answer from its cache (`cachedClientsWithApiScopes`), or
+ * undefined when it would build one (or has none): the lean path's hit then costs no promise.
+ */
+export function cachedClient(provider: Provider, id: string) {
+  return cachedClients.get(provider)?.(id);
+}
+
 /**
  * Why: oidc-provider validates a client with its OpenID scopes only (providerClientMetadata), so its API
  * scopes are put back once built; and the built client is kept until the registry changes (at most 60 s),
@@ -135,6 +145,10 @@ export function cachedClientsWithApiScopes(provider: Provider, registry: Registr
   const find = provider.Client.find.bind(provider.Client);
   const built = new Map<string, { client: Awaited<ReturnType<typeof find>>; expires: number }>();
   registry.onChange(() => built.clear());
+  cachedClients.set(provider, (id) => {
+    const hit = built.get(id);
+    return hit && hit.expires > Date.now() ? hit.client : undefined;
+  });
   provider.Client.find = async (id: string) => {
     const hit = built.get(id);
     if (hit && hit.expires > Date.now()) return hit.client;

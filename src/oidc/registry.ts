@@ -237,6 +237,12 @@ class ReadCache {
     return value;
   }
 
+  /** The entry `get` would answer without loading, or undefined: synchronous, for the hot paths' hits. */
+  peek<T>(key: string): { readonly value: T } | undefined {
+    const hit = this.#entries.get(key);
+    return hit && hit.expires > this.#now() ? (hit as { value: T }) : undefined;
+  }
+
   clear() {
     this.#entries.clear();
   }
@@ -581,6 +587,15 @@ export class Registry {
   /** The API that owns a scope, if any. */
   async resourceForScope(scope: string): Promise<string | undefined> {
     return this.#cached(`scope:${scope}`, async () => (await this.#store.get(keys.scopeOwner(scope))) ?? undefined);
+  }
+
+  /** `resourceForScope` and `findResource` as cached, without reading storage; undefined when not cached (ask them). */
+  cachedScopeOwner(scope: string) {
+    return this.#cache?.peek<string | undefined>(`scope:${scope}`);
+  }
+
+  cachedResource(uri: string) {
+    return this.#cache?.peek<ResourceServer | undefined>(`resource:${uri}`);
   }
 
   /** What the operator wrote that an API scope lets an app do, if anything (the consent page's words). */

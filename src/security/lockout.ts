@@ -318,6 +318,17 @@ export class Lockout {
     return retryAfterSeconds > 0 ? { allowed: false, retryAfterSeconds } : { allowed: true };
   }
 
+  /**
+   * Whether memory alone says `check` would allow the attempt (every subject seen unlocked, while
+   * `watch` listens); false means "ask `check`". Synchronous: the hot paths' cache hit costs no promise.
+   */
+  knownUnlocked(attempt: Pick<Attempt, 'account' | 'ip'>): boolean {
+    if (!this.#watching) return false;
+    const now = this.#now();
+    if (!((this.#clean.get(this.#keyOf('account', attempt.account)) ?? 0) > now)) return false;
+    return !attempt.ip || (this.#clean.get(this.#keyOf('ip', attempt.ip)) ?? 0) > now;
+  }
+
   /** Counts a failed attempt; may start a lockout. Answers whether further attempts are allowed now. */
   async recordFailure(attempt: Attempt): Promise<Verdict> {
     for (const subject of this.#subjects(attempt)) {

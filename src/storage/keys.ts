@@ -32,10 +32,23 @@ export function grantTag(grantId: string): string {
  */
 export const GRANT_BOUND_MODELS = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken']);
 
-export function tagFor(model: string, id: string): string {
-  if (model === 'Grant') return grantTag(id);
+/** `idDigest`: `digest(id)` when the caller has it (a record key's own), so a key costs one hash, not two. */
+export function tagFor(model: string, id: string, idDigest?: string): string {
   if (GRANT_BOUND_MODELS.has(model) && id.length > TAG_LENGTH) return id.slice(0, TAG_LENGTH);
-  return digest(id).slice(0, TAG_LENGTH);
+  // A grant's tag (grantTag) and any other record's: the first characters of the id's digest.
+  return (idDigest ?? digest(id)).slice(0, TAG_LENGTH);
+}
+
+/** Digests of client ids (not secrets), which name a client's indexes on every token: the few busy clients are hashed once. */
+const clientDigests = new Map<string, string>();
+function clientDigest(clientId: string): string {
+  let known = clientDigests.get(clientId);
+  if (known === undefined) {
+    if (clientDigests.size >= 10_000) clientDigests.clear();
+    known = digest(clientId);
+    clientDigests.set(clientId, known);
+  }
+  return known;
 }
 
 /** The index of a grant, found from the tag that its tokens' ids start with. */
@@ -49,7 +62,10 @@ function safeTag(tag: string): string {
 }
 
 export const keys = {
-  model: (model: string, id: string) => `lk:{${safeTag(tagFor(model, id))}}:${model}:${digest(id)}`,
+  model: (model: string, id: string) => {
+    const idDigest = digest(id);
+    return `lk:{${safeTag(tagFor(model, id, idDigest))}}:${model}:${idDigest}`;
+  },
   grantIndex: (grantId: string) => grantIndexForTag(grantTag(grantId)),
   /**
    * The sealed token response to a refresh token's first use, kept for the client's grace window
@@ -106,8 +122,8 @@ export const keys = {
    * what it lists. Deleting the client reads them all. A list of 27-character digests costs about 30 B a
    * token; the set of record keys of earlier versions (`clientTokenSet`) cost about 120 B.
    */
-  clientGrants: (clientId: string, day: number) => `lk:client-grants:${digest(clientId)}:${day}`,
-  clientTokens: (clientId: string, day: number) => `lk:client-token-digests:${digest(clientId)}:${day}`,
+  clientGrants: (clientId: string, day: number) => `lk:client-grants:${clientDigest(clientId)}:${day}`,
+  clientTokens: (clientId: string, day: number) => `lk:client-token-digests:${clientDigest(clientId)}:${day}`,
   /** Written by earlier versions (a set of ClientCredentials record keys): still read when a client is deleted. */
   clientTokenSet: (clientId: string, day: number) => `lk:client-tokens:${digest(clientId)}:${day}`,
   /** A client-credentials token's record key from the digest of its id: `keys.model('ClientCredentials', id)` is this of `digest(id)`. */
