@@ -24,7 +24,7 @@ import { audit } from './observability/audit.ts';
 import { withoutRedaction, type Logger } from './observability/logger.ts';
 import { instrumentStore, Metrics, routeOf } from './observability/metrics.ts';
 import { minuteSeriesOf } from './observability/minute-series.ts';
-import { recordTokenResponse, watchProvider } from './observability/provider-events.ts';
+import { recordRefreshReuse, recordTokenResponse, watchProvider } from './observability/provider-events.ts';
 import { formPostAsGet } from './oidc/form-post-endpoints.ts';
 import { startLogoutDelivery, type LogoutDeliveryOptions } from './oidc/backchannel-logout.ts';
 import { backchannelTargetRules } from './oidc/backchannel-targets.ts';
@@ -176,7 +176,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
 
   watchProvider(provider, logger, metrics);
   // "Last used" of connected apps (/account); a failure only leaves that date older.
-  watchAppUse(provider, store, (err) => logger.debug({ err }, 'could not record when an app was last used'), clock);
+  const appUsed = watchAppUse(provider, store, (err) => logger.debug({ err }, 'could not record when an app was last used'), clock);
   const stopLogoutDelivery = await startLogoutDelivery({ provider, store, logger, metrics, targets: backchannelTargets, ...logoutDelivery });
 
   // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
@@ -292,7 +292,11 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     ? leanFront({
         provider, registry, clientLockout, tokenBelongsTo,
         commonHeaders: securityHeaderList(brand, new URL(config.ISSUER).protocol === 'https:'),
-        onTokenIssued: ({ requestId, clientId, body }) => recordTokenResponse(logger, metrics, { requestId, body, clientId, grantType: 'client_credentials' }),
+        onTokenIssued: ({ requestId, clientId, grantType, accountId, body }) => {
+          recordTokenResponse(logger, metrics, { requestId, body, clientId, accountId, grantType });
+          if (accountId) appUsed(accountId, clientId);
+        },
+        onRefreshReused: ({ clientId }) => recordRefreshReuse(logger, metrics, { route: 'token', clientId, error_description: 'grant request is invalid' }),
         onAnswered: ({ requestId, route, body, seconds }) => {
           metrics.leanAnswers.inc({ route });
           metrics.observeAnswer(route, 'POST', 200, seconds, route === 'introspection' ? (body.active === true ? 'active' : 'inactive') : undefined);

@@ -84,19 +84,23 @@ export async function markAppUsed(store: Store, accountId: string, clientId: str
  * Calls markAppUsed on token issue (`grant.success`), off the response's path. A per-process memory of
  * the last call per person and app keeps it to one storage read a minute each, first-party apps too.
  */
-export function watchAppUse(provider: Provider, store: Store, onError: (err: unknown) => void, clock: () => number = Date.now) {
+export function watchAppUse(provider: Provider, store: Store, onError: (err: unknown) => void, clock: () => number = Date.now): (accountId: string, clientId: string) => void {
   const lastChecked = new Map<string, number>();
-  provider.on('grant.success', (ctx) => {
-    const grant = ctx.oidc.entities.Grant;
-    if (!grant?.accountId || !grant.clientId) return;
+  const used = (accountId: string, clientId: string) => {
     const now = clock();
-    const pair = `${grant.accountId} ${grant.clientId}`;
+    const pair = `${accountId} ${clientId}`;
     if (now - (lastChecked.get(pair) ?? 0) < LAST_USED_RESOLUTION_MS) return;
     // Bounded: forgetting only costs one more read per pair.
     if (lastChecked.size >= 10_000) lastChecked.clear();
     lastChecked.set(pair, now);
-    markAppUsed(store, grant.accountId, grant.clientId, now).catch(onError);
+    markAppUsed(store, accountId, clientId, now).catch(onError);
+  };
+  provider.on('grant.success', (ctx) => {
+    const grant = ctx.oidc.entities.Grant;
+    if (grant?.accountId && grant.clientId) used(grant.accountId, grant.clientId);
   });
+  // The lean path's refreshes (oidc/lean-path.ts) are not oidc-provider's grant.success: it calls this itself.
+  return used;
 }
 
 /** Where the apps' names come from (the client registry), without this room depending on oidc/. */

@@ -77,6 +77,15 @@ export function recordTokenResponse(logger: Logger, metrics: Metrics, response: 
   }, 'tokens issued');
 }
 
+/**
+ * A reused refresh token (its grant revoked): oidc-provider's `grant.error`, or the lean path's rotation
+ * that found its token used by a parallel refresh (oidc/lean-path.ts; oidc-provider then answers the request).
+ */
+export function recordRefreshReuse(logger: Logger, metrics: Metrics, fields: { requestId?: string; route?: string; clientId?: string; [key: string]: unknown }) {
+  metrics.refreshTokenReuse.inc();
+  audit(logger, 'refresh_token_reuse_detected', { oidcEvent: 'grant.error', error: 'invalid_grant', error_detail: 'refresh token already used', ...fields }, 'refresh token reuse detected: grant revoked');
+}
+
 export function watchProvider(provider: Provider, logger: Logger, metrics: Metrics) {
   provider.on('server_error', (ctx: Context, err: Error) => {
     logger.error({ err, requestId: ctx.state?.requestId, route: routeOf(ctx) }, 'server_error');
@@ -128,8 +137,7 @@ export function watchProvider(provider: Provider, logger: Logger, metrics: Metri
         // The source (client id as presented, at this address) is what the activity log aggregates by.
         audit(logger, 'client_authentication_failed', { ...fields, ip: ctx?.ip }, 'client authentication failed');
       } else if (event === 'grant.error' && error === 'invalid_grant' && /refresh token already used/.test(err?.error_detail ?? '')) {
-        metrics.refreshTokenReuse.inc();
-        audit(logger, 'refresh_token_reuse_detected', fields, 'refresh token reuse detected: grant revoked');
+        recordRefreshReuse(logger, metrics, fields);
       } else {
         logger.info(fields, event);
       }

@@ -5,6 +5,7 @@ import type Provider from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { clientAuthSource } from '../security/client-auth-throttle.ts';
 import type { Lockout } from '../security/lockout.ts';
+import { leanRefresh, type RefreshReused } from './lean-refresh.ts';
 import { cachedClient } from './provider-internals.ts';
 import { clientSecretMatches, OIDC_SCOPES, type Registry, type ResourceServer } from './registry.ts';
 
@@ -25,8 +26,10 @@ export interface LeanPathDeps {
   clientLockout: Lockout;
   /** Belongs-to rule of introspection (provider.ts `tokenBelongsTo`). */
   tokenBelongsTo: (client: { clientId: string; [key: string]: unknown }, token: { clientId?: string; aud?: unknown }) => boolean;
-  /** A token response answered here: what oidc-provider's `grant.success` would have counted. */
-  onTokenIssued: (answered: { requestId: string; clientId: string; body: Record<string, unknown> }) => void;
+  /** A token response answered here: what oidc-provider's `grant.success` would have counted (and, for a person's grant, "last used"). */
+  onTokenIssued: (answered: { requestId: string; clientId: string; grantType: string; accountId?: string; body: Record<string, unknown> }) => void;
+  /** A lean refresh whose rotation found its token used (a parallel refresh won): the grant is revoked; oidc-provider answers the request. */
+  onRefreshReused?: (reused: RefreshReused) => void;
   /** Each request answered here, once its answer is written: the edge's request line and metrics (app.ts `requestContext`). */
   onAnswered: (answered: { requestId: string; route: LeanRoute; body: Record<string, unknown>; seconds: number }) => void;
   /** The headers every answer of the app carries (security/headers.ts), in its order. */
@@ -53,6 +56,10 @@ const SCOPE_SYNTAX = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*$
 /** Opaque ids: 256 random bits in base64url (oidc-provider's `bitsOfOpaqueRandomness`), the shape the adapter expects of a client-credentials token. */
 const OPAQUE_ID = /^[A-Za-z0-9_-]{43}$/;
 const TOKEN_PARAMS = new Set(['grant_type', 'scope', 'client_id', 'client_secret']);
+/** The common refresh: no `scope` (a narrowed refresh) nor `resource` (lean-refresh.ts). */
+const REFRESH_PARAMS = new Set(['grant_type', 'refresh_token', 'client_id', 'client_secret']);
+/** A refresh token's id: its grant's 16-character tag, then 256 random bits (provider-internals.ts `tagTokenIdsWithGrant`). */
+const REFRESH_TOKEN_ID = /^[A-Za-z0-9_-]{59}$/;
 const INTROSPECTION_PARAMS = new Set(['token', 'token_type_hint', 'client_id', 'client_secret']);
 const HINTS = new Set(['access_token', 'refresh_token', 'urn:ietf:params:oauth:token-type:access_token', 'urn:ietf:params:oauth:token-type:refresh_token']);
 /** What a client-credentials record written by oidc-provider (or here) holds; anything more is left to oidc-provider. */
@@ -96,6 +103,7 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
   // The adapter instance oidc-provider itself uses for this model (its `upsert` and `find`: one format, one set of indexes).
   let modelAdapter: Adapter | undefined;
   const adapter = () => (modelAdapter ??= (provider.ClientCredentials as unknown as { adapter: Adapter }).adapter);
+  const refresh = leanRefresh(provider, deps.onRefreshReused ?? (() => {}));
 
   /**
    * The client authenticated the way it was registered (client_secret_basic or _post), or undefined for
@@ -115,8 +123,9 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
       const basic = Buffer.from(value, 'base64').toString('utf8');
       const colon = basic.indexOf(':');
       if (colon === -1) return undefined;
-      id = basic.slice(0, colon);
-      secret = basic.slice(colon + 1);
+      // Form-encoded, as RFC 6749 §2.3.1 asks (openid-client encodes `-` and `_` too): decoded as oidc-provider's client_auth.js does.
+      id = formDecoded(basic.slice(0, colon));
+      secret = formDecoded(basic.slice(colon + 1));
       if (params.client_id !== undefined && params.client_id !== id) return undefined;
       method = 'client_secret_basic';
     } else {
@@ -203,8 +212,19 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
     return api && grantOf(await registry.findResource(api.uri), api, registered, named);
   }
 
+  /** The answer to a common refresh (lean-refresh.ts), its rotation stored; undefined when it is not one. */
+  async function refreshGrant(req: LeanRequest, params: ParsedUrlQuery): Promise<Answer | undefined> {
+    const presented = params.refresh_token;
+    if (typeof presented !== 'string' || !REFRESH_TOKEN_ID.test(presented) || !onlyStrings(params, REFRESH_PARAMS)) return undefined;
+    const client = await authenticated(req, params);
+    if (!client || !client.grantTypeAllowed('refresh_token')) return undefined;
+    const answer = await refresh(client, presented);
+    return answer && { ...answer, grantType: 'refresh_token' };
+  }
+
   /** The answer to a common client_credentials request, its token stored; undefined when it is not one. */
   async function token(req: LeanRequest, params: ParsedUrlQuery): Promise<Answer | undefined> {
+    if (params.grant_type === 'refresh_token') return refreshGrant(req, params);
     if (params.grant_type !== 'client_credentials' || !onlyStrings(params, TOKEN_PARAMS)) return undefined;
     const scopeParam = params.scope as string | undefined;
     if (scopeParam !== undefined && !SCOPE_SYNTAX.test(scopeParam)) return undefined;
@@ -225,7 +245,7 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
       : { iat, exp: iat + ttl, clientId, aud, jti: id, kind: 'ClientCredentials' };
     await adapter().upsert(id, payload, ttl);
     const body = scope ? { access_token: id, expires_in: ttl, scope, token_type: 'Bearer' } : { access_token: id, expires_in: ttl, token_type: 'Bearer' };
-    return { body, clientId };
+    return { body, clientId, grantType: 'client_credentials' };
   }
 
   /** The answer to introspecting an active client-credentials token in the common shape; undefined for anything else. */
@@ -257,7 +277,7 @@ export function leanFront(deps: LeanPathDeps, app: RequestListener): RequestList
     headers[headers.length - 1] = String(Buffer.byteLength(json));
     res.writeHead(200, headers);
     res.end(json);
-    if (answer.clientId !== undefined) onTokenIssued({ requestId, clientId: answer.clientId, body: answer.body });
+    if (answer.clientId !== undefined && answer.grantType !== undefined) onTokenIssued({ requestId, clientId: answer.clientId, grantType: answer.grantType, ...(answer.accountId ? { accountId: answer.accountId } : {}), body: answer.body });
     onAnswered({ requestId, route, body: answer.body, seconds: (performance.now() - started) / 1000 });
   }
 
@@ -314,10 +334,22 @@ function grantOf(resource: ResourceServer | undefined, api: { uri: string; ownSc
   return { scope, audience: resource.uri, ttl: resource.ttl };
 }
 
-/** A lean answer: its JSON, and for a token the client it was issued to. */
+/** A lean answer: its JSON, and for a token the client it was issued to, the grant type and the person it is for. */
 interface Answer {
   body: Record<string, unknown>;
   clientId?: string;
+  grantType?: string;
+  accountId?: string;
+}
+
+/** A Basic credential's part, form-decoded (`+` is a space); undefined when it does not decode. */
+function formDecoded(part: string): string | undefined {
+  if (!part.includes('%') && !part.includes('+')) return part;
+  try {
+    return decodeURIComponent(part.replaceAll('+', '%20'));
+  } catch {
+    return undefined;
+  }
 }
 
 /** Every member one of `allowed` and given once, none empty (oidc-provider reads an empty one as absent). */
