@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { Redis } from 'ioredis';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import type { Adapter } from 'oidc-provider';
 import * as oc from 'openid-client';
@@ -10,6 +9,8 @@ import { basic, CookieJar, signIn, signInAndRedeem, type ClientCreds } from './h
 import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { API_URI, createWorld, enrollTotp, JWT_API_URI, REDIRECT_URI, type World } from './helpers/world.ts';
+import { copyRedis, prng, recorded, type Recorded } from './helpers/differential.ts';
+import { eventually } from './helpers/eventually.ts';
 
 /**
  * The lean refresh (src/oidc/lean-refresh.ts) must be invisible: a generated corpus of refresh requests —
@@ -154,23 +155,7 @@ function env(lean: 'on' | 'off') {
   return { LEAN_PATH: lean, CLIENT_AUTH_MAX_FAILURES: '100', LOCKOUT_IP_MAX_FAILURES: '100000', INTROSPECTION_INACTIVE_PER_MINUTE: '100000' };
 }
 
-async function copyRedis(from: string, to: string) {
-  const [a, b] = [new Redis(from), new Redis(to)];
-  for (const key of await a.keys('*')) {
-    const [dump, pttl] = await Promise.all([a.dumpBuffer(key), a.pttl(key)]);
-    if (dump) await b.restore(key, pttl > 0 ? pttl : 0, dump, 'REPLACE');
-  }
-  a.disconnect();
-  b.disconnect();
-}
 
-function prng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
 
 /** Every chain with every operation once, then random draws weighted to valid refreshes (chains go on, reuse comes after rotations). */
 function corpus(): { chain: number; op: Op }[] {
@@ -275,13 +260,8 @@ async function normalise(status: number, headers: Headers, text: string, jwks: R
   return { status, headers: kept, body: b };
 }
 
-interface Run {
+interface Run extends Recorded {
   answers: Answer[];
-  requestLines: unknown[];
-  audit: string[];
-  metrics: Record<string, number>;
-  tokenCounts: Record<string, number>;
-  leanTokenAnswers: number;
   grantSuccesses: number;
   lastUsedAt: number;
 }
@@ -310,28 +290,12 @@ async function answerCorpus(lean: 'on' | 'off', plan: { chain: number; op: Op }[
   }
   await server.app.activity.flush();
   // "Last used" is written off the response's path.
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  const logs = server.logs.slice(logsFrom);
-  const requestLines = logs.filter((l) => l.msg === 'request').map(({ method, route, status }) => ({ method, route, status }));
-  const audit = logs.filter((l) => l.msg !== 'request').map(({ time: _t, requestId: _r, pid: _p, hostname: _h, ...rest }) => JSON.stringify(rest)).sort();
-  const text = await server.app.metrics.text();
-  const metrics: Record<string, number> = {};
-  let leanTokenAnswers = 0;
-  for (const line of text.split('\n')) {
-    const m = /^(latchkey_(?:tokens_issued_total|introspections_total|client_authentication_failures_total|oauth_errors_total|refresh_token_reuse_total|lockouts_total|http_request_duration_seconds_count|lean_path_answers_total))(\{[^}]*\})? (\d+)/.exec(line);
-    if (!m) continue;
-    if (m[1] === 'latchkey_lean_path_answers_total') leanTokenAnswers += m[2]?.includes('route="token"') ? Number(m[3]) : 0;
-    else metrics[`${m[1]}${m[2] ?? ''}`] = Number(m[3]);
-  }
-  const r = new Redis(redis.url);
-  const tokenCounts: Record<string, number> = {};
-  for (const key of await r.keys('lk:{activity-tokens}:minute:*')) {
-    for (const [field, count] of Object.entries(await r.hgetall(key))) tokenCounts[field] = (tokenCounts[field] ?? 0) + Number(count);
-  }
-  const lastUsedAt = (JSON.parse((await r.get(consentKey))!) as { lastUsedAt: number }).lastUsedAt;
-  r.disconnect();
+  const lastUsed = async () => (JSON.parse((await server.store.get(consentKey))!) as { lastUsedAt: number }).lastUsedAt;
+  await eventually(async () => (await lastUsed()) > oldLastUsed, 'the connected app\'s "last used" moved on');
+  const seen = await recorded(server, logsFrom, redis.url, ['tokens_issued_total', 'introspections_total', 'client_authentication_failures_total', 'oauth_errors_total', 'refresh_token_reuse_total', 'lockouts_total', 'http_request_duration_seconds_count']);
+  const lastUsedAt = await lastUsed();
   await server.close();
-  return { answers, requestLines, audit, metrics, tokenCounts, leanTokenAnswers, grantSuccesses, lastUsedAt };
+  return { ...seen, answers, grantSuccesses, lastUsedAt };
 }
 
 test('a corpus of 340 refresh requests gets the same answers, ID token claims, logs, audit events, metrics and activity with LEAN_PATH on and off, and the lean path answers the common refreshes', async (t) => {
@@ -359,11 +323,11 @@ test('a corpus of 340 refresh requests gets the same answers, ID token claims, l
 
   // Off: oidc-provider rotated every token. On: the lean path answered most refreshes itself.
   const refreshed = off.grantSuccesses;
-  t.diagnostic(`${refreshed} refreshes succeeded; the lean path answered ${on.leanTokenAnswers}, oidc-provider ${on.grantSuccesses}`);
+  t.diagnostic(`${refreshed} refreshes succeeded; the lean path answered ${(on.leanAnswers.token ?? 0)}, oidc-provider ${on.grantSuccesses}`);
   assert.ok(refreshed > 100, `only ${refreshed} refreshes succeeded`);
-  assert.equal(off.leanTokenAnswers, 0);
-  assert.ok(on.leanTokenAnswers > refreshed / 2, `the lean path answered only ${on.leanTokenAnswers} of ${refreshed} refreshes`);
-  assert.equal(on.grantSuccesses + on.leanTokenAnswers, refreshed);
+  assert.deepEqual(off.leanAnswers, {});
+  assert.ok((on.leanAnswers.token ?? 0) > refreshed / 2, `the lean path answered only ${(on.leanAnswers.token ?? 0)} of ${refreshed} refreshes`);
+  assert.equal(on.grantSuccesses + (on.leanAnswers.token ?? 0), refreshed);
 });
 
 test('openid-client refreshes a chain through the lean path, every ID token valid for it; ten parallel uses of one token: one wins, the grant is revoked, reuse audited', async () => {
