@@ -164,7 +164,11 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     deviceFlow: { lockout: deviceLockout, logger, metrics },
     consoleClientId,
     onSigningKeysError: (reason) => logger.error({ reason }, 'stored signing keys could not be used: still signing with the previous ones'),
-    onConsentGranted: (event) => audit(logger, 'consent_granted', { ...event }, 'consent granted'),
+    onConsentGranted: (event) => {
+      audit(logger, 'consent_granted', { ...event }, 'consent granted');
+      // Connected apps' "last used" (`appUse`, below: sign-ins start once the app serves).
+      appUse.usedBySignIn(event.accountId, event.clientId);
+    },
     // Only its jti is remembered until it expires: the other tokens of its grant stay.
     onJwtRevoked: (event) => audit(logger, 'token_revoked', { ...event, grantTokensRevoked: false }, 'token revoked'),
     onIntrospectionThrottled: (event) => audit(logger, 'introspection_throttled', { ...event }, `introspections of inactive tokens refused for ${event.retryAfterSeconds} s`),
@@ -176,7 +180,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
 
   watchProvider(provider, logger, metrics);
   // "Last used" of connected apps (/account); a failure only leaves that date older.
-  const appUsed = watchAppUse(provider, store, (err) => logger.debug({ err }, 'could not record when an app was last used'), clock);
+  const appUse = watchAppUse(provider, store, (err) => logger.debug({ err }, 'could not record when an app was last used'), clock);
   const stopLogoutDelivery = await startLogoutDelivery({ provider, store, logger, metrics, targets: backchannelTargets, ...logoutDelivery });
 
   // Health and metrics: on the main port, unless METRICS_PORT moves them to `opsApp` (main.ts listens).
@@ -294,7 +298,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
         commonHeaders: securityHeaderList(brand, new URL(config.ISSUER).protocol === 'https:'),
         onTokenIssued: ({ requestId, clientId, grantType, accountId, body }) => {
           recordTokenResponse(logger, metrics, { requestId, body, clientId, accountId, grantType });
-          if (accountId) appUsed(accountId, clientId);
+          if (accountId) appUse.used(accountId, clientId);
         },
         onRefreshReused: ({ clientId }) => recordRefreshReuse(logger, metrics, { route: 'token', clientId, error_description: 'grant request is invalid' }),
         onAnswered: ({ requestId, route, body, seconds }) => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
-import { listConnectedApps, markAppUsed, readConsent, rememberConsent, revokeConnectedApp } from '../src/accounts/connected-apps.ts';
+import { listConnectedApps, markAppUsed, readConsent, readStoredConsent, rememberConsent, revokeConnectedApp, useRememberedConsent } from '../src/accounts/connected-apps.ts';
 import { keys } from '../src/storage/keys.ts';
 import { browse, CookieJar, endpoints, follow, formAction, hiddenField, signIn, signInAndRedeem, type Followed, type Page } from './helpers/flow.ts';
 import { startLogoutReceiver, type LogoutReceiver } from './helpers/logout-receiver.ts';
@@ -218,6 +218,35 @@ function suite(storeKind: 'redis' | 'memory') {
     assert.deepEqual(await revokeConnectedApp(store, 'acct-y', 'client-y'), { clientId: 'client-y', grants: 0, sessions: 0 });
     assert.equal(await revokeConnectedApp(store, 'acct-y', 'client-y'), undefined, 'nothing left to remove');
     assert.deepEqual(await listConnectedApps(store, server.app.registry, 'acct-y'), []);
+  });
+
+  it('a sign-in with a remembered consent marks it used at most once a minute, renews its year at most once a day, and never brings back a consent removed meanwhile', async () => {
+    const store = server.store;
+    const t0 = 1_700_000_000_000;
+    const stored = async (client: string) => (await readStoredConsent(store, 'acct-r', client))!;
+    await rememberConsent(store, 'acct-r', 'client-r', undefined, ['openid'], t0);
+    assert.equal((await stored('client-r')).renewedAt, t0, 'a consent remembered now has its year from now');
+    // Within the minute: nothing written.
+    await useRememberedConsent(store, 'acct-r', 'client-r', await stored('client-r'), t0 + 30_000);
+    assert.deepEqual(await readConsent(store, 'acct-r', 'client-r'), { scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 });
+    // Two minutes on: the last use moves, the year stays where it was (no TTL or index write).
+    await useRememberedConsent(store, 'acct-r', 'client-r', await stored('client-r'), t0 + 120_000);
+    assert.deepEqual(await stored('client-r').then(({ consent, renewedAt }) => ({ consent, renewedAt })), { consent: { scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 + 120_000 }, renewedAt: t0 });
+    // A token's use keeps the year's date too.
+    assert.equal(await markAppUsed(store, 'acct-r', 'client-r', t0 + 240_000), true);
+    assert.equal((await stored('client-r')).renewedAt, t0);
+    // A day on: the year is written again.
+    await useRememberedConsent(store, 'acct-r', 'client-r', await stored('client-r'), t0 + 86_400_000);
+    assert.deepEqual(await stored('client-r').then(({ consent, renewedAt }) => ({ consent, renewedAt })), { consent: { scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 + 86_400_000 }, renewedAt: t0 + 86_400_000 });
+    // A consent of an earlier version (no year's date) gets its year at its first use.
+    await store.set(keys.consent('acct-r', 'client-old'), JSON.stringify({ scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 }), { ttl: 60 });
+    await useRememberedConsent(store, 'acct-r', 'client-old', await stored('client-old'), t0 + 120_000);
+    assert.equal((await stored('client-old')).renewedAt, t0 + 120_000);
+    // Removed between the sign-in's read and its write: it stays removed.
+    const read = await stored('client-r');
+    await revokeConnectedApp(store, 'acct-r', 'client-r');
+    await useRememberedConsent(store, 'acct-r', 'client-r', read, t0 + 86_400_000 + 120_000);
+    assert.equal(await readConsent(store, 'acct-r', 'client-r'), undefined, 'a removed consent is not written back');
   });
 
   it('removing one app leaves the person signed in to the others, with their tokens', async () => {

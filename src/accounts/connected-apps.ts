@@ -16,6 +16,8 @@ import type { Store } from '../storage/store.ts';
 export const CONSENT_TTL = 365 * 24 * 60 * 60;
 /** `lastUsedAt` is a minute-resolution fact: written at most once a minute per person and app. */
 const LAST_USED_RESOLUTION_MS = 60_000;
+/** A consent's year (its TTL, and its entry in the person's index of apps) is written again at most once a day of use. */
+const RENEW_AFTER_MS = 24 * 60 * 60 * 1000;
 
 export interface Consent {
   scopes: string[];
@@ -50,8 +52,30 @@ function parseConsent(raw: string): Consent {
 }
 
 export async function readConsent(store: Store, accountId: string, clientId: string): Promise<Consent | undefined> {
+  return (await readStoredConsent(store, accountId, clientId))?.consent;
+}
+
+/**
+ * A remembered consent as stored: what it says, the stored value (for compare-and-set), and when its
+ * year (its TTL and the person's index of apps) was last written (`renewedAt`, epoch ms; absent when
+ * written by an earlier version). `renewedAt` is bookkeeping, never shown.
+ */
+export interface StoredConsent {
+  consent: Consent;
+  raw: string;
+  renewedAt?: number;
+}
+
+export async function readStoredConsent(store: Store, accountId: string, clientId: string): Promise<StoredConsent | undefined> {
   const raw = await store.get(keys.consent(accountId, clientId));
-  return raw ? parseConsent(raw) : undefined;
+  if (!raw) return undefined;
+  const renewedAt = (JSON.parse(raw) as { renewedAt?: unknown }).renewedAt;
+  return { consent: parseConsent(raw), raw, ...(typeof renewedAt === 'number' ? { renewedAt } : {}) };
+}
+
+/** The stored value of `stored` used now: its year as it was (`renewedAt` kept). */
+function usedNow(stored: StoredConsent, now: number): string {
+  return JSON.stringify({ ...stored.consent, ...(stored.renewedAt !== undefined ? { renewedAt: stored.renewedAt } : {}), lastUsedAt: now });
 }
 
 /**
@@ -61,7 +85,7 @@ export async function readConsent(store: Store, accountId: string, clientId: str
 export async function rememberConsent(store: Store, accountId: string, clientId: string, previous: Consent | undefined, scopes: string[], now = Date.now()): Promise<void> {
   const consent: Consent = { scopes: [...new Set([...(previous?.scopes ?? []), ...scopes])], grantedAt: previous?.grantedAt ?? now, lastUsedAt: now };
   await Promise.all([
-    store.set(keys.consent(accountId, clientId), JSON.stringify(consent), { ttl: CONSENT_TTL }),
+    store.set(keys.consent(accountId, clientId), JSON.stringify({ ...consent, renewedAt: now }), { ttl: CONSENT_TTL }),
     store.indexAdd(keys.accountConsents(accountId), clientId, CONSENT_TTL),
   ]);
 }
@@ -72,35 +96,59 @@ export async function rememberConsent(store: Store, accountId: string, clientId:
  * revoked meanwhile is left as it is. Resolves whether it wrote.
  */
 export async function markAppUsed(store: Store, accountId: string, clientId: string, now = Date.now()): Promise<boolean> {
-  const key = keys.consent(accountId, clientId);
-  const raw = await store.get(key);
-  if (!raw) return false;
-  const consent = parseConsent(raw);
-  if (consent.lastUsedAt !== undefined && now - consent.lastUsedAt < LAST_USED_RESOLUTION_MS) return false;
-  return store.replaceIf(key, raw, JSON.stringify({ ...consent, lastUsedAt: now }));
+  const stored = await readStoredConsent(store, accountId, clientId);
+  if (!stored || usedWithin(stored.consent, now)) return false;
+  return store.replaceIf(keys.consent(accountId, clientId), stored.raw, usedNow(stored, now));
+}
+
+const usedWithin = (consent: Consent, now: number) => consent.lastUsedAt !== undefined && now - consent.lastUsedAt < LAST_USED_RESOLUTION_MS;
+
+/**
+ * A sign-in used the remembered consent `stored` (as read for it): it lasts a year from its last use.
+ * Its last use is written at most once a minute, compare-and-set (a consent revoked or changed meanwhile
+ * is left as it is); its year — the TTL and the person's index of apps, several commands — at most once
+ * a day (`RENEW_AFTER_MS`), so a person signing in all day costs one compare-and-set a minute.
+ */
+export async function useRememberedConsent(store: Store, accountId: string, clientId: string, stored: StoredConsent, now = Date.now()): Promise<void> {
+  if (usedWithin(stored.consent, now)) return;
+  if (stored.renewedAt === undefined || now - stored.renewedAt >= RENEW_AFTER_MS) return rememberConsent(store, accountId, clientId, stored.consent, [], now);
+  await store.replaceIf(keys.consent(accountId, clientId), stored.raw, usedNow(stored, now));
 }
 
 /**
  * Calls markAppUsed on token issue (`grant.success`), off the response's path. A per-process memory of
  * the last call per person and app keeps it to one storage read a minute each, first-party apps too.
  */
-export function watchAppUse(provider: Provider, store: Store, onError: (err: unknown) => void, clock: () => number = Date.now): (accountId: string, clientId: string) => void {
+export function watchAppUse(provider: Provider, store: Store, onError: (err: unknown) => void, clock: () => number = Date.now): AppUse {
   const lastChecked = new Map<string, number>();
-  const used = (accountId: string, clientId: string) => {
-    const now = clock();
+  /** Whether the pair was checked within the minute; if not, it is now. */
+  const checkedNow = (accountId: string, clientId: string, now: number) => {
     const pair = `${accountId} ${clientId}`;
-    if (now - (lastChecked.get(pair) ?? 0) < LAST_USED_RESOLUTION_MS) return;
+    if (now - (lastChecked.get(pair) ?? 0) < LAST_USED_RESOLUTION_MS) return true;
     // Bounded: forgetting only costs one more read per pair.
     if (lastChecked.size >= 10_000) lastChecked.clear();
     lastChecked.set(pair, now);
-    markAppUsed(store, accountId, clientId, now).catch(onError);
+    return false;
+  };
+  const used = (accountId: string, clientId: string) => {
+    const now = clock();
+    if (!checkedNow(accountId, clientId, now)) markAppUsed(store, accountId, clientId, now).catch(onError);
   };
   provider.on('grant.success', (ctx) => {
     const grant = ctx.oidc.entities.Grant;
     if (grant?.accountId && grant.clientId) used(grant.accountId, grant.clientId);
   });
-  // The lean path's refreshes (oidc/lean-path.ts) are not oidc-provider's grant.success: it calls this itself.
-  return used;
+  return { used, usedBySignIn: (accountId, clientId) => void checkedNow(accountId, clientId, clock()) };
+}
+
+export interface AppUse {
+  /** Tokens issued outside oidc-provider's `grant.success` (the lean path's refreshes, oidc/lean-path.ts). */
+  used(accountId: string, clientId: string): void;
+  /**
+   * A sign-in granted without asking (first party, or consent remembered, signin/consent.ts): its last
+   * use is as fresh as it gets, so the code's tokens need no read to mark it.
+   */
+  usedBySignIn(accountId: string, clientId: string): void;
 }
 
 /** Where the apps' names come from (the client registry), without this room depending on oidc/. */

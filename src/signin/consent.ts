@@ -1,11 +1,9 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import { readConsent, rememberConsent } from '../accounts/connected-apps.ts';
+import { readStoredConsent, useRememberedConsent } from '../accounts/connected-apps.ts';
 import type { Store } from '../storage/store.ts';
 
 /** Claims every ID token may carry whatever was granted (oidc-provider never asks consent for them). */
 const ALWAYS_ALLOWED_CLAIMS = new Set(['sub', 'sid', 'auth_time', 'acr', 'amr', 'iss']);
-/** A remembered consent's `lastUsedAt` (and its year-long TTL) is renewed at most this often per person and app. */
-const RENEW_AFTER_MS = 60_000;
 
 /** Whether the app's own `prompt` parameter (not what oidc-provider derives from it) includes consent. */
 export function appAskedForConsent(params: { prompt?: unknown } | undefined): boolean {
@@ -44,17 +42,15 @@ export function consentWithoutAsking(store: Store, onGranted: (event: ConsentGra
     const scopes = [...new Set([...oidcScopes, ...resourceScopes.flatMap(([, s]) => s)])];
 
     const firstParty = client.first_party === true;
-    const remembered = firstParty ? undefined : await readConsent(store, accountId, client.clientId);
-    if (!firstParty && !(remembered && scopes.every((s) => remembered.scopes.includes(s)))) return undefined;
+    const remembered = firstParty ? undefined : await readStoredConsent(store, accountId, client.clientId);
+    if (!firstParty && !(remembered && scopes.every((s) => remembered.consent.scopes.includes(s)))) return undefined;
 
     const grant = new oidc.provider.Grant({ accountId, clientId: client.clientId });
     if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
     if (claims.length) grant.addOIDCClaims(claims);
     for (const [indicator, granted] of resourceScopes) if (granted.length) grant.addResourceScope(indicator, granted.join(' '));
-    // Remembered consent lasts a year from its last use: renewed with the grant (independent writes, sent together).
-    const now = clock();
-    const renew = remembered && !(remembered.lastUsedAt !== undefined && now - remembered.lastUsedAt < RENEW_AFTER_MS);
-    await Promise.all([grant.save(), renew ? rememberConsent(store, accountId, client.clientId, remembered, [], now) : undefined]);
+    // Remembered consent lasts a year from its last use: marked used with the grant (independent writes, sent together).
+    await Promise.all([grant.save(), remembered ? useRememberedConsent(store, accountId, client.clientId, remembered, clock()) : undefined]);
     onGranted({ accountId, clientId: client.clientId, scopes, via: firstParty ? 'first_party' : 'remembered' });
     return grant;
   };
