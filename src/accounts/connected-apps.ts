@@ -104,7 +104,7 @@ export async function markAppUsed(store: Store, accountId: string, clientId: str
 const usedWithin = (consent: Consent, now: number) => consent.lastUsedAt !== undefined && now - consent.lastUsedAt < LAST_USED_RESOLUTION_MS;
 
 /**
- * A sign-in used the remembered consent `stored` (as read for it): it lasts a year from its last use.
+ * A sign-in used the remembered consent `stored` (as read for it): it lasts a year from the day of its last use.
  * Its last use is written at most once a minute, compare-and-set (a consent revoked or changed meanwhile
  * is left as it is); its year — the TTL and the person's index of apps, several commands — at most once
  * a day (`RENEW_AFTER_MS`), so a person signing in all day costs one compare-and-set a minute.

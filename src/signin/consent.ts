@@ -49,7 +49,7 @@ export function consentWithoutAsking(store: Store, onGranted: (event: ConsentGra
     if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
     if (claims.length) grant.addOIDCClaims(claims);
     for (const [indicator, granted] of resourceScopes) if (granted.length) grant.addResourceScope(indicator, granted.join(' '));
-    // Remembered consent lasts a year from its last use: marked used with the grant (independent writes, sent together).
+    // Remembered consent lasts a year from the day of its last use: marked used with the grant (independent writes, sent together).
     await Promise.all([grant.save(), remembered ? useRememberedConsent(store, accountId, client.clientId, remembered, clock()) : undefined]);
     onGranted({ accountId, clientId: client.clientId, scopes, via: firstParty ? 'first_party' : 'remembered' });
     return grant;
