@@ -331,6 +331,8 @@ export function createAdapterClass(
   leavesWayBack: (clientId: string) => boolean = () => true,
 ) {
   const epoch = () => Math.floor(clock() / 1000);
+  /** A grant held for its code (heldGrantsOfRequest) written on its own, as its save would have: it owns its index. */
+  const writeHeldGrant = (grant: RotatedRecord, index: string) => store.putModel(grant.key, grant.payload, grant.ttl, index, { consumable: false, index: 'owner' });
   /**
    * A refresh reads the presented token, then its grant, then its account (oidc-provider's order, one round
    * trip each). The token names both: their GETs go out together as soon as it is read, for a token that
@@ -420,7 +422,7 @@ export function createAdapterClass(
       } else if (grant && indexUse === 'outlives') {
         writes.push(store.putIndexed([grant, record], index!));
       } else {
-        if (grant) writes.push(store.putModel(grant.key, grant.payload, grant.ttl, index, { consumable: false, index: 'owner' }));
+        if (grant) writes.push(writeHeldGrant(grant, index!));
         writes.push(listed
           ? store.putListed(key, record.payload, ttl, keys.clientTokens(payload.clientId as string, dayOf(clock())), digest(id))
           : store.putModel(key, record.payload, ttl, index, { consumable: this.#consumable, ...(indexUse ? { index: indexUse } : {}) }));
@@ -428,7 +430,7 @@ export function createAdapterClass(
       // The session names the grants of this request: none of them is left unwritten once it is saved.
       if (this.name === 'Session') {
         const grants = heldGrantsOfRequest(false);
-        for (const [grantIndex, g] of grants ?? []) writes.push(store.putModel(g.key, g.payload, g.ttl, grantIndex, { consumable: false, index: 'owner' }));
+        for (const [grantIndex, g] of grants ?? []) writes.push(writeHeldGrant(g, grantIndex));
         grants?.clear();
       }
       // By uid, a session is found through its record's key, never through its id (the cookie's value).
