@@ -24,13 +24,15 @@ function cli(redisUrl: string, args: string[]): Promise<CliRun> {
   return runCli(args, { env: { REDIS_URL: redisUrl } });
 }
 
+const HOUR = 60 * 60_000;
+
 function suite(storeKind: 'redis' | 'memory') {
   let redis: TestRedis | undefined;
   let server: TestServer;
   let world: World;
   let rp: LogoutReceiver;
   let jwks: ReturnType<typeof createRemoteJWKSet>;
-  /** The server's clock runs this far ahead of the wall clock ("last used" resolution is a minute). */
+  /** The server's clock runs this far ahead of the wall clock ("last used" resolution is an hour). */
   let ahead = 0;
   const clock = () => Date.now() + ahead;
 
@@ -179,7 +181,7 @@ function suite(storeKind: 'redis' | 'memory') {
     assert.ok(await readConsent(server.store, s.user.id, s.app.clientId), 'nothing was removed');
   });
 
-  it('"last used" moves when the app gets tokens, at most once a minute; consents in the old format are still read', async () => {
+  it('"last used" moves when the app gets tokens, at most once an hour; consents in the old format are still read', async () => {
     const s = await appAndPerson();
     const session = await signedIn(s);
     const granted = (await readConsent(server.store, s.user.id, s.app.clientId))!;
@@ -191,21 +193,21 @@ function suite(storeKind: 'redis' | 'memory') {
       return res.body.refresh_token as string;
     };
     const token = await refresh(session.refreshToken);
-    assert.equal(await lastUsed(), granted.lastUsedAt, 'within the minute: not written again');
-    ahead += 120_000;
+    assert.equal(await lastUsed(), granted.lastUsedAt, 'within the hour: not written again');
+    ahead += 2 * HOUR;
     await refresh(token);
     for (let i = 0; i < 100 && (await lastUsed()) === granted.lastUsedAt; i += 1) await new Promise((r) => setTimeout(r, 10));
     const bumped = (await lastUsed())!;
-    assert.ok(bumped >= granted.lastUsedAt! + 120_000, 'a refresh two minutes later is a use');
+    assert.ok(bumped >= granted.lastUsedAt! + 2 * HOUR, 'a refresh two hours later is a use');
     assert.equal((await readConsent(server.store, s.user.id, s.app.clientId))!.grantedAt, granted.grantedAt, 'granted stays');
 
     // The store-level rule on its own, with explicit times.
     const store = server.store;
     const t0 = 1_700_000_000_000;
     await rememberConsent(store, 'acct-x', 'client-x', undefined, ['openid'], t0);
-    assert.equal(await markAppUsed(store, 'acct-x', 'client-x', t0 + 59_000), false);
-    assert.equal(await markAppUsed(store, 'acct-x', 'client-x', t0 + 61_000), true);
-    assert.deepEqual(await readConsent(store, 'acct-x', 'client-x'), { scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 + 61_000 });
+    assert.equal(await markAppUsed(store, 'acct-x', 'client-x', t0 + HOUR - 1000), false);
+    assert.equal(await markAppUsed(store, 'acct-x', 'client-x', t0 + HOUR + 1000), true);
+    assert.deepEqual(await readConsent(store, 'acct-x', 'client-x'), { scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 + HOUR + 1000 });
     assert.equal(await markAppUsed(store, 'acct-x', 'nobody', t0), false, 'no consent, nothing written');
     assert.equal(await store.get(keys.consent('acct-x', 'nobody')), null);
 
@@ -220,32 +222,32 @@ function suite(storeKind: 'redis' | 'memory') {
     assert.deepEqual(await listConnectedApps(store, server.app.registry, 'acct-y'), []);
   });
 
-  it('a sign-in with a remembered consent marks it used at most once a minute, renews its year at most once a day, and never brings back a consent removed meanwhile', async () => {
+  it('a sign-in with a remembered consent marks it used at most once an hour, renews its year at most once a day, and never brings back a consent removed meanwhile', async () => {
     const store = server.store;
     const t0 = 1_700_000_000_000;
     const stored = async (client: string) => (await readStoredConsent(store, 'acct-r', client))!;
     await rememberConsent(store, 'acct-r', 'client-r', undefined, ['openid'], t0);
     assert.equal((await stored('client-r')).renewedAt, t0, 'a consent remembered now has its year from now');
-    // Within the minute: nothing written.
-    await useRememberedConsent(store, 'acct-r', 'client-r', await stored('client-r'), t0 + 30_000);
+    // Within the hour: nothing written.
+    await useRememberedConsent(store, 'acct-r', 'client-r', await stored('client-r'), t0 + HOUR - 1000);
     assert.deepEqual(await readConsent(store, 'acct-r', 'client-r'), { scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 });
-    // Two minutes on: the last use moves, the year stays where it was (no TTL or index write).
-    await useRememberedConsent(store, 'acct-r', 'client-r', await stored('client-r'), t0 + 120_000);
-    assert.deepEqual(await stored('client-r').then(({ consent, renewedAt }) => ({ consent, renewedAt })), { consent: { scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 + 120_000 }, renewedAt: t0 });
+    // Two hours on: the last use moves, the year stays where it was (no TTL or index write).
+    await useRememberedConsent(store, 'acct-r', 'client-r', await stored('client-r'), t0 + 2 * HOUR);
+    assert.deepEqual(await stored('client-r').then(({ consent, renewedAt }) => ({ consent, renewedAt })), { consent: { scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 + 2 * HOUR }, renewedAt: t0 });
     // A token's use keeps the year's date too.
-    assert.equal(await markAppUsed(store, 'acct-r', 'client-r', t0 + 240_000), true);
+    assert.equal(await markAppUsed(store, 'acct-r', 'client-r', t0 + 4 * HOUR), true);
     assert.equal((await stored('client-r')).renewedAt, t0);
     // A day on: the year is written again.
     await useRememberedConsent(store, 'acct-r', 'client-r', await stored('client-r'), t0 + 86_400_000);
     assert.deepEqual(await stored('client-r').then(({ consent, renewedAt }) => ({ consent, renewedAt })), { consent: { scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 + 86_400_000 }, renewedAt: t0 + 86_400_000 });
     // A consent of an earlier version (no year's date) gets its year at its first use.
     await store.set(keys.consent('acct-r', 'client-old'), JSON.stringify({ scopes: ['openid'], grantedAt: t0, lastUsedAt: t0 }), { ttl: 60 });
-    await useRememberedConsent(store, 'acct-r', 'client-old', await stored('client-old'), t0 + 120_000);
-    assert.equal((await stored('client-old')).renewedAt, t0 + 120_000);
+    await useRememberedConsent(store, 'acct-r', 'client-old', await stored('client-old'), t0 + 2 * HOUR);
+    assert.equal((await stored('client-old')).renewedAt, t0 + 2 * HOUR);
     // Removed between the sign-in's read and its write: it stays removed.
     const read = await stored('client-r');
     await revokeConnectedApp(store, 'acct-r', 'client-r');
-    await useRememberedConsent(store, 'acct-r', 'client-r', read, t0 + 86_400_000 + 120_000);
+    await useRememberedConsent(store, 'acct-r', 'client-r', read, t0 + 86_400_000 + 2 * HOUR);
     assert.equal(await readConsent(store, 'acct-r', 'client-r'), undefined, 'a removed consent is not written back');
   });
 

@@ -14,8 +14,12 @@ import type { Store } from '../storage/store.ts';
  * the client ids, so a person's apps are found without SCAN; first-party clients remember no consent.
  */
 export const CONSENT_TTL = 365 * 24 * 60 * 60;
-/** `lastUsedAt` is a minute-resolution fact: written at most once a minute per person and app. */
-const LAST_USED_RESOLUTION_MS = 60_000;
+/**
+ * `lastUsedAt` is an hour-resolution fact: written at most once an hour per person and app. People see it
+ * as a day (the account page) or a time to the hour (the CLI, the admin API); a person signing in all day
+ * costs one compare-and-set an hour instead of one per sign-in.
+ */
+export const LAST_USED_RESOLUTION_MS = 60 * 60_000;
 /** A consent's year (its TTL, and its entry in the person's index of apps) is written again at most once a day of use. */
 const RENEW_AFTER_MS = 24 * 60 * 60 * 1000;
 
@@ -92,7 +96,7 @@ export async function rememberConsent(store: Store, accountId: string, clientId:
 
 /**
  * Records that the app got tokens for the person now. A no-op without a remembered consent (first-party
- * apps), or when the recorded use is less than a minute old. Compare-and-set: a consent changed or
+ * apps), or when the recorded use is less than an hour old (LAST_USED_RESOLUTION_MS). Compare-and-set: a consent changed or
  * revoked meanwhile is left as it is. Resolves whether it wrote.
  */
 export async function markAppUsed(store: Store, accountId: string, clientId: string, now = Date.now()): Promise<boolean> {
@@ -105,9 +109,9 @@ const usedWithin = (consent: Consent, now: number) => consent.lastUsedAt !== und
 
 /**
  * A sign-in used the remembered consent `stored` (as read for it): it lasts a year from the day of its last use.
- * Its last use is written at most once a minute, compare-and-set (a consent revoked or changed meanwhile
+ * Its last use is written at most once an hour, compare-and-set (a consent revoked or changed meanwhile
  * is left as it is); its year — the TTL and the person's index of apps, several commands — at most once
- * a day (`RENEW_AFTER_MS`), so a person signing in all day costs one compare-and-set a minute.
+ * a day (`RENEW_AFTER_MS`), so a person signing in all day costs one compare-and-set an hour.
  */
 export async function useRememberedConsent(store: Store, accountId: string, clientId: string, stored: StoredConsent, now = Date.now()): Promise<void> {
   if (usedWithin(stored.consent, now)) return;
@@ -117,11 +121,11 @@ export async function useRememberedConsent(store: Store, accountId: string, clie
 
 /**
  * Calls markAppUsed on token issue (`grant.success`), off the response's path. A per-process memory of
- * the last call per person and app keeps it to one storage read a minute each, first-party apps too.
+ * the last call per person and app keeps it to one storage read an hour each, first-party apps too.
  */
 export function watchAppUse(provider: Provider, store: Store, onError: (err: unknown) => void, clock: () => number = Date.now): AppUse {
   const lastChecked = new Map<string, number>();
-  /** Whether the pair was checked within the minute; if not, it is now. */
+  /** Whether the pair was checked within the hour; if not, it is now. */
   const checkedNow = (accountId: string, clientId: string, now: number) => {
     const pair = `${accountId} ${clientId}`;
     if (now - (lastChecked.get(pair) ?? 0) < LAST_USED_RESOLUTION_MS) return true;

@@ -5,7 +5,7 @@ import type { AuditEvent } from './audit.ts';
 import { SECRET_FIELDS, type Logger } from './logger.ts';
 
 /**
- * The activity log: every audit event, also kept in a capped Redis stream (`lk:activity`, XADD MAXLEN ~)
+ * The activity log: every audit event (but two told by another entry: `toldByAnotherEntry`), also kept in a capped Redis stream (`lk:activity`, XADD MAXLEN ~)
  * for the admin API to filter, page and export. Appends are fire-and-forget — a request never waits for
  * them nor fails because of them; failures are counted (`onAppendFailure`). Audit fields are secret-free
  * by contract (audit.ts); fields named like a secret are still replaced, as the logger's redaction does.
@@ -51,6 +51,17 @@ const MAX_SCANNED_PER_PAGE = 5000;
 const MAX_TIME = 8.64e15;
 
 const ACTIVITY = Symbol.for('latchkey.activity');
+
+/**
+ * Log lines the stream does not repeat, because the entry of the step they are part of says the same: a
+ * TOTP code accepted (the sign-in it completes is `signin_succeeded` with `otp` in its `amr`; the account
+ * page's proof is `account_sudo_started`) and a remembered consent used by a sign-in (`signin_succeeded`
+ * names the app). One stream entry fewer each per sign-in; their log lines stay. A recovery code's
+ * acceptance (and the codes left) and every consent given on the page are still entries.
+ */
+function toldByAnotherEntry(event: AuditEvent, fields: Record<string, unknown>): boolean {
+  return (event === 'second_factor_succeeded' && fields.method === 'totp') || (event === 'consent_granted' && fields.via === 'remembered');
+}
 
 /** Refusals an anonymous caller can repeat at will: one entry per source and minute, with a count. */
 const AGGREGATED: ReadonlySet<AuditEvent> = new Set<AuditEvent>(['client_authentication_failed', 'signin_failed']);
@@ -132,6 +143,7 @@ export class ActivityLog {
       return;
     }
     if (event === 'token_issued') return this.#countToken(fields);
+    if (toldByAnotherEntry(event, fields)) return;
     const entry: Record<string, unknown> = { event, msg };
     for (const [name, value] of Object.entries(fields)) entry[name] = SECRET_NAMES.has(name) ? '[redacted]' : clean(value);
     if (AGGREGATED.has(event)) this.#aggregate(event, entry);

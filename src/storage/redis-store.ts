@@ -145,6 +145,8 @@ return 1`;
 
 /** A list index's TTL covers its records to the end of a clock hour: one TTL change per list and hour, not one per append. */
 const LIST_EXPIRY_STEP = 3600;
+/** Pipelined index sets (indexAdd) live to the end of a UTC day: their TTL is written once a day per process. */
+const INDEX_EXPIRY_STEP = 86_400;
 
 // One key: push, trim to the newest ARGV[2] items, extend the TTL to at least ARGV[3] (a queue, see Store.queuePush).
 const QUEUE_PUSH = `
@@ -290,6 +292,15 @@ export class RedisStore implements Store {
    * append, which then sets its TTL whatever this says.
    */
   readonly #listExpiry = new Map<string, number>();
+  /**
+   * Until when (epoch s) this process has made each pipelined index set live (indexAdd), rounded up to a
+   * day: an add whose member that covers sends SADD alone, so a person's or a day's index costs one
+   * EXPIRE a day instead of one per sign-in. Forgotten when this process removes a member (the set may
+   * have emptied, and Redis deleted it). A set emptied by another process comes back from SADD without a
+   * TTL; the next add after this memory lapses (a day at most) gives it one again (EXPIRE NX), and its
+   * members expire on their own meanwhile.
+   */
+  readonly #indexExpiry = new Map<string, number>();
 
   constructor(client: Client) {
     this.client = client;
@@ -377,6 +388,7 @@ export class RedisStore implements Store {
 
   del(...keys: string[]) {
     if (keys.length === 0) return Promise.resolve(0);
+    for (const key of keys) this.#indexExpiry.delete(key);
     // One DEL per key: keys of different records may live in different cluster slots.
     return this.#call(async () => (await Promise.all(keys.map((k) => this.client.del(k)))).reduce((a, b) => a + b, 0));
   }
@@ -386,6 +398,7 @@ export class RedisStore implements Store {
   }
 
   setRemove(key: string, member: string) {
+    this.#indexExpiry.delete(key);
     return this.#call(async () => (await this.client.srem(key, member)) === 1);
   }
 
@@ -560,6 +573,7 @@ export class RedisStore implements Store {
   }
 
   deleteIndexed(indexKey: string, model?: string) {
+    this.#indexExpiry.delete(indexKey);
     const args = model ? [indexKey, `:${model}:`] : [indexKey];
     return this.#call(async () => void (await this.#scripts.lkDeleteIndexed(...args)));
   }
@@ -567,11 +581,17 @@ export class RedisStore implements Store {
   indexAdd(key: string, member: string, ttl: number, options: { pipelined?: boolean } = {}) {
     if (!Number.isInteger(ttl) || ttl <= 0) return Promise.reject(new TypeError('indexAdd needs a positive integer ttl'));
     if (!options.pipelined) return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
+    const now = Math.floor(Date.now() / 1000);
+    if ((this.#indexExpiry.get(key) ?? 0) >= now + ttl) return this.#call(async () => void (await this.client.sadd(key, member)));
+    const until = Math.ceil((now + ttl) / INDEX_EXPIRY_STEP) * INDEX_EXPIRY_STEP;
     return this.#call(async () => {
       // GT only ever lengthens a TTL; it leaves a set that has none (a new one) as it is: NX then gives it one.
-      const replies = await this.client.pipeline().sadd(key, member).expire(key, ttl, 'GT').exec();
+      const replies = await this.client.pipeline().sadd(key, member).expireat(key, until, 'GT').exec();
       execPipeline(replies);
-      if (replies?.[1]?.[1] === 0) await this.client.expire(key, ttl, 'NX');
+      if (replies?.[1]?.[1] === 0) await this.client.expireat(key, until, 'NX');
+      // Bounded: forgetting only costs an EXPIRE more.
+      if (this.#indexExpiry.size >= 50_000) this.#indexExpiry.clear();
+      this.#indexExpiry.set(key, until);
     });
   }
 

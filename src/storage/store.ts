@@ -105,8 +105,11 @@ export interface Store {
   /**
    * Adds a member to an index set of one key and extends the set's TTL to at least `ttl` seconds, so the
    * index lives as long as its longest-lived member and no longer (e.g. an account's sessions and grants).
-   * `pipelined`: in Redis as plain commands (SADD, EXPIRE GT, and EXPIRE NX for a set without a TTL)
-   * rather than one script: fewer commands for Redis to run, one more sent.
+   * `pipelined`: in Redis as plain commands (SADD, EXPIREAT GT, and EXPIREAT NX for a set without a TTL)
+   * rather than one script: fewer commands for Redis to run, one more sent. The TTL then reaches to the
+   * end of a UTC day and is written once a day per process: the other adds of the day send SADD alone (a
+   * set emptied by another process meanwhile may be re-created without a TTL until that process's next
+   * day; its members still expire).
    */
   indexAdd(key: string, member: string, ttl: number, options?: { pipelined?: boolean }): Promise<void>;
   /**
