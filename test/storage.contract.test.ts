@@ -984,20 +984,21 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
     assert.deepEqual((await store.setMembers(index)).sort(), ['a', 'b', 'c', 'd']);
   });
 
-  test('indexAdd (pipelined): the TTL reaches the end of a UTC day past the member, written once a day; a set emptied and re-made gets it again', async () => {
+  test('indexAdd (pipelined): the TTL reaches the end of a step past the member (a tenth of its TTL, a minute to a day), written once a step; a set emptied and re-made gets it again', async () => {
     const DAY = 86_400;
     const index = `test:index-ttl-pipelined:${randomId().slice(0, 10)}`;
-    const endOfDayAfter = (ttl: number) => Math.ceil((Math.floor(Date.now() / 1000) + ttl) / DAY) * DAY;
-    await store.indexAdd(index, 'a', 60, { pipelined: true });
+    const endOfStepAfter = (ttl: number, step: number) => Math.ceil((Math.floor(Date.now() / 1000) + ttl) / step) * step;
+    await store.indexAdd(index, 'a', 3600, { pipelined: true });
     const first = await store.client.expiretime(index);
-    assert.ok(first >= endOfDayAfter(60) - 1 && first <= endOfDayAfter(60), `new: expires ${first}`);
+    assert.ok(first >= endOfStepAfter(3600, 360) - 1 && first <= endOfStepAfter(3600, 360), `new: expires ${first}`);
+    assert.ok(first - Date.now() / 1000 <= 3600 + 360, 'an hour and at most six minutes');
     // Covered by what this process wrote: SADD alone (a TTL changed behind its back stays as it is).
     await store.client.expire(index, 5000);
     await store.indexAdd(index, 'b', 30, { pipelined: true });
     assert.equal(await store.client.ttl(index), 5000, 'no EXPIRE for a member the set already outlives');
     // Longer than the day: extended, never shortened.
     await store.indexAdd(index, 'c', 3 * DAY, { pipelined: true });
-    assert.ok((await store.client.expiretime(index)) >= endOfDayAfter(3 * DAY) - 1, 'extended');
+    assert.ok((await store.client.expiretime(index)) >= endOfStepAfter(3 * DAY, DAY) - 1, 'extended');
     // Emptied by this process (the last member removed, so Redis deleted it): the next add gives it a TTL again.
     for (const member of await store.setMembers(index)) await store.setRemove(index, member);
     assert.equal(await store.client.exists(index), 0);
@@ -1134,7 +1135,7 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
       assert.ok((await store.client.smembers(sessions)).includes(keys.model('Session', written.sessionId)));
       const listed = await store.client.smembers(grants);
       for (const g of written.grants) assert.ok(listed.includes(keys.grantIndex(g.grantId)));
-      // At least the member's lifetime, at most a day more (their TTL is written once a day, to the end of a UTC day).
+      // At least the member's lifetime, at most a day more (their TTL is written once a day, to the end of a step of a day).
       const sessionTtl = await store.client.ttl(sessions);
       assert.ok(sessionTtl > 14 * DAY - 5 && sessionTtl <= 15 * DAY + 1, `sessions index TTL ${sessionTtl}`);
       const grantTtl = await store.client.ttl(grants);

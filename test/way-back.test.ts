@@ -33,6 +33,12 @@ describe('the way back', () => {
     const back = await wayForward(flow.jar, uid);
     assert.equal(back.status, 200);
     assert.equal(back.href, `${new URL(world.firstParty.redirectUri).origin}/`, 'the app, not its request again');
+    // The page as the authorization request addressed it (with the id of its write, which this process
+    // rendered from memory): the resume that took the interaction made it read Redis again.
+    assert.match(flow.loginPage!.url.search, /^\?v=/);
+    const addressed = await browse(flow.jar, flow.loginPage!.url);
+    assert.equal(addressed.status, 200);
+    assert.match(await addressed.text(), /<a class="button" href="http:\/\/[^"]*\/"/, 'the way forward, not the sign-in form again');
   });
 
   it('back after cancelling: not signed in, the app’s home, not its answered request again', async () => {

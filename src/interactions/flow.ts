@@ -15,6 +15,8 @@ import type { Csrf } from '../security/csrf.ts';
 import type { Lockout } from '../security/lockout.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
 import type { Store } from '../storage/store.ts';
+import { withWriteId, writtenInteractions } from '../storage/written-interactions.ts';
+import { keys } from '../storage/keys.ts';
 import type { Views } from '../views.ts';
 import { mfaDemanded, type MfaPolicy } from '../signin/policy.ts';
 import { FactorChecks } from '../signin/factors/factor-checks.ts';
@@ -67,6 +69,9 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
   const sameOrigin = sameOriginForms(issuer, views, FORM_EXPIRED);
   const steps = new SignInSteps(store);
   const wayBack = new WayBack(store);
+  const written = writtenInteractions(store);
+  /** The step's page, addressed with what this request wrote of the interaction (it renders from that: written-interactions.ts). */
+  const stepPage = (uid: string) => withWriteId(`/interaction/${uid}`, written, keys.model('Interaction', uid));
 
   /** A 400 that our error handler shows to the person as is. */
   function refuse(message: string): never {
@@ -341,16 +346,16 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
         case 'show-recovery-codes':
           if (outcome.kind === 'step' && recoveryCodes) return renderStep(ctx, d, outcome.step, { codes: recoveryCodes });
           ctx.status = 303;
-          ctx.redirect(`/interaction/${d.uid}`);
+          ctx.redirect(stepPage(d.uid));
           break;
         case 'redirect-to-step':
           ctx.status = 303;
-          ctx.redirect(`/interaction/${d.uid}`);
+          ctx.redirect(stepPage(d.uid));
           break;
         case 'back-to-sign-in':
           await Promise.all(writes);
           ctx.status = 303;
-          ctx.redirect(`/interaction/${d.uid}`);
+          ctx.redirect(stepPage(d.uid));
           break;
         case 'start-enrolment':
           break; // only when a page is shown (`show`)

@@ -1,6 +1,7 @@
 import Router from '@koa/router';
 import { REFUSALS } from '../signin/messages.ts';
 import { interactionReads } from '../storage/oidc-adapter.ts';
+import { pageWriteId } from '../storage/written-interactions.ts';
 import { consentStep } from './consent.ts';
 import { renderDeviceRequest } from './device.ts';
 import { enrollStep } from './enroll.ts';
@@ -19,6 +20,8 @@ export function interactionRoutes(deps: InteractionDeps) {
   const router = new Router({ prefix: '/interaction/:uid' });
   // The interaction a request reads carries its sign-in step (signin/steps.ts): kept for the request.
   router.use((_ctx, next) => interactionReads.run(new Map(), next));
+  // A page addressed with a write id renders from that write when this process made it (storage/written-interactions.ts).
+  router.get('/', (ctx, next) => (typeof ctx.query.v === 'string' ? pageWriteId.run(ctx.query.v, next) : next()));
   const flow = interactionFlow(deps);
   const { sameOrigin, form, requireCsrf, passkeysOn } = flow.guards;
   const login = loginStep(flow);

@@ -12,6 +12,7 @@ import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import { createAdapterClass, refreshRotation, sessionIdpOfRequest } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
+import { withWriteId, writtenInteractions } from '../storage/written-interactions.ts';
 import { WayBack, appHomeOf, restartOf } from '../signin/way-back.ts';
 import { keys } from '../storage/keys.ts';
 import type { Views } from '../views.ts';
@@ -286,7 +287,8 @@ export async function createProvider({ config, store, accounts, registry, views,
           ...(redirectUri ? { redirectUri } : {}),
           ...(resendable ? { restart: restartOf(new URL(ctx.oidc.urlFor('authorization')).pathname, params) } : {}),
         });
-        return `/interaction/${interaction.uid}`;
+        // Saved just before: its page renders from that write when this process shows it (storage/written-interactions.ts).
+        return withWriteId(`/interaction/${interaction.uid}`, writtenInteractions(store), keys.model('Interaction', interaction.uid));
       },
       policy: signInPolicy(config.MFA_POLICY),
     },

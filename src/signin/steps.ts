@@ -1,6 +1,7 @@
 import { keys } from '../storage/keys.ts';
 import { ANSWERED_INTERACTION, interactionReads } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
+import { writtenInteractions } from '../storage/written-interactions.ts';
 
 /**
  * The steps of a sign-in (the transitions between them: machine.ts), then oidc-provider's
@@ -58,6 +59,7 @@ export class SignInSteps {
     const raw = JSON.stringify(step ? { ...rest, [STEP_FIELD]: step } : rest);
     const ttl = Math.max(1, Math.ceil(expiresAt - Date.now() / 1000));
     await this.#store.putModel(key, raw, ttl, undefined, { consumable: false });
+    writtenInteractions(this.#store).remember(key, raw, ttl);
     interactionReads.getStore()?.set(key, raw);
   }
 

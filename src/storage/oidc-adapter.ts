@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
 import { digest, GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, sessionHandle, tagFor } from './keys.ts';
+import { pageWriteId, writtenInteractions } from './written-interactions.ts';
 import type { ConsumeResult, PutModelOptions, RotatedRecord, Store, StoredModel, TakeLeaving } from './store.ts';
 
 /** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
@@ -331,6 +332,8 @@ export function createAdapterClass(
   leavesWayBack: (clientId: string) => boolean = () => true,
 ) {
   const epoch = () => Math.floor(clock() / 1000);
+  /** The interactions this process wrote, for the pages their steps redirect to (written-interactions.ts). */
+  const written = writtenInteractions(store);
   /** A grant held for its code (heldGrantsOfRequest) written on its own, as its save would have: it owns its index. */
   const writeHeldGrant = (grant: RotatedRecord, index: string) => store.putModel(grant.key, grant.payload, grant.ttl, index, { consumable: false, index: 'owner' });
   /**
@@ -445,6 +448,7 @@ export function createAdapterClass(
       if (this.name === 'Grant' && typeof payload.clientId === 'string') writes.push(store.indexAdd(keys.clientGrants(payload.clientId, dayOf(clock())), keys.grantIndex(id), ttl, PIPELINED));
       if (payload.userCode) writes.push(store.set(keys.userCode(payload.userCode), id, { ttl }));
       await Promise.all(writes);
+      if (this.name === 'Interaction') written.remember(key, record.payload, ttl);
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
@@ -459,6 +463,7 @@ export function createAdapterClass(
       const take = this.name === 'Interaction' && takesInteraction();
       const read = await this.#read(key, take ? { leave: ANSWERED_INTERACTION, ttl: ANSWERED_INTERACTION_TTL } : false);
       if (take) {
+        written.forget(key);
         takenInRequest(true)?.set(key, true);
         // No interaction was there to answer (or its client's pages keep no way back): the mark goes too.
         const clientId = isRecord(read?.payload.params) ? String(read.payload.params.client_id) : undefined;
@@ -493,7 +498,10 @@ export function createAdapterClass(
     /** The record under `key` without its id; `consumed` as `find` must report it. `stored`: the payload as stored. */
     async #read(key: string, take: boolean | TakeLeaving = false): Promise<{ payload: AdapterPayload; stored: string } | undefined> {
       const ahead = this.name === 'Grant' ? refreshRotation.getStore()?.takeAhead('grant', key) : undefined;
-      const stored = await (ahead ?? store.getModel(key, { consumable: this.#consumable, ...(take ? { take } : {}) }));
+      // A page addressed with the write id of this process's last write of its interaction renders from that write.
+      const writeId = this.name === 'Interaction' && !take ? pageWriteId.getStore() : undefined;
+      const remembered = writeId ? written.read(key, writeId) : undefined;
+      const stored = remembered !== undefined ? { payload: remembered } : await (ahead ?? store.getModel(key, { consumable: this.#consumable, ...(take ? { take } : {}) }));
       if (!stored || (this.name === 'Interaction' && stored.payload === ANSWERED_INTERACTION)) return undefined;
       const payload = JSON.parse(stored.payload) as AdapterPayload;
       // A session written by an earlier version kept its id in clear: not trusted, the person signs in again.
@@ -547,6 +555,7 @@ export function createAdapterClass(
 
     async destroy(id: string) {
       const key = keys.model(this.name, id);
+      if (this.name === 'Interaction') written.forget(key);
       if (takenInRequest(false)?.delete(key)) return;
       await store.del(key);
     }

@@ -145,8 +145,12 @@ return 1`;
 
 /** A list index's TTL covers its records to the end of a clock hour: one TTL change per list and hour, not one per append. */
 const LIST_EXPIRY_STEP = 3600;
-/** Pipelined index sets (indexAdd) live to the end of a UTC day: their TTL is written once a day per process. */
-const INDEX_EXPIRY_STEP = 86_400;
+/**
+ * Pipelined index sets (indexAdd) live to the end of a step of a tenth of their member's TTL (a minute at
+ * least, a day at most, counted from the epoch): their TTL is written once a step per process, and they
+ * outlive what they list by at most that step (a day for a 30-day grant, six minutes for an hour's).
+ */
+const indexExpiryStep = (ttl: number) => Math.min(86_400, Math.max(60, Math.floor(ttl / 10)));
 
 // One key: push, trim to the newest ARGV[2] items, extend the TTL to at least ARGV[3] (a queue, see Store.queuePush).
 const QUEUE_PUSH = `
@@ -294,11 +298,11 @@ export class RedisStore implements Store {
   readonly #listExpiry = new Map<string, number>();
   /**
    * Until when (epoch s) this process has made each pipelined index set live (indexAdd), rounded up to a
-   * day: an add whose member that covers sends SADD alone, so a person's or a day's index costs one
-   * EXPIRE a day instead of one per sign-in. Forgotten when this process removes a member (the set may
-   * have emptied, and Redis deleted it). A set emptied by another process comes back from SADD without a
-   * TTL; the next add after this memory lapses (a day at most) gives it one again (EXPIRE NX), and its
-   * members expire on their own meanwhile.
+   * step (`indexExpiryStep`): an add whose member that covers sends SADD alone, so a person's or a day's
+   * index costs one EXPIRE a day instead of one per sign-in. Forgotten when this process removes a member
+   * (the set may have emptied, and Redis deleted it). A set emptied by another process comes back from
+   * SADD without a TTL; the next add after this memory lapses (a step, a day at most) gives it one again
+   * (EXPIRE NX), and its members expire on their own meanwhile.
    */
   readonly #indexExpiry = new Map<string, number>();
 
@@ -583,7 +587,8 @@ export class RedisStore implements Store {
     if (!options.pipelined) return this.#call(async () => void (await this.#scripts.lkIndexAdd(key, member, ttl)));
     const now = Math.floor(Date.now() / 1000);
     if ((this.#indexExpiry.get(key) ?? 0) >= now + ttl) return this.#call(async () => void (await this.client.sadd(key, member)));
-    const until = Math.ceil((now + ttl) / INDEX_EXPIRY_STEP) * INDEX_EXPIRY_STEP;
+    const step = indexExpiryStep(ttl);
+    const until = Math.ceil((now + ttl) / step) * step;
     return this.#call(async () => {
       // GT only ever lengthens a TTL; it leaves a set that has none (a new one) as it is: NX then gives it one.
       const replies = await this.client.pipeline().sadd(key, member).expireat(key, until, 'GT').exec();

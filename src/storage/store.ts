@@ -107,9 +107,9 @@ export interface Store {
    * index lives as long as its longest-lived member and no longer (e.g. an account's sessions and grants).
    * `pipelined`: in Redis as plain commands (SADD, EXPIREAT GT, and EXPIREAT NX for a set without a TTL)
    * rather than one script: fewer commands for Redis to run, one more sent. The TTL then reaches to the
-   * end of a UTC day and is written once a day per process: the other adds of the day send SADD alone (a
-   * set emptied by another process meanwhile may be re-created without a TTL until that process's next
-   * day; its members still expire).
+   * end of a step of a tenth of `ttl` (a minute to a day) and is written once a step per process: the
+   * other adds of the step send SADD alone (a set emptied by another process meanwhile may be re-created
+   * without a TTL until that process's next step; its members still expire).
    */
   indexAdd(key: string, member: string, ttl: number, options?: { pipelined?: boolean }): Promise<void>;
   /**

@@ -151,12 +151,12 @@ describe('pages with a way forward', () => {
       const { finish } = await startAuthorization(fresh);
       await signInWithPassword(fresh, ADA);
       assert.equal(await currentStep(fresh, redirectUri), 'mfa');
-      const at = fresh.url();
+      const at = new URL(fresh.url()).pathname;
       assert.match(await fresh.locator('main').innerText(), /Signing in as ada@example\.com\. Not you\?/);
       await axeClean(fresh);
       await fresh.screenshot({ path: new URL('second-factor-not-you.png', SCREENSHOTS).pathname, fullPage: true });
       await submit(fresh, fresh.getByRole('button', { name: 'Use another account' }));
-      assert.equal(fresh.url(), at, 'the same interaction');
+      assert.equal(new URL(fresh.url()).pathname, at, 'the same interaction');
       assert.equal(await currentStep(fresh, redirectUri), 'login');
       await signInWithPassword(fresh, BOB);
       await passSecondFactor(fresh, BOB);
