@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { Lockout, type Attempt, type LockoutEvent, type LockoutEventName, type LockoutOptions } from '../src/security/lockout.ts';
 import { digest, keys } from '../src/storage/keys.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
+import { withReadAhead } from '../src/storage/read-ahead.ts';
 import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { StorageUnavailable, type Store } from '../src/storage/store.ts';
 import { freePort, useRedisStore, type TestRedis } from './helpers/redis.ts';
@@ -223,6 +224,34 @@ describe('lockout', () => {
       assert.equal(nodeB.knownUnlocked({ account, ip: '192.0.2.7' }), false, 'and no longer answers from memory');
     } finally {
       await close();
+    }
+  });
+
+  test('on Redis, lock records read ahead with a sign-in post: only those memory does not answer; one read before a lockout was announced is not kept as "not locked"', async () => {
+    const account = `ahead-${randomBytes(4).toString('hex')}@example.org`;
+    const ip = '192.0.2.9';
+    const subject = `account-${digest(account)}`;
+    const lockout = new Lockout(store);
+    const stop = await Lockout.watch(store, [lockout]);
+    const otherServer = new RedisStore(connectRedis(redis.url, 1000));
+    await otherServer.ready(5000);
+    try {
+      const toRead = lockout.recordKeysToRead({ account, ip });
+      assert.deepEqual(toRead, [keys.lockout(subject), keys.lockout(`ip-${digest(ip)}`)], 'nothing known yet: both');
+      const verdict = await withReadAhead(async () => {
+        store.readAhead(toRead);
+        // Another server locks the account, and its announcement arrives, after the read and before the check.
+        await otherServer.set(keys.lockout(subject), JSON.stringify({ until: Date.now() + MIN, lockouts: 1 }), { ttl: 120 });
+        lockout.forget(subject);
+        return lockout.check({ account, ip });
+      });
+      assert.deepEqual(verdict, { allowed: true }, 'the answer as read, a moment before the lockout');
+      assert.equal(lockout.knownUnlocked({ account }), false, 'but not remembered as "not locked"');
+      assert.equal((await lockout.check({ account, ip })).allowed, false, 'the next attempt is refused');
+      assert.deepEqual(lockout.recordKeysToRead({ account, ip }), [keys.lockout(subject)], 'the IP, known unlocked, is not read again');
+    } finally {
+      await stop();
+      await otherServer.close();
     }
   });
 

@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { totpCodeAt } from '../src/accounts/totp.ts';
 import { ACR_MFA, ACR_PASSWORD } from '../src/signin/policy.ts';
 import { MESSAGES } from '../src/signin/messages.ts';
+import { SignInSteps } from '../src/signin/steps.ts';
 import { basic, browse, CookieJar, endpoints, follow, formAction, hiddenField, signIn, signInAndRedeem, type Page } from './helpers/flow.ts';
 import { type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
@@ -103,6 +104,24 @@ describe('MFA_POLICY=required (the default)', () => {
     const idToken = claimsOf(tokens.body.id_token as string);
     assert.deepEqual(idToken.amr, ['pwd', 'otp', 'mfa']);
     assert.equal(idToken.acr, ACR_MFA);
+  });
+
+  it('checks a code against the account the interaction names now, though this node last saw it name another (the step moved on another node)', async () => {
+    const first = await newPerson();
+    const second = await newPerson();
+    const secrets = [(await enrollTotp(server, first)).totpSecret, (await enrollTotp(server, second)).totpSecret];
+    const flow = await signIn({ issuer: server.issuer, client: world.firstParty, user: first, scope: 'openid', secondFactor: 'stop' });
+    const page = flow.mfaPage!;
+    const uid = new URL(page.url).pathname.split('/')[2]!;
+    // Another node's sign-in steps (its own memory) moves the interaction on to the second person.
+    await new SignInSteps(server.store).set(uid, { name: 'second-factor', accountId: second.id, subject: second.email }, Math.floor(Date.now() / 1000) + 600);
+
+    const firstCode = await post(flow.jar, page, '/mfa', { code: await nextTotpCode(server.issuer, secrets[0]!) });
+    assert.equal(errorOf(firstCode.followed.page!.html), MESSAGES.wrongCode, 'the first person’s code is not the code of the account the step names');
+    const secondCode = await post(flow.jar, firstCode.followed.page!, '/mfa', { code: await nextTotpCode(server.issuer, secrets[1]!) });
+    assert.ok(secondCode.followed.leftTo, 'signed in');
+    const tokens = await endpoints(server.issuer).redeem(world.firstParty, secondCode.followed.leftTo.searchParams.get('code')!, flow.verifier);
+    assert.equal(claimsOf(tokens.body.id_token as string).sub, second.id);
   });
 
   it('accepts one of two parallel submissions of the same code (two sign-ins, one code)', async () => {

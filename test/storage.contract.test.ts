@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { AdapterPayload } from 'oidc-provider';
 import { digest, grantTag, keys } from '../src/storage/keys.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
+import { withReadAhead } from '../src/storage/read-ahead.ts';
 import { createAdapterClass, revokeAccountSessions, revokeClientGrants } from '../src/storage/oidc-adapter.ts';
 import { Cluster } from 'ioredis';
 import { connectCluster, connectRedis, RedisStore } from '../src/storage/redis-store.ts';
@@ -549,6 +550,73 @@ function storeContract(getStore: () => Store) {
       assert.deepEqual(await store.getModel(two, { consumable: false }), { payload: '{"n":2}' });
       await store.del(list);
       assert.deepEqual(await store.listMembers(list), []);
+    });
+
+    /** Runs `request` in its own read-ahead scope up to `gate`; meanwhile the caller acts as another request. */
+    function pausedRequest<T>(request: (gate: Promise<void>) => Promise<T>): { release(): Promise<T> } {
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
+      const done = withReadAhead(() => request(gate));
+      return {
+        release: () => {
+          open();
+          return done;
+        },
+      };
+    }
+
+    test('readAhead: in its request, the next get or getModel of each key answers what the key held when read ahead (absent too, keys of any slot), once', async () => {
+      const store = getStore();
+      const [plain, record, absent] = [k('ahead'), k('ahead-record'), k('ahead-absent')];
+      await store.set(plain, 'before');
+      await store.putModel(record, '{"n":1}', 60, undefined, { consumable: false });
+      const request = pausedRequest(async (gate) => {
+        store.readAhead([plain, record, absent, plain]);
+        await gate;
+        return {
+          plain: [await store.get(plain), await store.get(plain)],
+          record: [await store.getModel(record, { consumable: false }), await store.getModel(record, { consumable: false })],
+          absent: [await store.get(absent), await store.get(absent)],
+        };
+      });
+      // Another request writes all three after they were read ahead.
+      await store.set(plain, 'after');
+      await store.putModel(record, '{"n":2}', 60, undefined, { consumable: false });
+      await store.set(absent, 'now');
+      assert.deepEqual(await request.release(), {
+        plain: ['before', 'after'],
+        record: [{ payload: '{"n":1}' }, { payload: '{"n":2}' }],
+        absent: [null, 'now'],
+      });
+      // Outside a request nothing is read ahead: a read answers what the key holds.
+      store.readAhead([plain]);
+      await store.set(plain, 'later');
+      assert.equal(await store.get(plain), 'later');
+    });
+
+    test('readAhead: a key written in the same request is read afresh; a take, or a record that can be consumed, is never answered from a read ahead', async () => {
+      const store = getStore();
+      const [written, taken, left, code] = [k('ahead-written'), k('ahead-taken'), k('ahead-left'), k('ahead-code')];
+      await store.set(written, 'old');
+      await store.putModel(taken, '{"t":1}', 60, undefined, { consumable: false });
+      await store.putModel(left, '{"l":1}', 60, undefined, { consumable: false });
+      await store.putModel(code, '{"c":1}', 60, undefined, { consumable: true });
+      const request = pausedRequest(async (gate) => {
+        store.readAhead([written, taken, left, code]);
+        assert.equal(await store.set(written, 'new'), true);
+        assert.equal(await store.get(written), 'new');
+        assert.deepEqual(await store.getModel(taken, { consumable: false, take: true }), { payload: '{"t":1}' });
+        assert.equal(await store.getModel(taken, { consumable: false }), null, 'taken: gone, not what was read before');
+        assert.deepEqual(await store.getModel(left, { consumable: false, take: { leave: '{"answered":true}', ttl: 60 } }), { payload: '{"l":1}' });
+        assert.deepEqual(await store.getModel(left, { consumable: false }), { payload: '{"answered":true}' }, 'what the take left, not what was read before');
+        await gate;
+        return store.getModel(code, { consumable: true });
+      });
+      // Another request consumes the code meanwhile: its consumed mark is seen.
+      assert.equal(await store.consumeModel(code, undefined, epoch()), 'consumed');
+      const read = await request.release();
+      assert.equal(read?.payload, '{"c":1}');
+      assert.equal(typeof read?.consumed, 'number', 'a consumable record is read when asked for, with its mark');
     });
   });
 

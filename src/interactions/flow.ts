@@ -14,9 +14,9 @@ import { formTargets } from '../oidc/provider.ts';
 import type { Csrf } from '../security/csrf.ts';
 import type { Lockout } from '../security/lockout.ts';
 import { sameOriginForms } from '../security/same-origin.ts';
+import { keys } from '../storage/keys.ts';
 import type { Store } from '../storage/store.ts';
 import { withWriteId, writtenInteractions } from '../storage/written-interactions.ts';
-import { keys } from '../storage/keys.ts';
 import type { Views } from '../views.ts';
 import { mfaDemanded, type MfaPolicy } from '../signin/policy.ts';
 import { FactorChecks } from '../signin/factors/factor-checks.ts';
@@ -281,6 +281,20 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
     return { d, state };
   }
 
+  /**
+   * Sends the reads a step's post starts with, together (Store.readAhead: one command on one Redis): the
+   * interaction the path names, the account its step named when this process last saw it, and `more`.
+   */
+  function readAhead(ctx: Context, more: string[] = []): void {
+    steps.readAhead(uidInPath(ctx), more);
+  }
+
+  /** What the password post reads besides its interaction: the lock records memory does not answer, the account the email names. */
+  function passwordReads(email: string, password: string, ip: string): string[] {
+    const subject = normalizeEmail(email);
+    return [...lockout.recordKeysToRead({ account: subject, ip }), ...(email && password ? [keys.accountEmail(subject)] : [])];
+  }
+
   /** The state as a step record, when it is the one `event` needs (`at` has checked the name). */
   function stepOf<N extends SignInStep['name']>(state: FlowState, name: N): Extract<SignInStep, { name: N }> {
     if (state.name !== name) refuse(REFUSALS['out-of-order']);
@@ -399,7 +413,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
   return {
     guards: { sameOrigin, form, requireCsrf, passkeysOn },
     provider, accounts, views, csrf, passkeyMode, registry,
-    email, checks, details, refuse, clientOf, wayForward, at, stepOf, apply, show, renderStep, renderLogin, locked, factsOf, factorChanged,
+    email, checks, details, refuse, clientOf, wayForward, readAhead, passwordReads, at, stepOf, apply, show, renderStep, renderLogin, locked, factsOf, factorChanged,
     rememberedConsent, requestedScopes, missingScopes, steps,
   };
 }

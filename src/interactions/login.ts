@@ -9,10 +9,12 @@ export function loginStep(flow: Flow) {
     page: (ctx: Context, d: Details, client: { clientName?: string; logoUri?: string } | undefined) => flow.renderLogin(ctx, d, client),
 
     async password(this: void, ctx: Context) {
-      const { d, state } = await flow.at(ctx, 'password-ok');
       const body = ctx.request.body as Record<string, unknown>;
       const email = typeof body.email === 'string' ? body.email.slice(0, 254) : '';
       const password = typeof body.password === 'string' ? body.password : '';
+      // The interaction, the lockout and the email's account are all named by the request: one read.
+      flow.readAhead(ctx, flow.passwordReads(email, password, ctx.ip));
+      const { d, state } = await flow.at(ctx, 'password-ok');
       const checked = await flow.checks.password(email, password, ctx.ip);
       if (checked.status !== 'ok') {
         const client = await flow.clientOf(d);

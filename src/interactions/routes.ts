@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import { REFUSALS } from '../signin/messages.ts';
 import { interactionReads } from '../storage/oidc-adapter.ts';
 import { pageWriteId } from '../storage/written-interactions.ts';
+import { withReadAhead } from '../storage/read-ahead.ts';
 import { consentStep } from './consent.ts';
 import { renderDeviceRequest } from './device.ts';
 import { enrollStep } from './enroll.ts';
@@ -18,8 +19,9 @@ export type { InteractionDeps } from './flow.ts';
  */
 export function interactionRoutes(deps: InteractionDeps) {
   const router = new Router({ prefix: '/interaction/:uid' });
-  // The interaction a request reads carries its sign-in step (signin/steps.ts): kept for the request.
-  router.use((_ctx, next) => interactionReads.run(new Map(), next));
+  // The interaction a request reads carries its sign-in step (signin/steps.ts): kept for the request,
+  // with what its post reads ahead (storage/read-ahead.ts).
+  router.use((_ctx, next) => interactionReads.run(new Map(), () => withReadAhead(next)));
   // A page addressed with a write id renders from that write when this process made it (storage/written-interactions.ts).
   router.get('/', (ctx, next) => (typeof ctx.query.v === 'string' ? pageWriteId.run(ctx.query.v, next) : next()));
   const flow = interactionFlow(deps);

@@ -7,6 +7,8 @@ import { credentialIdOf, type Flow } from './flow.ts';
 export function secondFactorStep(flow: Flow) {
   return {
     async code(this: void, ctx: Context) {
+      // The interaction and, when this process saw its step, the account it names: one read.
+      flow.readAhead(ctx);
       const { d, state } = await flow.at(ctx, 'code-ok');
       const step = flow.stepOf(state, 'second-factor');
       const { code: sent } = ctx.request.body as Record<string, unknown>;
@@ -24,6 +26,8 @@ export function secondFactorStep(flow: Flow) {
     },
 
     async recoveryCode(this: void, ctx: Context) {
+      // The interaction and, when this process saw its step, the account it names: one read.
+      flow.readAhead(ctx);
       const { d, state } = await flow.at(ctx, 'code-ok');
       const step = flow.stepOf(state, 'second-factor');
       const { recovery_code: sent } = ctx.request.body as Record<string, unknown>;

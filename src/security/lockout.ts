@@ -2,6 +2,7 @@ import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { Config } from '../config.ts';
 import { digest, keys } from '../storage/keys.ts';
 import { createLimiter, type Limiter } from '../storage/limiters.ts';
+import { readAheadSentAt } from '../storage/read-ahead.ts';
 import { StorageUnavailable, type Store } from '../storage/store.ts';
 
 /**
@@ -201,6 +202,8 @@ export class Lockout {
   #watching = false;
   /** Bumped by every drop, so that an answer read before a drop is not cached after it. */
   #generation = 0;
+  /** When the last drop happened (performance.now()): an answer read ahead before it (Store.readAhead) is not cached. */
+  #droppedAt = 0;
 
   constructor(store: Store, options: LockoutOptions = {}) {
     this.#store = store;
@@ -263,6 +266,7 @@ export class Lockout {
   async #lockedFor(subject: Subject): Promise<number> {
     if (this.#watching && (this.#clean.get(subject.key) ?? 0) > this.#now()) return 0;
     const generation = this.#generation;
+    const readAheadAt = readAheadSentAt(keys.lockout(subject.key));
     const record = await this.#record(subject);
     const left = record ? record.until - this.#now() : 0;
     if (left > 0) return Math.ceil(left / 1000);
@@ -271,7 +275,7 @@ export class Lockout {
       const first = await this.#store.set(`${keys.lockout(subject.key)}:ended:${record.until}`, '1', { ifAbsent: true, ttl: Math.ceil(this.#historyMs / 1000) });
       if (first) await this.#onEvent('lockout.ended', { subject: subject.kind, id: subject.id, lockouts: record.lockouts, reason: 'expired' });
     }
-    if (this.#watching && generation === this.#generation) {
+    if (this.#watching && generation === this.#generation && (readAheadAt === undefined || this.#droppedAt < readAheadAt)) {
       if (this.#clean.size >= CLEAN_MAX_ENTRIES) this.#clean.clear();
       this.#clean.set(subject.key, this.#now() + CLEAN_TTL_MS);
     }
@@ -281,6 +285,7 @@ export class Lockout {
   /** Drops one subject (by its key) from the "not locked" cache, or all of them. */
   forget(subjectKey?: string): void {
     this.#generation += 1;
+    this.#droppedAt = performance.now();
     if (subjectKey === undefined) {
       this.#clean.clear();
       this.#noFailures.clear();
@@ -327,6 +332,15 @@ export class Lockout {
     const now = this.#now();
     if (!((this.#clean.get(this.#keyOf('account', attempt.account)) ?? 0) > now)) return false;
     return !attempt.ip || (this.#clean.get(this.#keyOf('ip', attempt.ip)) ?? 0) > now;
+  }
+
+  /**
+   * The lock records `check` would read from storage for this attempt (not those memory answers), for a
+   * caller that reads them ahead with its other keys in one command (Store.readAhead).
+   */
+  recordKeysToRead(attempt: Pick<Attempt, 'account' | 'ip'>): string[] {
+    const now = this.#now();
+    return this.#subjects(attempt).filter((s) => !(this.#watching && (this.#clean.get(s.key) ?? 0) > now)).map((s) => keys.lockout(s.key));
   }
 
   /** Counts a failed attempt; may start a lockout. Answers whether further attempts are allowed now. */

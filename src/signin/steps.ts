@@ -32,8 +32,18 @@ export type SignInStep =
   /** `amr`: how the factor just set up signs this sign-in in, once the codes are saved. */
   | { name: 'recovery-codes'; accountId: string; subject: string; amr?: string[]; upstream?: string };
 
+/** Interactions whose step's account this process remembers: a bounded memory (the oldest go first). */
+const MAX_REMEMBERED_STEPS = 10_000;
+
 export class SignInSteps {
   readonly #store: Store;
+  /**
+   * Interaction uid → the account record key its step named when this process last read or wrote it:
+   * a guess for the next step's read-ahead (`readAhead`), never an answer. Another process may have moved
+   * the step since; a read ahead of the wrong account is simply not taken (read-ahead.ts serves a key's own answer only).
+   */
+  readonly #accountKeys = new Map<string, string>();
+
   constructor(store: Store) {
     this.#store = store;
   }
@@ -47,14 +57,33 @@ export class SignInSteps {
   }
 
   async get(uid: string): Promise<SignInStep | undefined> {
-    return (await this.#record(uid)).record?.[STEP_FIELD] as SignInStep | undefined;
+    const step = (await this.#record(uid)).record?.[STEP_FIELD] as SignInStep | undefined;
+    this.#remember(uid, step);
+    return step;
+  }
+
+  /**
+   * Sends the reads a step's post needs first, together (Store.readAhead): the interaction, the account
+   * its step named when this process last saw it, and `more` (keys the post names itself).
+   */
+  readAhead(uid: string, more: string[] = []): void {
+    const account = this.#accountKeys.get(uid);
+    this.#store.readAhead([keys.model('Interaction', uid), ...(account ? [account] : []), ...more]);
+  }
+
+  #remember(uid: string, step: SignInStep | undefined): void {
+    this.#accountKeys.delete(uid);
+    if (!step) return;
+    if (this.#accountKeys.size >= MAX_REMEMBERED_STEPS) this.#accountKeys.delete(this.#accountKeys.keys().next().value!);
+    this.#accountKeys.set(uid, keys.account(step.accountId));
   }
 
   /** Moves the interaction to `step` (undefined: back to the password); `expiresAt` is the interaction's `exp` (epoch seconds). */
   async set(uid: string, step: SignInStep | undefined, expiresAt: number): Promise<void> {
     const { key, record } = await this.#record(uid);
     // The interaction is gone (used or expired): so is its step, and the next request says so.
-    if (!record) return;
+    if (!record) return this.#remember(uid, undefined);
+    this.#remember(uid, step);
     const { [STEP_FIELD]: _previous, ...rest } = record;
     const raw = JSON.stringify(step ? { ...rest, [STEP_FIELD]: step } : rest);
     const ttl = Math.max(1, Math.ceil(expiresAt - Date.now() / 1000));

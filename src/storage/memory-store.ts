@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { dropReadAhead, keysToReadAhead, takeReadAhead } from './read-ahead.ts';
 import type { ConsumeResult, RotatedRecord, Store, StoredModel, StoreInfo, TakeLeaving } from './store.ts';
 
 /** A sorted set: members with scores; `byLex` is the members in UTF-8 byte order, rebuilt after a change. */
@@ -29,6 +30,11 @@ function streamBound(bound: string, end: boolean): { ms: number; seq: number; ex
   const [ms, seq] = bound.replace(/^\(/, '').split('-');
   return { ms: Number(ms), seq: seq === undefined ? (end ? Infinity : 0) : Number(seq), exclusive };
 }
+/** A model record (putModel): its payload and, once consumed, when. */
+function isModel(value: Value | undefined | null): value is { p: string; c?: number } {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Set) && 'p' in value;
+}
+
 interface Entry {
   value: Value;
   expiresAt?: number;
@@ -69,17 +75,31 @@ export class MemoryStore implements Store {
   }
 
   async get(key: string) {
-    const value = this.#entry(key)?.value;
+    const ahead = takeReadAhead<Value | null>(this, key);
+    const value = ahead ? await ahead : this.#entry(key)?.value;
     return typeof value === 'string' ? value : null;
   }
 
+  /** A snapshot of each key's value now (a model record's payload, never its consumed mark), as Redis would answer an MGET sent now. */
+  readAhead(keys: string[]) {
+    const ahead = keysToReadAhead(this, keys);
+    for (const key of ahead?.fresh ?? []) {
+      const value = this.#entry(key)?.value;
+      const snapshot = typeof value === 'string' ? value : isModel(value) ? { p: value.p } : undefined;
+      // `null`, not undefined: a key absent then stays absent for its reader, whatever was written since by others.
+      ahead!.record(key, Promise.resolve(snapshot ?? null));
+    }
+  }
+
   async set(key: string, value: string, options: { ttl?: number; ifAbsent?: boolean } = {}) {
+    dropReadAhead(this, [key]);
     if (options.ifAbsent && this.#entry(key)) return false;
     this.#data.set(key, { value, expiresAt: this.#expiry(options.ttl) });
     return true;
   }
 
   async del(...keys: string[]) {
+    dropReadAhead(this, keys);
     let n = 0;
     for (const key of keys) if (this.#entry(key) && this.#data.delete(key)) n += 1;
     return n;
@@ -244,6 +264,7 @@ export class MemoryStore implements Store {
 
   async advanceCounter(key: string, value: number, ttl: number) {
     if (!Number.isSafeInteger(value) || !Number.isInteger(ttl) || ttl <= 0) throw new TypeError('advanceCounter needs an integer value and a positive integer ttl');
+    dropReadAhead(this, [key]);
     // No await between the read and the write: atomic within the process, like the Lua script in Redis.
     const current = this.#entry(key)?.value;
     if (typeof current === 'string' && Number(current) >= value) return false;
@@ -252,6 +273,7 @@ export class MemoryStore implements Store {
   }
 
   async replaceIf(key: string, expected: string, value: string) {
+    dropReadAhead(this, [key]);
     // No await between the read and the write: atomic within the process, like the Lua script in Redis.
     const entry = this.#entry(key);
     if (entry?.value !== expected) return false;
@@ -260,6 +282,7 @@ export class MemoryStore implements Store {
   }
 
   async putModel(key: string, payload: string, ttl: number, indexKey?: string) {
+    dropReadAhead(this, [key]);
     const expiresAt = this.#expiry(ttl);
     this.#data.set(key, { value: { p: payload }, expiresAt });
     if (indexKey) {
@@ -283,6 +306,7 @@ export class MemoryStore implements Store {
   }
 
   async putListed(key: string, payload: string, ttl: number, listKey: string, member: string) {
+    dropReadAhead(this, [key]);
     this.#data.set(key, { value: { p: payload }, expiresAt: this.#expiry(ttl) });
     const entry = this.#entry(listKey);
     const list = Array.isArray(entry?.value) ? entry.value : [];
@@ -298,8 +322,11 @@ export class MemoryStore implements Store {
   }
 
   async getModel(key: string, options: { consumable?: boolean; take?: boolean | TakeLeaving } = {}): Promise<StoredModel | null> {
-    const value = this.#entry(key)?.value;
     const { take } = options;
+    // Read ahead: only a plain read of a record never consumed (a take or a consumed mark is read now).
+    const ahead = options.consumable === false && !take ? takeReadAhead<Value | null>(this, key) : undefined;
+    if (take) dropReadAhead(this, [key]);
+    const value = ahead ? await ahead : this.#entry(key)?.value;
     if (typeof take === 'object' && options.consumable === false) this.#data.set(key, { value: { p: take.leave }, expiresAt: this.#expiry(take.ttl) });
     if (!value || typeof value === 'string' || Array.isArray(value) || value instanceof Set || !('p' in value)) return null;
     if (take === true && options.consumable === false) this.#data.delete(key);
@@ -307,6 +334,8 @@ export class MemoryStore implements Store {
   }
 
   async consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0): Promise<ConsumeResult> {
+    // A reuse deletes the grant's records, which this does not name.
+    dropReadAhead(this);
     return this.#consume(key, indexKey, now, graceSeconds);
   }
 
@@ -323,6 +352,7 @@ export class MemoryStore implements Store {
   }
 
   async rotateModel(presented: { key: string; payload: string }, indexKey: string, records: RotatedRecord[], now: number, options: { graceSeconds?: number; indexTtl?: number } = {}): Promise<ConsumeResult> {
+    dropReadAhead(this);
     // No await before the writes: atomic within the process, like the Lua script in Redis.
     const consumed = this.#consume(presented.key, indexKey, now, options.graceSeconds ?? 0);
     if (consumed !== 'consumed') return consumed;
@@ -337,6 +367,7 @@ export class MemoryStore implements Store {
   }
 
   async deleteIndexed(indexKey: string, model?: string) {
+    dropReadAhead(this);
     this.#deleteIndexed(indexKey, model);
   }
 

@@ -1,4 +1,5 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import { dropReadAhead, keysToReadAhead, takeReadAhead } from './read-ahead.ts';
 import { StorageUnavailable, type ConsumeResult, type PutModelOptions, type RotatedRecord, type Store, type StoredModel, type StoreInfo, type TakeLeaving } from './store.ts';
 
 // All keys of one script call share a hash tag (keys.ts), so each script is Redis Cluster safe.
@@ -375,10 +376,25 @@ export class RedisStore implements Store {
   }
 
   get(key: string) {
-    return this.#call(() => this.client.get(key));
+    return takeReadAhead<string | null>(this, key) ?? this.#call(() => this.client.get(key));
+  }
+
+  readAhead(keys: string[]) {
+    const ahead = keysToReadAhead(this, keys);
+    if (!ahead?.fresh.length) return;
+    const { fresh, record } = ahead;
+    // On a cluster the keys live in different slots: one MGET would be refused (CROSSSLOT).
+    if (this.client instanceof Cluster || fresh.length === 1) {
+      for (const key of fresh) record(key, this.#call(() => this.client.get(key)));
+      return;
+    }
+    // MGET answers nil for a key that holds no string (GET would fail with WRONGTYPE): absent, as in the embedded store.
+    const answers = this.#call(() => this.client.mget(fresh));
+    fresh.forEach((key, i) => record(key, answers.then((values) => values[i] ?? null)));
   }
 
   set(key: string, value: string, options: { ttl?: number; ifAbsent?: boolean } = {}) {
+    dropReadAhead(this, [key]);
     return this.#call(async () => {
       const { ttl, ifAbsent } = options;
       let reply: string | null;
@@ -392,6 +408,7 @@ export class RedisStore implements Store {
 
   del(...keys: string[]) {
     if (keys.length === 0) return Promise.resolve(0);
+    dropReadAhead(this, keys);
     for (const key of keys) this.#indexExpiry.delete(key);
     // One DEL per key: keys of different records may live in different cluster slots.
     return this.#call(async () => (await Promise.all(keys.map((k) => this.client.del(k)))).reduce((a, b) => a + b, 0));
@@ -487,14 +504,17 @@ export class RedisStore implements Store {
     if (!Number.isSafeInteger(value) || !Number.isInteger(ttl) || ttl <= 0) {
       return Promise.reject(new TypeError('advanceCounter needs an integer value and a positive integer ttl'));
     }
+    dropReadAhead(this, [key]);
     return this.#call(async () => (await this.#scripts.lkAdvanceCounter(key, value, ttl)) === 1);
   }
 
   replaceIf(key: string, expected: string, value: string) {
+    dropReadAhead(this, [key]);
     return this.#call(async () => (await this.#scripts.lkReplaceIf(key, expected, value)) === 1);
   }
 
   putModel(key: string, payload: string, ttl: number, indexKey?: string, options: PutModelOptions = {}) {
+    dropReadAhead(this, [key]);
     const value = options.consumable === false ? payload : `|${payload}`;
     // A record of no grant (a client-credentials token): one SET replaces whatever was there.
     if (!indexKey) return this.#call(async () => void (await this.client.set(key, value, 'EX', ttl)));
@@ -513,6 +533,7 @@ export class RedisStore implements Store {
 
   putIndexed(records: RotatedRecord[], indexKey: string) {
     if (!records.length) return Promise.resolve();
+    dropReadAhead(this, records.map((r) => r.key));
     const pipeline = this.client.pipeline();
     for (const r of records) pipeline.set(r.key, r.consumable ? `|${r.payload}` : r.payload, 'EX', r.ttl);
     // Same slot as the records (the grant's tag): one pipeline, also on a cluster. NX as in putModel's `outlives`.
@@ -521,6 +542,10 @@ export class RedisStore implements Store {
   }
 
   getModel(key: string, options: { consumable?: boolean; take?: boolean | TakeLeaving } = {}) {
+    // Read ahead: only a plain read of a record never consumed (a take or a consumed mark is read now).
+    const ahead = options.consumable === false && !options.take ? takeReadAhead<string | null>(this, key) : undefined;
+    if (ahead) return ahead.then((payload) => (payload == null ? null : { payload }));
+    if (options.take) dropReadAhead(this, [key]);
     return this.#call(async (): Promise<StoredModel | null> => {
       if (options.consumable === false) {
         const { take } = options;
@@ -542,6 +567,8 @@ export class RedisStore implements Store {
   }
 
   consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0, asRead?: string) {
+    // A reuse deletes the grant's records, which this does not name.
+    dropReadAhead(this);
     if (asRead !== undefined && graceSeconds === 0) return this.#consumeAsRead(key, indexKey, now, asRead);
     const keys = indexKey ? [key, indexKey] : [key];
     return this.#call(async (): Promise<ConsumeResult> => consumeResult(await this.#scripts.lkConsumeModel(keys.length, ...keys, now, graceSeconds)));
@@ -570,6 +597,7 @@ export class RedisStore implements Store {
   }
 
   rotateModel(presented: { key: string; payload: string }, indexKey: string, records: RotatedRecord[], now: number, options: { graceSeconds?: number; indexTtl?: number } = {}) {
+    dropReadAhead(this);
     const args = records.flatMap((r) => [r.consumable ? `|${r.payload}` : r.payload, r.ttl]);
     return this.#call(async (): Promise<ConsumeResult> =>
       consumeResult(await this.#scripts.lkRotateRefresh(2 + records.length, presented.key, indexKey, ...records.map((r) => r.key), now, options.graceSeconds ?? 0, `${now}|${presented.payload}`, options.indexTtl ?? 0, ...args)),
@@ -577,6 +605,7 @@ export class RedisStore implements Store {
   }
 
   deleteIndexed(indexKey: string, model?: string) {
+    dropReadAhead(this);
     this.#indexExpiry.delete(indexKey);
     const args = model ? [indexKey, `:${model}:`] : [indexKey];
     return this.#call(async () => void (await this.#scripts.lkDeleteIndexed(...args)));
@@ -601,6 +630,7 @@ export class RedisStore implements Store {
   }
 
   putListed(key: string, payload: string, ttl: number, listKey: string, member: string) {
+    dropReadAhead(this, [key]);
     const now = Math.floor(Date.now() / 1000);
     const until = Math.ceil((now + ttl) / LIST_EXPIRY_STEP) * LIST_EXPIRY_STEP;
     const grow = (this.#listExpiry.get(listKey) ?? 0) < until ? '1' : '0';
