@@ -42,6 +42,7 @@ import { loadSecretBox } from './security/secret-box.ts';
 import { securityHeaderList, securityHeaders } from './security/headers.ts';
 import { pinIssuerOrigin } from './security/issuer-origin.ts';
 import { sameOriginForms } from './security/same-origin.ts';
+import { withReadAhead } from './storage/read-ahead.ts';
 import type { RedisStore } from './storage/redis-store.ts';
 import { RETRY_AFTER_SECONDS, StorageUnavailable, type Store } from './storage/store.ts';
 import { Views } from './views.ts';
@@ -259,6 +260,7 @@ export async function createApp({ config, store: rawStore, logger, totpClock, cl
     { name: 'inactiveIntrospectionLimit', does: 'answers active: false per API credential: INTROSPECTION_INACTIVE_PER_MINUTE, then 429', oidcRoutes: only('introspection'), middleware: answers.inactiveIntrospectionLimit },
     { name: 'revocationAnswersJson', does: 'revocation answers {} rather than an empty body', oidcRoutes: only('revocation'), middleware: answers.revocationAnswersJson },
     { name: 'jwtIntrospectionAndRevocation', does: 'JWT access tokens introspected and revoked by us, under the same policy', oidcRoutes: only('introspection', 'revocation'), middleware: answers.jwtIntrospectionAndRevocation },
+    { name: 'tokenReadAhead', does: "a code's grant and account read in one command once the code is read (storage/read-ahead.ts)", oidcRoutes: only('token'), middleware: ((_ctx, next) => withReadAhead(next)) as Middleware },
     { name: 'clearerErrors', does: "unauthorized_client for a grant type the client lacks, DPoP and API-token descriptions (recognises oidc-provider's wording)", oidcRoutes: only('token', 'userinfo'), middleware: answers.clearerErrors },
     { name: 'discoveryListsApiScopes', does: 'the API scopes (not --private-scopes ones) in scopes_supported', oidcRoutes: only('discovery'), middleware: answers.discoveryListsApiScopes },
     { name: 'staticRoutes', does: "/static: the stylesheet (with the brand's colours) and the passkey, console, account and recovery-code scripts", paths: ['/static/*'], middleware: staticRoutes(brand).routes() },

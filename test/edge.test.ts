@@ -20,6 +20,7 @@ const ORDER = [
   'inactiveIntrospectionLimit',
   'revocationAnswersJson',
   'jwtIntrospectionAndRevocation',
+  'tokenReadAhead',
   'clearerErrors',
   'discoveryListsApiScopes',
   'staticRoutes',
@@ -101,8 +102,8 @@ describe('the edge', () => {
     const first = ['requestContext', 'pinIssuerOrigin', 'securityHeaders'];
     const clientAuth = ['missingClientAuthIsInvalidClient', 'countFailedClientAuthentication'];
     const expected: Record<string, string[]> = {
-      '/token': [...first, clientAuth[0]!, 'clearerErrors', clientAuth[1]!, 'deviceFlowEdges'],
-      '/TOKEN/': [...first, clientAuth[0]!, 'clearerErrors', clientAuth[1]!, 'deviceFlowEdges'],
+      '/token': [...first, clientAuth[0]!, 'tokenReadAhead', 'clearerErrors', clientAuth[1]!, 'deviceFlowEdges'],
+      '/TOKEN/': [...first, clientAuth[0]!, 'tokenReadAhead', 'clearerErrors', clientAuth[1]!, 'deviceFlowEdges'],
       '/token/introspection': [...first, clientAuth[0]!, 'inactiveIntrospectionLimit', 'jwtIntrospectionAndRevocation', clientAuth[1]!],
       '/token/revocation': [...first, clientAuth[0]!, 'revocationAnswersJson', 'jwtIntrospectionAndRevocation', clientAuth[1]!],
       '/me': [...first, 'clearerErrors'],

@@ -618,6 +618,27 @@ function storeContract(getStore: () => Store) {
       assert.equal(read?.payload, '{"c":1}');
       assert.equal(typeof read?.consumed, 'number', 'a consumable record is read when asked for, with its mark');
     });
+
+    test("readAhead: consuming a grant's record drops what was read ahead of that grant's records only (a reuse deletes them), not of other keys", async () => {
+      const store = getStore();
+      const { index, member } = grantFamily();
+      const [code, grant, account] = [member('AuthorizationCode'), member('Grant'), k('ahead-account')];
+      await store.putModel(code, '{"c":1}', 60, index, { consumable: true });
+      await store.putModel(grant, '{"g":1}', 60, index, { consumable: false });
+      await store.set(account, 'acct');
+      const request = pausedRequest(async (gate) => {
+        store.readAhead([grant, account]);
+        await gate;
+        assert.equal(await store.consumeModel(code, index, epoch()), 'consumed');
+        return [await store.getModel(grant, { consumable: false }), await store.get(account)] as const;
+      });
+      // Meanwhile the grant and the account change: the grant's read goes to the store again, the account's is taken as read.
+      await store.putModel(grant, '{"g":2}', 60, index, { consumable: false });
+      await store.set(account, 'changed');
+      const [grantRead, accountRead] = await request.release();
+      assert.deepEqual(grantRead, { payload: '{"g":2}' }, 'read afresh after the consume');
+      assert.equal(accountRead, 'acct', 'answered from the read ahead');
+    });
   });
 
   describe('oidc-provider adapter', () => {

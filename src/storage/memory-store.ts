@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { dropReadAhead, keysToReadAhead, takeReadAhead } from './read-ahead.ts';
+import { dropReadAhead, keysToReadAhead, sameTag, takeReadAhead } from './read-ahead.ts';
 import type { ConsumeResult, RotatedRecord, Store, StoredModel, StoreInfo, TakeLeaving } from './store.ts';
 
 /** A sorted set: members with scores; `byLex` is the members in UTF-8 byte order, rebuilt after a change. */
@@ -334,8 +334,8 @@ export class MemoryStore implements Store {
   }
 
   async consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0): Promise<ConsumeResult> {
-    // A reuse deletes the grant's records, which this does not name.
-    dropReadAhead(this);
+    // A reuse deletes the grant's records (its hash tag's), which this does not name.
+    dropReadAhead(this, sameTag(key));
     return this.#consume(key, indexKey, now, graceSeconds);
   }
 

@@ -350,6 +350,19 @@ export function createAdapterClass(
     const account = keys.account(accountId);
     rotation.readAhead({ key: grant, answer: store.getModel(grant, { consumable: false }) }, { key: account, answer: store.get(account) });
   };
+  /**
+   * A code's redemption reads the code, then its grant, then its account (oidc-provider's order). The code
+   * names both: within the token request's read-ahead scope (the `tokenReadAhead` edge entry) they go out
+   * in one command (`Store.readAhead`: MGET), for a code that will get that far (its client's, unused); the
+   * grant's `getModel` and the account's `get` take the answers.
+   */
+  const readCodeGrantAndAccountAhead = (code: AdapterPayload) => {
+    const { grantId, accountId, clientId } = code;
+    const consumed: unknown = code.consumed;
+    if (consumed !== undefined || clientId !== Provider.ctx?.oidc?.client?.clientId) return;
+    if (typeof grantId !== 'string' || typeof accountId !== 'string' || !ACCOUNT_ID.test(accountId)) return;
+    store.readAhead([keys.model('Grant', grantId), keys.account(accountId)]);
+  };
   return class StoreAdapter implements Adapter {
     readonly name: string;
     readonly #grantBound: boolean;
@@ -473,6 +486,7 @@ export function createAdapterClass(
       const { payload } = read;
       const rotation = refreshRotation.getStore();
       if (rotation && this.name === 'RefreshToken') readGrantAndAccountAhead(rotation, payload);
+      if (this.name === 'AuthorizationCode') readCodeGrantAndAccountAhead(payload);
       // A token of a deleted client is no token (deletion revokes them; this covers any it could not list),
       // so introspection answers active: false instead of failing on the missing client.
       if (ISSUED_TO_CLIENT.has(this.name) && typeof payload.clientId === 'string' && !(await clients.find(payload.clientId))) return undefined;

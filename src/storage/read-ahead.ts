@@ -55,12 +55,26 @@ export function takeReadAhead<T>(store: object, key: string): Promise<T> | undef
   return read.answer as Promise<T>;
 }
 
-/** A write of these keys (all keys: `undefined`) through `store`: what was read ahead of them is stale. */
-export function dropReadAhead(store: object, keys?: string[]): void {
+/** A write of these keys (all keys: `undefined`; those a test picks) through `store`: what was read ahead of them is stale. */
+export function dropReadAhead(store: object, keys?: string[] | ((key: string) => boolean)): void {
   const pending = scopes.getStore()?.get(store);
   if (!pending?.size) return;
   if (keys === undefined) pending.clear();
+  else if (typeof keys === 'function') {
+    for (const key of [...pending.keys()]) if (keys(key)) pending.delete(key);
+  }
   else for (const key of keys) pending.delete(key);
+}
+
+/**
+ * The keys of the records that share `key`'s hash tag (`lk:{tag}:…`, one grant's records and index: what
+ * consuming one of them may delete), or every key for a key without one.
+ */
+export function sameTag(key: string): (other: string) => boolean {
+  const end = key.indexOf('}');
+  if (!key.includes('{') || end < 0) return () => true;
+  const prefix = key.slice(0, end + 1);
+  return (other) => other.startsWith(prefix);
 }
 
 /** When this request sent the read of `key` still waiting to be taken, at any store (performance.now()); undefined when none is. */

@@ -1,5 +1,5 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
-import { dropReadAhead, keysToReadAhead, takeReadAhead } from './read-ahead.ts';
+import { dropReadAhead, keysToReadAhead, sameTag, takeReadAhead } from './read-ahead.ts';
 import { StorageUnavailable, type ConsumeResult, type PutModelOptions, type RotatedRecord, type Store, type StoredModel, type StoreInfo, type TakeLeaving } from './store.ts';
 
 // All keys of one script call share a hash tag (keys.ts), so each script is Redis Cluster safe.
@@ -567,8 +567,8 @@ export class RedisStore implements Store {
   }
 
   consumeModel(key: string, indexKey: string | undefined, now: number, graceSeconds = 0, asRead?: string) {
-    // A reuse deletes the grant's records, which this does not name.
-    dropReadAhead(this);
+    // A reuse deletes the grant's records (its hash tag's), which this does not name.
+    dropReadAhead(this, sameTag(key));
     if (asRead !== undefined && graceSeconds === 0) return this.#consumeAsRead(key, indexKey, now, asRead);
     const keys = indexKey ? [key, indexKey] : [key];
     return this.#call(async (): Promise<ConsumeResult> => consumeResult(await this.#scripts.lkConsumeModel(keys.length, ...keys, now, graceSeconds)));
