@@ -251,6 +251,10 @@ function suite(storeKind: 'redis' | 'memory') {
     await revokeConnectedApp(store, 'acct-r', 'client-r');
     await useRememberedConsent(store, 'acct-r', 'client-r', read, t0 + 86_400_000 + 2 * HOUR);
     assert.equal(await readConsent(store, 'acct-r', 'client-r'), undefined, 'a removed consent is not written back');
+    // Also when the sign-in that read it renews its year (a day on): neither the consent nor its index entry comes back.
+    await useRememberedConsent(store, 'acct-r', 'client-r', read, t0 + 3 * 86_400_000);
+    assert.equal(await readConsent(store, 'acct-r', 'client-r'), undefined, 'a removed consent is not renewed back');
+    assert.deepEqual((await listConnectedApps(store, server.app.registry, 'acct-r')).map((a) => a.clientId), ['client-old'], 'nor listed again');
   });
 
   it('removing one app leaves the person signed in to the others, with their tokens', async () => {

@@ -222,6 +222,18 @@ function storeContract(getStore: () => Store) {
       await store.del(key);
       assert.equal(await store.replaceIf(key, 'v2', 'v3'), false, 'deleted meanwhile: not brought back');
       assert.equal(await store.get(key), null);
+      // With a TTL: replaced along with the value, and only when it wrote.
+      await store.set(key, 'w1', { ttl: 60 });
+      assert.equal(await store.replaceIf(key, 'w0', 'w2', { ttl: 3600 }), false);
+      assert.equal(await store.replaceIf(key, 'w1', 'w2', { ttl: 3600 }), true);
+      assert.equal(await store.get(key), 'w2');
+      if (store instanceof RedisStore) {
+        const ttl = await store.client.ttl(key);
+        assert.ok(ttl > 3590 && ttl <= 3600, `TTL replaced: ${ttl}`);
+      }
+      await store.del(key);
+      assert.equal(await store.replaceIf(key, 'w2', 'w3', { ttl: 3600 }), false, 'deleted meanwhile: not brought back, TTL or not');
+      assert.equal(await store.get(key), null);
     });
 
     test('replaceIf under contention: of writers that read the same value, exactly one wins', async () => {

@@ -87,11 +87,16 @@ function usedNow(stored: StoredConsent, now: number): string {
  * the app counts as used now. The index is written with it, so the app is listed.
  */
 export async function rememberConsent(store: Store, accountId: string, clientId: string, previous: Consent | undefined, scopes: string[], now = Date.now()): Promise<void> {
-  const consent: Consent = { scopes: [...new Set([...(previous?.scopes ?? []), ...scopes])], grantedAt: previous?.grantedAt ?? now, lastUsedAt: now };
   await Promise.all([
-    store.set(keys.consent(accountId, clientId), JSON.stringify({ ...consent, renewedAt: now }), { ttl: CONSENT_TTL }),
+    store.set(keys.consent(accountId, clientId), remembered(previous, scopes, now), { ttl: CONSENT_TTL }),
     store.indexAdd(keys.accountConsents(accountId), clientId, CONSENT_TTL),
   ]);
+}
+
+/** The stored value of a consent remembered (or renewed) now: `scopes` on top of `previous`, its first grant's date kept, used now. */
+function remembered(previous: Consent | undefined, scopes: string[], now: number): string {
+  const consent: Consent = { scopes: [...new Set([...(previous?.scopes ?? []), ...scopes])], grantedAt: previous?.grantedAt ?? now, lastUsedAt: now };
+  return JSON.stringify({ ...consent, renewedAt: now });
 }
 
 /**
@@ -110,13 +115,21 @@ const usedWithin = (consent: Consent, now: number) => consent.lastUsedAt !== und
 /**
  * A sign-in used the remembered consent `stored` (as read for it): it lasts a year from the day of its last use.
  * Its last use is written at most once an hour, compare-and-set (a consent revoked or changed meanwhile
- * is left as it is); its year — the TTL and the person's index of apps, several commands — at most once
- * a day (`RENEW_AFTER_MS`), so a person signing in all day costs one compare-and-set an hour.
+ * is left as it is, also when its year is renewed); its year — the TTL and the person's index of apps,
+ * several commands — at most once a day (`RENEW_AFTER_MS`), so a person signing in all day costs one
+ * compare-and-set an hour.
  */
 export async function useRememberedConsent(store: Store, accountId: string, clientId: string, stored: StoredConsent, now = Date.now()): Promise<void> {
   if (usedWithin(stored.consent, now)) return;
-  if (stored.renewedAt === undefined || now - stored.renewedAt >= RENEW_AFTER_MS) return rememberConsent(store, accountId, clientId, stored.consent, [], now);
-  await store.replaceIf(keys.consent(accountId, clientId), stored.raw, usedNow(stored, now));
+  const key = keys.consent(accountId, clientId);
+  if (stored.renewedAt !== undefined && now - stored.renewedAt < RENEW_AFTER_MS) {
+    await store.replaceIf(key, stored.raw, usedNow(stored, now));
+    return;
+  }
+  // Its year: the record with a new TTL (compare-and-set too), then its entry in the index, only when it was still there.
+  if (await store.replaceIf(key, stored.raw, remembered(stored.consent, [], now), { ttl: CONSENT_TTL })) {
+    await store.indexAdd(keys.accountConsents(accountId), clientId, CONSENT_TTL);
+  }
 }
 
 /**

@@ -272,12 +272,13 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  async replaceIf(key: string, expected: string, value: string) {
+  async replaceIf(key: string, expected: string, value: string, options: { ttl?: number } = {}) {
     dropReadAhead(this, [key]);
     // No await between the read and the write: atomic within the process, like the Lua script in Redis.
     const entry = this.#entry(key);
     if (entry?.value !== expected) return false;
     entry.value = value;
+    if (options.ttl !== undefined) entry.expiresAt = this.#expiry(options.ttl);
     return true;
   }
 

@@ -122,7 +122,7 @@ return 1`;
 // One key: compare-and-set (GET returns false for a missing key, which never equals a string).
 const REPLACE_IF = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+if ARGV[3] then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) else redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') end
 return 1`;
 
 // One key: add a member to an index set and extend its TTL to at least ARGV[2] (never shorten it).
@@ -508,9 +508,11 @@ export class RedisStore implements Store {
     return this.#call(async () => (await this.#scripts.lkAdvanceCounter(key, value, ttl)) === 1);
   }
 
-  replaceIf(key: string, expected: string, value: string) {
+  replaceIf(key: string, expected: string, value: string, options: { ttl?: number } = {}) {
+    if (options.ttl !== undefined && (!Number.isInteger(options.ttl) || options.ttl <= 0)) return Promise.reject(new TypeError('replaceIf needs a positive integer ttl'));
     dropReadAhead(this, [key]);
-    return this.#call(async () => (await this.#scripts.lkReplaceIf(key, expected, value)) === 1);
+    const args = options.ttl === undefined ? [key, expected, value] : [key, expected, value, options.ttl];
+    return this.#call(async () => (await this.#scripts.lkReplaceIf(...args)) === 1);
   }
 
   putModel(key: string, payload: string, ttl: number, indexKey?: string, options: PutModelOptions = {}) {

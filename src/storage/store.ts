@@ -71,10 +71,11 @@ export interface Store {
   advanceCounter(key: string, value: number, ttl: number): Promise<boolean>;
   /**
    * Compare-and-set on one key: writes `value` only when the key still holds exactly `expected` (its
-   * TTL, if any, is kept). Resolves whether it did; false when another writer changed or deleted it
-   * since `expected` was read. A read-modify-write loops on this instead of losing a concurrent write.
+   * TTL, if any, is kept; `ttl` seconds replaces it). Resolves whether it did; false when another writer
+   * changed or deleted it since `expected` was read. A read-modify-write loops on this instead of losing
+   * a concurrent write.
    */
-  replaceIf(key: string, expected: string, value: string): Promise<boolean>;
+  replaceIf(key: string, expected: string, value: string, options?: { ttl?: number }): Promise<boolean>;
 
   /**
    * Writes an oidc-provider model record with a TTL; adds it to `indexKey` (its grant) when given.
