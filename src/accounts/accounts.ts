@@ -99,9 +99,9 @@ export class Accounts {
   }
 
   /** `ahead`: the record's GET, when it was already sent (a refresh reads it with the presented token). */
-  async find(id: string, ahead?: Promise<string | null>): Promise<Account | undefined> {
+  async find(id: string): Promise<Account | undefined> {
     if (!/^[0-9a-f-]{36}$/.test(id)) return undefined;
-    const raw = await (ahead ?? this.#store.get(keys.account(id)));
+    const raw = await this.#store.get(keys.account(id));
     return raw ? (JSON.parse(raw) as Account) : undefined;
   }
 

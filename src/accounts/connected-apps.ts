@@ -101,8 +101,8 @@ function remembered(previous: Consent | undefined, scopes: string[], now: number
 
 /**
  * Records that the app got tokens for the person now. A no-op without a remembered consent (first-party
- * apps), or when the recorded use is less than an hour old (LAST_USED_RESOLUTION_MS). Compare-and-set: a consent changed or
- * revoked meanwhile is left as it is. Resolves whether it wrote.
+ * apps), or when the recorded use is less than an hour old (LAST_USED_RESOLUTION_MS). Compare-and-set:
+ * a consent changed or revoked meanwhile is left as it is. Resolves whether it wrote.
  */
 export async function markAppUsed(store: Store, accountId: string, clientId: string, now = Date.now()): Promise<boolean> {
   const stored = await readStoredConsent(store, accountId, clientId);

@@ -5,9 +5,10 @@ import type { AuditEvent } from './audit.ts';
 import { SECRET_FIELDS, type Logger } from './logger.ts';
 
 /**
- * The activity log: every audit event (but two told by another entry: `toldByAnotherEntry`), also kept in a capped Redis stream (`lk:activity`, XADD MAXLEN ~)
- * for the admin API to filter, page and export. Appends are fire-and-forget — a request never waits for
- * them nor fails because of them; failures are counted (`onAppendFailure`). Audit fields are secret-free
+ * The activity log: every audit event (but two that another entry tells: `toldByAnotherEntry`), also kept
+ * in a capped Redis stream (`lk:activity`, XADD MAXLEN ~) for the admin API to filter, page and export.
+ * Appends are fire-and-forget — a request never waits for them nor fails because of them; failures are
+ * counted (`onAppendFailure`). Audit fields are secret-free
  * by contract (audit.ts); fields named like a secret are still replaced, as the logger's redaction does.
  *
  * What anyone can cause without signing in (refused client authentications and sign-ins, lockouts of

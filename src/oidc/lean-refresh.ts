@@ -14,6 +14,7 @@ import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
 // @ts-expect-error as above
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { RefreshRotation, refreshRotation } from '../storage/oidc-adapter.ts';
+import { withReadAhead } from '../storage/read-ahead.ts';
 
 /**
  * The refresh-token grant on the lean path (lean-path.ts): the common refresh — a confidential client
@@ -115,7 +116,8 @@ export function leanRefresh(provider: Provider, onReused: (reused: RefreshReused
     };
     // Provider.ctx is this context for the adapter and oidc-provider's helpers (per-request reads, TTLs, extraTokenClaims).
     const rotation = new RefreshRotation(0);
-    return (als as { run<T>(store: unknown, fn: () => T): T }).run(ctx, () => refreshRotation.run(rotation, () => rotate(ctx, client, presented)));
+    // Its own read-ahead scope (in front of Koa, no edge entry opens one): the grant and account go out together.
+    return (als as { run<T>(store: unknown, fn: () => T): T }).run(ctx, () => withReadAhead(() => refreshRotation.run(rotation, () => rotate(ctx, client, presented))));
   };
 
   async function rotate(ctx: LeanContext, client: LeanClient, presented: string): Promise<LeanRefreshAnswer | undefined> {

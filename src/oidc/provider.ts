@@ -10,7 +10,7 @@ import { CookieKeys } from '../security/cookie-keys.ts';
 import { limitInactiveIntrospections, type IntrospectionThrottled } from '../security/introspection-limit.ts';
 import type { Lockout } from '../security/lockout.ts';
 import type { SecretBox } from '../security/secret-box.ts';
-import { createAdapterClass, refreshRotation, sessionIdpOfRequest } from '../storage/oidc-adapter.ts';
+import { createAdapterClass, sessionIdpOfRequest } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
 import { withWriteId, writtenInteractions } from '../storage/written-interactions.ts';
 import { WayBack, appHomeOf, restartOf } from '../signin/way-back.ts';
@@ -120,8 +120,8 @@ export async function createProvider({ config, store, accounts, registry, views,
       // The sign-in finishing in this request read and checked the account a moment ago (its last factor);
       // nothing is issued here that the token endpoint, which reads it again, would not refuse.
       const login = ctx?.oidc?.route === 'resume' ? (ctx.oidc.result?.login as { accountId?: unknown } | undefined) : undefined;
-      // A refresh sent the account's read with the token's (storage/oidc-adapter.ts, RefreshRotation).
-      let account = login?.accountId === sub ? undefined : await accounts.find(sub, refreshRotation.getStore()?.takeAhead('account', keys.account(sub)));
+      // A code's redemption or a refresh read the account ahead, with the grant (storage/oidc-adapter.ts, readGrantAndAccountAhead).
+      let account = login?.accountId === sub ? undefined : await accounts.find(sub);
       if (login?.accountId !== sub && (!account || account.disabled)) return undefined;
       return {
         accountId: sub,

@@ -264,7 +264,7 @@ export class Lockout {
 
   /** Seconds left of the subject's lockout, or 0; notices (once) that an expired one has ended. */
   async #lockedFor(subject: Subject): Promise<number> {
-    if (this.#watching && (this.#clean.get(subject.key) ?? 0) > this.#now()) return 0;
+    if (this.#knownClean(subject.key, this.#now())) return 0;
     const generation = this.#generation;
     const readAheadAt = readAheadSentAt(keys.lockout(subject.key));
     const record = await this.#record(subject);
@@ -328,10 +328,14 @@ export class Lockout {
    * `watch` listens); false means "ask `check`". Synchronous: the hot paths' cache hit costs no promise.
    */
   knownUnlocked(attempt: Pick<Attempt, 'account' | 'ip'>): boolean {
-    if (!this.#watching) return false;
     const now = this.#now();
-    if (!((this.#clean.get(this.#keyOf('account', attempt.account)) ?? 0) > now)) return false;
-    return !attempt.ip || (this.#clean.get(this.#keyOf('ip', attempt.ip)) ?? 0) > now;
+    if (!this.#knownClean(this.#keyOf('account', attempt.account), now)) return false;
+    return !attempt.ip || this.#knownClean(this.#keyOf('ip', attempt.ip), now);
+  }
+
+  /** Whether memory says the subject is not locked (seen so lately, while `watch` listens for lockouts). */
+  #knownClean(subjectKey: string, now: number): boolean {
+    return this.#watching && (this.#clean.get(subjectKey) ?? 0) > now;
   }
 
   /**
@@ -340,7 +344,7 @@ export class Lockout {
    */
   recordKeysToRead(attempt: Pick<Attempt, 'account' | 'ip'>): string[] {
     const now = this.#now();
-    return this.#subjects(attempt).filter((s) => !(this.#watching && (this.#clean.get(s.key) ?? 0) > now)).map((s) => keys.lockout(s.key));
+    return this.#subjects(attempt).filter((s) => !this.#knownClean(s.key, now)).map((s) => keys.lockout(s.key));
   }
 
   /** Counts a failed attempt; may start a lockout. Answers whether further attempts are allowed now. */

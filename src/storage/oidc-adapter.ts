@@ -3,7 +3,7 @@ import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provid
 import { enqueueLogouts, noticesOfSession, type LogoutNotice } from './logout-queue.ts';
 import { digest, GRANT_BOUND_MODELS, GRANT_TAG_LENGTH, grantIndexForTag, keys, sessionHandle, tagFor } from './keys.ts';
 import { pageWriteId, writtenInteractions } from './written-interactions.ts';
-import type { ConsumeResult, PutModelOptions, RotatedRecord, Store, StoredModel, TakeLeaving } from './store.ts';
+import type { ConsumeResult, PutModelOptions, RotatedRecord, Store, TakeLeaving } from './store.ts';
 
 /** Upper bound for any record oidc-provider hands us without a TTL: every key expires. */
 const MAX_TTL = 60 * 60 * 24 * 30;
@@ -128,28 +128,8 @@ export class RefreshRotation {
   grantExpiresAt?: number;
   /** The consume oidc-provider asked for and the records saved since, not yet sent. */
   pending?: { records: RotatedRecord[]; send(records: RotatedRecord[]): Promise<void> };
-  /** Reads sent as soon as the presented token named their keys: its grant's record, its account's (`takeAhead`). */
-  readonly #ahead: { grant?: ReadAhead<StoredModel>; account?: ReadAhead<string> } = {};
-
   constructor(grace: number) {
     this.grace = grace;
-  }
-
-  /** Sends the reads of the token's grant and account now (readGrantAndAccountAhead). */
-  readAhead(grant: ReadAhead<StoredModel>, account: ReadAhead<string>): void {
-    for (const read of [grant, account]) read.answer.catch(() => {}); // a request refused before it reads one never awaits it
-    this.#ahead.grant = grant;
-    this.#ahead.account = account;
-  }
-
-  /** The answer of a read sent ahead for `key`, once: a second read of the key goes to the store. */
-  takeAhead(kind: 'grant', key: string): Promise<StoredModel | null> | undefined;
-  takeAhead(kind: 'account', key: string): Promise<string | null> | undefined;
-  takeAhead(kind: 'grant' | 'account', key: string): Promise<StoredModel | string | null> | undefined {
-    const read = this.#ahead[kind];
-    if (read?.key !== key) return undefined;
-    delete this.#ahead[kind];
-    return read.answer;
   }
 
   /** Sends what is still deferred; throws as the consume would have (reuse, a repeat, a revoked token). */
@@ -159,12 +139,6 @@ export class RefreshRotation {
     this.pending = undefined;
     await pending.send(pending.records);
   }
-}
-
-/** A read sent ahead of its turn: the key, and the store's answer to come. */
-interface ReadAhead<T> {
-  key: string;
-  answer: Promise<T | null>;
 }
 
 /** Set around each refresh-token grant (oidc/provider-internals.ts `refreshGraceWindow`). */
@@ -337,28 +311,15 @@ export function createAdapterClass(
   /** A grant held for its code (heldGrantsOfRequest) written on its own, as its save would have: it owns its index. */
   const writeHeldGrant = (grant: RotatedRecord, index: string) => store.putModel(grant.key, grant.payload, grant.ttl, index, { consumable: false, index: 'owner' });
   /**
-   * A refresh reads the presented token, then its grant, then its account (oidc-provider's order, one round
-   * trip each). The token names both: their GETs go out together as soon as it is read, for a token that
-   * will get that far (its client's, not expired). The grant's read takes the answer (`#read`), and
-   * `findAccount` the account's (oidc/provider.ts).
+   * A code's redemption and a refresh read the presented code or token, then its grant, then its account
+   * (oidc-provider's order, one round trip each). The record names both: within the token request's
+   * read-ahead scope (the `tokenReadAhead` edge entry; the lean refresh opens its own) they go out in one
+   * command (`Store.readAhead`: MGET) as soon as it is read, for one that will get that far (its client's,
+   * unused); the grant's `getModel` and the account's `get` take the answers.
    */
-  const readGrantAndAccountAhead = (rotation: RefreshRotation, token: AdapterPayload) => {
-    const { grantId, accountId, clientId, exp } = token;
-    if (clientId !== Provider.ctx?.oidc?.client?.clientId || typeof exp !== 'number' || exp <= epoch()) return;
-    if (typeof grantId !== 'string' || typeof accountId !== 'string' || !ACCOUNT_ID.test(accountId)) return;
-    const grant = keys.model('Grant', grantId);
-    const account = keys.account(accountId);
-    rotation.readAhead({ key: grant, answer: store.getModel(grant, { consumable: false }) }, { key: account, answer: store.get(account) });
-  };
-  /**
-   * A code's redemption reads the code, then its grant, then its account (oidc-provider's order). The code
-   * names both: within the token request's read-ahead scope (the `tokenReadAhead` edge entry) they go out
-   * in one command (`Store.readAhead`: MGET), for a code that will get that far (its client's, unused); the
-   * grant's `getModel` and the account's `get` take the answers.
-   */
-  const readCodeGrantAndAccountAhead = (code: AdapterPayload) => {
-    const { grantId, accountId, clientId } = code;
-    const consumed: unknown = code.consumed;
+  const readGrantAndAccountAhead = (token: AdapterPayload) => {
+    const { grantId, accountId, clientId } = token;
+    const consumed: unknown = token.consumed;
     if (consumed !== undefined || clientId !== Provider.ctx?.oidc?.client?.clientId) return;
     if (typeof grantId !== 'string' || typeof accountId !== 'string' || !ACCOUNT_ID.test(accountId)) return;
     store.readAhead([keys.model('Grant', grantId), keys.account(accountId)]);
@@ -484,9 +445,8 @@ export function createAdapterClass(
       }
       if (!read) return undefined;
       const { payload } = read;
+      if (this.name === 'AuthorizationCode' || this.name === 'RefreshToken') readGrantAndAccountAhead(payload);
       const rotation = refreshRotation.getStore();
-      if (rotation && this.name === 'RefreshToken') readGrantAndAccountAhead(rotation, payload);
-      if (this.name === 'AuthorizationCode') readCodeGrantAndAccountAhead(payload);
       // A token of a deleted client is no token (deletion revokes them; this covers any it could not list),
       // so introspection answers active: false instead of failing on the missing client.
       if (ISSUED_TO_CLIENT.has(this.name) && typeof payload.clientId === 'string' && !(await clients.find(payload.clientId))) return undefined;
@@ -511,11 +471,10 @@ export function createAdapterClass(
 
     /** The record under `key` without its id; `consumed` as `find` must report it. `stored`: the payload as stored. */
     async #read(key: string, take: boolean | TakeLeaving = false): Promise<{ payload: AdapterPayload; stored: string } | undefined> {
-      const ahead = this.name === 'Grant' ? refreshRotation.getStore()?.takeAhead('grant', key) : undefined;
       // A page addressed with the write id of this process's last write of its interaction renders from that write.
       const writeId = this.name === 'Interaction' && !take ? pageWriteId.getStore() : undefined;
       const remembered = writeId ? written.read(key, writeId) : undefined;
-      const stored = remembered !== undefined ? { payload: remembered } : await (ahead ?? store.getModel(key, { consumable: this.#consumable, ...(take ? { take } : {}) }));
+      const stored = remembered !== undefined ? { payload: remembered } : await store.getModel(key, { consumable: this.#consumable, ...(take ? { take } : {}) });
       if (!stored || (this.name === 'Interaction' && stored.payload === ANSWERED_INTERACTION)) return undefined;
       const payload = JSON.parse(stored.payload) as AdapterPayload;
       // A session written by an earlier version kept its id in clear: not trusted, the person signs in again.
