@@ -10,7 +10,7 @@ import { cannon, cpuSeconds, startProc } from './lib.ts';
 /**
  * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
  * with autocannon, and prints the functions with the most self time (and the files they are in).
- *   node bench/profile.ts [--scenario token|introspection|refresh|signin|totp|passkey] [--seconds 10] [--top 30] [--target latchkey|raw]
+ *   node bench/profile.ts [--scenario token|introspection|refresh|signin|totp|passkey] [--seconds 10] [--top 30] [--target latchkey|raw] [--connections 32]
  * `LEAN_PATH=off` in the environment turns the server's lean path off, `WORKERS=2` runs it on all cores (with `--plain`); `BENCH_LOG_LEVEL=warn` drops its request lines (what logging costs);
  * `PROFILE_DIR` names where the profiles go (default: a directory of this run's own). With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
@@ -61,7 +61,7 @@ function threadsCpu(pid: number): Map<string, number> {
 }
 
 const { values } = parseArgs({
-  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, target: { type: 'string', default: 'latchkey' }, top: { type: 'string', default: '30' } },
+  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, target: { type: 'string', default: 'latchkey' }, top: { type: 'string', default: '30' }, connections: { type: 'string', default: '32' } },
 });
 const dir = process.env.PROFILE_DIR ?? `/tmp/latchkey-profile-${process.pid}`; // per run: other checkouts may profile at the same time
 rmSync(dir, { recursive: true, force: true });
@@ -132,7 +132,7 @@ const load = await (async () => {
     return load;
   }
   const before = process.cpuUsage();
-  const load = await cannon(proc.url, request, { duration: Number(values.seconds), connections: 32 });
+  const load = await cannon(proc.url, request, { duration: Number(values.seconds), connections: Number(values.connections) });
   const used = process.cpuUsage(before);
   generatorCpu = used.user + used.system;
   return load;
