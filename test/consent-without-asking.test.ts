@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { revokeConnectedApp } from '../src/accounts/connected-apps.ts';
+import { CONSENT_AS_READ, CONSENT_AS_READ_MS, consentAsRead } from '../src/signin/consent.ts';
 import { GRANT_TAG_LENGTH, grantIndexForTag } from '../src/storage/keys.ts';
 import type { RedisStore } from '../src/storage/redis-store.ts';
 import { CookieJar, endpoints, signIn, type SignInResult } from './helpers/flow.ts';
@@ -38,6 +40,30 @@ describe('consent without asking', () => {
     assert.equal(interactionsOf(again).size, 1, 'one interaction: the sign-in itself');
     assert.equal(resumesOf(again), 1, 'one resume, straight to the code');
     assert.deepEqual(await redeemedScope(app, again), new Set(['openid', 'profile', 'offline_access']));
+  });
+
+  it('an app the person disconnects while at their second factor: the resume asks again (the last post reads the consent it hands over)', async () => {
+    const app = await world.newApp('Disconnected midway');
+    const first = await signIn({ issuer: server.issuer, client: app, user: world.user, scope: 'openid profile' });
+    assert.ok(first.consentPage, 'asked the first time');
+    // The password post names the person: the code post reads their consent with the interaction.
+    const midway = await signIn({ issuer: server.issuer, client: app, user: world.user, scope: 'openid profile', jar: new CookieJar(), secondFactor: 'stop' });
+    assert.ok(midway.mfaPage && midway.page);
+    assert.ok(await revokeConnectedApp(server.store, world.user.id, app.clientId), 'disconnected on /account meanwhile');
+    const rest = await signIn({ issuer: server.issuer, client: app, user: world.user, scope: 'openid profile', jar: midway.jar, start: { page: midway.page, chain: [] }, consent: 'stop' });
+    assert.ok(rest.consentPage, 'asked again, not signed in on the consent as it was before');
+    assert.equal(rest.code, undefined);
+  });
+
+  it('the consent a sign-in’s last post read is used by its resume only for that person and app, while fresh', () => {
+    const read = { accountId: 'a', clientId: 'c', raw: '{"scopes":["openid"]}', at: Date.now() };
+    assert.deepEqual(consentAsRead({ [CONSENT_AS_READ]: read }, 'a', 'c'), read);
+    assert.deepEqual(consentAsRead({ [CONSENT_AS_READ]: { ...read, raw: null } }, 'a', 'c'), { ...read, raw: null }, 'read and found none: asked');
+    assert.equal(consentAsRead({ [CONSENT_AS_READ]: read }, 'b', 'c'), undefined, 'another person');
+    assert.equal(consentAsRead({ [CONSENT_AS_READ]: read }, 'a', 'd'), undefined, 'another app');
+    assert.equal(consentAsRead({ [CONSENT_AS_READ]: { ...read, at: Date.now() - CONSENT_AS_READ_MS - 1 } }, 'a', 'c'), undefined, 'read too long ago: read again');
+    assert.equal(consentAsRead({ [CONSENT_AS_READ]: { ...read, raw: 42 } }, 'a', 'c'), undefined);
+    assert.equal(consentAsRead({}, 'a', 'c'), undefined);
   });
 
   it('a first-party app: no consent interaction, from the first sign-in', async () => {

@@ -11,7 +11,7 @@ import type { AdapterPayload } from 'oidc-provider';
 import { digest, grantTag, keys } from '../src/storage/keys.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
 import { withReadAhead } from '../src/storage/read-ahead.ts';
-import { createAdapterClass, revokeAccountSessions, revokeClientGrants } from '../src/storage/oidc-adapter.ts';
+import { createAdapterClass, revokeAccountSessions, revokeClientGrants, TokenBatch } from '../src/storage/oidc-adapter.ts';
 import { Cluster } from 'ioredis';
 import { connectCluster, connectRedis, RedisStore } from '../src/storage/redis-store.ts';
 import { StorageUnavailable, type Store } from '../src/storage/store.ts';
@@ -549,6 +549,47 @@ function storeContract(getStore: () => Store) {
       assert.deepEqual((await store.setMembers(index)).sort(), ['a', 'b']);
     });
 
+    test("putIndexed with the grant as holder: its tokens join the index; after a revocation (index and grant gone) none is kept", async () => {
+      const store = getStore();
+      const { index, member } = grantFamily();
+      const grant = member('Grant');
+      await store.putModel(grant, 'g', 3600, index, { consumable: false, index: 'owner' });
+      const [access, refresh] = [member('AccessToken'), member('RefreshToken')];
+      const records = [{ key: access, payload: 'a', ttl: 600, consumable: false }, { key: refresh, payload: 'r', ttl: 1200, consumable: true }];
+      assert.equal(await store.putIndexed(records, index, grant), true);
+      assert.deepEqual((await store.setMembers(index)).sort(), [grant, access, refresh].sort());
+      assert.deepEqual(await store.getModel(refresh), { payload: 'r' });
+
+      // An index lost while its grant lives (an earlier version's, or evicted): refilled, the holder listed again.
+      await store.del(index);
+      const late = member('AccessToken');
+      assert.equal(await store.putIndexed([{ key: late, payload: 'l', ttl: 600, consumable: false }], index, grant), true);
+      assert.deepEqual((await store.setMembers(index)).sort(), [grant, late].sort());
+
+      // Revoked while the tokens were issued: the index and the grant went, the new tokens go too.
+      await store.del(index);
+      await store.del(grant);
+      const [lostAccess, lostRefresh] = [member('AccessToken'), member('RefreshToken')];
+      const lost = [{ key: lostAccess, payload: 'a', ttl: 600, consumable: false }, { key: lostRefresh, payload: 'r', ttl: 1200, consumable: true }];
+      assert.equal(await store.putIndexed(lost, index, grant), false);
+      assert.equal(await store.getModel(lostAccess, { consumable: false }), null);
+      assert.equal(await store.getModel(lostRefresh), null);
+      assert.deepEqual(await store.setMembers(index), [], 'no index left behind');
+    });
+
+    test("a code's tokens, when its grant is revoked while they are issued: none is kept and the redemption answers invalid_grant", async () => {
+      const store = getStore();
+      const { index, member } = grantFamily();
+      const grant = member('Grant');
+      await store.putModel(grant, 'g', 3600, index, { consumable: false, index: 'owner' });
+      const batch = new TokenBatch();
+      const access = member('AccessToken');
+      batch.add(index, grant, { key: access, payload: 'a', ttl: 600, consumable: false });
+      await store.deleteIndexed(index); // the grant's revocation (revokeByGrantId)
+      await assert.rejects(batch.write(store), isInvalidGrant);
+      assert.equal(await store.getModel(access, { consumable: false }), null);
+    });
+
     test('putListed writes a record and appends to a list index, in order, duplicates kept; listMembers reads it', async () => {
       const store = getStore();
       const list = k('list');
@@ -1065,6 +1106,25 @@ for (const backend of ['redis-server', 'Redis Cluster'] as const) describe(backe
     await store.putModel(member('AccessToken'), 'a', 600, index, { consumable: false, index: 'outlives' });
     const again = await store.client.ttl(index);
     assert.ok(again > 590 && again <= 600, `a re-made index has a TTL: ${again}`);
+  });
+
+  test("putIndexed with the grant as holder: one SET per token and one SADD while the index lives; an index re-made without its grant's revocation gets a TTL", async () => {
+    const { index, member } = grantFamily();
+    const grant = member('Grant');
+    await store.putModel(grant, 'g', 3600, index, { consumable: false, index: 'owner' });
+    const records = () => [{ key: member('AccessToken'), payload: 'a', ttl: 600, consumable: false }, { key: member('RefreshToken'), payload: 'r', ttl: 1200, consumable: true }];
+    // Counted on one server (a cluster's counters are per node).
+    const counted = backend === 'redis-server' ? store.client : undefined;
+    await counted?.config('RESETSTAT');
+    await store.putIndexed(records(), index, grant);
+    const stats = (await counted?.info('commandstats')) ?? '';
+    const calls = Object.fromEntries(stats.split('\r\n').filter((l) => l.startsWith('cmdstat_') && !l.startsWith('cmdstat_config')).map((l) => [l.slice(8, l.indexOf(':')), Number(/calls=(\d+)/.exec(l)![1])]));
+    if (counted) assert.deepEqual(calls, { set: 2, sadd: 1 }, 'no EXPIRE: the grant gave its index its TTL');
+    await store.client.persist(index);
+    await store.client.srem(index, grant);
+    await store.putIndexed(records(), index, grant);
+    const ttl = await store.client.ttl(index);
+    assert.ok(ttl > 1190 && ttl <= 1200, `an index found without its grant gets the tokens' TTL: ${ttl}`);
   });
 
   test('indexAdd: a new set gets the TTL, a longer one extends it, a shorter one never shortens it', async () => {

@@ -71,7 +71,11 @@ export interface StoredConsent {
 }
 
 export async function readStoredConsent(store: Store, accountId: string, clientId: string): Promise<StoredConsent | undefined> {
-  const raw = await store.get(keys.consent(accountId, clientId));
+  return storedConsentOf(await store.get(keys.consent(accountId, clientId)));
+}
+
+/** A consent's stored value (`keys.consent`, as read: null when there is none) as a StoredConsent. */
+export function storedConsentOf(raw: string | null): StoredConsent | undefined {
   if (!raw) return undefined;
   const renewedAt = (JSON.parse(raw) as { renewedAt?: unknown }).renewedAt;
   return { consent: parseConsent(raw), raw, ...(typeof renewedAt === 'number' ? { renewedAt } : {}) };

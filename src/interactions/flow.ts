@@ -23,6 +23,8 @@ import { FactorChecks } from '../signin/factors/factor-checks.ts';
 import { formBody } from '../security/form-body.ts';
 import { effectsOf, effectsOfShowing, guard, stateOf, transition, type AccountFacts, type ConsentVia, type FlowEvent, type FlowEventType, type FlowState } from '../signin/machine.ts';
 import { SignInSteps, type SignInStep } from '../signin/steps.ts';
+import { CONSENT_AS_READ, type ConsentAsRead } from '../signin/consent.ts';
+import { readAheadSentAt } from '../storage/read-ahead.ts';
 import { WayBack, appHomeOf } from '../signin/way-back.ts';
 import { MESSAGES, REFUSALS } from '../signin/messages.ts';
 import type { ScopeDescriptions } from '../signin/scope-words.ts';
@@ -301,6 +303,16 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
     return state as Extract<SignInStep, { name: N }>;
   }
 
+  /**
+   * The person's consent to the app, when this post read it ahead with its interaction (steps.ts): handed to
+   * the resume in the result (signin/consent.ts `CONSENT_AS_READ`), which then decides on it without reading it again.
+   */
+  async function consentReadAhead(accountId: string, clientId: string): Promise<{ [CONSENT_AS_READ]?: ConsentAsRead }> {
+    const key = keys.consent(accountId, clientId);
+    if (readAheadSentAt(key) === undefined) return {};
+    return { [CONSENT_AS_READ]: { accountId, clientId, raw: await store.get(key), at: Date.now() } };
+  }
+
   /** What a route hands over with its event: the recovery codes a TOTP enrolment issued, the consent already read. */
   interface Carried {
     recoveryCodes?: string[];
@@ -339,7 +351,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
             await Promise.all([...writes, finish(ctx, d, { error: 'access_denied', error_description: 'the person declined' }, false)]);
           } else if (effect.result === 'login' && outcome.kind === 'signed-in') {
             const { login } = outcome;
-            await Promise.all([...writes, finish(ctx, d, { login }, false)]);
+            await Promise.all([...writes, finish(ctx, d, { login, ...(await consentReadAhead(login.accountId, String(d.params.client_id))) }, false)]);
             metrics.signIns.inc();
             // The mail that follows (security notices) is written in the language of the pages signed in on.
             const known = 'known' in state ? state.known?.locale : undefined;

@@ -1,5 +1,5 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import { readStoredConsent, useRememberedConsent } from '../accounts/connected-apps.ts';
+import { readStoredConsent, storedConsentOf, useRememberedConsent } from '../accounts/connected-apps.ts';
 import type { Store } from '../storage/store.ts';
 
 /** Claims every ID token may carry whatever was granted (oidc-provider never asks consent for them). */
@@ -15,6 +15,28 @@ export interface ConsentGranted {
   clientId: string;
   scopes: string[];
   via: 'first_party' | 'remembered';
+}
+
+/** The field of a sign-in's result that hands the resume the person's consent to the app as its last post read it. */
+export const CONSENT_AS_READ = 'lkConsentAsRead';
+/** How old a consent read by the sign-in's last post may be when its resume decides on it (the redirect between them). */
+export const CONSENT_AS_READ_MS = 10_000;
+
+/** What the sign-in's last post read of this person's consent to this app (`raw`: null for none), while fresh. */
+export interface ConsentAsRead {
+  accountId: string;
+  clientId: string;
+  raw: string | null;
+  /** Epoch ms of the read. */
+  at: number;
+}
+
+export function consentAsRead(result: unknown, accountId: string, clientId: string): ConsentAsRead | undefined {
+  const read = (result as Record<string, unknown> | undefined)?.[CONSENT_AS_READ] as Partial<ConsentAsRead> | undefined;
+  if (read?.accountId !== accountId || read.clientId !== clientId || typeof read.at !== 'number') return undefined;
+  if (!(typeof read.raw === 'string' || read.raw === null)) return undefined;
+  const age = Date.now() - read.at;
+  return age >= 0 && age <= CONSENT_AS_READ_MS ? (read as ConsentAsRead) : undefined;
 }
 
 /**
@@ -42,7 +64,8 @@ export function consentWithoutAsking(store: Store, onGranted: (event: ConsentGra
     const scopes = [...new Set([...oidcScopes, ...resourceScopes.flatMap(([, s]) => s)])];
 
     const firstParty = client.first_party === true;
-    const remembered = firstParty ? undefined : await readStoredConsent(store, accountId, client.clientId);
+    const asRead = firstParty ? undefined : consentAsRead(oidc.result, accountId, client.clientId);
+    const remembered = firstParty ? undefined : asRead ? storedConsentOf(asRead.raw) : await readStoredConsent(store, accountId, client.clientId);
     if (!firstParty && !(remembered && scopes.every((s) => remembered.consent.scopes.includes(s)))) return undefined;
 
     const grant = new oidc.provider.Grant({ accountId, clientId: client.clientId });

@@ -42,7 +42,7 @@ export class SignInSteps {
    * a guess for the next step's read-ahead (`readAhead`), never an answer. Another process may have moved
    * the step since; a read ahead of the wrong account is simply not taken (read-ahead.ts serves a key's own answer only).
    */
-  readonly #accountKeys = new Map<string, string>();
+  readonly #accountKeys = new Map<string, string[]>();
 
   constructor(store: Store) {
     this.#store = store;
@@ -57,33 +57,35 @@ export class SignInSteps {
   }
 
   async get(uid: string): Promise<SignInStep | undefined> {
-    const step = (await this.#record(uid)).record?.[STEP_FIELD] as SignInStep | undefined;
-    this.#remember(uid, step);
+    const { record } = await this.#record(uid);
+    const step = record?.[STEP_FIELD] as SignInStep | undefined;
+    this.#remember(uid, step, record);
     return step;
   }
 
   /**
    * Sends the reads a step's post needs first, together (Store.readAhead): the interaction, the account
-   * its step named when this process last saw it, and `more` (keys the post names itself).
+   * its step named when this process last saw it and that person's consent to the app (which a post that
+   * finishes the sign-in hands to the resume, signin/consent.ts), and `more` (keys the post names itself).
    */
   readAhead(uid: string, more: string[] = []): void {
-    const account = this.#accountKeys.get(uid);
-    this.#store.readAhead([keys.model('Interaction', uid), ...(account ? [account] : []), ...more]);
+    this.#store.readAhead([keys.model('Interaction', uid), ...(this.#accountKeys.get(uid) ?? []), ...more]);
   }
 
-  #remember(uid: string, step: SignInStep | undefined): void {
+  #remember(uid: string, step: SignInStep | undefined, record: Record<string, unknown> | undefined): void {
     this.#accountKeys.delete(uid);
     if (!step) return;
     if (this.#accountKeys.size >= MAX_REMEMBERED_STEPS) this.#accountKeys.delete(this.#accountKeys.keys().next().value!);
-    this.#accountKeys.set(uid, keys.account(step.accountId));
+    const clientId = (record?.params as { client_id?: unknown } | undefined)?.client_id;
+    this.#accountKeys.set(uid, [keys.account(step.accountId), ...(typeof clientId === 'string' ? [keys.consent(step.accountId, clientId)] : [])]);
   }
 
   /** Moves the interaction to `step` (undefined: back to the password); `expiresAt` is the interaction's `exp` (epoch seconds). */
   async set(uid: string, step: SignInStep | undefined, expiresAt: number): Promise<void> {
     const { key, record } = await this.#record(uid);
     // The interaction is gone (used or expired): so is its step, and the next request says so.
-    if (!record) return this.#remember(uid, undefined);
-    this.#remember(uid, step);
+    if (!record) return this.#remember(uid, undefined, undefined);
+    this.#remember(uid, step, record);
     const { [STEP_FIELD]: _previous, ...rest } = record;
     const raw = JSON.stringify(step ? { ...rest, [STEP_FIELD]: step } : rest);
     const ttl = Math.max(1, Math.ceil(expiresAt - Date.now() / 1000));

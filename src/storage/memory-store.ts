@@ -296,8 +296,12 @@ export class MemoryStore implements Store {
     }
   }
 
-  async putIndexed(records: RotatedRecord[], indexKey: string) {
+  async putIndexed(records: RotatedRecord[], indexKey: string, holder?: string) {
+    const lost = holder !== undefined && records.length > 0 && !this.#set(indexKey, false)?.has(holder);
+    if (lost && !this.#entry(holder)) return false; // revoked meanwhile: nothing written
     for (const r of records) await this.putModel(r.key, r.payload, r.ttl, indexKey);
+    if (lost) this.#set(indexKey, true)!.add(holder);
+    return true;
   }
 
   async indexAdd(key: string, member: string, ttl: number) {

@@ -148,21 +148,24 @@ export const refreshRotation = new AsyncLocalStorage<RefreshRotation>();
  * One authorization code's redemption (run inside one by `batchedCodeRedemption`, oidc/provider-internals.ts):
  * the tokens it issues (access and refresh token) are records of the grant the request read, whose index
  * outlives them, so they are kept here and written together when the grant ends — before the response
- * leaves (`Store.putIndexed`: a SET each, one SADD, one EXPIRE NX). A grant that fails writes none of them.
+ * leaves (`Store.putIndexed`: a SET each and one SADD that also names the grant's record, the index's
+ * holder). A grant that fails writes none of them; one revoked while they were issued (the SADD found its
+ * index deleted, and the grant is gone) keeps none of them, and the request answers `invalid_grant`.
  */
 export class TokenBatch {
-  readonly #records = new Map<string, RotatedRecord[]>();
+  readonly #records = new Map<string, { holder: string; records: RotatedRecord[] }>();
 
-  add(indexKey: string, record: RotatedRecord): void {
-    const records = this.#records.get(indexKey);
-    if (records) records.push(record);
-    else this.#records.set(indexKey, [record]);
+  add(indexKey: string, holder: string, record: RotatedRecord): void {
+    const batch = this.#records.get(indexKey);
+    if (batch) batch.records.push(record);
+    else this.#records.set(indexKey, { holder, records: [record] });
   }
 
   async write(store: Store): Promise<void> {
     const batches = [...this.#records];
     this.#records.clear();
-    await Promise.all(batches.map(([index, records]) => store.putIndexed(records, index)));
+    const kept = await Promise.all(batches.map(([index, { holder, records }]) => store.putIndexed(records, index, holder)));
+    if (kept.includes(false)) throw new errors.InvalidGrant('grant revoked');
   }
 }
 
@@ -382,7 +385,7 @@ export function createAdapterClass(
       }
       const batch = tokenBatch.getStore();
       if (batch && index && indexUse === 'outlives' && (this.name === 'AccessToken' || this.name === 'RefreshToken')) {
-        batch.add(index, { key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable });
+        batch.add(index, keys.model('Grant', grantId as string), { key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable });
         return;
       }
       const record: RotatedRecord = { key, payload: JSON.stringify(stored), ttl, consumable: this.#consumable };

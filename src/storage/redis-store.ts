@@ -533,14 +533,33 @@ export class RedisStore implements Store {
     return this.#call(async () => void (await this.#scripts.lkPutModel(2, key, indexKey, value, ttl)));
   }
 
-  putIndexed(records: RotatedRecord[], indexKey: string) {
-    if (!records.length) return Promise.resolve();
+  putIndexed(records: RotatedRecord[], indexKey: string, holder?: string) {
+    if (!records.length) return Promise.resolve(true);
     dropReadAhead(this, records.map((r) => r.key));
     const pipeline = this.client.pipeline();
     for (const r of records) pipeline.set(r.key, r.consumable ? `|${r.payload}` : r.payload, 'EX', r.ttl);
+    const ttl = Math.max(...records.map((r) => r.ttl));
+    const members = records.map((r) => r.key);
     // Same slot as the records (the grant's tag): one pipeline, also on a cluster. NX as in putModel's `outlives`.
-    pipeline.sadd(indexKey, ...records.map((r) => r.key)).expire(indexKey, Math.max(...records.map((r) => r.ttl)), 'NX');
-    return this.#call(async () => execPipeline(await pipeline.exec()));
+    if (holder === undefined) {
+      pipeline.sadd(indexKey, ...members).expire(indexKey, ttl, 'NX');
+      return this.#call(async () => (execPipeline(await pipeline.exec()), true));
+    }
+    // The holder is listed while the index lives: SADD adds it back only to an index a revocation deleted
+    // meanwhile, and only then is anything more sent (new records always count as added).
+    pipeline.sadd(indexKey, holder, ...members);
+    return this.#call(async () => {
+      const replies = await pipeline.exec();
+      execPipeline(replies);
+      if (Number(replies?.at(-1)?.[1]) <= members.length) return true;
+      if (await this.client.exists(holder)) {
+        await this.client.expire(indexKey, ttl, 'NX');
+        return true;
+      }
+      await this.client.del(indexKey, ...members);
+      this.#indexExpiry.delete(indexKey);
+      return false;
+    });
   }
 
   getModel(key: string, options: { consumable?: boolean; take?: boolean | TakeLeaving } = {}) {

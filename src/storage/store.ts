@@ -87,8 +87,12 @@ export interface Store {
   /**
    * Writes records of one grant whose index outlives them all (`putModel` with `index: 'outlives'`, for
    * several records at once): in Redis one pipeline of a SET per record, one SADD and one EXPIRE NX.
+   * With `holder` (a record the index lists as long as it lives: the grant's own), one SADD that also names
+   * it and no EXPIRE: the SADD adds the holder back only to an index that a revocation deleted meanwhile.
+   * Then, if the holder is gone too (the grant was revoked), the records and the index are deleted and the
+   * answer is false; if not, the index gets its TTL (EXPIRE NX). True otherwise.
    */
-  putIndexed(records: RotatedRecord[], indexKey: string): Promise<void>;
+  putIndexed(records: RotatedRecord[], indexKey: string, holder?: string): Promise<boolean>;
   /**
    * Reads a record; `take` (records never consumed only) deletes it in the same command (GETDEL), or with
    * `leave` puts that record in its place for `ttl` seconds (SET … GET), whether or not there was one.
