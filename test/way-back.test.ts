@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { keys } from '../src/storage/keys.ts';
 import { ANSWERED_INTERACTION } from '../src/storage/oidc-adapter.ts';
+import { ORIGIN_COOKIE } from '../src/signin/way-back.ts';
 import { browse, CookieJar, formAction, hiddenField, signIn } from './helpers/flow.ts';
 import type { TestServer } from './helpers/server.ts';
 import { useWorld, type World } from './helpers/world.ts';
@@ -63,6 +64,42 @@ describe('the way back', () => {
     assert.equal(back.status, 400);
     assert.match(back.href ?? '', /^\/auth\?.*client_id=/, 'the authorization request again');
     assert.equal(new URLSearchParams(back.href!.split('?')[1]).get('client_id'), world.shop.clientId);
+  });
+
+  it('the origin is kept by the browser: a signed cookie for that interaction’s pages only, a day, nothing in the store', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, scope: 'openid' });
+    const uid = uidOf(flow.page!.url);
+    const line = flow.jar.setCookieLines.find((l) => l.startsWith(`${ORIGIN_COOKIE}=`));
+    assert.ok(line, 'set with the answer to the authorization request');
+    assert.match(line, new RegExp(`; path=/interaction/${uid}(;|$)`));
+    const expires = Date.parse(/; expires=([^;]+)/i.exec(line)?.[1] ?? '');
+    assert.ok(Math.abs(expires - (Date.now() + 86_400_000)) < 60_000, `kept a day: ${line}`);
+    assert.match(line, /; httponly/i);
+    assert.match(line, /; samesite=lax/i);
+    assert.ok(flow.jar.setCookieLines.some((l) => l.startsWith(`${ORIGIN_COOKIE}.sig=`)), 'signed');
+    assert.equal(await server.store.get(keys.signInOrigin(uid)), null);
+    assert.ok(!flow.jar.header(new URL('/auth', server.issuer)).includes(ORIGIN_COOKIE), 'not sent anywhere else');
+  });
+
+  it('a forged origin cookie is not believed: no way forward to where it points', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, scope: 'openid' });
+    const uid = uidOf(flow.page!.url);
+    await server.store.del(keys.model('Interaction', uid));
+    const forged = Buffer.from(JSON.stringify({ clientId: world.shop.clientId, redirectUri: 'https://evil.example/cb', restart: '/auth?client_id=x' })).toString('base64url');
+    flow.jar.storeLines([`${ORIGIN_COOKIE}=${forged}; path=/interaction/${uid}`]);
+    const back = await wayForward(flow.jar, uid);
+    assert.equal(back.status, 400);
+    assert.equal(back.href, undefined, 'the plain error, no link');
+  });
+
+  it('a sign-in begun by an earlier version (its origin in the store) still finds its way', async () => {
+    const flow = await signIn({ issuer: server.issuer, client: world.shop, scope: 'openid' });
+    const uid = uidOf(flow.page!.url);
+    await server.store.del(keys.model('Interaction', uid));
+    await server.store.set(keys.signInOrigin(uid), JSON.stringify({ clientId: world.shop.clientId, redirectUri: world.shop.redirectUri, restart: '/auth?client_id=earlier' }), { ttl: 60 });
+    const back = await wayForward(new CookieJar(), uid);
+    assert.equal(back.status, 400);
+    assert.equal(back.href, '/auth?client_id=earlier');
   });
 
   it('a resume of an interaction that is gone leaves no mark (it was never answered)', async () => {

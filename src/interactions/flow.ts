@@ -118,7 +118,7 @@ export function interactionFlow({ provider, accounts, store, views, csrf, second
    */
   async function wayForward(ctx: Context, err: unknown): Promise<void> {
     if (!(err instanceof errors.SessionNotFound)) throw err;
-    const origin = await wayBack.find(uidInPath(ctx));
+    const origin = await wayBack.find(ctx, uidInPath(ctx));
     const client = origin ? await provider.Client.find(origin.clientId) : undefined;
     if (!origin || !client) throw err;
     const session = await provider.Session.get(ctx);

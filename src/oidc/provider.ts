@@ -275,14 +275,14 @@ export async function createProvider({ config, store, accounts, registry, views,
       DeviceCode: DEVICE_CODE_TTL_SECONDS,
     },
     interactions: {
-      // Where the sign-in came from, kept a day (signin/way-back.ts): a lost or finished interaction still has a way forward.
+      // Where the sign-in came from, kept a day by the browser (signin/way-back.ts): a lost or finished interaction still has a way forward.
       async url(ctx, interaction) {
         const params = interaction.params as Record<string, unknown>;
         const redirectUri = typeof params.redirect_uri === 'string' ? params.redirect_uri : undefined;
         const resendable = redirectUri !== undefined && ctx.oidc.client?.requirePushedAuthorizationRequests !== true;
         // Not for the server's own pages (/account, /admin): a visit there leaves nothing that outlives its sign-in.
         const own = params.client_id === accountPageClientId || params.client_id === consoleClientId;
-        if (!own) await wayBack.remember(interaction.uid, {
+        if (!own) await wayBack.remember(ctx, interaction.uid, {
           clientId: String(params.client_id),
           ...(redirectUri ? { redirectUri } : {}),
           ...(resendable ? { restart: restartOf(new URL(ctx.oidc.urlFor('authorization')).pathname, params) } : {}),

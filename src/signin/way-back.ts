@@ -1,3 +1,4 @@
+import type { Context } from 'koa';
 import { keys } from '../storage/keys.ts';
 import { ANSWERED_INTERACTION } from '../storage/oidc-adapter.ts';
 import type { Store } from '../storage/store.ts';
@@ -19,27 +20,61 @@ export interface SignInOrigin {
   restart?: string;
 }
 
+/** The browser's copy of a sign-in's origin: a signed cookie scoped to the interaction's pages. */
+export const ORIGIN_COOKIE = 'lk_origin';
+/** Longer origins (a very long authorization request) are kept in the store instead (a cookie holds ~4 KB). */
+const MAX_COOKIE_VALUE = 3000;
+
 export class WayBack {
   readonly #store: Store;
   constructor(store: Store) {
     this.#store = store;
   }
 
-  async remember(uid: string, origin: SignInOrigin): Promise<void> {
+  /**
+   * Kept by the browser that runs the sign-in, in a signed cookie sent only to that interaction's pages
+   * (`/interaction/<uid>`, as oidc-provider's own interaction cookie), so a sign-in writes nothing more to
+   * the store for it; an origin too long for a cookie goes to the store.
+   */
+  async remember(ctx: Context, uid: string, origin: SignInOrigin): Promise<void> {
+    const value = Buffer.from(JSON.stringify(origin)).toString('base64url');
+    if (value.length <= MAX_COOKIE_VALUE) {
+      ctx.cookies.set(ORIGIN_COOKIE, value, { signed: true, httpOnly: true, sameSite: 'lax', path: `/interaction/${uid}`, maxAge: WAY_BACK_TTL_SECONDS * 1000, overwrite: true });
+      return;
+    }
     await this.#store.set(keys.signInOrigin(uid), JSON.stringify(origin), { ttl: WAY_BACK_TTL_SECONDS });
   }
 
   /**
-   * Where the sign-in `uid` came from. Once the interaction got its answer (its resume left its mark in the
-   * interaction's place, storage/oidc-adapter.ts ANSWERED_INTERACTION), going back continues to the app
-   * rather than repeating the request: no `restart`. A lost or expired interaction leaves no mark.
+   * Where the sign-in `uid` came from: the cookie this browser got with it, else the store (long origins,
+   * and sign-ins begun by an earlier version). Once the interaction got its answer (its resume left its
+   * mark in the interaction's place, storage/oidc-adapter.ts ANSWERED_INTERACTION), going back continues
+   * to the app rather than repeating the request: no `restart`. A lost or expired interaction leaves no mark.
    */
-  async find(uid: string): Promise<SignInOrigin | undefined> {
+  async find(ctx: Context, uid: string): Promise<SignInOrigin | undefined> {
     if (uid.length > 64) return undefined;
-    const [raw, interaction] = await Promise.all([this.#store.get(keys.signInOrigin(uid)), this.#store.getModel(keys.model('Interaction', uid), { consumable: false })]);
-    if (!raw) return undefined;
-    const { restart, ...origin } = JSON.parse(raw) as SignInOrigin;
+    const cookie = originOf(ctx.cookies.get(ORIGIN_COOKIE, { signed: true }));
+    const [raw, interaction] = await Promise.all([cookie ? undefined : this.#store.get(keys.signInOrigin(uid)), this.#store.getModel(keys.model('Interaction', uid), { consumable: false })]);
+    const found = cookie ?? (raw ? originOf(raw, 'json') : undefined);
+    if (!found) return undefined;
+    const { restart, ...origin } = found;
     return interaction?.payload === ANSWERED_INTERACTION || restart === undefined ? origin : { ...origin, restart };
+  }
+}
+
+/** A stored or sent origin, checked for shape (a cookie's is signed, but may come from an earlier version). */
+function originOf(value: string | undefined | null, encoding: 'base64url' | 'json' = 'base64url'): SignInOrigin | undefined {
+  if (!value) return undefined;
+  try {
+    const parsed = JSON.parse(encoding === 'json' ? value : Buffer.from(value, 'base64url').toString()) as Partial<SignInOrigin>;
+    if (typeof parsed.clientId !== 'string') return undefined;
+    return {
+      clientId: parsed.clientId,
+      ...(typeof parsed.redirectUri === 'string' ? { redirectUri: parsed.redirectUri } : {}),
+      ...(typeof parsed.restart === 'string' && parsed.restart.startsWith('/') && !parsed.restart.startsWith('//') ? { restart: parsed.restart } : {}),
+    };
+  } catch {
+    return undefined;
   }
 }
 
