@@ -193,6 +193,22 @@ function storeContract(getStore: () => Store) {
       await assert.rejects(store.advanceCounter(key, 200, 0), TypeError);
     });
 
+    test('advanceCounterSeen: like advanceCounter for a caller that saw a smaller value; one raised meanwhile is kept', async () => {
+      const store = getStore();
+      const key = k('counter-seen');
+      assert.equal(await store.advanceCounterSeen(key, 100, 60), true, 'absent: set');
+      assert.equal(await store.advanceCounterSeen(key, 100, 60), false, 'the same value again: refused');
+      assert.equal(await store.get(key), '100');
+      assert.equal(await store.advanceCounterSeen(key, 99, 60), false, 'raised beyond it meanwhile: refused');
+      assert.equal(await store.get(key), '100', 'and the higher value put back');
+      assert.equal(await store.advanceCounterSeen(key, 57_000_000, 60), true);
+      assert.equal(await store.advanceCounterSeen(key, 9_000_000, 60), false, 'numbers compare as numbers');
+      assert.equal(await store.get(key), '57000000');
+      const racing = await Promise.all([store.advanceCounterSeen(key, 57_000_001, 60), store.advanceCounterSeen(key, 57_000_001, 60)]);
+      assert.deepEqual(racing.sort(), [false, true], 'of two parallel raises to one value, exactly one wins');
+      await assert.rejects(store.advanceCounterSeen(key, 1.5, 60), TypeError);
+    });
+
     test('advanceCounter under contention: two parallel submissions of one value, exactly one wins', async () => {
       const store = getStore();
       for (let round = 0; round < 10; round += 1) {

@@ -7,6 +7,10 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { normalizeTotpCode, totpCodeAt, totpProvisioning, totpUri, TotpVerifier, generateTotpSecret } from '../src/accounts/totp.ts';
 import { MemoryStore } from '../src/storage/memory-store.ts';
+import { keys } from '../src/storage/keys.ts';
+import { withReadAhead } from '../src/storage/read-ahead.ts';
+import { connectRedis, RedisStore } from '../src/storage/redis-store.ts';
+import { startRedis } from './helpers/redis.ts';
 
 // The start of a 30-second step, so ±30 s lands exactly on the neighbouring steps' edges.
 const STEP_START = 1_800_000_000_000 - (1_800_000_000_000 % 30_000);
@@ -105,6 +109,35 @@ describe('TOTP codes', () => {
     const results = await Promise.all([totp.verify(account, secret, code), totp.verify(account, secret, code)]);
     assert.equal(results.filter((r) => r.ok).length, 1, JSON.stringify(results));
     assert.deepEqual(results.find((r) => !r.ok), { ok: false, reason: 'replayed' });
+  });
+
+  test('read ahead with the sign-in step (Redis): the same code and older steps refused, a newer one accepted, of parallel submissions one', async () => {
+    const redis = await startRedis();
+    const store = new RedisStore(connectRedis(redis.url, 1000));
+    try {
+      await store.ready(5000);
+      const clock = { t: STEP_START };
+      const totp = new TotpVerifier(store, { now: () => clock.t });
+      const account = newAccount();
+      const secret = generateTotpSecret();
+      // As a second-factor post: the account's last step is read with the interaction, then the code checked.
+      const post = (code: string) => withReadAhead(() => {
+        store.readAhead([keys.totpLastStep(account)]);
+        return totp.verify(account, secret, code);
+      });
+      const current = await totpCodeAt(secret, STEP_START);
+      assert.equal((await post(current)).ok, true);
+      assert.deepEqual(await post(current), { ok: false, reason: 'replayed' });
+      assert.deepEqual(await post(await totpCodeAt(secret, STEP_START - 30_000)), { ok: false, reason: 'replayed' }, 'an older step');
+      clock.t += 30_000;
+      const next = await totpCodeAt(secret, clock.t);
+      const results = await Promise.all([post(next), post(next), post(next)]);
+      assert.equal(results.filter((r) => r.ok).length, 1, JSON.stringify(results));
+      assert.equal(await store.get(keys.totpLastStep(account)), String(clock.t / 30_000));
+    } finally {
+      await store.close();
+      await redis.dispose();
+    }
   });
 
   test('normalizeTotpCode', () => {

@@ -2,6 +2,7 @@ import { createHmac, createSecretKey, randomBytes, timingSafeEqual } from 'node:
 import { generate, generateSecret, generateURI, verify, type CryptoPlugin } from 'otplib';
 import QRCode from 'qrcode';
 import { keys } from '../storage/keys.ts';
+import { readAheadSentAt } from '../storage/read-ahead.ts';
 import type { Store } from '../storage/store.ts';
 
 /**
@@ -120,8 +121,14 @@ export class TotpVerifier {
    * Records `step` as the account's last accepted step, atomically, if it is newer than the last one.
    * Resolves false when it is not: that code (or a newer one) was already accepted.
    */
-  markAccepted(accountId: string, step: number): Promise<boolean> {
-    return this.#store.advanceCounter(keys.totpLastStep(accountId), step, LAST_STEP_TTL_SECONDS);
+  async markAccepted(accountId: string, step: number): Promise<boolean> {
+    const key = keys.totpLastStep(accountId);
+    // Read ahead with the sign-in step's interaction (signin/steps.ts): an older step is refused on that
+    // read, and a newer one raised with one plain command, which puts back a step raised meanwhile.
+    if (readAheadSentAt(key) === undefined) return this.#store.advanceCounter(key, step, LAST_STEP_TTL_SECONDS);
+    const seen = await this.#store.get(key);
+    if (seen !== null && Number(seen) >= step) return false;
+    return this.#store.advanceCounterSeen(key, step, LAST_STEP_TTL_SECONDS);
   }
 
   /**

@@ -65,8 +65,9 @@ export class SignInSteps {
 
   /**
    * Sends the reads a step's post needs first, together (Store.readAhead): the interaction, the account
-   * its step named when this process last saw it and that person's consent to the app (which a post that
-   * finishes the sign-in hands to the resume, signin/consent.ts), and `more` (keys the post names itself).
+   * its step named when this process last saw it, that person's last TOTP step (accounts/totp.ts) and
+   * consent to the app (which a post that finishes the sign-in hands to the resume, signin/consent.ts),
+   * and `more` (keys the post names itself).
    */
   readAhead(uid: string, more: string[] = []): void {
     this.#store.readAhead([keys.model('Interaction', uid), ...(this.#accountKeys.get(uid) ?? []), ...more]);
@@ -77,7 +78,7 @@ export class SignInSteps {
     if (!step) return;
     if (this.#accountKeys.size >= MAX_REMEMBERED_STEPS) this.#accountKeys.delete(this.#accountKeys.keys().next().value!);
     const clientId = (record?.params as { client_id?: unknown } | undefined)?.client_id;
-    this.#accountKeys.set(uid, [keys.account(step.accountId), ...(typeof clientId === 'string' ? [keys.consent(step.accountId, clientId)] : [])]);
+    this.#accountKeys.set(uid, [keys.account(step.accountId), keys.totpLastStep(step.accountId), ...(typeof clientId === 'string' ? [keys.consent(step.accountId, clientId)] : [])]);
   }
 
   /** Moves the interaction to `step` (undefined: back to the password); `expiresAt` is the interaction's `exp` (epoch seconds). */

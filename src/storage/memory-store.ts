@@ -272,6 +272,10 @@ export class MemoryStore implements Store {
     return true;
   }
 
+  advanceCounterSeen(key: string, value: number, ttl: number) {
+    return this.advanceCounter(key, value, ttl);
+  }
+
   async replaceIf(key: string, expected: string, value: string, options: { ttl?: number } = {}) {
     dropReadAhead(this, [key]);
     // No await between the read and the write: atomic within the process, like the Lua script in Redis.

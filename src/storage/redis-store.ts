@@ -508,6 +508,20 @@ export class RedisStore implements Store {
     return this.#call(async () => (await this.#scripts.lkAdvanceCounter(key, value, ttl)) === 1);
   }
 
+  advanceCounterSeen(key: string, value: number, ttl: number) {
+    if (!Number.isSafeInteger(value) || !Number.isInteger(ttl) || ttl <= 0) {
+      return Promise.reject(new TypeError('advanceCounterSeen needs an integer value and a positive integer ttl'));
+    }
+    dropReadAhead(this, [key]);
+    return this.#call(async () => {
+      const before = await this.client.set(key, String(value), 'EX', ttl, 'GET');
+      if (before === null || !(Number(before) >= value)) return true;
+      // Raised meanwhile by another caller: never lower it (the script keeps the higher of the two).
+      if (Number(before) > value) await this.#scripts.lkAdvanceCounter(key, before, ttl);
+      return false;
+    });
+  }
+
   replaceIf(key: string, expected: string, value: string, options: { ttl?: number } = {}) {
     if (options.ttl !== undefined && (!Number.isInteger(options.ttl) || options.ttl <= 0)) return Promise.reject(new TypeError('replaceIf needs a positive integer ttl'));
     dropReadAhead(this, [key]);

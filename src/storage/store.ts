@@ -70,6 +70,12 @@ export interface Store {
    */
   advanceCounter(key: string, value: number, ttl: number): Promise<boolean>;
   /**
+   * `advanceCounter` for a caller that read the counter below `value` a moment ago: in Redis one plain
+   * `SET … GET` instead of a script. Should another caller have raised it to `value` or beyond meanwhile,
+   * the answer is false and a higher number is put back (`advanceCounter`).
+   */
+  advanceCounterSeen(key: string, value: number, ttl: number): Promise<boolean>;
+  /**
    * Compare-and-set on one key: writes `value` only when the key still holds exactly `expected` (its
    * TTL, if any, is kept; `ttl` seconds replaces it). Resolves whether it did; false when another writer
    * changed or deleted it since `expected` was read. A read-modify-write loops on this instead of losing
