@@ -12,6 +12,8 @@ import { cannon, cpuSeconds, startProc } from './lib.ts';
  * with autocannon, and prints the functions with the most self time (and the files they are in).
  *   node bench/profile.ts [--scenario token|introspection|refresh|signin|totp|passkey] [--seconds 10] [--top 30] [--target latchkey|raw] [--connections 32]
  * `LEAN_PATH=off` in the environment turns the server's lean path off, `WORKERS=2` runs it on all cores (with `--plain`); `BENCH_LOG_LEVEL=warn` drops its request lines (what logging costs);
+ * `--inclusive REGEXP` lists the functions of the scripts it matches with their callees (default /src/: ours; e.g. `oidc-provider|/src/`).
+ * Self times share the main thread's CPU (from /proc) among the samples, so preemption on a busy machine does not smear them.
  * `PROFILE_DIR` names where the profiles go (default: a directory of this run's own). With `--plain`, no profiler: only the rate and the CPU per request of the server and of this process.
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
  * concurrent flows; per-request figures are per sign-in.
@@ -31,13 +33,14 @@ function processTree(pid: number): number[] {
   return [pid, ...children.flatMap(processTree)];
 }
 
-/** CPU seconds of the main threads (their JavaScript; not libuv's pool nor V8's helpers) of a process and its workers. */
-function mainThreadCpu(pid: number): number {
-  let total = 0;
+/** CPU seconds of the main threads (their JavaScript; not libuv's pool nor V8's helpers) of a process and its workers, in user and kernel mode. */
+function mainThreadCpu(pid: number): { user: number; system: number } {
+  const total = { user: 0, system: 0 };
   for (const p of processTree(pid)) {
     const stat = readFileSync(`/proc/${p}/task/${p}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    total += (Number(fields[11]) + Number(fields[12])) / 100;
+    total.user += Number(fields[11]) / 100;
+    total.system += Number(fields[12]) / 100;
   }
   return total;
 }
@@ -61,7 +64,7 @@ function threadsCpu(pid: number): Map<string, number> {
 }
 
 const { values } = parseArgs({
-  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, target: { type: 'string', default: 'latchkey' }, top: { type: 'string', default: '30' }, connections: { type: 'string', default: '32' } },
+  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, target: { type: 'string', default: 'latchkey' }, top: { type: 'string', default: '30' }, connections: { type: 'string', default: '32' }, inclusive: { type: 'string', default: '/src/' } },
 });
 const dir = process.env.PROFILE_DIR ?? `/tmp/latchkey-profile-${process.pid}`; // per run: other checkouts may profile at the same time
 rmSync(dir, { recursive: true, force: true });
@@ -139,7 +142,8 @@ const load = await (async () => {
 })();
 const windowEnd = Number(process.hrtime.bigint() / 1000n);
 const serverCpu = cpuSeconds(proc.pid) - serverCpuBefore;
-const serverMainThread = mainThreadCpu(proc.pid) - mainThreadBefore;
+const mainThreadAfter = mainThreadCpu(proc.pid);
+const serverMainThread = { user: mainThreadAfter.user - mainThreadBefore.user, system: mainThreadAfter.system - mainThreadBefore.system };
 const threads = [...threadsCpu(proc.pid)].map(([name, cpu]) => [name, cpu - (threadsBefore.get(name) ?? 0)] as const).filter(([, cpu]) => cpu > 0).sort((a, b) => b[1] - a[1]);
 const stats = await admin.info('commandstats');
 admin.disconnect();
@@ -149,7 +153,8 @@ await redis.dispose();
 console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s, p50 ${load.p50} ms, p99 ${load.p99} ms (${load.count} answered${load.sent ? `, ${load.sent} sent: the rest were in flight when the run stopped` : ''})`);
 // Per request that reached the server (bench/lib.ts measure): those in flight at the end were served too.
 const served = Math.max(1, load.sent ?? load.count);
-console.log(`server CPU: ${Math.round((serverCpu * 1e6) / served)} µs/req, of which its main thread (JavaScript) ${Math.round((serverMainThread * 1e6) / served)}`);
+const perReq = (seconds: number) => Math.round((seconds * 1e6) / served);
+console.log(`server CPU: ${perReq(serverCpu)} µs/req, of which its main thread (JavaScript) ${perReq(serverMainThread.user + serverMainThread.system)} (user ${perReq(serverMainThread.user)}, kernel ${perReq(serverMainThread.system)})`);
 console.log(`  by thread: ${threads.map(([name, cpu]) => `${name} ${Math.round((cpu * 1e6) / served)}`).join(', ')}`);
 if (generatorCpu) console.log(`load generator (this process) CPU: ${Math.round(generatorCpu / load.count)} µs/req`);
 console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / served).toFixed(2)}/req)`).join('\n'));
@@ -164,12 +169,21 @@ const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { nodes: No
 const self = new Map<number, number>();
 const inWindow: [number, number][] = [];
 let clock = profile.startTime;
+// Each sample weighs the same share of the main thread's CPU (from /proc), not the wall time since the one
+// before: a thread preempted on a busy machine takes one late sample, which would otherwise carry the whole
+// wait to wherever it stood (a socket write that woke the load generator, a job handed to the pool).
+const idle = new Set(profile.nodes.filter((n) => n.callFrame.functionName === '(idle)').map((n) => n.id));
+const windowed: number[] = [];
 profile.samples.forEach((id, i) => {
   clock += profile.timeDeltas[i] ?? 0;
-  if (clock < windowStart || clock > windowEnd) return; // set-up (sign-ins, pools) and shutdown
-  self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
-  inWindow.push([id, profile.timeDeltas[i] ?? 0]);
+  if (clock < windowStart || clock > windowEnd || idle.has(id)) return; // set-up (sign-ins, pools), shutdown, waiting
+  windowed.push(id);
 });
+const weight = ((serverMainThread.user + serverMainThread.system) * 1e6) / Math.max(1, windowed.length);
+for (const id of windowed) {
+  self.set(id, (self.get(id) ?? 0) + weight);
+  inWindow.push([id, weight]);
+}
 const byFunction = new Map<string, number>();
 const byFile = new Map<string, number>();
 let total = 0;
@@ -186,19 +200,21 @@ for (const node of profile.nodes) {
 const parent = new Map<number, Node>();
 const byId = new Map(profile.nodes.map((n) => [n.id, n]));
 for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node);
+// `--inclusive REGEXP`: whose functions to list with their callees (by script URL; default our own, /src/).
+const inclusiveOf = new RegExp(values.inclusive);
 const inclusive = new Map<string, number>();
 for (const [id, t] of inWindow) {
   const seen = new Set<string>();
   for (let node = byId.get(id); node; node = parent.get(node.id)) {
-    if (!node.callFrame.url.includes('/src/')) continue;
-    const name = `${node.callFrame.functionName || '(anonymous)'} ${node.callFrame.url.replace(/^file:\/\/.*\/src\//, 'src/')}:${node.callFrame.lineNumber + 1}`;
+    if (!inclusiveOf.test(node.callFrame.url)) continue;
+    const name = `${node.callFrame.functionName || '(anonymous)'} ${node.callFrame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/src\//, 'src/')}:${node.callFrame.lineNumber + 1}`;
     if (!seen.has(name)) inclusive.set(name, (inclusive.get(name) ?? 0) + t);
     seen.add(name);
   }
 }
 const top = (m: Map<string, number>, n: number) =>
   [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, t]) => `  ${((100 * t) / total).toFixed(1).padStart(5)}%  ${(t / served).toFixed(1).padStart(6)} µs/req  ${k}`).join('\n');
-console.log(`\nself time by package or source file (of ${(total / 1e6).toFixed(1)} s sampled):\n${top(byFile, 20)}`);
+console.log(`\nself time by package or source file (${windowed.length} samples sharing the main thread's ${(total / 1e6).toFixed(1)} s of CPU):\n${top(byFile, 20)}`);
 console.log(`\nself time by function:\n${top(byFunction, Number(values.top))}`);
-console.log(`\ntime in our own functions, callees included:\n${top(inclusive, Number(values.top))}`);
+console.log(`\ntime in functions of ${values.inclusive}, callees included:\n${top(inclusive, Number(values.top))}`);
 console.log(`\nthe profile (Chrome DevTools can open it): ${join(dir, file)}`);

@@ -4,12 +4,19 @@ import { after, before, test } from 'node:test';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import type { Adapter } from 'oidc-provider';
 import * as oc from 'openid-client';
+// @ts-expect-error oidc-provider's internals ship no types (the lean refresh uses the same ones).
+import als from 'oidc-provider/lib/helpers/als.js';
+// @ts-expect-error as above
+import { issueIdToken } from 'oidc-provider/lib/helpers/grant_common.js';
+// @ts-expect-error as above
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
+import { leanIdTokens, type IdTokenSource } from '../src/oidc/lean-refresh.ts';
 import { grantTag, keys } from '../src/storage/keys.ts';
 import { basic, CookieJar, signIn, signInAndRedeem, type ClientCreds } from './helpers/flow.ts';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { API_URI, createWorld, enrollTotp, JWT_API_URI, REDIRECT_URI, type World } from './helpers/world.ts';
-import { copyRedis, prng, recorded, type Recorded } from './helpers/differential.ts';
+import { copyRedis, prng, recorded, tokenRecords, type Recorded } from './helpers/differential.ts';
 import { eventually } from './helpers/eventually.ts';
 
 /**
@@ -262,6 +269,8 @@ async function normalise(status: number, headers: Headers, text: string, jwks: R
 
 interface Run extends Recorded {
   answers: Answer[];
+  /** The token records in storage afterwards (helpers/differential.ts tokenRecords). */
+  records: Record<string, string[]>;
   grantSuccesses: number;
   lastUsedAt: number;
 }
@@ -295,10 +304,10 @@ async function answerCorpus(lean: 'on' | 'off', plan: { chain: number; op: Op }[
   const seen = await recorded(server, logsFrom, redis.url, ['tokens_issued_total', 'introspections_total', 'client_authentication_failures_total', 'oauth_errors_total', 'refresh_token_reuse_total', 'lockouts_total', 'http_request_duration_seconds_count']);
   const lastUsedAt = await lastUsed();
   await server.close();
-  return { ...seen, answers, grantSuccesses, lastUsedAt };
+  return { ...seen, answers, grantSuccesses, lastUsedAt, records: await tokenRecords(redis.url) };
 }
 
-test('a corpus of 340 refresh requests gets the same answers, ID token claims, logs, audit events, metrics and activity with LEAN_PATH on and off, and the lean path answers the common refreshes', async (t) => {
+test('a corpus of 340 refresh requests gets the same answers, ID token claims, stored token records, logs, audit events, metrics and activity with LEAN_PATH on and off, and the lean path answers the common refreshes', async (t) => {
   const plan = corpus();
   assert.ok(plan.length >= 300);
   const on = await answerCorpus('on', plan);
@@ -311,6 +320,10 @@ test('a corpus of 340 refresh requests gets the same answers, ID token claims, l
   assert.deepEqual(on.audit, off.audit);
   assert.deepEqual(on.metrics, off.metrics);
   assert.deepEqual(on.tokenCounts, off.tokenCounts);
+  // The records the lean path wrote are oidc-provider's, member for member and in its order (other code and earlier releases read them).
+  assert.deepEqual(Object.keys(on.records).sort(), Object.keys(off.records).sort());
+  for (const grantAndModel of Object.keys(off.records)) assert.deepEqual(on.records[grantAndModel], off.records[grantAndModel], `records of ${grantAndModel}`);
+  assert.ok(Object.values(on.records).flat().some((r) => r.startsWith('consumed|')), 'no rotated refresh token in storage');
   assert.ok(on.lastUsedAt > oldLastUsed && off.lastUsedAt > oldLastUsed, 'the connected app\'s "last used" moved on both');
 
   // The corpus covers what it should: rotations, ID tokens, reuse that revoked, refusals of every kind.
@@ -361,5 +374,105 @@ test('openid-client refreshes a chain through the lean path, every ID token vali
     assert.ok(server.logs.some((l) => l.event === 'refresh_token_reuse_detected' && l.clientId === app.clientId), 'reuse audited');
   } finally {
     await server.close();
+  }
+});
+
+test('the lean ID token is the one oidc-provider issues for the same refresh, byte for byte: header, claims in their order, no at_hash, signature', async () => {
+  const server: TestServer = await startServer({ redisUrl: redisOn.url, env: env('on') });
+  try {
+    const { provider } = server.app;
+    const lean = leanIdTokens(provider);
+    type Found = IdTokenSource & { grantId: string; clientId: string; accountId: string };
+    const models = provider as unknown as {
+      RefreshToken: { find(id: string, o: object): Promise<Found | undefined> };
+      Grant: { find(id: string): Promise<Parameters<typeof lean.issue>[4] | undefined> };
+    };
+    const compared: string[] = [];
+    // An API's access token (its aud), none, and the email scope's claims.
+    for (const [scope, aud] of [[FULL, API_URI], ['openid offline_access', undefined], ['openid email offline_access', undefined]] as const) {
+      const { tokens } = await signInAndRedeem({ issuer: server.issuer, client: world.shop, user: world.user, scope });
+      const source = (await models.RefreshToken.find(tokens.refresh_token!, { ignoreExpiration: true }))!;
+      const grant = (await models.Grant.find(source.grantId))!;
+      const client = (await provider.Client.find(source.clientId))! as unknown as Parameters<typeof lean.issue>[1];
+      const ctx = { oidc: { provider, client, params: {}, entities: { Client: client, Grant: grant, RefreshToken: source } as Record<string, unknown>, account: undefined as unknown, entity() {} } };
+       
+      const account = await (instance(provider) as { configuration: { findAccount(ctx: unknown, sub: string, token: unknown): Promise<Parameters<typeof lean.issue>[2]> } }).configuration.findAccount(ctx, source.accountId, source);
+      ctx.oidc.account = account;
+      assert.ok(lean.signsItself(client, source, grant), `the lean path signs the ID token of "${scope}" itself`);
+      const at = aud ? { aud } : {};
+      // Both within one second (the JWT's iat and exp): RS256 signatures are deterministic, so the tokens are equal strings.
+      const pair = async (): Promise<[string, string]> => {
+        const second = Math.floor(Date.now() / 1000);
+        const ours = (await lean.issue(ctx, client, account, source, grant, source.scopes, at))!;
+         
+        const theirs = (await issueIdToken(provider, ctx, source, at, grant, source.scopes)) as string;
+        return Math.floor(Date.now() / 1000) === second ? [ours, theirs] : pair();
+      };
+      const [ours, theirs] = await (als as { run<T>(store: unknown, fn: () => T): T }).run(ctx, pair);
+      assert.equal(ours, theirs, `ID tokens of "${scope}"`);
+      const claims = JSON.parse(Buffer.from(ours.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+      assert.equal(claims.at_hash, undefined, 'oidc-provider puts no at_hash in a refresh\'s ID token, nor does the lean path');
+      assert.equal(claims.sub, world.user.id);
+      assert.equal(decodeProtectedHeader(ours).alg, 'RS256');
+      compared.push(Object.keys(claims).join(','));
+    }
+    assert.ok(compared.some((c) => c.includes('email')) && compared.some((c) => !c.includes('email')), compared.join(' | '));
+  } finally {
+    await server.close();
+  }
+});
+
+test('tokens the lean path issued are read by oidc-provider alone (LEAN_PATH=off): introspection, userinfo, the next refresh, and a token it rotated, presented again, revokes the grant', async () => {
+  const samePort = await freePort();
+  const leanAnswers = async (server: TestServer) => Number(/latchkey_lean_path_answers_total\{route="token"\} (\d+)/.exec(await server.app.metrics.text())?.[1] ?? 0);
+  const shop = { 'content-type': FORM, authorization: basic(world.shop.clientId, world.shop.secret) };
+  const refresh = async (server: TestServer, token: string) => {
+    const res = await fetch(`${server.issuer}/token`, { method: 'POST', headers: shop, body: `grant_type=refresh_token&refresh_token=${token}` });
+    return { status: res.status, body: (await res.json()) as { access_token: string; refresh_token: string; id_token?: string; error?: string } };
+  };
+  const on = await startServer({ redisUrl: redisOn.url, port: samePort, env: env('on') });
+  let withEmail: { first: string; rotated: { access_token: string; refresh_token: string } };
+  let withApi: { access_token: string; refresh_token: string };
+  try {
+    const email = await signInAndRedeem({ issuer: on.issuer, client: world.shop, user: world.user, scope: 'openid email offline_access' });
+    const api = await signInAndRedeem({ issuer: on.issuer, client: world.shop, user: world.user, scope: FULL });
+    const before = await leanAnswers(on);
+    const rotated = await refresh(on, email.tokens.refresh_token!);
+    const apiRotated = await refresh(on, api.tokens.refresh_token!);
+    assert.equal(rotated.status, 200);
+    assert.equal(apiRotated.status, 200);
+    assert.equal((await leanAnswers(on)) - before, 2, 'the lean path answered both');
+    withEmail = { first: email.tokens.refresh_token!, rotated: rotated.body };
+    withApi = apiRotated.body;
+  } finally {
+    await on.close();
+  }
+  const off = await startServer({ redisUrl: redisOn.url, port: samePort, env: env('off') });
+  try {
+    const userinfo = await fetch(`${off.issuer}/me`, { headers: { authorization: `Bearer ${withEmail.rotated.access_token}` } });
+    assert.equal(userinfo.status, 200);
+    assert.deepEqual(await userinfo.json(), { sub: world.user.id, email: world.user.email, email_verified: true });
+    const introspect = async (token: string, creds: { clientId: string; secret: string }) => (await (await fetch(`${off.issuer}/token/introspection`, { method: 'POST', headers: { 'content-type': FORM, authorization: basic(creds.clientId, creds.secret) }, body: `token=${token}` })).json()) as Record<string, unknown>;
+    const accessToken = await introspect(withApi.access_token, world.api);
+    assert.equal(accessToken.active, true);
+    assert.equal(accessToken.aud, API_URI);
+    assert.equal(accessToken.scope, 'api:read');
+    assert.equal(accessToken.client_id, world.shop.clientId);
+    assert.equal(accessToken.sub, world.user.id);
+    const refreshToken = await introspect(withApi.refresh_token, world.shop);
+    assert.equal(refreshToken.active, true);
+    assert.equal(refreshToken.client_id, world.shop.clientId);
+    assert.equal(refreshToken.scope, FULL);
+
+    const next = await refresh(off, withEmail.rotated.refresh_token);
+    assert.equal(next.status, 200, JSON.stringify(next.body));
+    assert.ok(next.body.id_token);
+    assert.equal(await leanAnswers(off), 0);
+    // The token the lean path rotated out is used: presenting it revokes the grant, the chain's newest token with it.
+    const reuse = await refresh(off, withEmail.first);
+    assert.equal(reuse.body.error, 'invalid_grant');
+    assert.equal((await refresh(off, next.body.refresh_token)).body.error, 'invalid_grant');
+  } finally {
+    await off.close();
   }
 });

@@ -1,11 +1,11 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { parse as parseQuery, type ParsedUrlQuery } from 'node:querystring';
 import type Provider from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { clientAuthSource } from '../security/client-auth-throttle.ts';
 import type { Lockout } from '../security/lockout.ts';
-import { leanRefresh, type RefreshReused } from './lean-refresh.ts';
+import { leanRefresh, opaqueId, type RefreshReused } from './lean-refresh.ts';
 import { cachedClient } from './provider-internals.ts';
 import { clientSecretMatches, OIDC_SCOPES, type Registry, type ResourceServer } from './registry.ts';
 
@@ -367,23 +367,6 @@ function commonShape(h: IncomingHttpHeaders): boolean {
   return FORM.test(h['content-type'] ?? '') && Number.isInteger(length) && length > 0 && length <= MAX_BODY
     && h['transfer-encoding'] === undefined && h['content-encoding'] === undefined && h.dpop === undefined && h.origin === undefined
     && h['oauth-client-attestation'] === undefined && h['oauth-client-attestation-pop'] === undefined;
-}
-
-/** Random bytes drawn from the system in batches (one call per 256 ids instead of one per token), each byte handed out once. */
-const RANDOM_BATCH = 32 * 256;
-let randomPool = Buffer.alloc(0);
-let randomOffset = RANDOM_BATCH;
-
-/** A new opaque token id: 256 random bits in base64url, as oidc-provider makes them. */
-function opaqueId(): string {
-  if (randomOffset + 32 > randomPool.length) {
-    randomPool = randomBytes(RANDOM_BATCH);
-    randomOffset = 0;
-  }
-  const id = randomPool.toString('base64url', randomOffset, randomOffset + 32);
-  randomPool.fill(0, randomOffset, randomOffset + 32);
-  randomOffset += 32;
-  return id;
 }
 
 /** The body as received; what arrived before an aborted upload, which oidc-provider then refuses as it would have. */

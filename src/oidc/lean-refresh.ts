@@ -1,10 +1,12 @@
+import { createPrivateKey, hash, randomBytes, sign, type KeyObject } from 'node:crypto';
 import type Provider from 'oidc-provider';
+import type { Adapter, AdapterPayload } from 'oidc-provider';
 // @ts-expect-error oidc-provider's internals ship no types; test/lean-refresh.test.ts guards these imports (the corpus fails without them).
 import als from 'oidc-provider/lib/helpers/als.js';
 // @ts-expect-error as above
-import { resourceServer as validResourceServer } from 'oidc-provider/lib/helpers/configuration_result.js';
+import { extraTokenClaims as validExtraTokenClaims, resourceServer as validResourceServer } from 'oidc-provider/lib/helpers/configuration_result.js';
 // @ts-expect-error as above
-import { createAccessToken, issueIdToken } from 'oidc-provider/lib/helpers/grant_common.js';
+import { issueIdToken } from 'oidc-provider/lib/helpers/grant_common.js';
 // @ts-expect-error as above
 import { buildTokenResponse } from 'oidc-provider/lib/helpers/grant_response.js';
 // @ts-expect-error as above
@@ -13,6 +15,7 @@ import { findAccount } from 'oidc-provider/lib/helpers/grant_source.js';
 import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
 // @ts-expect-error as above
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
+import { grantTag } from '../storage/keys.ts';
 import { RefreshRotation, refreshRotation } from '../storage/oidc-adapter.ts';
 import { withReadAhead } from '../storage/read-ahead.ts';
 
@@ -62,7 +65,7 @@ type Model = Record<string, unknown> & {
   save(): Promise<string>;
 };
 type GrantModel = { clientId: string; accountId: string; isExpired: boolean; getResourceScopeFiltered(resource: string, scopes: string[]): string; getOIDCScopeFiltered(scopes: Set<string>): string };
-type ModelClass = { new (fields: Record<string, unknown>): Model; find(id: string, options: { ignoreExpiration: boolean }): Promise<Model | undefined> };
+type ModelClass = { new (fields: Record<string, unknown>): Model; find(id: string, options: { ignoreExpiration: boolean }): Promise<Model | undefined>; expiresIn(ctx: unknown, token: unknown, client: unknown): number };
 type ResourceIndicators = { getResourceServerInfo(ctx: unknown, resource: string, client: unknown): Promise<unknown> };
 type LeanClient = { clientId: string; [key: string]: unknown };
 
@@ -88,9 +91,13 @@ const GTY = 'refresh_token';
  */
 export function leanRefresh(provider: Provider, onReused: (reused: RefreshReused) => void) {
   // eslint-disable-next-line @typescript-eslint/no-unsafe-call -- an untyped internal (see its import above)
-  const { configuration } = instance(provider) as { configuration: { rotateRefreshToken: unknown; features: { userinfo: unknown; resourceIndicators: ResourceIndicators & { enabled: boolean } } } };
-  const { RefreshToken, Grant, ResourceServer } = provider as unknown as { RefreshToken: ModelClass; Grant: { find(id: string, options: { ignoreExpiration: boolean }): Promise<GrantModel | undefined> }; ResourceServer: new (identifier: string, info: unknown) => { scopes: Set<string> } };
+  const { configuration } = instance(provider) as { configuration: { rotateRefreshToken: unknown; extraTokenClaims(ctx: unknown, token: unknown): unknown; features: { userinfo: unknown; resourceIndicators: ResourceIndicators & { enabled: boolean } } } };
+  const { RefreshToken, AccessToken, Grant, ResourceServer } = provider as unknown as { RefreshToken: ModelClass; AccessToken: ModelClass; Grant: { find(id: string, options: { ignoreExpiration: boolean }): Promise<GrantModel | undefined> }; ResourceServer: new (identifier: string, info: unknown) => { scopes: Set<string>; audience?: string } };
   const { userinfo, resourceIndicators } = configuration.features;
+  // The adapters oidc-provider itself uses for these models (their format, keys, indexes and the deferred rotation).
+  const refreshAdapter = (RefreshToken as unknown as { adapter: Adapter }).adapter;
+  const accessAdapter = (AccessToken as unknown as { adapter: Adapter }).adapter;
+  const idTokens = leanIdTokens(provider);
 
   /** The client-side conditions: registered to rotate, bearer tokens, no grace window (refreshGraceWindow's repeats are oidc-provider's). */
   const commonClient = (client: LeanClient) =>
@@ -141,7 +148,7 @@ export function leanRefresh(provider: Provider, onReused: (reused: RefreshReused
     // The new access token's API, resolved before anything is consumed (as targetCheckedBeforeRotation does): a refusal or a JWT API is oidc-provider's.
     const scope = refreshToken.scopes;
     let resource: string | undefined;
-    let resourceServer: { scopes: Set<string> } | undefined;
+    let resourceServer: { scopes: Set<string>; audience?: string } | undefined;
     try {
       // eslint-disable-next-line @typescript-eslint/no-unsafe-call -- an untyped internal (see its import above)
       resource = (await resolveResource(ctx, refreshToken, { userinfo, resourceIndicators }, scope)) as string | undefined;
@@ -156,58 +163,72 @@ export function leanRefresh(provider: Provider, onReused: (reused: RefreshReused
     }
 
     // From here on as refresh_token.js: rotate (deferred by the adapter into one store call), then the access token.
-    await refreshToken.consume();
+    // The records are written as its models would write them (BaseToken#save: opaque.js getValueAndPayload, the
+    // members in the model's order, none undefined), through the same adapter, without building the models.
+    await refreshAdapter.consume(refreshToken.jti);
     ctx.oidc.entity('RotatedRefreshToken', refreshToken);
-    const next = new RefreshToken({
+    const gty = refreshToken.gty && !refreshToken.gty.endsWith(GTY) ? `${refreshToken.gty} ${GTY}` : refreshToken.gty;
+    const next: Record<string, unknown> = {
       accountId: refreshToken.accountId,
       acr: refreshToken.acr,
       amr: refreshToken.amr,
       authTime: refreshToken.authTime,
       claims: refreshToken.claims,
-      client,
       expiresWithSession: refreshToken.expiresWithSession,
-      iiat: refreshToken.iiat,
+      iiat: refreshToken.iiat || epochTime(),
       grantId: refreshToken.grantId,
-      gty: refreshToken.gty,
+      gty,
       nonce: refreshToken.nonce,
       resource: refreshToken.resource,
       rotations: typeof refreshToken.rotations === 'number' ? refreshToken.rotations + 1 : 1,
       scope: refreshToken.scope,
       sessionUid: refreshToken.sessionUid,
       sid: refreshToken.sid,
-      rar: refreshToken.rar,
-      'x5t#S256': refreshToken['x5t#S256'],
-      jkt: refreshToken.jkt,
-      attestationJkt: refreshToken.attestationJkt,
-    });
-    if (next.gty && !next.gty.endsWith(GTY)) next.gty = `${next.gty} ${GTY}`;
+      kind: 'RefreshToken',
+      clientId: client.clientId,
+    };
+    // What the adapter and the configuration read of the request's new refresh token (extraTokenClaims: its acr).
     ctx.oidc.entity('RefreshToken', next);
-    const refreshTokenValue = await next.save();
+    // The models' own TTLs (configuration.ttl), validated as they validate them.
+    const refreshTtl = RefreshToken.expiresIn(ctx, next, client);
+    // tagTokenIdsWithGrant (provider-internals.ts): every id of the grant starts with its tag.
+    const tag = grantTag(refreshToken.grantId);
+    const refreshTokenValue = `${tag}${opaqueId()}`;
+    await refreshAdapter.upsert(refreshTokenValue, stamped({ ...next, jti: refreshTokenValue }, refreshTtl), refreshTtl);
 
-    // eslint-disable-next-line @typescript-eslint/no-unsafe-call -- an untyped internal (see its import above)
-    const at = createAccessToken(provider, ctx, {
+    const at: Record<string, unknown> = {
       accountId: account.accountId,
       expiresWithSession: next.expiresWithSession,
       grantId: next.grantId,
+      gty,
       sessionUid: next.sessionUid,
       sid: next.sid,
-    }, next.gty) as Model;
-    if (at.gty && !at.gty.endsWith(GTY)) at.gty = `${at.gty} ${GTY}`;
+      kind: 'AccessToken',
+      clientId: client.clientId,
+    };
+    let atScope: string;
     if (resource && resourceServer) {
-      at.resourceServer = resourceServer;
-      at.scope = grant.getResourceScopeFiltered(resource, [...scope].filter(Set.prototype.has.bind(resourceServer.scopes)));
+      at.aud = resourceServer.audience;
+      atScope = grant.getResourceScopeFiltered(resource, [...scope].filter(Set.prototype.has.bind(resourceServer.scopes)));
     } else {
       at.claims = next.claims;
-      at.scope = grant.getOIDCScopeFiltered(scope);
+      atScope = grant.getOIDCScopeFiltered(scope);
     }
+    at.scope = atScope;
     ctx.oidc.entity('AccessToken', at);
-    // The ID token first (it names neither new token): once the rotation below is written, nothing is left that can fail.
+    const accessTtl = AccessToken.expiresIn(ctx, { resourceServer }, client);
+    const accessToken = `${tag}${opaqueId()}`;
+    const atPayload = stamped({ ...at, jti: accessToken }, accessTtl);
+    // opaque.js: an access token's extra claims, the last member.
     // eslint-disable-next-line @typescript-eslint/no-unsafe-call -- an untyped internal (see its import above)
-    const idToken = (await issueIdToken(provider, ctx, next, at, grant, scope)) as string | undefined;
-    let accessToken: string;
+    const extra = validExtraTokenClaims(await configuration.extraTokenClaims(ctx, { ...at, jti: accessToken, resourceServer })) as Record<string, unknown> | undefined;
+    if (extra !== undefined) atPayload.extra = extra;
+    // The ID token first (it names neither new token): once the rotation below is written, nothing is left that can fail.
+    const source = { claims: next.claims, acr: next.acr, amr: next.amr, authTime: next.authTime, nonce: next.nonce, sid: next.sid, scope: next.scope, scopes: scope };
+    const idToken = await idTokens.issue(ctx, client, account as IdTokenAccount, source, grant as unknown as IdTokenGrant, scope, at);
     try {
       // The access token's save sends the deferred consume and the new refresh token with it (RefreshRotation).
-      accessToken = await at.save();
+      await accessAdapter.upsert(accessToken, atPayload, accessTtl);
     } catch (err) {
       // Another request rotated this token first: the script revoked the grant (reuse); oidc-provider answers the retry.
       if ((err as { error?: unknown }).error === 'invalid_grant') {
@@ -219,13 +240,146 @@ export function leanRefresh(provider: Provider, onReused: (reused: RefreshReused
     // eslint-disable-next-line @typescript-eslint/no-unsafe-call -- an untyped internal (see its import above)
     const body = buildTokenResponse(provider, {
       accessToken,
-      authorizationDetails: at.rar,
-      expiresIn: at.expiration,
+      authorizationDetails: undefined,
+      expiresIn: accessTtl,
       idToken,
       refreshToken: refreshTokenValue,
-      scope: next.scope ? at.scope : (at.scope || undefined),
-      tokenType: at.tokenType,
+      scope: next.scope ? atScope : (atScope || undefined),
+      tokenType: 'Bearer',
     }) as Record<string, unknown>;
     return { body, clientId: client.clientId, accountId: grant.accountId };
   }
+}
+
+const epochTime = () => Math.floor(Date.now() / 1000);
+
+/** A record as opaque.js getValueAndPayload makes it of a model's members: `iat` and `exp` first, then the members that are defined, in order. */
+function stamped(members: Record<string, unknown>, ttl: number): AdapterPayload {
+  const iat = epochTime();
+  const payload: AdapterPayload = { iat, exp: iat + ttl };
+  for (const key in members) if (members[key] !== undefined) payload[key] = members[key];
+  return payload;
+}
+
+/** Random bytes drawn from the system in batches (one call per 256 ids instead of one per token), each byte handed out once. */
+const RANDOM_BATCH = 32 * 256;
+let randomPool = Buffer.alloc(0);
+let randomOffset = RANDOM_BATCH;
+
+/** A new opaque token id: 256 random bits in base64url, as oidc-provider makes them (its `bitsOfOpaqueRandomness`). */
+export function opaqueId(): string {
+  if (randomOffset + 32 > randomPool.length) {
+    randomPool = randomBytes(RANDOM_BATCH);
+    randomOffset = 0;
+  }
+  const id = randomPool.toString('base64url', randomOffset, randomOffset + 32);
+  randomPool.fill(0, randomOffset, randomOffset + 32);
+  randomOffset += 32;
+  return id;
+}
+
+/** What an ID token is made of on a refresh: its source (the new refresh token's members) and the grant. */
+export interface IdTokenSource {
+  claims?: unknown;
+  acr?: unknown;
+  amr?: unknown;
+  authTime?: unknown;
+  nonce?: unknown;
+  sid?: unknown;
+  scope?: unknown;
+  scopes: Set<string>;
+}
+type IdTokenGrant = { getOIDCScopeFiltered(scopes: Set<string>): string; getRejectedOIDCClaims(): string[] };
+type IdTokenAccount = { accountId: string; claims(use: string, scope: string, claims: object, rejected: string[]): Promise<Record<string, unknown>> | Record<string, unknown> };
+type SigningKey = { kid: string | undefined; key: KeyObject };
+
+/** id_token.js: the half-hashes a payload may carry (none on a refresh; kept as it does, should a claim bring one). */
+const HASHED = ['at_hash', 'c_hash', 's_hash'];
+
+/**
+ * The refresh's ID token as oidc-provider issues it (grant_common.js issueIdToken, id_token.js, jwt.js sign):
+ * the same claims in the same order, the same header, signed with the same key — for its common shape (an
+ * RS256 client, no encryption, a public subject, no claims requested or rejected, a TTL that is a number); any
+ * other goes to oidc-provider's own. Made without its Claims, IdToken and jose's WebCrypto (crypto.sign on the
+ * thread pool, as WebCrypto is): a third of the main thread's time per token. The claims a scope reveals are
+ * asked of oidc-provider's Claims once per scope. test/lean-refresh.test.ts compares the two, byte for byte.
+ */
+export function leanIdTokens(provider: Provider) {
+  // eslint-disable-next-line @typescript-eslint/no-unsafe-call -- an untyped internal (see its import above)
+  const internals = () => instance(provider) as { configuration: { conformIdTokenClaims: boolean; claimsSupported: Set<string>; ttl: { IdToken?: unknown }; features: { userinfo: { enabled: boolean } } }; keystore: { selectForSign(o: { alg: string; use: string }): Record<string, unknown>[] } };
+  const { Claims } = provider as unknown as { Claims: new (available: object, options: { client: unknown }) => { scope(s: string): void; mask(m: object): void; rejected(r: string[]): void; result(): Promise<Record<string, unknown>> } };
+  /** By scope: the claims it reveals, in the order oidc-provider's Claims#result picks them. */
+  const revealed = new Map<string, Promise<string[]>>();
+  /** By keystore (a rotation makes a new one): its RS256 signing key, or null for none usable here. */
+  const keys = new WeakMap<object, SigningKey | null>();
+
+  const claimsOf = (scope: string, client: unknown) => {
+    let known = revealed.get(scope);
+    if (!known) {
+      const probe = Object.fromEntries([...internals().configuration.claimsSupported].map((claim) => [claim, claim]));
+      const mask = new Claims(probe, { client });
+      mask.scope(scope);
+      mask.mask({});
+      mask.rejected([]);
+      known = mask.result().then((picked) => Object.keys(picked));
+      if (revealed.size >= 1000) revealed.clear();
+      revealed.set(scope, known);
+    }
+    return known;
+  };
+
+  const signingKey = (): SigningKey | null => {
+    const { keystore } = internals();
+    let known = keys.get(keystore);
+    if (known === undefined) {
+      const [jwk] = keystore.selectForSign({ alg: 'RS256', use: 'sig' });
+      // A key held outside (ExternalSigningKey) or without its private part: oidc-provider's to use.
+      known = jwk && Object.getPrototypeOf(jwk) === Object.prototype && typeof jwk.d === 'string'
+        ? { kid: jwk.kid as string | undefined, key: createPrivateKey({ key: jwk, format: 'jwk' }) }
+        : null;
+      keys.set(keystore, known);
+    }
+    return known;
+  };
+
+  /** The common shape, or undefined. */
+  const common = (client: { [key: string]: unknown }, source: IdTokenSource, grant: IdTokenGrant) => {
+    const { configuration } = internals();
+    const ttl = configuration.ttl.IdToken;
+    const idTokenClaims = (source.claims as { id_token?: object } | undefined)?.id_token;
+    if (client.idTokenSignedResponseAlg !== 'RS256' || client.idTokenEncryptedResponseAlg || client.idTokenEncryptedResponseEnc) return undefined;
+    if ((client.subjectType ?? 'public') !== 'public' || typeof ttl !== 'number' || !Number.isSafeInteger(ttl) || ttl <= 0) return undefined;
+    if ((source.claims !== undefined && (typeof source.claims !== 'object' || source.claims === null)) || (idTokenClaims !== undefined && (typeof idTokenClaims !== 'object' || idTokenClaims === null || Object.keys(idTokenClaims).length))) return undefined;
+    if (grant.getRejectedOIDCClaims().length) return undefined;
+    const key = signingKey();
+    return key ? { key, ttl, conform: configuration.conformIdTokenClaims && configuration.features.userinfo.enabled } : undefined;
+  };
+
+  return {
+    /** Whether `issue` signs this ID token itself (its common shape), rather than asking oidc-provider's. */
+    signsItself: (client: { [key: string]: unknown }, source: IdTokenSource, grant: IdTokenGrant) => common(client, source, grant) !== undefined,
+    /** The ID token of a refresh (none without `openid`): `at` is the access token's members (its `aud`). */
+    async issue(ctx: unknown, client: { clientId: string; [key: string]: unknown }, account: IdTokenAccount, source: IdTokenSource, grant: IdTokenGrant, scopes: Set<string>, at: { aud?: unknown }): Promise<string | undefined> {
+      if (!scopes.has('openid')) return undefined;
+      const shape = common(client, source, grant);
+      // eslint-disable-next-line @typescript-eslint/no-unsafe-call -- an untyped internal (see its import above)
+      if (!shape) return (await issueIdToken(provider, ctx, source, at, grant, scopes)) as string | undefined;
+      const scope = shape.conform && !at.aud ? 'openid' : grant.getOIDCScopeFiltered(scopes);
+      const [revealedClaims, accountClaims] = await Promise.all([claimsOf(scope, client), account.claims('id_token', [...scopes].join(' '), {}, [])]);
+      // IdToken's available claims: the account's, its id as `sub`, then the token's acr, amr and auth_time.
+      const available: Record<string, unknown> = { ...accountClaims, sub: account.accountId, acr: source.acr, amr: source.amr, auth_time: source.authTime };
+      const payload: Record<string, unknown> = {};
+      for (const claim of revealedClaims) if (Object.hasOwn(available, claim) && available[claim] !== undefined) payload[claim] = available[claim];
+      if (source.nonce !== undefined) payload.nonce = source.nonce;
+      if (source.sid !== undefined) payload.sid = source.sid;
+      const now = epochTime();
+      Object.assign(payload, { aud: client.clientId, exp: now + shape.ttl, iat: payload.iat !== undefined ? payload.iat : now, iss: provider.issuer, sub: payload.sub });
+      for (const claim of HASHED) {
+        if (payload[claim]) payload[claim] = hash('sha256', payload[claim] as string, 'buffer').subarray(0, 16).toString('base64url');
+      }
+      const input = `${Buffer.from(JSON.stringify({ alg: 'RS256', kid: shape.key.kid })).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+      const signature = await new Promise<Buffer>((resolve, reject) => sign('sha256', Buffer.from(input), shape.key.key, (err, signed) => (err ? reject(err) : resolve(signed))));
+      return `${input}.${signature.toString('base64url')}`;
+    },
+  };
 }

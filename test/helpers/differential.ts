@@ -62,3 +62,28 @@ export async function recorded(server: { logs: Record<string, unknown>[]; app: {
   r.disconnect();
   return { requestLines, audit, metrics, leanAnswers, tokenCounts };
 }
+
+/**
+ * The token records (`AccessToken`, `RefreshToken`) in `redisUrl`, by grant tag and model, each as stored with
+ * what differs by nature made plain: the consumed mark's time, and `iat` and `exp` (as the lifetime between
+ * them). Members keep their order: the format is compared, not only the values.
+ */
+export async function tokenRecords(redisUrl: string): Promise<Record<string, string[]>> {
+  const r = new Redis(redisUrl);
+  const out: Record<string, string[]> = {};
+  try {
+    for (const key of await r.keys('lk:{*}:*Token:*')) {
+      const m = /^lk:\{([^}]+)\}:(AccessToken|RefreshToken):/.exec(key);
+      const stored = m ? await r.get(key) : null;
+      if (!m || stored === null) continue;
+      const bar = m[2] === 'RefreshToken' ? stored.indexOf('|') : -1;
+      const payload = JSON.parse(stored.slice(bar + 1)) as { iat: number; exp: number };
+      const plain = JSON.stringify(payload, (k, v: unknown) => (k === 'iat' ? '<iat>' : k === 'exp' ? `<iat + ${payload.exp - payload.iat}>` : v));
+      (out[`${m[1]} ${m[2]}`] ??= []).push(`${bar > 0 ? 'consumed|' : ''}${plain}`);
+    }
+  } finally {
+    r.disconnect();
+  }
+  for (const list of Object.values(out)) list.sort();
+  return out;
+}
