@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { CookieJar, formAction, hiddenField, pkcePair } from '../test/helpers/flow.ts';
-import type { Request } from 'autocannon';
 import { Accounts } from '../src/accounts/accounts.ts';
 import { totpCodeAt } from '../src/accounts/totp.ts';
 import { openStore } from '../src/storage/open.ts';
 import { SoftAuthenticator } from '../test/helpers/soft-authenticator.ts';
+import type { Request } from './driver.ts';
 import { send, walk, type Walked } from './http.ts';
 import { basic, cannon, FORM, percentile, ROOT, type Load } from './lib.ts';
 

@@ -2,11 +2,11 @@ import { execSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import type { Request } from 'autocannon';
 import {
   adminReadRequest, adminTokens, deviceCodes, devicePollRequest, introspectionRequest, isActive, newFlowStats, RefreshChains, revocationRequest, signIn, signInLoad, times,
   tokenPool, tokenRequest, type FlowStats, type Server,
 } from './flows.ts';
+import type { Request } from './driver.ts';
 import { configDocs } from '../src/config.ts';
 import { DEVICE_CODE_TTL_SECONDS } from '../src/oidc/device-flow.ts';
 import { cannon, keyType, median, measure, ROOT, sleep, threadCpu, usedMemory, type Load, type Proc, type Sample } from './lib.ts';
@@ -96,13 +96,13 @@ function checked(request: Request, check: Check): Request {
   const inner = request.onResponse;
   return {
     ...request,
-    onResponse: (status, body, context, headers) => {
+    onResponse: (status, body, context) => {
       if (!check.ok(status, body)) {
         check.wrong += 1;
         // A 200 may carry a token: only the status then.
         check.first ??= status === 200 ? '200 of another shape' : `${status} ${body.slice(0, 160)}`;
       }
-      inner?.(status, body, context, headers);
+      inner?.(status, body, context);
     },
   };
 }
