@@ -7,7 +7,7 @@ import type { CannonOptions, Load } from './lib.ts';
  * per connection. It shares the 2 cores with the servers it measures, so it does as little as it can: a
  * request shape without `setupRequest` is encoded once; the answer's parser reads the status line,
  * Content-Length or chunked framing and `Connection: close`, nothing else. It takes autocannon's request
- * shape (and its `cannon` options), so autocannon can still drive the same requests (bench/driver-check.ts).
+ * shape (and its `cannon` options), so autocannon can still drive the same requests (bench/driver.test.ts compares them).
  */
 export interface Request {
   method?: string;

@@ -260,12 +260,12 @@ export interface CannonOptions {
   timeout?: number;
 }
 
-/** One load run against `url` with one request shape, by bench/driver.ts (a tenth of autocannon's CPU per request, see docs/benchmarks.md). */
+/** One load run against `url` with one request shape, by bench/driver.ts (half of autocannon's CPU per request or less, see docs/benchmarks.md). */
 export function cannon(url: string, request: Request, options: CannonOptions): Promise<Load> {
   return drive(url, request, options);
 }
 
-/** The same run by autocannon, the driver before bench/driver.ts: to compare the two (bench/driver-check.ts, profile.ts --driver autocannon). */
+/** The same run by autocannon, the driver before bench/driver.ts: to compare the two (bench/driver.test.ts, profile.ts --driver autocannon). */
 export async function autocannonLoad(url: string, request: Request, options: CannonOptions): Promise<Load> {
   const r = await autocannon({
     url,

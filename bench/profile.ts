@@ -146,7 +146,7 @@ admin.disconnect();
 await proc.stop();
 await redis.dispose();
 
-console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s, p50 ${load.p50} ms, p99 ${load.p99} ms (${load.count} answered${load.sent ? `, ${load.sent} sent: the rest were in flight when the run stopped` : ''})`);
+console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds.toFixed(2)} s, p50 ${load.p50.toFixed(1)} ms, p99 ${load.p99.toFixed(1)} ms (${load.count} answered${load.sent ? `, ${load.sent} sent: the rest were in flight when the run stopped` : ''})`);
 // Per request that reached the server (bench/lib.ts measure): those in flight at the end were served too.
 const served = Math.max(1, load.sent ?? load.count);
 console.log(`server CPU: ${Math.round((serverCpu * 1e6) / served)} µs/req, of which its main thread (JavaScript) ${Math.round((serverMainThread * 1e6) / served)}`);
