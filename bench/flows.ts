@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { CookieJar, formAction, hiddenField, pkcePair } from '../test/helpers/flow.ts';
-import type { Request } from 'autocannon';
 import { Accounts } from '../src/accounts/accounts.ts';
 import { totpCodeAt } from '../src/accounts/totp.ts';
 import { openStore } from '../src/storage/open.ts';
 import { SoftAuthenticator } from '../test/helpers/soft-authenticator.ts';
+import type { Request } from './driver.ts';
 import { send, walk, type Walked } from './http.ts';
 import { basic, cannon, FORM, percentile, ROOT, type Load } from './lib.ts';
 
@@ -261,7 +261,7 @@ export async function times<T>(n: number, concurrency: number, task: () => Promi
 }
 
 /**
- * `n` access tokens of the machine client (JWTs with `jwt`), issued by autocannon (a fraction of fetch's
+ * `n` access tokens of the machine client (JWTs with `jwt`), issued through the load driver (a fraction of fetch's
  * CPU: pools of tens of thousands are made before some runs), checked as they come.
  */
 export async function tokenPool(server: Server, n: number, jwt = false): Promise<string[]> {
@@ -397,7 +397,7 @@ export async function registerAdminReader(redisUrl: string, issuer: string): Pro
   return { id: reader.client_id!, secret: reader.client_secret!, resource: `${issuer}/admin/api` };
 }
 
-// ---- request shapes for autocannon ----
+// ---- request shapes for the load driver (bench/driver.ts; autocannon takes them too) ----
 
 const auth = (c: Creds) => ({ 'content-type': FORM, authorization: basic(c.id, c.secret) });
 

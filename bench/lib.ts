@@ -2,12 +2,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import autocannon, { type Request } from 'autocannon';
+import autocannon from 'autocannon';
 import type { Redis } from 'ioredis';
+import { drive, type Request } from './driver.ts';
 
 /**
  * The measuring kit: processes under test, their CPU from /proc, Redis counters, and one load run
- * (autocannon, or any driver that returns a `Load`) turned into a `Sample`.
+ * (bench/driver.ts, or any driver that returns a `Load`) turned into a `Sample`.
  */
 export const ROOT = new URL('..', import.meta.url).pathname;
 const TICK = 100; // USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s on Linux
@@ -174,7 +175,7 @@ export async function usedMemory(redis: Redis): Promise<number> {
 /** What a load driver reports: completed requests (or flows), their time, latency and answers. */
 export interface Load {
   count: number;
-  /** Requests sent, those still in flight at the end included (autocannon's runs). */
+  /** Requests sent, those still in flight at the end included (the single-request drivers' runs). */
   sent?: number;
   seconds: number;
   p50: number;
@@ -253,17 +254,25 @@ export interface CannonOptions {
   /** Seconds; or `amount`: that many requests, however long they take. */
   duration?: number;
   amount?: number;
+  /** Requests a second, all connections together (autocannon's overallRate). */
   rate?: number;
+  /** Seconds an answer may take before it counts as an error and its connection is replaced (default 10). */
+  timeout?: number;
 }
 
-/** One autocannon run against `url` with one request shape. */
-export async function cannon(url: string, request: Request, options: CannonOptions): Promise<Load> {
+/** One load run against `url` with one request shape, by bench/driver.ts (half of autocannon's CPU per request or less, see docs/benchmarks.md). */
+export function cannon(url: string, request: Request, options: CannonOptions): Promise<Load> {
+  return drive(url, request, options);
+}
+
+/** The same run by autocannon, the driver before bench/driver.ts: to compare the two (bench/driver.test.ts, profile.ts --driver autocannon). */
+export async function autocannonLoad(url: string, request: Request, options: CannonOptions): Promise<Load> {
   const r = await autocannon({
     url,
     connections: options.connections,
     ...(options.amount ? { amount: options.amount } : { duration: options.duration }),
     ...(options.rate ? { overallRate: Math.max(1, Math.round(options.rate)) } : {}),
-    timeout: 10,
+    timeout: options.timeout ?? 10,
     requests: [request],
   });
   const status: Record<string, number> = {};

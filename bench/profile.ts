@@ -5,12 +5,12 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { freePort, startRedis } from '../test/helpers/redis.ts';
 import { API_URI, clientCredentialsToken, JWT_API_URI, REDIRECT_URI, introspectionRequest, newFlowStats, passkeyUsers, RefreshChains, registerLatchkey, signInLoad, tokenRequest, totpUsers, type Server } from './flows.ts';
-import { cannon, cpuSeconds, startProc } from './lib.ts';
+import { autocannonLoad, cannon, cpuSeconds, startProc } from './lib.ts';
 
 /**
  * Where Latchkey spends its CPU on the hot paths: runs it under `node --cpu-prof`, drives one scenario
- * with autocannon, and prints the functions with the most self time (and the files they are in).
- *   node bench/profile.ts [--scenario token|introspection|refresh|signin|totp|passkey] [--seconds 10] [--top 30] [--target latchkey|raw] [--connections 32]
+ * with the bench's load driver (bench/driver.ts), and prints the functions with the most self time (and the files they are in).
+ *   node bench/profile.ts [--scenario token|introspection|refresh|signin|totp|passkey] [--seconds 10] [--top 30] [--target latchkey|raw] [--connections 32] [--driver net|autocannon]
  * `LEAN_PATH=off` in the environment turns the server's lean path off, `WORKERS=2` runs it on all cores (with `--plain`); `BENCH_LOG_LEVEL=warn` drops its request lines (what logging costs);
  * `--inclusive REGEXP` lists the functions of the scripts it matches with their callees (default /src/: ours; e.g. `oidc-provider|/src/`).
  * Self times share the main thread's CPU (from /proc) among the samples, so preemption on a busy machine does not smear them.
@@ -18,7 +18,7 @@ import { cannon, cpuSeconds, startProc } from './lib.ts';
  * (`signin`, `totp`, `passkey`: complete sign-ins with a password, password + TOTP, or a passkey alone, 32
  * concurrent flows; per-request figures are per sign-in.
  * `refresh`: the bench's rotating chains (bench/flows.ts `RefreshChains`), 64 started by sign-ins before the run.)
- * The load generator's own CPU (autocannon and the check of every answer) is printed for every scenario.
+ * The load generator's own CPU (the driver; `--driver autocannon`: the one before it) is printed for every scenario.
  */
 /** A process and its node:cluster workers (WORKERS > 1): its children's pids. */
 function processTree(pid: number): number[] {
@@ -64,7 +64,7 @@ function threadsCpu(pid: number): Map<string, number> {
 }
 
 const { values } = parseArgs({
-  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, target: { type: 'string', default: 'latchkey' }, top: { type: 'string', default: '30' }, connections: { type: 'string', default: '32' }, inclusive: { type: 'string', default: '/src/' } },
+  options: { plain: { type: 'boolean', default: false }, scenario: { type: 'string', default: 'token' }, seconds: { type: 'string', default: '10' }, target: { type: 'string', default: 'latchkey' }, top: { type: 'string', default: '30' }, connections: { type: 'string', default: '32' }, inclusive: { type: 'string', default: '/src/' }, driver: { type: 'string', default: 'net' } },
 });
 const dir = process.env.PROFILE_DIR ?? `/tmp/latchkey-profile-${process.pid}`; // per run: other checkouts may profile at the same time
 rmSync(dir, { recursive: true, force: true });
@@ -135,7 +135,7 @@ const load = await (async () => {
     return load;
   }
   const before = process.cpuUsage();
-  const load = await cannon(proc.url, request, { duration: Number(values.seconds), connections: Number(values.connections) });
+  const load = await (values.driver === 'autocannon' ? autocannonLoad : cannon)(proc.url, request, { duration: Number(values.seconds), connections: Number(values.connections) });
   const used = process.cpuUsage(before);
   generatorCpu = used.user + used.system;
   return load;
@@ -150,7 +150,7 @@ admin.disconnect();
 await proc.stop();
 await redis.dispose();
 
-console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds} s, p50 ${load.p50} ms, p99 ${load.p99} ms (${load.count} answered${load.sent ? `, ${load.sent} sent: the rest were in flight when the run stopped` : ''})`);
+console.log(`${values.scenario}: ${Math.round(load.count / load.seconds)} req/s over ${load.seconds.toFixed(2)} s, p50 ${load.p50.toFixed(1)} ms, p99 ${load.p99.toFixed(1)} ms (${load.count} answered${load.sent ? `, ${load.sent} sent: the rest were in flight when the run stopped` : ''})`);
 // Per request that reached the server (bench/lib.ts measure): those in flight at the end were served too.
 const served = Math.max(1, load.sent ?? load.count);
 const perReq = (seconds: number) => Math.round((seconds * 1e6) / served);

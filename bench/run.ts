@@ -2,11 +2,11 @@ import { execSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import type { Request } from 'autocannon';
 import {
   adminReadRequest, adminTokens, deviceCodes, devicePollRequest, introspectionRequest, isActive, newFlowStats, RefreshChains, revocationRequest, signIn, signInLoad, times,
   tokenPool, tokenRequest, type FlowStats, type Server,
 } from './flows.ts';
+import type { Request } from './driver.ts';
 import { configDocs } from '../src/config.ts';
 import { DEVICE_CODE_TTL_SECONDS } from '../src/oidc/device-flow.ts';
 import { cannon, keyType, median, measure, ROOT, sleep, threadCpu, usedMemory, type Load, type Proc, type Sample } from './lib.ts';
@@ -59,7 +59,7 @@ export function machineLines(): string[] {
     `- Command: \`${command}\``,
     `- Date: ${new Date().toISOString()}`,
     `- Machine: ${availableParallelism()} CPUs (nproc), ${cpu}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM; load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
-    `- Node ${process.version}, oidc-provider ${version('oidc-provider')}, koa ${version('koa')}, ioredis ${version('ioredis')}, autocannon ${version('autocannon')}, ${execSync('redis-server --version').toString().trim().split(' ').slice(0, 3).join(' ')}; code: ${git}`,
+    `- Node ${process.version}, oidc-provider ${version('oidc-provider')}, koa ${version('koa')}, ioredis ${version('ioredis')}, ${execSync('redis-server --version').toString().trim().split(' ').slice(0, 3).join(' ')}; code: ${git}`,
   ];
 }
 
@@ -96,13 +96,13 @@ function checked(request: Request, check: Check): Request {
   const inner = request.onResponse;
   return {
     ...request,
-    onResponse: (status, body, context, headers) => {
+    onResponse: (status, body, context) => {
       if (!check.ok(status, body)) {
         check.wrong += 1;
         // A 200 may carry a token: only the status then.
         check.first ??= status === 200 ? '200 of another shape' : `${status} ${body.slice(0, 160)}`;
       }
-      inner?.(status, body, context, headers);
+      inner?.(status, body, context);
     },
   };
 }
@@ -447,7 +447,7 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
     'Written by `npm run bench` (bench/run.ts). Every number below was measured in this run; nothing is copied from elsewhere.',
     '',
     ...machine,
-    `- Load: autocannon ${opts.connections} connections from the bench process (sign-ins: ${opts.connections} concurrent flows over node:http keep-alive connections), ${opts.warmup} s warm-up per target, then ${opts.rounds} rounds of ${opts.duration} s, targets alternating within each round (A B A B …). Rates, p50 and p99 are medians of the rounds; CPU and Redis figures are totals over all rounds divided by the requests. Every answer is held against what its row expects (status and shape, named in its section); "unexpected" counts the others.`,
+    `- Load: the bench's own driver (bench/driver.ts: keep-alive HTTP/1.1 over node:net, one request in flight per connection, a fixed request encoded once, the answer's status line and framing read and its body handed to the row's check) with ${opts.connections} connections from the bench process, on the same CPUs as the servers (sign-ins: ${opts.connections} concurrent flows over node:http keep-alive connections), ${opts.warmup} s warm-up per target, then ${opts.rounds} rounds of ${opts.duration} s, targets alternating within each round (A B A B …). Rates, p50 and p99 are medians of the rounds; CPU and Redis figures are totals over all rounds divided by the requests. Every answer is held against what its row expects (status and shape, named in its section); "unexpected" counts the others.`,
     `- Run time: ${list.length} targets × (${opts.warmup} s warm-up + ${opts.rounds} × ${opts.duration} s) = ${f0(list.length * (opts.warmup + opts.rounds * opts.duration))} s of load, plus 0.5 s of settling before each run (${f0(settle)} s); the rest is set-up (registrations, ${f0(world.latchkey.totpUsers.length)} TOTP and ${f0(world.latchkey.passkeyUsers?.length ?? 0)} passkey enrolments through the pages, the memory and argon2id probes) and the pools made before runs: ${f1(timing.total / 60)} min in all, ${f0(timing.load)} s of it under load.`,
     `- Processes: a private redis-server; Latchkey (\`node src/main.ts\`, NODE_ENV=production, REDIS_URL, LOG_LEVEL=info JSON logs to a temporary file, metrics on)${world.latchkeyLeanOff ? ', and a second one with LEAN_PATH=off (everything through oidc-provider)' : ''}; raw oidc-provider 9 with its own in-memory adapter, given room for 50,000 records instead of 1,000 (bench/baselines/raw-oidc-provider.ts); Koa + ioredis and bare node:http floors (bench/baselines/). Everything on 127.0.0.1, everything on the same ${availableParallelism()} CPUs as the load generator.`,
     `- Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}. "other load" is the CPU the rest of the machine used during the runs (other people's tests and builds), in cores: it perturbs every number here.`,
@@ -557,7 +557,7 @@ function report(world: World, list: Entry[], memory: Awaited<ReturnType<typeof m
     if (scenario === TOKEN && leanOffOf(TOKEN)) lines.push('- Latchkey, LEAN_PATH=off: a Latchkey like the first (one process, the same Redis) with the lean path off, so every request goes through oidc-provider.');
     if (scenario === REFRESH) {
       lines.push(
-        `- Measured with autocannon on rotating chains: before each run, complete sign-ins (not measured) top the queue up to ${2 * opts.connections} live refresh tokens; each request takes one and puts back the rotated token from its answer, so every request is a real single-use refresh. A request in flight when a run ends loses its chain. Requests that found the queue empty (sent with a dead token): ${[...notes.chains].map(([t, c]) => `${t} ${c.starved}`).join(', ')}.`,
+        `- Measured on rotating chains: before each run, complete sign-ins (not measured) top the queue up to ${2 * opts.connections} live refresh tokens; each request takes one and puts back the rotated token from its answer, so every request is a real single-use refresh. A request in flight when a run ends loses its chain. Requests that found the queue empty (sent with a dead token): ${[...notes.chains].map(([t, c]) => `${t} ${c.starved}`).join(', ')}.`,
         '- raw oidc-provider\'s chains are started afresh before each of its runs (other rows may have pushed them out of its memory adapter). Latchkey keeps every rotated (consumed) refresh token until its own expiry (14 days) to detect reuse, which is what "Redis mem Δ" shows.',
       );
     }
