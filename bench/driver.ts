@@ -1,23 +1,16 @@
-import { connect, type Socket } from 'node:net';
-import { build } from 'hdr-histogram-js';
-import type { CannonOptions, Load } from './lib.ts';
-
 /**
  * The load driver of the single-request rows: keep-alive HTTP/1.1 over node:net, one request in flight
  * per connection. It shares the 2 cores with the servers it measures, so it does as little as it can: a
  * request shape without `setupRequest` is encoded once; the answer's parser reads the status line,
  * Content-Length or chunked framing and `Connection: close`, nothing else. It takes autocannon's request
- * shape (and its `cannon` options), so autocannon can still drive the same requests (bench/driver.test.ts compares them).
+ * shape (`Request`) (and its `cannon` options), so autocannon can still drive the same requests (bench/driver.test.ts compares them).
  */
-export interface Request {
-  method?: string;
-  path?: string;
-  headers?: Record<string, string>;
-  body?: string;
-  /** Called before each request; what it returns is sent. `context` is the connection's own, kept between its requests. */
-  setupRequest?: (request: Request, context: Record<string, unknown>) => Request;
-  onResponse?: (status: number, body: string, context: Record<string, unknown>) => void;
-}
+import { connect, type Socket } from 'node:net';
+import { build } from 'hdr-histogram-js';
+import type { Request } from 'autocannon';
+import type { CannonOptions, Load } from './lib.ts';
+
+export type { Request };
 
 const READ_BUFFER = 64 * 1024;
 const CRLF2 = Buffer.from('\r\n\r\n');
