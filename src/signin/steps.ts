@@ -38,11 +38,12 @@ const MAX_REMEMBERED_STEPS = 10_000;
 export class SignInSteps {
   readonly #store: Store;
   /**
-   * Interaction uid → the account record key its step named when this process last read or wrote it:
-   * a guess for the next step's read-ahead (`readAhead`), never an answer. Another process may have moved
-   * the step since; a read ahead of the wrong account is simply not taken (read-ahead.ts serves a key's own answer only).
+   * Interaction uid → the keys of the person its step named when this process last read or wrote it (their
+   * account record, last TOTP step, and consent to the interaction's app): a guess for the next step's
+   * read-ahead (`readAhead`), never an answer. Another process may have moved the step since; a read ahead
+   * of the wrong person is simply not taken (read-ahead.ts serves a key's own answer only).
    */
-  readonly #accountKeys = new Map<string, string[]>();
+  readonly #personKeys = new Map<string, string[]>();
 
   constructor(store: Store) {
     this.#store = store;
@@ -70,15 +71,15 @@ export class SignInSteps {
    * and `more` (keys the post names itself).
    */
   readAhead(uid: string, more: string[] = []): void {
-    this.#store.readAhead([keys.model('Interaction', uid), ...(this.#accountKeys.get(uid) ?? []), ...more]);
+    this.#store.readAhead([keys.model('Interaction', uid), ...(this.#personKeys.get(uid) ?? []), ...more]);
   }
 
   #remember(uid: string, step: SignInStep | undefined, record: Record<string, unknown> | undefined): void {
-    this.#accountKeys.delete(uid);
+    this.#personKeys.delete(uid);
     if (!step) return;
-    if (this.#accountKeys.size >= MAX_REMEMBERED_STEPS) this.#accountKeys.delete(this.#accountKeys.keys().next().value!);
+    if (this.#personKeys.size >= MAX_REMEMBERED_STEPS) this.#personKeys.delete(this.#personKeys.keys().next().value!);
     const clientId = (record?.params as { client_id?: unknown } | undefined)?.client_id;
-    this.#accountKeys.set(uid, [keys.account(step.accountId), keys.totpLastStep(step.accountId), ...(typeof clientId === 'string' ? [keys.consent(step.accountId, clientId)] : [])]);
+    this.#personKeys.set(uid, [keys.account(step.accountId), keys.totpLastStep(step.accountId), ...(typeof clientId === 'string' ? [keys.consent(step.accountId, clientId)] : [])]);
   }
 
   /** Moves the interaction to `step` (undefined: back to the password); `expiresAt` is the interaction's `exp` (epoch seconds). */
