@@ -5,7 +5,7 @@ import type Provider from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { clientAuthSource } from '../security/client-auth-throttle.ts';
 import type { Lockout } from '../security/lockout.ts';
-import { leanRefresh, opaqueId, type RefreshReused } from './lean-refresh.ts';
+import { epochTime, leanRefresh, opaqueId, type RefreshReused } from './lean-refresh.ts';
 import { cachedClient } from './provider-internals.ts';
 import { clientSecretMatches, OIDC_SCOPES, type Registry, type ResourceServer } from './registry.ts';
 
@@ -69,7 +69,6 @@ const EXPOSED = { token: 'DPoP-Nonce,WWW-Authenticate', introspection: 'WWW-Auth
 
 type BuiltClient = { clientId: string; clientAuthMethod?: string; clientSecret?: string; clientSecretExpiresAt?: number; scope?: string; grantTypeAllowed(type: string): boolean; [key: string]: unknown };
 
-const epochTime = () => Math.floor(Date.now() / 1000);
 
 /**
  * The app's request listener with the lean path in front: `app` gets every request the lean path does

@@ -251,7 +251,8 @@ export function leanRefresh(provider: Provider, onReused: (reused: RefreshReused
   }
 }
 
-const epochTime = () => Math.floor(Date.now() / 1000);
+/** Seconds since the epoch, as oidc-provider stamps its records. */
+export const epochTime = () => Math.floor(Date.now() / 1000);
 
 /** A record as opaque.js getValueAndPayload makes it of a model's members: `iat` and `exp` first, then the members that are defined, in order. */
 function stamped(members: Record<string, unknown>, ttl: number): AdapterPayload {
@@ -322,6 +323,8 @@ export function leanIdTokens(provider: Provider) {
       mask.mask({});
       mask.rejected([]);
       known = mask.result().then((picked) => Object.keys(picked));
+      // A failure is this request's, not the scope's: the next one asks again.
+      known.catch(() => revealed.delete(scope));
       if (revealed.size >= 1000) revealed.clear();
       revealed.set(scope, known);
     }
@@ -356,7 +359,7 @@ export function leanIdTokens(provider: Provider) {
   };
 
   return {
-    /** Whether `issue` signs this ID token itself (its common shape), rather than asking oidc-provider's. */
+    /** Whether `issue` signs this ID token itself (its common shape) rather than asking oidc-provider's: what the byte-for-byte test checks it compares. */
     signsItself: (client: { [key: string]: unknown }, source: IdTokenSource, grant: IdTokenGrant) => common(client, source, grant) !== undefined,
     /** The ID token of a refresh (none without `openid`): `at` is the access token's members (its `aud`). */
     async issue(ctx: unknown, client: { clientId: string; [key: string]: unknown }, account: IdTokenAccount, source: IdTokenSource, grant: IdTokenGrant, scopes: Set<string>, at: { aud?: unknown }): Promise<string | undefined> {

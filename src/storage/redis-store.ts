@@ -571,7 +571,6 @@ export class RedisStore implements Store {
         return true;
       }
       await this.client.del(indexKey, ...members);
-      this.#indexExpiry.delete(indexKey);
       return false;
     });
   }
