@@ -157,7 +157,8 @@ const perReq = (seconds: number) => Math.round((seconds * 1e6) / served);
 console.log(`server CPU: ${perReq(serverCpu)} µs/req, of which its main thread (JavaScript) ${perReq(serverMainThread.user + serverMainThread.system)} (user ${perReq(serverMainThread.user)}, kernel ${perReq(serverMainThread.system)})`);
 console.log(`  by thread: ${threads.map(([name, cpu]) => `${name} ${Math.round((cpu * 1e6) / served)}`).join(', ')}`);
 if (generatorCpu) console.log(`load generator (this process) CPU: ${Math.round(generatorCpu / load.count)} µs/req`);
-console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / served).toFixed(2)}/req)`).join('\n'));
+// Redis's own time in each command (commandstats `usec`: inside the command, not its reading and writing of sockets).
+console.log(stats.split('\n').filter((l) => l.startsWith('cmdstat_')).map((l) => `  ${l.split(':')[0]!.slice(8)} ${/calls=(\d+)/.exec(l)![1]} (${(Number(/calls=(\d+)/.exec(l)![1]) / served).toFixed(2)}/req, ${(Number(/usec=(\d+)/.exec(l)![1]) / served).toFixed(1)} µs/req)`).join('\n'));
 
 if (values.plain) {
   rmSync(dir, { recursive: true, force: true });

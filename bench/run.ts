@@ -36,6 +36,8 @@ const { values } = parseArgs({
     'passkey-users': { type: 'string', default: '50' },
     /** Only the scenarios whose name contains this (no all-cores target, no memory probe, no RESULTS.md): e.g. `--only "complete sign-in with"`. */
     only: { type: 'string' },
+    /** With --only: also Latchkey on all cores (WORKERS=2), where its rows have one. */
+    'all-cores': { type: 'boolean', default: false },
     /** Also Latchkey with LEAN_PATH=off (everything through oidc-provider), for tokens and introspection. */
     'lean-off': { type: 'boolean', default: false },
     soak: { type: 'string' },
@@ -649,7 +651,7 @@ async function bench() {
   console.log(`starting Redis, Latchkey${leanOff ? ' (and one with LEAN_PATH=off)' : ''} and the baselines…`);
   if (totpCount) console.log(`(and ${totpCount} people enrolled in TOTP through the sign-in pages)`);
   if (passkeyCount) console.log(`(and ${passkeyCount} people who enrolled a passkey the same way)`);
-  const world = await startWorld({ baselines: true, users: 4, totpUsers: totpCount, passkeyUsers: passkeyCount, allCores: !only, leanOff });
+  const world = await startWorld({ baselines: true, users: 4, totpUsers: totpCount, passkeyUsers: passkeyCount, allCores: !only || values['all-cores'] === true, leanOff });
   const stopOnSignal = () => void world.stop().then(() => process.exit(130));
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);

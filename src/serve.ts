@@ -7,6 +7,7 @@ import { audit } from './observability/audit.ts';
 import { chooseLogFormat, createLogger } from './observability/logger.ts';
 import { describeRedis, openStore } from './storage/open.ts';
 import type { Store } from './storage/store.ts';
+import { lowerThreadPoolPriority, POOL_NICE } from './thread-pool.ts';
 
 /**
  * One serving process: storage, the app, the listener and its graceful shutdown. `main.ts` runs it
@@ -29,6 +30,7 @@ export async function serve(config: Config): Promise<void> {
   }
 
   const { handler, opsApp, demo, outbox, metrics, firstAdmin, close: closeApp } = await createApp({ config, store, logger });
+  logger.debug({ threads: await lowerThreadPoolPriority(), nice: POOL_NICE }, 'thread pool below the event loop');
   if (cluster.isWorker) metrics.joinCluster();
   if (config.ADMIN_BOOTSTRAP_EMAIL && config.ADMIN_BOOTSTRAP_PASSWORD_FILE) {
     try {
