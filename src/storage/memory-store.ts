@@ -85,7 +85,7 @@ export class MemoryStore implements Store {
     const ahead = keysToReadAhead(this, keys);
     for (const key of ahead?.fresh ?? []) {
       const value = this.#entry(key)?.value;
-      const snapshot = typeof value === 'string' ? value : isModel(value) ? { p: value.p } : undefined;
+      const snapshot = typeof value === 'string' ? value : isModel(value) ? { p: value.p, ...(value.c === undefined ? {} : { c: value.c }) } : undefined;
       // `null`, not undefined: a key absent then stays absent for its reader, whatever was written since by others.
       ahead!.record(key, Promise.resolve(snapshot ?? null));
     }
@@ -332,8 +332,8 @@ export class MemoryStore implements Store {
 
   async getModel(key: string, options: { consumable?: boolean; take?: boolean | TakeLeaving } = {}): Promise<StoredModel | null> {
     const { take } = options;
-    // Read ahead: only a plain read of a record never consumed (a take or a consumed mark is read now).
-    const ahead = options.consumable === false && !take ? takeReadAhead<Value | null>(this, key) : undefined;
+    // Read ahead: only a plain read (a take is read now).
+    const ahead = !take ? takeReadAhead<Value | null>(this, key) : undefined;
     if (take) dropReadAhead(this, [key]);
     const value = ahead ? await ahead : this.#entry(key)?.value;
     if (typeof take === 'object' && options.consumable === false) this.#data.set(key, { value: { p: take.leave }, expiresAt: this.#expiry(take.ttl) });

@@ -320,12 +320,30 @@ export function createAdapterClass(
    * command (`Store.readAhead`: MGET) as soon as it is read, for one that will get that far (its client's,
    * unused); the grant's `getModel` and the account's `get` take the answers.
    */
-  const readGrantAndAccountAhead = (token: AdapterPayload) => {
+  const readGrantAndAccountAhead = (token: AdapterPayload, tokenId: string) => {
     const { grantId, accountId, clientId } = token;
     const consumed: unknown = token.consumed;
     if (consumed !== undefined || clientId !== Provider.ctx?.oidc?.client?.clientId) return;
     if (typeof grantId !== 'string' || typeof accountId !== 'string' || !ACCOUNT_ID.test(accountId)) return;
-    store.readAhead([keys.model('Grant', grantId), keys.account(accountId)]);
+    const grantAndAccount = [keys.model('Grant', grantId), keys.account(accountId)];
+    store.readAhead(grantAndAccount);
+    rememberChain(tokenId, grantAndAccount);
+  };
+  /**
+   * By grant tag (the first characters of its tokens' ids): the keys of the grant and its account, as
+   * the last code or refresh token of that grant read here named them. A grant's id and account never
+   * change, so the next refresh of the chain reads its token, grant and account in one command; a token
+   * that names others (it cannot, but a guess costs nothing) has its own read after the first.
+   */
+  const chains = new Map<string, string[]>();
+  const rememberChain = (tokenId: string, grantAndAccount: string[]) => {
+    if (tokenId.length <= GRANT_TAG_LENGTH) return;
+    if (chains.size >= 50_000) chains.clear();
+    chains.set(tokenId.slice(0, GRANT_TAG_LENGTH), grantAndAccount);
+  };
+  const readChainAhead = (tokenKey: string, tokenId: string) => {
+    const grantAndAccount = tokenId.length > GRANT_TAG_LENGTH ? chains.get(tokenId.slice(0, GRANT_TAG_LENGTH)) : undefined;
+    if (grantAndAccount) store.readAhead([tokenKey, ...grantAndAccount]);
   };
   return class StoreAdapter implements Adapter {
     readonly name: string;
@@ -438,6 +456,7 @@ export function createAdapterClass(
       const heldGrant = this.name === 'Grant' ? heldGrantsOfRequest(false)?.get(keys.grantIndex(id)) : undefined;
       if (heldGrant) return { ...(JSON.parse(heldGrant.payload) as AdapterPayload), kind: this.name, jti: id };
       const take = this.name === 'Interaction' && takesInteraction();
+      if (this.name === 'RefreshToken') readChainAhead(key, id);
       const read = await this.#read(key, take ? { leave: ANSWERED_INTERACTION, ttl: ANSWERED_INTERACTION_TTL } : false);
       if (take) {
         written.forget(key);
@@ -448,7 +467,7 @@ export function createAdapterClass(
       }
       if (!read) return undefined;
       const { payload } = read;
-      if (this.name === 'AuthorizationCode' || this.name === 'RefreshToken') readGrantAndAccountAhead(payload);
+      if (this.name === 'AuthorizationCode' || this.name === 'RefreshToken') readGrantAndAccountAhead(payload, id);
       const rotation = refreshRotation.getStore();
       // A token of a deleted client is no token (deletion revokes them; this covers any it could not list),
       // so introspection answers active: false instead of failing on the missing client.

@@ -385,7 +385,12 @@ export class RedisStore implements Store {
     const { fresh, record } = ahead;
     // On a cluster the keys live in different slots: one MGET would be refused (CROSSSLOT).
     if (this.client instanceof Cluster || fresh.length === 1) {
-      for (const key of fresh) record(key, this.#call(() => this.client.get(key)));
+      // A key that holds no string (a hash of an earlier version) reads as absent, as in an MGET.
+      const string = (key: string) => this.client.get(key).catch((err: unknown) => {
+        if (err instanceof Error && err.message.startsWith('WRONGTYPE')) return null;
+        throw err;
+      });
+      for (const key of fresh) record(key, this.#call(() => string(key)));
       return;
     }
     // MGET answers nil for a key that holds no string (GET would fail with WRONGTYPE): absent, as in the embedded store.
@@ -575,10 +580,12 @@ export class RedisStore implements Store {
     });
   }
 
-  getModel(key: string, options: { consumable?: boolean; take?: boolean | TakeLeaving } = {}) {
-    // Read ahead: only a plain read of a record never consumed (a take or a consumed mark is read now).
-    const ahead = options.consumable === false && !options.take ? takeReadAhead<string | null>(this, key) : undefined;
-    if (ahead) return ahead.then((payload) => (payload == null ? null : { payload }));
+  getModel(key: string, options: { consumable?: boolean; take?: boolean | TakeLeaving } = {}): Promise<StoredModel | null> {
+    // Read ahead: only a plain read (a take is read now).
+    const ahead = !options.take ? takeReadAhead<string | null>(this, key) : undefined;
+    if (ahead && options.consumable === false) return ahead.then((payload) => (payload == null ? null : { payload }));
+    // A consumable record as stored, with its mark; nil is read again (MGET answers nil for a hash of an earlier version too).
+    if (ahead) return ahead.then((stored) => (stored == null ? this.getModel(key, options) : parseConsumable(stored)));
     if (options.take) dropReadAhead(this, [key]);
     return this.#call(async (): Promise<StoredModel | null> => {
       if (options.consumable === false) {

@@ -51,7 +51,7 @@ export interface Store {
    * Sends the reads of string keys a request will need, now and together (read-ahead.ts): one MGET on
    * one Redis, a GET each in parallel on a cluster (the keys' slots differ), a snapshot in the embedded
    * store. Within the request's scope (`withReadAhead`) the next `get` of such a key, or `getModel` of a
-   * record never consumed and not taken, answers what it held then, once; a write of the key through
+   * record not taken (with its consumed mark), answers what it held then, once; a write of the key through
    * this store in the request drops that answer (the read goes to the store). A key that holds no
    * string reads as absent. Outside a scope it reads nothing.
    */
