@@ -19,8 +19,14 @@ export const POOL_NICE = 5;
 export async function lowerThreadPoolPriority(nice = POOL_NICE): Promise<number> {
   if (process.platform !== 'linux') return 0;
   await new Promise<void>((resolve) => randomFill(Buffer.alloc(1), () => resolve()));
+  let tasks: string[];
+  try {
+    tasks = readdirSync('/proc/self/task');
+  } catch {
+    return 0; // no /proc (a sandbox): the pool keeps its priority
+  }
   let lowered = 0;
-  for (const task of readdirSync('/proc/self/task')) {
+  for (const task of tasks) {
     const tid = Number(task);
     try {
       if (readFileSync(`/proc/self/task/${task}/comm`, 'utf8').trim() !== 'libuv-worker' || getPriority(tid) >= nice) continue;
