@@ -69,7 +69,6 @@ const EXPOSED = { token: 'DPoP-Nonce,WWW-Authenticate', introspection: 'WWW-Auth
 
 type BuiltClient = { clientId: string; clientAuthMethod?: string; clientSecret?: string; clientSecretExpiresAt?: number; scope?: string; grantTypeAllowed(type: string): boolean; [key: string]: unknown };
 
-
 /**
  * The app's request listener with the lean path in front: `app` gets every request the lean path does
  * not answer, with its body intact.
